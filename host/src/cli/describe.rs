@@ -1,0 +1,37 @@
+//! `flowhost describe`: what a plugin declares.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{engine, print_json};
+
+/// Arguments of `flowhost describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// The plugin component (.wasm).
+    pub plugin: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Loads the plugin (which checks it against the contract) and prints its declaration.
+pub async fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
+    let plugin = engine()?.plugin(&args.plugin).await?;
+    let info = plugin.info();
+    if args.json {
+        print_json(info)?;
+    } else {
+        println!("{} {}", info.name, info.version);
+        if !info.description.is_empty() {
+            println!("  {}", info.description);
+        }
+        let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { names.join(", ") };
+        println!("  requires: {}", list(&info.requires));
+        println!("  optional: {}", list(&info.optional));
+        println!("  provides: {}", list(&info.provides));
+    }
+    Ok(ExitCode::SUCCESS)
+}

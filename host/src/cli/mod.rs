@@ -1,0 +1,143 @@
+//! Argument definitions, shared helpers and one module per subcommand.
+
+pub mod check;
+pub mod describe;
+pub mod run;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use flowhost::{FlowFileError, PluginError, Store, ValidationError};
+use serde_json::Value;
+
+/// Wrong use of the command line.
+pub const EXIT_USAGE: u8 = 64;
+/// The flow file, a plugin or the flow as a whole is invalid.
+pub const EXIT_INVALID: u8 = 65;
+/// An input file could not be read.
+pub const EXIT_NOINPUT: u8 = 66;
+/// A fault inside flowhost itself.
+pub const EXIT_SOFTWARE: u8 = 70;
+
+/// Runs flows of sandboxed WebAssembly tasks: each task starts after the previous one
+/// finished, results flow through a store of named JSON values, and a failure reverts every
+/// task that ran, in reverse order.
+#[derive(Debug, Parser)]
+#[command(name = "flowhost", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// More log output (debug level). Overridden by FLOWHOST_LOG.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 flow failed and was reverted, 2 flow failed and a revert \
+failed (needs a person), 64 usage error, 65 invalid flow/plugin, 66 unreadable input file, 70 internal error.";
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate and run a flow; print the final store (or the fetched names) on stdout and
+    /// every state transition on stderr.
+    Run(run::RunArgs),
+    /// Validate a flow without running anything: load and describe every plugin, check every
+    /// requirement, show each task's arguments, limits and grants.
+    Check(check::CheckArgs),
+    /// Show what a plugin declares: name, version, requires, optional, provides.
+    Describe(describe::DescribeArgs),
+}
+
+/// The initial store given on the command line.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Set a store value: NAME=JSON (falls back to a plain string when not JSON). Wins over the
+    /// flow file's [store] and --store-file. Repeatable.
+    #[arg(long = "store", value_name = "NAME=JSON")]
+    pub values: Vec<String>,
+    /// Read store values from a JSON object file; wins over the flow file's [store].
+    #[arg(long, value_name = "FILE")]
+    pub store_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The initial store: --store-file, then each --store over it.
+    pub fn store(&self) -> anyhow::Result<Store> {
+        let mut store = Store::new();
+        if let Some(path) = &self.store_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| InputError(format!("cannot read store file {}: {e}", path.display())))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| UsageError(format!("store file {} is not valid JSON: {e}", path.display())))?;
+            let Value::Object(map) = value else {
+                bail!(UsageError(format!("store file {} must hold a JSON object", path.display())));
+            };
+            store.extend(map.into_iter().collect());
+        }
+        for pair in &self.values {
+            let (name, raw) = pair.split_once('=').filter(|(n, _)| !n.is_empty()).ok_or_else(|| {
+                UsageError(format!("--store `{pair}`: expected NAME=VALUE, e.g. --store raw_size=10"))
+            })?;
+            let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+            store.insert(name, value);
+        }
+        Ok(store)
+    }
+}
+
+/// A command-line mistake (exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// An input file that could not be read (exit 66).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Maps an error to the documented exit code.
+pub fn exit_code_for(error: &anyhow::Error) -> u8 {
+    if error.is::<UsageError>() {
+        EXIT_USAGE
+    } else if error.is::<InputError>() || matches!(error.downcast_ref(), Some(FlowFileError::Read { .. })) {
+        EXIT_NOINPUT
+    } else if error.is::<ValidationError>() || error.is::<FlowFileError>() || error.is::<PluginError>() {
+        EXIT_INVALID
+    } else {
+        EXIT_SOFTWARE
+    }
+}
+
+/// Loads the flow file; errors keep their type for the exit code.
+pub fn read_flow(path: &PathBuf) -> anyhow::Result<flowhost::FlowSpec> {
+    Ok(flowhost::FlowSpec::from_file(path)?)
+}
+
+/// Creates the engine with the stock logging listener.
+pub fn engine() -> anyhow::Result<flowhost::Engine> {
+    let mut engine = flowhost::Engine::new().context("starting the engine")?;
+    engine.listen(std::sync::Arc::new(flowhost::LogListener));
+    Ok(engine)
+}
+
+/// Logs to stderr; `FLOWHOST_LOG` (tracing filter syntax) overrides -v / -q.
+pub fn init_logging(verbose: bool, quiet: bool) {
+    let default = if verbose { "debug" } else if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWHOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Prints JSON to stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `flowhost run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use flowhost::FlowState;
+use serde_json::{Map, Value, json};
+
+use super::{StoreArgs, UsageError, engine, print_json, read_flow};
+
+/// Arguments of `flowhost run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The flow file (TOML).
+    pub flow: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print only these names of the final store (checked before the flow runs). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub fetch: Vec<String>,
+    /// Print one JSON report on stdout: flow, run_id, state, store, tasks (and fetched).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Validates, runs, prints; the exit code tells success (0), reverted (1), revert failed (2).
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let flow = read_flow(&args.flow)?;
+    let store = args.store.store()?;
+    let loaded = engine()?.load(&flow, store).await?;
+    let unknown: Vec<&String> = args.fetch.iter().filter(|n| !loaded.will_provide(n)).collect();
+    if !unknown.is_empty() {
+        bail!(UsageError(format!(
+            "--fetch {unknown:?}: flow `{}` never stores such a name (neither the initial store nor any task's provides)",
+            flow.name
+        )));
+    }
+    let report = loaded.run().await;
+    let fetched: Option<Map<String, Value>> = (!args.fetch.is_empty()).then(|| {
+        args.fetch
+            .iter()
+            .map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null)))
+            .collect()
+    });
+    if args.json {
+        let mut doc = serde_json::to_value(&report)?;
+        if let Some(fetched) = &fetched {
+            doc["fetched"] = Value::Object(fetched.clone());
+        }
+        print_json(&doc)?;
+    } else {
+        if report.state != FlowState::Success {
+            for task in &report.tasks {
+                if let Some(error) = &task.error {
+                    eprintln!("flow `{}` {}: task `{}` failed: {error}", report.flow, report.state, task.name);
+                }
+                if let Some(error) = &task.revert_error {
+                    eprintln!("task `{}` could not be reverted: {error}", task.name);
+                }
+            }
+        }
+        match fetched {
+            Some(fetched) => print_json(&fetched)?,
+            None => print_json(&json!(report.store))?,
+        }
+    }
+    Ok(ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2)))
+}

@@ -1,0 +1,182 @@
+//! States, transitions and listeners: everything that happens in a run is an [`Event`] handed
+//! to every [`Listener`] — logging, progress and persistence are all listeners.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::TaskError;
+
+/// A task's state, as in TaskFlow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskState {
+    /// Not started.
+    Pending,
+    /// `execute` in progress.
+    Running,
+    /// `execute` succeeded and its result is in the store.
+    Success,
+    /// `execute` failed.
+    Failure,
+    /// `revert` in progress.
+    Reverting,
+    /// `revert` succeeded.
+    Reverted,
+    /// `revert` failed: a person must look at what the task left behind.
+    RevertFailure,
+}
+
+/// A flow's state, as in TaskFlow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FlowState {
+    /// Not started.
+    Pending,
+    /// Tasks executing.
+    Running,
+    /// Every task succeeded.
+    Success,
+    /// A task failed; reverting.
+    Reverting,
+    /// A task failed and every revert succeeded: nothing is left half done.
+    Reverted,
+    /// A task failed and at least one revert failed: the run needs a person.
+    Failure,
+}
+
+macro_rules! display_as_serde {
+    ($($ty:ty),*) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let name = serde_json::to_value(self).ok();
+                f.write_str(name.as_ref().and_then(Value::as_str).unwrap_or("?"))
+            }
+        }
+    )*};
+}
+display_as_serde!(TaskState, FlowState);
+
+/// One state transition of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// The run's id.
+    pub run_id: String,
+    /// The flow's name.
+    pub flow: String,
+    /// When the transition happened.
+    pub at: SystemTime,
+    /// What changed.
+    pub transition: Transition,
+}
+
+/// What changed in an [`Event`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Transition {
+    /// The flow changed state.
+    Flow {
+        /// Previous state.
+        from: FlowState,
+        /// New state.
+        to: FlowState,
+        /// Time since the run started.
+        elapsed: Duration,
+    },
+    /// A task changed state.
+    Task {
+        /// The task entry's name.
+        task: String,
+        /// Its position in the flow, from 0.
+        index: usize,
+        /// Previous state.
+        from: TaskState,
+        /// New state.
+        to: TaskState,
+        /// Time spent in the previous state (e.g. how long `execute` took).
+        duration: Duration,
+        /// The result, on entering SUCCESS.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// The error, on entering FAILURE or REVERT_FAILURE.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<TaskError>,
+    },
+}
+
+/// Receives every transition of the runs it is registered with. Called synchronously, in
+/// order, before the run moves on — so a persisting listener has committed an event before
+/// the next task starts. A listener that errors or panics is logged and skipped; it never
+/// breaks the run.
+pub trait Listener: Send + Sync {
+    /// Handles one event.
+    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Hands an event to each listener, containing their errors and panics.
+pub(crate) fn notify(listeners: &[Arc<dyn Listener>], event: &Event) {
+    for listener in listeners {
+        match catch_unwind(AssertUnwindSafe(|| listener.on_event(event))) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(run = %event.run_id, "listener failed: {error}"),
+            Err(_) => tracing::warn!(run = %event.run_id, "listener panicked; event skipped for it"),
+        }
+    }
+}
+
+/// One log line per transition, in the spirit of TaskFlow's `DynamicLoggingListener`:
+/// task name, old → new state, duration, result or error; failures and reverts at WARN.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogListener;
+
+impl Listener for LogListener {
+    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let run = event.run_id.as_str();
+        match &event.transition {
+            Transition::Flow { from, to, elapsed } => {
+                let ms = millis(*elapsed);
+                match to {
+                    FlowState::Reverting | FlowState::Reverted | FlowState::Failure => {
+                        tracing::warn!(run, "flow `{}` {from} -> {to} ({ms} ms)", event.flow)
+                    }
+                    _ => tracing::info!(run, "flow `{}` {from} -> {to} ({ms} ms)", event.flow),
+                }
+            }
+            Transition::Task { task, from, to, duration, result, error, .. } => {
+                let ms = millis(*duration);
+                match (to, result, error) {
+                    (_, _, Some(error)) => {
+                        tracing::warn!(run, "task `{task}` {from} -> {to} ({ms} ms): {error}")
+                    }
+                    (_, Some(result), _) => {
+                        tracing::info!(run, "task `{task}` {from} -> {to} ({ms} ms) result: {}", preview(result))
+                    }
+                    (TaskState::Reverting | TaskState::Reverted, _, _) => {
+                        tracing::warn!(run, "task `{task}` {from} -> {to} ({ms} ms)")
+                    }
+                    _ => tracing::info!(run, "task `{task}` {from} -> {to} ({ms} ms)"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// A result shortened for one log line.
+fn preview(value: &Value) -> String {
+    const MAX: usize = 200;
+    let text = value.to_string();
+    if text.len() <= MAX {
+        return text;
+    }
+    let cut = (0..=MAX).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}… ({} bytes)", &text[..cut], text.len())
+}

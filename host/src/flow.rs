@@ -1,0 +1,204 @@
+//! Flow files and the flow builder: what to run, in which order, with which data and grants.
+//!
+//! A flow is declared in TOML (see the README's flow-file reference) or built in Rust with
+//! [`FlowSpec::linear`]. Both produce the same [`FlowSpec`], so the CLI and library users
+//! validate and run exactly the same thing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::FlowFileError;
+use crate::sandbox::Limits;
+
+/// TaskFlow's name for a linear flow; reads like the seed: `Flow::linear("volume_create_api")`.
+pub type Flow = FlowSpec;
+
+/// A named, ordered list of task entries and the store defaults they start from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSpec {
+    /// The flow's name, shown in logs and reports.
+    pub name: String,
+    /// Initial store values; `--store` and the library's initial store override them.
+    #[serde(default)]
+    pub store: BTreeMap<String, Value>,
+    /// Default limits for every task entry that does not set its own.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The task entries, run in this order.
+    #[serde(default, rename = "task")]
+    pub tasks: Vec<TaskSpec>,
+    /// Directory that relative plugin and grant paths are resolved against: the flow file's
+    /// folder, or the working directory for flows built in code.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// One task placed in a flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Unique name of this entry within the flow.
+    pub name: String,
+    /// Path of the component (`.wasm`), relative to the flow file.
+    pub plugin: PathBuf,
+    /// Maps a task argument name to the store name it is read from.
+    #[serde(default)]
+    pub rebind: BTreeMap<String, String>,
+    /// Fixed argument values; they win over the store.
+    #[serde(default)]
+    pub inject: BTreeMap<String, Value>,
+    /// Static configuration handed to the task as a JSON object.
+    #[serde(default = "empty_object")]
+    pub config: Value,
+    /// Store names for the result, replacing the names the plugin declares: lets one plugin
+    /// appear twice in a flow, or a result be stored under the name a later task expects.
+    #[serde(default)]
+    pub provides: Option<Vec<String>>,
+    /// Host directories this task may see; nothing else of the host filesystem is reachable.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Limits for this entry; unset fields fall back to the flow's `[limits]`.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// A host directory preopened for one task entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// Directory on the host, relative to the flow file. It must exist.
+    pub host: PathBuf,
+    /// Absolute path the task sees it under, e.g. `/state`.
+    pub guest: String,
+    /// Whether the task may write there. Read-only unless said otherwise.
+    #[serde(default)]
+    pub mode: Access,
+}
+
+/// What a task may do in a granted directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    /// Read files and list directories.
+    #[default]
+    #[serde(rename = "ro")]
+    ReadOnly,
+    /// Also create, write, rename and delete.
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
+impl FlowSpec {
+    /// Starts an empty linear flow whose relative paths resolve against the working directory.
+    pub fn linear(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            store: BTreeMap::new(),
+            limits: Limits::default(),
+            tasks: Vec::new(),
+            base_dir: PathBuf::new(),
+        }
+    }
+
+    /// Appends a task entry; entries run in the order they are added.
+    pub fn add(mut self, task: TaskSpec) -> Self {
+        self.tasks.push(task);
+        self
+    }
+
+    /// Sets a default store value (overridden by the initial store given at load).
+    pub fn store_default(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.store.insert(name.into(), value);
+        self
+    }
+
+    /// Sets the default limits for every entry.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Reads and parses a flow file; relative paths in it then resolve against its folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, FlowFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| FlowFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut flow = Self::from_toml(&text).map_err(|message| FlowFileError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(flow)
+    }
+
+    /// Parses flow-file text. The error message carries line and column of the fault.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Resolves a path from the flow file against the flow's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+}
+
+impl TaskSpec {
+    /// A task entry named `name` running the component at `plugin`.
+    pub fn new(name: impl Into<String>, plugin: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            plugin: plugin.into(),
+            rebind: BTreeMap::new(),
+            inject: BTreeMap::new(),
+            config: empty_object(),
+            provides: None,
+            dirs: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Reads the task's argument `arg` from the store name `store_name`.
+    pub fn rebind(mut self, arg: impl Into<String>, store_name: impl Into<String>) -> Self {
+        self.rebind.insert(arg.into(), store_name.into());
+        self
+    }
+
+    /// Fixes argument `arg` to `value`, whatever the store holds.
+    pub fn inject(mut self, arg: impl Into<String>, value: Value) -> Self {
+        self.inject.insert(arg.into(), value);
+        self
+    }
+
+    /// Sets the static configuration (a JSON object).
+    pub fn config(mut self, config: Value) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Stores the result under these names instead of the plugin's declared ones.
+    pub fn provides<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.provides = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Grants the task a host directory at `guest`.
+    pub fn grant_dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>, mode: Access) -> Self {
+        self.dirs.push(DirGrant { host: host.into(), guest: guest.into(), mode });
+        self
+    }
+
+    /// Sets this entry's limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}

@@ -1,0 +1,71 @@
+//! The report of a finished run: its state, every task's outcome, and the final store.
+
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use crate::error::TaskError;
+use crate::events::{FlowState, TaskState};
+use crate::store::Store;
+
+/// How a run ended. Returned by [`crate::LoadedFlow::run`]; serialises to the CLI's `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The run's id.
+    pub run_id: String,
+    /// The flow's name.
+    pub flow: String,
+    /// SUCCESS, REVERTED (a task failed, all undone) or FAILURE (a revert failed too).
+    pub state: FlowState,
+    /// The final store. After a revert it no longer holds the reverted tasks' results.
+    pub store: Store,
+    /// Every task, in flow order.
+    pub tasks: Vec<TaskReport>,
+    /// Wall time of the whole run.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+}
+
+/// One task's part in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReport {
+    /// Entry name.
+    pub name: String,
+    /// Final state.
+    pub state: TaskState,
+    /// How long `execute` ran.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+    /// Why `execute` failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// Why `revert` failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revert_error: Option<TaskError>,
+}
+
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+impl RunReport {
+    /// A value of the final store: TaskFlow's `engine.storage.fetch(name)`.
+    pub fn fetch(&self, name: &str) -> Option<&Value> {
+        self.store.fetch(name)
+    }
+
+    /// Whether every task succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.state == FlowState::Success
+    }
+
+    /// The CLI's exit code for this outcome: 0 success, 1 reverted, 2 a revert failed.
+    pub fn exit_code(&self) -> i32 {
+        match self.state {
+            FlowState::Success => 0,
+            FlowState::Reverted => 1,
+            _ => 2,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The store: the run's named JSON values, and how a task's arguments are drawn from it and
+//! its result written back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::TaskError;
+
+/// Named JSON values flowing through a run, like TaskFlow's storage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Store(BTreeMap<String, Value>);
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name`, replacing any earlier value.
+    pub fn insert(&mut self, name: impl Into<String>, value: Value) -> Option<Value> {
+        self.0.insert(name.into(), value)
+    }
+
+    /// The value stored under `name`: TaskFlow's `engine.storage.fetch(name)`.
+    pub fn fetch(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    /// Whether `name` is stored.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        self.0.remove(name)
+    }
+
+    /// Names and values in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0.iter()
+    }
+
+    /// Stored names in order.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    /// Copies every value of `other` in, `other` winning on equal names.
+    pub fn extend(&mut self, other: Store) {
+        self.0.extend(other.0);
+    }
+
+    /// The store as one JSON object.
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl FromIterator<(String, Value)> for Store {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl From<BTreeMap<String, Value>> for Store {
+    fn from(map: BTreeMap<String, Value>) -> Self {
+        Self(map)
+    }
+}
+
+/// How one task entry reads from and writes to the store, after rebind, inject and provides
+/// are applied to what the plugin declares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// `(argument, store name)` for each required argument not injected.
+    pub required: Vec<(String, String)>,
+    /// `(argument, store name)` for each optional argument not injected.
+    pub optional: Vec<(String, String)>,
+    /// Injected arguments.
+    pub inject: BTreeMap<String, Value>,
+    /// Store names the result is saved under.
+    pub provides: Vec<String>,
+}
+
+impl Binding {
+    /// Builds the `args` object: exactly the required names (a missing one is an error naming
+    /// argument and store key) plus the optional names present, injected values winning.
+    pub fn arguments(&self, store: &Store) -> Result<Value, Vec<(String, String)>> {
+        let mut args = Map::new();
+        let mut missing = Vec::new();
+        for (arg, key) in &self.required {
+            match store.fetch(key) {
+                Some(value) => {
+                    args.insert(arg.clone(), value.clone());
+                }
+                None => missing.push((arg.clone(), key.clone())),
+            }
+        }
+        for (arg, key) in &self.optional {
+            if let Some(value) = store.fetch(key) {
+                args.insert(arg.clone(), value.clone());
+            }
+        }
+        for (arg, value) in &self.inject {
+            args.insert(arg.clone(), value.clone());
+        }
+        if missing.is_empty() { Ok(Value::Object(args)) } else { Err(missing) }
+    }
+
+    /// Splits a result into the values to store: one provided name takes the whole result,
+    /// several take the keys of an object result.
+    pub fn outputs(&self, result: Value) -> Result<Vec<(String, Value)>, TaskError> {
+        match self.provides.as_slice() {
+            [] => Ok(Vec::new()),
+            [only] => Ok(vec![(only.clone(), result)]),
+            names => {
+                let Value::Object(mut object) = result else {
+                    return Err(TaskError::host(
+                        "missing-provides",
+                        format!(
+                            "result must be a JSON object holding {}, got {}",
+                            quoted(names),
+                            kind_of(&result)
+                        ),
+                    ));
+                };
+                let missing: Vec<String> =
+                    names.iter().filter(|n| !object.contains_key(*n)).cloned().collect();
+                if !missing.is_empty() {
+                    return Err(TaskError::host(
+                        "missing-provides",
+                        format!("result lacks provided name(s) {}", quoted(&missing)),
+                    ));
+                }
+                Ok(names
+                    .iter()
+                    .map(|n| (n.clone(), object.remove(n).unwrap_or(Value::Null)))
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Renders names as "`a`, `b`" for messages.
+pub(crate) fn quoted(names: &[String]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

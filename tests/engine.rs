@@ -1,0 +1,217 @@
+//! The engine's semantics through the library API, with the `probe` test plugin: argument
+//! resolution, provides, revert order and payloads, revert failures, bad results, traps, and
+//! listeners.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use flowhost::{Access, Engine, Event, Flow, FlowState, Listener, Store, TaskSpec, TaskState, Transition};
+use flowhost_testkit::{json_lines, plugin};
+use serde_json::{Value, json};
+
+/// A probe entry whose result is stored under `<name>_out`, journaling into `journal`.
+fn probe(name: &str, journal: &Path, config: Value) -> TaskSpec {
+    let mut config = config;
+    config["label"] = json!(name);
+    config["journal"] = json!(true);
+    TaskSpec::new(name, plugin("probe"))
+        .provides([format!("{name}_out")])
+        .config(config)
+        .grant_dir(journal, "/journal", Access::ReadWrite)
+}
+
+fn store(pairs: &[(&str, Value)]) -> Store {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+/// Records every event, for asserting transition order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl Listener for Recorder {
+    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn task_transitions(&self) -> Vec<(String, TaskState, TaskState)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match &e.transition {
+                Transition::Task { task, from, to, .. } => Some((task.clone(), *from, *to)),
+                Transition::Flow { .. } => None,
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn arguments_are_exactly_the_required_names_after_rebind_and_inject() {
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("args")
+        .add(probe("rebound", journal.path(), json!({})).rebind("value", "input"))
+        .add(probe("injected", journal.path(), json!({})).inject("value", json!("fixed")).rebind("extra", "bonus"))
+        .add(probe("plain", journal.path(), json!({})).rebind("value", "input"));
+    let initial = store(&[("input", json!(1)), ("bonus", json!({"b": 2})), ("unrelated", json!("secret"))]);
+    let report = Engine::new().unwrap().run(&flow, initial).await.unwrap();
+    assert_eq!(report.state, FlowState::Success);
+
+    let calls = json_lines(&journal.path().join("calls.jsonl"));
+    let args: Vec<&Value> = calls.iter().map(|c| &c["args"]).collect();
+    assert_eq!(args[0], &json!({"value": 1}), "optional `extra` absent from the store is not passed");
+    assert_eq!(args[1], &json!({"value": "fixed", "extra": {"b": 2}}), "inject wins, rebind reads `bonus`");
+    assert_eq!(args[2], &json!({"value": 1}));
+    assert_eq!(report.fetch("injected_out"), Some(&json!({"value": "fixed", "extra": {"b": 2}, "label": "injected"})));
+    assert_eq!(report.fetch("unrelated"), Some(&json!("secret")));
+}
+
+#[tokio::test]
+async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("provides")
+        .add(probe("whole", journal.path(), json!({})).rebind("value", "seed"))
+        .add(probe("split", journal.path(), json!({})).provides(["value", "label"]).rebind("value", "seed"));
+    let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(7)), ("value", json!(0))])).await;
+    let error = report.err().expect("`value` is provided by the initial store and by `split`");
+    assert!(error.to_string().contains("provides `value`, which the initial store already provides"), "{error}");
+
+    let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(7))])).await.unwrap();
+    assert_eq!(report.state, FlowState::Success);
+    assert_eq!(report.fetch("whole_out"), Some(&json!({"value": 7, "label": "whole"})));
+    assert_eq!(report.fetch("value"), Some(&json!(7)));
+    assert_eq!(report.fetch("label"), Some(&json!("split")));
+}
+
+#[tokio::test]
+async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outcomes_and_failures() {
+    let journal = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let flow = Flow::linear("revert")
+        .add(probe("a", journal.path(), json!({})))
+        .add(probe("b", journal.path(), json!({})))
+        .add(probe("c", journal.path(), json!({"fail": "boom"})))
+        .add(probe("d", journal.path(), json!({})));
+    let mut loaded = Engine::new().unwrap().load(&flow, store(&[("value", json!("v"))])).await.unwrap();
+    loaded.listen(recorder.clone());
+    let report = loaded.run().await;
+
+    assert_eq!(report.state, FlowState::Reverted);
+    assert_eq!(report.exit_code(), 1);
+    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TaskState::Reverted, TaskState::Reverted, TaskState::Reverted, TaskState::Pending]);
+    assert_eq!(report.tasks[2].error.as_ref().unwrap().code, "boom");
+    assert!(report.fetch("a_out").is_none(), "reverted results leave the store");
+
+    use TaskState::*;
+    let expected: Vec<(String, TaskState, TaskState)> = [
+        ("a", Pending, Running), ("a", Running, Success),
+        ("b", Pending, Running), ("b", Running, Success),
+        ("c", Pending, Running), ("c", Running, Failure),
+        ("c", Failure, Reverting), ("c", Reverting, Reverted),
+        ("b", Success, Reverting), ("b", Reverting, Reverted),
+        ("a", Success, Reverting), ("a", Reverting, Reverted),
+    ]
+    .into_iter()
+    .map(|(t, f, to)| (t.to_owned(), f, to))
+    .collect();
+    assert_eq!(recorder.task_transitions(), expected);
+
+    let calls = json_lines(&journal.path().join("calls.jsonl"));
+    let order: Vec<String> = calls.iter().map(|c| format!("{} {}", c["call"].as_str().unwrap(), c["label"].as_str().unwrap())).collect();
+    assert_eq!(order, ["execute a", "execute b", "execute c", "revert c", "revert b", "revert a"]);
+    let failures = json!([{"task": "c", "code": "boom", "message": "probe was told to fail"}]);
+    assert_eq!(calls[3]["outcome"]["error"]["code"], "boom", "the failed task's revert gets its error");
+    assert_eq!(calls[4]["outcome"]["result"], json!({"value": "v", "label": "b"}), "a done task's revert gets its result");
+    assert_eq!(calls[4]["args"], json!({"value": "v"}), "revert gets the arguments execute had");
+    for revert in &calls[3..] {
+        assert_eq!(revert["failures"], failures);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_revert_is_revert_failure_the_rest_still_revert_and_the_flow_fails() {
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("revert-failure")
+        .add(probe("a", journal.path(), json!({})))
+        .add(probe("b", journal.path(), json!({"fail_revert": "stuck"})))
+        .add(probe("c", journal.path(), json!({"fail": "boom"})));
+    let report = Engine::new().unwrap().run(&flow, store(&[("value", json!(1))])).await.unwrap();
+    assert_eq!(report.state, FlowState::Failure);
+    assert_eq!(report.exit_code(), 2);
+    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TaskState::Reverted, TaskState::RevertFailure, TaskState::Reverted]);
+    assert_eq!(report.tasks[1].revert_error.as_ref().unwrap().code, "stuck");
+    let calls = json_lines(&journal.path().join("calls.jsonl"));
+    assert_eq!(calls.last().unwrap()["label"], "a", "the task before the stuck one is still reverted");
+}
+
+async fn single_failure(config: Value, provides: &[&str]) -> flowhost::TaskError {
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("faulty")
+        .add(probe("before", journal.path(), json!({})))
+        .add(probe("faulty", journal.path(), config).provides(provides.iter().copied()));
+    let report = Engine::new().unwrap().run(&flow, store(&[("value", json!(1))])).await.unwrap();
+    assert_eq!(report.state, FlowState::Reverted);
+    assert_eq!(report.tasks[0].state, TaskState::Reverted, "the earlier task is reverted");
+    let calls = json_lines(&journal.path().join("calls.jsonl"));
+    assert_eq!(calls.last().unwrap()["call"], "revert");
+    report.tasks[1].error.clone().expect("the faulty task failed")
+}
+
+#[tokio::test]
+async fn a_result_that_is_not_json_fails_the_task() {
+    let error = single_failure(json!({"raw_result": "{not json"}), &["out"]).await;
+    assert_eq!(error.code, "invalid-result");
+    assert!(error.message.contains("not valid JSON"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_result_missing_a_provided_name_fails_the_task_naming_it() {
+    let error = single_failure(json!({}), &["label", "nowhere"]).await;
+    assert_eq!(error.code, "missing-provides");
+    assert!(error.message.contains("`nowhere`"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_trap_is_a_task_failure_not_a_host_crash() {
+    let error = single_failure(json!({"trap": true}), &["out"]).await;
+    assert_eq!(error.code, "trap");
+    assert!(error.message.starts_with("trapped: "), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_panic_message_reaches_the_failure_reason() {
+    let error = single_failure(json!({"panic": "disk on fire"}), &["out"]).await;
+    assert_eq!(error.code, "trap");
+    assert!(error.message.contains("disk on fire"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_listener_that_panics_or_errors_does_not_break_the_run() {
+    struct Panics;
+    impl Listener for Panics {
+        fn on_event(&self, _: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            panic!("listener bug")
+        }
+    }
+    struct Errors;
+    impl Listener for Errors {
+        fn on_event(&self, _: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            Err("listener cannot write".into())
+        }
+    }
+    let journal = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let mut engine = Engine::new().unwrap();
+    engine.listen(Arc::new(Panics));
+    engine.listen(Arc::new(Errors));
+    engine.listen(recorder.clone());
+    let flow = Flow::linear("listeners").add(probe("only", journal.path(), json!({})));
+    let report = engine.run(&flow, store(&[("value", json!(1))])).await.unwrap();
+    assert_eq!(report.state, FlowState::Success);
+    assert_eq!(recorder.task_transitions().len(), 2, "later listeners still get every event");
+}

@@ -1,0 +1,47 @@
+//! Where the test plugins and examples are, and small helpers the integration tests share.
+
+use std::path::{Path, PathBuf};
+
+/// The compiled component `name` (e.g. `"probe"`, `"quota_reserve"`), built by this crate's
+/// build script.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = Path::new(env!("FLOWHOST_TEST_PLUGINS")).join(format!("{name}.wasm"));
+    assert!(path.is_file(), "test plugin {} was not built", path.display());
+    path
+}
+
+/// The repository root, for reaching `examples/`.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("FLOWHOST_REPO_ROOT"))
+}
+
+/// Reads every file below `dir` into (relative path, bytes), sorted: a snapshot to compare
+/// a directory before and after a run.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files);
+    files.sort();
+    files
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(root, &path, files);
+        } else {
+            let rel = path.strip_prefix(root).expect("below root").to_path_buf();
+            files.push((rel, std::fs::read(&path).expect("read file")));
+        }
+    }
+}
+
+/// Parses JSON lines (e.g. a probe's journal) into values.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("journal line is JSON"))
+        .collect()
+}

@@ -1,0 +1,122 @@
+//! The canonical example, driven through the `flowhost` binary as an operator would: a
+//! successful volume create, a failing one that must leave nothing behind, and one over quota.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use flowhost_testkit::{plugin, repo_root, snapshot};
+use serde_json::Value;
+
+/// Copies the example into a scratch folder, pointing its plugin paths at the built plugins.
+fn example() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flow = dir.path().join("flow.toml");
+    std::fs::copy(repo_root().join("examples/volume-create/flow.toml"), &flow).expect("copy flow");
+    std::fs::create_dir(dir.path().join("state")).expect("state dir");
+    let built = plugin("quota_reserve").parent().expect("plugin dir").display().to_string();
+    let text = std::fs::read_to_string(&flow).expect("read flow");
+    std::fs::write(&flow, text.replace("../../plugins/target/wasm32-wasip2/release", &built)).expect("write flow");
+    (dir, flow)
+}
+
+fn flowhost(flow: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowhost"))
+        .arg("run")
+        .arg(flow)
+        .args(extra)
+        .env_remove("FLOWHOST_LOG")
+        .output()
+        .expect("run flowhost")
+}
+
+/// The `task `name` FROM -> TO` transitions logged on stderr, in order.
+fn transitions(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("task `")?..];
+            let end = rest.find(" (")?;
+            Some(rest[..end].to_owned())
+        })
+        .collect()
+}
+
+fn json_stdout(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read state file")).expect("state file is JSON")
+}
+
+const TASKS: [&str; 5] = ["extract_volume_request", "quota_reserve", "entry_create", "quota_commit", "volume_cast"];
+
+#[test]
+fn creating_a_volume_runs_every_task_in_order_and_prints_the_volume() {
+    let (dir, flow) = example();
+    let out = flowhost(&flow, &["--fetch", "volume"]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let expected: Vec<String> = TASKS
+        .iter()
+        .flat_map(|t| [format!("task `{t}` PENDING -> RUNNING"), format!("task `{t}` RUNNING -> SUCCESS")])
+        .collect();
+    assert_eq!(transitions(&out), expected);
+
+    let fetched = json_stdout(&out);
+    let volume = &fetched["volume"];
+    assert_eq!(volume["size"], 10);
+    assert_eq!(volume["availability_zone"], "nova");
+    assert_eq!(volume["volume_type"], "standard");
+    assert_eq!(volume["display_name"], "db-data");
+    assert_eq!(volume["status"], "creating");
+    let id = volume["id"].as_str().expect("volume has an id");
+
+    let state = dir.path().join("state");
+    assert_eq!(read_json(&state.join(format!("volumes/{id}.json")))["size"], 10);
+    let request = read_json(&state.join(format!("scheduler/{id}.json")));
+    assert_eq!(request["volume_id"], id);
+    let ledger = read_json(&state.join("quota.json"));
+    assert_eq!(ledger["in_use"]["gigabytes"], 10);
+    assert_eq!(ledger["in_use"]["volumes"], 1);
+    assert_eq!(ledger["reserved"], serde_json::json!({}));
+}
+
+#[test]
+fn a_refusing_zone_reverts_every_task_in_reverse_and_restores_the_files() {
+    let (dir, flow) = example();
+    let first = flowhost(&flow, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    let state = dir.path().join("state");
+    let before = snapshot(&state);
+
+    let out = flowhost(&flow, &["--store", "raw_availability_zone=az-down", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let report = json_stdout(&out);
+    assert_eq!(report["state"], "REVERTED");
+    let states: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["REVERTED"; 5]);
+    assert_eq!(report["tasks"][4]["error"]["code"], "zone-unavailable");
+    assert!(report["store"].get("volume").is_none(), "a reverted volume must not be in the final store");
+
+    let reverts: Vec<String> = transitions(&out).into_iter().filter(|t| t.ends_with("-> REVERTED")).collect();
+    let expected: Vec<String> = TASKS.iter().rev().map(|t| format!("task `{t}` REVERTING -> REVERTED")).collect();
+    assert_eq!(reverts, expected);
+    assert_eq!(snapshot(&state), before, "a reverted run must leave the ledger and volume files as they were");
+}
+
+#[test]
+fn a_size_over_quota_fails_at_the_reservation_and_changes_nothing() {
+    let (dir, flow) = example();
+    let state = dir.path().join("state");
+    let before = snapshot(&state);
+    let out = flowhost(&flow, &["--store", "raw_size=5000", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json_stdout(&out);
+    assert_eq!(report["tasks"][1]["error"]["code"], "over-quota");
+    assert_eq!(report["tasks"][2]["state"], "PENDING", "nothing after the failed task runs");
+    let after: Vec<_> = snapshot(&state).into_iter().filter(|(p, _)| p != Path::new("quota.json")).collect();
+    assert_eq!(after, before, "no volume or scheduler file may be left");
+}
