@@ -215,3 +215,28 @@ async fn a_listener_that_panics_or_errors_does_not_break_the_run() {
     assert_eq!(report.state, FlowState::Success);
     assert_eq!(recorder.task_transitions().len(), 2, "later listeners still get every event");
 }
+
+#[test]
+fn the_cli_exits_2_and_names_the_task_when_a_revert_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = plugin("probe").display().to_string();
+    let flow = format!(
+        "name = \"stuck\"\n[store]\nvalue = 1\n\n\
+         [[task]]\nname = \"holds_lock\"\nplugin = \"{probe}\"\nprovides = [\"lock\"]\nconfig = {{ fail_revert = \"lock-stuck\" }}\n\n\
+         [[task]]\nname = \"breaks\"\nplugin = \"{probe}\"\nprovides = [\"never\"]\nconfig = {{ fail = \"boom\" }}\n"
+    );
+    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowhost"))
+        .args(["run", "flow.toml", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "FAILURE");
+    assert_eq!(report["tasks"][0]["state"], "REVERT_FAILURE");
+    assert_eq!(report["tasks"][0]["revert_error"]["code"], "lock-stuck");
+    assert_eq!(report["tasks"][1]["state"], "REVERTED");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("task `holds_lock` could not be reverted: lock-stuck"), "{stderr}");
+}

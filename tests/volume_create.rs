@@ -34,9 +34,8 @@ fn transitions(output: &Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stderr)
         .lines()
         .filter_map(|line| {
-            let rest = &line[line.find("task `")?..];
-            let end = rest.find(" (")?;
-            Some(rest[..end].to_owned())
+            let words: Vec<&str> = line[line.find("task `")?..].split_whitespace().take(5).collect();
+            Some(words.join(" ").trim_end_matches(':').to_owned())
         })
         .collect()
 }

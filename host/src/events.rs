@@ -138,27 +138,28 @@ impl Listener for LogListener {
         let run = event.run_id.as_str();
         match &event.transition {
             Transition::Flow { from, to, elapsed } => {
-                let ms = millis(*elapsed);
+                let took = match to {
+                    FlowState::Pending | FlowState::Running | FlowState::Reverting => String::new(),
+                    _ => format!(" in {}", millis(*elapsed)),
+                };
+                let line = format!("flow `{}` {from} -> {to}{took}", event.flow);
                 match to {
-                    FlowState::Reverting | FlowState::Reverted | FlowState::Failure => {
-                        tracing::warn!(run, "flow `{}` {from} -> {to} ({ms} ms)", event.flow)
-                    }
-                    _ => tracing::info!(run, "flow `{}` {from} -> {to} ({ms} ms)", event.flow),
+                    FlowState::Reverting | FlowState::Reverted | FlowState::Failure => tracing::warn!(run, "{line}"),
+                    _ => tracing::info!(run, "{line}"),
                 }
             }
             Transition::Task { task, from, to, duration, result, error, .. } => {
-                let ms = millis(*duration);
+                // Time spent is worth reading only for work done: execute and revert.
+                let took = match from {
+                    TaskState::Running | TaskState::Reverting => format!(" ({})", millis(*duration)),
+                    _ => String::new(),
+                };
+                let line = format!("task `{task}` {from} -> {to}{took}");
                 match (to, result, error) {
-                    (_, _, Some(error)) => {
-                        tracing::warn!(run, "task `{task}` {from} -> {to} ({ms} ms): {error}")
-                    }
-                    (_, Some(result), _) => {
-                        tracing::info!(run, "task `{task}` {from} -> {to} ({ms} ms) result: {}", preview(result))
-                    }
-                    (TaskState::Reverting | TaskState::Reverted, _, _) => {
-                        tracing::warn!(run, "task `{task}` {from} -> {to} ({ms} ms)")
-                    }
-                    _ => tracing::info!(run, "task `{task}` {from} -> {to} ({ms} ms)"),
+                    (_, _, Some(error)) => tracing::warn!(run, "{line}: {error}"),
+                    (_, Some(result), _) => tracing::info!(run, "{line} result: {}", preview(result)),
+                    (TaskState::Reverting | TaskState::Reverted, _, _) => tracing::warn!(run, "{line}"),
+                    _ => tracing::info!(run, "{line}"),
                 }
             }
         }
@@ -167,7 +168,7 @@ impl Listener for LogListener {
 }
 
 fn millis(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// A result shortened for one log line.

@@ -44,6 +44,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null)))
             .collect()
     });
+    if report.state != FlowState::Success {
+        for task in &report.tasks {
+            if let Some(error) = &task.error {
+                eprintln!("flow `{}` {}: task `{}` failed: {error}", report.flow, report.state, task.name);
+            }
+            if let Some(error) = &task.revert_error {
+                eprintln!("task `{}` could not be reverted: {error}", task.name);
+            }
+        }
+    }
     if args.json {
         let mut doc = serde_json::to_value(&report)?;
         if let Some(fetched) = &fetched {
@@ -51,16 +61,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         print_json(&doc)?;
     } else {
-        if report.state != FlowState::Success {
-            for task in &report.tasks {
-                if let Some(error) = &task.error {
-                    eprintln!("flow `{}` {}: task `{}` failed: {error}", report.flow, report.state, task.name);
-                }
-                if let Some(error) = &task.revert_error {
-                    eprintln!("task `{}` could not be reverted: {error}", task.name);
-                }
-            }
-        }
         match fetched {
             Some(fetched) => print_json(&fetched)?,
             None => print_json(&json!(report.store))?,
