@@ -76,7 +76,7 @@ async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
         .add(probe("whole", journal.path(), json!({})).rebind("value", "seed"))
         .add(probe("split", journal.path(), json!({})).provides(["value", "label"]).rebind("value", "seed"));
     let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(7)), ("value", json!(0))])).await;
-    let error = report.err().expect("`value` is provided by the initial store and by `split`");
+    let error = report.expect_err("`value` is provided by the initial store and by `split`");
     assert!(error.to_string().contains("provides `value`, which the initial store already provides"), "{error}");
 
     let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(7))])).await.unwrap();

@@ -107,7 +107,9 @@ impl FlowSpec {
         }
     }
 
-    /// Appends a task entry; entries run in the order they are added.
+    /// Appends a task entry; entries run in the order they are added. Named after TaskFlow's
+    /// `flow.add(...)`, which flow authors already know.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, task: TaskSpec) -> Self {
         self.tasks.push(task);
         self
