@@ -160,3 +160,46 @@ fn kind_of(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn binding(provides: &[&str]) -> Binding {
+        Binding {
+            required: vec![("size".into(), "raw_size".into())],
+            optional: vec![("zone".into(), "zone".into())],
+            inject: [("kind".to_owned(), json!("ssd"))].into_iter().collect(),
+            provides: provides.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn arguments_hold_required_present_optional_and_injected_names_only() {
+        let store: Store = [("raw_size".to_owned(), json!(10)), ("other".to_owned(), json!(1))].into_iter().collect();
+        assert_eq!(binding(&[]).arguments(&store), Ok(json!({"size": 10, "kind": "ssd"})));
+    }
+
+    #[test]
+    fn a_missing_required_name_reports_argument_and_store_key() {
+        assert_eq!(binding(&[]).arguments(&Store::new()), Err(vec![("size".into(), "raw_size".into())]));
+    }
+
+    #[test]
+    fn one_provided_name_takes_the_whole_result() {
+        assert_eq!(binding(&["volume"]).outputs(json!([1, 2])), Ok(vec![("volume".into(), json!([1, 2]))]));
+    }
+
+    #[test]
+    fn several_provided_names_split_an_object_and_name_what_is_missing() {
+        let split = binding(&["a", "b"]).outputs(json!({"a": 1, "b": 2, "c": 3}));
+        assert_eq!(split, Ok(vec![("a".into(), json!(1)), ("b".into(), json!(2))]));
+        let missing = binding(&["a", "b"]).outputs(json!({"a": 1})).unwrap_err();
+        assert_eq!(missing.code, "missing-provides");
+        assert!(missing.message.contains("`b`"), "{}", missing.message);
+        let not_object = binding(&["a", "b"]).outputs(json!(5)).unwrap_err();
+        assert!(not_object.message.contains("got a number"), "{}", not_object.message);
+    }
+}
