@@ -199,7 +199,7 @@ async fn a_fuel_budget_stops_a_loop_deterministically_and_needs_a_metered_engine
             probe("burner", journal.path(), json!({"mode": "loop"}))
                 .limits(limits(|l| l.fuel = Some(5_000_000))),
         );
-    let refused = engine().run(&flow, value(json!(1))).await.err().expect("no fuel metering on this engine");
+    let refused = engine().run(&flow, value(json!(1))).await.expect_err("no fuel metering on this engine");
     assert!(
         refused.to_string().contains("task `burner`: `limits.fuel` needs an engine with fuel metering"),
         "{refused}"
@@ -512,4 +512,66 @@ fn a_plugin_importing_what_the_host_lacks_is_rejected_at_validation_and_nothing_
         );
     }
     assert!(calls(&dir.path().join("journal")).is_empty(), "nothing ran");
+}
+
+/// The process's peak resident memory, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// Waits until the journal holds `entry`, i.e. the probe reached the point a test pauses it at.
+fn wait_for(journal: &Path, entry: (String, String)) {
+    while !calls(journal).contains(&entry) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_100_mb_result_keeps_host_memory_within_the_memory_cap() {
+    const CAP_MIB: u64 = 128;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let probe_entry = |name: &str, config: &str| {
+        format!(
+            "[[task]]\nname = \"{name}\"\nplugin = \"PROBE\"\nprovides = [\"{name}_out\"]\nconfig = {{ label = \"{name}\", journal = true, {config} }}\ndirs = [{{ host = \"journal\", guest = \"/journal\", mode = \"rw\" }}]\n"
+        )
+    };
+    write_flow(
+        dir.path(),
+        &format!(
+            "name = \"huge\"\n[store]\nvalue = 1\n{}{}{}limits = {{ memory_mib = {CAP_MIB} }}\n",
+            probe_entry("gate", "mode = \"wait_file\", path = \"/journal/start\""),
+            probe_entry("hold", "mode = \"wait_file\", mode_in = \"revert\", path = \"/journal/go\""),
+            probe_entry("huge", "mode = \"huge\""),
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_flowhost"))
+        .args(["run", "flow.toml", "--json", "-q"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Paused in `gate`: the plugin is compiled and has run once; this is the host's baseline.
+    wait_for(&journal, call("execute", "gate"));
+    let baseline = peak_rss_mib(child.id());
+    std::fs::write(journal.join("start"), "").unwrap();
+    // Paused in `hold`'s revert: the 100 MB result has come and gone.
+    wait_for(&journal, call("revert", "hold"));
+    let peak = peak_rss_mib(child.id());
+    std::fs::write(journal.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tasks"][2]["error"]["code"], "result-too-large");
+    // The guest's memory is at most the cap, and the host's copy of the result is at most what
+    // the guest held: no further copies (parsing, logging) of an oversized result.
+    assert!(
+        peak.saturating_sub(baseline) <= 2 * CAP_MIB + 32,
+        "peak {peak} MiB over a baseline of {baseline} MiB for a {CAP_MIB} MiB memory cap"
+    );
 }
