@@ -17,7 +17,7 @@ use crate::events::{Event, FlowState, Listener, TaskState, Transition, notify};
 use crate::flow::FlowSpec;
 use crate::plugin::{Outcome, Plugin, Runtime, TaskInfo};
 use crate::report::{RunReport, TaskReport};
-use crate::sandbox::{Preopen, Sandbox};
+use crate::sandbox::Sandbox;
 use crate::store::{Binding, Store, quoted};
 
 /// Loads and runs flows. Clone it freely: clones share the wasmtime engine, the loaded
@@ -28,10 +28,24 @@ pub struct Engine {
     listeners: Vec<Arc<dyn Listener>>,
 }
 
+/// How the process-wide wasmtime engine is built. Decided once, at [`Engine::with_options`],
+/// because wasmtime fixes code generation when its engine is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Compile plugins with fuel metering so that entries may set `limits.fuel`. Off by
+    /// default: metering slows every instruction of every task, budget or not.
+    pub fuel: bool,
+}
+
 impl Engine {
-    /// Sets up wasmtime and the deadline ticker.
+    /// Sets up wasmtime and the deadline ticker, without fuel metering.
     pub fn new() -> Result<Self, SetupError> {
-        Ok(Self { runtime: Arc::new(Runtime::new()?), listeners: Vec::new() })
+        Self::with_options(EngineOptions::default())
+    }
+
+    /// Sets up wasmtime as `options` say.
+    pub fn with_options(options: EngineOptions) -> Result<Self, SetupError> {
+        Ok(Self { runtime: Arc::new(Runtime::new(options.fuel)?), listeners: Vec::new() })
     }
 
     /// Registers a listener for every run this engine (and its later clones) starts.
@@ -74,21 +88,13 @@ impl Engine {
             if !names.insert(spec.name.as_str()) {
                 problem(task, "duplicate task name; every entry needs its own name".into());
             }
-            let sandbox = Sandbox {
-                limits: spec.limits.resolve(&flow.limits),
-                dirs: spec
-                    .dirs
-                    .iter()
-                    .map(|d| Preopen { host: flow.resolve(&d.host), guest: d.guest.clone(), access: d.mode })
-                    .collect(),
-            };
-            for dir in &sandbox.dirs {
-                if !dir.host.is_dir() {
-                    problem(task, format!("granted directory {} does not exist", dir.host.display()));
-                }
-                if !dir.guest.starts_with('/') {
-                    problem(task, format!("guest path `{}` of a granted directory must be absolute", dir.guest));
-                }
+            let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow);
+            grant_problems.into_iter().for_each(|p| problem(task, p));
+            if sandbox.limits.fuel.is_some() && !self.runtime.fuel_metering() {
+                problem(
+                    task,
+                    "`limits.fuel` needs an engine with fuel metering (EngineOptions { fuel: true }); the CLI turns it on when a flow sets fuel".into(),
+                );
             }
             if !spec.config.is_object() {
                 problem(task, "`config` must be a table (a JSON object)".into());
@@ -381,7 +387,8 @@ impl Run {
                 let names: Vec<String> = missing.into_iter().map(|(_, key)| key).collect();
                 TaskError::host("missing-arguments", format!("store lacks {}", quoted(&names)))
             })
-            .map(|args| args.to_string());
+            .map(|args| args.to_string())
+            .and_then(|args| entry.sandbox.limits.check_args(&args).map(|()| args));
         self.task_to(index, TaskState::Running, None, None);
         let args = match args {
             Ok(args) => args,
@@ -464,6 +471,7 @@ impl Run {
                 duration: record.duration,
                 error: record.error,
                 revert_error: record.revert_error,
+                limits: entry.sandbox.limits,
             })
             .collect();
         RunReport {

@@ -61,6 +61,13 @@ pub struct TaskSpec {
     /// Host directories this task may see; nothing else of the host filesystem is reachable.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
+    /// Host environment variables passed through to the task by name, read when the flow is
+    /// loaded; the task sees no other variable of the host.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Environment variables the task sees with fixed values; they win over `env`.
+    #[serde(default)]
+    pub env_set: BTreeMap<String, String>,
     /// Limits for this entry; unset fields fall back to the flow's `[limits]`.
     #[serde(default)]
     pub limits: Limits,
@@ -147,6 +154,12 @@ impl FlowSpec {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
+    /// Whether any entry has a fuel budget, so the engine must be built with fuel metering
+    /// (see [`crate::EngineOptions`]).
+    pub fn needs_fuel(&self) -> bool {
+        self.limits.fuel.is_some() || self.tasks.iter().any(|t| t.limits.fuel.is_some())
+    }
+
     /// Resolves a path from the flow file against the flow's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
@@ -164,6 +177,8 @@ impl TaskSpec {
             config: empty_object(),
             provides: None,
             dirs: Vec::new(),
+            env: Vec::new(),
+            env_set: BTreeMap::new(),
             limits: Limits::default(),
         }
     }
@@ -195,6 +210,18 @@ impl TaskSpec {
     /// Grants the task a host directory at `guest`.
     pub fn grant_dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>, mode: Access) -> Self {
         self.dirs.push(DirGrant { host: host.into(), guest: guest.into(), mode });
+        self
+    }
+
+    /// Passes the host's environment variable `name` through to the task.
+    pub fn env(mut self, name: impl Into<String>) -> Self {
+        self.env.push(name.into());
+        self
+    }
+
+    /// Sets the task's environment variable `name` to `value`.
+    pub fn env_set(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env_set.insert(name.into(), value.into());
         self
     }
 

@@ -35,11 +35,11 @@ pub mod report;
 pub mod sandbox;
 pub mod store;
 
-pub use engine::{Engine, LoadedFlow, TaskPlan};
+pub use engine::{Engine, EngineOptions, LoadedFlow, TaskPlan};
 pub use error::{FlowFileError, PluginError, Problem, SetupError, TaskError, ValidationError};
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flow::{Access, DirGrant, Flow, FlowSpec, TaskSpec};
 pub use plugin::{Plugin, TaskInfo};
 pub use report::{RunReport, TaskReport};
-pub use sandbox::{EffectiveLimits, Limits, Sandbox};
+pub use sandbox::{EffectiveLimits, EnvSource, EnvVar, Limits, Sandbox};
 pub use store::Store;

@@ -65,19 +65,27 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<InstanceState>,
     plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
+    fuel: bool,
 }
 
 impl Runtime {
-    /// Configures wasmtime (epoch interruption for deadlines) and starts the epoch ticker.
-    pub fn new() -> Result<Self, SetupError> {
+    /// Configures wasmtime (epoch interruption for deadlines; fuel metering when asked, as it
+    /// is fixed at engine creation) and starts the epoch ticker.
+    pub fn new(fuel: bool) -> Result<Self, SetupError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.consume_fuel(fuel);
         let engine = Engine::new(&config).map_err(|e| SetupError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("cannot link WASI: {e:#}")))?;
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker, plugins: Mutex::new(HashMap::new()) })
+        Ok(Self { engine, linker, plugins: Mutex::new(HashMap::new()), fuel })
+    }
+
+    /// Whether compiled code counts fuel, which `limits.fuel` needs.
+    pub fn fuel_metering(&self) -> bool {
+        self.fuel
     }
 
     /// Loads, checks and describes the component at `path`, once per path per runtime.
@@ -108,6 +116,7 @@ impl Runtime {
         let mut plugin = Plugin {
             path: path.to_path_buf(),
             pre,
+            metered: self.fuel,
             info: TaskInfo {
                 name: String::new(),
                 version: String::new(),
@@ -160,6 +169,7 @@ fn spawn_epoch_ticker(engine: &Engine) {
 pub struct Plugin {
     path: PathBuf,
     pre: bindings::PluginPre<InstanceState>,
+    metered: bool,
     info: TaskInfo,
 }
 
@@ -189,9 +199,11 @@ impl Plugin {
     async fn describe(&self) -> Result<TaskInfo, PluginError> {
         let sandbox = Sandbox::bare();
         let fail = |reason: String| PluginError::Describe { path: self.path.clone(), reason };
-        let (mut store, guest) = self.instantiate(&sandbox).await.map_err(|e| fail(e.message))?;
+        let file = self.path.display().to_string();
+        let (mut store, guest) =
+            self.instantiate(&sandbox, &file, "describe").await.map_err(|e| fail(e.message))?;
         let info = guest.flowhost_task_task().call_describe(&mut store).await;
-        let info = info.map_err(|e| fail(classify(&e, &store, &sandbox).message))?;
+        let info = info.map_err(|e| fail(classify(&e, &store, &sandbox, &file, "describe").message))?;
         Ok(TaskInfo {
             name: info.name,
             version: info.version,
@@ -210,21 +222,13 @@ impl Plugin {
         args: &str,
         config: &str,
     ) -> Result<String, TaskError> {
-        let (mut store, guest) = self.instantiate(sandbox).await?;
+        let (mut store, guest) = self.instantiate(sandbox, task, "execute").await?;
         let called = guest.flowhost_task_task().call_execute(&mut store, args, config).await;
         forward_output(task, &store);
         match called {
-            Ok(Ok(result)) if result.len() > sandbox.limits.result_bytes() => Err(TaskError::host(
-                "result-too-large",
-                format!(
-                    "result of {} bytes exceeds the result cap of {} KiB",
-                    result.len(),
-                    sandbox.limits.result_kib
-                ),
-            )),
-            Ok(Ok(result)) => Ok(result),
+            Ok(Ok(result)) => sandbox.limits.check_result(&result).map(|()| result),
             Ok(Err(error)) => Err(from_wit(error)),
-            Err(error) => Err(classify(&error, &store, sandbox)),
+            Err(error) => Err(classify(&error, &store, sandbox, task, "execute")),
         }
     }
 
@@ -246,7 +250,7 @@ impl Plugin {
             .iter()
             .map(|(task, error)| wit::FlowFailure { task: task.clone(), error: to_wit(error) })
             .collect();
-        let (mut store, guest) = self.instantiate(sandbox).await?;
+        let (mut store, guest) = self.instantiate(sandbox, task, "revert").await?;
         let called = guest
             .flowhost_task_task()
             .call_revert(&mut store, args, config, &outcome, &failures)
@@ -255,16 +259,24 @@ impl Plugin {
         match called {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(from_wit(error)),
-            Err(error) => Err(classify(&error, &store, sandbox)),
+            Err(error) => Err(classify(&error, &store, sandbox, task, "revert")),
         }
     }
 
     async fn instantiate(
         &self,
         sandbox: &Sandbox,
+        task: &str,
+        call: &str,
     ) -> Result<(Store<InstanceState>, bindings::Plugin), TaskError> {
         let mut store = Store::new(self.pre.engine(), sandbox.instance_state()?);
         store.limiter(|state| &mut state.memory);
+        if self.metered {
+            // A metered engine traps at zero fuel, so an entry without a budget gets all of it.
+            store
+                .set_fuel(sandbox.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| TaskError::host("host-error", format!("cannot set fuel: {e:#}")))?;
+        }
         let started = Instant::now();
         let deadline = sandbox.limits.deadline();
         store.set_epoch_deadline(1);
@@ -277,14 +289,20 @@ impl Plugin {
         });
         match self.pre.instantiate_async(&mut store).await {
             Ok(guest) => Ok((store, guest)),
-            Err(error) => Err(classify(&error, &store, sandbox)),
+            Err(error) => Err(classify(&error, &store, sandbox, task, call)),
         }
     }
 }
 
 /// Turns a failed wasm call into the reason an operator needs: the cap or deadline that was
 /// hit, or the trap with the plugin's own last words (a Rust panic message) from stderr.
-fn classify(error: &wasmtime::Error, store: &Store<InstanceState>, sandbox: &Sandbox) -> TaskError {
+fn classify(
+    error: &wasmtime::Error,
+    store: &Store<InstanceState>,
+    sandbox: &Sandbox,
+    task: &str,
+    call: &str,
+) -> TaskError {
     let state = store.data();
     if let Some(wanted) = state.memory.denied {
         return TaskError::host(
@@ -299,7 +317,13 @@ fn classify(error: &wasmtime::Error, store: &Store<InstanceState>, sandbox: &San
     if error.chain().any(|cause| cause.is::<DeadlineExceeded>()) {
         return TaskError::host(
             "deadline-exceeded",
-            format!("deadline of {} ms exceeded", sandbox.limits.deadline_ms),
+            format!("deadline of {} ms exceeded by task `{task}` in {call}", sandbox.limits.deadline_ms),
+        );
+    }
+    if let (Some(Trap::OutOfFuel), Some(fuel)) = (error.downcast_ref::<Trap>(), sandbox.limits.fuel) {
+        return TaskError::host(
+            "fuel-exhausted",
+            format!("fuel budget of {fuel} exhausted by task `{task}` in {call}"),
         );
     }
     let last_words = panic_message(&String::from_utf8_lossy(&state.stderr.contents()));

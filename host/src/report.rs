@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::TaskError;
 use crate::events::{FlowState, TaskState};
+use crate::sandbox::EffectiveLimits;
 use crate::store::Store;
 
 /// How a run ended. Returned by [`crate::LoadedFlow::run`]; serialises to the CLI's `--json`.
@@ -43,6 +44,9 @@ pub struct TaskReport {
     /// Why `revert` failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revert_error: Option<TaskError>,
+    /// The limits its calls ran under, so a report of a deadline or cap failure shows the
+    /// figure it was held to.
+    pub limits: EffectiveLimits,
 }
 
 fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -23,7 +23,7 @@ pub struct CheckArgs {
 /// and grants.
 pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
-    let loaded = engine()?.load(&flow, args.store.store()?).await?;
+    let loaded = engine(flow.needs_fuel())?.load(&flow, args.store.store()?).await?;
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
         print_json(&serde_json::json!({ "flow": loaded.name(), "valid": true, "tasks": tasks }))?;
@@ -44,7 +44,11 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         println!("   requires: {}", if args.is_empty() { "-".into() } else { args.join(", ") });
         println!("   provides: {}", if task.provides.is_empty() { "-".into() } else { task.provides.join(", ") });
         let l = &task.sandbox.limits;
-        println!("   limits:   deadline {} ms, memory {} MiB, result {} KiB", l.deadline_ms, l.memory_mib, l.result_kib);
+        let fuel = l.fuel.map_or_else(|| "off".to_owned(), |f| f.to_string());
+        println!(
+            "   limits:   deadline {} ms, memory {} MiB, result {} KiB, args {} KiB, fuel {fuel}",
+            l.deadline_ms, l.memory_mib, l.result_kib, l.args_kib
+        );
         for dir in &task.sandbox.dirs {
             let mode = match dir.access {
                 flowhost::Access::ReadOnly => "ro",
@@ -52,6 +56,17 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             };
             println!("   grant:    {} -> {} ({mode})", dir.host.display(), dir.guest);
         }
+        let env: Vec<String> = task
+            .sandbox
+            .env
+            .iter()
+            .map(|var| match var.source {
+                flowhost::EnvSource::Host => format!("{} (from host)", var.name),
+                flowhost::EnvSource::Flow => format!("{} (set by flow)", var.name),
+            })
+            .collect();
+        println!("   env:      {}", if env.is_empty() { "-".into() } else { env.join(", ") });
+        println!("   network:  none");
     }
     Ok(ExitCode::SUCCESS)
 }

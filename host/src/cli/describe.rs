@@ -19,7 +19,7 @@ pub struct DescribeArgs {
 
 /// Loads the plugin (which checks it against the contract) and prints its declaration.
 pub async fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
-    let plugin = engine()?.plugin(&args.plugin).await?;
+    let plugin = engine(false)?.plugin(&args.plugin).await?;
     let info = plugin.info();
     if args.json {
         print_json(info)?;

@@ -117,9 +117,11 @@ pub fn read_flow(path: &PathBuf) -> anyhow::Result<flowhost::FlowSpec> {
     Ok(flowhost::FlowSpec::from_file(path)?)
 }
 
-/// Creates the engine with the stock logging listener.
-pub fn engine() -> anyhow::Result<flowhost::Engine> {
-    let mut engine = flowhost::Engine::new().context("starting the engine")?;
+/// Creates the engine with the stock logging listener; with fuel metering only when `fuel`
+/// (a flow sets a fuel budget), since metering slows every task.
+pub fn engine(fuel: bool) -> anyhow::Result<flowhost::Engine> {
+    let options = flowhost::EngineOptions { fuel };
+    let mut engine = flowhost::Engine::with_options(options).context("starting the engine")?;
     engine.listen(std::sync::Arc::new(flowhost::LogListener));
     Ok(engine)
 }

@@ -20,7 +20,8 @@ pub struct RunArgs {
     /// Print only these names of the final store (checked before the flow runs). Repeatable.
     #[arg(long, value_name = "NAME")]
     pub fetch: Vec<String>,
-    /// Print one JSON report on stdout: flow, run_id, state, store, tasks (and fetched).
+    /// Print one JSON report on stdout: flow, run_id, state, store, tasks with their limits (and
+    /// fetched).
     #[arg(long)]
     pub json: bool,
 }
@@ -29,7 +30,7 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
     let store = args.store.store()?;
-    let loaded = engine()?.load(&flow, store).await?;
+    let loaded = engine(flow.needs_fuel())?.load(&flow, store).await?;
     let unknown: Vec<&String> = args.fetch.iter().filter(|n| !loaded.will_provide(n)).collect();
     if !unknown.is_empty() {
         bail!(UsageError(format!(

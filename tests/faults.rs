@@ -1,0 +1,577 @@
+//! The fault matrix: a plugin is untrusted code. Whatever it does — trap, panic, spin, eat
+//! memory or stack, return too much, reach for files, environment or network it was not
+//! granted, import what the host lacks — the host stays up, the run ends in the right state
+//! with a reason naming the limit or fault, every task that already ran is reverted, and other
+//! runs on the same engine are untouched.
+//!
+//! A result that is not JSON or misses a provided name is covered in `tests/engine.rs`
+//! (`a_result_that_is_not_json_fails_the_task`, `a_result_missing_a_provided_name_fails_the_task_naming_it`).
+
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use flowhost::{
+    Access, Engine, EngineOptions, Event, Flow, FlowState, Limits, Listener, RunReport, Store, TaskError, TaskSpec,
+    TaskState, Transition,
+};
+use flowhost_testkit::{json_lines, plugin, repo_root, snapshot};
+use serde_json::{Value, json};
+
+/// One engine for the library tests, as a service would hold: a fault in one test's run must
+/// not disturb the others sharing it.
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::new().expect("engine starts"))
+}
+
+/// A probe entry labelled and journaling as `name`, its result stored under `<name>_out`.
+fn probe(name: &str, journal: &Path, config: Value) -> TaskSpec {
+    let mut config = config;
+    config["label"] = json!(name);
+    config["journal"] = json!(true);
+    TaskSpec::new(name, plugin("probe"))
+        .provides([format!("{name}_out")])
+        .config(config)
+        .grant_dir(journal, "/journal", Access::ReadWrite)
+}
+
+fn value(v: Value) -> Store {
+    [("value".to_owned(), v)].into_iter().collect()
+}
+
+/// `(call, label)` of every journaled call, in order.
+fn calls(journal: &Path) -> Vec<(String, String)> {
+    json_lines(&journal.join("calls.jsonl"))
+        .iter()
+        .map(|c| (c["call"].as_str().unwrap().to_owned(), c["label"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn call(kind: &str, label: &str) -> (String, String) {
+    (kind.to_owned(), label.to_owned())
+}
+
+/// Runs `before` (a healthy probe) then `faulty` (configured by `config`), and checks what
+/// every row of the matrix shares: the flow is REVERTED, `before` ran and was reverted after
+/// the faulty task's revert, and the host carries on. Returns the faulty task's error.
+async fn faulty_after_a_healthy_task(faulty: impl FnOnce(TaskSpec) -> TaskSpec, config: Value) -> TaskError {
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("faults")
+        .add(probe("before", journal.path(), json!({})))
+        .add(faulty(probe("faulty", journal.path(), config)));
+    let report = engine().run(&flow, value(json!(1))).await.unwrap();
+    assert_eq!(report.state, FlowState::Reverted, "{report:#?}");
+    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TaskState::Reverted, TaskState::Reverted]);
+    let journal = calls(journal.path());
+    assert_eq!(journal.first(), Some(&call("execute", "before")));
+    assert_eq!(journal.last(), Some(&call("revert", "before")), "the earlier task is reverted last");
+    assert!(report.fetch("before_out").is_none(), "a reverted result leaves the store");
+    report.tasks[1].error.clone().expect("the faulty task failed")
+}
+
+fn limits(f: impl FnOnce(&mut Limits)) -> Limits {
+    let mut limits = Limits::default();
+    f(&mut limits);
+    limits
+}
+
+#[tokio::test]
+async fn a_trap_in_execute_fails_the_task_and_reverts_the_earlier_one() {
+    let error = faulty_after_a_healthy_task(|t| t, json!({"trap": true})).await;
+    assert_eq!(error.code, "trap");
+    assert!(error.message.starts_with("trapped: "), "{}", error.message);
+    assert!(error.message.contains("unreachable"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_loop_in_execute_fails_at_the_deadline_naming_it_and_the_task() {
+    let error = faulty_after_a_healthy_task(
+        |t| t.limits(limits(|l| l.deadline_ms = Some(200))),
+        json!({"mode": "loop"}),
+    )
+    .await;
+    assert_eq!(error.code, "deadline-exceeded");
+    assert_eq!(error.message, "deadline of 200 ms exceeded by task `faulty` in execute");
+}
+
+#[tokio::test]
+async fn a_loop_in_revert_is_revert_failure_after_the_deadline_and_the_rest_still_revert() {
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("stuck-revert")
+        .add(probe("first", journal.path(), json!({})))
+        .add(
+            probe("spinner", journal.path(), json!({"mode": "loop", "mode_in": "revert"}))
+                .limits(limits(|l| l.deadline_ms = Some(200))),
+        )
+        .add(probe("failing", journal.path(), json!({"fail": "boom"})));
+    let report = engine().run(&flow, value(json!(1))).await.unwrap();
+
+    assert_eq!(report.state, FlowState::Failure);
+    assert_eq!(report.exit_code(), 2);
+    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TaskState::Reverted, TaskState::RevertFailure, TaskState::Reverted]);
+    let error = report.tasks[1].revert_error.clone().unwrap();
+    assert_eq!(error.code, "deadline-exceeded");
+    assert_eq!(error.message, "deadline of 200 ms exceeded by task `spinner` in revert");
+    assert!(report.tasks[1].error.is_none(), "its execute had succeeded");
+    assert_eq!(
+        calls(journal.path()),
+        [
+            call("execute", "first"),
+            call("execute", "spinner"),
+            call("execute", "failing"),
+            call("revert", "failing"),
+            call("revert", "spinner"),
+            call("revert", "first"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unbounded_memory_growth_fails_naming_the_memory_cap() {
+    let error = faulty_after_a_healthy_task(
+        |t| t.limits(limits(|l| l.memory_mib = Some(32))),
+        json!({"mode": "grow"}),
+    )
+    .await;
+    assert_eq!(error.code, "memory-limit");
+    assert!(error.message.starts_with("memory cap of 32 MiB exceeded"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_stack_overflow_fails_the_task_and_the_host_runs_on() {
+    let error = faulty_after_a_healthy_task(|t| t, json!({"mode": "recurse"})).await;
+    // A Rust guest's stack lives in linear memory: overflowing it runs off the start of memory.
+    assert_eq!(error.code, "trap");
+    assert!(error.message.starts_with("trapped: "), "{}", error.message);
+
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("after").add(probe("healthy", journal.path(), json!({})));
+    let report = engine().run(&flow, value(json!("still here"))).await.unwrap();
+    assert_eq!(report.state, FlowState::Success);
+    assert_eq!(report.fetch("healthy_out").unwrap()["value"], "still here");
+}
+
+#[tokio::test]
+async fn a_100_mb_result_fails_naming_the_result_cap() {
+    let error = faulty_after_a_healthy_task(|t| t, json!({"mode": "huge"})).await;
+    assert_eq!(error.code, "result-too-large");
+    assert_eq!(error.message, "result of 104857602 bytes exceeds the result cap of 16384 KiB");
+}
+
+#[tokio::test]
+async fn a_result_can_never_outgrow_the_memory_cap_so_the_host_copy_is_bounded_by_it() {
+    let error = faulty_after_a_healthy_task(
+        |t| t.limits(limits(|l| l.memory_mib = Some(64))),
+        json!({"mode": "huge"}),
+    )
+    .await;
+    assert_eq!(error.code, "memory-limit", "the 100 MB result is stopped inside the sandbox: {error:?}");
+    assert!(error.message.starts_with("memory cap of 64 MiB exceeded"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("big-args")
+        .add(probe("before", journal.path(), json!({})))
+        .add(probe("big", journal.path(), json!({})).limits(limits(|l| l.args_kib = Some(1))));
+    let report = engine().run(&flow, value(json!("x".repeat(2048)))).await.unwrap();
+    assert_eq!(report.state, FlowState::Reverted);
+    let error = report.tasks[1].error.clone().unwrap();
+    assert_eq!(error.code, "args-too-large");
+    assert_eq!(error.message, "arguments of 2060 bytes exceed the arguments cap of 1 KiB");
+    let journal = calls(journal.path());
+    assert!(!journal.contains(&call("execute", "big")), "the plugin never got the arguments: {journal:?}");
+    assert_eq!(journal.last(), Some(&call("revert", "before")));
+}
+
+#[tokio::test]
+async fn a_fuel_budget_stops_a_loop_deterministically_and_needs_a_metered_engine() {
+    let journal = tempfile::tempdir().unwrap();
+    let flow = Flow::linear("fuel")
+        .add(probe("before", journal.path(), json!({})))
+        .add(
+            probe("burner", journal.path(), json!({"mode": "loop"}))
+                .limits(limits(|l| l.fuel = Some(5_000_000))),
+        );
+    let refused = engine().run(&flow, value(json!(1))).await.expect_err("no fuel metering on this engine");
+    assert!(
+        refused.to_string().contains("task `burner`: `limits.fuel` needs an engine with fuel metering"),
+        "{refused}"
+    );
+
+    let metered = Engine::with_options(EngineOptions { fuel: true }).unwrap();
+    let report = metered.run(&flow, value(json!(1))).await.unwrap();
+    assert_eq!(report.state, FlowState::Reverted);
+    let error = report.tasks[1].error.clone().unwrap();
+    assert_eq!(error.code, "fuel-exhausted");
+    assert_eq!(error.message, "fuel budget of 5000000 exhausted by task `burner` in execute");
+    assert_eq!(report.tasks[1].limits.fuel, Some(5_000_000));
+    assert_eq!(report.tasks[0].limits.fuel, None, "an entry without a budget runs unmetered by a budget");
+    assert_eq!(report.tasks[0].state, TaskState::Reverted);
+}
+
+#[tokio::test]
+async fn files_outside_the_grants_are_unreachable_and_a_read_only_grant_refuses_writes() {
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("hello.txt"), "hi").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("keep.txt"), "original").unwrap();
+    let host_passwd = std::fs::read("/etc/passwd").ok();
+    let before = (snapshot(granted.path()), snapshot(outside.path()));
+
+    let attempt = |config: Value, mode: Access| {
+        let granted = granted.path().to_path_buf();
+        async move {
+            let journal = tempfile::tempdir().unwrap();
+            let flow = Flow::linear("fs").add(probe("fs", journal.path(), config).grant_dir(granted, "/data", mode));
+            engine().run(&flow, value(json!(1))).await.unwrap()
+        }
+    };
+    let read = |path: &str| json!({"mode": "read_file", "path": path});
+    let write = |path: &str| json!({"mode": "write_file", "path": path, "content": "pwned"});
+    let keep = outside.path().join("keep.txt").display().to_string();
+
+    let report = attempt(read("/data/hello.txt"), Access::ReadOnly).await;
+    assert_eq!(report.fetch("fs_out"), Some(&json!("hi")), "a granted directory is readable");
+
+    for (config, mode, what) in [
+        (read("/etc/passwd"), Access::ReadWrite, "/etc/passwd"),
+        (read(&keep), Access::ReadWrite, "a host path outside the grants"),
+        (read("/data/../etc/passwd"), Access::ReadWrite, "a `..` escape from the grant"),
+        (write("/etc/passwd"), Access::ReadWrite, "writing /etc/passwd"),
+        (write(&keep), Access::ReadWrite, "writing a host file outside the grants"),
+        (write("/data/../escaped.txt"), Access::ReadWrite, "writing through a `..` escape"),
+        (write("/data/hello.txt"), Access::ReadOnly, "writing into a read-only grant"),
+        (write("/data/new.txt"), Access::ReadOnly, "creating a file in a read-only grant"),
+    ] {
+        let report = attempt(config, mode).await;
+        assert_eq!(report.state, FlowState::Reverted, "{what}");
+        let error = report.tasks[0].error.clone().unwrap();
+        assert_eq!(error.code, "io", "{what}: the plugin itself saw an I/O error: {error:?}");
+    }
+    assert_eq!((snapshot(granted.path()), snapshot(outside.path())), before, "no host file changed");
+    assert_eq!(std::fs::read("/etc/passwd").ok(), host_passwd);
+    assert!(!granted.path().parent().unwrap().join("escaped.txt").exists());
+
+    let report = attempt(write("/data/new.txt"), Access::ReadWrite).await;
+    assert_eq!(report.state, FlowState::Success, "a read-write grant takes writes");
+    assert_eq!(std::fs::read_to_string(granted.path().join("new.txt")).unwrap(), "pwned");
+}
+
+#[tokio::test]
+async fn tcp_and_name_lookup_fail_inside_the_plugin_and_nothing_reaches_the_listener() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for addr in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let journal = tempfile::tempdir().unwrap();
+        let flow = Flow::linear("net").add(probe("net", journal.path(), json!({"mode": "tcp", "addr": addr})));
+        let report = engine().run(&flow, value(json!(1))).await.unwrap();
+        assert_eq!(report.state, FlowState::Reverted, "{addr}");
+        let error = report.tasks[0].error.clone().unwrap();
+        assert_eq!(error.code, "io", "the plugin's own connect failed: {error:?}");
+        assert!(error.message.starts_with(&addr), "{}", error.message);
+    }
+    let accepted = listener.accept();
+    assert_eq!(accepted.err().map(|e| e.kind()), Some(ErrorKind::WouldBlock), "the listener saw no connection");
+}
+
+/// Records every event of the runs it listens to.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl Listener for Recorder {
+    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_engine() {
+    let recorder = Arc::new(Recorder::default());
+    let mut shared = Engine::new().unwrap();
+    shared.listen(recorder.clone());
+    let journal = tempfile::tempdir().unwrap();
+    let spinning = Flow::linear("spinning").add(
+        probe("spin", journal.path(), json!({"mode": "loop"})).limits(limits(|l| l.deadline_ms = Some(5_000))),
+    );
+    let eating = Flow::linear("eating").add(
+        probe("eat", journal.path(), json!({"mode": "grow"})).limits(limits(|l| l.memory_mib = Some(128))),
+    );
+    let mut healthy = Flow::linear("healthy");
+    for step in 0..3 {
+        let from = if step == 0 { "value".to_owned() } else { format!("step{}_out", step - 1) };
+        healthy = healthy.add(probe(&format!("step{step}"), journal.path(), json!({"mode": "sleep", "ms": 20})).rebind("value", from));
+    }
+
+    let start = |flow: Flow| {
+        let engine = shared.clone();
+        tokio::spawn(async move { engine.run(&flow, value(json!("payload"))).await.unwrap() })
+    };
+    let spin = start(spinning);
+    let eat = start(eating);
+    let ok = start(healthy);
+    let (spin, eat, ok): (RunReport, RunReport, RunReport) =
+        (spin.await.unwrap(), eat.await.unwrap(), ok.await.unwrap());
+
+    assert_eq!(ok.state, FlowState::Success);
+    assert_eq!(ok.fetch("step2_out").unwrap()["value"]["value"]["value"], "payload");
+    assert_eq!(spin.tasks[0].error.as_ref().unwrap().code, "deadline-exceeded");
+    assert_eq!(eat.tasks[0].error.as_ref().unwrap().code, "memory-limit");
+
+    let events = recorder.0.lock().unwrap().clone();
+    let position = |run: &str, pred: &dyn Fn(&Transition) -> bool| {
+        events.iter().position(|e| e.run_id == run && pred(&e.transition)).unwrap()
+    };
+    let ended = |t: &Transition| matches!(t, Transition::Flow { to: FlowState::Success | FlowState::Reverted | FlowState::Failure, .. });
+    let started = |t: &Transition| matches!(t, Transition::Task { to: TaskState::Running, .. });
+    assert!(position(&spin.run_id, &started) < position(&ok.run_id, &ended), "the loop was already spinning");
+    assert!(
+        position(&ok.run_id, &ended) < position(&spin.run_id, &ended),
+        "the healthy run finished while the other was still stuck in its loop"
+    );
+}
+
+fn flowhost(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowhost"))
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .env_remove("FLOWHOST_LOG")
+        .output()
+        .expect("run flowhost")
+}
+
+fn write_flow(dir: &Path, body: &str) {
+    let probe = plugin("probe").display().to_string();
+    std::fs::create_dir_all(dir.join("journal")).unwrap();
+    std::fs::write(dir.join("flow.toml"), body.replace("PROBE", &probe)).unwrap();
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const BEFORE: &str = r#"
+[[task]]
+name = "before"
+plugin = "PROBE"
+provides = ["before_out"]
+config = { label = "before", journal = true }
+dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
+"#;
+
+#[test]
+fn a_panic_message_reaches_the_report_and_the_log_tagged_with_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        &format!(
+            "name = \"panicky\"\n[store]\nvalue = 1\n{BEFORE}\n[[task]]\nname = \"boom\"\nplugin = \"PROBE\"\nprovides = [\"boom_out\"]\nconfig = {{ panic = \"disk on fire\" }}\n"
+        ),
+    );
+    let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "reverted: {}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "REVERTED");
+    assert_eq!(report["tasks"][0]["state"], "REVERTED");
+    let error = &report["tasks"][1]["error"];
+    assert_eq!(error["code"], "trap");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with("trapped: ") && message.contains("disk on fire"), "{message}");
+
+    let log = text(&out.stderr);
+    let panic_line = log.lines().find(|l| l.contains("panicked at")).unwrap_or_else(|| panic!("{log}"));
+    assert!(panic_line.contains("task=\"boom\"") && panic_line.contains("stream=\"stderr\""), "{panic_line}");
+    assert!(log.lines().any(|l| l.contains("disk on fire") && l.contains("task=\"boom\"")), "{log}");
+    assert!(log.contains("probe before: execute") && log.contains("task=\"before\""), "{log}");
+}
+
+#[test]
+fn a_deadline_failure_in_the_cli_names_the_task_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        &format!(
+            "name = \"spin\"\n[store]\nvalue = 1\n[limits]\ndeadline_ms = 300\n{BEFORE}\n[[task]]\nname = \"spinner\"\nplugin = \"PROBE\"\nprovides = [\"spin_out\"]\nconfig = {{ mode = \"loop\" }}\n"
+        ),
+    );
+    let out = flowhost(&["run", "flow.toml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("flow `spin` REVERTED: task `spinner` failed: deadline-exceeded: deadline of 300 ms exceeded by task `spinner` in execute"),
+        "{log}"
+    );
+    let journal = calls(&dir.path().join("journal"));
+    assert_eq!(journal, [call("execute", "before"), call("revert", "before")]);
+
+    let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spinner = &report["tasks"][1];
+    assert_eq!(spinner["limits"]["deadline_ms"], 300);
+    assert!(spinner["duration_ms"].as_f64().unwrap() >= 300.0, "it ran until the deadline: {spinner}");
+}
+
+#[test]
+fn only_granted_environment_variables_are_visible_and_check_names_them_without_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |name: &str, var: &str, extra: &str| {
+        format!(
+            "[[task]]\nname = \"{name}\"\nplugin = \"PROBE\"\nprovides = [\"{name}\"]\nconfig = {{ mode = \"env\", name = \"{var}\" }}\n{extra}\n"
+        )
+    };
+    write_flow(
+        dir.path(),
+        &format!(
+            "name = \"env\"\n[store]\nvalue = 1\n{}{}{}{}",
+            entry("granted", "REGION", "env = [\"REGION\"]"),
+            entry("fixed", "MODE", "env_set = { MODE = \"dry-run\" }"),
+            entry("ungranted", "API_TOKEN", "env = [\"REGION\"]"),
+            entry("home", "HOME", ""),
+        ),
+    );
+    let vars = [("REGION", "eu-west"), ("API_TOKEN", "s3cret")];
+    let out = flowhost(&["run", "flow.toml", "--fetch", "granted", "--fetch", "fixed", "--fetch", "ungranted", "--fetch", "home"], dir.path(), &vars);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let fetched: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fetched, json!({"granted": "eu-west", "fixed": "dry-run", "ungranted": null, "home": null}));
+
+    let out = flowhost(&["check", "flow.toml"], dir.path(), &vars);
+    let plan = text(&out.stdout);
+    assert!(plan.contains("env:      REGION (from host)"), "{plan}");
+    assert!(plan.contains("env:      MODE (set by flow)"), "{plan}");
+    assert!(plan.contains("network:  none"), "{plan}");
+    let out = flowhost(&["check", "flow.toml", "--json"], dir.path(), &vars);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["tasks"][0]["sandbox"]["env"], json!([{"name": "REGION", "source": "host"}]));
+    assert!(!text(&out.stdout).contains("eu-west"), "values are not printed");
+
+    let out = flowhost(&["check", "flow.toml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        text(&out.stderr).contains("task `granted`: `env` grants variable `REGION`, which is not set in flowhost's environment"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_shows_every_limit_and_grant_and_the_run_report_the_limits_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "name = \"limits\"\n[store]\nvalue = 1\n[limits]\ndeadline_ms = 4000\nmemory_mib = 48\n\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\nlimits = { result_kib = 8, args_kib = 2, fuel = 900000000 }\ndirs = [{ host = \"journal\", guest = \"/j\" }]\n",
+    );
+    let out = flowhost(&["check", "flow.toml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains("limits:   deadline 4000 ms, memory 48 MiB, result 8 KiB, args 2 KiB, fuel 900000000"),
+        "{plan}"
+    );
+    assert!(plan.contains("/j (ro)"), "{plan}");
+
+    let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "a fuel budget makes the CLI meter fuel: {}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["tasks"][0]["limits"],
+        json!({"deadline_ms": 4000, "memory_mib": 48, "result_kib": 8, "args_kib": 2, "fuel": 900000000})
+    );
+}
+
+#[test]
+fn a_plugin_importing_what_the_host_lacks_is_rejected_at_validation_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = repo_root().join("tests/fixtures/missing_import.wat");
+    write_flow(
+        dir.path(),
+        &format!(
+            "name = \"imports\"\n[store]\nvalue = 1\n{BEFORE}\n[[task]]\nname = \"alien\"\nplugin = \"{}\"\nprovides = [\"x\"]\n",
+            fixture.display()
+        ),
+    );
+    for command in ["check", "run"] {
+        let out = flowhost(&[command, "flow.toml"], dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(65), "{command}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "task `alien`: plugin {} imports `acme:missing/thing@1.0.0`, which the host does not provide",
+                fixture.display()
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(calls(&dir.path().join("journal")).is_empty(), "nothing ran");
+}
+
+/// The process's peak resident memory, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// Waits until the journal holds `entry`, i.e. the probe reached the point a test pauses it at.
+fn wait_for(journal: &Path, entry: (String, String)) {
+    while !calls(journal).contains(&entry) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_100_mb_result_keeps_host_memory_within_the_memory_cap() {
+    const CAP_MIB: u64 = 128;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let probe_entry = |name: &str, config: &str| {
+        format!(
+            "[[task]]\nname = \"{name}\"\nplugin = \"PROBE\"\nprovides = [\"{name}_out\"]\nconfig = {{ label = \"{name}\", journal = true, {config} }}\ndirs = [{{ host = \"journal\", guest = \"/journal\", mode = \"rw\" }}]\n"
+        )
+    };
+    write_flow(
+        dir.path(),
+        &format!(
+            "name = \"huge\"\n[store]\nvalue = 1\n{}{}{}limits = {{ memory_mib = {CAP_MIB} }}\n",
+            probe_entry("gate", "mode = \"wait_file\", path = \"/journal/start\""),
+            probe_entry("hold", "mode = \"wait_file\", mode_in = \"revert\", path = \"/journal/go\""),
+            probe_entry("huge", "mode = \"huge\""),
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_flowhost"))
+        .args(["run", "flow.toml", "--json", "-q"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Paused in `gate`: the plugin is compiled and has run once; this is the host's baseline.
+    wait_for(&journal, call("execute", "gate"));
+    let baseline = peak_rss_mib(child.id());
+    std::fs::write(journal.join("start"), "").unwrap();
+    // Paused in `hold`'s revert: the 100 MB result has come and gone.
+    wait_for(&journal, call("revert", "hold"));
+    let peak = peak_rss_mib(child.id());
+    std::fs::write(journal.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tasks"][2]["error"]["code"], "result-too-large");
+    // The guest's memory is at most the cap, and the host's copy of the result is at most what
+    // the guest held: no further copies (parsing, logging) of an oversized result.
+    assert!(
+        peak.saturating_sub(baseline) <= 2 * CAP_MIB + 32,
+        "peak {peak} MiB over a baseline of {baseline} MiB for a {CAP_MIB} MiB memory cap"
+    );
+}
