@@ -173,6 +173,23 @@ pub struct Plugin {
     info: TaskInfo,
 }
 
+/// Which call into a plugin failed, for messages: "… by task `t` in execute".
+enum Site<'a> {
+    Describe,
+    Execute(&'a str),
+    Revert(&'a str),
+}
+
+impl std::fmt::Display for Site<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Site::Describe => f.write_str("in describe()"),
+            Site::Execute(task) => write!(f, "by task `{task}` in execute"),
+            Site::Revert(task) => write!(f, "by task `{task}` in revert"),
+        }
+    }
+}
+
 /// The error a deadline callback raises, recognised when classifying a failed call.
 #[derive(Debug)]
 struct DeadlineExceeded;
@@ -199,11 +216,10 @@ impl Plugin {
     async fn describe(&self) -> Result<TaskInfo, PluginError> {
         let sandbox = Sandbox::bare();
         let fail = |reason: String| PluginError::Describe { path: self.path.clone(), reason };
-        let file = self.path.display().to_string();
         let (mut store, guest) =
-            self.instantiate(&sandbox, &file, "describe").await.map_err(|e| fail(e.message))?;
+            self.instantiate(&sandbox, &Site::Describe).await.map_err(|e| fail(e.message))?;
         let info = guest.flowhost_task_task().call_describe(&mut store).await;
-        let info = info.map_err(|e| fail(classify(&e, &store, &sandbox, &file, "describe").message))?;
+        let info = info.map_err(|e| fail(classify(&e, &store, &sandbox, &Site::Describe).message))?;
         Ok(TaskInfo {
             name: info.name,
             version: info.version,
@@ -222,13 +238,13 @@ impl Plugin {
         args: &str,
         config: &str,
     ) -> Result<String, TaskError> {
-        let (mut store, guest) = self.instantiate(sandbox, task, "execute").await?;
+        let (mut store, guest) = self.instantiate(sandbox, &Site::Execute(task)).await?;
         let called = guest.flowhost_task_task().call_execute(&mut store, args, config).await;
         forward_output(task, &store);
         match called {
             Ok(Ok(result)) => sandbox.limits.check_result(&result).map(|()| result),
             Ok(Err(error)) => Err(from_wit(error)),
-            Err(error) => Err(classify(&error, &store, sandbox, task, "execute")),
+            Err(error) => Err(classify(&error, &store, sandbox, &Site::Execute(task))),
         }
     }
 
@@ -250,7 +266,7 @@ impl Plugin {
             .iter()
             .map(|(task, error)| wit::FlowFailure { task: task.clone(), error: to_wit(error) })
             .collect();
-        let (mut store, guest) = self.instantiate(sandbox, task, "revert").await?;
+        let (mut store, guest) = self.instantiate(sandbox, &Site::Revert(task)).await?;
         let called = guest
             .flowhost_task_task()
             .call_revert(&mut store, args, config, &outcome, &failures)
@@ -259,15 +275,14 @@ impl Plugin {
         match called {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(from_wit(error)),
-            Err(error) => Err(classify(&error, &store, sandbox, task, "revert")),
+            Err(error) => Err(classify(&error, &store, sandbox, &Site::Revert(task))),
         }
     }
 
     async fn instantiate(
         &self,
         sandbox: &Sandbox,
-        task: &str,
-        call: &str,
+        site: &Site<'_>,
     ) -> Result<(Store<InstanceState>, bindings::Plugin), TaskError> {
         let mut store = Store::new(self.pre.engine(), sandbox.instance_state()?);
         store.limiter(|state| &mut state.memory);
@@ -289,41 +304,34 @@ impl Plugin {
         });
         match self.pre.instantiate_async(&mut store).await {
             Ok(guest) => Ok((store, guest)),
-            Err(error) => Err(classify(&error, &store, sandbox, task, call)),
+            Err(error) => Err(classify(&error, &store, sandbox, site)),
         }
     }
 }
 
 /// Turns a failed wasm call into the reason an operator needs: the cap or deadline that was
 /// hit, or the trap with the plugin's own last words (a Rust panic message) from stderr.
-fn classify(
-    error: &wasmtime::Error,
-    store: &Store<InstanceState>,
-    sandbox: &Sandbox,
-    task: &str,
-    call: &str,
-) -> TaskError {
+fn classify(error: &wasmtime::Error, store: &Store<InstanceState>, sandbox: &Sandbox, site: &Site<'_>) -> TaskError {
     let state = store.data();
+    if error.chain().any(|cause| cause.is::<DeadlineExceeded>()) {
+        return TaskError::host(
+            "deadline-exceeded",
+            format!("deadline of {} ms exceeded {site}", sandbox.limits.deadline_ms),
+        );
+    }
+    if let (Some(Trap::OutOfFuel), Some(fuel)) = (error.downcast_ref::<Trap>(), sandbox.limits.fuel) {
+        return TaskError::host("fuel-exhausted", format!("fuel budget of {fuel} exhausted {site}"));
+    }
+    // Checked after the deadline and fuel: a task may survive a refused growth and fail later
+    // for another reason. A trap after a refusal is the allocator giving up.
     if let Some(wanted) = state.memory.denied {
         return TaskError::host(
             "memory-limit",
             format!(
-                "memory cap of {} MiB exceeded (the task tried to grow its memory to {} MiB)",
+                "memory cap of {} MiB exceeded {site} (it tried to grow its memory to {} MiB)",
                 state.memory.max_bytes() >> 20,
                 wanted.div_ceil(1 << 20)
             ),
-        );
-    }
-    if error.chain().any(|cause| cause.is::<DeadlineExceeded>()) {
-        return TaskError::host(
-            "deadline-exceeded",
-            format!("deadline of {} ms exceeded by task `{task}` in {call}", sandbox.limits.deadline_ms),
-        );
-    }
-    if let (Some(Trap::OutOfFuel), Some(fuel)) = (error.downcast_ref::<Trap>(), sandbox.limits.fuel) {
-        return TaskError::host(
-            "fuel-exhausted",
-            format!("fuel budget of {fuel} exhausted by task `{task}` in {call}"),
         );
     }
     let last_words = panic_message(&String::from_utf8_lossy(&state.stderr.contents()));
@@ -339,8 +347,8 @@ fn classify(
     }
 }
 
-/// The useful part of a plugin's stderr after a trap: a Rust panic's location and message,
-/// or else the last non-empty line.
+/// A Rust panic's location and message from a plugin's stderr, quoted after a trap so the
+/// operator sees why the plugin gave up.
 fn panic_message(stderr: &str) -> Option<String> {
     let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if let Some(at) = lines.iter().position(|l| l.contains("panicked at")) {
@@ -351,7 +359,7 @@ fn panic_message(stderr: &str) -> Option<String> {
             .collect();
         return Some(words.join(" "));
     }
-    lines.last().map(|l| (*l).to_owned())
+    None
 }
 
 /// Forwards what the plugin printed to the log, tagged with the task name.
