@@ -372,10 +372,10 @@ fn check_describe(report: &mut ConformReport, plugin: &Plugin, cases: Option<&Ca
             }
             if !in_list.insert(name.as_str()) {
                 problems.push(format!("{list} lists `{name}` twice"));
-            } else if list != "provides" {
-                if let Some(other) = seen.insert(name, list) {
-                    problems.push(format!("`{name}` is in both {other} and {list}"));
-                }
+            } else if list != "provides"
+                && let Some(other) = seen.insert(name, list)
+            {
+                problems.push(format!("`{name}` is in both {other} and {list}"));
             }
         }
     }
