@@ -45,3 +45,19 @@ pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("journal line is JSON"))
         .collect()
 }
+
+/// The kitchen-sink `stamp` task built in `language` (`rust`, `python`, `js`, `c`). The Rust
+/// one is built with the other test plugins; the rest by `plugins/build-polyglot.sh`, which
+/// CI runs before the tests.
+pub fn polyglot(language: &str) -> PathBuf {
+    if language == "rust" {
+        return plugin("stamp");
+    }
+    let path = repo_root().join("plugins").join(language).join("stamp.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the polyglot plugins first with `plugins/build-polyglot.sh`",
+        path.display()
+    );
+    path
+}

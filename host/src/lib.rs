@@ -26,6 +26,7 @@
 //! [`Engine::load`] (validation: plugins described, every requirement checked), [`Engine`]
 //! runs, [`events`] (every transition to [`Listener`]s), [`RunReport`] (the final store).
 
+pub mod conform;
 pub mod engine;
 pub mod error;
 pub mod events;

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run::run(args).await,
             Command::Check(args) => cli::check::check(args).await,
             Command::Describe(args) => cli::describe::describe(args).await,
+            Command::Conform(args) => cli::conform::conform(args).await,
         }
     });
     match outcome {

@@ -1,6 +1,7 @@
 //! Argument definitions, shared helpers and one module per subcommand.
 
 pub mod check;
+pub mod conform;
 pub mod describe;
 pub mod run;
 
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use flowhost::conform::CasesError;
 use flowhost::{FlowFileError, PluginError, Store, ValidationError};
 use serde_json::Value;
 
@@ -50,6 +52,9 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show what a plugin declares: name, version, requires, optional, provides.
     Describe(describe::DescribeArgs),
+    /// Check that a plugin honours the task contract: one line per check, exit 1 when any
+    /// check fails.
+    Conform(conform::ConformArgs),
 }
 
 /// The initial store given on the command line.
@@ -103,9 +108,16 @@ pub struct InputError(pub String);
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
     if error.is::<UsageError>() {
         EXIT_USAGE
-    } else if error.is::<InputError>() || matches!(error.downcast_ref(), Some(FlowFileError::Read { .. })) {
+    } else if error.is::<InputError>()
+        || matches!(error.downcast_ref(), Some(FlowFileError::Read { .. }))
+        || matches!(error.downcast_ref(), Some(CasesError::Read { .. }))
+    {
         EXIT_NOINPUT
-    } else if error.is::<ValidationError>() || error.is::<FlowFileError>() || error.is::<PluginError>() {
+    } else if error.is::<ValidationError>()
+        || error.is::<FlowFileError>()
+        || error.is::<PluginError>()
+        || error.is::<CasesError>()
+    {
         EXIT_INVALID
     } else {
         EXIT_SOFTWARE

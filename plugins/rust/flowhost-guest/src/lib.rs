@@ -218,8 +218,13 @@ impl<T: Task> wit::Guest for Adapter<T> {
         outcome: wit::Outcome,
         failures: Vec<wit::FlowFailure>,
     ) -> Result<(), wit::TaskError> {
-        let args = parse(&args, "invalid-args", "arguments")?;
-        let config = parse(&config, "invalid-config", "config")?;
+        // `execute` got the same arguments and config: if they do not parse, it failed
+        // right there and did nothing, so there is nothing to undo.
+        let (Ok(args), Ok(config)) =
+            (parse(&args, "invalid-args", "arguments"), parse(&config, "invalid-config", "config"))
+        else {
+            return Ok(());
+        };
         let outcome = match outcome {
             wit::Outcome::Result(json) => Outcome::Success(parse(&json, "invalid-outcome", "outcome")?),
             wit::Outcome::Error(error) => Outcome::Failure(TaskError::from_wit(error)),

@@ -1,0 +1,103 @@
+//! The same task written in Rust, Python, JavaScript and C: each passes `flowhost conform`,
+//! and `examples/polyglot` chains all four through the store and reverts across them.
+//! The Python, JavaScript and C components come from `plugins/build-polyglot.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use flowhost_testkit::{polyglot, repo_root};
+use serde_json::{Value, json};
+
+const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
+
+fn flowhost(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowhost"))
+        .args(args)
+        .env_remove("FLOWHOST_LOG")
+        .output()
+        .expect("run flowhost")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Copies an example flow next to scratch, pointing its plugin paths at the built plugins.
+fn example(file: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(repo_root().join("examples/polyglot").join(file)).expect("read flow");
+    let mut text = text.replace(
+        "../../plugins/target/wasm32-wasip2/release/stamp.wasm",
+        &polyglot("rust").display().to_string(),
+    );
+    for language in ["python", "js", "c"] {
+        text = text.replace(&format!("../../plugins/{language}/stamp.wasm"), &polyglot(language).display().to_string());
+    }
+    let flow = dir.path().join(file);
+    std::fs::write(&flow, text).expect("write flow");
+    (dir, flow)
+}
+
+#[test]
+fn the_kitchen_sink_task_passes_conform_in_every_language() {
+    let cases = repo_root().join("plugins/stamp.cases.toml");
+    for language in LANGUAGES {
+        let plugin = polyglot(language);
+        let out = flowhost(&["conform", plugin.to_str().unwrap(), "--cases", cases.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{language}:\n{stdout}\n{}", stderr(&out));
+        assert!(!stdout.lines().any(|l| l.starts_with("FAIL") || l.starts_with("skip")), "{language}:\n{stdout}");
+        assert!(stdout.contains("stamp 1.0.0"), "{language} describes itself:\n{stdout}");
+    }
+}
+
+fn run_json(flow: &Path, extra: &[&str]) -> (Output, Value) {
+    let mut args = vec!["run", flow.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let out = flowhost(&args);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json prints JSON ({e}); stderr:\n{}", stderr(&out)));
+    (out, report)
+}
+
+#[test]
+fn a_value_passes_through_tasks_in_four_languages() {
+    let (_dir, flow) = example("flow.toml");
+    let (out, report) = run_json(&flow, &["--store", "note=nightly"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(report["state"], "SUCCESS");
+    assert_eq!(
+        report["store"]["ledger_final"],
+        json!(["opened", "rust (nightly)", "python (nightly)", "javascript (nightly)", "c (nightly)"])
+    );
+    let log = stderr(&out);
+    for language in ["rust", "python", "javascript", "c"] {
+        assert!(log.contains(&format!("stamp {language} ({language}): ledger of")), "{language} logged:\n{log}");
+    }
+}
+
+#[test]
+fn a_failure_in_the_c_task_reverts_the_tasks_of_every_language() {
+    let (_dir, flow) = example("failing.toml");
+    let (out, report) = run_json(&flow, &[]);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(report["state"], "REVERTED");
+    let tasks = report["tasks"].as_array().expect("tasks");
+    let states: Vec<(&str, &str)> =
+        tasks.iter().map(|t| (t["name"].as_str().unwrap(), t["state"].as_str().unwrap())).collect();
+    assert_eq!(
+        states,
+        [("rust_stamp", "REVERTED"), ("python_stamp", "REVERTED"), ("js_stamp", "REVERTED"), ("c_stamp", "REVERTED")]
+    );
+    assert_eq!(tasks[3]["error"]["code"], "asked-to-fail");
+    assert_eq!(tasks[3]["error"]["details"], json!({ "stamp": "c" }));
+    assert!(report["store"].get("after_rust").is_none(), "reverted results leave the store");
+    for language in ["rust", "python", "javascript"] {
+        assert!(
+            log.contains(&format!("stamp {language} ({language}): reverted after a result; flow failures: c_stamp: asked-to-fail")),
+            "{language} reverted:\n{log}"
+        );
+    }
+    assert!(log.contains("stamp c (c): reverted after error asked-to-fail"), "{log}");
+}
