@@ -435,6 +435,7 @@ impl Suite<'_> {
         Sandbox {
             limits: EffectiveLimits::DEFAULT,
             dirs: vec![Preopen { host: scratch.to_path_buf(), guest: SCRATCH.into(), access: Access::ReadWrite }],
+            env: Vec::new(),
         }
     }
 
@@ -443,7 +444,7 @@ impl Suite<'_> {
             self.slowest = Some((call.to_owned(), took));
         }
         if let Err(error) = result
-            && matches!(error.code.as_str(), "deadline-exceeded" | "memory-limit" | "result-too-large")
+            && matches!(error.code.as_str(), "deadline-exceeded" | "memory-limit" | "result-too-large" | "fuel-exhausted")
         {
             self.over_limit.push(format!("{call}: {}", error.message));
         }

@@ -33,7 +33,7 @@ pub struct ConformArgs {
 /// Runs the suite and prints one line per check.
 pub async fn conform(args: ConformArgs) -> anyhow::Result<ExitCode> {
     let cases = args.cases.as_deref().map(Cases::from_file).transpose()?;
-    let report = run_suite(&engine()?, &args.plugin, cases.as_ref()).await;
+    let report = run_suite(&engine(false)?, &args.plugin, cases.as_ref()).await;
     if args.json {
         print_json(&report)?;
     } else {
