@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::TaskError;
+use crate::plugin::Outcome;
+use crate::store::Store;
 
 /// A task's state, as in TaskFlow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +88,9 @@ pub enum Transition {
         to: FlowState,
         /// Time since the run started.
         elapsed: Duration,
+        /// The final store, on entering SUCCESS, REVERTED or FAILURE.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        store: Option<Store>,
     },
     /// A task changed state.
     Task {
@@ -105,6 +110,12 @@ pub enum Transition {
         /// The error, on entering FAILURE or REVERT_FAILURE.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<TaskError>,
+        /// The arguments (a JSON object's text), on entering RUNNING: what `revert` will get.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        args: Option<String>,
+        /// The raw outcome `revert` will get, on entering SUCCESS or FAILURE.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<Outcome>,
     },
 }
 
@@ -137,7 +148,7 @@ impl Listener for LogListener {
     fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let run = event.run_id.as_str();
         match &event.transition {
-            Transition::Flow { from, to, elapsed } => {
+            Transition::Flow { from, to, elapsed, .. } => {
                 let ms = millis(*elapsed);
                 match to {
                     FlowState::Reverting | FlowState::Reverted | FlowState::Failure => {

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run::run(args).await,
             Command::Check(args) => cli::check::check(args).await,
             Command::Describe(args) => cli::describe::describe(args).await,
+            Command::Runs(args) => cli::runs::runs(args).await,
         }
     });
     match outcome {

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod describe;
 pub mod run;
+pub mod runs;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show what a plugin declares: name, version, requires, optional, provides.
     Describe(describe::DescribeArgs),
+    /// Inspect, resume and prune the runs recorded in the run database.
+    Runs(runs::RunsArgs),
 }
 
 /// The initial store given on the command line.
@@ -101,7 +104,9 @@ pub struct InputError(pub String);
 
 /// Maps an error to the documented exit code.
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
-    if error.is::<UsageError>() {
+    if let Some(code) = runs::exit_code_for(error) {
+        code
+    } else if error.is::<UsageError>() {
         EXIT_USAGE
     } else if error.is::<InputError>() || matches!(error.downcast_ref(), Some(FlowFileError::Read { .. })) {
         EXIT_NOINPUT
