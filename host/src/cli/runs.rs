@@ -21,7 +21,7 @@ pub const DEFAULT_DB: &str = ".flowhost/runs.db";
 #[derive(Debug, Args)]
 pub struct DbArgs {
     /// The run database file (SQLite). Default: .flowhost/runs.db in the working directory.
-    #[arg(long, value_name = "PATH", env = "FLOWHOST_DB")]
+    #[arg(long, value_name = "PATH", env = "FLOWHOST_DB", global = true)]
     pub db: Option<PathBuf>,
 }
 
