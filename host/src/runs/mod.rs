@@ -134,13 +134,21 @@ impl Origin {
             }
             None => (None, None),
         };
-        let plugins = loaded
-            .plan()
-            .map(|task| {
-                let path = absolute(task.plugin);
-                Ok(PluginHash { task: task.name.to_owned(), sha256: hash_file(&path)?, path })
-            })
-            .collect::<Result<_, RunDbError>>()?;
+        // A flow often runs one plugin in many entries: hash each file once.
+        let mut hashes = std::collections::HashMap::new();
+        let mut plugins = Vec::new();
+        for task in loaded.plan() {
+            let path = absolute(task.plugin);
+            let sha256 = match hashes.get(&path) {
+                Some(hash) => Clone::clone(hash),
+                None => {
+                    let hash = hash_file(&path)?;
+                    hashes.insert(path.clone(), hash.clone());
+                    hash
+                }
+            };
+            plugins.push(PluginHash { task: task.name.to_owned(), sha256, path });
+        }
         Ok(Self { flow_path, flow_hash, plugins })
     }
 

@@ -284,15 +284,15 @@ impl RunDb for SqliteRunDb {
                         (_, _, Some(e)) => Some(format!("revert of task `{task}` failed: {e}")),
                         _ => None,
                     };
-                    tx.prepare_cached(&format!(
-                        "UPDATE runs SET updated_at = {t},
-                           exit_reason = CASE WHEN ?3 IS NULL THEN exit_reason
-                                              WHEN exit_reason IS NULL THEN ?3
-                                              ELSE exit_reason || '; ' || ?3 END
-                         WHERE id = ?1",
-                        t = ts(2)
-                    ))?
-                    .execute(params![event.run_id, at, reason])?;
+                    if let Some(reason) = reason {
+                        tx.prepare_cached(&format!(
+                            "UPDATE runs SET updated_at = {t},
+                               exit_reason = CASE WHEN exit_reason IS NULL THEN ?3 ELSE exit_reason || '; ' || ?3 END
+                             WHERE id = ?1",
+                            t = ts(2)
+                        ))?
+                        .execute(params![event.run_id, at, reason])?;
+                    }
                     tx.prepare_cached(&format!(
                         "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7)",

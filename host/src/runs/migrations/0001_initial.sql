@@ -36,7 +36,7 @@ CREATE TABLE tasks (
 );
 
 CREATE TABLE transitions (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER PRIMARY KEY,        -- order of recording
     run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     task_idx    INTEGER,                   -- NULL for a flow transition
     task        TEXT,
