@@ -173,7 +173,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 println!("{:<28} {:<24} {:<10} {:<24} EXIT REASON", "ID", "FLOW", "STATE", "CREATED");
                 for run in runs {
                     let reason = run.exit_reason.as_deref().unwrap_or("");
-                    println!("{:<28} {:<24} {:<10} {:<24} {reason}", run.id, run.flow, run.state, run.created_at);
+                    println!("{:<28} {:<24} {:<10} {:<24} {reason}", run.id, run.flow, run.state.to_string(), run.created_at);
                 }
             }
         }
