@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::checkpoint::{Checkpoint, ResumeError};
 use crate::error::{Problem, SetupError, TaskError, ValidationError};
 use crate::events::{Event, FlowState, Listener, TaskState, Transition, notify};
 use crate::flow::FlowSpec;
@@ -186,6 +187,7 @@ impl Engine {
             return Err(ValidationError { flow: flow.name.clone(), problems });
         }
         Ok(LoadedFlow {
+            id: next_run_id(),
             flow: flow.name.clone(),
             entries,
             initial,
@@ -216,6 +218,7 @@ struct Entry {
 
 /// A validated flow with its initial store, ready to run (once).
 pub struct LoadedFlow {
+    id: String,
     flow: String,
     entries: Vec<Entry>,
     initial: Store,
@@ -270,6 +273,22 @@ impl LoadedFlow {
         self.provided.contains(name)
     }
 
+    /// The id the run will have: known before it starts, so a run database can record the
+    /// run (flow file, hashes, initial store) before its first transition.
+    pub fn run_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Gives the run a chosen id, e.g. the recorded id of a run being resumed.
+    pub fn set_run_id(&mut self, id: impl Into<String>) {
+        self.id = id.into();
+    }
+
+    /// The initial store the run starts from (the flow's `[store]` under the given store).
+    pub fn initial_store(&self) -> &Store {
+        &self.initial
+    }
+
     /// Adds a listener for this run only.
     pub fn listen(&mut self, listener: Arc<dyn Listener>) {
         self.listeners.push(listener);
@@ -279,6 +298,14 @@ impl LoadedFlow {
     /// are the report's state (REVERTED or FAILURE) with every task's outcome.
     pub async fn run(self) -> RunReport {
         Run::new(self).execute().await
+    }
+
+    /// Continues an interrupted run from its recorded `checkpoint`: SUCCESS tasks are not
+    /// executed again and their recorded results go back into the store; a task caught
+    /// RUNNING is executed again (at least once); a run caught REVERTING goes on reverting,
+    /// skipping tasks already REVERTED. Set the recorded id first with [`Self::set_run_id`].
+    pub async fn resume(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
+        Ok(Run::restore(self, checkpoint)?.execute().await)
     }
 }
 
@@ -291,6 +318,15 @@ struct Record {
     duration: Duration,
     error: Option<TaskError>,
     revert_error: Option<TaskError>,
+}
+
+/// What a task transition carries besides its states.
+#[derive(Default)]
+struct Detail {
+    result: Option<Value>,
+    error: Option<TaskError>,
+    args: Option<String>,
+    outcome: Option<Outcome>,
 }
 
 /// One execution of a loaded flow.
@@ -327,13 +363,76 @@ impl Run {
             })
             .collect();
         Self {
-            id: next_run_id(),
+            id: loaded.id.clone(),
             store: loaded.initial.clone(),
             loaded,
             records,
             state: FlowState::Pending,
             started: now,
         }
+    }
+
+    fn restore(loaded: LoadedFlow, checkpoint: Checkpoint) -> Result<Self, ResumeError> {
+        let run = loaded.id.clone();
+        if matches!(checkpoint.state, FlowState::Success | FlowState::Reverted | FlowState::Failure) {
+            return Err(ResumeError::Finished { run, state: checkpoint.state });
+        }
+        let current: Vec<String> = loaded.entries.iter().map(|e| e.name.clone()).collect();
+        let recorded: Vec<String> = checkpoint.tasks.iter().map(|t| t.name.clone()).collect();
+        if current != recorded {
+            return Err(ResumeError::TasksChanged { run, recorded, current });
+        }
+        let mut this = Self::new(loaded);
+        this.state = checkpoint.state;
+        for (index, task) in checkpoint.tasks.into_iter().enumerate() {
+            let incomplete = |problem: &str| ResumeError::Incomplete {
+                run: run.clone(),
+                task: task.name.clone(),
+                state: task.state,
+                problem: problem.to_owned(),
+            };
+            let ran = !matches!(task.state, TaskState::Pending | TaskState::Running);
+            if ran && task.outcome.is_none() {
+                return Err(incomplete("its outcome was not recorded"));
+            }
+            // A succeeded task whose results are still in effect puts them back in the store.
+            if matches!(task.state, TaskState::Success | TaskState::Reverting)
+                && task.error.is_none()
+                && let Some(Outcome::Result(text)) = &task.outcome
+            {
+                let value = serde_json::from_str(text)
+                    .map_err(|e| incomplete(&format!("its recorded result is not JSON: {e}")))?;
+                let outputs = this.loaded.entries[index]
+                    .binding
+                    .outputs(value)
+                    .map_err(|e| incomplete(&format!("its recorded result does not fit: {e}")))?;
+                for (name, value) in outputs {
+                    this.store.insert(name, value);
+                }
+            }
+            let record = &mut this.records[index];
+            // Caught RUNNING: it may have run partly, so it runs again from the start.
+            record.state = if task.state == TaskState::Running { TaskState::Pending } else { task.state };
+            record.args = task.args.unwrap_or_default();
+            record.outcome = if ran { task.outcome } else { None };
+            record.error = task.error;
+            record.revert_error = task.revert_error;
+            record.duration = task.duration;
+        }
+        if this.state == FlowState::Reverting && this.failure().is_none() {
+            return Err(ResumeError::Incomplete {
+                run,
+                task: String::new(),
+                state: TaskState::Failure,
+                problem: "the run is REVERTING and no task's failure was recorded".into(),
+            });
+        }
+        Ok(this)
+    }
+
+    /// The task whose execute failed, with its error.
+    fn failure(&self) -> Option<(usize, TaskError)> {
+        self.records.iter().enumerate().find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
     }
 
     fn emit(&self, transition: Transition) {
@@ -348,10 +447,12 @@ impl Run {
 
     fn flow_to(&mut self, to: FlowState) {
         let from = std::mem::replace(&mut self.state, to);
-        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed() });
+        let ended = matches!(to, FlowState::Success | FlowState::Reverted | FlowState::Failure);
+        let store = ended.then(|| self.store.clone());
+        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store });
     }
 
-    fn task_to(&mut self, index: usize, to: TaskState, result: Option<Value>, error: Option<TaskError>) {
+    fn task_to(&mut self, index: usize, to: TaskState, detail: Detail) {
         let record = &mut self.records[index];
         let from = std::mem::replace(&mut record.state, to);
         let duration = std::mem::replace(&mut record.since, Instant::now()).elapsed();
@@ -359,23 +460,39 @@ impl Run {
             record.duration = duration;
         }
         let task = self.loaded.entries[index].name.clone();
-        self.emit(Transition::Task { task, index, from, to, duration, result, error });
+        let Detail { result, error, args, outcome } = detail;
+        self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome });
     }
 
     async fn execute(mut self) -> RunReport {
-        self.flow_to(FlowState::Running);
-        let mut failed = None;
-        for index in 0..self.loaded.entries.len() {
-            if let Err(error) = self.execute_task(index).await {
-                failed = Some((index, error));
-                break;
-            }
-        }
+        let failed = if self.state == FlowState::Reverting {
+            self.failure()
+        } else {
+            self.flow_to(FlowState::Running);
+            self.execute_tasks().await
+        };
         match failed {
             None => self.flow_to(FlowState::Success),
             Some((index, error)) => self.revert_from(index, error).await,
         }
         self.report()
+    }
+
+    /// Executes every task not yet done, in order, up to the first failure.
+    async fn execute_tasks(&mut self) -> Option<(usize, TaskError)> {
+        for index in 0..self.loaded.entries.len() {
+            match self.records[index].state {
+                TaskState::Pending => {
+                    if let Err(error) = self.execute_task(index).await {
+                        return Some((index, error));
+                    }
+                }
+                TaskState::Success => {}
+                // Resumed after a failure was recorded but before the revert began.
+                _ => return self.failure(),
+            }
+        }
+        None
     }
 
     async fn execute_task(&mut self, index: usize) -> Result<(), TaskError> {
@@ -389,7 +506,8 @@ impl Run {
             })
             .map(|args| args.to_string())
             .and_then(|args| entry.sandbox.limits.check_args(&args).map(|()| args));
-        self.task_to(index, TaskState::Running, None, None);
+        let detail = Detail { args: args.as_ref().ok().cloned(), ..Detail::default() };
+        self.task_to(index, TaskState::Running, detail);
         let args = match args {
             Ok(args) => args,
             Err(error) => return self.fail(index, None, error),
@@ -410,8 +528,10 @@ impl Run {
                 for (name, value) in outputs {
                     self.store.insert(name, value);
                 }
-                self.records[index].outcome = Some(Outcome::Result(text));
-                self.task_to(index, TaskState::Success, Some(value), None);
+                let outcome = Outcome::Result(text);
+                self.records[index].outcome = Some(outcome.clone());
+                let detail = Detail { result: Some(value), outcome: Some(outcome), ..Detail::default() };
+                self.task_to(index, TaskState::Success, detail);
                 Ok(())
             }
             // The task did run: its revert gets the raw result to undo whatever it did.
@@ -421,21 +541,34 @@ impl Run {
 
     fn fail(&mut self, index: usize, outcome: Option<Outcome>, error: TaskError) -> Result<(), TaskError> {
         let record = &mut self.records[index];
-        record.outcome = Some(outcome.unwrap_or_else(|| Outcome::Error(error.clone())));
+        let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
+        record.outcome = Some(outcome.clone());
         record.error = Some(error.clone());
-        self.task_to(index, TaskState::Failure, None, Some(error.clone()));
+        let detail = Detail { error: Some(error.clone()), outcome: Some(outcome), ..Detail::default() };
+        self.task_to(index, TaskState::Failure, detail);
         Err(error)
     }
 
     /// Reverts the failed task, then every task that succeeded, in reverse order. A revert
-    /// that fails is recorded and the rest are still reverted.
+    /// that fails is recorded and the rest are still reverted. A resumed revert skips the
+    /// tasks already reverted (or whose revert already failed).
     async fn revert_from(&mut self, failed: usize, error: TaskError) {
-        self.flow_to(FlowState::Reverting);
+        if self.state != FlowState::Reverting {
+            self.flow_to(FlowState::Reverting);
+        }
         let failures = vec![(self.loaded.entries[failed].name.clone(), error)];
         let mut all_reverted = true;
         for index in (0..=failed).rev() {
+            match self.records[index].state {
+                TaskState::Reverted => continue,
+                TaskState::RevertFailure => {
+                    all_reverted = false;
+                    continue;
+                }
+                _ => {}
+            }
             let Some(outcome) = self.records[index].outcome.clone() else { continue };
-            self.task_to(index, TaskState::Reverting, None, None);
+            self.task_to(index, TaskState::Reverting, Detail::default());
             let entry = &self.loaded.entries[index];
             let record = &self.records[index];
             let reverted = entry
@@ -447,12 +580,12 @@ impl Run {
                     for name in &self.loaded.entries[index].binding.provides {
                         self.store.remove(name);
                     }
-                    self.task_to(index, TaskState::Reverted, None, None);
+                    self.task_to(index, TaskState::Reverted, Detail::default());
                 }
                 Err(error) => {
                     all_reverted = false;
                     self.records[index].revert_error = Some(error.clone());
-                    self.task_to(index, TaskState::RevertFailure, None, Some(error));
+                    self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error), ..Detail::default() });
                 }
             }
         }

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::TaskError;
+use crate::plugin::Outcome;
+use crate::store::Store;
 
 /// A task's state, as in TaskFlow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,6 +79,7 @@ pub struct Event {
 /// What changed in an [`Event`].
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[expect(clippy::large_enum_variant, reason = "one event per transition, handed to listeners by reference")]
 pub enum Transition {
     /// The flow changed state.
     Flow {
@@ -86,6 +89,9 @@ pub enum Transition {
         to: FlowState,
         /// Time since the run started.
         elapsed: Duration,
+        /// The final store, on entering SUCCESS, REVERTED or FAILURE.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        store: Option<Store>,
     },
     /// A task changed state.
     Task {
@@ -105,6 +111,12 @@ pub enum Transition {
         /// The error, on entering FAILURE or REVERT_FAILURE.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<TaskError>,
+        /// The arguments (a JSON object's text), on entering RUNNING: what `revert` will get.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        args: Option<String>,
+        /// The raw outcome `revert` will get, on entering SUCCESS or FAILURE.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<Outcome>,
     },
 }
 
@@ -137,7 +149,7 @@ impl Listener for LogListener {
     fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let run = event.run_id.as_str();
         match &event.transition {
-            Transition::Flow { from, to, elapsed } => {
+            Transition::Flow { from, to, elapsed, .. } => {
                 let took = match to {
                     FlowState::Pending | FlowState::Running | FlowState::Reverting => String::new(),
                     _ => format!(" in {}", millis(*elapsed)),

@@ -26,6 +26,7 @@
 //! [`Engine::load`] (validation: plugins described, every requirement checked), [`Engine`]
 //! runs, [`events`] (every transition to [`Listener`]s), [`RunReport`] (the final store).
 
+pub mod checkpoint;
 pub mod conform;
 pub mod engine;
 pub mod error;
@@ -33,14 +34,16 @@ pub mod events;
 pub mod flow;
 pub mod plugin;
 pub mod report;
+pub mod runs;
 pub mod sandbox;
 pub mod store;
 
+pub use checkpoint::{Checkpoint, ResumeError, TaskCheckpoint};
 pub use engine::{Engine, EngineOptions, LoadedFlow, TaskPlan};
 pub use error::{FlowFileError, PluginError, Problem, SetupError, TaskError, ValidationError};
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flow::{Access, DirGrant, Flow, FlowSpec, TaskSpec};
-pub use plugin::{Plugin, TaskInfo};
+pub use plugin::{Outcome, Plugin, TaskInfo};
 pub use report::{RunReport, TaskReport};
 pub use sandbox::{EffectiveLimits, EnvSource, EnvVar, Limits, Sandbox};
 pub use store::Store;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Check(args) => cli::check::check(args).await,
             Command::Describe(args) => cli::describe::describe(args).await,
             Command::Conform(args) => cli::conform::conform(args).await,
+            Command::Runs(args) => cli::runs::runs(args).await,
         }
     });
     match outcome {

@@ -51,8 +51,10 @@ pub struct TaskInfo {
     pub provides: Vec<String>,
 }
 
-/// How a task's `execute` ended, as handed to its `revert`.
-#[derive(Debug, Clone, PartialEq)]
+/// How a task's `execute` ended, as handed to its `revert`. Serialisable so that a run
+/// database can keep it and a resumed run can still revert the task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// `execute` returned this JSON text.
     Result(String),

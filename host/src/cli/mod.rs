@@ -4,6 +4,7 @@ pub mod check;
 pub mod conform;
 pub mod describe;
 pub mod run;
+pub mod runs;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,8 @@ pub enum Command {
     /// Check that a plugin honours the task contract: one line per check, exit 1 when any
     /// check fails.
     Conform(conform::ConformArgs),
+    /// Inspect, resume and prune the runs recorded in the run database.
+    Runs(runs::RunsArgs),
 }
 
 /// The initial store given on the command line.
@@ -106,7 +109,9 @@ pub struct InputError(pub String);
 
 /// Maps an error to the documented exit code.
 pub fn exit_code_for(error: &anyhow::Error) -> u8 {
-    if error.is::<UsageError>() {
+    if let Some(code) = runs::exit_code_for(error) {
+        code
+    } else if error.is::<UsageError>() {
         EXIT_USAGE
     } else if error.is::<InputError>()
         || matches!(error.downcast_ref(), Some(FlowFileError::Read { .. }))

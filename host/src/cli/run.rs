@@ -8,6 +8,7 @@ use clap::Args;
 use flowhost::FlowState;
 use serde_json::{Map, Value, json};
 
+use super::runs::RecordArgs;
 use super::{StoreArgs, UsageError, engine, print_json, read_flow};
 
 /// Arguments of `flowhost run`.
@@ -24,13 +25,16 @@ pub struct RunArgs {
     /// fetched).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// Validates, runs, prints; the exit code tells success (0), reverted (1), revert failed (2).
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
     let store = args.store.store()?;
-    let loaded = engine(flow.needs_fuel())?.load(&flow, store).await?;
+    let db = args.record.open()?;
+    let mut loaded = engine(flow.needs_fuel())?.load(&flow, store).await?;
     let unknown: Vec<&String> = args.fetch.iter().filter(|n| !loaded.will_provide(n)).collect();
     if !unknown.is_empty() {
         bail!(UsageError(format!(
@@ -38,9 +42,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             flow.name
         )));
     }
+    if let Some(db) = db {
+        flowhost::runs::record(&mut loaded, db, Some(&args.flow))?;
+    }
     let report = loaded.run().await;
-    let fetched: Option<Map<String, Value>> = (!args.fetch.is_empty()).then(|| {
-        args.fetch
+    print_report(&report, &args.fetch, args.json)
+}
+
+/// Prints a finished run's report (the final store, the fetched names, or with `json` the
+/// whole report) and turns its state into the exit code.
+pub fn print_report(report: &flowhost::RunReport, fetch: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let fetched: Option<Map<String, Value>> = (!fetch.is_empty()).then(|| {
+        fetch
             .iter()
             .map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null)))
             .collect()
@@ -55,8 +68,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if args.json {
-        let mut doc = serde_json::to_value(&report)?;
+    if json {
+        let mut doc = serde_json::to_value(report)?;
         if let Some(fetched) = &fetched {
             doc["fetched"] = Value::Object(fetched.clone());
         }

@@ -1,0 +1,435 @@
+//! The SQLite run database: one file, WAL journal, numbered migrations. One connection per
+//! process behind a mutex; writes take the write lock up front (`BEGIN IMMEDIATE`) and wait
+//! for it (busy timeout), so concurrent runs and processes queue instead of failing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{
+    NewRun, Origin, PruneFilter, RunDb, RunDbError, RunFilter, RunRecord, RunSummary, StateChange, TaskRecord,
+};
+use crate::events::{Event, FlowState, TaskState, Transition};
+
+/// Marks the file as a flowhost run database (`PRAGMA application_id`, "FLWH").
+const APPLICATION_ID: i64 = 0x464C_5748;
+
+/// Schema migrations; the database's `user_version` is how many have been applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+
+/// How long a writer waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SQL turning parameter `n`, a unix time in seconds, into UTC ISO 8601 text.
+fn ts(n: u8) -> String {
+    format!("strftime('%Y-%m-%dT%H:%M:%fZ', ?{n}, 'unixepoch')")
+}
+
+/// When a commit is forced to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sync {
+    /// WAL with `synchronous=NORMAL`: every commit survives a process crash; a power loss
+    /// may lose the last commits (never corrupts). The default.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is on disk before the next task starts, at the cost
+    /// of an fsync per transition.
+    Full,
+}
+
+/// A run database in one SQLite file.
+pub struct SqliteRunDb {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteRunDb {
+    /// Opens the database at `path`, creating it (and its folder) when `create` is set, and
+    /// brings its schema up to date.
+    pub fn open(path: &Path, create: bool, sync: Sync) -> Result<Self, RunDbError> {
+        let open_error = |reason: String| RunDbError::Open { path: path.to_path_buf(), reason };
+        if !path.exists() {
+            if !create {
+                return Err(RunDbError::Missing { path: path.to_path_buf() });
+            }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| open_error(format!("cannot create folder {}: {e}", dir.display())))?;
+            }
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, "opening", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| classify(path, "setting the busy timeout", e))?;
+        let application: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| classify(path, "reading the header", e))?;
+        let objects: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| classify(path, "reading the schema", e))?;
+        if application != APPLICATION_ID && (application != 0 || objects > 0) {
+            return Err(RunDbError::Foreign {
+                path: path.to_path_buf(),
+                reason: "it is another application's SQLite database".into(),
+            });
+        }
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| classify(path, "switching to WAL", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_error(format!("the file system does not support WAL (journal mode {mode})")));
+        }
+        let synchronous = match sync {
+            Sync::Normal => "NORMAL",
+            Sync::Full => "FULL",
+        };
+        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))
+            .map_err(|e| classify(path, "configuring", e))?;
+        let mut db = Self { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), RunDbError> {
+        let path = self.path.clone();
+        let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        let known = MIGRATIONS.len() as i64;
+        // IMMEDIATE: two processes opening a fresh file at once migrate one after the other.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, "locking for migration", e))?;
+        let version: i64 =
+            tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&path, "reading the version", e))?;
+        if version > known {
+            return Err(RunDbError::TooNew { path, found: version, known });
+        }
+        for (number, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(|e| classify(&path, &format!("applying migration {}", number + 1), e))?;
+        }
+        if version < known {
+            tx.execute_batch(&format!("PRAGMA user_version = {known}; PRAGMA application_id = {APPLICATION_ID};"))
+                .map_err(|e| classify(&path, "recording the schema version", e))?;
+        }
+        tx.commit().map_err(|e| classify(&path, "committing the migration", e))
+    }
+
+    fn with<T>(&self, what: &str, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, RunDbError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| classify(&self.path, what, e))
+    }
+}
+
+/// Turns an SQLite error into one that says what is wrong with the file.
+fn classify(path: &Path, what: &str, error: rusqlite::Error) -> RunDbError {
+    let path = path.to_path_buf();
+    let reason = error.to_string();
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => RunDbError::Foreign { path, reason },
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+            RunDbError::Open { path, reason }
+        }
+        _ => RunDbError::Query { path, what: what.to_owned(), reason },
+    }
+}
+
+fn seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+fn now() -> f64 {
+    seconds(SystemTime::now())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Reads a JSON column, a damaged value becoming a query error.
+fn parse<T: DeserializeOwned>(column: usize, text: Option<String>) -> rusqlite::Result<Option<T>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+    })
+    .transpose()
+}
+
+fn state<T: DeserializeOwned>(column: usize, text: String) -> rusqlite::Result<T> {
+    serde_json::from_value(Value::String(text))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn state_name<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+const FINISHED: &str = "('SUCCESS', 'REVERTED', 'FAILURE')";
+
+impl RunDb for SqliteRunDb {
+    fn create(&self, run: &NewRun) -> Result<(), RunDbError> {
+        self.with("recording a new run", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t})",
+                    t = ts(7)
+                ),
+                params![
+                    run.id,
+                    run.flow,
+                    run.origin.flow_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                    run.origin.flow_hash,
+                    json(&run.origin.plugins),
+                    json(&run.initial_store),
+                    now(),
+                ],
+            )?;
+            for (index, name) in run.tasks.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO tasks (run_id, idx, name, state) VALUES (?1, ?2, ?3, 'PENDING')",
+                    params![run.id, index as i64, name],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn record(&self, event: &Event) -> Result<(), RunDbError> {
+        let at = seconds(event.at);
+        self.with("recording a transition", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            match &event.transition {
+                Transition::Flow { from, to, elapsed, store } => {
+                    let ended = matches!(to, FlowState::Success | FlowState::Reverted | FlowState::Failure);
+                    let reason = match to {
+                        FlowState::Success => Some("every task succeeded"),
+                        FlowState::Reverted => Some("a task failed; every task was reverted"),
+                        FlowState::Failure => Some("a task failed and a revert failed"),
+                        _ => None,
+                    };
+                    tx.prepare_cached(&format!(
+                        "UPDATE runs SET state = ?2, updated_at = {t},
+                           finished_at = CASE WHEN ?4 THEN {t} ELSE finished_at END,
+                           final_store = COALESCE(?5, final_store),
+                           exit_reason = CASE WHEN ?6 IS NULL THEN exit_reason
+                                              WHEN exit_reason IS NULL OR ?2 = 'SUCCESS' THEN ?6
+                                              ELSE ?6 || ': ' || exit_reason END
+                         WHERE id = ?1",
+                        t = ts(3)
+                    ))?
+                    .execute(params![
+                        event.run_id,
+                        state_name(to),
+                        at,
+                        ended,
+                        store.as_ref().map(json),
+                        reason
+                    ])?;
+                    tx.prepare_cached(&format!(
+                        "INSERT INTO transitions (run_id, from_state, to_state, at, duration_ms)
+                         VALUES (?1, ?2, ?3, {t}, ?5)",
+                        t = ts(4)
+                    ))?
+                    .execute(params![event.run_id, state_name(from), state_name(to), at, millis(*elapsed)])?;
+                }
+                Transition::Task { task, index, from, to, duration, result, error, args, outcome } => {
+                    let (error, revert_error) = match to {
+                        TaskState::RevertFailure => (None, error.as_ref()),
+                        _ => (error.as_ref(), None),
+                    };
+                    let (run_ms, revert_ms) = match from {
+                        TaskState::Running => (Some(millis(*duration)), None),
+                        TaskState::Reverting => (None, Some(millis(*duration))),
+                        _ => (None, None),
+                    };
+                    tx.prepare_cached(
+                        "UPDATE tasks SET state = ?3,
+                           args = COALESCE(?4, args), outcome = COALESCE(?5, outcome),
+                           result = COALESCE(?6, result), error = COALESCE(?7, error),
+                           revert_error = COALESCE(?8, revert_error),
+                           duration_ms = COALESCE(?9, duration_ms),
+                           revert_duration_ms = COALESCE(?10, revert_duration_ms),
+                           executions = executions + (?3 = 'RUNNING'),
+                           reverts = reverts + (?3 = 'REVERTING')
+                         WHERE run_id = ?1 AND idx = ?2",
+                    )?
+                    .execute(params![
+                        event.run_id,
+                        *index as i64,
+                        state_name(to),
+                        args,
+                        outcome.as_ref().map(json),
+                        result.as_ref().map(json),
+                        error.map(json),
+                        revert_error.map(json),
+                        run_ms,
+                        revert_ms,
+                    ])?;
+                    let reason = match (to, error, revert_error) {
+                        (TaskState::Failure, Some(e), _) => Some(format!("task `{task}` failed: {e}")),
+                        (_, _, Some(e)) => Some(format!("revert of task `{task}` failed: {e}")),
+                        _ => None,
+                    };
+                    if let Some(reason) = reason {
+                        tx.prepare_cached(&format!(
+                            "UPDATE runs SET updated_at = {t},
+                               exit_reason = CASE WHEN exit_reason IS NULL THEN ?3 ELSE exit_reason || '; ' || ?3 END
+                             WHERE id = ?1",
+                            t = ts(2)
+                        ))?
+                        .execute(params![event.run_id, at, reason])?;
+                    }
+                    tx.prepare_cached(&format!(
+                        "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7)",
+                        t = ts(6)
+                    ))?
+                    .execute(params![
+                        event.run_id,
+                        *index as i64,
+                        task,
+                        state_name(from),
+                        state_name(to),
+                        at,
+                        millis(*duration)
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn resumed(&self, id: &str, origin: &Origin) -> Result<(), RunDbError> {
+        self.with("recording a resume", |conn| {
+            conn.execute(
+                &format!(
+                    "UPDATE runs SET resumes = resumes + 1, updated_at = {t}, flow_hash = ?3, plugins = ?4
+                     WHERE id = ?1",
+                    t = ts(2)
+                ),
+                params![id, now(), origin.flow_hash, json(&origin.plugins)],
+            )
+            .map(drop)
+        })
+    }
+
+    fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
+        self.with("listing runs", |conn| {
+            let mut statement = conn.prepare(
+                "SELECT id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes FROM runs
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2)
+                 ORDER BY created_at DESC, rowid DESC",
+            )?;
+            let rows = statement.query_map(params![filter.state.map(state_name), filter.flow], summary)?;
+            rows.collect()
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+        self.with("reading a run", |conn| {
+            let run = conn
+                .query_row(
+                    "SELECT id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes,
+                            flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = ?1",
+                    [id],
+                    |row| {
+                        Ok((
+                            summary(row)?,
+                            Origin {
+                                flow_path: row.get::<_, Option<String>>(8)?.map(PathBuf::from),
+                                flow_hash: row.get(9)?,
+                                plugins: parse(10, row.get(10)?)?.unwrap_or_default(),
+                            },
+                            parse(11, row.get(11)?)?.unwrap_or_default(),
+                            parse(12, row.get(12)?)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((summary, origin, initial_store, final_store)) = run else { return Ok(None) };
+            let mut history = conn.prepare(
+                "SELECT task_idx, from_state, to_state, at, duration_ms FROM transitions
+                 WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
+            )?;
+            let changes: Vec<(usize, StateChange)> = history
+                .query_map([id], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)? as usize,
+                        StateChange {
+                            from: state(1, row.get(1)?)?,
+                            to: state(2, row.get(2)?)?,
+                            at: row.get(3)?,
+                            duration_ms: row.get(4)?,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut tasks = conn.prepare(
+                "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
+                        revert_duration_ms, executions, reverts FROM tasks WHERE run_id = ?1 ORDER BY idx",
+            )?;
+            let tasks = tasks
+                .query_map([id], |row| {
+                    let index = row.get::<_, i64>(0)? as usize;
+                    Ok(TaskRecord {
+                        index,
+                        name: row.get(1)?,
+                        state: state(2, row.get(2)?)?,
+                        args: row.get(3)?,
+                        outcome: parse(4, row.get(4)?)?,
+                        result: parse(5, row.get(5)?)?,
+                        error: parse(6, row.get(6)?)?,
+                        revert_error: parse(7, row.get(7)?)?,
+                        duration_ms: row.get(8)?,
+                        revert_duration_ms: row.get(9)?,
+                        executions: row.get(10)?,
+                        reverts: row.get(11)?,
+                        history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(RunRecord { summary, origin, initial_store, final_store, tasks }))
+        })
+    }
+
+    fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
+        let before = filter.older_than.map(|age| now() - age.as_secs_f64());
+        self.with("pruning runs", |conn| {
+            conn.execute(
+                &format!(
+                    "DELETE FROM runs WHERE (CASE WHEN ?1 IS NULL THEN state IN {FINISHED} ELSE state = ?1 END)
+                       AND (?2 IS NULL OR updated_at < {t})",
+                    t = ts(2)
+                ),
+                params![filter.state.map(state_name), before],
+            )
+        })
+    }
+}
+
+fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    Ok(RunSummary {
+        id: row.get(0)?,
+        flow: row.get(1)?,
+        state: state(2, row.get(2)?)?,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+        finished_at: row.get(5)?,
+        exit_reason: row.get(6)?,
+        resumes: row.get(7)?,
+    })
+}
