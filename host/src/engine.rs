@@ -12,10 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::config::EngineConfig;
 use crate::error::{Problem, SetupError, TaskError, ValidationError};
 use crate::events::{Event, FlowState, Listener, TaskState, Transition, notify};
-use crate::flow::FlowSpec;
+use crate::flow::{FlowSpec, Instances};
 use crate::plugin::{Outcome, Plugin, Runtime, TaskInfo};
+use crate::pool::WarmPool;
 use crate::report::{RunReport, TaskReport};
 use crate::sandbox::{Preopen, Sandbox};
 use crate::store::{Binding, Store, quoted};
@@ -29,9 +31,26 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Sets up wasmtime and the deadline ticker.
+    /// Sets up wasmtime and the deadline ticker with the default [`EngineConfig`]: the
+    /// compiled-component cache in `FLOWHOST_CACHE_DIR` or the user's cache directory, and
+    /// the pooling allocator when the address space allows it.
     pub fn new() -> Result<Self, SetupError> {
-        Ok(Self { runtime: Arc::new(Runtime::new()?), listeners: Vec::new() })
+        Self::with_config(&EngineConfig::default())
+    }
+
+    /// Sets up an engine with these settings (cache directory, pooling).
+    pub fn with_config(config: &EngineConfig) -> Result<Self, SetupError> {
+        Ok(Self { runtime: Arc::new(Runtime::with_config(config)?), listeners: Vec::new() })
+    }
+
+    /// Where compiled components are cached, if anywhere.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.runtime.cache().map(|cache| cache.dir())
+    }
+
+    /// Whether instances come from the pooling allocator (false: allocated on demand).
+    pub fn is_pooling(&self) -> bool {
+        self.runtime.is_pooling()
     }
 
     /// Registers a listener for every run this engine (and its later clones) starts.
@@ -171,6 +190,7 @@ impl Engine {
             entries.push(Entry {
                 name: spec.name.clone(),
                 config: spec.config.to_string(),
+                warm: (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox)),
                 plugin,
                 binding,
                 sandbox,
@@ -206,6 +226,8 @@ struct Entry {
     plugin: Arc<Plugin>,
     binding: Binding,
     sandbox: Sandbox,
+    /// The warm instances this entry's calls use, when it reuses instances.
+    warm: Option<Arc<WarmPool>>,
 }
 
 /// A validated flow with its initial store, ready to run (once).
@@ -390,7 +412,8 @@ impl Run {
         self.records[index].args = args;
         let entry = &self.loaded.entries[index];
         let args = &self.records[index].args;
-        let called = entry.plugin.execute(&entry.name, &entry.sandbox, args, &entry.config).await;
+        let called =
+            entry.plugin.execute(&entry.name, &entry.sandbox, entry.warm.as_deref(), args, &entry.config).await;
         let text = match called {
             Ok(text) => text,
             Err(error) => return self.fail(index, None, error),
@@ -433,7 +456,15 @@ impl Run {
             let record = &self.records[index];
             let reverted = entry
                 .plugin
-                .revert(&entry.name, &entry.sandbox, &record.args, &entry.config, &outcome, &failures)
+                .revert(
+                    &entry.name,
+                    &entry.sandbox,
+                    entry.warm.as_deref(),
+                    &record.args,
+                    &entry.config,
+                    &outcome,
+                    &failures,
+                )
                 .await;
             match reverted {
                 Ok(()) => {

@@ -64,6 +64,22 @@ pub struct TaskSpec {
     /// Limits for this entry; unset fields fall back to the flow's `[limits]`.
     #[serde(default)]
     pub limits: Limits,
+    /// Whether calls get a fresh instance (the default) or reuse warm ones.
+    #[serde(default)]
+    pub instances: Instances,
+}
+
+/// How a task entry's calls get their instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    /// A new instance per call: nothing survives between calls. Always safe.
+    #[default]
+    Fresh,
+    /// Warm instances kept across calls and runs, several times faster to call; only for
+    /// plugins that keep no state between calls. An instance that trapped or hit a limit is
+    /// dropped, never reused.
+    Reuse,
 }
 
 fn empty_object() -> Value {
@@ -163,7 +179,14 @@ impl TaskSpec {
             provides: None,
             dirs: Vec::new(),
             limits: Limits::default(),
+            instances: Instances::Fresh,
         }
+    }
+
+    /// Sets how calls get their instance (fresh by default).
+    pub fn instances(mut self, instances: Instances) -> Self {
+        self.instances = instances;
+        self
     }
 
     /// Reads the task's argument `arg` from the store name `store_name`.

@@ -26,19 +26,26 @@
 //! [`Engine::load`] (validation: plugins described, every requirement checked), [`Engine`]
 //! runs, [`events`] (every transition to [`Listener`]s), [`RunReport`] (the final store).
 
+pub mod batch;
+pub mod cache;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod flow;
 pub mod plugin;
+mod pool;
 pub mod report;
 pub mod sandbox;
 pub mod store;
 
+pub use batch::{Batch, BatchInput, BatchOutcome, BatchSummary};
+pub use cache::ComponentCache;
+pub use config::EngineConfig;
 pub use engine::{Engine, LoadedFlow, TaskPlan};
 pub use error::{FlowFileError, PluginError, Problem, SetupError, TaskError, ValidationError};
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
-pub use flow::{Access, DirGrant, Flow, FlowSpec, TaskSpec};
+pub use flow::{Access, DirGrant, Flow, FlowSpec, Instances, TaskSpec};
 pub use plugin::{Plugin, TaskInfo};
 pub use report::{RunReport, TaskReport};
 pub use sandbox::{EffectiveLimits, Limits, Sandbox};

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         }
     };
     cli::init_logging(cli.verbose, cli.quiet);
+    cli::configure_engine(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run::run(args).await,
             Command::Check(args) => cli::check::check(args).await,
             Command::Describe(args) => cli::describe::describe(args).await,
+            Command::Compile(args) => cli::compile::compile(args).await,
         }
     });
     match outcome {

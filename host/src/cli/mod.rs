@@ -1,14 +1,16 @@
 //! Argument definitions, shared helpers and one module per subcommand.
 
 pub mod check;
+pub mod compile;
 pub mod describe;
 pub mod run;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use flowhost::{FlowFileError, PluginError, Store, ValidationError};
+use flowhost::{EngineConfig, FlowFileError, PluginError, Store, ValidationError};
 use serde_json::Value;
 
 /// Wrong use of the command line.
@@ -32,6 +34,13 @@ pub struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Where compiled plugins are cached [default: the user cache directory, e.g.
+    /// ~/.cache/flowhost].
+    #[arg(long, global = true, value_name = "DIR", env = "FLOWHOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin afresh; neither read nor write the cache. Wins over --cache-dir.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,6 +59,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show what a plugin declares: name, version, requires, optional, provides.
     Describe(describe::DescribeArgs),
+    /// Compile plugins into the cache, so that later runs start without compiling.
+    Compile(compile::CompileArgs),
 }
 
 /// The initial store given on the command line.
@@ -117,9 +128,28 @@ pub fn read_flow(path: &PathBuf) -> anyhow::Result<flowhost::FlowSpec> {
     Ok(flowhost::FlowSpec::from_file(path)?)
 }
 
+/// The engine settings the global flags chose; set once by `main`.
+static ENGINE_CONFIG: OnceLock<EngineConfig> = OnceLock::new();
+
+/// Records the global flags' engine settings (`--cache-dir`, `--no-cache`).
+pub fn configure_engine(cli: &Cli) {
+    let config = match (&cli.cache_dir, cli.no_cache) {
+        (_, true) => EngineConfig::default().no_cache(),
+        (Some(dir), false) if !dir.as_os_str().is_empty() => EngineConfig::default().cache_dir(dir),
+        _ => EngineConfig::default(),
+    };
+    let _ = ENGINE_CONFIG.set(config);
+}
+
+/// An engine with the global flags' settings and no listener.
+pub fn bare_engine() -> anyhow::Result<flowhost::Engine> {
+    let config = ENGINE_CONFIG.get_or_init(EngineConfig::default);
+    flowhost::Engine::with_config(config).context("starting the engine")
+}
+
 /// Creates the engine with the stock logging listener.
 pub fn engine() -> anyhow::Result<flowhost::Engine> {
-    let mut engine = flowhost::Engine::new().context("starting the engine")?;
+    let mut engine = bare_engine()?;
     engine.listen(std::sync::Arc::new(flowhost::LogListener));
     Ok(engine)
 }

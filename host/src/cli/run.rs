@@ -10,6 +10,8 @@ use serde_json::{Map, Value, json};
 
 use super::{StoreArgs, UsageError, engine, print_json, read_flow};
 
+mod batch;
+
 /// Arguments of `flowhost run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -21,14 +23,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub fetch: Vec<String>,
     /// Print one JSON report on stdout: flow, run_id, state, store, tasks (and fetched).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "batch")]
     pub json: bool,
+    /// Run the flow once per line of this JSON Lines file, each line an initial store (over
+    /// the flow's [store], --store-file and --store); print one JSON line per run on stdout
+    /// and a summary on stderr.
+    #[arg(long, value_name = "INPUTS.jsonl")]
+    pub batch: Option<PathBuf>,
+    /// With --batch: how many runs are in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "batch")]
+    pub concurrency: usize,
 }
 
 /// Validates, runs, prints; the exit code tells success (0), reverted (1), revert failed (2).
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
     let store = args.store.store()?;
+    if let Some(inputs) = &args.batch {
+        return batch::run(&flow, store, inputs, &args).await;
+    }
     let loaded = engine()?.load(&flow, store).await?;
     let unknown: Vec<&String> = args.fetch.iter().filter(|n| !loaded.will_provide(n)).collect();
     if !unknown.is_empty() {
