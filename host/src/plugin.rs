@@ -24,7 +24,7 @@ use wasmtime::{
 use crate::cache::ComponentCache;
 use crate::config::EngineConfig;
 use crate::error::{PluginError, SetupError, TaskError};
-use crate::pool::WarmPool;
+use crate::pool::{IdleBudget, WarmPool};
 use crate::sandbox::{InstanceState, Sandbox};
 
 /// The contract this host accepts: plugins must export this interface (any 0.1.x).
@@ -37,6 +37,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Component instances the pooling allocator keeps slots for; more calls at once wait for a
 /// slot. Each slot reserves address space (not memory) for its linear memories and stack.
 const POOL_SLOTS: u32 = 1000;
+
+/// Idle warm instances an engine keeps, over all plugins: a quarter of the slots, so fresh
+/// instances always find slots.
+const IDLE_WARM: usize = POOL_SLOTS as usize / 4;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -79,10 +83,13 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<InstanceState>,
     plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
+    /// Serialises first loads, so that many runs starting at once compile a plugin once.
+    loading: tokio::sync::Mutex<()>,
     cache: Option<ComponentCache>,
     /// With the pooling allocator, one permit per instance slot: a call waits for a free slot
     /// instead of failing when every slot is taken.
     slots: Option<Arc<Semaphore>>,
+    idle_warm: Arc<IdleBudget>,
 }
 
 impl Runtime {
@@ -125,7 +132,15 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("cannot link WASI: {e:#}")))?;
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker, plugins: Mutex::new(HashMap::new()), cache, slots })
+        Ok(Self {
+            engine,
+            linker,
+            plugins: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+            cache,
+            slots,
+            idle_warm: IdleBudget::new(IDLE_WARM),
+        })
     }
 
     /// Whether instances come from the pooling allocator (false: allocated on demand).
@@ -145,8 +160,13 @@ impl Runtime {
         if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(path) {
             return Ok(plugin.clone());
         }
+        let _loading = self.loading.lock().await;
+        if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(path) {
+            return Ok(plugin.clone());
+        }
         let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(&key).cloned() {
+        let known = self.plugins.lock().expect("plugin map poisoned").get(&key).cloned();
+        if let Some(plugin) = known {
             self.plugins.lock().expect("plugin map poisoned").insert(path.to_path_buf(), plugin.clone());
             return Ok(plugin);
         }
@@ -166,8 +186,8 @@ impl Runtime {
             }
             Ok(component)
         })
-            .await
-            .map_err(|e| PluginError::NotAComponent { path: path.to_path_buf(), reason: e.to_string() })??;
+        .await
+        .map_err(|e| PluginError::NotAComponent { path: path.to_path_buf(), reason: e.to_string() })??;
         let plugin = Arc::new(self.prepare(path, &component).await?);
         let mut plugins = self.plugins.lock().expect("plugin map poisoned");
         plugins.insert(path.to_path_buf(), plugin.clone());
@@ -186,6 +206,7 @@ impl Runtime {
             path: path.to_path_buf(),
             pre,
             slots: self.slots.clone(),
+            idle_warm: self.idle_warm.clone(),
             warm: Mutex::new(Vec::new()),
             info: TaskInfo {
                 name: String::new(),
@@ -201,18 +222,16 @@ impl Runtime {
     }
 }
 
-/// Instance slots for [`POOL_SLOTS`] components of a few core instances each, with memories
-/// up to 4 GiB (the per-task cap is the limiter's job).
+/// Slots for [`POOL_SLOTS`] component instances, with room for the several core instances,
+/// tables and memories a component holds (a Rust component: one memory, a few core
+/// instances and tables). Memories may grow to 4 GiB; the per-task cap is the limiter's job.
 fn pooling_config() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(POOL_SLOTS)
-        .total_core_instances(4 * POOL_SLOTS)
+        .total_core_instances(10 * POOL_SLOTS)
         .total_memories(2 * POOL_SLOTS)
-        .total_tables(2 * POOL_SLOTS)
-        .total_stacks(POOL_SLOTS)
-        .max_memories_per_component(2)
-        .max_tables_per_component(2)
-        .max_core_instances_per_component(4);
+        .total_tables(4 * POOL_SLOTS)
+        .total_stacks(POOL_SLOTS);
     pool
 }
 
@@ -255,6 +274,7 @@ pub struct Plugin {
     path: PathBuf,
     pre: bindings::PluginPre<InstanceState>,
     slots: Option<Arc<Semaphore>>,
+    idle_warm: Arc<IdleBudget>,
     /// Warm instances per sandbox, for task entries with `instances = "reuse"`.
     warm: Mutex<Vec<Arc<WarmPool>>>,
     info: TaskInfo,
@@ -264,16 +284,21 @@ pub struct Plugin {
 pub(crate) struct Live {
     store: Store<InstanceState>,
     guest: bindings::Plugin,
+    /// Calls this instance has served.
+    calls: u32,
     /// Dropped after the store, so the slot is free before another call takes it.
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Live {
     /// Whether the instance may serve another call: it must not have hit its memory cap, and
-    /// its captured output must have room for the next call's.
+    /// its captured output must have room for the next call's. Reading the captured output
+    /// copies it, so an instance is also retired after [`REUSE_CALLS`] calls to keep that
+    /// copy small.
     fn reusable(&self) -> bool {
         let state = self.store.data();
-        state.memory.denied.is_none()
+        self.calls < REUSE_CALLS
+            && state.memory.denied.is_none()
             && [&state.stdout, &state.stderr].iter().all(|pipe| pipe.contents().len() < REUSE_OUTPUT_BYTES)
     }
 }
@@ -281,6 +306,8 @@ impl Live {
 /// Captured output after which a warm instance is retired rather than reused (half the
 /// capture buffer, so the next call's output still fits).
 const REUSE_OUTPUT_BYTES: usize = 32 * 1024;
+/// Calls after which a warm instance is retired and replaced by a fresh one.
+const REUSE_CALLS: u32 = 64;
 
 /// The error a deadline callback raises, recognised when classifying a failed call.
 #[derive(Debug)]
@@ -311,7 +338,7 @@ impl Plugin {
         if let Some(pool) = pools.iter().find(|p| p.sandbox() == sandbox) {
             return pool.clone();
         }
-        let pool = Arc::new(WarmPool::new(sandbox.clone()));
+        let pool = Arc::new(WarmPool::new(sandbox.clone(), self.idle_warm.clone()));
         pools.push(pool.clone());
         pool
     }
@@ -319,7 +346,7 @@ impl Plugin {
     async fn describe(&self) -> Result<TaskInfo, PluginError> {
         let sandbox = Sandbox::bare();
         let fail = |reason: String| PluginError::Describe { path: self.path.clone(), reason };
-        let Live { mut store, guest, .. } = self.instantiate(&sandbox).await.map_err(|e| fail(e.message))?;
+        let Live { mut store, guest, _slot, .. } = self.instantiate(&sandbox).await.map_err(|e| fail(e.message))?;
         let info = guest.flowhost_task_task().call_describe(&mut store).await;
         let info = info.map_err(|e| fail(classify(&e, &store, &sandbox).message))?;
         Ok(TaskInfo {
@@ -345,6 +372,7 @@ impl Plugin {
         let (mut live, printed) = self.instance(sandbox, warm).await?;
         let called = live.guest.flowhost_task_task().call_execute(&mut live.store, args, config).await;
         forward_output(task, &live.store, printed);
+        let returned = called.is_ok();
         let ended = match called {
             Ok(Ok(result)) if result.len() > sandbox.limits.result_bytes() => Err(TaskError::host(
                 "result-too-large",
@@ -358,7 +386,7 @@ impl Plugin {
             Ok(Err(error)) => Err(from_wit(error)),
             Err(ref error) => Err(classify(error, &live.store, sandbox)),
         };
-        release(live, warm, called.is_ok());
+        release(live, warm, returned);
         ended
     }
 
@@ -389,12 +417,13 @@ impl Plugin {
             .call_revert(&mut live.store, args, config, &outcome, &failures)
             .await;
         forward_output(task, &live.store, printed);
+        let returned = called.is_ok();
         let ended = match called {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(from_wit(error)),
             Err(ref error) => Err(classify(error, &live.store, sandbox)),
         };
-        release(live, warm, called.is_ok());
+        release(live, warm, returned);
         ended
     }
 
@@ -403,8 +432,11 @@ impl Plugin {
     /// call's output is forwarded.
     async fn instance(&self, sandbox: &Sandbox, warm: Option<&WarmPool>) -> Result<(Live, Printed), TaskError> {
         let Some(mut live) = warm.and_then(WarmPool::take) else {
-            return Ok((self.instantiate(sandbox).await?, Printed::default()));
+            let mut live = self.instantiate(sandbox).await?;
+            live.calls = 1;
+            return Ok((live, Printed::default()));
         };
+        live.calls += 1;
         arm_deadline(&mut live.store, sandbox);
         let state = live.store.data();
         let printed = Printed { stdout: state.stdout.contents().len(), stderr: state.stderr.contents().len() };
@@ -420,7 +452,7 @@ impl Plugin {
         store.limiter(|state| &mut state.memory);
         arm_deadline(&mut store, sandbox);
         match self.pre.instantiate_async(&mut store).await {
-            Ok(guest) => Ok(Live { store, guest, _slot: slot }),
+            Ok(guest) => Ok(Live { store, guest, calls: 0, _slot: slot }),
             Err(error) => Err(classify(&error, &store, sandbox)),
         }
     }
