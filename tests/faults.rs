@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use flowhost::{
-    Access, Engine, EngineOptions, Event, Flow, FlowState, Limits, Listener, RunReport, Store, TaskError, TaskSpec,
+    Access, Engine, EngineConfig, Event, Flow, FlowState, Limits, Listener, RunReport, Store, TaskError, TaskSpec,
     TaskState, Transition,
 };
 use flowhost_testkit::{json_lines, plugin, repo_root, snapshot};
@@ -205,7 +205,7 @@ async fn a_fuel_budget_stops_a_loop_deterministically_and_needs_a_metered_engine
         "{refused}"
     );
 
-    let metered = Engine::with_options(EngineOptions { fuel: true }).unwrap();
+    let metered = Engine::with_config(&EngineConfig::default().fuel(true)).unwrap();
     let report = metered.run(&flow, value(json!(1))).await.unwrap();
     assert_eq!(report.state, FlowState::Reverted);
     let error = report.tasks[1].error.clone().unwrap();

@@ -452,7 +452,7 @@ impl Suite<'_> {
 
     async fn execute(&mut self, call: &str, sandbox: &Sandbox, args: &str, config: &str) -> Call {
         let started = Instant::now();
-        let result = self.plugin.execute(LOG_NAME, sandbox, args, config).await;
+        let result = self.plugin.execute(LOG_NAME, sandbox, None, args, config).await;
         self.time(call, started.elapsed(), &result);
         Call::from(result)
     }
@@ -468,7 +468,7 @@ impl Suite<'_> {
         let started = Instant::now();
         let result = self
             .plugin
-            .revert(LOG_NAME, sandbox, &json(&case.args), &json(&case.config), outcome, &failures)
+            .revert(LOG_NAME, sandbox, None, &json(&case.args), &json(&case.config), outcome, &failures)
             .await;
         self.time(call, started.elapsed(), &result);
         Call::from(result.map(|()| String::new()))

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::checkpoint::{Checkpoint, ResumeError};
+use crate::config::EngineConfig;
 use crate::error::{Problem, SetupError, TaskError, ValidationError};
 use crate::events::{Event, FlowState, Listener, TaskState, Transition, notify};
-use crate::flow::FlowSpec;
+use crate::flow::{FlowSpec, Instances};
 use crate::plugin::{Outcome, Plugin, Runtime, TaskInfo};
+use crate::pool::WarmPool;
 use crate::report::{RunReport, TaskReport};
 use crate::sandbox::Sandbox;
 use crate::store::{Binding, Store, quoted};
@@ -29,24 +31,27 @@ pub struct Engine {
     listeners: Vec<Arc<dyn Listener>>,
 }
 
-/// How the process-wide wasmtime engine is built. Decided once, at [`Engine::with_options`],
-/// because wasmtime fixes code generation when its engine is created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineOptions {
-    /// Compile plugins with fuel metering so that entries may set `limits.fuel`. Off by
-    /// default: metering slows every instruction of every task, budget or not.
-    pub fuel: bool,
-}
-
 impl Engine {
-    /// Sets up wasmtime and the deadline ticker, without fuel metering.
+    /// Sets up wasmtime and the deadline ticker with the default [`EngineConfig`]: the
+    /// compiled-component cache in `FLOWHOST_CACHE_DIR` or the user's cache directory, and
+    /// the pooling allocator when the address space allows it.
     pub fn new() -> Result<Self, SetupError> {
-        Self::with_options(EngineOptions::default())
+        Self::with_config(&EngineConfig::default())
     }
 
-    /// Sets up wasmtime as `options` say.
-    pub fn with_options(options: EngineOptions) -> Result<Self, SetupError> {
-        Ok(Self { runtime: Arc::new(Runtime::new(options.fuel)?), listeners: Vec::new() })
+    /// Sets up an engine with these settings (cache directory, pooling).
+    pub fn with_config(config: &EngineConfig) -> Result<Self, SetupError> {
+        Ok(Self { runtime: Arc::new(Runtime::with_config(config)?), listeners: Vec::new() })
+    }
+
+    /// Where compiled components are cached, if anywhere.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.runtime.cache().map(|cache| cache.dir())
+    }
+
+    /// Whether instances come from the pooling allocator (false: allocated on demand).
+    pub fn is_pooling(&self) -> bool {
+        self.runtime.is_pooling()
     }
 
     /// Registers a listener for every run this engine (and its later clones) starts.
@@ -94,7 +99,7 @@ impl Engine {
             if sandbox.limits.fuel.is_some() && !self.runtime.fuel_metering() {
                 problem(
                     task,
-                    "`limits.fuel` needs an engine with fuel metering (EngineOptions { fuel: true }); the CLI turns it on when a flow sets fuel".into(),
+                    "`limits.fuel` needs an engine with fuel metering (`EngineConfig::default().fuel(true)`); the CLI turns it on when a flow sets fuel".into(),
                 );
             }
             if !spec.config.is_object() {
@@ -178,6 +183,7 @@ impl Engine {
             entries.push(Entry {
                 name: spec.name.clone(),
                 config: spec.config.to_string(),
+                warm: (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox)),
                 plugin,
                 binding,
                 sandbox,
@@ -214,6 +220,8 @@ struct Entry {
     plugin: Arc<Plugin>,
     binding: Binding,
     sandbox: Sandbox,
+    /// The warm instances this entry's calls use, when it reuses instances.
+    warm: Option<Arc<WarmPool>>,
 }
 
 /// A validated flow with its initial store, ready to run (once).
@@ -515,7 +523,8 @@ impl Run {
         self.records[index].args = args;
         let entry = &self.loaded.entries[index];
         let args = &self.records[index].args;
-        let called = entry.plugin.execute(&entry.name, &entry.sandbox, args, &entry.config).await;
+        let called =
+            entry.plugin.execute(&entry.name, &entry.sandbox, entry.warm.as_deref(), args, &entry.config).await;
         let text = match called {
             Ok(text) => text,
             Err(error) => return self.fail(index, None, error),
@@ -573,7 +582,15 @@ impl Run {
             let record = &self.records[index];
             let reverted = entry
                 .plugin
-                .revert(&entry.name, &entry.sandbox, &record.args, &entry.config, &outcome, &failures)
+                .revert(
+                    &entry.name,
+                    &entry.sandbox,
+                    entry.warm.as_deref(),
+                    &record.args,
+                    &entry.config,
+                    &outcome,
+                    &failures,
+                )
                 .await;
             match reverted {
                 Ok(()) => {

@@ -71,6 +71,22 @@ pub struct TaskSpec {
     /// Limits for this entry; unset fields fall back to the flow's `[limits]`.
     #[serde(default)]
     pub limits: Limits,
+    /// Whether calls get a fresh instance (the default) or reuse warm ones.
+    #[serde(default)]
+    pub instances: Instances,
+}
+
+/// How a task entry's calls get their instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    /// A new instance per call: nothing survives between calls. Always safe.
+    #[default]
+    Fresh,
+    /// Warm instances kept across calls and runs, several times faster to call; only for
+    /// plugins that keep no state between calls. An instance that trapped or hit a limit is
+    /// dropped, never reused.
+    Reuse,
 }
 
 fn empty_object() -> Value {
@@ -155,7 +171,7 @@ impl FlowSpec {
     }
 
     /// Whether any entry has a fuel budget, so the engine must be built with fuel metering
-    /// (see [`crate::EngineOptions`]).
+    /// (see [`crate::EngineConfig::fuel`]).
     pub fn needs_fuel(&self) -> bool {
         self.limits.fuel.is_some() || self.tasks.iter().any(|t| t.limits.fuel.is_some())
     }
@@ -180,7 +196,14 @@ impl TaskSpec {
             env: Vec::new(),
             env_set: BTreeMap::new(),
             limits: Limits::default(),
+            instances: Instances::Fresh,
         }
+    }
+
+    /// Sets how calls get their instance (fresh by default).
+    pub fn instances(mut self, instances: Instances) -> Self {
+        self.instances = instances;
+        self
     }
 
     /// Reads the task's argument `arg` from the store name `store_name`.

@@ -26,23 +26,30 @@
 //! [`Engine::load`] (validation: plugins described, every requirement checked), [`Engine`]
 //! runs, [`events`] (every transition to [`Listener`]s), [`RunReport`] (the final store).
 
+pub mod batch;
+pub mod cache;
 pub mod checkpoint;
+pub mod config;
 pub mod conform;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod flow;
 pub mod plugin;
+mod pool;
 pub mod report;
 pub mod runs;
 pub mod sandbox;
 pub mod store;
 
+pub use batch::{Batch, BatchInput, BatchOutcome, BatchSummary};
+pub use cache::ComponentCache;
 pub use checkpoint::{Checkpoint, ResumeError, TaskCheckpoint};
-pub use engine::{Engine, EngineOptions, LoadedFlow, TaskPlan};
+pub use config::EngineConfig;
+pub use engine::{Engine, LoadedFlow, TaskPlan};
 pub use error::{FlowFileError, PluginError, Problem, SetupError, TaskError, ValidationError};
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
-pub use flow::{Access, DirGrant, Flow, FlowSpec, TaskSpec};
+pub use flow::{Access, DirGrant, Flow, FlowSpec, Instances, TaskSpec};
 pub use plugin::{Outcome, Plugin, TaskInfo};
 pub use report::{RunReport, TaskReport};
 pub use sandbox::{EffectiveLimits, EnvSource, EnvVar, Limits, Sandbox};

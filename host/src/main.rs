@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         }
     };
     cli::init_logging(cli.verbose, cli.quiet);
+    cli::configure_engine(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
             Command::Describe(args) => cli::describe::describe(args).await,
             Command::Conform(args) => cli::conform::conform(args).await,
             Command::Runs(args) => cli::runs::runs(args).await,
+            Command::Compile(args) => cli::compile::compile(args).await,
         }
     });
     match outcome {

@@ -1,17 +1,19 @@
 //! Argument definitions, shared helpers and one module per subcommand.
 
 pub mod check;
+pub mod compile;
 pub mod conform;
 pub mod describe;
 pub mod run;
 pub mod runs;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flowhost::conform::CasesError;
-use flowhost::{FlowFileError, PluginError, Store, ValidationError};
+use flowhost::{EngineConfig, FlowFileError, PluginError, Store, ValidationError};
 use serde_json::Value;
 
 /// Wrong use of the command line.
@@ -35,6 +37,13 @@ pub struct Cli {
     /// Only warnings and errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Where compiled plugins are cached [default: the user cache directory, e.g.
+    /// ~/.cache/flowhost].
+    #[arg(long, global = true, value_name = "DIR", env = "FLOWHOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin afresh; neither read nor write the cache. Wins over --cache-dir.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +62,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show what a plugin declares: name, version, requires, optional, provides.
     Describe(describe::DescribeArgs),
+    /// Compile plugins into the cache, so that later runs start without compiling.
+    Compile(compile::CompileArgs),
     /// Check that a plugin honours the task contract: one line per check, exit 1 when any
     /// check fails.
     Conform(conform::ConformArgs),
@@ -134,11 +145,29 @@ pub fn read_flow(path: &PathBuf) -> anyhow::Result<flowhost::FlowSpec> {
     Ok(flowhost::FlowSpec::from_file(path)?)
 }
 
-/// Creates the engine with the stock logging listener; with fuel metering only when `fuel`
-/// (a flow sets a fuel budget), since metering slows every task.
+/// The engine settings the global flags chose; set once by `main`.
+static ENGINE_CONFIG: OnceLock<EngineConfig> = OnceLock::new();
+
+/// Records the global flags' engine settings (`--cache-dir`, `--no-cache`).
+pub fn configure_engine(cli: &Cli) {
+    let config = match (&cli.cache_dir, cli.no_cache) {
+        (_, true) => EngineConfig::default().no_cache(),
+        (Some(dir), false) if !dir.as_os_str().is_empty() => EngineConfig::default().cache_dir(dir),
+        _ => EngineConfig::default(),
+    };
+    let _ = ENGINE_CONFIG.set(config);
+}
+
+/// An engine with the global flags' settings and no listener; with fuel metering only when
+/// `fuel` (a flow sets a fuel budget), since metering slows every task.
+pub fn bare_engine(fuel: bool) -> anyhow::Result<flowhost::Engine> {
+    let config = ENGINE_CONFIG.get_or_init(EngineConfig::default).clone().fuel(fuel);
+    flowhost::Engine::with_config(&config).context("starting the engine")
+}
+
+/// Creates the engine with the stock logging listener.
 pub fn engine(fuel: bool) -> anyhow::Result<flowhost::Engine> {
-    let options = flowhost::EngineOptions { fuel };
-    let mut engine = flowhost::Engine::with_options(options).context("starting the engine")?;
+    let mut engine = bare_engine(fuel)?;
     engine.listen(std::sync::Arc::new(flowhost::LogListener));
     Ok(engine)
 }

@@ -11,6 +11,8 @@ use serde_json::{Map, Value, json};
 use super::runs::RecordArgs;
 use super::{StoreArgs, UsageError, engine, print_json, read_flow};
 
+mod batch;
+
 /// Arguments of `flowhost run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -21,10 +23,17 @@ pub struct RunArgs {
     /// Print only these names of the final store (checked before the flow runs). Repeatable.
     #[arg(long, value_name = "NAME")]
     pub fetch: Vec<String>,
-    /// Print one JSON report on stdout: flow, run_id, state, store, tasks with their limits (and
-    /// fetched).
-    #[arg(long)]
+    /// Print one JSON report on stdout: flow, run_id, state, store, tasks (and fetched).
+    #[arg(long, conflicts_with = "batch")]
     pub json: bool,
+    /// Run the flow once per line of this JSON Lines file, each line an initial store (over
+    /// the flow's [store], --store-file and --store); print one JSON line per run on stdout
+    /// and a summary on stderr.
+    #[arg(long, value_name = "INPUTS.jsonl")]
+    pub batch: Option<PathBuf>,
+    /// With --batch: how many runs are in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "batch")]
+    pub concurrency: usize,
     #[command(flatten)]
     pub record: RecordArgs,
 }
@@ -33,6 +42,9 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
     let store = args.store.store()?;
+    if let Some(inputs) = &args.batch {
+        return batch::run(&flow, store, inputs, &args).await;
+    }
     let db = args.record.open()?;
     let mut loaded = engine(flow.needs_fuel())?.load(&flow, store).await?;
     let unknown: Vec<&String> = args.fetch.iter().filter(|n| !loaded.will_provide(n)).collect();

@@ -61,6 +61,9 @@ pub struct Config {
     pub addr: Option<String>,
     /// Milliseconds for `sleep`.
     pub ms: u64,
+    /// Add `calls` to the echo: how many `execute` calls this instance has served, which
+    /// shows whether the host reused a warm instance.
+    pub calls: bool,
 }
 
 impl Config {

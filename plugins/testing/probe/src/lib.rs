@@ -11,6 +11,7 @@ use flowhost_guest::bindings::exports::flowhost::task::task::{
     FlowFailure, Guest, Outcome, TaskError, TaskInfo,
 };
 use serde_json::{Map, Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use config::{Config, Phase};
 
@@ -39,6 +40,9 @@ fn parse_args(args: &str) -> Result<Map<String, Value>, TaskError> {
 
 struct Probe;
 
+/// `execute` calls this instance has served; only a reused instance counts past one.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
 impl Guest for Probe {
     fn describe() -> TaskInfo {
         TaskInfo {
@@ -56,6 +60,7 @@ impl Guest for Probe {
     /// `{value, extra?, label}`. Faults come first so that e.g. `wait_file` + `fail` fails at
     /// a moment the test chooses.
     fn execute(args: String, config: String) -> Result<String, TaskError> {
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         let config = Config::parse(&config)?;
         eprintln!("probe {}: execute", config.label());
         if config.journal {
@@ -87,6 +92,9 @@ impl Guest for Probe {
             echo.insert("extra".into(), extra);
         }
         echo.insert("label".into(), config.label.into());
+        if config.calls {
+            echo.insert("calls".into(), calls.into());
+        }
         Ok(Value::Object(echo).to_string())
     }
 

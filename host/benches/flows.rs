@@ -1,0 +1,281 @@
+//! Every figure of BENCHMARKS.md in one run: `cargo bench -p flowhost --bench flows`.
+//!
+//! Each row group is one function called from `main` (add a group by adding a function),
+//! printing its rows of one Markdown table as it goes:
+//! per-task cost against the bare wasmtime floor, flows per second at several concurrencies,
+//! CLI cold start with an empty and a warm cache, and peak memory with 10,000 runs in flight.
+//! All figures are medians of several repetitions; the machine is expected to be noisy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flowhost::{Batch, BatchInput, Engine, EngineConfig, Flow, FlowSpec, Instances, Store, TaskSpec};
+use flowhost_testkit::{plugin, repo_root};
+use serde_json::json;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod floor {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        exports: { default: async },
+    });
+}
+
+/// Tells a re-executed bench process to run the peak-memory measurement alone.
+const ROLE_ENV: &str = "FLOWHOST_BENCH_ROLE";
+/// Runs in flight for the peak-memory row.
+const IN_FLIGHT: usize = 10_000;
+
+fn main() {
+    if std::env::var(ROLE_ENV).as_deref() == Ok("rss") {
+        rss_child();
+        return;
+    }
+    println!("flowhost benchmark ({} cores)\n", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("| row | figure |");
+    println!("|---|---|");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let floor = runtime.block_on(wasmtime_floor());
+    runtime.block_on(task_costs(floor));
+    runtime.block_on(flows_per_second());
+    cold_start();
+    peak_rss();
+}
+
+fn row(name: &str, figure: String) {
+    println!("| {name} | {figure} |");
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// State of the floor's stores: the WASI context and nothing else.
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The same component called through wasmtime alone (pooling allocator, no flowhost):
+/// a fresh store, WASI context and instance per call, and one instance reused. Returns the
+/// fresh floor in µs, and prints where its time goes.
+async fn wasmtime_floor() -> (f64, f64) {
+    let mut config = Config::new();
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(100).total_core_instances(400).total_memories(200).total_tables(200);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = wasmtime::Engine::new(&config).expect("engine");
+    let component = Component::from_file(&engine, plugin("probe")).expect("compile probe");
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("link WASI");
+    let pre = floor::PluginPre::new(linker.instantiate_pre(&component).expect("pre")).expect("bindings");
+    let args = json!({"value": 1}).to_string();
+    let new_store = || wasmtime::Store::new(&engine, Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+
+    const CALLS: usize = 2000;
+    let (mut ctx, mut instantiate, mut call) = (Vec::new(), Vec::new(), Vec::new());
+    let mut total = Vec::new();
+    for _ in 0..CALLS {
+        let t0 = Instant::now();
+        let mut store = new_store();
+        let t1 = Instant::now();
+        let guest = pre.instantiate_async(&mut store).await.expect("instantiate");
+        let t2 = Instant::now();
+        let result = guest.flowhost_task_task().call_execute(&mut store, &args, "{}").await.expect("call");
+        assert!(result.is_ok());
+        drop(store);
+        let t3 = Instant::now();
+        ctx.push(micros(t1 - t0));
+        instantiate.push(micros(t2 - t1));
+        call.push(micros(t3 - t2));
+        total.push(micros(t3 - t0));
+    }
+    let fresh = median(total);
+    row("wasmtime floor, fresh store + instantiate + call (µs)", format!("{fresh:.1}"));
+    row(
+        "  of which: store + WASI ctx / instantiate / call + drop (µs)",
+        format!("{:.1} / {:.1} / {:.1}", median(ctx), median(instantiate), median(call)),
+    );
+
+    let mut store = new_store();
+    let guest = pre.instantiate_async(&mut store).await.expect("instantiate");
+    let mut reuse = Vec::new();
+    for _ in 0..CALLS {
+        let t0 = Instant::now();
+        let result = guest.flowhost_task_task().call_execute(&mut store, &args, "{}").await.expect("call");
+        assert!(result.is_ok());
+        reuse.push(micros(t0.elapsed()));
+    }
+    let reused = median(reuse);
+    row("wasmtime floor, one instance reused (µs/call)", format!("{reused:.1}"));
+    (fresh, reused)
+}
+
+/// A linear flow of `n` probe tasks, each echoing the initial `value`.
+fn chain(n: usize, instances: Instances) -> FlowSpec {
+    (0..n).fold(Flow::linear(format!("chain{n}")), |flow, i| {
+        flow.add(TaskSpec::new(format!("t{i}"), plugin("probe")).provides([format!("o{i}")]).instances(instances))
+    })
+}
+
+fn initial() -> Store {
+    [("value".to_owned(), json!(1))].into_iter().collect()
+}
+
+fn engine() -> Engine {
+    Engine::with_config(&EngineConfig::default()).expect("engine")
+}
+
+/// µs per task for flows of 10, 100 and 1000 tasks, one run at a time (validation included).
+async fn task_costs((fresh_floor, reuse_floor): (f64, f64)) {
+    let engine = engine();
+    for instances in [Instances::Fresh, Instances::Reuse] {
+        let floor = if instances == Instances::Fresh { fresh_floor } else { reuse_floor };
+        for (n, reps) in [(10, 300), (100, 30), (1000, 5)] {
+            let flow = chain(n, instances);
+            engine.run(&flow, initial()).await.expect("valid flow");
+            let mut per_task = Vec::new();
+            for _ in 0..reps {
+                let started = Instant::now();
+                let report = engine.run(&flow, initial()).await.expect("valid flow");
+                assert!(report.succeeded());
+                per_task.push(micros(started.elapsed()) / n as f64);
+            }
+            let cost = median(per_task);
+            row(
+                &format!("µs/task, N={n}, {}", label(instances)),
+                format!("{cost:.1} ({:.2}× floor)", cost / floor),
+            );
+        }
+    }
+}
+
+fn label(instances: Instances) -> &'static str {
+    match instances {
+        Instances::Fresh => "fresh",
+        Instances::Reuse => "warm",
+    }
+}
+
+/// Ten-task flows per second at several concurrencies, through the batch API.
+async fn flows_per_second() {
+    let engine = engine();
+    for instances in [Instances::Fresh, Instances::Reuse] {
+        let flow = chain(10, instances);
+        for concurrency in [1, 2, 64, 1024] {
+            let runs = if concurrency == 1 { 1000 } else { 4000 };
+            let inputs = || (1..=runs).map(|line| BatchInput { line, store: Ok(initial()) });
+            let batch = Batch::new(&engine, &flow).concurrency(concurrency);
+            batch.run(inputs().take(concurrency.min(200)), |_| {}).await;
+            let mut rates = Vec::new();
+            for _ in 0..3 {
+                let summary = batch.run(inputs(), |_| {}).await;
+                assert_eq!(summary.succeeded, runs);
+                rates.push(summary.runs_per_second());
+            }
+            row(
+                &format!("ten-task flows/s, concurrency {concurrency}, {}", label(instances)),
+                format!("{:.0}", median(rates)),
+            );
+        }
+    }
+}
+
+/// The example flow copied to a scratch folder with absolute plugin paths and empty state.
+fn example(dir: &Path) -> PathBuf {
+    let flow = dir.join("flow.toml");
+    let built = plugin("quota_reserve").parent().expect("plugin dir").display().to_string();
+    let text = std::fs::read_to_string(repo_root().join("examples/volume-create/flow.toml")).expect("example");
+    std::fs::write(&flow, text.replace("../../plugins/target/wasm32-wasip2/release", &built)).expect("write flow");
+    flow
+}
+
+/// Wall time of `flowhost run` of the five-task example, from process start to exit.
+fn cold_start() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let flow = example(scratch.path());
+    let state = scratch.path().join("state");
+    let cache = scratch.path().join("cache");
+    let run = |cache: &Path| {
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir(&state).expect("state dir");
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_flowhost"))
+            .args(["-q", "run"])
+            .arg(&flow)
+            .args(["--fetch", "volume"])
+            .env("FLOWHOST_CACHE_DIR", cache)
+            .output()
+            .expect("run flowhost");
+        let wall = started.elapsed();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        wall.as_secs_f64() * 1e3
+    };
+    let empty: Vec<f64> = (0..3)
+        .map(|_| {
+            let _ = std::fs::remove_dir_all(&cache);
+            run(&cache)
+        })
+        .collect();
+    row("CLI run of the 5-task example, empty cache (ms)", format!("{:.1}", median(empty)));
+    let warm: Vec<f64> = (0..15).map(|_| run(&cache)).collect();
+    row("CLI run of the 5-task example, warm cache (ms)", format!("{:.1}", median(warm)));
+}
+
+/// Peak RSS of a process that starts 10,000 runs of a ten-task flow at once, measured in a
+/// child process so that nothing else this bench did counts.
+fn peak_rss() {
+    let out = Command::new(std::env::current_exe().expect("bench binary"))
+        .env(ROLE_ENV, "rss")
+        .output()
+        .expect("run the peak-memory child");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn rss_child() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async {
+        let engine = engine();
+        // The first task sleeps inside the guest, so every run is started before any ends.
+        let flow = (1..10).fold(
+            Flow::linear("in-flight").add(
+                TaskSpec::new("sleep", plugin("probe")).provides(["o0"]).config(json!({"mode": "sleep", "ms": 100})),
+            ),
+            |flow, i| flow.add(TaskSpec::new(format!("t{i}"), plugin("probe")).provides([format!("o{i}")])),
+        );
+        let inputs = (1..=IN_FLIGHT).map(|line| BatchInput { line, store: Ok(initial()) });
+        let summary = Batch::new(&engine, &flow).concurrency(IN_FLIGHT).run(inputs, |_| {}).await;
+        assert_eq!(summary.succeeded, IN_FLIGHT);
+        row(
+            &format!("peak RSS, {IN_FLIGHT} ten-task runs in flight (MiB)"),
+            format!("{:.0} (all done in {:.2} s)", peak_rss_mib(), summary.elapsed.as_secs_f64()),
+        );
+    });
+}
+
+/// The process's high-water resident set size.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    kib / 1024.0
+}

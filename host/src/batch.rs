@@ -1,0 +1,172 @@
+//! Batches: one flow run once per input (an initial store), many runs at once on one engine.
+//!
+//! The usual shape of real work: the same flow for every line of a JSON Lines file. Each
+//! input is its own run, validated and run on its own, so a bad input fails that run alone.
+//! At most `concurrency` runs are in flight; outcomes arrive as runs finish (not in input
+//! order), each tagged with its input's line number.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::engine::Engine;
+use crate::error::ValidationError;
+use crate::events::FlowState;
+use crate::flow::FlowSpec;
+use crate::report::RunReport;
+use crate::store::Store;
+
+/// One input of a batch: where it came from and the initial store it holds.
+#[derive(Debug, Clone)]
+pub struct BatchInput {
+    /// Its 1-based line number in the input file.
+    pub line: usize,
+    /// The initial store, or why the line is not one.
+    pub store: Result<Store, String>,
+}
+
+impl BatchInput {
+    /// Reads JSON Lines text: every non-blank line must be a JSON object, the initial store
+    /// of one run. A line that is not becomes an input that fails on its own.
+    pub fn parse_lines(text: &str) -> Vec<BatchInput> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(index, line)| BatchInput { line: index + 1, store: parse_store(line) })
+            .collect()
+    }
+}
+
+fn parse_store(line: &str) -> Result<Store, String> {
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
+        Ok(other) => Err(format!("expected a JSON object (an initial store), found {}", kind(&other))),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Why one input of a batch did not run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// The input line is not an initial store.
+    #[error("input line {line}: {reason}")]
+    Input {
+        /// The input's line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The flow is invalid with this input's store (e.g. a required name is missing).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}
+
+/// How one input ended.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// The input's line number.
+    pub line: usize,
+    /// The run's report, or why it did not run.
+    pub result: Result<RunReport, BatchError>,
+}
+
+/// Counts of a finished batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchSummary {
+    /// Runs that ended SUCCESS.
+    pub succeeded: usize,
+    /// Runs that ended REVERTED (a task failed, everything was undone).
+    pub reverted: usize,
+    /// Runs that ended FAILURE (a revert failed), and inputs that could not run.
+    pub failed: usize,
+    /// Wall time of the whole batch.
+    pub elapsed: Duration,
+}
+
+impl BatchSummary {
+    /// Every input, whatever became of it.
+    pub fn total(&self) -> usize {
+        self.succeeded + self.reverted + self.failed
+    }
+
+    /// Throughput of the batch.
+    pub fn runs_per_second(&self) -> f64 {
+        self.total() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn count(&mut self, outcome: &BatchOutcome) {
+        match &outcome.result {
+            Ok(report) if report.state == FlowState::Success => self.succeeded += 1,
+            Ok(report) if report.state == FlowState::Reverted => self.reverted += 1,
+            _ => self.failed += 1,
+        }
+    }
+}
+
+/// One flow, run once per input on one engine.
+pub struct Batch {
+    engine: Engine,
+    flow: Arc<FlowSpec>,
+    concurrency: usize,
+}
+
+impl Batch {
+    /// Runs `flow` on `engine`, 64 runs at a time unless told otherwise.
+    pub fn new(engine: &Engine, flow: &FlowSpec) -> Self {
+        Self { engine: engine.clone(), flow: Arc::new(flow.clone()), concurrency: 64 }
+    }
+
+    /// At most `runs` runs in flight at once (at least one).
+    pub fn concurrency(mut self, runs: usize) -> Self {
+        self.concurrency = runs.max(1);
+        self
+    }
+
+    /// Runs every input; `on_outcome` sees each as it finishes. Must be called within a tokio
+    /// runtime: runs are spawned so that they spread over its worker threads.
+    pub async fn run(
+        &self,
+        inputs: impl IntoIterator<Item = BatchInput>,
+        mut on_outcome: impl FnMut(&BatchOutcome),
+    ) -> BatchSummary {
+        let started = Instant::now();
+        let mut summary = BatchSummary::default();
+        let mut inputs = inputs.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < self.concurrency {
+                let Some(input) = inputs.next() else { break };
+                let engine = self.engine.clone();
+                let flow = self.flow.clone();
+                running.spawn(async move {
+                    let result = match input.store {
+                        Ok(store) => engine.run(&flow, store).await.map_err(BatchError::from),
+                        Err(reason) => Err(BatchError::Input { line: input.line, reason }),
+                    };
+                    BatchOutcome { line: input.line, result }
+                });
+            }
+            let Some(joined) = running.join_next().await else { break };
+            // A run never panics by design (listener panics are caught); if one did, the
+            // panic is the engine's bug and must not be mistaken for an outcome.
+            let outcome = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            summary.count(&outcome);
+            on_outcome(&outcome);
+        }
+        summary.elapsed = started.elapsed();
+        summary
+    }
+}

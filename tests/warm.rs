@@ -1,0 +1,128 @@
+//! Warm instances: a task entry with `instances = "reuse"` serves calls, across runs, from
+//! instances kept warm; one that trapped or hit a limit is thrown away; deadlines and caps
+//! still apply; entries that did not opt in keep getting a fresh instance per call.
+
+use flowhost::{Engine, Flow, FlowSpec, FlowState, Instances, Limits, Store, TaskSpec};
+use flowhost_testkit::plugin;
+use serde_json::{Value, json};
+
+fn probe(name: &str, instances: Instances, config: Value) -> Flow {
+    Flow::linear(name).add(TaskSpec::new("probe", plugin("probe")).instances(instances).config(config))
+}
+
+fn initial(value: Value) -> Store {
+    [("value".to_owned(), value)].into_iter().collect()
+}
+
+/// How many calls the instance that served this run had served (1 = a fresh instance).
+async fn calls(engine: &Engine, flow: &FlowSpec, value: i64) -> u64 {
+    let report = engine.run(flow, initial(json!(value))).await.unwrap();
+    assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
+    let echo = report.fetch("echo").unwrap();
+    assert_eq!(echo["value"], json!(value), "each run gets its own arguments back");
+    echo["calls"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn reuse_serves_later_runs_from_the_same_warm_instance() {
+    let engine = Engine::new().unwrap();
+    let flow = probe("warm", Instances::Reuse, json!({"calls": true}));
+    let seen: Vec<u64> = [calls(&engine, &flow, 1).await, calls(&engine, &flow, 2).await, calls(&engine, &flow, 3).await]
+        .to_vec();
+    assert_eq!(seen, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn fresh_is_the_default_and_never_reuses() {
+    let engine = Engine::new().unwrap();
+    let flow = probe("fresh", Instances::default(), json!({"calls": true}));
+    for value in 0..3 {
+        assert_eq!(calls(&engine, &flow, value).await, 1);
+    }
+}
+
+#[tokio::test]
+async fn an_instance_that_trapped_is_discarded() {
+    let engine = Engine::new().unwrap();
+    let good = probe("warm", Instances::Reuse, json!({"calls": true}));
+    let trapping = probe("warm", Instances::Reuse, json!({"trap": true}));
+    assert_eq!(calls(&engine, &good, 1).await, 1);
+    assert_eq!(calls(&engine, &good, 2).await, 2);
+
+    // The warm instance serves the trapping run and traps.
+    let report = engine.run(&trapping, initial(json!(0))).await.unwrap();
+    assert_eq!(report.state, FlowState::Reverted);
+    assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "trap");
+
+    assert_eq!(calls(&engine, &good, 3).await, 1, "the trapped instance must not come back");
+}
+
+#[tokio::test]
+async fn deadlines_and_memory_caps_still_apply_to_reused_instances_which_are_then_discarded() {
+    let engine = Engine::new().unwrap();
+    let limits = Limits { deadline_ms: Some(200), memory_mib: Some(32), result_kib: None };
+    let good = probe("warm", Instances::Reuse, json!({"calls": true})).limits(limits);
+    let looping = probe("warm", Instances::Reuse, json!({"mode": "loop"})).limits(limits);
+    let growing = probe("warm", Instances::Reuse, json!({"mode": "grow"})).limits(limits);
+
+    assert_eq!(calls(&engine, &good, 1).await, 1);
+    let report = engine.run(&looping, initial(json!(0))).await.unwrap();
+    assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "deadline-exceeded", "{:?}", report.tasks);
+    assert_eq!(calls(&engine, &good, 2).await, 1);
+
+    let report = engine.run(&growing, initial(json!(0))).await.unwrap();
+    assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "memory-limit", "{:?}", report.tasks);
+    assert_eq!(calls(&engine, &good, 3).await, 1);
+}
+
+#[tokio::test]
+async fn a_task_error_keeps_the_instance_warm() {
+    let engine = Engine::new().unwrap();
+    let good = probe("warm", Instances::Reuse, json!({"calls": true}));
+    let failing = probe("warm", Instances::Reuse, json!({"fail": "refused"}));
+    assert_eq!(calls(&engine, &good, 1).await, 1);
+    let report = engine.run(&failing, initial(json!(0))).await.unwrap();
+    assert_eq!(report.state, FlowState::Reverted);
+    assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "refused");
+    // The failed execute and its revert both ran on the warm instance, which returned normally.
+    assert_eq!(calls(&engine, &good, 2).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_runs_at_once_on_warm_instances_each_get_their_own_result() {
+    let engine = Engine::new().unwrap();
+    let flow = Flow::linear("warm")
+        .add(TaskSpec::new("first", plugin("probe")).instances(Instances::Reuse).provides(["a"]))
+        .add(
+            TaskSpec::new("second", plugin("probe"))
+                .instances(Instances::Reuse)
+                .rebind("value", "a")
+                .provides(["b"]),
+        );
+    let runs: Vec<_> = (0..200)
+        .map(|n| {
+            let engine = engine.clone();
+            let flow = flow.clone();
+            tokio::spawn(async move { (n, engine.run(&flow, initial(json!(n))).await.unwrap()) })
+        })
+        .collect();
+    for run in runs {
+        let (n, report) = run.await.unwrap();
+        assert_eq!(report.state, FlowState::Success);
+        assert_eq!(report.fetch("b").unwrap()["value"]["value"], json!(n));
+    }
+}
+
+#[test]
+fn flow_files_declare_reuse_and_reject_anything_else() {
+    let flow = FlowSpec::from_toml(
+        "name = \"f\"\n[[task]]\nname = \"a\"\nplugin = \"a.wasm\"\ninstances = \"reuse\"\n[[task]]\nname = \"b\"\nplugin = \"b.wasm\"\n",
+    )
+    .unwrap();
+    assert_eq!(flow.tasks[0].instances, Instances::Reuse);
+    assert_eq!(flow.tasks[1].instances, Instances::Fresh);
+    let error =
+        FlowSpec::from_toml("name = \"f\"\n[[task]]\nname = \"a\"\nplugin = \"a.wasm\"\ninstances = \"warm\"\n")
+            .unwrap_err();
+    assert!(error.contains("instances") || error.contains("fresh"), "{error}");
+}
