@@ -2,21 +2,12 @@
 //! flows at once, each flow's tasks strictly in sequence, and the runs' stores never mix.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use flowhost::{Engine, Event, Flow, FlowState, Listener, Store, TaskSpec, TaskState, Transition};
-use flowhost_testkit::plugin;
+use flowhost::{Engine, Flow, FlowState, Store, TaskSpec, TaskState, Transition};
+use flowhost_testkit::{Recorder, plugin};
 use serde_json::json;
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl Listener for Recorder {
-    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
-}
 
 const RUNS: usize = 16;
 const STEPS: usize = 4;
@@ -61,7 +52,7 @@ async fn many_flows_on_one_engine_run_at_once_each_in_order_with_its_own_store()
         run_of.insert(report.run_id.clone(), n);
     }
 
-    let events = recorder.0.lock().unwrap().clone();
+    let events = recorder.events();
     let mut per_run: HashMap<&str, Vec<(String, TaskState, TaskState)>> = HashMap::new();
     for event in &events {
         if let Transition::Task { task, from, to, .. } = &event.transition {

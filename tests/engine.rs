@@ -2,60 +2,19 @@
 //! resolution, provides, revert order and payloads, revert failures, bad results, traps, and
 //! listeners.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use flowhost::{Access, Engine, Event, Flow, FlowState, Listener, Store, TaskSpec, TaskState, Transition};
-use flowhost_testkit::{json_lines, plugin};
+use flowhost::{Engine, Event, Flow, FlowState, Listener, TaskState};
+use flowhost_testkit::{Recorder, json_lines, journaled_probe, plugin, store};
 use serde_json::{Value, json};
-
-/// A probe entry whose result is stored under `<name>_out`, journaling into `journal`.
-fn probe(name: &str, journal: &Path, config: Value) -> TaskSpec {
-    let mut config = config;
-    config["label"] = json!(name);
-    config["journal"] = json!(true);
-    TaskSpec::new(name, plugin("probe"))
-        .provides([format!("{name}_out")])
-        .config(config)
-        .grant_dir(journal, "/journal", Access::ReadWrite)
-}
-
-fn store(pairs: &[(&str, Value)]) -> Store {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
-}
-
-/// Records every event, for asserting transition order.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl Listener for Recorder {
-    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
-}
-
-impl Recorder {
-    fn task_transitions(&self) -> Vec<(String, TaskState, TaskState)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|e| match &e.transition {
-                Transition::Task { task, from, to, .. } => Some((task.clone(), *from, *to)),
-                Transition::Flow { .. } => None,
-            })
-            .collect()
-    }
-}
 
 #[tokio::test]
 async fn arguments_are_exactly_the_required_names_after_rebind_and_inject() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("args")
-        .add(probe("rebound", journal.path(), json!({})).rebind("value", "input"))
-        .add(probe("injected", journal.path(), json!({})).inject("value", json!("fixed")).rebind("extra", "bonus"))
-        .add(probe("plain", journal.path(), json!({})).rebind("value", "input"));
+        .add(journaled_probe("rebound", journal.path(), json!({})).rebind("value", "input"))
+        .add(journaled_probe("injected", journal.path(), json!({})).inject("value", json!("fixed")).rebind("extra", "bonus"))
+        .add(journaled_probe("plain", journal.path(), json!({})).rebind("value", "input"));
     let initial = store(&[("input", json!(1)), ("bonus", json!({"b": 2})), ("unrelated", json!("secret"))]);
     let report = Engine::new().unwrap().run(&flow, initial).await.unwrap();
     assert_eq!(report.state, FlowState::Success);
@@ -73,8 +32,8 @@ async fn arguments_are_exactly_the_required_names_after_rebind_and_inject() {
 async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("provides")
-        .add(probe("whole", journal.path(), json!({})).rebind("value", "seed"))
-        .add(probe("split", journal.path(), json!({})).provides(["value", "label"]).rebind("value", "seed"));
+        .add(journaled_probe("whole", journal.path(), json!({})).rebind("value", "seed"))
+        .add(journaled_probe("split", journal.path(), json!({})).provides(["value", "label"]).rebind("value", "seed"));
     let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(7)), ("value", json!(0))])).await;
     let error = report.expect_err("`value` is provided by the initial store and by `split`");
     assert!(error.to_string().contains("provides `value`, which the initial store already provides"), "{error}");
@@ -91,10 +50,10 @@ async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outco
     let journal = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
     let flow = Flow::linear("revert")
-        .add(probe("a", journal.path(), json!({})))
-        .add(probe("b", journal.path(), json!({})))
-        .add(probe("c", journal.path(), json!({"fail": "boom"})))
-        .add(probe("d", journal.path(), json!({})));
+        .add(journaled_probe("a", journal.path(), json!({})))
+        .add(journaled_probe("b", journal.path(), json!({})))
+        .add(journaled_probe("c", journal.path(), json!({"fail": "boom"})))
+        .add(journaled_probe("d", journal.path(), json!({})));
     let mut loaded = Engine::new().unwrap().load(&flow, store(&[("value", json!("v"))])).await.unwrap();
     loaded.listen(recorder.clone());
     let report = loaded.run().await;
@@ -136,9 +95,9 @@ async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outco
 async fn a_failing_revert_is_revert_failure_the_rest_still_revert_and_the_flow_fails() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("revert-failure")
-        .add(probe("a", journal.path(), json!({})))
-        .add(probe("b", journal.path(), json!({"fail_revert": "stuck"})))
-        .add(probe("c", journal.path(), json!({"fail": "boom"})));
+        .add(journaled_probe("a", journal.path(), json!({})))
+        .add(journaled_probe("b", journal.path(), json!({"fail_revert": "stuck"})))
+        .add(journaled_probe("c", journal.path(), json!({"fail": "boom"})));
     let report = Engine::new().unwrap().run(&flow, store(&[("value", json!(1))])).await.unwrap();
     assert_eq!(report.state, FlowState::Failure);
     assert_eq!(report.exit_code(), 2);
@@ -152,8 +111,8 @@ async fn a_failing_revert_is_revert_failure_the_rest_still_revert_and_the_flow_f
 async fn single_failure(config: Value, provides: &[&str]) -> flowhost::TaskError {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("faulty")
-        .add(probe("before", journal.path(), json!({})))
-        .add(probe("faulty", journal.path(), config).provides(provides.iter().copied()));
+        .add(journaled_probe("before", journal.path(), json!({})))
+        .add(journaled_probe("faulty", journal.path(), config).provides(provides.iter().copied()));
     let report = Engine::new().unwrap().run(&flow, store(&[("value", json!(1))])).await.unwrap();
     assert_eq!(report.state, FlowState::Reverted);
     assert_eq!(report.tasks[0].state, TaskState::Reverted, "the earlier task is reverted");
@@ -210,7 +169,7 @@ async fn a_listener_that_panics_or_errors_does_not_break_the_run() {
     engine.listen(Arc::new(Panics));
     engine.listen(Arc::new(Errors));
     engine.listen(recorder.clone());
-    let flow = Flow::linear("listeners").add(probe("only", journal.path(), json!({})));
+    let flow = Flow::linear("listeners").add(journaled_probe("only", journal.path(), json!({})));
     let report = engine.run(&flow, store(&[("value", json!(1))])).await.unwrap();
     assert_eq!(report.state, FlowState::Success);
     assert_eq!(recorder.task_transitions().len(), 2, "later listeners still get every event");

@@ -11,13 +11,13 @@ use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use flowhost::{
-    Access, Engine, EngineConfig, Event, Flow, FlowState, Limits, Listener, RunReport, Store, TaskError, TaskSpec,
+    Access, Engine, EngineConfig, Flow, FlowState, Limits, RunReport, Store, TaskError, TaskSpec,
     TaskState, Transition,
 };
-use flowhost_testkit::{json_lines, plugin, repo_root, snapshot};
+use flowhost_testkit::{Recorder, json_lines, journaled_probe, plugin, repo_root, snapshot};
 use serde_json::{Value, json};
 
 /// One engine for the library tests, as a service would hold: a fault in one test's run must
@@ -27,16 +27,6 @@ fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| Engine::new().expect("engine starts"))
 }
 
-/// A probe entry labelled and journaling as `name`, its result stored under `<name>_out`.
-fn probe(name: &str, journal: &Path, config: Value) -> TaskSpec {
-    let mut config = config;
-    config["label"] = json!(name);
-    config["journal"] = json!(true);
-    TaskSpec::new(name, plugin("probe"))
-        .provides([format!("{name}_out")])
-        .config(config)
-        .grant_dir(journal, "/journal", Access::ReadWrite)
-}
 
 fn value(v: Value) -> Store {
     [("value".to_owned(), v)].into_iter().collect()
@@ -60,8 +50,8 @@ fn call(kind: &str, label: &str) -> (String, String) {
 async fn faulty_after_a_healthy_task(faulty: impl FnOnce(TaskSpec) -> TaskSpec, config: Value) -> TaskError {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("faults")
-        .add(probe("before", journal.path(), json!({})))
-        .add(faulty(probe("faulty", journal.path(), config)));
+        .add(journaled_probe("before", journal.path(), json!({})))
+        .add(faulty(journaled_probe("faulty", journal.path(), config)));
     let report = engine().run(&flow, value(json!(1))).await.unwrap();
     assert_eq!(report.state, FlowState::Reverted, "{report:#?}");
     let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
@@ -102,12 +92,12 @@ async fn a_loop_in_execute_fails_at_the_deadline_naming_it_and_the_task() {
 async fn a_loop_in_revert_is_revert_failure_after_the_deadline_and_the_rest_still_revert() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("stuck-revert")
-        .add(probe("first", journal.path(), json!({})))
+        .add(journaled_probe("first", journal.path(), json!({})))
         .add(
-            probe("spinner", journal.path(), json!({"mode": "loop", "mode_in": "revert"}))
+            journaled_probe("spinner", journal.path(), json!({"mode": "loop", "mode_in": "revert"}))
                 .limits(limits(|l| l.deadline_ms = Some(200))),
         )
-        .add(probe("failing", journal.path(), json!({"fail": "boom"})));
+        .add(journaled_probe("failing", journal.path(), json!({"fail": "boom"})));
     let report = engine().run(&flow, value(json!(1))).await.unwrap();
 
     assert_eq!(report.state, FlowState::Failure);
@@ -150,7 +140,7 @@ async fn a_stack_overflow_fails_the_task_and_the_host_runs_on() {
     assert!(error.message.starts_with("trapped: "), "{}", error.message);
 
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("after").add(probe("healthy", journal.path(), json!({})));
+    let flow = Flow::linear("after").add(journaled_probe("healthy", journal.path(), json!({})));
     let report = engine().run(&flow, value(json!("still here"))).await.unwrap();
     assert_eq!(report.state, FlowState::Success);
     assert_eq!(report.fetch("healthy_out").unwrap()["value"], "still here");
@@ -178,8 +168,8 @@ async fn a_result_can_never_outgrow_the_memory_cap_so_the_host_copy_is_bounded_b
 async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("big-args")
-        .add(probe("before", journal.path(), json!({})))
-        .add(probe("big", journal.path(), json!({})).limits(limits(|l| l.args_kib = Some(1))));
+        .add(journaled_probe("before", journal.path(), json!({})))
+        .add(journaled_probe("big", journal.path(), json!({})).limits(limits(|l| l.args_kib = Some(1))));
     let report = engine().run(&flow, value(json!("x".repeat(2048)))).await.unwrap();
     assert_eq!(report.state, FlowState::Reverted);
     let error = report.tasks[1].error.clone().unwrap();
@@ -194,9 +184,9 @@ async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
 async fn a_fuel_budget_stops_a_loop_deterministically_and_needs_a_metered_engine() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("fuel")
-        .add(probe("before", journal.path(), json!({})))
+        .add(journaled_probe("before", journal.path(), json!({})))
         .add(
-            probe("burner", journal.path(), json!({"mode": "loop"}))
+            journaled_probe("burner", journal.path(), json!({"mode": "loop"}))
                 .limits(limits(|l| l.fuel = Some(5_000_000))),
         );
     let refused = engine().run(&flow, value(json!(1))).await.expect_err("no fuel metering on this engine");
@@ -229,7 +219,7 @@ async fn files_outside_the_grants_are_unreachable_and_a_read_only_grant_refuses_
         let granted = granted.path().to_path_buf();
         async move {
             let journal = tempfile::tempdir().unwrap();
-            let flow = Flow::linear("fs").add(probe("fs", journal.path(), config).grant_dir(granted, "/data", mode));
+            let flow = Flow::linear("fs").add(journaled_probe("fs", journal.path(), config).grant_dir(granted, "/data", mode));
             engine().run(&flow, value(json!(1))).await.unwrap()
         }
     };
@@ -271,7 +261,7 @@ async fn tcp_and_name_lookup_fail_inside_the_plugin_and_nothing_reaches_the_list
     let port = listener.local_addr().unwrap().port();
     for addr in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
         let journal = tempfile::tempdir().unwrap();
-        let flow = Flow::linear("net").add(probe("net", journal.path(), json!({"mode": "tcp", "addr": addr})));
+        let flow = Flow::linear("net").add(journaled_probe("net", journal.path(), json!({"mode": "tcp", "addr": addr})));
         let report = engine().run(&flow, value(json!(1))).await.unwrap();
         assert_eq!(report.state, FlowState::Reverted, "{addr}");
         let error = report.tasks[0].error.clone().unwrap();
@@ -282,16 +272,6 @@ async fn tcp_and_name_lookup_fail_inside_the_plugin_and_nothing_reaches_the_list
     assert_eq!(accepted.err().map(|e| e.kind()), Some(ErrorKind::WouldBlock), "the listener saw no connection");
 }
 
-/// Records every event of the runs it listens to.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Event>>);
-
-impl Listener for Recorder {
-    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.lock().unwrap().push(event.clone());
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_engine() {
@@ -300,15 +280,15 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
     shared.listen(recorder.clone());
     let journal = tempfile::tempdir().unwrap();
     let spinning = Flow::linear("spinning").add(
-        probe("spin", journal.path(), json!({"mode": "loop"})).limits(limits(|l| l.deadline_ms = Some(5_000))),
+        journaled_probe("spin", journal.path(), json!({"mode": "loop"})).limits(limits(|l| l.deadline_ms = Some(5_000))),
     );
     let eating = Flow::linear("eating").add(
-        probe("eat", journal.path(), json!({"mode": "grow"})).limits(limits(|l| l.memory_mib = Some(128))),
+        journaled_probe("eat", journal.path(), json!({"mode": "grow"})).limits(limits(|l| l.memory_mib = Some(128))),
     );
     let mut healthy = Flow::linear("healthy");
     for step in 0..3 {
         let from = if step == 0 { "value".to_owned() } else { format!("step{}_out", step - 1) };
-        healthy = healthy.add(probe(&format!("step{step}"), journal.path(), json!({"mode": "sleep", "ms": 20})).rebind("value", from));
+        healthy = healthy.add(journaled_probe(&format!("step{step}"), journal.path(), json!({"mode": "sleep", "ms": 20})).rebind("value", from));
     }
 
     let start = |flow: Flow| {
@@ -326,7 +306,7 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
     assert_eq!(spin.tasks[0].error.as_ref().unwrap().code, "deadline-exceeded");
     assert_eq!(eat.tasks[0].error.as_ref().unwrap().code, "memory-limit");
 
-    let events = recorder.0.lock().unwrap().clone();
+    let events = recorder.events();
     let position = |run: &str, pred: &dyn Fn(&Transition) -> bool| {
         events.iter().position(|e| e.run_id == run && pred(&e.transition)).unwrap()
     };

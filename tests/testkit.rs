@@ -1,6 +1,10 @@
 //! Where the test plugins and examples are, and small helpers the integration tests share.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use flowhost::{Access, Event, Listener, Store, TaskSpec, TaskState, Transition};
+use serde_json::{Value, json};
 
 /// The compiled component `name` (e.g. `"probe"`, `"quota_reserve"`), built by this crate's
 /// build script.
@@ -60,4 +64,49 @@ pub fn polyglot(language: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A `probe` entry labelled `name` that journals every call into `journal` (granted
+/// read-write as `/journal`), its result stored under `<name>_out`.
+pub fn journaled_probe(name: &str, journal: &Path, mut config: Value) -> TaskSpec {
+    config["label"] = json!(name);
+    config["journal"] = json!(true);
+    TaskSpec::new(name, plugin("probe"))
+        .provides([format!("{name}_out")])
+        .config(config)
+        .grant_dir(journal, "/journal", Access::ReadWrite)
+}
+
+/// An initial store from name/value pairs.
+pub fn store(pairs: &[(&str, Value)]) -> Store {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+/// A listener that keeps every event, for asserting transition order.
+#[derive(Default)]
+pub struct Recorder(Mutex<Vec<Event>>);
+
+impl Listener for Recorder {
+    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.lock().expect("recorder poisoned").push(event.clone());
+        Ok(())
+    }
+}
+
+impl Recorder {
+    /// Every event so far, in order.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().expect("recorder poisoned").clone()
+    }
+
+    /// `(task, from, to)` of every task transition so far, in order.
+    pub fn task_transitions(&self) -> Vec<(String, TaskState, TaskState)> {
+        self.events()
+            .iter()
+            .filter_map(|e| match &e.transition {
+                Transition::Task { task, from, to, .. } => Some((task.clone(), *from, *to)),
+                Transition::Flow { .. } => None,
+            })
+            .collect()
+    }
 }

@@ -6,15 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use flowhost::{Access, Engine, Flow, Store, TaskSpec, ValidationError};
-use flowhost_testkit::{json_lines, plugin};
+use flowhost_testkit::{json_lines, journaled_probe, plugin};
 use serde_json::json;
 
-fn journaled(name: &str, journal: &Path) -> TaskSpec {
-    TaskSpec::new(name, plugin("probe"))
-        .provides([format!("{name}_out")])
-        .config(json!({"journal": true, "label": name}))
-        .grant_dir(journal, "/journal", Access::ReadWrite)
-}
 
 async fn invalid(flow: &Flow, journal: &Path) -> ValidationError {
     let initial: Store = [("value".to_owned(), json!(1))].into_iter().collect();
@@ -34,8 +28,8 @@ fn messages(error: &ValidationError) -> Vec<String> {
 async fn a_missing_requirement_names_task_argument_and_store_key() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("missing")
-        .add(journaled("first", journal.path()))
-        .add(journaled("second", journal.path()).rebind("value", "raw_value"));
+        .add(journaled_probe("first", journal.path(), json!({})))
+        .add(journaled_probe("second", journal.path(), json!({})).rebind("value", "raw_value"));
     let error = invalid(&flow, journal.path()).await;
     assert_eq!(
         messages(&error),
@@ -47,8 +41,8 @@ async fn a_missing_requirement_names_task_argument_and_store_key() {
 async fn a_requirement_provided_only_by_a_later_task_is_reported_with_a_hint() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("order")
-        .add(journaled("early", journal.path()).rebind("value", "late_out"))
-        .add(journaled("late", journal.path()));
+        .add(journaled_probe("early", journal.path(), json!({})).rebind("value", "late_out"))
+        .add(journaled_probe("late", journal.path(), json!({})));
     let error = invalid(&flow, journal.path()).await;
     assert!(messages(&error)[0].contains("task `late` provides it but runs later"), "{error}");
 }
@@ -63,12 +57,12 @@ async fn every_problem_is_reported_at_once() {
     let no_contract = journal.path().join("empty-component.wat");
     std::fs::write(&no_contract, "(component)").unwrap();
     let flow = Flow::linear("broken")
-        .add(journaled("ok", journal.path()))
-        .add(journaled("ok", journal.path()))
+        .add(journaled_probe("ok", journal.path(), json!({})))
+        .add(journaled_probe("ok", journal.path(), json!({})))
         .add(TaskSpec::new("absent", journal.path().join("nope.wasm")))
         .add(TaskSpec::new("garbage", &garbage))
         .add(TaskSpec::new("no_contract", &no_contract))
-        .add(journaled("typo", journal.path()).rebind("valeu", "value"));
+        .add(journaled_probe("typo", journal.path(), json!({})).rebind("valeu", "value"));
     let error = invalid(&flow, journal.path()).await;
     let all = messages(&error);
     assert_eq!(all.len(), 6, "{error}");
@@ -88,7 +82,7 @@ async fn every_problem_is_reported_at_once() {
 async fn a_missing_granted_directory_is_a_validation_problem() {
     let journal = tempfile::tempdir().unwrap();
     let flow = Flow::linear("grant").add(
-        journaled("t", journal.path()).grant_dir(journal.path().join("no-such-dir"), "/data", Access::ReadOnly),
+        journaled_probe("t", journal.path(), json!({})).grant_dir(journal.path().join("no-such-dir"), "/data", Access::ReadOnly),
     );
     let error = invalid(&flow, journal.path()).await;
     assert!(messages(&error)[0].contains("no-such-dir does not exist"), "{error}");

@@ -42,19 +42,8 @@ impl BatchInput {
 fn parse_store(line: &str) -> Result<Store, String> {
     match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
-        Ok(other) => Err(format!("expected a JSON object (an initial store), found {}", kind(&other))),
+        Ok(other) => Err(format!("expected a JSON object (an initial store), found {}", crate::store::kind_of(&other))),
         Err(e) => Err(format!("not valid JSON: {e}")),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

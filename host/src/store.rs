@@ -150,7 +150,8 @@ pub(crate) fn quoted(names: &[String]) -> String {
     names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
-fn kind_of(value: &Value) -> &'static str {
+/// "a number", "an object", … for messages about a value of the wrong kind.
+pub(crate) fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
