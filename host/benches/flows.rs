@@ -3,13 +3,16 @@
 //! Each row group is one function called from `main` (add a group by adding a function),
 //! printing its rows of one Markdown table as it goes:
 //! per-task cost against the bare wasmtime floor, flows per second at several concurrencies,
-//! CLI cold start with an empty and a warm cache, and peak memory with 10,000 runs in flight.
+//! per-task cost with the SQLite run database against in-memory runs, CLI cold start with an
+//! empty and a warm cache, and peak memory with 10,000 runs in flight.
 //! All figures are medians of several repetitions; the machine is expected to be noisy.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowhost::runs::{self, RunDb, SqliteRunDb, Sync as Durability};
 use flowhost::{Batch, BatchInput, Engine, EngineConfig, Flow, FlowSpec, Instances, Store, TaskSpec};
 use flowhost_testkit::{plugin, repo_root};
 use serde_json::json;
@@ -41,6 +44,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let floor = runtime.block_on(wasmtime_floor());
     runtime.block_on(task_costs(floor));
+    runtime.block_on(durable_costs());
     runtime.block_on(flows_per_second());
     cold_start();
     peak_rss();
@@ -162,6 +166,34 @@ async fn task_costs((fresh_floor, reuse_floor): (f64, f64)) {
                 format!("{cost:.1} ({:.2}× floor)", cost / floor),
             );
         }
+    }
+}
+
+/// µs per task of a 10-task flow recorded in the SQLite run database (every transition
+/// committed before the run moves on), against the same flow in memory, in the same run.
+async fn durable_costs() {
+    const N: usize = 10;
+    const REPS: usize = 200;
+    let engine = engine();
+    let flow = chain(N, Instances::Fresh);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let normal: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("normal.db"), true, Durability::Normal).expect("db"));
+    let full: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("full.db"), true, Durability::Full).expect("db"));
+    let mut memory = None;
+    for (name, db) in [("in memory", None), ("SQLite, synchronous=NORMAL", Some(normal)), ("SQLite, synchronous=FULL", Some(full))] {
+        let mut per_task = Vec::new();
+        for _ in 0..REPS {
+            let started = Instant::now();
+            let mut loaded = engine.load(&flow, initial()).await.expect("valid flow");
+            if let Some(db) = &db {
+                runs::record(&mut loaded, db.clone(), None).expect("record run");
+            }
+            assert!(loaded.run().await.succeeded());
+            per_task.push(micros(started.elapsed()) / N as f64);
+        }
+        let cost = median(per_task);
+        let base = *memory.get_or_insert(cost);
+        row(&format!("µs/task, N={N}, fresh, {name}"), format!("{cost:.1} ({:.2}× in memory)", cost / base));
     }
 }
 
