@@ -387,6 +387,32 @@ fn processes_sharing_one_database_do_not_lose_records() {
     assert_eq!(ws.count("execute", "a"), PROCESSES);
 }
 
+#[test]
+fn processes_creating_one_fresh_database_together_all_start() {
+    const PROCESSES: usize = 16;
+    const ROUNDS: usize = 12;
+    let ws = Workspace::new();
+    ws.flow("fresh", &[("a", json!({}))]);
+    for round in 0..ROUNDS {
+        let db = ws.path(&format!("round{round}/runs.db"));
+        let children: Vec<Child> = (0..PROCESSES)
+            .map(|_| {
+                flowhost(ws.dir.path(), &["run", "flow.toml", "-q", "--db", db.to_str().unwrap()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "round {round}: {}", stderr(&output));
+        }
+        let db = SqliteRunDb::open(&db, false, Sync::Normal).unwrap();
+        assert_eq!(db.list(&RunFilter::default()).unwrap().len(), PROCESSES, "round {round}: every run recorded");
+    }
+}
+
 /// Per-task cost of recording: `cargo test --release -p flowhost --test durable -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a test: run explicitly"]

@@ -67,20 +67,23 @@ impl SqliteRunDb {
         }
         let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, "opening", e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| classify(path, "setting the busy timeout", e))?;
-        let application: i64 = conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(|e| classify(path, "reading the header", e))?;
-        let objects: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(|e| classify(path, "reading the schema", e))?;
+        // One snapshot for both reads: another process may be creating the schema right now,
+        // and tables seen without the stamp written in the same transaction would look foreign.
+        let (application, objects): (i64, i64) = retry_while_busy(|| {
+            let snapshot = conn.unchecked_transaction()?;
+            let application = snapshot.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let objects = snapshot.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            snapshot.finish()?;
+            Ok((application, objects))
+        })
+        .map_err(|e| classify(path, "reading the header", e))?;
         if application != APPLICATION_ID && (application != 0 || objects > 0) {
             return Err(RunDbError::Foreign {
                 path: path.to_path_buf(),
                 reason: "it is another application's SQLite database".into(),
             });
         }
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        let mode: String = retry_while_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))
             .map_err(|e| classify(path, "switching to WAL", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_error(format!("the file system does not support WAL (journal mode {mode})")));
@@ -127,6 +130,24 @@ impl SqliteRunDb {
     fn with<T>(&self, what: &str, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, RunDbError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|e| classify(&self.path, what, e))
+    }
+}
+
+/// Retries `op` while the database is busy, up to the busy timeout. Switching a fresh file to
+/// WAL needs an exclusive lock, and SQLite returns BUSY at once — without waiting in the busy
+/// handler — when another process is opening the same fresh file: two `flowhost run`s started
+/// together in a new folder would otherwise fail with "database is locked".
+fn retry_while_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match op() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::DatabaseBusy && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
