@@ -243,6 +243,8 @@ pub struct TaskPlan<'a> {
     pub info: &'a TaskInfo,
     /// Component file.
     pub plugin: &'a std::path::Path,
+    /// SHA-256 (hex) of the component as loaded.
+    pub plugin_sha256: &'a str,
     /// `(argument, store name)` of each required argument drawn from the store.
     pub required: &'a [(String, String)],
     /// `(argument, store name)` of each optional argument.
@@ -267,6 +269,7 @@ impl LoadedFlow {
             name: &e.name,
             info: e.plugin.info(),
             plugin: e.plugin.path(),
+            plugin_sha256: e.plugin.sha256(),
             required: &e.binding.required,
             optional: &e.binding.optional,
             inject: &e.binding.inject,

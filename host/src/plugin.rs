@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{
@@ -185,6 +186,7 @@ impl Runtime {
         let bytes = tokio::fs::read(path)
             .await
             .map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
         let engine = self.engine.clone();
         let owned = path.to_path_buf();
         let cache = self.cache.clone();
@@ -200,7 +202,7 @@ impl Runtime {
         })
         .await
         .map_err(|e| PluginError::NotAComponent { path: path.to_path_buf(), reason: e.to_string() })??;
-        let plugin = Arc::new(self.prepare(path, &component).await?);
+        let plugin = Arc::new(self.prepare(path, sha256, &component).await?);
         let mut plugins = self.plugins.lock().expect("plugin map poisoned");
         plugins.insert(path.to_path_buf(), plugin.clone());
         plugins.insert(key, plugin.clone());
@@ -208,7 +210,7 @@ impl Runtime {
         Ok(plugin)
     }
 
-    async fn prepare(&self, path: &Path, component: &Component) -> Result<Plugin, PluginError> {
+    async fn prepare(&self, path: &Path, sha256: String, component: &Component) -> Result<Plugin, PluginError> {
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
             PluginError::UnsupportedImport { path: path.to_path_buf(), import: missing_import(&e) }
         })?;
@@ -216,6 +218,7 @@ impl Runtime {
             .map_err(|e| PluginError::NotATask { path: path.to_path_buf(), reason: format!("{e:#}") })?;
         let mut plugin = Plugin {
             path: path.to_path_buf(),
+            sha256,
             pre,
             slots: self.slots.clone(),
             idle_warm: self.idle_warm.clone(),
@@ -285,6 +288,7 @@ fn spawn_epoch_ticker(engine: &Engine) {
 /// A compiled, pre-linked and described task component.
 pub struct Plugin {
     path: PathBuf,
+    sha256: String,
     pre: bindings::PluginPre<InstanceState>,
     slots: Option<Arc<Semaphore>>,
     idle_warm: Arc<IdleBudget>,
@@ -357,6 +361,12 @@ impl Plugin {
     /// What the plugin declared.
     pub fn info(&self) -> &TaskInfo {
         &self.info
+    }
+
+    /// SHA-256 (hex) of the component bytes as loaded: what a run record keeps, so that a
+    /// resume can refuse a plugin that changed since, without reading the file again per run.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     /// The component file it was loaded from.

@@ -134,21 +134,15 @@ impl Origin {
             }
             None => (None, None),
         };
-        // A flow often runs one plugin in many entries: hash each file once.
-        let mut hashes = std::collections::HashMap::new();
-        let mut plugins = Vec::new();
-        for task in loaded.plan() {
-            let path = absolute(task.plugin);
-            let sha256 = match hashes.get(&path) {
-                Some(hash) => Clone::clone(hash),
-                None => {
-                    let hash = hash_file(&path)?;
-                    hashes.insert(path.clone(), hash.clone());
-                    hash
-                }
-            };
-            plugins.push(PluginHash { task: task.name.to_owned(), sha256, path });
-        }
+        // The plugins were hashed when they were loaded, from the very bytes that run.
+        let plugins = loaded
+            .plan()
+            .map(|task| PluginHash {
+                task: task.name.to_owned(),
+                sha256: task.plugin_sha256.to_owned(),
+                path: absolute(task.plugin),
+            })
+            .collect();
         Ok(Self { flow_path, flow_hash, plugins })
     }
 
