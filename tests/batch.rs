@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use flowhost::{Batch, BatchInput, Engine, Flow, FlowState, TaskSpec};
-use flowhost_testkit::plugin;
+use flowhost::{Batch, BatchInput, Engine, FlowSpec, FlowState, TaskSpec};
+use flowhost_testkit::{flowhost, plugin, stdout_json};
 use serde_json::{Value, json};
 
 /// A two-task flow: `first` echoes the input's `value` into `a`, `second` echoes `a` into `b`.
@@ -35,15 +35,9 @@ provides = ["b"]
 fn batch(flow: &Path, inputs: &str, extra: &[&str]) -> Output {
     let file = flow.with_file_name("inputs.jsonl");
     std::fs::write(&file, inputs).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .arg("run")
-        .arg(flow)
-        .arg("--batch")
-        .arg(&file)
-        .args(extra)
-        .env_remove("FLOWHOST_LOG")
-        .output()
-        .expect("run flowhost")
+    let mut command = flowhost(["run"]);
+    command.arg(flow).arg("--batch").arg(&file).args(extra);
+    command.run()
 }
 
 /// The JSON lines on stdout, by input line number.
@@ -119,12 +113,9 @@ fn a_run_that_reverts_reports_its_failed_task() {
 fn an_unreadable_inputs_file_is_exit_66() {
     let dir = tempfile::tempdir().unwrap();
     let flow = flow_file(dir.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .arg("run")
-        .arg(&flow)
-        .args(["--batch", "/nonexistent/inputs.jsonl"])
-        .output()
-        .unwrap();
+    let mut command = flowhost(["run"]);
+    command.arg(&flow).args(["--batch", "/nonexistent/inputs.jsonl"]);
+    let out = command.run();
     assert_eq!(out.status.code(), Some(66));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/inputs.jsonl"));
 }
@@ -132,7 +123,7 @@ fn an_unreadable_inputs_file_is_exit_66() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_runs_a_batch_and_counts_its_outcomes() {
     let engine = Engine::new().unwrap();
-    let flow = Flow::linear("relay").add(TaskSpec::new("first", plugin("probe")));
+    let flow = FlowSpec::linear("relay").add(TaskSpec::new("first", plugin("probe")));
     let inputs = BatchInput::parse_lines("{\"value\": 1}\n{\"value\": 2}\n42\n{\"value\": 4}\n");
     let mut seen = BTreeMap::new();
     let summary = Batch::new(&engine, &flow)
@@ -146,4 +137,40 @@ async fn the_library_runs_a_batch_and_counts_its_outcomes() {
     assert_eq!(seen[&1], Ok(FlowState::Success));
     assert_eq!(seen[&4], Ok(FlowState::Success));
     assert_eq!(seen[&3], Err("input line 3: expected a JSON object (an initial store), found a number".into()));
+}
+
+#[test]
+fn every_run_of_a_recorded_batch_can_be_shown_by_its_printed_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = flow_file(dir.path());
+    let db = dir.path().join("runs.db");
+    let db = db.to_str().unwrap();
+    let out = batch(&flow, "{\"value\": 1}\n{\"value\": 2}\n{\"value\": 3}\n", &["--db", db]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = results(&out);
+    assert_eq!(lines.len(), 3);
+    for (line, result) in &lines {
+        let id = result["run_id"].as_str().expect("a run id");
+        let shown = flowhost(["runs", "show", id, "--json", "--db", db]).run();
+        assert!(shown.status.success(), "run {id} of line {line}: {}", String::from_utf8_lossy(&shown.stderr));
+        let record = stdout_json(&shown);
+        assert_eq!(record["state"], "SUCCESS");
+        assert_eq!(record["initial_store"], json!({"value": line}));
+        assert_eq!(record["final_store"]["b"]["value"]["value"], json!(line), "{record}");
+    }
+    let listed = stdout_json(&flowhost(["runs", "list", "--json", "--db", db]).run());
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_batch_run_with_no_db_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = flow_file(dir.path());
+    let mut command = flowhost(["run"]);
+    let inputs = dir.path().join("inputs.jsonl");
+    std::fs::write(&inputs, "{\"value\": 1}\n").unwrap();
+    command.arg(&flow).arg("--batch").arg(&inputs).arg("--no-db");
+    let out = command.dir(dir.path()).run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join(".flowhost").exists(), "--no-db created a run database");
 }

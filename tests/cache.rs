@@ -3,20 +3,16 @@
 //! trusted, processes racing on one cache all succeed, and `--no-cache` leaves it alone.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use flowhost::{Engine, EngineConfig};
 use flowhost_testkit::plugin;
 
 /// Runs `flowhost` with debug logs (which say where compiled code came from).
 fn flowhost(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .args(args)
-        .arg("--cache-dir")
-        .arg(cache)
-        .env("FLOWHOST_LOG", "flowhost=debug")
-        .output()
-        .expect("run flowhost")
+    let mut command = flowhost_testkit::flowhost(args);
+    command.arg("--cache-dir").arg(cache);
+    command.env("FLOWHOST_LOG", "flowhost=debug").run()
 }
 
 fn stderr(output: &Output) -> String {
@@ -95,8 +91,8 @@ fn processes_racing_to_fill_one_cache_all_succeed_and_leave_one_whole_entry() {
     let cache = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..4)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_flowhost"))
-                .args(["compile", &probe(), "--cache-dir"])
+            flowhost_testkit::flowhost(["compile", &probe(), "--cache-dir"])
+                .dir(cache.path())
                 .arg(cache.path())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -136,8 +132,7 @@ fn no_cache_neither_reads_nor_writes_the_cache() {
 #[test]
 fn the_cache_directory_comes_from_the_environment_when_no_flag_is_given() {
     let cache = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .args(["compile", &probe()])
+    let out = flowhost_testkit::flowhost(["compile", &probe()])
         .env("FLOWHOST_CACHE_DIR", cache.path())
         .output()
         .unwrap();

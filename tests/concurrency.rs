@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flowhost::{Engine, Flow, FlowState, Store, TaskSpec, TaskState, Transition};
+use flowhost::{Engine, FlowSpec, FlowState, Store, TaskSpec, TaskState, Transition};
 use flowhost_testkit::{Recorder, plugin};
 use serde_json::json;
 
@@ -18,7 +18,7 @@ async fn many_flows_on_one_engine_run_at_once_each_in_order_with_its_own_store()
     let mut engine = Engine::new().unwrap();
     engine.listen(recorder.clone());
     // Each step sleeps inside the guest (an async WASI wait), then passes the value on.
-    let mut flow = Flow::linear("relay");
+    let mut flow = FlowSpec::linear("relay");
     for step in 0..STEPS {
         let from = if step == 0 { "value".to_owned() } else { format!("out{}", step - 1) };
         flow = flow.add(

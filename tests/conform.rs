@@ -3,11 +3,11 @@
 //! through the library (as from `cargo test`) and through `flowhost conform`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use flowhost::Engine;
 use flowhost::conform::{Cases, ConformReport, Status, conform};
-use flowhost_testkit::{plugin, repo_root};
+use flowhost_testkit::{flowhost, plugin, repo_root};
 
 fn fixture_cases(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures/conform").join(format!("{name}.cases.toml"))
@@ -33,12 +33,9 @@ fn assert_fails(report: &ConformReport, id: &str, words: &[&str]) {
 }
 
 fn flowhost_conform(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .arg("conform")
-        .args(args)
-        .env_remove("FLOWHOST_LOG")
-        .output()
-        .expect("run flowhost")
+    let mut command = flowhost(["conform"]);
+    command.args(args);
+    command.run()
 }
 
 #[tokio::test]

@@ -2,128 +2,20 @@
 //! mid-revert) is resumed with `flowhost runs resume` without executing succeeded tasks
 //! again, and the database stays whole under many concurrent runs and processes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use flowhost::runs::{self, RunDb, RunFilter, SqliteRunDb, Sync};
-use flowhost::{Engine, Flow, FlowState, Store, TaskSpec, TaskState};
-use flowhost_testkit::{json_lines, plugin};
+use flowhost::runs::{self, Durability, Executor, RunDb, RunFilter, SqliteRunDb};
+use flowhost::{Engine, FlowSpec, FlowState, Store, TaskSpec, TaskState};
+use flowhost_testkit::{Workspace, json_lines, plugin, stderr, stdout_json};
 use serde_json::{Value, json};
-
-/// A folder holding a flow file, the probes' journal, a signal folder and the run database.
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("journal")).unwrap();
-        std::fs::create_dir(dir.path().join("signal")).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.path("runs.db")
-    }
-
-    /// Writes `flow.toml`: probes named by `tasks` (name, extra config), each journaling and
-    /// passing the previous one's result on.
-    fn flow(&self, name: &str, tasks: &[(&str, Value)]) -> PathBuf {
-        let mut text = format!("name = \"{name}\"\n[store]\nseed = 1\n");
-        let mut from = "seed".to_owned();
-        for (task, extra) in tasks {
-            let mut config = json!({ "label": task, "journal": true });
-            config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            text += &format!(
-                "\n[[task]]\nname = \"{task}\"\nplugin = {plugin:?}\nrebind = {{ value = \"{from}\" }}\nprovides = [\"{task}_out\"]\nconfig = {config}\ndirs = [{{ host = \"journal\", guest = \"/journal\", mode = \"rw\" }}, {{ host = \"signal\", guest = \"/signal\" }}]\n",
-                plugin = plugin("probe"),
-                config = toml_inline(&config),
-            );
-            from = format!("{task}_out");
-        }
-        let path = self.path("flow.toml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Every probe call so far: (call, label).
-    fn calls(&self) -> Vec<(String, String)> {
-        json_lines(&self.path("journal/calls.jsonl"))
-            .iter()
-            .map(|c| (c["call"].as_str().unwrap().to_owned(), c["label"].as_str().unwrap().to_owned()))
-            .collect()
-    }
-
-    fn count(&self, call: &str, label: &str) -> usize {
-        self.calls().iter().filter(|(c, l)| c == call && l == label).count()
-    }
-
-    /// Waits until the journal shows `call` of `label` (the probe journals before blocking).
-    fn wait_for(&self, child: &mut Child, call: &str, label: &str) {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while self.count(call, label) == 0 {
-            assert!(child.try_wait().unwrap().is_none(), "flowhost ended before `{label}` reached {call}");
-            assert!(Instant::now() < deadline, "`{label}` never reached {call}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn release(&self) {
-        std::fs::write(self.path("signal/go"), "go").unwrap();
-    }
-
-    fn flowhost(&self, args: &[&str]) -> Output {
-        flowhost(self.dir.path(), args).output().unwrap()
-    }
-
-    /// The one run recorded so far.
-    fn only_run(&self) -> runs::RunSummary {
-        let output = self.flowhost(&["runs", "list", "--json", "--db", self.db().to_str().unwrap()]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let list: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(list.len(), 1, "{list:?}");
-        let db = SqliteRunDb::open(&self.db(), false, Sync::Normal).unwrap();
-        db.list(&RunFilter::default()).unwrap().remove(0)
-    }
-}
-
-fn toml_inline(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let fields: Vec<String> = map.iter().map(|(k, v)| format!("{k} = {}", toml_inline(v))).collect();
-            format!("{{ {} }}", fields.join(", "))
-        }
-        other => other.to_string(),
-    }
-}
-
-fn flowhost(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flowhost"));
-    command.current_dir(dir).args(args).env_remove("FLOWHOST_DB").stdin(Stdio::null());
-    command
-}
-
-fn stdout_json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// Starts `flowhost run flow.toml` recording into the workspace's database, kills it with
 /// SIGKILL once `label` reached `call`, and returns the interrupted run.
 fn run_and_kill(ws: &Workspace, call: &str, label: &str) -> runs::RunSummary {
     let db = ws.db();
-    let mut child = flowhost(ws.dir.path(), &["run", "flow.toml", "--db", db.to_str().unwrap()])
+    let mut child = ws.command(&["run", "flow.toml", "--db", db.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -304,8 +196,8 @@ fn a_read_only_database_location_is_a_clear_error() {
     assert!(in_memory.status.success(), "{}", stderr(&in_memory));
 }
 
-fn trivial_flow(tasks: usize) -> Flow {
-    let mut flow = Flow::linear("trivial");
+fn trivial_flow(tasks: usize) -> FlowSpec {
+    let mut flow = FlowSpec::linear("trivial");
     for step in 0..tasks {
         let from = if step == 0 { "value".to_owned() } else { format!("out{}", step - 1) };
         flow = flow.add(
@@ -337,17 +229,17 @@ async fn two_hundred_concurrent_runs_in_one_process_are_all_recorded() {
     const RUNS: usize = 200;
     const TASKS: usize = 3;
     let dir = tempfile::tempdir().unwrap();
-    let db: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("runs.db"), true, Sync::Normal).unwrap());
+    let db: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap());
     let engine = Engine::new().unwrap();
     let flow = trivial_flow(TASKS);
     let handles: Vec<_> = (0..RUNS)
         .map(|n| {
-            let (engine, flow, db) = (engine.clone(), flow.clone(), db.clone());
+            let (engine, flow, executor) = (engine.clone(), flow.clone(), Executor::new(db.clone()));
             tokio::spawn(async move {
                 let store: Store = [("value".to_owned(), json!(n))].into_iter().collect();
                 let mut loaded = engine.load(&flow, store).await.unwrap();
-                runs::record(&mut loaded, db, None).unwrap();
-                let report = loaded.run().await;
+                runs::record(&executor, &mut loaded, None).unwrap();
+                let report = loaded.run().await.unwrap();
                 assert_eq!(report.state, FlowState::Success);
                 report.run_id
             })
@@ -368,7 +260,7 @@ fn processes_sharing_one_database_do_not_lose_records() {
     let db = ws.db();
     let children: Vec<Child> = (0..PROCESSES)
         .map(|_| {
-            flowhost(ws.dir.path(), &["run", "flow.toml", "--json", "-q", "--db", db.to_str().unwrap()])
+            ws.command(&["run", "flow.toml", "--json", "-q", "--db", db.to_str().unwrap()])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -382,7 +274,7 @@ fn processes_sharing_one_database_do_not_lose_records() {
         assert!(!stderr(&output).contains("locked"), "{}", stderr(&output));
         ids.push(stdout_json(&output)["run_id"].as_str().unwrap().to_owned());
     }
-    let db = SqliteRunDb::open(&db, false, Sync::Normal).unwrap();
+    let db = SqliteRunDb::open(&db, false, Durability::Normal).unwrap();
     assert_every_task_recorded_once(&db, &ids, 3);
     assert_eq!(ws.count("execute", "a"), PROCESSES);
 }
@@ -397,7 +289,7 @@ fn processes_creating_one_fresh_database_together_all_start() {
         let db = ws.path(&format!("round{round}/runs.db"));
         let children: Vec<Child> = (0..PROCESSES)
             .map(|_| {
-                flowhost(ws.dir.path(), &["run", "flow.toml", "-q", "--db", db.to_str().unwrap()])
+                ws.command(&["run", "flow.toml", "-q", "--db", db.to_str().unwrap()])
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -408,62 +300,7 @@ fn processes_creating_one_fresh_database_together_all_start() {
             let output = child.wait_with_output().unwrap();
             assert!(output.status.success(), "round {round}: {}", stderr(&output));
         }
-        let db = SqliteRunDb::open(&db, false, Sync::Normal).unwrap();
+        let db = SqliteRunDb::open(&db, false, Durability::Normal).unwrap();
         assert_eq!(db.list(&RunFilter::default()).unwrap().len(), PROCESSES, "round {round}: every run recorded");
-    }
-}
-
-/// Per-task cost of recording: `cargo test --release -p flowhost --test durable -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, not a test: run explicitly"]
-async fn measure_durable_vs_in_memory_per_task() {
-    const TASKS: usize = 50;
-    const ROUNDS: usize = 40;
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::new().unwrap();
-    let flow = trivial_flow(TASKS);
-    let store: Store = [("value".to_owned(), json!(0))].into_iter().collect();
-    for sync in [Sync::Normal, Sync::Full] {
-        let db: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join(format!("{sync:?}.db")), true, sync).unwrap());
-        let (mut memory, mut durable) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS + 2 {
-            let loaded = engine.load(&flow, store.clone()).await.unwrap();
-            let started = Instant::now();
-            loaded.run().await;
-            let in_memory = started.elapsed();
-            let mut loaded = engine.load(&flow, store.clone()).await.unwrap();
-            let started = Instant::now();
-            runs::record(&mut loaded, db.clone(), None).unwrap();
-            loaded.run().await;
-            if round >= 2 {
-                memory.push(in_memory.as_secs_f64() * 1e6 / TASKS as f64);
-                durable.push(started.elapsed().as_secs_f64() * 1e6 / TASKS as f64);
-            }
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let (m, d) = (median(&mut memory), median(&mut durable));
-        println!("synchronous={sync:?}: in-memory {m:.1} µs/task, durable {d:.1} µs/task, ratio {:.2}", d / m);
-        let id = "commit-cost".to_owned();
-        let new = runs::NewRun {
-            id: id.clone(),
-            flow: "commits".into(),
-            origin: runs::Origin { flow_path: None, flow_hash: None, plugins: Vec::new() },
-            initial_store: Store::new(),
-            tasks: vec!["t".into()],
-        };
-        db.create(&new).unwrap();
-        let started = Instant::now();
-        for n in 0..2000 {
-            let (from, to) = if n % 2 == 0 { (TaskState::Pending, TaskState::Running) } else { (TaskState::Running, TaskState::Pending) };
-            let transition = flowhost::Transition::Task {
-                task: "t".into(), index: 0, from, to, duration: Duration::ZERO,
-                result: None, error: None, args: Some("{}".into()), outcome: None,
-            };
-            db.record(&flowhost::Event { run_id: id.clone(), flow: "commits".into(), at: std::time::SystemTime::now(), transition }).unwrap();
-        }
-        println!("synchronous={sync:?}: {:.1} µs per recorded transition", started.elapsed().as_secs_f64() * 1e6 / 2000.0);
     }
 }

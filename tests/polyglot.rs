@@ -3,7 +3,7 @@
 //! The Python, JavaScript and C components come from `plugins/build-polyglot.sh`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use flowhost_testkit::{polyglot, repo_root};
 use serde_json::{Value, json};
@@ -11,11 +11,7 @@ use serde_json::{Value, json};
 const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
 
 fn flowhost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .args(args)
-        .env_remove("FLOWHOST_LOG")
-        .output()
-        .expect("run flowhost")
+    flowhost_testkit::flowhost(args).run()
 }
 
 fn stderr(out: &Output) -> String {

@@ -3,14 +3,14 @@
 //! errors as the CLI shows them.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use flowhost::{Access, Engine, Flow, Store, TaskSpec, ValidationError};
+use flowhost::{Access, Engine, FlowSpec, Store, TaskSpec, ValidationError};
 use flowhost_testkit::{json_lines, journaled_probe, plugin};
 use serde_json::json;
 
 
-async fn invalid(flow: &Flow, journal: &Path) -> ValidationError {
+async fn invalid(flow: &FlowSpec, journal: &Path) -> ValidationError {
     let initial: Store = [("value".to_owned(), json!(1))].into_iter().collect();
     let error = Engine::new().unwrap().load(flow, initial).await.err().expect("the flow must be rejected");
     assert!(
@@ -27,7 +27,7 @@ fn messages(error: &ValidationError) -> Vec<String> {
 #[tokio::test]
 async fn a_missing_requirement_names_task_argument_and_store_key() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("missing")
+    let flow = FlowSpec::linear("missing")
         .add(journaled_probe("first", journal.path(), json!({})))
         .add(journaled_probe("second", journal.path(), json!({})).rebind("value", "raw_value"));
     let error = invalid(&flow, journal.path()).await;
@@ -40,7 +40,7 @@ async fn a_missing_requirement_names_task_argument_and_store_key() {
 #[tokio::test]
 async fn a_requirement_provided_only_by_a_later_task_is_reported_with_a_hint() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("order")
+    let flow = FlowSpec::linear("order")
         .add(journaled_probe("early", journal.path(), json!({})).rebind("value", "late_out"))
         .add(journaled_probe("late", journal.path(), json!({})));
     let error = invalid(&flow, journal.path()).await;
@@ -56,7 +56,7 @@ async fn every_problem_is_reported_at_once() {
     std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
     let no_contract = journal.path().join("empty-component.wat");
     std::fs::write(&no_contract, "(component)").unwrap();
-    let flow = Flow::linear("broken")
+    let flow = FlowSpec::linear("broken")
         .add(journaled_probe("ok", journal.path(), json!({})))
         .add(journaled_probe("ok", journal.path(), json!({})))
         .add(TaskSpec::new("absent", journal.path().join("nope.wasm")))
@@ -73,7 +73,7 @@ async fn every_problem_is_reported_at_once() {
     assert!(all[4].starts_with("no_contract: plugin") && all[4].contains("does not export the flowhost task contract"), "{error}");
     assert!(all[5].contains("`rebind` names argument `valeu`, which plugin `probe` neither requires nor accepts"), "{error}");
 
-    let flow = Flow::linear("core").add(TaskSpec::new("core", &core_module));
+    let flow = FlowSpec::linear("core").add(TaskSpec::new("core", &core_module));
     let error = invalid(&flow, journal.path()).await;
     assert!(messages(&error)[0].contains("is a core WebAssembly module"), "{error}");
 }
@@ -81,7 +81,7 @@ async fn every_problem_is_reported_at_once() {
 #[tokio::test]
 async fn a_missing_granted_directory_is_a_validation_problem() {
     let journal = tempfile::tempdir().unwrap();
-    let flow = Flow::linear("grant").add(
+    let flow = FlowSpec::linear("grant").add(
         journaled_probe("t", journal.path(), json!({})).grant_dir(journal.path().join("no-such-dir"), "/data", Access::ReadOnly),
     );
     let error = invalid(&flow, journal.path()).await;
@@ -89,7 +89,7 @@ async fn a_missing_granted_directory_is_a_validation_problem() {
 }
 
 fn flowhost(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowhost")).args(args).current_dir(dir).output().expect("run flowhost")
+    flowhost_testkit::flowhost(args).dir(dir).run()
 }
 
 fn write_flow(dir: &Path, body: &str) {

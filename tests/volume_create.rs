@@ -2,7 +2,7 @@
 //! successful volume create, a failing one that must leave nothing behind, and one over quota.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use flowhost_testkit::{plugin, repo_root, snapshot};
 use serde_json::Value;
@@ -20,13 +20,9 @@ fn example() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn flowhost(flow: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowhost"))
-        .arg("run")
-        .arg(flow)
-        .args(extra)
-        .env_remove("FLOWHOST_LOG")
-        .output()
-        .expect("run flowhost")
+    let mut command = flowhost_testkit::flowhost(["run"]);
+    command.arg(flow).args(extra);
+    command.run()
 }
 
 /// The `task `name` FROM -> TO` transitions logged on stderr, in order.

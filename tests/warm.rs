@@ -2,12 +2,12 @@
 //! instances kept warm; one that trapped or hit a limit is thrown away; deadlines and caps
 //! still apply; entries that did not opt in keep getting a fresh instance per call.
 
-use flowhost::{Engine, Flow, FlowSpec, FlowState, Instances, Limits, Store, TaskSpec};
+use flowhost::{Engine, FlowSpec, FlowState, Instances, Limits, Store, TaskSpec};
 use flowhost_testkit::plugin;
 use serde_json::{Value, json};
 
-fn probe(name: &str, instances: Instances, config: Value) -> Flow {
-    Flow::linear(name).add(TaskSpec::new("probe", plugin("probe")).instances(instances).config(config))
+fn probe(name: &str, instances: Instances, config: Value) -> FlowSpec {
+    FlowSpec::linear(name).add(TaskSpec::new("probe", plugin("probe")).instances(instances).config(config))
 }
 
 fn initial(value: Value) -> Store {
@@ -91,7 +91,7 @@ async fn a_task_error_keeps_the_instance_warm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_runs_at_once_on_warm_instances_each_get_their_own_result() {
     let engine = Engine::new().unwrap();
-    let flow = Flow::linear("warm")
+    let flow = FlowSpec::linear("warm")
         .add(TaskSpec::new("first", plugin("probe")).instances(Instances::Reuse).provides(["a"]))
         .add(
             TaskSpec::new("second", plugin("probe"))

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowhost::runs::{self, RunDb, SqliteRunDb, Sync as Durability};
-use flowhost::{Batch, BatchInput, Engine, EngineConfig, Flow, FlowSpec, Instances, Store, TaskSpec};
+use flowhost::runs::{self, Durability, Executor, RunDb, SqliteRunDb};
+use flowhost::{Batch, BatchInput, Engine, EngineConfig, FlowSpec, Instances, Store, TaskSpec};
 use flowhost_testkit::{plugin, repo_root};
 use serde_json::json;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -132,7 +132,7 @@ async fn wasmtime_floor() -> (f64, f64) {
 
 /// A linear flow of `n` probe tasks, each echoing the initial `value`.
 fn chain(n: usize, instances: Instances) -> FlowSpec {
-    (0..n).fold(Flow::linear(format!("chain{n}")), |flow, i| {
+    (0..n).fold(FlowSpec::linear(format!("chain{n}")), |flow, i| {
         flow.add(TaskSpec::new(format!("t{i}"), plugin("probe")).provides([format!("o{i}")]).instances(instances))
     })
 }
@@ -181,14 +181,15 @@ async fn durable_costs() {
     let full: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("full.db"), true, Durability::Full).expect("db"));
     let mut memory = None;
     for (name, db) in [("in memory", None), ("SQLite, synchronous=NORMAL", Some(normal)), ("SQLite, synchronous=FULL", Some(full))] {
+        let executor = db.map(Executor::new);
         let mut per_task = Vec::new();
         for _ in 0..REPS {
             let started = Instant::now();
             let mut loaded = engine.load(&flow, initial()).await.expect("valid flow");
-            if let Some(db) = &db {
-                runs::record(&mut loaded, db.clone(), None).expect("record run");
+            if let Some(executor) = &executor {
+                runs::record(executor, &mut loaded, None).expect("record run");
             }
-            assert!(loaded.run().await.succeeded());
+            assert!(loaded.run().await.unwrap().succeeded());
             per_task.push(micros(started.elapsed()) / N as f64);
         }
         let cost = median(per_task);
@@ -286,7 +287,7 @@ fn rss_child() {
         let engine = engine();
         // The first task sleeps inside the guest, so every run is started before any ends.
         let flow = (1..10).fold(
-            Flow::linear("in-flight").add(
+            FlowSpec::linear("in-flight").add(
                 TaskSpec::new("sleep", plugin("probe")).provides(["o0"]).config(json!({"mode": "sleep", "ms": 100})),
             ),
             |flow, i| flow.add(TaskSpec::new(format!("t{i}"), plugin("probe")).provides([format!("o{i}")])),

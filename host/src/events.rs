@@ -1,5 +1,6 @@
-//! States, transitions and listeners: everything that happens in a run is an [`Event`] handed
-//! to every [`Listener`] — logging, progress and persistence are all listeners.
+//! States, transitions and listeners: everything that happens in a run is an [`Event`],
+//! journaled by the engine first and then handed to every [`Listener`] — logging, progress
+//! and metrics are listeners; persistence is not (see `crate::engine::Journal`).
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -9,8 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::TaskError;
-use crate::plugin::Outcome;
+use crate::contract::{Outcome, TaskError};
 use crate::store::Store;
 
 /// A task's state, as in TaskFlow.
@@ -62,6 +62,30 @@ macro_rules! display_as_serde {
     )*};
 }
 display_as_serde!(TaskState, FlowState);
+
+impl TaskState {
+    /// Whether TaskFlow's state machine allows the move from `self` to `to` (a task caught
+    /// RUNNING by a crash starts over from PENDING on resume, so RUNNING is entered again
+    /// only that way).
+    pub fn can_move_to(self, to: TaskState) -> bool {
+        use TaskState::*;
+        matches!(
+            (self, to),
+            (Pending, Running)
+                | (Running, Success | Failure)
+                | (Success | Failure, Reverting)
+                | (Reverting, Reverted | RevertFailure)
+        )
+    }
+}
+
+impl FlowState {
+    /// Whether the flow has ended: SUCCESS, REVERTED or FAILURE. An unfinished run can be
+    /// resumed.
+    pub fn is_finished(self) -> bool {
+        matches!(self, FlowState::Success | FlowState::Reverted | FlowState::Failure)
+    }
+}
 
 /// One state transition of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -120,10 +144,18 @@ pub enum Transition {
     },
 }
 
-/// Receives every transition of the runs it is registered with. Called synchronously, in
-/// order, before the run moves on — so a persisting listener has committed an event before
-/// the next task starts. A listener that errors or panics is logged and skipped; it never
-/// breaks the run.
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transition::Flow { from, to, .. } => write!(f, "flow {from} -> {to}"),
+            Transition::Task { task, from, to, .. } => write!(f, "task `{task}` {from} -> {to}"),
+        }
+    }
+}
+
+/// Receives every transition of the runs it is registered with, after the run's journal
+/// recorded it. Called synchronously, in order, before the run moves on. A listener is an
+/// observer: one that errors or panics is logged and skipped; it never breaks the run.
 pub trait Listener: Send + Sync {
     /// Handles one event.
     fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;

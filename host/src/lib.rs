@@ -6,51 +6,46 @@
 //! task fails the engine reverts it and every task that ran before it, in reverse order.
 //!
 //! ```no_run
-//! use flowhost::{Engine, Flow, Store, TaskSpec};
+//! use flowhost::{Engine, FlowSpec, Store, TaskSpec};
 //! use serde_json::json;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let flow = Flow::linear("volume_create_api")
+//! let flow = FlowSpec::linear("volume_create_api")
 //!     .add(TaskSpec::new("extract", "extract_volume_request.wasm").rebind("size", "raw_size"))
 //!     .add(TaskSpec::new("entry_create", "entry_create.wasm"));
 //! let mut store = Store::new();
 //! store.insert("raw_size", json!(10));
 //!
 //! let engine = Engine::new()?;
-//! let report = engine.load(&flow, store).await?.run().await;
+//! let report = engine.load(&flow, store).await?.run().await?;
 //! println!("{:?}", report.fetch("volume"));
 //! # Ok(()) }
 //! ```
 //!
-//! The pieces, in the order data flows through them: [`flow`] (flow files and the builder),
-//! [`Engine::load`] (validation: plugins described, every requirement checked), [`Engine`]
-//! runs, [`events`] (every transition to [`Listener`]s), [`RunReport`] (the final store).
+//! The layers, each depending only on those before it: the contract's types
+//! ([`TaskInfo`], [`Outcome`], [`TaskError`], [`HostFault`]); flows ([`FlowSpec`], read from
+//! TOML or built in code) and the [`Store`]; the wasmtime runtime ([`Plugin`], [`Sandbox`],
+//! [`EngineConfig`]); the [`Engine`] (validation, the run state machine, its [`Journal`],
+//! [`Listener`]s); then the run database ([`runs`]: journal, lease, resume) and the
+//! conformance suite ([`conform`]).
 
-pub mod batch;
-pub mod cache;
-pub mod checkpoint;
-pub mod config;
+mod contract;
+mod engine;
+mod events;
+mod flow;
+mod runtime;
+mod store;
+
 pub mod conform;
-pub mod engine;
-pub mod error;
-pub mod events;
-pub mod flow;
-pub mod plugin;
-mod pool;
-pub mod report;
 pub mod runs;
-pub mod sandbox;
-pub mod store;
 
-pub use batch::{Batch, BatchInput, BatchOutcome, BatchSummary};
-pub use cache::ComponentCache;
-pub use checkpoint::{Checkpoint, ResumeError, TaskCheckpoint};
-pub use config::EngineConfig;
-pub use engine::{Engine, LoadedFlow, TaskPlan};
-pub use error::{FlowFileError, PluginError, Problem, SetupError, TaskError, ValidationError};
+pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo};
+pub use engine::{
+    Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Engine, FlowError, Journal, JournalError,
+    LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, TaskCheckpoint, TaskPlan, TaskReport,
+    ValidationError,
+};
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
-pub use flow::{Access, DirGrant, Flow, FlowSpec, Instances, TaskSpec};
-pub use plugin::{Outcome, Plugin, TaskInfo};
-pub use report::{RunReport, TaskReport};
-pub use sandbox::{EffectiveLimits, EnvSource, EnvVar, Limits, Sandbox};
+pub use flow::{Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, TaskSpec};
+pub use runtime::{EngineConfig, EnvSource, EnvVar, Plugin, PluginError, Preopen, Sandbox, SetupError};
 pub use store::Store;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::TaskError;
+use crate::contract::{HostFault, TaskError};
 
 /// Named JSON values flowing through a run, like TaskFlow's storage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,8 +119,7 @@ impl Binding {
             [only] => Ok(vec![(only.clone(), result)]),
             names => {
                 let Value::Object(mut object) = result else {
-                    return Err(TaskError::host(
-                        "missing-provides",
+                    return Err(HostFault::MissingProvides.error(
                         format!(
                             "result must be a JSON object holding {}, got {}",
                             quoted(names),
@@ -131,8 +130,7 @@ impl Binding {
                 let missing: Vec<String> =
                     names.iter().filter(|n| !object.contains_key(*n)).cloned().collect();
                 if !missing.is_empty() {
-                    return Err(TaskError::host(
-                        "missing-provides",
+                    return Err(HostFault::MissingProvides.error(
                         format!("result lacks provided name(s) {}", quoted(&missing)),
                     ));
                 }

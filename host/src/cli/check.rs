@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{StoreArgs, engine, print_json, read_flow};
+use super::{Context, StoreArgs, print_json, read_flow};
 
 /// Arguments of `flowhost check`.
 #[derive(Debug, Args)]
@@ -21,9 +21,9 @@ pub struct CheckArgs {
 
 /// Prints each task as it would run: arguments and where they come from, provides, limits
 /// and grants.
-pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
-    let loaded = engine(flow.needs_fuel())?.load(&flow, args.store.store()?).await?;
+    let loaded = ctx.engine(flow.needs_fuel())?.load(&flow, args.store.store()?).await?;
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
         print_json(&serde_json::json!({ "flow": loaded.name(), "valid": true, "tasks": tasks }))?;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use flowhost::conform::{Cases, conform as run_suite};
 
-use super::{engine, print_json};
+use super::{Context, print_json};
 
 /// Exit code when at least one check failed.
 pub const EXIT_NONCONFORMING: u8 = 1;
@@ -31,9 +31,9 @@ pub struct ConformArgs {
 }
 
 /// Runs the suite and prints one line per check.
-pub async fn conform(args: ConformArgs) -> anyhow::Result<ExitCode> {
+pub async fn conform(ctx: &Context, args: ConformArgs) -> anyhow::Result<ExitCode> {
     let cases = args.cases.as_deref().map(Cases::from_file).transpose()?;
-    let report = run_suite(&engine(false)?, &args.plugin, cases.as_ref()).await;
+    let report = run_suite(&ctx.engine(false)?, &args.plugin, cases.as_ref()).await;
     if args.json {
         print_json(&report)?;
     } else {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{engine, print_json};
+use super::{Context, print_json};
 
 /// Arguments of `flowhost describe`.
 #[derive(Debug, Args)]
@@ -18,8 +18,8 @@ pub struct DescribeArgs {
 }
 
 /// Loads the plugin (which checks it against the contract) and prints its declaration.
-pub async fn describe(args: DescribeArgs) -> anyhow::Result<ExitCode> {
-    let plugin = engine(false)?.plugin(&args.plugin).await?;
+pub async fn describe(ctx: &Context, args: DescribeArgs) -> anyhow::Result<ExitCode> {
+    let plugin = ctx.engine(false)?.plugin(&args.plugin).await?;
     let info = plugin.info();
     if args.json {
         print_json(info)?;

@@ -1,35 +1,29 @@
-//! Argument definitions, shared helpers and one module per subcommand.
+//! The command line: argument definitions, the [`Context`] every command gets, and one
+//! module per subcommand. Commands present; the library decides.
 
 pub mod check;
 pub mod compile;
 pub mod conform;
+pub mod db;
 pub mod describe;
+pub mod exit;
 pub mod run;
 pub mod runs;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use flowhost::conform::CasesError;
-use flowhost::{EngineConfig, FlowFileError, PluginError, Store, ValidationError};
+use flowhost::{EngineConfig, Store};
 use serde_json::Value;
 
-/// Wrong use of the command line.
-pub const EXIT_USAGE: u8 = 64;
-/// The flow file, a plugin or the flow as a whole is invalid.
-pub const EXIT_INVALID: u8 = 65;
-/// An input file could not be read.
-pub const EXIT_NOINPUT: u8 = 66;
-/// A fault inside flowhost itself.
-pub const EXIT_SOFTWARE: u8 = 70;
+use exit::{InputError, UsageError};
 
 /// Runs flows of sandboxed WebAssembly tasks: each task starts after the previous one
 /// finished, results flow through a store of named JSON values, and a failure reverts every
 /// task that ran, in reverse order.
 #[derive(Debug, Parser)]
-#[command(name = "flowhost", version, after_help = EXIT_CODES)]
+#[command(name = "flowhost", version, after_help = exit::EXIT_CODES)]
 pub struct Cli {
     /// More log output (debug level). Overridden by FLOWHOST_LOG.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
@@ -47,9 +41,6 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
-
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 flow failed and was reverted, 2 flow failed and a revert \
-failed (needs a person), 64 usage error, 65 invalid flow/plugin, 66 unreadable input file, 70 internal error.";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -108,68 +99,39 @@ impl StoreArgs {
     }
 }
 
-/// A command-line mistake (exit 64).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+/// What every command is handed: the engine settings the global flags chose.
+pub struct Context {
+    config: EngineConfig,
+}
 
-/// An input file that could not be read (exit 66).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
+impl Context {
+    /// Reads the global flags (`--cache-dir`, `--no-cache`).
+    pub fn new(cli: &Cli) -> Self {
+        let config = match (&cli.cache_dir, cli.no_cache) {
+            (_, true) => EngineConfig::default().no_cache(),
+            (Some(dir), false) if !dir.as_os_str().is_empty() => EngineConfig::default().cache_dir(dir),
+            _ => EngineConfig::default(),
+        };
+        Self { config }
+    }
 
-/// Maps an error to the documented exit code.
-pub fn exit_code_for(error: &anyhow::Error) -> u8 {
-    if let Some(code) = runs::exit_code_for(error) {
-        code
-    } else if error.is::<UsageError>() {
-        EXIT_USAGE
-    } else if error.is::<InputError>()
-        || matches!(error.downcast_ref(), Some(FlowFileError::Read { .. }))
-        || matches!(error.downcast_ref(), Some(CasesError::Read { .. }))
-    {
-        EXIT_NOINPUT
-    } else if error.is::<ValidationError>()
-        || error.is::<FlowFileError>()
-        || error.is::<PluginError>()
-        || error.is::<CasesError>()
-    {
-        EXIT_INVALID
-    } else {
-        EXIT_SOFTWARE
+    /// An engine with these settings and no listener; with fuel metering only when `fuel`
+    /// (a flow sets a fuel budget), since metering slows every task.
+    pub fn bare_engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
+        flowhost::Engine::with_config(&self.config.clone().fuel(fuel)).context("starting the engine")
+    }
+
+    /// An engine that logs every transition (the stock logging listener).
+    pub fn engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
+        let mut engine = self.bare_engine(fuel)?;
+        engine.listen(std::sync::Arc::new(flowhost::LogListener));
+        Ok(engine)
     }
 }
 
 /// Loads the flow file; errors keep their type for the exit code.
 pub fn read_flow(path: &PathBuf) -> anyhow::Result<flowhost::FlowSpec> {
     Ok(flowhost::FlowSpec::from_file(path)?)
-}
-
-/// The engine settings the global flags chose; set once by `main`.
-static ENGINE_CONFIG: OnceLock<EngineConfig> = OnceLock::new();
-
-/// Records the global flags' engine settings (`--cache-dir`, `--no-cache`).
-pub fn configure_engine(cli: &Cli) {
-    let config = match (&cli.cache_dir, cli.no_cache) {
-        (_, true) => EngineConfig::default().no_cache(),
-        (Some(dir), false) if !dir.as_os_str().is_empty() => EngineConfig::default().cache_dir(dir),
-        _ => EngineConfig::default(),
-    };
-    let _ = ENGINE_CONFIG.set(config);
-}
-
-/// An engine with the global flags' settings and no listener; with fuel metering only when
-/// `fuel` (a flow sets a fuel budget), since metering slows every task.
-pub fn bare_engine(fuel: bool) -> anyhow::Result<flowhost::Engine> {
-    let config = ENGINE_CONFIG.get_or_init(EngineConfig::default).clone().fuel(fuel);
-    flowhost::Engine::with_config(&config).context("starting the engine")
-}
-
-/// Creates the engine with the stock logging listener.
-pub fn engine(fuel: bool) -> anyhow::Result<flowhost::Engine> {
-    let mut engine = bare_engine(fuel)?;
-    engine.listen(std::sync::Arc::new(flowhost::LogListener));
-    Ok(engine)
 }
 
 /// Logs to stderr; `FLOWHOST_LOG` (tracing filter syntax) overrides -v / -q.

@@ -8,8 +8,9 @@ use clap::Args;
 use flowhost::FlowState;
 use serde_json::{Map, Value, json};
 
-use super::runs::RecordArgs;
-use super::{StoreArgs, UsageError, engine, print_json, read_flow};
+use super::db::RecordArgs;
+use super::exit::{self, UsageError};
+use super::{Context, StoreArgs, print_json, read_flow};
 
 mod batch;
 
@@ -39,14 +40,14 @@ pub struct RunArgs {
 }
 
 /// Validates, runs, prints; the exit code tells success (0), reverted (1), revert failed (2).
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
     let store = args.store.store()?;
+    let executor = args.record.executor()?;
     if let Some(inputs) = &args.batch {
-        return batch::run(&flow, store, inputs, &args).await;
+        return batch::run(ctx, &flow, store, inputs, &args, executor).await;
     }
-    let db = args.record.open()?;
-    let mut loaded = engine(flow.needs_fuel())?.load(&flow, store).await?;
+    let mut loaded = ctx.engine(flow.needs_fuel())?.load(&flow, store).await?;
     let unknown: Vec<&String> = args.fetch.iter().filter(|n| !loaded.will_provide(n)).collect();
     if !unknown.is_empty() {
         bail!(UsageError(format!(
@@ -54,10 +55,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             flow.name
         )));
     }
-    if let Some(db) = db {
-        flowhost::runs::record(&mut loaded, db, Some(&args.flow))?;
+    if let Some(executor) = &executor {
+        flowhost::runs::record(executor, &mut loaded, Some(&args.flow))?;
     }
-    let report = loaded.run().await;
+    let report = loaded.run().await?;
     print_report(&report, &args.fetch, args.json)
 }
 
@@ -92,5 +93,5 @@ pub fn print_report(report: &flowhost::RunReport, fetch: &[String], json: bool) 
             None => print_json(&json!(report.store))?,
         }
     }
-    Ok(ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2)))
+    Ok(ExitCode::from(exit::for_state(report.state)))
 }

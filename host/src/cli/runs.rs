@@ -1,57 +1,18 @@
 //! `flowhost runs`: the run database — where it is (`--db`, `FLOWHOST_DB`, `--no-db`), and
 //! listing, showing, fetching from, resuming and pruning recorded runs.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use flowhost::runs::{self, Origin, PruneFilter, RunDb, RunFilter, RunRecord, SqliteRunDb, Sync};
-use flowhost::{FlowState, ResumeError};
+use flowhost::FlowState;
+use flowhost::runs::{PruneFilter, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord};
 use serde_json::Value;
 
-use super::{EXIT_INVALID, UsageError, engine, print_json, read_flow};
-
-/// Where runs are recorded when neither --db nor FLOWHOST_DB says otherwise.
-pub const DEFAULT_DB: &str = ".flowhost/runs.db";
-
-/// Where the run database is.
-#[derive(Debug, Args)]
-pub struct DbArgs {
-    /// The run database file (SQLite). Default: .flowhost/runs.db in the working directory.
-    #[arg(long, value_name = "PATH", env = "FLOWHOST_DB", global = true)]
-    pub db: Option<PathBuf>,
-}
-
-/// Where `flowhost run` records, or whether it does.
-#[derive(Debug, Args)]
-pub struct RecordArgs {
-    #[command(flatten)]
-    pub db: DbArgs,
-    /// Record nothing: a purely in-memory run that cannot be resumed or inspected later.
-    #[arg(long, conflicts_with = "db")]
-    pub no_db: bool,
-}
-
-impl DbArgs {
-    fn path(&self) -> PathBuf {
-        self.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
-    }
-
-    /// Opens the database; `create` makes it (and its folder) when missing.
-    pub fn open(&self, create: bool) -> anyhow::Result<Arc<SqliteRunDb>> {
-        Ok(Arc::new(SqliteRunDb::open(&self.path(), create, Sync::Normal)?))
-    }
-}
-
-impl RecordArgs {
-    /// The database to record into, unless --no-db.
-    pub fn open(&self) -> anyhow::Result<Option<Arc<SqliteRunDb>>> {
-        if self.no_db { Ok(None) } else { self.db.open(true).map(Some) }
-    }
-}
+use super::db::{DbArgs, parse_duration};
+use super::exit::UsageError;
+use super::{Context, print_json};
 
 /// Arguments of `flowhost runs`.
 #[derive(Debug, Args)]
@@ -94,11 +55,13 @@ pub enum RunsCommand {
         name: String,
     },
     /// Continue an interrupted run: succeeded tasks are not executed again, a task caught
-    /// running is executed again, a run caught reverting goes on reverting.
+    /// running is executed again, a run caught reverting goes on reverting. Refused (exit 75)
+    /// while another process holds the run's lease.
     Resume {
         /// The run's id.
         id: String,
-        /// Resume even though the flow file or a plugin changed since the run was recorded.
+        /// Resume even though the flow file or a plugin changed since the run was recorded
+        /// (never overrides another process's live lease).
         #[arg(long)]
         force: bool,
         /// Print one JSON report, as `flowhost run --json` does.
@@ -108,7 +71,7 @@ pub enum RunsCommand {
     /// Delete finished runs (SUCCESS, REVERTED, FAILURE), or the runs in --state.
     Prune {
         /// Only runs whose last transition is older than this: 30s, 15m, 12h, 7d.
-        #[arg(long, value_parser = parse_age, value_name = "DURATION")]
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         older_than: Option<Duration>,
         /// Only runs in this state (which may be RUNNING or REVERTING: those records are then
         /// lost for resume).
@@ -125,44 +88,8 @@ fn parse_state(text: &str) -> Result<FlowState, String> {
         .map_err(|_| format!("unknown state `{text}`; one of PENDING, RUNNING, SUCCESS, REVERTING, REVERTED, FAILURE"))
 }
 
-fn parse_age(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}`: expected a number and a unit, e.g. 7d"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{text}`: unit must be s, m, h or d")),
-    };
-    Ok(Duration::from_secs(n * seconds))
-}
-
-/// A resume refused because the flow file or a plugin changed (exit 65).
-#[derive(Debug, thiserror::Error)]
-#[error("run {id} is not resumed because its flow changed since it was recorded:\n  - {}\nresume it anyway with --force", changes.join("\n  - "))]
-pub struct Changed {
-    id: String,
-    changes: Vec<String>,
-}
-
-/// Exit code for the errors of this module, when they are of this module.
-pub fn exit_code_for(error: &anyhow::Error) -> Option<u8> {
-    if let Some(resume) = error.downcast_ref::<ResumeError>() {
-        return Some(match resume {
-            ResumeError::Finished { .. } => super::EXIT_USAGE,
-            _ => EXIT_INVALID,
-        });
-    }
-    if error.is::<Changed>() {
-        return Some(EXIT_INVALID);
-    }
-    error.is::<runs::RunDbError>().then_some(super::EXIT_NOINPUT)
-}
-
 /// Runs one `runs` subcommand.
-pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
     let db = args.db.open(false)?;
     match args.command {
         RunsCommand::List { state, flow, json } => {
@@ -170,9 +97,13 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&runs)?;
             } else {
-                println!("{:<28} {:<24} {:<10} {:<24} EXIT REASON", "ID", "FLOW", "STATE", "CREATED");
+                println!("{:<28} {:<24} {:<10} {:<24} EXIT REASON / HELD BY", "ID", "FLOW", "STATE", "CREATED");
                 for run in runs {
-                    let reason = run.exit_reason.as_deref().unwrap_or("");
+                    let reason = match (&run.lease, &run.exit_reason) {
+                        (Some(holder), _) => format!("running on host {} pid {} since {}", holder.host, holder.pid, holder.since),
+                        (None, Some(reason)) => reason.clone(),
+                        (None, None) => String::new(),
+                    };
                     println!("{:<28} {:<24} {:<10} {:<24} {reason}", run.id, run.flow, run.state.to_string(), run.created_at);
                 }
             }
@@ -192,7 +123,13 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             };
             print_json(value)?;
         }
-        RunsCommand::Resume { id, force, json } => return resume(db, &id, force, json).await,
+        RunsCommand::Resume { id, force, json } => {
+            let executor = args.db.executor(db);
+            let resumption = Resumption::open(executor.db().as_ref(), &id)?;
+            let engine = ctx.engine(resumption.flow().needs_fuel())?;
+            let report = resumption.run(&executor, &engine, force).await?;
+            return super::run::print_report(&report, &[], json);
+        }
         RunsCommand::Prune { older_than, state, json } => {
             let deleted = db.prune(&PruneFilter { older_than, state })?;
             if json {
@@ -206,7 +143,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
-    db.get(id)?.ok_or_else(|| UsageError(format!("no run {id} in the run database (see `flowhost runs list`)")).into())
+    Ok(db.get(id)?.ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?)
 }
 
 fn show(run: &RunRecord) -> anyhow::Result<()> {
@@ -242,33 +179,4 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn resume(db: Arc<SqliteRunDb>, id: &str, force: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let run = get(db.as_ref(), id)?;
-    let checkpoint = run.checkpoint();
-    if matches!(run.summary.state, FlowState::Success | FlowState::Reverted | FlowState::Failure) {
-        bail!(ResumeError::Finished { run: id.to_owned(), state: run.summary.state });
-    }
-    let Some(flow_path) = &run.origin.flow_path else {
-        bail!(UsageError(format!("run {id} was started from a flow built in code; resume it through the library")));
-    };
-    let flow = read_flow(flow_path)?;
-    let mut loaded = engine(flow.needs_fuel())?.load(&flow, run.initial_store.clone()).await?;
-    loaded.set_run_id(id);
-    let origin = Origin::of(&loaded, Some(flow_path))?;
-    let changes = origin.changes_since(&run.origin);
-    if !changes.is_empty() {
-        if !force {
-            bail!(Changed { id: id.to_owned(), changes });
-        }
-        for change in &changes {
-            tracing::warn!(run = id, "resuming with --force although {change}");
-        }
-    }
-    db.resumed(id, &origin)?;
-    loaded.listen(Arc::new(runs::Recorder::new(db)));
-    tracing::info!(run = id, "resuming flow `{}` from {}", flow.name, run.summary.state);
-    let report = loaded.resume(checkpoint).await?;
-    super::run::print_report(&report, &[], json)
 }

@@ -1,12 +1,16 @@
 //! The run database: every run's record (flow, hashes, initial store, every transition,
-//! arguments, results, errors) kept so that an interrupted run can be resumed and operators
-//! can inspect runs afterwards.
+//! arguments, results, errors) and its lease, so that an interrupted run can be resumed by
+//! exactly one executor and operators can inspect runs afterwards.
 //!
-//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default. A run is recorded by a
-//! [`Recorder`] listener: since listeners are called before the run moves on, a transition
-//! and a result are committed before the next task starts. [`record`] sets this up for one
-//! run.
+//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default. An [`Executor`] (a CLI
+//! process, a worker) records a run with [`record`]: the run is created with the executor
+//! holding its [`Lease`], and the run database becomes the run's journal — each transition is
+//! committed, fenced by the lease, before listeners hear of it and before the run moves on; a
+//! failed write stops the run. [`resume`] continues an interrupted run under a new lease.
 
+mod journal;
+mod lease;
+mod resume;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -17,31 +21,45 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{Checkpoint, TaskCheckpoint};
-use crate::engine::LoadedFlow;
-use crate::error::TaskError;
-use crate::events::{Event, FlowState, Listener, TaskState};
-use crate::plugin::Outcome;
+use crate::contract::{Outcome, TaskError};
+use crate::engine::{Checkpoint, LoadedFlow, TaskCheckpoint};
+use crate::events::{Event, FlowState, TaskState};
 use crate::store::Store;
 
-pub use sqlite::{SqliteRunDb, Sync};
+pub use journal::record;
+pub use lease::{DEFAULT_LEASE_TTL, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name};
+pub use resume::{ResumeFailure, Resumption, resume};
+pub use sqlite::{Durability, SqliteRunDb};
 
 /// Storage for run records. Implementations must be safe to share between the runs of a
 /// process and must not lose records when several processes use the same storage.
-pub trait RunDb: Send + std::marker::Sync {
-    /// Records a run about to start, with its tasks PENDING.
-    fn create(&self, run: &NewRun) -> Result<(), RunDbError>;
-    /// Commits one transition (and the arguments, result or error it carries) durably.
-    fn record(&self, event: &Event) -> Result<(), RunDbError>;
+///
+/// Every write on behalf of a running run presents its [`Lease`] and must fail with
+/// [`RunDbError::Fenced`] — writing nothing — when the lease's token is no longer the run's
+/// current one or the lease was released.
+pub trait RunDb: Send + Sync {
+    /// Records a run about to start, with its tasks PENDING, and gives `owner` its lease.
+    fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError>;
+    /// Takes the lease of an existing run for `owner`: refused with [`RunDbError::Held`]
+    /// while another holder's lease is live; otherwise the token grows by one, fencing out
+    /// every earlier holder.
+    fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError>;
+    /// Extends the lease by its ttl from now, or fails fenced.
+    fn renew(&self, lease: &Lease) -> Result<(), RunDbError>;
+    /// Gives the lease up (the run finished or stopped); a lease already taken is left alone.
+    fn release(&self, lease: &Lease) -> Result<(), RunDbError>;
+    /// Commits one transition (and the arguments, result or error it carries) durably, and
+    /// renews the lease, in one transaction; fails fenced without writing.
+    fn record(&self, event: &Event, lease: &Lease) -> Result<(), RunDbError>;
     /// Notes that a run is being resumed, with the origin it is resumed from (hashes may
     /// differ from the recorded ones when resuming with force).
-    fn resumed(&self, id: &str, origin: &Origin) -> Result<(), RunDbError>;
+    fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError>;
     /// Runs matching `filter`, newest first.
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError>;
     /// One run's full record, if there is such a run.
     fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError>;
-    /// Deletes finished runs matching `filter` (or runs in `filter.state` when given);
-    /// returns how many.
+    /// Deletes finished runs matching `filter` (or runs in `filter.state` when given), never
+    /// one whose lease is live; returns how many.
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError>;
 }
 
@@ -89,6 +107,24 @@ pub enum RunDbError {
         what: String,
         /// Why it failed.
         reason: String,
+    },
+    /// Another executor holds the run's lease and may be running it.
+    #[error("run {run} is held by another executor: {holder}; it is refused while that lease is live (retry later)")]
+    Held {
+        /// The run's id.
+        run: String,
+        /// Who holds it.
+        holder: Box<LeaseHolder>,
+    },
+    /// This executor's lease was taken over (or released): it must not write again.
+    #[error("run {run}: this executor lost its lease (token {token}){}; it stops without writing", match holder { Some(h) => format!(" to {h}"), None => String::new() })]
+    Fenced {
+        /// The run's id.
+        run: String,
+        /// The token this executor held.
+        token: i64,
+        /// Who holds the lease now, if anyone.
+        holder: Option<Box<LeaseHolder>>,
     },
     /// A flow file or plugin could not be read to hash it.
     #[error("cannot hash {}: {source}", path.display())]
@@ -236,6 +272,9 @@ pub struct RunSummary {
     pub exit_reason: Option<String>,
     /// How often it was resumed.
     pub resumes: u32,
+    /// Who holds its lease, while the lease is live: the executor running it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseHolder>,
 }
 
 /// A run's full record.
@@ -320,33 +359,34 @@ impl RunRecord {
     }
 }
 
-/// The listener that writes a run's transitions to a [`RunDb`].
-pub struct Recorder(Arc<dyn RunDb>);
+/// An executor: what records and resumes runs in a run database under its own leases.
+#[derive(Clone)]
+pub struct Executor {
+    db: Arc<dyn RunDb>,
+    owner: Owner,
+    lease_ttl: Duration,
+}
 
-impl Recorder {
-    /// Records into `db`.
+impl Executor {
+    /// An executor of this process on `db`, with leases of [`DEFAULT_LEASE_TTL`].
     pub fn new(db: Arc<dyn RunDb>) -> Self {
-        Self(db)
+        Self { db, owner: Owner::this_process(), lease_ttl: DEFAULT_LEASE_TTL }
     }
-}
 
-impl Listener for Recorder {
-    fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + std::marker::Sync>> {
-        Ok(self.0.record(event)?)
+    /// Leases last `ttl` without renewal; they are renewed at every write and every third
+    /// of it while a task runs. A paused or partitioned executor loses its runs after `ttl`.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(100));
+        self
     }
-}
 
-/// Makes `loaded` a recorded run: hashes its flow file and plugins, records the run in `db`
-/// and attaches a [`Recorder`]. Call it, then run the flow as usual.
-pub fn record(loaded: &mut LoadedFlow, db: Arc<dyn RunDb>, flow_file: Option<&Path>) -> Result<(), RunDbError> {
-    let run = NewRun {
-        id: loaded.run_id().to_owned(),
-        flow: loaded.name().to_owned(),
-        origin: Origin::of(loaded, flow_file)?,
-        initial_store: loaded.initial_store().clone(),
-        tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
-    };
-    db.create(&run)?;
-    loaded.listen(Arc::new(Recorder::new(db)));
-    Ok(())
+    /// The run database.
+    pub fn db(&self) -> &Arc<dyn RunDb> {
+        &self.db
+    }
+
+    /// Who this executor is.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
 }

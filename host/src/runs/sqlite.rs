@@ -10,8 +10,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::lease::{holder_may_be_alive, unix_now};
 use super::{
-    NewRun, Origin, PruneFilter, RunDb, RunDbError, RunFilter, RunRecord, RunSummary, StateChange, TaskRecord,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
+    StateChange, TaskRecord,
 };
 use crate::events::{Event, FlowState, TaskState, Transition};
 
@@ -19,7 +21,7 @@ use crate::events::{Event, FlowState, TaskState, Transition};
 const APPLICATION_ID: i64 = 0x464C_5748;
 
 /// Schema migrations; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_leases.sql")];
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,7 +33,7 @@ fn ts(n: u8) -> String {
 
 /// When a commit is forced to disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Sync {
+pub enum Durability {
     /// WAL with `synchronous=NORMAL`: every commit survives a process crash; a power loss
     /// may lose the last commits (never corrupts). The default.
     #[default]
@@ -50,7 +52,7 @@ pub struct SqliteRunDb {
 impl SqliteRunDb {
     /// Opens the database at `path`, creating it (and its folder) when `create` is set, and
     /// brings its schema up to date.
-    pub fn open(path: &Path, create: bool, sync: Sync) -> Result<Self, RunDbError> {
+    pub fn open(path: &Path, create: bool, durability: Durability) -> Result<Self, RunDbError> {
         let open_error = |reason: String| RunDbError::Open { path: path.to_path_buf(), reason };
         if !path.exists() {
             if !create {
@@ -88,9 +90,9 @@ impl SqliteRunDb {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(open_error(format!("the file system does not support WAL (journal mode {mode})")));
         }
-        let synchronous = match sync {
-            Sync::Normal => "NORMAL",
-            Sync::Full => "FULL",
+        let synchronous = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
         };
         conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))
             .map_err(|e| classify(path, "configuring", e))?;
@@ -169,7 +171,7 @@ fn seconds(at: SystemTime) -> f64 {
 }
 
 fn now() -> f64 {
-    seconds(SystemTime::now())
+    unix_now()
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -199,14 +201,32 @@ fn state_name<T: serde::Serialize>(value: T) -> String {
 
 const FINISHED: &str = "('SUCCESS', 'REVERTED', 'FAILURE')";
 
+impl SqliteRunDb {
+    /// The error for a write refused by the fence, naming who holds the lease now.
+    fn fenced(&self, lease: &Lease) -> RunDbError {
+        let holder = self
+            .with("reading the run's lease", |conn| {
+                conn.query_row(&format!("SELECT {HOLDER} FROM runs WHERE id = ?1"), [&lease.run_id], |row| holder(row, 0))
+                    .optional()
+            })
+            .ok()
+            .flatten()
+            .flatten()
+            .map(|(holder, _)| Box::new(holder));
+        RunDbError::Fenced { run: lease.run_id.clone(), token: lease.token, holder }
+    }
+}
+
 impl RunDb for SqliteRunDb {
-    fn create(&self, run: &NewRun) -> Result<(), RunDbError> {
+    fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
         self.with("recording a new run", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now();
             tx.execute(
                 &format!(
-                    "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t})",
+                    "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
+                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, 1, ?8, ?9, ?10, ?7, ?11)",
                     t = ts(7)
                 ),
                 params![
@@ -216,7 +236,11 @@ impl RunDb for SqliteRunDb {
                     run.origin.flow_hash,
                     json(&run.origin.plugins),
                     json(&run.initial_store),
-                    now(),
+                    now,
+                    owner.id,
+                    owner.host,
+                    owner.pid,
+                    now + ttl.as_secs_f64(),
                 ],
             )?;
             for (index, name) in run.tasks.iter().enumerate() {
@@ -226,13 +250,72 @@ impl RunDb for SqliteRunDb {
                 )?;
             }
             tx.commit()
+        })?;
+        Ok(Lease { run_id: run.id.clone(), token: 1, owner: owner.clone(), ttl })
+    }
+
+    fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
+        let taken = self.with("taking the run's lease", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some((token, holder)) = tx
+                .query_row(&format!("SELECT lease_token, {HOLDER} FROM runs WHERE id = ?1"), [run_id], |row| {
+                    Ok((row.get::<_, i64>(0)?, holder(row, 1)?))
+                })
+                .optional()?
+            else {
+                return Ok(Err(RunDbError::Query {
+                    path: self.path.clone(),
+                    what: "taking the run's lease".into(),
+                    reason: format!("no run {run_id}"),
+                }));
+            };
+            let now = now();
+            if let Some((holder, expires)) = holder
+                && expires > now
+                && holder_may_be_alive(&holder.host, holder.pid)
+            {
+                return Ok(Err(RunDbError::Held { run: run_id.to_owned(), holder: Box::new(holder) }));
+            }
+            let token = token + 1;
+            tx.execute(
+                "UPDATE runs SET lease_token = ?2, lease_owner = ?3, lease_host = ?4, lease_pid = ?5,
+                   lease_since = ?6, lease_expires = ?7 WHERE id = ?1",
+                params![run_id, token, owner.id, owner.host, owner.pid, now, now + ttl.as_secs_f64()],
+            )?;
+            tx.commit()?;
+            Ok(Ok(token))
+        })??;
+        Ok(Lease { run_id: run_id.to_owned(), token: taken, owner: owner.clone(), ttl })
+    }
+
+    fn renew(&self, lease: &Lease) -> Result<(), RunDbError> {
+        let held = self.with("renewing the run's lease", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let held = fence(&tx, lease)?;
+            tx.commit()?;
+            Ok(held)
+        })?;
+        if held { Ok(()) } else { Err(self.fenced(lease)) }
+    }
+
+    fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
+        self.with("releasing the run's lease", |conn| {
+            conn.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_host = NULL, lease_pid = NULL, lease_since = NULL,
+                   lease_expires = NULL WHERE id = ?1 AND lease_token = ?2 AND lease_owner = ?3",
+                params![lease.run_id, lease.token, lease.owner.id],
+            )
+            .map(drop)
         })
     }
 
-    fn record(&self, event: &Event) -> Result<(), RunDbError> {
+    fn record(&self, event: &Event, lease: &Lease) -> Result<(), RunDbError> {
         let at = seconds(event.at);
-        self.with("recording a transition", |conn| {
+        let held = self.with(&format!("recording {}", event.transition), |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !fence(&tx, lease)? {
+                return Ok(false);
+            }
             match &event.transition {
                 Transition::Flow { from, to, elapsed, store } => {
                     let ended = matches!(to, FlowState::Success | FlowState::Reverted | FlowState::Failure);
@@ -330,30 +413,38 @@ impl RunDb for SqliteRunDb {
                     ])?;
                 }
             }
-            tx.commit()
-        })
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if held { Ok(()) } else { Err(self.fenced(lease)) }
     }
 
-    fn resumed(&self, id: &str, origin: &Origin) -> Result<(), RunDbError> {
-        self.with("recording a resume", |conn| {
-            conn.execute(
+    fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError> {
+        let held = self.with("recording a resume", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !fence(&tx, lease)? {
+                return Ok(false);
+            }
+            tx.execute(
                 &format!(
                     "UPDATE runs SET resumes = resumes + 1, updated_at = {t}, flow_hash = ?3, plugins = ?4
                      WHERE id = ?1",
                     t = ts(2)
                 ),
-                params![id, now(), origin.flow_hash, json(&origin.plugins)],
-            )
-            .map(drop)
-        })
+                params![lease.run_id, now(), origin.flow_hash, json(&origin.plugins)],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if held { Ok(()) } else { Err(self.fenced(lease)) }
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
         self.with("listing runs", |conn| {
             let mut statement = conn.prepare(
-                "SELECT id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes FROM runs
+                &format!("SELECT {SUMMARY} FROM runs
                  WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2)
-                 ORDER BY created_at DESC, rowid DESC",
+                 ORDER BY created_at DESC, rowid DESC"),
             )?;
             let rows = statement.query_map(params![filter.state.map(state_name), filter.flow], summary)?;
             rows.collect()
@@ -364,19 +455,18 @@ impl RunDb for SqliteRunDb {
         self.with("reading a run", |conn| {
             let run = conn
                 .query_row(
-                    "SELECT id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes,
-                            flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = ?1",
+                    &format!("SELECT {SUMMARY}, flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = ?1"),
                     [id],
                     |row| {
                         Ok((
                             summary(row)?,
                             Origin {
-                                flow_path: row.get::<_, Option<String>>(8)?.map(PathBuf::from),
-                                flow_hash: row.get(9)?,
-                                plugins: parse(10, row.get(10)?)?.unwrap_or_default(),
+                                flow_path: row.get::<_, Option<String>>(SUMMARY_COLUMNS)?.map(PathBuf::from),
+                                flow_hash: row.get(SUMMARY_COLUMNS + 1)?,
+                                plugins: parse(SUMMARY_COLUMNS + 2, row.get(SUMMARY_COLUMNS + 2)?)?.unwrap_or_default(),
                             },
-                            parse(11, row.get(11)?)?.unwrap_or_default(),
-                            parse(12, row.get(12)?)?,
+                            parse(SUMMARY_COLUMNS + 3, row.get(SUMMARY_COLUMNS + 3)?)?.unwrap_or_default(),
+                            parse(SUMMARY_COLUMNS + 4, row.get(SUMMARY_COLUMNS + 4)?)?,
                         ))
                     },
                 )
@@ -433,16 +523,28 @@ impl RunDb for SqliteRunDb {
             conn.execute(
                 &format!(
                     "DELETE FROM runs WHERE (CASE WHEN ?1 IS NULL THEN state IN {FINISHED} ELSE state = ?1 END)
-                       AND (?2 IS NULL OR updated_at < {t})",
+                       AND (?2 IS NULL OR updated_at < {t})
+                       AND (lease_owner IS NULL OR lease_expires <= ?3)",
                     t = ts(2)
                 ),
-                params![filter.state.map(state_name), before],
+                params![filter.state.map(state_name), before, now()],
             )
         })
     }
 }
 
+/// The lease holder's columns, in the order [`holder`] reads them.
+const HOLDER: &str = "lease_owner, lease_host, lease_pid, strftime('%Y-%m-%dT%H:%M:%fZ', lease_since, 'unixepoch'), \
+                      strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires";
+
+/// The columns [`summary`] reads, first in a row.
+const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
+                       lease_owner, lease_host, lease_pid, strftime('%Y-%m-%dT%H:%M:%fZ', lease_since, 'unixepoch'), \
+                       strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires";
+const SUMMARY_COLUMNS: usize = 15;
+
 fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    let lease = holder(row, 8)?.filter(|(holder, expires)| *expires > now() && holder_may_be_alive(&holder.host, holder.pid));
     Ok(RunSummary {
         id: row.get(0)?,
         flow: row.get(1)?,
@@ -452,5 +554,34 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
         finished_at: row.get(5)?,
         exit_reason: row.get(6)?,
         resumes: row.get(7)?,
+        lease: lease.map(|(holder, _)| holder),
     })
 }
+
+/// The lease holder read from [`HOLDER`]'s columns starting at `at`, with its expiry in unix
+/// seconds; `None` when nobody holds the lease.
+fn holder(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<(LeaseHolder, f64)>> {
+    let Some(owner) = row.get::<_, Option<String>>(at)? else { return Ok(None) };
+    let expires: f64 = row.get::<_, Option<f64>>(at + 6)?.unwrap_or_default();
+    let holder = LeaseHolder {
+        owner,
+        host: row.get::<_, Option<String>>(at + 1)?.unwrap_or_default(),
+        pid: row.get::<_, Option<u32>>(at + 2)?.unwrap_or_default(),
+        since: row.get::<_, Option<String>>(at + 3)?.unwrap_or_default(),
+        expires: row.get::<_, Option<String>>(at + 4)?.unwrap_or_default(),
+        token: row.get(at + 5)?,
+    };
+    Ok(Some((holder, expires)))
+}
+
+/// Checks inside a write transaction that `lease` is still the run's, and renews it. False
+/// when it is not: the caller writes nothing.
+fn fence(tx: &rusqlite::Transaction<'_>, lease: &Lease) -> rusqlite::Result<bool> {
+    let renewed = tx
+        .prepare_cached(
+            "UPDATE runs SET lease_expires = ?4 WHERE id = ?1 AND lease_token = ?2 AND lease_owner = ?3",
+        )?
+        .execute(params![lease.run_id, lease.token, lease.owner.id, now() + lease.ttl.as_secs_f64()])?;
+    Ok(renewed == 1)
+}
+

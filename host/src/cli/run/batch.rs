@@ -4,16 +4,26 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use flowhost::{Batch, BatchInput, BatchOutcome, FlowSpec, FlowState, LogListener, Store};
+use flowhost::runs::Executor;
+use flowhost::{Batch, BatchError, BatchInput, BatchOutcome, FlowSpec, FlowState, LogListener, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
-use super::super::{InputError, bare_engine};
+use super::super::Context;
+use super::super::exit::{self, InputError};
 use super::RunArgs;
 
-/// Runs every input line; exit 0 when every run succeeded, 1 when some run was reverted or
-/// could not run (bad line, invalid store), 2 when some revert failed.
-pub async fn run(flow: &FlowSpec, base: Store, inputs: &Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
+/// Runs every input line, each recorded as its own run when `executor` is given; exit 0 when
+/// every run succeeded, 1 when some run was reverted or could not run (bad line, invalid
+/// store), 2 when some revert failed, 75 when the run database failed for some run.
+pub async fn run(
+    ctx: &Context,
+    flow: &FlowSpec,
+    base: Store,
+    inputs: &Path,
+    args: &RunArgs,
+    executor: Option<Executor>,
+) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(inputs)
         .map_err(|e| InputError(format!("cannot read batch inputs {}: {e}", inputs.display())))?;
     let inputs: Vec<BatchInput> = BatchInput::parse_lines(&text)
@@ -27,7 +37,7 @@ pub async fn run(flow: &FlowSpec, base: Store, inputs: &Path, args: &RunArgs) ->
             }),
         })
         .collect();
-    let mut engine = bare_engine(flow.needs_fuel())?;
+    let mut engine = ctx.bare_engine(flow.needs_fuel())?;
     // Thousands of runs would bury the summary under transitions: log them only when asked.
     if tracing::enabled!(tracing::Level::DEBUG) {
         engine.listen(std::sync::Arc::new(LogListener));
@@ -45,8 +55,12 @@ pub async fn run(flow: &FlowSpec, base: Store, inputs: &Path, args: &RunArgs) ->
     let mut out = std::io::BufWriter::new(std::io::stdout());
     let mut write_error = None;
     let mut worst = 0u8;
-    let summary = Batch::new(&engine, flow)
-        .concurrency(args.concurrency)
+    let mut batch = Batch::new(&engine, flow).concurrency(args.concurrency);
+    if let Some(executor) = executor {
+        let flow_file = args.flow.clone();
+        batch = batch.prepare_each(move |loaded| Ok(flowhost::runs::record(&executor, loaded, Some(&flow_file))?));
+    }
+    let summary = batch
         .run(inputs, |outcome| {
             worst = worst.max(exit_code(outcome));
             let line = result_line(outcome, &args.fetch);
@@ -75,8 +89,9 @@ pub async fn run(flow: &FlowSpec, base: Store, inputs: &Path, args: &RunArgs) ->
 
 fn exit_code(outcome: &BatchOutcome) -> u8 {
     match &outcome.result {
-        Ok(report) => u8::try_from(report.exit_code()).unwrap_or(2),
-        Err(_) => 1,
+        Ok(report) => exit::for_state(report.state),
+        Err(BatchError::Prepare { .. } | BatchError::Stopped(_)) => exit::TEMPFAIL,
+        Err(_) => exit::REVERTED,
     }
 }
 
@@ -85,6 +100,9 @@ fn exit_code(outcome: &BatchOutcome) -> u8 {
 fn result_line(outcome: &BatchOutcome, fetch: &[String]) -> Value {
     let report = match &outcome.result {
         Ok(report) => report,
+        Err(error @ (BatchError::Prepare { .. } | BatchError::Stopped(_))) => {
+            return json!({ "line": outcome.line, "state": "STOPPED", "error": error.to_string() });
+        }
         Err(error) => return json!({ "line": outcome.line, "state": "INVALID", "error": error.to_string() }),
     };
     let mut line = json!({ "line": outcome.line, "run_id": report.run_id, "state": report.state });

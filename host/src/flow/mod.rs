@@ -10,11 +10,30 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::FlowFileError;
-use crate::sandbox::Limits;
+mod limits;
 
-/// TaskFlow's name for a linear flow; reads like the seed: `Flow::linear("volume_create_api")`.
-pub type Flow = FlowSpec;
+pub use limits::{EffectiveLimits, Limits};
+
+/// A flow file could not be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowFileError {
+    /// The file could not be read.
+    #[error("cannot read flow file {}: {source}", path.display())]
+    Read {
+        /// The flow file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or holds unknown or mistyped keys.
+    #[error("invalid flow file {}: {message}", path.display())]
+    Parse {
+        /// The flow file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+}
 
 /// A named, ordered list of task entries and the store defaults they start from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

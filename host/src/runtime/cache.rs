@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::error::SetupError;
+use super::SetupError;
 
 /// Environment variable that moves the cache (the CLI's `--cache-dir` wins over it).
 pub const CACHE_DIR_ENV: &str = "FLOWHOST_CACHE_DIR";

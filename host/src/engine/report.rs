@@ -5,12 +5,12 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::error::TaskError;
+use crate::contract::TaskError;
 use crate::events::{FlowState, TaskState};
-use crate::sandbox::EffectiveLimits;
+use crate::flow::EffectiveLimits;
 use crate::store::Store;
 
-/// How a run ended. Returned by [`crate::LoadedFlow::run`]; serialises to the CLI's `--json`.
+/// How a run ended. Returned by [`super::LoadedFlow::run`]; serialises to the CLI's `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     /// The run's id.
@@ -62,14 +62,5 @@ impl RunReport {
     /// Whether every task succeeded.
     pub fn succeeded(&self) -> bool {
         self.state == FlowState::Success
-    }
-
-    /// The CLI's exit code for this outcome: 0 success, 1 reverted, 2 a revert failed.
-    pub fn exit_code(&self) -> i32 {
-        match self.state {
-            FlowState::Success => 0,
-            FlowState::Reverted => 1,
-            _ => 2,
-        }
     }
 }

@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::engine::Engine;
-use crate::error::ValidationError;
+use super::journal::{JournalError, RunError};
+use super::report::RunReport;
+use super::validate::ValidationError;
+use super::{Engine, LoadedFlow};
 use crate::events::FlowState;
 use crate::flow::FlowSpec;
-use crate::report::RunReport;
 use crate::store::Store;
+
+/// What a batch does to each loaded run before it starts, e.g. record it in a run database.
+pub type Prepare = dyn Fn(&mut LoadedFlow) -> Result<(), JournalError> + Send + Sync;
 
 /// One input of a batch: where it came from and the initial store it holds.
 #[derive(Debug, Clone)]
@@ -48,7 +52,7 @@ fn parse_store(line: &str) -> Result<Store, String> {
 }
 
 /// Why one input of a batch did not run.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     /// The input line is not an initial store.
     #[error("input line {line}: {reason}")]
@@ -61,6 +65,17 @@ pub enum BatchError {
     /// The flow is invalid with this input's store (e.g. a required name is missing).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// The run could not be prepared (e.g. recorded) before it started; nothing ran.
+    #[error("run {run} did not start: {error}")]
+    Prepare {
+        /// The run's id.
+        run: String,
+        /// Why.
+        error: JournalError,
+    },
+    /// The run's journal failed mid-run; the run stopped at its last recorded transition.
+    #[error(transparent)]
+    Stopped(#[from] RunError),
 }
 
 /// How one input ended.
@@ -110,17 +125,29 @@ pub struct Batch {
     engine: Engine,
     flow: Arc<FlowSpec>,
     concurrency: usize,
+    prepare: Option<Arc<Prepare>>,
 }
 
 impl Batch {
     /// Runs `flow` on `engine`, 64 runs at a time unless told otherwise.
     pub fn new(engine: &Engine, flow: &FlowSpec) -> Self {
-        Self { engine: engine.clone(), flow: Arc::new(flow.clone()), concurrency: 64 }
+        Self { engine: engine.clone(), flow: Arc::new(flow.clone()), concurrency: 64, prepare: None }
     }
 
     /// At most `runs` runs in flight at once (at least one).
     pub fn concurrency(mut self, runs: usize) -> Self {
         self.concurrency = runs.max(1);
+        self
+    }
+
+    /// Calls `prepare` on each run after it is loaded and before it starts — e.g.
+    /// `flowhost::runs::record`, so that every run of the batch is recorded and resumable. A
+    /// run it fails for does not start.
+    pub fn prepare_each(
+        mut self,
+        prepare: impl Fn(&mut LoadedFlow) -> Result<(), JournalError> + Send + Sync + 'static,
+    ) -> Self {
+        self.prepare = Some(Arc::new(prepare));
         self
     }
 
@@ -140,9 +167,10 @@ impl Batch {
                 let Some(input) = inputs.next() else { break };
                 let engine = self.engine.clone();
                 let flow = self.flow.clone();
+                let prepare = self.prepare.clone();
                 running.spawn(async move {
                     let result = match input.store {
-                        Ok(store) => engine.run(&flow, store).await.map_err(BatchError::from),
+                        Ok(store) => run_one(&engine, &flow, store, prepare.as_deref()).await,
                         Err(reason) => Err(BatchError::Input { line: input.line, reason }),
                     };
                     BatchOutcome { line: input.line, result }
@@ -158,4 +186,12 @@ impl Batch {
         summary.elapsed = started.elapsed();
         summary
     }
+}
+
+async fn run_one(engine: &Engine, flow: &FlowSpec, store: Store, prepare: Option<&Prepare>) -> Result<RunReport, BatchError> {
+    let mut loaded = engine.load(flow, store).await?;
+    if let Some(prepare) = prepare {
+        prepare(&mut loaded).map_err(|error| BatchError::Prepare { run: loaded.run_id().to_owned(), error })?;
+    }
+    Ok(loaded.run().await?)
 }

@@ -32,17 +32,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::contract::{CONTRACT, HostFault, Outcome, TaskError, accepts_export};
 use crate::engine::Engine;
-use crate::error::{PluginError, TaskError};
-use crate::flow::Access;
-use crate::plugin::{CONTRACT, Outcome, Plugin};
-use crate::sandbox::{EffectiveLimits, Preopen, Sandbox};
+use crate::flow::{Access, EffectiveLimits};
+use crate::runtime::{Invocation, Plugin, PluginError, Preopen, Sandbox};
 
 /// Where the scratch directory appears inside the plugin during the suite.
 pub const SCRATCH: &str = "/scratch";
-
-/// Error codes the host itself produces when a call did not end by the plugin's own choice.
-const HOST_FAULTS: [&str; 5] = ["trap", "deadline-exceeded", "memory-limit", "host-error", "result-too-large"];
 
 /// WASI 0.2 packages the host links (`wasmtime_wasi::p2::add_to_linker_async`); an import
 /// from anywhere else cannot be satisfied.
@@ -278,7 +274,7 @@ fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginEr
                 }
             };
             match exports.iter().find(|e| e.starts_with("flowhost:task/")) {
-                Some(name) if accepted(name) => {
+                Some(name) if accepts_export(name) => {
                     report.push("contract", Status::Pass, format!("exports `{name}`"))
                 }
                 Some(name) => report.push(
@@ -328,11 +324,6 @@ fn component_world(path: &Path) -> Result<(Vec<String>, Vec<String>), String> {
     let imports = ty.imports(&engine).map(|(name, _)| name.to_owned()).collect();
     let exports = ty.exports(&engine).map(|(name, _)| name.to_owned()).collect();
     Ok((imports, exports))
-}
-
-fn accepted(export: &str) -> bool {
-    let prefix = CONTRACT.rsplit_once('.').map_or(CONTRACT, |(major_minor, _)| major_minor);
-    export.starts_with(&format!("{prefix}."))
 }
 
 fn provided(import: &str) -> bool {
@@ -417,7 +408,7 @@ impl Call {
     fn from(result: Result<String, TaskError>) -> Self {
         match result {
             Ok(json) => Self::Ok(json),
-            Err(error) if HOST_FAULTS.contains(&error.code.as_str()) => Self::Fault(error),
+            Err(error) if error.host_fault().is_some_and(HostFault::stopped_by_host) => Self::Fault(error),
             Err(error) => Self::Error(error),
         }
     }
@@ -444,7 +435,7 @@ impl Suite<'_> {
             self.slowest = Some((call.to_owned(), took));
         }
         if let Err(error) = result
-            && matches!(error.code.as_str(), "deadline-exceeded" | "memory-limit" | "result-too-large" | "fuel-exhausted")
+            && error.host_fault().is_some_and(HostFault::is_limit)
         {
             self.over_limit.push(format!("{call}: {}", error.message));
         }
@@ -452,7 +443,7 @@ impl Suite<'_> {
 
     async fn execute(&mut self, call: &str, sandbox: &Sandbox, args: &str, config: &str) -> Call {
         let started = Instant::now();
-        let result = self.plugin.execute(LOG_NAME, sandbox, None, args, config).await;
+        let result = self.plugin.execute(Invocation { task: LOG_NAME, sandbox, warm: None, args, config }).await;
         self.time(call, started.elapsed(), &result);
         Call::from(result)
     }
@@ -462,14 +453,17 @@ impl Suite<'_> {
             Outcome::Error(error) => vec![(case.name.clone(), error.clone())],
             Outcome::Result(_) => vec![(
                 "a-later-task".to_owned(),
-                TaskError::host("conformance-check", "a later task failed, so this one is reverted"),
+                TaskError {
+                    code: "conformance-check".into(),
+                    message: "a later task failed, so this one is reverted".into(),
+                    details: None,
+                },
             )],
         };
         let started = Instant::now();
-        let result = self
-            .plugin
-            .revert(LOG_NAME, sandbox, None, &json(&case.args), &json(&case.config), outcome, &failures)
-            .await;
+        let (args, config) = (json(&case.args), json(&case.config));
+        let invocation = Invocation { task: LOG_NAME, sandbox, warm: None, args: &args, config: &config };
+        let result = self.plugin.revert(invocation, outcome, &failures).await;
         self.time(call, started.elapsed(), &result);
         Call::from(result.map(|()| String::new()))
     }
@@ -602,7 +596,7 @@ impl Suite<'_> {
         }
         let failed = match &outcome {
             Outcome::Error(error) => Outcome::Error(error.clone()),
-            Outcome::Result(_) => Outcome::Error(TaskError::host("deadline-exceeded", "the host stopped execute")),
+            Outcome::Result(_) => Outcome::Error(HostFault::DeadlineExceeded.error( "the host stopped execute")),
         };
         let call = format!("revert {} (failure outcome)", case.name);
         if let Some(problem) = revert_problem(self.revert(&call, &sandbox, case, &failed).await) {

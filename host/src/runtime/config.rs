@@ -21,7 +21,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     /// The cache in `FLOWHOST_CACHE_DIR` or the user's cache directory, pooling, no fuel.
     fn default() -> Self {
-        Self { cache_dir: crate::cache::default_dir(), pooling: true, fuel: false }
+        Self { cache_dir: super::cache::default_dir(), pooling: true, fuel: false }
     }
 }
 

@@ -12,8 +12,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::plugin::Live;
-use crate::sandbox::Sandbox;
+use super::instance::Live;
+use super::sandbox::Sandbox;
 
 /// Idle instances kept per pool: enough for every worker thread to find one, few enough
 /// that idle instances do not hold many pooling-allocator slots.

@@ -1,0 +1,74 @@
+//! Where the run database is (`--db`, `FLOWHOST_DB`, `--no-db`) and how this process executes
+//! runs in it (`--lease-ttl`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use flowhost::runs::{DEFAULT_LEASE_TTL, Durability, Executor, SqliteRunDb};
+
+/// Where runs are recorded when neither --db nor FLOWHOST_DB says otherwise.
+pub const DEFAULT_DB: &str = ".flowhost/runs.db";
+
+/// Where the run database is.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The run database file (SQLite). Default: .flowhost/runs.db in the working directory.
+    #[arg(long, value_name = "PATH", env = "FLOWHOST_DB", global = true)]
+    pub db: Option<PathBuf>,
+    /// How long this process's lease on a run it executes lasts without renewal (renewed at
+    /// every transition and every third of it meanwhile): 500ms, 30s, 2m. Another process
+    /// may take over a run whose lease expired.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", env = "FLOWHOST_LEASE_TTL", global = true)]
+    pub lease_ttl: Option<Duration>,
+}
+
+/// Where `flowhost run` records, or whether it does.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Record nothing: a purely in-memory run that cannot be resumed or inspected later.
+    #[arg(long, conflicts_with = "db")]
+    pub no_db: bool,
+}
+
+impl DbArgs {
+    fn path(&self) -> PathBuf {
+        self.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
+    }
+
+    /// Opens the database; `create` makes it (and its folder) when missing.
+    pub fn open(&self, create: bool) -> anyhow::Result<Arc<SqliteRunDb>> {
+        Ok(Arc::new(SqliteRunDb::open(&self.path(), create, Durability::Normal)?))
+    }
+
+    /// An executor of this process on `db`, with the chosen lease duration.
+    pub fn executor(&self, db: Arc<SqliteRunDb>) -> Executor {
+        Executor::new(db).lease_ttl(self.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL))
+    }
+}
+
+impl RecordArgs {
+    /// The executor recording into the database, unless --no-db.
+    pub fn executor(&self) -> anyhow::Result<Option<Executor>> {
+        if self.no_db { Ok(None) } else { Ok(Some(self.db.executor(self.db.open(true)?))) }
+    }
+}
+
+/// `500ms`, `30s`, `15m`, `12h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("`{text}`: expected a number and a unit, e.g. 30s or 7d"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}`: unit must be ms, s, m, h or d")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(millis)))
+}

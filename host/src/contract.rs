@@ -1,0 +1,188 @@
+//! The contract's side of the host: the types that cross the WIT boundary (`wit/task.wit`)
+//! and the codes of the errors the host raises about a task.
+//!
+//! This module is the leaf every other layer stands on — the engine, the runtime, the run
+//! database and the conformance suite all speak of tasks in these words — so it depends on
+//! nothing else of the crate.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The contract this host accepts: plugins must export this interface (any 0.1.x).
+pub const CONTRACT: &str = "flowhost:task/task@0.1.0";
+
+/// The contract versions this host accepts, as `package@major.minor` prefixes of the export.
+pub const ACCEPTED_VERSIONS: &[&str] = &["flowhost:task/task@0.1."];
+
+/// Whether a component's export name is the task interface at a version this host accepts.
+pub fn accepts_export(export: &str) -> bool {
+    ACCEPTED_VERSIONS.iter().any(|prefix| export.starts_with(prefix))
+}
+
+/// What a plugin declares about itself through `describe()`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// The task's own name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// One line saying what it does.
+    pub description: String,
+    /// Argument names it needs.
+    pub requires: Vec<String>,
+    /// Argument names it takes when present.
+    pub optional: Vec<String>,
+    /// Names its result is stored under.
+    pub provides: Vec<String>,
+}
+
+/// How a task's `execute` ended, as handed to its `revert`. Serialisable so that a run
+/// database can keep it and a resumed run can still revert the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// `execute` returned this JSON text.
+    Result(String),
+    /// `execute` failed.
+    Error(TaskError),
+}
+
+/// Why a task failed or a revert failed: the contract's `task-error`, whether the task
+/// returned it or the host produced it (see [`HostFault`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct TaskError {
+    /// Machine-readable, kebab-case code.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Structured context, when the task or host gave any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl TaskError {
+    /// The host's fault code this error carries, if it is one of the host's codes.
+    pub fn host_fault(&self) -> Option<HostFault> {
+        HostFault::from_code(&self.code)
+    }
+}
+
+/// Every error the host itself raises about a task, with its code. One list, used by the
+/// runtime (which raises them), the engine and the conformance suite (which must tell a
+/// host's verdict from the plugin's own error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostFault {
+    /// The instance trapped (`unreachable`, out-of-bounds access, a Rust panic).
+    Trap,
+    /// The call ran past its wall-clock deadline.
+    DeadlineExceeded,
+    /// The instance tried to grow its memory past its cap.
+    MemoryLimit,
+    /// The call burnt its fuel budget.
+    FuelExhausted,
+    /// The result was larger than the result cap.
+    ResultTooLarge,
+    /// The arguments were larger than the arguments cap; the task was not called.
+    ArgsTooLarge,
+    /// The result was not JSON.
+    InvalidResult,
+    /// The result lacked a provided name.
+    MissingProvides,
+    /// The store lacked a required name when the task was due (a resumed, edited run).
+    MissingArguments,
+    /// A granted directory could not be opened for the call.
+    GrantUnavailable,
+    /// Anything else that went wrong in the host around the call.
+    HostError,
+}
+
+impl HostFault {
+    /// Every host fault, for documentation and exhaustive checks.
+    pub const ALL: [HostFault; 11] = [
+        Self::Trap,
+        Self::DeadlineExceeded,
+        Self::MemoryLimit,
+        Self::FuelExhausted,
+        Self::ResultTooLarge,
+        Self::ArgsTooLarge,
+        Self::InvalidResult,
+        Self::MissingProvides,
+        Self::MissingArguments,
+        Self::GrantUnavailable,
+        Self::HostError,
+    ];
+
+    /// The kebab-case code carried by the [`TaskError`].
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Trap => "trap",
+            Self::DeadlineExceeded => "deadline-exceeded",
+            Self::MemoryLimit => "memory-limit",
+            Self::FuelExhausted => "fuel-exhausted",
+            Self::ResultTooLarge => "result-too-large",
+            Self::ArgsTooLarge => "args-too-large",
+            Self::InvalidResult => "invalid-result",
+            Self::MissingProvides => "missing-provides",
+            Self::MissingArguments => "missing-arguments",
+            Self::GrantUnavailable => "grant-unavailable",
+            Self::HostError => "host-error",
+        }
+    }
+
+    /// The fault with this code, if the code is one of the host's.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|fault| fault.code() == code)
+    }
+
+    /// Whether the host ended the call against the plugin's will (it did not return): the
+    /// conformance suite counts these as the plugin's failure to answer.
+    pub fn stopped_by_host(self) -> bool {
+        matches!(
+            self,
+            Self::Trap | Self::DeadlineExceeded | Self::MemoryLimit | Self::FuelExhausted | Self::ResultTooLarge | Self::HostError
+        )
+    }
+
+    /// Whether the fault is a configured limit being hit (deadline, memory, fuel, sizes).
+    pub fn is_limit(self) -> bool {
+        matches!(
+            self,
+            Self::DeadlineExceeded | Self::MemoryLimit | Self::FuelExhausted | Self::ResultTooLarge | Self::ArgsTooLarge
+        )
+    }
+
+    /// A task error with this fault's code.
+    pub fn error(self, message: impl Into<String>) -> TaskError {
+        TaskError { code: self.code().to_owned(), message: message.into(), details: None }
+    }
+}
+
+impl fmt::Display for HostFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_code_reads_back_as_the_same_fault() {
+        for fault in HostFault::ALL {
+            assert_eq!(HostFault::from_code(fault.code()), Some(fault));
+        }
+        assert_eq!(HostFault::from_code("invalid-args"), None, "a plugin's own code is not the host's");
+    }
+
+    #[test]
+    fn only_the_contracts_minor_versions_are_accepted() {
+        assert!(accepts_export("flowhost:task/task@0.1.0"));
+        assert!(accepts_export("flowhost:task/task@0.1.7"));
+        assert!(!accepts_export("flowhost:task/task@0.2.0"));
+        assert!(!accepts_export("flowhost:task/task@1.0.0"));
+    }
+}

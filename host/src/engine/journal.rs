@@ -1,0 +1,40 @@
+//! The journal: the run's durable record, written by the engine itself.
+//!
+//! Like TaskFlow's storage, and unlike a listener, the journal is part of the run: every
+//! transition is appended to it *before* listeners hear of it and before the run moves on,
+//! and a failed append stops the run where it stands. So nothing ever executes or reverts
+//! past what is recorded, and a run stopped this way is resumed from its last committed
+//! transition once the storage works again. The run database (`crate::runs`) implements it.
+
+use std::error::Error;
+
+use crate::events::Event;
+
+/// Why the journal could not record a transition: the storage's own error (a full disk, a
+/// lock that timed out, a lease taken by another executor).
+pub type JournalError = Box<dyn Error + Send + Sync>;
+
+/// A run's durable record.
+pub trait Journal: Send + Sync {
+    /// Commits `event` (with the arguments, result or error it carries) durably, or fails;
+    /// the engine stops the run on failure.
+    fn append(&self, event: &Event) -> Result<(), JournalError>;
+
+    /// The run has ended — finished, or stopped by a failed append: let go of whatever the
+    /// journal holds for it (e.g. a lease). Best effort.
+    fn close(&self) {}
+}
+
+/// A run that stopped because its journal could not record a transition.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "run {run} stopped: {error}. Nothing ran past the last recorded transition; resume it with `flowhost runs resume {run}` once the run database works again"
+)]
+pub struct RunError {
+    /// The run's id.
+    pub run: String,
+    /// The transition that could not be recorded, e.g. "task `reserve` RUNNING -> SUCCESS".
+    pub transition: String,
+    /// The journal's error.
+    pub error: JournalError,
+}

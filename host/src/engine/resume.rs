@@ -1,0 +1,142 @@
+//! Resume: where an interrupted run stood, as its journal recorded it, and how the state
+//! machine is put back there without executing a succeeded task again.
+
+use std::time::Duration;
+
+use super::LoadedFlow;
+use super::run::Run;
+use crate::contract::{Outcome, TaskError};
+use crate::events::{FlowState, TaskState};
+
+/// A recorded run's state and every task's record, in flow order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The flow's last recorded state: PENDING, RUNNING or REVERTING can be resumed.
+    pub state: FlowState,
+    /// One per task entry, in flow order.
+    pub tasks: Vec<TaskCheckpoint>,
+}
+
+/// One task's record in a [`Checkpoint`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskCheckpoint {
+    /// The entry's name; must match the flow being resumed.
+    pub name: String,
+    /// Last recorded state. RUNNING means the task may have run partly: it runs again.
+    pub state: TaskState,
+    /// The arguments it executed with, which its revert gets again.
+    pub args: Option<String>,
+    /// What its execute returned or why it failed, which its revert gets.
+    pub outcome: Option<Outcome>,
+    /// Why its execute failed.
+    pub error: Option<TaskError>,
+    /// Why its revert failed.
+    pub revert_error: Option<TaskError>,
+    /// How long its execute took.
+    pub duration: Duration,
+}
+
+/// A checkpoint that cannot be resumed, or a resumed run that stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The run already ended; resuming would run nothing or undo a finished outcome.
+    #[error("run {run} already finished ({state}); there is nothing to resume")]
+    Finished {
+        /// The run's id.
+        run: String,
+        /// How it ended.
+        state: FlowState,
+    },
+    /// The flow's task entries are not those the run was recorded with.
+    #[error("run {run} was recorded with tasks [{}] but the flow now has [{}]; it cannot be resumed", recorded.join(", "), current.join(", "))]
+    TasksChanged {
+        /// The run's id.
+        run: String,
+        /// Entry names in the record.
+        recorded: Vec<String>,
+        /// Entry names in the flow now.
+        current: Vec<String>,
+    },
+    /// A task's record lacks what resuming it needs (a damaged or hand-edited record).
+    #[error("run {run}: task `{task}` is recorded {state} but {problem}")]
+    Incomplete {
+        /// The run's id.
+        run: String,
+        /// The entry at fault.
+        task: String,
+        /// Its recorded state.
+        state: TaskState,
+        /// What is missing or wrong.
+        problem: String,
+    },
+    /// The resumed run's journal failed; it stopped at its last recorded transition.
+    #[error(transparent)]
+    Stopped(#[from] super::journal::RunError),
+}
+
+impl Run {
+    /// Puts a fresh run of `loaded` where `checkpoint` says the recorded run stood.
+    pub(super) fn restore(loaded: LoadedFlow, checkpoint: Checkpoint) -> Result<Self, ResumeError> {
+        let run = loaded.id.clone();
+        if checkpoint.state.is_finished() {
+            return Err(ResumeError::Finished { run, state: checkpoint.state });
+        }
+        let current: Vec<String> = loaded.tasks.iter().map(|t| t.name.clone()).collect();
+        let recorded: Vec<String> = checkpoint.tasks.iter().map(|t| t.name.clone()).collect();
+        if current != recorded {
+            return Err(ResumeError::TasksChanged { run, recorded, current });
+        }
+        let mut this = Self::new(loaded);
+        this.state = checkpoint.state;
+        for (index, task) in checkpoint.tasks.into_iter().enumerate() {
+            let incomplete = |problem: &str| ResumeError::Incomplete {
+                run: run.clone(),
+                task: task.name.clone(),
+                state: task.state,
+                problem: problem.to_owned(),
+            };
+            let ran = !matches!(task.state, TaskState::Pending | TaskState::Running);
+            if ran && task.outcome.is_none() {
+                return Err(incomplete("its outcome was not recorded"));
+            }
+            // A succeeded task whose results are still in effect puts them back in the store.
+            if matches!(task.state, TaskState::Success | TaskState::Reverting)
+                && task.error.is_none()
+                && let Some(Outcome::Result(text)) = &task.outcome
+            {
+                let value = serde_json::from_str(text)
+                    .map_err(|e| incomplete(&format!("its recorded result is not JSON: {e}")))?;
+                let outputs = this.loaded.tasks[index]
+                    .binding
+                    .outputs(value)
+                    .map_err(|e| incomplete(&format!("its recorded result does not fit: {e}")))?;
+                for (name, value) in outputs {
+                    this.store.insert(name, value);
+                }
+            }
+            let record = &mut this.records[index];
+            // Caught RUNNING: it may have run partly, so it runs again from the start. Caught
+            // REVERTING: it is reverted again, so it goes back to what it was before.
+            record.state = match task.state {
+                TaskState::Running => TaskState::Pending,
+                TaskState::Reverting if task.error.is_some() => TaskState::Failure,
+                TaskState::Reverting => TaskState::Success,
+                state => state,
+            };
+            record.args = task.args.unwrap_or_default();
+            record.outcome = if ran { task.outcome } else { None };
+            record.error = task.error;
+            record.revert_error = task.revert_error;
+            record.duration = task.duration;
+        }
+        if this.state == FlowState::Reverting && this.failure().is_none() {
+            return Err(ResumeError::Incomplete {
+                run,
+                task: String::new(),
+                state: TaskState::Failure,
+                problem: "the run is REVERTING and no task's failure was recorded".into(),
+            });
+        }
+        Ok(this)
+    }
+}

@@ -1,0 +1,284 @@
+//! Validation: before anything runs, every plugin is loaded and described and every entry
+//! checked against it. Each check is a small pure function returning the problems it found,
+//! so that all problems of a flow are reported at once and each check is tested on its own.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::task::BoundTask;
+use crate::contract::TaskInfo;
+use crate::flow::{FlowSpec, Instances, TaskSpec};
+use crate::runtime::{Runtime, Sandbox};
+use crate::store::{Binding, Store, quoted};
+
+/// Everything wrong with a flow, found before any task ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError {
+    /// The flow's name.
+    pub flow: String,
+    /// Every problem found, in flow order.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem found by validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The task entry at fault, when there is one.
+    pub task: Option<String>,
+    /// What is wrong and, where it helps, how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "flow `{}` is invalid ({n} problem{}):", self.flow, if n == 1 { "" } else { "s" })?;
+        for problem in &self.problems {
+            match &problem.task {
+                Some(task) => write!(f, "\n  - task `{task}`: {}", problem.message)?,
+                None => write!(f, "\n  - {}", problem.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A flow that passed validation: its entries bound to their plugins, the initial store, and
+/// every name a successful run's final store will hold.
+pub(super) struct Validated {
+    pub(super) tasks: Vec<BoundTask>,
+    pub(super) initial: Store,
+    pub(super) provided: HashSet<String>,
+}
+
+/// Where each store name comes from, as validation walks the flow in order.
+struct Sources(BTreeMap<String, String>);
+
+impl Sources {
+    fn new(initial: &Store) -> Self {
+        Self(initial.names().map(|n| (n.clone(), "the initial store".to_owned())).collect())
+    }
+
+    fn provide(&mut self, name: &str, task: &str) {
+        self.0.insert(name.to_owned(), format!("task `{task}`"));
+    }
+}
+
+/// Validates `flow` with `store` over the flow's `[store]` defaults.
+pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -> Result<Validated, ValidationError> {
+    let mut initial: Store = flow.store.clone().into();
+    initial.extend(store);
+    let mut problems = Vec::new();
+    let mut report = |task: Option<&str>, found: Vec<String>| {
+        problems.extend(found.into_iter().map(|message| Problem { task: task.map(str::to_owned), message }))
+    };
+    if flow.tasks.is_empty() {
+        report(None, vec!["the flow has no tasks".into()]);
+    }
+    let mut sources = Sources::new(&initial);
+    // Without a plugin's declaration, later "missing name" findings could be false.
+    let mut blind = false;
+    let mut names = HashSet::new();
+    let mut tasks = Vec::with_capacity(flow.tasks.len());
+    for (index, spec) in flow.tasks.iter().enumerate() {
+        let task = Some(spec.name.as_str());
+        if !names.insert(spec.name.as_str()) {
+            report(task, vec!["duplicate task name; every entry needs its own name".into()]);
+        }
+        let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow);
+        report(task, grant_problems);
+        report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
+        let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                report(task, vec![error.to_string()]);
+                match &spec.provides {
+                    Some(provides) => provides.iter().for_each(|n| sources.provide(n, &spec.name)),
+                    None => blind = true,
+                }
+                continue;
+            }
+        };
+        report(task, check_arguments_known(spec, plugin.info()));
+        let binding = bind(spec, plugin.info());
+        if !blind {
+            report(task, check_requirements(&binding, &sources, &flow.tasks[index + 1..]));
+        }
+        report(task, check_provides(&binding, &spec.name, &mut sources));
+        let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
+        tasks.push(BoundTask::new(spec, plugin, binding, sandbox, warm));
+    }
+    if !problems.is_empty() {
+        return Err(ValidationError { flow: flow.name.clone(), problems });
+    }
+    Ok(Validated { tasks, initial, provided: sources.0.into_keys().collect() })
+}
+
+/// Checks of an entry that need no plugin: its config and whether the engine can meter fuel.
+fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    if sandbox.limits.fuel.is_some() && !fuel_metering {
+        problems.push(
+            "`limits.fuel` needs an engine with fuel metering (`EngineConfig::default().fuel(true)`); the CLI turns it on when a flow sets fuel".into(),
+        );
+    }
+    if !spec.config.is_object() {
+        problems.push("`config` must be a table (a JSON object)".into());
+    }
+    problems
+}
+
+/// `rebind` and `inject` may only name arguments the plugin takes.
+fn check_arguments_known(spec: &TaskSpec, info: &TaskInfo) -> Vec<String> {
+    let accepts = |arg: &String| info.requires.contains(arg) || info.optional.contains(arg);
+    let named = [("rebind", spec.rebind.keys().collect::<Vec<_>>()), ("inject", spec.inject.keys().collect())];
+    named
+        .into_iter()
+        .flat_map(|(field, args)| args.into_iter().filter(|a| !accepts(a)).map(move |arg| (field, arg)))
+        .map(|(field, arg)| {
+            format!(
+                "`{field}` names argument `{arg}`, which plugin `{}` neither requires nor accepts (it takes: {})",
+                info.name,
+                takes(info)
+            )
+        })
+        .collect()
+}
+
+fn takes(info: &TaskInfo) -> String {
+    let all: Vec<String> = info.requires.iter().chain(&info.optional).cloned().collect();
+    if all.is_empty() { "no arguments".into() } else { quoted(&all) }
+}
+
+/// How the entry reads its arguments and writes its result, after rebind, inject and provides.
+fn bind(spec: &TaskSpec, info: &TaskInfo) -> Binding {
+    let bind = |args: &[String]| -> Vec<(String, String)> {
+        args.iter()
+            .filter(|a| !spec.inject.contains_key(*a))
+            .map(|a| (a.clone(), spec.rebind.get(a).unwrap_or(a).clone()))
+            .collect()
+    };
+    Binding {
+        required: bind(&info.requires),
+        optional: bind(&info.optional),
+        inject: spec.inject.clone(),
+        provides: spec.provides.clone().unwrap_or_else(|| info.provides.clone()),
+    }
+}
+
+/// Every required name must come from the initial store or an earlier task; a later task
+/// providing it earns a hint.
+fn check_requirements(binding: &Binding, sources: &Sources, later: &[TaskSpec]) -> Vec<String> {
+    binding
+        .required
+        .iter()
+        .filter(|(_, key)| !sources.0.contains_key(key))
+        .map(|(arg, key)| {
+            let via = if arg == key { String::new() } else { format!(" (rebound from `{arg}`)") };
+            let provider = later.iter().find(|t| t.provides.as_ref().is_some_and(|p| p.contains(key)));
+            let hint = provider.map(|t| format!("; task `{}` provides it but runs later", t.name)).unwrap_or_default();
+            format!(
+                "argument `{arg}` needs store key `{key}`{via}, which neither the initial store nor an earlier task provides{hint}"
+            )
+        })
+        .collect()
+}
+
+/// A name is written once: an entry may not provide a name twice, nor one the initial store
+/// or an earlier task provides. Records the entry's names as provided.
+fn check_provides(binding: &Binding, task: &str, sources: &mut Sources) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut own = HashSet::new();
+    for name in &binding.provides {
+        if !own.insert(name) {
+            problems.push(format!("provides `{name}` twice"));
+        } else if let Some(source) = sources.0.get(name) {
+            problems.push(format!(
+                "provides `{name}`, which {source} already provides; set `provides` on this entry to store the result under another name"
+            ));
+        } else {
+            sources.provide(name, task);
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn info(requires: &[&str], optional: &[&str], provides: &[&str]) -> TaskInfo {
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect();
+        TaskInfo {
+            name: "plug".into(),
+            version: "1".into(),
+            description: String::new(),
+            requires: names(requires),
+            optional: names(optional),
+            provides: names(provides),
+        }
+    }
+
+    fn initial(names: &[&str]) -> Sources {
+        Sources::new(&names.iter().map(|n| ((*n).to_owned(), json!(1))).collect())
+    }
+
+    #[test]
+    fn rebind_and_inject_of_an_unknown_argument_name_the_field_and_what_the_plugin_takes() {
+        let spec = TaskSpec::new("t", "p.wasm").rebind("size", "raw").inject("colour", json!("red"));
+        let problems = check_arguments_known(&spec, &info(&["volume"], &["zone"], &["out"]));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("`rebind` names argument `size`"), "{}", problems[0]);
+        assert!(problems[1].contains("`inject` names argument `colour`"), "{}", problems[1]);
+        assert!(problems[1].contains("it takes: `volume`, `zone`"), "{}", problems[1]);
+    }
+
+    #[test]
+    fn binding_applies_rebind_and_leaves_injected_arguments_out_of_the_store() {
+        let spec = TaskSpec::new("t", "p.wasm").rebind("size", "raw_size").inject("zone", json!("a"));
+        let binding = bind(&spec, &info(&["size", "zone"], &["extra"], &["out"]));
+        assert_eq!(binding.required, vec![("size".to_owned(), "raw_size".to_owned())]);
+        assert_eq!(binding.optional, vec![("extra".to_owned(), "extra".to_owned())]);
+        assert_eq!(binding.provides, vec!["out".to_owned()]);
+    }
+
+    #[test]
+    fn a_missing_requirement_names_argument_key_and_a_later_provider() {
+        let spec = TaskSpec::new("t", "p.wasm").rebind("size", "raw_size");
+        let binding = bind(&spec, &info(&["size"], &[], &[]));
+        let later = [TaskSpec::new("sizer", "s.wasm").provides(["raw_size"])];
+        let problems = check_requirements(&binding, &initial(&["other"]), &later);
+        assert_eq!(
+            problems,
+            vec!["argument `size` needs store key `raw_size` (rebound from `size`), which neither the initial store nor an earlier task provides; task `sizer` provides it but runs later"]
+        );
+        assert!(check_requirements(&binding, &initial(&["raw_size"]), &[]).is_empty());
+    }
+
+    #[test]
+    fn a_name_is_provided_once_and_becomes_a_source_for_later_tasks() {
+        let mut sources = initial(&["seed"]);
+        let twice = Binding { required: vec![], optional: vec![], inject: BTreeMap::new(), provides: vec!["a".into(), "a".into()] };
+        assert_eq!(check_provides(&twice, "t", &mut sources), vec!["provides `a` twice"]);
+        let clash = Binding { provides: vec!["seed".into()], ..twice.clone() };
+        let problems = check_provides(&clash, "u", &mut sources);
+        assert!(problems[0].contains("which the initial store already provides"), "{problems:?}");
+        let again = Binding { provides: vec!["a".into()], ..twice };
+        assert!(check_provides(&again, "v", &mut sources)[0].contains("which task `t` already provides"));
+    }
+
+    #[test]
+    fn config_must_be_an_object_and_fuel_needs_metering() {
+        let spec = TaskSpec::new("t", "p.wasm").config(json!([1]));
+        let flow = FlowSpec::linear("f");
+        let (mut sandbox, _) = Sandbox::for_entry(&spec, &flow);
+        sandbox.limits.fuel = Some(10);
+        let problems = check_entry(&spec, &sandbox, false);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(check_entry(&TaskSpec::new("t", "p.wasm"), &sandbox, true).is_empty());
+    }
+}

@@ -1,0 +1,285 @@
+//! The wasmtime layer: everything that knows about components, instances and WASI.
+//!
+//! One [`Runtime`] per process owns the wasmtime `Engine`, the `Linker` offering WASI 0.2,
+//! and the epoch ticker that enforces deadlines ([`ticker`]). A [`Plugin`] is a compiled
+//! component pre-linked (`InstancePre`) and `describe()`d once; every `execute` or `revert`
+//! then runs on a fresh instance in its own store ([`instance`]), so no memory survives
+//! between calls — unless its task entry opted into warm instances ([`warm`]). What an
+//! instance may see and use is its [`Sandbox`]; how a failed call is reported is [`fault`].
+//!
+//! Compiled code comes from the on-disk [`ComponentCache`] when it holds the component, and
+//! instances come from wasmtime's pooling allocator when the address space allows it.
+
+mod cache;
+mod config;
+mod fault;
+mod instance;
+mod plugin;
+mod sandbox;
+mod ticker;
+mod warm;
+mod wit;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use cache::ComponentCache;
+pub use config::EngineConfig;
+pub use plugin::Plugin;
+pub(crate) use plugin::Invocation;
+pub use sandbox::{EnvSource, EnvVar, Preopen, Sandbox};
+pub(crate) use warm::WarmPool;
+
+use crate::contract::TaskInfo;
+use instance::InstanceState;
+use wit::bindings;
+use warm::IdleBudget;
+
+/// A plugin could not be loaded as a flowhost task.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("cannot read plugin {}: {source}", path.display())]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid WebAssembly component (a core module, or garbage).
+    #[error("plugin {} is not a WebAssembly component: {reason}", path.display())]
+    NotAComponent {
+        /// The plugin file.
+        path: PathBuf,
+        /// What the validator said.
+        reason: String,
+    },
+    /// The component imports something the host does not provide.
+    #[error("plugin {} imports `{import}`, which the host does not provide (only standard WASI 0.2 is offered)", path.display())]
+    UnsupportedImport {
+        /// The plugin file.
+        path: PathBuf,
+        /// The offending import's name.
+        import: String,
+    },
+    /// The component does not export `flowhost:task/task` at a version the host accepts.
+    #[error("plugin {} does not export the flowhost task contract (`{}`): {reason}", path.display(), crate::contract::CONTRACT)]
+    NotATask {
+        /// The plugin file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// `describe()` trapped or returned something unusable.
+    #[error("plugin {} failed in describe(): {reason}", path.display())]
+    Describe {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The engine could not be set up (wasmtime configuration, cache directory).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the engine: {0}")]
+pub struct SetupError(pub String);
+
+/// Component instances the pooling allocator keeps slots for; more calls at once wait for a
+/// slot. Each slot reserves address space (not memory) for its linear memories and stack.
+const POOL_SLOTS: u32 = 1000;
+
+/// Idle warm instances an engine keeps, over all plugins: a quarter of the slots, so fresh
+/// instances always find slots.
+const IDLE_WARM: usize = POOL_SLOTS as usize / 4;
+
+/// Owns the wasmtime engine shared by every run in the process, and the loaded plugins.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
+    /// Serialises first loads, so that many runs starting at once compile a plugin once.
+    loading: tokio::sync::Mutex<()>,
+    cache: Option<ComponentCache>,
+    /// With the pooling allocator, one permit per instance slot: a call waits for a free slot
+    /// instead of failing when every slot is taken.
+    slots: Option<Arc<Semaphore>>,
+    idle_warm: Arc<IdleBudget>,
+    /// Whether compiled code counts fuel, which `limits.fuel` needs.
+    fuel: bool,
+}
+
+impl Runtime {
+    /// Configures wasmtime (epoch interruption for deadlines, fuel metering when asked — it is
+    /// fixed at engine creation —, pooling when asked and possible), opens the
+    /// compiled-component cache and starts the epoch ticker.
+    pub fn with_config(settings: &EngineConfig) -> Result<Self, SetupError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(settings.fuel);
+        let pooled = settings.pooling.then(|| {
+            let mut pooled = config.clone();
+            pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+            Engine::new(&pooled)
+        });
+        let (engine, slots) = match pooled {
+            Some(Ok(engine)) => (engine, Some(Arc::new(Semaphore::new(POOL_SLOTS as usize)))),
+            Some(Err(error)) => {
+                // Like Spin: machines with a small address space (some containers, 32-bit,
+                // ulimit -v) cannot reserve the pool; on-demand allocation still works.
+                tracing::debug!("pooling allocator unavailable ({error:#}); allocating on demand");
+                (Engine::new(&config).map_err(|e| SetupError(format!("{e:#}")))?, None)
+            }
+            None => (Engine::new(&config).map_err(|e| SetupError(format!("{e:#}")))?, None),
+        };
+        let cache = match &settings.cache_dir {
+            Some(dir) => match ComponentCache::open(dir, &engine) {
+                Ok(cache) => Some(cache),
+                Err(error) => {
+                    tracing::warn!("{error}; compiling without a cache");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SetupError(format!("cannot link WASI: {e:#}")))?;
+        ticker::spawn_epoch_ticker(&engine);
+        Ok(Self {
+            engine,
+            linker,
+            plugins: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+            cache,
+            slots,
+            idle_warm: IdleBudget::new(IDLE_WARM),
+            fuel: settings.fuel,
+        })
+    }
+
+    /// Whether compiled code counts fuel, which `limits.fuel` needs.
+    pub fn fuel_metering(&self) -> bool {
+        self.fuel
+    }
+
+    /// Whether instances come from the pooling allocator (false: allocated on demand).
+    pub fn is_pooling(&self) -> bool {
+        self.slots.is_some()
+    }
+
+    /// The compiled-component cache in use, if any.
+    pub fn cache(&self) -> Option<&ComponentCache> {
+        self.cache.as_ref()
+    }
+
+    /// Loads, checks and describes the component at `path`, once per path per runtime.
+    pub async fn load(&self, path: &Path) -> Result<Arc<Plugin>, PluginError> {
+        // The path as given first: every run of a batch loads the same paths, and resolving
+        // them costs syscalls per task per run.
+        if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(path) {
+            return Ok(plugin.clone());
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(path) {
+            return Ok(plugin.clone());
+        }
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let known = self.plugins.lock().expect("plugin map poisoned").get(&key).cloned();
+        if let Some(plugin) = known {
+            self.plugins.lock().expect("plugin map poisoned").insert(path.to_path_buf(), plugin.clone());
+            return Ok(plugin);
+        }
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let engine = self.engine.clone();
+        let owned = path.to_path_buf();
+        let cache = self.cache.clone();
+        let component = tokio::task::spawn_blocking(move || {
+            if let Some(component) = cache.as_ref().and_then(|c| c.load(&engine, &bytes)) {
+                return Ok(component);
+            }
+            let component = compile(&engine, &owned, &bytes)?;
+            if let Some(cache) = &cache {
+                cache.store(&bytes, &component);
+            }
+            Ok(component)
+        })
+        .await
+        .map_err(|e| PluginError::NotAComponent { path: path.to_path_buf(), reason: e.to_string() })??;
+        let plugin = Arc::new(self.prepare(path, sha256, &component).await?);
+        let mut plugins = self.plugins.lock().expect("plugin map poisoned");
+        plugins.insert(path.to_path_buf(), plugin.clone());
+        plugins.insert(key, plugin.clone());
+        drop(plugins);
+        Ok(plugin)
+    }
+
+    async fn prepare(&self, path: &Path, sha256: String, component: &Component) -> Result<Plugin, PluginError> {
+        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
+            PluginError::UnsupportedImport { path: path.to_path_buf(), import: missing_import(&e) }
+        })?;
+        let pre = bindings::PluginPre::new(instance_pre)
+            .map_err(|e| PluginError::NotATask { path: path.to_path_buf(), reason: format!("{e:#}") })?;
+        let mut plugin = Plugin {
+            path: path.to_path_buf(),
+            sha256,
+            pre,
+            slots: self.slots.clone(),
+            idle_warm: self.idle_warm.clone(),
+            warm: Mutex::new(Vec::new()),
+            metered: self.fuel,
+            info: TaskInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                requires: Vec::new(),
+                optional: Vec::new(),
+                provides: Vec::new(),
+            },
+        };
+        plugin.info = plugin.describe().await?;
+        Ok(plugin)
+    }
+}
+
+/// Slots for [`POOL_SLOTS`] component instances, with room for the several core instances,
+/// tables and memories a component holds (a Rust component: one memory, a few core
+/// instances and tables). Memories may grow to 4 GiB; the per-task cap is the limiter's job.
+fn pooling_config() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_SLOTS)
+        .total_core_instances(10 * POOL_SLOTS)
+        .total_memories(2 * POOL_SLOTS)
+        .total_tables(4 * POOL_SLOTS)
+        .total_stacks(POOL_SLOTS);
+    pool
+}
+
+fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
+    let not_a_component = |reason: &str| PluginError::NotAComponent { path: path.to_path_buf(), reason: reason.into() };
+    let is_text = path.extension().is_some_and(|ext| ext == "wat");
+    if !is_text && !bytes.starts_with(b"\0asm") {
+        return Err(not_a_component("not a WebAssembly binary (no `\\0asm` header)"));
+    }
+    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return Err(not_a_component(
+            "it is a core WebAssembly module; build for wasm32-wasip2 or wrap it with `wasm-tools component new`",
+        ));
+    }
+    Component::new(engine, bytes).map_err(|e| not_a_component(&format!("{e:#}")))
+}
+
+/// Pulls the import's name out of wasmtime's linking error.
+fn missing_import(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    text.split('`').nth(1).map(str::to_owned).unwrap_or(text)
+}
