@@ -62,9 +62,9 @@ impl RunDb for FillingDisk {
     fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
         self.inner.release(lease)
     }
-    fn record(&self, event: &Event, lease: &Lease) -> Result<(), RunDbError> {
+    fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError> {
         self.write()?;
-        self.inner.record(event, lease)
+        self.inner.record(events, lease)
     }
     fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError> {
         self.write()?;
@@ -109,7 +109,8 @@ async fn every_failed_write_stops_the_run_and_resume_finishes_it(c_fails: bool) 
     let (disk, _, uninterrupted) = run_once(&engine, &clean, &flow, usize::MAX).await;
     let uninterrupted = uninterrupted.unwrap();
     let writes = disk.writes.load(Ordering::SeqCst);
-    assert!(writes >= 9, "a three-task run writes at least 9 times, wrote {writes}");
+    // Creating the run, then one commit per task and one at the end at least.
+    assert!(writes >= 5, "a three-task run writes at least 5 times, wrote {writes}");
 
     for k in 1..=writes {
         let ws = Workspace::new();

@@ -51,19 +51,32 @@ pub enum FlowState {
     Failure,
 }
 
-macro_rules! display_as_serde {
-    ($($ty:ty),*) => {$(
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let name = serde_json::to_value(self).ok();
-                f.write_str(name.as_ref().and_then(Value::as_str).unwrap_or("?"))
-            }
-        }
-    )*};
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
-display_as_serde!(TaskState, FlowState);
+
+impl fmt::Display for FlowState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl TaskState {
+    /// The state's name, as TaskFlow spells it and the run database stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Running => "RUNNING",
+            TaskState::Success => "SUCCESS",
+            TaskState::Failure => "FAILURE",
+            TaskState::Reverting => "REVERTING",
+            TaskState::Reverted => "REVERTED",
+            TaskState::RevertFailure => "REVERT_FAILURE",
+        }
+    }
+
     /// Whether TaskFlow's state machine allows the move from `self` to `to` (a task caught
     /// RUNNING by a crash starts over from PENDING on resume, so RUNNING is entered again
     /// only that way).
@@ -80,6 +93,18 @@ impl TaskState {
 }
 
 impl FlowState {
+    /// The state's name, as TaskFlow spells it and the run database stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Pending => "PENDING",
+            FlowState::Running => "RUNNING",
+            FlowState::Success => "SUCCESS",
+            FlowState::Reverting => "REVERTING",
+            FlowState::Reverted => "REVERTED",
+            FlowState::Failure => "FAILURE",
+        }
+    }
+
     /// Whether the flow has ended: SUCCESS, REVERTED or FAILURE. An unfinished run can be
     /// resumed.
     pub fn is_finished(self) -> bool {

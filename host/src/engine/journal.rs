@@ -1,8 +1,8 @@
 //! The journal: the run's durable record, written by the engine itself.
 //!
 //! Like TaskFlow's storage, and unlike a listener, the journal is part of the run: every
-//! transition is appended to it *before* listeners hear of it and before the run moves on,
-//! and a failed append stops the run where it stands. So nothing ever executes or reverts
+//! transition is appended to it *before* listeners hear of it and before the next plugin
+//! call, and a failed append stops the run where it stands. So nothing ever executes or reverts
 //! past what is recorded, and a run stopped this way is resumed from its last committed
 //! transition once the storage works again. The run database (`crate::runs`) implements it.
 
@@ -16,9 +16,10 @@ pub type JournalError = Box<dyn Error + Send + Sync>;
 
 /// A run's durable record.
 pub trait Journal: Send + Sync {
-    /// Commits `event` (with the arguments, result or error it carries) durably, or fails;
-    /// the engine stops the run on failure.
-    fn append(&self, event: &Event) -> Result<(), JournalError>;
+    /// Commits `events` (with the arguments, results or errors they carry) durably, all or
+    /// none, in order; the engine stops the run on failure. The engine hands over every
+    /// transition made since the last call: e.g. a task's SUCCESS with the next one's RUNNING.
+    fn append(&self, events: &[Event]) -> Result<(), JournalError>;
 
     /// The run has ended — finished, or stopped by a failed append: let go of whatever the
     /// journal holds for it (e.g. a lease). Best effort.

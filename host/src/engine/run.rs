@@ -1,8 +1,12 @@
 //! The run state machine: execute in order, revert in reverse on the first failure.
 //!
-//! Every state change goes through [`Run::task_to`] or [`Run::flow_to`], which append it to
-//! the journal first, then tell the listeners. A failed append stops the run at once: no
-//! further task executes or reverts (TaskFlow's order: storage before notifier).
+//! Every state change goes through [`Run::task_to`] or [`Run::flow_to`] and waits in the run's
+//! pending transitions until the next [`Run::flush`], which comes before every plugin call and
+//! at the end: the journal commits the pending transitions together, then the listeners hear
+//! of them (TaskFlow's order: storage before notifier). So nothing reaches a plugin, a
+//! listener or the caller before it is recorded — and a task's SUCCESS and the next task's
+//! RUNNING cost one commit, not two. A failed commit stops the run at once: no further task
+//! executes or reverts.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,6 +46,8 @@ pub(super) struct Run {
     pub(super) records: Vec<Record>,
     pub(super) state: FlowState,
     started: Instant,
+    /// Transitions made but not yet journaled (and not yet told to listeners).
+    pending: Vec<Event>,
 }
 
 /// A transition could not be journaled: the run stops where it stands.
@@ -63,7 +69,14 @@ impl Run {
                 revert_error: None,
             })
             .collect();
-        Self { store: loaded.initial.clone(), loaded, records, state: FlowState::Pending, started: now }
+        Self {
+            store: loaded.initial.clone(),
+            loaded,
+            records,
+            state: FlowState::Pending,
+            started: now,
+            pending: Vec::new(),
+        }
     }
 
     /// The task whose execute failed, with its error.
@@ -71,51 +84,55 @@ impl Run {
         self.records.iter().enumerate().find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
     }
 
-    /// Journals the transition, then tells the listeners.
-    fn emit(&self, transition: Transition) -> Stopped {
-        let event = Event {
+    fn emit(&mut self, transition: Transition) {
+        self.pending.push(Event {
             run_id: self.loaded.id.clone(),
             flow: self.loaded.flow.clone(),
             at: SystemTime::now(),
             transition,
-        };
+        });
+    }
+
+    /// Journals the pending transitions in one commit, then tells the listeners. Called
+    /// before every plugin call and when the run ends.
+    fn flush(&mut self) -> Stopped {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.pending);
         if let Some(journal) = &self.loaded.journal {
-            journal.append(&event).map_err(|error| RunError {
+            journal.append(&events).map_err(|error| RunError {
                 run: self.loaded.id.clone(),
-                transition: event.transition.to_string(),
+                transition: events.iter().map(|e| e.transition.to_string()).collect::<Vec<_>>().join(", "),
                 error,
             })?;
         }
-        notify(&self.loaded.listeners, &event);
+        for event in &events {
+            notify(&self.loaded.listeners, event);
+        }
         Ok(())
     }
 
-    fn flow_to(&mut self, to: FlowState) -> Stopped {
+    fn flow_to(&mut self, to: FlowState) {
         let from = self.state;
-        let ended = to.is_finished();
-        let store = ended.then(|| self.store.clone());
-        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store })?;
+        let store = to.is_finished().then(|| self.store.clone());
+        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store });
         self.state = to;
-        Ok(())
     }
 
-    /// Moves task `index` to `to`: recorded first, so the in-memory state never runs ahead
-    /// of the journal.
-    fn task_to(&mut self, index: usize, to: TaskState, detail: Detail) -> Stopped {
-        let record = &self.records[index];
+    fn task_to(&mut self, index: usize, to: TaskState, detail: Detail) {
+        let record = &mut self.records[index];
         let from = record.state;
         debug_assert!(from.can_move_to(to), "task transition {from} -> {to}");
         let duration = record.since.elapsed();
-        let task = self.loaded.tasks[index].name.clone();
-        let Detail { result, error, args, outcome } = detail;
-        self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome })?;
-        let record = &mut self.records[index];
         record.state = to;
         record.since = Instant::now();
         if from == TaskState::Running {
             record.duration = duration;
         }
-        Ok(())
+        let task = self.loaded.tasks[index].name.clone();
+        let Detail { result, error, args, outcome } = detail;
+        self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome });
     }
 
     /// Runs (or goes on running) to the end, or until the journal fails.
@@ -132,14 +149,15 @@ impl Run {
             self.failure()
         } else {
             if self.state == FlowState::Pending {
-                self.flow_to(FlowState::Running)?;
+                self.flow_to(FlowState::Running);
             }
             self.execute_tasks().await?
         };
         match failed {
             None => self.flow_to(FlowState::Success),
-            Some((index, error)) => self.revert_from(index, error).await,
+            Some((index, error)) => self.revert_from(index, error).await?,
         }
+        self.flush()
     }
 
     /// Executes every task not yet done, in order, up to the first failure.
@@ -172,16 +190,17 @@ impl Run {
             .map(|args| args.to_string())
             .and_then(|args| task.sandbox.limits.check_args(&args).map(|()| args));
         let detail = Detail { args: args.as_ref().ok().cloned(), ..Detail::default() };
-        self.task_to(index, TaskState::Running, detail)?;
+        self.task_to(index, TaskState::Running, detail);
         let args = match args {
             Ok(args) => args,
-            Err(error) => return self.fail(index, None, error),
+            Err(error) => return Ok(Some(self.fail(index, None, error))),
         };
         self.records[index].args = args;
+        self.flush()?;
         let task = &self.loaded.tasks[index];
         let text = match task.execute(&self.records[index].args).await {
             Ok(text) => text,
-            Err(error) => return self.fail(index, None, error),
+            Err(error) => return Ok(Some(self.fail(index, None, error))),
         };
         let stored = serde_json::from_str::<Value>(&text)
             .map_err(|e| HostFault::InvalidResult.error(format!("result is not valid JSON: {e}")))
@@ -190,7 +209,7 @@ impl Run {
             Ok((outputs, value)) => {
                 let outcome = Outcome::Result(text);
                 let detail = Detail { result: Some(value), outcome: Some(outcome.clone()), ..Detail::default() };
-                self.task_to(index, TaskState::Success, detail)?;
+                self.task_to(index, TaskState::Success, detail);
                 for (name, value) in outputs {
                     self.store.insert(name, value);
                 }
@@ -198,18 +217,19 @@ impl Run {
                 Ok(None)
             }
             // The task did run: its revert gets the raw result to undo whatever it did.
-            Err(error) => self.fail(index, Some(Outcome::Result(text)), error),
+            Err(error) => Ok(Some(self.fail(index, Some(Outcome::Result(text)), error))),
         }
     }
 
-    fn fail(&mut self, index: usize, outcome: Option<Outcome>, error: TaskError) -> Result<Option<TaskError>, RunError> {
+    /// Marks task `index` FAILURE; returns its error.
+    fn fail(&mut self, index: usize, outcome: Option<Outcome>, error: TaskError) -> TaskError {
         let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
         let detail = Detail { error: Some(error.clone()), outcome: Some(outcome.clone()), ..Detail::default() };
-        self.task_to(index, TaskState::Failure, detail)?;
+        self.task_to(index, TaskState::Failure, detail);
         let record = &mut self.records[index];
         record.outcome = Some(outcome);
         record.error = Some(error.clone());
-        Ok(Some(error))
+        error
     }
 
     /// Reverts the failed task, then every task that succeeded, in reverse order. A revert
@@ -217,7 +237,7 @@ impl Run {
     /// tasks already reverted (or whose revert already failed).
     async fn revert_from(&mut self, failed: usize, error: TaskError) -> Stopped {
         if self.state != FlowState::Reverting {
-            self.flow_to(FlowState::Reverting)?;
+            self.flow_to(FlowState::Reverting);
         }
         let failures = vec![(self.loaded.tasks[failed].name.clone(), error)];
         let mut all_reverted = true;
@@ -231,23 +251,25 @@ impl Run {
                 _ => {}
             }
             let Some(outcome) = self.records[index].outcome.clone() else { continue };
-            self.task_to(index, TaskState::Reverting, Detail::default())?;
+            self.task_to(index, TaskState::Reverting, Detail::default());
+            self.flush()?;
             let task = &self.loaded.tasks[index];
             match task.revert(&self.records[index].args, &outcome, &failures).await {
                 Ok(()) => {
-                    self.task_to(index, TaskState::Reverted, Detail::default())?;
+                    self.task_to(index, TaskState::Reverted, Detail::default());
                     for name in &self.loaded.tasks[index].binding.provides {
                         self.store.remove(name);
                     }
                 }
                 Err(error) => {
                     all_reverted = false;
-                    self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() })?;
+                    self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
                     self.records[index].revert_error = Some(error);
                 }
             }
         }
-        self.flow_to(if all_reverted { FlowState::Reverted } else { FlowState::Failure })
+        self.flow_to(if all_reverted { FlowState::Reverted } else { FlowState::Failure });
+        Ok(())
     }
 
     fn report(self) -> RunReport {

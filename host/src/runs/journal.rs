@@ -72,8 +72,8 @@ async fn beat(db: Arc<dyn RunDb>, lease: Lease) {
 }
 
 impl Journal for DbJournal {
-    fn append(&self, event: &Event) -> Result<(), JournalError> {
-        Ok(self.db.record(event, &self.lease)?)
+    fn append(&self, events: &[Event]) -> Result<(), JournalError> {
+        Ok(self.db.record(events, &self.lease)?)
     }
 
     fn close(&self) {

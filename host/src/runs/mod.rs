@@ -48,9 +48,9 @@ pub trait RunDb: Send + Sync {
     fn renew(&self, lease: &Lease) -> Result<(), RunDbError>;
     /// Gives the lease up (the run finished or stopped); a lease already taken is left alone.
     fn release(&self, lease: &Lease) -> Result<(), RunDbError>;
-    /// Commits one transition (and the arguments, result or error it carries) durably, and
-    /// renews the lease, in one transaction; fails fenced without writing.
-    fn record(&self, event: &Event, lease: &Lease) -> Result<(), RunDbError>;
+    /// Commits transitions (and the arguments, results or errors they carry) durably, all or
+    /// none, and renews the lease, in one transaction; fails fenced without writing.
+    fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError>;
     /// Notes that a run is being resumed, with the origin it is resumed from (hashes may
     /// differ from the recorded ones when resuming with force).
     fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError>;

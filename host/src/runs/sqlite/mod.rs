@@ -1,6 +1,9 @@
 //! The SQLite run database: one file, WAL journal, numbered migrations. One connection per
 //! process behind a mutex; writes take the write lock up front (`BEGIN IMMEDIATE`) and wait
-//! for it (busy timeout), so concurrent runs and processes queue instead of failing.
+//! for it (busy timeout), so concurrent runs and processes queue instead of failing. Journal
+//! writes of concurrent runs share commits ([`journal`]).
+
+mod journal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,13 +18,15 @@ use super::{
     Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
     StateChange, TaskRecord,
 };
-use crate::events::{Event, FlowState, TaskState, Transition};
+use crate::events::{Event, FlowState};
 
 /// Marks the file as a flowhost run database (`PRAGMA application_id`, "FLWH").
 const APPLICATION_ID: i64 = 0x464C_5748;
 
 /// Schema migrations; the database's `user_version` is how many have been applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_leases.sql")];
+
+use journal::{Batch, GroupCommit, Write};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,6 +52,8 @@ pub enum Durability {
 pub struct SqliteRunDb {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Journal writes waiting for the next group commit.
+    commits: GroupCommit,
 }
 
 impl SqliteRunDb {
@@ -96,7 +103,7 @@ impl SqliteRunDb {
         };
         conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))
             .map_err(|e| classify(path, "configuring", e))?;
-        let mut db = Self { path: path.to_path_buf(), conn: Mutex::new(conn) };
+        let mut db = Self { path: path.to_path_buf(), conn: Mutex::new(conn), commits: GroupCommit::default() };
         db.migrate()?;
         Ok(db)
     }
@@ -195,9 +202,6 @@ fn state<T: DeserializeOwned>(column: usize, text: String) -> rusqlite::Result<T
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
 }
 
-fn state_name<T: serde::Serialize>(value: T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
 
 const FINISHED: &str = "('SUCCESS', 'REVERTED', 'FAILURE')";
 
@@ -309,114 +313,17 @@ impl RunDb for SqliteRunDb {
         })
     }
 
-    fn record(&self, event: &Event, lease: &Lease) -> Result<(), RunDbError> {
-        let at = seconds(event.at);
-        let held = self.with(&format!("recording {}", event.transition), |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if !fence(&tx, lease)? {
-                return Ok(false);
-            }
-            match &event.transition {
-                Transition::Flow { from, to, elapsed, store } => {
-                    let ended = matches!(to, FlowState::Success | FlowState::Reverted | FlowState::Failure);
-                    let reason = match to {
-                        FlowState::Success => Some("every task succeeded"),
-                        FlowState::Reverted => Some("a task failed; every task was reverted"),
-                        FlowState::Failure => Some("a task failed and a revert failed"),
-                        _ => None,
-                    };
-                    tx.prepare_cached(&format!(
-                        "UPDATE runs SET state = ?2, updated_at = {t},
-                           finished_at = CASE WHEN ?4 THEN {t} ELSE finished_at END,
-                           final_store = COALESCE(?5, final_store),
-                           exit_reason = CASE WHEN ?6 IS NULL THEN exit_reason
-                                              WHEN exit_reason IS NULL OR ?2 = 'SUCCESS' THEN ?6
-                                              ELSE ?6 || ': ' || exit_reason END
-                         WHERE id = ?1",
-                        t = ts(3)
-                    ))?
-                    .execute(params![
-                        event.run_id,
-                        state_name(to),
-                        at,
-                        ended,
-                        store.as_ref().map(json),
-                        reason
-                    ])?;
-                    tx.prepare_cached(&format!(
-                        "INSERT INTO transitions (run_id, from_state, to_state, at, duration_ms)
-                         VALUES (?1, ?2, ?3, {t}, ?5)",
-                        t = ts(4)
-                    ))?
-                    .execute(params![event.run_id, state_name(from), state_name(to), at, millis(*elapsed)])?;
-                }
-                Transition::Task { task, index, from, to, duration, result, error, args, outcome } => {
-                    let (error, revert_error) = match to {
-                        TaskState::RevertFailure => (None, error.as_ref()),
-                        _ => (error.as_ref(), None),
-                    };
-                    let (run_ms, revert_ms) = match from {
-                        TaskState::Running => (Some(millis(*duration)), None),
-                        TaskState::Reverting => (None, Some(millis(*duration))),
-                        _ => (None, None),
-                    };
-                    tx.prepare_cached(
-                        "UPDATE tasks SET state = ?3,
-                           args = COALESCE(?4, args), outcome = COALESCE(?5, outcome),
-                           result = COALESCE(?6, result), error = COALESCE(?7, error),
-                           revert_error = COALESCE(?8, revert_error),
-                           duration_ms = COALESCE(?9, duration_ms),
-                           revert_duration_ms = COALESCE(?10, revert_duration_ms),
-                           executions = executions + (?3 = 'RUNNING'),
-                           reverts = reverts + (?3 = 'REVERTING')
-                         WHERE run_id = ?1 AND idx = ?2",
-                    )?
-                    .execute(params![
-                        event.run_id,
-                        *index as i64,
-                        state_name(to),
-                        args,
-                        outcome.as_ref().map(json),
-                        result.as_ref().map(json),
-                        error.map(json),
-                        revert_error.map(json),
-                        run_ms,
-                        revert_ms,
-                    ])?;
-                    let reason = match (to, error, revert_error) {
-                        (TaskState::Failure, Some(e), _) => Some(format!("task `{task}` failed: {e}")),
-                        (_, _, Some(e)) => Some(format!("revert of task `{task}` failed: {e}")),
-                        _ => None,
-                    };
-                    if let Some(reason) = reason {
-                        tx.prepare_cached(&format!(
-                            "UPDATE runs SET updated_at = {t},
-                               exit_reason = CASE WHEN exit_reason IS NULL THEN ?3 ELSE exit_reason || '; ' || ?3 END
-                             WHERE id = ?1",
-                            t = ts(2)
-                        ))?
-                        .execute(params![event.run_id, at, reason])?;
-                    }
-                    tx.prepare_cached(&format!(
-                        "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7)",
-                        t = ts(6)
-                    ))?
-                    .execute(params![
-                        event.run_id,
-                        *index as i64,
-                        task,
-                        state_name(from),
-                        state_name(to),
-                        at,
-                        millis(*duration)
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            Ok(true)
-        })?;
-        if held { Ok(()) } else { Err(self.fenced(lease)) }
+    fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError> {
+        let what = match events {
+            [only] => format!("recording {}", only.transition),
+            _ => format!("recording {} transitions", events.len()),
+        };
+        let writes = events.iter().map(Write::of).collect();
+        match self.commits.commit(self, Batch { lease: lease.clone(), writes }) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.fenced(lease)),
+            Err(error) => Err(classify(&self.path, &what, error)),
+        }
     }
 
     fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError> {
@@ -446,7 +353,7 @@ impl RunDb for SqliteRunDb {
                  WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2)
                  ORDER BY created_at DESC, rowid DESC"),
             )?;
-            let rows = statement.query_map(params![filter.state.map(state_name), filter.flow], summary)?;
+            let rows = statement.query_map(params![filter.state.map(FlowState::as_str), filter.flow], summary)?;
             rows.collect()
         })
     }
@@ -527,7 +434,7 @@ impl RunDb for SqliteRunDb {
                        AND (lease_owner IS NULL OR lease_expires <= ?3)",
                     t = ts(2)
                 ),
-                params![filter.state.map(state_name), before, now()],
+                params![filter.state.map(FlowState::as_str), before, now()],
             )
         })
     }
