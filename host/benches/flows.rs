@@ -1,10 +1,11 @@
 //! Every figure of BENCHMARKS.md in one run: `cargo bench -p flowhost --bench flows`.
 //!
 //! Each row group is one function called from `main` (add a group by adding a function),
-//! printing its rows of one Markdown table as it goes:
-//! per-task cost against the bare wasmtime floor, flows per second at several concurrencies,
-//! per-task cost with the SQLite run database against in-memory runs, CLI cold start with an
-//! empty and a warm cache, and peak memory with 10,000 runs in flight.
+//! printing its rows of one Markdown table as it goes: the bare wasmtime floor under several
+//! allocator configurations, per-task cost against the best of them, per-task cost and runs
+//! per second with the SQLite run database against in-memory runs, flows per second at
+//! several concurrencies, CLI cold start with an empty and a warm cache, peak memory with
+//! 100,000 runs in flight, and TaskFlow 6.5 on the same shapes (`benches/taskflow/`).
 //! All figures are medians of several repetitions; the machine is expected to be noisy.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use flowhost::{Batch, BatchInput, Engine, EngineConfig, FlowSpec, Instances, Sto
 use flowhost_testkit::{plugin, repo_root};
 use serde_json::json;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod floor {
@@ -31,7 +32,17 @@ mod floor {
 /// Tells a re-executed bench process to run the peak-memory measurement alone.
 const ROLE_ENV: &str = "FLOWHOST_BENCH_ROLE";
 /// Runs in flight for the peak-memory row.
-const IN_FLIGHT: usize = 10_000;
+const IN_FLIGHT: usize = 100_000;
+
+/// Figures measured early that later rows compare with (TaskFlow's ratios).
+#[derive(Default)]
+struct Seen {
+    /// µs/task fresh and warm, by flow length.
+    fresh: Vec<(usize, f64)>,
+    warm: Vec<(usize, f64)>,
+    /// Cached CLI run of the example, ms.
+    cli_ms: f64,
+}
 
 fn main() {
     if std::env::var(ROLE_ENV).as_deref() == Ok("rss") {
@@ -42,12 +53,14 @@ fn main() {
     println!("| row | figure |");
     println!("|---|---|");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let mut seen = Seen::default();
     let floor = runtime.block_on(wasmtime_floor());
-    runtime.block_on(task_costs(floor));
+    runtime.block_on(task_costs(floor, &mut seen));
     runtime.block_on(durable_costs());
     runtime.block_on(flows_per_second());
-    cold_start();
+    cold_start(&mut seen);
     peak_rss();
+    taskflow(&seen);
 }
 
 fn row(name: &str, figure: String) {
@@ -75,25 +88,117 @@ impl WasiView for Bare {
     }
 }
 
-/// The same component called through wasmtime alone (pooling allocator, no flowhost):
-/// a fresh store, WASI context and instance per call, and one instance reused. Returns the
-/// fresh floor in µs, and prints where its time goes.
-async fn wasmtime_floor() -> (f64, f64) {
-    let mut config = Config::new();
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(100).total_core_instances(400).total_memories(200).total_tables(200);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = wasmtime::Engine::new(&config).expect("engine");
-    let component = Component::from_file(&engine, plugin("probe")).expect("compile probe");
-    let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("link WASI");
-    let pre = floor::PluginPre::new(linker.instantiate_pre(&component).expect("pre")).expect("bindings");
-    let args = json!({"value": 1}).to_string();
-    let new_store = || wasmtime::Store::new(&engine, Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+/// A wasmtime configuration the floor is measured under.
+struct FloorConfig {
+    name: &'static str,
+    config: Config,
+    /// Whether flowhost could use it as is: no knob that trades safety for speed.
+    safe: bool,
+}
 
+/// The floor's configurations, from wasmtime's defaults to flowhost's and beyond. Pool sizes
+/// as flowhost's (`runtime/mod.rs`).
+fn floor_configs() -> Vec<FloorConfig> {
+    let pool = || {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(1000)
+            .total_core_instances(10_000)
+            .total_memories(2000)
+            .total_tables(4000)
+            .total_stacks(1000);
+        pool
+    };
+    let pooled = |pool: PoolingAllocationConfig| {
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config
+    };
+    let resident = || {
+        let mut pool = pool();
+        pool.linear_memory_keep_resident(4 << 20).table_keep_resident(256 << 10).pagemap_scan(Enabled::Auto);
+        pool
+    };
+    let no_cow = {
+        let mut config = pooled(resident());
+        config.memory_init_cow(false);
+        config
+    };
+    let no_guard = {
+        let mut pool = resident();
+        pool.max_memory_size(256 << 20);
+        let mut config = pooled(pool);
+        config.memory_guard_size(0).memory_reservation(256 << 20);
+        config
+    };
+    vec![
+        FloorConfig { name: "pooling, wasmtime defaults", config: pooled(pool()), safe: true },
+        FloorConfig {
+            name: "pooling + keep resident (4 MiB memories, 256 KiB tables) + pagemap_scan (flowhost's)",
+            config: pooled(resident()),
+            safe: true,
+        },
+        FloorConfig { name: "the same + memory_init_cow(false)", config: no_cow, safe: true },
+        FloorConfig { name: "the same + no guard pages, 256 MiB reservation (not used: see BENCHMARKS.md)", config: no_guard, safe: false },
+        FloorConfig { name: "on-demand allocation", config: Config::new(), safe: true },
+    ]
+}
+
+/// One fresh store, WASI context and instance, and one `execute` call: the floor's unit.
+async fn fresh_call(pre: &floor::PluginPre<Bare>, args: &str) {
+    let mut store = wasmtime::Store::new(pre.engine(), Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+    let guest = pre.instantiate_async(&mut store).await.expect("instantiate");
+    let result = guest.flowhost_task_task().call_execute(&mut store, args, "{}").await.expect("call");
+    assert!(result.is_ok());
+}
+
+/// The same component called through wasmtime alone (no flowhost), under each configuration:
+/// median latency of a fresh store + instantiate + call one at a time, and calls per second
+/// with 64 at once. Returns the best safe configuration's latency (the floor flowhost's fresh
+/// tasks are compared with) and the reused-instance floor, and prints where a fresh call's
+/// time goes under the best configuration.
+async fn wasmtime_floor() -> (f64, f64) {
     const CALLS: usize = 2000;
+    const AT_ONCE: usize = 64;
+    let args: Arc<str> = json!({"value": 1}).to_string().into();
+    let mut best: Option<(f64, Arc<floor::PluginPre<Bare>>)> = None;
+    for FloorConfig { name, config, safe } in floor_configs() {
+        let engine = wasmtime::Engine::new(&config).expect("engine");
+        let component = Component::from_file(&engine, plugin("probe")).expect("compile probe");
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("link WASI");
+        let pre = Arc::new(floor::PluginPre::new(linker.instantiate_pre(&component).expect("pre")).expect("bindings"));
+        let mut latency = Vec::with_capacity(CALLS);
+        for _ in 0..CALLS {
+            let started = Instant::now();
+            fresh_call(&pre, &args).await;
+            latency.push(micros(started.elapsed()));
+        }
+        let started = Instant::now();
+        let workers: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let (pre, args) = (pre.clone(), args.clone());
+                tokio::spawn(async move {
+                    for _ in 0..CALLS / AT_ONCE {
+                        fresh_call(&pre, &args).await;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.expect("floor worker");
+        }
+        let per_second = (CALLS / AT_ONCE * AT_ONCE) as f64 / started.elapsed().as_secs_f64();
+        let latency = median(latency);
+        row(&format!("wasmtime floor, {name}: µs one at a time / calls/s {AT_ONCE} at once"), format!("{latency:.1} / {per_second:.0}"));
+        if safe && best.as_ref().is_none_or(|(b, _)| latency < *b) {
+            best = Some((latency, pre));
+        }
+    }
+    let (fresh, pre) = best.expect("a safe configuration");
+    row("wasmtime floor, best safe configuration, fresh store + instantiate + call (µs)", format!("{fresh:.1}"));
+
+    let new_store = || wasmtime::Store::new(pre.engine(), Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
     let (mut ctx, mut instantiate, mut call) = (Vec::new(), Vec::new(), Vec::new());
-    let mut total = Vec::new();
     for _ in 0..CALLS {
         let t0 = Instant::now();
         let mut store = new_store();
@@ -107,10 +212,7 @@ async fn wasmtime_floor() -> (f64, f64) {
         ctx.push(micros(t1 - t0));
         instantiate.push(micros(t2 - t1));
         call.push(micros(t3 - t2));
-        total.push(micros(t3 - t0));
     }
-    let fresh = median(total);
-    row("wasmtime floor, fresh store + instantiate + call (µs)", format!("{fresh:.1}"));
     row(
         "  of which: store + WASI ctx / instantiate / call + drop (µs)",
         format!("{:.1} / {:.1} / {:.1}", median(ctx), median(instantiate), median(call)),
@@ -146,7 +248,7 @@ fn engine() -> Engine {
 }
 
 /// µs per task for flows of 10, 100 and 1000 tasks, one run at a time (validation included).
-async fn task_costs((fresh_floor, reuse_floor): (f64, f64)) {
+async fn task_costs((fresh_floor, reuse_floor): (f64, f64), seen: &mut Seen) {
     let engine = engine();
     for instances in [Instances::Fresh, Instances::Reuse] {
         let floor = if instances == Instances::Fresh { fresh_floor } else { reuse_floor };
@@ -165,6 +267,10 @@ async fn task_costs((fresh_floor, reuse_floor): (f64, f64)) {
                 &format!("µs/task, N={n}, {}", label(instances)),
                 format!("{cost:.1} ({:.2}× floor)", cost / floor),
             );
+            match instances {
+                Instances::Fresh => seen.fresh.push((n, cost)),
+                Instances::Reuse => seen.warm.push((n, cost)),
+            }
         }
     }
 }
@@ -196,6 +302,31 @@ async fn durable_costs() {
         let base = *memory.get_or_insert(cost);
         row(&format!("µs/task, N={N}, fresh, {name}"), format!("{cost:.1} ({:.2}× in memory)", cost / base));
     }
+    // Throughput, where concurrent runs share commits.
+    let db: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("batch.db"), true, Durability::Normal).expect("db"));
+    for concurrency in [1, 64] {
+        let runs = if concurrency == 1 { 500 } else { 2000 };
+        let inputs = || (1..=runs).map(|line| BatchInput { line, store: Ok(initial()) });
+        let mut rates = Vec::new();
+        for durable in [false, true] {
+            let mut batch = Batch::new(&engine, &flow).concurrency(concurrency);
+            if durable {
+                let executor = Executor::new(db.clone());
+                batch = batch.prepare_each(move |loaded| Ok(runs::record(&executor, loaded, None)?));
+            }
+            let mut samples = Vec::new();
+            for _ in 0..3 {
+                let summary = batch.run(inputs(), |_| {}).await;
+                assert_eq!(summary.succeeded, runs);
+                samples.push(summary.runs_per_second());
+            }
+            rates.push(median(samples));
+        }
+        row(
+            &format!("ten-task runs/s, concurrency {concurrency}: in memory / SQLite NORMAL"),
+            format!("{:.0} / {:.0} ({:.2}× in memory)", rates[0], rates[1], rates[1] / rates[0]),
+        );
+    }
 }
 
 fn label(instances: Instances) -> &'static str {
@@ -210,6 +341,7 @@ async fn flows_per_second() {
     let engine = engine();
     for instances in [Instances::Fresh, Instances::Reuse] {
         let flow = chain(10, instances);
+        let mut alone = None;
         for concurrency in [1, 2, 64, 1024] {
             let runs = if concurrency == 1 { 1000 } else { 4000 };
             let inputs = || (1..=runs).map(|line| BatchInput { line, store: Ok(initial()) });
@@ -221,9 +353,11 @@ async fn flows_per_second() {
                 assert_eq!(summary.succeeded, runs);
                 rates.push(summary.runs_per_second());
             }
+            let rate = median(rates);
+            let base = *alone.get_or_insert(rate);
             row(
                 &format!("ten-task flows/s, concurrency {concurrency}, {}", label(instances)),
-                format!("{:.0}", median(rates)),
+                format!("{rate:.0} ({:.2}× concurrency 1)", rate / base),
             );
         }
     }
@@ -238,8 +372,9 @@ fn example(dir: &Path) -> PathBuf {
     flow
 }
 
-/// Wall time of `flowhost run` of the five-task example, from process start to exit.
-fn cold_start() {
+/// Wall time of `flowhost run` of the five-task example (recording into the run database,
+/// as by default), from process start to exit.
+fn cold_start(seen: &mut Seen) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let flow = example(scratch.path());
     let state = scratch.path().join("state");
@@ -251,7 +386,8 @@ fn cold_start() {
         let out = Command::new(env!("CARGO_BIN_EXE_flowhost"))
             .args(["-q", "run"])
             .arg(&flow)
-            .args(["--fetch", "volume"])
+            .args(["--fetch", "volume", "--db"])
+            .arg(scratch.path().join("runs.db"))
             .env("FLOWHOST_CACHE_DIR", cache)
             .output()
             .expect("run flowhost");
@@ -267,7 +403,39 @@ fn cold_start() {
         .collect();
     row("CLI run of the 5-task example, empty cache (ms)", format!("{:.1}", median(empty)));
     let warm: Vec<f64> = (0..15).map(|_| run(&cache)).collect();
-    row("CLI run of the 5-task example, warm cache (ms)", format!("{:.1}", median(warm)));
+    seen.cli_ms = median(warm);
+    row("CLI run of the 5-task example, warm cache (ms)", format!("{:.1}", seen.cli_ms));
+}
+
+/// TaskFlow 6.5 on the same shapes (`benches/taskflow/twin.py`, in a virtualenv the script
+/// creates), and flowhost's ratio to it from this run's figures.
+fn taskflow(seen: &Seen) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/taskflow/run.sh");
+    let out = Command::new("bash").arg(&script).output();
+    let twin: serde_json::Value = match out {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).expect("twin prints JSON"),
+        Ok(out) => {
+            row("TaskFlow 6.5", format!("not measured: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return;
+        }
+        Err(error) => {
+            row("TaskFlow 6.5", format!("not measured: {error}"));
+            return;
+        }
+    };
+    for (n, fresh) in &seen.fresh {
+        let theirs = twin["per_task_us"][n.to_string()].as_f64().expect("per-task figure");
+        let warm = seen.warm.iter().find(|(m, _)| m == n).map_or(f64::NAN, |(_, w)| *w);
+        row(
+            &format!("TaskFlow µs/task, N={n} (flowhost fresh / warm is faster by)"),
+            format!("{theirs:.1} ({:.0}× / {:.0}×)", theirs / fresh, theirs / warm),
+        );
+    }
+    let theirs = twin["example_ms"].as_f64().expect("example figure");
+    row(
+        "TaskFlow run of the 5-task example as a process (ms; flowhost's CLI is faster by)",
+        format!("{theirs:.1} ({:.0}×)", theirs / seen.cli_ms),
+    );
 }
 
 /// Peak RSS of a process that starts 10,000 runs of a ten-task flow at once, measured in a

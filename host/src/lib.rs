@@ -41,7 +41,7 @@ pub mod runs;
 
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo};
 pub use engine::{
-    Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Engine, FlowError, Journal, JournalError,
+    Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Engine, FlowError, Journal, JournalError,
     LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, TaskCheckpoint, TaskPlan, TaskReport,
     ValidationError,
 };

@@ -7,6 +7,8 @@
 //! transition once the storage works again. The run database (`crate::runs`) implements it.
 
 use std::error::Error;
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::events::Event;
 
@@ -14,12 +16,17 @@ use crate::events::Event;
 /// lock that timed out, a lease taken by another executor).
 pub type JournalError = Box<dyn Error + Send + Sync>;
 
+/// The future of one [`Journal::append`].
+pub type Append<'a> = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send + 'a>>;
+
 /// A run's durable record.
 pub trait Journal: Send + Sync {
     /// Commits `events` (with the arguments, results or errors they carry) durably, all or
     /// none, in order; the engine stops the run on failure. The engine hands over every
     /// transition made since the last call: e.g. a task's SUCCESS with the next one's RUNNING.
-    fn append(&self, events: &[Event]) -> Result<(), JournalError>;
+    /// Asynchronous, so that a run waiting for its commit leaves its thread to other runs —
+    /// which is what lets concurrent runs share commits.
+    fn append<'a>(&'a self, events: &'a [Event]) -> Append<'a>;
 
     /// The run has ended — finished, or stopped by a failed append: let go of whatever the
     /// journal holds for it (e.g. a lease). Best effort.

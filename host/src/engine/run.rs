@@ -95,13 +95,13 @@ impl Run {
 
     /// Journals the pending transitions in one commit, then tells the listeners. Called
     /// before every plugin call and when the run ends.
-    fn flush(&mut self) -> Stopped {
+    async fn flush(&mut self) -> Stopped {
         if self.pending.is_empty() {
             return Ok(());
         }
         let events = std::mem::take(&mut self.pending);
         if let Some(journal) = &self.loaded.journal {
-            journal.append(&events).map_err(|error| RunError {
+            journal.append(&events).await.map_err(|error| RunError {
                 run: self.loaded.id.clone(),
                 transition: events.iter().map(|e| e.transition.to_string()).collect::<Vec<_>>().join(", "),
                 error,
@@ -157,7 +157,7 @@ impl Run {
             None => self.flow_to(FlowState::Success),
             Some((index, error)) => self.revert_from(index, error).await?,
         }
-        self.flush()
+        self.flush().await
     }
 
     /// Executes every task not yet done, in order, up to the first failure.
@@ -196,7 +196,7 @@ impl Run {
             Err(error) => return Ok(Some(self.fail(index, None, error))),
         };
         self.records[index].args = args;
-        self.flush()?;
+        self.flush().await?;
         let task = &self.loaded.tasks[index];
         let text = match task.execute(&self.records[index].args).await {
             Ok(text) => text,
@@ -252,7 +252,7 @@ impl Run {
             }
             let Some(outcome) = self.records[index].outcome.clone() else { continue };
             self.task_to(index, TaskState::Reverting, Detail::default());
-            self.flush()?;
+            self.flush().await?;
             let task = &self.loaded.tasks[index];
             match task.revert(&self.records[index].args, &outcome, &failures).await {
                 Ok(()) => {

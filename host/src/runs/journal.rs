@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 use super::{Executor, Lease, NewRun, Origin, RunDb, RunDbError};
-use crate::engine::{Journal, JournalError, LoadedFlow};
+use crate::engine::{Append, Journal, LoadedFlow};
 use crate::events::Event;
 
 /// Makes `loaded` a recorded run of `executor`: hashes its flow file and plugins, creates the
@@ -72,8 +72,16 @@ async fn beat(db: Arc<dyn RunDb>, lease: Lease) {
 }
 
 impl Journal for DbJournal {
-    fn append(&self, events: &[Event]) -> Result<(), JournalError> {
-        Ok(self.db.record(events, &self.lease)?)
+    fn append<'a>(&'a self, events: &'a [Event]) -> Append<'a> {
+        // The database call blocks (a commit, or waiting for the connection while another
+        // run's commit holds ours too): off the async workers, so other runs go on meanwhile.
+        let (db, lease, events) = (self.db.clone(), self.lease.clone(), events.to_vec());
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(move || db.record(&events, &lease)).await {
+                Ok(recorded) => Ok(recorded?),
+                Err(failed) => Err(format!("the journal write did not finish: {failed}").into()),
+            }
+        })
     }
 
     fn close(&self) {

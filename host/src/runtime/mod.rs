@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use cache::ComponentCache;
 pub use config::EngineConfig;
@@ -254,15 +254,29 @@ impl Runtime {
 /// Slots for [`POOL_SLOTS`] component instances, with room for the several core instances,
 /// tables and memories a component holds (a Rust component: one memory, a few core
 /// instances and tables). Memories may grow to 4 GiB; the per-task cap is the limiter's job.
+///
+/// A freed slot is reset by `memset` over the pages its instance touched — up to
+/// [`KEEP_RESIDENT`] per memory, the dirty pages found with the kernel's `PAGEMAP_SCAN` where
+/// it has it (Linux 6.7+) — instead of `madvise`. The next instance in the slot still starts
+/// from its module's initial memory, so nothing leaks between tasks; what changes is that
+/// pages stay mapped: no page faults on reuse, and no `madvise`/`munmap` taking the process's
+/// memory-map lock, which made fresh instances stop scaling past one core (BENCHMARKS.md).
+/// The price is up to [`KEEP_RESIDENT`] of resident memory per slot that was ever used.
 fn pooling_config() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(POOL_SLOTS)
         .total_core_instances(10 * POOL_SLOTS)
         .total_memories(2 * POOL_SLOTS)
         .total_tables(4 * POOL_SLOTS)
-        .total_stacks(POOL_SLOTS);
+        .total_stacks(POOL_SLOTS)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT / 16)
+        .pagemap_scan(Enabled::Auto);
     pool
 }
+
+/// Bytes of each pooled linear memory reset in place rather than given back to the kernel.
+const KEEP_RESIDENT: usize = 4 << 20;
 
 fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
     let not_a_component = |reason: &str| PluginError::NotAComponent { path: path.to_path_buf(), reason: reason.into() };
