@@ -20,7 +20,7 @@ pub struct CompileArgs {
 /// Compiles (or finds in the cache) and checks each plugin; a plugin already cached costs a
 /// load only. Fails on the first plugin that is not a valid task.
 pub async fn compile(ctx: &Context, args: CompileArgs) -> anyhow::Result<ExitCode> {
-    let engine = ctx.bare_engine(false)?;
+    let engine = ctx.engine(false)?;
     let Some(dir) = engine.cache_dir().map(|d| d.to_path_buf()) else {
         bail!(UsageError("nothing to compile into: the cache is off (--no-cache)".into()));
     };

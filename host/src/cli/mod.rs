@@ -115,15 +115,19 @@ impl Context {
         Self { config }
     }
 
-    /// An engine with these settings and no listener; with fuel metering only when `fuel`
-    /// (a flow sets a fuel budget), since metering slows every task.
-    pub fn bare_engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
+    /// An engine for many runs at once (`run --batch`): pooled instances, no listener; with
+    /// fuel metering only when `fuel` (a flow sets a fuel budget), since metering slows every
+    /// task.
+    pub fn batch_engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
         flowhost::Engine::with_config(&self.config.clone().fuel(fuel)).context("starting the engine")
     }
 
-    /// An engine that logs every transition (the stock logging listener).
+    /// An engine for one run or one plugin, logging every transition. Its instances are
+    /// allocated on demand: setting up the pool (a thousand slots, a guard page per stack)
+    /// costs more than the handful of instances one run makes.
     pub fn engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
-        let mut engine = self.bare_engine(fuel)?;
+        let mut engine = flowhost::Engine::with_config(&self.config.clone().fuel(fuel).pooling(false))
+            .context("starting the engine")?;
         engine.listen(std::sync::Arc::new(flowhost::LogListener));
         Ok(engine)
     }

@@ -37,7 +37,7 @@ pub async fn run(
             }),
         })
         .collect();
-    let mut engine = ctx.bare_engine(flow.needs_fuel())?;
+    let mut engine = ctx.batch_engine(flow.needs_fuel())?;
     // Thousands of runs would bury the summary under transitions: log them only when asked.
     if tracing::enabled!(tracing::Level::DEBUG) {
         engine.listen(std::sync::Arc::new(LogListener));
