@@ -125,17 +125,22 @@ impl Sandbox {
                 ));
                 continue;
             }
-            if let Some(reached) = protected.iter().find(|p| grant::covers(&host, p)) {
-                problems.push(format!(
+            // Pinned first: a symlink is refused as such, and the protection check then
+            // compares a path without symlinks.
+            let preopen = match Preopen::pin(host, grant.guest.clone(), grant.mode) {
+                Ok(preopen) => preopen,
+                Err(error) => {
+                    problems.push(error.to_string());
+                    continue;
+                }
+            };
+            match protected.iter().find(|p| grant::covers(&preopen.host, p)) {
+                Some(reached) => problems.push(format!(
                     "granted directory {} reaches {}, which flowhost protects (compiled-code cache or run database); grant a directory apart from it",
-                    host.display(),
+                    preopen.host.display(),
                     reached.display()
-                ));
-                continue;
-            }
-            match Preopen::pin(host, grant.guest.clone(), grant.mode) {
-                Ok(preopen) => dirs.push(preopen),
-                Err(error) => problems.push(error.to_string()),
+                )),
+                None => dirs.push(preopen),
             }
         }
         let mut env = Vec::new();

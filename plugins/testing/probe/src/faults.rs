@@ -116,7 +116,12 @@ pub fn apply(config: &Config) -> Result<Option<String>, TaskError> {
             }
             Ok(None)
         }
-        Mode::Exit => std::process::exit(config.n as i32),
+        // `std::process::exit` would report only failure (WASI 0.2's `exit`); the status
+        // itself needs `exit-with-code`.
+        Mode::Exit => {
+            wasip2::cli::exit::exit_with_code(config.n as u8);
+            unreachable!("exit-with-code returned")
+        }
         Mode::Print => {
             let content = config.need(&config.content, "content")?;
             println!("{content}");
