@@ -65,7 +65,7 @@ fn a_corrupt_or_truncated_entry_is_rebuilt_not_trusted() {
     std::fs::write(&entry, &flipped).unwrap();
     let out = flowhost(&["describe", &probe()], cache.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("checksum mismatch"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("integrity tag mismatch"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&entry).unwrap().len(), good.len(), "the entry was rebuilt");
 
     // Cut short, as by a full disk.
@@ -157,4 +157,123 @@ async fn engines_configured_with_one_cache_share_compiled_plugins() {
     let uncached = Engine::with_config(&EngineConfig::default().no_cache()).unwrap();
     assert_eq!(uncached.cache_dir(), None);
     assert_eq!(uncached.plugin(&plugin("probe")).await.unwrap().info(), &info);
+}
+
+/// The entry's header: magic (8 bytes), payload length (8), tag (32); then the payload.
+const HEADER: usize = 8 + 8 + 32;
+
+#[test]
+fn a_forged_entry_with_its_checksum_recomputed_is_rejected_and_rebuilt() {
+    use sha2::{Digest, Sha256};
+    let cache = tempfile::tempdir().unwrap();
+    assert!(flowhost(&["compile", &probe()], cache.path()).status.success());
+    let [entry] = entries(cache.path()).try_into().expect("one entry");
+    let good = std::fs::read(&entry).unwrap();
+    // Patched machine code, with the header's digest recomputed as a forger would.
+    let mut forged = good.clone();
+    let middle = HEADER + (forged.len() - HEADER) / 2;
+    forged[middle..middle + 16].iter_mut().for_each(|b| *b ^= 0x5a);
+    let digest = Sha256::digest(&forged[HEADER..]);
+    forged[16..HEADER].copy_from_slice(&digest);
+    std::fs::write(&entry, &forged).unwrap();
+
+    let out = flowhost(&["describe", &probe()], cache.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("integrity tag mismatch"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stored compiled component in the cache"), "compiled again: {}", stderr(&out));
+    assert_eq!(std::fs::read(&entry).unwrap(), good, "the rebuilt entry is the genuine one");
+}
+
+#[test]
+fn an_entry_copied_under_another_plugins_key_is_rejected_and_the_run_records_the_right_hash() {
+    use sha2::{Digest, Sha256};
+    let cache = tempfile::tempdir().unwrap();
+    let other = plugin("quota_reserve").display().to_string();
+    assert!(flowhost(&["compile", &other], cache.path()).status.success());
+    let [other_entry] = entries(cache.path()).try_into().expect("one entry");
+    assert!(flowhost(&["compile", &probe()], cache.path()).status.success());
+    let probe_entry = entries(cache.path()).into_iter().find(|e| *e != other_entry).unwrap();
+    std::fs::copy(&other_entry, &probe_entry).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flow.toml"),
+        format!("name = \"swapped\"\n[store]\nvalue = 7\n\n[[task]]\nname = \"echo\"\nplugin = \"{}\"\n", probe()),
+    )
+    .unwrap();
+    let mut command = flowhost_testkit::flowhost(["run", "flow.toml"]).dir(dir.path()).env("FLOWHOST_LOG", "flowhost=debug");
+    command.arg("--cache-dir").arg(cache.path());
+    let out = command.run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("integrity tag mismatch"), "{}", stderr(&out));
+    let store: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(store["echo"]["value"], 7, "the probe ran, not the entry's plugin: {store}");
+    let show = flowhost_testkit::flowhost(["runs", "list", "--json"]).dir(dir.path()).run();
+    let runs: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_owned();
+    let show = flowhost_testkit::flowhost(["runs", "show", &id, "--json"]).dir(dir.path()).run();
+    let probe_sha = format!("{:x}", Sha256::digest(std::fs::read(plugin("probe")).unwrap()));
+    assert!(String::from_utf8_lossy(&show.stdout).contains(&probe_sha), "the record keeps the probe's own hash");
+}
+
+#[test]
+fn a_cache_directory_others_may_write_is_refused_with_a_clear_message_and_no_cache_still_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let cache = parent.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = flowhost(&["describe", &probe()], &cache);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("refusing cache directory {}: others may write to it (mode 777)", cache.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert!(entries(&cache).is_empty(), "nothing was written to it");
+    let out = flowhost(&["describe", &probe(), "--no-cache"], &cache);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stderr(&out).contains("refusing"), "{}", stderr(&out));
+
+    // Owned by another user (only root can give a directory away).
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+        let out = flowhost(&["describe", &probe()], &cache);
+        assert!(stderr(&out).contains("it is owned by uid 65534, not by the user running flowhost"), "{}", stderr(&out));
+        assert!(entries(&cache).is_empty());
+    }
+}
+
+#[test]
+fn a_grant_covering_the_cache_its_key_or_the_run_database_is_refused_at_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("state/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::create_dir_all(dir.path().join("db")).unwrap();
+    let entry = |name: &str, host: &str| {
+        format!("\n[[task]]\nname = \"{name}\"\nplugin = \"{}\"\ndirs = [{{ host = \"{host}\", guest = \"/g\", mode = \"rw\" }}]\n", probe())
+    };
+    std::fs::write(
+        dir.path().join("flow.toml"),
+        format!("name = \"covering\"\n[store]\nvalue = 1\n{}{}{}", entry("cache_parent", "state"), entry("cache_inside", "state/cache"), entry("db", "db")),
+    )
+    .unwrap();
+    let flow = dir.path().join("flow.toml").display().to_string();
+    let db = dir.path().join("db/runs.db");
+    let mut command = flowhost_testkit::flowhost(["run", &flow, "--db", &db.display().to_string()]).dir(dir.path());
+    command.arg("--cache-dir").arg(&cache);
+    let out = command.run();
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let log = stderr(&out);
+    for (task, host, reached) in [
+        ("cache_parent", dir.path().join("state"), cache.clone()),
+        ("cache_inside", cache.clone(), cache.clone()),
+        ("db", dir.path().join("db"), db.clone()),
+    ] {
+        assert!(
+            log.contains(&format!("task `{task}`: granted directory {} reaches {}, which flowhost protects", host.display(), reached.display())),
+            "{task}: {log}"
+        );
+    }
 }

@@ -447,17 +447,17 @@ fn check_shows_every_limit_and_grant_and_the_run_report_the_limits_applied() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
     assert!(
-        plan.contains("limits:   deadline 4000 ms, memory 48 MiB, result 8 KiB, args 2 KiB, fuel 900000000"),
+        plan.contains("limits:   deadline 4000 ms, memory 48 MiB, result 8 KiB, args 2 KiB, fuel 900000000, handles 1024"),
         "{plan}"
     );
-    assert!(plan.contains("/j (ro)"), "{plan}");
+    assert!(plan.contains("/j (ro, pinned: device "), "{plan}");
 
     let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "a fuel budget makes the CLI meter fuel: {}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["tasks"][0]["limits"],
-        json!({"deadline_ms": 4000, "memory_mib": 48, "result_kib": 8, "args_kib": 2, "fuel": 900000000})
+        json!({"deadline_ms": 4000, "memory_mib": 48, "result_kib": 8, "args_kib": 2, "fuel": 900000000, "handles": 1024})
     );
 }
 

@@ -50,9 +50,10 @@ pub enum Outcome {
 }
 
 /// Why a task failed or a revert failed: the contract's `task-error`, whether the task
-/// returned it or the host produced it (see [`HostFault`]).
+/// returned it or the host produced it (see [`HostFault`]). Displayed with control
+/// characters escaped ([`escape`]): a plugin's code and message are its own words.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{}: {}", escape(code), escape(message))]
 pub struct TaskError {
     /// Machine-readable, kebab-case code.
     pub code: String,
@@ -95,13 +96,20 @@ pub enum HostFault {
     MissingArguments,
     /// A granted directory could not be opened for the call.
     GrantUnavailable,
+    /// The plugin called `exit` instead of returning.
+    Exited,
+    /// The instance held more WASI handles (open files, streams, …) than its cap.
+    HandleLimit,
+    /// The host could not give the instance what it needs (memory, address space): the host's
+    /// trouble, not the plugin's; retrying later may succeed.
+    HostResources,
     /// Anything else that went wrong in the host around the call.
     HostError,
 }
 
 impl HostFault {
     /// Every host fault, for documentation and exhaustive checks.
-    pub const ALL: [HostFault; 11] = [
+    pub const ALL: [HostFault; 14] = [
         Self::Trap,
         Self::DeadlineExceeded,
         Self::MemoryLimit,
@@ -112,6 +120,9 @@ impl HostFault {
         Self::MissingProvides,
         Self::MissingArguments,
         Self::GrantUnavailable,
+        Self::Exited,
+        Self::HandleLimit,
+        Self::HostResources,
         Self::HostError,
     ];
 
@@ -128,6 +139,9 @@ impl HostFault {
             Self::MissingProvides => "missing-provides",
             Self::MissingArguments => "missing-arguments",
             Self::GrantUnavailable => "grant-unavailable",
+            Self::Exited => "exited",
+            Self::HandleLimit => "handle-limit",
+            Self::HostResources => "host-resources",
             Self::HostError => "host-error",
         }
     }
@@ -142,15 +156,29 @@ impl HostFault {
     pub fn stopped_by_host(self) -> bool {
         matches!(
             self,
-            Self::Trap | Self::DeadlineExceeded | Self::MemoryLimit | Self::FuelExhausted | Self::ResultTooLarge | Self::HostError
+            Self::Trap
+                | Self::DeadlineExceeded
+                | Self::MemoryLimit
+                | Self::FuelExhausted
+                | Self::ResultTooLarge
+                | Self::Exited
+                | Self::HandleLimit
+                | Self::HostResources
+                | Self::HostError
         )
     }
 
-    /// Whether the fault is a configured limit being hit (deadline, memory, fuel, sizes).
+    /// Whether the fault is a configured limit being hit (deadline, memory, fuel, sizes,
+    /// handles).
     pub fn is_limit(self) -> bool {
         matches!(
             self,
-            Self::DeadlineExceeded | Self::MemoryLimit | Self::FuelExhausted | Self::ResultTooLarge | Self::ArgsTooLarge
+            Self::DeadlineExceeded
+                | Self::MemoryLimit
+                | Self::FuelExhausted
+                | Self::ResultTooLarge
+                | Self::ArgsTooLarge
+                | Self::HandleLimit
         )
     }
 
@@ -166,9 +194,43 @@ impl fmt::Display for HostFault {
     }
 }
 
+/// Plugin-provided text made safe to show on a terminal or in a log line: control
+/// characters (newlines and escape sequences included), DEL, C1 controls and Unicode
+/// direction overrides are written as escapes (`\n`, `\u{1b}`), so a plugin can neither
+/// forge a log line, nor move the cursor, clear the screen or reorder what is shown.
+/// Everything else, backslashes included, is kept as is.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => shown.push_str("\\n"),
+            '\r' => shown.push_str("\\r"),
+            '\t' => shown.push_str("\\t"),
+            c if unsafe_char(c) => shown.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => shown.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_text_is_shown_with_its_control_characters_escaped() {
+        assert_eq!(escape("plain text, C:\\dir"), "plain text, C:\\dir");
+        assert_eq!(escape("\u{1b}[2J\nFAKE LOG LINE\r\t"), "\\u{1b}[2J\\nFAKE LOG LINE\\r\\t");
+        assert_eq!(escape("a\u{202e}b\u{9b}c\u{7f}"), "a\\u{202e}b\\u{9b}c\\u{7f}");
+        let error = TaskError { code: "x\ny".into(), message: "\u{1b}[31mred".into(), details: None };
+        assert_eq!(error.to_string(), "x\\ny: \\u{1b}[31mred");
+    }
 
     #[test]
     fn every_fault_code_reads_back_as_the_same_fault() {

@@ -39,7 +39,7 @@ mod store;
 pub mod conform;
 pub mod runs;
 
-pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo};
+pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
 pub use engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Engine, FlowError, Journal, JournalError,
     LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, TaskCheckpoint, TaskPlan, TaskReport,
@@ -47,5 +47,8 @@ pub use engine::{
 };
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flow::{Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, TaskSpec};
-pub use runtime::{EngineConfig, EnvSource, EnvVar, Plugin, PluginError, Preopen, Sandbox, SetupError};
+pub use runtime::{
+    EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES, Pinned, Plugin, PluginError, Preopen, Sandbox,
+    SetupError,
+};
 pub use store::Store;

@@ -36,6 +36,9 @@ fn main() -> ExitCode {
             Command::Compile(args) => cli::compile::compile(&ctx, args).await,
         }
     });
+    // A WASI call blocked in a host thread past its task's deadline (a read of a FIFO no one
+    // writes) cannot be interrupted; its task has failed already. Exit without waiting for it.
+    runtime.shutdown_background();
     match outcome {
         Ok(code) => code,
         Err(error) => {

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{Context, StoreArgs, print_json, read_flow};
+use super::db::DEFAULT_DB;
+use super::{Context, StoreArgs, print_json, read_flow, shown};
 
 /// Arguments of `flowhost check`.
 #[derive(Debug, Args)]
@@ -20,9 +21,13 @@ pub struct CheckArgs {
 }
 
 /// Prints each task as it would run: arguments and where they come from, provides, limits
-/// and grants.
+/// and grants (pinned: the directory object each grant was opened to). Grants reaching the
+/// run database `run` would use (`FLOWHOST_DB` or the default) are refused as `run` refuses
+/// them.
 pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
+    let mut ctx = ctx.clone();
+    ctx.protect(std::env::var_os("FLOWHOST_DB").filter(|p| !p.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_DB), PathBuf::from));
     let loaded = ctx.engine(flow.needs_fuel())?.load(&flow, args.store.store()?).await?;
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
@@ -31,7 +36,14 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     println!("flow `{}` is valid", loaded.name());
     for (n, task) in loaded.plan().enumerate() {
-        println!("{}. {} — {} {} ({})", n + 1, task.name, task.info.name, task.info.version, task.plugin.display());
+        println!(
+            "{}. {} — {} {} ({})",
+            n + 1,
+            task.name,
+            shown(&task.info.name),
+            shown(&task.info.version),
+            task.plugin.display()
+        );
         let args: Vec<String> = task
             .required
             .iter()
@@ -41,20 +53,28 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
             }))
             .chain(task.inject.iter().map(|(arg, value)| format!("{arg} = {value}")))
             .collect();
-        println!("   requires: {}", if args.is_empty() { "-".into() } else { args.join(", ") });
-        println!("   provides: {}", if task.provides.is_empty() { "-".into() } else { task.provides.join(", ") });
+        // Argument and result names come from the plugin's describe(): escaped.
+        let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { shown(&names.join(", ")).into_owned() };
+        println!("   requires: {}", list(&args));
+        println!("   provides: {}", list(task.provides));
         let l = &task.sandbox.limits;
         let fuel = l.fuel.map_or_else(|| "off".to_owned(), |f| f.to_string());
         println!(
-            "   limits:   deadline {} ms, memory {} MiB, result {} KiB, args {} KiB, fuel {fuel}",
-            l.deadline_ms, l.memory_mib, l.result_kib, l.args_kib
+            "   limits:   deadline {} ms, memory {} MiB, result {} KiB, args {} KiB, fuel {fuel}, handles {}",
+            l.deadline_ms, l.memory_mib, l.result_kib, l.args_kib, l.handles
         );
         for dir in &task.sandbox.dirs {
             let mode = match dir.access {
                 flowhost::Access::ReadOnly => "ro",
                 flowhost::Access::ReadWrite => "rw",
             };
-            println!("   grant:    {} -> {} ({mode})", dir.host.display(), dir.guest);
+            println!(
+                "   grant:    {} -> {} ({mode}, pinned: device {}, inode {})",
+                dir.host.display(),
+                dir.guest,
+                dir.pinned.device,
+                dir.pinned.inode
+            );
         }
         let env: Vec<String> = task
             .sandbox

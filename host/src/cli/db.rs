@@ -35,7 +35,8 @@ pub struct RecordArgs {
 }
 
 impl DbArgs {
-    fn path(&self) -> PathBuf {
+    /// The database file: --db, FLOWHOST_DB, or the default.
+    pub fn path(&self) -> PathBuf {
         self.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{Context, print_json};
+use super::{Context, print_json, shown};
 
 /// Arguments of `flowhost describe`.
 #[derive(Debug, Args)]
@@ -24,11 +24,12 @@ pub async fn describe(ctx: &Context, args: DescribeArgs) -> anyhow::Result<ExitC
     if args.json {
         print_json(info)?;
     } else {
-        println!("{} {}", info.name, info.version);
+        // Every word here is the plugin's own: escaped, so it cannot write to the terminal.
+        println!("{} {}", shown(&info.name), shown(&info.version));
         if !info.description.is_empty() {
-            println!("  {}", info.description);
+            println!("  {}", shown(&info.description));
         }
-        let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { names.join(", ") };
+        let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { shown(&names.join(", ")).into_owned() };
         println!("  requires: {}", list(&info.requires));
         println!("  optional: {}", list(&info.optional));
         println!("  provides: {}", list(&info.provides));

@@ -56,6 +56,12 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     if error.is::<RunError>() {
         return TEMPFAIL;
     }
+    // The host, not the flow, lacked memory or address space for a plugin: retry later.
+    if matches!(error.downcast_ref(), Some(ValidationError { host_unavailable: true, .. }))
+        || matches!(error.downcast_ref(), Some(PluginError::Unavailable { .. }))
+    {
+        return TEMPFAIL;
+    }
     if error.is::<UsageError>() || matches!(error.downcast_ref(), Some(ResumeError::Finished { .. })) {
         return USAGE;
     }

@@ -100,6 +100,7 @@ impl StoreArgs {
 }
 
 /// What every command is handed: the engine settings the global flags chose.
+#[derive(Clone)]
 pub struct Context {
     config: EngineConfig,
 }
@@ -113,6 +114,11 @@ impl Context {
             _ => EngineConfig::default(),
         };
         Self { config }
+    }
+
+    /// Refuses, at validation, grants that reach `path` (the run database).
+    pub fn protect(&mut self, path: impl Into<PathBuf>) {
+        self.config.protected.push(path.into());
     }
 
     /// An engine for many runs at once (`run --batch`): pooled instances, no listener; with
@@ -149,6 +155,11 @@ pub fn init_logging(verbose: bool, quiet: bool) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+}
+
+/// Text a plugin provided (names, descriptions, messages), escaped for the terminal.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    flowhost::escape(text)
 }
 
 /// Prints JSON to stdout.

@@ -44,6 +44,12 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let flow = read_flow(&args.flow)?;
     let store = args.store.store()?;
     let executor = args.record.executor()?;
+    // A task granted the run database could rewrite any run's record and lease.
+    let mut ctx = ctx.clone();
+    if executor.is_some() {
+        ctx.protect(args.record.db.path());
+    }
+    let ctx = &ctx;
     if let Some(inputs) = &args.batch {
         return batch::run(ctx, &flow, store, inputs, &args, executor).await;
     }
@@ -71,6 +77,7 @@ pub fn print_report(report: &flowhost::RunReport, fetch: &[String], json: bool) 
             .map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null)))
             .collect()
     });
+    // The errors' Display escapes what the plugin wrote.
     if report.state != FlowState::Success {
         for task in &report.tasks {
             if let Some(error) = &task.error {

@@ -126,6 +126,8 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
         RunsCommand::Resume { id, force, json } => {
             let executor = args.db.executor(db);
             let resumption = Resumption::open(executor.db().as_ref(), &id)?;
+            let mut ctx = ctx.clone();
+            ctx.protect(args.db.path());
             let engine = ctx.engine(resumption.flow().needs_fuel())?;
             let report = resumption.run(&executor, &engine, force).await?;
             return super::run::print_report(&report, &[], json);

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::contract::{CONTRACT, HostFault, Outcome, TaskError, accepts_export};
+use crate::contract::{CONTRACT, HostFault, Outcome, TaskError, accepts_export, escape};
 use crate::engine::Engine;
 use crate::flow::{Access, EffectiveLimits};
 use crate::runtime::{Invocation, Plugin, PluginError, Preopen, Sandbox};
@@ -194,7 +194,8 @@ impl fmt::Display for ConformReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let width = self.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
         for check in &self.checks {
-            writeln!(f, "{:<4}  {:<width$}  {}", check.status, check.id, check.reason)?;
+            // Reasons quote the plugin's own errors: escaped, one line per check.
+            writeln!(f, "{:<4}  {:<width$}  {}", check.status, escape(&check.id), escape(&check.reason))?;
         }
         let count = |s| self.checks.iter().filter(|c| c.status == s).count();
         write!(
@@ -259,7 +260,7 @@ pub async fn conform(engine: &Engine, path: &Path, cases: Option<&Cases>) -> Con
 /// contract, or every import the host cannot satisfy.
 fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginError) {
     match error {
-        PluginError::Read { .. } | PluginError::NotAComponent { .. } => {
+        PluginError::Read { .. } | PluginError::NotAPluginFile { .. } | PluginError::NotAComponent { .. } => {
             report.push("component", Status::Fail, error.to_string());
             report.push("contract", Status::Skip, "not a component");
             report.push("imports", Status::Skip, "not a component");
@@ -310,6 +311,10 @@ fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginEr
             report.push("contract", Status::Pass, format!("exports `{CONTRACT}`"));
             report.push("imports", Status::Pass, "imports only what the host provides");
             report.push("describe", Status::Fail, format!("describe() failed: {reason}"));
+        }
+        PluginError::Unavailable { .. } => {
+            report.push("component", Status::Pass, "a valid WebAssembly component");
+            report.push("describe", Status::Skip, error.to_string());
         }
     }
 }
@@ -422,12 +427,11 @@ struct Suite<'a> {
 }
 
 impl Suite<'_> {
-    fn sandbox(scratch: &Path) -> Sandbox {
-        Sandbox {
-            limits: EffectiveLimits::DEFAULT,
-            dirs: vec![Preopen { host: scratch.to_path_buf(), guest: SCRATCH.into(), access: Access::ReadWrite }],
-            env: Vec::new(),
-        }
+    /// A fresh scratch directory and the sandbox granting it (pinned) at [`SCRATCH`].
+    fn scratch() -> Option<(tempfile::TempDir, Sandbox)> {
+        let scratch = tempfile::tempdir().ok()?;
+        let dir = Preopen::pin(scratch.path(), SCRATCH, Access::ReadWrite).ok()?;
+        Some((scratch, Sandbox { limits: EffectiveLimits::DEFAULT, dirs: vec![dir], env: Vec::new() }))
     }
 
     fn time(&mut self, call: &str, took: Duration, result: &Result<impl Sized, TaskError>) {
@@ -471,11 +475,10 @@ impl Suite<'_> {
     /// Check 3: every malformed input must come back as a task-error. `valid` is a case
     /// expected to succeed, whose arguments are the base that one flaw at a time is put into.
     async fn check_inputs(&mut self, report: &mut ConformReport, valid: Option<&Case>) {
-        let Ok(scratch) = tempfile::tempdir() else {
+        let Some((_scratch, sandbox)) = Self::scratch() else {
             report.push("input", Status::Skip, "cannot create a scratch directory");
             return;
         };
-        let sandbox = Self::sandbox(scratch.path());
         let base = valid.map(|c| c.args.clone()).unwrap_or_default();
         let config = valid.map(|c| json(&c.config)).unwrap_or_else(|| "{}".into());
         let requires = self.plugin.info().requires.clone();
@@ -539,11 +542,10 @@ impl Suite<'_> {
 
     /// Checks 4–6 for one case: the result, its repeatability, and revert.
     async fn check_case(&mut self, report: &mut ConformReport, case: &Case) {
-        let Ok(scratch) = tempfile::tempdir() else {
+        let Some((_scratch, sandbox)) = Self::scratch() else {
             report.push(format!("case.{}", case.name), Status::Skip, "cannot create a scratch directory");
             return;
         };
-        let sandbox = Self::sandbox(scratch.path());
         let (args, config) = (json(&case.args), json(&case.config));
         let first = self.execute(&format!("case {}", case.name), &sandbox, &args, &config).await;
         let (id, repeat_id, revert_id) =

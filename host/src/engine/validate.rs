@@ -8,9 +8,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::task::BoundTask;
-use crate::contract::TaskInfo;
+use crate::contract::{TaskInfo, escape};
 use crate::flow::{FlowSpec, Instances, TaskSpec};
-use crate::runtime::{Runtime, Sandbox};
+use crate::runtime::{PluginError, Runtime, Sandbox};
 use crate::store::{Binding, Store, quoted};
 
 /// Everything wrong with a flow, found before any task ran.
@@ -20,6 +20,9 @@ pub struct ValidationError {
     pub flow: String,
     /// Every problem found, in flow order.
     pub problems: Vec<Problem>,
+    /// Some problem is the host's, not the flow's: a plugin could not be instantiated for
+    /// want of memory or address space. Retrying later may succeed.
+    pub host_unavailable: bool,
 }
 
 /// One problem found by validation.
@@ -34,11 +37,12 @@ pub struct Problem {
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "flow `{}` is invalid ({n} problem{}):", self.flow, if n == 1 { "" } else { "s" })?;
+        write!(f, "flow `{}` is invalid ({n} problem{}):", escape(&self.flow), if n == 1 { "" } else { "s" })?;
+        // Messages quote names and text a plugin declared: escaped, one line per problem.
         for problem in &self.problems {
             match &problem.task {
-                Some(task) => write!(f, "\n  - task `{task}`: {}", problem.message)?,
-                None => write!(f, "\n  - {}", problem.message)?,
+                Some(task) => write!(f, "\n  - task `{}`: {}", escape(task), escape(&problem.message))?,
+                None => write!(f, "\n  - {}", escape(&problem.message))?,
             }
         }
         Ok(())
@@ -77,6 +81,8 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
     if flow.tasks.is_empty() {
         report(None, vec!["the flow has no tasks".into()]);
     }
+    report(None, check_name("flow", &flow.name).into_iter().collect());
+    let mut host_unavailable = false;
     let mut sources = Sources::new(&initial);
     // Without a plugin's declaration, later "missing name" findings could be false.
     let mut blind = false;
@@ -87,12 +93,14 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
         if !names.insert(spec.name.as_str()) {
             report(task, vec!["duplicate task name; every entry needs its own name".into()]);
         }
-        let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow);
+        report(task, check_name("task", &spec.name).into_iter().collect());
+        let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow, runtime.protected());
         report(task, grant_problems);
         report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
         let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
             Ok(plugin) => plugin,
             Err(error) => {
+                host_unavailable |= matches!(error, PluginError::Unavailable { .. });
                 report(task, vec![error.to_string()]);
                 match &spec.provides {
                     Some(provides) => provides.iter().for_each(|n| sources.provide(n, &spec.name)),
@@ -111,9 +119,27 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
         tasks.push(BoundTask::new(spec, plugin, binding, sandbox, warm));
     }
     if !problems.is_empty() {
-        return Err(ValidationError { flow: flow.name.clone(), problems });
+        return Err(ValidationError { flow: flow.name.clone(), problems, host_unavailable });
     }
     Ok(Validated { tasks, initial, provided: sources.0.into_keys().collect() })
+}
+
+/// Longest flow or task name.
+const MAX_NAME: usize = 128;
+
+/// Flow and task names appear in logs, terminals, file names and URLs: they start with a
+/// letter or digit and hold only ASCII letters, digits, `_`, `-` and `.`, at most
+/// [`MAX_NAME`] of them. `kind` is "flow" or "task".
+fn check_name(kind: &str, name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if starts_well && name.len() <= MAX_NAME && name.chars().all(allowed) {
+        return None;
+    }
+    Some(format!(
+        "{kind} name `{}` is not allowed: a {kind} name starts with a letter or digit and holds only ASCII letters, digits, `_`, `-` and `.` (at most {MAX_NAME})",
+        escape(name)
+    ))
 }
 
 /// Checks of an entry that need no plugin: its config and whether the engine can meter fuel.
@@ -272,10 +298,22 @@ mod tests {
     }
 
     #[test]
+    fn flow_and_task_names_are_letters_digits_and_a_few_marks() {
+        for good in ["volume_create_api", "step-1", "v1.2", "A"] {
+            assert_eq!(check_name("task", good), None, "{good}");
+        }
+        for bad in ["", "-lead", "two words", "new\nline", "\u{1b}[2J", "é", &"x".repeat(MAX_NAME + 1)] {
+            let problem = check_name("flow", bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(problem.starts_with("flow name `"), "{problem}");
+            assert!(!problem.contains(['\n', '\u{1b}']), "the bad name is shown escaped: {problem}");
+        }
+    }
+
+    #[test]
     fn config_must_be_an_object_and_fuel_needs_metering() {
         let spec = TaskSpec::new("t", "p.wasm").config(json!([1]));
         let flow = FlowSpec::linear("f");
-        let (mut sandbox, _) = Sandbox::for_entry(&spec, &flow);
+        let (mut sandbox, _) = Sandbox::for_entry(&spec, &flow, &[]);
         sandbox.limits.fuel = Some(10);
         let problems = check_entry(&spec, &sandbox, false);
         assert_eq!(problems.len(), 2, "{problems:?}");

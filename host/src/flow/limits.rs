@@ -24,6 +24,10 @@ pub struct Limits {
     /// unlike the deadline, ends a runaway task at the same point on every machine. Unset means
     /// no budget; setting it needs an engine built with fuel metering.
     pub fuel: Option<u64>,
+    /// WASI handles (open files and directories, streams, pollables, …) one instance may hold
+    /// at once. Each open file is also a host file descriptor, so this bounds what one task
+    /// can take from the process's descriptor table.
+    pub handles: Option<u64>,
 }
 
 /// Limits with every field decided, as applied to a call.
@@ -40,6 +44,8 @@ pub struct EffectiveLimits {
     /// Fuel budget per call, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
+    /// WASI handles per instance.
+    pub handles: u64,
 }
 
 impl EffectiveLimits {
@@ -50,6 +56,7 @@ impl EffectiveLimits {
         result_kib: 16 * 1024,
         args_kib: 16 * 1024,
         fuel: None,
+        handles: 1024,
     };
 
     /// The deadline as a duration.
@@ -65,6 +72,11 @@ impl EffectiveLimits {
     /// The result cap in bytes.
     pub fn result_bytes(&self) -> usize {
         usize::try_from(self.result_kib.saturating_mul(1 << 10)).unwrap_or(usize::MAX)
+    }
+
+    /// The handle cap as a table size.
+    pub fn handle_count(&self) -> usize {
+        usize::try_from(self.handles).unwrap_or(usize::MAX)
     }
 
     /// The arguments cap in bytes.
@@ -104,6 +116,7 @@ impl Limits {
             result_kib: self.result_kib.or(flow.result_kib).unwrap_or(d.result_kib),
             args_kib: self.args_kib.or(flow.args_kib).unwrap_or(d.args_kib),
             fuel: self.fuel.or(flow.fuel),
+            handles: self.handles.or(flow.handles).unwrap_or(d.handles),
         }
     }
 }

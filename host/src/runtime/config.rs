@@ -3,6 +3,7 @@
 //! otherwise (a test suite sharing one cache, a CLI flag) builds an [`EngineConfig`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Engine settings, decided once per process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,12 +17,25 @@ pub struct EngineConfig {
     /// Compile plugins with fuel metering so that entries may set `limits.fuel`. Off by
     /// default: metering slows every instruction of every task, budget or not.
     pub fuel: bool,
+    /// Wall-clock deadline of a plugin's `describe()` call, instantiation included, when it
+    /// is loaded. A plugin that blocks there fails to load instead of hanging validation.
+    pub describe_deadline: Duration,
+    /// Paths no task may be granted, nor a directory holding them: the run database, for
+    /// instance. The compiled-code cache and its key are always protected.
+    pub protected: Vec<PathBuf>,
 }
 
 impl Default for EngineConfig {
-    /// The cache in `FLOWHOST_CACHE_DIR` or the user's cache directory, pooling, no fuel.
+    /// The cache in `FLOWHOST_CACHE_DIR` or the user's cache directory, pooling, no fuel, a
+    /// 30 s describe deadline, nothing protected beyond the cache.
     fn default() -> Self {
-        Self { cache_dir: super::cache::default_dir(), pooling: true, fuel: false }
+        Self {
+            cache_dir: super::cache::default_dir(),
+            pooling: true,
+            fuel: false,
+            describe_deadline: Duration::from_secs(30),
+            protected: Vec::new(),
+        }
     }
 }
 
@@ -41,6 +55,18 @@ impl EngineConfig {
     /// Turns the pooling allocator on (when the address space allows) or off.
     pub fn pooling(mut self, pooling: bool) -> Self {
         self.pooling = pooling;
+        self
+    }
+
+    /// Sets the deadline of `describe()` at load.
+    pub fn describe_deadline(mut self, deadline: Duration) -> Self {
+        self.describe_deadline = deadline;
+        self
+    }
+
+    /// Refuses, at validation, any grant that reaches `path` (e.g. the run database).
+    pub fn protect(mut self, path: impl Into<PathBuf>) -> Self {
+        self.protected.push(path.into());
         self
     }
 

@@ -1,6 +1,8 @@
 //! Fault classification: turning a failed wasm call into the [`TaskError`] an operator needs.
 
+use wasmtime::component::ResourceTableError;
 use wasmtime::{Store, Trap};
+use wasmtime_wasi::I32Exit;
 
 use super::instance::InstanceState;
 use super::sandbox::Sandbox;
@@ -38,14 +40,36 @@ impl std::fmt::Display for DeadlineExceeded {
 
 impl std::error::Error for DeadlineExceeded {}
 
+/// The error of a call that ran past its deadline, whether the epoch callback stopped it
+/// inside wasm or the host's timer stopped it waiting in the host.
+pub(crate) fn deadline_exceeded(sandbox: &Sandbox, site: &Site<'_>) -> TaskError {
+    HostFault::DeadlineExceeded.error(format!("deadline of {} ms exceeded {site}", sandbox.limits.deadline_ms))
+}
+
 /// Turns a failed wasm call into the reason an operator needs: the cap or deadline that was
-/// hit, or the trap with the plugin's own last words (a Rust panic message) from stderr.
+/// hit, the exit status, or the trap with the plugin's own last words (a Rust panic message)
+/// from stderr.
 pub(crate) fn classify(error: &wasmtime::Error, store: &Store<InstanceState>, sandbox: &Sandbox, site: &Site<'_>) -> TaskError {
     let state = store.data();
     if error.chain().any(|cause| cause.is::<DeadlineExceeded>()) {
-        return HostFault::DeadlineExceeded.error(
-            format!("deadline of {} ms exceeded {site}", sandbox.limits.deadline_ms),
-        );
+        return deadline_exceeded(sandbox, site);
+    }
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return HostFault::Exited.error(format!("exited with status {} {site}", exit.0));
+    }
+    if error.chain().any(|cause| matches!(cause.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full))) {
+        return HostFault::HandleLimit.error(format!(
+            "handle cap of {} exceeded {site} (open files, directories, streams and other WASI handles held at once)",
+            sandbox.limits.handles
+        ));
+    }
+    let out_of_memory = |cause: &(dyn std::error::Error + 'static)| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::OutOfMemory)
+    };
+    if error.chain().any(out_of_memory) {
+        return HostFault::HostResources.error(format!(
+            "the host could not allocate memory for the instance {site} (address space or memory exhausted): {error:#}"
+        ));
     }
     if let (Some(Trap::OutOfFuel), Some(fuel)) = (error.downcast_ref::<Trap>(), sandbox.limits.fuel) {
         return HostFault::FuelExhausted.error(format!("fuel budget of {fuel} exhausted {site}"));
@@ -61,7 +85,7 @@ pub(crate) fn classify(error: &wasmtime::Error, store: &Store<InstanceState>, sa
             ),
         );
     }
-    let last_words = panic_message(&String::from_utf8_lossy(&state.stderr.contents()));
+    let last_words = panic_message(&String::from_utf8_lossy(&state.stderr.peek()));
     match error.downcast_ref::<Trap>() {
         Some(trap) => {
             let mut message = format!("trapped: {trap}");

@@ -1,13 +1,13 @@
 //! One live instance: its wasmtime store, the WASI context built from its sandbox, the
-//! limiter that caps its memory, and its captured output.
+//! limiter that caps its memory, the cap on its WASI handles, and its captured output.
 
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::sandbox::{CAPTURE_BYTES, Sandbox};
+use super::capture::Capture;
+use super::sandbox::Sandbox;
 use super::wit::bindings;
 use crate::contract::{HostFault, TaskError};
 use crate::flow::Access;
@@ -24,20 +24,13 @@ pub(crate) struct Live {
 
 impl Live {
     /// Whether the instance may serve another call: it must not have hit its memory cap, and
-    /// its captured output must have room for the next call's. Reading the captured output
-    /// copies it, so an instance is also retired after [`REUSE_CALLS`] calls to keep that
-    /// copy small.
+    /// it is retired after [`REUSE_CALLS`] calls so that whatever a plugin accumulates across
+    /// calls (memory fragments, leaked handles) stays bounded.
     pub(super) fn reusable(&self) -> bool {
-        let state = self.store.data();
-        self.calls < REUSE_CALLS
-            && state.memory.denied.is_none()
-            && [&state.stdout, &state.stderr].iter().all(|pipe| pipe.contents().len() < REUSE_OUTPUT_BYTES)
+        self.calls < REUSE_CALLS && self.store.data().memory.denied.is_none()
     }
 }
 
-/// Captured output after which a warm instance is retired rather than reused (half the
-/// capture buffer, so the next call's output still fits).
-const REUSE_OUTPUT_BYTES: usize = 32 * 1024;
 /// Calls after which a warm instance is retired and replaced by a fresh one.
 const REUSE_CALLS: u32 = 64;
 
@@ -46,15 +39,16 @@ pub(crate) struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) memory: MemoryCap,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: Capture,
+    pub(crate) stderr: Capture,
 }
 
 impl InstanceState {
-    /// Builds the per-instance host state. Fails if a granted directory cannot be opened.
+    /// Builds the per-instance host state. Each granted directory is opened through its run's
+    /// pinned handle, never by its path; this fails only if that handle cannot be reopened.
     pub(crate) fn new(sandbox: &Sandbox) -> Result<InstanceState, TaskError> {
-        let stdout = MemoryOutputPipe::new(CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(CAPTURE_BYTES);
+        let stdout = Capture::default();
+        let stderr = Capture::default();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
         // wasmtime-wasi denies these by default; saying so here keeps the guarantee from
@@ -68,15 +62,17 @@ impl InstanceState {
                 Access::ReadOnly => FsPerms::ReadOnly,
                 Access::ReadWrite => FsPerms::ReadWrite,
             };
-            wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
+            wasi.preopened_dir(dir.dir.handle_path(), &dir.guest, perms).map_err(|e| {
                 HostFault::GrantUnavailable.error(
-                    format!("cannot open granted directory {}: {e}", dir.host.display()),
+                    format!("cannot open pinned granted directory {}: {e}", dir.host.display()),
                 )
             })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(sandbox.limits.handle_count());
         Ok(InstanceState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             memory: MemoryCap { max_bytes: sandbox.limits.memory_bytes(), denied: None },
             stdout,
             stderr,

@@ -8,11 +8,14 @@
 //! instance may see and use is its [`Sandbox`]; how a failed call is reported is [`fault`].
 //!
 //! Compiled code comes from the on-disk [`ComponentCache`] when it holds the component, and
-//! instances come from wasmtime's pooling allocator when the address space allows it.
+//! instances come from wasmtime's pooling allocator when the address space allows it. Either
+//! way the number of instances alive at once is bounded: a call waits for a slot.
 
 mod cache;
+mod capture;
 mod config;
 mod fault;
+mod grant;
 mod instance;
 mod plugin;
 mod sandbox;
@@ -21,8 +24,11 @@ mod warm;
 mod wit;
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -33,7 +39,7 @@ use cache::ComponentCache;
 pub use config::EngineConfig;
 pub use plugin::Plugin;
 pub(crate) use plugin::Invocation;
-pub use sandbox::{EnvSource, EnvVar, Preopen, Sandbox};
+pub use sandbox::{EnvSource, EnvVar, GrantError, Pinned, Preopen, Sandbox};
 pub(crate) use warm::WarmPool;
 
 use crate::contract::TaskInfo;
@@ -51,6 +57,24 @@ pub enum PluginError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The path is not a regular file of a plausible size (a device, a FIFO, a directory, a
+    /// file over [`MAX_PLUGIN_BYTES`]); it was not read.
+    #[error("plugin {} refused: {reason}", path.display())]
+    NotAPluginFile {
+        /// The plugin path.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// The host could not instantiate the plugin (memory or address space exhausted): the
+    /// host's trouble, not the plugin's or the flow's.
+    #[error("cannot instantiate plugin {} on this host now: {reason}", path.display())]
+    Unavailable {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// The bytes are not a valid WebAssembly component (a core module, or garbage).
     #[error("plugin {} is not a WebAssembly component: {reason}", path.display())]
@@ -95,9 +119,14 @@ pub struct SetupError(pub String);
 /// slot. Each slot reserves address space (not memory) for its linear memories and stack.
 const POOL_SLOTS: u32 = 1000;
 
-/// Idle warm instances an engine keeps, over all plugins: a quarter of the slots, so fresh
-/// instances always find slots.
-const IDLE_WARM: usize = POOL_SLOTS as usize / 4;
+/// Instances allocated on demand (no pooling) that may be alive at once; more calls wait.
+/// Each reserves address space for its memory as it grows rather than 4 GiB up front, but
+/// memory is still memory: this bounds what concurrent runs can take together.
+const ON_DEMAND_SLOTS: usize = 64;
+
+/// The largest plugin file flowhost reads: components of interpreted languages (Python,
+/// JavaScript) weigh tens of MiB; anything past this is not a plugin.
+pub const MAX_PLUGIN_BYTES: u64 = 512 << 20;
 
 /// Owns the wasmtime engine shared by every run in the process, and the loaded plugins.
 pub struct Runtime {
@@ -107,12 +136,17 @@ pub struct Runtime {
     /// Serialises first loads, so that many runs starting at once compile a plugin once.
     loading: tokio::sync::Mutex<()>,
     cache: Option<ComponentCache>,
-    /// With the pooling allocator, one permit per instance slot: a call waits for a free slot
-    /// instead of failing when every slot is taken.
-    slots: Option<Arc<Semaphore>>,
+    /// One permit per instance that may be alive at once (a pooling slot, or one of
+    /// [`ON_DEMAND_SLOTS`]): a call waits for a free slot instead of failing when every slot
+    /// is taken.
+    slots: Arc<Semaphore>,
+    pooling: bool,
     idle_warm: Arc<IdleBudget>,
     /// Whether compiled code counts fuel, which `limits.fuel` needs.
     fuel: bool,
+    describe_deadline: Duration,
+    /// Paths no grant may reach: the cache, its key, and what the embedder protects.
+    protected: Vec<PathBuf>,
 }
 
 impl Runtime {
@@ -128,26 +162,41 @@ impl Runtime {
             pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
             Engine::new(&pooled)
         });
-        let (engine, slots) = match pooled {
-            Some(Ok(engine)) => (engine, Some(Arc::new(Semaphore::new(POOL_SLOTS as usize)))),
+        let on_demand = || {
+            // Machines without room for the pool have little address space: reserve each
+            // memory as it grows (explicit bounds checks) instead of 4 GiB plus guards up front.
+            let mut small = config.clone();
+            small.memory_reservation(0).memory_guard_size(0).memory_reservation_for_growth(1 << 20);
+            Engine::new(&small).map_err(|e| SetupError(format!("{e:#}")))
+        };
+        let (engine, slots, pooling) = match pooled {
+            Some(Ok(engine)) => (engine, POOL_SLOTS as usize, true),
             Some(Err(error)) => {
                 // Like Spin: machines with a small address space (some containers, 32-bit,
                 // ulimit -v) cannot reserve the pool; on-demand allocation still works.
                 tracing::debug!("pooling allocator unavailable ({error:#}); allocating on demand");
-                (Engine::new(&config).map_err(|e| SetupError(format!("{e:#}")))?, None)
+                (on_demand()?, ON_DEMAND_SLOTS, false)
             }
-            None => (Engine::new(&config).map_err(|e| SetupError(format!("{e:#}")))?, None),
+            None => (on_demand()?, ON_DEMAND_SLOTS, false),
         };
-        let cache = match &settings.cache_dir {
-            Some(dir) => match ComponentCache::open(dir, &engine) {
+        let key = cache::key_path();
+        let cache = match (&settings.cache_dir, &key) {
+            (Some(dir), Some(key)) => match ComponentCache::open(dir, key, &engine) {
                 Ok(cache) => Some(cache),
                 Err(error) => {
-                    tracing::warn!("{error}; compiling without a cache");
+                    tracing::warn!("{error}; compiling without a cache (--no-cache silences this)");
                     None
                 }
             },
-            None => None,
+            (Some(dir), None) => {
+                tracing::warn!("no place for the key of cache {} (no data directory); compiling without a cache", dir.display());
+                None
+            }
+            (None, _) => None,
         };
+        let mut protected = settings.protected.clone();
+        protected.extend(settings.cache_dir.iter().cloned());
+        protected.extend(key);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("cannot link WASI: {e:#}")))?;
@@ -158,10 +207,21 @@ impl Runtime {
             plugins: Mutex::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
             cache,
-            slots,
-            idle_warm: IdleBudget::new(IDLE_WARM),
+            slots: Arc::new(Semaphore::new(slots)),
+            pooling,
+            // Idle warm instances, over all plugins: a quarter of the slots, so that fresh
+            // instances always find slots.
+            idle_warm: IdleBudget::new(slots / 4),
             fuel: settings.fuel,
+            describe_deadline: settings.describe_deadline,
+            protected,
         })
+    }
+
+    /// Paths no grant may reach: the compiled-code cache and its key, and whatever the
+    /// embedder protects ([`EngineConfig::protect`], e.g. the run database).
+    pub fn protected(&self) -> &[PathBuf] {
+        &self.protected
     }
 
     /// Whether compiled code counts fuel, which `limits.fuel` needs.
@@ -171,7 +231,7 @@ impl Runtime {
 
     /// Whether instances come from the pooling allocator (false: allocated on demand).
     pub fn is_pooling(&self) -> bool {
-        self.slots.is_some()
+        self.pooling
     }
 
     /// The compiled-component cache in use, if any.
@@ -196,9 +256,10 @@ impl Runtime {
             self.plugins.lock().expect("plugin map poisoned").insert(path.to_path_buf(), plugin.clone());
             return Ok(plugin);
         }
-        let bytes = tokio::fs::read(path)
+        let owned = path.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || read_plugin(&owned))
             .await
-            .map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
+            .map_err(|e| PluginError::Read { path: path.to_path_buf(), source: std::io::Error::other(e) })??;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
         let engine = self.engine.clone();
         let owned = path.to_path_buf();
@@ -234,6 +295,7 @@ impl Runtime {
             sha256,
             pre,
             slots: self.slots.clone(),
+            describe_deadline: self.describe_deadline,
             idle_warm: self.idle_warm.clone(),
             warm: Mutex::new(Vec::new()),
             metered: self.fuel,
@@ -277,6 +339,41 @@ fn pooling_config() -> PoolingAllocationConfig {
 
 /// Bytes of each pooled linear memory reset in place rather than given back to the kernel.
 const KEEP_RESIDENT: usize = 4 << 20;
+
+/// Reads a plugin file after checking, on the opened file itself, that it is a regular file
+/// within [`MAX_PLUGIN_BYTES`]: `/dev/zero`, a FIFO or a huge sparse file is refused before a
+/// byte is read. Opened non-blocking, so that opening a FIFO does not wait for a writer.
+fn read_plugin(path: &Path) -> Result<Vec<u8>, PluginError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let read_error = |source: std::io::Error| PluginError::Read { path: path.to_path_buf(), source };
+    let refuse = |reason: String| PluginError::NotAPluginFile { path: path.to_path_buf(), reason };
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let fd: OwnedFd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| read_error(e.into()))?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| read_error(e.into()))?;
+    let kind = match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a directory"),
+        FileType::Fifo => Some("a FIFO (named pipe)"),
+        FileType::CharacterDevice => Some("a character device"),
+        FileType::BlockDevice => Some("a block device"),
+        FileType::Socket => Some("a socket"),
+        _ => Some("not a regular file"),
+    };
+    if let Some(kind) = kind {
+        return Err(refuse(format!("it is {kind}, not a regular file")));
+    }
+    let size = stat.st_size as u64;
+    if size > MAX_PLUGIN_BYTES {
+        return Err(refuse(format!("it is {size} bytes, over the {} MiB cap on plugin files", MAX_PLUGIN_BYTES >> 20)));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    // The cap again while reading: a file may grow after it was measured.
+    std::fs::File::from(fd).take(MAX_PLUGIN_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(refuse(format!("it grew past the {} MiB cap on plugin files while being read", MAX_PLUGIN_BYTES >> 20)));
+    }
+    Ok(bytes)
+}
 
 fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
     let not_a_component = |reason: &str| PluginError::NotAComponent { path: path.to_path_buf(), reason: reason.into() };

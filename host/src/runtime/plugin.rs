@@ -1,20 +1,31 @@
 //! A loaded plugin and the calls into it: `describe`, `execute` and `revert`, each on an
 //! instance of its own (or a warm one) under the call's sandbox and limits.
+//!
+//! **Deadlines.** Every call — instantiation included — runs under its wall-clock deadline
+//! twice over: wasmtime's epoch callback stops wasm that computes past it, and a host timer
+//! around the whole call future stops a call that waits in the host (a sleep, a poll on a
+//! clock, a blocking read). When the timer fires, the call's future is dropped with its
+//! instance: the store, its WASI context and every handle it held are gone, and a warm
+//! instance is never handed back. A WASI operation that wasmtime-wasi runs on a blocking
+//! thread (file I/O, e.g. opening a FIFO that no one writes) cannot be interrupted: that
+//! thread is abandoned and finishes on its own when the operation does; the call has already
+//! failed and nothing waits for it (the CLI does not wait for such threads when it exits).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, UpdateDeadline};
 
-use super::fault::{DeadlineExceeded, Site, classify};
+use super::capture::{CAPTURE_BYTES, Capture};
+use super::fault::{DeadlineExceeded, Site, classify, deadline_exceeded};
 use super::instance::{InstanceState, Live};
 use super::sandbox::Sandbox;
 use super::warm::{IdleBudget, WarmPool};
 use super::wit::{bindings, from_wit, to_wit, wit};
 use super::PluginError;
-use crate::contract::{HostFault, Outcome, TaskError, TaskInfo};
+use crate::contract::{HostFault, Outcome, TaskError, TaskInfo, escape};
 
 /// One call's context: which task entry calls, under which sandbox, with which instances,
 /// arguments and config.
@@ -37,7 +48,11 @@ pub struct Plugin {
     pub(super) path: PathBuf,
     pub(super) sha256: String,
     pub(super) pre: bindings::PluginPre<InstanceState>,
-    pub(super) slots: Option<Arc<Semaphore>>,
+    /// One permit per instance that may exist at once (pooling slots, or the bound on
+    /// instances allocated on demand).
+    pub(super) slots: Arc<Semaphore>,
+    /// The deadline of `describe()` (and its instantiation).
+    pub(super) describe_deadline: Duration,
     pub(super) idle_warm: Arc<IdleBudget>,
     /// Warm instances per sandbox, for task entries with `instances = "reuse"`.
     pub(super) warm: Mutex<Vec<Arc<WarmPool>>>,
@@ -75,12 +90,21 @@ impl Plugin {
     }
 
     pub(super) async fn describe(&self) -> Result<TaskInfo, PluginError> {
-        let sandbox = Sandbox::bare();
-        let fail = |reason: String| PluginError::Describe { path: self.path.clone(), reason };
-        let Live { mut store, guest, _slot, .. } =
-            self.instantiate(&sandbox, &Site::Describe).await.map_err(|e| fail(e.message))?;
-        let info = guest.flowhost_task_task().call_describe(&mut store).await;
-        let info = info.map_err(|e| fail(classify(&e, &store, &sandbox, &Site::Describe).message))?;
+        let mut sandbox = Sandbox::bare();
+        sandbox.limits.deadline_ms = u64::try_from(self.describe_deadline.as_millis()).unwrap_or(u64::MAX);
+        let site = Site::Describe;
+        let info = self
+            .call(None, &sandbox, None, &site, async |live: &mut Live| {
+                live.guest.flowhost_task_task().call_describe(&mut live.store).await
+            })
+            .await;
+        let info = info.map_err(|error| {
+            let reason = escape(&error.message).into_owned();
+            match error.host_fault() {
+                Some(HostFault::HostResources) => PluginError::Unavailable { path: self.path.clone(), reason },
+                _ => PluginError::Describe { path: self.path.clone(), reason },
+            }
+        })?;
         Ok(TaskInfo {
             name: info.name,
             version: info.version,
@@ -96,17 +120,15 @@ impl Plugin {
     pub(crate) async fn execute(&self, call: Invocation<'_>) -> Result<String, TaskError> {
         let Invocation { task, sandbox, warm, args, config } = call;
         let site = Site::Execute(task);
-        let (mut live, printed) = self.instance(sandbox, warm, &site).await?;
-        let called = live.guest.flowhost_task_task().call_execute(&mut live.store, args, config).await;
-        forward_output(task, &live.store, printed);
-        let returned = called.is_ok();
-        let ended = match called {
-            Ok(Ok(result)) => sandbox.limits.check_result(&result).map(|()| result),
-            Ok(Err(error)) => Err(from_wit(error)),
-            Err(ref error) => Err(classify(error, &live.store, sandbox, &site)),
-        };
-        release(live, warm, returned);
-        ended
+        let called = self
+            .call(Some(task), sandbox, warm, &site, async |live: &mut Live| {
+                live.guest.flowhost_task_task().call_execute(&mut live.store, args, config).await
+            })
+            .await?;
+        match called {
+            Ok(result) => sandbox.limits.check_result(&result).map(|()| result),
+            Err(error) => Err(from_wit(error)),
+        }
     }
 
     /// Runs `revert` on a fresh instance, or a warm one from the entry's pool, handing it the
@@ -127,79 +149,102 @@ impl Plugin {
             .map(|(task, error)| wit::FlowFailure { task: task.clone(), error: to_wit(error) })
             .collect();
         let site = Site::Revert(task);
-        let (mut live, printed) = self.instance(sandbox, warm, &site).await?;
-        let called = live
-            .guest
-            .flowhost_task_task()
-            .call_revert(&mut live.store, args, config, &outcome, &failures)
-            .await;
-        forward_output(task, &live.store, printed);
-        let returned = called.is_ok();
-        let ended = match called {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(from_wit(error)),
-            Err(ref error) => Err(classify(error, &live.store, sandbox, &site)),
-        };
-        release(live, warm, returned);
-        ended
+        let called = self
+            .call(Some(task), sandbox, warm, &site, async |live: &mut Live| {
+                live.guest.flowhost_task_task().call_revert(&mut live.store, args, config, &outcome, &failures).await
+            })
+            .await?;
+        called.map_err(from_wit)
     }
 
-    /// An instance for one call: a warm one when the entry reuses instances and one is idle,
-    /// else a fresh one. Also returns how much output it had already captured, so only this
-    /// call's output is forwarded.
-    async fn instance(
+    /// One call into the plugin under the sandbox's deadline: takes a warm instance or an
+    /// instance slot and instantiates, runs `body`, forwards what the plugin printed (for
+    /// `task`; describe's output is not forwarded), and hands a warm instance back when the
+    /// call returned. A call past its deadline is dropped with its instance.
+    async fn call<R>(
         &self,
+        task: Option<&str>,
         sandbox: &Sandbox,
         warm: Option<&WarmPool>,
         site: &Site<'_>,
-    ) -> Result<(Live, Printed), TaskError> {
-        let Some(mut live) = warm.and_then(WarmPool::take) else {
-            let mut live = self.instantiate(sandbox, site).await?;
-            live.calls = 1;
-            return Ok((live, Printed::default()));
+        body: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
+    ) -> Result<R, TaskError> {
+        let ready = match warm.and_then(WarmPool::take) {
+            Some(mut live) => {
+                live.calls += 1;
+                Ready::Warm(live)
+            }
+            // Waiting for a slot is the host's queue, not the plugin's time: the deadline
+            // starts once the slot is taken.
+            None => {
+                let slot = self.slots.clone().acquire_owned().await.expect("slot semaphore is never closed");
+                let mut store = Store::new(self.pre.engine(), InstanceState::new(sandbox)?);
+                store.limiter(|state| &mut state.memory);
+                Ready::Fresh(store, slot)
+            }
         };
-        live.calls += 1;
-        self.arm_limits(&mut live.store, sandbox)?;
-        let state = live.store.data();
-        let printed = Printed { stdout: state.stdout.contents().len(), stderr: state.stderr.contents().len() };
-        Ok((live, printed))
-    }
-
-    async fn instantiate(&self, sandbox: &Sandbox, site: &Site<'_>) -> Result<Live, TaskError> {
-        let slot = match &self.slots {
-            Some(slots) => Some(slots.clone().acquire_owned().await.expect("slot semaphore is never closed")),
-            None => None,
+        let deadline = Instant::now() + sandbox.limits.deadline();
+        let output = match &ready {
+            Ready::Warm(live) => Output::of(live.store.data()),
+            Ready::Fresh(store, _) => Output::of(store.data()),
         };
-        let mut store = Store::new(self.pre.engine(), InstanceState::new(sandbox)?);
-        store.limiter(|state| &mut state.memory);
-        self.arm_limits(&mut store, sandbox)?;
-        match self.pre.instantiate_async(&mut store).await {
-            Ok(guest) => Ok(Live { store, guest, calls: 0, _slot: slot }),
-            Err(error) => Err(classify(&error, &store, sandbox, site)),
+        let run = async {
+            let mut live = match ready {
+                Ready::Warm(mut live) => {
+                    self.arm_limits(&mut live.store, sandbox, deadline)?;
+                    live
+                }
+                Ready::Fresh(mut store, slot) => {
+                    self.arm_limits(&mut store, sandbox, deadline)?;
+                    match self.pre.instantiate_async(&mut store).await {
+                        Ok(guest) => Live { store, guest, calls: 1, _slot: Some(slot) },
+                        Err(error) => return Err(classify(&error, &store, sandbox, site)),
+                    }
+                }
+            };
+            let called = body(&mut live).await;
+            Ok((live, called))
+        };
+        // Classified before the output is forwarded: a trap quotes the plugin's last words.
+        let ended = match tokio::time::timeout_at(deadline.into(), run).await {
+            Err(_elapsed) => Err(deadline_exceeded(sandbox, site)),
+            Ok(Err(error)) => Err(error),
+            Ok(Ok((live, Ok(value)))) => Ok((live, value)),
+            Ok(Ok((live, Err(error)))) => Err(classify(&error, &live.store, sandbox, site)),
+        };
+        if let Some(task) = task {
+            output.forward(task);
         }
+        let (live, value) = ended?;
+        release(live, warm);
+        Ok(value)
     }
 
-    /// Gives the call its fuel (on a metered engine) and starts its deadline.
-    fn arm_limits(&self, store: &mut Store<InstanceState>, sandbox: &Sandbox) -> Result<(), TaskError> {
+    /// Gives the call its fuel (on a metered engine) and arms its deadline.
+    fn arm_limits(&self, store: &mut Store<InstanceState>, sandbox: &Sandbox, deadline: Instant) -> Result<(), TaskError> {
         if self.metered {
             // A metered engine traps at zero fuel, so an entry without a budget gets all of it.
             store
                 .set_fuel(sandbox.limits.fuel.unwrap_or(u64::MAX))
-                .map_err(|e| HostFault::HostError.error( format!("cannot set fuel: {e:#}")))?;
+                .map_err(|e| HostFault::HostError.error(format!("cannot set fuel: {e:#}")))?;
         }
-        arm_deadline(store, sandbox);
+        arm_deadline(store, deadline);
         Ok(())
     }
 }
 
-/// Starts the call's deadline now: the epoch callback fails the call once it has run longer
-/// than the sandbox allows, and otherwise yields so other runs make progress.
-fn arm_deadline(store: &mut Store<InstanceState>, sandbox: &Sandbox) {
-    let started = Instant::now();
-    let deadline = sandbox.limits.deadline();
+/// An instance about to serve a call: a warm one, or a fresh store holding its slot.
+enum Ready {
+    Warm(Live),
+    Fresh(Store<InstanceState>, OwnedSemaphorePermit),
+}
+
+/// Starts the call's deadline: the epoch callback fails the call once wasm runs past
+/// `deadline`, and otherwise yields so other runs make progress.
+fn arm_deadline(store: &mut Store<InstanceState>, deadline: Instant) {
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        if started.elapsed() >= deadline {
+        if Instant::now() >= deadline {
             Err(DeadlineExceeded.into())
         } else {
             Ok(UpdateDeadline::Yield(1))
@@ -208,34 +253,49 @@ fn arm_deadline(store: &mut Store<InstanceState>, sandbox: &Sandbox) {
 }
 
 /// Hands a warm instance back to its pool after a call that returned normally; an instance
-/// that trapped, hit a deadline or a cap, or filled its output buffers is dropped.
-fn release(live: Live, warm: Option<&WarmPool>, returned: bool) {
+/// that trapped, hit a deadline or a cap is dropped.
+fn release(live: Live, warm: Option<&WarmPool>) {
     if let Some(pool) = warm
-        && returned
         && live.reusable()
     {
         pool.put(live);
     }
 }
 
-/// Bytes of stdout and stderr an instance had captured before a call.
-#[derive(Debug, Default, Clone, Copy)]
-struct Printed {
-    stdout: usize,
-    stderr: usize,
+/// The captured streams of the instance serving a call, kept outside the call's future so
+/// that what a plugin printed before its deadline still reaches the log.
+struct Output {
+    stdout: Capture,
+    stderr: Capture,
 }
 
-/// Forwards what the plugin printed during this call to the log, tagged with the task name.
-fn forward_output(task: &str, store: &Store<InstanceState>, printed: Printed) {
-    if !tracing::enabled!(target: "flowhost::plugin", tracing::Level::INFO) {
-        return;
+impl Output {
+    fn of(state: &InstanceState) -> Self {
+        Self { stdout: state.stdout.clone(), stderr: state.stderr.clone() }
     }
-    let state = store.data();
-    for (stream, pipe, skip) in [("stdout", &state.stdout, printed.stdout), ("stderr", &state.stderr, printed.stderr)] {
-        let bytes = pipe.contents();
-        let bytes = bytes.get(skip..).unwrap_or_default();
-        for line in String::from_utf8_lossy(bytes).lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(target: "flowhost::plugin", task, stream, "{line}");
+
+    /// Forwards what the plugin printed during this call to the log, one line per line of
+    /// output, escaped and tagged with the task name; then, if the capture overflowed, one
+    /// line saying how much was dropped.
+    fn forward(&self, task: &str) {
+        for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let captured = capture.take();
+            if !tracing::enabled!(target: "flowhost::plugin", tracing::Level::INFO) {
+                continue;
+            }
+            for line in String::from_utf8_lossy(&captured.kept).lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(target: "flowhost::plugin", task, stream, "{}", escape(line));
+            }
+            if captured.dropped > 0 {
+                tracing::warn!(
+                    target: "flowhost::plugin",
+                    task,
+                    stream,
+                    "… {} bytes of output dropped (the log keeps {} KiB per stream per call)",
+                    captured.dropped,
+                    CAPTURE_BYTES >> 10
+                );
+            }
         }
     }
 }

@@ -30,6 +30,16 @@ pub enum Mode {
     Tcp,
     Sleep,
     WaitFile,
+    /// Open `path` `n` times, keeping every file open.
+    OpenMany,
+    /// Write `n` bytes to stdout, then `n` to stderr with `eprintln!`.
+    Flood,
+    /// Call `exit(n)`.
+    Exit,
+    /// Print `content` to stdout and to stderr.
+    Print,
+    /// Replace whatever is at `path` with a symlink to `content`.
+    Symlink,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +51,8 @@ pub struct Config {
     pub journal: bool,
     /// Fail execute with this error code.
     pub fail: Option<String>,
+    /// The message of the `fail` error, instead of the stock one.
+    pub message: Option<String>,
     /// Fail revert with this error code.
     pub fail_revert: Option<String>,
     /// Trap with `unreachable`.
@@ -61,6 +73,8 @@ pub struct Config {
     pub addr: Option<String>,
     /// Milliseconds for `sleep`.
     pub ms: u64,
+    /// Count for `open_many`, bytes for `flood`, status for `exit`.
+    pub n: u64,
     /// Add `calls` to the echo: how many `execute` calls this instance has served, which
     /// shows whether the host reused a warm instance.
     pub calls: bool,

@@ -2,7 +2,7 @@
 //! and reaching for files, environment and network the host may or may not grant.
 
 use std::hint::black_box;
-use std::io::Error;
+use std::io::{Error, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
@@ -94,6 +94,47 @@ pub fn apply(config: &Config) -> Result<Option<String>, TaskError> {
             while !Path::new(path).exists() {
                 thread::sleep(Duration::from_millis(20));
             }
+            Ok(None)
+        }
+        Mode::OpenMany => {
+            let path = config.need(&config.path, "path")?;
+            let mut open = Vec::new();
+            for i in 0..config.n {
+                open.push(fs::File::open(path).map_err(|e| io(&format!("{path} (open #{i})"), e))?);
+            }
+            Ok(Some(open.len().to_string()))
+        }
+        Mode::Flood => {
+            let line = "x".repeat(1023);
+            let mut out = std::io::stdout().lock();
+            for _ in 0..config.n / 1024 {
+                writeln!(out, "{line}").map_err(|e| io("stdout", e))?;
+            }
+            drop(out);
+            for _ in 0..config.n / 1024 {
+                eprintln!("{line}");
+            }
+            Ok(None)
+        }
+        // `std::process::exit` would report only failure (WASI 0.2's `exit`); the status
+        // itself needs `exit-with-code`.
+        Mode::Exit => {
+            wasip2::cli::exit::exit_with_code(config.n as u8);
+            unreachable!("exit-with-code returned")
+        }
+        Mode::Print => {
+            let content = config.need(&config.content, "content")?;
+            println!("{content}");
+            eprintln!("{content}");
+            Ok(None)
+        }
+        Mode::Symlink => {
+            let path = config.need(&config.path, "path")?;
+            let target = config.need(&config.content, "content")?;
+            let _ = fs::remove_dir_all(path);
+            let _ = fs::remove_file(path);
+            #[allow(deprecated, reason = "the one portable symlink call that WASI's std implements")]
+            fs::soft_link(target, path).map_err(|e| io(path, e))?;
             Ok(None)
         }
     }

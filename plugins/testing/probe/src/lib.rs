@@ -80,7 +80,7 @@ impl Guest for Probe {
             let details = json!({ "label": config.label }).to_string();
             return Err(TaskError {
                 details: Some(details),
-                ..error(&code, "probe was told to fail")
+                ..error(&code, config.message.as_deref().unwrap_or("probe was told to fail"))
             });
         }
         if let Some(raw) = config.raw_result {
