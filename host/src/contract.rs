@@ -77,6 +77,10 @@ impl TaskError {
 pub enum HostFault {
     /// The instance trapped (`unreachable`, out-of-bounds access, a Rust panic).
     Trap,
+    /// An exception of the plugin's language escaped the task (a Python `raise`, a
+    /// JavaScript `throw new Error(…)`): the error names its type and message, and its
+    /// `details` hold `{exception, message, language, traceback}`.
+    UncaughtException,
     /// The call ran past its wall-clock deadline.
     DeadlineExceeded,
     /// The instance tried to grow its memory past its cap.
@@ -101,8 +105,9 @@ pub enum HostFault {
 
 impl HostFault {
     /// Every host fault, for documentation and exhaustive checks.
-    pub const ALL: [HostFault; 11] = [
+    pub const ALL: [HostFault; 12] = [
         Self::Trap,
+        Self::UncaughtException,
         Self::DeadlineExceeded,
         Self::MemoryLimit,
         Self::FuelExhausted,
@@ -119,6 +124,7 @@ impl HostFault {
     pub fn code(self) -> &'static str {
         match self {
             Self::Trap => "trap",
+            Self::UncaughtException => "uncaught-exception",
             Self::DeadlineExceeded => "deadline-exceeded",
             Self::MemoryLimit => "memory-limit",
             Self::FuelExhausted => "fuel-exhausted",
@@ -142,7 +148,13 @@ impl HostFault {
     pub fn stopped_by_host(self) -> bool {
         matches!(
             self,
-            Self::Trap | Self::DeadlineExceeded | Self::MemoryLimit | Self::FuelExhausted | Self::ResultTooLarge | Self::HostError
+            Self::Trap
+                | Self::UncaughtException
+                | Self::DeadlineExceeded
+                | Self::MemoryLimit
+                | Self::FuelExhausted
+                | Self::ResultTooLarge
+                | Self::HostError
         )
     }
 

@@ -47,5 +47,9 @@ pub use engine::{
 };
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flow::{Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, TaskSpec};
-pub use runtime::{EngineConfig, EnvSource, EnvVar, Plugin, PluginError, Preopen, Sandbox, SetupError};
+pub use runtime::{COMPILE_TARGET, EngineConfig, EnvSource, EnvVar, Plugin, PluginError, Preopen, Sandbox, SetupError};
 pub use store::Store;
+
+/// The wasmtime version this flowhost runs plugins with (compiled plugins are cached per
+/// wasmtime version).
+pub const WASMTIME_VERSION: &str = env!("FLOWHOST_WASMTIME_VERSION");

@@ -5,16 +5,22 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{Context, StoreArgs, print_json, read_flow};
+use super::output::outln;
+use super::{Context, StoreArgs, print_invalid, print_json, read_flow};
 
 /// Arguments of `flowhost check`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+flowhost check flow.toml                         # the plan: arguments, provides, limits, grants\n  \
+flowhost check flow.toml --store raw_size=20     # with the store a run would start from\n  \
+flowhost check flow.toml --json | jq .problems   # machine-readable, also when invalid (exit 65)")]
 pub struct CheckArgs {
     /// The flow file (TOML).
     pub flow: PathBuf,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Print the plan as JSON.
+    /// Print the plan as JSON: { flow, state: "VALID", valid, tasks }, or for an invalid flow
+    /// { flow, state: "INVALID", valid, problems: [{task, field, message}] }.
     #[arg(long)]
     pub json: bool,
 }
@@ -22,16 +28,23 @@ pub struct CheckArgs {
 /// Prints each task as it would run: arguments and where they come from, provides, limits
 /// and grants.
 pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let flow = read_flow(&args.flow)?;
-    let loaded = ctx.engine(flow.needs_fuel())?.load(&flow, args.store.store()?).await?;
+    let loaded = match load(ctx, &args).await {
+        Ok(loaded) => loaded,
+        Err((flow, error)) => {
+            if args.json {
+                print_invalid(flow.as_deref(), &error)?;
+            }
+            return Err(error);
+        }
+    };
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
-        print_json(&serde_json::json!({ "flow": loaded.name(), "valid": true, "tasks": tasks }))?;
+        print_json(&serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("flow `{}` is valid", loaded.name());
+    outln!("flow `{}` is valid", loaded.name())?;
     for (n, task) in loaded.plan().enumerate() {
-        println!("{}. {} — {} {} ({})", n + 1, task.name, task.info.name, task.info.version, task.plugin.display());
+        outln!("{}. {} — {} {} ({})", n + 1, task.name, task.info.name, task.info.version, task.plugin.display())?;
         let args: Vec<String> = task
             .required
             .iter()
@@ -41,20 +54,31 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
             }))
             .chain(task.inject.iter().map(|(arg, value)| format!("{arg} = {value}")))
             .collect();
-        println!("   requires: {}", if args.is_empty() { "-".into() } else { args.join(", ") });
-        println!("   provides: {}", if task.provides.is_empty() { "-".into() } else { task.provides.join(", ") });
+        outln!("   requires: {}", if args.is_empty() { "-".into() } else { args.join(", ") })?;
+        // Renamed results are stored by position: show which declared name each one takes.
+        let declared = &task.info.provides;
+        let provides: Vec<String> = if task.provides.len() > 1 && declared.len() == task.provides.len() {
+            task.provides
+                .iter()
+                .zip(declared)
+                .map(|(name, key)| if name == key { name.clone() } else { format!("{name} <- {key}") })
+                .collect()
+        } else {
+            task.provides.to_vec()
+        };
+        outln!("   provides: {}", if provides.is_empty() { "-".into() } else { provides.join(", ") })?;
         let l = &task.sandbox.limits;
         let fuel = l.fuel.map_or_else(|| "off".to_owned(), |f| f.to_string());
-        println!(
+        outln!(
             "   limits:   deadline {} ms, memory {} MiB, result {} KiB, args {} KiB, fuel {fuel}",
             l.deadline_ms, l.memory_mib, l.result_kib, l.args_kib
-        );
+        )?;
         for dir in &task.sandbox.dirs {
             let mode = match dir.access {
                 flowhost::Access::ReadOnly => "ro",
                 flowhost::Access::ReadWrite => "rw",
             };
-            println!("   grant:    {} -> {} ({mode})", dir.host.display(), dir.guest);
+            outln!("   grant:    {} -> {} ({mode})", dir.host.display(), dir.guest)?;
         }
         let env: Vec<String> = task
             .sandbox
@@ -65,8 +89,17 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
                 flowhost::EnvSource::Flow => format!("{} (set by flow)", var.name),
             })
             .collect();
-        println!("   env:      {}", if env.is_empty() { "-".into() } else { env.join(", ") });
-        println!("   network:  none");
+        outln!("   env:      {}", if env.is_empty() { "-".into() } else { env.join(", ") })?;
+        outln!("   network:  none")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flow file and the flow loaded (validated); on failure, the flow's name when known.
+async fn load(ctx: &Context, args: &CheckArgs) -> Result<flowhost::LoadedFlow, (Option<String>, anyhow::Error)> {
+    let flow = read_flow(&args.flow).map_err(|e| (None, e))?;
+    let named = |error: anyhow::Error| (Some(flow.name.clone()), error);
+    let store = args.store.store().map_err(named)?;
+    let engine = ctx.engine(flow.needs_fuel()).map_err(named)?;
+    engine.load(&flow, store).await.map_err(|e| named(e.into()))
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::output::outln;
 use super::{Context, print_json};
 
 /// Arguments of `flowhost describe`.
@@ -24,14 +25,14 @@ pub async fn describe(ctx: &Context, args: DescribeArgs) -> anyhow::Result<ExitC
     if args.json {
         print_json(info)?;
     } else {
-        println!("{} {}", info.name, info.version);
+        outln!("{} {}", info.name, info.version)?;
         if !info.description.is_empty() {
-            println!("  {}", info.description);
+            outln!("  {}", info.description)?;
         }
         let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { names.join(", ") };
-        println!("  requires: {}", list(&info.requires));
-        println!("  optional: {}", list(&info.optional));
-        println!("  provides: {}", list(&info.provides));
+        outln!("  requires: {}", list(&info.requires))?;
+        outln!("  optional: {}", list(&info.optional))?;
+        outln!("  provides: {}", list(&info.provides))?;
     }
     Ok(ExitCode::SUCCESS)
 }

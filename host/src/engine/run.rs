@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::LoadedFlow;
 use super::journal::RunError;
@@ -118,9 +119,12 @@ impl Run {
         Ok(())
     }
 
-    /// Runs (or goes on running) to the end, or until the journal fails.
+    /// Runs (or goes on running) to the end, or until the journal fails. Everything logged
+    /// meanwhile — transitions, the plugins' own output — is in a `run` span carrying the
+    /// run's id, so the lines of runs going on at once can be told apart.
     pub(super) async fn execute(mut self) -> Result<RunReport, RunError> {
-        let ended = self.drive().await;
+        let span = tracing::info_span!("run", id = %self.loaded.id);
+        let ended = self.drive().instrument(span).await;
         if let Some(journal) = &self.loaded.journal {
             journal.close();
         }
@@ -175,7 +179,7 @@ impl Run {
         self.task_to(index, TaskState::Running, detail)?;
         let args = match args {
             Ok(args) => args,
-            Err(error) => return self.fail(index, None, error),
+            Err(error) => return self.fail_uncalled(index, error),
         };
         self.records[index].args = args;
         let task = &self.loaded.tasks[index];
@@ -200,6 +204,14 @@ impl Run {
             // The task did run: its revert gets the raw result to undo whatever it did.
             Err(error) => self.fail(index, Some(Outcome::Result(text)), error),
         }
+    }
+
+    /// Fails a task whose plugin was never called (its arguments could not be built or were
+    /// over the cap): it did nothing, so it has no outcome and is not reverted.
+    fn fail_uncalled(&mut self, index: usize, error: TaskError) -> Result<Option<TaskError>, RunError> {
+        self.task_to(index, TaskState::Failure, Detail { error: Some(error.clone()), ..Detail::default() })?;
+        self.records[index].error = Some(error.clone());
+        Ok(Some(error))
     }
 
     fn fail(&mut self, index: usize, outcome: Option<Outcome>, error: TaskError) -> Result<Option<TaskError>, RunError> {
@@ -230,6 +242,7 @@ impl Run {
                 }
                 _ => {}
             }
+            // No outcome: the task never ran (or was never called), so there is nothing to undo.
             let Some(outcome) = self.records[index].outcome.clone() else { continue };
             self.task_to(index, TaskState::Reverting, Detail::default())?;
             let task = &self.loaded.tasks[index];
