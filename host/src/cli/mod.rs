@@ -179,9 +179,12 @@ fn store_value(raw: &str) -> Result<Value, String> {
     }
 }
 
-/// Text made of digits, signs, points and exponents only: meant as a number.
+/// Text that reads as a number everywhere but in JSON (`010`, `+5`, `.5`, `5.`), where a
+/// version such as `1.2.3` does not.
 fn looks_numeric(raw: &str) -> bool {
-    raw.chars().any(|c| c.is_ascii_digit()) && raw.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
+    raw.chars().any(|c| c.is_ascii_digit())
+        && raw.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
+        && raw.parse::<f64>().is_ok()
 }
 
 /// The first integer literal in JSON text (outside strings) that fits neither an `i64` nor
