@@ -96,16 +96,16 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(error) => return invalid(args.json, None, error),
     };
     let store = args.store.store()?;
-    let executor = args.record.executor()?;
     if let Some(inputs) = &args.batch {
-        return batch::run(ctx, &flow, store, inputs, &args, executor).await;
+        return batch::run(ctx, &flow, store, inputs, &args).await;
     }
     let mut loaded = match ctx.engine(flow.needs_fuel())?.load(&flow, store).await {
         Ok(loaded) => loaded,
         Err(error) => return invalid(args.json, Some(&flow.name), error.into()),
     };
     let fetch = Fetch::check(&args.fetch, &loaded)?;
-    if let Some(executor) = &executor {
+    // Opened (and created) only once the run is known to be able to start.
+    if let Some(executor) = &args.record.executor()? {
         flowhost::runs::record(executor, &mut loaded, Some(&args.flow))?;
     }
     let report = loaded.run().await?;

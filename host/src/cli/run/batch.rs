@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use flowhost::runs::Executor;
 use flowhost::{Batch, BatchError, BatchInput, BatchOutcome, Engine, FlowSpec, FlowState, LogListener, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
@@ -15,7 +14,7 @@ use super::super::exit::{self, InputError, UsageError};
 use super::super::output::{closed_is_fine, errln};
 use super::RunArgs;
 
-/// Runs every input line, each recorded as its own run when `executor` is given; exit 0 when
+/// Runs every input line, each recorded as its own run unless --no-db; exit 0 when
 /// every run succeeded, 1 when some run was reverted or could not run (bad line, invalid
 /// store), 2 when some revert failed, 75 when the run database failed for some run.
 pub async fn run(
@@ -24,7 +23,6 @@ pub async fn run(
     base: Store,
     inputs: &Path,
     args: &RunArgs,
-    executor: Option<Executor>,
 ) -> anyhow::Result<ExitCode> {
     let text = read_inputs(inputs)?;
     let inputs: Vec<BatchInput> = BatchInput::parse_lines(&text)
@@ -40,6 +38,7 @@ pub async fn run(
         .collect();
     let mut engine = ctx.bare_engine(flow.needs_fuel())?;
     check_fetch(&engine, flow, &inputs, &args.fetch).await?;
+    let executor = args.record.executor()?;
     // Thousands of runs would bury the summary under transitions: log them only when asked.
     if tracing::enabled!(tracing::Level::DEBUG) {
         engine.listen(std::sync::Arc::new(LogListener));
