@@ -336,3 +336,30 @@ fn a_task_whose_arguments_are_over_the_cap_never_runs_and_is_not_reverted_in_the
     assert!(rows.iter().any(|r| r.starts_with("1 ") && r.contains(" a ")), "tasks are numbered from 1, as in `check`:\n{text}");
     assert!(rows.iter().any(|r| r.starts_with("2 ") && r.contains(" b ")), "{text}");
 }
+
+#[test]
+fn a_revert_interrupted_after_a_task_that_was_never_called_resumes() {
+    let ws = Workspace::new();
+    let flow = ws.flow(
+        "uncalled",
+        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" })), ("c", json!({}))],
+    );
+    let text = std::fs::read_to_string(&flow)
+        .unwrap()
+        .replace("seed = 1", &format!("seed = \"{}\"", "x".repeat(2048)))
+        .replace("name = \"c\"\n", "name = \"c\"\nlimits = { args_kib = 1 }\n");
+    std::fs::write(&flow, text).unwrap();
+    let run = run_and_kill(&ws, "revert", "b");
+    assert_eq!(run.state, FlowState::Reverting);
+
+    ws.release();
+    let db = ws.db();
+    let resumed = ws.flowhost(&["runs", "resume", &run.id, "--json", "--db", db.to_str().unwrap()]);
+    assert_eq!(resumed.status.code(), Some(1), "{}", stderr(&resumed));
+    let report = stdout_json(&resumed);
+    let states: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["REVERTED", "REVERTED", "FAILURE"], "{report}");
+    assert_eq!(report["tasks"][2]["error"]["code"], "args-too-large");
+    assert_eq!((ws.count("execute", "c"), ws.count("revert", "c")), (0, 0), "c was never called");
+    assert_eq!(ws.count("revert", "a"), 1);
+}
