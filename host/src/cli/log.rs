@@ -125,7 +125,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for CompileSpinner {
         attrs.record(&mut plugin);
         let bar = ProgressBar::new_spinner();
         bar.set_style(
-            ProgressStyle::with_template("{spinner} compiling plugin {msg} ({elapsed}; cached for later runs)")
+            ProgressStyle::with_template("{spinner} compiling plugin {msg} ({elapsed})")
                 .expect("valid spinner template"),
         );
         bar.set_message(plugin.0);

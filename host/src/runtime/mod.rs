@@ -218,9 +218,10 @@ impl Runtime {
             let _compiling = span.enter();
             tracing::info!(
                 target: COMPILE_TARGET,
-                "compiling plugin {} ({:.1} MB); it is cached for later runs",
+                "compiling plugin {} ({:.1} MB){}",
                 owned.display(),
-                bytes.len() as f64 / 1e6
+                bytes.len() as f64 / 1e6,
+                if cache.is_some() { "; it is cached for later runs" } else { "" }
             );
             let started = std::time::Instant::now();
             let component = compile(&engine, &owned, &bytes)?;
