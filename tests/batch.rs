@@ -174,3 +174,64 @@ fn a_batch_run_with_no_db_records_nothing() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dir.path().join(".flowhost").exists(), "--no-db created a run database");
 }
+
+#[test]
+fn an_unknown_fetch_is_refused_before_any_run_and_a_name_an_input_holds_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = flow_file(dir.path());
+    let db = dir.path().join("runs.db");
+    let out = batch(&flow, "{\"value\": 1}\n", &["--fetch", "nothing", "--db", db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never stores such a name"));
+    assert!(out.stdout.is_empty() && !db.exists(), "nothing ran");
+
+    let out = batch(&flow, "{\"value\": 1, \"tag\": \"x\"}\n{\"value\": 2}\n", &["--fetch", "tag", "--fetch", "b"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = results(&out);
+    assert_eq!(results[&1]["fetched"]["tag"], "x");
+    assert_eq!(results[&2]["fetched"]["tag"], Value::Null);
+}
+
+#[test]
+fn a_line_that_is_not_utf8_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = flow_file(dir.path());
+    let inputs = dir.path().join("inputs.jsonl");
+    std::fs::write(&inputs, b"{\"value\": 1}\n{\"value\": \"caf\xe9\"}\n{\"value\": 3}\n").unwrap();
+    let mut command = flowhost(["run"]);
+    command.arg(&flow).arg("--batch").arg(&inputs);
+    let out = command.run();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = results(&out);
+    assert_eq!(results[&1]["state"], "SUCCESS");
+    assert_eq!(results[&3]["state"], "SUCCESS");
+    assert_eq!(results[&2]["state"], "INVALID");
+    assert!(results[&2]["error"].as_str().unwrap().contains("input line 2: not UTF-8"), "{}", results[&2]);
+}
+
+#[test]
+fn batch_inputs_can_come_from_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = flow_file(dir.path());
+    let mut command = flowhost(["run"]);
+    command.arg(&flow).args(["--batch", "-", "--fetch", "b"]).stdin(std::process::Stdio::piped());
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"{\"value\": 7}\n{\"value\": 8}\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = results(&out);
+    assert_eq!(results[&1]["fetched"]["b"]["value"]["value"], 7);
+    assert_eq!(results[&2]["fetched"]["b"]["value"]["value"], 8);
+}
+
+#[test]
+fn an_input_the_flow_rejects_reports_its_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = flow_file(dir.path());
+    let out = batch(&flow, "{\"other\": 1}\n", &[]);
+    let line = &results(&out)[&1];
+    assert_eq!(line["state"], "INVALID");
+    assert_eq!(line["problems"][0]["task"], "first", "{line}");
+    assert!(line["problems"][0]["message"].as_str().unwrap().contains("`value`"), "{line}");
+}

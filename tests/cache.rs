@@ -201,17 +201,19 @@ fn an_entry_copied_under_another_plugins_key_is_rejected_and_the_run_records_the
         format!("name = \"swapped\"\n[store]\nvalue = 7\n\n[[task]]\nname = \"echo\"\nplugin = \"{}\"\n", probe()),
     )
     .unwrap();
-    let mut command = flowhost_testkit::flowhost(["run", "flow.toml"]).dir(dir.path()).env("FLOWHOST_LOG", "flowhost=debug");
+    let db = dir.path().join("runs.db");
+    let db = db.to_str().unwrap();
+    let mut command = flowhost_testkit::flowhost(["run", "flow.toml", "--db", db]).dir(dir.path()).env("FLOWHOST_LOG", "flowhost=debug");
     command.arg("--cache-dir").arg(cache.path());
     let out = command.run();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("integrity tag mismatch"), "{}", stderr(&out));
     let store: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(store["echo"]["value"], 7, "the probe ran, not the entry's plugin: {store}");
-    let show = flowhost_testkit::flowhost(["runs", "list", "--json"]).dir(dir.path()).run();
+    let show = flowhost_testkit::flowhost(["runs", "list", "--json", "--db", db]).dir(dir.path()).run();
     let runs: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     let id = runs[0]["id"].as_str().unwrap().to_owned();
-    let show = flowhost_testkit::flowhost(["runs", "show", &id, "--json"]).dir(dir.path()).run();
+    let show = flowhost_testkit::flowhost(["runs", "show", &id, "--json", "--db", db]).dir(dir.path()).run();
     let probe_sha = format!("{:x}", Sha256::digest(std::fs::read(plugin("probe")).unwrap()));
     assert!(String::from_utf8_lossy(&show.stdout).contains(&probe_sha), "the record keeps the probe's own hash");
 }

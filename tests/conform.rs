@@ -162,3 +162,37 @@ fn a_bad_cases_file_is_an_input_error_naming_the_file() {
     let out = flowhost_conform(&[good.to_str().unwrap(), "--cases", "no/such/cases.toml"]);
     assert_eq!(out.status.code(), Some(66), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn numbers_are_compared_by_value_so_1_and_1_0_are_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = dir.path().join("numbers.cases.toml");
+    std::fs::write(
+        &cases,
+        r#"
+[[case]]
+name = "integer-returned-float-expected"
+args = { value = 1 }
+config = { label = "n" }
+expect = { value = 1.0, label = "n" }
+
+[[case]]
+name = "float-returned-integer-expected"
+args = { value = [2.0, { deep = 3.0 }] }
+config = { label = "n" }
+expect = { value = [2, { deep = 3 }], label = "n" }
+
+[[case]]
+name = "another-number"
+args = { value = 1 }
+config = { label = "n" }
+expect = { value = 1.5, label = "n" }
+"#,
+    )
+    .expect("write cases");
+    let report = suite(&plugin("probe"), Some(&cases)).await;
+    for id in ["case.integer-returned-float-expected", "case.float-returned-integer-expected"] {
+        assert_eq!(report.check(id).map(|c| c.status), Some(Status::Pass), "`{id}`:\n{report}");
+    }
+    assert_fails(&report, "case.another-number", &["expected", "1.5"]);
+}

@@ -304,3 +304,62 @@ fn processes_creating_one_fresh_database_together_all_start() {
         assert_eq!(db.list(&RunFilter::default()).unwrap().len(), PROCESSES, "round {round}: every run recorded");
     }
 }
+
+#[test]
+fn a_task_whose_arguments_are_over_the_cap_never_runs_and_is_not_reverted_in_the_record() {
+    let ws = Workspace::new();
+    let flow = ws.flow("capped", &[("a", json!({})), ("b", json!({}))]);
+    let text = std::fs::read_to_string(&flow).unwrap().replace("name = \"b\"\n", "name = \"b\"\nlimits = { args_kib = 1 }\n");
+    std::fs::write(&flow, text).unwrap();
+    let db = ws.db();
+    let db = db.to_str().unwrap();
+    let seed = format!("seed=\"{}\"", "x".repeat(2048));
+    let out = ws.flowhost(&["run", "flow.toml", "--store", &seed, "--db", db, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = stdout_json(&out);
+    assert_eq!(report["state"], "REVERTED");
+    assert_eq!(report["tasks"][1]["state"], "FAILURE");
+    assert_eq!(report["tasks"][1]["error"]["code"], "args-too-large");
+    assert_eq!(ws.count("execute", "b"), 0);
+    assert_eq!(ws.count("revert", "b"), 0, "nothing to undo");
+    assert_eq!(ws.count("revert", "a"), 1);
+
+    let id = report["run_id"].as_str().unwrap();
+    let record = stdout_json(&ws.flowhost(&["runs", "show", id, "--json", "--db", db]));
+    let b = &record["tasks"][1];
+    assert_eq!((b["state"].as_str(), b["reverts"].as_u64(), &b["args"]), (Some("FAILURE"), Some(0), &Value::Null), "{b}");
+    assert_eq!(record["tasks"][0]["state"], "REVERTED");
+
+    let shown = ws.flowhost(&["runs", "show", id, "--db", db]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("REVERTED") || l.contains("FAILURE")).collect();
+    assert!(rows.iter().any(|r| r.starts_with("1 ") && r.contains(" a ")), "tasks are numbered from 1, as in `check`:\n{text}");
+    assert!(rows.iter().any(|r| r.starts_with("2 ") && r.contains(" b ")), "{text}");
+}
+
+#[test]
+fn a_revert_interrupted_after_a_task_that_was_never_called_resumes() {
+    let ws = Workspace::new();
+    let flow = ws.flow(
+        "uncalled",
+        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" })), ("c", json!({}))],
+    );
+    let text = std::fs::read_to_string(&flow)
+        .unwrap()
+        .replace("seed = 1", &format!("seed = \"{}\"", "x".repeat(2048)))
+        .replace("name = \"c\"\n", "name = \"c\"\nlimits = { args_kib = 1 }\n");
+    std::fs::write(&flow, text).unwrap();
+    let run = run_and_kill(&ws, "revert", "b");
+    assert_eq!(run.state, FlowState::Reverting);
+
+    ws.release();
+    let db = ws.db();
+    let resumed = ws.flowhost(&["runs", "resume", &run.id, "--json", "--db", db.to_str().unwrap()]);
+    assert_eq!(resumed.status.code(), Some(1), "{}", stderr(&resumed));
+    let report = stdout_json(&resumed);
+    let states: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["REVERTED", "REVERTED", "FAILURE"], "{report}");
+    assert_eq!(report["tasks"][2]["error"]["code"], "args-too-large");
+    assert_eq!((ws.count("execute", "c"), ws.count("revert", "c")), (0, 0), "c was never called");
+    assert_eq!(ws.count("revert", "a"), 1);
+}

@@ -174,7 +174,10 @@ async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
     assert_eq!(error.message, "arguments of 2060 bytes exceed the arguments cap of 1 KiB");
     let journal = calls(journal.path());
     assert!(!journal.contains(&call("execute", "big")), "the plugin never got the arguments: {journal:?}");
+    assert!(!journal.contains(&call("revert", "big")), "a task that never ran is not reverted: {journal:?}");
     assert_eq!(journal.last(), Some(&call("revert", "before")));
+    assert_eq!(report.tasks[1].state, TaskState::Failure, "it stays FAILURE: nothing was undone");
+    assert_eq!(report.tasks[0].state, TaskState::Reverted);
 }
 
 #[tokio::test]

@@ -135,3 +135,35 @@ fn an_executor_paused_past_its_lease_is_fenced_when_it_wakes() {
     assert_eq!(b_history.last().unwrap()["to"], "SUCCESS");
     assert_eq!(show["tasks"][2]["executions"], 1);
 }
+
+#[test]
+fn prune_never_deletes_a_run_a_live_executor_holds_and_dry_run_deletes_nothing() {
+    let ws = Workspace::new();
+    waiting_flow(&ws);
+    let db = ws.db();
+    let db = db.to_str().unwrap();
+    let mut running = spawn(&ws, &["run", "flow.toml"]);
+    ws.wait_for(&mut running, "execute", "b");
+    let id = ws.only_run().id;
+
+    let refused = ws.flowhost(&["runs", "prune", "--state", "RUNNING", "--db", db]);
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(75), "a live run is refused: {message}");
+    assert!(message.contains(&format!("kept run {id}")) && message.contains(&format!("pid {}", running.id())), "{message}");
+    assert_eq!(ws.only_run().id, id, "the live run is still recorded");
+
+    ws.release();
+    assert!(running.wait_with_output().unwrap().status.success());
+    let dry = ws.flowhost(&["runs", "prune", "--dry-run", "--json", "--db", db]);
+    assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+    assert_eq!(stdout_json(&dry), json!({ "dry_run": true, "deleted": 0, "runs": [id], "kept": [] }));
+    let dry = ws.flowhost(&["runs", "prune", "--dry-run", "--db", db]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(text.starts_with("would delete 1 run(s)") && text.contains(&id), "{text}");
+    assert_eq!(ws.only_run().id, id, "a dry run deletes nothing");
+
+    let pruned = ws.flowhost(&["runs", "prune", "--json", "--db", db]);
+    assert_eq!(stdout_json(&pruned), json!({ "dry_run": false, "deleted": 1, "runs": [id], "kept": [] }));
+    let listed = stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", db]));
+    assert_eq!(listed, json!([]));
+}

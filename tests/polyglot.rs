@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use flowhost_testkit::{polyglot, repo_root};
+use flowhost_testkit::{polyglot, repo_root, stdout_json};
 use serde_json::{Value, json};
 
 const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
@@ -96,4 +96,43 @@ fn a_failure_in_the_c_task_reverts_the_tasks_of_every_language() {
         );
     }
     assert!(log.contains("stamp c (c): reverted after error asked-to-fail"), "{log}");
+}
+
+/// A flow of one `stamp` in `language` told to crash with an uncaught exception.
+fn crashing(language: &str, dir: &Path) -> PathBuf {
+    let flow = dir.join(format!("{language}.toml"));
+    let text = format!(
+        "name = \"crash\"\n[store]\nledger = []\n[[task]]\nname = \"stamp\"\nplugin = {:?}\nconfig = {{ stamp = \"s\", crash = \"bad size 3\" }}\n",
+        polyglot(language).display().to_string()
+    );
+    std::fs::write(&flow, text).expect("write flow");
+    flow
+}
+
+#[test]
+fn an_uncaught_python_or_javascript_exception_fails_the_task_naming_it_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (language, exception) in [("python", "ValueError"), ("js", "Error")] {
+        let flow = crashing(language, dir.path());
+        let db = dir.path().join("runs.db");
+        let (out, report) = run_json(&flow, &["-q", "--db", db.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{language}: {}", stderr(&out));
+        let error = &report["tasks"][0]["error"];
+        assert_eq!(error["code"], "uncaught-exception", "{language}: {error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{exception}: bad size 3 (uncaught ")), "{language}: {message}");
+        assert_eq!(error["details"]["exception"], exception, "{language}: {error}");
+        assert_eq!(error["details"]["message"], "bad size 3");
+        let traceback = error["details"]["traceback"].as_str().unwrap();
+        assert!(!traceback.is_empty(), "{language}: the traceback is in the details");
+        assert_eq!(report["tasks"][0]["state"], "REVERTED", "{language}: its revert still ran");
+        assert!(stderr(&out).contains(&format!("{exception}: bad size 3")), "even with -q: {}", stderr(&out));
+
+        let id = report["run_id"].as_str().unwrap();
+        let record = stdout_json(&flowhost(&["runs", "show", id, "--json", "--db", db.to_str().unwrap()]));
+        assert_eq!(&record["tasks"][0]["error"], error, "{language}: the run database has it too");
+    }
+    let (_, report) = run_json(&crashing("python", dir.path()), &["--no-db"]);
+    let traceback = report["tasks"][0]["error"]["details"]["traceback"].as_str().unwrap();
+    assert!(traceback.starts_with("Traceback (most recent call last):") && traceback.contains("app.py"), "{traceback}");
 }

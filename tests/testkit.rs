@@ -32,13 +32,16 @@ pub fn flowhost_bin() -> PathBuf {
 
 /// The `flowhost` command as a user would type it in a clean shell: none of flowhost's own
 /// environment variables set (but the test suite's shared plugin cache), standard input
-/// closed, and — unless [`Flowhost::dir`] says otherwise — a fresh empty working directory
-/// of its own, so a test never records runs into the source tree. Derefs to the
-/// [`Command`] for anything else (pipes, `spawn`).
+/// closed, a home directory of its own (so the default run database, in the user data
+/// directory, is never the real user's) and — unless [`Flowhost::dir`] says otherwise — a
+/// fresh empty working directory of its own, so a test never writes into the source tree.
+/// Derefs to the [`Command`] for anything else (pipes, `spawn`).
 pub struct Flowhost {
     command: Command,
     /// The default working directory, removed when the command is dropped.
     _scratch: Option<tempfile::TempDir>,
+    /// The default home directory, removed when the command is dropped.
+    _home: Option<tempfile::TempDir>,
 }
 
 /// `flowhost ARGS…`, ready to run.
@@ -48,15 +51,33 @@ where
     S: AsRef<OsStr>,
 {
     let scratch = tempfile::tempdir().expect("a scratch directory");
+    let home = tempfile::tempdir().expect("a home directory");
     let mut command = Command::new(flowhost_bin());
     command.args(args).current_dir(scratch.path()).stdin(Stdio::null());
-    for var in ["FLOWHOST_LOG", "FLOWHOST_DB", "FLOWHOST_LEASE_TTL"] {
+    for var in ["FLOWHOST_LOG", "FLOWHOST_DB", "FLOWHOST_LEASE_TTL", "NO_COLOR"] {
         command.env_remove(var);
     }
-    Flowhost { command, _scratch: Some(scratch) }
+    let mut flowhost = Flowhost { command, _scratch: Some(scratch), _home: None };
+    flowhost = flowhost.home(home.path());
+    flowhost._home = Some(home);
+    flowhost
 }
 
 impl Flowhost {
+    /// Uses `home` as the home directory (`HOME`, and `XDG_DATA_HOME` below it): where the
+    /// default run database goes. Commands given the same home share it.
+    pub fn home(mut self, home: &Path) -> Self {
+        self.command.env("HOME", home).env("XDG_DATA_HOME", home.join(".local/share"));
+        self._home = None;
+        self
+    }
+
+    /// The default run database of this command's home.
+    pub fn default_db(&self) -> PathBuf {
+        let data = self.command.get_envs().find(|(name, _)| *name == "XDG_DATA_HOME").and_then(|(_, value)| value);
+        PathBuf::from(data.expect("XDG_DATA_HOME is set")).join("flowhost/runs.db")
+    }
+
     /// Runs in `dir` instead of a scratch directory.
     pub fn dir(mut self, dir: &Path) -> Self {
         self.command.current_dir(dir);
@@ -283,9 +304,10 @@ impl Workspace {
         self.command(args).run()
     }
 
-    /// `flowhost ARGS…` in the workspace, to spawn or adjust.
+    /// `flowhost ARGS…` in the workspace, to spawn or adjust; its home is the workspace's
+    /// `home/`, shared by every command of the workspace.
     pub fn command(&self, args: &[&str]) -> Flowhost {
-        flowhost(args).dir(self.dir.path())
+        flowhost(args).dir(self.dir.path()).home(&self.path("home"))
     }
 
     /// The workspace folder.

@@ -161,3 +161,85 @@ fn describe_prints_what_a_plugin_declares() {
     assert_eq!(info["optional"], json!(["extra"]));
     assert_eq!(info["provides"], json!(["echo"]));
 }
+
+#[test]
+fn an_invalid_flow_is_machine_readable_with_json_for_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(
+        dir.path(),
+        "name = \"f\"\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\nrebind = { valeu = \"x\" }\n\n[[task]]\nname = \"u\"\nplugin = \"nope.wasm\"\n",
+    );
+    for command in ["check", "run"] {
+        let out = flowhost(&[command, "flow.toml", "--json"], dir.path());
+        assert_eq!(out.status.code(), Some(65), "{command}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{command} --json prints JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(doc["state"], "INVALID", "{doc}");
+        assert_eq!(doc["flow"], "f");
+        let problems = doc["problems"].as_array().expect("problems");
+        let shape: Vec<(&str, Option<&str>)> =
+            problems.iter().map(|p| (p["task"].as_str().unwrap(), p["field"].as_str())).collect();
+        assert_eq!(shape, [("t", Some("rebind")), ("t", None), ("u", Some("plugin"))], "{doc}");
+        assert!(problems[0]["message"].as_str().unwrap().contains("`valeu`"), "{doc}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is invalid"), "stderr still says it");
+    }
+    std::fs::write(dir.path().join("flow.toml"), "name = \"f\"\n[[task]]\nname = 3\n").unwrap();
+    let out = flowhost(&["check", "flow.toml", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(65));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON for a flow file that does not parse");
+    assert_eq!(doc["state"], "INVALID");
+    assert!(doc["problems"][0]["message"].as_str().unwrap().contains("line 3"), "{doc}");
+
+    write_flow(dir.path(), "name = \"f\"\n[store]\nvalue = 1\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\n");
+    let out = flowhost(&["check", "flow.toml", "--json"], dir.path());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((doc["state"].as_str(), doc["valid"].as_bool()), (Some("VALID"), Some(true)));
+}
+
+#[test]
+fn limits_under_which_every_call_fails_are_refused_at_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    for (limits, field, says) in [
+        ("memory_mib = 0", "limits.memory_mib", "allows no MiB"),
+        ("memory_mib = 1", "limits.memory_mib", "linear memory plugin `probe` starts with"),
+        ("fuel = 0", "limits.fuel", "not a single instruction"),
+        ("deadline_ms = 3", "limits.deadline_ms", "below 10 ms"),
+        ("args_kib = 0", "limits.args_kib", "allows no KiB"),
+    ] {
+        write_flow(dir.path(), &format!("name = \"f\"\n[store]\nvalue = 1\n[limits]\n{limits}\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\n"));
+        let out = flowhost(&["check", "flow.toml", "--json"], dir.path());
+        assert_eq!(out.status.code(), Some(65), "{limits}: {}", String::from_utf8_lossy(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let problem = &doc["problems"][0];
+        assert_eq!(problem["field"], field, "{limits}: {doc}");
+        assert!(problem["message"].as_str().unwrap().contains(says), "{limits}: {doc}");
+    }
+    write_flow(dir.path(), "name = \"f\"\n[store]\nvalue = 1\n[limits]\nmemory_mib = 2\ndeadline_ms = 10\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\n");
+    let out = flowhost(&["run", "flow.toml", "--no-db"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "the smallest workable limits run: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn an_entry_renaming_a_plugins_several_results_stores_them_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let extract = plugin("extract_volume_request").display().to_string();
+    let flow = format!(
+        "name = \"f\"\n[store]\nsize = 10\navailability_zone = \"nova\"\nvolume_type = \"ssd\"\n\
+         [[task]]\nname = \"extract_volume_request\"\nplugin = {extract:?}\nprovides = [\"req_a\", \"req_b\", \"req_c\"]\n\
+         config = {{ availability_zones = [\"nova\"], volume_types = [\"ssd\"] }}\n"
+    );
+    std::fs::write(dir.path().join("flow.toml"), &flow).unwrap();
+    let out = flowhost(&["check", "flow.toml"], dir.path());
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("provides: req_a <- size, req_b <- availability_zone, req_c <- volume_type"), "{plan}");
+    let out = flowhost(&["run", "flow.toml", "--no-db", "--fetch", "req_a", "--fetch", "req_b", "--fetch", "req_c"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let fetched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fetched, json!({"req_a": 10, "req_b": "nova", "req_c": "ssd"}));
+
+    std::fs::write(dir.path().join("flow.toml"), flow.replace(", \"req_c\"", "")).unwrap();
+    let out = flowhost(&["check", "flow.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(65));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`provides` gives 2 names but plugin `extract_volume_request` returns 3"), "{stderr}");
+}

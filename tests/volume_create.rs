@@ -115,3 +115,14 @@ fn a_size_over_quota_fails_at_the_reservation_and_changes_nothing() {
     let after: Vec<_> = snapshot(&state).into_iter().filter(|(p, _)| p != Path::new("quota.json")).collect();
     assert_eq!(after, before, "no volume or scheduler file may be left");
 }
+
+#[test]
+fn fetching_a_name_that_was_reverted_says_so_and_keeps_stdout_json() {
+    let (_dir, flow) = example();
+    let out = flowhost(&flow, &["--store", "raw_availability_zone=az-down", "--fetch", "volume", "--fetch", "size"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_stdout(&out), serde_json::json!({ "volume": null, "size": null }), "stdout stays machine-readable");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`volume` was reverted: task `entry_create` stored it, then was reverted"), "{stderr}");
+    assert!(stderr.contains("`size` was reverted: task `extract_volume_request`"), "{stderr}");
+}

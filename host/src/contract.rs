@@ -78,6 +78,10 @@ impl TaskError {
 pub enum HostFault {
     /// The instance trapped (`unreachable`, out-of-bounds access, a Rust panic).
     Trap,
+    /// An exception of the plugin's language escaped the task (a Python `raise`, a
+    /// JavaScript `throw new Error(…)`): the error names its type and message, and its
+    /// `details` hold `{exception, message, language, traceback}`.
+    UncaughtException,
     /// The call ran past its wall-clock deadline.
     DeadlineExceeded,
     /// The instance tried to grow its memory past its cap.
@@ -109,8 +113,9 @@ pub enum HostFault {
 
 impl HostFault {
     /// Every host fault, for documentation and exhaustive checks.
-    pub const ALL: [HostFault; 14] = [
+    pub const ALL: [HostFault; 15] = [
         Self::Trap,
+        Self::UncaughtException,
         Self::DeadlineExceeded,
         Self::MemoryLimit,
         Self::FuelExhausted,
@@ -130,6 +135,7 @@ impl HostFault {
     pub fn code(self) -> &'static str {
         match self {
             Self::Trap => "trap",
+            Self::UncaughtException => "uncaught-exception",
             Self::DeadlineExceeded => "deadline-exceeded",
             Self::MemoryLimit => "memory-limit",
             Self::FuelExhausted => "fuel-exhausted",
@@ -157,6 +163,7 @@ impl HostFault {
         matches!(
             self,
             Self::Trap
+                | Self::UncaughtException
                 | Self::DeadlineExceeded
                 | Self::MemoryLimit
                 | Self::FuelExhausted

@@ -198,13 +198,15 @@ pub(crate) fn notify(listeners: &[Arc<dyn Listener>], event: &Event) {
 }
 
 /// One log line per transition, in the spirit of TaskFlow's `DynamicLoggingListener`:
-/// task name, old → new state, duration, result or error; failures and reverts at WARN.
+/// task name, old → new state, duration; failures (with the error's `details`) and reverts
+/// at WARN. Results go to DEBUG only: they may hold secrets, and INFO lands in every log.
+/// The run's id is not repeated per line: the engine logs each run inside a `run` span
+/// carrying it, so subscribers show it with every line of the run, the plugins' included.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogListener;
 
 impl Listener for LogListener {
     fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let run = event.run_id.as_str();
         match &event.transition {
             Transition::Flow { from, to, elapsed, .. } => {
                 let took = match to {
@@ -213,8 +215,8 @@ impl Listener for LogListener {
                 };
                 let line = format!("flow `{}` {from} -> {to}{took}", event.flow);
                 match to {
-                    FlowState::Reverting | FlowState::Reverted | FlowState::Failure => tracing::warn!(run, "{line}"),
-                    _ => tracing::info!(run, "{line}"),
+                    FlowState::Reverting | FlowState::Reverted | FlowState::Failure => tracing::warn!("{line}"),
+                    _ => tracing::info!("{line}"),
                 }
             }
             Transition::Task { task, from, to, duration, result, error, .. } => {
@@ -224,11 +226,16 @@ impl Listener for LogListener {
                     _ => String::new(),
                 };
                 let line = format!("task `{task}` {from} -> {to}{took}");
-                match (to, result, error) {
-                    (_, _, Some(error)) => tracing::warn!(run, "{line}: {error}"),
-                    (_, Some(result), _) => tracing::info!(run, "{line} result: {}", preview(result)),
-                    (TaskState::Reverting | TaskState::Reverted, _, _) => tracing::warn!(run, "{line}"),
-                    _ => tracing::info!(run, "{line}"),
+                match (to, error) {
+                    (_, Some(error)) => match &error.details {
+                        Some(details) => tracing::warn!("{line}: {error} (details: {details})"),
+                        None => tracing::warn!("{line}: {error}"),
+                    },
+                    (TaskState::Reverting | TaskState::Reverted, _) => tracing::warn!("{line}"),
+                    _ => tracing::info!("{line}"),
+                }
+                if let Some(result) = result {
+                    tracing::debug!("task `{task}` result: {}", preview(result));
                 }
             }
         }

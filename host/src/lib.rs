@@ -48,7 +48,11 @@ pub use engine::{
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flow::{Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, TaskSpec};
 pub use runtime::{
-    EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES, Pinned, Plugin, PluginError, Preopen, Sandbox,
-    SetupError,
+    COMPILE_TARGET, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES, Pinned, Plugin, PluginError, Preopen,
+    Sandbox, SetupError,
 };
 pub use store::Store;
+
+/// The wasmtime version this flowhost runs plugins with (compiled plugins are cached per
+/// wasmtime version).
+pub const WASMTIME_VERSION: &str = env!("FLOWHOST_WASMTIME_VERSION");

@@ -5,24 +5,26 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
+use cli::output::errln;
 use cli::{Cli, Command, Context, exit};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_args() {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
             return if error.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    cli::init_logging(cli.verbose, cli.quiet);
+    if let Err(error) = cli.log_settings().init() {
+        errln!("error: {error}");
+        return ExitCode::from(exit::USAGE);
+    }
     let ctx = Context::new(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            errln!("error: cannot start the async runtime: {error}");
             return ExitCode::from(exit::SOFTWARE);
         }
     };
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
             Command::Conform(args) => cli::conform::conform(&ctx, args).await,
             Command::Runs(args) => cli::runs::runs(&ctx, args).await,
             Command::Compile(args) => cli::compile::compile(&ctx, args).await,
+            Command::Completions(args) => cli::completions::completions(args),
         }
     });
     // A WASI call blocked in a host thread past its task's deadline (a read of a FIFO no one
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            errln!("error: {}", exit::render(&error));
             ExitCode::from(exit::code_for(&error))
         }
     }

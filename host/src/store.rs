@@ -84,6 +84,10 @@ pub struct Binding {
     pub inject: BTreeMap<String, Value>,
     /// Store names the result is saved under.
     pub provides: Vec<String>,
+    /// The names the plugin declares it provides. When the entry renames several of them
+    /// (`provides = ["req_a", "req_b"]`), the result's keys are these names, stored under
+    /// `provides` by position.
+    pub declared: Vec<String>,
 }
 
 impl Binding {
@@ -112,31 +116,33 @@ impl Binding {
     }
 
     /// Splits a result into the values to store: one provided name takes the whole result,
-    /// several take the keys of an object result.
+    /// several take the keys of an object result. When the entry renames the plugin's
+    /// declared names one for one, the result holds the declared names (the plugin does not
+    /// know the entry's) and each is stored under the entry's name at the same position.
     pub fn outputs(&self, result: Value) -> Result<Vec<(String, Value)>, TaskError> {
         match self.provides.as_slice() {
             [] => Ok(Vec::new()),
             [only] => Ok(vec![(only.clone(), result)]),
             names => {
+                let keys = if self.declared.len() == names.len() { &self.declared } else { &self.provides };
                 let Value::Object(mut object) = result else {
-                    return Err(HostFault::MissingProvides.error(
-                        format!(
-                            "result must be a JSON object holding {}, got {}",
-                            quoted(names),
-                            kind_of(&result)
-                        ),
-                    ));
+                    return Err(HostFault::MissingProvides.error(format!(
+                        "result must be a JSON object holding {}, got {}",
+                        quoted(keys),
+                        kind_of(&result)
+                    )));
                 };
-                let missing: Vec<String> =
-                    names.iter().filter(|n| !object.contains_key(*n)).cloned().collect();
+                let missing: Vec<String> = keys.iter().filter(|k| !object.contains_key(*k)).cloned().collect();
                 if !missing.is_empty() {
-                    return Err(HostFault::MissingProvides.error(
-                        format!("result lacks provided name(s) {}", quoted(&missing)),
-                    ));
+                    return Err(HostFault::MissingProvides.error(format!(
+                        "result lacks provided name(s) {}",
+                        quoted(&missing)
+                    )));
                 }
-                Ok(names
+                Ok(keys
                     .iter()
-                    .map(|n| (n.clone(), object.remove(n).unwrap_or(Value::Null)))
+                    .zip(names)
+                    .map(|(key, name)| (name.clone(), object.remove(key).unwrap_or(Value::Null)))
                     .collect())
             }
         }
@@ -172,6 +178,7 @@ mod tests {
             optional: vec![("zone".into(), "zone".into())],
             inject: [("kind".to_owned(), json!("ssd"))].into_iter().collect(),
             provides: provides.iter().map(|s| (*s).to_owned()).collect(),
+            declared: provides.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 
@@ -200,5 +207,20 @@ mod tests {
         assert!(missing.message.contains("`b`"), "{}", missing.message);
         let not_object = binding(&["a", "b"]).outputs(json!(5)).unwrap_err();
         assert!(not_object.message.contains("got a number"), "{}", not_object.message);
+    }
+
+    #[test]
+    fn renamed_provides_take_the_declared_keys_by_position() {
+        let renamed = Binding {
+            provides: vec!["req_a".into(), "req_b".into()],
+            declared: vec!["size".into(), "zone".into()],
+            ..binding(&[])
+        };
+        assert_eq!(
+            renamed.outputs(json!({"size": 1, "zone": "nova"})),
+            Ok(vec![("req_a".into(), json!(1)), ("req_b".into(), json!("nova"))])
+        );
+        let missing = renamed.outputs(json!({"size": 1})).unwrap_err();
+        assert!(missing.message.contains("`zone`"), "names the key the plugin had to return: {}", missing.message);
     }
 }

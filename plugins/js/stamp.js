@@ -6,7 +6,10 @@
 //
 // componentize-js maps the contract as follows: a record is an object, `result<T, E>` is a
 // return value or a thrown E, an `option` is the value or undefined, and a variant is
-// `{ tag, val }`.
+// `{ tag, val }`. `defineTask` (flowhost-task.js) reports any other exception the task lets
+// escape as an `uncaught-exception` task-error naming it.
+
+import { defineTask } from "./flowhost-task.js";
 
 function fail(code, message, details) {
   throw { code, message, details: details === undefined ? undefined : JSON.stringify(details) };
@@ -39,17 +42,20 @@ function parse(argsText, configText) {
   if (config === null || typeof config !== "object" || Array.isArray(config)) {
     fail("invalid-config", "config must be a JSON object");
   }
-  const { stamp, fail: failing = false } = config;
+  const { stamp, fail: failing = false, crash } = config;
   if (typeof stamp !== "string" || stamp === "") {
     fail("invalid-config", "config `stamp` must be a non-empty string");
   }
   if (typeof failing !== "boolean") {
     fail("invalid-config", "config `fail` must be true or false");
   }
-  return { ledger, note, stamp, failing };
+  if (crash !== undefined && typeof crash !== "string") {
+    fail("invalid-config", "config `crash` must be a string");
+  }
+  return { ledger, note, stamp, failing, crash };
 }
 
-export const task = {
+export const task = defineTask({
   describe() {
     return {
       name: "stamp",
@@ -62,8 +68,12 @@ export const task = {
   },
 
   execute(args, config) {
-    const { ledger, note, stamp, failing } = parse(args, config);
+    const { ledger, note, stamp, failing, crash } = parse(args, config);
     console.error(`stamp ${stamp} (javascript): ledger of ${ledger.length} entries`);
+    if (crash !== undefined) {
+      // A bug, as a plugin author would make one: an exception the task does not catch.
+      throw new Error(crash);
+    }
     if (failing) {
       fail("asked-to-fail", "config `fail` is set: failing on purpose", { stamp });
     }
@@ -84,4 +94,4 @@ export const task = {
     const causes = failures.map((f) => `${f.task}: ${f.error.code}`).join(", ") || "none";
     console.error(`stamp ${stamp} (javascript): reverted after ${ended}; flow failures: ${causes}`);
   },
-};
+});

@@ -44,7 +44,10 @@ def parse(args, config):
     failing = config.get("fail", False)
     if not isinstance(failing, bool):
         fail("invalid-config", "config `fail` must be true or false")
-    return ledger, note, stamp, failing
+    crash = config.get("crash")
+    if crash is not None and not isinstance(crash, str):
+        fail("invalid-config", "config `crash` must be a string")
+    return ledger, note, stamp, failing, crash
 
 
 class Task(exports.Task):
@@ -59,8 +62,12 @@ class Task(exports.Task):
         )
 
     def execute(self, args, config):
-        ledger, note, stamp, failing = parse(args, config)
+        ledger, note, stamp, failing, crash = parse(args, config)
         print(f"stamp {stamp} (python): ledger of {len(ledger)} entries", file=sys.stderr)
+        if crash is not None:
+            # A bug, as a plugin author would make one: an exception the task does not catch.
+            # The host reads the traceback and fails the task with its type and message.
+            raise ValueError(crash)
         if failing:
             fail("asked-to-fail", "config `fail` is set: failing on purpose", {"stamp": stamp})
         entry = stamp if note is None else f"{stamp} ({note})"
@@ -68,7 +75,7 @@ class Task(exports.Task):
 
     def revert(self, args, config, outcome, failures):
         try:
-            _, _, stamp, _ = parse(args, config)
+            _, _, stamp, _, _ = parse(args, config)
         except Err as rejected:
             # execute got the same input, so it failed right there: nothing to undo.
             print(f"stamp (python): nothing to revert: {rejected.value.message}", file=sys.stderr)

@@ -5,17 +5,23 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::db::DEFAULT_DB;
-use super::{Context, StoreArgs, print_json, read_flow, shown};
+use super::db::default_db;
+use super::output::outln;
+use super::{Context, StoreArgs, print_invalid, print_json, read_flow, shown};
 
 /// Arguments of `flowhost check`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+flowhost check flow.toml                         # the plan: arguments, provides, limits, grants\n  \
+flowhost check flow.toml --store raw_size=20     # with the store a run would start from\n  \
+flowhost check flow.toml --json | jq .problems   # machine-readable, also when invalid (exit 65)")]
 pub struct CheckArgs {
     /// The flow file (TOML).
     pub flow: PathBuf,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Print the plan as JSON.
+    /// Print the plan as JSON: { flow, state: "VALID", valid, tasks }, or for an invalid flow
+    /// { flow, state: "INVALID", valid, problems: [{task, field, message}] }.
     #[arg(long)]
     pub json: bool,
 }
@@ -25,25 +31,30 @@ pub struct CheckArgs {
 /// run database `run` would use (`FLOWHOST_DB` or the default) are refused as `run` refuses
 /// them.
 pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let flow = read_flow(&args.flow)?;
-    let mut ctx = ctx.clone();
-    ctx.protect(std::env::var_os("FLOWHOST_DB").filter(|p| !p.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_DB), PathBuf::from));
-    let loaded = ctx.engine(flow.needs_fuel())?.load(&flow, args.store.store()?).await?;
+    let loaded = match load(ctx, &args).await {
+        Ok(loaded) => loaded,
+        Err((flow, error)) => {
+            if args.json {
+                print_invalid(flow.as_deref(), &error)?;
+            }
+            return Err(error);
+        }
+    };
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
-        print_json(&serde_json::json!({ "flow": loaded.name(), "valid": true, "tasks": tasks }))?;
+        print_json(&serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("flow `{}` is valid", loaded.name());
+    outln!("flow `{}` is valid", loaded.name())?;
     for (n, task) in loaded.plan().enumerate() {
-        println!(
+        outln!(
             "{}. {} — {} {} ({})",
             n + 1,
             task.name,
             shown(&task.info.name),
             shown(&task.info.version),
             task.plugin.display()
-        );
+        )?;
         let args: Vec<String> = task
             .required
             .iter()
@@ -55,26 +66,37 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
             .collect();
         // Argument and result names come from the plugin's describe(): escaped.
         let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { shown(&names.join(", ")).into_owned() };
-        println!("   requires: {}", list(&args));
-        println!("   provides: {}", list(task.provides));
+        outln!("   requires: {}", list(&args))?;
+        // Renamed results are stored by position: show which declared name each one takes.
+        let declared = &task.info.provides;
+        let provides: Vec<String> = if task.provides.len() > 1 && declared.len() == task.provides.len() {
+            task.provides
+                .iter()
+                .zip(declared)
+                .map(|(name, key)| if name == key { name.clone() } else { format!("{name} <- {key}") })
+                .collect()
+        } else {
+            task.provides.to_vec()
+        };
+        outln!("   provides: {}", list(&provides))?;
         let l = &task.sandbox.limits;
         let fuel = l.fuel.map_or_else(|| "off".to_owned(), |f| f.to_string());
-        println!(
+        outln!(
             "   limits:   deadline {} ms, memory {} MiB, result {} KiB, args {} KiB, fuel {fuel}, handles {}",
             l.deadline_ms, l.memory_mib, l.result_kib, l.args_kib, l.handles
-        );
+        )?;
         for dir in &task.sandbox.dirs {
             let mode = match dir.access {
                 flowhost::Access::ReadOnly => "ro",
                 flowhost::Access::ReadWrite => "rw",
             };
-            println!(
+            outln!(
                 "   grant:    {} -> {} ({mode}, pinned: device {}, inode {})",
                 dir.host.display(),
                 dir.guest,
                 dir.pinned.device,
                 dir.pinned.inode
-            );
+            )?;
         }
         let env: Vec<String> = task
             .sandbox
@@ -85,8 +107,20 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
                 flowhost::EnvSource::Flow => format!("{} (set by flow)", var.name),
             })
             .collect();
-        println!("   env:      {}", if env.is_empty() { "-".into() } else { env.join(", ") });
-        println!("   network:  none");
+        outln!("   env:      {}", if env.is_empty() { "-".into() } else { env.join(", ") })?;
+        outln!("   network:  none")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flow file and the flow loaded (validated); on failure, the flow's name when known.
+async fn load(ctx: &Context, args: &CheckArgs) -> Result<flowhost::LoadedFlow, (Option<String>, anyhow::Error)> {
+    let flow = read_flow(&args.flow).map_err(|e| (None, e))?;
+    let named = |error: anyhow::Error| (Some(flow.name.clone()), error);
+    let store = args.store.store().map_err(named)?;
+    // A task granted the run database could rewrite any run's record and lease.
+    let mut ctx = ctx.clone();
+    ctx.protect(std::env::var_os("FLOWHOST_DB").filter(|p| !p.is_empty()).map_or_else(default_db, PathBuf::from));
+    let engine = ctx.engine(flow.needs_fuel()).map_err(named)?;
+    engine.load(&flow, store).await.map_err(|e| named(e.into()))
 }

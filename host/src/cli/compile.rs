@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::Context;
 use super::exit::UsageError;
+use super::output::errln;
 
 /// Arguments of `flowhost compile`.
 #[derive(Debug, Args)]
@@ -27,8 +28,8 @@ pub async fn compile(ctx: &Context, args: CompileArgs) -> anyhow::Result<ExitCod
     for path in &args.plugins {
         let plugin = engine.plugin(path).await?;
         let info = plugin.info();
-        eprintln!("compiled {} ({} {})", path.display(), info.name, info.version);
+        errln!("compiled {} ({} {})", path.display(), info.name, info.version);
     }
-    eprintln!("cache: {}", dir.display());
+    errln!("cache: {}", dir.display());
     Ok(ExitCode::SUCCESS)
 }

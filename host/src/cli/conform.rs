@@ -1,11 +1,14 @@
 //! `flowhost conform`: does a plugin honour the task contract?
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
+use flowhost::PluginError;
 use flowhost::conform::{Cases, conform as run_suite};
 
+use super::output::outln;
 use super::{Context, print_json};
 
 /// Exit code when at least one check failed.
@@ -32,12 +35,20 @@ pub struct ConformArgs {
 
 /// Runs the suite and prints one line per check.
 pub async fn conform(ctx: &Context, args: ConformArgs) -> anyhow::Result<ExitCode> {
+    readable(&args.plugin)?;
     let cases = args.cases.as_deref().map(Cases::from_file).transpose()?;
     let report = run_suite(&ctx.engine(false)?, &args.plugin, cases.as_ref()).await;
     if args.json {
         print_json(&report)?;
     } else {
-        println!("{report}");
+        outln!("{report}")?;
     }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NONCONFORMING) })
+}
+
+/// A plugin that cannot be read is an input error (exit 66), not a plugin that fails the
+/// suite: there is nothing to check.
+fn readable(path: &Path) -> Result<(), PluginError> {
+    let read = std::fs::File::open(path).and_then(|mut file| file.read(&mut [0; 1]));
+    read.map(drop).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })
 }

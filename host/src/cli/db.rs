@@ -8,13 +8,22 @@ use std::time::Duration;
 use clap::Args;
 use flowhost::runs::{DEFAULT_LEASE_TTL, Durability, Executor, SqliteRunDb};
 
-/// Where runs are recorded when neither --db nor FLOWHOST_DB says otherwise.
-pub const DEFAULT_DB: &str = ".flowhost/runs.db";
+/// Where runs are recorded when neither --db nor FLOWHOST_DB says otherwise: `flowhost` in
+/// the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share` on Linux), so that
+/// `flowhost runs list` finds a user's runs from any working directory. Without a home
+/// directory, `.flowhost/runs.db` in the working directory.
+pub fn default_db() -> PathBuf {
+    match dirs::data_dir() {
+        Some(dir) => dir.join("flowhost").join("runs.db"),
+        None => PathBuf::from(".flowhost").join("runs.db"),
+    }
+}
 
 /// Where the run database is.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// The run database file (SQLite). Default: .flowhost/runs.db in the working directory.
+    /// The run database file (SQLite) [default: flowhost/runs.db in the user data directory,
+    /// e.g. ~/.local/share/flowhost/runs.db].
     #[arg(long, value_name = "PATH", env = "FLOWHOST_DB", global = true)]
     pub db: Option<PathBuf>,
     /// How long this process's lease on a run it executes lasts without renewal (renewed at
@@ -35,9 +44,9 @@ pub struct RecordArgs {
 }
 
 impl DbArgs {
-    /// The database file: --db, FLOWHOST_DB, or the default.
+    /// The database file these flags choose.
     pub fn path(&self) -> PathBuf {
-        self.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
+        self.db.clone().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(default_db)
     }
 
     /// Opens the database; `create` makes it (and its folder) when missing.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::output::outln;
 use super::{Context, print_json, shown};
 
 /// Arguments of `flowhost describe`.
@@ -25,14 +26,14 @@ pub async fn describe(ctx: &Context, args: DescribeArgs) -> anyhow::Result<ExitC
         print_json(info)?;
     } else {
         // Every word here is the plugin's own: escaped, so it cannot write to the terminal.
-        println!("{} {}", shown(&info.name), shown(&info.version));
+        outln!("{} {}", shown(&info.name), shown(&info.version))?;
         if !info.description.is_empty() {
-            println!("  {}", shown(&info.description));
+            outln!("  {}", shown(&info.description))?;
         }
         let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { shown(&names.join(", ")).into_owned() };
-        println!("  requires: {}", list(&info.requires));
-        println!("  optional: {}", list(&info.optional));
-        println!("  provides: {}", list(&info.provides));
+        outln!("  requires: {}", list(&info.requires))?;
+        outln!("  optional: {}", list(&info.optional))?;
+        outln!("  provides: {}", list(&info.provides))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,6 +36,21 @@ pub struct UsageError(pub String);
 #[error("{0}")]
 pub struct InputError(pub String);
 
+/// An error and its causes in one line, each cause once: most errors already quote their
+/// cause's text (`cannot read plugin p.wasm: No such file or directory`), which anyhow's
+/// `{:#}` would repeat after them.
+pub fn render(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 /// Maps an error to the documented exit code.
 pub fn code_for(error: &anyhow::Error) -> u8 {
     if let Some(failure) = error.downcast_ref::<ResumeFailure>() {
@@ -67,6 +82,7 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     }
     if error.is::<InputError>()
         || matches!(error.downcast_ref(), Some(FlowFileError::Read { .. }))
+        || matches!(error.downcast_ref(), Some(PluginError::Read { .. }))
         || matches!(error.downcast_ref(), Some(CasesError::Read { .. }))
     {
         return NOINPUT;
@@ -100,5 +116,20 @@ pub fn for_state(state: flowhost::FlowState) -> u8 {
         flowhost::FlowState::Success => SUCCESS,
         flowhost::FlowState::Reverted => REVERTED,
         _ => REVERT_FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let error = anyhow::Error::new(PluginError::Read { path: "p.wasm".into(), source: io });
+        assert_eq!(render(&error), "cannot read plugin p.wasm: No such file or directory (os error 2)");
+        assert_eq!(code_for(&error), NOINPUT);
+        let wrapped = anyhow::anyhow!("outer").context("starting");
+        assert_eq!(render(&wrapped), "starting: outer");
     }
 }

@@ -3,34 +3,49 @@
 
 pub mod check;
 pub mod compile;
+pub mod completions;
 pub mod conform;
 pub mod db;
 pub mod describe;
 pub mod exit;
+pub mod log;
+pub mod output;
 pub mod run;
 pub mod runs;
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use flowhost::{EngineConfig, Store};
 use serde_json::Value;
 
 use exit::{InputError, UsageError};
+use log::{LogFormat, LogSettings};
+use output::ColorChoice;
+pub use output::print_json;
 
 /// Runs flows of sandboxed WebAssembly tasks: each task starts after the previous one
 /// finished, results flow through a store of named JSON values, and a failure reverts every
 /// task that ran, in reverse order.
 #[derive(Debug, Parser)]
-#[command(name = "flowhost", version, after_help = exit::EXIT_CODES)]
+#[command(name = "flowhost", after_help = exit::EXIT_CODES)]
 pub struct Cli {
-    /// More log output (debug level). Overridden by FLOWHOST_LOG.
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
+    /// More log output: -v adds flowhost's debug lines (task results among them), -vv
+    /// everything's, wasmtime's and cranelift's included. FLOWHOST_LOG (a tracing filter,
+    /// e.g. `flowhost=debug`) replaces -v and -q.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
     /// Only warnings and errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log lines as readable text or as one JSON object per line (for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+    /// Colour on stderr: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
     /// Where compiled plugins are cached [default: the user cache directory, e.g.
     /// ~/.cache/flowhost].
     #[arg(long, global = true, value_name = "DIR", env = "FLOWHOST_CACHE_DIR")]
@@ -40,6 +55,33 @@ pub struct Cli {
     pub no_cache: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `flowhost --version`: the contract versions plugins may export and the wasmtime inside.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    let accepted: Vec<String> = flowhost::ACCEPTED_VERSIONS.iter().map(|prefix| format!("{prefix}x")).collect();
+    format!(
+        "{}\ncontract: {} (accepts plugins exporting {})\nwasmtime: {}",
+        env!("CARGO_PKG_VERSION"),
+        flowhost::CONTRACT,
+        accepted.join(", "),
+        flowhost::WASMTIME_VERSION
+    )
+});
+
+impl Cli {
+    /// Parses the process's arguments, with clap's help and errors coloured as `--color`
+    /// says (read ahead of parsing for that reason).
+    pub fn try_parse_args() -> Result<Self, clap::Error> {
+        let color = ColorChoice::from_args(std::env::args_os());
+        let mut matches = Self::command().version(VERSION.as_str()).color(color.for_clap()).try_get_matches()?;
+        Self::from_arg_matches_mut(&mut matches)
+    }
+
+    /// What the global flags ask of the log.
+    pub fn log_settings(&self) -> LogSettings {
+        LogSettings { verbose: self.verbose, quiet: self.quiet, format: self.log_format, color: self.color }
+    }
 }
 
 /// The subcommands.
@@ -60,6 +102,8 @@ pub enum Command {
     Conform(conform::ConformArgs),
     /// Inspect, resume and prune the runs recorded in the run database.
     Runs(runs::RunsArgs),
+    /// Print a shell completion script: `flowhost completions bash > ~/.local/share/bash-completion/completions/flowhost`.
+    Completions(completions::CompletionsArgs),
 }
 
 /// The initial store given on the command line.
@@ -83,6 +127,12 @@ impl StoreArgs {
                 .map_err(|e| InputError(format!("cannot read store file {}: {e}", path.display())))?;
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| UsageError(format!("store file {} is not valid JSON: {e}", path.display())))?;
+            if let Some(integer) = oversized_integer(&text) {
+                bail!(UsageError(format!(
+                    "store file {}: the integer {integer} does not fit in 64 bits and would become an inexact number; write it as a string",
+                    path.display()
+                )));
+            }
             let Value::Object(map) = value else {
                 bail!(UsageError(format!("store file {} must hold a JSON object", path.display())));
             };
@@ -92,11 +142,83 @@ impl StoreArgs {
             let (name, raw) = pair.split_once('=').filter(|(n, _)| !n.is_empty()).ok_or_else(|| {
                 UsageError(format!("--store `{pair}`: expected NAME=VALUE, e.g. --store raw_size=10"))
             })?;
-            let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+            let value = store_value(raw).map_err(|why| UsageError(format!("--store `{pair}`: {why}")))?;
             store.insert(name, value);
         }
         Ok(store)
     }
+}
+
+/// A `--store` value: JSON, or a plain string when the text is not meant as JSON
+/// (`--store zone=nova`). Text that looks like JSON but does not parse, or parses into
+/// something else than it says, is refused rather than silently taken as a string or
+/// rounded: `010` (JSON has no leading zeros), an object nested deeper than serde_json's
+/// 128 levels, an integer beyond 64 bits (it would become an inexact float).
+fn store_value(raw: &str) -> Result<Value, String> {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(value) => {
+            if let Some(integer) = oversized_integer(raw) {
+                return Err(format!(
+                    "the integer {integer} does not fit in 64 bits, so it would become the inexact number {}; pass it as a string (NAME='\"{integer}\"')",
+                    serde_json::from_str::<Value>(integer).map(|v| v.to_string()).unwrap_or_default()
+                ));
+            }
+            Ok(value)
+        }
+        Err(error) if error.to_string().starts_with("recursion limit exceeded") => {
+            Err("the JSON is nested deeper than 128 levels, the most flowhost reads".into())
+        }
+        Err(error) if raw.trim_start().starts_with(['{', '[', '"']) => {
+            Err(format!("the value looks like JSON but is not valid JSON ({error}); quote it as a JSON string to pass it as text"))
+        }
+        Err(_) if looks_numeric(raw) => Err(format!(
+            "`{raw}` looks like a number but is not a JSON number (no leading zeros, `+` signs or bare `.`); \
+             write the number as JSON, or pass the text as a JSON string (NAME='\"{raw}\"')"
+        )),
+        Err(_) => Ok(Value::String(raw.to_owned())),
+    }
+}
+
+/// Text that reads as a number everywhere but in JSON (`010`, `+5`, `.5`, `5.`), where a
+/// version such as `1.2.3` does not.
+fn looks_numeric(raw: &str) -> bool {
+    raw.chars().any(|c| c.is_ascii_digit())
+        && raw.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
+        && raw.parse::<f64>().is_ok()
+}
+
+/// The first integer literal in JSON text (outside strings) that fits neither an `i64` nor
+/// a `u64`, which serde_json would turn into a float.
+fn oversized_integer(json: &str) -> Option<&str> {
+    let bytes = json.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if in_string {
+            match byte {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+        } else if byte == b'"' {
+            in_string = true;
+            i += 1;
+        } else if byte == b'-' || byte.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_digit() || b"+-.eE".contains(&bytes[i])) {
+                i += 1;
+            }
+            let token = &json[start..i];
+            let integer = !token.contains(['.', 'e', 'E']);
+            if integer && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                return Some(token);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 /// What every command is handed: the engine settings the global flags chose.
@@ -144,17 +266,18 @@ pub fn read_flow(path: &PathBuf) -> anyhow::Result<flowhost::FlowSpec> {
     Ok(flowhost::FlowSpec::from_file(path)?)
 }
 
-/// Logs to stderr; `FLOWHOST_LOG` (tracing filter syntax) overrides -v / -q.
-pub fn init_logging(verbose: bool, quiet: bool) {
-    let default = if verbose { "debug" } else if quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWHOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+/// What `check --json` and `run --json` print for a flow that is invalid: the problems, each
+/// `{task, field, message}`, so that tools need not parse the human message.
+pub fn print_invalid(flow: Option<&str>, error: &anyhow::Error) -> anyhow::Result<()> {
+    let problems = match (error.downcast_ref::<flowhost::ValidationError>(), error.downcast_ref::<flowhost::FlowFileError>()) {
+        (Some(invalid), _) => serde_json::to_value(&invalid.problems)?,
+        (None, Some(file @ flowhost::FlowFileError::Parse { .. })) => {
+            serde_json::json!([{ "task": null, "field": null, "message": file.to_string() }])
+        }
+        _ => return Ok(()),
+    };
+    let flow = error.downcast_ref::<flowhost::ValidationError>().map(|e| e.flow.as_str()).or(flow);
+    output::print_json(&serde_json::json!({ "flow": flow, "state": "INVALID", "problems": problems }))
 }
 
 /// Text a plugin provided (names, descriptions, messages), escaped for the terminal.
@@ -162,8 +285,33 @@ pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     flowhost::escape(text)
 }
 
-/// Prints JSON to stdout.
-pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn store_values_are_json_or_plain_strings() {
+        assert_eq!(store_value("10"), Ok(json!(10)));
+        assert_eq!(store_value("{\"a\": [1]}"), Ok(json!({"a": [1]})));
+        assert_eq!(store_value("nova"), Ok(json!("nova")));
+        assert_eq!(store_value("1.2.3"), Ok(json!("1.2.3")), "a version is text");
+        assert_eq!(store_value("\"010\""), Ok(json!("010")));
+        assert_eq!(store_value("18446744073709551615"), Ok(json!(u64::MAX)));
+        assert_eq!(store_value("-9223372036854775808"), Ok(json!(i64::MIN)));
+    }
+
+    #[test]
+    fn store_values_that_would_silently_change_are_refused() {
+        assert!(store_value("010").unwrap_err().contains("looks like a number"));
+        assert!(store_value("+5").unwrap_err().contains("looks like a number"));
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(store_value(&deep).unwrap_err().contains("deeper than 128"));
+        assert!(store_value("{\"a\": 1,}").unwrap_err().contains("not valid JSON"));
+        let big = store_value("{\"n\": [18446744073709551616]}").unwrap_err();
+        assert!(big.contains("18446744073709551616 does not fit in 64 bits"), "{big}");
+        assert_eq!(oversized_integer("{\"s\": \"99999999999999999999\", \"f\": 1e400}"), None, "strings and floats are left alone");
+        assert_eq!(oversized_integer("-9223372036854775809"), Some("-9223372036854775809"));
+    }
 }

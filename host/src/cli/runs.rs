@@ -7,15 +7,23 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use flowhost::FlowState;
-use flowhost::runs::{PruneFilter, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord};
+use flowhost::runs::{PruneFilter, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord, SqliteRunDb};
 use serde_json::Value;
 
 use super::db::{DbArgs, parse_duration};
-use super::exit::UsageError;
+use super::exit::{self, UsageError};
+use super::output::{errln, outln};
 use super::{Context, print_json};
 
 /// Arguments of `flowhost runs`.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+flowhost runs list --state RUNNING          # interrupted runs, resumable\n  \
+flowhost runs show 1a21e28ec81-7188-0        # tasks, durations, errors, final store\n  \
+flowhost runs fetch 1a21e28ec81-7188-0 volume\n  \
+flowhost runs resume 1a21e28ec81-7188-0\n  \
+flowhost runs prune --older-than 7d --dry-run\n  \
+flowhost runs list --db ./runs.db            # another database (or FLOWHOST_DB)")]
 pub struct RunsArgs {
     #[command(flatten)]
     pub db: DbArgs,
@@ -68,7 +76,9 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete finished runs (SUCCESS, REVERTED, FAILURE), or the runs in --state.
+    /// Delete finished runs (SUCCESS, REVERTED, FAILURE), or the runs in --state. A run
+    /// whose lease a live executor holds is never deleted: it is named, and the exit code is
+    /// 75.
     Prune {
         /// Only runs whose last transition is older than this: 30s, 15m, 12h, 7d.
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -77,7 +87,10 @@ pub enum RunsCommand {
         /// lost for resume).
         #[arg(long, value_parser = parse_state)]
         state: Option<FlowState>,
-        /// Print JSON.
+        /// Show which runs would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON: { dry_run, deleted, runs: [ids], kept: [{id, held_by}] }.
         #[arg(long)]
         json: bool,
     },
@@ -97,14 +110,15 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&runs)?;
             } else {
-                println!("{:<28} {:<24} {:<10} {:<24} EXIT REASON / HELD BY", "ID", "FLOW", "STATE", "CREATED");
+                outln!("run database: {}", args.db.path().display())?;
+                outln!("{:<28} {:<24} {:<10} {:<24} EXIT REASON / HELD BY", "ID", "FLOW", "STATE", "CREATED")?;
                 for run in runs {
                     let reason = match (&run.lease, &run.exit_reason) {
                         (Some(holder), _) => format!("running on host {} pid {} since {}", holder.host, holder.pid, holder.since),
                         (None, Some(reason)) => reason.clone(),
                         (None, None) => String::new(),
                     };
-                    println!("{:<28} {:<24} {:<10} {:<24} {reason}", run.id, run.flow, run.state.to_string(), run.created_at);
+                    outln!("{:<28} {:<24} {:<10} {:<24} {reason}", run.id, run.flow, run.state.to_string(), run.created_at)?;
                 }
             }
         }
@@ -130,18 +144,42 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             ctx.protect(args.db.path());
             let engine = ctx.engine(resumption.flow().needs_fuel())?;
             let report = resumption.run(&executor, &engine, force).await?;
-            return super::run::print_report(&report, &[], json);
+            return super::run::print_report(&report, &super::run::Fetch::default(), json);
         }
-        RunsCommand::Prune { older_than, state, json } => {
-            let deleted = db.prune(&PruneFilter { older_than, state })?;
-            if json {
-                print_json(&serde_json::json!({ "deleted": deleted }))?;
-            } else {
-                println!("deleted {deleted} run(s)");
-            }
-        }
+        RunsCommand::Prune { older_than, state, dry_run, json } => return prune(&db, &PruneFilter { older_than, state }, dry_run, json),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes (or with `dry_run` lists) the matching runs; a run held by a live executor is
+/// kept and named, and makes the exit code 75 (retry later), as `runs resume` does.
+fn prune(db: &SqliteRunDb, filter: &PruneFilter, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let pruned = db.prune_runs(filter, dry_run)?;
+    if json {
+        let kept: Vec<Value> =
+            pruned.held.iter().map(|run| serde_json::json!({ "id": run.id, "state": run.state, "held_by": run.lease })).collect();
+        print_json(&serde_json::json!({
+            "dry_run": dry_run,
+            "deleted": if dry_run { 0 } else { pruned.runs.len() },
+            "runs": pruned.runs.iter().map(|run| &run.id).collect::<Vec<_>>(),
+            "kept": kept,
+        }))?;
+    } else {
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        outln!("{verb} {} run(s)", pruned.runs.len())?;
+        for run in &pruned.runs {
+            outln!("  {:<28} {:<24} {:<10} updated {}", run.id, run.flow, run.state.to_string(), run.updated_at)?;
+        }
+    }
+    for run in &pruned.held {
+        if let Some(holder) = &run.lease {
+            errln!(
+                "kept run {} ({}): held by a live executor on host {} pid {} since {}; stop it, or let its lease expire",
+                run.id, run.state, holder.host, holder.pid, holder.since
+            );
+        }
+    }
+    Ok(ExitCode::from(if pruned.held.is_empty() { exit::SUCCESS } else { exit::TEMPFAIL }))
 }
 
 fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
@@ -150,16 +188,16 @@ fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
 
 fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
-    println!("run {}  flow `{}`  {}", s.id, s.flow, s.state);
-    println!("created {}  updated {}  resumed {} time(s)", s.created_at, s.updated_at, s.resumes);
+    outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
+    outln!("created {}  updated {}  resumed {} time(s)", s.created_at, s.updated_at, s.resumes)?;
     if let Some(path) = &run.origin.flow_path {
-        println!("flow file {}", path.display());
+        outln!("flow file {}", path.display())?;
     }
     if let Some(reason) = &s.exit_reason {
-        println!("exit: {reason}");
+        outln!("exit: {reason}")?;
     }
-    println!();
-    println!("{:<3} {:<28} {:<15} {:>12} {:>5}  ERROR", "#", "TASK", "STATE", "DURATION ms", "RUNS");
+    outln!()?;
+    outln!("{:<3} {:<28} {:<15} {:>12} {:>5}  ERROR", "#", "TASK", "STATE", "DURATION ms", "RUNS")?;
     for task in &run.tasks {
         let ms = task.duration_ms.map(|d| format!("{d:.1}")).unwrap_or_default();
         let error = [task.error.as_ref(), task.revert_error.as_ref()]
@@ -168,16 +206,17 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; revert: ");
-        println!("{:<3} {:<28} {:<15} {ms:>12} {:>5}  {error}", task.index, task.name, task.state.to_string(), task.executions);
+        // Numbered from 1 for people, like `flowhost check`; `--json` keeps the 0-based index.
+        outln!("{:<3} {:<28} {:<15} {ms:>12} {:>5}  {error}", task.index + 1, task.name, task.state.to_string(), task.executions)?;
     }
-    println!();
+    outln!()?;
     match &run.final_store {
         Some(store) => {
-            println!("final store:");
+            outln!("final store:")?;
             print_json(store)
         }
         None => {
-            println!("no final store yet: the run did not finish (resume it with `flowhost runs resume {}`)", s.id);
+            outln!("no final store yet: the run did not finish (resume it with `flowhost runs resume {}`)", s.id)?;
             Ok(())
         }
     }

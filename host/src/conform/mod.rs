@@ -634,7 +634,7 @@ impl Suite<'_> {
             }
         }
         match &case.expect {
-            Some(expected) if *expected != value => Err(format!("expected {expected}, got {value}")),
+            Some(expected) if !same_json(expected, &value) => Err(format!("expected {expected}, got {value}")),
             Some(_) => Ok(format!("returned the expected {value}")),
             None => Ok(format!("returned {value}")),
         }
@@ -653,7 +653,11 @@ fn same(first: &Call, second: &Call) -> Result<(), String> {
     match (first, second) {
         (Call::Ok(a), Call::Ok(b)) => {
             let (a, b) = (serde_json::from_str::<Value>(a).ok(), serde_json::from_str::<Value>(b).ok());
-            if a == b {
+            let equal = match (&a, &b) {
+                (Some(a), Some(b)) => same_json(a, b),
+                (a, b) => a == b,
+            };
+            if equal {
                 Ok(())
             } else {
                 Err(format!(
@@ -665,6 +669,24 @@ fn same(first: &Call, second: &Call) -> Result<(), String> {
         }
         (Call::Error(a), Call::Error(b)) if a.code == b.code => Ok(()),
         (a, b) => Err(format!("the same input ended {} then {}", describe_call(a), describe_call(b))),
+    }
+}
+
+/// JSON equality with numbers compared by value: `1` and `1.0` are the same number, though
+/// languages write them differently (JavaScript has no integers, Python and Rust keep the
+/// float they computed), and JSON itself does not tell them apart.
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+            (Some(x), Some(y), _, _) => x == y,
+            (_, _, Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(key, x)| y.get(key).is_some_and(|y| same_json(x, y)))
+        }
+        _ => a == b,
     }
 }
 

@@ -32,13 +32,20 @@ pub struct BatchInput {
 }
 
 impl BatchInput {
-    /// Reads JSON Lines text: every non-blank line must be a JSON object, the initial store
-    /// of one run. A line that is not becomes an input that fails on its own.
-    pub fn parse_lines(text: &str) -> Vec<BatchInput> {
-        text.lines()
+    /// Reads JSON Lines: every non-blank line must be a JSON object, the initial store of
+    /// one run. A line that is not — not JSON, not an object, not even UTF-8 — becomes an
+    /// input that fails on its own; the other lines still run.
+    pub fn parse_lines(text: impl AsRef<[u8]>) -> Vec<BatchInput> {
+        text.as_ref()
+            .split(|byte| *byte == b'\n')
             .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(index, line)| BatchInput { line: index + 1, store: parse_store(line) })
+            .filter(|(_, line)| !line.trim_ascii().is_empty())
+            .map(|(index, line)| {
+                let store = std::str::from_utf8(line)
+                    .map_err(|e| format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1))
+                    .and_then(parse_store);
+                BatchInput { line: index + 1, store }
+            })
             .collect()
     }
 }
@@ -194,4 +201,21 @@ async fn run_one(engine: &Engine, flow: &FlowSpec, store: Store, prepare: Option
         prepare(&mut loaded).map_err(|error| BatchError::Prepare { run: loaded.run_id().to_owned(), error })?;
     }
     Ok(loaded.run().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_line_that_is_not_utf8_fails_alone() {
+        let inputs = BatchInput::parse_lines(b"{\"a\": 1}\r\n{\"b\": \"\xff\"}\n\n  \n{\"c\": 3}");
+        let lines: Vec<usize> = inputs.iter().map(|i| i.line).collect();
+        assert_eq!(lines, [1, 2, 5], "blank lines are skipped, numbering is kept");
+        assert_eq!(inputs[0].store.as_ref().unwrap().fetch("a"), Some(&json!(1)), "a CRLF line is fine");
+        assert_eq!(inputs[1].store, Err("not UTF-8 (invalid byte at column 8)".into()));
+        assert!(inputs[2].store.is_ok());
+    }
 }

@@ -17,7 +17,7 @@ mod run;
 mod task;
 mod validate;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +94,37 @@ impl Engine {
             listeners: self.listeners.clone(),
             journal: None,
         })
+    }
+
+    /// Every name a successful run of `flow` stores besides the initial store: each entry's
+    /// `provides`, or what its plugin declares. Loads and describes the plugins that need it
+    /// (the loads are kept for the runs); an unloadable one is a problem of the flow. Lets a
+    /// caller check names before any run starts, when the initial stores are not known yet
+    /// (a batch).
+    pub async fn provided_names(&self, flow: &FlowSpec) -> Result<BTreeSet<String>, ValidationError> {
+        let mut names = BTreeSet::new();
+        let mut problems = Vec::new();
+        let mut host_unavailable = false;
+        for spec in &flow.tasks {
+            match &spec.provides {
+                Some(provides) => names.extend(provides.iter().cloned()),
+                None => match self.runtime.load(&flow.resolve(&spec.plugin)).await {
+                    Ok(plugin) => names.extend(plugin.info().provides.iter().cloned()),
+                    Err(error) => {
+                        host_unavailable |= matches!(error, PluginError::Unavailable { .. });
+                        problems.push(Problem {
+                            task: Some(spec.name.clone()),
+                            field: Some("plugin".into()),
+                            message: error.to_string(),
+                        });
+                    }
+                },
+            }
+        }
+        if problems.is_empty() {
+            return Ok(names);
+        }
+        Err(ValidationError { flow: flow.name.clone(), problems, host_unavailable })
     }
 
     /// Loads and runs in one step, in memory (no journal).

@@ -96,7 +96,9 @@ impl Run {
                 problem: problem.to_owned(),
             };
             let ran = !matches!(task.state, TaskState::Pending | TaskState::Running);
-            if ran && task.outcome.is_none() {
+            // A failure without an outcome is a task whose plugin was never called.
+            let uncalled = task.state == TaskState::Failure && task.error.is_some();
+            if ran && task.outcome.is_none() && !uncalled {
                 return Err(incomplete("its outcome was not recorded"));
             }
             // A succeeded task whose results are still in effect puts them back in the store.

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::LoadedFlow;
 use super::journal::RunError;
@@ -135,9 +136,12 @@ impl Run {
         self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome });
     }
 
-    /// Runs (or goes on running) to the end, or until the journal fails.
+    /// Runs (or goes on running) to the end, or until the journal fails. Everything logged
+    /// meanwhile — transitions, the plugins' own output — is in a `run` span carrying the
+    /// run's id, so the lines of runs going on at once can be told apart.
     pub(super) async fn execute(mut self) -> Result<RunReport, RunError> {
-        let ended = self.drive().await;
+        let span = tracing::info_span!("run", id = %self.loaded.id);
+        let ended = self.drive().instrument(span).await;
         if let Some(journal) = &self.loaded.journal {
             journal.close();
         }
@@ -193,7 +197,7 @@ impl Run {
         self.task_to(index, TaskState::Running, detail);
         let args = match args {
             Ok(args) => args,
-            Err(error) => return Ok(Some(self.fail(index, None, error))),
+            Err(error) => return Ok(Some(self.fail_uncalled(index, error))),
         };
         self.records[index].args = args;
         self.flush().await?;
@@ -221,7 +225,16 @@ impl Run {
         }
     }
 
-    /// Marks task `index` FAILURE; returns its error.
+    /// Fails a task whose plugin was never called (its arguments could not be built or were
+    /// over the cap): it did nothing, so it has no outcome and is not reverted. Returns its
+    /// error.
+    fn fail_uncalled(&mut self, index: usize, error: TaskError) -> TaskError {
+        self.task_to(index, TaskState::Failure, Detail { error: Some(error.clone()), ..Detail::default() });
+        self.records[index].error = Some(error.clone());
+        error
+    }
+
+    /// Marks task `index` FAILURE after its plugin was called; returns its error.
     fn fail(&mut self, index: usize, outcome: Option<Outcome>, error: TaskError) -> TaskError {
         let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
         let detail = Detail { error: Some(error.clone()), outcome: Some(outcome.clone()), ..Detail::default() };
@@ -250,6 +263,7 @@ impl Run {
                 }
                 _ => {}
             }
+            // No outcome: the task never ran (or was never called), so there is nothing to undo.
             let Some(outcome) = self.records[index].outcome.clone() else { continue };
             self.task_to(index, TaskState::Reverting, Detail::default());
             self.flush().await?;

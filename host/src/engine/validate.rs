@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::task::BoundTask;
 use crate::contract::{TaskInfo, escape};
 use crate::flow::{FlowSpec, Instances, TaskSpec};
-use crate::runtime::{PluginError, Runtime, Sandbox};
+use crate::runtime::{EPOCH_TICK, Plugin, PluginError, Runtime, Sandbox};
 use crate::store::{Binding, Store, quoted};
 
 /// Everything wrong with a flow, found before any task ran.
@@ -25,13 +25,35 @@ pub struct ValidationError {
     pub host_unavailable: bool,
 }
 
-/// One problem found by validation.
+/// One problem found by validation. Serialises as `{task, field, message}`: what
+/// `flowhost check --json` and `run --json` print for an invalid flow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// The task entry at fault, when there is one.
     pub task: Option<String>,
+    /// The entry's flow-file field at fault, when one is: `plugin`, `name`, `rebind`,
+    /// `inject`, `provides`, `config`, or a limit as `limits.memory_mib` (whether set on the
+    /// entry or in the flow's `[limits]`).
+    pub field: Option<String>,
     /// What is wrong and, where it helps, how to fix it.
     pub message: String,
+}
+
+/// What one check found wrong with an entry: the field at fault, if one is, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Finding {
+    field: Option<&'static str>,
+    message: String,
+}
+
+impl Finding {
+    fn at(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field: Some(field), message: message.into() }
+    }
+
+    fn anywhere(message: impl Into<String>) -> Self {
+        Self { field: None, message: message.into() }
+    }
 }
 
 impl fmt::Display for ValidationError {
@@ -75,13 +97,17 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
     let mut initial: Store = flow.store.clone().into();
     initial.extend(store);
     let mut problems = Vec::new();
-    let mut report = |task: Option<&str>, found: Vec<String>| {
-        problems.extend(found.into_iter().map(|message| Problem { task: task.map(str::to_owned), message }))
+    let mut report = |task: Option<&str>, found: Vec<Finding>| {
+        problems.extend(found.into_iter().map(|Finding { field, message }| Problem {
+            task: task.map(str::to_owned),
+            field: field.map(str::to_owned),
+            message,
+        }))
     };
     if flow.tasks.is_empty() {
-        report(None, vec!["the flow has no tasks".into()]);
+        report(None, vec![Finding::anywhere("the flow has no tasks")]);
     }
-    report(None, check_name("flow", &flow.name).into_iter().collect());
+    report(None, check_name("flow", &flow.name).map(|m| Finding::at("name", m)).into_iter().collect());
     let mut host_unavailable = false;
     let mut sources = Sources::new(&initial);
     // Without a plugin's declaration, later "missing name" findings could be false.
@@ -91,17 +117,18 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
     for (index, spec) in flow.tasks.iter().enumerate() {
         let task = Some(spec.name.as_str());
         if !names.insert(spec.name.as_str()) {
-            report(task, vec!["duplicate task name; every entry needs its own name".into()]);
+            report(task, vec![Finding::at("name", "duplicate task name; every entry needs its own name")]);
         }
-        report(task, check_name("task", &spec.name).into_iter().collect());
+        report(task, check_name("task", &spec.name).map(|m| Finding::at("name", m)).into_iter().collect());
         let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow, runtime.protected());
-        report(task, grant_problems);
+        report(task, grant_problems.into_iter().map(Finding::anywhere).collect());
         report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
+        report(task, check_limits(&sandbox));
         let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
             Ok(plugin) => plugin,
             Err(error) => {
                 host_unavailable |= matches!(error, PluginError::Unavailable { .. });
-                report(task, vec![error.to_string()]);
+                report(task, vec![Finding::at("plugin", error.to_string())]);
                 match &spec.provides {
                     Some(provides) => provides.iter().for_each(|n| sources.provide(n, &spec.name)),
                     None => blind = true,
@@ -110,6 +137,8 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
             }
         };
         report(task, check_arguments_known(spec, plugin.info()));
+        report(task, check_memory_fits(&sandbox, &plugin));
+        report(task, check_renamed_provides(spec, plugin.info()));
         let binding = bind(spec, plugin.info());
         if !blind {
             report(task, check_requirements(&binding, &sources, &flow.tasks[index + 1..]));
@@ -143,31 +172,108 @@ fn check_name(kind: &str, name: &str) -> Option<String> {
 }
 
 /// Checks of an entry that need no plugin: its config and whether the engine can meter fuel.
-fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<String> {
+fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<Finding> {
     let mut problems = Vec::new();
     if sandbox.limits.fuel.is_some() && !fuel_metering {
-        problems.push(
-            "`limits.fuel` needs an engine with fuel metering (`EngineConfig::default().fuel(true)`); the CLI turns it on when a flow sets fuel".into(),
-        );
+        problems.push(Finding::at(
+            "limits.fuel",
+            "`limits.fuel` needs an engine with fuel metering (`EngineConfig::default().fuel(true)`); the CLI turns it on when a flow sets fuel",
+        ));
     }
     if !spec.config.is_object() {
-        problems.push("`config` must be a table (a JSON object)".into());
+        problems.push(Finding::at("config", "`config` must be a table (a JSON object)"));
     }
     problems
 }
 
+/// Limits under which no call can succeed — not even a revert, so a run would fail and then
+/// fail to undo itself. Refused here rather than at the first call.
+fn check_limits(sandbox: &Sandbox) -> Vec<Finding> {
+    let limits = &sandbox.limits;
+    let tick = EPOCH_TICK.as_millis();
+    let mut problems = Vec::new();
+    if u128::from(limits.deadline_ms) < tick {
+        problems.push(Finding::at(
+            "limits.deadline_ms",
+            format!(
+                "`limits.deadline_ms` = {} is below {tick} ms, the interval at which deadlines are checked, so it cannot be kept; use at least {tick}",
+                limits.deadline_ms
+            ),
+        ));
+    }
+    for (field, value, unit) in [
+        ("limits.memory_mib", limits.memory_mib, "MiB of linear memory"),
+        ("limits.result_kib", limits.result_kib, "KiB of result (even `{}` is 2 bytes)"),
+        ("limits.args_kib", limits.args_kib, "KiB of arguments (even `{}` is 2 bytes)"),
+    ] {
+        if value == 0 {
+            problems.push(Finding::at(field, format!("`{field}` = 0 allows no {unit}: every call would fail; use at least 1")));
+        }
+    }
+    if limits.fuel == Some(0) {
+        problems.push(Finding::at(
+            "limits.fuel",
+            "`limits.fuel` = 0 allows not a single instruction: every call would fail; set a budget, or leave `fuel` unset for none",
+        ));
+    }
+    problems
+}
+
+/// The memory cap must hold the plugin's initial linear memory, or no instance can even be
+/// created (the cap is per memory, like the plugin's declared initial size).
+fn check_memory_fits(sandbox: &Sandbox, plugin: &Plugin) -> Vec<Finding> {
+    let cap = sandbox.limits.memory_bytes() as u64;
+    match plugin.initial_memory_bytes() {
+        Some(needed) if cap > 0 && needed > cap => vec![Finding::at(
+            "limits.memory_mib",
+            format!(
+                "`limits.memory_mib` = {} is below the {:.1} MiB of linear memory plugin `{}` starts with: every call would fail; use at least {}",
+                sandbox.limits.memory_mib,
+                needed as f64 / f64::from(1 << 20),
+                plugin.info().name,
+                needed.div_ceil(1 << 20)
+            ),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// An entry that renames a plugin's several results needs one name per declared name (they
+/// are mapped by position), or a single name to store the whole result under.
+fn check_renamed_provides(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
+    match &spec.provides {
+        Some(given) if given.len() > 1 && info.provides.len() > 1 && given.len() != info.provides.len() => {
+            vec![Finding::at(
+                "provides",
+                format!(
+                    "`provides` gives {} names but plugin `{}` returns {} ({}), which are stored under the given names by position; give {} names, or one to store the whole result",
+                    given.len(),
+                    info.name,
+                    info.provides.len(),
+                    quoted(&info.provides),
+                    info.provides.len()
+                ),
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// `rebind` and `inject` may only name arguments the plugin takes.
-fn check_arguments_known(spec: &TaskSpec, info: &TaskInfo) -> Vec<String> {
+fn check_arguments_known(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
     let accepts = |arg: &String| info.requires.contains(arg) || info.optional.contains(arg);
     let named = [("rebind", spec.rebind.keys().collect::<Vec<_>>()), ("inject", spec.inject.keys().collect())];
     named
         .into_iter()
         .flat_map(|(field, args)| args.into_iter().filter(|a| !accepts(a)).map(move |arg| (field, arg)))
         .map(|(field, arg)| {
-            format!(
-                "`{field}` names argument `{arg}`, which plugin `{}` neither requires nor accepts (it takes: {})",
-                info.name,
-                takes(info)
+            Finding::at(
+                field,
+                format!(
+                    "`{field}` names argument `{arg}`, which plugin `{}` neither requires nor accepts (it takes: {})",
+                    info.name,
+                    takes(info)
+                ),
             )
         })
         .collect()
@@ -191,12 +297,13 @@ fn bind(spec: &TaskSpec, info: &TaskInfo) -> Binding {
         optional: bind(&info.optional),
         inject: spec.inject.clone(),
         provides: spec.provides.clone().unwrap_or_else(|| info.provides.clone()),
+        declared: info.provides.clone(),
     }
 }
 
 /// Every required name must come from the initial store or an earlier task; a later task
 /// providing it earns a hint.
-fn check_requirements(binding: &Binding, sources: &Sources, later: &[TaskSpec]) -> Vec<String> {
+fn check_requirements(binding: &Binding, sources: &Sources, later: &[TaskSpec]) -> Vec<Finding> {
     binding
         .required
         .iter()
@@ -205,25 +312,26 @@ fn check_requirements(binding: &Binding, sources: &Sources, later: &[TaskSpec]) 
             let via = if arg == key { String::new() } else { format!(" (rebound from `{arg}`)") };
             let provider = later.iter().find(|t| t.provides.as_ref().is_some_and(|p| p.contains(key)));
             let hint = provider.map(|t| format!("; task `{}` provides it but runs later", t.name)).unwrap_or_default();
-            format!(
+            let message = format!(
                 "argument `{arg}` needs store key `{key}`{via}, which neither the initial store nor an earlier task provides{hint}"
-            )
+            );
+            if arg == key { Finding::anywhere(message) } else { Finding::at("rebind", message) }
         })
         .collect()
 }
 
 /// A name is written once: an entry may not provide a name twice, nor one the initial store
 /// or an earlier task provides. Records the entry's names as provided.
-fn check_provides(binding: &Binding, task: &str, sources: &mut Sources) -> Vec<String> {
+fn check_provides(binding: &Binding, task: &str, sources: &mut Sources) -> Vec<Finding> {
     let mut problems = Vec::new();
     let mut own = HashSet::new();
     for name in &binding.provides {
         if !own.insert(name) {
-            problems.push(format!("provides `{name}` twice"));
+            problems.push(Finding::at("provides", format!("provides `{name}` twice")));
         } else if let Some(source) = sources.0.get(name) {
-            problems.push(format!(
+            problems.push(Finding::at("provides", format!(
                 "provides `{name}`, which {source} already provides; set `provides` on this entry to store the result under another name"
-            ));
+            )));
         } else {
             sources.provide(name, task);
         }
@@ -249,6 +357,10 @@ mod tests {
         }
     }
 
+    fn messages(found: Vec<Finding>) -> Vec<String> {
+        found.into_iter().map(|f| f.message).collect()
+    }
+
     fn initial(names: &[&str]) -> Sources {
         Sources::new(&names.iter().map(|n| ((*n).to_owned(), json!(1))).collect())
     }
@@ -256,7 +368,9 @@ mod tests {
     #[test]
     fn rebind_and_inject_of_an_unknown_argument_name_the_field_and_what_the_plugin_takes() {
         let spec = TaskSpec::new("t", "p.wasm").rebind("size", "raw").inject("colour", json!("red"));
-        let problems = check_arguments_known(&spec, &info(&["volume"], &["zone"], &["out"]));
+        let found = check_arguments_known(&spec, &info(&["volume"], &["zone"], &["out"]));
+        assert_eq!(found.iter().map(|f| f.field).collect::<Vec<_>>(), [Some("rebind"), Some("inject")]);
+        let problems = messages(found);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("`rebind` names argument `size`"), "{}", problems[0]);
         assert!(problems[1].contains("`inject` names argument `colour`"), "{}", problems[1]);
@@ -278,8 +392,9 @@ mod tests {
         let binding = bind(&spec, &info(&["size"], &[], &[]));
         let later = [TaskSpec::new("sizer", "s.wasm").provides(["raw_size"])];
         let problems = check_requirements(&binding, &initial(&["other"]), &later);
+        assert_eq!(problems[0].field, Some("rebind"), "the rebound argument's field is at fault");
         assert_eq!(
-            problems,
+            messages(problems),
             vec!["argument `size` needs store key `raw_size` (rebound from `size`), which neither the initial store nor an earlier task provides; task `sizer` provides it but runs later"]
         );
         assert!(check_requirements(&binding, &initial(&["raw_size"]), &[]).is_empty());
@@ -288,13 +403,19 @@ mod tests {
     #[test]
     fn a_name_is_provided_once_and_becomes_a_source_for_later_tasks() {
         let mut sources = initial(&["seed"]);
-        let twice = Binding { required: vec![], optional: vec![], inject: BTreeMap::new(), provides: vec!["a".into(), "a".into()] };
-        assert_eq!(check_provides(&twice, "t", &mut sources), vec!["provides `a` twice"]);
+        let twice = Binding {
+            required: vec![],
+            optional: vec![],
+            inject: BTreeMap::new(),
+            provides: vec!["a".into(), "a".into()],
+            declared: vec![],
+        };
+        assert_eq!(check_provides(&twice, "t", &mut sources), vec![Finding::at("provides", "provides `a` twice")]);
         let clash = Binding { provides: vec!["seed".into()], ..twice.clone() };
-        let problems = check_provides(&clash, "u", &mut sources);
+        let problems = messages(check_provides(&clash, "u", &mut sources));
         assert!(problems[0].contains("which the initial store already provides"), "{problems:?}");
         let again = Binding { provides: vec!["a".into()], ..twice };
-        assert!(check_provides(&again, "v", &mut sources)[0].contains("which task `t` already provides"));
+        assert!(messages(check_provides(&again, "v", &mut sources))[0].contains("which task `t` already provides"));
     }
 
     #[test]
@@ -316,7 +437,38 @@ mod tests {
         let (mut sandbox, _) = Sandbox::for_entry(&spec, &flow, &[]);
         sandbox.limits.fuel = Some(10);
         let problems = check_entry(&spec, &sandbox, false);
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.iter().map(|f| f.field).collect::<Vec<_>>(), [Some("limits.fuel"), Some("config")]);
         assert!(check_entry(&TaskSpec::new("t", "p.wasm"), &sandbox, true).is_empty());
+    }
+
+    #[test]
+    fn limits_under_which_no_call_can_succeed_are_refused_naming_the_field() {
+        let (mut sandbox, _) = Sandbox::for_entry(&TaskSpec::new("t", "p.wasm"), &FlowSpec::linear("f"), &[]);
+        assert!(check_limits(&sandbox).is_empty(), "the defaults are workable");
+        sandbox.limits.deadline_ms = 5;
+        sandbox.limits.memory_mib = 0;
+        sandbox.limits.result_kib = 0;
+        sandbox.limits.args_kib = 0;
+        sandbox.limits.fuel = Some(0);
+        let found = check_limits(&sandbox);
+        let fields: Vec<_> = found.iter().filter_map(|f| f.field).collect();
+        assert_eq!(fields, ["limits.deadline_ms", "limits.memory_mib", "limits.result_kib", "limits.args_kib", "limits.fuel"]);
+        assert!(found[0].message.contains("below 10 ms"), "{}", found[0].message);
+        sandbox.limits.deadline_ms = 10;
+        sandbox.limits.memory_mib = 1;
+        sandbox.limits.result_kib = 1;
+        sandbox.limits.args_kib = 1;
+        sandbox.limits.fuel = Some(1);
+        assert!(check_limits(&sandbox).is_empty());
+    }
+
+    #[test]
+    fn renaming_several_results_needs_one_name_per_declared_name_or_just_one() {
+        let plugin = info(&[], &[], &["size", "zone", "kind"]);
+        assert!(check_renamed_provides(&TaskSpec::new("t", "p.wasm").provides(["a", "b", "c"]), &plugin).is_empty());
+        assert!(check_renamed_provides(&TaskSpec::new("t", "p.wasm").provides(["whole"]), &plugin).is_empty());
+        let found = check_renamed_provides(&TaskSpec::new("t", "p.wasm").provides(["a", "b"]), &plugin);
+        assert_eq!(found[0].field, Some("provides"));
+        assert!(found[0].message.contains("gives 2 names but plugin `plug` returns 3"), "{}", found[0].message);
     }
 }

@@ -253,6 +253,16 @@ pub struct PruneFilter {
     pub state: Option<FlowState>,
 }
 
+/// What pruning matched: the runs deleted (or that a dry run would delete) and those kept
+/// because an executor holds them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pruned {
+    /// Deleted, or to be deleted.
+    pub runs: Vec<RunSummary>,
+    /// Matched but kept: a live executor holds their lease (see [`RunSummary::lease`]).
+    pub held: Vec<RunSummary>,
+}
+
 /// A run in a listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSummary {

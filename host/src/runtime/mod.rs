@@ -39,6 +39,7 @@ use cache::ComponentCache;
 pub use config::EngineConfig;
 pub use plugin::Plugin;
 pub(crate) use plugin::Invocation;
+pub(crate) use ticker::EPOCH_TICK;
 pub use sandbox::{EnvSource, EnvVar, GrantError, Pinned, Preopen, Sandbox};
 pub(crate) use warm::WarmPool;
 
@@ -114,6 +115,10 @@ pub enum PluginError {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the engine: {0}")]
 pub struct SetupError(pub String);
+
+/// The tracing target of the compile span and its log lines: a command line can show a
+/// spinner while the span is open.
+pub const COMPILE_TARGET: &str = "flowhost::compile";
 
 /// Component instances the pooling allocator keeps slots for; more calls at once wait for a
 /// slot. Each slot reserves address space (not memory) for its linear memories and stack.
@@ -268,7 +273,20 @@ impl Runtime {
             if let Some(component) = cache.as_ref().and_then(|c| c.load(&engine, &bytes)) {
                 return Ok(component);
             }
+            // Python and JavaScript components take tens of seconds: say what is happening.
+            // The span lasts as long as the compile, so a terminal can show it while it does.
+            let span = tracing::info_span!(target: COMPILE_TARGET, "compile", plugin = %owned.display());
+            let _compiling = span.enter();
+            tracing::info!(
+                target: COMPILE_TARGET,
+                "compiling plugin {} ({:.1} MB){}",
+                owned.display(),
+                bytes.len() as f64 / 1e6,
+                if cache.is_some() { "; it is cached for later runs" } else { "" }
+            );
+            let started = std::time::Instant::now();
             let component = compile(&engine, &owned, &bytes)?;
+            tracing::debug!(target: COMPILE_TARGET, "compiled {} in {:.1} s", owned.display(), started.elapsed().as_secs_f64());
             if let Some(cache) = &cache {
                 cache.store(&bytes, &component);
             }
@@ -299,6 +317,10 @@ impl Runtime {
             idle_warm: self.idle_warm.clone(),
             warm: Mutex::new(Vec::new()),
             metered: self.fuel,
+            initial_memory: component
+                .resources_required()
+                .and_then(|r| r.max_initial_memory_size)
+                .map(|pages| pages.saturating_mul(WASM_PAGE)),
             info: TaskInfo {
                 name: String::new(),
                 version: String::new(),
@@ -374,6 +396,8 @@ fn read_plugin(path: &Path) -> Result<Vec<u8>, PluginError> {
     }
     Ok(bytes)
 }
+/// Bytes in a WebAssembly page, the unit of linear memory sizes.
+const WASM_PAGE: u64 = 64 * 1024;
 
 fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
     let not_a_component = |reason: &str| PluginError::NotAComponent { path: path.to_path_buf(), reason: reason.into() };

@@ -58,6 +58,8 @@ pub struct Plugin {
     pub(super) warm: Mutex<Vec<Arc<WarmPool>>>,
     /// Compiled on a fuel-metering engine: every call needs its fuel set.
     pub(super) metered: bool,
+    /// The largest initial linear memory of its modules, in bytes, when known statically.
+    pub(super) initial_memory: Option<u64>,
     pub(super) info: TaskInfo,
 }
 
@@ -71,6 +73,12 @@ impl Plugin {
     /// resume can refuse a plugin that changed since, without reading the file again per run.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The linear memory (bytes) the component starts with, when known: a memory cap below
+    /// it fails every instantiation, which validation reports before anything runs.
+    pub fn initial_memory_bytes(&self) -> Option<u64> {
+        self.initial_memory
     }
 
     /// The component file it was loaded from.

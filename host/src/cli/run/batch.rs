@@ -1,19 +1,20 @@
 //! `flowhost run --batch`: one run per input line, results as JSON Lines.
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use flowhost::runs::Executor;
-use flowhost::{Batch, BatchError, BatchInput, BatchOutcome, FlowSpec, FlowState, LogListener, Store};
+use anyhow::bail;
+use flowhost::{Batch, BatchError, BatchInput, BatchOutcome, Engine, FlowSpec, FlowState, LogListener, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
 use super::super::Context;
-use super::super::exit::{self, InputError};
+use super::super::exit::{self, InputError, UsageError};
+use super::super::output::{closed_is_fine, errln};
 use super::RunArgs;
 
-/// Runs every input line, each recorded as its own run when `executor` is given; exit 0 when
+/// Runs every input line, each recorded as its own run unless --no-db; exit 0 when
 /// every run succeeded, 1 when some run was reverted or could not run (bad line, invalid
 /// store), 2 when some revert failed, 75 when the run database failed for some run.
 pub async fn run(
@@ -22,10 +23,8 @@ pub async fn run(
     base: Store,
     inputs: &Path,
     args: &RunArgs,
-    executor: Option<Executor>,
 ) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(inputs)
-        .map_err(|e| InputError(format!("cannot read batch inputs {}: {e}", inputs.display())))?;
+    let text = read_inputs(inputs)?;
     let inputs: Vec<BatchInput> = BatchInput::parse_lines(&text)
         .into_iter()
         .map(|input| BatchInput {
@@ -38,6 +37,8 @@ pub async fn run(
         })
         .collect();
     let mut engine = ctx.batch_engine(flow.needs_fuel())?;
+    check_fetch(&engine, flow, &inputs, &args.fetch).await?;
+    let executor = args.record.executor()?;
     // Thousands of runs would bury the summary under transitions: log them only when asked.
     if tracing::enabled!(tracing::Level::DEBUG) {
         engine.listen(std::sync::Arc::new(LogListener));
@@ -64,18 +65,19 @@ pub async fn run(
         .run(inputs, |outcome| {
             worst = worst.max(exit_code(outcome));
             let line = result_line(outcome, &args.fetch);
-            if let Err(e) = writeln!(out, "{line}") {
+            // A reader that went away stops the output, not the runs: each is recorded.
+            if let Err(e) = closed_is_fine(writeln!(out, "{line}")) {
                 write_error.get_or_insert(e);
             }
             progress.inc(1);
         })
         .await;
     progress.finish_and_clear();
-    out.flush()?;
+    closed_is_fine(out.flush())?;
     if let Some(error) = write_error {
         return Err(error.into());
     }
-    eprintln!(
+    errln!(
         "batch: {} runs: {} succeeded, {} reverted, {} failed in {:.2} s ({:.0} runs/s)",
         summary.total(),
         summary.succeeded,
@@ -85,6 +87,42 @@ pub async fn run(
         summary.runs_per_second()
     );
     Ok(ExitCode::from(worst))
+}
+
+/// The inputs file's bytes, or standard input's for `-`. Bytes, not text: a line that is not
+/// UTF-8 fails alone.
+fn read_inputs(inputs: &Path) -> anyhow::Result<Vec<u8>> {
+    if inputs == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| InputError(format!("cannot read batch inputs from standard input: {e}")))?;
+        return Ok(bytes);
+    }
+    Ok(std::fs::read(inputs).map_err(|e| InputError(format!("cannot read batch inputs {}: {e}", inputs.display())))?)
+}
+
+/// Every `--fetch` name must be one that some run can store — a task's provides, the flow's
+/// or the command line's store, or a key of some input line — checked before any run starts.
+async fn check_fetch(engine: &Engine, flow: &FlowSpec, inputs: &[BatchInput], fetch: &[String]) -> anyhow::Result<()> {
+    if fetch.is_empty() {
+        return Ok(());
+    }
+    let mut known = engine.provided_names(flow).await?;
+    known.extend(flow.store.keys().cloned());
+    for input in inputs {
+        if let Ok(store) = &input.store {
+            known.extend(store.names().cloned());
+        }
+    }
+    let unknown: Vec<&String> = fetch.iter().filter(|name| !known.contains(*name)).collect();
+    if !unknown.is_empty() {
+        bail!(UsageError(format!(
+            "--fetch {unknown:?}: flow `{}` never stores such a name (no task provides it and no input holds it)",
+            flow.name
+        )));
+    }
+    Ok(())
 }
 
 fn exit_code(outcome: &BatchOutcome) -> u8 {
@@ -102,6 +140,9 @@ fn result_line(outcome: &BatchOutcome, fetch: &[String]) -> Value {
         Ok(report) => report,
         Err(error @ (BatchError::Prepare { .. } | BatchError::Stopped(_))) => {
             return json!({ "line": outcome.line, "state": "STOPPED", "error": error.to_string() });
+        }
+        Err(error @ BatchError::Invalid(invalid)) => {
+            return json!({ "line": outcome.line, "state": "INVALID", "error": error.to_string(), "problems": invalid.problems });
         }
         Err(error) => return json!({ "line": outcome.line, "state": "INVALID", "error": error.to_string() }),
     };

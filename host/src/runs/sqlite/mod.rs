@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::lease::{holder_may_be_alive, unix_now};
 use super::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
     StateChange, TaskRecord,
 };
 use crate::events::{Event, FlowState};
@@ -425,17 +425,39 @@ impl RunDb for SqliteRunDb {
     }
 
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
+        Ok(self.prune_runs(filter, false)?.runs.len())
+    }
+}
+
+impl SqliteRunDb {
+    /// The runs `filter` matches, split into those deleted — or with `dry_run`, those that
+    /// would be — and those kept because an executor holds their lease: a live lease is never
+    /// pruned (live as for `runs resume`: unexpired, and its holder not known dead). Matching
+    /// and deleting happen in one transaction, so what is reported is what was deleted.
+    pub fn prune_runs(&self, filter: &PruneFilter, dry_run: bool) -> Result<Pruned, RunDbError> {
         let before = filter.older_than.map(|age| now() - age.as_secs_f64());
         self.with("pruning runs", |conn| {
-            conn.execute(
-                &format!(
-                    "DELETE FROM runs WHERE (CASE WHEN ?1 IS NULL THEN state IN {FINISHED} ELSE state = ?1 END)
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let matched: Vec<RunSummary> = tx
+                .prepare(&format!(
+                    "SELECT {SUMMARY} FROM runs
+                     WHERE (CASE WHEN ?1 IS NULL THEN state IN {FINISHED} ELSE state = ?1 END)
                        AND (?2 IS NULL OR updated_at < {t})
-                       AND (lease_owner IS NULL OR lease_expires <= ?3)",
+                     ORDER BY created_at, rowid",
                     t = ts(2)
-                ),
-                params![filter.state.map(FlowState::as_str), before, now()],
-            )
+                ))?
+                .query_map(params![filter.state.map(FlowState::as_str), before], summary)?
+                .collect::<rusqlite::Result<_>>()?;
+            let (held, runs): (Vec<RunSummary>, Vec<RunSummary>) = matched.into_iter().partition(|run| run.lease.is_some());
+            if !dry_run {
+                let mut delete = tx.prepare("DELETE FROM runs WHERE id = ?1")?;
+                for run in &runs {
+                    delete.execute([&run.id])?;
+                }
+                drop(delete);
+                tx.commit()?;
+            }
+            Ok(Pruned { runs, held })
         })
     }
 }
