@@ -41,7 +41,7 @@ pub mod runs;
 
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
 pub use engine::{
-    Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Engine, FlowError, Journal, JournalError,
+    Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
     LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, TaskCheckpoint, TaskPlan, TaskReport,
     ValidationError,
 };

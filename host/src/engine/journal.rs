@@ -19,6 +19,9 @@ pub type JournalError = Box<dyn Error + Send + Sync>;
 /// The future of one [`Journal::append`].
 pub type Append<'a> = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send + 'a>>;
 
+/// The future of [`Journal::close`].
+pub type Close<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// A run's durable record.
 pub trait Journal: Send + Sync {
     /// Commits `events` (with the arguments, results or errors they carry) durably, all or
@@ -30,7 +33,9 @@ pub trait Journal: Send + Sync {
 
     /// The run has ended — finished, or stopped by a failed append: let go of whatever the
     /// journal holds for it (e.g. a lease). Best effort.
-    fn close(&self) {}
+    fn close(&self) -> Close<'_> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A run that stopped because its journal could not record a transition.

@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
-pub use journal::{Append, Journal, JournalError, RunError};
+pub use journal::{Append, Close, Journal, JournalError, RunError};
 pub use report::{RunReport, TaskReport};
 pub use resume::{Checkpoint, ResumeError, TaskCheckpoint};
 pub use validate::{Problem, ValidationError};

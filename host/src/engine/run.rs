@@ -143,7 +143,7 @@ impl Run {
         let span = tracing::info_span!("run", id = %self.loaded.id);
         let ended = self.drive().instrument(span).await;
         if let Some(journal) = &self.loaded.journal {
-            journal.close();
+            journal.close().await;
         }
         ended.map(|()| self.report())
     }

@@ -6,13 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
+use super::lease::FIRST_TOKEN;
 use super::{Executor, Lease, NewRun, Origin, RunDb, RunDbError};
-use crate::engine::{Append, Journal, LoadedFlow};
+use crate::engine::{Append, Close, Journal, LoadedFlow};
 use crate::events::Event;
 
-/// Makes `loaded` a recorded run of `executor`: hashes its flow file and plugins, creates the
-/// run in the database with the executor holding its lease, and makes the database the run's
-/// journal. Call it, then run the flow as usual.
+/// Makes `loaded` a recorded run of `executor`: hashes its flow file and plugins and makes the
+/// run database the run's journal, with the executor holding the run's first lease. The run
+/// itself is created in the database by the journal's first commit, before its first task
+/// starts — off the async workers, like every journal write — so a database that cannot take
+/// it stops the run before anything ran. Call it, then run the flow as usual.
 pub fn record(executor: &Executor, loaded: &mut LoadedFlow, flow_file: Option<&Path>) -> Result<(), RunDbError> {
     let run = NewRun {
         id: loaded.run_id().to_owned(),
@@ -21,8 +24,13 @@ pub fn record(executor: &Executor, loaded: &mut LoadedFlow, flow_file: Option<&P
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
     };
-    let lease = executor.db.create(&run, &executor.owner, executor.lease_ttl)?;
-    loaded.journal(DbJournal::start(executor.db.clone(), lease));
+    let lease = Lease { run_id: run.id.clone(), token: FIRST_TOKEN, owner: executor.owner.clone(), ttl: executor.lease_ttl };
+    loaded.journal(Arc::new(DbJournal {
+        db: executor.db.clone(),
+        lease,
+        create: Mutex::new(Some(run)),
+        heartbeat: Mutex::new(None),
+    }));
     Ok(())
 }
 
@@ -30,18 +38,28 @@ pub fn record(executor: &Executor, loaded: &mut LoadedFlow, flow_file: Option<&P
 pub(super) struct DbJournal {
     db: Arc<dyn RunDb>,
     lease: Lease,
+    /// A new run, created by the first append.
+    create: Mutex<Option<NewRun>>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl DbJournal {
-    /// Journals into `db` under `lease`, renewing it every third of its ttl meanwhile (when
-    /// called within a tokio runtime, as runs are).
+    /// Journals into `db` under `lease` of an existing run, renewing it every third of its ttl
+    /// meanwhile.
     pub(super) fn start(db: Arc<dyn RunDb>, lease: Lease) -> Arc<Self> {
-        let heartbeat = tokio::runtime::Handle::try_current().ok().map(|handle| {
-            let (db, lease) = (db.clone(), lease.clone());
-            handle.spawn(async move { beat(db, lease).await })
-        });
-        Arc::new(Self { db, lease, heartbeat: Mutex::new(heartbeat) })
+        let journal = Arc::new(Self { db, lease, create: Mutex::new(None), heartbeat: Mutex::new(None) });
+        journal.keep_alive();
+        journal
+    }
+
+    /// Starts the heartbeat, once the run exists (when called within a tokio runtime, as runs
+    /// are).
+    fn keep_alive(&self) {
+        let mut heartbeat = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner());
+        if heartbeat.is_none() {
+            let (db, lease) = (self.db.clone(), self.lease.clone());
+            *heartbeat = tokio::runtime::Handle::try_current().ok().map(|handle| handle.spawn(beat(db, lease)));
+        }
     }
 
     fn stop_heartbeat(&self) {
@@ -73,22 +91,39 @@ async fn beat(db: Arc<dyn RunDb>, lease: Lease) {
 
 impl Journal for DbJournal {
     fn append<'a>(&'a self, events: &'a [Event]) -> Append<'a> {
-        // The database call blocks (a commit, or waiting for the connection while another
+        // The database calls block (a commit, or waiting for the connection while another
         // run's commit holds ours too): off the async workers, so other runs go on meanwhile.
+        let create = self.create.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (db, lease, events) = (self.db.clone(), self.lease.clone(), events.to_vec());
         Box::pin(async move {
-            match tokio::task::spawn_blocking(move || db.record(&events, &lease)).await {
-                Ok(recorded) => Ok(recorded?),
+            let written = tokio::task::spawn_blocking(move || {
+                if let Some(run) = &create {
+                    let created = db.create(run, &lease.owner, lease.ttl)?;
+                    debug_assert_eq!(created, lease, "a new run's first lease");
+                }
+                db.record(&events, &lease)
+            })
+            .await;
+            match written {
+                Ok(recorded) => {
+                    recorded?;
+                    self.keep_alive();
+                    Ok(())
+                }
                 Err(failed) => Err(format!("the journal write did not finish: {failed}").into()),
             }
         })
     }
 
-    fn close(&self) {
+    fn close(&self) -> Close<'_> {
         self.stop_heartbeat();
-        if let Err(error) = self.db.release(&self.lease) {
-            tracing::debug!(run = %self.lease.run_id, "cannot release the run's lease (it expires by itself): {error}");
-        }
+        let (db, lease) = (self.db.clone(), self.lease.clone());
+        Box::pin(async move {
+            let released = tokio::task::spawn_blocking(move || db.release(&lease)).await;
+            if let Ok(Err(error)) = released {
+                tracing::debug!(run = %self.lease.run_id, "cannot release the run's lease (it expires by itself): {error}");
+            }
+        })
     }
 }
 

@@ -17,6 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+/// The fencing token of a new run's first lease ([`super::RunDb::create`]); every take-over
+/// adds one.
+pub const FIRST_TOKEN: i64 = 1;
+
 /// How long a lease lasts without renewal unless the executor says otherwise.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 

@@ -27,7 +27,7 @@ use crate::events::{Event, FlowState, TaskState};
 use crate::store::Store;
 
 pub use journal::record;
-pub use lease::{DEFAULT_LEASE_TTL, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name};
+pub use lease::{DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name};
 pub use resume::{ResumeFailure, Resumption, resume};
 pub use sqlite::{Durability, SqliteRunDb};
 
@@ -38,7 +38,8 @@ pub use sqlite::{Durability, SqliteRunDb};
 /// [`RunDbError::Fenced`] — writing nothing — when the lease's token is no longer the run's
 /// current one or the lease was released.
 pub trait RunDb: Send + Sync {
-    /// Records a run about to start, with its tasks PENDING, and gives `owner` its lease.
+    /// Records a run about to start, with its tasks PENDING, and gives `owner` its first
+    /// lease, whose token is [`FIRST_TOKEN`].
     fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError>;
     /// Takes the lease of an existing run for `owner`: refused with [`RunDbError::Held`]
     /// while another holder's lease is live; otherwise the token grows by one, fencing out

@@ -96,7 +96,7 @@ impl Resumption {
         let record = match executor.db.get(&id)? {
             Some(record) if !record.summary.state.is_finished() => record,
             Some(record) => {
-                crate::engine::Journal::close(journal.as_ref());
+                crate::engine::Journal::close(journal.as_ref()).await;
                 return Err(ResumeError::Finished { run: id, state: record.summary.state }.into());
             }
             None => return Err(ResumeFailure::Unknown(id)),

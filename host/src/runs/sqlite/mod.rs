@@ -13,7 +13,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::lease::{holder_may_be_alive, unix_now};
+use super::lease::{FIRST_TOKEN, holder_may_be_alive, unix_now};
 use super::{
     Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
     StateChange, TaskRecord,
@@ -230,7 +230,7 @@ impl RunDb for SqliteRunDb {
                 &format!(
                     "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
                                        lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, 1, ?8, ?9, ?10, ?7, ?11)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11)",
                     t = ts(7)
                 ),
                 params![
@@ -245,6 +245,7 @@ impl RunDb for SqliteRunDb {
                     owner.host,
                     owner.pid,
                     now + ttl.as_secs_f64(),
+                    FIRST_TOKEN,
                 ],
             )?;
             for (index, name) in run.tasks.iter().enumerate() {
@@ -255,7 +256,7 @@ impl RunDb for SqliteRunDb {
             }
             tx.commit()
         })?;
-        Ok(Lease { run_id: run.id.clone(), token: 1, owner: owner.clone(), ttl })
+        Ok(Lease { run_id: run.id.clone(), token: FIRST_TOKEN, owner: owner.clone(), ttl })
     }
 
     fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
