@@ -60,7 +60,9 @@ async fn an_instance_that_trapped_is_discarded() {
 #[tokio::test]
 async fn deadlines_and_memory_caps_still_apply_to_reused_instances_which_are_then_discarded() {
     let engine = Engine::new().unwrap();
-    let limits = Limits { deadline_ms: Some(200), memory_mib: Some(32), ..Limits::default() };
+    // One sandbox for all three, so they share one warm pool. The deadline leaves the
+    // growing probe ample time to reach its memory cap first, even on a loaded machine.
+    let limits = Limits { deadline_ms: Some(2000), memory_mib: Some(32), ..Limits::default() };
     let good = probe("warm", Instances::Reuse, json!({"calls": true})).limits(limits);
     let looping = probe("warm", Instances::Reuse, json!({"mode": "loop"})).limits(limits);
     let growing = probe("warm", Instances::Reuse, json!({"mode": "grow"})).limits(limits);
