@@ -162,8 +162,10 @@ pub struct TaskPlan<'a> {
     pub name: &'a str,
     /// The plugin's declaration.
     pub info: &'a TaskInfo,
-    /// Component file.
+    /// Component file, as the flow names it.
     pub plugin: &'a Path,
+    /// The same file with symlinks resolved.
+    pub plugin_file: &'a Path,
     /// SHA-256 (hex) of the component as loaded.
     pub plugin_sha256: &'a str,
     /// `(argument, store name)` of each required argument drawn from the store.
@@ -190,6 +192,7 @@ impl LoadedFlow {
             name: &t.name,
             info: t.plugin.info(),
             plugin: t.plugin.path(),
+            plugin_file: t.plugin.file(),
             plugin_sha256: t.plugin.sha256(),
             required: &t.binding.required,
             optional: &t.binding.optional,

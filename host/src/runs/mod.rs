@@ -177,7 +177,7 @@ impl Origin {
             .map(|task| PluginHash {
                 task: task.name.to_owned(),
                 sha256: task.plugin_sha256.to_owned(),
-                path: absolute(task.plugin),
+                path: task.plugin_file.to_path_buf(),
             })
             .collect();
         Ok(Self { flow_path, flow_hash, plugins })

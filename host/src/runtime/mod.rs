@@ -294,7 +294,7 @@ impl Runtime {
         })
         .await
         .map_err(|e| PluginError::NotAComponent { path: path.to_path_buf(), reason: e.to_string() })??;
-        let plugin = Arc::new(self.prepare(path, sha256, &component).await?);
+        let plugin = Arc::new(self.prepare(path, key.clone(), sha256, &component).await?);
         let mut plugins = self.plugins.lock().expect("plugin map poisoned");
         plugins.insert(path.to_path_buf(), plugin.clone());
         plugins.insert(key, plugin.clone());
@@ -302,7 +302,7 @@ impl Runtime {
         Ok(plugin)
     }
 
-    async fn prepare(&self, path: &Path, sha256: String, component: &Component) -> Result<Plugin, PluginError> {
+    async fn prepare(&self, path: &Path, file: PathBuf, sha256: String, component: &Component) -> Result<Plugin, PluginError> {
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
             PluginError::UnsupportedImport { path: path.to_path_buf(), import: missing_import(&e) }
         })?;
@@ -310,6 +310,7 @@ impl Runtime {
             .map_err(|e| PluginError::NotATask { path: path.to_path_buf(), reason: format!("{e:#}") })?;
         let mut plugin = Plugin {
             path: path.to_path_buf(),
+            file,
             sha256,
             pre,
             slots: self.slots.clone(),

@@ -46,6 +46,8 @@ pub(crate) struct Invocation<'a> {
 /// A compiled, pre-linked and described task component.
 pub struct Plugin {
     pub(super) path: PathBuf,
+    /// The file with symlinks resolved, found once at load.
+    pub(super) file: PathBuf,
     pub(super) sha256: String,
     pub(super) pre: bindings::PluginPre<InstanceState>,
     /// One permit per instance that may exist at once (pooling slots, or the bound on
@@ -84,6 +86,12 @@ impl Plugin {
     /// The component file it was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The component file with symlinks resolved, as run records keep it: resolved once at
+    /// load, not again for every recorded run.
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     /// The warm-instance pool for task entries with this sandbox, shared by every run.
