@@ -232,7 +232,7 @@ fn commit_all(conn: &mut Connection, waiting: &[Waiting]) -> Vec<Outcome> {
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(waiting.len());
     for Waiting { batch, .. } in waiting {
         let written = (|| {
-            tx.execute_batch("SAVEPOINT batch")?;
+            tx.prepare_cached("SAVEPOINT batch")?.execute([])?;
             let held = fence(&tx, &batch.lease)?;
             if held {
                 batch.writes.iter().try_for_each(|write| write.apply(&tx))?;
@@ -241,10 +241,12 @@ fn commit_all(conn: &mut Connection, waiting: &[Waiting]) -> Vec<Outcome> {
         })();
         match written {
             Ok(true) => {
-                outcomes.push(tx.execute_batch("RELEASE batch").map(|()| true));
+                outcomes.push(tx.prepare_cached("RELEASE batch").and_then(|mut release| release.execute([])).map(|_| true));
             }
             other => {
-                let _ = tx.execute_batch("ROLLBACK TO batch; RELEASE batch");
+                let _ = ["ROLLBACK TO batch", "RELEASE batch"]
+                    .into_iter()
+                    .try_for_each(|sql| tx.prepare_cached(sql)?.execute([]).map(drop));
                 outcomes.push(other);
             }
         }
