@@ -214,7 +214,7 @@ impl Recorder {
             .iter()
             .filter_map(|e| match &e.transition {
                 Transition::Task { task, from, to, .. } => Some((task.clone(), *from, *to)),
-                Transition::Flow { .. } => None,
+                Transition::Flow { .. } | Transition::Progress { .. } => None,
             })
             .collect()
     }

@@ -10,11 +10,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The contract this host accepts: plugins must export this interface (any 0.1.x).
-pub const CONTRACT: &str = "flowhost:task/task@0.1.0";
+/// The contract this host speaks (`wit/task.wit`): what new plugins export. Plugins of every
+/// version in [`ACCEPTED_VERSIONS`] run as well.
+pub const CONTRACT: &str = "flowhost:task/task@0.2.0";
 
-/// The contract versions this host accepts, as `package@major.minor` prefixes of the export.
-pub const ACCEPTED_VERSIONS: &[&str] = &["flowhost:task/task@0.1."];
+/// The contract versions this host accepts, as `package@major.minor` prefixes of the export:
+/// 0.1 (no revert result, no `host` import) and 0.2.
+pub const ACCEPTED_VERSIONS: &[&str] = &["flowhost:task/task@0.1.", "flowhost:task/task@0.2."];
 
 /// Whether a component's export name is the task interface at a version this host accepts.
 pub fn accepts_export(export: &str) -> bool {
@@ -47,6 +49,17 @@ pub enum Outcome {
     Result(String),
     /// `execute` failed.
     Error(TaskError),
+}
+
+/// How far a call has come, as a task reports it through the contract's `progress` import
+/// (TaskFlow's `update_progress`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// From 0.0 to 1.0.
+    pub fraction: f32,
+    /// What the task said along with it (JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 /// Why a task failed or a revert failed: the contract's `task-error`, whether the task
@@ -251,7 +264,9 @@ mod tests {
     fn only_the_contracts_minor_versions_are_accepted() {
         assert!(accepts_export("flowhost:task/task@0.1.0"));
         assert!(accepts_export("flowhost:task/task@0.1.7"));
-        assert!(!accepts_export("flowhost:task/task@0.2.0"));
+        assert!(accepts_export("flowhost:task/task@0.2.0"));
+        assert!(accepts_export("flowhost:task/task@0.2.3"));
+        assert!(!accepts_export("flowhost:task/task@0.3.0"));
         assert!(!accepts_export("flowhost:task/task@1.0.0"));
     }
 }

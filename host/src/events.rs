@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::contract::{Outcome, TaskError};
+use crate::contract::{Outcome, Progress, TaskError};
 use crate::store::Store;
 
 /// A task's state, as in TaskFlow.
@@ -154,7 +154,8 @@ pub enum Transition {
         to: TaskState,
         /// Time spent in the previous state (e.g. how long `execute` took).
         duration: Duration,
-        /// The result, on entering SUCCESS.
+        /// The result, on entering SUCCESS; what `revert` returned, on entering REVERTED
+        /// (contract 0.2).
         #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<Value>,
         /// The error, on entering FAILURE or REVERT_FAILURE.
@@ -167,6 +168,17 @@ pub enum Transition {
         #[serde(skip_serializing_if = "Option::is_none")]
         outcome: Option<Outcome>,
     },
+    /// A running task reported how far it has come (contract 0.2's `progress`). Not a state
+    /// change: listeners hear of it as it happens; the journal records the last one of each
+    /// call with the task's next transition.
+    Progress {
+        /// The task entry's name.
+        task: String,
+        /// Its position in the flow, from 0.
+        index: usize,
+        /// What it reported.
+        progress: Progress,
+    },
 }
 
 impl fmt::Display for Transition {
@@ -174,6 +186,9 @@ impl fmt::Display for Transition {
         match self {
             Transition::Flow { from, to, .. } => write!(f, "flow {from} -> {to}"),
             Transition::Task { task, from, to, .. } => write!(f, "task `{task}` {from} -> {to}"),
+            Transition::Progress { task, progress, .. } => {
+                write!(f, "task `{task}` progress {:.0}%", progress.fraction * 100.0)
+            }
         }
     }
 }
@@ -238,6 +253,10 @@ impl Listener for LogListener {
                     tracing::debug!("task `{task}` result: {}", preview(result));
                 }
             }
+            Transition::Progress { progress, .. } => match &progress.details {
+                Some(details) => tracing::info!("{} ({})", event.transition, preview(details)),
+                None => tracing::info!("{}", event.transition),
+            },
         }
         Ok(())
     }

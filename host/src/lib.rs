@@ -39,7 +39,7 @@ mod store;
 pub mod conform;
 pub mod runs;
 
-pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
+pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, Progress, TaskError, TaskInfo, escape};
 pub use engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
     LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, TaskCheckpoint, TaskPlan, TaskReport,

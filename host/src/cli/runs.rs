@@ -208,6 +208,14 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
             .join("; revert: ");
         // Numbered from 1 for people, like `flowhost check`; `--json` keeps the 0-based index.
         outln!("{:<3} {:<28} {:<15} {ms:>12} {:>5}  {error}", task.index + 1, task.name, task.state.to_string(), task.executions)?;
+        // What a 0.2 plugin reported beside its result, one indented line each.
+        if let Some(progress) = &task.progress {
+            let details = progress.details.as_ref().map(|d| format!(" {}", escape(&d.to_string()))).unwrap_or_default();
+            outln!("    progress {:.0}%{details}", progress.fraction * 100.0)?;
+        }
+        if let Some(result) = &task.revert_result {
+            outln!("    revert result {}", escape(&result.to_string()))?;
+        }
     }
     outln!()?;
     match &run.final_store {

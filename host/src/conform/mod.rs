@@ -224,7 +224,7 @@ pub async fn conform(engine: &Engine, path: &Path, cases: Option<&Cases>) -> Con
         }
     };
     report.push("component", Status::Pass, "a valid WebAssembly component");
-    report.push("contract", Status::Pass, format!("exports `{CONTRACT}`"));
+    report.push("contract", Status::Pass, contract_note(plugin.contract_version()));
     report.push("imports", Status::Pass, "imports only what the host provides");
     check_describe(&mut report, &plugin, cases);
     let mut suite = Suite { plugin: &plugin, slowest: None, over_limit: Vec::new() };
@@ -256,6 +256,23 @@ pub async fn conform(engine: &Engine, path: &Path, cases: Option<&Cases>) -> Con
     report
 }
 
+/// What the contract check says of a plugin that loaded, by the version it speaks.
+fn contract_note(version: &str) -> String {
+    if CONTRACT.ends_with(&format!("@{version}.0")) {
+        format!("exports `{CONTRACT}` (contract {version}, the current one)")
+    } else {
+        format!(
+            "exports contract {version}, which this host still accepts; the current one is `{CONTRACT}` \
+             (revert results, progress, structured logs, the run id and attempt)"
+        )
+    }
+}
+
+/// The contract versions this host accepts, for messages: "`flowhost:task/task@0.1.x`, …".
+fn accepted() -> String {
+    crate::contract::ACCEPTED_VERSIONS.iter().map(|v| format!("`{v}x`")).collect::<Vec<_>>().join(" or ")
+}
+
 /// Names what is wrong with a component that did not load: not a component, the wrong
 /// contract, or every import the host cannot satisfy.
 fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginError) {
@@ -281,7 +298,7 @@ fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginEr
                 Some(name) => report.push(
                     "contract",
                     Status::Fail,
-                    format!("exports `{name}`, but this host accepts only `{CONTRACT}` (any 0.1.x)"),
+                    format!("exports `{name}`, but this host accepts only {}", accepted()),
                 ),
                 None => report.push(
                     "contract",
@@ -308,7 +325,7 @@ fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginEr
         }
         PluginError::Describe { reason, .. } => {
             report.push("component", Status::Pass, "a valid WebAssembly component");
-            report.push("contract", Status::Pass, format!("exports `{CONTRACT}`"));
+            report.push("contract", Status::Pass, "exports an accepted version of the task contract");
             report.push("imports", Status::Pass, "imports only what the host provides");
             report.push("describe", Status::Fail, format!("describe() failed: {reason}"));
         }
@@ -332,7 +349,8 @@ fn component_world(path: &Path) -> Result<(Vec<String>, Vec<String>), String> {
 }
 
 fn provided(import: &str) -> bool {
-    HOST_PACKAGES.iter().any(|p| import.starts_with(p)) && import.contains("@0.2.")
+    (HOST_PACKAGES.iter().any(|p| import.starts_with(p)) && import.contains("@0.2."))
+        || import.starts_with("flowhost:task/host@0.2.")
 }
 
 fn list(names: &[String]) -> String {
@@ -447,7 +465,8 @@ impl Suite<'_> {
 
     async fn execute(&mut self, call: &str, sandbox: &Sandbox, args: &str, config: &str) -> Call {
         let started = Instant::now();
-        let result = self.plugin.execute(Invocation { task: LOG_NAME, sandbox, warm: None, args, config }).await;
+        let invocation = Self::invocation(sandbox, args, config);
+        let result = self.plugin.execute(invocation).await;
         self.time(call, started.elapsed(), &result);
         Call::from(result)
     }
@@ -466,10 +485,24 @@ impl Suite<'_> {
         };
         let started = Instant::now();
         let (args, config) = (json(&case.args), json(&case.config));
-        let invocation = Invocation { task: LOG_NAME, sandbox, warm: None, args: &args, config: &config };
+        let invocation = Self::invocation(sandbox, &args, &config);
         let result = self.plugin.revert(invocation, outcome, &failures).await;
         self.time(call, started.elapsed(), &result);
-        Call::from(result.map(|()| String::new()))
+        // A revert result (contract 0.2) must be JSON, like an execute result.
+        let result = result.and_then(|returned| match returned {
+            Some(text) if serde_json::from_str::<Value>(&text).is_err() => Err(TaskError {
+                code: "invalid-revert-result".into(),
+                message: format!("revert returned a result that is not JSON: {}", escape(&text)),
+                details: None,
+            }),
+            _ => Ok(String::new()),
+        });
+        Call::from(result)
+    }
+
+    /// A call of the suite: run `conform`, first attempt.
+    fn invocation<'a>(sandbox: &'a Sandbox, args: &'a str, config: &'a str) -> Invocation<'a> {
+        Invocation { task: LOG_NAME, sandbox, warm: None, args, config, run_id: "conform", attempt: 1, progress: None }
     }
 
     /// Check 3: every malformed input must come back as a task-error. `valid` is a case

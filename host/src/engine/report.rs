@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::contract::TaskError;
+use crate::contract::{Progress, TaskError};
 use crate::events::{FlowState, TaskState};
 use crate::flow::EffectiveLimits;
 use crate::store::Store;
@@ -44,6 +44,12 @@ pub struct TaskReport {
     /// Why `revert` failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revert_error: Option<TaskError>,
+    /// What `revert` returned, when the plugin (contract 0.2) said what it undid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revert_result: Option<Value>,
+    /// The last progress the task reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
     /// The limits its calls ran under, so a report of a deadline or cap failure shows the
     /// figure it was held to.
     pub limits: EffectiveLimits,

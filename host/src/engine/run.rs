@@ -8,6 +8,7 @@
 //! RUNNING cost one commit, not two. A failed commit stops the run at once: no further task
 //! executes or reverts.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
@@ -16,7 +17,9 @@ use tracing::Instrument;
 use super::LoadedFlow;
 use super::journal::RunError;
 use super::report::{RunReport, TaskReport};
-use crate::contract::{HostFault, Outcome, TaskError};
+use super::task::Attempt;
+use crate::contract::{HostFault, Outcome, Progress, TaskError};
+use crate::runtime::ProgressSink;
 use crate::events::{Event, FlowState, TaskState, Transition, notify};
 use crate::store::{Store, quoted};
 
@@ -29,7 +32,12 @@ pub(super) struct Record {
     pub(super) duration: Duration,
     pub(super) error: Option<TaskError>,
     pub(super) revert_error: Option<TaskError>,
+    revert_result: Option<Value>,
+    progress: Option<Progress>,
 }
+
+/// The attempt every call belongs to until the engine retries tasks.
+const FIRST_ATTEMPT: u32 = 1;
 
 /// What a task transition carries besides its states.
 #[derive(Default)]
@@ -68,6 +76,8 @@ impl Run {
                 duration: Duration::ZERO,
                 error: None,
                 revert_error: None,
+                revert_result: None,
+                progress: None,
             })
             .collect();
         Self {
@@ -109,9 +119,42 @@ impl Run {
             })?;
         }
         for event in &events {
-            notify(&self.loaded.listeners, event);
+            // Listeners heard of progress while the task ran (see `Run::progress`).
+            if !matches!(event.transition, Transition::Progress { .. }) {
+                notify(&self.loaded.listeners, event);
+            }
         }
         Ok(())
+    }
+
+    /// Where task `index`'s progress reports go during one call: to the listeners at once —
+    /// progress is not a state change, and a web console wants it while the task runs — and
+    /// into the returned slot, whose last report [`Run::progressed`] journals with the
+    /// task's next transition.
+    fn progress(&self, index: usize) -> (ProgressSink, Arc<Mutex<Option<Progress>>>) {
+        let last = Arc::new(Mutex::new(None));
+        let kept = last.clone();
+        let listeners = self.loaded.listeners.clone();
+        let (run_id, flow, task) = (self.loaded.id.clone(), self.loaded.flow.clone(), self.loaded.tasks[index].name.clone());
+        let sink: ProgressSink = Arc::new(move |progress: Progress| {
+            let event = Event {
+                run_id: run_id.clone(),
+                flow: flow.clone(),
+                at: SystemTime::now(),
+                transition: Transition::Progress { task: task.clone(), index, progress: progress.clone() },
+            };
+            notify(&listeners, &event);
+            *kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(progress);
+        });
+        (sink, last)
+    }
+
+    /// Journals the last progress task `index` reported during a call, if any.
+    fn progressed(&mut self, index: usize, last: &Mutex<Option<Progress>>) {
+        let Some(progress) = last.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        self.records[index].progress = Some(progress.clone());
+        let task = self.loaded.tasks[index].name.clone();
+        self.emit(Transition::Progress { task, index, progress });
     }
 
     fn flow_to(&mut self, to: FlowState) {
@@ -202,7 +245,12 @@ impl Run {
         self.records[index].args = args;
         self.flush().await?;
         let task = &self.loaded.tasks[index];
-        let text = match task.execute(&self.records[index].args).await {
+        let (sink, last) = self.progress(index);
+        let attempt = Attempt { run_id: &self.loaded.id, number: FIRST_ATTEMPT, progress: Some(&sink) };
+        let executed = task.execute(&self.records[index].args, attempt).await;
+        self.progressed(index, &last);
+        let task = &self.loaded.tasks[index];
+        let text = match executed {
             Ok(text) => text,
             Err(error) => return Ok(Some(self.fail(index, None, error))),
         };
@@ -268,9 +316,18 @@ impl Run {
             self.task_to(index, TaskState::Reverting, Detail::default());
             self.flush().await?;
             let task = &self.loaded.tasks[index];
-            match task.revert(&self.records[index].args, &outcome, &failures).await {
-                Ok(()) => {
-                    self.task_to(index, TaskState::Reverted, Detail::default());
+            let (sink, last) = self.progress(index);
+            let attempt = Attempt { run_id: &self.loaded.id, number: FIRST_ATTEMPT, progress: Some(&sink) };
+            let reverted = task.revert(&self.records[index].args, attempt, &outcome, &failures).await;
+            self.progressed(index, &last);
+            // A revert result that is not JSON is kept as text: the revert did succeed.
+            let reverted = reverted.map(|result| {
+                result.map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            });
+            match reverted {
+                Ok(result) => {
+                    self.records[index].revert_result = result.clone();
+                    self.task_to(index, TaskState::Reverted, Detail { result, ..Detail::default() });
                     for name in &self.loaded.tasks[index].binding.provides {
                         self.store.remove(name);
                     }
@@ -298,6 +355,8 @@ impl Run {
                 duration: record.duration,
                 error: record.error,
                 revert_error: record.revert_error,
+                revert_result: record.revert_result,
+                progress: record.progress,
                 limits: task.sandbox.limits,
             })
             .collect();

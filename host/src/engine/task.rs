@@ -6,8 +6,19 @@ use std::sync::Arc;
 
 use crate::contract::{Outcome, TaskError};
 use crate::flow::TaskSpec;
-use crate::runtime::{Invocation, Plugin, Sandbox, WarmPool};
+use crate::runtime::{Invocation, Plugin, ProgressSink, Sandbox, WarmPool};
 use crate::store::Binding;
+
+/// Which call of a task this is, as the task sees it through the contract's `host` import.
+#[derive(Clone, Copy)]
+pub(crate) struct Attempt<'a> {
+    /// The run's id.
+    pub(crate) run_id: &'a str,
+    /// The attempt of the task, from 1.
+    pub(crate) number: u32,
+    /// Where the task's progress reports go.
+    pub(crate) progress: Option<&'a ProgressSink>,
+}
 
 /// A task entry ready to be called.
 pub(crate) struct BoundTask {
@@ -32,21 +43,32 @@ impl BoundTask {
     }
 
     /// Calls `execute` with these arguments (a JSON object's text); returns the raw result.
-    pub(crate) async fn execute(&self, args: &str) -> Result<String, TaskError> {
-        self.plugin.execute(self.invocation(args)).await
+    pub(crate) async fn execute(&self, args: &str, attempt: Attempt<'_>) -> Result<String, TaskError> {
+        self.plugin.execute(self.invocation(args, attempt)).await
     }
 
-    /// Calls `revert` with the arguments `execute` had, its outcome and the flow's failures.
+    /// Calls `revert` with the arguments `execute` had, its outcome and the flow's failures;
+    /// returns the revert's result (JSON text), if the plugin gave one.
     pub(crate) async fn revert(
         &self,
         args: &str,
+        attempt: Attempt<'_>,
         outcome: &Outcome,
         failures: &[(String, TaskError)],
-    ) -> Result<(), TaskError> {
-        self.plugin.revert(self.invocation(args), outcome, failures).await
+    ) -> Result<Option<String>, TaskError> {
+        self.plugin.revert(self.invocation(args, attempt), outcome, failures).await
     }
 
-    fn invocation<'a>(&'a self, args: &'a str) -> Invocation<'a> {
-        Invocation { task: &self.name, sandbox: &self.sandbox, warm: self.warm.as_deref(), args, config: &self.config }
+    fn invocation<'a>(&'a self, args: &'a str, attempt: Attempt<'a>) -> Invocation<'a> {
+        Invocation {
+            task: &self.name,
+            sandbox: &self.sandbox,
+            warm: self.warm.as_deref(),
+            args,
+            config: &self.config,
+            run_id: attempt.run_id,
+            attempt: attempt.number,
+            progress: attempt.progress,
+        }
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::contract::{Outcome, TaskError};
+use crate::contract::{Outcome, Progress, TaskError};
 use crate::engine::{Checkpoint, LoadedFlow, TaskCheckpoint};
 use crate::events::{Event, FlowState, TaskState};
 use crate::store::Store;
@@ -331,6 +331,10 @@ pub struct TaskRecord {
     pub executions: u32,
     /// How many times revert started.
     pub reverts: u32,
+    /// What revert returned (contract 0.2), once it succeeded.
+    pub revert_result: Option<Value>,
+    /// The last progress the task reported.
+    pub progress: Option<Progress>,
     /// Every state change, oldest first.
     pub history: Vec<StateChange>,
 }

@@ -8,14 +8,15 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::capture::Capture;
 use super::sandbox::Sandbox;
-use super::wit::bindings;
+use super::host::CallContext;
+use super::wit::Guest;
 use crate::contract::{HostFault, TaskError};
 use crate::flow::Access;
 
 /// A live instance with its store, holding its pooling slot until dropped.
 pub(crate) struct Live {
     pub(super) store: wasmtime::Store<InstanceState>,
-    pub(super) guest: bindings::Plugin,
+    pub(super) guest: Guest,
     /// Calls this instance has served.
     pub(super) calls: u32,
     /// Dropped after the store, so the slot is free before another call takes it.
@@ -41,6 +42,8 @@ pub(crate) struct InstanceState {
     pub(crate) memory: MemoryCap,
     pub(crate) stdout: Capture,
     pub(crate) stderr: Capture,
+    /// The call being served, for the `host` import.
+    pub(crate) call: CallContext,
 }
 
 impl InstanceState {
@@ -76,6 +79,7 @@ impl InstanceState {
             memory: MemoryCap { max_bytes: sandbox.limits.memory_bytes(), denied: None },
             stdout,
             stderr,
+            call: CallContext::default(),
         })
     }
 }

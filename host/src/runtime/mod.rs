@@ -16,6 +16,7 @@ mod capture;
 mod config;
 mod fault;
 mod grant;
+mod host;
 mod instance;
 mod plugin;
 mod sandbox;
@@ -37,6 +38,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use cache::ComponentCache;
 pub use config::EngineConfig;
+pub use host::ProgressSink;
 pub use plugin::Plugin;
 pub(crate) use plugin::Invocation;
 pub(crate) use ticker::EPOCH_TICK;
@@ -45,7 +47,7 @@ pub(crate) use warm::WarmPool;
 
 use crate::contract::TaskInfo;
 use instance::InstanceState;
-use wit::bindings;
+use wit::GuestPre;
 use warm::IdleBudget;
 
 /// A plugin could not be loaded as a flowhost task.
@@ -86,7 +88,7 @@ pub enum PluginError {
         reason: String,
     },
     /// The component imports something the host does not provide.
-    #[error("plugin {} imports `{import}`, which the host does not provide (only standard WASI 0.2 is offered)", path.display())]
+    #[error("plugin {} imports `{import}`, which the host does not provide (only standard WASI 0.2 and the contract's `flowhost:task/host` are offered)", path.display())]
     UnsupportedImport {
         /// The plugin file.
         path: PathBuf,
@@ -205,6 +207,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("cannot link WASI: {e:#}")))?;
+        wit::host_import::add_to_linker::<_, wasmtime::component::HasSelf<InstanceState>>(&mut linker, |state| state)
+            .map_err(|e| SetupError(format!("cannot link the contract's host interface: {e:#}")))?;
         ticker::spawn_epoch_ticker(&engine);
         Ok(Self {
             engine,
@@ -306,7 +310,7 @@ impl Runtime {
         let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
             PluginError::UnsupportedImport { path: path.to_path_buf(), import: missing_import(&e) }
         })?;
-        let pre = bindings::PluginPre::new(instance_pre)
+        let pre = GuestPre::new(instance_pre)
             .map_err(|e| PluginError::NotATask { path: path.to_path_buf(), reason: format!("{e:#}") })?;
         let mut plugin = Plugin {
             path: path.to_path_buf(),

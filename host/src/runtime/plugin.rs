@@ -23,7 +23,8 @@ use super::fault::{DeadlineExceeded, Site, classify, deadline_exceeded};
 use super::instance::{InstanceState, Live};
 use super::sandbox::Sandbox;
 use super::warm::{IdleBudget, WarmPool};
-use super::wit::{bindings, from_wit, to_wit, wit};
+use super::host::{CallContext, ProgressSink};
+use super::wit::GuestPre;
 use super::PluginError;
 use crate::contract::{HostFault, Outcome, TaskError, TaskInfo, escape};
 
@@ -41,6 +42,23 @@ pub(crate) struct Invocation<'a> {
     pub(crate) args: &'a str,
     /// The entry's config object's JSON text.
     pub(crate) config: &'a str,
+    /// The run the call belongs to, as the task sees it through the `host` import.
+    pub(crate) run_id: &'a str,
+    /// The attempt of the task this call belongs to, from 1.
+    pub(crate) attempt: u32,
+    /// Where the task's progress reports go, if anywhere.
+    pub(crate) progress: Option<&'a ProgressSink>,
+}
+
+impl Invocation<'_> {
+    fn context(&self) -> CallContext {
+        CallContext {
+            run_id: self.run_id.to_owned(),
+            task: self.task.to_owned(),
+            attempt: self.attempt,
+            progress: self.progress.cloned(),
+        }
+    }
 }
 
 /// A compiled, pre-linked and described task component.
@@ -49,7 +67,7 @@ pub struct Plugin {
     /// The file with symlinks resolved, found once at load.
     pub(super) file: PathBuf,
     pub(super) sha256: String,
-    pub(super) pre: bindings::PluginPre<InstanceState>,
+    pub(super) pre: GuestPre,
     /// One permit per instance that may exist at once (pooling slots, or the bound on
     /// instances allocated on demand).
     pub(super) slots: Arc<Semaphore>,
@@ -83,6 +101,11 @@ impl Plugin {
         self.initial_memory
     }
 
+    /// The contract version the plugin speaks, as `major.minor` (`0.1`, `0.2`).
+    pub fn contract_version(&self) -> &'static str {
+        self.pre.version()
+    }
+
     /// The component file it was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -109,9 +132,10 @@ impl Plugin {
         let mut sandbox = Sandbox::bare();
         sandbox.limits.deadline_ms = u64::try_from(self.describe_deadline.as_millis()).unwrap_or(u64::MAX);
         let site = Site::Describe;
+        let context = CallContext { task: self.path.display().to_string(), attempt: 1, ..CallContext::default() };
         let info = self
-            .call(None, &sandbox, None, &site, async |live: &mut Live| {
-                live.guest.flowhost_task_task().call_describe(&mut live.store).await
+            .call(None, context, &sandbox, None, &site, async |live: &mut Live| {
+                live.guest.describe(&mut live.store).await
             })
             .await;
         let info = info.map_err(|error| {
@@ -121,56 +145,43 @@ impl Plugin {
                 _ => PluginError::Describe { path: self.path.clone(), reason },
             }
         })?;
-        Ok(TaskInfo {
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            requires: info.requires,
-            optional: info.optional,
-            provides: info.provides,
-        })
+        Ok(info)
     }
 
     /// Runs `execute` on a fresh instance, or a warm one from the entry's pool; any trap,
     /// deadline or cap becomes a [`TaskError`].
     pub(crate) async fn execute(&self, call: Invocation<'_>) -> Result<String, TaskError> {
-        let Invocation { task, sandbox, warm, args, config } = call;
+        let Invocation { task, sandbox, warm, args, config, .. } = call;
         let site = Site::Execute(task);
         let called = self
-            .call(Some(task), sandbox, warm, &site, async |live: &mut Live| {
-                live.guest.flowhost_task_task().call_execute(&mut live.store, args, config).await
+            .call(Some(task), call.context(), sandbox, warm, &site, async |live: &mut Live| {
+                live.guest.execute(&mut live.store, args, config).await
             })
             .await?;
-        match called {
-            Ok(result) => sandbox.limits.check_result(&result).map(|()| result),
-            Err(error) => Err(from_wit(error)),
-        }
+        called.and_then(|result| sandbox.limits.check_result(&result).map(|()| result))
     }
 
     /// Runs `revert` on a fresh instance, or a warm one from the entry's pool, handing it the
-    /// outcome of its `execute` and the flow's failures.
+    /// outcome of its `execute` and the flow's failures. Returns the revert's result (JSON
+    /// text) when the plugin gave one: a 0.2 plugin may, a 0.1 plugin cannot. It is held to
+    /// the same cap as an `execute` result.
     pub(crate) async fn revert(
         &self,
         call: Invocation<'_>,
         outcome: &Outcome,
         failures: &[(String, TaskError)],
-    ) -> Result<(), TaskError> {
-        let Invocation { task, sandbox, warm, args, config } = call;
-        let outcome = match outcome {
-            Outcome::Result(json) => wit::Outcome::Result(json.clone()),
-            Outcome::Error(error) => wit::Outcome::Error(to_wit(error)),
-        };
-        let failures: Vec<wit::FlowFailure> = failures
-            .iter()
-            .map(|(task, error)| wit::FlowFailure { task: task.clone(), error: to_wit(error) })
-            .collect();
+    ) -> Result<Option<String>, TaskError> {
+        let Invocation { task, sandbox, warm, args, config, .. } = call;
         let site = Site::Revert(task);
         let called = self
-            .call(Some(task), sandbox, warm, &site, async |live: &mut Live| {
-                live.guest.flowhost_task_task().call_revert(&mut live.store, args, config, &outcome, &failures).await
+            .call(Some(task), call.context(), sandbox, warm, &site, async |live: &mut Live| {
+                live.guest.revert(&mut live.store, args, config, outcome, failures).await
             })
             .await?;
-        called.map_err(from_wit)
+        match called? {
+            Some(result) => sandbox.limits.check_result(&result).map(|()| Some(result)),
+            None => Ok(None),
+        }
     }
 
     /// One call into the plugin under the sandbox's deadline: takes a warm instance or an
@@ -180,6 +191,7 @@ impl Plugin {
     async fn call<R>(
         &self,
         task: Option<&str>,
+        context: CallContext,
         sandbox: &Sandbox,
         warm: Option<&WarmPool>,
         site: &Site<'_>,
@@ -208,10 +220,12 @@ impl Plugin {
             let mut live = match ready {
                 Ready::Warm(mut live) => {
                     self.arm_limits(&mut live.store, sandbox, deadline)?;
+                    live.store.data_mut().call = context;
                     live
                 }
                 Ready::Fresh(mut store, slot) => {
                     self.arm_limits(&mut store, sandbox, deadline)?;
+                    store.data_mut().call = context;
                     match self.pre.instantiate_async(&mut store).await {
                         Ok(guest) => Live { store, guest, calls: 1, _slot: Some(slot) },
                         Err(error) => return Err(classify(&error, &store, sandbox, site)),

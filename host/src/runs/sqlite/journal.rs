@@ -41,12 +41,18 @@ pub(super) enum Write {
         args: Option<String>,
         outcome: Option<String>,
         result: Option<String>,
+        revert_result: Option<String>,
         error: Option<String>,
         revert_error: Option<String>,
         run_ms: Option<f64>,
         revert_ms: Option<f64>,
         /// A line for the run's exit reason, when the transition is a failure.
         reason: Option<String>,
+    },
+    Progress {
+        run_id: String,
+        index: i64,
+        progress: String,
     },
 }
 
@@ -81,6 +87,11 @@ impl Write {
                     TaskState::Reverting => (None, Some(millis(*duration))),
                     _ => (None, None),
                 };
+                // On REVERTED, the result is the revert's.
+                let (result, revert_result) = match to {
+                    TaskState::Reverted => (None, result.as_ref()),
+                    _ => (result.as_ref(), None),
+                };
                 let reason = match (to, error, revert_error) {
                     (TaskState::Failure, Some(e), _) => Some(format!("task `{task}` failed: {e}")),
                     (_, _, Some(e)) => Some(format!("revert of task `{task}` failed: {e}")),
@@ -96,13 +107,17 @@ impl Write {
                     duration_ms: millis(*duration),
                     args: args.clone(),
                     outcome: outcome.as_ref().map(json),
-                    result: result.as_ref().map(json),
+                    result: result.map(json),
+                    revert_result: revert_result.map(json),
                     error: error.map(json),
                     revert_error: revert_error.map(json),
                     run_ms,
                     revert_ms,
                     reason,
                 }
+            }
+            Transition::Progress { index, progress, .. } => {
+                Write::Progress { run_id, index: *index as i64, progress: json(progress) }
             }
         }
     }
@@ -139,6 +154,7 @@ impl Write {
                 args,
                 outcome,
                 result,
+                revert_result,
                 error,
                 revert_error,
                 run_ms,
@@ -153,10 +169,23 @@ impl Write {
                        duration_ms = COALESCE(?9, duration_ms),
                        revert_duration_ms = COALESCE(?10, revert_duration_ms),
                        executions = executions + (?3 = 'RUNNING'),
-                       reverts = reverts + (?3 = 'REVERTING')
+                       reverts = reverts + (?3 = 'REVERTING'),
+                       revert_result = COALESCE(?11, revert_result)
                      WHERE run_id = ?1 AND idx = ?2",
                 )?
-                .execute(params![run_id, index, to, args, outcome, result, error, revert_error, run_ms, revert_ms])?;
+                .execute(params![
+                    run_id,
+                    index,
+                    to,
+                    args,
+                    outcome,
+                    result,
+                    error,
+                    revert_error,
+                    run_ms,
+                    revert_ms,
+                    revert_result
+                ])?;
                 if let Some(reason) = reason {
                     tx.prepare_cached(&format!(
                         "UPDATE runs SET updated_at = {t},
@@ -172,6 +201,10 @@ impl Write {
                     t = ts(6)
                 ))?
                 .execute(params![run_id, index, task, from, to, at, duration_ms])?;
+            }
+            Write::Progress { run_id, index, progress } => {
+                tx.prepare_cached("UPDATE tasks SET progress = ?3 WHERE run_id = ?1 AND idx = ?2")?
+                    .execute(params![run_id, index, progress])?;
             }
         }
         Ok(())

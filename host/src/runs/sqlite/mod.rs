@@ -24,7 +24,11 @@ use crate::events::{Event, FlowState};
 const APPLICATION_ID: i64 = 0x464C_5748;
 
 /// Schema migrations; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_leases.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_leases.sql"),
+    include_str!("migrations/0003_plugin_reports.sql"),
+];
 
 use journal::{Batch, GroupCommit, Write};
 
@@ -399,7 +403,8 @@ impl RunDb for SqliteRunDb {
                 .collect::<rusqlite::Result<_>>()?;
             let mut tasks = conn.prepare(
                 "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                        revert_duration_ms, executions, reverts FROM tasks WHERE run_id = ?1 ORDER BY idx",
+                        revert_duration_ms, executions, reverts, revert_result, progress
+                 FROM tasks WHERE run_id = ?1 ORDER BY idx",
             )?;
             let tasks = tasks
                 .query_map([id], |row| {
@@ -417,6 +422,8 @@ impl RunDb for SqliteRunDb {
                         revert_duration_ms: row.get(9)?,
                         executions: row.get(10)?,
                         reverts: row.get(11)?,
+                        revert_result: parse(12, row.get(12)?)?,
+                        progress: parse(13, row.get(13)?)?,
                         history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
                     })
                 })?
