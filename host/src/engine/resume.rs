@@ -79,12 +79,19 @@ impl Run {
     pub(super) fn restore(loaded: LoadedFlow, checkpoint: Checkpoint) -> Result<Self, ResumeError> {
         let run = loaded.id.clone();
         if checkpoint.state.is_finished() {
-            return Err(ResumeError::Finished { run, state: checkpoint.state });
+            return Err(ResumeError::Finished {
+                run,
+                state: checkpoint.state,
+            });
         }
         let current: Vec<String> = loaded.tasks.iter().map(|t| t.name.clone()).collect();
         let recorded: Vec<String> = checkpoint.tasks.iter().map(|t| t.name.clone()).collect();
         if current != recorded {
-            return Err(ResumeError::TasksChanged { run, recorded, current });
+            return Err(ResumeError::TasksChanged {
+                run,
+                recorded,
+                current,
+            });
         }
         let mut this = Self::new(loaded);
         this.state = checkpoint.state;

@@ -19,8 +19,8 @@ use super::journal::RunError;
 use super::report::{RunReport, TaskReport};
 use super::task::Attempt;
 use crate::contract::{HostFault, Outcome, Progress, TaskError};
-use crate::runtime::ProgressSink;
 use crate::events::{Event, FlowState, TaskState, Transition, notify};
+use crate::runtime::ProgressSink;
 use crate::store::{Store, quoted};
 
 /// What happened to one task so far in a run.
@@ -92,7 +92,10 @@ impl Run {
 
     /// The task whose execute failed, with its error.
     pub(super) fn failure(&self) -> Option<(usize, TaskError)> {
-        self.records.iter().enumerate().find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
+        self.records
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
     }
 
     fn emit(&mut self, transition: Transition) {
@@ -114,7 +117,11 @@ impl Run {
         if let Some(journal) = &self.loaded.journal {
             journal.append(&events).await.map_err(|error| RunError {
                 run: self.loaded.id.clone(),
-                transition: events.iter().map(|e| e.transition.to_string()).collect::<Vec<_>>().join(", "),
+                transition: events
+                    .iter()
+                    .map(|e| e.transition.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 error,
             })?;
         }
@@ -135,13 +142,21 @@ impl Run {
         let last = Arc::new(Mutex::new(None));
         let kept = last.clone();
         let listeners = self.loaded.listeners.clone();
-        let (run_id, flow, task) = (self.loaded.id.clone(), self.loaded.flow.clone(), self.loaded.tasks[index].name.clone());
+        let (run_id, flow, task) = (
+            self.loaded.id.clone(),
+            self.loaded.flow.clone(),
+            self.loaded.tasks[index].name.clone(),
+        );
         let sink: ProgressSink = Arc::new(move |progress: Progress| {
             let event = Event {
                 run_id: run_id.clone(),
                 flow: flow.clone(),
                 at: SystemTime::now(),
-                transition: Transition::Progress { task: task.clone(), index, progress: progress.clone() },
+                transition: Transition::Progress {
+                    task: task.clone(),
+                    index,
+                    progress: progress.clone(),
+                },
             };
             notify(&listeners, &event);
             *kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(progress);
@@ -151,16 +166,27 @@ impl Run {
 
     /// Journals the last progress task `index` reported during a call, if any.
     fn progressed(&mut self, index: usize, last: &Mutex<Option<Progress>>) {
-        let Some(progress) = last.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let Some(progress) = last.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
         self.records[index].progress = Some(progress.clone());
         let task = self.loaded.tasks[index].name.clone();
-        self.emit(Transition::Progress { task, index, progress });
+        self.emit(Transition::Progress {
+            task,
+            index,
+            progress,
+        });
     }
 
     fn flow_to(&mut self, to: FlowState) {
         let from = self.state;
         let store = to.is_finished().then(|| self.store.clone());
-        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store });
+        self.emit(Transition::Flow {
+            from,
+            to,
+            elapsed: self.started.elapsed(),
+            store,
+        });
         self.state = to;
     }
 
@@ -175,8 +201,23 @@ impl Run {
             record.duration = duration;
         }
         let task = self.loaded.tasks[index].name.clone();
-        let Detail { result, error, args, outcome } = detail;
-        self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome });
+        let Detail {
+            result,
+            error,
+            args,
+            outcome,
+        } = detail;
+        self.emit(Transition::Task {
+            task,
+            index,
+            from,
+            to,
+            duration,
+            result,
+            error,
+            args,
+            outcome,
+        });
     }
 
     /// Runs (or goes on running) to the end, or until the journal fails. Everything logged
@@ -236,7 +277,10 @@ impl Run {
             })
             .map(|args| args.to_string())
             .and_then(|args| task.sandbox.limits.check_args(&args).map(|()| args));
-        let detail = Detail { args: args.as_ref().ok().cloned(), ..Detail::default() };
+        let detail = Detail {
+            args: args.as_ref().ok().cloned(),
+            ..Detail::default()
+        };
         self.task_to(index, TaskState::Running, detail);
         let args = match args {
             Ok(args) => args,
@@ -246,7 +290,11 @@ impl Run {
         self.flush().await?;
         let task = &self.loaded.tasks[index];
         let (sink, last) = self.progress(index);
-        let attempt = Attempt { run_id: &self.loaded.id, number: FIRST_ATTEMPT, progress: Some(&sink) };
+        let attempt = Attempt {
+            run_id: &self.loaded.id,
+            number: FIRST_ATTEMPT,
+            progress: Some(&sink),
+        };
         let executed = task.execute(&self.records[index].args, attempt).await;
         self.progressed(index, &last);
         let task = &self.loaded.tasks[index];
@@ -260,7 +308,11 @@ impl Run {
         match stored {
             Ok((outputs, value)) => {
                 let outcome = Outcome::Result(text);
-                let detail = Detail { result: Some(value), outcome: Some(outcome.clone()), ..Detail::default() };
+                let detail = Detail {
+                    result: Some(value),
+                    outcome: Some(outcome.clone()),
+                    ..Detail::default()
+                };
                 self.task_to(index, TaskState::Success, detail);
                 for (name, value) in outputs {
                     self.store.insert(name, value);
@@ -277,7 +329,14 @@ impl Run {
     /// over the cap): it did nothing, so it has no outcome and is not reverted. Returns its
     /// error.
     fn fail_uncalled(&mut self, index: usize, error: TaskError) -> TaskError {
-        self.task_to(index, TaskState::Failure, Detail { error: Some(error.clone()), ..Detail::default() });
+        self.task_to(
+            index,
+            TaskState::Failure,
+            Detail {
+                error: Some(error.clone()),
+                ..Detail::default()
+            },
+        );
         self.records[index].error = Some(error.clone());
         error
     }
@@ -285,7 +344,11 @@ impl Run {
     /// Marks task `index` FAILURE after its plugin was called; returns its error.
     fn fail(&mut self, index: usize, outcome: Option<Outcome>, error: TaskError) -> TaskError {
         let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
-        let detail = Detail { error: Some(error.clone()), outcome: Some(outcome.clone()), ..Detail::default() };
+        let detail = Detail {
+            error: Some(error.clone()),
+            outcome: Some(outcome.clone()),
+            ..Detail::default()
+        };
         self.task_to(index, TaskState::Failure, detail);
         let record = &mut self.records[index];
         record.outcome = Some(outcome);
@@ -312,13 +375,21 @@ impl Run {
                 _ => {}
             }
             // No outcome: the task never ran (or was never called), so there is nothing to undo.
-            let Some(outcome) = self.records[index].outcome.clone() else { continue };
+            let Some(outcome) = self.records[index].outcome.clone() else {
+                continue;
+            };
             self.task_to(index, TaskState::Reverting, Detail::default());
             self.flush().await?;
             let task = &self.loaded.tasks[index];
             let (sink, last) = self.progress(index);
-            let attempt = Attempt { run_id: &self.loaded.id, number: FIRST_ATTEMPT, progress: Some(&sink) };
-            let reverted = task.revert(&self.records[index].args, attempt, &outcome, &failures).await;
+            let attempt = Attempt {
+                run_id: &self.loaded.id,
+                number: FIRST_ATTEMPT,
+                progress: Some(&sink),
+            };
+            let reverted = task
+                .revert(&self.records[index].args, attempt, &outcome, &failures)
+                .await;
             self.progressed(index, &last);
             // A revert result that is not JSON is kept as text: the revert did succeed.
             let reverted = reverted.map(|result| {
@@ -327,19 +398,37 @@ impl Run {
             match reverted {
                 Ok(result) => {
                     self.records[index].revert_result = result.clone();
-                    self.task_to(index, TaskState::Reverted, Detail { result, ..Detail::default() });
+                    self.task_to(
+                        index,
+                        TaskState::Reverted,
+                        Detail {
+                            result,
+                            ..Detail::default()
+                        },
+                    );
                     for name in &self.loaded.tasks[index].binding.provides {
                         self.store.remove(name);
                     }
                 }
                 Err(error) => {
                     all_reverted = false;
-                    self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
+                    self.task_to(
+                        index,
+                        TaskState::RevertFailure,
+                        Detail {
+                            error: Some(error.clone()),
+                            ..Detail::default()
+                        },
+                    );
                     self.records[index].revert_error = Some(error);
                 }
             }
         }
-        self.flow_to(if all_reverted { FlowState::Reverted } else { FlowState::Failure });
+        self.flow_to(if all_reverted {
+            FlowState::Reverted
+        } else {
+            FlowState::Failure
+        });
         Ok(())
     }
 

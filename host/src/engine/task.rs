@@ -39,11 +39,22 @@ impl BoundTask {
         sandbox: Sandbox,
         warm: Option<Arc<WarmPool>>,
     ) -> Self {
-        Self { name: spec.name.clone(), config: spec.config.to_string(), plugin, binding, sandbox, warm }
+        Self {
+            name: spec.name.clone(),
+            config: spec.config.to_string(),
+            plugin,
+            binding,
+            sandbox,
+            warm,
+        }
     }
 
     /// Calls `execute` with these arguments (a JSON object's text); returns the raw result.
-    pub(crate) async fn execute(&self, args: &str, attempt: Attempt<'_>) -> Result<String, TaskError> {
+    pub(crate) async fn execute(
+        &self,
+        args: &str,
+        attempt: Attempt<'_>,
+    ) -> Result<String, TaskError> {
         self.plugin.execute(self.invocation(args, attempt)).await
     }
 
@@ -56,7 +67,9 @@ impl BoundTask {
         outcome: &Outcome,
         failures: &[(String, TaskError)],
     ) -> Result<Option<String>, TaskError> {
-        self.plugin.revert(self.invocation(args, attempt), outcome, failures).await
+        self.plugin
+            .revert(self.invocation(args, attempt), outcome, failures)
+            .await
     }
 
     fn invocation<'a>(&'a self, args: &'a str, attempt: Attempt<'a>) -> Invocation<'a> {

@@ -34,7 +34,10 @@ fn cut(text: &str) -> &str {
     if text.len() <= SIGNAL_BYTES {
         return text;
     }
-    let end = (0..=SIGNAL_BYTES).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    let end = (0..=SIGNAL_BYTES)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
     &text[..end]
 }
 
@@ -48,7 +51,11 @@ impl wit::Host for InstanceState {
     }
 
     fn progress(&mut self, fraction: f32, details: Option<String>) {
-        let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
         let details = details.map(|d| {
             let d = cut(&d);
             serde_json::from_str(d).unwrap_or_else(|_| serde_json::Value::String(d.to_owned()))
@@ -69,11 +76,21 @@ impl wit::Host for InstanceState {
         let fields = fields.join(" ");
         let message = escape(cut(&message));
         match level {
-            wit::Level::Trace => tracing::trace!(target: "flowhost::plugin", task, stream = "log", fields, "{message}"),
-            wit::Level::Debug => tracing::debug!(target: "flowhost::plugin", task, stream = "log", fields, "{message}"),
-            wit::Level::Info => tracing::info!(target: "flowhost::plugin", task, stream = "log", fields, "{message}"),
-            wit::Level::Warn => tracing::warn!(target: "flowhost::plugin", task, stream = "log", fields, "{message}"),
-            wit::Level::Error => tracing::error!(target: "flowhost::plugin", task, stream = "log", fields, "{message}"),
+            wit::Level::Trace => {
+                tracing::trace!(target: "flowhost::plugin", task, stream = "log", fields, "{message}")
+            }
+            wit::Level::Debug => {
+                tracing::debug!(target: "flowhost::plugin", task, stream = "log", fields, "{message}")
+            }
+            wit::Level::Info => {
+                tracing::info!(target: "flowhost::plugin", task, stream = "log", fields, "{message}")
+            }
+            wit::Level::Warn => {
+                tracing::warn!(target: "flowhost::plugin", task, stream = "log", fields, "{message}")
+            }
+            wit::Level::Error => {
+                tracing::error!(target: "flowhost::plugin", task, stream = "log", fields, "{message}")
+            }
         }
     }
 }

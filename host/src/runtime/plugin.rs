@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, UpdateDeadline};
 
+use super::PluginError;
 use super::capture::{CAPTURE_BYTES, Capture};
 use super::fault::{DeadlineExceeded, Site, classify, deadline_exceeded};
+use super::host::{CallContext, ProgressSink};
 use super::instance::{InstanceState, Live};
 use super::sandbox::Sandbox;
 use super::warm::{IdleBudget, WarmPool};
-use super::host::{CallContext, ProgressSink};
 use super::wit::GuestPre;
-use super::PluginError;
 use crate::contract::{HostFault, Outcome, TaskError, TaskInfo, escape};
 
 /// One call's context: which task entry calls, under which sandbox, with which instances,
@@ -130,19 +130,35 @@ impl Plugin {
 
     pub(super) async fn describe(&self) -> Result<TaskInfo, PluginError> {
         let mut sandbox = Sandbox::bare();
-        sandbox.limits.deadline_ms = u64::try_from(self.describe_deadline.as_millis()).unwrap_or(u64::MAX);
+        sandbox.limits.deadline_ms =
+            u64::try_from(self.describe_deadline.as_millis()).unwrap_or(u64::MAX);
         let site = Site::Describe;
-        let context = CallContext { task: self.path.display().to_string(), attempt: 1, ..CallContext::default() };
+        let context = CallContext {
+            task: self.path.display().to_string(),
+            attempt: 1,
+            ..CallContext::default()
+        };
         let info = self
-            .call(None, context, &sandbox, None, &site, async |live: &mut Live| {
-                live.guest.describe(&mut live.store).await
-            })
+            .call(
+                None,
+                context,
+                &sandbox,
+                None,
+                &site,
+                async |live: &mut Live| live.guest.describe(&mut live.store).await,
+            )
             .await;
         let info = info.map_err(|error| {
             let reason = escape(&error.message).into_owned();
             match error.host_fault() {
-                Some(HostFault::HostResources) => PluginError::Unavailable { path: self.path.clone(), reason },
-                _ => PluginError::Describe { path: self.path.clone(), reason },
+                Some(HostFault::HostResources) => PluginError::Unavailable {
+                    path: self.path.clone(),
+                    reason,
+                },
+                _ => PluginError::Describe {
+                    path: self.path.clone(),
+                    reason,
+                },
             }
         })?;
         Ok(info)
@@ -151,12 +167,24 @@ impl Plugin {
     /// Runs `execute` on a fresh instance, or a warm one from the entry's pool; any trap,
     /// deadline or cap becomes a [`TaskError`].
     pub(crate) async fn execute(&self, call: Invocation<'_>) -> Result<String, TaskError> {
-        let Invocation { task, sandbox, warm, args, config, .. } = call;
+        let Invocation {
+            task,
+            sandbox,
+            warm,
+            args,
+            config,
+            ..
+        } = call;
         let site = Site::Execute(task);
         let called = self
-            .call(Some(task), call.context(), sandbox, warm, &site, async |live: &mut Live| {
-                live.guest.execute(&mut live.store, args, config).await
-            })
+            .call(
+                Some(task),
+                call.context(),
+                sandbox,
+                warm,
+                &site,
+                async |live: &mut Live| live.guest.execute(&mut live.store, args, config).await,
+            )
             .await?;
         called.and_then(|result| sandbox.limits.check_result(&result).map(|()| result))
     }
@@ -171,12 +199,28 @@ impl Plugin {
         outcome: &Outcome,
         failures: &[(String, TaskError)],
     ) -> Result<Option<String>, TaskError> {
-        let Invocation { task, sandbox, warm, args, config, .. } = call;
+        let Invocation {
+            task,
+            sandbox,
+            warm,
+            args,
+            config,
+            ..
+        } = call;
         let site = Site::Revert(task);
         let called = self
-            .call(Some(task), call.context(), sandbox, warm, &site, async |live: &mut Live| {
-                live.guest.revert(&mut live.store, args, config, outcome, failures).await
-            })
+            .call(
+                Some(task),
+                call.context(),
+                sandbox,
+                warm,
+                &site,
+                async |live: &mut Live| {
+                    live.guest
+                        .revert(&mut live.store, args, config, outcome, failures)
+                        .await
+                },
+            )
             .await?;
         match called? {
             Some(result) => sandbox.limits.check_result(&result).map(|()| Some(result)),
@@ -205,7 +249,12 @@ impl Plugin {
             // Waiting for a slot is the host's queue, not the plugin's time: the deadline
             // starts once the slot is taken.
             None => {
-                let slot = self.slots.clone().acquire_owned().await.expect("slot semaphore is never closed");
+                let slot = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("slot semaphore is never closed");
                 let mut store = Store::new(self.pre.engine(), InstanceState::new(sandbox)?);
                 store.limiter(|state| &mut state.memory);
                 Ready::Fresh(store, slot)
@@ -227,7 +276,12 @@ impl Plugin {
                     self.arm_limits(&mut store, sandbox, deadline)?;
                     store.data_mut().call = context;
                     match self.pre.instantiate_async(&mut store).await {
-                        Ok(guest) => Live { store, guest, calls: 1, _slot: Some(slot) },
+                        Ok(guest) => Live {
+                            store,
+                            guest,
+                            calls: 1,
+                            _slot: Some(slot),
+                        },
                         Err(error) => return Err(classify(&error, &store, sandbox, site)),
                     }
                 }
@@ -251,7 +305,12 @@ impl Plugin {
     }
 
     /// Gives the call its fuel (on a metered engine) and arms its deadline.
-    fn arm_limits(&self, store: &mut Store<InstanceState>, sandbox: &Sandbox, deadline: Instant) -> Result<(), TaskError> {
+    fn arm_limits(
+        &self,
+        store: &mut Store<InstanceState>,
+        sandbox: &Sandbox,
+        deadline: Instant,
+    ) -> Result<(), TaskError> {
         if self.metered {
             // A metered engine traps at zero fuel, so an entry without a budget gets all of it.
             store
@@ -301,7 +360,10 @@ struct Output {
 
 impl Output {
     fn of(state: &InstanceState) -> Self {
-        Self { stdout: state.stdout.clone(), stderr: state.stderr.clone() }
+        Self {
+            stdout: state.stdout.clone(),
+            stderr: state.stderr.clone(),
+        }
     }
 
     /// Forwards what the plugin printed during this call to the log, one line per line of
@@ -313,7 +375,10 @@ impl Output {
             if !tracing::enabled!(target: "flowhost::plugin", tracing::Level::INFO) {
                 continue;
             }
-            for line in String::from_utf8_lossy(&captured.kept).lines().filter(|l| !l.trim().is_empty()) {
+            for line in String::from_utf8_lossy(&captured.kept)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
                 tracing::info!(target: "flowhost::plugin", task, stream, "{}", escape(line));
             }
             if captured.dropped > 0 {

@@ -38,9 +38,14 @@ macro_rules! conversions {
             use crate::contract::{Outcome, TaskError, TaskInfo};
 
             pub(crate) fn error(error: wit::TaskError) -> TaskError {
-                let details =
-                    error.details.map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
-                TaskError { code: error.code, message: error.message, details }
+                let details = error
+                    .details
+                    .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+                TaskError {
+                    code: error.code,
+                    message: error.message,
+                    details,
+                }
             }
 
             pub(crate) fn to_error(error: &TaskError) -> wit::TaskError {
@@ -70,7 +75,13 @@ macro_rules! conversions {
             }
 
             pub(crate) fn failures(failures: &[(String, TaskError)]) -> Vec<wit::FlowFailure> {
-                failures.iter().map(|(task, e)| wit::FlowFailure { task: task.clone(), error: to_error(e) }).collect()
+                failures
+                    .iter()
+                    .map(|(task, e)| wit::FlowFailure {
+                        task: task.clone(),
+                        error: to_error(e),
+                    })
+                    .collect()
             }
         }
     };
@@ -89,10 +100,14 @@ pub(crate) enum GuestPre {
 
 impl GuestPre {
     /// The newest version the component exports, or why it exports none the host accepts.
-    pub(crate) fn new(pre: wasmtime::component::InstancePre<InstanceState>) -> wasmtime::Result<Self> {
+    pub(crate) fn new(
+        pre: wasmtime::component::InstancePre<InstanceState>,
+    ) -> wasmtime::Result<Self> {
         match v0_2::PluginPre::new(pre.clone()) {
             Ok(pre) => Ok(Self::V0_2(pre)),
-            Err(newest) => v0_1::PluginPre::new(pre).map(Self::V0_1).map_err(|_| newest),
+            Err(newest) => v0_1::PluginPre::new(pre)
+                .map(Self::V0_1)
+                .map_err(|_| newest),
         }
     }
 
@@ -129,10 +144,17 @@ pub(crate) enum Guest {
 }
 
 impl Guest {
-    pub(crate) async fn describe(&self, store: &mut wasmtime::Store<InstanceState>) -> wasmtime::Result<TaskInfo> {
+    pub(crate) async fn describe(
+        &self,
+        store: &mut wasmtime::Store<InstanceState>,
+    ) -> wasmtime::Result<TaskInfo> {
         Ok(match self {
-            Self::V0_1(g) => convert::v0_1::info(g.flowhost_task_task().call_describe(store).await?),
-            Self::V0_2(g) => convert::v0_2::info(g.flowhost_task_task().call_describe(store).await?),
+            Self::V0_1(g) => {
+                convert::v0_1::info(g.flowhost_task_task().call_describe(store).await?)
+            }
+            Self::V0_2(g) => {
+                convert::v0_2::info(g.flowhost_task_task().call_describe(store).await?)
+            }
         })
     }
 
@@ -143,8 +165,16 @@ impl Guest {
         config: &str,
     ) -> wasmtime::Result<Result<String, TaskError>> {
         Ok(match self {
-            Self::V0_1(g) => g.flowhost_task_task().call_execute(store, args, config).await?.map_err(convert::v0_1::error),
-            Self::V0_2(g) => g.flowhost_task_task().call_execute(store, args, config).await?.map_err(convert::v0_2::error),
+            Self::V0_1(g) => g
+                .flowhost_task_task()
+                .call_execute(store, args, config)
+                .await?
+                .map_err(convert::v0_1::error),
+            Self::V0_2(g) => g
+                .flowhost_task_task()
+                .call_execute(store, args, config)
+                .await?
+                .map_err(convert::v0_2::error),
         })
     }
 
@@ -159,13 +189,25 @@ impl Guest {
     ) -> wasmtime::Result<Result<Option<String>, TaskError>> {
         Ok(match self {
             Self::V0_1(g) => {
-                let (outcome, failures) = (convert::v0_1::outcome(outcome), convert::v0_1::failures(failures));
-                let called = g.flowhost_task_task().call_revert(store, args, config, &outcome, &failures).await?;
+                let (outcome, failures) = (
+                    convert::v0_1::outcome(outcome),
+                    convert::v0_1::failures(failures),
+                );
+                let called = g
+                    .flowhost_task_task()
+                    .call_revert(store, args, config, &outcome, &failures)
+                    .await?;
                 called.map(|()| None).map_err(convert::v0_1::error)
             }
             Self::V0_2(g) => {
-                let (outcome, failures) = (convert::v0_2::outcome(outcome), convert::v0_2::failures(failures));
-                let called = g.flowhost_task_task().call_revert(store, args, config, &outcome, &failures).await?;
+                let (outcome, failures) = (
+                    convert::v0_2::outcome(outcome),
+                    convert::v0_2::failures(failures),
+                );
+                let called = g
+                    .flowhost_task_task()
+                    .call_revert(store, args, config, &outcome, &failures)
+                    .await?;
                 called.map_err(convert::v0_2::error)
             }
         })

@@ -5,6 +5,9 @@
 //! `task-error` with code `invalid-args` / `invalid-config` instead of a trap, so every task
 //! built on it honours the contract's "bad input is an error, not a crash" rule for free.
 //!
+//! During a call a task may also report [`progress`], write structured [`log()`] records and
+//! read its [`invocation`] (run id, task name, attempt) for idempotency keys.
+//!
 //! ```ignore
 //! use flowhost_guest::{export_task, Task, TaskError, TaskInfo, NoConfig};
 //! use serde::Deserialize;
@@ -35,7 +38,7 @@ use serde::de::DeserializeOwned;
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../../wit",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         default_bindings_module: "flowhost_guest::bindings",
@@ -43,6 +46,10 @@ pub mod bindings {
 }
 
 use bindings::exports::flowhost::task::task as wit;
+use bindings::flowhost::task::host;
+
+/// The contract version this helper speaks (`wit/task.wit`).
+pub const CONTRACT: &str = "flowhost:task/task@0.2.0";
 
 /// Accepts and ignores any config, for tasks that take none.
 pub type NoConfig = serde::de::IgnoredAny;
@@ -152,6 +159,42 @@ pub struct FlowFailure {
     pub error: TaskError,
 }
 
+/// Who the current call serves: the run, the task entry and the attempt. Use it for
+/// idempotency keys (`{run_id}/{task}`) so that a retried or resumed call finds its own work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// The run's id.
+    pub run_id: String,
+    /// The task entry's name in the flow.
+    pub task: String,
+    /// The attempt of this task, from 1.
+    pub attempt: u32,
+}
+
+/// The current call's run id, task entry name and attempt.
+pub fn invocation() -> Invocation {
+    let info = host::invocation();
+    Invocation { run_id: info.run_id, task: info.task, attempt: info.attempt }
+}
+
+/// Reports how far the call has come: `fraction` from 0.0 to 1.0, with any serialisable
+/// details. The operator sees it live and in `flowhost runs show`.
+pub fn progress(fraction: f32, details: Option<impl Serialize>) {
+    let details = details.and_then(|d| serde_json::to_string(&d).ok());
+    host::progress(fraction, details.as_deref());
+}
+
+/// Severity of a [`log()`] record.
+pub use host::Level;
+
+/// Writes a structured log record to the operator's log, tagged with the task's name:
+/// `log(Level::Info, "reserved", &[("volume", id.as_str())])`. Better than printing to
+/// stderr: the level is kept and the fields stay separate.
+pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
+    let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    host::log(level, message, &fields);
+}
+
 /// A flowhost task. Implement it, then call [`export_task!`] once.
 pub trait Task {
     /// The arguments object: the task's required and optional names.
@@ -177,6 +220,18 @@ pub trait Task {
     ) -> Result<(), TaskError> {
         let _ = (args, config, outcome, failures);
         Ok(())
+    }
+
+    /// Undoes `execute` and says what was undone: the value is kept in the run's report and
+    /// record (TaskFlow's revert result). The default calls [`Task::revert`] and returns
+    /// nothing; implement this one instead when there is something worth saying.
+    fn revert_with_result(
+        args: Self::Args,
+        config: Self::Config,
+        outcome: Outcome<Self::Output>,
+        failures: Vec<FlowFailure>,
+    ) -> Result<Option<serde_json::Value>, TaskError> {
+        Self::revert(args, config, outcome, failures).map(|()| None)
     }
 }
 
@@ -217,13 +272,13 @@ impl<T: Task> wit::Guest for Adapter<T> {
         config: String,
         outcome: wit::Outcome,
         failures: Vec<wit::FlowFailure>,
-    ) -> Result<(), wit::TaskError> {
+    ) -> Result<Option<String>, wit::TaskError> {
         // `execute` got the same arguments and config: if they do not parse, it failed
         // right there and did nothing, so there is nothing to undo.
         let (Ok(args), Ok(config)) =
             (parse(&args, "invalid-args", "arguments"), parse(&config, "invalid-config", "config"))
         else {
-            return Ok(());
+            return Ok(None);
         };
         let outcome = match outcome {
             wit::Outcome::Result(json) => Outcome::Success(parse(&json, "invalid-outcome", "outcome")?),
@@ -233,7 +288,8 @@ impl<T: Task> wit::Guest for Adapter<T> {
             .into_iter()
             .map(|f| FlowFailure { task: f.task, error: TaskError::from_wit(f.error) })
             .collect();
-        T::revert(args, config, outcome, failures).map_err(TaskError::into_wit)
+        let result = T::revert_with_result(args, config, outcome, failures).map_err(TaskError::into_wit)?;
+        Ok(result.map(|value| value.to_string()))
     }
 }
 

@@ -1,12 +1,12 @@
 //! The kitchen-sink task in Rust: appends its stamp to a ledger.
 //!
-//! It exercises every part of the flowhost task contract: required and optional arguments,
-//! config, a result stored in the flow's store, error codes with details, log lines on
-//! stderr and revert. The same task exists in Python, JavaScript and C (see
+//! It exercises every part of the flowhost task contract (0.2): required and optional
+//! arguments, config, a result stored in the flow's store, error codes with details, log lines
+//! on stderr, structured logs, progress, the invocation, and revert with a result. The same task exists in Python, JavaScript and C (see
 //! plugins/README.md); `flowhost_guest` turns malformed arguments and config into
 //! `invalid-args` / `invalid-config` task-errors.
 
-use flowhost_guest::{FlowFailure, Outcome, Task, TaskError, TaskInfo, export_task};
+use flowhost_guest::{FlowFailure, Level, Outcome, Task, TaskError, TaskInfo, export_task, invocation, log, progress};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -52,6 +52,10 @@ impl Task for Stamp {
     fn execute(args: Args, config: Config) -> Result<Vec<String>, TaskError> {
         let stamp = config.stamp()?;
         eprintln!("stamp {stamp} (rust): ledger of {} entries", args.ledger.len());
+        let call = invocation();
+        let entries = args.ledger.len().to_string();
+        log(Level::Info, "stamping", &[("stamp", stamp), ("entries", &entries), ("run", &call.run_id)]);
+        progress(0.5, Some(json!({ "stamp": stamp })));
         if config.fail {
             return Err(TaskError::new("asked-to-fail", "config `fail` is set: failing on purpose")
                 .with_details(json!({ "stamp": stamp })));
@@ -65,18 +69,18 @@ impl Task for Stamp {
         Ok(ledger)
     }
 
-    fn revert(
+    fn revert_with_result(
         _args: Args,
         config: Config,
         outcome: Outcome<Vec<String>>,
         failures: Vec<FlowFailure>,
-    ) -> Result<(), TaskError> {
+    ) -> Result<Option<serde_json::Value>, TaskError> {
         let stamp = match config.stamp() {
             Ok(stamp) => stamp,
             // execute got the same config, so it failed right there: nothing to undo.
             Err(rejected) => {
                 eprintln!("stamp (rust): nothing to revert: {}", rejected.message);
-                return Ok(());
+                return Ok(None);
             }
         };
         let ended = match outcome {
@@ -86,7 +90,7 @@ impl Task for Stamp {
         let causes: Vec<String> = failures.iter().map(|f| format!("{}: {}", f.task, f.error.code)).collect();
         let causes = if causes.is_empty() { "none".to_owned() } else { causes.join(", ") };
         eprintln!("stamp {stamp} (rust): reverted after {ended}; flow failures: {causes}");
-        Ok(())
+        Ok(Some(json!({ "unstamped": stamp })))
     }
 }
 

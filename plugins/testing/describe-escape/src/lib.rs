@@ -31,8 +31,8 @@ impl Guest for Forger {
         })
     }
 
-    fn revert(_: String, _: String, _: Outcome, _: Vec<FlowFailure>) -> Result<(), TaskError> {
-        Ok(())
+    fn revert(_: String, _: String, _: Outcome, _: Vec<FlowFailure>) -> Result<Option<String>, TaskError> {
+        Ok(None)
     }
 }
 

@@ -24,8 +24,8 @@ impl Guest for Sleeper {
         Ok("null".into())
     }
 
-    fn revert(_: String, _: String, _: Outcome, _: Vec<FlowFailure>) -> Result<(), TaskError> {
-        Ok(())
+    fn revert(_: String, _: String, _: Outcome, _: Vec<FlowFailure>) -> Result<Option<String>, TaskError> {
+        Ok(None)
     }
 }
 

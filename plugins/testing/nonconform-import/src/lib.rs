@@ -28,9 +28,9 @@ impl Guest for NeedsSecrets {
         Ok(format!("{:?}", vault::get("password").unwrap_or_default()))
     }
 
-    fn revert(_: String, _: String, _: Outcome, _: Vec<FlowFailure>) -> Result<(), TaskError> {
+    fn revert(_: String, _: String, _: Outcome, _: Vec<FlowFailure>) -> Result<Option<String>, TaskError> {
         telemetry::emit("revert");
-        Ok(())
+        Ok(None)
     }
 }
 

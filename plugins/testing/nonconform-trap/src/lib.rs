@@ -26,8 +26,8 @@ impl Guest for Trusting {
         Ok((n * 2).to_string())
     }
 
-    fn revert(_: String, _: String, _: Outcome, _: Vec<FlowFailure>) -> Result<(), TaskError> {
-        Ok(())
+    fn revert(_: String, _: String, _: Outcome, _: Vec<FlowFailure>) -> Result<Option<String>, TaskError> {
+        Ok(None)
     }
 }
 

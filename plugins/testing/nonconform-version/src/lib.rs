@@ -1,4 +1,4 @@
-//! Conformance fixture: a task built against `flowhost:task@0.2.0`, a contract version this
+//! Conformance fixture: a task built against `flowhost:task@1.0.0`, a contract version this
 //! host does not accept. `wit/task.wit` is `wit/task.wit` of the repository with the package
 //! version changed.
 

@@ -78,6 +78,17 @@ pub struct Config {
     /// Add `calls` to the echo: how many `execute` calls this instance has served, which
     /// shows whether the host reused a warm instance.
     pub calls: bool,
+    /// Add `invocation` to the echo: `{run_id, task, attempt}` as the host tells it
+    /// (contract 0.2).
+    pub invocation: bool,
+    /// Report these fractions as progress, in order, in every call (contract 0.2); each with
+    /// details `{"step": i}`.
+    pub progress: Vec<f32>,
+    /// Write one structured log record with this message in every call, with fields
+    /// `label` and `call` (contract 0.2).
+    pub log: Option<String>,
+    /// Return this value, as JSON, from revert (contract 0.2's revert result).
+    pub revert_result: Option<Value>,
 }
 
 impl Config {

@@ -10,6 +10,7 @@ mod journal;
 use flowhost_guest::bindings::exports::flowhost::task::task::{
     FlowFailure, Guest, Outcome, TaskError, TaskInfo,
 };
+use flowhost_guest::bindings::flowhost::task::host;
 use serde_json::{Map, Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,6 +36,17 @@ fn parse_args(args: &str) -> Result<Map<String, Value>, TaskError> {
             "invalid-args",
             format!("arguments are not JSON: {e}"),
         )),
+    }
+}
+
+/// Reports the configured progress and log record of one call (contract 0.2's `host`).
+fn report(config: &Config, call: &str) {
+    for (step, fraction) in config.progress.iter().enumerate() {
+        host::progress(*fraction, Some(&json!({ "step": step, "call": call }).to_string()));
+    }
+    if let Some(message) = &config.log {
+        let fields = [("label".to_owned(), config.label().to_owned()), ("call".to_owned(), call.to_owned())];
+        host::log(host::Level::Warn, message, &fields);
     }
 }
 
@@ -71,6 +83,7 @@ impl Guest for Probe {
             }))?;
         }
         let mut args = parse_args(&args)?;
+        report(&config, "execute");
         if config.mode_in == Phase::Execute
             && let Some(result) = faults::apply(&config)?
         {
@@ -95,6 +108,11 @@ impl Guest for Probe {
         if config.calls {
             echo.insert("calls".into(), calls.into());
         }
+        if config.invocation {
+            let call = host::invocation();
+            let call = json!({ "run_id": call.run_id, "task": call.task, "attempt": call.attempt });
+            echo.insert("invocation".into(), call);
+        }
         Ok(Value::Object(echo).to_string())
     }
 
@@ -104,9 +122,10 @@ impl Guest for Probe {
         config: String,
         outcome: Outcome,
         failures: Vec<FlowFailure>,
-    ) -> Result<(), TaskError> {
+    ) -> Result<Option<String>, TaskError> {
         let config = Config::parse(&config)?;
         eprintln!("probe {}: revert", config.label());
+        report(&config, "revert");
         if config.journal {
             journal::append(&json!({
                 "call": "revert",
@@ -121,7 +140,7 @@ impl Guest for Probe {
         }
         match config.fail_revert {
             Some(code) => Err(error(&code, "probe was told to fail its revert")),
-            None => Ok(()),
+            None => Ok(config.revert_result.map(|v| v.to_string())),
         }
     }
 }
