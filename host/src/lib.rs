@@ -52,8 +52,8 @@ pub use flow::{
     Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, TaskSpec,
 };
 pub use runtime::{
-    COMPILE_TARGET, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES, Pinned, Plugin,
-    PluginError, Preopen, Sandbox, SetupError,
+    COMPILE_TARGET, DirectCall, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES,
+    Pinned, Plugin, PluginError, Preopen, ProgressSink, Sandbox, SetupError,
 };
 pub use store::Store;
 

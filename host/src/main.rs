@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             Command::Conform(args) => cli::conform::conform(&ctx, args).await,
             Command::Runs(args) => cli::runs::runs(&ctx, args).await,
             Command::Compile(args) => cli::compile::compile(&ctx, args).await,
+            Command::Call(args) => cli::call::call(&ctx, args).await,
             Command::Completions(args) => cli::completions::completions(args),
         }
     });

@@ -10,6 +10,8 @@ pub const SUCCESS: u8 = 0;
 pub const REVERTED: u8 = 1;
 /// A task failed and a revert failed too: a person must look.
 pub const REVERT_FAILED: u8 = 2;
+/// `flowhost call`: the called function failed (a task error, or the host stopped it).
+pub const TASK_ERROR: u8 = 1;
 /// Wrong use of the command line.
 pub const USAGE: u8 = 64;
 /// The flow file, a plugin or the flow as a whole is invalid.

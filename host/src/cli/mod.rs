@@ -1,6 +1,7 @@
 //! The command line: argument definitions, the [`Context`] every command gets, and one
 //! module per subcommand. Commands present; the library decides.
 
+pub mod call;
 pub mod check;
 pub mod compile;
 pub mod completions;
@@ -113,6 +114,10 @@ pub enum Command {
     Conform(conform::ConformArgs),
     /// Inspect, resume and prune the runs recorded in the run database.
     Runs(runs::RunsArgs),
+    /// Call one function of a plugin (execute, revert, describe) under a task's sandbox and
+    /// limits, printing the result or the error as JSON; or replay a recorded task's call
+    /// with --from-run RUN_ID --task NAME.
+    Call(call::CallArgs),
     /// Print a shell completion script: `flowhost completions bash > ~/.local/share/bash-completion/completions/flowhost`.
     Completions(completions::CompletionsArgs),
 }

@@ -73,6 +73,12 @@ impl Engine {
         self.runtime.is_pooling()
     }
 
+    /// Paths no grant may reach (the compiled-code cache, its key, what the embedder
+    /// protects): for building a [`crate::Sandbox`] outside a flow, as `flowhost call` does.
+    pub fn protected(&self) -> &[std::path::PathBuf] {
+        self.runtime.protected()
+    }
+
     /// Registers a listener for every run this engine (and its later clones) starts.
     pub fn listen(&mut self, listener: Arc<dyn Listener>) {
         self.listeners.push(listener);

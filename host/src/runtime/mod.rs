@@ -14,6 +14,7 @@
 mod cache;
 mod capture;
 mod config;
+mod direct;
 mod fault;
 mod grant;
 mod host;
@@ -38,6 +39,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use cache::ComponentCache;
 pub use config::EngineConfig;
+pub use direct::DirectCall;
 pub use host::ProgressSink;
 pub(crate) use plugin::Invocation;
 pub use plugin::Plugin;
