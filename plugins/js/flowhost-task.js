@@ -1,24 +1,145 @@
-// The JavaScript guest helper: wraps a task object so that an exception it does not catch
-// reaches the operator as a task-error naming the exception.
+// The flowhost task helper for JavaScript (componentize-js), contract flowhost:task@0.2.0.
 //
-// componentize-js turns a thrown value into the contract's `task-error` only when it has
-// the error's shape, `{ code, message, details? }`. Anything else — `throw new Error("…")`,
-// a TypeError from a bug — cannot be converted: the component aborts and the exception's
-// message is lost. `defineTask` catches such exceptions, prints them on stderr, and throws
-// the task-error the host gives uncaught exceptions of every language:
-//   code "uncaught-exception", message "RangeError: bad size 3 (uncaught JavaScript exception)",
-//   details '{"exception": "RangeError", "message": "bad size 3", "language": "javascript",
-//            "traceback": "<the stack>"}'
+// Declare the task once and write plain functions; the helper does the contract's chores:
 //
-//   import { defineTask } from "./flowhost-task.js";
-//   export const task = defineTask({ describe() {…}, execute(args, config) {…}, revert(…) {…} });
+//   import { defineTask, TaskError, progress, log, invocation } from "./flowhost-task.js";
+//
+//   export const task = defineTask({
+//     name: "reserve", version: "1.0.0", description: "Reserves a volume",
+//     requires: ["size"], optional: [], provides: ["volume"],
+//     execute(args, config) {                 // parsed JSON objects
+//       if (args.size < 1) throw new TaskError("invalid-size", "size must be at least 1", { size: args.size });
+//       progress(0.5, { step: "reserving" });
+//       log("info", "reserving", { size: args.size });
+//       return { id: "vol-1", size: args.size };   // any JSON-able value
+//     },
+//     revert(args, config, outcome, failures) {  // optional; may return a JSON-able value
+//       return { released: true };
+//     },
+//   });
+//
+// - Arguments and config that are not JSON objects, and a missing required name, fail with
+//   `invalid-args` / `invalid-config` before your function runs.
+// - `throw new TaskError(code, message, details)` fails the call with that task-error.
+// - Any other exception fails it with code `uncaught-exception`, the message
+//   "RangeError: bad size 3 (uncaught JavaScript exception by task `T` in execute)" and details
+//   {exception, message, language, traceback}. (componentize-js turns a thrown value into a
+//   task-error only when it has the error's shape; anything else would abort the component and
+//   lose the message.)
+// - `outcome` is {result: <value>} or {error: {code, message, details}}; `failures` a list of
+//   {task, code, message, details}.
+// - `invocation()` gives {runId, task, attempt}, for idempotency keys.
+//
+// A task object with its own `describe()` is passed through as it is (the raw contract: JSON
+// text in and out), with only uncaught exceptions reported.
+
+import * as host from "flowhost:task/host@0.2.0";
+
+export class TaskError extends Error {
+  constructor(code, message, details) {
+    super(message);
+    this.name = "TaskError";
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function invocation() {
+  const { runId, task, attempt } = host.invocation();
+  return { runId, task, attempt };
+}
+
+export function progress(fraction, details) {
+  host.progress(Number(fraction), details === undefined ? undefined : JSON.stringify(details));
+}
+
+const LEVELS = { trace: "trace", debug: "debug", info: "info", warn: "warn", warning: "warn", error: "error" };
+
+export function log(level, message, fields = {}) {
+  host.log(LEVELS[level] ?? "info", String(message), Object.entries(fields).map(([k, v]) => [String(k), String(v)]));
+}
 
 export function defineTask(task) {
-  return {
-    describe: () => task.describe(),
-    execute: (args, config) => guard(() => task.execute(args, config)),
-    revert: (args, config, outcome, failures) => guard(() => task.revert(args, config, outcome, failures)),
+  if (typeof task.describe === "function") {
+    return {
+      describe: () => task.describe(),
+      execute: (args, config) => guard("execute", () => task.execute(args, config)),
+      revert: (args, config, outcome, failures) => guard("revert", () => task.revert(args, config, outcome, failures)),
+    };
+  }
+  const info = {
+    name: task.name,
+    version: task.version,
+    description: task.description ?? "",
+    requires: [...(task.requires ?? [])],
+    optional: [...(task.optional ?? [])],
+    provides: [...(task.provides ?? [])],
   };
+  const parse = (args, config) => {
+    const parsedArgs = object(args, "invalid-args", "arguments");
+    const missing = info.requires.filter((name) => !(name in parsedArgs));
+    if (missing.length > 0) {
+      throw new TaskError("invalid-args", `arguments lack ${missing.map((n) => `\`${n}\``).join(", ")}`);
+    }
+    return [parsedArgs, object(config, "invalid-config", "config")];
+  };
+  return {
+    describe: () => info,
+    execute: (args, config) =>
+      guard("execute", () => {
+        const result = task.execute(...parse(args, config));
+        const text = JSON.stringify(result);
+        if (text === undefined) {
+          throw new TaskError("invalid-output", `result is not JSON-able: ${typeof result}`);
+        }
+        return text;
+      }),
+    revert: (args, config, outcome, failures) =>
+      guard("revert", () => {
+        let parsed;
+        try {
+          parsed = parse(args, config);
+        } catch {
+          // execute got the same input and failed right there: nothing to undo.
+          return undefined;
+        }
+        if (typeof task.revert !== "function") {
+          return undefined;
+        }
+        const failed = failures.map((f) => ({ task: f.task, ...errorObject(f.error) }));
+        const result = task.revert(...parsed, outcomeObject(outcome), failed);
+        return result === undefined || result === null ? undefined : JSON.stringify(result);
+      }),
+  };
+}
+
+function object(text, code, what) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new TaskError(code, `${what} is not JSON: ${error.message}`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new TaskError(code, `${what} must be a JSON object`);
+  }
+  return value;
+}
+
+function parseOrText(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function errorObject(error) {
+  return { code: error.code, message: error.message, details: error.details === undefined ? undefined : parseOrText(error.details) };
+}
+
+function outcomeObject(outcome) {
+  return outcome.tag === "result" ? { result: parseOrText(outcome.val) } : { error: errorObject(outcome.val) };
 }
 
 // A task-error as the contract has it: a plain object with a string code and message.
@@ -33,21 +154,34 @@ function isTaskError(thrown) {
   );
 }
 
-function guard(call) {
+function guard(fn, call) {
   try {
     return call();
   } catch (thrown) {
     if (isTaskError(thrown)) {
       throw thrown;
     }
+    if (thrown instanceof TaskError) {
+      throw {
+        code: thrown.code,
+        message: thrown.message,
+        details: thrown.details === undefined ? undefined : JSON.stringify(thrown.details),
+      };
+    }
     const isError = thrown instanceof Error;
     const exception = isError ? thrown.constructor?.name || thrown.name || "Error" : typeof thrown;
     const message = isError ? String(thrown.message) : String(thrown);
     const traceback = isError && thrown.stack ? String(thrown.stack) : "";
+    let name = "?";
+    try {
+      name = host.invocation().task;
+    } catch {
+      // describe-time or no host: the name stays unknown.
+    }
     console.error(`Uncaught ${exception}: ${message}\n${traceback}`);
     throw {
       code: "uncaught-exception",
-      message: `${exception}: ${message} (uncaught JavaScript exception)`,
+      message: `${exception}: ${message} (uncaught JavaScript exception by task \`${name}\` in ${fn})`,
       details: JSON.stringify({ exception, message, language: "javascript", traceback }),
     };
   }
