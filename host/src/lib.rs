@@ -38,6 +38,7 @@ mod store;
 
 pub mod conform;
 pub mod runs;
+pub mod scaffold;
 
 pub use contract::{
     ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, Progress, TaskError, TaskInfo, escape,

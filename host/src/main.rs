@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Command::Runs(args) => cli::runs::runs(&ctx, args).await,
             Command::Compile(args) => cli::compile::compile(&ctx, args).await,
             Command::Call(args) => cli::call::call(&ctx, args).await,
+            Command::New(args) => cli::new::new(args),
             Command::Completions(args) => cli::completions::completions(args),
         }
     });

@@ -10,6 +10,7 @@ pub mod db;
 pub mod describe;
 pub mod exit;
 pub mod log;
+pub mod new;
 pub mod output;
 pub mod run;
 pub mod runs;
@@ -118,6 +119,9 @@ pub enum Command {
     /// limits, printing the result or the error as JSON; or replay a recorded task's call
     /// with --from-run RUN_ID --task NAME.
     Call(call::CallArgs),
+    /// Create a plugin project in Rust, Python, JavaScript or C that builds on its own and
+    /// passes `flowhost conform`.
+    New(new::NewArgs),
     /// Print a shell completion script: `flowhost completions bash > ~/.local/share/bash-completion/completions/flowhost`.
     Completions(completions::CompletionsArgs),
 }
