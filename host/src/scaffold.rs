@@ -89,59 +89,142 @@ struct File {
 }
 
 const fn file(path: &'static str, text: &'static str) -> File {
-    File { path, text, executable: false, template: true }
+    File {
+        path,
+        text,
+        executable: false,
+        template: true,
+    }
 }
 
 const fn script(path: &'static str, text: &'static str) -> File {
-    File { path, text, executable: true, template: true }
+    File {
+        path,
+        text,
+        executable: true,
+        template: true,
+    }
 }
 
 const fn copy(path: &'static str, text: &'static str) -> File {
-    File { path, text, executable: false, template: false }
+    File {
+        path,
+        text,
+        executable: false,
+        template: false,
+    }
 }
 
 const COMMON: &[File] = &[
     copy("wit/task.wit", WIT),
-    file("cases.toml", include_str!("../../plugins/templates/cases.toml")),
-    file("README.md", include_str!("../../plugins/templates/README.md")),
+    file(
+        "cases.toml",
+        include_str!("../../plugins/templates/cases.toml"),
+    ),
+    file(
+        "README.md",
+        include_str!("../../plugins/templates/README.md"),
+    ),
 ];
 
 const RUST: &[File] = &[
-    file("Cargo.toml", include_str!("../../plugins/templates/rust/Cargo.toml")),
-    file("src/lib.rs", include_str!("../../plugins/templates/rust/src/lib.rs")),
-    script("build.sh", include_str!("../../plugins/templates/rust/build.sh")),
-    copy("flowhost-guest/Cargo.toml", include_str!("../../plugins/rust/flowhost-guest/Cargo.toml")),
-    copy("flowhost-guest/README.md", include_str!("../../plugins/rust/flowhost-guest/README.md")),
-    copy("flowhost-guest/src/lib.rs", include_str!("../../plugins/rust/flowhost-guest/src/lib.rs")),
+    file(
+        "Cargo.toml",
+        include_str!("../../plugins/templates/rust/Cargo.toml"),
+    ),
+    file(
+        "src/lib.rs",
+        include_str!("../../plugins/templates/rust/src/lib.rs"),
+    ),
+    file(
+        "rust-toolchain.toml",
+        include_str!("../../plugins/templates/rust/rust-toolchain.toml"),
+    ),
+    script(
+        "build.sh",
+        include_str!("../../plugins/templates/rust/build.sh"),
+    ),
+    copy(
+        "flowhost-guest/Cargo.toml",
+        include_str!("../../plugins/rust/flowhost-guest/Cargo.toml"),
+    ),
+    copy(
+        "flowhost-guest/README.md",
+        include_str!("../../plugins/rust/flowhost-guest/README.md"),
+    ),
+    copy(
+        "flowhost-guest/src/lib.rs",
+        include_str!("../../plugins/rust/flowhost-guest/src/lib.rs"),
+    ),
     copy("flowhost-guest/wit/task.wit", WIT),
     file(".gitignore", "target/\n"),
 ];
 
 const PYTHON: &[File] = &[
-    file("app.py", include_str!("../../plugins/templates/python/app.py")),
-    copy("flowhost_task.py", include_str!("../../plugins/python/flowhost_task.py")),
-    script("build.sh", include_str!("../../plugins/templates/python/build.sh")),
+    file(
+        "app.py",
+        include_str!("../../plugins/templates/python/app.py"),
+    ),
+    copy(
+        "flowhost_task.py",
+        include_str!("../../plugins/python/flowhost_task.py"),
+    ),
+    script(
+        "build.sh",
+        include_str!("../../plugins/templates/python/build.sh"),
+    ),
     file(".gitignore", "*.wasm\n__pycache__/\n"),
 ];
 
 const JS: &[File] = &[
-    file("task.js", include_str!("../../plugins/templates/js/task.js")),
-    copy("flowhost-task.js", include_str!("../../plugins/js/flowhost-task.js")),
-    script("build.sh", include_str!("../../plugins/templates/js/build.sh")),
-    copy("tools/package.json", include_str!("../../plugins/js/package.json")),
-    copy("tools/package-lock.json", include_str!("../../plugins/js/package-lock.json")),
+    file(
+        "task.js",
+        include_str!("../../plugins/templates/js/task.js"),
+    ),
+    copy(
+        "flowhost-task.js",
+        include_str!("../../plugins/js/flowhost-task.js"),
+    ),
+    script(
+        "build.sh",
+        include_str!("../../plugins/templates/js/build.sh"),
+    ),
+    copy(
+        "tools/package.json",
+        include_str!("../../plugins/js/package.json"),
+    ),
+    copy(
+        "tools/package-lock.json",
+        include_str!("../../plugins/js/package-lock.json"),
+    ),
     file(".gitignore", "*.wasm\n"),
 ];
 
 const C: &[File] = &[
+    // The C bindings are generated (and committed) for the contract of plugins/c/bindings,
+    // which the project's WIT must match.
+    copy("wit/task.wit", C_WIT),
     file("task.c", include_str!("../../plugins/templates/c/task.c")),
     copy("json.c", include_str!("../../plugins/c/json.c")),
     copy("json.h", include_str!("../../plugins/c/json.h")),
-    copy("bindings/plugin.c", include_str!("../../plugins/c/bindings/plugin.c")),
-    copy("bindings/plugin.h", include_str!("../../plugins/c/bindings/plugin.h")),
-    script("build.sh", include_str!("../../plugins/templates/c/build.sh")),
+    copy(
+        "bindings/plugin.c",
+        include_str!("../../plugins/c/bindings/plugin.c"),
+    ),
+    copy(
+        "bindings/plugin.h",
+        include_str!("../../plugins/c/bindings/plugin.h"),
+    ),
+    script(
+        "build.sh",
+        include_str!("../../plugins/templates/c/build.sh"),
+    ),
     file(".gitignore", "*.wasm\n"),
 ];
+
+/// The contract C projects are written against: the version plugins/c/bindings was generated
+/// for (0.1, which the host still accepts; generating 0.2 bindings needs wit-bindgen-cli).
+const C_WIT: &str = include_str!("../../wit/v0.1/task.wit");
 
 /// The C bindings' component-type object: binary, so written apart from the text files.
 const C_COMPONENT_TYPE: &[u8] = include_bytes!("../../plugins/c/bindings/plugin_component_type.o");
@@ -164,7 +247,9 @@ fn notes(language: Language) -> &'static str {
              `tools/` pins its versions."
         }
         Language::C => {
-            "C: the task is `task.c`; `bindings/` is generated by `wit-bindgen c` 0.63.0 from \
+            "C: the project speaks contract 0.1 (`wit/task.wit`), which flowhost runs unchanged: its \
+             bindings were generated for it, and 0.2's additions (revert results, progress, logs) need \
+             bindings generated anew. The task is `task.c`; `bindings/` is generated by `wit-bindgen c` 0.63.0 from \
              `wit/task.wit` (`wit-bindgen c wit --world plugin --out-dir bindings` after a contract \
              change), `json.c` is a small JSON reader and writer. Built with Debian's clang 14 and \
              wasi-libc, linked by the Rust toolchain's wasm-component-ld. Every string handed back \
@@ -175,10 +260,16 @@ fn notes(language: Language) -> &'static str {
 
 /// Writes a new project named `name` in `language` into `parent/name`, which must not
 /// exist; returns the project's folder. The task is called `name` with `-` as `_`.
-pub fn new_project(parent: &Path, name: &str, language: Language) -> Result<PathBuf, ScaffoldError> {
+pub fn new_project(
+    parent: &Path,
+    name: &str,
+    language: Language,
+) -> Result<PathBuf, ScaffoldError> {
     let valid = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
@@ -216,24 +307,42 @@ pub fn new_project(parent: &Path, name: &str, language: Language) -> Result<Path
         Language::C => C,
     };
     let write = |path: PathBuf, bytes: &[u8], executable: bool| -> Result<(), ScaffoldError> {
-        let failed = |source| ScaffoldError::Write { path: path.clone(), source };
+        let failed = |source| ScaffoldError::Write {
+            path: path.clone(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(failed)?;
         }
         std::fs::write(&path, bytes).map_err(failed)?;
         if executable {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(failed)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(failed)?;
         }
         Ok(())
     };
-    std::fs::create_dir(&root).map_err(|source| ScaffoldError::Write { path: root.clone(), source })?;
-    for f in COMMON.iter().chain(files) {
-        let text = if f.template { fill(f.text) } else { f.text.to_owned() };
+    std::fs::create_dir(&root).map_err(|source| ScaffoldError::Write {
+        path: root.clone(),
+        source,
+    })?;
+    let common = COMMON
+        .iter()
+        .filter(|f| !(language == Language::C && f.path == "wit/task.wit"));
+    for f in common.chain(files) {
+        let text = if f.template {
+            fill(f.text)
+        } else {
+            f.text.to_owned()
+        };
         write(root.join(f.path), text.as_bytes(), f.executable)?;
     }
     if language == Language::C {
-        write(root.join("bindings/plugin_component_type.o"), C_COMPONENT_TYPE, false)?;
+        write(
+            root.join("bindings/plugin_component_type.o"),
+            C_COMPONENT_TYPE,
+            false,
+        )?;
     }
     Ok(root)
 }
@@ -246,17 +355,34 @@ mod tests {
     fn a_project_name_must_name_a_crate_and_a_task() {
         let dir = tempfile::tempdir().unwrap();
         for bad in ["", "1demo", "de mo", "../demo", "demo/x", "dé"] {
-            assert!(matches!(new_project(dir.path(), bad, Language::Rust), Err(ScaffoldError::BadName(_))), "{bad}");
+            assert!(
+                matches!(
+                    new_project(dir.path(), bad, Language::Rust),
+                    Err(ScaffoldError::BadName(_))
+                ),
+                "{bad}"
+            );
         }
-        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing written");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing written"
+        );
     }
 
     #[test]
     fn an_existing_folder_is_never_written_into() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("demo")).unwrap();
-        assert!(matches!(new_project(dir.path(), "demo", Language::Python), Err(ScaffoldError::Exists(_))));
-        assert!(std::fs::read_dir(dir.path().join("demo")).unwrap().next().is_none());
+        assert!(matches!(
+            new_project(dir.path(), "demo", Language::Python),
+            Err(ScaffoldError::Exists(_))
+        ));
+        assert!(
+            std::fs::read_dir(dir.path().join("demo"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]
@@ -265,8 +391,14 @@ mod tests {
         for language in Language::ALL {
             let root = new_project(dir.path(), &format!("my-{language}"), language).unwrap();
             for entry in walk(&root) {
-                let Ok(text) = std::fs::read_to_string(&entry) else { continue };
-                assert!(!text.contains("{{name}}") && !text.contains("{{task}}"), "{} keeps a placeholder", entry.display());
+                let Ok(text) = std::fs::read_to_string(&entry) else {
+                    continue;
+                };
+                assert!(
+                    !text.contains("{{name}}") && !text.contains("{{task}}"),
+                    "{} keeps a placeholder",
+                    entry.display()
+                );
             }
         }
     }
@@ -275,7 +407,11 @@ mod tests {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+            if path.is_dir() {
+                files.extend(walk(&path))
+            } else {
+                files.push(path)
+            }
         }
         files
     }

@@ -2,6 +2,7 @@
 
 use flowhost::conform::CasesError;
 use flowhost::runs::{ResumeFailure, RunDbError};
+use flowhost::scaffold::ScaffoldError;
 use flowhost::{FlowFileError, PluginError, ResumeError, RunError, ValidationError};
 
 /// The flow succeeded.
@@ -86,6 +87,10 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     }
     if error.is::<UsageError>()
         || matches!(error.downcast_ref(), Some(ResumeError::Finished { .. }))
+        || matches!(
+            error.downcast_ref(),
+            Some(ScaffoldError::BadName(_) | ScaffoldError::Exists(_))
+        )
     {
         return USAGE;
     }

@@ -23,14 +23,16 @@ pub enum Lang {
 
 /// Arguments of `flowhost new`.
 #[derive(Debug, Args)]
-#[command(after_help = "Writes ./NAME/: the contract's WIT, the language's guest helper, a build.sh that \
+#[command(
+    after_help = "Writes ./NAME/: the contract's WIT, the language's guest helper, a build.sh that \
 installs its pinned tools when missing (once per user, in ~/.cache/flowhost/tools or $FLOWHOST_TOOLS) \
 and prints the component's path as its last line, a cases file for `flowhost conform`, and a README. \
 The task it holds passes `flowhost conform` as it is.\n\n\
 Examples:\n  \
 flowhost new greeter --lang python\n  \
 cd greeter && wasm=$(./build.sh | tail -n 1) && flowhost conform \"$wasm\" --cases cases.toml\n  \
-flowhost call \"$wasm\" execute --args '{\"name\": \"Ada\"}'")]
+flowhost call \"$wasm\" execute --args '{\"name\": \"Ada\"}'"
+)]
 pub struct NewArgs {
     /// The project's name: its folder, and (with `-` as `_`) the task's name.
     pub name: String,
@@ -51,7 +53,11 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         Lang::C => Language::C,
     };
     let root = new_project(&args.dir, &args.name, language)?;
-    outln!("created {} ({language} task `{}`)", root.display(), args.name.replace('-', "_"))?;
+    outln!(
+        "created {} ({language} task `{}`)",
+        root.display(),
+        args.name.replace('-', "_")
+    )?;
     outln!("build it:  cd {} && ./build.sh", root.display())?;
     outln!("check it:  flowhost conform \"$(./build.sh | tail -n 1)\" --cases cases.toml")?;
     Ok(ExitCode::SUCCESS)
