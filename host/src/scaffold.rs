@@ -33,11 +33,6 @@ impl Language {
             Language::C => "c",
         }
     }
-
-    /// The language for a command-line name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|l| l.as_str() == name)
-    }
 }
 
 impl fmt::Display for Language {
