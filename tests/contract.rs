@@ -204,3 +204,33 @@ fn the_rust_helper_carries_the_contract_as_it_is_in_wit() {
         "plugins/rust/flowhost-guest/wit/task.wit differs from wit/task.wit: copy it over"
     );
 }
+
+#[test]
+fn a_task_flooding_progress_is_heard_256_times_per_call_and_goes_on() {
+    let ws = Workspace::new();
+    let mut fractions = vec![0.5; 299];
+    fractions.push(1.0);
+    let flow = ws.flow("flooding", &[("chatty", json!({ "progress": fractions }))]);
+    let out = ws.flowhost(&["run", flow.to_str().unwrap(), "--no-db", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the task still succeeds: {}",
+        stderr(&out)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(
+        report["tasks"][0]["progress"]["fraction"], 0.5,
+        "the last report heard is kept, not the 300th"
+    );
+    let log = stderr(&out);
+    assert_eq!(
+        log.matches("task `chatty` progress 50%").count(),
+        256,
+        "listeners heard 256"
+    );
+    assert!(
+        log.contains("further progress reports of this call dropped"),
+        "{log}"
+    );
+}

@@ -21,7 +21,21 @@ pub(crate) struct CallContext {
     pub(crate) task: String,
     pub(crate) attempt: u32,
     pub(crate) progress: Option<ProgressSink>,
+    /// Progress reports and log records this call made so far, against [`SIGNALS_PER_CALL`].
+    pub(crate) signals: Signals,
 }
+
+/// What one call has said through the `host` import so far.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Signals {
+    progress: u32,
+    logs: u32,
+}
+
+/// Progress reports, and log records, heard from one call: a task looping over `progress` or
+/// `log` cannot flood the operator's log or the listeners. Past it the call goes on, a line
+/// says that more were dropped, and the last report heard is the one recorded.
+pub(crate) const SIGNALS_PER_CALL: u32 = 256;
 
 /// Bytes of a progress report's details or of one log record kept; past it the text is cut
 /// (a task cannot flood the operator's log or the run's record through these imports).
@@ -51,6 +65,13 @@ impl wit::Host for InstanceState {
     }
 
     fn progress(&mut self, fraction: f32, details: Option<String>) {
+        self.call.signals.progress = self.call.signals.progress.saturating_add(1);
+        if self.call.signals.progress > SIGNALS_PER_CALL {
+            if self.call.signals.progress == SIGNALS_PER_CALL + 1 {
+                tracing::warn!(target: "flowhost::plugin", task = %escape(&self.call.task), "… further progress reports of this call dropped (at most {SIGNALS_PER_CALL} are heard per call)");
+            }
+            return;
+        }
         let fraction = if fraction.is_nan() {
             0.0
         } else {
@@ -60,13 +81,20 @@ impl wit::Host for InstanceState {
             let d = cut(&d);
             serde_json::from_str(d).unwrap_or_else(|_| serde_json::Value::String(d.to_owned()))
         });
-        tracing::debug!(target: "flowhost::plugin", task = %self.call.task, "progress {:.0}%", fraction * 100.0);
+        tracing::debug!(target: "flowhost::plugin", task = %escape(&self.call.task), "progress {:.0}%", fraction * 100.0);
         if let Some(sink) = &self.call.progress {
             sink(Progress { fraction, details });
         }
     }
 
     fn log(&mut self, level: wit::Level, message: String, fields: Vec<(String, String)>) {
+        self.call.signals.logs = self.call.signals.logs.saturating_add(1);
+        if self.call.signals.logs > SIGNALS_PER_CALL {
+            if self.call.signals.logs == SIGNALS_PER_CALL + 1 {
+                tracing::warn!(target: "flowhost::plugin", task = %escape(&self.call.task), "… further log records of this call dropped (at most {SIGNALS_PER_CALL} are kept per call)");
+            }
+            return;
+        }
         let task = self.call.task.as_str();
         let fields: Vec<String> = fields
             .iter()

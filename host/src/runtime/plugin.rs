@@ -57,6 +57,7 @@ impl Invocation<'_> {
             task: self.task.to_owned(),
             attempt: self.attempt,
             progress: self.progress.cloned(),
+            signals: Default::default(),
         }
     }
 }
