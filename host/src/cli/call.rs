@@ -110,8 +110,13 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<ExitCode> {
             FlowSpec::linear("call"),
         ),
     };
+    // Relative to the working directory, also when a replay resolves its entry's own grants
+    // against the run's flow file.
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
     for grant in &args.dirs {
-        entry.dirs.push(dir_grant(grant)?);
+        let mut grant = dir_grant(grant)?;
+        grant.host = cwd.join(&grant.host);
+        entry.dirs.push(grant);
     }
     for var in &args.env {
         let (name, value) = var
