@@ -3,9 +3,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Exported Functions from `flowhost:task/task@0.1.0`
+// Imported Functions from `flowhost:task/host@0.2.0`
 
-__attribute__((__weak__, __export_name__("cabi_post_flowhost:task/task@0.1.0#describe")))
+__attribute__((__import_module__("flowhost:task/host@0.2.0"), __import_name__("invocation")))
+extern void __wasm_import_flowhost_task_host_invocation(uint8_t *);
+
+__attribute__((__import_module__("flowhost:task/host@0.2.0"), __import_name__("progress")))
+extern void __wasm_import_flowhost_task_host_progress(float, int32_t, uint8_t *, size_t);
+
+__attribute__((__import_module__("flowhost:task/host@0.2.0"), __import_name__("log")))
+extern void __wasm_import_flowhost_task_host_log(int32_t, uint8_t *, size_t, uint8_t *, size_t);
+
+// Exported Functions from `flowhost:task/task@0.2.0`
+
+__attribute__((__weak__, __export_name__("cabi_post_flowhost:task/task@0.2.0#describe")))
 void __wasm_export_exports_flowhost_task_task_describe_post_return(uint8_t * arg0) {
   if ((*((size_t*) (arg0 + sizeof(void*)))) > 0) {
     free(*((uint8_t **) (arg0 + 0)));
@@ -54,7 +65,7 @@ void __wasm_export_exports_flowhost_task_task_describe_post_return(uint8_t * arg
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_flowhost:task/task@0.1.0#execute")))
+__attribute__((__weak__, __export_name__("cabi_post_flowhost:task/task@0.2.0#execute")))
 void __wasm_export_exports_flowhost_task_task_execute_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -86,10 +97,21 @@ void __wasm_export_exports_flowhost_task_task_execute_post_return(uint8_t * arg0
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_flowhost:task/task@0.1.0#revert")))
+__attribute__((__weak__, __export_name__("cabi_post_flowhost:task/task@0.2.0#revert")))
 void __wasm_export_exports_flowhost_task_task_revert_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
+      switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + sizeof(void*)))) {
+        case 0: {
+          break;
+        }
+        case 1: {
+          if ((*((size_t*) (arg0 + (3*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (arg0 + (2*sizeof(void*)))));
+          }
+          break;
+        }
+      }
       break;
     }
     case 1: {
@@ -131,6 +153,33 @@ static uint8_t RET_AREA[(12*sizeof(void*))];
 
 // Helper Functions
 
+void flowhost_task_host_invocation_info_free(flowhost_task_host_invocation_info_t *ptr) {
+  plugin_string_free(&ptr->run_id);
+  plugin_string_free(&ptr->task);
+}
+
+void plugin_option_string_free(plugin_option_string_t *ptr) {
+  if (ptr->is_some) {
+    plugin_string_free(&ptr->val);
+  }
+}
+
+void plugin_tuple2_string_string_free(plugin_tuple2_string_string_t *ptr) {
+  plugin_string_free(&ptr->f0);
+  plugin_string_free(&ptr->f1);
+}
+
+void plugin_list_tuple2_string_string_free(plugin_list_tuple2_string_string_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    plugin_tuple2_string_string_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      plugin_tuple2_string_string_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
 void plugin_list_string_free(plugin_list_string_t *ptr) {
   size_t list_len = ptr->len;
   if (list_len > 0) {
@@ -151,16 +200,9 @@ void exports_flowhost_task_task_task_info_free(exports_flowhost_task_task_task_i
   plugin_list_string_free(&ptr->provides);
 }
 
-void plugin_option_string_free(plugin_option_string_t *ptr) {
-  if (ptr->is_some) {
-    plugin_string_free(&ptr->val);
-  }
-}
-
 void exports_flowhost_task_task_task_error_free(exports_flowhost_task_task_task_error_t *ptr) {
   plugin_string_free(&ptr->code);
   plugin_string_free(&ptr->message);
-  plugin_option_string_free(&ptr->details);
 }
 
 void exports_flowhost_task_task_outcome_free(exports_flowhost_task_task_outcome_t *ptr) {
@@ -200,7 +242,7 @@ void exports_flowhost_task_task_list_flow_failure_free(exports_flowhost_task_tas
   }
 }
 
-void exports_flowhost_task_task_result_void_task_error_free(exports_flowhost_task_task_result_void_task_error_t *ptr) {
+void exports_flowhost_task_task_result_option_string_task_error_free(exports_flowhost_task_task_result_option_string_task_error_t *ptr) {
   if (!ptr->is_err) {
   } else {
     exports_flowhost_task_task_task_error_free(&ptr->val.err);
@@ -234,7 +276,44 @@ void plugin_string_free(plugin_string_t *ret) {
 
 // Component Adapters
 
-__attribute__((__export_name__("flowhost:task/task@0.1.0#describe")))
+void flowhost_task_host_invocation(flowhost_task_host_invocation_info_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(5*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_flowhost_task_host_invocation(ptr);
+  *ret = (flowhost_task_host_invocation_info_t) {
+    (plugin_string_t) (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) },
+    (plugin_string_t) (plugin_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) },
+    (uint32_t) (uint32_t) (*((int32_t*) (ptr + (4*sizeof(void*))))),
+  };
+}
+
+void flowhost_task_host_progress(float fraction, plugin_string_t *maybe_details) {
+  plugin_option_string_t details;
+  details.is_some = maybe_details != NULL;if (maybe_details) {
+    details.val = *maybe_details;
+  }
+  int32_t option;
+  uint8_t * option1;
+  size_t option2;
+  if ((details).is_some) {
+    const plugin_string_t *payload0 = &(details).val;
+    option = 1;
+    option1 = (uint8_t *) (*payload0).ptr;
+    option2 = (*payload0).len;
+  } else {
+    option = 0;
+    option1 = 0;
+    option2 = 0;
+  }
+  __wasm_import_flowhost_task_host_progress(fraction, option, option1, option2);
+}
+
+void flowhost_task_host_log(flowhost_task_host_level_t level, plugin_string_t *message, plugin_list_tuple2_string_string_t *fields) {
+  __wasm_import_flowhost_task_host_log((int32_t) level, (uint8_t *) (*message).ptr, (*message).len, (uint8_t *) (*fields).ptr, (*fields).len);
+}
+
+__attribute__((__export_name__("flowhost:task/task@0.2.0#describe")))
 uint8_t * __wasm_export_exports_flowhost_task_task_describe(void) {
   exports_flowhost_task_task_task_info_t ret;
   exports_flowhost_task_task_describe(&ret);
@@ -254,7 +333,7 @@ uint8_t * __wasm_export_exports_flowhost_task_task_describe(void) {
   return ptr;
 }
 
-__attribute__((__export_name__("flowhost:task/task@0.1.0#execute")))
+__attribute__((__export_name__("flowhost:task/task@0.2.0#execute")))
 uint8_t * __wasm_export_exports_flowhost_task_task_execute(uint8_t * arg, size_t arg0, uint8_t * arg1, size_t arg2) {
   plugin_string_t arg3 = (plugin_string_t) { (uint8_t*)(arg), (arg0) };
   plugin_string_t arg4 = (plugin_string_t) { (uint8_t*)(arg1), (arg2) };
@@ -291,7 +370,7 @@ uint8_t * __wasm_export_exports_flowhost_task_task_execute(uint8_t * arg, size_t
   return ptr;
 }
 
-__attribute__((__export_name__("flowhost:task/task@0.1.0#revert")))
+__attribute__((__export_name__("flowhost:task/task@0.2.0#revert")))
 uint8_t * __wasm_export_exports_flowhost_task_task_revert(uint8_t * arg, size_t arg0, uint8_t * arg1, size_t arg2, int32_t arg3, uint8_t * arg4, size_t arg5, uint8_t * arg6, size_t arg7, int32_t arg8, uint8_t * arg9, size_t arg10, uint8_t * arg11, size_t arg12) {
   exports_flowhost_task_task_outcome_t variant;
   variant.tag = arg3;
@@ -325,29 +404,41 @@ uint8_t * __wasm_export_exports_flowhost_task_task_revert(uint8_t * arg, size_t 
   plugin_string_t arg15 = (plugin_string_t) { (uint8_t*)(arg1), (arg2) };
   exports_flowhost_task_task_outcome_t arg16 = variant;
   exports_flowhost_task_task_list_flow_failure_t arg17 = (exports_flowhost_task_task_list_flow_failure_t) { (exports_flowhost_task_task_flow_failure_t*)(arg11), (arg12) };
-  exports_flowhost_task_task_result_void_task_error_t ret;
+  exports_flowhost_task_task_result_option_string_task_error_t ret;
+  plugin_option_string_t ok;
   exports_flowhost_task_task_task_error_t err;
-  ret.is_err = !exports_flowhost_task_task_revert(&arg14, &arg15, &arg16, &arg17, &err);
+  ret.is_err = !exports_flowhost_task_task_revert(&arg14, &arg15, &arg16, &arg17, &ok, &err);
   if (ret.is_err) {
     ret.val.err = err;
   }
+  if (!ret.is_err) {
+    ret.val.ok = ok;
+  }
   uint8_t *ptr = (uint8_t *) &RET_AREA;
   if ((ret).is_err) {
-    const exports_flowhost_task_task_task_error_t *payload18 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
-    *((size_t*)(ptr + (2*sizeof(void*)))) = ((*payload18).code).len;
-    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) ((*payload18).code).ptr;
-    *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload18).message).len;
-    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload18).message).ptr;
-    if (((*payload18).details).is_some) {
-      const plugin_string_t *payload20 = &((*payload18).details).val;
+    const exports_flowhost_task_task_task_error_t *payload20 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = ((*payload20).code).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) ((*payload20).code).ptr;
+    *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload20).message).len;
+    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload20).message).ptr;
+    if (((*payload20).details).is_some) {
+      const plugin_string_t *payload22 = &((*payload20).details).val;
       *((int8_t*)(ptr + (5*sizeof(void*)))) = 1;
-      *((size_t*)(ptr + (7*sizeof(void*)))) = (*payload20).len;
-      *((uint8_t **)(ptr + (6*sizeof(void*)))) = (uint8_t *) (*payload20).ptr;
+      *((size_t*)(ptr + (7*sizeof(void*)))) = (*payload22).len;
+      *((uint8_t **)(ptr + (6*sizeof(void*)))) = (uint8_t *) (*payload22).ptr;
     } else {
       *((int8_t*)(ptr + (5*sizeof(void*)))) = 0;
     }
   } else {
-    *((int8_t*)(ptr + 0)) = 0;
+    const plugin_option_string_t *payload = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
+    if ((*payload).is_some) {
+      const plugin_string_t *payload19 = &(*payload).val;
+      *((int8_t*)(ptr + sizeof(void*))) = 1;
+      *((size_t*)(ptr + (3*sizeof(void*)))) = (*payload19).len;
+      *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*payload19).ptr;
+    } else {
+      *((int8_t*)(ptr + sizeof(void*))) = 0;
+    }
   }
   return ptr;
 }

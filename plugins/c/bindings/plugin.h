@@ -14,6 +14,40 @@ typedef struct plugin_string_t {
   size_t len;
 } plugin_string_t;
 
+// Who is calling: for idempotency keys and for logs that name the run.
+typedef struct flowhost_task_host_invocation_info_t {
+  // The run's id (`flowhost call` makes one up per call).
+  plugin_string_t   run_id;
+  // The task entry's name in the flow.
+  plugin_string_t   task;
+  // Which attempt of this task this call belongs to, from 1.
+  uint32_t   attempt;
+} flowhost_task_host_invocation_info_t;
+
+// Severity of a log record.
+typedef uint8_t flowhost_task_host_level_t;
+
+#define FLOWHOST_TASK_HOST_LEVEL_TRACE 0
+#define FLOWHOST_TASK_HOST_LEVEL_DEBUG 1
+#define FLOWHOST_TASK_HOST_LEVEL_INFO 2
+#define FLOWHOST_TASK_HOST_LEVEL_WARN 3
+#define FLOWHOST_TASK_HOST_LEVEL_ERROR 4
+
+typedef struct {
+  bool is_some;
+  plugin_string_t val;
+} plugin_option_string_t;
+
+typedef struct {
+  plugin_string_t f0;
+  plugin_string_t f1;
+} plugin_tuple2_string_string_t;
+
+typedef struct {
+  plugin_tuple2_string_string_t *ptr;
+  size_t len;
+} plugin_list_tuple2_string_string_t;
+
 typedef struct {
   plugin_string_t *ptr;
   size_t len;
@@ -37,11 +71,6 @@ typedef struct exports_flowhost_task_task_task_info_t {
   // holding each of them.
   plugin_list_string_t   provides;
 } exports_flowhost_task_task_task_info_t;
-
-typedef struct {
-  bool is_some;
-  plugin_string_t val;
-} plugin_option_string_t;
 
 // Why a call failed, in a form both machines and people can use.
 typedef struct exports_flowhost_task_task_task_error_t {
@@ -91,22 +120,40 @@ typedef struct {
 typedef struct {
   bool is_err;
   union {
+    plugin_option_string_t ok;
     exports_flowhost_task_task_task_error_t err;
   } val;
-} exports_flowhost_task_task_result_void_task_error_t;
+} exports_flowhost_task_task_result_option_string_task_error_t;
 
-// Exported Functions from `flowhost:task/task@0.1.0`
+// Imported Functions from `flowhost:task/host@0.2.0`
+// The current call's invocation.
+extern void flowhost_task_host_invocation(flowhost_task_host_invocation_info_t *ret);
+// Reports how far the call has come: `fraction` from 0.0 to 1.0 (clamped),
+// with optional JSON text `details`. The host records the last report of
+// each call in the run's record and hands every report to its listeners.
+extern void flowhost_task_host_progress(float fraction, plugin_string_t *maybe_details);
+// Writes a structured log record, tagged with the task's name: the
+// operator's log gets the message with every field.
+extern void flowhost_task_host_log(flowhost_task_host_level_t level, plugin_string_t *message, plugin_list_tuple2_string_string_t *fields);
+
+// Exported Functions from `flowhost:task/task@0.2.0`
 void exports_flowhost_task_task_describe(exports_flowhost_task_task_task_info_t *ret);
 bool exports_flowhost_task_task_execute(plugin_string_t *args, plugin_string_t *config, plugin_string_t *ret, exports_flowhost_task_task_task_error_t *err);
-bool exports_flowhost_task_task_revert(plugin_string_t *args, plugin_string_t *config, exports_flowhost_task_task_outcome_t *outcome, exports_flowhost_task_task_list_flow_failure_t *failures, exports_flowhost_task_task_task_error_t *err);
+bool exports_flowhost_task_task_revert(plugin_string_t *args, plugin_string_t *config, exports_flowhost_task_task_outcome_t *outcome, exports_flowhost_task_task_list_flow_failure_t *failures, plugin_option_string_t *ret, exports_flowhost_task_task_task_error_t *err);
 
 // Helper Functions
+
+void flowhost_task_host_invocation_info_free(flowhost_task_host_invocation_info_t *ptr);
+
+void plugin_option_string_free(plugin_option_string_t *ptr);
+
+void plugin_tuple2_string_string_free(plugin_tuple2_string_string_t *ptr);
+
+void plugin_list_tuple2_string_string_free(plugin_list_tuple2_string_string_t *ptr);
 
 void plugin_list_string_free(plugin_list_string_t *ptr);
 
 void exports_flowhost_task_task_task_info_free(exports_flowhost_task_task_task_info_t *ptr);
-
-void plugin_option_string_free(plugin_option_string_t *ptr);
 
 void exports_flowhost_task_task_task_error_free(exports_flowhost_task_task_task_error_t *ptr);
 
@@ -118,7 +165,7 @@ void exports_flowhost_task_task_result_string_task_error_free(exports_flowhost_t
 
 void exports_flowhost_task_task_list_flow_failure_free(exports_flowhost_task_task_list_flow_failure_t *ptr);
 
-void exports_flowhost_task_task_result_void_task_error_free(exports_flowhost_task_task_result_void_task_error_t *ptr);
+void exports_flowhost_task_task_result_option_string_task_error_free(exports_flowhost_task_task_result_option_string_task_error_t *ptr);
 
 // Sets the string `ret` to reference the input string `s` without copying it
 void plugin_string_set(plugin_string_t *ret, const char*s);

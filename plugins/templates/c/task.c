@@ -93,8 +93,10 @@ bool exports_flowhost_task_task_execute(plugin_string_t *args, plugin_string_t *
 /* Nothing to undo: greeting has no side effects. */
 bool exports_flowhost_task_task_revert(plugin_string_t *args, plugin_string_t *config,
                                        exports_flowhost_task_task_outcome_t *outcome,
-                                       exports_flowhost_task_task_list_flow_failure_t *failures, task_error *err) {
+                                       exports_flowhost_task_task_list_flow_failure_t *failures,
+                                       plugin_option_string_t *ret, task_error *err) {
     (void)err;
+    ret->is_some = false; /* or: JSON text saying what was undone */
     plugin_string_free(args);
     plugin_string_free(config);
     exports_flowhost_task_task_outcome_free(outcome);
