@@ -46,7 +46,9 @@ pub use engine::{
     ValidationError,
 };
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
-pub use flow::{Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, TaskSpec};
+pub use flow::{
+    Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy, TaskSpec,
+};
 pub use runtime::{
     COMPILE_TARGET, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES, Pinned, Plugin, PluginError, Preopen,
     Sandbox, SetupError,

@@ -124,7 +124,7 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
         }
         RunsCommand::Show { id, json } => {
             let run = get(db.as_ref(), &id)?;
-            if json { print_json(&run)? } else { show(&run)? }
+            if json { print_json(&with_attempts(&run)?)? } else { show(&run)? }
         }
         RunsCommand::Fetch { id, name } => {
             let run = get(db.as_ref(), &id)?;
@@ -186,6 +186,17 @@ fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
     Ok(db.get(id)?.ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?)
 }
 
+/// The record as JSON with each task's `attempts` (read from its history) beside it.
+fn with_attempts(run: &RunRecord) -> anyhow::Result<Value> {
+    let mut value = serde_json::to_value(run)?;
+    if let Some(tasks) = value.get_mut("tasks").and_then(Value::as_array_mut) {
+        for (json, task) in tasks.iter_mut().zip(&run.tasks) {
+            json["attempts"] = serde_json::to_value(task.attempts())?;
+        }
+    }
+    Ok(value)
+}
+
 fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
@@ -208,6 +219,24 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
             .join("; revert: ");
         // Numbered from 1 for people, like `flowhost check`; `--json` keeps the 0-based index.
         outln!("{:<3} {:<28} {:<15} {ms:>12} {:>5}  {error}", task.index + 1, task.name, task.state.to_string(), task.executions)?;
+        let attempts = task.attempts();
+        // A task run once shows nothing more; a retried one (or one run again after a crash)
+        // lists each execution under its row.
+        if attempts.len() > 1 {
+            for attempt in &attempts {
+                let ms = attempt.duration_ms.map(|d| format!("{d:.1}")).unwrap_or_default();
+                let error = attempt.error.as_ref().map(ToString::to_string).unwrap_or_default();
+                let next = attempt.backoff_ms.map(|b| format!("; next attempt after {b:.0} ms")).unwrap_or_default();
+                outln!(
+                    "      attempt {:<3} {:<26} {ms:>12}        {error}{next}",
+                    attempt.attempt,
+                    format!("{} {}", attempt.started_at, attempt.state)
+                )?;
+            }
+        }
+        if let Some(due) = task.retry_at {
+            outln!("      next attempt due at unix time {due:.3}")?;
+        }
     }
     outln!()?;
     match &run.final_store {

@@ -447,7 +447,7 @@ impl Suite<'_> {
 
     async fn execute(&mut self, call: &str, sandbox: &Sandbox, args: &str, config: &str) -> Call {
         let started = Instant::now();
-        let result = self.plugin.execute(Invocation { task: LOG_NAME, sandbox, warm: None, args, config }).await;
+        let result = self.plugin.execute(Invocation { task: LOG_NAME, sandbox, warm: None, args, config, attempt: 1 }).await;
         self.time(call, started.elapsed(), &result);
         Call::from(result)
     }
@@ -466,7 +466,7 @@ impl Suite<'_> {
         };
         let started = Instant::now();
         let (args, config) = (json(&case.args), json(&case.config));
-        let invocation = Invocation { task: LOG_NAME, sandbox, warm: None, args: &args, config: &config };
+        let invocation = Invocation { task: LOG_NAME, sandbox, warm: None, args: &args, config: &config, attempt: 1 };
         let result = self.plugin.revert(invocation, outcome, &failures).await;
         self.time(call, started.elapsed(), &result);
         Call::from(result.map(|()| String::new()))

@@ -1,7 +1,7 @@
 //! Resume: where an interrupted run stood, as its journal recorded it, and how the state
 //! machine is put back there without executing a succeeded task again.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::LoadedFlow;
 use super::run::Run;
@@ -34,6 +34,10 @@ pub struct TaskCheckpoint {
     pub revert_error: Option<TaskError>,
     /// How long its execute took.
     pub duration: Duration,
+    /// The attempt last started, from 1 (0 before the first).
+    pub attempt: u32,
+    /// When its next attempt is due, when a failed attempt is to be retried.
+    pub retry_at: Option<SystemTime>,
 }
 
 /// A checkpoint that cannot be resumed, or a resumed run that stopped.
@@ -117,17 +121,34 @@ impl Run {
                 }
             }
             let record = &mut this.records[index];
-            // Caught RUNNING: it may have run partly, so it runs again from the start. Caught
-            // REVERTING: it is reverted again, so it goes back to what it was before.
+            // Between two attempts of a retried task: a failed attempt, a due time, and the
+            // flow still running.
+            let retrying = task.retry_at.is_some()
+                && checkpoint.state != FlowState::Reverting
+                && matches!(task.state, TaskState::Retrying | TaskState::Reverting | TaskState::Reverted);
+            // Caught RUNNING: it may have run partly, so it runs again from the start (the
+            // same attempt). Caught REVERTING: it is reverted again, so it goes back to what it
+            // was before.
             record.state = match task.state {
                 TaskState::Running => TaskState::Pending,
+                TaskState::Reverting if retrying => TaskState::Retrying,
                 TaskState::Reverting if task.error.is_some() => TaskState::Failure,
                 TaskState::Reverting => TaskState::Success,
                 state => state,
             };
+            record.attempt = match task.state {
+                TaskState::Running => task.attempt.saturating_sub(1),
+                _ => task.attempt,
+            };
             record.args = task.args.unwrap_or_default();
             record.outcome = if ran { task.outcome } else { None };
-            record.error = task.error;
+            // The error of an attempt to be retried is not the task's failure.
+            if retrying {
+                record.retry_at = task.retry_at;
+                record.attempt_error = task.error;
+            } else {
+                record.error = task.error;
+            }
             record.revert_error = task.revert_error;
             record.duration = task.duration;
         }

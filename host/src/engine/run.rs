@@ -7,6 +7,10 @@
 //! listener or the caller before it is recorded — and a task's SUCCESS and the next task's
 //! RUNNING cost one commit, not two. A failed commit stops the run at once: no further task
 //! executes or reverts.
+//!
+//! A failed attempt that the entry's retry policy tries again moves the task to RETRYING with
+//! the due time of the next attempt, which is committed before the pause begins: a run
+//! killed during the pause resumes it where it stood.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,6 +33,14 @@ pub(super) struct Record {
     pub(super) duration: Duration,
     pub(super) error: Option<TaskError>,
     pub(super) revert_error: Option<TaskError>,
+    /// The attempt last started, from 1; 0 before the first.
+    pub(super) attempt: u32,
+    /// When the next attempt is due, while the task is RETRYING (or reverted between
+    /// attempts).
+    pub(super) retry_at: Option<SystemTime>,
+    /// Why the last attempt failed, while another is to come: what a revert between attempts
+    /// hands the plugin as the flow's failure.
+    pub(super) attempt_error: Option<TaskError>,
 }
 
 /// What a task transition carries besides its states.
@@ -38,6 +50,16 @@ struct Detail {
     error: Option<TaskError>,
     args: Option<String>,
     outcome: Option<Outcome>,
+    /// The pause before the next attempt, on entering RETRYING.
+    retry_in: Option<Duration>,
+}
+
+/// How one attempt of `execute` failed: what its revert would get, why, and whether the
+/// plugin was called at all.
+struct Failed {
+    outcome: Option<Outcome>,
+    error: TaskError,
+    called: bool,
 }
 
 /// One execution of a loaded flow.
@@ -68,6 +90,9 @@ impl Run {
                 duration: Duration::ZERO,
                 error: None,
                 revert_error: None,
+                attempt: 0,
+                retry_at: None,
+                attempt_error: None,
             })
             .collect();
         Self {
@@ -85,13 +110,8 @@ impl Run {
         self.records.iter().enumerate().find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
     }
 
-    fn emit(&mut self, transition: Transition) {
-        self.pending.push(Event {
-            run_id: self.loaded.id.clone(),
-            flow: self.loaded.flow.clone(),
-            at: SystemTime::now(),
-            transition,
-        });
+    fn emit(&mut self, transition: Transition, at: SystemTime) {
+        self.pending.push(Event { run_id: self.loaded.id.clone(), flow: self.loaded.flow.clone(), at, transition });
     }
 
     /// Journals the pending transitions in one commit, then tells the listeners. Called
@@ -117,7 +137,7 @@ impl Run {
     fn flow_to(&mut self, to: FlowState) {
         let from = self.state;
         let store = to.is_finished().then(|| self.store.clone());
-        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store });
+        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store }, SystemTime::now());
         self.state = to;
     }
 
@@ -131,9 +151,14 @@ impl Run {
         if from == TaskState::Running {
             record.duration = duration;
         }
+        let attempt = record.attempt;
+        let Detail { result, error, args, outcome, retry_in } = detail;
+        // The due time is exactly the transition's time plus the pause, as journaled.
+        let at = SystemTime::now();
+        let retry_at = retry_in.map(|pause| at + pause);
+        record.retry_at = retry_at.or(record.retry_at.filter(|_| to != TaskState::Running));
         let task = self.loaded.tasks[index].name.clone();
-        let Detail { result, error, args, outcome } = detail;
-        self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome });
+        self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at }, at);
     }
 
     /// Runs (or goes on running) to the end, or until the journal fails. Everything logged
@@ -167,22 +192,106 @@ impl Run {
     /// Executes every task not yet done, in order, up to the first failure.
     async fn execute_tasks(&mut self) -> Result<Option<(usize, TaskError)>, RunError> {
         for index in 0..self.loaded.tasks.len() {
-            match self.records[index].state {
-                TaskState::Pending => {
-                    if let Some(error) = self.execute_task(index).await? {
-                        return Ok(Some((index, error)));
-                    }
-                }
-                TaskState::Success => {}
+            let record = &self.records[index];
+            let between_attempts = record.retry_at.is_some() && record.state == TaskState::Reverted;
+            match record.state {
+                TaskState::Pending | TaskState::Retrying => {}
+                _ if between_attempts => {}
+                TaskState::Success => continue,
                 // Resumed after a failure was recorded but before the revert began.
                 _ => return Ok(self.failure()),
+            }
+            if let Some(error) = self.execute_task(index).await? {
+                return Ok(Some((index, error)));
             }
         }
         Ok(None)
     }
 
-    /// Executes one task; `Some(error)` when it failed.
+    /// Executes one task, trying again as its retry policy allows; `Some(error)` when its
+    /// last attempt failed. Picks up where a resumed run stood: in a pause between attempts,
+    /// or with a failed attempt still to revert.
     async fn execute_task(&mut self, index: usize) -> Result<Option<TaskError>, RunError> {
+        loop {
+            if self.records[index].state == TaskState::Retrying {
+                if self.loaded.tasks[index].retry.revert_between
+                    && let Some(error) = self.revert_attempt(index).await?
+                {
+                    return Ok(Some(error));
+                }
+                self.wait_for_retry(index).await?;
+            } else if self.records[index].state == TaskState::Reverted {
+                self.wait_for_retry(index).await?;
+            }
+            let attempt = self.records[index].attempt + 1;
+            let Err(Failed { outcome, error, called }) = self.attempt(index, attempt).await? else {
+                return Ok(None);
+            };
+            // A plugin that was never called did nothing another attempt could change.
+            let delay = called.then(|| self.loaded.tasks[index].retry.delay_after(attempt, &error.code)).flatten();
+            match delay {
+                Some(delay) => {
+                    let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
+                    let detail = Detail {
+                        error: Some(error.clone()),
+                        outcome: Some(outcome.clone()),
+                        retry_in: Some(delay),
+                        ..Detail::default()
+                    };
+                    self.task_to(index, TaskState::Retrying, detail);
+                    let record = &mut self.records[index];
+                    record.outcome = Some(outcome);
+                    record.attempt_error = Some(error);
+                }
+                None if called => return Ok(Some(self.fail(index, outcome, error))),
+                None => return Ok(Some(self.fail_uncalled(index, error))),
+            }
+        }
+    }
+
+    /// Reverts a failed attempt before the next one (`revert_between`). `Some(error)` when the
+    /// revert failed: the attempt's effects stay, so no further attempt is made and the flow
+    /// reverts with the attempt's error.
+    async fn revert_attempt(&mut self, index: usize) -> Result<Option<TaskError>, RunError> {
+        let record = &self.records[index];
+        let (Some(outcome), Some(attempt_error)) = (record.outcome.clone(), record.attempt_error.clone()) else {
+            return Ok(None);
+        };
+        self.task_to(index, TaskState::Reverting, Detail::default());
+        self.flush().await?;
+        let task = &self.loaded.tasks[index];
+        let failures = vec![(task.name.clone(), attempt_error.clone())];
+        match task.revert(&self.records[index].args, &outcome, &failures).await {
+            Ok(()) => {
+                self.task_to(index, TaskState::Reverted, Detail::default());
+                Ok(None)
+            }
+            Err(error) => {
+                self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
+                let record = &mut self.records[index];
+                record.revert_error = Some(error);
+                record.error = Some(attempt_error.clone());
+                record.retry_at = None;
+                Ok(Some(attempt_error))
+            }
+        }
+    }
+
+    /// Journals where the task stands, then waits until its next attempt is due. The due
+    /// time is wall-clock time from the journal, so a resumed run waits only what is left.
+    async fn wait_for_retry(&mut self, index: usize) -> Stopped {
+        self.flush().await?;
+        if let Some(due) = self.records[index].retry_at {
+            let left = due.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        Ok(())
+    }
+
+    /// Runs attempt `attempt` of a task: RUNNING, the call, then SUCCESS with its results in
+    /// the store. A failed attempt is returned without a transition: whether it is retried
+    /// is the caller's decision.
+    async fn attempt(&mut self, index: usize, attempt: u32) -> Result<Result<(), Failed>, RunError> {
         let task = &self.loaded.tasks[index];
         let args = task
             .binding
@@ -194,17 +303,21 @@ impl Run {
             .map(|args| args.to_string())
             .and_then(|args| task.sandbox.limits.check_args(&args).map(|()| args));
         let detail = Detail { args: args.as_ref().ok().cloned(), ..Detail::default() };
+        let record = &mut self.records[index];
+        record.attempt = attempt;
+        record.attempt_error = None;
+        record.outcome = None;
         self.task_to(index, TaskState::Running, detail);
         let args = match args {
             Ok(args) => args,
-            Err(error) => return Ok(Some(self.fail_uncalled(index, error))),
+            Err(error) => return Ok(Err(Failed { outcome: None, error, called: false })),
         };
         self.records[index].args = args;
         self.flush().await?;
         let task = &self.loaded.tasks[index];
-        let text = match task.execute(&self.records[index].args).await {
+        let text = match task.execute(&self.records[index].args, attempt).await {
             Ok(text) => text,
-            Err(error) => return Ok(Some(self.fail(index, None, error))),
+            Err(error) => return Ok(Err(Failed { outcome: None, error, called: true })),
         };
         let stored = serde_json::from_str::<Value>(&text)
             .map_err(|e| HostFault::InvalidResult.error(format!("result is not valid JSON: {e}")))
@@ -218,10 +331,10 @@ impl Run {
                     self.store.insert(name, value);
                 }
                 self.records[index].outcome = Some(outcome);
-                Ok(None)
+                Ok(Ok(()))
             }
             // The task did run: its revert gets the raw result to undo whatever it did.
-            Err(error) => Ok(Some(self.fail(index, Some(Outcome::Result(text)), error))),
+            Err(error) => Ok(Err(Failed { outcome: Some(Outcome::Result(text)), error, called: true })),
         }
     }
 
@@ -298,6 +411,7 @@ impl Run {
                 duration: record.duration,
                 error: record.error,
                 revert_error: record.revert_error,
+                attempts: record.attempt,
                 limits: task.sandbox.limits,
             })
             .collect();

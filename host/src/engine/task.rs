@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::contract::{Outcome, TaskError};
-use crate::flow::TaskSpec;
+use crate::flow::{RetryPolicy, TaskSpec};
 use crate::runtime::{Invocation, Plugin, Sandbox, WarmPool};
 use crate::store::Binding;
 
@@ -18,6 +18,8 @@ pub(crate) struct BoundTask {
     pub(crate) sandbox: Sandbox,
     /// The warm instances this entry's calls use, when it reuses instances.
     warm: Option<Arc<WarmPool>>,
+    /// When a failed execute is tried again.
+    pub(crate) retry: RetryPolicy,
 }
 
 impl BoundTask {
@@ -27,13 +29,15 @@ impl BoundTask {
         binding: Binding,
         sandbox: Sandbox,
         warm: Option<Arc<WarmPool>>,
+        retry: RetryPolicy,
     ) -> Self {
-        Self { name: spec.name.clone(), config: spec.config.to_string(), plugin, binding, sandbox, warm }
+        Self { name: spec.name.clone(), config: spec.config.to_string(), plugin, binding, sandbox, warm, retry }
     }
 
-    /// Calls `execute` with these arguments (a JSON object's text); returns the raw result.
-    pub(crate) async fn execute(&self, args: &str) -> Result<String, TaskError> {
-        self.plugin.execute(self.invocation(args)).await
+    /// Calls `execute` with these arguments (a JSON object's text) as attempt `attempt`
+    /// (from 1) of this task in its run; returns the raw result.
+    pub(crate) async fn execute(&self, args: &str, attempt: u32) -> Result<String, TaskError> {
+        self.plugin.execute(Invocation { attempt, ..self.invocation(args) }).await
     }
 
     /// Calls `revert` with the arguments `execute` had, its outcome and the flow's failures.
@@ -47,6 +51,6 @@ impl BoundTask {
     }
 
     fn invocation<'a>(&'a self, args: &'a str) -> Invocation<'a> {
-        Invocation { task: &self.name, sandbox: &self.sandbox, warm: self.warm.as_deref(), args, config: &self.config }
+        Invocation { task: &self.name, sandbox: &self.sandbox, warm: self.warm.as_deref(), args, config: &self.config, attempt: 1 }
     }
 }

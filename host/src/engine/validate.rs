@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::task::BoundTask;
 use crate::contract::{TaskInfo, escape};
-use crate::flow::{FlowSpec, Instances, TaskSpec};
+use crate::flow::{FlowSpec, Instances, Retry, TaskSpec};
 use crate::runtime::{EPOCH_TICK, Plugin, PluginError, Runtime, Sandbox};
 use crate::store::{Binding, Store, quoted};
 
@@ -108,6 +108,7 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
         report(None, vec![Finding::anywhere("the flow has no tasks")]);
     }
     report(None, check_name("flow", &flow.name).map(|m| Finding::at("name", m)).into_iter().collect());
+    report(None, check_retry(flow.retry.as_ref()));
     let mut host_unavailable = false;
     let mut sources = Sources::new(&initial);
     // Without a plugin's declaration, later "missing name" findings could be false.
@@ -124,6 +125,7 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
         report(task, grant_problems.into_iter().map(Finding::anywhere).collect());
         report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
         report(task, check_limits(&sandbox));
+        report(task, check_retry(spec.retry.as_ref()));
         let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
             Ok(plugin) => plugin,
             Err(error) => {
@@ -145,7 +147,7 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
         }
         report(task, check_provides(&binding, &spec.name, &mut sources));
         let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
-        tasks.push(BoundTask::new(spec, plugin, binding, sandbox, warm));
+        tasks.push(BoundTask::new(spec, plugin, binding, sandbox, warm, flow.retry_policy(spec)));
     }
     if !problems.is_empty() {
         return Err(ValidationError { flow: flow.name.clone(), problems, host_unavailable });
@@ -184,6 +186,12 @@ fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<F
         problems.push(Finding::at("config", "`config` must be a table (a JSON object)"));
     }
     problems
+}
+
+/// A retry policy that cannot work as written (no attempt, a shrinking backoff, `on` and
+/// `except` together), on an entry or the flow.
+fn check_retry(retry: Option<&Retry>) -> Vec<Finding> {
+    retry.map(Retry::problems).unwrap_or_default().into_iter().map(|(field, message)| Finding::at(field, message)).collect()
 }
 
 /// Limits under which no call can succeed — not even a revert, so a run would fail and then

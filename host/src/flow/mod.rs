@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod limits;
+mod retry;
 
 pub use limits::{EffectiveLimits, Limits};
+pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
 
 /// A flow file could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,10 @@ pub struct FlowSpec {
     /// Default limits for every task entry that does not set its own.
     #[serde(default)]
     pub limits: Limits,
+    /// Default retry policy for every entry; an entry's `retry` fields win over it. No
+    /// retry when neither sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
     /// The task entries, run in this order.
     #[serde(default, rename = "task")]
     pub tasks: Vec<TaskSpec>,
@@ -93,6 +99,10 @@ pub struct TaskSpec {
     /// Whether calls get a fresh instance (the default) or reuse warm ones.
     #[serde(default)]
     pub instances: Instances,
+    /// How often a failed execute is tried again before the flow reverts; unset fields fall
+    /// back to the flow's `[retry]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
 }
 
 /// How a task entry's calls get their instance.
@@ -144,6 +154,7 @@ impl FlowSpec {
             name: name.into(),
             store: BTreeMap::new(),
             limits: Limits::default(),
+            retry: None,
             tasks: Vec::new(),
             base_dir: PathBuf::new(),
         }
@@ -167,6 +178,21 @@ impl FlowSpec {
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Sets the default retry policy of every entry.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The retry policy entry `task` runs under: its own fields, then the flow's, then the
+    /// defaults; one attempt when neither sets a policy.
+    pub fn retry_policy(&self, task: &TaskSpec) -> RetryPolicy {
+        match (&task.retry, &self.retry) {
+            (None, None) => RetryPolicy::none(),
+            (own, flow) => own.clone().unwrap_or_default().over(&flow.clone().unwrap_or_default()).effective(),
+        }
     }
 
     /// Reads and parses a flow file; relative paths in it then resolve against its folder.
@@ -216,7 +242,14 @@ impl TaskSpec {
             env_set: BTreeMap::new(),
             limits: Limits::default(),
             instances: Instances::Fresh,
+            retry: None,
         }
+    }
+
+    /// Sets this entry's retry policy (unset fields fall back to the flow's).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
+        self
     }
 
     /// Sets how calls get their instance (fresh by default).

@@ -331,8 +331,59 @@ pub struct TaskRecord {
     pub executions: u32,
     /// How many times revert started.
     pub reverts: u32,
+    /// The attempt last started, from 1 (0 before the first); above 1 when its retry policy
+    /// tried again.
+    pub attempt: u32,
+    /// When its next attempt is due (unix seconds), while it waits to be retried.
+    pub retry_at: Option<f64>,
     /// Every state change, oldest first.
     pub history: Vec<StateChange>,
+}
+
+/// One execution of a task, as its transitions recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// From 1.
+    pub attempt: u32,
+    /// When it started (UTC, ISO 8601).
+    pub started_at: String,
+    /// How it ended: SUCCESS, FAILURE or RETRYING; RUNNING while (or when a crash left it)
+    /// unfinished.
+    pub state: TaskState,
+    /// How long it ran, in milliseconds, once it ended.
+    pub duration_ms: Option<f64>,
+    /// Why it failed.
+    pub error: Option<TaskError>,
+    /// The pause before the next attempt, in milliseconds, when it was retried.
+    pub backoff_ms: Option<f64>,
+}
+
+impl TaskRecord {
+    /// Every execution, in order, read from the history: an execution repeated after a crash
+    /// caught it RUNNING appears twice under one attempt number.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        let mut attempts: Vec<Attempt> = Vec::new();
+        for change in &self.history {
+            if change.to == TaskState::Running {
+                attempts.push(Attempt {
+                    attempt: change.attempt.unwrap_or(attempts.len() as u32 + 1),
+                    started_at: change.at.clone(),
+                    state: TaskState::Running,
+                    duration_ms: None,
+                    error: None,
+                    backoff_ms: None,
+                });
+            } else if change.from == TaskState::Running
+                && let Some(last) = attempts.last_mut()
+            {
+                last.state = change.to;
+                last.duration_ms = Some(change.duration_ms);
+                last.error = change.error.clone();
+                last.backoff_ms = change.backoff_ms;
+            }
+        }
+        attempts
+    }
 }
 
 /// One recorded transition of a task.
@@ -346,6 +397,12 @@ pub struct StateChange {
     pub at: String,
     /// Time spent in the previous state, in milliseconds.
     pub duration_ms: f64,
+    /// The attempt it belongs to, from 1 (recorded since schema 3).
+    pub attempt: Option<u32>,
+    /// The error it carries, on FAILURE, RETRYING and REVERT_FAILURE.
+    pub error: Option<TaskError>,
+    /// On RETRYING: the pause until the next attempt is due, in milliseconds.
+    pub backoff_ms: Option<f64>,
 }
 
 impl RunRecord {
@@ -364,6 +421,11 @@ impl RunRecord {
                     error: t.error.clone(),
                     revert_error: t.revert_error.clone(),
                     duration: Duration::from_secs_f64(t.duration_ms.unwrap_or(0.0).max(0.0) / 1000.0),
+                    attempt: t.attempt,
+                    retry_at: t
+                        .retry_at
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s)),
                 })
                 .collect(),
         }

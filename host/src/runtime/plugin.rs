@@ -41,6 +41,8 @@ pub(crate) struct Invocation<'a> {
     pub(crate) args: &'a str,
     /// The entry's config object's JSON text.
     pub(crate) config: &'a str,
+    /// Which attempt of the task this call is, from 1 (more under a retry policy).
+    pub(crate) attempt: u32,
 }
 
 /// A compiled, pre-linked and described task component.
@@ -134,7 +136,10 @@ impl Plugin {
     /// Runs `execute` on a fresh instance, or a warm one from the entry's pool; any trap,
     /// deadline or cap becomes a [`TaskError`].
     pub(crate) async fn execute(&self, call: Invocation<'_>) -> Result<String, TaskError> {
-        let Invocation { task, sandbox, warm, args, config } = call;
+        let Invocation { task, sandbox, warm, args, config, attempt } = call;
+        if attempt > 1 {
+            tracing::debug!("task `{}` execute, attempt {attempt}", escape(task));
+        }
         let site = Site::Execute(task);
         let called = self
             .call(Some(task), sandbox, warm, &site, async |live: &mut Live| {
@@ -155,7 +160,7 @@ impl Plugin {
         outcome: &Outcome,
         failures: &[(String, TaskError)],
     ) -> Result<(), TaskError> {
-        let Invocation { task, sandbox, warm, args, config } = call;
+        let Invocation { task, sandbox, warm, args, config, .. } = call;
         let outcome = match outcome {
             Outcome::Result(json) => wit::Outcome::Result(json.clone()),
             Outcome::Error(error) => wit::Outcome::Error(to_wit(error)),

@@ -47,6 +47,13 @@ pub(super) enum Write {
         revert_ms: Option<f64>,
         /// A line for the run's exit reason, when the transition is a failure.
         reason: Option<String>,
+        attempt: u32,
+        /// The error the transition carries, whichever call it came from.
+        carried: Option<String>,
+        /// Unix seconds, on RETRYING.
+        retry_at: Option<f64>,
+        /// The pause until `retry_at`, in milliseconds.
+        backoff_ms: Option<f64>,
     },
 }
 
@@ -71,7 +78,8 @@ impl Write {
                     _ => None,
                 },
             },
-            Transition::Task { task, index, from, to, duration, result, error, args, outcome } => {
+            Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at } => {
+                let carried = error.as_ref().map(json);
                 let (error, revert_error) = match to {
                     TaskState::RevertFailure => (None, error.as_ref()),
                     _ => (error.as_ref(), None),
@@ -102,6 +110,10 @@ impl Write {
                     run_ms,
                     revert_ms,
                     reason,
+                    attempt: *attempt,
+                    carried,
+                    retry_at: retry_at.map(seconds),
+                    backoff_ms: retry_at.map(|due| millis(due.duration_since(event.at).unwrap_or_default())),
                 }
             }
         }
@@ -144,19 +156,41 @@ impl Write {
                 run_ms,
                 revert_ms,
                 reason,
+                attempt,
+                carried,
+                retry_at,
+                backoff_ms,
             } => {
+                // A new attempt starts clean: the error and due time of the one before belong
+                // to the history, not to the task's standing.
                 tx.prepare_cached(
                     "UPDATE tasks SET state = ?3,
                        args = COALESCE(?4, args), outcome = COALESCE(?5, outcome),
-                       result = COALESCE(?6, result), error = COALESCE(?7, error),
+                       result = COALESCE(?6, result),
+                       error = CASE WHEN ?3 = 'RUNNING' THEN NULL ELSE COALESCE(?7, error) END,
                        revert_error = COALESCE(?8, revert_error),
                        duration_ms = COALESCE(?9, duration_ms),
                        revert_duration_ms = COALESCE(?10, revert_duration_ms),
                        executions = executions + (?3 = 'RUNNING'),
-                       reverts = reverts + (?3 = 'REVERTING')
+                       reverts = reverts + (?3 = 'REVERTING'),
+                       attempt = ?11,
+                       retry_at = CASE WHEN ?3 = 'RUNNING' THEN NULL ELSE COALESCE(?12, retry_at) END
                      WHERE run_id = ?1 AND idx = ?2",
                 )?
-                .execute(params![run_id, index, to, args, outcome, result, error, revert_error, run_ms, revert_ms])?;
+                .execute(params![
+                    run_id,
+                    index,
+                    to,
+                    args,
+                    outcome,
+                    result,
+                    error,
+                    revert_error,
+                    run_ms,
+                    revert_ms,
+                    attempt,
+                    retry_at
+                ])?;
                 if let Some(reason) = reason {
                     tx.prepare_cached(&format!(
                         "UPDATE runs SET updated_at = {t},
@@ -167,11 +201,11 @@ impl Write {
                     .execute(params![run_id, at, reason])?;
                 }
                 tx.prepare_cached(&format!(
-                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7)",
+                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms, attempt, error, retry_at, backoff_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7, ?8, ?9, ?10, ?11)",
                     t = ts(6)
                 ))?
-                .execute(params![run_id, index, task, from, to, at, duration_ms])?;
+                .execute(params![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms])?;
             }
         }
         Ok(())

@@ -24,7 +24,11 @@ use crate::events::{Event, FlowState};
 const APPLICATION_ID: i64 = 0x464C_5748;
 
 /// Schema migrations; the database's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_leases.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_leases.sql"),
+    include_str!("migrations/0003_attempts.sql"),
+];
 
 use journal::{Batch, GroupCommit, Write};
 
@@ -381,8 +385,8 @@ impl RunDb for SqliteRunDb {
                 .optional()?;
             let Some((summary, origin, initial_store, final_store)) = run else { return Ok(None) };
             let mut history = conn.prepare(
-                "SELECT task_idx, from_state, to_state, at, duration_ms FROM transitions
-                 WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
+                "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms
+                 FROM transitions WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
             )?;
             let changes: Vec<(usize, StateChange)> = history
                 .query_map([id], |row| {
@@ -393,13 +397,17 @@ impl RunDb for SqliteRunDb {
                             to: state(2, row.get(2)?)?,
                             at: row.get(3)?,
                             duration_ms: row.get(4)?,
+                            attempt: row.get(5)?,
+                            error: parse(6, row.get(6)?)?,
+                            backoff_ms: row.get(7)?,
                         },
                     ))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut tasks = conn.prepare(
                 "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                        revert_duration_ms, executions, reverts FROM tasks WHERE run_id = ?1 ORDER BY idx",
+                        revert_duration_ms, executions, reverts, attempt, retry_at
+                 FROM tasks WHERE run_id = ?1 ORDER BY idx",
             )?;
             let tasks = tasks
                 .query_map([id], |row| {
@@ -417,6 +425,8 @@ impl RunDb for SqliteRunDb {
                         revert_duration_ms: row.get(9)?,
                         executions: row.get(10)?,
                         reverts: row.get(11)?,
+                        attempt: row.get(12)?,
+                        retry_at: row.get(13)?,
                         history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
                     })
                 })?
