@@ -191,7 +191,11 @@ impl FlowSpec {
     pub fn retry_policy(&self, task: &TaskSpec) -> RetryPolicy {
         match (&task.retry, &self.retry) {
             (None, None) => RetryPolicy::none(),
-            (own, flow) => own.clone().unwrap_or_default().over(&flow.clone().unwrap_or_default()).effective(),
+            (own, flow) => own
+                .clone()
+                .unwrap_or_default()
+                .over(&flow.clone().unwrap_or_default())
+                .effective(),
         }
     }
 
@@ -223,7 +227,11 @@ impl FlowSpec {
 
     /// Resolves a path from the flow file against the flow's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
     }
 }
 
@@ -283,8 +291,17 @@ impl TaskSpec {
     }
 
     /// Grants the task a host directory at `guest`.
-    pub fn grant_dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>, mode: Access) -> Self {
-        self.dirs.push(DirGrant { host: host.into(), guest: guest.into(), mode });
+    pub fn grant_dir(
+        mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<String>,
+        mode: Access,
+    ) -> Self {
+        self.dirs.push(DirGrant {
+            host: host.into(),
+            guest: guest.into(),
+            mode,
+        });
         self
     }
 
