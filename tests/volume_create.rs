@@ -13,17 +13,9 @@ fn example() -> (tempfile::TempDir, PathBuf) {
     let flow = dir.path().join("flow.toml");
     std::fs::copy(repo_root().join("examples/volume-create/flow.toml"), &flow).expect("copy flow");
     std::fs::create_dir(dir.path().join("state")).expect("state dir");
-    let built = plugin("quota_reserve")
-        .parent()
-        .expect("plugin dir")
-        .display()
-        .to_string();
+    let built = plugin("quota_reserve").parent().expect("plugin dir").display().to_string();
     let text = std::fs::read_to_string(&flow).expect("read flow");
-    std::fs::write(
-        &flow,
-        text.replace("../../plugins/target/wasm32-wasip2/release", &built),
-    )
-    .expect("write flow");
+    std::fs::write(&flow, text.replace("../../plugins/target/wasm32-wasip2/release", &built)).expect("write flow");
     (dir, flow)
 }
 
@@ -38,56 +30,32 @@ fn transitions(output: &Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stderr)
         .lines()
         .filter_map(|line| {
-            let words: Vec<&str> = line[line.find("task `")?..]
-                .split_whitespace()
-                .take(5)
-                .collect();
+            let words: Vec<&str> = line[line.find("task `")?..].split_whitespace().take(5).collect();
             Some(words.join(" ").trim_end_matches(':').to_owned())
         })
         .collect()
 }
 
 fn json_stdout(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read state file"))
-        .expect("state file is JSON")
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read state file")).expect("state file is JSON")
 }
 
-const TASKS: [&str; 5] = [
-    "extract_volume_request",
-    "quota_reserve",
-    "entry_create",
-    "quota_commit",
-    "volume_cast",
-];
+const TASKS: [&str; 5] = ["extract_volume_request", "quota_reserve", "entry_create", "quota_commit", "volume_cast"];
 
 #[test]
 fn creating_a_volume_runs_every_task_in_order_and_prints_the_volume() {
     let (dir, flow) = example();
     let out = flowhost(&flow, &["--fetch", "volume"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
 
     let expected: Vec<String> = TASKS
         .iter()
-        .flat_map(|t| {
-            [
-                format!("task `{t}` PENDING -> RUNNING"),
-                format!("task `{t}` RUNNING -> SUCCESS"),
-            ]
-        })
+        .flat_map(|t| [format!("task `{t}` PENDING -> RUNNING"), format!("task `{t}` RUNNING -> SUCCESS")])
         .collect();
     assert_eq!(transitions(&out), expected);
 
@@ -101,10 +69,7 @@ fn creating_a_volume_runs_every_task_in_order_and_prints_the_volume() {
     let id = volume["id"].as_str().expect("volume has an id");
 
     let state = dir.path().join("state");
-    assert_eq!(
-        read_json(&state.join(format!("volumes/{id}.json")))["size"],
-        10
-    );
+    assert_eq!(read_json(&state.join(format!("volumes/{id}.json")))["size"], 10);
     let request = read_json(&state.join(format!("scheduler/{id}.json")));
     assert_eq!(request["volume_id"], id);
     let ledger = read_json(&state.join("quota.json"));
@@ -117,56 +82,24 @@ fn creating_a_volume_runs_every_task_in_order_and_prints_the_volume() {
 fn a_refusing_zone_reverts_every_task_in_reverse_and_restores_the_files() {
     let (dir, flow) = example();
     let first = flowhost(&flow, &[]);
-    assert_eq!(
-        first.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
     let state = dir.path().join("state");
     let before = snapshot(&state);
 
-    let out = flowhost(
-        &flow,
-        &["--store", "raw_availability_zone=az-down", "--json"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = flowhost(&flow, &["--store", "raw_availability_zone=az-down", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
 
     let report = json_stdout(&out);
     assert_eq!(report["state"], "REVERTED");
-    let states: Vec<&str> = report["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
+    let states: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["REVERTED"; 5]);
     assert_eq!(report["tasks"][4]["error"]["code"], "zone-unavailable");
-    assert!(
-        report["store"].get("volume").is_none(),
-        "a reverted volume must not be in the final store"
-    );
+    assert!(report["store"].get("volume").is_none(), "a reverted volume must not be in the final store");
 
-    let reverts: Vec<String> = transitions(&out)
-        .into_iter()
-        .filter(|t| t.ends_with("-> REVERTED"))
-        .collect();
-    let expected: Vec<String> = TASKS
-        .iter()
-        .rev()
-        .map(|t| format!("task `{t}` REVERTING -> REVERTED"))
-        .collect();
+    let reverts: Vec<String> = transitions(&out).into_iter().filter(|t| t.ends_with("-> REVERTED")).collect();
+    let expected: Vec<String> = TASKS.iter().rev().map(|t| format!("task `{t}` REVERTING -> REVERTED")).collect();
     assert_eq!(reverts, expected);
-    assert_eq!(
-        snapshot(&state),
-        before,
-        "a reverted run must leave the ledger and volume files as they were"
-    );
+    assert_eq!(snapshot(&state), before, "a reverted run must leave the ledger and volume files as they were");
 }
 
 #[test]
@@ -178,44 +111,18 @@ fn a_size_over_quota_fails_at_the_reservation_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let report = json_stdout(&out);
     assert_eq!(report["tasks"][1]["error"]["code"], "over-quota");
-    assert_eq!(
-        report["tasks"][2]["state"], "PENDING",
-        "nothing after the failed task runs"
-    );
-    let after: Vec<_> = snapshot(&state)
-        .into_iter()
-        .filter(|(p, _)| p != Path::new("quota.json"))
-        .collect();
+    assert_eq!(report["tasks"][2]["state"], "PENDING", "nothing after the failed task runs");
+    let after: Vec<_> = snapshot(&state).into_iter().filter(|(p, _)| p != Path::new("quota.json")).collect();
     assert_eq!(after, before, "no volume or scheduler file may be left");
 }
 
 #[test]
 fn fetching_a_name_that_was_reverted_says_so_and_keeps_stdout_json() {
     let (_dir, flow) = example();
-    let out = flowhost(
-        &flow,
-        &[
-            "--store",
-            "raw_availability_zone=az-down",
-            "--fetch",
-            "volume",
-            "--fetch",
-            "size",
-        ],
-    );
+    let out = flowhost(&flow, &["--store", "raw_availability_zone=az-down", "--fetch", "volume", "--fetch", "size"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        json_stdout(&out),
-        serde_json::json!({ "volume": null, "size": null }),
-        "stdout stays machine-readable"
-    );
+    assert_eq!(json_stdout(&out), serde_json::json!({ "volume": null, "size": null }), "stdout stays machine-readable");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("`volume` was reverted: task `entry_create` stored it, then was reverted"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("`size` was reverted: task `extract_volume_request`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("`volume` was reverted: task `entry_create` stored it, then was reverted"), "{stderr}");
+    assert!(stderr.contains("`size` was reverted: task `extract_volume_request`"), "{stderr}");
 }

@@ -10,6 +10,7 @@
 //! restore of a recorded run.
 
 mod batch;
+mod graph;
 mod journal;
 mod report;
 mod resume;
@@ -57,10 +58,7 @@ impl Engine {
 
     /// Sets up an engine with these settings (cache directory, pooling, fuel).
     pub fn with_config(config: &EngineConfig) -> Result<Self, SetupError> {
-        Ok(Self {
-            runtime: Arc::new(Runtime::with_config(config)?),
-            listeners: Vec::new(),
-        })
+        Ok(Self { runtime: Arc::new(Runtime::with_config(config)?), listeners: Vec::new() })
     }
 
     /// Where compiled components are cached, if anywhere.
@@ -104,10 +102,7 @@ impl Engine {
     /// (the loads are kept for the runs); an unloadable one is a problem of the flow. Lets a
     /// caller check names before any run starts, when the initial stores are not known yet
     /// (a batch).
-    pub async fn provided_names(
-        &self,
-        flow: &FlowSpec,
-    ) -> Result<BTreeSet<String>, ValidationError> {
+    pub async fn provided_names(&self, flow: &FlowSpec) -> Result<BTreeSet<String>, ValidationError> {
         let mut names = BTreeSet::new();
         let mut problems = Vec::new();
         let mut host_unavailable = false;
@@ -130,11 +125,7 @@ impl Engine {
         if problems.is_empty() {
             return Ok(names);
         }
-        Err(ValidationError {
-            flow: flow.name.clone(),
-            problems,
-            host_unavailable,
-        })
+        Err(ValidationError { flow: flow.name.clone(), problems, host_unavailable })
     }
 
     /// Loads and runs in one step, in memory (no journal).
@@ -265,10 +256,7 @@ impl LoadedFlow {
 /// A run id unique across processes and time: milliseconds, process id, a counter.
 fn next_run_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{ms:x}-{:x}-{n}", std::process::id())
 }

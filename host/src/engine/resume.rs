@@ -83,19 +83,12 @@ impl Run {
     pub(super) fn restore(loaded: LoadedFlow, checkpoint: Checkpoint) -> Result<Self, ResumeError> {
         let run = loaded.id.clone();
         if checkpoint.state.is_finished() {
-            return Err(ResumeError::Finished {
-                run,
-                state: checkpoint.state,
-            });
+            return Err(ResumeError::Finished { run, state: checkpoint.state });
         }
         let current: Vec<String> = loaded.tasks.iter().map(|t| t.name.clone()).collect();
         let recorded: Vec<String> = checkpoint.tasks.iter().map(|t| t.name.clone()).collect();
         if current != recorded {
-            return Err(ResumeError::TasksChanged {
-                run,
-                recorded,
-                current,
-            });
+            return Err(ResumeError::TasksChanged { run, recorded, current });
         }
         let mut this = Self::new(loaded);
         this.state = checkpoint.state;
@@ -132,10 +125,7 @@ impl Run {
             // flow still running.
             let retrying = task.retry_at.is_some()
                 && checkpoint.state != FlowState::Reverting
-                && matches!(
-                    task.state,
-                    TaskState::Retrying | TaskState::Reverting | TaskState::Reverted
-                );
+                && matches!(task.state, TaskState::Retrying | TaskState::Reverting | TaskState::Reverted);
             // Caught RUNNING: it may have run partly, so it runs again from the start (the
             // same attempt). Caught REVERTING: it is reverted again, so it goes back to what it
             // was before.

@@ -107,19 +107,11 @@ impl Run {
 
     /// The task whose execute failed, with its error.
     pub(super) fn failure(&self) -> Option<(usize, TaskError)> {
-        self.records
-            .iter()
-            .enumerate()
-            .find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
+        self.records.iter().enumerate().find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
     }
 
     fn emit(&mut self, transition: Transition, at: SystemTime) {
-        self.pending.push(Event {
-            run_id: self.loaded.id.clone(),
-            flow: self.loaded.flow.clone(),
-            at,
-            transition,
-        });
+        self.pending.push(Event { run_id: self.loaded.id.clone(), flow: self.loaded.flow.clone(), at, transition });
     }
 
     /// Journals the pending transitions in one commit, then tells the listeners. Called
@@ -132,11 +124,7 @@ impl Run {
         if let Some(journal) = &self.loaded.journal {
             journal.append(&events).await.map_err(|error| RunError {
                 run: self.loaded.id.clone(),
-                transition: events
-                    .iter()
-                    .map(|e| e.transition.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                transition: events.iter().map(|e| e.transition.to_string()).collect::<Vec<_>>().join(", "),
                 error,
             })?;
         }
@@ -149,15 +137,7 @@ impl Run {
     fn flow_to(&mut self, to: FlowState) {
         let from = self.state;
         let store = to.is_finished().then(|| self.store.clone());
-        self.emit(
-            Transition::Flow {
-                from,
-                to,
-                elapsed: self.started.elapsed(),
-                store,
-            },
-            SystemTime::now(),
-        );
+        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store }, SystemTime::now());
         self.state = to;
     }
 
@@ -172,34 +152,13 @@ impl Run {
             record.duration = duration;
         }
         let attempt = record.attempt;
-        let Detail {
-            result,
-            error,
-            args,
-            outcome,
-            retry_in,
-        } = detail;
+        let Detail { result, error, args, outcome, retry_in } = detail;
         // The due time is exactly the transition's time plus the pause, as journaled.
         let at = SystemTime::now();
         let retry_at = retry_in.map(|pause| at + pause);
         record.retry_at = retry_at.or(record.retry_at.filter(|_| to != TaskState::Running));
         let task = self.loaded.tasks[index].name.clone();
-        self.emit(
-            Transition::Task {
-                task,
-                index,
-                from,
-                to,
-                duration,
-                result,
-                error,
-                args,
-                outcome,
-                attempt,
-                retry_at,
-            },
-            at,
-        );
+        self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at }, at);
     }
 
     /// Runs (or goes on running) to the end, or until the journal fails. Everything logged
@@ -265,22 +224,11 @@ impl Run {
                 self.wait_for_retry(index).await?;
             }
             let attempt = self.records[index].attempt + 1;
-            let Err(Failed {
-                outcome,
-                error,
-                called,
-            }) = self.attempt(index, attempt).await?
-            else {
+            let Err(Failed { outcome, error, called }) = self.attempt(index, attempt).await? else {
                 return Ok(None);
             };
             // A plugin that was never called did nothing another attempt could change.
-            let delay = called
-                .then(|| {
-                    self.loaded.tasks[index]
-                        .retry
-                        .delay_after(attempt, &error.code)
-                })
-                .flatten();
+            let delay = called.then(|| self.loaded.tasks[index].retry.delay_after(attempt, &error.code)).flatten();
             match delay {
                 Some(delay) => {
                     let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
@@ -306,32 +254,20 @@ impl Run {
     /// reverts with the attempt's error.
     async fn revert_attempt(&mut self, index: usize) -> Result<Option<TaskError>, RunError> {
         let record = &self.records[index];
-        let (Some(outcome), Some(attempt_error)) =
-            (record.outcome.clone(), record.attempt_error.clone())
-        else {
+        let (Some(outcome), Some(attempt_error)) = (record.outcome.clone(), record.attempt_error.clone()) else {
             return Ok(None);
         };
         self.task_to(index, TaskState::Reverting, Detail::default());
         self.flush().await?;
         let task = &self.loaded.tasks[index];
         let failures = vec![(task.name.clone(), attempt_error.clone())];
-        match task
-            .revert(&self.records[index].args, &outcome, &failures)
-            .await
-        {
+        match task.revert(&self.records[index].args, &outcome, &failures).await {
             Ok(()) => {
                 self.task_to(index, TaskState::Reverted, Detail::default());
                 Ok(None)
             }
             Err(error) => {
-                self.task_to(
-                    index,
-                    TaskState::RevertFailure,
-                    Detail {
-                        error: Some(error.clone()),
-                        ..Detail::default()
-                    },
-                );
+                self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
                 let record = &mut self.records[index];
                 record.revert_error = Some(error);
                 record.error = Some(attempt_error.clone());
@@ -355,11 +291,7 @@ impl Run {
     /// Runs attempt `attempt` of a task: RUNNING, the call, then SUCCESS with its results in
     /// the store. A failed attempt is returned without a transition: whether it is retried
     /// is the caller's decision.
-    async fn attempt(
-        &mut self,
-        index: usize,
-        attempt: u32,
-    ) -> Result<Result<(), Failed>, RunError> {
+    async fn attempt(&mut self, index: usize, attempt: u32) -> Result<Result<(), Failed>, RunError> {
         let task = &self.loaded.tasks[index];
         let args = task
             .binding
@@ -370,10 +302,7 @@ impl Run {
             })
             .map(|args| args.to_string())
             .and_then(|args| task.sandbox.limits.check_args(&args).map(|()| args));
-        let detail = Detail {
-            args: args.as_ref().ok().cloned(),
-            ..Detail::default()
-        };
+        let detail = Detail { args: args.as_ref().ok().cloned(), ..Detail::default() };
         let record = &mut self.records[index];
         record.attempt = attempt;
         record.attempt_error = None;
@@ -381,26 +310,14 @@ impl Run {
         self.task_to(index, TaskState::Running, detail);
         let args = match args {
             Ok(args) => args,
-            Err(error) => {
-                return Ok(Err(Failed {
-                    outcome: None,
-                    error,
-                    called: false,
-                }));
-            }
+            Err(error) => return Ok(Err(Failed { outcome: None, error, called: false })),
         };
         self.records[index].args = args;
         self.flush().await?;
         let task = &self.loaded.tasks[index];
         let text = match task.execute(&self.records[index].args, attempt).await {
             Ok(text) => text,
-            Err(error) => {
-                return Ok(Err(Failed {
-                    outcome: None,
-                    error,
-                    called: true,
-                }));
-            }
+            Err(error) => return Ok(Err(Failed { outcome: None, error, called: true })),
         };
         let stored = serde_json::from_str::<Value>(&text)
             .map_err(|e| HostFault::InvalidResult.error(format!("result is not valid JSON: {e}")))
@@ -408,11 +325,7 @@ impl Run {
         match stored {
             Ok((outputs, value)) => {
                 let outcome = Outcome::Result(text);
-                let detail = Detail {
-                    result: Some(value),
-                    outcome: Some(outcome.clone()),
-                    ..Detail::default()
-                };
+                let detail = Detail { result: Some(value), outcome: Some(outcome.clone()), ..Detail::default() };
                 self.task_to(index, TaskState::Success, detail);
                 for (name, value) in outputs {
                     self.store.insert(name, value);
@@ -421,11 +334,7 @@ impl Run {
                 Ok(Ok(()))
             }
             // The task did run: its revert gets the raw result to undo whatever it did.
-            Err(error) => Ok(Err(Failed {
-                outcome: Some(Outcome::Result(text)),
-                error,
-                called: true,
-            })),
+            Err(error) => Ok(Err(Failed { outcome: Some(Outcome::Result(text)), error, called: true })),
         }
     }
 
@@ -433,14 +342,7 @@ impl Run {
     /// over the cap): it did nothing, so it has no outcome and is not reverted. Returns its
     /// error.
     fn fail_uncalled(&mut self, index: usize, error: TaskError) -> TaskError {
-        self.task_to(
-            index,
-            TaskState::Failure,
-            Detail {
-                error: Some(error.clone()),
-                ..Detail::default()
-            },
-        );
+        self.task_to(index, TaskState::Failure, Detail { error: Some(error.clone()), ..Detail::default() });
         self.records[index].error = Some(error.clone());
         error
     }
@@ -448,11 +350,7 @@ impl Run {
     /// Marks task `index` FAILURE after its plugin was called; returns its error.
     fn fail(&mut self, index: usize, outcome: Option<Outcome>, error: TaskError) -> TaskError {
         let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
-        let detail = Detail {
-            error: Some(error.clone()),
-            outcome: Some(outcome.clone()),
-            ..Detail::default()
-        };
+        let detail = Detail { error: Some(error.clone()), outcome: Some(outcome.clone()), ..Detail::default() };
         self.task_to(index, TaskState::Failure, detail);
         let record = &mut self.records[index];
         record.outcome = Some(outcome);
@@ -479,16 +377,11 @@ impl Run {
                 _ => {}
             }
             // No outcome: the task never ran (or was never called), so there is nothing to undo.
-            let Some(outcome) = self.records[index].outcome.clone() else {
-                continue;
-            };
+            let Some(outcome) = self.records[index].outcome.clone() else { continue };
             self.task_to(index, TaskState::Reverting, Detail::default());
             self.flush().await?;
             let task = &self.loaded.tasks[index];
-            match task
-                .revert(&self.records[index].args, &outcome, &failures)
-                .await
-            {
+            match task.revert(&self.records[index].args, &outcome, &failures).await {
                 Ok(()) => {
                     self.task_to(index, TaskState::Reverted, Detail::default());
                     for name in &self.loaded.tasks[index].binding.provides {
@@ -497,23 +390,12 @@ impl Run {
                 }
                 Err(error) => {
                     all_reverted = false;
-                    self.task_to(
-                        index,
-                        TaskState::RevertFailure,
-                        Detail {
-                            error: Some(error.clone()),
-                            ..Detail::default()
-                        },
-                    );
+                    self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
                     self.records[index].revert_error = Some(error);
                 }
             }
         }
-        self.flow_to(if all_reverted {
-            FlowState::Reverted
-        } else {
-            FlowState::Failure
-        });
+        self.flow_to(if all_reverted { FlowState::Reverted } else { FlowState::Failure });
         Ok(())
     }
 

@@ -43,6 +43,14 @@ pub enum FlowFileError {
 pub struct FlowSpec {
     /// The flow's name, shown in logs and reports.
     pub name: String,
+    /// How the entries are ordered: `linear` (file order, the default), `unordered` (all at
+    /// once) or `graph` (by the data they need and `after`).
+    #[serde(default)]
+    pub pattern: Pattern,
+    /// Most calls (execute or revert) of one run in flight at once; default: the number of
+    /// cores. Only `unordered` and `graph` flows ever have more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
     /// Initial store values; `--store` and the library's initial store override them.
     #[serde(default)]
     pub store: BTreeMap<String, Value>,
@@ -103,6 +111,35 @@ pub struct TaskSpec {
     /// back to the flow's `[retry]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Entries this one runs after, besides those whose results it reads (`graph` flows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+/// How a flow orders its entries (TaskFlow's patterns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    /// One after the other in file order (TaskFlow's `linear_flow`).
+    #[default]
+    Linear,
+    /// All at once, bounded by `max_parallel`; no entry may read another's results
+    /// (TaskFlow's `unordered_flow`).
+    Unordered,
+    /// Each entry as soon as the entries it depends on succeeded: those providing a name it
+    /// reads, and those it names in `after` (TaskFlow's `graph_flow`).
+    Graph,
+}
+
+impl Pattern {
+    /// The pattern's name, as the flow file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::Linear => "linear",
+            Pattern::Unordered => "unordered",
+            Pattern::Graph => "graph",
+        }
+    }
 }
 
 /// How a task entry's calls get their instance.
@@ -150,8 +187,26 @@ pub enum Access {
 impl FlowSpec {
     /// Starts an empty linear flow whose relative paths resolve against the working directory.
     pub fn linear(name: impl Into<String>) -> Self {
+        Self::with_pattern(name, Pattern::Linear)
+    }
+
+    /// Starts an empty graph flow: each entry runs once the entries providing what it reads
+    /// (and those named in its `after`) succeeded; independent entries run at once.
+    pub fn graph(name: impl Into<String>) -> Self {
+        Self::with_pattern(name, Pattern::Graph)
+    }
+
+    /// Starts an empty unordered flow: every entry may run at once.
+    pub fn unordered(name: impl Into<String>) -> Self {
+        Self::with_pattern(name, Pattern::Unordered)
+    }
+
+    /// Starts an empty flow of `pattern`.
+    pub fn with_pattern(name: impl Into<String>, pattern: Pattern) -> Self {
         Self {
             name: name.into(),
+            pattern,
+            max_parallel: None,
             store: BTreeMap::new(),
             limits: Limits::default(),
             retry: None,
@@ -180,6 +235,12 @@ impl FlowSpec {
         self
     }
 
+    /// Bounds how many calls of a run are in flight at once.
+    pub fn max_parallel(mut self, max: usize) -> Self {
+        self.max_parallel = Some(max);
+        self
+    }
+
     /// Sets the default retry policy of every entry.
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = Some(retry);
@@ -191,11 +252,7 @@ impl FlowSpec {
     pub fn retry_policy(&self, task: &TaskSpec) -> RetryPolicy {
         match (&task.retry, &self.retry) {
             (None, None) => RetryPolicy::none(),
-            (own, flow) => own
-                .clone()
-                .unwrap_or_default()
-                .over(&flow.clone().unwrap_or_default())
-                .effective(),
+            (own, flow) => own.clone().unwrap_or_default().over(&flow.clone().unwrap_or_default()).effective(),
         }
     }
 
@@ -227,11 +284,7 @@ impl FlowSpec {
 
     /// Resolves a path from the flow file against the flow's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base_dir.join(path)
-        }
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
     }
 }
 
@@ -251,7 +304,14 @@ impl TaskSpec {
             limits: Limits::default(),
             instances: Instances::Fresh,
             retry: None,
+            after: Vec::new(),
         }
+    }
+
+    /// Runs this entry after the entries named (in a graph flow).
+    pub fn after<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tasks: I) -> Self {
+        self.after.extend(tasks.into_iter().map(Into::into));
+        self
     }
 
     /// Sets this entry's retry policy (unset fields fall back to the flow's).
@@ -291,17 +351,8 @@ impl TaskSpec {
     }
 
     /// Grants the task a host directory at `guest`.
-    pub fn grant_dir(
-        mut self,
-        host: impl Into<PathBuf>,
-        guest: impl Into<String>,
-        mode: Access,
-    ) -> Self {
-        self.dirs.push(DirGrant {
-            host: host.into(),
-            guest: guest.into(),
-            mode,
-        });
+    pub fn grant_dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>, mode: Access) -> Self {
+        self.dirs.push(DirGrant { host: host.into(), guest: guest.into(), mode });
         self
     }
 
