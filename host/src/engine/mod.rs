@@ -15,6 +15,7 @@ mod journal;
 mod report;
 mod resume;
 mod run;
+mod schedule;
 mod task;
 mod validate;
 
@@ -89,7 +90,9 @@ impl Engine {
         Ok(LoadedFlow {
             id: next_run_id(),
             flow: flow.name.clone(),
-            tasks: validated.tasks,
+            tasks: validated.tasks.into_iter().map(Arc::new).collect(),
+            deps: validated.deps,
+            max_parallel: flow.max_parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             initial: validated.initial,
             provided: validated.provided,
             listeners: self.listeners.clone(),
@@ -149,7 +152,12 @@ pub enum FlowError {
 pub struct LoadedFlow {
     id: String,
     flow: String,
-    tasks: Vec<BoundTask>,
+    tasks: Vec<Arc<BoundTask>>,
+    /// For each task, the tasks that must succeed before it starts (the flow's pattern as a
+    /// graph; a linear flow is a chain).
+    deps: graph::Deps,
+    /// Most calls of the run in flight at once.
+    max_parallel: usize,
     initial: Store,
     provided: HashSet<String>,
     listeners: Vec<Arc<dyn Listener>>,

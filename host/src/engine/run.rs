@@ -56,10 +56,10 @@ struct Detail {
 
 /// How one attempt of `execute` failed: what its revert would get, why, and whether the
 /// plugin was called at all.
-struct Failed {
-    outcome: Option<Outcome>,
-    error: TaskError,
-    called: bool,
+pub(super) struct Failed {
+    pub(super) outcome: Option<Outcome>,
+    pub(super) error: TaskError,
+    pub(super) called: bool,
 }
 
 /// One execution of a loaded flow.
@@ -74,7 +74,7 @@ pub(super) struct Run {
 }
 
 /// A transition could not be journaled: the run stops where it stands.
-type Stopped = Result<(), RunError>;
+pub(super) type Stopped = Result<(), RunError>;
 
 impl Run {
     pub(super) fn new(loaded: LoadedFlow) -> Self {
@@ -116,7 +116,7 @@ impl Run {
 
     /// Journals the pending transitions in one commit, then tells the listeners. Called
     /// before every plugin call and when the run ends.
-    async fn flush(&mut self) -> Stopped {
+    pub(super) async fn flush(&mut self) -> Stopped {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -134,7 +134,7 @@ impl Run {
         Ok(())
     }
 
-    fn flow_to(&mut self, to: FlowState) {
+    pub(super) fn flow_to(&mut self, to: FlowState) {
         let from = self.state;
         let store = to.is_finished().then(|| self.store.clone());
         self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store }, SystemTime::now());
@@ -175,150 +175,52 @@ impl Run {
 
     async fn drive(&mut self) -> Stopped {
         let failed = if self.state == FlowState::Reverting {
-            self.failure()
+            true
         } else {
             if self.state == FlowState::Pending {
                 self.flow_to(FlowState::Running);
             }
             self.execute_tasks().await?
         };
-        match failed {
-            None => self.flow_to(FlowState::Success),
-            Some((index, error)) => self.revert_from(index, error).await?,
+        if failed {
+            self.revert_tasks().await?;
+        } else {
+            self.flow_to(FlowState::Success);
         }
         self.flush().await
     }
 
-    /// Executes every task not yet done, in order, up to the first failure.
-    async fn execute_tasks(&mut self) -> Result<Option<(usize, TaskError)>, RunError> {
-        for index in 0..self.loaded.tasks.len() {
-            let record = &self.records[index];
-            let between_attempts = record.retry_at.is_some() && record.state == TaskState::Reverted;
-            match record.state {
-                TaskState::Pending | TaskState::Retrying => {}
-                _ if between_attempts => {}
-                TaskState::Success => continue,
-                // Resumed after a failure was recorded but before the revert began.
-                _ => return Ok(self.failure()),
-            }
-            if let Some(error) = self.execute_task(index).await? {
-                return Ok(Some((index, error)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Executes one task, trying again as its retry policy allows; `Some(error)` when its
-    /// last attempt failed. Picks up where a resumed run stood: in a pause between attempts,
-    /// or with a failed attempt still to revert.
-    async fn execute_task(&mut self, index: usize) -> Result<Option<TaskError>, RunError> {
-        loop {
-            if self.records[index].state == TaskState::Retrying {
-                if self.loaded.tasks[index].retry.revert_between
-                    && let Some(error) = self.revert_attempt(index).await?
-                {
-                    return Ok(Some(error));
-                }
-                self.wait_for_retry(index).await?;
-            } else if self.records[index].state == TaskState::Reverted {
-                self.wait_for_retry(index).await?;
-            }
-            let attempt = self.records[index].attempt + 1;
-            let Err(Failed { outcome, error, called }) = self.attempt(index, attempt).await? else {
-                return Ok(None);
-            };
-            // A plugin that was never called did nothing another attempt could change.
-            let delay = called.then(|| self.loaded.tasks[index].retry.delay_after(attempt, &error.code)).flatten();
-            match delay {
-                Some(delay) => {
-                    let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
-                    let detail = Detail {
-                        error: Some(error.clone()),
-                        outcome: Some(outcome.clone()),
-                        retry_in: Some(delay),
-                        ..Detail::default()
-                    };
-                    self.task_to(index, TaskState::Retrying, detail);
-                    let record = &mut self.records[index];
-                    record.outcome = Some(outcome);
-                    record.attempt_error = Some(error);
-                }
-                None if called => return Ok(Some(self.fail(index, outcome, error))),
-                None => return Ok(Some(self.fail_uncalled(index, error))),
-            }
-        }
-    }
-
-    /// Reverts a failed attempt before the next one (`revert_between`). `Some(error)` when the
-    /// revert failed: the attempt's effects stay, so no further attempt is made and the flow
-    /// reverts with the attempt's error.
-    async fn revert_attempt(&mut self, index: usize) -> Result<Option<TaskError>, RunError> {
-        let record = &self.records[index];
-        let (Some(outcome), Some(attempt_error)) = (record.outcome.clone(), record.attempt_error.clone()) else {
-            return Ok(None);
-        };
-        self.task_to(index, TaskState::Reverting, Detail::default());
-        self.flush().await?;
+    /// Builds a task's arguments from the store: every required name (a missing one is an
+    /// error), the optional ones present, within the entry's `args_kib`.
+    pub(super) fn arguments(&self, index: usize) -> Result<String, TaskError> {
         let task = &self.loaded.tasks[index];
-        let failures = vec![(task.name.clone(), attempt_error.clone())];
-        match task.revert(&self.records[index].args, &outcome, &failures).await {
-            Ok(()) => {
-                self.task_to(index, TaskState::Reverted, Detail::default());
-                Ok(None)
-            }
-            Err(error) => {
-                self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
-                let record = &mut self.records[index];
-                record.revert_error = Some(error);
-                record.error = Some(attempt_error.clone());
-                record.retry_at = None;
-                Ok(Some(attempt_error))
-            }
-        }
-    }
-
-    /// Journals where the task stands, then waits until its next attempt is due. The due
-    /// time is wall-clock time from the journal, so a resumed run waits only what is left.
-    async fn wait_for_retry(&mut self, index: usize) -> Stopped {
-        self.flush().await?;
-        if let Some(due) = self.records[index].retry_at {
-            let left = due.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(left).await;
-        }
-        Ok(())
-    }
-
-    /// Runs attempt `attempt` of a task: RUNNING, the call, then SUCCESS with its results in
-    /// the store. A failed attempt is returned without a transition: whether it is retried
-    /// is the caller's decision.
-    async fn attempt(&mut self, index: usize, attempt: u32) -> Result<Result<(), Failed>, RunError> {
-        let task = &self.loaded.tasks[index];
-        let args = task
-            .binding
+        task.binding
             .arguments(&self.store)
             .map_err(|missing| {
                 let names: Vec<String> = missing.into_iter().map(|(_, key)| key).collect();
                 HostFault::MissingArguments.error(format!("store lacks {}", quoted(&names)))
             })
             .map(|args| args.to_string())
-            .and_then(|args| task.sandbox.limits.check_args(&args).map(|()| args));
-        let detail = Detail { args: args.as_ref().ok().cloned(), ..Detail::default() };
+            .and_then(|args| task.sandbox.limits.check_args(&args).map(|()| args))
+    }
+
+    /// Moves task `index` to RUNNING for attempt `attempt`, with the arguments it will get.
+    pub(super) fn start(&mut self, index: usize, attempt: u32, args: Option<String>) {
         let record = &mut self.records[index];
         record.attempt = attempt;
         record.attempt_error = None;
         record.outcome = None;
-        self.task_to(index, TaskState::Running, detail);
-        let args = match args {
-            Ok(args) => args,
-            Err(error) => return Ok(Err(Failed { outcome: None, error, called: false })),
-        };
-        self.records[index].args = args;
-        self.flush().await?;
+        self.task_to(index, TaskState::Running, Detail { args: args.clone(), ..Detail::default() });
+        if let Some(args) = args {
+            self.records[index].args = args;
+        }
+    }
+
+    /// Takes what `execute` returned: on valid JSON holding the provided names, SUCCESS and
+    /// the results go into the store; otherwise how the attempt failed.
+    pub(super) fn executed(&mut self, index: usize, result: Result<String, TaskError>) -> Result<(), Failed> {
+        let text = result.map_err(|error| Failed { outcome: None, error, called: true })?;
         let task = &self.loaded.tasks[index];
-        let text = match task.execute(&self.records[index].args, attempt).await {
-            Ok(text) => text,
-            Err(error) => return Ok(Err(Failed { outcome: None, error, called: true })),
-        };
         let stored = serde_json::from_str::<Value>(&text)
             .map_err(|e| HostFault::InvalidResult.error(format!("result is not valid JSON: {e}")))
             .and_then(|value| Ok((task.binding.outputs(value.clone())?, value)));
@@ -331,72 +233,72 @@ impl Run {
                     self.store.insert(name, value);
                 }
                 self.records[index].outcome = Some(outcome);
-                Ok(Ok(()))
+                Ok(())
             }
             // The task did run: its revert gets the raw result to undo whatever it did.
-            Err(error) => Ok(Err(Failed { outcome: Some(Outcome::Result(text)), error, called: true })),
+            Err(error) => Err(Failed { outcome: Some(Outcome::Result(text)), error, called: true }),
         }
     }
 
-    /// Fails a task whose plugin was never called (its arguments could not be built or were
-    /// over the cap): it did nothing, so it has no outcome and is not reverted. Returns its
-    /// error.
-    fn fail_uncalled(&mut self, index: usize, error: TaskError) -> TaskError {
-        self.task_to(index, TaskState::Failure, Detail { error: Some(error.clone()), ..Detail::default() });
-        self.records[index].error = Some(error.clone());
-        error
-    }
-
-    /// Marks task `index` FAILURE after its plugin was called; returns its error.
-    fn fail(&mut self, index: usize, outcome: Option<Outcome>, error: TaskError) -> TaskError {
+    /// Moves a failed attempt to RETRYING, the next attempt due after `pause`.
+    pub(super) fn retrying(&mut self, index: usize, failed: Failed, pause: Duration) {
+        let Failed { outcome, error, .. } = failed;
         let outcome = outcome.unwrap_or_else(|| Outcome::Error(error.clone()));
-        let detail = Detail { error: Some(error.clone()), outcome: Some(outcome.clone()), ..Detail::default() };
-        self.task_to(index, TaskState::Failure, detail);
+        let detail = Detail {
+            error: Some(error.clone()),
+            outcome: Some(outcome.clone()),
+            retry_in: Some(pause),
+            ..Detail::default()
+        };
+        self.task_to(index, TaskState::Retrying, detail);
         let record = &mut self.records[index];
         record.outcome = Some(outcome);
-        record.error = Some(error.clone());
-        error
+        record.attempt_error = Some(error);
     }
 
-    /// Reverts the failed task, then every task that succeeded, in reverse order. A revert
-    /// that fails is recorded and the rest are still reverted. A resumed revert skips the
-    /// tasks already reverted (or whose revert already failed).
-    async fn revert_from(&mut self, failed: usize, error: TaskError) -> Stopped {
-        if self.state != FlowState::Reverting {
-            self.flow_to(FlowState::Reverting);
-        }
-        let failures = vec![(self.loaded.tasks[failed].name.clone(), error)];
-        let mut all_reverted = true;
-        for index in (0..=failed).rev() {
-            match self.records[index].state {
-                TaskState::Reverted => continue,
-                TaskState::RevertFailure => {
-                    all_reverted = false;
-                    continue;
-                }
-                _ => {}
-            }
-            // No outcome: the task never ran (or was never called), so there is nothing to undo.
-            let Some(outcome) = self.records[index].outcome.clone() else { continue };
-            self.task_to(index, TaskState::Reverting, Detail::default());
-            self.flush().await?;
-            let task = &self.loaded.tasks[index];
-            match task.revert(&self.records[index].args, &outcome, &failures).await {
-                Ok(()) => {
-                    self.task_to(index, TaskState::Reverted, Detail::default());
+    /// Marks task `index` FAILURE for good; returns nothing, the error stays on its record.
+    /// A task whose plugin was never called (its arguments could not be built or were over
+    /// the cap) did nothing, so it has no outcome and is not reverted.
+    pub(super) fn fail(&mut self, index: usize, failed: Failed) {
+        let Failed { outcome, error, called } = failed;
+        let outcome = called.then(|| outcome.unwrap_or_else(|| Outcome::Error(error.clone())));
+        let detail = Detail { error: Some(error.clone()), outcome: outcome.clone(), ..Detail::default() };
+        self.task_to(index, TaskState::Failure, detail);
+        let record = &mut self.records[index];
+        record.outcome = outcome;
+        record.error = Some(error);
+    }
+
+    /// Takes what a `revert` returned: REVERTED, its results out of the store (unless it only
+    /// undid a failed attempt, which stored nothing), or REVERT_FAILURE.
+    pub(super) fn reverted(&mut self, index: usize, result: Result<(), TaskError>) -> Result<(), TaskError> {
+        match result {
+            Ok(()) => {
+                self.task_to(index, TaskState::Reverted, Detail::default());
+                if self.records[index].retry_at.is_none() {
                     for name in &self.loaded.tasks[index].binding.provides {
                         self.store.remove(name);
                     }
                 }
-                Err(error) => {
-                    all_reverted = false;
-                    self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
-                    self.records[index].revert_error = Some(error);
-                }
+                Ok(())
+            }
+            Err(error) => {
+                self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
+                self.records[index].revert_error = Some(error.clone());
+                Err(error)
             }
         }
+    }
+
+    /// Moves task `index` to REVERTING.
+    pub(super) fn reverting(&mut self, index: usize) {
+        self.task_to(index, TaskState::Reverting, Detail::default());
+    }
+
+    /// Ends the revert: REVERTED when every revert succeeded, else FAILURE.
+    pub(super) fn reverts_done(&mut self) {
+        let all_reverted = self.records.iter().all(|r| r.state != TaskState::RevertFailure);
         self.flow_to(if all_reverted { FlowState::Reverted } else { FlowState::Failure });
-        Ok(())
     }
 
     fn report(self) -> RunReport {

@@ -1,0 +1,295 @@
+//! The scheduler: which task runs (or reverts) next, and how many at once. One scheduler
+//! serves every pattern, walking the flow's dependency graph (`super::graph`): a linear
+//! flow is a chain, so exactly one task is ever ready and the run is strictly sequential.
+//!
+//! Execute phase: a task starts once every task it depends on succeeded, up to
+//! `max_parallel` calls in flight, each on its own fresh instance. A failed attempt its
+//! retry policy retries waits out its pause without holding up independent tasks. On the
+//! first failure for good nothing new starts (pauses are cut short); tasks already running
+//! finish. Revert phase: a task is reverted once every task depending on it is reverted (or
+//! never ran), so reverts go in reverse dependency order, independent ones at once.
+//!
+//! Plugin calls run as tokio tasks so they progress while the run commits its journal;
+//! every transition is made and committed before the call it announces is spawned.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::task::{AbortHandle, JoinSet};
+use tracing::Instrument;
+
+use super::journal::RunError;
+use super::run::{Failed, Run, Stopped};
+use crate::contract::{Outcome, TaskError};
+use crate::events::{FlowState, TaskState};
+
+/// What a finished piece of work reports back.
+enum Done {
+    /// An `execute` call returned.
+    Executed { index: usize, result: Result<String, TaskError> },
+    /// A `revert` call returned.
+    Reverted { index: usize, result: Result<(), TaskError> },
+    /// The pause before a task's next attempt is over.
+    Due { index: usize },
+}
+
+type Call = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// The work of one phase in flight: calls, bounded by `max_parallel`, and pauses.
+struct Work {
+    set: JoinSet<Done>,
+    /// Calls made ready, spawned only once their transitions are committed.
+    ready: Vec<Call>,
+    /// Calls ready or in flight.
+    busy: usize,
+    max: usize,
+    pauses: Vec<AbortHandle>,
+}
+
+impl Work {
+    fn new(max: usize) -> Self {
+        Self { set: JoinSet::new(), ready: Vec::new(), busy: 0, max: max.max(1), pauses: Vec::new() }
+    }
+
+    fn has_room(&self) -> bool {
+        self.busy < self.max
+    }
+
+    fn is_idle(&self) -> bool {
+        self.ready.is_empty() && self.set.is_empty()
+    }
+
+    fn call(&mut self, call: Call) {
+        self.busy += 1;
+        self.ready.push(call);
+    }
+
+    /// Spawns the ready calls, in the run's span so their log lines carry the run's id.
+    fn launch(&mut self) {
+        for call in self.ready.drain(..) {
+            self.set.spawn(call.instrument(tracing::Span::current()));
+        }
+    }
+
+    /// Waits until `due`, then reports task `index` due.
+    fn pause(&mut self, index: usize, due: Option<SystemTime>) {
+        let left = due.and_then(|due| due.duration_since(SystemTime::now()).ok()).unwrap_or_default();
+        let handle = self.set.spawn(async move {
+            tokio::time::sleep(left).await;
+            Done::Due { index }
+        });
+        self.pauses.push(handle);
+    }
+
+    /// Cuts every pause short: the flow is failing, no further attempt is made.
+    fn cancel_pauses(&mut self) {
+        for pause in self.pauses.drain(..) {
+            pause.abort();
+        }
+    }
+
+    /// The next finished piece of work; `None` when nothing is in flight.
+    async fn next(&mut self) -> Option<Done> {
+        loop {
+            match self.set.join_next().await? {
+                Ok(done) => {
+                    if !matches!(done, Done::Due { .. }) {
+                        self.busy -= 1;
+                    }
+                    return Some(done);
+                }
+                Err(error) if error.is_cancelled() => {}
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            }
+        }
+    }
+}
+
+impl Run {
+    /// Executes every task not yet done; true when some task failed for good (the flow
+    /// must revert). Picks up where a resumed run stood, pauses between attempts included.
+    pub(super) async fn execute_tasks(&mut self) -> Result<bool, RunError> {
+        let count = self.loaded.tasks.len();
+        let mut work = Work::new(self.loaded.max_parallel);
+        let mut failing = self.failure().is_some();
+        let mut due = vec![false; count];
+        if !failing {
+            for index in 0..count {
+                match self.records[index].state {
+                    TaskState::Retrying => self.between_attempts(index, &mut work),
+                    TaskState::Reverted if self.records[index].retry_at.is_some() => {
+                        work.pause(index, self.records[index].retry_at)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        loop {
+            if !failing {
+                for index in 0..count {
+                    if !work.has_room() {
+                        break;
+                    }
+                    let ready = match self.records[index].state {
+                        TaskState::Pending => {
+                            self.loaded.deps[index].iter().all(|&d| self.records[d].state == TaskState::Success)
+                        }
+                        TaskState::Retrying | TaskState::Reverted => due[index],
+                        _ => false,
+                    };
+                    if ready {
+                        due[index] = false;
+                        failing |= !self.start_attempt(index, &mut work);
+                    }
+                }
+            }
+            if failing {
+                work.cancel_pauses();
+            }
+            if work.is_idle() {
+                break;
+            }
+            self.flush().await?;
+            work.launch();
+            let Some(done) = work.next().await else { break };
+            match done {
+                Done::Due { index } => due[index] = true,
+                Done::Executed { index, result } => {
+                    let Err(failed) = self.executed(index, result) else { continue };
+                    let attempt = self.records[index].attempt;
+                    let retry = &self.loaded.tasks[index].retry;
+                    match retry.delay_after(attempt, &failed.error.code).filter(|_| !failing) {
+                        Some(pause) => {
+                            self.retrying(index, failed, pause);
+                            self.between_attempts(index, &mut work);
+                        }
+                        None => {
+                            self.fail(index, failed);
+                            failing = true;
+                        }
+                    }
+                }
+                Done::Reverted { index, result } => {
+                    if self.reverted(index, result).is_ok() {
+                        if !failing {
+                            work.pause(index, self.records[index].retry_at);
+                        }
+                    } else {
+                        // The failed attempt could not be undone: no further attempt; the
+                        // flow reverts with the attempt's error.
+                        let record = &mut self.records[index];
+                        record.error = record.attempt_error.take();
+                        record.retry_at = None;
+                        failing = true;
+                    }
+                }
+            }
+        }
+        debug_assert!(failing || self.records.iter().all(|r| r.state == TaskState::Success));
+        Ok(failing)
+    }
+
+    /// Starts the next attempt of task `index`; false when it failed before its plugin was
+    /// called (its arguments could not be built), which is never retried.
+    fn start_attempt(&mut self, index: usize, work: &mut Work) -> bool {
+        let attempt = self.records[index].attempt + 1;
+        match self.arguments(index) {
+            Ok(args) => {
+                self.start(index, attempt, Some(args.clone()));
+                let task = self.loaded.tasks[index].clone();
+                work.call(Box::pin(async move {
+                    let result = task.execute(&args, attempt).await;
+                    Done::Executed { index, result }
+                }));
+                true
+            }
+            Err(error) => {
+                self.start(index, attempt, None);
+                self.fail(index, Failed { outcome: None, error, called: false });
+                false
+            }
+        }
+    }
+
+    /// After a failed attempt: reverts it first when its policy says `revert_between`,
+    /// else waits for the next.
+    fn between_attempts(&mut self, index: usize, work: &mut Work) {
+        let record = &self.records[index];
+        let revert = self.loaded.tasks[index].retry.revert_between;
+        match (revert, record.outcome.clone(), record.attempt_error.clone()) {
+            (true, Some(outcome), Some(error)) => {
+                let failures = vec![(self.loaded.tasks[index].name.clone(), error)];
+                self.reverting(index);
+                self.revert_call(index, outcome, failures, work);
+            }
+            _ => work.pause(index, record.retry_at),
+        }
+    }
+
+    fn revert_call(&mut self, index: usize, outcome: Outcome, failures: Vec<(String, TaskError)>, work: &mut Work) {
+        let task = self.loaded.tasks[index].clone();
+        let args = self.records[index].args.clone();
+        work.call(Box::pin(async move {
+            let result = task.revert(&args, &outcome, &failures).await;
+            Done::Reverted { index, result }
+        }));
+    }
+
+    /// Whether task `index` did something a revert must undo and has not been reverted.
+    fn needs_revert(&self, index: usize) -> bool {
+        let record = &self.records[index];
+        record.outcome.is_some() && matches!(record.state, TaskState::Success | TaskState::Failure | TaskState::Retrying)
+    }
+
+    /// Reverts every task that did something, each once every task depending on it is
+    /// reverted; a revert that fails is recorded and the rest still go on. Then the flow ends
+    /// REVERTED, or FAILURE when a revert failed. A resumed revert skips the tasks already
+    /// reverted (or whose revert already failed).
+    pub(super) async fn revert_tasks(&mut self) -> Stopped {
+        if self.state != FlowState::Reverting {
+            self.flow_to(FlowState::Reverting);
+        }
+        let count = self.loaded.tasks.len();
+        let failures: Arc<[(String, TaskError)]> = self
+            .records
+            .iter()
+            .zip(&self.loaded.tasks)
+            .filter_map(|(record, task)| record.error.clone().map(|e| (task.name.clone(), e)))
+            .collect();
+        let mut dependents = vec![Vec::new(); count];
+        for (index, deps) in self.loaded.deps.iter().enumerate() {
+            for &dep in deps {
+                dependents[dep].push(index);
+            }
+        }
+        let mut work = Work::new(self.loaded.max_parallel);
+        loop {
+            for index in (0..count).rev() {
+                if !work.has_room() {
+                    break;
+                }
+                let settled =
+                    |j: usize| !self.needs_revert(j) && self.records[j].state != TaskState::Reverting;
+                if self.needs_revert(index) && dependents[index].iter().all(|&j| settled(j)) {
+                    let Some(outcome) = self.records[index].outcome.clone() else { continue };
+                    self.reverting(index);
+                    self.revert_call(index, outcome, failures.to_vec(), &mut work);
+                }
+            }
+            if work.is_idle() {
+                break;
+            }
+            self.flush().await?;
+            work.launch();
+            let Some(done) = work.next().await else { break };
+            if let Done::Reverted { index, result } = done {
+                // A failed revert is on the task's record; the others still go on.
+                let _ = self.reverted(index, result);
+            }
+        }
+        self.reverts_done();
+        Ok(())
+    }
+}
