@@ -240,7 +240,8 @@ impl Run {
     /// Whether task `index` did something a revert must undo and has not been reverted.
     fn needs_revert(&self, index: usize) -> bool {
         let record = &self.records[index];
-        record.outcome.is_some() && matches!(record.state, TaskState::Success | TaskState::Failure | TaskState::Retrying)
+        record.outcome.is_some()
+            && matches!(record.state, TaskState::Success | TaskState::Failure | TaskState::Retrying)
     }
 
     /// Reverts every task that did something, each once every task depending on it is
@@ -270,8 +271,7 @@ impl Run {
                 if !work.has_room() {
                     break;
                 }
-                let settled =
-                    |j: usize| !self.needs_revert(j) && self.records[j].state != TaskState::Reverting;
+                let settled = |j: usize| !self.needs_revert(j) && self.records[j].state != TaskState::Reverting;
                 if self.needs_revert(index) && dependents[index].iter().all(|&j| settled(j)) {
                     let Some(outcome) = self.records[index].outcome.clone() else { continue };
                     self.reverting(index);
