@@ -218,8 +218,11 @@ impl Run {
 
     /// Takes what `execute` returned: on valid JSON holding the provided names, SUCCESS and
     /// the results go into the store; otherwise how the attempt failed.
-    pub(super) fn executed(&mut self, index: usize, result: Result<String, TaskError>) -> Result<(), Failed> {
-        let text = result.map_err(|error| Failed { outcome: None, error, called: true })?;
+    pub(super) fn executed(&mut self, index: usize, result: Result<String, TaskError>) -> Option<Failed> {
+        let text = match result {
+            Ok(text) => text,
+            Err(error) => return Some(Failed { outcome: None, error, called: true }),
+        };
         let task = &self.loaded.tasks[index];
         let stored = serde_json::from_str::<Value>(&text)
             .map_err(|e| HostFault::InvalidResult.error(format!("result is not valid JSON: {e}")))
@@ -233,10 +236,10 @@ impl Run {
                     self.store.insert(name, value);
                 }
                 self.records[index].outcome = Some(outcome);
-                Ok(())
+                None
             }
             // The task did run: its revert gets the raw result to undo whatever it did.
-            Err(error) => Err(Failed { outcome: Some(Outcome::Result(text)), error, called: true }),
+            Err(error) => Some(Failed { outcome: Some(Outcome::Result(text)), error, called: true }),
         }
     }
 

@@ -128,7 +128,7 @@ impl Run {
         }
         loop {
             if !failing {
-                for index in 0..count {
+                for (index, due) in due.iter_mut().enumerate() {
                     if !work.has_room() {
                         break;
                     }
@@ -136,11 +136,11 @@ impl Run {
                         TaskState::Pending => {
                             self.loaded.deps[index].iter().all(|&d| self.records[d].state == TaskState::Success)
                         }
-                        TaskState::Retrying | TaskState::Reverted => due[index],
+                        TaskState::Retrying | TaskState::Reverted => *due,
                         _ => false,
                     };
                     if ready {
-                        due[index] = false;
+                        *due = false;
                         failing |= !self.start_attempt(index, &mut work);
                     }
                 }
@@ -157,7 +157,7 @@ impl Run {
             match done {
                 Done::Due { index } => due[index] = true,
                 Done::Executed { index, result } => {
-                    let Err(failed) = self.executed(index, result) else { continue };
+                    let Some(failed) = self.executed(index, result) else { continue };
                     let attempt = self.records[index].attempt;
                     let retry = &self.loaded.tasks[index].retry;
                     match retry.delay_after(attempt, &failed.error.code).filter(|_| !failing) {

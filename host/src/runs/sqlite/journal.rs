@@ -19,6 +19,7 @@ use crate::events::{Event, FlowState, TaskState, Transition};
 use crate::runs::Lease;
 
 /// One transition, ready to be written: every value the statements bind, owned.
+#[expect(clippy::large_enum_variant, reason = "one short-lived value per transition, written and dropped")]
 pub(super) enum Write {
     Flow {
         run_id: String,
