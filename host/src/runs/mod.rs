@@ -2,7 +2,8 @@
 //! arguments, results, errors) and its lease, so that an interrupted run can be resumed by
 //! exactly one executor and operators can inspect runs afterwards.
 //!
-//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default. An [`Executor`] (a CLI
+//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default, [`PgRunDb`] the one many
+//! hosts share, where [`submit`] queues runs for [`Worker`]s. An [`Executor`] (a CLI
 //! process, a worker) records a run with [`record`]: the run is created with the executor
 //! holding its [`Lease`], and the run database becomes the run's journal — each transition is
 //! committed, fenced by the lease, before listeners hear of it and before the run moves on; a
@@ -12,6 +13,8 @@ mod journal;
 mod lease;
 mod resume;
 mod sqlite;
+mod postgres;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +33,8 @@ pub use journal::record;
 pub use lease::{DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name};
 pub use resume::{ResumeFailure, Resumption, resume};
 pub use sqlite::{Durability, SqliteRunDb};
+pub use postgres::{Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url};
+pub use worker::{Worker, WorkerError, WorkerSummary, submit};
 
 /// Storage for run records. Implementations must be safe to share between the runs of a
 /// process and must not lose records when several processes use the same storage.

@@ -19,7 +19,7 @@ use crate::events::{Event, FlowState, TaskState, Transition};
 use crate::runs::Lease;
 
 /// One transition, ready to be written: every value the statements bind, owned.
-pub(super) enum Write {
+pub(in crate::runs) enum Write {
     Flow {
         run_id: String,
         from: &'static str,
@@ -52,7 +52,7 @@ pub(super) enum Write {
 
 impl Write {
     /// Prepares `event`'s write: states named, JSON serialised.
-    pub(super) fn of(event: &Event) -> Self {
+    pub(in crate::runs) fn of(event: &Event) -> Self {
         let at = seconds(event.at);
         let run_id = event.run_id.clone();
         match &event.transition {

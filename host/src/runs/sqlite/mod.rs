@@ -26,7 +26,8 @@ const APPLICATION_ID: i64 = 0x464C_5748;
 /// Schema migrations; the database's `user_version` is how many have been applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_leases.sql")];
 
-use journal::{Batch, GroupCommit, Write};
+use journal::{Batch, GroupCommit};
+pub(super) use journal::Write;
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
