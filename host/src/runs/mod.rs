@@ -381,12 +381,13 @@ pub struct Executor {
     db: Arc<dyn RunDb>,
     owner: Owner,
     lease_ttl: Duration,
+    heartbeat: Option<Duration>,
 }
 
 impl Executor {
     /// An executor of this process on `db`, with leases of [`DEFAULT_LEASE_TTL`].
     pub fn new(db: Arc<dyn RunDb>) -> Self {
-        Self { db, owner: Owner::this_process(), lease_ttl: DEFAULT_LEASE_TTL }
+        Self { db, owner: Owner::this_process(), lease_ttl: DEFAULT_LEASE_TTL, heartbeat: None }
     }
 
     /// Leases last `ttl` without renewal; they are renewed at every write and every third
@@ -394,6 +395,18 @@ impl Executor {
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(100));
         self
+    }
+
+    /// Renews its leases every `every` while a task runs (by default a third of the lease
+    /// ttl; more than half of it risks losing a run to a slow renewal).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// How often its leases are renewed while a task runs.
+    pub fn renew_every(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.lease_ttl / 3)
     }
 
     /// The run database.

@@ -254,7 +254,7 @@ impl Worker {
         let record = self.read(&id).await?;
         let flow = self.flow_of(&record).await?;
         let engine = self.engine(flow.needs_fuel())?;
-        let journal = DbJournal::start(self.executor.db().clone(), lease.clone());
+        let journal = DbJournal::start(self.executor.db().clone(), lease.clone(), self.executor.renew_every());
         let loaded = match engine.load(&flow, record.initial_store.clone()).await {
             Ok(loaded) => loaded,
             Err(invalid) => {
