@@ -61,8 +61,13 @@ fn every_runs_verb_works_on_a_postgres_run_database() {
     assert!(shown.status.success(), "{}", stderr(&shown));
     let record = stdout_json(&shown);
     let tasks = record["tasks"].as_array().unwrap();
-    assert_eq!(tasks.iter().map(|t| (t["name"].as_str().unwrap(), t["state"].as_str().unwrap(), t["executions"].as_u64().unwrap())).collect::<Vec<_>>(),
-        [("a", "SUCCESS", 1), ("b", "SUCCESS", 1)]);
+    assert_eq!(
+        tasks
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap(), t["state"].as_str().unwrap(), t["executions"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        [("a", "SUCCESS", 1), ("b", "SUCCESS", 1)]
+    );
     assert_eq!(tasks[0]["history"].as_array().unwrap().len(), 2, "PENDING -> RUNNING -> SUCCESS");
     assert_eq!(record["initial_store"]["seed"], json!(7));
     let text = runs(&ws, &pg, &["runs", "show", &id]);
@@ -75,7 +80,10 @@ fn every_runs_verb_works_on_a_postgres_run_database() {
     assert_eq!(unknown.status.code(), Some(64), "{}", stderr(&unknown));
 
     // A run killed mid-flow stays RUNNING, is held while its lease lives, and resumes.
-    let waiting = ws.flow("pg_verbs", &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))]);
+    let waiting = ws.flow(
+        "pg_verbs",
+        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))],
+    );
     let url = pg.url();
     let mut child = ws
         .command(&["run", waiting.to_str().unwrap(), "--db", &url, "--lease-ttl", "1s"])

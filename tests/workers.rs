@@ -153,7 +153,10 @@ fn a_killed_workers_runs_are_taken_over_and_only_its_tasks_in_flight_run_again()
 fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    let flow = ws.flow("paused", &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))]);
+    let flow = ws.flow(
+        "paused",
+        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))],
+    );
     let id = submit(&pg, &flow, 0..1).remove(0);
     let opts = ["--lease-ttl", "1s", "--heartbeat", "200ms", "--poll", "200ms"];
     let paused_log = ws.path("paused.log");
@@ -161,7 +164,9 @@ fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
     wait_until("the first worker runs b", Duration::from_secs(60), || ws.count("execute", "b") == 1);
     signal(&paused, "-STOP");
     let other = worker(&ws, &pg.url(), &ws.path("other.log"), &opts);
-    wait_until("the second worker took over and runs b again", Duration::from_secs(60), || ws.count("execute", "b") == 2);
+    wait_until("the second worker took over and runs b again", Duration::from_secs(60), || {
+        ws.count("execute", "b") == 2
+    });
     ws.release();
     wait_until("the run succeeded", Duration::from_secs(60), || all_succeeded(&pg, 1));
     signal(&paused, "-CONT");

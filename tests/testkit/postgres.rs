@@ -146,7 +146,8 @@ fn bin_dir() -> PathBuf {
         return bin;
     }
     let output = Command::new("pg_config").arg("--bindir").output();
-    let bin = output.ok().filter(|o| o.status.success()).map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let bin =
+        output.ok().filter(|o| o.status.success()).map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     bin.filter(|b| b.join("initdb").is_file())
         .expect("PostgreSQL's server binaries (initdb, postgres) are missing: install Debian's `postgresql` package")
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use flowhost::runs::{DEFAULT_LEASE_TTL, Durability, Executor, PgRunDb, PruneFilter, Pruned, RunDb, RunDbError, SqliteRunDb};
+use flowhost::runs::{
+    DEFAULT_LEASE_TTL, Durability, Executor, PgRunDb, PruneFilter, Pruned, RunDb, RunDbError, SqliteRunDb,
+};
 
 /// Where runs are recorded when neither --db nor FLOWHOST_DB says otherwise: `flowhost` in
 /// the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share` on Linux), so that

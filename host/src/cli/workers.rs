@@ -34,7 +34,16 @@ pub async fn workers(_ctx: &Context, args: WorkersArgs) -> anyhow::Result<ExitCo
         print_json(&workers)?;
         return Ok(ExitCode::SUCCESS);
     }
-    outln!("{:<36} {:<20} {:>8} {:<25} {:<25} {:>9} {:<8}", "ID", "HOST", "PID", "STARTED", "HEARTBEAT", "IN FLIGHT", "STATUS")?;
+    outln!(
+        "{:<36} {:<20} {:>8} {:<25} {:<25} {:>9} {:<8}",
+        "ID",
+        "HOST",
+        "PID",
+        "STARTED",
+        "HEARTBEAT",
+        "IN FLIGHT",
+        "STATUS"
+    )?;
     for w in workers {
         outln!(
             "{:<36} {:<20} {:>8} {:<25} {:<25} {:>9} {:<8}",

@@ -79,7 +79,8 @@ pub enum WorkerError {
 /// file's bytes and each plugin's by SHA-256 (once, however many runs use them), records the
 /// run PENDING and unleased, and notifies the workers. Returns the run's id.
 pub async fn submit(db: &PgRunDb, loaded: &LoadedFlow, flow_file: &Path) -> Result<String, WorkerError> {
-    let text = std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile { path: flow_file.to_path_buf(), source })?;
+    let text =
+        std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile { path: flow_file.to_path_buf(), source })?;
     let mut origin = Origin::of(loaded, Some(flow_file))?;
     // The hash of the bytes stored: what the workers will run is the flow that validated here.
     origin.flow_hash = Some(sha256(&text));
@@ -176,7 +177,8 @@ impl Worker {
             let this = this.clone();
             async move {
                 loop {
-                    if let Err(error) = this.db.worker_beat(this.executor.owner(), this.concurrency, &this.flows).await {
+                    if let Err(error) = this.db.worker_beat(this.executor.owner(), this.concurrency, &this.flows).await
+                    {
                         tracing::warn!("{error}");
                     }
                     tokio::time::sleep(this.heartbeat).await;
@@ -293,17 +295,22 @@ impl Worker {
         let run = &record.summary.id;
         let stored = |problem: String| WorkerError::Stored { run: run.clone(), problem };
         let hash = record.origin.flow_hash.as_deref().ok_or_else(|| stored("it has no stored flow file".into()))?;
-        let text = self.db.blob(hash).await?.ok_or_else(|| stored(format!("its flow file {hash} is not in the database")))?;
+        let text =
+            self.db.blob(hash).await?.ok_or_else(|| stored(format!("its flow file {hash} is not in the database")))?;
         if sha256(&text) != hash {
             return Err(stored(format!("its stored flow file does not match its hash {hash}")));
         }
         let text = String::from_utf8(text).map_err(|_| stored("its stored flow file is not UTF-8".into()))?;
         let path = record.origin.flow_path.clone().unwrap_or_default();
-        let mut flow = FlowSpec::from_toml(&text).map_err(|e| stored(format!("its flow file {}: {e}", path.display())))?;
+        let mut flow =
+            FlowSpec::from_toml(&text).map_err(|e| stored(format!("its flow file {}: {e}", path.display())))?;
         flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let by_task: HashMap<&str, &str> = record.origin.plugins.iter().map(|p| (p.task.as_str(), p.sha256.as_str())).collect();
+        let by_task: HashMap<&str, &str> =
+            record.origin.plugins.iter().map(|p| (p.task.as_str(), p.sha256.as_str())).collect();
         for task in &mut flow.tasks {
-            let hash = by_task.get(task.name.as_str()).ok_or_else(|| stored(format!("task `{}` has no recorded plugin", task.name)))?;
+            let hash = by_task
+                .get(task.name.as_str())
+                .ok_or_else(|| stored(format!("task `{}` has no recorded plugin", task.name)))?;
             task.plugin = self.plugin(run, hash).await?;
         }
         Ok(flow)
@@ -335,7 +342,8 @@ impl Worker {
         if let Some((_, engine)) = engines.iter().find(|(f, _)| *f == fuel) {
             return Ok(engine.clone());
         }
-        let engine = Engine::with_config(&self.config.clone().fuel(fuel)).map_err(|e| WorkerError::Engine(e.to_string()))?;
+        let engine =
+            Engine::with_config(&self.config.clone().fuel(fuel)).map_err(|e| WorkerError::Engine(e.to_string()))?;
         engines.push((fuel, engine.clone()));
         Ok(engine)
     }

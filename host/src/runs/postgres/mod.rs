@@ -39,13 +39,13 @@ use tokio_postgres::Row;
 use super::lease::{FIRST_TOKEN, holder_may_be_alive};
 use super::sqlite::Write;
 use super::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
-    StateChange, TaskRecord,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord,
+    RunSummary, StateChange, TaskRecord,
 };
 use crate::events::Event;
 
-pub use queue::{Claimed, WorkerRecord};
 pub(super) use queue::sha256;
+pub use queue::{Claimed, WorkerRecord};
 
 /// Schema migrations, applied in order; `flowhost_schema.version` counts those applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
@@ -225,7 +225,11 @@ impl Drop for PgRunDb {
 }
 
 /// `op`, failing after [`QUERY_DEADLINE`].
-async fn deadline<T>(s: Shared, what: String, op: impl Future<Output = Result<T, RunDbError>>) -> Result<T, RunDbError> {
+async fn deadline<T>(
+    s: Shared,
+    what: String,
+    op: impl Future<Output = Result<T, RunDbError>>,
+) -> Result<T, RunDbError> {
     match tokio::time::timeout(QUERY_DEADLINE, op).await {
         Ok(done) => done,
         Err(_) => Err(s.error(&what, format!("no answer within {} s", QUERY_DEADLINE.as_secs()))),
@@ -251,13 +255,14 @@ async fn migrate(s: &Shared) -> Result<(), RunDbError> {
     tx.batch_execute("CREATE TABLE IF NOT EXISTS flowhost_schema (version integer NOT NULL)")
         .await
         .map_err(|e| s.error(what, e))?;
-    let version: i32 = match tx.query_opt("SELECT version FROM flowhost_schema", &[]).await.map_err(|e| s.error(what, e))? {
-        Some(row) => row.get(0),
-        None => {
-            tx.execute("INSERT INTO flowhost_schema VALUES (0)", &[]).await.map_err(|e| s.error(what, e))?;
-            0
-        }
-    };
+    let version: i32 =
+        match tx.query_opt("SELECT version FROM flowhost_schema", &[]).await.map_err(|e| s.error(what, e))? {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO flowhost_schema VALUES (0)", &[]).await.map_err(|e| s.error(what, e))?;
+                0
+            }
+        };
     let known = MIGRATIONS.len() as i32;
     if version > known {
         return Err(RunDbError::TooNew { path: s.url.clone(), found: version.into(), known: known.into() });
@@ -270,11 +275,13 @@ async fn migrate(s: &Shared) -> Result<(), RunDbError> {
 }
 
 /// Renews `lease` inside a write transaction: one row when it is still the run's.
-const FENCE: &str = "UPDATE runs SET lease_expires = flowhost_now() + $4 WHERE id = $1 AND lease_token = $2 AND lease_owner = $3";
+const FENCE: &str =
+    "UPDATE runs SET lease_expires = flowhost_now() + $4 WHERE id = $1 AND lease_token = $2 AND lease_owner = $3";
 
 async fn fence(tx: &deadpool_postgres::Transaction<'_>, lease: &Lease) -> Result<bool, tokio_postgres::Error> {
     let statement = tx.prepare_cached(FENCE).await?;
-    let renewed = tx.execute(&statement, &[&lease.run_id, &lease.token, &lease.owner.id, &lease.ttl.as_secs_f64()]).await?;
+    let renewed =
+        tx.execute(&statement, &[&lease.run_id, &lease.token, &lease.owner.id, &lease.ttl.as_secs_f64()]).await?;
     Ok(renewed == 1)
 }
 
@@ -285,7 +292,9 @@ async fn insert_run(
     owner: Option<(&Owner, Duration)>,
 ) -> Result<(), tokio_postgres::Error> {
     let (owner_id, host, pid, ttl) = match owner {
-        Some((owner, ttl)) => (Some(owner.id.as_str()), Some(owner.host.as_str()), Some(i64::from(owner.pid)), Some(ttl.as_secs_f64())),
+        Some((owner, ttl)) => {
+            (Some(owner.id.as_str()), Some(owner.host.as_str()), Some(i64::from(owner.pid)), Some(ttl.as_secs_f64()))
+        }
         None => (None, None, None, None),
     };
     tx.execute(
@@ -418,7 +427,10 @@ impl RunDb for PgRunDb {
             let mut client = s.client(what).await?;
             let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
             let row = tx
-                .query_opt(&format!("SELECT lease_token, {HOLDER}, flowhost_now() FROM runs WHERE id = $1 FOR UPDATE"), &[&id])
+                .query_opt(
+                    &format!("SELECT lease_token, {HOLDER}, flowhost_now() FROM runs WHERE id = $1 FOR UPDATE"),
+                    &[&id],
+                )
                 .await
                 .map_err(|e| s.error(what, e))?
                 .ok_or_else(|| s.error(what, format!("no run {id}")))?;
@@ -555,7 +567,9 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
     let client = s.client(what).await?;
     let Some(row) = client
         .query_opt(
-            &format!("SELECT {SUMMARY}, flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = $1"),
+            &format!(
+                "SELECT {SUMMARY}, flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = $1"
+            ),
             &[&id],
         )
         .await
@@ -584,7 +598,12 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
         .map(|row| {
             Ok((
                 row.get::<_, i32>(0) as usize,
-                StateChange { from: state(row.get(1))?, to: state(row.get(2))?, at: row.get(3), duration_ms: row.get(4) },
+                StateChange {
+                    from: state(row.get(1))?,
+                    to: state(row.get(2))?,
+                    at: row.get(3),
+                    duration_ms: row.get(4),
+                },
             ))
         })
         .collect::<Result<Vec<(usize, StateChange)>, String>>()
@@ -635,8 +654,7 @@ fn state<T: DeserializeOwned>(text: String) -> Result<T, String> {
 }
 
 /// The lease holder's columns, in the order [`holder`] reads them.
-const HOLDER: &str =
-    "lease_owner, lease_host, lease_pid, flowhost_ts(lease_since), flowhost_ts(lease_expires), lease_token, lease_expires";
+const HOLDER: &str = "lease_owner, lease_host, lease_pid, flowhost_ts(lease_since), flowhost_ts(lease_expires), lease_token, lease_expires";
 const HOLDER_COLUMNS: usize = 7;
 
 /// The columns [`summary`] reads, first in a row.
@@ -647,7 +665,8 @@ const SUMMARY_COLUMNS: usize = 16;
 
 fn summary(row: &Row) -> Result<RunSummary, String> {
     let now: f64 = row.get(15);
-    let lease = holder(row, 8).filter(|(holder, expires)| *expires > now && holder_may_be_alive(&holder.host, holder.pid));
+    let lease =
+        holder(row, 8).filter(|(holder, expires)| *expires > now && holder_may_be_alive(&holder.host, holder.pid));
     Ok(RunSummary {
         id: row.get(0),
         flow: row.get(1),

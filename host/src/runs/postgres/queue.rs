@@ -61,7 +61,12 @@ impl PgRunDb {
     /// from `plugins`: hash and file) unless the database has them already, then notifies the
     /// workers; all in one transaction. A file whose bytes no longer match the hash it was
     /// validated with is refused, naming it.
-    pub async fn submit(&self, run: &NewRun, flow_text: Vec<u8>, plugins: Vec<(String, std::path::PathBuf)>) -> Result<(), RunDbError> {
+    pub async fn submit(
+        &self,
+        run: &NewRun,
+        flow_text: Vec<u8>,
+        plugins: Vec<(String, std::path::PathBuf)>,
+    ) -> Result<(), RunDbError> {
         let new = run.clone();
         self.spawn("submitting a run", move |s| async move {
             let what = "submitting a run";
@@ -90,7 +95,9 @@ impl PgRunDb {
                 }
                 let bytes = match path {
                     None => flow_text.clone(),
-                    Some(path) => std::fs::read(path).map_err(|source| RunDbError::Hash { path: path.clone(), source })?,
+                    Some(path) => {
+                        std::fs::read(path).map_err(|source| RunDbError::Hash { path: path.clone(), source })?
+                    }
                 };
                 if sha256(&bytes) != *hash {
                     let name = path.as_deref().unwrap_or(Path::new("the flow file"));
@@ -115,7 +122,13 @@ impl PgRunDb {
     /// lease expired (their worker died or was cut off) — oldest first, restricted to `flows`
     /// when not empty. Rows another worker is claiming at the same moment are skipped, not
     /// waited for, so workers never queue behind each other.
-    pub async fn claim(&self, owner: &Owner, ttl: Duration, limit: i64, flows: &[String]) -> Result<Vec<Claimed>, RunDbError> {
+    pub async fn claim(
+        &self,
+        owner: &Owner,
+        ttl: Duration,
+        limit: i64,
+        flows: &[String],
+    ) -> Result<Vec<Claimed>, RunDbError> {
         let (taker, flows) = (owner.clone(), flows.to_vec());
         self.spawn("claiming runs", move |s| async move {
             let what = "claiming runs";
@@ -157,7 +170,10 @@ impl PgRunDb {
         self.spawn("fetching a plugin", move |s| async move {
             let what = "fetching a plugin";
             let client = s.client(what).await?;
-            let row = client.query_opt("SELECT bytes FROM blobs WHERE sha256 = $1", &[&hash]).await.map_err(|e| s.error(what, e))?;
+            let row = client
+                .query_opt("SELECT bytes FROM blobs WHERE sha256 = $1", &[&hash])
+                .await
+                .map_err(|e| s.error(what, e))?;
             Ok(row.map(|row| row.get(0)))
         })
         .await
@@ -248,7 +264,11 @@ impl PgRunDb {
     pub async fn listen(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> Result<(), RunDbError> {
         let config = self.config.clone();
         let shown = self.shared.url.clone();
-        let failed = move |e: tokio_postgres::Error| RunDbError::Query { path: shown.clone(), what: "listening for submissions".into(), reason: e.to_string() };
+        let failed = move |e: tokio_postgres::Error| RunDbError::Query {
+            path: shown.clone(),
+            what: "listening for submissions".into(),
+            reason: e.to_string(),
+        };
         let listening = async move {
             let (client, mut connection) = config.connect(NoTls).await.map_err(&failed)?;
             let (send, mut messages) = tokio::sync::mpsc::unbounded_channel();
