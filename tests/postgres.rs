@@ -162,7 +162,7 @@ dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
     assert_eq!(invalid.status.code(), Some(65), "validated before queueing: {}", stderr(&invalid));
 
     let plugin_dir = ws.path("worker-plugins");
-    let mut worker = ws
+    let worker = ws
         .command(&["worker", "--db", &url, "--concurrency", "2", "--plugin-dir", plugin_dir.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
