@@ -205,3 +205,126 @@ fn workers_reconnect_after_the_database_restarts_and_lose_nothing() {
         assert!(counts.contains_key(&("c".to_owned(), seed)), "run {seed} finished");
     }
 }
+
+/// A host of its own: a network namespace joined to this one by a veth pair, each end with
+/// its own address. Removed on drop.
+struct Host {
+    ns: String,
+    link: String,
+    /// This side's address: where the database is reached from the namespace.
+    gateway: String,
+}
+
+impl Host {
+    /// Host `n` of this test process, or why it cannot be made here.
+    fn new(n: u32) -> Result<Self, String> {
+        let id = std::process::id();
+        let net = format!("10.{}.{n}", 50 + id % 200);
+        let (ns, link, peer) = (format!("fh{id}h{n}"), format!("fh{id}h{n}a"), format!("fh{id}h{n}b"));
+        let host = Host { ns: ns.clone(), link: link.clone(), gateway: format!("{net}.1") };
+        for command in [
+            format!("netns add {ns}"),
+            format!("link add {link} type veth peer name {peer}"),
+            format!("link set {peer} netns {ns}"),
+            format!("addr add {net}.1/24 dev {link}"),
+            format!("link set {link} up"),
+            format!("-n {ns} addr add {net}.2/24 dev {peer}"),
+            format!("-n {ns} link set {peer} up"),
+            format!("-n {ns} link set lo up"),
+        ] {
+            ip(&command)?;
+        }
+        Ok(host)
+    }
+
+    /// Cuts (or restores) the host's link to the database.
+    fn link(&self, up: bool) {
+        ip(&format!("link set {} {}", self.link, if up { "up" } else { "down" })).unwrap();
+    }
+
+    /// A `flowhost worker` on this host, with its log in `log`.
+    fn worker(&self, ws: &Workspace, url: &str, log: &Path, extra: &[&str]) -> Child {
+        let plugins = ws.path(&format!("plugins-{}", self.ns));
+        let log = std::fs::File::create(log).unwrap();
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(flowhost_testkit::flowhost_bin())
+            .args(["worker", "--db", url, "--plugin-dir", plugins.to_str().unwrap()])
+            .args(extra)
+            .env("HOME", ws.path("home"))
+            .env("XDG_DATA_HOME", ws.path("home/.local/share"))
+            .current_dir(ws.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = ip(&format!("link del {}", self.link));
+        let _ = ip(&format!("netns del {}", self.ns));
+    }
+}
+
+fn ip(args: &str) -> Result<(), String> {
+    let output =
+        std::process::Command::new("ip").args(args.split(' ')).output().map_err(|e| format!("cannot run `ip`: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`ip {args}` failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+#[test]
+fn a_worker_cut_off_from_the_database_loses_its_run_and_is_fenced_when_its_link_returns() {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let hosts = match (Host::new(1), Host::new(2)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(why), _) | (_, Err(why)) => {
+            eprintln!("skipped: cannot make network namespaces here: {why}");
+            return;
+        }
+    };
+    let (cut, other) = hosts;
+    let pg = Postgres::start_on(&format!("127.0.0.1,{},{}", cut.gateway, other.gateway));
+    let ws = Workspace::new();
+    let flow = ws.flow(
+        "partitioned",
+        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))],
+    );
+    let id = submit(&pg, &flow, 0..1).remove(0);
+    let opts = ["--lease-ttl", "1s", "--heartbeat", "200ms", "--poll", "200ms"];
+    let cut_log = ws.path("cut.log");
+    let mut cut_worker = cut.worker(&ws, &pg.url_at(&cut.gateway), &cut_log, &opts);
+    wait_until("the first host runs b", Duration::from_secs(60), || ws.count("execute", "b") == 1);
+    assert!(cut_worker.try_wait().unwrap().is_none(), "{}", log_text(&cut_log));
+    cut.link(false);
+    let other_worker = other.worker(&ws, &pg.url_at(&other.gateway), &ws.path("other.log"), &opts);
+    wait_until("the second host took the run over", Duration::from_secs(60), || ws.count("execute", "b") == 2);
+    cut.link(true);
+    ws.release();
+    wait_until("the run succeeded", Duration::from_secs(60), || all_succeeded(&pg, 1));
+    wait_until("the cut-off worker was fenced", Duration::from_secs(90), || {
+        log_text(&cut_log).contains("lost its lease")
+    });
+    stop(cut_worker);
+    stop(other_worker);
+
+    assert_eq!(ws.count("execute", "c"), 1, "the fenced worker never went on to c");
+    let db = PgRunDb::connect(&pg.url()).unwrap();
+    let record = db.get(&id).unwrap().unwrap();
+    assert_eq!(record.summary.state, FlowState::Success);
+    let tasks: Vec<(&str, u32)> = record.tasks.iter().map(|t| (t.name.as_str(), t.executions)).collect();
+    assert_eq!(tasks, [("a", 1), ("b", 2), ("c", 1)]);
+}
