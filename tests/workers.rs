@@ -167,6 +167,8 @@ fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
     wait_until("the second worker took over and runs b again", Duration::from_secs(60), || {
         ws.count("execute", "b") == 2
     });
+    let listed = flowhost_testkit::stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", &pg.url()]));
+    assert_eq!(listed[0]["lease"]["pid"], json!(other.id()), "runs list names the worker holding the run: {listed}");
     ws.release();
     wait_until("the run succeeded", Duration::from_secs(60), || all_succeeded(&pg, 1));
     signal(&paused, "-CONT");
@@ -196,9 +198,15 @@ fn workers_reconnect_after_the_database_restarts_and_lose_nothing() {
     let log = ws.path("worker.log");
     let worker = worker(&ws, &pg.url(), &log, &["--concurrency", "10", "--lease-ttl", "2s", "--poll", "200ms"]);
     wait_until("runs are in flight", Duration::from_secs(60), || ws.count("execute", "b") >= 5);
+    // Down for longer than the tasks in flight take: their next writes fail, stopping them.
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(2));
     pg.restart();
     wait_until("every run succeeded after the restart", Duration::from_secs(120), || all_succeeded(&pg, 10));
     stop(worker);
+    assert!(log_text(&log).contains("run abandoned"), "writes failed while the database was down:\n{}", log_text(&log));
+    let resumed: u64 = pg.sql("SELECT sum(resumes) FROM runs").parse().unwrap();
+    assert!(resumed >= 1, "the stopped runs were claimed again and resumed from their journals");
     let counts = executions(&ws);
     for seed in 0..10 {
         assert_eq!(counts.get(&("a".to_owned(), seed)), Some(&1), "a committed task never runs again (run {seed})");

@@ -197,6 +197,9 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
     outln!("created {}  updated {}  resumed {} time(s)", s.created_at, s.updated_at, s.resumes)?;
+    if let Some(holder) = &s.lease {
+        outln!("held by executor {} on host {} pid {} since {} (lease expires {})", holder.owner, holder.host, holder.pid, holder.since, holder.expires)?;
+    }
     if let Some(path) = &run.origin.flow_path {
         outln!("flow file {}", path.display())?;
     }

@@ -257,15 +257,10 @@ impl Worker {
         let flow = self.flow_of(&record).await?;
         let engine = self.engine(flow.needs_fuel())?;
         let journal = DbJournal::start(self.executor.db().clone(), lease.clone(), self.executor.renew_every());
-        let loaded = match engine.load(&flow, record.initial_store.clone()).await {
-            Ok(loaded) => loaded,
-            Err(invalid) => {
-                // Not valid here (a grant or variable this host lacks): leave it to another.
-                crate::engine::Journal::close(journal.as_ref()).await;
-                return Err(invalid.into());
-            }
-        };
-        let mut loaded = loaded;
+        // Not valid here (a grant or variable this host lacks): the lease is kept, not released,
+        // so that no worker picks the run up again before it expires; the heartbeat stops with
+        // the journal.
+        let mut loaded = engine.load(&flow, record.initial_store.clone()).await?;
         loaded.set_run_id(&id);
         loaded.journal(journal);
         tracing::info!(run = %id, "claimed run of flow `{}` ({} after it was queued, token {})", flow.name, seconds(claim.waited), lease.token);
