@@ -189,3 +189,36 @@ dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
     let workers = stdout_json(&runs(&ws, &pg, &["workers", "--json"]));
     assert_eq!(workers[0]["status"], "stopped");
 }
+
+#[test]
+fn a_worker_claims_only_its_flows_and_drains_on_sigterm() {
+    let pg = Postgres::start();
+    let ws = Workspace::new();
+    let url = pg.url();
+    let slow = ws.flow("slow", &[("s", json!({ "mode": "sleep", "ms": 1500 }))]);
+    let slow_copy = ws.path("slow.toml");
+    std::fs::rename(&slow, &slow_copy).unwrap();
+    let other = ws.flow("other", &[("o", json!({}))]);
+    for flow in [&slow_copy, &other] {
+        let output = ws.flowhost(&["submit", flow.to_str().unwrap(), "--db", &url, "--json"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(stdout_json(&output)["run_id"].is_string());
+    }
+    let worker = ws
+        .command(&["worker", "--db", &url, "--flow", "slow", "--plugin-dir", ws.path("wp").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the slow run is in flight", || ws.count("execute", "s") == 1);
+    kill(&worker, "-TERM");
+    let output = worker.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let states: Vec<(String, String)> = list(&ws, &pg)
+        .iter()
+        .map(|r| (r["flow"].as_str().unwrap().to_owned(), r["state"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(states.contains(&("slow".into(), "SUCCESS".into())), "the run in flight was finished: {states:?}");
+    assert!(states.contains(&("other".into(), "PENDING".into())), "another flow's run is left queued: {states:?}");
+    assert_eq!(ws.count("execute", "o"), 0);
+}
