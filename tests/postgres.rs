@@ -222,3 +222,50 @@ fn a_worker_claims_only_its_flows_and_drains_on_sigterm() {
     assert!(states.contains(&("other".into(), "PENDING".into())), "another flow's run is left queued: {states:?}");
     assert_eq!(ws.count("execute", "o"), 0);
 }
+
+#[test]
+fn a_second_sigterm_hands_the_runs_in_flight_back_to_other_workers() {
+    let pg = Postgres::start();
+    let ws = Workspace::new();
+    let url = pg.url();
+    let flow = ws.flow(
+        "handed",
+        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))],
+    );
+    let output = ws.flowhost(&["submit", flow.to_str().unwrap(), "--db", &url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let spawn = |name: &str| {
+        let log = ws.path(&format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = ws
+            .command(&["worker", "--db", &url, "--lease-ttl", "10m", "--plugin-dir", ws.path("wp").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        (child, log)
+    };
+    let (first, first_log) = spawn("first");
+    wait_until("the first worker runs b", || ws.count("execute", "b") == 1);
+    kill(&first, "-TERM");
+    wait_until("it drains", || std::fs::read_to_string(&first_log).unwrap().contains("draining"));
+    kill(&first, "-TERM");
+    let mut first = first;
+    assert!(first.wait().unwrap().success(), "{}", std::fs::read_to_string(&first_log).unwrap());
+
+    let run = list(&ws, &pg).remove(0);
+    assert_eq!(run["state"], "RUNNING", "{run}");
+    assert!(run.get("lease").is_none(), "its lease was released, not left to expire in 10 minutes: {run}");
+    let (second, _) = spawn("second");
+    wait_until("the second worker resumed b", || ws.count("execute", "b") == 2);
+    ws.release();
+    wait_until("the run succeeded", || list(&ws, &pg)[0]["state"] == "SUCCESS");
+    kill(&second, "-TERM");
+    let mut second = second;
+    assert!(second.wait().unwrap().success());
+    let record = stdout_json(&runs(&ws, &pg, &["runs", "show", &id, "--json"]));
+    let executions: Vec<u64> =
+        record["tasks"].as_array().unwrap().iter().map(|t| t["executions"].as_u64().unwrap()).collect();
+    assert_eq!(executions, [1, 2, 1], "only the task in flight ran again");
+}

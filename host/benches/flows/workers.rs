@@ -98,9 +98,12 @@ fn start(pg: &Postgres, ws: &Workspace, n: usize, poll: Duration) -> Vec<oneshot
                     .concurrency(8)
                     .poll(poll);
             let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(worker.run(async move {
-                let _ = stopped.await;
-            }));
+            tokio::spawn(worker.run(
+                async move {
+                    let _ = stopped.await;
+                },
+                std::future::pending(),
+            ));
             stop
         })
         .collect()

@@ -21,7 +21,9 @@ flowhost worker --db postgres://… --lease-ttl 30s --heartbeat 10s\n\n\
 A worker claims queued runs (SELECT … FOR UPDATE SKIP LOCKED), holds each run's lease while it\n\
 runs it, and takes over runs whose worker died once their lease expired, resuming them from\n\
 their journal. A worker that lost a lease (paused, cut off) is fenced: its writes fail and it\n\
-abandons the run. SIGTERM or Ctrl-C: stop claiming, finish the runs in flight, exit 0.")]
+abandons the run. SIGTERM or Ctrl-C: stop claiming, finish the runs in flight, exit 0. A second SIGTERM or\n\
+Ctrl-C hands the runs in flight back: they stop and their leases are released, so that other\n\
+workers resume them at once.")]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub db: DbArgs,
@@ -57,7 +59,18 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode>
         .flows(args.flows)
         .heartbeat(args.heartbeat)
         .poll(args.poll);
-    let summary = worker.run(drain_signal()).await?;
+    let (drain, hand_back) = signals();
+    let summary = worker
+        .run(
+            async move {
+                let _ = drain.await;
+                errln!("draining: no new runs; the runs in flight finish (signal again to hand them back)");
+            },
+            async move {
+                let _ = hand_back.await;
+            },
+        )
+        .await?;
     errln!(
         "worker stopped: {} run(s) claimed, {} finished, {} abandoned to other workers",
         summary.claimed,
@@ -67,23 +80,31 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes at SIGTERM or SIGINT.
-async fn drain_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
+/// Two futures: the first completes at the first SIGTERM or SIGINT (drain), the second at the
+/// next one (hand back the runs in flight).
+fn signals() -> (tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Receiver<()>) {
+    let (drain, drained) = tokio::sync::oneshot::channel();
+    let (hand_back, handed_back) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return std::future::pending().await;
+            };
+            for sender in [drain, hand_back] {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
                 }
+                let _ = sender.send(());
             }
-            _ => std::future::pending().await,
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+        #[cfg(not(unix))]
+        for sender in [drain, hand_back] {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = sender.send(());
+        }
+    });
+    (drained, handed_back)
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use super::journal::DbJournal;
 use super::postgres::{Claimed, sha256};
-use super::{Executor, NewRun, Origin, PgRunDb, RunDb, RunDbError, RunRecord};
+use super::{Executor, Lease, NewRun, Origin, PgRunDb, RunDb, RunDbError, RunRecord};
 use crate::engine::{Engine, LoadedFlow, ResumeError, RunError, ValidationError};
 use crate::events::FlowState;
 use crate::flow::FlowSpec;
@@ -117,7 +117,8 @@ pub struct WorkerSummary {
     pub claimed: usize,
     /// Runs it finished (any final state).
     pub finished: usize,
-    /// Runs it abandoned: fenced, or stopped by a database failure (another worker resumes them).
+    /// Runs it abandoned: fenced, stopped by a database failure, or handed back (another
+    /// worker resumes them).
     pub abandoned: usize,
 }
 
@@ -164,9 +165,16 @@ impl Worker {
     }
 
     /// Claims and executes runs until `drain` completes, then stops claiming, lets the runs in
-    /// flight finish, and returns. Database failures are logged and retried: the worker
-    /// outlives a database restart.
-    pub async fn run(self, drain: impl Future<Output = ()>) -> Result<WorkerSummary, WorkerError> {
+    /// flight finish, and returns — unless `hand_back` completes first: then the runs in
+    /// flight are stopped where they stand and their leases released, so that other workers
+    /// resume them at once instead of after the lease expires (the task each was executing is
+    /// executed again there). Database failures are logged and retried: the worker outlives a
+    /// database restart.
+    pub async fn run(
+        self,
+        drain: impl Future<Output = ()>,
+        hand_back: impl Future<Output = ()>,
+    ) -> Result<WorkerSummary, WorkerError> {
         std::fs::create_dir_all(&self.plugin_dir)
             .map_err(|source| WorkerError::PluginDir { path: self.plugin_dir.clone(), source })?;
         let owner = self.executor.owner().clone();
@@ -187,6 +195,8 @@ impl Worker {
         });
         tracing::info!(worker = %owner.id, "worker started: up to {} runs at once", this.concurrency);
         let mut running: JoinSet<bool> = JoinSet::new();
+        // The leases of the runs in flight, to release when they are handed back.
+        let held: Arc<Mutex<HashMap<String, Lease>>> = Arc::default();
         let mut summary = WorkerSummary::default();
         let mut backoff = Duration::from_millis(100);
         tokio::pin!(drain);
@@ -200,13 +210,22 @@ impl Worker {
                         claimed_now = claimed.len();
                         for claim in claimed {
                             summary.claimed += 1;
-                            let this = this.clone();
-                            running.spawn(async move { this.execute(claim).await });
+                            let (this, held) = (this.clone(), held.clone());
+                            let id = claim.lease.run_id.clone();
+                            lock(&held).insert(id.clone(), claim.lease.clone());
+                            running.spawn(async move {
+                                let finished = this.execute(claim).await;
+                                lock(&held).remove(&id);
+                                finished
+                            });
                         }
                     }
                     Err(error) => {
                         tracing::warn!("cannot claim runs (retrying in {} ms): {error}", backoff.as_millis());
-                        tokio::time::sleep(backoff).await;
+                        tokio::select! {
+                            _ = &mut drain => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
@@ -224,8 +243,33 @@ impl Worker {
         }
         tracing::info!(worker = %owner.id, "draining: {} run(s) in flight", running.len());
         listener.abort();
-        while let Some(done) = running.join_next().await {
-            count(&mut summary, done);
+        tokio::pin!(hand_back);
+        loop {
+            tokio::select! {
+                done = running.join_next() => match done {
+                    Some(done) => count(&mut summary, done),
+                    None => break,
+                },
+                _ = &mut hand_back, if !running.is_empty() => {
+                    running.abort_all();
+                    while let Some(done) = running.join_next().await {
+                        count(&mut summary, done);
+                    }
+                    let leases: Vec<Lease> = lock(&held).drain().map(|(_, lease)| lease).collect();
+                    tracing::info!(worker = %owner.id, "handing back {} run(s)", leases.len());
+                    for lease in leases {
+                        // A write still in flight for the stopped run is fenced by the release.
+                        let db = this.db.clone();
+                        let run = lease.run_id.clone();
+                        match tokio::task::spawn_blocking(move || db.release(&lease)).await {
+                            Ok(Ok(())) => tracing::info!(run = %run, "handed back"),
+                            Ok(Err(error)) => tracing::warn!(run = %run, "cannot hand back (its lease expires by itself): {error}"),
+                            Err(error) => tracing::warn!(run = %run, "cannot hand back: {error}"),
+                        }
+                    }
+                    break;
+                }
+            }
         }
         beat.abort();
         if let Err(error) = this.db.worker_stopped(&owner).await {
@@ -342,6 +386,10 @@ impl Worker {
         engines.push((fuel, engine.clone()));
         Ok(engine)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn count(summary: &mut WorkerSummary, done: Result<bool, tokio::task::JoinError>) {
