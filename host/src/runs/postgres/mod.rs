@@ -34,7 +34,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_postgres::NoTls;
-use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
 use super::lease::{FIRST_TOKEN, holder_may_be_alive};
 use super::sqlite::Write;
@@ -328,10 +329,21 @@ async fn insert_run(
     Ok(())
 }
 
-async fn apply(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -> Result<(), tokio_postgres::Error> {
-    match write {
-        Write::Flow { run_id, from, to, at, elapsed_ms, ended, final_store, reason } => {
-            let update = tx
+/// The statements a journal write uses, prepared once per connection.
+struct Journaling {
+    fence: Statement,
+    flow: Statement,
+    flow_transition: Statement,
+    task: Statement,
+    task_reason: Statement,
+    task_transition: Statement,
+}
+
+impl Journaling {
+    async fn prepare(tx: &deadpool_postgres::Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            fence: tx.prepare_cached(FENCE).await?,
+            flow: tx
                 .prepare_cached(
                     "UPDATE runs SET state = $2, updated_at = flowhost_ts($3),
                        finished_at = CASE WHEN $4 THEN flowhost_ts($3) ELSE finished_at END,
@@ -341,36 +353,14 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -> Result
                                           ELSE $6 || ': ' || exit_reason END
                      WHERE id = $1",
                 )
-                .await?;
-            tx.execute(&update, &[run_id, to, at, ended, final_store, reason]).await?;
-            let insert = tx
+                .await?,
+            flow_transition: tx
                 .prepare_cached(
                     "INSERT INTO transitions (run_id, from_state, to_state, at, duration_ms)
                      VALUES ($1, $2, $3, flowhost_ts($4), $5)",
                 )
-                .await?;
-            tx.execute(&insert, &[run_id, from, to, at, elapsed_ms]).await?;
-        }
-        Write::Task {
-            run_id,
-            index,
-            task,
-            from,
-            to,
-            at,
-            duration_ms,
-            args,
-            outcome,
-            result,
-            error,
-            revert_error,
-            run_ms,
-            revert_ms,
-            reason,
-            ..
-        } => {
-            let index = i32::try_from(*index).unwrap_or(i32::MAX);
-            let update = tx
+                .await?,
+            task: tx
                 .prepare_cached(
                     "UPDATE tasks SET state = $3,
                        args = COALESCE($4, args), outcome = COALESCE($5, outcome),
@@ -382,29 +372,107 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -> Result
                        reverts = reverts + CASE WHEN $3 = 'REVERTING' THEN 1 ELSE 0 END
                      WHERE run_id = $1 AND idx = $2",
                 )
-                .await?;
-            tx.execute(&update, &[run_id, &index, to, args, outcome, result, error, revert_error, run_ms, revert_ms])
-                .await?;
-            if let Some(reason) = reason {
-                let note = tx
-                    .prepare_cached(
-                        "UPDATE runs SET updated_at = flowhost_ts($2),
-                           exit_reason = CASE WHEN exit_reason IS NULL THEN $3 ELSE exit_reason || '; ' || $3 END
-                         WHERE id = $1",
-                    )
-                    .await?;
-                tx.execute(&note, &[run_id, at, reason]).await?;
-            }
-            let insert = tx
+                .await?,
+            task_reason: tx
+                .prepare_cached(
+                    "UPDATE runs SET updated_at = flowhost_ts($2),
+                       exit_reason = CASE WHEN exit_reason IS NULL THEN $3 ELSE exit_reason || '; ' || $3 END
+                     WHERE id = $1",
+                )
+                .await?,
+            task_transition: tx
                 .prepare_cached(
                     "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms)
                      VALUES ($1, $2, $3, $4, $5, flowhost_ts($6), $7)",
                 )
-                .await?;
-            tx.execute(&insert, &[run_id, &index, task, from, to, at, duration_ms]).await?;
+                .await?,
+        })
+    }
+
+    /// The statements (with their parameters) that record `write`; `index` is its task's
+    /// index as the column's type.
+    fn calls<'a>(&'a self, write: &'a Write, index: &'a i32) -> Vec<(&'a Statement, Vec<&'a (dyn ToSql + Sync)>)> {
+        match write {
+            Write::Flow { run_id, from, to, at, elapsed_ms, ended, final_store, reason } => vec![
+                (&self.flow, vec![run_id, to, at, ended, final_store, reason]),
+                (&self.flow_transition, vec![run_id, from, to, at, elapsed_ms]),
+            ],
+            Write::Task {
+                run_id,
+                task,
+                from,
+                to,
+                at,
+                duration_ms,
+                args,
+                outcome,
+                result,
+                error,
+                revert_error,
+                run_ms,
+                revert_ms,
+                reason,
+                ..
+            } => {
+                let mut calls = vec![(
+                    &self.task,
+                    vec![
+                        run_id as &(dyn ToSql + Sync),
+                        index,
+                        to,
+                        args,
+                        outcome,
+                        result,
+                        error,
+                        revert_error,
+                        run_ms,
+                        revert_ms,
+                    ],
+                )];
+                if let Some(reason) = reason {
+                    calls.push((&self.task_reason, vec![run_id, at, reason]));
+                }
+                calls.push((&self.task_transition, vec![run_id, index, task, from, to, at, duration_ms]));
+                calls
+            }
         }
     }
-    Ok(())
+}
+
+/// Records `writes` under `lease` in one transaction: false, with nothing written, when the
+/// lease is no longer the run's. The lease check and the writes are sent together in one
+/// round trip (pipelined) and the transaction is rolled back when the check failed, so a
+/// journal write costs three round trips (BEGIN, the statements, COMMIT) however many
+/// transitions it holds.
+async fn journal(s: &Shared, what: &str, lease: &Lease, writes: &[Write]) -> Result<bool, RunDbError> {
+    let failed = |e: tokio_postgres::Error| s.error(what, e);
+    let mut client = s.client(what).await?;
+    let tx = client.transaction().await.map_err(failed)?;
+    let prepared = Journaling::prepare(&tx).await.map_err(failed)?;
+    let ttl = lease.ttl.as_secs_f64();
+    let indexes: Vec<i32> = writes
+        .iter()
+        .map(|w| match w {
+            Write::Task { index, .. } => i32::try_from(*index).unwrap_or(i32::MAX),
+            Write::Flow { .. } => 0,
+        })
+        .collect();
+    let mut calls: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> =
+        vec![(&prepared.fence, vec![&lease.run_id, &lease.token, &lease.owner.id, &ttl])];
+    for (write, index) in writes.iter().zip(&indexes) {
+        calls.extend(prepared.calls(write, index));
+    }
+    let done = futures_util::future::try_join_all(
+        calls.into_iter().map(|(statement, params)| tx.execute_raw(statement, params)),
+    )
+    .await
+    .map_err(failed)?;
+    if done.first() != Some(&1) {
+        // Dropping the transaction rolls the writes back.
+        return Ok(false);
+    }
+    tx.commit().await.map_err(failed)?;
+    Ok(true)
 }
 
 impl RunDb for PgRunDb {
@@ -494,18 +562,7 @@ impl RunDb for PgRunDb {
         let writes: Vec<Write> = events.iter().map(Write::of).collect();
         let held = lease.clone();
         let label = what.clone();
-        let recorded = self.block(&what, move |s| async move {
-            let mut client = s.client(&label).await?;
-            let tx = client.transaction().await.map_err(|e| s.error(&label, e))?;
-            if !fence(&tx, &held).await.map_err(|e| s.error(&label, e))? {
-                return Ok(false);
-            }
-            for write in &writes {
-                apply(&tx, write).await.map_err(|e| s.error(&label, e))?;
-            }
-            tx.commit().await.map_err(|e| s.error(&label, e))?;
-            Ok(true)
-        })?;
+        let recorded = self.block(&what, move |s| async move { journal(&s, &label, &held, &writes).await })?;
         if recorded { Ok(()) } else { Err(self.fenced(lease)) }
     }
 
