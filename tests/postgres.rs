@@ -269,3 +269,24 @@ fn a_second_sigterm_hands_the_runs_in_flight_back_to_other_workers() {
         record["tasks"].as_array().unwrap().iter().map(|t| t["executions"].as_u64().unwrap()).collect();
     assert_eq!(executions, [1, 2, 1], "only the task in flight ran again");
 }
+
+#[test]
+fn a_database_migrated_by_a_newer_flowhost_is_refused_and_a_bad_url_named() {
+    let pg = Postgres::start();
+    let ws = Workspace::new();
+    let first = runs(&ws, &pg, &["runs", "list"]);
+    assert!(first.status.success(), "the schema is created on first use: {}", stderr(&first));
+    let again = runs(&ws, &pg, &["runs", "list"]);
+    assert!(again.status.success(), "and found in place the next time: {}", stderr(&again));
+    assert_eq!(pg.sql("SELECT version FROM flowhost_schema"), "1");
+    pg.sql("UPDATE flowhost_schema SET version = 99");
+    let newer = runs(&ws, &pg, &["runs", "list"]);
+    assert_eq!(newer.status.code(), Some(66), "{}", stderr(&newer));
+    assert!(stderr(&newer).contains("schema version 99, newer than this flowhost's 1"), "{}", stderr(&newer));
+
+    let closed = "postgres://flowhost:secret@127.0.0.1:1/postgres".to_owned();
+    let unreachable = ws.flowhost(&["runs", "list", "--db", &closed]);
+    assert_eq!(unreachable.status.code(), Some(66), "{}", stderr(&unreachable));
+    assert!(stderr(&unreachable).contains("postgres://flowhost:***@127.0.0.1"), "{}", stderr(&unreachable));
+    assert!(!stderr(&unreachable).contains("secret"), "the password is never printed");
+}

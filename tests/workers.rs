@@ -130,6 +130,12 @@ fn a_killed_workers_runs_are_taken_over_and_only_its_tasks_in_flight_run_again()
     signal(&doomed, "-KILL");
     doomed.wait().unwrap();
     wait_until("every run succeeded", Duration::from_secs(120), || all_succeeded(&pg, 24));
+    let listed = ws.flowhost(&["workers", "--json", "--lost-after", "1s", "--db", &pg.url()]);
+    let workers = flowhost_testkit::stdout_json(&listed);
+    let status =
+        |pid: u32| workers.as_array().unwrap().iter().find(|w| w["pid"] == json!(pid)).unwrap()["status"].clone();
+    assert_eq!(status(doomed.id()), "lost", "{workers}");
+    assert_eq!(status(survivor.id()), "running", "{workers}");
     stop(survivor);
 
     let counts = executions(&ws);
