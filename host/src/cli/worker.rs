@@ -21,9 +21,9 @@ flowhost worker --db postgres://… --lease-ttl 30s --heartbeat 10s\n\n\
 A worker claims queued runs (SELECT … FOR UPDATE SKIP LOCKED), holds each run's lease while it\n\
 runs it, and takes over runs whose worker died once their lease expired, resuming them from\n\
 their journal. A worker that lost a lease (paused, cut off) is fenced: its writes fail and it\n\
-abandons the run. SIGTERM or Ctrl-C: stop claiming, finish the runs in flight, exit 0. A second SIGTERM or\n\
-Ctrl-C hands the runs in flight back: they stop and their leases are released, so that other\n\
-workers resume them at once.")]
+abandons the run. SIGTERM or Ctrl-C: stop claiming, finish the runs in flight, exit 0. A\n\
+second SIGTERM or Ctrl-C hands the runs in flight back: they stop and their leases are\n\
+released, so that other workers resume them at once.")]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub db: DbArgs,
