@@ -154,6 +154,8 @@ dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
     }
     assert_eq!(pg.sql("SELECT count(*) FROM blobs"), "2", "the flow file and one plugin, stored once for three runs");
     assert_eq!(list(&ws, &pg).iter().filter(|r| r["state"] == "PENDING").count(), 3, "queued, not run");
+    let queue = ws.flowhost(&["workers", "--db", &url]);
+    assert!(String::from_utf8_lossy(&queue.stdout).contains("queue: 3 run(s) waiting"), "{}", stderr(&queue));
     std::fs::remove_dir_all(ws.path("plugins")).unwrap();
 
     let not_postgres = ws.flowhost(&["submit", flow.to_str().unwrap(), "--db", ws.db().to_str().unwrap()]);

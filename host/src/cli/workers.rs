@@ -34,6 +34,7 @@ pub async fn workers(_ctx: &Context, args: WorkersArgs) -> anyhow::Result<ExitCo
         print_json(&workers)?;
         return Ok(ExitCode::SUCCESS);
     }
+    outln!("queue: {} run(s) waiting for a worker", db.waiting()?)?;
     outln!(
         "{:<36} {:<20} {:>8} {:<25} {:<25} {:>9} {:<8}",
         "ID",

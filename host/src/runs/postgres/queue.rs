@@ -258,6 +258,24 @@ impl PgRunDb {
         })
     }
 
+    /// How many queued runs wait for a worker: unfinished, and unleased or with an expired
+    /// lease (a dead worker's). The queue depth a service exports as a metric.
+    pub fn waiting(&self) -> Result<i64, RunDbError> {
+        self.block("counting queued runs", move |s| async move {
+            let what = "counting queued runs";
+            let client = s.client(what).await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM runs WHERE queued AND state IN ('PENDING', 'RUNNING', 'REVERTING')
+                       AND (lease_owner IS NULL OR lease_expires < flowhost_now())",
+                    &[],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            Ok(row.get(0))
+        })
+    }
+
     /// Listens for submissions: `wake` is notified at each, until the connection breaks (then
     /// this returns the error, and the caller listens again after a pause). Runs on the
     /// database runtime.
