@@ -4,7 +4,8 @@
 //! printing its rows of one Markdown table as it goes: the bare wasmtime floor under several
 //! allocator configurations, per-task cost against the best of them, per-task cost and runs
 //! per second with the SQLite run database against in-memory runs, flows per second at
-//! several concurrencies, CLI cold start with an empty and a warm cache, peak memory with
+//! several concurrencies, workers on PostgreSQL (runs/s with 1, 2 and 4 workers, database
+//! commits per task, pickup latency; `benches/flows/workers.rs`), CLI cold start with an empty and a warm cache, peak memory with
 //! 100,000 runs in flight, and TaskFlow 6.5 on the same shapes (`benches/taskflow/`).
 //! All figures are medians of several repetitions; the machine is expected to be noisy.
 
@@ -20,6 +21,9 @@ use serde_json::json;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+#[path = "flows/workers.rs"]
+mod workers;
 
 mod floor {
     wasmtime::component::bindgen!({
@@ -59,6 +63,7 @@ fn main() {
     runtime.block_on(durable_costs());
     runtime.block_on(graph_against_linear());
     runtime.block_on(flows_per_second());
+    runtime.block_on(workers::worker_rows());
     cold_start(&mut seen);
     peak_rss();
     taskflow(&seen);

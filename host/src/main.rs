@@ -35,6 +35,9 @@ fn main() -> ExitCode {
             Command::Describe(args) => cli::describe::describe(&ctx, args).await,
             Command::Conform(args) => cli::conform::conform(&ctx, args).await,
             Command::Runs(args) => cli::runs::runs(&ctx, args).await,
+            Command::Submit(args) => cli::submit::submit(&ctx, args).await,
+            Command::Worker(args) => cli::worker::worker(&ctx, args).await,
+            Command::Workers(args) => cli::workers::workers(&ctx, args).await,
             Command::Compile(args) => cli::compile::compile(&ctx, args).await,
             Command::Completions(args) => cli::completions::completions(args),
         }

@@ -12,6 +12,9 @@ pub mod log;
 pub mod output;
 pub mod run;
 pub mod runs;
+pub mod submit;
+pub mod worker;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -102,6 +105,13 @@ pub enum Command {
     Conform(conform::ConformArgs),
     /// Inspect, resume and prune the runs recorded in the run database.
     Runs(runs::RunsArgs),
+    /// Validate a flow and queue a run of it in a PostgreSQL run database, for the workers;
+    /// print the run's id.
+    Submit(submit::SubmitArgs),
+    /// Claim queued runs from a PostgreSQL run database and execute them, until SIGTERM.
+    Worker(worker::WorkerArgs),
+    /// List the workers of a PostgreSQL run database: id, host, heartbeat, runs in flight.
+    Workers(workers::WorkersArgs),
     /// Print a shell completion script: `flowhost completions bash > ~/.local/share/bash-completion/completions/flowhost`.
     Completions(completions::CompletionsArgs),
 }
@@ -248,6 +258,12 @@ impl Context {
     /// task.
     pub fn batch_engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
         flowhost::Engine::with_config(&self.config.clone().fuel(fuel)).context("starting the engine")
+    }
+
+    /// An engine configuration for a worker: pooled instances, since a worker runs many runs
+    /// at once for a long time.
+    pub fn worker_config(&self) -> EngineConfig {
+        self.config.clone()
     }
 
     /// An engine for one run or one plugin, logging every transition. Its instances are

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use flowhost::FlowState;
-use flowhost::runs::{PruneFilter, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord, SqliteRunDb};
+use flowhost::runs::{PruneFilter, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord};
 use serde_json::Value;
 
-use super::db::{DbArgs, parse_duration};
+use super::db::{AnyDb, DbArgs, parse_duration};
 use super::exit::{self, UsageError};
 use super::output::{errln, outln};
 use super::{Context, print_json};
@@ -103,18 +103,25 @@ fn parse_state(text: &str) -> Result<FlowState, String> {
 
 /// Runs one `runs` subcommand.
 pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let db = args.db.open(false)?;
+    let any = args.db.open_any(false)?;
+    let db = any.shared();
     match args.command {
         RunsCommand::List { state, flow, json } => {
             let runs = db.list(&RunFilter { state, flow })?;
             if json {
                 print_json(&runs)?;
             } else {
-                outln!("run database: {}", args.db.path().display())?;
+                match &any {
+                    AnyDb::Postgres(pg) => outln!("run database: {}", pg.url().display())?,
+                    AnyDb::Sqlite(_) => outln!("run database: {}", args.db.path().display())?,
+                }
                 outln!("{:<28} {:<24} {:<10} {:<24} EXIT REASON / HELD BY", "ID", "FLOW", "STATE", "CREATED")?;
                 for run in runs {
                     let reason = match (&run.lease, &run.exit_reason) {
-                        (Some(holder), _) => format!("running on host {} pid {} since {}", holder.host, holder.pid, holder.since),
+                        (Some(holder), _) => format!(
+                            "running on host {} pid {} since {} (executor {})",
+                            holder.host, holder.pid, holder.since, holder.owner
+                        ),
                         (None, Some(reason)) => reason.clone(),
                         (None, None) => String::new(),
                     };
@@ -146,14 +153,14 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             let report = resumption.run(&executor, &engine, force).await?;
             return super::run::print_report(&report, &super::run::Fetch::default(), json);
         }
-        RunsCommand::Prune { older_than, state, dry_run, json } => return prune(&db, &PruneFilter { older_than, state }, dry_run, json),
+        RunsCommand::Prune { older_than, state, dry_run, json } => return prune(&any, &PruneFilter { older_than, state }, dry_run, json),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Deletes (or with `dry_run` lists) the matching runs; a run held by a live executor is
 /// kept and named, and makes the exit code 75 (retry later), as `runs resume` does.
-fn prune(db: &SqliteRunDb, filter: &PruneFilter, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+fn prune(db: &AnyDb, filter: &PruneFilter, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let pruned = db.prune_runs(filter, dry_run)?;
     if json {
         let kept: Vec<Value> =
@@ -201,6 +208,9 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
     outln!("created {}  updated {}  resumed {} time(s)", s.created_at, s.updated_at, s.resumes)?;
+    if let Some(holder) = &s.lease {
+        outln!("held by executor {} on host {} pid {} since {} (lease expires {})", holder.owner, holder.host, holder.pid, holder.since, holder.expires)?;
+    }
     if let Some(path) = &run.origin.flow_path {
         outln!("flow file {}", path.display())?;
     }

@@ -2,7 +2,8 @@
 //! arguments, results, errors) and its lease, so that an interrupted run can be resumed by
 //! exactly one executor and operators can inspect runs afterwards.
 //!
-//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default. An [`Executor`] (a CLI
+//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default, [`PgRunDb`] the one many
+//! hosts share, where [`submit`] queues runs for [`Worker`]s. An [`Executor`] (a CLI
 //! process, a worker) records a run with [`record`]: the run is created with the executor
 //! holding its [`Lease`], and the run database becomes the run's journal — each transition is
 //! committed, fenced by the lease, before listeners hear of it and before the run moves on; a
@@ -12,6 +13,8 @@ mod journal;
 mod lease;
 mod resume;
 mod sqlite;
+mod postgres;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +33,8 @@ pub use journal::record;
 pub use lease::{DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name};
 pub use resume::{ResumeFailure, Resumption, resume};
 pub use sqlite::{Durability, SqliteRunDb};
+pub use postgres::{Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url};
+pub use worker::{Worker, WorkerError, WorkerSummary, submit};
 
 /// Storage for run records. Implementations must be safe to share between the runs of a
 /// process and must not lose records when several processes use the same storage.
@@ -438,12 +443,13 @@ pub struct Executor {
     db: Arc<dyn RunDb>,
     owner: Owner,
     lease_ttl: Duration,
+    heartbeat: Option<Duration>,
 }
 
 impl Executor {
     /// An executor of this process on `db`, with leases of [`DEFAULT_LEASE_TTL`].
     pub fn new(db: Arc<dyn RunDb>) -> Self {
-        Self { db, owner: Owner::this_process(), lease_ttl: DEFAULT_LEASE_TTL }
+        Self { db, owner: Owner::this_process(), lease_ttl: DEFAULT_LEASE_TTL, heartbeat: None }
     }
 
     /// Leases last `ttl` without renewal; they are renewed at every write and every third
@@ -451,6 +457,18 @@ impl Executor {
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(100));
         self
+    }
+
+    /// Renews its leases every `every` while a task runs (by default a third of the lease
+    /// ttl; more than half of it risks losing a run to a slow renewal).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// How often its leases are renewed while a task runs.
+    pub fn renew_every(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.lease_ttl / 3)
     }
 
     /// The run database.

@@ -20,7 +20,7 @@ use crate::runs::Lease;
 
 /// One transition, ready to be written: every value the statements bind, owned.
 #[expect(clippy::large_enum_variant, reason = "one short-lived value per transition, written and dropped")]
-pub(super) enum Write {
+pub(in crate::runs) enum Write {
     Flow {
         run_id: String,
         from: &'static str,
@@ -60,7 +60,7 @@ pub(super) enum Write {
 
 impl Write {
     /// Prepares `event`'s write: states named, JSON serialised.
-    pub(super) fn of(event: &Event) -> Self {
+    pub(in crate::runs) fn of(event: &Event) -> Self {
         let at = seconds(event.at);
         let run_id = event.run_id.clone();
         match &event.transition {

@@ -30,7 +30,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_attempts.sql"),
 ];
 
-use journal::{Batch, GroupCommit, Write};
+use journal::{Batch, GroupCommit};
+pub(super) use journal::Write;
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
