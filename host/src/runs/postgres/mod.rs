@@ -49,7 +49,7 @@ pub(super) use queue::sha256;
 pub use queue::{Claimed, WorkerRecord};
 
 /// Schema migrations, applied in order; `flowhost_schema.version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_attempts.sql")];
 
 /// The advisory lock that serialises migrations ("FLWH").
 const MIGRATION_LOCK: i64 = 0x464C_5748;
@@ -364,12 +364,15 @@ impl Journaling {
                 .prepare_cached(
                     "UPDATE tasks SET state = $3,
                        args = COALESCE($4, args), outcome = COALESCE($5, outcome),
-                       result = COALESCE($6, result), error = COALESCE($7, error),
+                       result = COALESCE($6, result),
+                       error = CASE WHEN $3 = 'RUNNING' THEN NULL ELSE COALESCE($7, error) END,
                        revert_error = COALESCE($8, revert_error),
                        duration_ms = COALESCE($9, duration_ms),
                        revert_duration_ms = COALESCE($10, revert_duration_ms),
                        executions = executions + CASE WHEN $3 = 'RUNNING' THEN 1 ELSE 0 END,
-                       reverts = reverts + CASE WHEN $3 = 'REVERTING' THEN 1 ELSE 0 END
+                       reverts = reverts + CASE WHEN $3 = 'REVERTING' THEN 1 ELSE 0 END,
+                       attempt = $11,
+                       retry_at = CASE WHEN $3 = 'RUNNING' THEN NULL ELSE COALESCE($12, retry_at) END
                      WHERE run_id = $1 AND idx = $2",
                 )
                 .await?,
@@ -382,16 +385,21 @@ impl Journaling {
                 .await?,
             task_transition: tx
                 .prepare_cached(
-                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms)
-                     VALUES ($1, $2, $3, $4, $5, flowhost_ts($6), $7)",
+                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms,
+                       attempt, error, retry_at, backoff_ms)
+                     VALUES ($1, $2, $3, $4, $5, flowhost_ts($6), $7, $8, $9, $10, $11)",
                 )
                 .await?,
         })
     }
 
-    /// The statements (with their parameters) that record `write`; `index` is its task's
-    /// index as the column's type.
-    fn calls<'a>(&'a self, write: &'a Write, index: &'a i32) -> Vec<(&'a Statement, Vec<&'a (dyn ToSql + Sync)>)> {
+    /// The statements (with their parameters) that record `write`; `index` and `attempt` are
+    /// its task's index and attempt as the columns' type.
+    fn calls<'a>(
+        &'a self,
+        write: &'a Write,
+        (index, attempt): &'a (i32, i32),
+    ) -> Vec<(&'a Statement, Vec<&'a (dyn ToSql + Sync)>)> {
         match write {
             Write::Flow { run_id, from, to, at, elapsed_ms, ended, final_store, reason } => vec![
                 (&self.flow, vec![run_id, to, at, ended, final_store, reason]),
@@ -412,6 +420,9 @@ impl Journaling {
                 run_ms,
                 revert_ms,
                 reason,
+                carried,
+                retry_at,
+                backoff_ms,
                 ..
             } => {
                 let mut calls = vec![(
@@ -427,12 +438,17 @@ impl Journaling {
                         revert_error,
                         run_ms,
                         revert_ms,
+                        attempt,
+                        retry_at,
                     ],
                 )];
                 if let Some(reason) = reason {
                     calls.push((&self.task_reason, vec![run_id, at, reason]));
                 }
-                calls.push((&self.task_transition, vec![run_id, index, task, from, to, at, duration_ms]));
+                calls.push((
+                    &self.task_transition,
+                    vec![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms],
+                ));
                 calls
             }
         }
@@ -450,11 +466,13 @@ async fn journal(s: &Shared, what: &str, lease: &Lease, writes: &[Write]) -> Res
     let tx = client.transaction().await.map_err(failed)?;
     let prepared = Journaling::prepare(&tx).await.map_err(failed)?;
     let ttl = lease.ttl.as_secs_f64();
-    let indexes: Vec<i32> = writes
+    let indexes: Vec<(i32, i32)> = writes
         .iter()
         .map(|w| match w {
-            Write::Task { index, .. } => i32::try_from(*index).unwrap_or(i32::MAX),
-            Write::Flow { .. } => 0,
+            Write::Task { index, attempt, .. } => {
+                (i32::try_from(*index).unwrap_or(i32::MAX), i32::try_from(*attempt).unwrap_or(i32::MAX))
+            }
+            Write::Flow { .. } => (0, 0),
         })
         .collect();
     let mut calls: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> =
@@ -645,7 +663,7 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
     let final_store = parse(row.get(at + 4)).map_err(|e| err(&e))?;
     let changes = client
         .query(
-            "SELECT task_idx, from_state, to_state, at, duration_ms FROM transitions
+            "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms FROM transitions
              WHERE run_id = $1 AND task_idx IS NOT NULL ORDER BY seq",
             &[&id],
         )
@@ -660,6 +678,9 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
                     to: state(row.get(2))?,
                     at: row.get(3),
                     duration_ms: row.get(4),
+                    attempt: row.get::<_, Option<i32>>(5).map(|a| a.max(0) as u32),
+                    error: parse(row.get(6))?,
+                    backoff_ms: row.get(7),
                 },
             ))
         })
@@ -668,7 +689,8 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
     let tasks = client
         .query(
             "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                    revert_duration_ms, executions, reverts FROM tasks WHERE run_id = $1 ORDER BY idx",
+                    revert_duration_ms, executions, reverts, attempt, retry_at
+             FROM tasks WHERE run_id = $1 ORDER BY idx",
             &[&id],
         )
         .await
@@ -689,6 +711,8 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
                 revert_duration_ms: row.get(9),
                 executions: row.get::<_, i32>(10).max(0) as u32,
                 reverts: row.get::<_, i32>(11).max(0) as u32,
+                attempt: row.get::<_, i32>(12).max(0) as u32,
+                retry_at: row.get(13),
                 history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
             })
         })
