@@ -35,7 +35,7 @@ pub use validate::{Problem, ValidationError};
 
 use crate::contract::TaskInfo;
 use crate::events::Listener;
-use crate::flow::FlowSpec;
+use crate::flow::{FlowSpec, RetryPolicy};
 use crate::runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
 use crate::store::Store;
 use run::Run;
@@ -187,6 +187,10 @@ pub struct TaskPlan<'a> {
     pub provides: &'a [String],
     /// Limits and grants.
     pub sandbox: &'a Sandbox,
+    /// The entries that must succeed before this one starts, by the flow's pattern.
+    pub depends_on: Vec<&'a str>,
+    /// When a failed execute is tried again.
+    pub retry: &'a RetryPolicy,
 }
 
 impl LoadedFlow {
@@ -197,7 +201,7 @@ impl LoadedFlow {
 
     /// Each entry as it will run.
     pub fn plan(&self) -> impl Iterator<Item = TaskPlan<'_>> {
-        self.tasks.iter().map(|t| TaskPlan {
+        self.tasks.iter().zip(&self.deps).map(|(t, deps)| TaskPlan {
             name: &t.name,
             info: t.plugin.info(),
             plugin: t.plugin.path(),
@@ -208,6 +212,8 @@ impl LoadedFlow {
             inject: &t.binding.inject,
             provides: &t.binding.provides,
             sandbox: &t.sandbox,
+            depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
+            retry: &t.retry,
         })
     }
 
