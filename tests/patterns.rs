@@ -258,3 +258,30 @@ after = ["blocked"]
     assert_eq!(ws.count("execute", "blocked"), 2, "caught RUNNING: executed again");
     assert_eq!(ws.count("execute", "last"), 1);
 }
+
+#[tokio::test]
+async fn a_task_waiting_to_be_retried_does_not_hold_up_independent_tasks() {
+    let journal = tempfile::tempdir().unwrap();
+    let pause = flowhost::Retry::attempts(2).backoff(Duration::from_millis(400), Duration::from_millis(400));
+    let flow = FlowSpec::graph("retry_in_a_graph")
+        .max_parallel(2)
+        .add(
+            journaled_probe("flaky", journal.path(), json!({ "fail": "unavailable", "fail_times": 1 }))
+                .rebind("value", "seed")
+                .retry(pause),
+        )
+        .add(journaled_probe("steady", journal.path(), json!({ "mode": "sleep", "ms": 50 })).rebind("value", "seed"))
+        .add(journaled_probe("after_steady", journal.path(), json!({})).rebind("value", "steady_out"));
+    let recorder = Arc::new(Recorder::default());
+    let mut loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    loaded.listen(recorder.clone());
+    let report = loaded.run().await.unwrap();
+    assert_eq!(report.state, FlowState::Success);
+    assert_eq!(report.tasks[0].attempts, 2);
+    let moves = recorder.task_transitions();
+    let at = |task: &str, from: TaskState, to: TaskState| {
+        moves.iter().position(|m| m.0 == task && m.1 == from && m.2 == to).unwrap_or_else(|| panic!("{moves:?}"))
+    };
+    let retried = at("flaky", TaskState::Retrying, TaskState::Running);
+    assert!(at("after_steady", TaskState::Running, TaskState::Success) < retried, "{moves:?}");
+}
