@@ -320,3 +320,39 @@ fn a_policy_that_cannot_work_is_refused_naming_its_field() {
     assert_eq!(unknown.status.code(), Some(65));
     assert!(stderr(&unknown).contains("tries"), "{}", stderr(&unknown));
 }
+
+#[tokio::test]
+async fn a_run_resumed_while_reverting_a_failed_attempt_reverts_it_again_then_retries() {
+    let journal = tempfile::tempdir().unwrap();
+    // The first attempt happened before the interruption: the probe's call count says so.
+    std::fs::write(journal.path().join("flaky.calls"), "1").unwrap();
+    let flow = FlowSpec::linear("interrupted").add(
+        journaled_probe("flaky", journal.path(), json!({ "fail": "unavailable", "fail_times": 1 }))
+            .rebind("value", "seed")
+            .retry(Retry::attempts(3).backoff(Duration::from_millis(1), Duration::from_millis(1)).revert_between(true)),
+    );
+    let error = flowhost::TaskError { code: "unavailable".into(), message: "busy".into(), details: None };
+    let checkpoint = flowhost::Checkpoint {
+        state: FlowState::Running,
+        tasks: vec![flowhost::TaskCheckpoint {
+            name: "flaky".into(),
+            state: TaskState::Reverting,
+            args: Some(r#"{"value":1}"#.into()),
+            outcome: Some(flowhost::Outcome::Error(error.clone())),
+            error: Some(error),
+            revert_error: None,
+            duration: Duration::from_millis(1),
+            attempt: 1,
+            retry_at: Some(std::time::SystemTime::now()),
+        }],
+    };
+    let loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    let report = loaded.resume(checkpoint).await.unwrap();
+    assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
+    assert_eq!(report.tasks[0].attempts, 2, "the interrupted attempt 1 is followed by attempt 2");
+    let calls: Vec<String> = flowhost_testkit::json_lines(&journal.path().join("calls.jsonl"))
+        .iter()
+        .map(|c| c["call"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(calls, ["revert", "execute"], "the revert caught REVERTING runs again, then the next attempt");
+}
