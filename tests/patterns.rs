@@ -92,7 +92,20 @@ fn diamond(journal: &std::path::Path, pattern: FlowSpec) -> FlowSpec {
 async fn a_failing_diamond_reverts_in_reverse_dependency_order() {
     let journal = tempfile::tempdir().unwrap();
     let flow = diamond(journal.path(), FlowSpec::graph("diamond").max_parallel(4));
-    let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let mut loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    loaded.listen(recorder.clone());
+    let report = loaded.run().await.unwrap();
+    // TaskFlow 6.5's order for this graph (host/benches/taskflow/diamond.py): b and c start
+    // before either ends, d is reverted first, b and c start reverting before either is
+    // reverted, a is reverted last.
+    let moves = recorder.task_transitions();
+    let at = |task: &str, to: TaskState| moves.iter().position(|(t, _, s)| t == task && *s == to).unwrap();
+    use TaskState::{Reverted, Reverting, Running, Success};
+    assert!(at("b", Running).max(at("c", Running)) < at("b", Success).min(at("c", Success)), "{moves:?}");
+    assert!(at("d", Reverted) < at("b", Reverting).min(at("c", Reverting)), "{moves:?}");
+    assert!(at("b", Reverting).max(at("c", Reverting)) < at("b", Reverted).min(at("c", Reverted)), "{moves:?}");
+    assert!(at("b", Reverted).max(at("c", Reverted)) < at("a", Reverting), "{moves:?}");
     assert_eq!(report.state, FlowState::Reverted);
     assert!(report.tasks.iter().all(|t| t.state == TaskState::Reverted), "{:?}", report.tasks);
     assert_eq!(report.store.fetch("a_out"), None, "reverted results leave the store");

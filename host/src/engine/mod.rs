@@ -1,13 +1,15 @@
-//! The engine: validates a flow against its plugins, then runs it — execute in order,
-//! revert in reverse on the first failure — journaling every transition before listeners
+//! The engine: validates a flow against its plugins, then runs it — execute by the flow's
+//! pattern (in order, or independent tasks at once), retry by each entry's policy, revert in
+//! reverse dependency order on a failure — journaling every transition before listeners
 //! hear of it.
 //!
 //! One [`Engine`] serves the whole process: it is cheap to clone, and every run it starts is
-//! an independent future, so many flows run at once on a tokio runtime while each flow's
-//! tasks stay strictly sequential. The pieces, in TaskFlow's terms: [`validate`] is the
-//! compiler's check, [`task`] the executor seam (a bound task calls the runtime), [`run`] the
-//! state machine, [`journal`] the storage it writes before notifying, [`resume`] the
-//! restore of a recorded run.
+//! an independent future, so many flows run at once on a tokio runtime, each flow's tasks
+//! ordered by its pattern. The pieces, in TaskFlow's terms: [`validate`] is the compiler's
+//! check and [`graph`] its dependency graph, [`task`] the executor seam (a bound task calls
+//! the runtime), [`schedule`] the scheduler and completer, [`run`] the state machine,
+//! [`journal`] the storage it writes before notifying, [`resume`] the restore of a recorded
+//! run.
 
 mod batch;
 mod graph;

@@ -1,11 +1,12 @@
-//! The run state machine: execute in order, revert in reverse on the first failure.
+//! The run state machine: the states of the flow and its tasks and the moves between them;
+//! what runs when is the scheduler's (`super::schedule`).
 //!
 //! Every state change goes through [`Run::task_to`] or [`Run::flow_to`] and waits in the run's
 //! pending transitions until the next [`Run::flush`], which comes before every plugin call and
 //! at the end: the journal commits the pending transitions together, then the listeners hear
 //! of them (TaskFlow's order: storage before notifier). So nothing reaches a plugin, a
 //! listener or the caller before it is recorded — and a task's SUCCESS and the next task's
-//! RUNNING cost one commit, not two. A failed commit stops the run at once: no further task
+//! RUNNING (or the RUNNING of tasks starting together) cost one commit, not two. A failed commit stops the run at once: no further task
 //! executes or reverts.
 //!
 //! A failed attempt that the entry's retry policy tries again moves the task to RETRYING with
