@@ -298,3 +298,40 @@ async fn a_task_waiting_to_be_retried_does_not_hold_up_independent_tasks() {
     let retried = at("flaky", TaskState::Retrying, TaskState::Running);
     assert!(at("after_steady", TaskState::Running, TaskState::Success) < retried, "{moves:?}");
 }
+
+#[test]
+fn check_shows_each_tasks_dependencies_and_flow_file_mistakes_name_their_place() {
+    let ws = Workspace::new();
+    let probe = plugin("probe");
+    let flow = |pattern: &str, max_parallel: &str| {
+        format!(
+            "name = \"deps\"\npattern = {pattern}\nmax_parallel = {max_parallel}\n[store]\nseed = 1\n\n\
+             [[task]]\nname = \"second\"\nplugin = {probe:?}\nrebind = {{ value = \"first_out\" }}\nprovides = [\"second_out\"]\n\n\
+             [[task]]\nname = \"first\"\nplugin = {probe:?}\nrebind = {{ value = \"seed\" }}\nprovides = [\"first_out\"]\n"
+        )
+    };
+    std::fs::write(ws.path("flow.toml"), flow("\"graph\"", "2")).unwrap();
+    let check = ws.flowhost(&["check", "flow.toml", "--json"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let plan = stdout_json(&check);
+    assert_eq!(
+        plan["tasks"][0]["depends_on"],
+        json!(["first"]),
+        "second reads first's result, listed later in the file"
+    );
+    assert_eq!(plan["tasks"][1]["depends_on"], json!([]));
+    assert_eq!(plan["tasks"][0]["retry"]["attempts"], 1, "no policy: one attempt");
+    let run = ws.flowhost(&["run", "flow.toml", "--no-db", "--fetch", "second_out"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout_json(&run)["second_out"]["value"]["value"], 1, "second got first's echo of the seed");
+
+    std::fs::write(ws.path("flow.toml"), flow("\"graph\"", "0")).unwrap();
+    let zero = ws.flowhost(&["check", "flow.toml", "--json"]);
+    assert_eq!(zero.status.code(), Some(65));
+    assert_eq!(stdout_json(&zero)["problems"][0]["field"], "max_parallel");
+
+    std::fs::write(ws.path("flow.toml"), flow("\"tree\"", "2")).unwrap();
+    let bogus = ws.flowhost(&["check", "flow.toml"]);
+    assert_eq!(bogus.status.code(), Some(65));
+    assert!(stderr(&bogus).contains("line 2") && stderr(&bogus).contains("tree"), "{}", stderr(&bogus));
+}
