@@ -290,7 +290,7 @@ async fn a_task_waiting_to_be_retried_does_not_hold_up_independent_tasks() {
     loaded.listen(recorder.clone());
     let report = loaded.run().await.unwrap();
     assert_eq!(report.state, FlowState::Success);
-    assert_eq!(report.tasks[0].attempts, 2);
+    assert_eq!(report.tasks[0].attempt, 2);
     let moves = recorder.task_transitions();
     let at = |task: &str, from: TaskState, to: TaskState| {
         moves.iter().position(|m| m.0 == task && m.1 == from && m.2 == to).unwrap_or_else(|| panic!("{moves:?}"))

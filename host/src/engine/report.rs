@@ -44,9 +44,9 @@ pub struct TaskReport {
     /// Why `revert` failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revert_error: Option<TaskError>,
-    /// How many attempts of `execute` were made (0 when it never ran, more than 1 when its
-    /// retry policy tried again).
-    pub attempts: u32,
+    /// The attempt of `execute` made last, from 1: how many were made (0 when it never ran,
+    /// more than 1 when its retry policy tried again). `runs show` lists each one.
+    pub attempt: u32,
     /// The limits its calls ran under, so a report of a deadline or cap failure shows the
     /// figure it was held to.
     pub limits: EffectiveLimits,

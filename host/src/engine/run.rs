@@ -317,7 +317,7 @@ impl Run {
                 duration: record.duration,
                 error: record.error,
                 revert_error: record.revert_error,
-                attempts: record.attempt,
+                attempt: record.attempt,
                 limits: task.sandbox.limits,
             })
             .collect();
