@@ -344,6 +344,7 @@ async fn a_run_resumed_while_reverting_a_failed_attempt_reverts_it_again_then_re
             duration: Duration::from_millis(1),
             attempt: 1,
             retry_at: Some(std::time::SystemTime::now()),
+            iterations: Vec::new(),
         }],
     };
     let loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();

@@ -19,6 +19,7 @@ mod resume;
 mod run;
 mod schedule;
 mod task;
+mod tree;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -31,7 +32,7 @@ use serde_json::Value;
 
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
 pub use journal::{Append, Close, Journal, JournalError, RunError};
-pub use report::{RunReport, TaskReport};
+pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::{Checkpoint, ResumeError, TaskCheckpoint};
 pub use validate::{Problem, ValidationError};
 
@@ -94,6 +95,7 @@ impl Engine {
             flow: flow.name.clone(),
             tasks: validated.tasks.into_iter().map(Arc::new).collect(),
             deps: validated.deps,
+            scopes: validated.scopes,
             max_parallel: flow.max_parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             initial: validated.initial,
             provided: validated.provided,
@@ -111,7 +113,7 @@ impl Engine {
         let mut names = BTreeSet::new();
         let mut problems = Vec::new();
         let mut host_unavailable = false;
-        for spec in &flow.tasks {
+        for spec in flow.task_specs() {
             match &spec.provides {
                 Some(provides) => names.extend(provides.iter().cloned()),
                 None => match self.runtime.load(&flow.resolve(&spec.plugin)).await {
@@ -158,6 +160,8 @@ pub struct LoadedFlow {
     /// For each task, the tasks that must succeed before it starts (the flow's pattern as a
     /// graph; a linear flow is a chain).
     deps: graph::Deps,
+    /// The subflows with a retry controller, each over a range of `tasks`.
+    scopes: Vec<tree::Scope>,
     /// Most calls of the run in flight at once.
     max_parallel: usize,
     initial: Store,
