@@ -92,7 +92,20 @@ fn diamond(journal: &std::path::Path, pattern: FlowSpec) -> FlowSpec {
 async fn a_failing_diamond_reverts_in_reverse_dependency_order() {
     let journal = tempfile::tempdir().unwrap();
     let flow = diamond(journal.path(), FlowSpec::graph("diamond").max_parallel(4));
-    let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let mut loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    loaded.listen(recorder.clone());
+    let report = loaded.run().await.unwrap();
+    // TaskFlow 6.5's order for this graph (host/benches/taskflow/diamond.py): b and c start
+    // before either ends, d is reverted first, b and c start reverting before either is
+    // reverted, a is reverted last.
+    let moves = recorder.task_transitions();
+    let at = |task: &str, to: TaskState| moves.iter().position(|(t, _, s)| t == task && *s == to).unwrap();
+    use TaskState::{Reverted, Reverting, Running, Success};
+    assert!(at("b", Running).max(at("c", Running)) < at("b", Success).min(at("c", Success)), "{moves:?}");
+    assert!(at("d", Reverted) < at("b", Reverting).min(at("c", Reverting)), "{moves:?}");
+    assert!(at("b", Reverting).max(at("c", Reverting)) < at("b", Reverted).min(at("c", Reverted)), "{moves:?}");
+    assert!(at("b", Reverted).max(at("c", Reverted)) < at("a", Reverting), "{moves:?}");
     assert_eq!(report.state, FlowState::Reverted);
     assert!(report.tasks.iter().all(|t| t.state == TaskState::Reverted), "{:?}", report.tasks);
     assert_eq!(report.store.fetch("a_out"), None, "reverted results leave the store");
@@ -257,4 +270,68 @@ after = ["blocked"]
     assert_eq!(ws.count("execute", "quick"), 1, "succeeded before the kill: not executed again");
     assert_eq!(ws.count("execute", "blocked"), 2, "caught RUNNING: executed again");
     assert_eq!(ws.count("execute", "last"), 1);
+}
+
+#[tokio::test]
+async fn a_task_waiting_to_be_retried_does_not_hold_up_independent_tasks() {
+    let journal = tempfile::tempdir().unwrap();
+    let pause = flowhost::Retry::attempts(2).backoff(Duration::from_millis(400), Duration::from_millis(400));
+    let flow = FlowSpec::graph("retry_in_a_graph")
+        .max_parallel(2)
+        .add(
+            journaled_probe("flaky", journal.path(), json!({ "fail": "unavailable", "fail_times": 1 }))
+                .rebind("value", "seed")
+                .retry(pause),
+        )
+        .add(journaled_probe("steady", journal.path(), json!({ "mode": "sleep", "ms": 50 })).rebind("value", "seed"))
+        .add(journaled_probe("after_steady", journal.path(), json!({})).rebind("value", "steady_out"));
+    let recorder = Arc::new(Recorder::default());
+    let mut loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    loaded.listen(recorder.clone());
+    let report = loaded.run().await.unwrap();
+    assert_eq!(report.state, FlowState::Success);
+    assert_eq!(report.tasks[0].attempt, 2);
+    let moves = recorder.task_transitions();
+    let at = |task: &str, from: TaskState, to: TaskState| {
+        moves.iter().position(|m| m.0 == task && m.1 == from && m.2 == to).unwrap_or_else(|| panic!("{moves:?}"))
+    };
+    let retried = at("flaky", TaskState::Retrying, TaskState::Running);
+    assert!(at("after_steady", TaskState::Running, TaskState::Success) < retried, "{moves:?}");
+}
+
+#[test]
+fn check_shows_each_tasks_dependencies_and_flow_file_mistakes_name_their_place() {
+    let ws = Workspace::new();
+    let probe = plugin("probe");
+    let flow = |pattern: &str, max_parallel: &str| {
+        format!(
+            "name = \"deps\"\npattern = {pattern}\nmax_parallel = {max_parallel}\n[store]\nseed = 1\n\n\
+             [[task]]\nname = \"second\"\nplugin = {probe:?}\nrebind = {{ value = \"first_out\" }}\nprovides = [\"second_out\"]\n\n\
+             [[task]]\nname = \"first\"\nplugin = {probe:?}\nrebind = {{ value = \"seed\" }}\nprovides = [\"first_out\"]\n"
+        )
+    };
+    std::fs::write(ws.path("flow.toml"), flow("\"graph\"", "2")).unwrap();
+    let check = ws.flowhost(&["check", "flow.toml", "--json"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let plan = stdout_json(&check);
+    assert_eq!(
+        plan["tasks"][0]["depends_on"],
+        json!(["first"]),
+        "second reads first's result, listed later in the file"
+    );
+    assert_eq!(plan["tasks"][1]["depends_on"], json!([]));
+    assert_eq!(plan["tasks"][0]["retry"]["attempts"], 1, "no policy: one attempt");
+    let run = ws.flowhost(&["run", "flow.toml", "--no-db", "--fetch", "second_out"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout_json(&run)["second_out"]["value"]["value"], 1, "second got first's echo of the seed");
+
+    std::fs::write(ws.path("flow.toml"), flow("\"graph\"", "0")).unwrap();
+    let zero = ws.flowhost(&["check", "flow.toml", "--json"]);
+    assert_eq!(zero.status.code(), Some(65));
+    assert_eq!(stdout_json(&zero)["problems"][0]["field"], "max_parallel");
+
+    std::fs::write(ws.path("flow.toml"), flow("\"tree\"", "2")).unwrap();
+    let bogus = ws.flowhost(&["check", "flow.toml"]);
+    assert_eq!(bogus.status.code(), Some(65));
+    assert!(stderr(&bogus).contains("line 2") && stderr(&bogus).contains("tree"), "{}", stderr(&bogus));
 }

@@ -118,7 +118,7 @@ fn exhausted_retries_revert_the_flow_and_the_failed_task_once() {
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
     let report = stdout_json(&run);
     assert_eq!(report["state"], "REVERTED");
-    assert_eq!(report["tasks"][1]["attempts"], 3);
+    assert_eq!(report["tasks"][1]["attempt"], 3);
     assert_eq!(report["tasks"][1]["error"]["message"], "scheduler down");
     assert_eq!(ws.count("execute", "b"), 3);
     assert_eq!(ws.count("revert", "b"), 1, "reverted once, with its last attempt's outcome");
@@ -254,7 +254,7 @@ async fn revert_between_undoes_each_failed_attempt_before_the_next() {
     loaded.listen(recorder.clone());
     let report = loaded.run().await.unwrap();
     assert_eq!(report.state, FlowState::Success);
-    assert_eq!(report.tasks[0].attempts, 3);
+    assert_eq!(report.tasks[0].attempt, 3);
     use TaskState::*;
     let moves: Vec<(TaskState, TaskState)> =
         recorder.task_transitions().into_iter().map(|(_, from, to)| (from, to)).collect();
@@ -287,7 +287,7 @@ async fn without_a_policy_a_task_runs_once() {
         .add(journaled_probe("flaky", journal.path(), json!({ "fail": "unavailable" })).rebind("value", "seed"));
     let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(1))])).await.unwrap();
     assert_eq!(report.state, FlowState::Reverted);
-    assert_eq!(report.tasks[0].attempts, 1);
+    assert_eq!(report.tasks[0].attempt, 1);
 }
 
 #[test]
@@ -319,4 +319,41 @@ fn a_policy_that_cannot_work_is_refused_naming_its_field() {
     let unknown = ws.flowhost(&["check", &two_steps(&ws, "", "", Some("{ tries = 3 }")).to_string_lossy()]);
     assert_eq!(unknown.status.code(), Some(65));
     assert!(stderr(&unknown).contains("tries"), "{}", stderr(&unknown));
+}
+
+#[tokio::test]
+async fn a_run_resumed_while_reverting_a_failed_attempt_reverts_it_again_then_retries() {
+    let journal = tempfile::tempdir().unwrap();
+    // The first attempt happened before the interruption: the probe's call count says so.
+    std::fs::write(journal.path().join("flaky.calls"), "1").unwrap();
+    let flow = FlowSpec::linear("interrupted").add(
+        journaled_probe("flaky", journal.path(), json!({ "fail": "unavailable", "fail_times": 1 }))
+            .rebind("value", "seed")
+            .retry(Retry::attempts(3).backoff(Duration::from_millis(1), Duration::from_millis(1)).revert_between(true)),
+    );
+    let error = flowhost::TaskError { code: "unavailable".into(), message: "busy".into(), details: None };
+    let checkpoint = flowhost::Checkpoint {
+        state: FlowState::Running,
+        tasks: vec![flowhost::TaskCheckpoint {
+            name: "flaky".into(),
+            state: TaskState::Reverting,
+            args: Some(r#"{"value":1}"#.into()),
+            outcome: Some(flowhost::Outcome::Error(error.clone())),
+            error: Some(error),
+            revert_error: None,
+            duration: Duration::from_millis(1),
+            attempt: 1,
+            retry_at: Some(std::time::SystemTime::now()),
+            iterations: Vec::new(),
+        }],
+    };
+    let loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    let report = loaded.resume(checkpoint).await.unwrap();
+    assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
+    assert_eq!(report.tasks[0].attempt, 2, "the interrupted attempt 1 is followed by attempt 2");
+    let calls: Vec<String> = flowhost_testkit::json_lines(&journal.path().join("calls.jsonl"))
+        .iter()
+        .map(|c| c["call"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(calls, ["revert", "execute"], "the revert caught REVERTING runs again, then the next attempt");
 }

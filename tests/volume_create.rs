@@ -171,7 +171,7 @@ fn a_refusing_zone_is_not_retried_and_reverts_everything() {
     let out = flowhost(&flow, &["--store", "raw_availability_zone=az-down", "--json"]);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
     let report = json_stdout(&out);
-    assert_eq!(report["tasks"][4]["attempts"], 1, "`zone-unavailable` is not in the policy's `on`");
+    assert_eq!(report["tasks"][4]["attempt"], 1, "`zone-unavailable` is not in the policy's `on`");
     assert_eq!(report["state"], "REVERTED");
     let left: Vec<_> = snapshot(&state).into_iter().filter(|(p, _)| p != Path::new("quota.json")).collect();
     assert!(left.is_empty(), "no volume, request or busy count is left: {left:?}");

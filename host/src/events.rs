@@ -94,6 +94,8 @@ impl TaskState {
                 | (Success | Failure | Retrying, Reverting)
                 | (Reverting, Reverted | RevertFailure)
                 | (Retrying | Reverted, Running)
+                // A subflow's controller starts its next iteration.
+                | (Reverted | Failure, Pending)
         )
     }
 }
@@ -178,6 +180,10 @@ pub enum Transition {
         /// When the next attempt is due, on entering RETRYING.
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_at: Option<SystemTime>,
+        /// Inside subflows with a retry controller: each controller's iteration, from 1,
+        /// outermost first. Empty elsewhere.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        iterations: Vec<u32>,
     },
 }
 
@@ -231,7 +237,7 @@ impl Listener for LogListener {
                     _ => tracing::info!("{line}"),
                 }
             }
-            Transition::Task { task, from, to, duration, result, error, attempt, retry_at, .. } => {
+            Transition::Task { task, from, to, duration, result, error, attempt, retry_at, iterations, .. } => {
                 // Time spent is worth reading only for work done: execute and revert.
                 let took = match from {
                     TaskState::Running | TaskState::Reverting => format!(" ({})", millis(*duration)),
@@ -246,7 +252,11 @@ impl Listener for LogListener {
                     None if *to == TaskState::Running && *attempt > 1 => format!(" (attempt {attempt})"),
                     None => String::new(),
                 };
-                let line = format!("task `{task}` {from} -> {to}{took}{retry}");
+                let iteration = match iterations.last() {
+                    Some(n) if *to == TaskState::Running || *to == TaskState::Pending => format!(" (iteration {n})"),
+                    _ => String::new(),
+                };
+                let line = format!("task `{task}` {from} -> {to}{took}{retry}{iteration}");
                 match (to, error) {
                     (_, Some(error)) => match &error.details {
                         Some(details) => tracing::warn!("{line}: {error} (details: {details})"),

@@ -42,12 +42,13 @@ pub mod runs;
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
 pub use engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
-    LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, TaskCheckpoint, TaskPlan, TaskReport,
-    ValidationError,
+    LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, SubflowReport, TaskCheckpoint, TaskPlan,
+    TaskReport, ValidationError,
 };
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flow::{
-    Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, NOT_RETRIED_BY_DEFAULT, Pattern, Retry, RetryPolicy, TaskSpec,
+    Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach, Instances, Iterations, Limits,
+    NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry, RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
 };
 pub use runtime::{
     COMPILE_TARGET, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES, Pinned, Plugin, PluginError, Preopen,

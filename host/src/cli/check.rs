@@ -79,6 +79,26 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
             task.provides.to_vec()
         };
         outln!("   provides: {}", list(&provides))?;
+        if !task.depends_on.is_empty() {
+            outln!("   after:    {}", task.depends_on.join(", "))?;
+        }
+        let retry = task.retry;
+        if retry.attempts > 1 {
+            let codes = match (&retry.on, retry.except.is_empty()) {
+                (Some(on), _) => format!("on {}", on.join(", ")),
+                (None, true) => "on every error but input errors".to_owned(),
+                (None, false) => format!("on every error but input errors and {}", retry.except.join(", ")),
+            };
+            outln!(
+                "   retry:    {} attempts, backoff {} ms x{} up to {} ms{}, {codes}{}",
+                retry.attempts,
+                retry.backoff.as_millis(),
+                retry.multiplier,
+                retry.max_backoff.as_millis(),
+                if retry.jitter { " with jitter" } else { "" },
+                if retry.revert_between { ", reverting between attempts" } else { "" }
+            )?;
+        }
         let l = &task.sandbox.limits;
         let fuel = l.fuel.map_or_else(|| "off".to_owned(), |f| f.to_string());
         outln!(

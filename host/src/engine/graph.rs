@@ -8,22 +8,26 @@
 
 use std::collections::BTreeMap;
 
+use super::tree::{Level, Node};
 use super::validate::Problem;
 use crate::flow::{Pattern, TaskSpec};
-use crate::store::{Binding, Store, quoted};
+use crate::store::{Binding, quoted};
 
 /// For each entry, the entries it depends on (indices into the flow's entries).
 pub(super) type Deps = Vec<Vec<usize>>;
 
-/// The dependencies of `specs` (with their `bindings`, in flow order) under `pattern`, or
-/// every problem: a name no one provides, a task reading another's result in an unordered
-/// flow, `after` naming no entry (or used outside a graph), and cycles, naming their tasks.
-/// Linear flows' requirements are checked in file order by validation itself.
+/// The dependencies of the flat `tasks` (with their `bindings`, in file order) under each
+/// level's pattern, or every problem: a name no one provides, a task reading another's
+/// result in an unordered flow, `after` naming no sibling entry (or used outside a graph),
+/// and cycles, naming their tasks. An entry's dependencies are those of every task in it: a
+/// subflow waits for what precedes it in its parent, and what follows it waits for all of
+/// it. When every level is linear, requirements are checked in file order by validation
+/// itself; otherwise here, against `available` (the initial store and what controllers give).
 pub(super) fn dependencies(
-    pattern: Pattern,
-    specs: &[TaskSpec],
+    levels: &[Level],
+    tasks: &[TaskSpec],
     bindings: &[&Binding],
-    initial: &Store,
+    available: &dyn Fn(&str) -> bool,
 ) -> Result<Deps, Vec<Problem>> {
     let mut problems = Vec::new();
     let problem = |task: &str, field: &str, message: String| Problem {
@@ -31,91 +35,112 @@ pub(super) fn dependencies(
         field: Some(field.to_owned()),
         message,
     };
-    for spec in specs {
-        if pattern != Pattern::Graph && !spec.after.is_empty() {
-            problems.push(problem(
-                &spec.name,
-                "after",
-                format!(
-                    "`after` orders entries of a graph flow; this flow is {} (set `pattern = \"graph\"`)",
-                    pattern.as_str()
-                ),
-            ));
+    let mut deps: Deps = vec![Vec::new(); tasks.len()];
+    let depend = |nodes: &[Node], i: usize, on: usize, deps: &mut Deps| {
+        for task in nodes[i].tasks.clone() {
+            for dep in nodes[on].tasks.clone() {
+                if !deps[task].contains(&dep) {
+                    deps[task].push(dep);
+                }
+            }
         }
-    }
-    if pattern == Pattern::Linear {
-        return if problems.is_empty() {
-            Ok((0..specs.len()).map(|i| i.checked_sub(1).into_iter().collect()).collect())
-        } else {
-            Err(problems)
-        };
-    }
-    let providers: BTreeMap<&str, usize> =
-        bindings.iter().enumerate().flat_map(|(i, b)| b.provides.iter().map(move |name| (name.as_str(), i))).collect();
-    let index: BTreeMap<&str, usize> = specs.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
-    let mut deps: Deps = vec![Vec::new(); specs.len()];
-    for (i, (spec, binding)) in specs.iter().zip(bindings).enumerate() {
-        let reads = binding.required.iter().map(|r| (r, true)).chain(binding.optional.iter().map(|o| (o, false)));
-        let mut missing = Vec::new();
-        for ((arg, key), required) in reads {
-            match providers.get(key.as_str()) {
-                // A task's own result is not an input of it: the initial store must hold it.
-                Some(&from) if from != i => {
+    };
+    for level in levels {
+        let (pattern, nodes) = (level.pattern, &level.nodes[..]);
+        for node in nodes {
+            if pattern != Pattern::Graph && !node.after.is_empty() {
+                problems.push(problem(
+                    &node.path,
+                    "after",
+                    format!(
+                        "`after` orders entries of a graph flow; this flow is {} (set `pattern = \"graph\"`)",
+                        pattern.as_str()
+                    ),
+                ));
+            }
+        }
+        if pattern == Pattern::Linear {
+            for i in 1..nodes.len() {
+                depend(nodes, i, i - 1, &mut deps);
+            }
+            continue;
+        }
+        let providers: BTreeMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(n, node)| node.tasks.clone().flat_map(move |t| bindings[t].provides.iter().map(move |p| (p.as_str(), n))))
+            .collect();
+        let index: BTreeMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.local.as_str(), i)).collect();
+        for (i, node) in nodes.iter().enumerate() {
+            for t in node.tasks.clone() {
+                let binding = bindings[t];
+                for (arg, key) in binding.required.iter().chain(&binding.optional) {
+                    // A name provided inside the same entry is that entry's own business.
+                    let Some(&from) = providers.get(key.as_str()).filter(|&&from| from != i) else { continue };
                     if pattern == Pattern::Unordered {
                         let field = if arg == key { "name" } else { "rebind" };
                         problems.push(problem(
-                            &spec.name,
+                            &tasks[t].name,
                             field,
                             format!(
-                                "reads `{key}`, which task `{}` provides: tasks of an unordered flow may not depend on each other's results (use `pattern = \"graph\"`)",
-                                specs[from].name
+                                "reads `{key}`, which {} `{}` provides: entries of an unordered flow may not depend on each other's results (use `pattern = \"graph\"`)",
+                                nodes[from].kind,
+                                nodes[from].path
                             ),
                         ));
-                    } else if !deps[i].contains(&from) {
-                        deps[i].push(from);
+                    } else {
+                        depend(nodes, i, from, &mut deps);
                     }
                 }
-                _ if required && !initial.contains(key) => missing.push(key.clone()),
-                _ => {}
+            }
+            for name in &node.after {
+                match index.get(name.as_str()) {
+                    Some(&from) if from == i => {
+                        problems.push(problem(&node.path, "after", "an entry cannot run after itself".into()))
+                    }
+                    Some(&from) => depend(nodes, i, from, &mut deps),
+                    None => problems.push(problem(
+                        &node.path,
+                        "after",
+                        format!("`after` names `{name}`, which is no entry of this flow"),
+                    )),
+                }
             }
         }
-        if !missing.is_empty() {
-            problems.push(Problem {
-                task: Some(spec.name.clone()),
-                field: None,
-                message: format!(
-                    "requires {}, which neither the initial store nor any task provides",
-                    quoted(&missing)
-                ),
-            });
-        }
-        for name in &spec.after {
-            match index.get(name.as_str()) {
-                Some(&from) if from == i => {
-                    problems.push(problem(&spec.name, "after", "an entry cannot run after itself".into()))
-                }
-                Some(&from) => {
-                    if !deps[i].contains(&from) {
-                        deps[i].push(from);
-                    }
-                }
-                None => problems.push(problem(
-                    &spec.name,
-                    "after",
-                    format!("`after` names `{name}`, which is no entry of this flow"),
-                )),
+    }
+    if !levels.iter().all(|l| l.pattern == Pattern::Linear) {
+        let provided: BTreeMap<&str, usize> =
+            bindings.iter().enumerate().flat_map(|(i, b)| b.provides.iter().map(move |n| (n.as_str(), i))).collect();
+        for (i, (task, binding)) in tasks.iter().zip(bindings).enumerate() {
+            // A task's own result is not an input of it: the initial store must hold it.
+            let missing: Vec<String> = binding
+                .required
+                .iter()
+                .map(|(_, key)| key)
+                .filter(|key| provided.get(key.as_str()).is_none_or(|&from| from == i) && !available(key))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                problems.push(Problem {
+                    task: Some(task.name.clone()),
+                    field: None,
+                    message: format!(
+                        "requires {}, which neither the initial store nor any task provides",
+                        quoted(&missing)
+                    ),
+                });
             }
         }
     }
     if let Some(cycle) = find_cycle(&deps) {
-        let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", specs[i].name)).collect();
+        let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", tasks[i].name)).collect();
         problems.push(Problem {
-            task: Some(specs[cycle[0]].name.clone()),
+            task: Some(tasks[cycle[0]].name.clone()),
             field: None,
             message: format!(
                 "the flow has a cycle: {} -> `{}`; each needs the one before it to succeed first",
                 names.join(" -> "),
-                specs[cycle[0]].name
+                tasks[cycle[0]].name
             ),
         });
     }

@@ -1,13 +1,15 @@
-//! The engine: validates a flow against its plugins, then runs it — execute in order,
-//! revert in reverse on the first failure — journaling every transition before listeners
+//! The engine: validates a flow against its plugins, then runs it — execute by the flow's
+//! pattern (in order, or independent tasks at once), retry by each entry's policy, revert in
+//! reverse dependency order on a failure — journaling every transition before listeners
 //! hear of it.
 //!
 //! One [`Engine`] serves the whole process: it is cheap to clone, and every run it starts is
-//! an independent future, so many flows run at once on a tokio runtime while each flow's
-//! tasks stay strictly sequential. The pieces, in TaskFlow's terms: [`validate`] is the
-//! compiler's check, [`task`] the executor seam (a bound task calls the runtime), [`run`] the
-//! state machine, [`journal`] the storage it writes before notifying, [`resume`] the
-//! restore of a recorded run.
+//! an independent future, so many flows run at once on a tokio runtime, each flow's tasks
+//! ordered by its pattern. The pieces, in TaskFlow's terms: [`validate`] is the compiler's
+//! check and [`graph`] its dependency graph, [`task`] the executor seam (a bound task calls
+//! the runtime), [`schedule`] the scheduler and completer, [`run`] the state machine,
+//! [`journal`] the storage it writes before notifying, [`resume`] the restore of a recorded
+//! run.
 
 mod batch;
 mod graph;
@@ -17,6 +19,7 @@ mod resume;
 mod run;
 mod schedule;
 mod task;
+mod tree;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -29,13 +32,13 @@ use serde_json::Value;
 
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
 pub use journal::{Append, Close, Journal, JournalError, RunError};
-pub use report::{RunReport, TaskReport};
+pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::{Checkpoint, ResumeError, TaskCheckpoint};
 pub use validate::{Problem, ValidationError};
 
 use crate::contract::TaskInfo;
 use crate::events::Listener;
-use crate::flow::FlowSpec;
+use crate::flow::{FlowSpec, RetryPolicy};
 use crate::runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
 use crate::store::Store;
 use run::Run;
@@ -92,6 +95,7 @@ impl Engine {
             flow: flow.name.clone(),
             tasks: validated.tasks.into_iter().map(Arc::new).collect(),
             deps: validated.deps,
+            scopes: validated.scopes,
             max_parallel: flow.max_parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             initial: validated.initial,
             provided: validated.provided,
@@ -109,7 +113,7 @@ impl Engine {
         let mut names = BTreeSet::new();
         let mut problems = Vec::new();
         let mut host_unavailable = false;
-        for spec in &flow.tasks {
+        for spec in flow.task_specs() {
             match &spec.provides {
                 Some(provides) => names.extend(provides.iter().cloned()),
                 None => match self.runtime.load(&flow.resolve(&spec.plugin)).await {
@@ -156,6 +160,8 @@ pub struct LoadedFlow {
     /// For each task, the tasks that must succeed before it starts (the flow's pattern as a
     /// graph; a linear flow is a chain).
     deps: graph::Deps,
+    /// The subflows with a retry controller, each over a range of `tasks`.
+    scopes: Vec<tree::Scope>,
     /// Most calls of the run in flight at once.
     max_parallel: usize,
     initial: Store,
@@ -187,6 +193,10 @@ pub struct TaskPlan<'a> {
     pub provides: &'a [String],
     /// Limits and grants.
     pub sandbox: &'a Sandbox,
+    /// The entries that must succeed before this one starts, by the flow's pattern.
+    pub depends_on: Vec<&'a str>,
+    /// When a failed execute is tried again.
+    pub retry: &'a RetryPolicy,
 }
 
 impl LoadedFlow {
@@ -197,7 +207,7 @@ impl LoadedFlow {
 
     /// Each entry as it will run.
     pub fn plan(&self) -> impl Iterator<Item = TaskPlan<'_>> {
-        self.tasks.iter().map(|t| TaskPlan {
+        self.tasks.iter().zip(&self.deps).map(|(t, deps)| TaskPlan {
             name: &t.name,
             info: t.plugin.info(),
             plugin: t.plugin.path(),
@@ -208,6 +218,8 @@ impl LoadedFlow {
             inject: &t.binding.inject,
             provides: &t.binding.provides,
             sandbox: &t.sandbox,
+            depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
+            retry: &t.retry,
         })
     }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::LoadedFlow;
 use super::run::Run;
+use super::tree::Scope;
 use crate::contract::{Outcome, TaskError};
 use crate::events::{FlowState, TaskState};
 
@@ -38,6 +39,9 @@ pub struct TaskCheckpoint {
     pub attempt: u32,
     /// When its next attempt is due, when a failed attempt is to be retried.
     pub retry_at: Option<SystemTime>,
+    /// The iterations of the subflow controllers around it, outermost first, as last
+    /// recorded: the run continues in them.
+    pub iterations: Vec<u32>,
 }
 
 /// A checkpoint that cannot be resumed, or a resumed run that stopped.
@@ -92,6 +96,7 @@ impl Run {
         }
         let mut this = Self::new(loaded);
         this.state = checkpoint.state;
+        let iterations: Vec<Vec<u32>> = checkpoint.tasks.iter().map(|t| t.iterations.clone()).collect();
         for (index, task) in checkpoint.tasks.into_iter().enumerate() {
             let incomplete = |problem: &str| ResumeError::Incomplete {
                 run: run.clone(),
@@ -146,12 +151,14 @@ impl Run {
             if retrying {
                 record.retry_at = task.retry_at;
                 record.attempt_error = task.error;
-            } else {
+            } else if task.state != TaskState::Pending {
+                // A task reset for a subflow's next iteration failed in an earlier one.
                 record.error = task.error;
             }
             record.revert_error = task.revert_error;
             record.duration = task.duration;
         }
+        this.iteration = recorded_iterations(&this.loaded.scopes, &iterations);
         if this.state == FlowState::Reverting && this.failure().is_none() {
             return Err(ResumeError::Incomplete {
                 run,
@@ -162,4 +169,27 @@ impl Run {
         }
         Ok(this)
     }
+}
+
+/// Each scope's iteration from its tasks' recorded iterations. Iterations only move forward
+/// (an outer controller's next iteration starts its inner ones from 1 again), so a scope
+/// stands at the greatest record among its tasks, outer iterations first; a scope whose
+/// tasks recorded an earlier iteration of an enclosing scope is at its first.
+fn recorded_iterations(scopes: &[Scope], recorded: &[Vec<u32>]) -> Vec<u32> {
+    let mut at: Vec<Vec<u32>> = Vec::with_capacity(scopes.len());
+    for (s, scope) in scopes.iter().enumerate() {
+        let depth = std::iter::successors(scope.parent, |&p| scopes[p].parent).count();
+        let outer: Vec<u32> = scope.parent.map(|p| at[p].clone()).unwrap_or_default();
+        let latest = recorded[scope.tasks.clone()]
+            .iter()
+            .filter(|its| its.len() > depth && its[..depth] == outer[..])
+            .map(|its| its[depth])
+            .max()
+            .unwrap_or(1);
+        let mut mine = outer;
+        mine.push(latest);
+        debug_assert_eq!(at.len(), s);
+        at.push(mine);
+    }
+    at.into_iter().map(|its| its.last().copied().unwrap_or(1)).collect()
 }

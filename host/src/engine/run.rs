@@ -1,11 +1,12 @@
-//! The run state machine: execute in order, revert in reverse on the first failure.
+//! The run state machine: the states of the flow and its tasks and the moves between them;
+//! what runs when is the scheduler's (`super::schedule`).
 //!
 //! Every state change goes through [`Run::task_to`] or [`Run::flow_to`] and waits in the run's
 //! pending transitions until the next [`Run::flush`], which comes before every plugin call and
 //! at the end: the journal commits the pending transitions together, then the listeners hear
 //! of them (TaskFlow's order: storage before notifier). So nothing reaches a plugin, a
 //! listener or the caller before it is recorded — and a task's SUCCESS and the next task's
-//! RUNNING cost one commit, not two. A failed commit stops the run at once: no further task
+//! RUNNING (or the RUNNING of tasks starting together) cost one commit, not two. A failed commit stops the run at once: no further task
 //! executes or reverts.
 //!
 //! A failed attempt that the entry's retry policy tries again moves the task to RETRYING with
@@ -19,7 +20,8 @@ use tracing::Instrument;
 
 use super::LoadedFlow;
 use super::journal::RunError;
-use super::report::{RunReport, TaskReport};
+use super::report::{RunReport, SubflowReport, TaskReport};
+use super::tree::Tree;
 use crate::contract::{HostFault, Outcome, TaskError};
 use crate::events::{Event, FlowState, TaskState, Transition, notify};
 use crate::store::{Store, quoted};
@@ -68,6 +70,8 @@ pub(super) struct Run {
     pub(super) store: Store,
     pub(super) records: Vec<Record>,
     pub(super) state: FlowState,
+    /// Each retry controller's iteration (of `loaded.scopes`), from 1.
+    pub(super) iteration: Vec<u32>,
     started: Instant,
     /// Transitions made but not yet journaled (and not yet told to listeners).
     pending: Vec<Event>,
@@ -97,6 +101,7 @@ impl Run {
             .collect();
         Self {
             store: loaded.initial.clone(),
+            iteration: vec![1; loaded.scopes.len()],
             loaded,
             records,
             state: FlowState::Pending,
@@ -158,7 +163,17 @@ impl Run {
         let retry_at = retry_in.map(|pause| at + pause);
         record.retry_at = retry_at.or(record.retry_at.filter(|_| to != TaskState::Running));
         let task = self.loaded.tasks[index].name.clone();
-        self.emit(Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at }, at);
+        let iterations = self.iterations(index);
+        let transition =
+            Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at, iterations };
+        self.emit(transition, at);
+    }
+
+    /// The iterations task `index` runs in, one per controller around it, outermost first.
+    pub(super) fn iterations(&self, index: usize) -> Vec<u32> {
+        let mut its: Vec<u32> = Tree::scopes_of(&self.loaded.scopes, index).map(|s| self.iteration[s]).collect();
+        its.reverse();
+        its
     }
 
     /// Runs (or goes on running) to the end, or until the journal fails. Everything logged
@@ -202,6 +217,40 @@ impl Run {
             })
             .map(|args| args.to_string())
             .and_then(|args| task.sandbox.limits.check_args(&args).map(|()| args))
+    }
+
+    /// Puts into the store what the controllers around task `index` give their current
+    /// iteration (a `for_each` value), or says why they cannot (a `parameterized_for_each`
+    /// list missing from the store or too short).
+    pub(super) fn give(&mut self, index: usize) -> Result<(), TaskError> {
+        for s in Tree::scopes_of(&self.loaded.scopes, index) {
+            let scope = &self.loaded.scopes[s];
+            match scope.given(self.iteration[s], &self.store) {
+                Ok(Some((name, value))) => {
+                    let name = name.to_owned();
+                    self.store.insert(name, value);
+                }
+                Ok(None) => {}
+                Err(message) => return Err(HostFault::MissingArguments.error(message)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts task `index` back to PENDING for its subflow's next iteration: whatever it did is
+    /// reverted (or it never ran), so it starts over from its first attempt.
+    pub(super) fn reset(&mut self, index: usize) {
+        let record = &mut self.records[index];
+        record.attempt = 0;
+        record.outcome = None;
+        record.error = None;
+        record.revert_error = None;
+        record.retry_at = None;
+        record.attempt_error = None;
+        record.args.clear();
+        if record.state != TaskState::Pending {
+            self.task_to(index, TaskState::Pending, Detail::default());
+        }
     }
 
     /// Moves task `index` to RUNNING for attempt `attempt`, with the arguments it will get.
@@ -305,18 +354,28 @@ impl Run {
     }
 
     fn report(self) -> RunReport {
+        let iterations: Vec<Vec<u32>> = (0..self.records.len()).map(|i| self.iterations(i)).collect();
+        let subflows = self
+            .loaded
+            .scopes
+            .iter()
+            .zip(&self.iteration)
+            .map(|(scope, &iteration)| SubflowReport { path: scope.path.clone(), iteration })
+            .collect();
         let tasks = self
             .loaded
             .tasks
             .iter()
             .zip(self.records)
-            .map(|(task, record)| TaskReport {
+            .zip(iterations)
+            .map(|((task, record), iterations)| TaskReport {
                 name: task.name.clone(),
                 state: record.state,
                 duration: record.duration,
                 error: record.error,
                 revert_error: record.revert_error,
-                attempts: record.attempt,
+                attempt: record.attempt,
+                iterations,
                 limits: task.sandbox.limits,
             })
             .collect();
@@ -326,6 +385,7 @@ impl Run {
             state: self.state,
             store: self.store,
             tasks,
+            subflows,
             duration: self.started.elapsed(),
         }
     }

@@ -13,6 +13,7 @@
 //! every transition is made and committed before the call it announces is spawned.
 
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -22,6 +23,7 @@ use tracing::Instrument;
 
 use super::journal::RunError;
 use super::run::{Failed, Run, Stopped};
+use super::tree::Tree;
 use crate::contract::{Outcome, TaskError};
 use crate::events::{FlowState, TaskState};
 
@@ -45,7 +47,8 @@ struct Work {
     /// Calls ready or in flight.
     busy: usize,
     max: usize,
-    pauses: Vec<AbortHandle>,
+    /// Each pause, with the task it is for.
+    pauses: Vec<(usize, AbortHandle)>,
 }
 
 impl Work {
@@ -80,14 +83,23 @@ impl Work {
             tokio::time::sleep(left).await;
             Done::Due { index }
         });
-        self.pauses.push(handle);
+        self.pauses.push((index, handle));
     }
 
     /// Cuts every pause short: the flow is failing, no further attempt is made.
     fn cancel_pauses(&mut self) {
-        for pause in self.pauses.drain(..) {
-            pause.abort();
-        }
+        self.cancel_pauses_of(0..usize::MAX);
+    }
+
+    /// Cuts short the pauses of `tasks`: a subflow starts its next iteration without them.
+    fn cancel_pauses_of(&mut self, tasks: Range<usize>) {
+        self.pauses.retain(|(index, pause)| {
+            let keep = !tasks.contains(index);
+            if !keep {
+                pause.abort();
+            }
+            keep
+        });
     }
 
     /// The next finished piece of work; `None` when nothing is in flight.
@@ -109,11 +121,21 @@ impl Work {
 
 impl Run {
     /// Executes every task not yet done; true when some task failed for good (the flow
-    /// must revert). Picks up where a resumed run stood, pauses between attempts included.
+    /// must revert). Picks up where a resumed run stood, pauses between attempts and a
+    /// subflow's next iteration included. A task failing for good inside a subflow whose
+    /// controller has an iteration left holds up that subflow's tasks; once none of them is
+    /// in flight, the subflow is reverted and starts again.
     pub(super) async fn execute_tasks(&mut self) -> Result<bool, RunError> {
         let count = self.loaded.tasks.len();
         let mut work = Work::new(self.loaded.max_parallel);
-        let mut failing = self.failure().is_some();
+        let mut failing = false;
+        // Subflows to start again once their calls in flight are done.
+        let mut restarting: Vec<usize> = Vec::new();
+        for index in 0..count {
+            if self.records[index].error.is_some() {
+                self.escalate(index, &mut restarting, &mut failing);
+            }
+        }
         let mut due = vec![false; count];
         if !failing {
             for index in 0..count {
@@ -127,47 +149,69 @@ impl Run {
             }
         }
         loop {
+            if failing {
+                restarting.clear();
+            }
+            let in_flight = |index: usize| matches!(self.records[index].state, TaskState::Running | TaskState::Reverting);
+            if !restarting.is_empty() && !(0..count).any(|i| self.held(&restarting, i) && in_flight(i)) {
+                let scopes = std::mem::take(&mut restarting);
+                for scope in outermost(&self.loaded.scopes, scopes) {
+                    work.cancel_pauses_of(self.loaded.scopes[scope].tasks.clone());
+                    if self.restart(scope).await? {
+                        due[self.loaded.scopes[scope].tasks.clone()].fill(false);
+                    } else {
+                        failing = true;
+                    }
+                }
+                continue;
+            }
             if !failing {
-                for (index, due) in due.iter_mut().enumerate() {
+                for index in 0..count {
                     if !work.has_room() {
                         break;
+                    }
+                    if self.held(&restarting, index) {
+                        continue;
                     }
                     let ready = match self.records[index].state {
                         TaskState::Pending => {
                             self.loaded.deps[index].iter().all(|&d| self.records[d].state == TaskState::Success)
                         }
-                        TaskState::Retrying | TaskState::Reverted => *due,
+                        TaskState::Retrying | TaskState::Reverted => due[index],
                         _ => false,
                     };
                     if ready {
-                        *due = false;
-                        failing |= !self.start_attempt(index, &mut work);
+                        due[index] = false;
+                        if !self.start_attempt(index, &mut work) {
+                            self.escalate(index, &mut restarting, &mut failing);
+                        }
                     }
                 }
             }
             if failing {
                 work.cancel_pauses();
             }
-            if work.is_idle() {
+            if work.is_idle() && restarting.is_empty() {
                 break;
             }
             self.flush().await?;
             work.launch();
-            let Some(done) = work.next().await else { break };
+            let Some(done) = work.next().await else { continue };
             match done {
                 Done::Due { index } => due[index] = true,
                 Done::Executed { index, result } => {
                     let Some(failed) = self.executed(index, result) else { continue };
                     let attempt = self.records[index].attempt;
                     let retry = &self.loaded.tasks[index].retry;
-                    match retry.delay_after(attempt, &failed.error.code).filter(|_| !failing) {
+                    let stopping = failing || self.held(&restarting, index);
+                    match retry.delay_after(attempt, &failed.error.code).filter(|_| !stopping) {
                         Some(pause) => {
                             self.retrying(index, failed, pause);
                             self.between_attempts(index, &mut work);
                         }
                         None => {
                             self.fail(index, failed);
-                            failing = true;
+                            self.escalate(index, &mut restarting, &mut failing);
                         }
                     }
                 }
@@ -191,11 +235,59 @@ impl Run {
         Ok(failing)
     }
 
+    /// Whether task `index` is in a subflow waiting to start again: it starts nothing new.
+    fn held(&self, restarting: &[usize], index: usize) -> bool {
+        restarting.iter().any(|&s| self.loaded.scopes[s].tasks.contains(&index))
+    }
+
+    /// Task `index` failed for good: the innermost subflow around it whose controller has an
+    /// iteration left starts again (a controller out of iterations hands the failure
+    /// outwards with `revert`, or stops there with `revert_all`); with none, the flow fails.
+    fn escalate(&self, index: usize, restarting: &mut Vec<usize>, failing: &mut bool) {
+        let mut catcher = None;
+        for s in Tree::scopes_of(&self.loaded.scopes, index) {
+            let scope = &self.loaded.scopes[s];
+            if self.iteration[s] < scope.iterations(&self.store) {
+                catcher = Some(s);
+                break;
+            }
+            if scope.reverts_all() {
+                break;
+            }
+        }
+        match catcher {
+            Some(s) if !restarting.contains(&s) => restarting.push(s),
+            Some(_) => {}
+            None => *failing = true,
+        }
+    }
+
+    /// Starts subflow `scope`'s next iteration: reverts its tasks that did something (in
+    /// reverse dependency order), then puts them all back to PENDING in the next iteration,
+    /// and subflows inside it back to their first. False when a revert failed: the flow
+    /// then fails, as nothing can be retried over a task that could not be undone.
+    async fn restart(&mut self, scope: usize) -> Result<bool, RunError> {
+        let tasks = self.loaded.scopes[scope].tasks.clone();
+        if !self.revert_range(tasks.clone()).await? {
+            return Ok(false);
+        }
+        self.iteration[scope] += 1;
+        for (s, inner) in self.loaded.scopes.iter().enumerate() {
+            if s != scope && tasks.contains(&inner.tasks.start) {
+                self.iteration[s] = 1;
+            }
+        }
+        for index in tasks {
+            self.reset(index);
+        }
+        Ok(true)
+    }
+
     /// Starts the next attempt of task `index`; false when it failed before its plugin was
     /// called (its arguments could not be built), which is never retried.
     fn start_attempt(&mut self, index: usize, work: &mut Work) -> bool {
         let attempt = self.records[index].attempt + 1;
-        match self.arguments(index) {
+        match self.give(index).and_then(|()| self.arguments(index)) {
             Ok(args) => {
                 self.start(index, attempt, Some(args.clone()));
                 let task = self.loaded.tasks[index].clone();
@@ -252,12 +344,18 @@ impl Run {
         if self.state != FlowState::Reverting {
             self.flow_to(FlowState::Reverting);
         }
+        self.revert_range(0..self.loaded.tasks.len()).await?;
+        self.reverts_done();
+        Ok(())
+    }
+
+    /// Reverts the tasks of `tasks` that did something, in reverse dependency order, each
+    /// given the failures among them; true when every revert succeeded.
+    async fn revert_range(&mut self, tasks: Range<usize>) -> Result<bool, RunError> {
         let count = self.loaded.tasks.len();
-        let failures: Arc<[(String, TaskError)]> = self
-            .records
-            .iter()
-            .zip(&self.loaded.tasks)
-            .filter_map(|(record, task)| record.error.clone().map(|e| (task.name.clone(), e)))
+        let failures: Arc<[(String, TaskError)]> = tasks
+            .clone()
+            .filter_map(|i| self.records[i].error.clone().map(|e| (self.loaded.tasks[i].name.clone(), e)))
             .collect();
         let mut dependents = vec![Vec::new(); count];
         for (index, deps) in self.loaded.deps.iter().enumerate() {
@@ -265,9 +363,10 @@ impl Run {
                 dependents[dep].push(index);
             }
         }
+        let mut all_reverted = true;
         let mut work = Work::new(self.loaded.max_parallel);
         loop {
-            for index in (0..count).rev() {
+            for index in tasks.clone().rev() {
                 if !work.has_room() {
                     break;
                 }
@@ -286,10 +385,19 @@ impl Run {
             let Some(done) = work.next().await else { break };
             if let Done::Reverted { index, result } = done {
                 // A failed revert is on the task's record; the others still go on.
-                let _ = self.reverted(index, result);
+                all_reverted &= self.reverted(index, result).is_ok();
             }
         }
-        self.reverts_done();
-        Ok(())
+        Ok(all_reverted)
     }
+}
+
+/// Of the subflows to start again, those not inside another: starting the outer one starts
+/// the inner ones too.
+fn outermost(scopes: &[super::tree::Scope], restarting: Vec<usize>) -> Vec<usize> {
+    // Scopes are listed outer before inner, so `o < s` tells which of two equal ranges is outer.
+    let inside = |s: usize, o: usize| {
+        o < s && scopes[o].tasks.start <= scopes[s].tasks.start && scopes[s].tasks.end <= scopes[o].tasks.end
+    };
+    restarting.iter().copied().filter(|&s| !restarting.iter().any(|&o| inside(s, o))).collect()
 }

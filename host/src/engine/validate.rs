@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::graph::{self, Deps};
 use super::task::BoundTask;
+use super::tree::{Scope, Tree};
 use crate::contract::{TaskInfo, escape};
-use crate::flow::{FlowSpec, Instances, Pattern, Retry, TaskSpec};
+use crate::flow::{FlowSpec, Instances, Iterations, Retry, TaskSpec};
 use crate::runtime::{EPOCH_TICK, Plugin, PluginError, Runtime, Sandbox};
 use crate::store::{Binding, Store, quoted};
 
@@ -78,6 +79,8 @@ pub(super) struct Validated {
     pub(super) tasks: Vec<BoundTask>,
     /// What each entry waits for, by the flow's pattern.
     pub(super) deps: Deps,
+    /// The subflows with a retry controller.
+    pub(super) scopes: Vec<Scope>,
     pub(super) initial: Store,
     pub(super) provided: HashSet<String>,
 }
@@ -99,7 +102,8 @@ impl Sources {
 pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -> Result<Validated, ValidationError> {
     let mut initial: Store = flow.store.clone().into();
     initial.extend(store);
-    let mut problems = Vec::new();
+    let tree = Tree::of(flow);
+    let mut problems = tree.problems.clone();
     let mut report = |task: Option<&str>, found: Vec<Finding>| {
         problems.extend(found.into_iter().map(|Finding { field, message }| Problem {
             task: task.map(str::to_owned),
@@ -120,13 +124,26 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
     // Without a plugin's declaration, later "missing name" findings could be false.
     let mut blind = false;
     let mut names = HashSet::new();
-    let mut tasks = Vec::with_capacity(flow.tasks.len());
-    for (index, spec) in flow.tasks.iter().enumerate() {
+    let mut tasks = Vec::with_capacity(tree.tasks.len());
+    for (index, spec) in tree.tasks.iter().enumerate() {
+        // What a controller gives its scope is there from the scope's first task on.
+        for scope in tree.scopes.iter().filter(|s| s.tasks.start == index) {
+            if let Some((provides, from)) = scope_names(scope) {
+                if let Some(from) = from.filter(|from| !sources.0.contains_key(*from) && !blind) {
+                    let message = format!(
+                        "reads its list from `{from}`, which neither the initial store nor an earlier task provides"
+                    );
+                    report(Some(&scope.path), vec![Finding::at("flow.retry.parameterized_for_each.from", message)]);
+                }
+                sources.0.insert(provides.to_owned(), format!("subflow `{}`", scope.path));
+            }
+        }
         let task = Some(spec.name.as_str());
         if !names.insert(spec.name.as_str()) {
             report(task, vec![Finding::at("name", "duplicate task name; every entry needs its own name")]);
         }
-        report(task, check_name("task", &spec.name).map(|m| Finding::at("name", m)).into_iter().collect());
+        let local = spec.name.rsplit('/').next().unwrap_or_default();
+        report(task, check_name("task", local).map(|m| Finding::at("name", m)).into_iter().collect());
         let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow, runtime.protected());
         report(task, grant_problems.into_iter().map(Finding::anywhere).collect());
         report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
@@ -149,8 +166,8 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
         report(task, check_renamed_provides(spec, plugin.info()));
         let binding = bind(spec, plugin.info());
         // Other patterns do not read file order: their requirements are checked with the graph.
-        if !blind && flow.pattern == Pattern::Linear {
-            report(task, check_requirements(&binding, &sources, &flow.tasks[index + 1..]));
+        if !blind && tree.all_linear() {
+            report(task, check_requirements(&binding, &sources, &tree.tasks[index + 1..]));
         }
         report(task, check_provides(&binding, &spec.name, &mut sources));
         let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
@@ -158,9 +175,11 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
     }
     // The graph needs every entry's binding; without one its findings could be false.
     let mut deps = Deps::new();
-    if tasks.len() == flow.tasks.len() {
+    if tasks.len() == tree.tasks.len() {
         let bindings: Vec<&Binding> = tasks.iter().map(|t| &t.binding).collect();
-        match graph::dependencies(flow.pattern, &flow.tasks, &bindings, &initial) {
+        let given: HashSet<&str> = tree.scopes.iter().filter_map(|s| scope_names(s).map(|(p, _)| p)).collect();
+        let available = |key: &str| initial.contains(key) || given.contains(key);
+        match graph::dependencies(&tree.levels, &tree.tasks, &bindings, &available) {
             Ok(found) => deps = found,
             Err(found) => problems.extend(found),
         }
@@ -168,7 +187,17 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
     if !problems.is_empty() {
         return Err(ValidationError { flow: flow.name.clone(), problems, host_unavailable });
     }
-    Ok(Validated { tasks, deps, initial, provided: sources.0.into_keys().collect() })
+    Ok(Validated { tasks, deps, scopes: tree.scopes, initial, provided: sources.0.into_keys().collect() })
+}
+
+/// The store name a controller gives its scope's tasks and, for `parameterized_for_each`,
+/// the name its list is read from.
+fn scope_names(scope: &Scope) -> Option<(&str, Option<&str>)> {
+    match scope.controller.iterations() {
+        Ok(Iterations::Values(_, provides)) => Some((provides, None)),
+        Ok(Iterations::FromStore { from, provides }) => Some((provides, Some(from))),
+        _ => None,
+    }
 }
 
 /// Longest flow or task name.

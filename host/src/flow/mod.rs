@@ -12,9 +12,11 @@ use serde_json::Value;
 
 mod limits;
 mod retry;
+mod subflow;
 
 pub use limits::{EffectiveLimits, Limits};
 pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
+pub use subflow::{Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead};
 
 /// A flow file could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +63,9 @@ pub struct FlowSpec {
     /// retry when neither sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
-    /// The task entries, run in this order.
+    /// The entries (tasks and subflows), ordered by the pattern.
     #[serde(default, rename = "task")]
-    pub tasks: Vec<TaskSpec>,
+    pub tasks: Vec<Entry>,
     /// Directory that relative plugin and grant paths are resolved against: the flow file's
     /// folder, or the working directory for flows built in code.
     #[serde(skip)]
@@ -215,12 +217,27 @@ impl FlowSpec {
         }
     }
 
-    /// Appends a task entry; entries run in the order they are added. Named after TaskFlow's
-    /// `flow.add(...)`, which flow authors already know.
+    /// Appends an entry — a [`TaskSpec`] or a [`Subflow`] — in the order of a linear flow.
+    /// Named after TaskFlow's `flow.add(...)`, which flow authors already know.
     #[allow(clippy::should_implement_trait)]
-    pub fn add(mut self, task: TaskSpec) -> Self {
-        self.tasks.push(task);
+    pub fn add(mut self, entry: impl Into<Entry>) -> Self {
+        self.tasks.push(entry.into());
         self
+    }
+
+    /// Every task entry, subflows' included, in file order (depth first).
+    pub fn task_specs(&self) -> Vec<&TaskSpec> {
+        fn walk<'a>(entries: &'a [Entry], out: &mut Vec<&'a TaskSpec>) {
+            for entry in entries {
+                match entry {
+                    Entry::Task(task) => out.push(task),
+                    Entry::Flow(flow) => walk(&flow.tasks, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.tasks, &mut out);
+        out
     }
 
     /// Sets a default store value (overridden by the initial store given at load).
@@ -279,7 +296,7 @@ impl FlowSpec {
     /// Whether any entry has a fuel budget, so the engine must be built with fuel metering
     /// (see [`crate::EngineConfig::fuel`]).
     pub fn needs_fuel(&self) -> bool {
-        self.limits.fuel.is_some() || self.tasks.iter().any(|t| t.limits.fuel.is_some())
+        self.limits.fuel.is_some() || self.task_specs().iter().any(|t| t.limits.fuel.is_some())
     }
 
     /// Resolves a path from the flow file against the flow's folder.

@@ -341,6 +341,9 @@ pub struct TaskRecord {
     pub attempt: u32,
     /// When its next attempt is due (unix seconds), while it waits to be retried.
     pub retry_at: Option<f64>,
+    /// Inside subflows with a retry controller: each controller's iteration last recorded,
+    /// outermost first (recorded since schema 4).
+    pub iterations: Vec<u32>,
     /// Every state change, oldest first.
     pub history: Vec<StateChange>,
 }
@@ -408,6 +411,8 @@ pub struct StateChange {
     pub error: Option<TaskError>,
     /// On RETRYING: the pause until the next attempt is due, in milliseconds.
     pub backoff_ms: Option<f64>,
+    /// The subflow controllers' iterations it belongs to, outermost first.
+    pub iterations: Vec<u32>,
 }
 
 impl RunRecord {
@@ -431,6 +436,7 @@ impl RunRecord {
                         .retry_at
                         .filter(|s| s.is_finite() && *s >= 0.0)
                         .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s)),
+                    iterations: t.iterations.clone(),
                 })
                 .collect(),
         }

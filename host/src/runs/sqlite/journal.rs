@@ -55,6 +55,8 @@ pub(in crate::runs) enum Write {
         retry_at: Option<f64>,
         /// The pause until `retry_at`, in milliseconds.
         backoff_ms: Option<f64>,
+        /// Subflow controllers' iterations (JSON array), inside subflows with one.
+        iterations: Option<String>,
     },
 }
 
@@ -79,7 +81,7 @@ impl Write {
                     _ => None,
                 },
             },
-            Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at } => {
+            Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at, iterations } => {
                 let carried = error.as_ref().map(json);
                 let (error, revert_error) = match to {
                     TaskState::RevertFailure => (None, error.as_ref()),
@@ -115,6 +117,7 @@ impl Write {
                     carried,
                     retry_at: retry_at.map(seconds),
                     backoff_ms: retry_at.map(|due| millis(due.duration_since(event.at).unwrap_or_default())),
+                    iterations: (!iterations.is_empty()).then(|| json(iterations)),
                 }
             }
         }
@@ -161,6 +164,7 @@ impl Write {
                 carried,
                 retry_at,
                 backoff_ms,
+                iterations,
             } => {
                 // A new attempt starts clean: the error and due time of the one before belong
                 // to the history, not to the task's standing.
@@ -168,14 +172,15 @@ impl Write {
                     "UPDATE tasks SET state = ?3,
                        args = COALESCE(?4, args), outcome = COALESCE(?5, outcome),
                        result = COALESCE(?6, result),
-                       error = CASE WHEN ?3 = 'RUNNING' THEN NULL ELSE COALESCE(?7, error) END,
+                       error = CASE WHEN ?3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE(?7, error) END,
                        revert_error = COALESCE(?8, revert_error),
                        duration_ms = COALESCE(?9, duration_ms),
                        revert_duration_ms = COALESCE(?10, revert_duration_ms),
                        executions = executions + (?3 = 'RUNNING'),
                        reverts = reverts + (?3 = 'REVERTING'),
                        attempt = ?11,
-                       retry_at = CASE WHEN ?3 = 'RUNNING' THEN NULL ELSE COALESCE(?12, retry_at) END
+                       retry_at = CASE WHEN ?3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE(?12, retry_at) END,
+                       iterations = COALESCE(?13, iterations)
                      WHERE run_id = ?1 AND idx = ?2",
                 )?
                 .execute(params![
@@ -190,7 +195,8 @@ impl Write {
                     run_ms,
                     revert_ms,
                     attempt,
-                    retry_at
+                    retry_at,
+                    iterations
                 ])?;
                 if let Some(reason) = reason {
                     tx.prepare_cached(&format!(
@@ -202,11 +208,11 @@ impl Write {
                     .execute(params![run_id, at, reason])?;
                 }
                 tx.prepare_cached(&format!(
-                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms, attempt, error, retry_at, backoff_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms, attempt, error, retry_at, backoff_ms, iterations)
+                     VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7, ?8, ?9, ?10, ?11, ?12)",
                     t = ts(6)
                 ))?
-                .execute(params![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms])?;
+                .execute(params![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms, iterations])?;
             }
         }
         Ok(())

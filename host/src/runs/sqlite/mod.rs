@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_leases.sql"),
     include_str!("migrations/0003_attempts.sql"),
+    include_str!("migrations/0004_iterations.sql"),
 ];
 
 use journal::{Batch, GroupCommit};
@@ -386,7 +387,7 @@ impl RunDb for SqliteRunDb {
                 .optional()?;
             let Some((summary, origin, initial_store, final_store)) = run else { return Ok(None) };
             let mut history = conn.prepare(
-                "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms
+                "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations
                  FROM transitions WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
             )?;
             let changes: Vec<(usize, StateChange)> = history
@@ -401,13 +402,14 @@ impl RunDb for SqliteRunDb {
                             attempt: row.get(5)?,
                             error: parse(6, row.get(6)?)?,
                             backoff_ms: row.get(7)?,
+                            iterations: parse(8, row.get(8)?)?.unwrap_or_default(),
                         },
                     ))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut tasks = conn.prepare(
                 "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                        revert_duration_ms, executions, reverts, attempt, retry_at
+                        revert_duration_ms, executions, reverts, attempt, retry_at, iterations
                  FROM tasks WHERE run_id = ?1 ORDER BY idx",
             )?;
             let tasks = tasks
@@ -428,6 +430,7 @@ impl RunDb for SqliteRunDb {
                         reverts: row.get(11)?,
                         attempt: row.get(12)?,
                         retry_at: row.get(13)?,
+                        iterations: parse(14, row.get(14)?)?.unwrap_or_default(),
                         history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
                     })
                 })?
