@@ -38,10 +38,11 @@ mod store;
 
 pub mod conform;
 pub mod runs;
+pub mod service;
 
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
 pub use engine::{
-    Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
+    Append, Batch, CANCELLED, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
     LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, TaskCheckpoint, TaskPlan, TaskReport,
     ValidationError,
 };

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Command::Describe(args) => cli::describe::describe(&ctx, args).await,
             Command::Conform(args) => cli::conform::conform(&ctx, args).await,
             Command::Runs(args) => cli::runs::runs(&ctx, args).await,
+            Command::Serve(args) => cli::serve::serve(&ctx, args).await,
             Command::Compile(args) => cli::compile::compile(&ctx, args).await,
             Command::Completions(args) => cli::completions::completions(args),
         }

@@ -12,6 +12,7 @@ pub mod log;
 pub mod output;
 pub mod run;
 pub mod runs;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -102,6 +103,9 @@ pub enum Command {
     Conform(conform::ConformArgs),
     /// Inspect, resume and prune the runs recorded in the run database.
     Runs(runs::RunsArgs),
+    /// Serve the flows of a folder over HTTP: a JSON API to start, follow, resume and cancel
+    /// runs, live events, Prometheus metrics and a web console.
+    Serve(serve::ServeArgs),
     /// Print a shell completion script: `flowhost completions bash > ~/.local/share/bash-completion/completions/flowhost`.
     Completions(completions::CompletionsArgs),
 }

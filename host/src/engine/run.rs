@@ -145,6 +145,7 @@ impl Run {
         if let Some(journal) = &self.loaded.journal {
             journal.close().await;
         }
+        self.loaded.cancellations.forget(&self.loaded.id);
         ended.map(|()| self.report())
     }
 
@@ -169,6 +170,11 @@ impl Run {
         for index in 0..self.loaded.tasks.len() {
             match self.records[index].state {
                 TaskState::Pending => {
+                    if self.loaded.cancellations.is_requested(&self.loaded.id) {
+                        self.task_to(index, TaskState::Running, Detail::default());
+                        let error = super::cancel::cancelled(&self.loaded.tasks[index].name);
+                        return Ok(Some((index, self.fail_uncalled(index, error))));
+                    }
                     if let Some(error) = self.execute_task(index).await? {
                         return Ok(Some((index, error)));
                     }
