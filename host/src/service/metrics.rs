@@ -35,12 +35,6 @@ struct TaskLabels {
     phase: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RetryLabels {
-    flow: String,
-    task: String,
-}
-
 /// The service's metrics.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -62,7 +56,7 @@ impl Metrics {
         let durations = Family::<TaskLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 4.0, 10)));
         let instances = Gauge::default();
         let in_flight = Gauge::default();
-        let retries = Family::<RetryLabels, Counter>::default();
+        let retries: Counter = Counter::default();
         let queue: Gauge = Gauge::default();
         registry.register("flowhost_runs", "Recorded runs in the run database, by flow and state", runs.clone());
         registry.register("flowhost_runs_finished", "Runs this service ended, by flow and final state", finished.clone());
