@@ -293,3 +293,30 @@ fn every_route_is_in_the_openapi_document_and_metrics_count_runs() {
         assert!(metrics.lines().any(|l| l == line), "no `{line}` in\n{metrics}");
     }
 }
+
+#[test]
+fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
+    let ws = Workspace::new();
+    let flows = three_steps(&ws, json!({ "mode": "wait_file", "path": "/signal/go" }));
+    let mut server = Served::start(&ws, &flows, &[]);
+    let (_, started) = server.post("/v1/flows/flow/runs", "{}", None);
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    ws.wait_for(&mut server.child, "execute", "b");
+
+    let term = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    // The listener closes: new connections are refused while the run goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ureq::get(&server.url("/healthz")).timeout(Duration::from_secs(5)).call().is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.child.try_wait().unwrap().is_none(), "serve waits for the run in flight");
+    ws.release();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    let shown = ws.flowhost(&["runs", "show", &id, "--json", "--db", ws.db().to_str().unwrap()]);
+    assert_eq!(stdout_json(&shown)["state"], "SUCCESS", "the run in flight finished");
+    assert_eq!(ws.count("execute", "c"), 1);
+}
