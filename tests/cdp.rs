@@ -23,7 +23,9 @@ fn chromium_binary() -> PathBuf {
             }
         }
     }
-    panic!("no chromium on PATH: install Debian's `chromium` (apt-get install chromium) or set CHROMIUM");
+    panic!(
+        "no chromium on PATH: install Debian's `chromium` (apt-get install chromium) or set CHROMIUM"
+    );
 }
 
 /// A headless browser with one page attached.
@@ -58,10 +60,26 @@ impl Browser {
             .spawn()
             .expect("start chromium");
         let port = wait_for_port(profile.path());
-        let pages: Value = ureq::get(&format!("http://127.0.0.1:{port}/json/list")).call().unwrap().into_json().unwrap();
-        let page = pages.as_array().unwrap().iter().find(|p| p["type"] == "page").expect("a page target");
-        let (socket, _) = tungstenite::connect(page["webSocketDebuggerUrl"].as_str().unwrap()).expect("connect to the page");
-        let mut browser = Self { child, socket, next_id: 0, errors: Vec::new(), _profile: profile };
+        let pages: Value = ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let page = pages
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["type"] == "page")
+            .expect("a page target");
+        let (socket, _) = tungstenite::connect(page["webSocketDebuggerUrl"].as_str().unwrap())
+            .expect("connect to the page");
+        let mut browser = Self {
+            child,
+            socket,
+            next_id: 0,
+            errors: Vec::new(),
+            _profile: profile,
+        };
         for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
             browser.call(domain, json!({}));
         }
@@ -72,13 +90,23 @@ impl Browser {
     pub fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
-        self.socket.send(Message::text(json!({ "id": id, "method": method, "params": params }).to_string())).unwrap();
+        self.socket
+            .send(Message::text(
+                json!({ "id": id, "method": method, "params": params }).to_string(),
+            ))
+            .unwrap();
         loop {
             let message = self.socket.read().expect("read from chromium");
-            let Message::Text(text) = message else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
             let value: Value = serde_json::from_str(&text).unwrap();
             if value["id"] == id {
-                assert!(value.get("error").is_none(), "{method} failed: {}", value["error"]);
+                assert!(
+                    value.get("error").is_none(),
+                    "{method} failed: {}",
+                    value["error"]
+                );
                 return value["result"].clone();
             }
             self.note(&value);
@@ -89,11 +117,15 @@ impl Browser {
         let params = &event["params"];
         match event["method"].as_str() {
             Some("Runtime.consoleAPICalled") if params["type"] == "error" => {
-                self.errors.push(format!("console.error: {}", params["args"]));
+                self.errors
+                    .push(format!("console.error: {}", params["args"]));
             }
-            Some("Runtime.exceptionThrown") => self.errors.push(format!("exception: {}", params["exceptionDetails"])),
+            Some("Runtime.exceptionThrown") => self
+                .errors
+                .push(format!("exception: {}", params["exceptionDetails"])),
             Some("Log.entryAdded") if params["entry"]["level"] == "error" => {
-                self.errors.push(format!("log: {}", params["entry"]["text"]));
+                self.errors
+                    .push(format!("log: {}", params["entry"]["text"]));
             }
             _ => {}
         }
@@ -107,8 +139,15 @@ impl Browser {
 
     /// Evaluates `expression` in the page (awaiting a promise) and returns its value.
     pub fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }));
-        assert!(result.get("exceptionDetails").is_none(), "`{expression}` threw: {}", result["exceptionDetails"]);
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+        );
+        assert!(
+            result.get("exceptionDetails").is_none(),
+            "`{expression}` threw: {}",
+            result["exceptionDetails"]
+        );
         result["result"]["value"].clone()
     }
 
@@ -123,7 +162,10 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let text = self.eval("document.body ? document.body.innerText : ''");
-                panic!("never true: {what} (`{expression}`); the page shows:\n{}", text.as_str().unwrap_or_default());
+                panic!(
+                    "never true: {what} (`{expression}`); the page shows:\n{}",
+                    text.as_str().unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -132,8 +174,13 @@ impl Browser {
     /// Saves a PNG of the page to `path`.
     pub fn screenshot(&mut self, path: &Path) {
         use base64::Engine as _;
-        let shot = self.call("Page.captureScreenshot", json!({ "format": "png", "captureBeyondViewport": true }));
-        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+        let shot = self.call(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true }),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
@@ -143,10 +190,16 @@ impl Browser {
 fn wait_for_port(profile: &Path) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some(port) = std::fs::read_to_string(profile.join("DevToolsActivePort")).ok().and_then(|t| t.lines().next()?.parse().ok()) {
+        if let Some(port) = std::fs::read_to_string(profile.join("DevToolsActivePort"))
+            .ok()
+            .and_then(|t| t.lines().next()?.parse().ok())
+        {
             return port;
         }
-        assert!(Instant::now() < deadline, "chromium never opened its DevTools port");
+        assert!(
+            Instant::now() < deadline,
+            "chromium never opened its DevTools port"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -20,14 +20,28 @@ use serving::Served;
 /// one waits for `signal/go` as `flow`.
 fn flows(ws: &Workspace) -> PathBuf {
     std::fs::create_dir_all(ws.path("state")).unwrap();
-    let mut example = std::fs::read_to_string(repo_root().join("examples/volume-create/flow.toml")).unwrap();
-    for task in ["extract_volume_request", "quota_reserve", "entry_create", "quota_commit", "volume_cast"] {
+    let mut example =
+        std::fs::read_to_string(repo_root().join("examples/volume-create/flow.toml")).unwrap();
+    for task in [
+        "extract_volume_request",
+        "quota_reserve",
+        "entry_create",
+        "quota_commit",
+        "volume_cast",
+    ] {
         let built = format!("\"../../plugins/target/wasm32-wasip2/release/{task}.wasm\"");
         assert!(example.contains(&built), "the example names {built}");
         example = example.replace(&built, &format!("{:?}", plugin(task)));
     }
     std::fs::write(ws.path("volume-create.toml"), example).unwrap();
-    ws.flow("slow_probes", &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))]);
+    ws.flow(
+        "slow_probes",
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
+            ("c", json!({})),
+        ],
+    );
     ws.root().to_path_buf()
 }
 
@@ -38,17 +52,30 @@ fn screenshots() -> PathBuf {
 /// Starts flow `flow` from the console's form with `store`, and waits for its run page.
 fn start_from_console(browser: &mut Browser, base: &str, flow: &str, store: &str) -> String {
     browser.open(&format!("{base}/"));
-    browser.wait_for(&format!("document.querySelector('#start-flow option[value=\"{flow}\"]')"), "the flow is offered");
+    browser.wait_for(
+        &format!("document.querySelector('#start-flow option[value=\"{flow}\"]')"),
+        "the flow is offered",
+    );
     browser.eval(&format!(
         "(() => {{ document.querySelector('#start-flow').value = {flow:?}; document.querySelector('#start-store').value = {store:?}; \
          document.querySelector('#start').click(); }})()"
     ));
-    browser.wait_for("location.pathname.startsWith('/runs/') && document.querySelector('#timeline')", "the run page opens");
-    browser.eval("decodeURIComponent(location.pathname.slice('/runs/'.length))").as_str().unwrap().to_owned()
+    browser.wait_for(
+        "location.pathname.startsWith('/runs/') && document.querySelector('#timeline')",
+        "the run page opens",
+    );
+    browser
+        .eval("decodeURIComponent(location.pathname.slice('/runs/'.length))")
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn count(browser: &mut Browser, selector: &str) -> u64 {
-    browser.eval(&format!("document.querySelectorAll({selector:?}).length")).as_u64().unwrap()
+    browser
+        .eval(&format!("document.querySelectorAll({selector:?}).length"))
+        .as_u64()
+        .unwrap()
 }
 
 #[test]
@@ -61,48 +88,121 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
 
     // The volume-create flow, started from the console: five green execute bars.
     let ok = start_from_console(&mut browser, &base, "volume-create", "{\"raw_size\": 20}");
-    browser.wait_for("document.querySelector('h1 .badge[data-state=SUCCESS]')", "the run succeeds");
-    browser.wait_for("document.querySelectorAll('.bar[data-kind=execute][data-outcome=SUCCESS]').length === 5", "five successful executes");
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=SUCCESS]')",
+        "the run succeeds",
+    );
+    browser.wait_for(
+        "document.querySelectorAll('.bar[data-kind=execute][data-outcome=SUCCESS]').length === 5",
+        "five successful executes",
+    );
     assert_eq!(count(&mut browser, ".bar[data-kind=revert]"), 0);
-    assert!(browser.eval("document.querySelector('#final-store').innerText").as_str().unwrap().contains("\"volume\""));
-    assert_eq!(server.get(&format!("/v1/runs/{ok}"))["final_store"]["size"], 20);
+    assert!(
+        browser
+            .eval("document.querySelector('#final-store').innerText")
+            .as_str()
+            .unwrap()
+            .contains("\"volume\"")
+    );
+    assert_eq!(
+        server.get(&format!("/v1/runs/{ok}"))["final_store"]["size"],
+        20
+    );
 
     // A run whose middle task waits: the page fills in as the run goes, without reloading.
     let slow = start_from_console(&mut browser, &base, "flow", "{}");
-    browser.wait_for("document.querySelector('.bar[data-task=a][data-outcome=SUCCESS]')", "a's bar, live");
-    browser.wait_for("document.querySelector('.bar[data-task=b][data-outcome=RUNNING]')", "b running, live");
-    assert_eq!(count(&mut browser, ".bar[data-task=c]"), 0, "c has not started");
+    browser.wait_for(
+        "document.querySelector('.bar[data-task=a][data-outcome=SUCCESS]')",
+        "a's bar, live",
+    );
+    browser.wait_for(
+        "document.querySelector('.bar[data-task=b][data-outcome=RUNNING]')",
+        "b running, live",
+    );
+    assert_eq!(
+        count(&mut browser, ".bar[data-task=c]"),
+        0,
+        "c has not started"
+    );
     browser.eval("window.stillTheSamePage = true");
     ws.release();
-    browser.wait_for("document.querySelector('.bar[data-task=c][data-outcome=SUCCESS]')", "c's bar after the release");
-    browser.wait_for("document.querySelector('h1 .badge[data-state=SUCCESS]')", "the slow run succeeds");
-    assert_eq!(browser.eval("window.stillTheSamePage === true"), json!(true), "filled in by the event stream, not by a reload");
+    browser.wait_for(
+        "document.querySelector('.bar[data-task=c][data-outcome=SUCCESS]')",
+        "c's bar after the release",
+    );
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=SUCCESS]')",
+        "the slow run succeeds",
+    );
+    assert_eq!(
+        browser.eval("window.stillTheSamePage === true"),
+        json!(true),
+        "filled in by the event stream, not by a reload"
+    );
     assert_eq!(server.get(&format!("/v1/runs/{slow}"))["state"], "SUCCESS");
 
     // A request for the zone that refuses volumes: the last task fails and all five revert.
-    let failed = start_from_console(&mut browser, &base, "volume-create", "{\"raw_availability_zone\": \"az-down\"}");
-    browser.wait_for("document.querySelector('h1 .badge[data-state=REVERTED]')", "the run is reverted");
-    browser.wait_for("document.querySelectorAll('.bar[data-kind=revert][data-outcome=REVERTED]').length === 5", "five reverts");
-    assert_eq!(count(&mut browser, ".bar[data-task=volume_cast][data-kind=execute][data-outcome=FAILURE]"), 1);
-    let failure = browser.eval("document.querySelector('[data-failed-task=volume_cast]').innerText");
-    assert!(failure.as_str().unwrap().contains("zone-unavailable"), "{failure}");
+    let failed = start_from_console(
+        &mut browser,
+        &base,
+        "volume-create",
+        "{\"raw_availability_zone\": \"az-down\"}",
+    );
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=REVERTED]')",
+        "the run is reverted",
+    );
+    browser.wait_for(
+        "document.querySelectorAll('.bar[data-kind=revert][data-outcome=REVERTED]').length === 5",
+        "five reverts",
+    );
+    assert_eq!(
+        count(
+            &mut browser,
+            ".bar[data-task=volume_cast][data-kind=execute][data-outcome=FAILURE]"
+        ),
+        1
+    );
+    let failure =
+        browser.eval("document.querySelector('[data-failed-task=volume_cast]').innerText");
+    assert!(
+        failure.as_str().unwrap().contains("zone-unavailable"),
+        "{failure}"
+    );
     browser.screenshot(&screenshots().join("failed-run.png"));
 
     // The same page, opened by its link from scratch.
     browser.open(&format!("{base}/runs/{failed}"));
-    browser.wait_for("document.querySelectorAll('.bar[data-kind=revert]').length === 5", "the linked page shows the reverts");
-    assert_eq!(count(&mut browser, "[data-row] .badge[data-state=REVERTED]"), 5, "the failed task and the four before it, all reverted");
+    browser.wait_for(
+        "document.querySelectorAll('.bar[data-kind=revert]').length === 5",
+        "the linked page shows the reverts",
+    );
+    assert_eq!(
+        count(&mut browser, "[data-row] .badge[data-state=REVERTED]"),
+        5,
+        "the failed task and the four before it, all reverted"
+    );
 
     // The runs list, filtered, and the flow drawn as a chain.
     browser.open(&format!("{base}/"));
-    browser.wait_for("document.querySelectorAll('#runs tr').length === 3", "three runs listed");
+    browser.wait_for(
+        "document.querySelectorAll('#runs tr').length === 3",
+        "three runs listed",
+    );
     browser.eval("(() => { const s = document.querySelector('#filter-state'); s.value = 'REVERTED'; s.dispatchEvent(new Event('change')); })()");
     browser.wait_for(&format!("document.querySelectorAll('#runs tr').length === 1 && document.querySelector('#runs tr[data-run=\"{failed}\"]')"), "the filter");
     browser.screenshot(&screenshots().join("runs.png"));
     browser.open(&format!("{base}/flows/volume-create"));
-    browser.wait_for("document.querySelectorAll('#chain .node').length === 5", "five tasks drawn");
+    browser.wait_for(
+        "document.querySelectorAll('#chain .node').length === 5",
+        "five tasks drawn",
+    );
     browser.screenshot(&screenshots().join("flow.png"));
 
-    assert!(browser.errors.is_empty(), "the console logged errors: {:#?}", browser.errors);
+    assert!(
+        browser.errors.is_empty(),
+        "the console logged errors: {:#?}",
+        browser.errors
+    );
     assert!(Path::new(&screenshots().join("failed-run.png")).is_file());
 }

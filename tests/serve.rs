@@ -17,16 +17,27 @@ fn task_moves(events: &[(String, Value)]) -> Vec<(String, String, String)> {
     events
         .iter()
         .filter(|(name, _)| name == "task")
-        .map(|(_, e)| (e["task"].as_str().unwrap().to_owned(), e["from"].as_str().unwrap().to_owned(), e["to"].as_str().unwrap().to_owned()))
+        .map(|(_, e)| {
+            (
+                e["task"].as_str().unwrap().to_owned(),
+                e["from"].as_str().unwrap().to_owned(),
+                e["to"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
 fn moves(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
-    list.iter().map(|(t, f, to)| (t.to_string(), f.to_string(), to.to_string())).collect()
+    list.iter()
+        .map(|(t, f, to)| (t.to_string(), f.to_string(), to.to_string()))
+        .collect()
 }
 
 fn three_steps(ws: &Workspace, b: Value) -> std::path::PathBuf {
-    ws.flow("three_steps", &[("a", json!({})), ("b", b), ("c", json!({}))]);
+    ws.flow(
+        "three_steps",
+        &[("a", json!({})), ("b", b), ("c", json!({}))],
+    );
     ws.root().to_path_buf()
 }
 
@@ -39,7 +50,11 @@ fn a_run_started_over_http_is_recorded_and_its_events_arrive_in_order() {
     let flows_listed = server.get("/v1/flows");
     assert_eq!(flows_listed[0]["name"], "flow");
     assert_eq!(flows_listed[0]["flow"], "three_steps");
-    assert_eq!(flows_listed[0]["tasks"][1]["requires"], json!(["a_out"]), "b reads a's result through its rebind");
+    assert_eq!(
+        flows_listed[0]["tasks"][1]["requires"],
+        json!(["a_out"]),
+        "b reads a's result through its rebind"
+    );
     assert_eq!(flows_listed[0]["tasks"][1]["provides"], json!(["b_out"]));
 
     let (status, started) = server.post("/v1/flows/flow/runs", r#"{"seed": 41}"#, None);
@@ -48,10 +63,20 @@ fn a_run_started_over_http_is_recorded_and_its_events_arrive_in_order() {
     let run = server.wait_finished(id);
     assert_eq!(run["state"], "SUCCESS");
     assert_eq!(run["final_store"]["seed"], 41);
-    assert_eq!(run["final_store"]["c_out"]["value"]["value"]["value"], 41, "each probe wraps the previous result");
+    assert_eq!(
+        run["final_store"]["c_out"]["value"]["value"]["value"], 41,
+        "each probe wraps the previous result"
+    );
 
     // The API's document is `flowhost runs show --json`'s.
-    let shown = ws.flowhost(&["runs", "show", id, "--json", "--db", ws.db().to_str().unwrap()]);
+    let shown = ws.flowhost(&[
+        "runs",
+        "show",
+        id,
+        "--json",
+        "--db",
+        ws.db().to_str().unwrap(),
+    ]);
     assert_eq!(stdout_json(&shown), run);
 
     let events = server.events(id);
@@ -68,7 +93,12 @@ fn a_run_started_over_http_is_recorded_and_its_events_arrive_in_order() {
     );
     let (last, end) = events.last().unwrap();
     assert_eq!((last.as_str(), &end["state"]), ("end", &json!("SUCCESS")));
-    assert!(events.iter().all(|(_, e)| e.get("result").is_none() && e.get("args").is_none()), "no store values in the stream");
+    assert!(
+        events
+            .iter()
+            .all(|(_, e)| e.get("result").is_none() && e.get("args").is_none()),
+        "no store values in the stream"
+    );
 
     let listed = server.get("/v1/runs?state=success&flow=three_steps&limit=5");
     assert_eq!(listed.as_array().unwrap().len(), 1);
@@ -87,17 +117,35 @@ fn a_stream_opened_mid_run_replays_what_happened_then_follows_without_gaps() {
     let id = started["run_id"].as_str().unwrap().to_owned();
     ws.wait_for(&mut server.child, "execute", "b");
 
-    let stream = ureq::get(&server.url(&format!("/v1/runs/{id}/events"))).call().unwrap();
+    let stream = ureq::get(&server.url(&format!("/v1/runs/{id}/events")))
+        .call()
+        .unwrap();
     let reader = std::thread::spawn(move || read_events(stream.into_reader()));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!reader.is_finished(), "the stream stays open while the run goes on");
+    assert!(
+        !reader.is_finished(),
+        "the stream stays open while the run goes on"
+    );
     ws.release();
     let events = reader.join().unwrap();
 
-    assert_eq!(events[0].0, "flow", "the stream starts at the run's start: {events:?}");
-    assert_eq!((events[0].1["from"].as_str(), events[0].1["to"].as_str()), (Some("PENDING"), Some("RUNNING")));
-    assert_eq!(task_moves(&events).len(), 6, "every transition once: {events:?}");
-    assert_eq!(task_moves(&events)[3], ("b".into(), "RUNNING".into(), "SUCCESS".into()));
+    assert_eq!(
+        events[0].0, "flow",
+        "the stream starts at the run's start: {events:?}"
+    );
+    assert_eq!(
+        (events[0].1["from"].as_str(), events[0].1["to"].as_str()),
+        (Some("PENDING"), Some("RUNNING"))
+    );
+    assert_eq!(
+        task_moves(&events).len(),
+        6,
+        "every transition once: {events:?}"
+    );
+    assert_eq!(
+        task_moves(&events)[3],
+        ("b".into(), "RUNNING".into(), "SUCCESS".into())
+    );
     assert_eq!(events.last().unwrap().1["state"], "SUCCESS");
 
     // Once the run is over, the stream is read back from the run database: the same moves.
@@ -142,7 +190,11 @@ fn a_body_over_one_mebibyte_is_refused_with_413() {
     let (status, _) = server.post("/v1/flows/flow/runs", &big, None);
     assert_eq!(status, 413);
     assert_eq!(server.get("/v1/runs"), json!([]));
-    let (status, started) = server.post("/v1/flows/flow/runs", &format!("{{\"seed\": \"{}\"}}", "x".repeat(1000)), None);
+    let (status, started) = server.post(
+        "/v1/flows/flow/runs",
+        &format!("{{\"seed\": \"{}\"}}", "x".repeat(1000)),
+        None,
+    );
     assert_eq!(status, 201, "a body under the cap is fine: {started}");
 }
 
@@ -152,13 +204,25 @@ fn with_a_token_changes_and_store_values_need_it() {
     let flows = three_steps(&ws, json!({}));
     let token = "s3cret-token-0123456789";
     std::fs::write(ws.path("token"), format!("{token}\n")).unwrap();
-    let server = Served::start(&ws, &flows, &["--token-file", ws.path("token").to_str().unwrap()]);
+    let server = Served::start(
+        &ws,
+        &flows,
+        &["--token-file", ws.path("token").to_str().unwrap()],
+    );
 
-    for presented in [None, Some("wrong-token-0123456789"), Some("s3cret-token-012345678")] {
+    for presented in [
+        None,
+        Some("wrong-token-0123456789"),
+        Some("s3cret-token-012345678"),
+    ] {
         let (status, refused) = server.post("/v1/flows/flow/runs", "{}", presented);
         assert_eq!(status, 401, "{presented:?}: {refused}");
     }
-    assert_eq!(server.get("/v1/runs"), json!([]), "a refused request starts nothing");
+    assert_eq!(
+        server.get("/v1/runs"),
+        json!([]),
+        "a refused request starts nothing"
+    );
 
     let (status, started) = server.post("/v1/flows/flow/runs", r#"{"seed": 7}"#, Some(token));
     assert_eq!(status, 201, "{started}");
@@ -167,15 +231,33 @@ fn with_a_token_changes_and_store_values_need_it() {
     assert_eq!(run["redacted"], true, "no token: values hidden");
     assert_eq!(run["final_store"]["seed"], Value::Null);
     assert_eq!(run["initial_store"]["seed"], Value::Null);
-    assert!(run["tasks"].as_array().unwrap().iter().all(|t| t["result"].is_null() && t["args"].is_null()));
+    assert!(
+        run["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["result"].is_null() && t["args"].is_null())
+    );
     assert_eq!(run["state"], "SUCCESS", "states and names stay visible");
 
-    let with_token = |path: &str| answer(ureq::get(&server.url(path)).set("Authorization", &format!("Bearer {token}")).call());
+    let with_token = |path: &str| {
+        answer(
+            ureq::get(&server.url(path))
+                .set("Authorization", &format!("Bearer {token}"))
+                .call(),
+        )
+    };
     let (_, full) = with_token(&format!("/v1/runs/{id}"));
     assert_eq!(full["final_store"]["seed"], 7);
     assert!(full.get("redacted").is_none());
-    assert_eq!(answer(ureq::get(&server.url(&format!("/v1/runs/{id}/store/seed"))).call()).0, 401);
-    assert_eq!(with_token(&format!("/v1/runs/{id}/store/seed")), (200, json!(7)));
+    assert_eq!(
+        answer(ureq::get(&server.url(&format!("/v1/runs/{id}/store/seed"))).call()).0,
+        401
+    );
+    assert_eq!(
+        with_token(&format!("/v1/runs/{id}/store/seed")),
+        (200, json!(7))
+    );
     let (status, _) = server.post(&format!("/v1/runs/{id}/cancel"), "", None);
     assert_eq!(status, 401);
 }
@@ -184,14 +266,34 @@ fn with_a_token_changes_and_store_values_need_it() {
 fn a_non_loopback_address_without_a_token_is_refused() {
     let ws = Workspace::new();
     let flows = three_steps(&ws, json!({}));
-    let output = ws.flowhost(&["serve", "--flows", flows.to_str().unwrap(), "--listen", "0.0.0.0:0"]);
+    let output = ws.flowhost(&[
+        "serve",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--listen",
+        "0.0.0.0:0",
+    ]);
     assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
-    assert!(stderr(&output).contains("--token-file"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--token-file"),
+        "{}",
+        stderr(&output)
+    );
 
     std::fs::write(ws.path("token"), "short").unwrap();
-    let output = ws.flowhost(&["serve", "--flows", flows.to_str().unwrap(), "--token-file", ws.path("token").to_str().unwrap()]);
+    let output = ws.flowhost(&[
+        "serve",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--token-file",
+        ws.path("token").to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(66), "{}", stderr(&output));
-    assert!(stderr(&output).contains("at least 16 characters"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("at least 16 characters"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -209,11 +311,24 @@ fn cancel_stops_before_the_next_task_and_reverts_what_ran() {
     let run = server.wait_finished(&id);
 
     assert_eq!(run["state"], "REVERTED", "{run}");
-    let states: Vec<&str> = run["tasks"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["REVERTED", "REVERTED", "FAILURE"]);
     assert_eq!(run["tasks"][2]["error"]["code"], "cancelled");
-    assert_eq!(ws.count("execute", "c"), 0, "the task after the cancel never ran");
-    assert_eq!((ws.count("revert", "b"), ws.count("revert", "a")), (1, 1), "what ran was reverted");
+    assert_eq!(
+        ws.count("execute", "c"),
+        0,
+        "the task after the cancel never ran"
+    );
+    assert_eq!(
+        (ws.count("revert", "b"), ws.count("revert", "a")),
+        (1, 1),
+        "what ran was reverted"
+    );
 
     let (status, refused) = server.post(&format!("/v1/runs/{id}/cancel"), "", None);
     assert_eq!(status, 409, "a finished run cannot be cancelled: {refused}");
@@ -243,7 +358,11 @@ fn an_interrupted_run_is_resumed_over_http() {
     assert_eq!(status, 202, "{resumed}");
     let run = server.wait_finished(&id);
     assert_eq!(run["state"], "SUCCESS");
-    assert_eq!(ws.count("execute", "a"), 1, "a succeeded before the kill: not executed again");
+    assert_eq!(
+        ws.count("execute", "a"),
+        1,
+        "a succeeded before the kill: not executed again"
+    );
     assert_eq!(ws.count("execute", "c"), 1);
     let (status, _) = server.post(&format!("/v1/runs/{id}/resume"), "", None);
     assert_eq!(status, 409, "a finished run is not resumed");
@@ -271,17 +390,33 @@ fn every_route_is_in_the_openapi_document_and_metrics_count_runs() {
         ("/healthz", "get"),
     ];
     for (path, method) in routes {
-        assert!(document["paths"][path][method].is_object(), "{method} {path} is not documented");
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
     }
-    assert_eq!(document["paths"].as_object().unwrap().len(), routes.len(), "every documented path is served");
+    assert_eq!(
+        document["paths"].as_object().unwrap().len(),
+        routes.len(),
+        "every documented path is served"
+    );
 
     let mut health = String::new();
-    ureq::get(&server.url("/healthz")).call().unwrap().into_reader().read_to_string(&mut health).unwrap();
+    ureq::get(&server.url("/healthz"))
+        .call()
+        .unwrap()
+        .into_reader()
+        .read_to_string(&mut health)
+        .unwrap();
     assert_eq!(health.trim(), "ok");
 
     let (_, started) = server.post("/v1/flows/flow/runs", "{}", None);
     server.wait_finished(started["run_id"].as_str().unwrap());
-    let metrics = ureq::get(&server.url("/metrics")).call().unwrap().into_string().unwrap();
+    let metrics = ureq::get(&server.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     for line in [
         "flowhost_runs{flow=\"three_steps\",state=\"SUCCESS\"} 1",
         "flowhost_runs_finished_total{flow=\"three_steps\",state=\"SUCCESS\"} 1",
@@ -290,7 +425,10 @@ fn every_route_is_in_the_openapi_document_and_metrics_count_runs() {
         "flowhost_task_retries_total 0",
         "flowhost_queue_depth 0",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no `{line}` in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
     }
 }
 
@@ -303,20 +441,44 @@ fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
     let id = started["run_id"].as_str().unwrap().to_owned();
     ws.wait_for(&mut server.child, "execute", "b");
 
-    let term = std::process::Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
     // The listener closes: new connections are refused while the run goes on.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while ureq::get(&server.url("/healthz")).timeout(Duration::from_secs(5)).call().is_ok() {
-        assert!(std::time::Instant::now() < deadline, "still accepting after SIGTERM");
+    while ureq::get(&server.url("/healthz"))
+        .timeout(Duration::from_secs(5))
+        .call()
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(server.child.try_wait().unwrap().is_none(), "serve waits for the run in flight");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "serve waits for the run in flight"
+    );
     ws.release();
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
 
-    let shown = ws.flowhost(&["runs", "show", &id, "--json", "--db", ws.db().to_str().unwrap()]);
-    assert_eq!(stdout_json(&shown)["state"], "SUCCESS", "the run in flight finished");
+    let shown = ws.flowhost(&[
+        "runs",
+        "show",
+        &id,
+        "--json",
+        "--db",
+        ws.db().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        stdout_json(&shown)["state"],
+        "SUCCESS",
+        "the run in flight finished"
+    );
     assert_eq!(ws.count("execute", "c"), 1);
 }

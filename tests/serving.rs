@@ -22,16 +22,41 @@ impl Served {
     /// `flowhost serve --flows FLOWS --db <workspace db> --listen 127.0.0.1:0 EXTRA…` in `ws`.
     pub fn start(ws: &Workspace, flows: &Path, extra: &[&str]) -> Self {
         let db = ws.db();
-        let mut args = vec!["serve", "--flows", flows.to_str().unwrap(), "--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+        let mut args = vec![
+            "serve",
+            "--flows",
+            flows.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(extra);
         let log = std::fs::File::create(ws.path("serve.log")).unwrap();
-        let mut child = ws.command(&args).stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+        let mut child = ws
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.split_whitespace().last().filter(|url| url.starts_with("http://")).unwrap_or_else(|| {
-            panic!("serve printed {line:?}; its log:\n{}", std::fs::read_to_string(ws.path("serve.log")).unwrap_or_default())
-        });
-        Self { base: base.to_owned(), child }
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .split_whitespace()
+            .last()
+            .filter(|url| url.starts_with("http://"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "serve printed {line:?}; its log:\n{}",
+                    std::fs::read_to_string(ws.path("serve.log")).unwrap_or_default()
+                )
+            });
+        Self {
+            base: base.to_owned(),
+            child,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -40,7 +65,11 @@ impl Served {
 
     /// GET `path` as JSON (panics on an error status).
     pub fn get(&self, path: &str) -> Value {
-        ureq::get(&self.url(path)).call().unwrap_or_else(|e| panic!("GET {path}: {e}")).into_json().unwrap()
+        ureq::get(&self.url(path))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .into_json()
+            .unwrap()
     }
 
     /// POST `body` to `path` with an optional token: the status and the JSON answer.
@@ -67,7 +96,9 @@ impl Served {
 
     /// Every event of run `id`'s stream up to its `end`: (event name, data).
     pub fn events(&self, id: &str) -> Vec<(String, Value)> {
-        let response = ureq::get(&self.url(&format!("/v1/runs/{id}/events"))).call().unwrap();
+        let response = ureq::get(&self.url(&format!("/v1/runs/{id}/events")))
+            .call()
+            .unwrap();
         assert_eq!(response.content_type(), "text/event-stream");
         read_events(response.into_reader())
     }
@@ -76,8 +107,13 @@ impl Served {
 /// The status and JSON body of an answer, error statuses included.
 pub fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     match result {
-        Ok(response) => (response.status(), response.into_json().unwrap_or(Value::Null)),
-        Err(ureq::Error::Status(status, response)) => (status, response.into_json().unwrap_or(Value::Null)),
+        Ok(response) => (
+            response.status(),
+            response.into_json().unwrap_or(Value::Null),
+        ),
+        Err(ureq::Error::Status(status, response)) => {
+            (status, response.into_json().unwrap_or(Value::Null))
+        }
         Err(error) => panic!("request failed: {error}"),
     }
 }
@@ -97,7 +133,11 @@ pub fn read_events(reader: impl Read) -> Vec<(String, Value)> {
             id = Some(value.parse().unwrap());
         } else if line.is_empty() && !data.is_empty() {
             if name != "end" {
-                assert_eq!(id, Some(events.len()), "event ids must count up without gaps");
+                assert_eq!(
+                    id,
+                    Some(events.len()),
+                    "event ids must count up without gaps"
+                );
             }
             let value: Value = serde_json::from_str(&data).unwrap();
             let end = name == "end";

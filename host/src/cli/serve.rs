@@ -40,7 +40,13 @@ pub struct ServeArgs {
 
 /// Serves until SIGTERM or SIGINT.
 pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Some(url) = args.db.db.as_deref().and_then(|p| p.to_str()).filter(|p| p.contains("://")) {
+    if let Some(url) = args
+        .db
+        .db
+        .as_deref()
+        .and_then(|p| p.to_str())
+        .filter(|p| p.contains("://"))
+    {
         bail!(UsageError(format!(
             "--db {url}: this flowhost records runs in a SQLite file; give a path (database URLs need a build with the PostgreSQL run database)"
         )));
@@ -50,7 +56,9 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     if !args.listen.ip().is_loopback() && token.is_none() {
-        bail!(UsageError(flowhost::service::ServeError::Exposed(args.listen).to_string()));
+        bail!(UsageError(
+            flowhost::service::ServeError::Exposed(args.listen).to_string()
+        ));
     }
     let db = args.db.open(true)?;
     let executor = args.db.executor(db);
@@ -65,10 +73,16 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
     };
     let server = Server::bind(config).await.map_err(|e| match e {
-        flowhost::service::ServeError::FlowsDir { .. } => anyhow::Error::new(InputError(e.to_string())),
+        flowhost::service::ServeError::FlowsDir { .. } => {
+            anyhow::Error::new(InputError(e.to_string()))
+        }
         other => anyhow::Error::new(other),
     })?;
-    outln!("flowhost serving {} on http://{}", args.flows.display(), server.local_addr())?;
+    outln!(
+        "flowhost serving {} on http://{}",
+        args.flows.display(),
+        server.local_addr()
+    )?;
     tracing::info!("database {}", args.db.path().display());
     let left = server.run(shutdown_signal).await?;
     if left > 0 {
@@ -81,10 +95,11 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -18,7 +18,9 @@ pub(crate) struct Cancellations(Arc<Mutex<HashSet<String>>>);
 
 impl Cancellations {
     fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Asks run `run_id` to stop before its next task.

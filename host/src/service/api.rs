@@ -66,7 +66,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.0, axum::Json(self.1)).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -84,7 +86,9 @@ impl From<RunDbError> for ApiError {
 impl From<StartError> for ApiError {
     fn from(error: StartError) -> Self {
         match error {
-            StartError::Invalid(invalid) if invalid.host_unavailable => Self::new(StatusCode::SERVICE_UNAVAILABLE, invalid),
+            StartError::Invalid(invalid) if invalid.host_unavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, invalid)
+            }
             // The same document as `flowhost check --json` prints for an invalid flow.
             StartError::Invalid(invalid) => Self(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -94,12 +98,15 @@ impl From<StartError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "flow": null, "state": "INVALID", "problems": [{ "task": null, "field": null, "message": file.to_string() }] }),
             ),
-            StartError::Resume(ResumeFailure::Invalid(invalid)) => Self::from(StartError::Invalid(invalid)),
-            StartError::Resume(ResumeFailure::Unknown(id)) => Self::new(StatusCode::NOT_FOUND, format!("no run {id}")),
-            StartError::Resume(ResumeFailure::Db(db)) | StartError::Db(db) => Self::from(db),
-            StartError::Resume(ResumeFailure::Resume(ResumeError::Stopped(stopped))) | StartError::Stopped(stopped) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, stopped)
+            StartError::Resume(ResumeFailure::Invalid(invalid)) => {
+                Self::from(StartError::Invalid(invalid))
             }
+            StartError::Resume(ResumeFailure::Unknown(id)) => {
+                Self::new(StatusCode::NOT_FOUND, format!("no run {id}"))
+            }
+            StartError::Resume(ResumeFailure::Db(db)) | StartError::Db(db) => Self::from(db),
+            StartError::Resume(ResumeFailure::Resume(ResumeError::Stopped(stopped)))
+            | StartError::Stopped(stopped) => Self::new(StatusCode::SERVICE_UNAVAILABLE, stopped),
             StartError::Resume(refused) => Self::new(StatusCode::CONFLICT, refused),
             StartError::AlreadyRunning(_) => Self::new(StatusCode::CONFLICT, error),
         }
@@ -109,17 +116,21 @@ impl From<StartError> for ApiError {
 /// Refuses a request without the bearer token, when the service has one.
 async fn require_token(State(state): Shared, request: Request, next: Next) -> Response {
     match &state.token {
-        Some(token) if !token.admits(request.headers()) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "this request needs `Authorization: Bearer <token>` (the token of --token-file)")
-                .into_response()
-        }
+        Some(token) if !token.admits(request.headers()) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this request needs `Authorization: Bearer <token>` (the token of --token-file)",
+        )
+        .into_response(),
         _ => next.run(request).await,
     }
 }
 
 /// Whether the caller may see store values: always without a token, else only with it.
 fn may_see_values(state: &AppState, headers: &HeaderMap) -> bool {
-    state.token.as_ref().is_none_or(|token| token.admits(headers))
+    state
+        .token
+        .as_ref()
+        .is_none_or(|token| token.admits(headers))
 }
 
 /// Runs a run-database call off the async workers (SQLite calls block).
@@ -130,22 +141,39 @@ async fn db_call<T: Send + 'static>(
     let db = state.db.clone();
     tokio::task::spawn_blocking(move || call(db.as_ref()))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("run database call failed: {e}")))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("run database call failed: {e}"),
+            )
+        })?
         .map_err(ApiError::from)
 }
 
 async fn get_run(state: &AppState, id: &str) -> Result<RunRecord, ApiError> {
     let key = id.to_owned();
-    db_call(state, move |db| db.get(&key)).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))
+    db_call(state, move |db| db.get(&key))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))
 }
 
 /// `GET /v1/flows`: every flow file of the folder, with its tasks.
 async fn flows(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
-    let entries = std::fs::read_dir(&state.flows_dir)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("flows folder {}: {e}", state.flows_dir.display())))?;
+    let entries = std::fs::read_dir(&state.flows_dir).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("flows folder {}: {e}", state.flows_dir.display()),
+        )
+    })?;
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".toml").map(str::to_owned))
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()?
+                .strip_suffix(".toml")
+                .map(str::to_owned)
+        })
         .filter(|name| state.flow_file(name).is_some())
         .collect();
     names.sort();
@@ -157,7 +185,10 @@ async fn flows(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
 }
 
 /// `GET /v1/flows/{name}`: one flow and its tasks.
-async fn flow(State(state): Shared, Path(name): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+async fn flow(
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
     describe_flow(&state, &name).await.map(axum::Json)
 }
 
@@ -167,7 +198,9 @@ async fn flow(State(state): Shared, Path(name): Path<String>) -> Result<axum::Js
 /// names stored. A flow whose file does not parse has `error` instead of `tasks`; a task
 /// whose plugin cannot be loaded has `error` instead of its names.
 async fn describe_flow(state: &AppState, name: &str) -> Result<Value, ApiError> {
-    let path = state.flow_file(name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{name}`")))?;
+    let path = state
+        .flow_file(name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{name}`")))?;
     let spec = match FlowSpec::from_file(&path) {
         Ok(spec) => spec,
         Err(error) => return Ok(json!({ "name": name, "file": path, "error": error.to_string() })),
@@ -187,25 +220,44 @@ async fn describe_flow(state: &AppState, name: &str) -> Result<Value, ApiError> 
                 entry["description"] = json!(info.description);
                 entry["requires"] = json!(from_store(&info.requires));
                 entry["optional"] = json!(from_store(&info.optional));
-                entry["provides"] = json!(task.provides.clone().unwrap_or_else(|| info.provides.clone()));
+                entry["provides"] = json!(
+                    task.provides
+                        .clone()
+                        .unwrap_or_else(|| info.provides.clone())
+                );
             }
             Err(error) => entry["error"] = json!(error.to_string()),
         }
         tasks.push(entry);
     }
-    Ok(json!({ "name": name, "flow": spec.name, "file": path, "store": spec.store.keys().collect::<Vec<_>>(), "tasks": tasks }))
+    Ok(
+        json!({ "name": name, "flow": spec.name, "file": path, "store": spec.store.keys().collect::<Vec<_>>(), "tasks": tasks }),
+    )
 }
 
 /// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`).
-async fn start(State(state): Shared, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    let path = state.flow_file(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{name}`")))?;
+async fn start(
+    State(state): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = state
+        .flow_file(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{name}`")))?;
     let store = if body.iter().all(u8::is_ascii_whitespace) {
         Store::new()
     } else {
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}"),
+            )
+        })?;
         let Value::Object(map) = value else {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "the body must be a JSON object: the run's initial store"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object: the run's initial store",
+            ));
         };
         let mut store = Store::new();
         store.extend(map.into_iter().collect());
@@ -213,7 +265,11 @@ async fn start(State(state): Shared, Path(name): Path<String>, body: Bytes) -> R
     };
     let started = state.starter.start(&path, store).await?;
     let location = format!("/v1/runs/{}", started.run_id);
-    let mut response = (StatusCode::CREATED, axum::Json(json!({ "run_id": started.run_id }))).into_response();
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(json!({ "run_id": started.run_id })),
+    )
+        .into_response();
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -228,7 +284,10 @@ struct ListQuery {
 }
 
 /// `GET /v1/runs?state=&flow=&limit=`: runs, newest first (at most `limit`, default 100).
-async fn list(State(state): Shared, Query(query): Query<ListQuery>) -> Result<axum::Json<Value>, ApiError> {
+async fn list(
+    State(state): Shared,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
     let run_state = match query.state.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => Some(serde_json::from_value::<FlowState>(json!(text.to_ascii_uppercase())).map_err(|_| {
             ApiError::new(
@@ -238,7 +297,10 @@ async fn list(State(state): Shared, Query(query): Query<ListQuery>) -> Result<ax
         })?),
         None => None,
     };
-    let filter = RunFilter { state: run_state, flow: query.flow.filter(|f| !f.is_empty()) };
+    let filter = RunFilter {
+        state: run_state,
+        flow: query.flow.filter(|f| !f.is_empty()),
+    };
     let mut runs = db_call(&state, move |db| db.list(&filter)).await?;
     runs.truncate(query.limit.unwrap_or(100).min(10_000));
     Ok(axum::Json(json!(runs)))
@@ -247,9 +309,14 @@ async fn list(State(state): Shared, Query(query): Query<ListQuery>) -> Result<ax
 /// `GET /v1/runs/{id}`: the `flowhost runs show --json` document. Without the token (when
 /// the service has one), every store value — initial and final store, arguments, results,
 /// outcomes — is `null` and `redacted` is true.
-async fn show(State(state): Shared, Path(id): Path<String>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
+async fn show(
+    State(state): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
     let record = get_run(&state, &id).await?;
-    let mut document = serde_json::to_value(&record).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let mut document = serde_json::to_value(&record)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     if !may_see_values(&state, &headers) {
         redact(&mut document);
     }
@@ -275,52 +342,86 @@ fn redact(document: &mut Value) {
 }
 
 /// `GET /v1/runs/{id}/store/{name}`: one value of the run's final store.
-async fn store_value(State(state): Shared, Path((id, name)): Path<(String, String)>, headers: HeaderMap) -> Result<axum::Json<Value>, ApiError> {
+async fn store_value(
+    State(state): Shared,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
     if !may_see_values(&state, &headers) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "store values are shown only with `Authorization: Bearer <token>`"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "store values are shown only with `Authorization: Bearer <token>`",
+        ));
     }
     let record = get_run(&state, &id).await?;
     let Some(store) = &record.final_store else {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("run {id} has no final store: it is {}", record.summary.state)));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "run {id} has no final store: it is {}",
+                record.summary.state
+            ),
+        ));
     };
-    store
-        .fetch(&name)
-        .cloned()
-        .map(axum::Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("run {id}'s final store has no `{name}`")))
+    store.fetch(&name).cloned().map(axum::Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run {id}'s final store has no `{name}`"),
+        )
+    })
 }
 
 /// `POST /v1/runs/{id}/resume`: continue an interrupted run.
 async fn resume(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
     let started = state.starter.resume(&id).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "run_id": started.run_id }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run_id": started.run_id })),
+    )
+        .into_response())
 }
 
 /// `POST /v1/runs/{id}/cancel`: stop before the next task and revert what ran.
 async fn cancel(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
     if state.starter.cancel(&id) {
-        return Ok((StatusCode::ACCEPTED, axum::Json(json!({ "run_id": id, "cancelling": true }))).into_response());
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "run_id": id, "cancelling": true })),
+        )
+            .into_response());
     }
     let record = get_run(&state, &id).await?;
     let state = record.summary.state;
     let why = if state.is_finished() {
         format!("run {id} already finished ({state})")
     } else {
-        format!("run {id} ({state}) is not executing in this service; resume it here first to cancel it")
+        format!(
+            "run {id} ({state}) is not executing in this service; resume it here first to cancel it"
+        )
     };
     Err(ApiError::new(StatusCode::CONFLICT, why))
 }
 
 /// `GET /v1/openapi.json`.
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json"))
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 /// `GET /metrics`.
 async fn metrics(State(state): Shared) -> Result<Response, ApiError> {
     let metrics = state.metrics.clone();
     let text = db_call(&state, move |db| metrics.render(db)).await?;
-    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// How often a stream of a run executed elsewhere polls the run database.
@@ -329,9 +430,17 @@ const POLL: Duration = Duration::from_millis(250);
 /// Where a stream reads from.
 enum Cursor {
     /// A run this service executes: its log, from position `next`.
-    Live { log: Arc<RunLog>, next: usize, changes: watch::Receiver<u64> },
+    Live {
+        log: Arc<RunLog>,
+        next: usize,
+        changes: watch::Receiver<u64>,
+    },
     /// A run executed elsewhere, or finished: read back (and polled) from the run database.
-    Recorded { id: String, sent: Vec<usize>, queue: VecDeque<Value> },
+    Recorded {
+        id: String,
+        sent: Vec<usize>,
+        queue: VecDeque<Value>,
+    },
     /// The end was sent.
     Done,
 }
@@ -343,82 +452,110 @@ async fn run_events(State(state): Shared, Path(id): Path<String>) -> Result<Resp
     let cursor = match state.live.get(&id) {
         Some(log) => {
             let changes = log.subscribe();
-            Cursor::Live { log, next: 0, changes }
+            Cursor::Live {
+                log,
+                next: 0,
+                changes,
+            }
         }
         None => {
             get_run(&state, &id).await?;
-            Cursor::Recorded { id: id.clone(), sent: Vec::new(), queue: VecDeque::new() }
+            Cursor::Recorded {
+                id: id.clone(),
+                sent: Vec::new(),
+                queue: VecDeque::new(),
+            }
         }
     };
     let stream = event_stream(state, id, cursor);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
-fn event_stream(state: Arc<AppState>, run_id: String, cursor: Cursor) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn event_stream(
+    state: Arc<AppState>,
+    run_id: String,
+    cursor: Cursor,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let shutdown = state.shutdown.clone();
-    futures_util::stream::unfold((state, run_id, cursor, 0usize, shutdown), |(state, run_id, mut cursor, mut seq, mut shutdown)| async move {
-        loop {
-            if *shutdown.borrow() {
-                return None;
-            }
-            let end = |state: FlowState, why: Option<String>| {
-                let mut data = json!({ "run_id": run_id, "state": state });
-                if let Some(why) = why {
-                    data["error"] = json!(why);
+    futures_util::stream::unfold(
+        (state, run_id, cursor, 0usize, shutdown),
+        |(state, run_id, mut cursor, mut seq, mut shutdown)| async move {
+            loop {
+                if *shutdown.borrow() {
+                    return None;
                 }
-                SseEvent::default().event("end").data(data.to_string())
-            };
-            let item = match &mut cursor {
-                Cursor::Done => return None,
-                Cursor::Live { log, next, changes } => {
-                    changes.borrow_and_update();
-                    match log.at(*next) {
-                        LogNext::Event(event) => {
-                            *next += 1;
-                            Some(event)
+                let end = |state: FlowState, why: Option<String>| {
+                    let mut data = json!({ "run_id": run_id, "state": state });
+                    if let Some(why) = why {
+                        data["error"] = json!(why);
+                    }
+                    SseEvent::default().event("end").data(data.to_string())
+                };
+                let item = match &mut cursor {
+                    Cursor::Done => return None,
+                    Cursor::Live { log, next, changes } => {
+                        changes.borrow_and_update();
+                        match log.at(*next) {
+                            LogNext::Event(event) => {
+                                *next += 1;
+                                Some(event)
+                            }
+                            LogNext::Ended(final_state, why) => {
+                                cursor = Cursor::Done;
+                                return Some((
+                                    Ok(end(final_state, why)),
+                                    (state, run_id, cursor, seq, shutdown),
+                                ));
+                            }
+                            LogNext::Wait => {
+                                tokio::select! {
+                                    _ = changes.changed() => {}
+                                    _ = shutdown.changed() => {}
+                                }
+                                None
+                            }
                         }
-                        LogNext::Ended(final_state, why) => {
-                            cursor = Cursor::Done;
-                            return Some((Ok(end(final_state, why)), (state, run_id, cursor, seq, shutdown)));
-                        }
-                        LogNext::Wait => {
-                            tokio::select! {
-                                _ = changes.changed() => {}
-                                _ = shutdown.changed() => {}
+                    }
+                    Cursor::Recorded { id, sent, queue } => match queue.pop_front() {
+                        Some(event) => Some(event),
+                        None => {
+                            let record = match get_run(&state, id).await {
+                                Ok(record) => record,
+                                Err(_) => return None,
+                            };
+                            queue.extend(events::recorded(&record, sent));
+                            let summary = &record.summary;
+                            if queue.is_empty()
+                                && (summary.state.is_finished() || summary.lease.is_none())
+                            {
+                                cursor = Cursor::Done;
+                                return Some((
+                                    Ok(end(summary.state, None)),
+                                    (state, run_id, cursor, seq, shutdown),
+                                ));
+                            }
+                            if queue.is_empty() {
+                                tokio::select! {
+                                    () = tokio::time::sleep(POLL) => {}
+                                    _ = shutdown.changed() => {}
+                                }
                             }
                             None
                         }
-                    }
+                    },
+                };
+                if let Some(event) = item {
+                    let kind = event["kind"].as_str().unwrap_or("task").to_owned();
+                    let sse = SseEvent::default()
+                        .event(kind)
+                        .id(seq.to_string())
+                        .data(event.to_string());
+                    seq += 1;
+                    return Some((Ok(sse), (state, run_id, cursor, seq, shutdown)));
                 }
-                Cursor::Recorded { id, sent, queue } => match queue.pop_front() {
-                    Some(event) => Some(event),
-                    None => {
-                        let record = match get_run(&state, id).await {
-                            Ok(record) => record,
-                            Err(_) => return None,
-                        };
-                        queue.extend(events::recorded(&record, sent));
-                        let summary = &record.summary;
-                        if queue.is_empty() && (summary.state.is_finished() || summary.lease.is_none()) {
-                            cursor = Cursor::Done;
-                            return Some((Ok(end(summary.state, None)), (state, run_id, cursor, seq, shutdown)));
-                        }
-                        if queue.is_empty() {
-                            tokio::select! {
-                                () = tokio::time::sleep(POLL) => {}
-                                _ = shutdown.changed() => {}
-                            }
-                        }
-                        None
-                    }
-                },
-            };
-            if let Some(event) = item {
-                let kind = event["kind"].as_str().unwrap_or("task").to_owned();
-                let sse = SseEvent::default().event(kind).id(seq.to_string()).data(event.to_string());
-                seq += 1;
-                return Some((Ok(sse), (state, run_id, cursor, seq, shutdown)));
             }
-        }
-    })
+        },
+    )
 }

@@ -40,10 +40,15 @@ pub enum TokenError {
 impl Token {
     /// The token in `path`: its text without surrounding whitespace (a trailing newline).
     pub fn from_file(path: &Path) -> Result<Self, TokenError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let token = text.trim();
         if token.chars().count() < 16 {
-            return Err(TokenError::TooShort { path: path.to_path_buf() });
+            return Err(TokenError::TooShort {
+                path: path.to_path_buf(),
+            });
         }
         Ok(Self::new(token))
     }

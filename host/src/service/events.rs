@@ -14,10 +14,20 @@ use crate::runs::RunRecord;
 pub(crate) fn payload(event: &Event) -> Value {
     let at = timestamp(event.at);
     match &event.transition {
-        Transition::Flow { from, to, elapsed, .. } => {
+        Transition::Flow {
+            from, to, elapsed, ..
+        } => {
             json!({ "kind": "flow", "from": from, "to": to, "at": at, "duration_ms": elapsed.as_secs_f64() * 1000.0 })
         }
-        Transition::Task { task, index, from, to, duration, error, .. } => {
+        Transition::Task {
+            task,
+            index,
+            from,
+            to,
+            duration,
+            error,
+            ..
+        } => {
             let mut payload = json!({
                 "kind": "task", "task": task, "index": index, "from": from, "to": to, "at": at,
                 "duration_ms": duration.as_secs_f64() * 1000.0,
@@ -47,8 +57,15 @@ pub(crate) fn recorded(record: &RunRecord, sent: &mut Vec<usize>) -> Vec<Value> 
     let mut events = Vec::new();
     for task in &record.tasks {
         for (step, change) in task.history.iter().enumerate().skip(sent[task.index]) {
-            let reverting = matches!(change.to.as_str(), "REVERTING" | "REVERTED" | "REVERT_FAILURE");
-            let order = if reverting { -(task.index as i64) } else { task.index as i64 };
+            let reverting = matches!(
+                change.to.as_str(),
+                "REVERTING" | "REVERTED" | "REVERT_FAILURE"
+            );
+            let order = if reverting {
+                -(task.index as i64)
+            } else {
+                task.index as i64
+            };
             let mut payload = json!({
                 "kind": "task", "task": task.name, "index": task.index, "from": change.from, "to": change.to,
                 "at": change.at, "duration_ms": change.duration_ms,

@@ -50,7 +50,9 @@ pub(crate) enum Next {
 
 impl RunLog {
     fn lock(&self) -> MutexGuard<'_, LogInner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// What comes at position `cursor`.
@@ -92,20 +94,37 @@ pub(crate) struct Live {
 
 impl Live {
     pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
-        Self { runs: Mutex::new(HashMap::new()), active: watch::channel(0).0, metrics }
+        Self {
+            runs: Mutex::new(HashMap::new()),
+            active: watch::channel(0).0,
+            metrics,
+        }
     }
 
     fn runs(&self) -> MutexGuard<'_, HashMap<String, Arc<RunLog>>> {
-        self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts following run `id`, whose recorded transitions so far are `recorded` (a
     /// resumed run's) in state `state`. Refused (`None`) while this service already runs it.
-    pub(crate) fn track(&self, id: &str, recorded: Vec<Value>, state: FlowState, fuel: bool) -> Option<StartSignal> {
+    pub(crate) fn track(
+        &self,
+        id: &str,
+        recorded: Vec<Value>,
+        state: FlowState,
+        fuel: bool,
+    ) -> Option<StartSignal> {
         let (started, signal) = oneshot::channel();
         let log = Arc::new(RunLog {
             fuel,
-            inner: Mutex::new(LogInner { events: recorded, state, ended: None, started: Some(started) }),
+            inner: Mutex::new(LogInner {
+                events: recorded,
+                state,
+                ended: None,
+                started: Some(started),
+            }),
             version: watch::channel(0).0,
         });
         let mut runs = self.runs();
@@ -126,7 +145,9 @@ impl Live {
     /// Run `id` ended: with its report (`Ok`), or stopped by `error` (its journal failed, or
     /// it never started). Streams following it end after its last event.
     pub(crate) fn finish(&self, id: &str, outcome: Result<FlowState, StartError>) {
-        let Some(log) = self.runs().remove(id) else { return };
+        let Some(log) = self.runs().remove(id) else {
+            return;
+        };
         let mut inner = log.lock();
         let (state, why) = match &outcome {
             Ok(state) => (*state, None),

@@ -53,34 +53,79 @@ impl Metrics {
         let runs = Family::<RunLabels, Gauge>::default();
         let finished = Family::<RunLabels, Counter>::default();
         // 0.5 ms to about 2 minutes: a warm Rust task to a long Python one.
-        let durations = Family::<TaskLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 4.0, 10)));
+        let durations = Family::<TaskLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 4.0, 10))
+        });
         let instances = Gauge::default();
         let in_flight = Gauge::default();
         let retries: Counter = Counter::default();
         let queue: Gauge = Gauge::default();
-        registry.register("flowhost_runs", "Recorded runs in the run database, by flow and state", runs.clone());
-        registry.register("flowhost_runs_finished", "Runs this service ended, by flow and final state", finished.clone());
+        registry.register(
+            "flowhost_runs",
+            "Recorded runs in the run database, by flow and state",
+            runs.clone(),
+        );
+        registry.register(
+            "flowhost_runs_finished",
+            "Runs this service ended, by flow and final state",
+            finished.clone(),
+        );
         registry.register_with_unit(
             "flowhost_task_duration",
             "Duration of each task execute and revert, by flow, task and phase",
             prometheus_client::registry::Unit::Seconds,
             durations.clone(),
         );
-        registry.register("flowhost_instances_in_flight", "Plugin calls (one instance each) going on now", instances.clone());
-        registry.register("flowhost_runs_in_flight", "Runs this service is executing now", in_flight.clone());
-        registry.register("flowhost_task_retries", "Task attempts retried by a retry policy (filled once retries exist)", retries);
-        registry.register("flowhost_queue_depth", "Runs queued for workers (zero: this service runs flows in-process)", queue);
-        Self { registry, runs, finished, durations, instances, in_flight, scrape: Mutex::new(()) }
+        registry.register(
+            "flowhost_instances_in_flight",
+            "Plugin calls (one instance each) going on now",
+            instances.clone(),
+        );
+        registry.register(
+            "flowhost_runs_in_flight",
+            "Runs this service is executing now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "flowhost_task_retries",
+            "Task attempts retried by a retry policy (filled once retries exist)",
+            retries,
+        );
+        registry.register(
+            "flowhost_queue_depth",
+            "Runs queued for workers (zero: this service runs flows in-process)",
+            queue,
+        );
+        Self {
+            registry,
+            runs,
+            finished,
+            durations,
+            instances,
+            in_flight,
+            scrape: Mutex::new(()),
+        }
     }
 
     /// Counts one transition.
     pub(crate) fn observe(&self, event: &Event) {
         match &event.transition {
             Transition::Flow { to, .. } if to.is_finished() => {
-                self.finished.get_or_create(&RunLabels { flow: event.flow.clone(), state: to.to_string() }).inc();
+                self.finished
+                    .get_or_create(&RunLabels {
+                        flow: event.flow.clone(),
+                        state: to.to_string(),
+                    })
+                    .inc();
             }
             Transition::Flow { .. } => {}
-            Transition::Task { task, from, to, duration, .. } => {
+            Transition::Task {
+                task,
+                from,
+                to,
+                duration,
+                ..
+            } => {
                 if matches!(to, TaskState::Running | TaskState::Reverting) {
                     self.instances.inc();
                 }
@@ -90,8 +135,14 @@ impl Metrics {
                     _ => return,
                 };
                 self.instances.dec();
-                let labels = TaskLabels { flow: event.flow.clone(), task: task.clone(), phase: phase.to_owned() };
-                self.durations.get_or_create(&labels).observe(duration.as_secs_f64());
+                let labels = TaskLabels {
+                    flow: event.flow.clone(),
+                    task: task.clone(),
+                    phase: phase.to_owned(),
+                };
+                self.durations
+                    .get_or_create(&labels)
+                    .observe(duration.as_secs_f64());
             }
         }
     }
@@ -104,10 +155,18 @@ impl Metrics {
     /// The exposition text, with the run counts read from `db` now.
     pub(crate) fn render(&self, db: &dyn RunDb) -> Result<String, RunDbError> {
         let runs = db.list(&RunFilter::default())?;
-        let _scrape = self.scrape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _scrape = self
+            .scrape
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.runs.clear();
         for run in runs {
-            self.runs.get_or_create(&RunLabels { flow: run.flow, state: run.state.to_string() }).inc();
+            self.runs
+                .get_or_create(&RunLabels {
+                    flow: run.flow,
+                    state: run.state.to_string(),
+                })
+                .inc();
         }
         let mut text = String::new();
         // Writing into a String cannot fail.

@@ -112,7 +112,9 @@ impl AppState {
         let plain = !name.is_empty()
             && !name.starts_with('.')
             && name.len() <= 128
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
         let path = self.flows_dir.join(format!("{name}.toml"));
         (plain && path.is_file()).then_some(path)
     }
@@ -139,11 +141,22 @@ impl Server {
         let (mut engine, mut fuel_engine) = (config.engine, config.fuel_engine);
         engine.listen(live.clone());
         fuel_engine.listen(live.clone());
-        let starter = Arc::new(InProcess::new(config.executor.clone(), engine.clone(), fuel_engine, live.clone()));
+        let starter = Arc::new(InProcess::new(
+            config.executor.clone(),
+            engine.clone(),
+            fuel_engine,
+            live.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = Arc::new(AppState {
             flows_dir: config.flows_dir,
@@ -155,7 +168,13 @@ impl Server {
             token: config.token,
             shutdown: shutdown_rx,
         });
-        Ok(Self { listener, addr, state, live, shutdown })
+        Ok(Self {
+            listener,
+            addr,
+            state,
+            live,
+            shutdown,
+        })
     }
 
     /// The address it listens on.
@@ -182,10 +201,15 @@ impl Server {
                 let _ = shutdown.send(true);
             })
             .await
-            .map_err(|source| ServeError::Serve { addr: self.addr, source })?;
+            .map_err(|source| ServeError::Serve {
+                addr: self.addr,
+                source,
+            })?;
         let running = self.live.running();
         if running > 0 {
-            tracing::info!("waiting for {running} run(s) in flight to end; signal again to stop now (they stay resumable)");
+            tracing::info!(
+                "waiting for {running} run(s) in flight to end; signal again to stop now (they stay resumable)"
+            );
             tokio::select! {
                 () = self.live.idle() => {}
                 () = signal() => {}
@@ -196,13 +220,20 @@ impl Server {
 }
 
 fn check_flows_dir(path: &Path) -> Result<(), ServeError> {
-    std::fs::read_dir(path).map(drop).map_err(|source| ServeError::FlowsDir { path: path.to_path_buf(), source })
+    std::fs::read_dir(path)
+        .map(drop)
+        .map_err(|source| ServeError::FlowsDir {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Every route: the API under `/v1`, `/metrics`, `/healthz` and the console.
 fn router(state: Arc<AppState>) -> Router {
     api::routes(state.clone())
         .merge(console::routes())
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

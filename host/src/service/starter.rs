@@ -71,12 +71,26 @@ pub struct InProcess {
 impl InProcess {
     /// A starter running on `engine` (or `fuel_engine` for flows with a fuel budget), feeding
     /// `live`.
-    pub(crate) fn new(executor: Executor, engine: Engine, fuel_engine: Engine, live: Arc<Live>) -> Self {
-        Self { executor, engine, fuel_engine, live }
+    pub(crate) fn new(
+        executor: Executor,
+        engine: Engine,
+        fuel_engine: Engine,
+        live: Arc<Live>,
+    ) -> Self {
+        Self {
+            executor,
+            engine,
+            fuel_engine,
+            live,
+        }
     }
 
     fn engine_for(&self, flow: &FlowSpec) -> &Engine {
-        if flow.needs_fuel() { &self.fuel_engine } else { &self.engine }
+        if flow.needs_fuel() {
+            &self.fuel_engine
+        } else {
+            &self.engine
+        }
     }
 
     async fn start_run(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
@@ -86,10 +100,17 @@ impl InProcess {
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
         runs::record(&self.executor, &mut loaded, Some(&flow_file))?;
         let run_id = loaded.run_id().to_owned();
-        let signal = self.live.track(&run_id, Vec::new(), FlowState::Pending, flow.needs_fuel()).ok_or_else(|| StartError::AlreadyRunning(run_id.clone()))?;
+        let signal = self
+            .live
+            .track(&run_id, Vec::new(), FlowState::Pending, flow.needs_fuel())
+            .ok_or_else(|| StartError::AlreadyRunning(run_id.clone()))?;
         let (live, id) = (self.live.clone(), run_id.clone());
         tokio::spawn(async move {
-            let outcome = loaded.run().await.map(|report| report.state).map_err(StartError::from);
+            let outcome = loaded
+                .run()
+                .await
+                .map(|report| report.state)
+                .map_err(StartError::from);
             live.finish(&id, outcome);
         });
         started(signal, run_id).await
@@ -101,12 +122,21 @@ impl InProcess {
         let recorded = events::recorded(record, &mut Vec::new());
         let signal = self
             .live
-            .track(run_id, recorded, record.summary.state, resumption.flow().needs_fuel())
+            .track(
+                run_id,
+                recorded,
+                record.summary.state,
+                resumption.flow().needs_fuel(),
+            )
             .ok_or_else(|| StartError::AlreadyRunning(run_id.to_owned()))?;
         let engine = self.engine_for(resumption.flow()).clone();
         let (live, executor, id) = (self.live.clone(), self.executor.clone(), run_id.to_owned());
         tokio::spawn(async move {
-            let outcome = resumption.run(&executor, &engine, false).await.map(|report| report.state).map_err(StartError::from);
+            let outcome = resumption
+                .run(&executor, &engine, false)
+                .await
+                .map(|report| report.state)
+                .map_err(StartError::from);
             live.finish(&id, outcome);
         });
         started(signal, run_id.to_owned()).await
