@@ -181,20 +181,57 @@ fn an_invalid_store_is_422_with_the_problems_check_json_reports() {
     assert!(ws.calls().is_empty(), "nothing ran");
 }
 
+/// Sends `head` (a request line and headers) and then `body` — from another thread, ignoring
+/// write errors, since the server may answer and close before reading it all — and returns
+/// the answer's status code.
+fn raw_request(server: &Served, head: &str, body: Vec<u8>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .write_all(head.replace('\n', "\r\n").as_bytes())
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&body);
+    });
+    let mut status = String::new();
+    BufReader::new(stream).read_line(&mut status).unwrap();
+    drop(sender);
+    status.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 #[test]
 fn a_body_over_one_mebibyte_is_refused_with_413() {
     let ws = Workspace::new();
     let flows = three_steps(&ws, json!({}));
     let server = Served::start(&ws, &flows, &[]);
     let big = format!("{{\"seed\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
-    let (status, _) = server.post("/v1/flows/flow/runs", &big, None);
-    assert_eq!(status, 413);
-    assert_eq!(server.get("/v1/runs"), json!([]));
-    let (status, started) = server.post(
-        "/v1/flows/flow/runs",
-        &format!("{{\"seed\": \"{}\"}}", "x".repeat(1000)),
-        None,
+
+    // Announced by its length: refused before a byte of it is read.
+    let head = format!(
+        "POST /v1/flows/flow/runs HTTP/1.1\nHost: {}\nContent-Type: application/json\nContent-Length: {}\n\n",
+        &server.base[7..],
+        big.len()
     );
+    assert_eq!(raw_request(&server, &head, big.clone().into_bytes()), 413);
+    // Sent in chunks of unknown total: refused once it passes the cap.
+    let head = format!(
+        "POST /v1/flows/flow/runs HTTP/1.1\nHost: {}\nTransfer-Encoding: chunked\n\n",
+        &server.base[7..]
+    );
+    let mut chunked = Vec::new();
+    for chunk in big.as_bytes().chunks(64 * 1024) {
+        chunked.extend(format!("{:x}\r\n", chunk.len()).into_bytes());
+        chunked.extend(chunk);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    assert_eq!(raw_request(&server, &head, chunked), 413);
+    assert_eq!(server.get("/v1/runs"), json!([]), "nothing was started");
+
+    let small = format!("{{\"seed\": \"{}\"}}", "x".repeat(1000));
+    let (status, started) = server.post("/v1/flows/flow/runs", &small, None);
     assert_eq!(status, 201, "a body under the cap is fine: {started}");
 }
 
@@ -481,4 +518,52 @@ fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
         "the run in flight finished"
     );
     assert_eq!(ws.count("execute", "c"), 1);
+}
+
+#[test]
+fn a_web_page_elsewhere_can_neither_start_runs_nor_read_through_a_rebound_name() {
+    let ws = Workspace::new();
+    let flows = three_steps(&ws, json!({}));
+    let server = Served::start(&ws, &flows, &[]);
+    let start = |origin: &str| {
+        answer(
+            ureq::post(&server.url("/v1/flows/flow/runs"))
+                .set("Origin", origin)
+                .set("Content-Type", "text/plain")
+                .send_string("{}"),
+        )
+    };
+    // A form or fetch from another site (cross-site request forgery).
+    assert_eq!(start("http://evil.example").0, 403);
+    assert_eq!(start("null").0, 403);
+    let (_, refused) = answer(
+        ureq::post(&server.url("/v1/flows/flow/runs"))
+            .set("Sec-Fetch-Site", "cross-site")
+            .send_string("{}"),
+    );
+    assert!(
+        refused["error"].as_str().unwrap().contains("cross-origin"),
+        "{refused}"
+    );
+    // DNS rebinding: a site's name resolving to 127.0.0.1 reaches the port, but not the API.
+    let (status, _) = answer(
+        ureq::get(&server.url("/v1/runs"))
+            .set("Host", "evil.example")
+            .call(),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(server.get("/v1/runs"), json!([]), "nothing was started");
+
+    // The console itself (same origin) may.
+    let (status, started) = start(&server.base);
+    assert_eq!(status, 201, "{started}");
+    let port = server.base.rsplit(':').next().unwrap();
+    let by_name = ureq::get(&server.url("/healthz"))
+        .set("Host", &format!("localhost:{port}"))
+        .call();
+    assert_eq!(
+        answer(by_name).0,
+        200,
+        "localhost is this service's own name"
+    );
 }

@@ -19,6 +19,7 @@ mod console;
 mod events;
 mod live;
 mod metrics;
+mod origin;
 mod starter;
 
 use std::future::Future;
@@ -192,7 +193,10 @@ impl Server {
         F: Fn() -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let app = router(self.state);
+        let app = router(self.state).layer(axum::middleware::from_fn_with_state(
+            origin::Origins::new(self.addr),
+            origin::check,
+        ));
         let shutdown = self.shutdown;
         let first = signal();
         axum::serve(self.listener, app)
