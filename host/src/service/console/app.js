@@ -193,8 +193,7 @@ function timeline(run) {
   const legend = el("div", { class: "legend" },
     [["execute: success", "--success"], ["execute: failure", "--failure"], ["revert: reverted", "--reverted"],
       ["revert: failed", "--revert-failure"], ["in progress", "--running"]].map(([label, color]) =>
-      el("span", { style: { "--c": `var(${color})` } }, label)));
-  legend.querySelectorAll("span").forEach((span, i) => span.style.setProperty("--c", `var(${["--success", "--failure", "--reverted", "--revert-failure", "--running"][i]})`));
+      (() => { const span = el("span", {}, label); span.style.setProperty("--c", `var(${color})`); return span; })()));
   return el("div", { class: "timeline", id: "timeline", "data-bars": all.length },
     rows, legend, el("div", { class: "muted", style: { fontSize: ".75rem" } }, `${span.toFixed(1)} ms from the first call to the last`));
 }
@@ -279,17 +278,16 @@ async function runPage(main, id) {
 async function flowPage(main, name) {
   let flow;
   try { flow = await api(`/v1/flows/${encodeURIComponent(name)}`); } catch (error) { showError(main, error); return () => {}; }
-  const nodes = [];
-  (flow.tasks || []).forEach((task, i) => {
-    if (i > 0) nodes.push(el("div", { class: "arrow", "aria-hidden": "true" }, "→"));
-    nodes.push(el("div", { class: "node", "data-node": task.name },
+  // Each step carries the arrow leading into it, so a wrapped chain starts its line with one.
+  const nodes = (flow.tasks || []).map((task, i) => el("div", { class: "step" },
+    i > 0 ? el("div", { class: "arrow", "aria-hidden": "true" }, "→") : null,
+    el("div", { class: "node", "data-node": task.name },
       el("h3", {}, `${i + 1}. ${task.name}`),
       task.description ? el("div", { class: "muted", style: { fontSize: ".78rem", marginBottom: ".3rem" } }, task.description) : null,
       task.error ? el("div", { class: "error" }, task.error) : [
         el("div", { class: "io" }, el("b", {}, "requires "), (task.requires || []).join(", ") || "—"),
         (task.optional || []).length ? el("div", { class: "io" }, el("b", {}, "optional "), task.optional.join(", ")) : null,
-        el("div", { class: "io" }, el("b", {}, "provides "), (task.provides || []).join(", ") || "—")]));
-  });
+        el("div", { class: "io" }, el("b", {}, "provides "), (task.provides || []).join(", ") || "—")])));
   main.replaceChildren(
     el("h1", {}, "Flow ", el("span", { class: "mono" }, flow.flow || flow.name), el("span", { class: "muted" }, flow.file)),
     flow.error ? el("div", { class: "error" }, flow.error) : el("section", { class: "panel" }, el("h2", {}, "Tasks, in order"),
