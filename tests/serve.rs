@@ -149,7 +149,21 @@ fn a_stream_opened_mid_run_replays_what_happened_then_follows_without_gaps() {
     assert_eq!(events.last().unwrap().1["state"], "SUCCESS");
 
     // Once the run is over, the stream is read back from the run database: the same moves.
-    assert_eq!(task_moves(&server.events(&id)), task_moves(&events));
+    let replayed = server.events(&id);
+    assert_eq!(task_moves(&replayed), task_moves(&events));
+    // A client reconnecting after event 2 gets the rest, each once.
+    let rest = ureq::get(&server.url(&format!("/v1/runs/{id}/events")))
+        .set("Last-Event-ID", "2")
+        .call()
+        .unwrap();
+    let mut lines = String::new();
+    rest.into_reader().read_to_string(&mut lines).unwrap();
+    assert!(lines.starts_with("event: task\nid: 3\n"), "{lines}");
+    assert_eq!(
+        lines.matches("\nid: ").count(),
+        replayed.len() - 1 - 3,
+        "{lines}"
+    );
 }
 
 #[test]
@@ -342,6 +356,11 @@ fn cancel_stops_before_the_next_task_and_reverts_what_ran() {
     let id = started["run_id"].as_str().unwrap().to_owned();
     ws.wait_for(&mut server.child, "execute", "b");
 
+    let (status, refused) = server.post(&format!("/v1/runs/{id}/resume"), "", None);
+    assert_eq!(
+        status, 409,
+        "a run going on is not resumed beside itself: {refused}"
+    );
     let (status, cancelling) = server.post(&format!("/v1/runs/{id}/cancel"), "", None);
     assert_eq!(status, 202, "{cancelling}");
     ws.release();

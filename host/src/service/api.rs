@@ -447,8 +447,19 @@ enum Cursor {
 
 /// `GET /v1/runs/{id}/events`: Server-Sent Events, `event: flow` / `event: task` per
 /// transition (`id:` numbers them from 0), then one `event: end` with the run's final
-/// state. A client connecting late first receives what already happened.
-async fn run_events(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// state. A client connecting late first receives what already happened; one reconnecting
+/// with `Last-Event-ID: N` receives the events after the `N`th.
+async fn run_events(
+    State(state): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // A client reconnecting (as `EventSource` does) says which event it saw last.
+    let skip = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(0, |last| last.saturating_add(1));
     let cursor = match state.live.get(&id) {
         Some(log) => {
             let changes = log.subscribe();
@@ -467,7 +478,7 @@ async fn run_events(State(state): Shared, Path(id): Path<String>) -> Result<Resp
             }
         }
     };
-    let stream = event_stream(state, id, cursor);
+    let stream = event_stream(state, id, cursor, skip);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -477,11 +488,12 @@ fn event_stream(
     state: Arc<AppState>,
     run_id: String,
     cursor: Cursor,
+    skip: usize,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let shutdown = state.shutdown.clone();
     futures_util::stream::unfold(
         (state, run_id, cursor, 0usize, shutdown),
-        |(state, run_id, mut cursor, mut seq, mut shutdown)| async move {
+        move |(state, run_id, mut cursor, mut seq, mut shutdown)| async move {
             loop {
                 if *shutdown.borrow() {
                     return None;
@@ -547,6 +559,11 @@ fn event_stream(
                     },
                 };
                 if let Some(event) = item {
+                    if seq < skip {
+                        // The client had it before it reconnected (`Last-Event-ID`).
+                        seq += 1;
+                        continue;
+                    }
                     let kind = event["kind"].as_str().unwrap_or("task").to_owned();
                     let sse = SseEvent::default()
                         .event(kind)

@@ -185,10 +185,11 @@ function timeline(run) {
       style: { left: `${((b.start - origin) / span) * 100}%`, width: `${Math.max(0.4, ((b.end - b.start) / span) * 100)}%` },
     })));
     const attempts = task.executions > 1 ? ` ×${task.executions}` : "";
+    const took = typeof task.duration_ms === "number" ? `${task.duration_ms.toFixed(1)} ms` : "";
     return el("div", { class: "tl-row", "data-row": task.name },
       el("div", { class: "tl-name", title: task.name }, `${task.index + 1}. ${task.name}`),
       track,
-      el("div", { class: "tl-meta" }, badge(task.state), attempts));
+      el("div", { class: "tl-meta" }, badge(task.state), attempts, el("div", {}, took)));
   });
   const legend = el("div", { class: "legend" },
     [["execute: success", "--success"], ["execute: failure", "--failure"], ["revert: reverted", "--reverted"],
