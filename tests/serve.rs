@@ -497,6 +497,11 @@ fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
     let id = started["run_id"].as_str().unwrap().to_owned();
     ws.wait_for(&mut server.child, "execute", "b");
 
+    let stream = ureq::get(&server.url(&format!("/v1/runs/{id}/events")))
+        .call()
+        .unwrap();
+    let follower = std::thread::spawn(move || read_events(stream.into_reader()));
+
     let term = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -518,6 +523,11 @@ fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "serve waits for the run in flight"
+    );
+    let followed = follower.join().unwrap();
+    assert!(
+        followed.iter().all(|(name, _)| name != "end"),
+        "open streams close at shutdown, before the run ends: {followed:?}"
     );
     ws.release();
     let status = server.child.wait().unwrap();
