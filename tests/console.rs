@@ -141,6 +141,35 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
     );
     assert_eq!(server.get(&format!("/v1/runs/{slow}"))["state"], "SUCCESS");
 
+    // The Cancel button: the run stops after b, c fails `cancelled` uncalled, a and b revert.
+    std::fs::remove_file(ws.path("signal/go")).unwrap();
+    let cancelled = start_from_console(&mut browser, &base, "flow", "{}");
+    browser.wait_for(
+        "document.querySelector('.bar[data-task=b][data-outcome=RUNNING]')",
+        "b running",
+    );
+    browser.eval("document.querySelector('#cancel').click()");
+    browser.wait_for(
+        "document.querySelector('#action-result [data-done=cancel]')",
+        "the cancel is accepted",
+    );
+    ws.release();
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=REVERTED]')",
+        "the cancelled run is reverted",
+    );
+    browser.wait_for(
+        "document.querySelectorAll('.bar[data-kind=revert][data-outcome=REVERTED]').length === 2",
+        "a and b reverted",
+    );
+    let why = browser.eval("document.querySelector('[data-failed-task=c]').innerText");
+    assert!(why.as_str().unwrap().contains("cancelled"), "{why}");
+    assert_eq!(ws.count("execute", "c"), 1, "c ran only in the first run");
+    assert_eq!(
+        server.get(&format!("/v1/runs/{cancelled}"))["state"],
+        "REVERTED"
+    );
+
     // A request for the zone that refuses volumes: the last task fails and all five revert.
     let failed = start_from_console(
         &mut browser,
@@ -186,11 +215,11 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
     // The runs list, filtered, and the flow drawn as a chain.
     browser.open(&format!("{base}/"));
     browser.wait_for(
-        "document.querySelectorAll('#runs tr').length === 3",
-        "three runs listed",
+        "document.querySelectorAll('#runs tr').length === 4",
+        "four runs listed",
     );
     browser.eval("(() => { const s = document.querySelector('#filter-state'); s.value = 'REVERTED'; s.dispatchEvent(new Event('change')); })()");
-    browser.wait_for(&format!("document.querySelectorAll('#runs tr').length === 1 && document.querySelector('#runs tr[data-run=\"{failed}\"]')"), "the filter");
+    browser.wait_for(&format!("document.querySelectorAll('#runs tr').length === 2 && document.querySelector('#runs tr[data-run=\"{failed}\"]') && document.querySelector('#runs tr[data-run=\"{cancelled}\"]')"), "the filter: the two reverted runs");
     browser.screenshot(&screenshots().join("runs.png"));
     browser.open(&format!("{base}/flows/volume-create"));
     browser.wait_for(

@@ -215,6 +215,8 @@ async function runPage(main, id) {
   let closed = false;
   let source = null;
   let pending = null;
+  // What the last Resume / Cancel said; kept across the re-renders the events cause.
+  let notice = null;
   const render = (run) => {
     const resume = el("button", { id: "resume", class: "secondary", disabled: FINISHED.has(run.state) || run.lease ? true : null,
       onclick: () => act("resume") }, "Resume");
@@ -226,7 +228,7 @@ async function runPage(main, id) {
       el("h1", {}, "Run ", el("span", { class: "mono" }, run.id), badge(run.state),
         el("span", { class: "muted" }, "flow "), link(`/flows/${encodeURIComponent(run.origin && run.origin.flow_path ? run.origin.flow_path.split("/").pop().replace(/\.toml$/, "") : run.flow)}`, run.flow),
         el("span", { class: "actions" }, resume, cancel)),
-      el("div", { id: "action-result" }),
+      el("div", { id: "action-result" }, notice),
       el("section", { class: "panel" }, el("h2", {}, "Timeline"), timeline(run)),
       failures(run),
       el("div", { class: "grid" },
@@ -240,12 +242,17 @@ async function runPage(main, id) {
         el("section", { class: "panel" }, el("h2", {}, "Final store"), el("div", { id: "final-store" }, store))));
   };
   const act = async (verb) => {
-    const box = document.getElementById("action-result");
     try {
       await api(`/v1/runs/${encodeURIComponent(id)}/${verb}`, { method: "POST" });
+      notice = el("p", { class: "muted", "data-done": verb }, verb === "cancel"
+        ? "Cancel requested: the run stops before its next task and reverts what ran."
+        : "Resumed.");
       if (verb === "resume") follow();
-      await load();
-    } catch (error) { showError(box, error); }
+    } catch (error) {
+      notice = el("div", {});
+      showError(notice, error);
+    }
+    await load();
   };
   const load = async () => {
     try { render(await api(`/v1/runs/${encodeURIComponent(id)}`)); } catch (error) {
