@@ -42,7 +42,7 @@ pub mod service;
 
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
 pub use engine::{
-    Append, Batch, CANCELLED, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
+    Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
     LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, TaskCheckpoint, TaskPlan, TaskReport,
     ValidationError,
 };
@@ -53,6 +53,8 @@ pub use runtime::{
     Sandbox, SetupError,
 };
 pub use store::Store;
+/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
+pub use engine::CANCELLED;
 
 /// The wasmtime version this flowhost runs plugins with (compiled plugins are cached per
 /// wasmtime version).
