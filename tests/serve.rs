@@ -345,6 +345,36 @@ fn a_non_loopback_address_without_a_token_is_refused() {
         "{}",
         stderr(&output)
     );
+
+    let missing = ws.path("no-such-folder");
+    let output = ws.flowhost(&[
+        "serve",
+        "--flows",
+        missing.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(66), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no-such-folder"),
+        "{}",
+        stderr(&output)
+    );
+    let output = ws.flowhost(&[
+        "serve",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--db",
+        "postgres://db/flowhost",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(64),
+        "a database URL this build cannot use: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
