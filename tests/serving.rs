@@ -1,7 +1,8 @@
 //! A `flowhost serve` on a free loopback port, for the HTTP and browser tests: spawned as a
+//! user would run it, its address read from the line it prints, stopped when dropped.
+
 // Shared by the `serve` and `console` test crates, each using a part of it.
 #![allow(dead_code)]
-//! user would run it, its address read from the line it prints, stopped when dropped.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
