@@ -532,11 +532,8 @@ fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
         .unwrap();
     let follower = std::thread::spawn(move || read_events(stream.into_reader()));
 
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    let pid = rustix::process::Pid::from_raw(server.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     // The listener closes: new connections are refused while the run goes on.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while ureq::get(&server.url("/healthz"))
