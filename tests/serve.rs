@@ -331,7 +331,7 @@ fn a_non_loopback_address_without_a_token_is_refused() {
         stderr(&output)
     );
 
-    std::fs::write(ws.path("token"), "short").unwrap();
+    std::fs::write(ws.path("token"), " \n").unwrap();
     let output = ws.flowhost(&[
         "serve",
         "--flows",
@@ -340,11 +340,7 @@ fn a_non_loopback_address_without_a_token_is_refused() {
         ws.path("token").to_str().unwrap(),
     ]);
     assert_eq!(output.status.code(), Some(66), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("at least 16 characters"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("is empty"), "{}", stderr(&output));
 
     let missing = ws.path("no-such-folder");
     let output = ws.flowhost(&[

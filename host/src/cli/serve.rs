@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// The address to listen on. Anything but a loopback address needs --token-file.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// A file holding the bearer token (at least 16 characters) that starting, resuming and
+    /// A file holding the bearer token (e.g. `openssl rand -hex 32`) that starting, resuming and
     /// cancelling runs, and reading store values, then need.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,

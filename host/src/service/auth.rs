@@ -29,26 +29,34 @@ pub enum TokenError {
         /// Why.
         source: std::io::Error,
     },
-    /// It holds nothing but whitespace, or a token too short to resist guessing.
-    #[error("token file {} must hold one token of at least 16 characters (e.g. `openssl rand -hex 32 > {}`)", path.display(), path.display())]
-    TooShort {
+    /// It holds nothing but whitespace: every request would carry the "token".
+    #[error("token file {} is empty; put one token in it (e.g. `openssl rand -hex 32 > {}`)", path.display(), path.display())]
+    Empty {
         /// The file.
         path: std::path::PathBuf,
     },
 }
 
 impl Token {
-    /// The token in `path`: its text without surrounding whitespace (a trailing newline).
+    /// The token in `path`: its text without surrounding whitespace (a trailing newline). A
+    /// token under 16 characters is accepted with a warning: it is the operator's to choose,
+    /// but a short one can be guessed.
     pub fn from_file(path: &Path) -> Result<Self, TokenError> {
         let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let token = text.trim();
-        if token.chars().count() < 16 {
-            return Err(TokenError::TooShort {
+        if token.is_empty() {
+            return Err(TokenError::Empty {
                 path: path.to_path_buf(),
             });
+        }
+        if token.chars().count() < 16 {
+            tracing::warn!(
+                "the token in {} has under 16 characters and can be guessed; `openssl rand -hex 32` makes a strong one",
+                path.display()
+            );
         }
         Ok(Self::new(token))
     }
