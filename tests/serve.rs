@@ -104,6 +104,12 @@ fn a_run_started_over_http_is_recorded_and_its_events_arrive_in_order() {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], id);
     assert_eq!(server.get("/v1/runs?state=REVERTED"), json!([]));
+    assert_eq!(
+        server.get("/v1/runs?flow=flow")[0]["id"],
+        id,
+        "the served name finds the flow's runs too"
+    );
+    assert_eq!(server.get("/v1/runs?flow=other"), json!([]));
     assert_eq!(server.get(&format!("/v1/runs/{id}/store/seed")), json!(41));
 }
 

@@ -283,7 +283,8 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-/// `GET /v1/runs?state=&flow=&limit=`: runs, newest first (at most `limit`, default 100).
+/// `GET /v1/runs?state=&flow=&limit=`: runs, newest first (at most `limit`, default 100);
+/// `flow` matches a flow's name or the name it is served under.
 async fn list(
     State(state): Shared,
     Query(query): Query<ListQuery>,
@@ -297,11 +298,25 @@ async fn list(
         })?),
         None => None,
     };
+    // `flow` is a flow's name, or the name it is served under (its file's stem).
+    let flows: Option<Vec<String>> = query.flow.filter(|f| !f.is_empty()).map(|flow| {
+        let served = state
+            .flow_file(&flow)
+            .and_then(|path| FlowSpec::from_file(path).ok())
+            .map(|spec| spec.name);
+        std::iter::once(flow).chain(served).collect()
+    });
     let filter = RunFilter {
         state: run_state,
-        flow: query.flow.filter(|f| !f.is_empty()),
+        flow: flows
+            .as_ref()
+            .filter(|names| names.len() == 1)
+            .map(|names| names[0].clone()),
     };
     let mut runs = db_call(&state, move |db| db.list(&filter)).await?;
+    if let Some(names) = &flows {
+        runs.retain(|run| names.contains(&run.flow));
+    }
     runs.truncate(query.limit.unwrap_or(100).min(10_000));
     Ok(axum::Json(json!(runs)))
 }
