@@ -193,6 +193,12 @@ fn an_invalid_store_is_422_with_the_problems_check_json_reports() {
         let (status, error) = server.post("/v1/flows/flow/runs", body, None);
         assert_eq!(status, 400, "{why}: {error}");
     }
+    let (status, by_name) = server.post("/v1/flows/three_steps/runs", r#"{"a_out": 5}"#, None);
+    assert_eq!(
+        (status, &by_name["problems"]),
+        (422, &expected["problems"]),
+        "the flow's own name serves it too"
+    );
     let (status, _) = server.post("/v1/flows/nope/runs", "{}", None);
     assert_eq!(status, 404);
     let (status, _) = server.post("/v1/flows/..%2Fflow/runs", "{}", None);

@@ -159,24 +159,11 @@ async fn get_run(state: &AppState, id: &str) -> Result<RunRecord, ApiError> {
 
 /// `GET /v1/flows`: every flow file of the folder, with its tasks.
 async fn flows(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
-    let entries = std::fs::read_dir(&state.flows_dir).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("flows folder {}: {e}", state.flows_dir.display()),
-        )
-    })?;
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()?
-                .strip_suffix(".toml")
-                .map(str::to_owned)
-        })
+    let names: Vec<String> = state
+        .served()
+        .into_iter()
         .filter(|name| state.flow_file(name).is_some())
         .collect();
-    names.sort();
     let mut flows = Vec::new();
     for name in names {
         flows.push(describe_flow(&state, &name).await?);

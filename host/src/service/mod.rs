@@ -107,8 +107,10 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// The flow file serving flow `name`, if the name is a plain flow name (no path
-    /// separators, no leading dot) and the file exists.
+    /// The flow file serving flow `name`: `name.toml` when the name is a plain flow name (no
+    /// path separators, no leading dot) and the file exists; otherwise the one flow file of
+    /// the folder whose flow is named `name` (`volume_create_api` for
+    /// `examples/volume-create/flow.toml`).
     fn flow_file(&self, name: &str) -> Option<PathBuf> {
         let plain = !name.is_empty()
             && !name.starts_with('.')
@@ -116,8 +118,43 @@ impl AppState {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        if !plain {
+            return None;
+        }
         let path = self.flows_dir.join(format!("{name}.toml"));
-        (plain && path.is_file()).then_some(path)
+        if path.is_file() {
+            return Some(path);
+        }
+        let mut named = self.served_files().into_iter().filter(|path| {
+            crate::flow::FlowSpec::from_file(path).is_ok_and(|spec| spec.name == name)
+        });
+        match (named.next(), named.next()) {
+            (Some(path), None) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The stems of the folder's flow files, sorted.
+    fn served(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .served_files()
+            .iter()
+            .filter_map(|path| path.file_stem()?.to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The folder's `*.toml` files.
+    fn served_files(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.flows_dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && path.is_file())
+            .collect()
     }
 }
 
