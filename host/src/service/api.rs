@@ -309,8 +309,8 @@ async fn list(
 }
 
 /// `GET /v1/runs/{id}`: the `flowhost runs show --json` document. Without the token (when
-/// the service has one), every store value — initial and final store, arguments, results,
-/// outcomes — is `null` and `redacted` is true.
+/// the service has one), everything holding store values — the initial and final store,
+/// each task's arguments, result and outcome — is `null` and `redacted` is true.
 async fn show(
     State(state): Shared,
     Path(id): Path<String>,
@@ -327,8 +327,8 @@ async fn show(
 
 fn redact(document: &mut Value) {
     for store in ["initial_store", "final_store"] {
-        if let Some(Value::Object(values)) = document.get_mut(store) {
-            values.values_mut().for_each(|value| *value = Value::Null);
+        if let Some(value) = document.get_mut(store) {
+            *value = Value::Null;
         }
     }
     if let Some(Value::Array(tasks)) = document.get_mut("tasks") {
