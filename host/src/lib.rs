@@ -38,6 +38,7 @@ mod store;
 
 pub mod conform;
 pub mod runs;
+pub mod service;
 
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
 pub use engine::{
@@ -55,6 +56,8 @@ pub use runtime::{
     Sandbox, SetupError,
 };
 pub use store::Store;
+/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
+pub use engine::CANCELLED;
 
 /// The wasmtime version this flowhost runs plugins with (compiled plugins are cached per
 /// wasmtime version).

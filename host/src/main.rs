@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             Command::Submit(args) => cli::submit::submit(&ctx, args).await,
             Command::Worker(args) => cli::worker::worker(&ctx, args).await,
             Command::Workers(args) => cli::workers::workers(&ctx, args).await,
+            Command::Serve(args) => cli::serve::serve(&ctx, args).await,
             Command::Compile(args) => cli::compile::compile(&ctx, args).await,
             Command::Completions(args) => cli::completions::completions(args),
         }

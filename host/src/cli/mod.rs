@@ -15,6 +15,7 @@ pub mod runs;
 pub mod submit;
 pub mod worker;
 pub mod workers;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -112,6 +113,9 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// List the workers of a PostgreSQL run database: id, host, heartbeat, runs in flight.
     Workers(workers::WorkersArgs),
+    /// Serve the flows of a folder over HTTP: a JSON API to start, follow, resume and cancel
+    /// runs, live events, Prometheus metrics and a web console.
+    Serve(serve::ServeArgs),
     /// Print a shell completion script: `flowhost completions bash > ~/.local/share/bash-completion/completions/flowhost`.
     Completions(completions::CompletionsArgs),
 }

@@ -12,6 +12,7 @@
 //! run.
 
 mod batch;
+mod cancel;
 mod graph;
 mod journal;
 mod report;
@@ -31,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
+pub use cancel::CANCELLED;
 pub use journal::{Append, Close, Journal, JournalError, RunError};
 pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::{Checkpoint, ResumeError, TaskCheckpoint};
@@ -41,6 +43,7 @@ use crate::events::Listener;
 use crate::flow::{FlowSpec, RetryPolicy};
 use crate::runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
 use crate::store::Store;
+use cancel::Cancellations;
 use run::Run;
 use task::BoundTask;
 
@@ -50,6 +53,7 @@ use task::BoundTask;
 pub struct Engine {
     runtime: Arc<Runtime>,
     listeners: Vec<Arc<dyn Listener>>,
+    cancellations: Cancellations,
 }
 
 impl Engine {
@@ -62,7 +66,7 @@ impl Engine {
 
     /// Sets up an engine with these settings (cache directory, pooling, fuel).
     pub fn with_config(config: &EngineConfig) -> Result<Self, SetupError> {
-        Ok(Self { runtime: Arc::new(Runtime::with_config(config)?), listeners: Vec::new() })
+        Ok(Self { runtime: Arc::new(Runtime::with_config(config)?), listeners: Vec::new(), cancellations: Cancellations::default() })
     }
 
     /// Where compiled components are cached, if anywhere.
@@ -78,6 +82,14 @@ impl Engine {
     /// Registers a listener for every run this engine (and its later clones) starts.
     pub fn listen(&mut self, listener: Arc<dyn Listener>) {
         self.listeners.push(listener);
+    }
+
+    /// Asks the run `run_id` that this engine (or a clone) is running to stop before its
+    /// next task and revert what ran: that task fails with the error code [`CANCELLED`]
+    /// without being called. A task already executing finishes first. Ask only for a run
+    /// that is going on: the request is dropped when the run ends.
+    pub fn cancel(&self, run_id: &str) {
+        self.cancellations.request(run_id);
     }
 
     /// Loads and describes one plugin, e.g. for `flowhost describe`.
@@ -101,6 +113,7 @@ impl Engine {
             provided: validated.provided,
             listeners: self.listeners.clone(),
             journal: None,
+            cancellations: self.cancellations.clone(),
         })
     }
 
@@ -168,6 +181,7 @@ pub struct LoadedFlow {
     provided: HashSet<String>,
     listeners: Vec<Arc<dyn Listener>>,
     journal: Option<Arc<dyn Journal>>,
+    cancellations: Cancellations,
 }
 
 /// A task entry as validation resolved it, for `flowhost check` and tooling.

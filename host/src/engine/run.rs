@@ -185,6 +185,7 @@ impl Run {
         if let Some(journal) = &self.loaded.journal {
             journal.close().await;
         }
+        self.loaded.cancellations.forget(&self.loaded.id);
         ended.map(|()| self.report())
     }
 

@@ -182,6 +182,15 @@ impl Run {
                     };
                     if ready {
                         due[index] = false;
+                        if self.loaded.cancellations.is_requested(&self.loaded.id) {
+                            // Cancelled: this task fails without being called, and no
+                            // controller retries it — the operator asked the run to stop.
+                            self.start(index, self.records[index].attempt + 1, None);
+                            let error = super::cancel::cancelled(&self.loaded.tasks[index].name);
+                            self.fail(index, Failed { outcome: None, error, called: false });
+                            failing = true;
+                            break;
+                        }
                         if !self.start_attempt(index, &mut work) {
                             self.escalate(index, &mut restarting, &mut failing);
                         }

@@ -240,6 +240,41 @@ impl FlowSpec {
         out
     }
 
+    /// Every task entry with its path (`schedule/volume_cast` inside subflow `schedule`), the
+    /// name runs and reports give it, in file order.
+    pub fn task_paths(&self) -> Vec<(String, &TaskSpec)> {
+        fn walk<'a>(entries: &'a [Entry], prefix: &str, out: &mut Vec<(String, &'a TaskSpec)>) {
+            for entry in entries {
+                match entry {
+                    Entry::Task(task) => out.push((format!("{prefix}{}", task.name), task)),
+                    Entry::Flow(flow) => walk(&flow.tasks, &format!("{prefix}{}/", flow.name), out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.tasks, "", &mut out);
+        out
+    }
+
+    /// [`FlowSpec::task_paths`], to change the entries in place (a worker swapping plugin
+    /// paths for its own copies).
+    pub fn task_paths_mut(&mut self) -> Vec<(String, &mut TaskSpec)> {
+        fn walk<'a>(entries: &'a mut [Entry], prefix: &str, out: &mut Vec<(String, &'a mut TaskSpec)>) {
+            for entry in entries {
+                match entry {
+                    Entry::Task(task) => out.push((format!("{prefix}{}", task.name), task)),
+                    Entry::Flow(flow) => {
+                        let prefix = format!("{prefix}{}/", flow.name);
+                        walk(&mut flow.tasks, &prefix, out)
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&mut self.tasks, "", &mut out);
+        out
+    }
+
     /// Sets a default store value (overridden by the initial store given at load).
     pub fn store_default(mut self, name: impl Into<String>, value: Value) -> Self {
         self.store.insert(name.into(), value);

@@ -346,10 +346,9 @@ impl Worker {
         flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let by_task: HashMap<&str, &str> =
             record.origin.plugins.iter().map(|p| (p.task.as_str(), p.sha256.as_str())).collect();
-        for task in &mut flow.tasks {
-            let hash = by_task
-                .get(task.name.as_str())
-                .ok_or_else(|| stored(format!("task `{}` has no recorded plugin", task.name)))?;
+        for (path, task) in flow.task_paths_mut() {
+            let hash =
+                by_task.get(path.as_str()).ok_or_else(|| stored(format!("task `{path}` has no recorded plugin")))?;
             task.plugin = self.plugin(run, hash).await?;
         }
         Ok(flow)

@@ -365,14 +365,15 @@ impl Journaling {
                     "UPDATE tasks SET state = $3,
                        args = COALESCE($4, args), outcome = COALESCE($5, outcome),
                        result = COALESCE($6, result),
-                       error = CASE WHEN $3 = 'RUNNING' THEN NULL ELSE COALESCE($7, error) END,
+                       error = CASE WHEN $3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE($7, error) END,
                        revert_error = COALESCE($8, revert_error),
                        duration_ms = COALESCE($9, duration_ms),
                        revert_duration_ms = COALESCE($10, revert_duration_ms),
                        executions = executions + CASE WHEN $3 = 'RUNNING' THEN 1 ELSE 0 END,
                        reverts = reverts + CASE WHEN $3 = 'REVERTING' THEN 1 ELSE 0 END,
                        attempt = $11,
-                       retry_at = CASE WHEN $3 = 'RUNNING' THEN NULL ELSE COALESCE($12, retry_at) END
+                       retry_at = CASE WHEN $3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE($12, retry_at) END,
+                       iterations = COALESCE($13, iterations)
                      WHERE run_id = $1 AND idx = $2",
                 )
                 .await?,
@@ -386,8 +387,8 @@ impl Journaling {
             task_transition: tx
                 .prepare_cached(
                     "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms,
-                       attempt, error, retry_at, backoff_ms)
-                     VALUES ($1, $2, $3, $4, $5, flowhost_ts($6), $7, $8, $9, $10, $11)",
+                       attempt, error, retry_at, backoff_ms, iterations)
+                     VALUES ($1, $2, $3, $4, $5, flowhost_ts($6), $7, $8, $9, $10, $11, $12)",
                 )
                 .await?,
         })
@@ -423,6 +424,7 @@ impl Journaling {
                 carried,
                 retry_at,
                 backoff_ms,
+                iterations,
                 ..
             } => {
                 let mut calls = vec![(
@@ -440,6 +442,7 @@ impl Journaling {
                         revert_ms,
                         attempt,
                         retry_at,
+                        iterations,
                     ],
                 )];
                 if let Some(reason) = reason {
@@ -447,7 +450,7 @@ impl Journaling {
                 }
                 calls.push((
                     &self.task_transition,
-                    vec![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms],
+                    vec![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms, iterations],
                 ));
                 calls
             }
@@ -663,7 +666,7 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
     let final_store = parse(row.get(at + 4)).map_err(|e| err(&e))?;
     let changes = client
         .query(
-            "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms FROM transitions
+            "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations FROM transitions
              WHERE run_id = $1 AND task_idx IS NOT NULL ORDER BY seq",
             &[&id],
         )
@@ -681,6 +684,7 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
                     attempt: row.get::<_, Option<i32>>(5).map(|a| a.max(0) as u32),
                     error: parse(row.get(6))?,
                     backoff_ms: row.get(7),
+                    iterations: parse(row.get(8))?.unwrap_or_default(),
                 },
             ))
         })
@@ -689,7 +693,7 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
     let tasks = client
         .query(
             "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                    revert_duration_ms, executions, reverts, attempt, retry_at
+                    revert_duration_ms, executions, reverts, attempt, retry_at, iterations
              FROM tasks WHERE run_id = $1 ORDER BY idx",
             &[&id],
         )
@@ -713,6 +717,7 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
                 reverts: row.get::<_, i32>(11).max(0) as u32,
                 attempt: row.get::<_, i32>(12).max(0) as u32,
                 retry_at: row.get(13),
+                iterations: parse(row.get(14))?.unwrap_or_default(),
                 history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
             })
         })
