@@ -280,11 +280,11 @@ fn a_database_migrated_by_a_newer_flowhost_is_refused_and_a_bad_url_named() {
     assert!(first.status.success(), "the schema is created on first use: {}", stderr(&first));
     let again = runs(&ws, &pg, &["runs", "list"]);
     assert!(again.status.success(), "and found in place the next time: {}", stderr(&again));
-    assert_eq!(pg.sql("SELECT version FROM flowhost_schema"), "2");
+    assert_eq!(pg.sql("SELECT version FROM flowhost_schema"), "3");
     pg.sql("UPDATE flowhost_schema SET version = 99");
     let newer = runs(&ws, &pg, &["runs", "list"]);
     assert_eq!(newer.status.code(), Some(66), "{}", stderr(&newer));
-    assert!(stderr(&newer).contains("schema version 99, newer than this flowhost's 2"), "{}", stderr(&newer));
+    assert!(stderr(&newer).contains("schema version 99, newer than this flowhost's 3"), "{}", stderr(&newer));
 
     let closed = "postgres://flowhost:secret@127.0.0.1:1/postgres".to_owned();
     let unreachable = ws.flowhost(&["runs", "list", "--db", &closed]);

@@ -22,13 +22,17 @@ pub struct Served {
 impl Served {
     /// `flowhost serve --flows FLOWS --db <workspace db> --listen 127.0.0.1:0 EXTRA…` in `ws`.
     pub fn start(ws: &Workspace, flows: &Path, extra: &[&str]) -> Self {
-        let db = ws.db();
+        Self::start_on(ws, flows, ws.db().to_str().unwrap(), extra)
+    }
+
+    /// The same on run database `db` (a SQLite path or a PostgreSQL URL).
+    pub fn start_on(ws: &Workspace, flows: &Path, db: &str, extra: &[&str]) -> Self {
         let mut args = vec![
             "serve",
             "--flows",
             flows.to_str().unwrap(),
             "--db",
-            db.to_str().unwrap(),
+            db,
             "--listen",
             "127.0.0.1:0",
         ];

@@ -13,6 +13,9 @@ use flowhost::{Engine, FlowSpec, FlowState, Store};
 use flowhost_testkit::{Postgres, Workspace};
 use serde_json::{Value, json};
 
+#[path = "serving.rs"]
+mod serving;
+
 /// Submits one run of the workspace's flow per seed, through the library (as a control plane
 /// would), and returns their ids.
 fn submit(pg: &Postgres, flow: &Path, seeds: std::ops::Range<u64>) -> Vec<String> {
@@ -341,4 +344,44 @@ fn a_worker_cut_off_from_the_database_loses_its_run_and_is_fenced_when_its_link_
     assert_eq!(record.summary.state, FlowState::Success);
     let tasks: Vec<(&str, u32)> = record.tasks.iter().map(|t| (t.name.as_str(), t.executions)).collect();
     assert_eq!(tasks, [("a", 1), ("b", 2), ("c", 1)]);
+}
+
+#[test]
+fn serve_on_postgres_queues_runs_for_the_workers_and_cancels_them_across_processes() {
+    let pg = Postgres::start();
+    let ws = Workspace::new();
+    ws.flow("queued", &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))]);
+    let server = serving::Served::start_on(&ws, &ws.path(""), &pg.url(), &[]);
+
+    // Started through the API, the run waits in the queue: the service executes nothing.
+    let (status, started) = server.post("/v1/flows/flow/runs", r#"{"seed": 7}"#, None);
+    assert_eq!(status, 201, "{started}");
+    let first = started["run_id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ws.count("execute", "a"), 0, "no worker yet, so nothing ran");
+    let metrics = ureq::get(&server.url("/metrics")).call().unwrap().into_string().unwrap();
+    assert!(metrics.lines().any(|l| l == "flowhost_queue_depth 1"), "{metrics}");
+
+    // A worker on another process claims it; cancelled through the service while `b` waits,
+    // the run stops before `c` and reverts what ran.
+    let opts = ["--concurrency", "2", "--poll", "200ms"];
+    let worker = worker(&ws, &pg.url(), &ws.path("worker.log"), &opts);
+    wait_until("`b` is executing on the worker", Duration::from_secs(60), || ws.count("execute", "b") == 1);
+    let (status, answer) = server.post(&format!("/v1/runs/{first}/cancel"), "", None);
+    assert_eq!(status, 202, "{answer}");
+    // The worker applies the request at its next look at the queue.
+    std::thread::sleep(Duration::from_millis(800));
+    ws.release();
+    let run = server.wait_finished(&first);
+    assert_eq!(run["state"], "REVERTED", "{run}");
+    let c = run["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "c").unwrap();
+    assert_eq!(c["error"]["code"], "cancelled", "{run}");
+    assert_eq!(ws.count("execute", "c"), 0, "the cancelled run stopped before `c`");
+    assert_eq!((ws.count("revert", "b"), ws.count("revert", "a")), (1, 1), "what ran was reverted");
+
+    // Runs started afterwards still go through: the request belonged to that run only.
+    let (_, started) = server.post("/v1/flows/flow/runs", r#"{"seed": 8}"#, None);
+    let second = server.wait_finished(started["run_id"].as_str().unwrap());
+    assert_eq!(second["state"], "SUCCESS", "{second}");
+    stop(worker);
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use flowhost::service::{ServeConfig, Server, Token};
 
 use super::Context;
-use super::db::DbArgs;
+use super::db::{AnyDb, DbArgs};
 use super::exit::{InputError, UsageError};
 use super::output::{errln, outln};
 
@@ -20,6 +20,7 @@ use super::output::{errln, outln};
 flowhost serve --flows examples/volume-create            # http://127.0.0.1:8080: console and API\n  \
 flowhost serve --flows flows/ --listen 127.0.0.1:0       # any free port (printed on stdout)\n  \
 flowhost serve --flows flows/ --listen 0.0.0.0:8080 --token-file /etc/flowhost/token\n  \
+flowhost serve --flows flows/ --db postgres://flowhost@db/flowhost   # runs go to `flowhost worker`s\n  \
 curl -X POST -d '{\"raw_size\": 20}' http://127.0.0.1:8080/v1/flows/flow/runs\n\n\
 The API is described at /v1/openapi.json. SIGTERM or Ctrl-C stops accepting requests and waits\n\
 for the runs in flight; a second signal stops at once (the runs stay resumable).")]
@@ -36,21 +37,14 @@ pub struct ServeArgs {
     /// cancelling runs, and reading store values, then need.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// With a PostgreSQL --db, execute runs in this process instead of queueing them for
+    /// `flowhost worker`s (the default there). SQLite databases are always served in-process.
+    #[arg(long)]
+    pub in_process: bool,
 }
 
 /// Serves until SIGTERM or SIGINT.
 pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Some(url) = args
-        .db
-        .db
-        .as_deref()
-        .and_then(|p| p.to_str())
-        .filter(|p| p.contains("://"))
-    {
-        bail!(UsageError(format!(
-            "--db {url}: this flowhost records runs in a SQLite file; give a path (database URLs need a build with the PostgreSQL run database)"
-        )));
-    }
     let token = match &args.token_file {
         Some(path) => Some(Token::from_file(path).map_err(|e| InputError(e.to_string()))?),
         None => None,
@@ -60,10 +54,17 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             flowhost::service::ServeError::Exposed(args.listen).to_string()
         ));
     }
-    let db = args.db.open(true)?;
-    let executor = args.db.executor(db);
+    let db = args.db.open_any(true)?;
+    let executor = args.db.executor(db.shared());
+    let queue = match &db {
+        AnyDb::Postgres(db) if !args.in_process => Some(db.clone()),
+        _ => None,
+    };
+    let queued = queue.is_some();
     let mut ctx = ctx.clone();
-    ctx.protect(args.db.path());
+    if let AnyDb::Sqlite(_) = db {
+        ctx.protect(args.db.path());
+    }
     let config = ServeConfig {
         flows_dir: args.flows.clone(),
         executor,
@@ -71,6 +72,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         fuel_engine: ctx.engine(true)?,
         token,
         listen: args.listen,
+        queue,
     };
     let server = Server::bind(config).await.map_err(|e| match e {
         flowhost::service::ServeError::FlowsDir { .. } => {
@@ -83,7 +85,11 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.flows.display(),
         server.local_addr()
     )?;
-    tracing::info!("database {}", args.db.path().display());
+    match &db {
+        AnyDb::Sqlite(_) => tracing::info!("database {}", args.db.path().display()),
+        AnyDb::Postgres(_) if queued => tracing::info!("queueing runs for the workers of the PostgreSQL database"),
+        AnyDb::Postgres(_) => tracing::info!("executing runs here, recorded in the PostgreSQL database"),
+    }
     let left = server.run(shutdown_signal).await?;
     if left > 0 {
         errln!("stopped with {left} run(s) unfinished; `flowhost runs resume ID` continues them");

@@ -231,6 +231,20 @@ impl Worker {
                     }
                 }
             }
+            // Runs asked to cancel (through `flowhost serve`, from any host): each stops before
+            // its next task and reverts what ran, on this worker's engine.
+            if !running.is_empty() {
+                match this.db.cancel_requests(&owner).await {
+                    Ok(ids) => {
+                        for id in ids.into_iter().filter(|id| lock(&held).contains_key(id)) {
+                            for engine in lock(&this.engines).iter().map(|(_, engine)| engine) {
+                                engine.cancel(&id);
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!("cannot read cancel requests: {error}"),
+                }
+            }
             // All slots were filled: more may be waiting, so look again as soon as one frees.
             let more = claimed_now == free && free > 0;
             tokio::select! {

@@ -26,7 +26,7 @@ use super::starter::StartError;
 use crate::engine::ResumeError;
 use crate::events::FlowState;
 use crate::flow::FlowSpec;
-use crate::runs::{ResumeFailure, RunDb, RunDbError, RunFilter, RunRecord};
+use crate::runs::{ResumeFailure, RunDb, RunDbError, RunFilter, RunRecord, WorkerError};
 use crate::store::Store;
 
 type Shared = State<Arc<AppState>>;
@@ -108,7 +108,10 @@ impl From<StartError> for ApiError {
             StartError::Resume(ResumeFailure::Resume(ResumeError::Stopped(stopped)))
             | StartError::Stopped(stopped) => Self::new(StatusCode::SERVICE_UNAVAILABLE, stopped),
             StartError::Resume(refused) => Self::new(StatusCode::CONFLICT, refused),
-            StartError::AlreadyRunning(_) => Self::new(StatusCode::CONFLICT, error),
+            StartError::AlreadyRunning(_) | StartError::NotQueueable(_) => Self::new(StatusCode::CONFLICT, error),
+            StartError::Queue(WorkerError::Db(db)) => Self::from(db),
+            StartError::Queue(WorkerError::Invalid(invalid)) => Self::from(StartError::Invalid(invalid)),
+            StartError::Queue(other) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other),
         }
     }
 }
@@ -414,8 +417,8 @@ async fn openapi() -> impl IntoResponse {
 
 /// `GET /metrics`.
 async fn metrics(State(state): Shared) -> Result<Response, ApiError> {
-    let metrics = state.metrics.clone();
-    let text = db_call(&state, move |db| metrics.render(db)).await?;
+    let (metrics, starter) = (state.metrics.clone(), state.starter.clone());
+    let text = db_call(&state, move |db| metrics.render(db, starter.queue_depth()?)).await?;
     Ok((
         [(
             header::CONTENT_TYPE,

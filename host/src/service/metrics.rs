@@ -5,9 +5,9 @@
 //! `flowhost_runs_finished_total` (runs this service ended, by flow and state),
 //! `flowhost_task_duration_seconds` (histogram of each execute and revert, by flow, task and
 //! phase), `flowhost_instances_in_flight` (plugin calls going on now: one instance each),
-//! `flowhost_runs_in_flight`, `flowhost_task_retries_total` and `flowhost_queue_depth`. The
-//! last two stay zero until task retries and the worker queue exist; they are exported now so
-//! dashboards and alerts can be written against stable names.
+//! `flowhost_runs_in_flight`, `flowhost_task_retries_total` (failed attempts a retry policy
+//! tried again, by flow and task) and `flowhost_queue_depth` (runs queued for workers, read
+//! from a PostgreSQL run database at each scrape; zero when the service runs flows itself).
 
 use std::sync::Mutex;
 
@@ -29,6 +29,12 @@ struct RunLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    flow: String,
+    task: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     flow: String,
     task: String,
@@ -43,6 +49,8 @@ pub(crate) struct Metrics {
     durations: Family<TaskLabels, Histogram>,
     instances: Gauge,
     in_flight: Gauge,
+    retries: Family<RetryLabels, Counter>,
+    queue: Gauge,
     /// Serialises scrapes: the run gauge is cleared and refilled for each.
     scrape: Mutex<()>,
 }
@@ -58,7 +66,7 @@ impl Metrics {
         });
         let instances = Gauge::default();
         let in_flight = Gauge::default();
-        let retries: Counter = Counter::default();
+        let retries = Family::<RetryLabels, Counter>::default();
         let queue: Gauge = Gauge::default();
         registry.register(
             "flowhost_runs",
@@ -88,13 +96,13 @@ impl Metrics {
         );
         registry.register(
             "flowhost_task_retries",
-            "Task attempts retried by a retry policy (filled once retries exist)",
-            retries,
+            "Failed task attempts a retry policy tried again, by flow and task",
+            retries.clone(),
         );
         registry.register(
             "flowhost_queue_depth",
-            "Runs queued for workers (zero: this service runs flows in-process)",
-            queue,
+            "Runs queued for workers and not yet claimed (zero when this service runs flows itself)",
+            queue.clone(),
         );
         Self {
             registry,
@@ -103,6 +111,8 @@ impl Metrics {
             durations,
             instances,
             in_flight,
+            retries,
+            queue,
             scrape: Mutex::new(()),
         }
     }
@@ -129,6 +139,9 @@ impl Metrics {
                 if matches!(to, TaskState::Running | TaskState::Reverting) {
                     self.instances.inc();
                 }
+                if *to == TaskState::Retrying {
+                    self.retries.get_or_create(&RetryLabels { flow: event.flow.clone(), task: task.clone() }).inc();
+                }
                 let phase = match from {
                     TaskState::Running => "execute",
                     TaskState::Reverting => "revert",
@@ -152,9 +165,11 @@ impl Metrics {
         self.in_flight.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// The exposition text, with the run counts read from `db` now.
-    pub(crate) fn render(&self, db: &dyn RunDb) -> Result<String, RunDbError> {
+    /// The exposition text, with the run counts read from `db` now, and the queue's depth
+    /// when runs go to workers.
+    pub(crate) fn render(&self, db: &dyn RunDb, queue_depth: Option<i64>) -> Result<String, RunDbError> {
         let runs = db.list(&RunFilter::default())?;
+        self.queue.set(queue_depth.unwrap_or(0));
         let _scrape = self
             .scrape
             .lock()

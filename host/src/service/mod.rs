@@ -2,9 +2,10 @@
 //! run database.
 //!
 //! The flow files of one folder are served by name (the file stem). Runs are started through
-//! a [`RunStarter`] — today [`InProcess`], which runs them on this process's engine and
-//! records them in the run database like `flowhost run` does; a starter that queues runs for
-//! workers can take its place without the routes changing. Every transition reaches the
+//! a [`RunStarter`]: [`InProcess`] runs them on this process's engine and records them in
+//! the run database like `flowhost run` does (SQLite, or PostgreSQL without workers);
+//! [`Queue`] queues them in a PostgreSQL run database for `flowhost worker`s, like
+//! `flowhost submit`. The routes are the same either way. Every transition reaches the
 //! service through a [`Listener`](crate::Listener) registered on the engine, after the
 //! journal committed it, which is what the event streams and the metrics are built from.
 //!
@@ -31,10 +32,10 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
-use crate::runs::{Executor, RunDb};
+use crate::runs::{Executor, PgRunDb, RunDb};
 
 pub use auth::Token;
-pub use starter::{InProcess, RunStarter, StartError, Started};
+pub use starter::{InProcess, Queue, RunStarter, StartError, Started};
 
 use live::Live;
 use metrics::Metrics;
@@ -57,6 +58,9 @@ pub struct ServeConfig {
     pub token: Option<Token>,
     /// The address to listen on.
     pub listen: SocketAddr,
+    /// A PostgreSQL run database whose workers execute the runs: runs are queued there
+    /// instead of executed here.
+    pub queue: Option<Arc<PgRunDb>>,
 }
 
 /// Why the service could not start or stopped.
@@ -179,12 +183,10 @@ impl Server {
         let (mut engine, mut fuel_engine) = (config.engine, config.fuel_engine);
         engine.listen(live.clone());
         fuel_engine.listen(live.clone());
-        let starter = Arc::new(InProcess::new(
-            config.executor.clone(),
-            engine.clone(),
-            fuel_engine,
-            live.clone(),
-        ));
+        let starter: Arc<dyn RunStarter> = match config.queue {
+            Some(db) => Arc::new(Queue::new(db, engine.clone(), fuel_engine)),
+            None => Arc::new(InProcess::new(config.executor.clone(), engine.clone(), fuel_engine, live.clone())),
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind {

@@ -11,7 +11,7 @@ use super::live::Live;
 use crate::engine::{Engine, RunError, ValidationError};
 use crate::events::FlowState;
 use crate::flow::{FlowFileError, FlowSpec};
-use crate::runs::{self, Executor, ResumeFailure, Resumption, RunDbError};
+use crate::runs::{self, Executor, PgRunDb, ResumeFailure, Resumption, RunDbError, WorkerError};
 use crate::store::Store;
 
 /// A future a [`RunStarter`] returns.
@@ -34,6 +34,11 @@ pub trait RunStarter: Send + Sync {
     /// Asks run `run_id` to stop before its next task and revert what ran; `false` when this
     /// starter is not running it.
     fn cancel(&self, run_id: &str) -> bool;
+    /// How many runs wait for a worker, when runs go to workers. Called off the async
+    /// threads (it may ask the database).
+    fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
+        Ok(None)
+    }
 }
 
 /// Why a run was not started (or resumed).
@@ -54,6 +59,12 @@ pub enum StartError {
     /// The recorded run cannot be resumed.
     #[error(transparent)]
     Resume(#[from] ResumeFailure),
+    /// The run could not be queued for the workers.
+    #[error(transparent)]
+    Queue(#[from] WorkerError),
+    /// The run cannot be handed to the workers.
+    #[error("run {0} cannot be queued for the workers: it is finished, unknown, or was started from a local flow file that only its host can resume")]
+    NotQueueable(String),
     /// This service is running that run already.
     #[error("run {0} is already going on in this service")]
     AlreadyRunning(String),
@@ -167,5 +178,64 @@ impl RunStarter for InProcess {
             None => return false,
         }
         true
+    }
+}
+
+/// Queues runs in a shared PostgreSQL run database for `flowhost worker`s on any host, as
+/// `flowhost submit` does: the service validates the flow, stores it and its plugins by hash
+/// and returns at once; workers claim, execute, resume and cancel the runs.
+pub struct Queue {
+    db: Arc<PgRunDb>,
+    engine: Engine,
+    fuel_engine: Engine,
+}
+
+impl Queue {
+    /// A starter validating flows on `engine` (or `fuel_engine` for flows with a fuel
+    /// budget) and queueing their runs in `db`.
+    pub fn new(db: Arc<PgRunDb>, engine: Engine, fuel_engine: Engine) -> Self {
+        Self { db, engine, fuel_engine }
+    }
+
+    async fn submit(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
+        let flow = FlowSpec::from_file(flow_file)?;
+        let engine = if flow.needs_fuel() { &self.fuel_engine } else { &self.engine };
+        let loaded = engine.load(&flow, store).await?;
+        let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
+        let run_id = runs::submit(&self.db, &loaded, &flow_file).await?;
+        Ok(Started { run_id })
+    }
+
+    async fn requeue(&self, run_id: &str) -> Result<Started, StartError> {
+        let (db, id) = (self.db.clone(), run_id.to_owned());
+        let queued = tokio::task::spawn_blocking(move || db.requeue(&id))
+            .await
+            .map_err(|e| StartError::NotQueueable(format!("{run_id} ({e})")))??;
+        if queued { Ok(Started { run_id: run_id.to_owned() }) } else { Err(StartError::NotQueueable(run_id.to_owned())) }
+    }
+}
+
+impl RunStarter for Queue {
+    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a> {
+        Box::pin(self.submit(flow_file, store))
+    }
+
+    /// Workers resume a queued run by themselves once its lease expires; this hands a run
+    /// that was not queued (run with `flowhost run --db`, its flow stored) to them as well.
+    fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        Box::pin(self.requeue(run_id))
+    }
+
+    fn cancel(&self, run_id: &str) -> bool {
+        // The request is a row update: wait for it on this thread without stalling the
+        // runtime's other tasks.
+        tokio::task::block_in_place(|| self.db.request_cancel(run_id)).unwrap_or_else(|error| {
+            tracing::warn!(run = %run_id, "cannot ask the run to cancel: {error}");
+            false
+        })
+    }
+
+    fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
+        self.db.waiting().map(Some)
     }
 }

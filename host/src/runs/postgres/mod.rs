@@ -49,7 +49,11 @@ pub(super) use queue::sha256;
 pub use queue::{Claimed, WorkerRecord};
 
 /// Schema migrations, applied in order; `flowhost_schema.version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_attempts.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_attempts.sql"),
+    include_str!("migrations/0003_cancel.sql"),
+];
 
 /// The advisory lock that serialises migrations ("FLWH").
 const MIGRATION_LOCK: i64 = 0x464C_5748;

@@ -258,6 +258,73 @@ impl PgRunDb {
         })
     }
 
+    /// Asks unfinished run `run_id` to stop before its next task and revert what ran, and
+    /// wakes the workers: the one holding it cancels it on its engine, or the one claiming it
+    /// next does. False when there is no such unfinished run.
+    pub fn request_cancel(&self, run_id: &str) -> Result<bool, RunDbError> {
+        let id = run_id.to_owned();
+        self.block("asking a run to cancel", move |s| async move {
+            let what = "asking a run to cancel";
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            let n = tx
+                .execute(
+                    "UPDATE runs SET cancel_requested = true
+                      WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING')",
+                    &[&id],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await.map_err(|e| s.error(what, e))?;
+            tx.commit().await.map_err(|e| s.error(what, e))?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Of the runs `owner` holds, those asked to cancel.
+    pub async fn cancel_requests(&self, owner: &Owner) -> Result<Vec<String>, RunDbError> {
+        let holder = owner.id.clone();
+        self.spawn("reading cancel requests", move |s| async move {
+            let what = "reading cancel requests";
+            let client = s.client(what).await?;
+            let rows = client
+                .query(
+                    "SELECT id FROM runs WHERE cancel_requested AND lease_owner = $1
+                       AND state IN ('PENDING', 'RUNNING', 'REVERTING')",
+                    &[&holder],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
+    }
+
+    /// Hands unfinished run `run_id` (one run with `flowhost run --db`, say) to the workers:
+    /// they claim it once no live lease holds it and resume it from its journal. False when
+    /// there is no such unfinished run, or its flow was never stored in the database (a run
+    /// started from a local file: only a host with that file can resume it).
+    pub fn requeue(&self, run_id: &str) -> Result<bool, RunDbError> {
+        let id = run_id.to_owned();
+        self.block("queueing a run", move |s| async move {
+            let what = "queueing a run";
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            let n = tx
+                .execute(
+                    "UPDATE runs SET queued = true
+                      WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING')
+                        AND flow_hash IN (SELECT sha256 FROM blobs)",
+                    &[&id],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await.map_err(|e| s.error(what, e))?;
+            tx.commit().await.map_err(|e| s.error(what, e))?;
+            Ok(n == 1)
+        })
+    }
+
     /// How many queued runs wait for a worker: unfinished, and unleased or with an expired
     /// lease (a dead worker's). The queue depth a service exports as a metric.
     pub fn waiting(&self) -> Result<i64, RunDbError> {
