@@ -267,12 +267,15 @@ async fn controllers_are_validated_naming_the_field() {
         )
     };
     let parse_error = |retry: &str| FlowSpec::from_toml(&file(retry)).unwrap_err();
+    // Parse errors point at the line and name the key or value at fault.
     let error = parse_error(r#"{ times = 2, strategy = "retry_all" }"#);
-    assert!(error.contains("subflow `s`") && error.contains("retry_all"), "{error}");
+    assert!(error.contains("line 6") && error.contains("`retry_all`") && error.contains("`revert_all`"), "{error}");
     let error = parse_error("{ tims = 2 }");
-    assert!(error.contains("subflow `s`") && error.contains("tims"), "{error}");
+    assert!(error.contains("line 6") && error.contains("unknown field `tims`"), "{error}");
     let error = FlowSpec::from_toml(&file("{ times = 2 }").replace("plugin =", "plugn =")).unwrap_err();
-    assert!(error.contains("task `t`") && error.contains("plugn"), "{error}");
+    assert!(error.contains("line 9") && error.contains("unknown field `plugn`"), "{error}");
+    let error = FlowSpec::from_toml(&file("{ times = 2 }").replace("flow = {", "inject = { a = 1 }\nflow = {")).unwrap_err();
+    assert!(error.contains("subflow `s`: `inject` belongs to a task entry"), "{error}");
 
     let engine = Engine::new().unwrap();
     let engine = &engine;
