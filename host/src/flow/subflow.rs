@@ -29,6 +29,7 @@ use super::{DirGrant, FlowSpec, Instances, Limits, Pattern, Retry, TaskSpec};
 /// One entry of a flow: a task, or a subflow of entries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
+#[expect(clippy::large_enum_variant, reason = "a flow holds a few entries, built once; boxing would only burden the builder")]
 pub enum Entry {
     /// A task running one plugin.
     Task(TaskSpec),
