@@ -29,7 +29,10 @@ use super::{DirGrant, FlowSpec, Instances, Limits, Pattern, Retry, TaskSpec};
 /// One entry of a flow: a task, or a subflow of entries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-#[expect(clippy::large_enum_variant, reason = "a flow holds a few entries, built once; boxing would only burden the builder")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a flow holds a few entries, built once; boxing would only burden the builder"
+)]
 pub enum Entry {
     /// A task running one plugin.
     Task(TaskSpec),
@@ -318,5 +321,44 @@ impl<'de> Deserialize<'de> for Entry {
             return Err(D::Error::custom(format!("subflow `{name}`: `{key}` belongs to a task entry{hint}")));
         }
         Ok(Entry::Flow(Subflow { name, flow, after: raw.after, tasks: raw.task.unwrap_or_default() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_subflows_read_in_file_order_with_their_controllers() {
+        let flow = FlowSpec::from_toml(
+            r#"name = "f"
+[[task]]
+name = "reserve"
+flow = { retry = { times = 2 } }
+  [[task.task]]
+  name = "lock"
+  plugin = "lock.wasm"
+  [[task.task]]
+  name = "quota"
+  flow = { pattern = "graph", retry = { parameterized_for_each = { from = "pools", provides = "pool" }, strategy = "revert_all" } }
+    [[task.task.task]]
+    name = "check"
+    plugin = "check.wasm"
+[[task]]
+name = "done"
+plugin = "done.wasm"
+"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = flow.tasks.iter().map(Entry::name).collect();
+        assert_eq!(names, ["reserve", "done"]);
+        let Entry::Flow(reserve) = &flow.tasks[0] else { panic!("a subflow") };
+        assert_eq!(reserve.flow.retry, Some(Controller::times(2)));
+        let Entry::Flow(quota) = &reserve.tasks[1] else { panic!("a subflow") };
+        assert_eq!(quota.flow.pattern, Pattern::Graph);
+        let each = Controller::parameterized_for_each("pools", "pool").strategy(Strategy::RevertAll);
+        assert_eq!(quota.flow.retry, Some(each));
+        let tasks: Vec<&str> = flow.task_specs().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(tasks, ["lock", "check", "done"]);
     }
 }
