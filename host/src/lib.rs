@@ -24,7 +24,8 @@
 //!
 //! The layers, each depending only on those before it: the contract's types
 //! ([`TaskInfo`], [`Outcome`], [`TaskError`], [`HostFault`]); flows ([`FlowSpec`], read from
-//! TOML or built in code) and the [`Store`]; the wasmtime runtime ([`Plugin`], [`Sandbox`],
+//! TOML or built in code, its entries tasks or [`Subflow`]s with a retry [`Controller`]) and
+//! the [`Store`]; the wasmtime runtime ([`Plugin`], [`Sandbox`],
 //! [`EngineConfig`]); the [`Engine`] (validation, the run state machine, its [`Journal`],
 //! [`Listener`]s); then the run database ([`runs`]: journal, lease, resume) and the
 //! conformance suite ([`conform`]).
