@@ -219,6 +219,15 @@ flow = { pattern = "linear", retry = { for_each = { values = ["x", "y"], provide
 fn a_run_killed_mid_iteration_resumes_in_that_iteration() {
     let ws = Workspace::new();
     std::fs::write(ws.path("flow.toml"), RESUMED.replace("PROBE", &format!("{:?}", plugin("probe")))).unwrap();
+    let check = ws.flowhost(&["check", "flow.toml", "--json"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let plan = stdout_json(&check);
+    assert_eq!(plan["tasks"][1]["name"], "schedule/b");
+    assert_eq!(plan["tasks"][1]["depends_on"], json!(["schedule/a"]));
+    assert_eq!(plan["subflows"][0]["path"], "schedule");
+    assert_eq!(plan["subflows"][0]["retry"]["for_each"]["values"], json!(["x", "y"]));
+    assert_eq!(plan["subflows"][0]["tasks"], json!(["schedule/a", "schedule/b"]));
+
     let db = ws.db();
     let db = db.to_str().unwrap();
     let mut child =

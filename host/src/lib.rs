@@ -43,7 +43,7 @@ pub mod runs;
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
 pub use engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
-    LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, SubflowReport, TaskCheckpoint, TaskPlan,
+    LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, SubflowPlan, SubflowReport, TaskCheckpoint, TaskPlan,
     TaskReport, ValidationError,
 };
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
