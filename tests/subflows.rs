@@ -283,7 +283,8 @@ async fn controllers_are_validated_naming_the_field() {
     assert!(error.contains("line 6") && error.contains("unknown field `tims`"), "{error}");
     let error = FlowSpec::from_toml(&file("{ times = 2 }").replace("plugin =", "plugn =")).unwrap_err();
     assert!(error.contains("line 9") && error.contains("unknown field `plugn`"), "{error}");
-    let error = FlowSpec::from_toml(&file("{ times = 2 }").replace("flow = {", "inject = { a = 1 }\nflow = {")).unwrap_err();
+    let error =
+        FlowSpec::from_toml(&file("{ times = 2 }").replace("flow = {", "inject = { a = 1 }\nflow = {")).unwrap_err();
     assert!(error.contains("subflow `s`: `inject` belongs to a task entry"), "{error}");
 
     let engine = Engine::new().unwrap();
@@ -328,4 +329,39 @@ async fn a_graph_flow_runs_a_subflow_after_what_it_reads() {
     let deps: Vec<(&str, Vec<&str>)> = loaded.plan().map(|p| (p.name, p.depends_on)).collect();
     assert_eq!(deps, [("late", vec!["sub/one", "sub/two"]), ("sub/one", vec![]), ("sub/two", vec!["sub/one"])]);
     assert_eq!(loaded.run().await.unwrap().state, FlowState::Success);
+}
+
+#[tokio::test]
+async fn a_run_stopped_between_a_failed_iteration_and_the_next_reverts_then_starts_it() {
+    // The record: `s/t` failed in iteration 1, and the run stopped before the subflow was
+    // reverted. Resuming reverts it, then runs iteration 2.
+    let journal = tempfile::tempdir().unwrap();
+    let flow = FlowSpec::linear("stopped").add(
+        Subflow::linear("s")
+            .retry(Controller::times(2))
+            .add(journaled_probe("t", journal.path(), json!({})).rebind("value", "seed")),
+    );
+    let error = flowhost::TaskError { code: "unavailable".into(), message: "busy".into(), details: None };
+    let checkpoint = flowhost::Checkpoint {
+        state: FlowState::Running,
+        tasks: vec![flowhost::TaskCheckpoint {
+            name: "s/t".into(),
+            state: TaskState::Failure,
+            args: Some(r#"{"value":1}"#.into()),
+            outcome: Some(flowhost::Outcome::Error(error.clone())),
+            error: Some(error),
+            revert_error: None,
+            duration: std::time::Duration::from_millis(1),
+            attempt: 1,
+            retry_at: None,
+            iterations: vec![1],
+        }],
+    };
+    let loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    let report = loaded.resume(checkpoint).await.unwrap();
+    assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
+    let calls: Vec<Value> =
+        json_lines(&journal.path().join("calls.jsonl")).into_iter().map(|c| c["call"].clone()).collect();
+    assert_eq!(calls, ["revert", "execute"]);
+    assert_eq!((report.tasks[0].iterations.as_slice(), report.tasks[0].attempt), ([2].as_slice(), 1));
 }
