@@ -365,3 +365,46 @@ async fn a_run_stopped_between_a_failed_iteration_and_the_next_reverts_then_star
     assert_eq!(calls, ["revert", "execute"]);
     assert_eq!((report.tasks[0].iterations.as_slice(), report.tasks[0].attempt), ([2].as_slice(), 1));
 }
+
+#[tokio::test]
+async fn a_subflow_starts_its_next_iteration_while_independent_tasks_still_run() {
+    // `slow` waits for a file only the subflow's second iteration writes: were the restart
+    // to wait for every running task, the run would never end.
+    let journal = tempfile::tempdir().unwrap();
+    let signal = tempfile::tempdir().unwrap();
+    let flow = FlowSpec::graph("independent")
+        .max_parallel(4)
+        .add(
+            journaled_probe("slow", journal.path(), json!({ "mode": "wait_file", "path": "/signal/go" }))
+                .rebind("value", "seed")
+                .grant_dir(signal.path(), "/signal", flowhost::Access::ReadOnly),
+        )
+        .add(
+            Subflow::linear("s")
+                .retry(Controller::times(2))
+                .add(
+                    journaled_probe("a", journal.path(), json!({ "fail": "unavailable", "fail_times": 1 }))
+                        .rebind("value", "seed"),
+                )
+                .add(
+                    journaled_probe(
+                        "b",
+                        journal.path(),
+                        json!({ "mode": "write_file", "path": "/signal/go", "content": "go" }),
+                    )
+                    .rebind("value", "a_out")
+                    .grant_dir(signal.path(), "/signal", flowhost::Access::ReadWrite),
+                ),
+        );
+    let recorder = Arc::new(Recorder::default());
+    let mut loaded = Engine::new().unwrap().load(&flow, store(&[("seed", json!(1))])).await.unwrap();
+    loaded.listen(recorder.clone());
+    let report =
+        tokio::time::timeout(std::time::Duration::from_secs(120), loaded.run()).await.expect("the run ends").unwrap();
+    assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
+    let moves = recorder.task_transitions();
+    let at = |task: &str, to: TaskState| moves.iter().position(|(t, _, s)| t == task && *s == to).unwrap();
+    assert!(at("s/a", TaskState::Pending) < at("slow", TaskState::Success), "{moves:?}");
+    assert!(!moves.iter().any(|(t, _, s)| t == "slow" && *s == TaskState::Reverting), "{moves:?}");
+    assert_eq!(executions(journal.path(), "slow"), 1);
+}
