@@ -361,4 +361,14 @@ plugin = "done.wasm"
         let tasks: Vec<&str> = flow.task_specs().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(tasks, ["lock", "check", "done"]);
     }
+
+    #[test]
+    fn a_flow_added_to_a_flow_is_a_subflow_without_controller() {
+        let flow = FlowSpec::linear("outer")
+            .add(TaskSpec::new("first", "first.wasm"))
+            .add(FlowSpec::graph("inner").add(TaskSpec::new("t", "t.wasm")));
+        let Entry::Flow(inner) = &flow.tasks[1] else { panic!("a subflow") };
+        assert_eq!((inner.name.as_str(), inner.flow.pattern, &inner.flow.retry), ("inner", Pattern::Graph, &None));
+        assert_eq!(inner.tasks, [Entry::Task(TaskSpec::new("t", "t.wasm"))]);
+    }
 }
