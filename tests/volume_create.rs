@@ -212,3 +212,30 @@ fn the_graph_variant_reverts_in_reverse_dependency_order() {
     let after: Vec<_> = snapshot(&state).into_iter().filter(|(p, _)| p != Path::new("quota.json")).collect();
     assert_eq!(after, before);
 }
+
+#[test]
+fn a_refusing_zone_makes_the_schedule_subflow_try_the_next_zone() {
+    let (dir, flow) = example_file("zones.toml");
+    let out = flowhost(&flow, &["--fetch", "volume"]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    let casts: Vec<String> =
+        transitions(&out).into_iter().filter(|t| t.starts_with("task `schedule/volume_cast`")).collect();
+    assert_eq!(
+        casts,
+        [
+            "task `schedule/volume_cast` PENDING -> RUNNING",
+            "task `schedule/volume_cast` RUNNING -> FAILURE",
+            "task `schedule/volume_cast` FAILURE -> REVERTING",
+            "task `schedule/volume_cast` REVERTING -> REVERTED",
+            "task `schedule/volume_cast` REVERTED -> PENDING",
+            "task `schedule/volume_cast` PENDING -> RUNNING",
+            "task `schedule/volume_cast` RUNNING -> SUCCESS",
+        ]
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PENDING -> RUNNING (iteration 2)"), "{stderr}");
+    assert!(!stderr.contains("task `entry_create` SUCCESS -> REVERTING"), "what precedes the subflow stays: {stderr}");
+    let id = json_stdout(&out)["volume"]["id"].as_str().expect("volume has an id").to_owned();
+    let cast = read_json(&dir.path().join(format!("state/scheduler/{id}.json")));
+    assert_eq!(cast["availability_zone"], "nova", "{cast}");
+}

@@ -24,7 +24,8 @@
 //!
 //! The layers, each depending only on those before it: the contract's types
 //! ([`TaskInfo`], [`Outcome`], [`TaskError`], [`HostFault`]); flows ([`FlowSpec`], read from
-//! TOML or built in code) and the [`Store`]; the wasmtime runtime ([`Plugin`], [`Sandbox`],
+//! TOML or built in code, its entries tasks or [`Subflow`]s with a retry [`Controller`]) and
+//! the [`Store`]; the wasmtime runtime ([`Plugin`], [`Sandbox`],
 //! [`EngineConfig`]); the [`Engine`] (validation, the run state machine, its [`Journal`],
 //! [`Listener`]s); then the run database ([`runs`]: journal, lease, resume) and the
 //! conformance suite ([`conform`]).
@@ -43,7 +44,7 @@ pub mod service;
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
 pub use engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
-    LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, SubflowReport, TaskCheckpoint, TaskPlan,
+    LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, SubflowPlan, SubflowReport, TaskCheckpoint, TaskPlan,
     TaskReport, ValidationError,
 };
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};

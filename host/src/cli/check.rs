@@ -42,7 +42,9 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
-        print_json(&serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks }))?;
+        let subflows: Vec<_> = loaded.subflows().collect();
+        let doc = serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks, "subflows": subflows });
+        print_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
     outln!("flow `{}` is valid", loaded.name())?;
@@ -130,6 +132,10 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
         outln!("   env:      {}", if env.is_empty() { "-".into() } else { env.join(", ") })?;
         outln!("   network:  none")?;
     }
+    for subflow in loaded.subflows() {
+        outln!("subflow `{}` retried by its controller: {}", subflow.path, controller(subflow.retry))?;
+        outln!("   tasks:    {}", subflow.tasks.join(", "))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -143,4 +149,21 @@ async fn load(ctx: &Context, args: &CheckArgs) -> Result<flowhost::LoadedFlow, (
     ctx.protect(std::env::var_os("FLOWHOST_DB").filter(|p| !p.is_empty()).map_or_else(default_db, PathBuf::from));
     let engine = ctx.engine(flow.needs_fuel()).map_err(named)?;
     engine.load(&flow, store).await.map_err(|e| named(e.into()))
+}
+
+/// A subflow's controller in words: how many iterations, what each gets, what exhaustion does.
+fn controller(retry: &flowhost::Controller) -> String {
+    let iterations = match retry.iterations() {
+        Ok(flowhost::Iterations::Times(n)) => format!("up to {n} times"),
+        Ok(flowhost::Iterations::Values(values, provides)) => {
+            format!("once per value of {} as `{provides}`", serde_json::Value::from(values.to_vec()))
+        }
+        Ok(flowhost::Iterations::FromStore { from, provides }) => format!("once per element of `{from}` as `{provides}`"),
+        Err(message) => message,
+    };
+    let strategy = match retry.strategy {
+        flowhost::Strategy::Revert => "revert the subflow, then the enclosing controller decides",
+        flowhost::Strategy::RevertAll => "revert the whole flow",
+    };
+    format!("{iterations}; when all failed: {strategy}")
 }

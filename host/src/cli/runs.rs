@@ -204,6 +204,11 @@ fn with_attempts(run: &RunRecord) -> anyhow::Result<Value> {
     Ok(value)
 }
 
+/// Nested controllers' iterations, outermost first: `2` or `2.1`.
+fn iterations(its: &[u32]) -> String {
+    its.iter().map(ToString::to_string).collect::<Vec<_>>().join(".")
+}
+
 fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
@@ -229,6 +234,9 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
             .join("; revert: ");
         // Numbered from 1 for people, like `flowhost check`; `--json` keeps the 0-based index.
         outln!("{:<3} {:<28} {:<15} {ms:>12} {:>5}  {error}", task.index + 1, task.name, task.state.to_string(), task.executions)?;
+        if !task.iterations.is_empty() {
+            outln!("      in iteration {} of its subflow's retry controller", iterations(&task.iterations))?;
+        }
         let attempts = task.attempts();
         // A task run once shows nothing more; a retried one (or one run again after a crash)
         // lists each execution under its row.
@@ -237,8 +245,12 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
                 let ms = attempt.duration_ms.map(|d| format!("{d:.1}")).unwrap_or_default();
                 let error = attempt.error.as_ref().map(ToString::to_string).unwrap_or_default();
                 let next = attempt.backoff_ms.map(|b| format!("; next attempt after {b:.0} ms")).unwrap_or_default();
+                let iteration = match attempt.iterations.is_empty() {
+                    true => String::new(),
+                    false => format!(" (iteration {})", iterations(&attempt.iterations)),
+                };
                 outln!(
-                    "      attempt {:<3} {:<26} {ms:>12}        {error}{next}",
+                    "      attempt {:<3} {:<26} {ms:>12}        {error}{next}{iteration}",
                     attempt.attempt,
                     format!("{} {}", attempt.started_at, attempt.state)
                 )?;

@@ -40,7 +40,7 @@ pub use validate::{Problem, ValidationError};
 
 use crate::contract::TaskInfo;
 use crate::events::Listener;
-use crate::flow::{FlowSpec, RetryPolicy};
+use crate::flow::{Controller, FlowSpec, RetryPolicy};
 use crate::runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
 use crate::store::Store;
 use cancel::Cancellations;
@@ -213,6 +213,17 @@ pub struct TaskPlan<'a> {
     pub retry: &'a RetryPolicy,
 }
 
+/// A subflow with a retry controller as validation resolved it, for `flowhost check`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubflowPlan<'a> {
+    /// The subflow's path (`schedule`, `reserve/quota`).
+    pub path: &'a str,
+    /// Its controller.
+    pub retry: &'a Controller,
+    /// The tasks it runs again, by path.
+    pub tasks: Vec<&'a str>,
+}
+
 impl LoadedFlow {
     /// The flow's name.
     pub fn name(&self) -> &str {
@@ -234,6 +245,15 @@ impl LoadedFlow {
             sandbox: &t.sandbox,
             depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
             retry: &t.retry,
+        })
+    }
+
+    /// Each subflow with a retry controller, outer ones first.
+    pub fn subflows(&self) -> impl Iterator<Item = SubflowPlan<'_>> {
+        self.scopes.iter().map(|scope| SubflowPlan {
+            path: &scope.path,
+            retry: &scope.controller,
+            tasks: scope.tasks.clone().map(|i| self.tasks[i].name.as_str()).collect(),
         })
     }
 

@@ -152,7 +152,8 @@ impl Run {
                 record.retry_at = task.retry_at;
                 record.attempt_error = task.error;
             } else if task.state != TaskState::Pending {
-                // A task reset for a subflow's next iteration failed in an earlier one.
+                // A PENDING task's recorded error, if any, is from an earlier iteration of its
+                // subflow: not a failure of this one.
                 record.error = task.error;
             }
             record.revert_error = task.revert_error;

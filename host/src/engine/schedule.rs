@@ -166,7 +166,7 @@ impl Run {
                 continue;
             }
             if !failing {
-                for index in 0..count {
+                for (index, due) in due.iter_mut().enumerate() {
                     if !work.has_room() {
                         break;
                     }
@@ -177,11 +177,11 @@ impl Run {
                         TaskState::Pending => {
                             self.loaded.deps[index].iter().all(|&d| self.records[d].state == TaskState::Success)
                         }
-                        TaskState::Retrying | TaskState::Reverted => due[index],
+                        TaskState::Retrying | TaskState::Reverted => *due,
                         _ => false,
                     };
                     if ready {
-                        due[index] = false;
+                        *due = false;
                         if self.loaded.cancellations.is_requested(&self.loaded.id) {
                             // Cancelled: this task fails without being called, and no
                             // controller retries it — the operator asked the run to stop.

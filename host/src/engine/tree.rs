@@ -74,8 +74,20 @@ impl Tree {
         let mut nodes = Vec::with_capacity(entries.len());
         let at = self.levels.len();
         self.levels.push(Level { pattern, nodes: Vec::new() });
+        let mut names = std::collections::HashSet::new();
         for entry in entries {
             let path = format!("{prefix}{}", entry.name());
+            if !names.insert(entry.name()) {
+                self.problems.push(problem(
+                    &path,
+                    "name",
+                    "duplicate task name; every entry needs its own name".into(),
+                ));
+            }
+            if matches!(entry, Entry::Flow(_)) && (entry.name().is_empty() || entry.name().contains('/')) {
+                let message = "a subflow's name names its tasks' paths: it is not empty and holds no `/`".into();
+                self.problems.push(problem(&path, "name", message));
+            }
             let start = self.tasks.len();
             match entry {
                 Entry::Task(task) => {

@@ -123,7 +123,6 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
     let mut sources = Sources::new(&initial);
     // Without a plugin's declaration, later "missing name" findings could be false.
     let mut blind = false;
-    let mut names = HashSet::new();
     let mut tasks = Vec::with_capacity(tree.tasks.len());
     for (index, spec) in tree.tasks.iter().enumerate() {
         // What a controller gives its scope is there from the scope's first task on.
@@ -139,9 +138,6 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
             }
         }
         let task = Some(spec.name.as_str());
-        if !names.insert(spec.name.as_str()) {
-            report(task, vec![Finding::at("name", "duplicate task name; every entry needs its own name")]);
-        }
         let local = spec.name.rsplit('/').next().unwrap_or_default();
         report(task, check_name("task", local).map(|m| Finding::at("name", m)).into_iter().collect());
         let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow, runtime.protected());

@@ -17,15 +17,22 @@
 //!   plugin = "volume_cast.wasm"
 //! ```
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use super::{FlowSpec, Pattern, TaskSpec};
+use super::{DirGrant, FlowSpec, Instances, Limits, Pattern, Retry, TaskSpec};
 
 /// One entry of a flow: a task, or a subflow of entries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a flow holds a few entries, built once; boxing would only burden the builder"
+)]
 pub enum Entry {
     /// A task running one plugin.
     Task(TaskSpec),
@@ -238,18 +245,130 @@ impl From<FlowSpec> for Entry {
     }
 }
 
-/// An entry holding a `flow` table is a subflow, any other a task. Each is read with its
-/// own strict schema, so a misspelt key is reported with the entry's name.
+/// An entry as a flow file spells it: a task's keys, or a subflow's (`flow` and nested
+/// `task`s). Read with one strict schema, so a misspelt key is reported at its line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    name: String,
+    plugin: Option<PathBuf>,
+    #[serde(default)]
+    rebind: BTreeMap<String, String>,
+    #[serde(default)]
+    inject: BTreeMap<String, Value>,
+    config: Option<Value>,
+    provides: Option<Vec<String>>,
+    #[serde(default)]
+    dirs: Vec<DirGrant>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    env_set: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    instances: Instances,
+    retry: Option<Retry>,
+    #[serde(default)]
+    after: Vec<String>,
+    flow: Option<SubflowHead>,
+    task: Option<Vec<Entry>>,
+}
+
+/// An entry holding a `flow` table is a subflow, any other a task; each may hold only its
+/// own keys.
 impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let table = toml::Table::deserialize(deserializer)?;
-        let name = table.get("name").and_then(toml::Value::as_str).unwrap_or("?").to_owned();
-        let subflow = table.contains_key("flow");
-        let value = toml::Value::Table(table);
-        let parsed = if subflow { value.try_into().map(Entry::Flow) } else { value.try_into().map(Entry::Task) };
-        parsed.map_err(|e| {
-            let kind = if subflow { "subflow" } else { "task" };
-            D::Error::custom(format!("{kind} `{name}`: {}", e.message()))
-        })
+        let raw = RawEntry::deserialize(deserializer)?;
+        let name = raw.name;
+        let Some(flow) = raw.flow else {
+            if raw.task.is_some() {
+                return Err(D::Error::custom(format!(
+                    "task `{name}`: nested `task` entries make a subflow, which needs a `flow` table"
+                )));
+            }
+            let plugin =
+                raw.plugin.ok_or_else(|| D::Error::custom(format!("task `{name}`: missing field `plugin`")))?;
+            let mut task = TaskSpec::new(name, plugin);
+            task.rebind = raw.rebind;
+            task.inject = raw.inject;
+            task.config = raw.config.unwrap_or(task.config);
+            task.provides = raw.provides;
+            task.dirs = raw.dirs;
+            task.env = raw.env;
+            task.env_set = raw.env_set;
+            task.limits = raw.limits;
+            task.instances = raw.instances;
+            task.retry = raw.retry;
+            task.after = raw.after;
+            return Ok(Entry::Task(task));
+        };
+        let task_keys = [
+            ("plugin", raw.plugin.is_some()),
+            ("rebind", !raw.rebind.is_empty()),
+            ("inject", !raw.inject.is_empty()),
+            ("config", raw.config.is_some()),
+            ("provides", raw.provides.is_some()),
+            ("dirs", !raw.dirs.is_empty()),
+            ("env", !raw.env.is_empty()),
+            ("env_set", !raw.env_set.is_empty()),
+            ("limits", raw.limits != Limits::default()),
+            ("instances", raw.instances != Instances::default()),
+            ("retry", raw.retry.is_some()),
+        ];
+        if let Some((key, _)) = task_keys.iter().find(|(_, set)| *set) {
+            let hint = if *key == "retry" { " (a subflow's controller is `flow.retry`)" } else { "" };
+            return Err(D::Error::custom(format!("subflow `{name}`: `{key}` belongs to a task entry{hint}")));
+        }
+        Ok(Entry::Flow(Subflow { name, flow, after: raw.after, tasks: raw.task.unwrap_or_default() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_subflows_read_in_file_order_with_their_controllers() {
+        let flow = FlowSpec::from_toml(
+            r#"name = "f"
+[[task]]
+name = "reserve"
+flow = { retry = { times = 2 } }
+  [[task.task]]
+  name = "lock"
+  plugin = "lock.wasm"
+  [[task.task]]
+  name = "quota"
+  flow = { pattern = "graph", retry = { parameterized_for_each = { from = "pools", provides = "pool" }, strategy = "revert_all" } }
+    [[task.task.task]]
+    name = "check"
+    plugin = "check.wasm"
+[[task]]
+name = "done"
+plugin = "done.wasm"
+"#,
+        )
+        .unwrap();
+        let names: Vec<&str> = flow.tasks.iter().map(Entry::name).collect();
+        assert_eq!(names, ["reserve", "done"]);
+        let Entry::Flow(reserve) = &flow.tasks[0] else { panic!("a subflow") };
+        assert_eq!(reserve.flow.retry, Some(Controller::times(2)));
+        let Entry::Flow(quota) = &reserve.tasks[1] else { panic!("a subflow") };
+        assert_eq!(quota.flow.pattern, Pattern::Graph);
+        let each = Controller::parameterized_for_each("pools", "pool").strategy(Strategy::RevertAll);
+        assert_eq!(quota.flow.retry, Some(each));
+        let tasks: Vec<&str> = flow.task_specs().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(tasks, ["lock", "check", "done"]);
+    }
+
+    #[test]
+    fn a_flow_added_to_a_flow_is_a_subflow_without_controller() {
+        let flow = FlowSpec::linear("outer")
+            .add(TaskSpec::new("first", "first.wasm"))
+            .add(FlowSpec::graph("inner").add(TaskSpec::new("t", "t.wasm")));
+        let Entry::Flow(inner) = &flow.tasks[1] else { panic!("a subflow") };
+        assert_eq!((inner.name.as_str(), inner.flow.pattern, &inner.flow.retry), ("inner", Pattern::Graph, &None));
+        assert_eq!(inner.tasks, [Entry::Task(TaskSpec::new("t", "t.wasm"))]);
     }
 }

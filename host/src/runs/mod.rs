@@ -364,6 +364,9 @@ pub struct Attempt {
     pub error: Option<TaskError>,
     /// The pause before the next attempt, in milliseconds, when it was retried.
     pub backoff_ms: Option<f64>,
+    /// The subflow controllers' iterations it ran in, outermost first: attempts count from 1
+    /// again in each iteration.
+    pub iterations: Vec<u32>,
 }
 
 impl TaskRecord {
@@ -380,6 +383,7 @@ impl TaskRecord {
                     duration_ms: None,
                     error: None,
                     backoff_ms: None,
+                    iterations: change.iterations.clone(),
                 });
             } else if change.from == TaskState::Running
                 && let Some(last) = attempts.last_mut()
