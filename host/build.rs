@@ -10,8 +10,16 @@ fn main() {
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
     let version = text
         .split("[[package]]")
-        .find(|package| package.lines().any(|line| line.trim() == "name = \"wasmtime\""))
-        .and_then(|package| package.lines().find_map(|line| line.trim().strip_prefix("version = ")))
+        .find(|package| {
+            package
+                .lines()
+                .any(|line| line.trim() == "name = \"wasmtime\"")
+        })
+        .and_then(|package| {
+            package
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("version = "))
+        })
         .map(|quoted| quoted.trim_matches('"').to_owned())
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=FLOWHOST_WASMTIME_VERSION={version}");

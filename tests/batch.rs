@@ -61,9 +61,16 @@ fn every_input_line_is_one_run_with_its_own_result_line() {
     assert_eq!(results.len(), 50);
     for (line, result) in &results {
         assert_eq!(result["state"], "SUCCESS");
-        assert_eq!(result["fetched"]["b"]["value"]["value"], json!(line - 1), "line {line} got another run's store");
+        assert_eq!(
+            result["fetched"]["b"]["value"]["value"],
+            json!(line - 1),
+            "line {line} got another run's store"
+        );
     }
-    assert!(stderr.contains("50 runs: 50 succeeded, 0 reverted, 0 failed"), "{stderr}");
+    assert!(
+        stderr.contains("50 runs: 50 succeeded, 0 reverted, 0 failed"),
+        "{stderr}"
+    );
     assert!(stderr.contains("runs/s"), "{stderr}");
 }
 
@@ -74,17 +81,46 @@ fn a_bad_line_fails_alone_and_the_rest_still_run() {
     let inputs = "{\"value\": 1}\nnot json\n\n[1, 2]\n{\"other\": 3}\n{\"value\": 5}\n";
     let out = batch(&flow, inputs, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "some runs could not run: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some runs could not run: {stderr}"
+    );
     let results = results(&out);
-    assert_eq!(results.keys().copied().collect::<Vec<_>>(), [1, 2, 4, 5, 6], "blank lines are skipped");
+    assert_eq!(
+        results.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 4, 5, 6],
+        "blank lines are skipped"
+    );
     assert_eq!(results[&1]["state"], "SUCCESS");
     assert_eq!(results[&1]["store"]["b"]["value"]["value"], json!(1));
     assert_eq!(results[&6]["state"], "SUCCESS");
     assert_eq!(results[&2]["state"], "INVALID");
-    assert!(results[&2]["error"].as_str().unwrap().contains("input line 2: not valid JSON"), "{}", results[&2]);
-    assert!(results[&4]["error"].as_str().unwrap().contains("expected a JSON object"), "{}", results[&4]);
-    assert!(results[&5]["error"].as_str().unwrap().contains("`value`"), "validation names the missing key: {}", results[&5]);
-    assert!(stderr.contains("5 runs: 2 succeeded, 0 reverted, 3 failed"), "{stderr}");
+    assert!(
+        results[&2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("input line 2: not valid JSON"),
+        "{}",
+        results[&2]
+    );
+    assert!(
+        results[&4]["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected a JSON object"),
+        "{}",
+        results[&4]
+    );
+    assert!(
+        results[&5]["error"].as_str().unwrap().contains("`value`"),
+        "validation names the missing key: {}",
+        results[&5]
+    );
+    assert!(
+        stderr.contains("5 runs: 2 succeeded, 0 reverted, 3 failed"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -103,10 +139,20 @@ fn a_run_that_reverts_reports_its_failed_task() {
     for result in results(&out).values() {
         assert_eq!(result["state"], "REVERTED");
         assert_eq!(result["failed_task"], "second");
-        assert!(result["error"].as_str().unwrap().starts_with("refused"), "{result}");
-        assert_eq!(result["store"], json!({"value": result["line"]}), "reverted results leave the store");
+        assert!(
+            result["error"].as_str().unwrap().starts_with("refused"),
+            "{result}"
+        );
+        assert_eq!(
+            result["store"],
+            json!({"value": result["line"]}),
+            "reverted results leave the store"
+        );
     }
-    assert!(stderr.contains("2 runs: 0 succeeded, 2 reverted, 0 failed"), "{stderr}");
+    assert!(
+        stderr.contains("2 runs: 0 succeeded, 2 reverted, 0 failed"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -114,7 +160,9 @@ fn an_unreadable_inputs_file_is_exit_66() {
     let dir = tempfile::tempdir().unwrap();
     let flow = flow_file(dir.path());
     let mut command = flowhost(["run"]);
-    command.arg(&flow).args(["--batch", "/nonexistent/inputs.jsonl"]);
+    command
+        .arg(&flow)
+        .args(["--batch", "/nonexistent/inputs.jsonl"]);
     let out = command.run();
     assert_eq!(out.status.code(), Some(66));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/inputs.jsonl"));
@@ -129,14 +177,24 @@ async fn the_library_runs_a_batch_and_counts_its_outcomes() {
     let summary = Batch::new(&engine, &flow)
         .concurrency(3)
         .run(inputs, |outcome| {
-            let state = outcome.result.as_ref().map(|r| r.state).map_err(ToString::to_string);
+            let state = outcome
+                .result
+                .as_ref()
+                .map(|r| r.state)
+                .map_err(ToString::to_string);
             seen.insert(outcome.line, state);
         })
         .await;
-    assert_eq!((summary.succeeded, summary.reverted, summary.failed), (3, 0, 1));
+    assert_eq!(
+        (summary.succeeded, summary.reverted, summary.failed),
+        (3, 0, 1)
+    );
     assert_eq!(seen[&1], Ok(FlowState::Success));
     assert_eq!(seen[&4], Ok(FlowState::Success));
-    assert_eq!(seen[&3], Err("input line 3: expected a JSON object (an initial store), found a number".into()));
+    assert_eq!(
+        seen[&3],
+        Err("input line 3: expected a JSON object (an initial store), found a number".into())
+    );
 }
 
 #[test]
@@ -145,18 +203,35 @@ fn every_run_of_a_recorded_batch_can_be_shown_by_its_printed_id() {
     let flow = flow_file(dir.path());
     let db = dir.path().join("runs.db");
     let db = db.to_str().unwrap();
-    let out = batch(&flow, "{\"value\": 1}\n{\"value\": 2}\n{\"value\": 3}\n", &["--db", db]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = batch(
+        &flow,
+        "{\"value\": 1}\n{\"value\": 2}\n{\"value\": 3}\n",
+        &["--db", db],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = results(&out);
     assert_eq!(lines.len(), 3);
     for (line, result) in &lines {
         let id = result["run_id"].as_str().expect("a run id");
         let shown = flowhost(["runs", "show", id, "--json", "--db", db]).run();
-        assert!(shown.status.success(), "run {id} of line {line}: {}", String::from_utf8_lossy(&shown.stderr));
+        assert!(
+            shown.status.success(),
+            "run {id} of line {line}: {}",
+            String::from_utf8_lossy(&shown.stderr)
+        );
         let record = stdout_json(&shown);
         assert_eq!(record["state"], "SUCCESS");
         assert_eq!(record["initial_store"], json!({"value": line}));
-        assert_eq!(record["final_store"]["b"]["value"]["value"], json!(line), "{record}");
+        assert_eq!(
+            record["final_store"]["b"]["value"]["value"],
+            json!(line),
+            "{record}"
+        );
     }
     let listed = stdout_json(&flowhost(["runs", "list", "--json", "--db", db]).run());
     assert_eq!(listed.as_array().unwrap().len(), 3);
@@ -169,10 +244,21 @@ fn a_batch_run_with_no_db_records_nothing() {
     let mut command = flowhost(["run"]);
     let inputs = dir.path().join("inputs.jsonl");
     std::fs::write(&inputs, "{\"value\": 1}\n").unwrap();
-    command.arg(&flow).arg("--batch").arg(&inputs).arg("--no-db");
+    command
+        .arg(&flow)
+        .arg("--batch")
+        .arg(&inputs)
+        .arg("--no-db");
     let out = command.dir(dir.path()).run();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!dir.path().join(".flowhost").exists(), "--no-db created a run database");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path().join(".flowhost").exists(),
+        "--no-db created a run database"
+    );
 }
 
 #[test]
@@ -180,13 +266,31 @@ fn an_unknown_fetch_is_refused_before_any_run_and_a_name_an_input_holds_is_known
     let dir = tempfile::tempdir().unwrap();
     let flow = flow_file(dir.path());
     let db = dir.path().join("runs.db");
-    let out = batch(&flow, "{\"value\": 1}\n", &["--fetch", "nothing", "--db", db.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = batch(
+        &flow,
+        "{\"value\": 1}\n",
+        &["--fetch", "nothing", "--db", db.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("never stores such a name"));
     assert!(out.stdout.is_empty() && !db.exists(), "nothing ran");
 
-    let out = batch(&flow, "{\"value\": 1, \"tag\": \"x\"}\n{\"value\": 2}\n", &["--fetch", "tag", "--fetch", "b"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = batch(
+        &flow,
+        "{\"value\": 1, \"tag\": \"x\"}\n{\"value\": 2}\n",
+        &["--fetch", "tag", "--fetch", "b"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = results(&out);
     assert_eq!(results[&1]["fetched"]["tag"], "x");
     assert_eq!(results[&2]["fetched"]["tag"], Value::Null);
@@ -197,16 +301,32 @@ fn a_line_that_is_not_utf8_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
     let flow = flow_file(dir.path());
     let inputs = dir.path().join("inputs.jsonl");
-    std::fs::write(&inputs, b"{\"value\": 1}\n{\"value\": \"caf\xe9\"}\n{\"value\": 3}\n").unwrap();
+    std::fs::write(
+        &inputs,
+        b"{\"value\": 1}\n{\"value\": \"caf\xe9\"}\n{\"value\": 3}\n",
+    )
+    .unwrap();
     let mut command = flowhost(["run"]);
     command.arg(&flow).arg("--batch").arg(&inputs);
     let out = command.run();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = results(&out);
     assert_eq!(results[&1]["state"], "SUCCESS");
     assert_eq!(results[&3]["state"], "SUCCESS");
     assert_eq!(results[&2]["state"], "INVALID");
-    assert!(results[&2]["error"].as_str().unwrap().contains("input line 2: not UTF-8"), "{}", results[&2]);
+    assert!(
+        results[&2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("input line 2: not UTF-8"),
+        "{}",
+        results[&2]
+    );
 }
 
 #[test]
@@ -214,12 +334,26 @@ fn batch_inputs_can_come_from_standard_input() {
     let dir = tempfile::tempdir().unwrap();
     let flow = flow_file(dir.path());
     let mut command = flowhost(["run"]);
-    command.arg(&flow).args(["--batch", "-", "--fetch", "b"]).stdin(std::process::Stdio::piped());
-    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    command
+        .arg(&flow)
+        .args(["--batch", "-", "--fetch", "b"])
+        .stdin(std::process::Stdio::piped());
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = command.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"{\"value\": 7}\n{\"value\": 8}\n").unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"{\"value\": 7}\n{\"value\": 8}\n",
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = results(&out);
     assert_eq!(results[&1]["fetched"]["b"]["value"]["value"], 7);
     assert_eq!(results[&2]["fetched"]["b"]["value"]["value"], 8);
@@ -233,5 +367,11 @@ fn an_input_the_flow_rejects_reports_its_problems() {
     let line = &results(&out)[&1];
     assert_eq!(line["state"], "INVALID");
     assert_eq!(line["problems"][0]["task"], "first", "{line}");
-    assert!(line["problems"][0]["message"].as_str().unwrap().contains("`value`"), "{line}");
+    assert!(
+        line["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`value`"),
+        "{line}"
+    );
 }

@@ -6,9 +6,19 @@ use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("tests/ sits in the repository root").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ sits in the repository root")
+        .to_path_buf();
     let plugins = root.join("plugins");
-    for watched in ["Cargo.toml", "Cargo.lock", "rust", "volume-create", "testing", ".cargo"] {
+    for watched in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "rust",
+        "volume-create",
+        "testing",
+        ".cargo",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(watched).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -34,7 +44,9 @@ fn main() {
     ] {
         build.env_remove(var);
     }
-    let status = build.status().expect("cannot run cargo to build the guest plugins");
+    let status = build
+        .status()
+        .expect("cannot run cargo to build the guest plugins");
     assert!(
         status.success(),
         "building the guest plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"

@@ -36,37 +36,73 @@ fn probe() -> String {
 #[test]
 fn compile_fills_the_cache_and_later_commands_load_from_it() {
     let cache = tempfile::tempdir().unwrap();
-    let out = flowhost(&["compile", &probe(), &plugin("quota_reserve").display().to_string()], cache.path());
+    let out = flowhost(
+        &[
+            "compile",
+            &probe(),
+            &plugin("quota_reserve").display().to_string(),
+        ],
+        cache.path(),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("stored compiled component in the cache"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stored compiled component in the cache"),
+        "{}",
+        stderr(&out)
+    );
     let filled = entries(cache.path());
     assert_eq!(filled.len(), 2, "one entry per plugin: {filled:?}");
-    assert!(filled.iter().all(|p| p.extension().is_some_and(|e| e == "cwasm")));
+    assert!(
+        filled
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "cwasm"))
+    );
 
     let out = flowhost(&["describe", &probe()], cache.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("probe "));
-    assert!(stderr(&out).contains("loaded compiled component from the cache"), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("stored compiled component"), "nothing is compiled again");
+    assert!(
+        stderr(&out).contains("loaded compiled component from the cache"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("stored compiled component"),
+        "nothing is compiled again"
+    );
     assert_eq!(entries(cache.path()), filled);
 }
 
 #[test]
 fn a_corrupt_or_truncated_entry_is_rebuilt_not_trusted() {
     let cache = tempfile::tempdir().unwrap();
-    assert!(flowhost(&["compile", &probe()], cache.path()).status.success());
+    assert!(
+        flowhost(&["compile", &probe()], cache.path())
+            .status
+            .success()
+    );
     let [entry] = entries(cache.path()).try_into().expect("one entry");
     let good = std::fs::read(&entry).unwrap();
 
     // Bits flipped in the middle of the machine code.
     let mut flipped = good.clone();
     let middle = flipped.len() / 2;
-    flipped[middle..middle + 64].iter_mut().for_each(|b| *b ^= 0xa5);
+    flipped[middle..middle + 64]
+        .iter_mut()
+        .for_each(|b| *b ^= 0xa5);
     std::fs::write(&entry, &flipped).unwrap();
     let out = flowhost(&["describe", &probe()], cache.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("integrity tag mismatch"), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&entry).unwrap().len(), good.len(), "the entry was rebuilt");
+    assert!(
+        stderr(&out).contains("integrity tag mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(&entry).unwrap().len(),
+        good.len(),
+        "the entry was rebuilt"
+    );
 
     // Cut short, as by a full disk.
     std::fs::write(&entry, &good[..good.len() / 3]).unwrap();
@@ -78,11 +114,19 @@ fn a_corrupt_or_truncated_entry_is_rebuilt_not_trusted() {
     std::fs::write(&entry, b"garbage").unwrap();
     let out = flowhost(&["describe", &probe()], cache.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not a flowhost cache entry"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a flowhost cache entry"),
+        "{}",
+        stderr(&out)
+    );
 
     // After the rebuild the entry serves again.
     let out = flowhost(&["describe", &probe()], cache.path());
-    assert!(stderr(&out).contains("loaded compiled component from the cache"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("loaded compiled component from the cache"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(entries(cache.path()).len(), 1);
 }
 
@@ -106,7 +150,11 @@ fn processes_racing_to_fill_one_cache_all_succeed_and_leave_one_whole_entry() {
     let files = entries(cache.path());
     assert_eq!(files.len(), 1, "no temporary files left behind: {files:?}");
     let out = flowhost(&["describe", &probe()], cache.path());
-    assert!(stderr(&out).contains("loaded compiled component from the cache"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("loaded compiled component from the cache"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -116,16 +164,28 @@ fn no_cache_neither_reads_nor_writes_the_cache() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(entries(cache.path()).is_empty());
 
-    assert!(flowhost(&["compile", &probe()], cache.path()).status.success());
+    assert!(
+        flowhost(&["compile", &probe()], cache.path())
+            .status
+            .success()
+    );
     let [entry] = entries(cache.path()).try_into().expect("one entry");
     std::fs::write(&entry, b"garbage").unwrap();
     let out = flowhost(&["describe", &probe(), "--no-cache"], cache.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("cache entry"), "the cache is not even read: {}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("cache entry"),
+        "the cache is not even read: {}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::read(&entry).unwrap(), b"garbage");
 
     let out = flowhost(&["compile", &probe(), "--no-cache"], cache.path());
-    assert_eq!(out.status.code(), Some(64), "compile without a cache is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "compile without a cache is a usage error"
+    );
     assert!(stderr(&out).contains("--no-cache"), "{}", stderr(&out));
 }
 
@@ -156,7 +216,10 @@ async fn engines_configured_with_one_cache_share_compiled_plugins() {
 
     let uncached = Engine::with_config(&EngineConfig::default().no_cache()).unwrap();
     assert_eq!(uncached.cache_dir(), None);
-    assert_eq!(uncached.plugin(&plugin("probe")).await.unwrap().info(), &info);
+    assert_eq!(
+        uncached.plugin(&plugin("probe")).await.unwrap().info(),
+        &info
+    );
 }
 
 /// The entry's header: magic (8 bytes), payload length (8), tag (32); then the payload.
@@ -166,22 +229,40 @@ const HEADER: usize = 8 + 8 + 32;
 fn a_forged_entry_with_its_checksum_recomputed_is_rejected_and_rebuilt() {
     use sha2::{Digest, Sha256};
     let cache = tempfile::tempdir().unwrap();
-    assert!(flowhost(&["compile", &probe()], cache.path()).status.success());
+    assert!(
+        flowhost(&["compile", &probe()], cache.path())
+            .status
+            .success()
+    );
     let [entry] = entries(cache.path()).try_into().expect("one entry");
     let good = std::fs::read(&entry).unwrap();
     // Patched machine code, with the header's digest recomputed as a forger would.
     let mut forged = good.clone();
     let middle = HEADER + (forged.len() - HEADER) / 2;
-    forged[middle..middle + 16].iter_mut().for_each(|b| *b ^= 0x5a);
+    forged[middle..middle + 16]
+        .iter_mut()
+        .for_each(|b| *b ^= 0x5a);
     let digest = Sha256::digest(&forged[HEADER..]);
     forged[16..HEADER].copy_from_slice(&digest);
     std::fs::write(&entry, &forged).unwrap();
 
     let out = flowhost(&["describe", &probe()], cache.path());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("integrity tag mismatch"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("stored compiled component in the cache"), "compiled again: {}", stderr(&out));
-    assert_eq!(std::fs::read(&entry).unwrap(), good, "the rebuilt entry is the genuine one");
+    assert!(
+        stderr(&out).contains("integrity tag mismatch"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("stored compiled component in the cache"),
+        "compiled again: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(&entry).unwrap(),
+        good,
+        "the rebuilt entry is the genuine one"
+    );
 }
 
 #[test]
@@ -189,10 +270,21 @@ fn an_entry_copied_under_another_plugins_key_is_rejected_and_the_run_records_the
     use sha2::{Digest, Sha256};
     let cache = tempfile::tempdir().unwrap();
     let other = plugin("quota_reserve").display().to_string();
-    assert!(flowhost(&["compile", &other], cache.path()).status.success());
+    assert!(
+        flowhost(&["compile", &other], cache.path())
+            .status
+            .success()
+    );
     let [other_entry] = entries(cache.path()).try_into().expect("one entry");
-    assert!(flowhost(&["compile", &probe()], cache.path()).status.success());
-    let probe_entry = entries(cache.path()).into_iter().find(|e| *e != other_entry).unwrap();
+    assert!(
+        flowhost(&["compile", &probe()], cache.path())
+            .status
+            .success()
+    );
+    let probe_entry = entries(cache.path())
+        .into_iter()
+        .find(|e| *e != other_entry)
+        .unwrap();
     std::fs::copy(&other_entry, &probe_entry).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -203,19 +295,38 @@ fn an_entry_copied_under_another_plugins_key_is_rejected_and_the_run_records_the
     .unwrap();
     let db = dir.path().join("runs.db");
     let db = db.to_str().unwrap();
-    let mut command = flowhost_testkit::flowhost(["run", "flow.toml", "--db", db]).dir(dir.path()).env("FLOWHOST_LOG", "flowhost=debug");
+    let mut command = flowhost_testkit::flowhost(["run", "flow.toml", "--db", db])
+        .dir(dir.path())
+        .env("FLOWHOST_LOG", "flowhost=debug");
     command.arg("--cache-dir").arg(cache.path());
     let out = command.run();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("integrity tag mismatch"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("integrity tag mismatch"),
+        "{}",
+        stderr(&out)
+    );
     let store: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(store["echo"]["value"], 7, "the probe ran, not the entry's plugin: {store}");
-    let show = flowhost_testkit::flowhost(["runs", "list", "--json", "--db", db]).dir(dir.path()).run();
+    assert_eq!(
+        store["echo"]["value"], 7,
+        "the probe ran, not the entry's plugin: {store}"
+    );
+    let show = flowhost_testkit::flowhost(["runs", "list", "--json", "--db", db])
+        .dir(dir.path())
+        .run();
     let runs: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     let id = runs[0]["id"].as_str().unwrap().to_owned();
-    let show = flowhost_testkit::flowhost(["runs", "show", &id, "--json", "--db", db]).dir(dir.path()).run();
-    let probe_sha = format!("{:x}", Sha256::digest(std::fs::read(plugin("probe")).unwrap()));
-    assert!(String::from_utf8_lossy(&show.stdout).contains(&probe_sha), "the record keeps the probe's own hash");
+    let show = flowhost_testkit::flowhost(["runs", "show", &id, "--json", "--db", db])
+        .dir(dir.path())
+        .run();
+    let probe_sha = format!(
+        "{:x}",
+        Sha256::digest(std::fs::read(plugin("probe")).unwrap())
+    );
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains(&probe_sha),
+        "the record keeps the probe's own hash"
+    );
 }
 
 #[test]
@@ -228,7 +339,10 @@ fn a_cache_directory_others_may_write_is_refused_with_a_clear_message_and_no_cac
     let out = flowhost(&["describe", &probe()], &cache);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(&format!("refusing cache directory {}: others may write to it (mode 777)", cache.display())),
+        stderr(&out).contains(&format!(
+            "refusing cache directory {}: others may write to it (mode 777)",
+            cache.display()
+        )),
         "{}",
         stderr(&out)
     );
@@ -242,7 +356,11 @@ fn a_cache_directory_others_may_write_is_refused_with_a_clear_message_and_no_cac
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
         let out = flowhost(&["describe", &probe()], &cache);
-        assert!(stderr(&out).contains("it is owned by uid 65534, not by the user running flowhost"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("it is owned by uid 65534, not by the user running flowhost"),
+            "{}",
+            stderr(&out)
+        );
         assert!(entries(&cache).is_empty());
     }
 }
@@ -254,16 +372,25 @@ fn a_grant_covering_the_cache_its_key_or_the_run_database_is_refused_at_validati
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::create_dir_all(dir.path().join("db")).unwrap();
     let entry = |name: &str, host: &str| {
-        format!("\n[[task]]\nname = \"{name}\"\nplugin = \"{}\"\ndirs = [{{ host = \"{host}\", guest = \"/g\", mode = \"rw\" }}]\n", probe())
+        format!(
+            "\n[[task]]\nname = \"{name}\"\nplugin = \"{}\"\ndirs = [{{ host = \"{host}\", guest = \"/g\", mode = \"rw\" }}]\n",
+            probe()
+        )
     };
     std::fs::write(
         dir.path().join("flow.toml"),
-        format!("name = \"covering\"\n[store]\nvalue = 1\n{}{}{}", entry("cache_parent", "state"), entry("cache_inside", "state/cache"), entry("db", "db")),
+        format!(
+            "name = \"covering\"\n[store]\nvalue = 1\n{}{}{}",
+            entry("cache_parent", "state"),
+            entry("cache_inside", "state/cache"),
+            entry("db", "db")
+        ),
     )
     .unwrap();
     let flow = dir.path().join("flow.toml").display().to_string();
     let db = dir.path().join("db/runs.db");
-    let mut command = flowhost_testkit::flowhost(["run", &flow, "--db", &db.display().to_string()]).dir(dir.path());
+    let mut command = flowhost_testkit::flowhost(["run", &flow, "--db", &db.display().to_string()])
+        .dir(dir.path());
     command.arg("--cache-dir").arg(&cache);
     let out = command.run();
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
@@ -274,7 +401,11 @@ fn a_grant_covering_the_cache_its_key_or_the_run_database_is_refused_at_validati
         ("db", dir.path().join("db"), db.clone()),
     ] {
         assert!(
-            log.contains(&format!("task `{task}`: granted directory {} reaches {}, which flowhost protects", host.display(), reached.display())),
+            log.contains(&format!(
+                "task `{task}`: granted directory {} reaches {}, which flowhost protects",
+                host.display(),
+                reached.display()
+            )),
             "{task}: {log}"
         );
     }

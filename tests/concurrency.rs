@@ -8,7 +8,6 @@ use flowhost::{Engine, FlowSpec, FlowState, Store, TaskSpec, TaskState, Transiti
 use flowhost_testkit::{Recorder, plugin};
 use serde_json::json;
 
-
 const RUNS: usize = 16;
 const STEPS: usize = 4;
 
@@ -20,7 +19,11 @@ async fn many_flows_on_one_engine_run_at_once_each_in_order_with_its_own_store()
     // Each step sleeps inside the guest (an async WASI wait), then passes the value on.
     let mut flow = FlowSpec::linear("relay");
     for step in 0..STEPS {
-        let from = if step == 0 { "value".to_owned() } else { format!("out{}", step - 1) };
+        let from = if step == 0 {
+            "value".to_owned()
+        } else {
+            format!("out{}", step - 1)
+        };
         flow = flow.add(
             TaskSpec::new(format!("step{step}"), plugin("probe"))
                 .rebind("value", from)
@@ -56,7 +59,10 @@ async fn many_flows_on_one_engine_run_at_once_each_in_order_with_its_own_store()
     let mut per_run: HashMap<&str, Vec<(String, TaskState, TaskState)>> = HashMap::new();
     for event in &events {
         if let Transition::Task { task, from, to, .. } = &event.transition {
-            per_run.entry(&event.run_id).or_default().push((task.clone(), *from, *to));
+            per_run
+                .entry(&event.run_id)
+                .or_default()
+                .push((task.clone(), *from, *to));
         }
     }
     assert_eq!(per_run.len(), RUNS);
@@ -69,12 +75,18 @@ async fn many_flows_on_one_engine_run_at_once_each_in_order_with_its_own_store()
         })
         .collect();
     for (run, transitions) in &per_run {
-        assert_eq!(transitions, &expected, "run {} ran out of order", run_of[*run]);
+        assert_eq!(
+            transitions, &expected,
+            "run {} ran out of order",
+            run_of[*run]
+        );
     }
 
     // Asynchronous start: some run began before another had finished.
     let position = |run: &str, to: FlowState| {
-        events.iter().position(|e| e.run_id == run && matches!(e.transition, Transition::Flow { to: t, .. } if t == to))
+        events.iter().position(|e| {
+            e.run_id == run && matches!(e.transition, Transition::Flow { to: t, .. } if t == to)
+        })
     };
     let overlapping = per_run.keys().any(|a| {
         per_run.keys().any(|b| {
@@ -83,5 +95,8 @@ async fn many_flows_on_one_engine_run_at_once_each_in_order_with_its_own_store()
                 && position(b, FlowState::Running) < position(a, FlowState::Success)
         })
     });
-    assert!(overlapping, "runs must interleave, not queue behind each other");
+    assert!(
+        overlapping,
+        "runs must interleave, not queue behind each other"
+    );
 }

@@ -10,7 +10,9 @@ use flowhost::conform::{Cases, ConformReport, Status, conform};
 use flowhost_testkit::{flowhost, plugin, repo_root};
 
 fn fixture_cases(name: &str) -> PathBuf {
-    repo_root().join("tests/fixtures/conform").join(format!("{name}.cases.toml"))
+    repo_root()
+        .join("tests/fixtures/conform")
+        .join(format!("{name}.cases.toml"))
 }
 
 fn stamp_cases() -> PathBuf {
@@ -24,10 +26,20 @@ async fn suite(plugin: &Path, cases: Option<&Path>) -> ConformReport {
 
 /// Asserts that check `id` failed and that its reason mentions each of `words`.
 fn assert_fails(report: &ConformReport, id: &str, words: &[&str]) {
-    let check = report.check(id).unwrap_or_else(|| panic!("no check `{id}` in:\n{report}"));
-    assert_eq!(check.status, Status::Fail, "check `{id}` should fail:\n{report}");
+    let check = report
+        .check(id)
+        .unwrap_or_else(|| panic!("no check `{id}` in:\n{report}"));
+    assert_eq!(
+        check.status,
+        Status::Fail,
+        "check `{id}` should fail:\n{report}"
+    );
     for word in words {
-        assert!(check.reason.contains(word), "check `{id}` reason lacks `{word}`: {}", check.reason);
+        assert!(
+            check.reason.contains(word),
+            "check `{id}` reason lacks `{word}`: {}",
+            check.reason
+        );
     }
     assert!(!report.passed());
 }
@@ -42,8 +54,15 @@ fn flowhost_conform(args: &[&str]) -> Output {
 async fn a_plugin_that_honours_the_contract_passes_every_check() {
     let report = suite(&plugin("stamp"), Some(&stamp_cases())).await;
     assert!(report.passed(), "{report}");
-    let skipped: Vec<_> = report.checks.iter().filter(|c| c.status == Status::Skip).collect();
-    assert!(skipped.is_empty(), "with cases nothing is skipped: {skipped:?}");
+    let skipped: Vec<_> = report
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Skip)
+        .collect();
+    assert!(
+        skipped.is_empty(),
+        "with cases nothing is skipped: {skipped:?}"
+    );
     for id in [
         "component",
         "contract",
@@ -60,7 +79,11 @@ async fn a_plugin_that_honours_the_contract_passes_every_check() {
         "revert.fails-on-request",
         "limits",
     ] {
-        assert_eq!(report.check(id).map(|c| c.status), Some(Status::Pass), "`{id}`:\n{report}");
+        assert_eq!(
+            report.check(id).map(|c| c.status),
+            Some(Status::Pass),
+            "`{id}`:\n{report}"
+        );
     }
 }
 
@@ -73,31 +96,68 @@ async fn without_a_cases_file_the_checks_needing_a_valid_input_are_skipped_with_
         assert_eq!(check.status, Status::Skip, "{report}");
         assert!(check.reason.contains("cases file"), "{}", check.reason);
     }
-    assert_eq!(report.check("input.args-not-json").map(|c| c.status), Some(Status::Pass));
+    assert_eq!(
+        report.check("input.args-not-json").map(|c| c.status),
+        Some(Status::Pass)
+    );
 }
 
 #[tokio::test]
 async fn a_plugin_that_traps_on_bad_input_is_caught_and_its_panic_quoted() {
     let report = suite(&plugin("nonconform_trap"), Some(&fixture_cases("trap"))).await;
-    assert_fails(&report, "input.args-not-json", &["args that are not JSON", "trapped", "panicked"]);
-    assert_fails(&report, "input.missing-required", &["args without `n`", "n must be a number"]);
+    assert_fails(
+        &report,
+        "input.args-not-json",
+        &["args that are not JSON", "trapped", "panicked"],
+    );
+    assert_fails(
+        &report,
+        "input.missing-required",
+        &["args without `n`", "n must be a number"],
+    );
     assert_fails(&report, "input.wrong-type", &["`n`", "trap"]);
-    assert_eq!(report.check("case.doubles").map(|c| c.status), Some(Status::Pass), "{report}");
+    assert_eq!(
+        report.check("case.doubles").map(|c| c.status),
+        Some(Status::Pass),
+        "{report}"
+    );
 }
 
 #[tokio::test]
 async fn a_revert_that_fails_the_second_time_is_caught_as_not_idempotent() {
     let report = suite(&plugin("nonconform_revert"), Some(&fixture_cases("revert"))).await;
-    assert_fails(&report, "revert.creates-a-marker", &["second revert", "idempotent", "/scratch/vol-1"]);
-    assert_eq!(report.check("case.creates-a-marker").map(|c| c.status), Some(Status::Pass), "{report}");
-    assert_eq!(report.failures().count(), 1, "only the revert is at fault:\n{report}");
+    assert_fails(
+        &report,
+        "revert.creates-a-marker",
+        &["second revert", "idempotent", "/scratch/vol-1"],
+    );
+    assert_eq!(
+        report.check("case.creates-a-marker").map(|c| c.status),
+        Some(Status::Pass),
+        "{report}"
+    );
+    assert_eq!(
+        report.failures().count(),
+        1,
+        "only the revert is at fault:\n{report}"
+    );
 }
 
 #[tokio::test]
 async fn a_result_missing_a_provided_name_is_caught_naming_the_name() {
-    let report = suite(&plugin("nonconform_provides"), Some(&fixture_cases("provides"))).await;
+    let report = suite(
+        &plugin("nonconform_provides"),
+        Some(&fixture_cases("provides")),
+    )
+    .await;
     assert_fails(&report, "case.reserves", &["`reservation`"]);
-    assert!(!report.check("case.reserves").unwrap().reason.contains("`volume`"));
+    assert!(
+        !report
+            .check("case.reserves")
+            .unwrap()
+            .reason
+            .contains("`volume`")
+    );
 }
 
 #[tokio::test]
@@ -106,18 +166,39 @@ async fn every_import_the_host_does_not_provide_is_named() {
     assert_fails(
         &report,
         "imports",
-        &["fixture:nonconform-import/vault", "fixture:nonconform-import/telemetry"],
+        &[
+            "fixture:nonconform-import/vault",
+            "fixture:nonconform-import/telemetry",
+        ],
     );
-    assert_eq!(report.check("component").map(|c| c.status), Some(Status::Pass));
-    assert_eq!(report.check("contract").map(|c| c.status), Some(Status::Pass), "{report}");
-    assert_eq!(report.check("describe").map(|c| c.status), Some(Status::Skip));
+    assert_eq!(
+        report.check("component").map(|c| c.status),
+        Some(Status::Pass)
+    );
+    assert_eq!(
+        report.check("contract").map(|c| c.status),
+        Some(Status::Pass),
+        "{report}"
+    );
+    assert_eq!(
+        report.check("describe").map(|c| c.status),
+        Some(Status::Skip)
+    );
 }
 
 #[tokio::test]
 async fn a_plugin_built_against_another_contract_version_is_caught_naming_both_versions() {
     let report = suite(&plugin("nonconform_version"), None).await;
-    assert_fails(&report, "contract", &["flowhost:task/task@0.2.0", "flowhost:task/task@0.1.0"]);
-    assert_eq!(report.check("imports").map(|c| c.status), Some(Status::Pass), "{report}");
+    assert_fails(
+        &report,
+        "contract",
+        &["flowhost:task/task@0.2.0", "flowhost:task/task@0.1.0"],
+    );
+    assert_eq!(
+        report.check("imports").map(|c| c.status),
+        Some(Status::Pass),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -126,7 +207,11 @@ async fn a_file_that_is_not_a_component_fails_the_first_check() {
     let bogus = dir.path().join("bogus.wasm");
     std::fs::write(&bogus, b"#!/bin/sh\necho not wasm\n").expect("write");
     let report = suite(&bogus, None).await;
-    assert_fails(&report, "component", &["bogus.wasm", "not a WebAssembly binary"]);
+    assert_fails(
+        &report,
+        "component",
+        &["bogus.wasm", "not a WebAssembly binary"],
+    );
 }
 
 #[test]
@@ -135,17 +220,44 @@ fn the_command_prints_one_line_per_check_and_exits_1_when_one_fails() {
     let cases = fixture_cases("trap");
     let out = flowhost_conform(&[trap.to_str().unwrap(), "--cases", cases.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().find(|l| l.contains("input.args-not-json")).expect("a line for the check");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("input.args-not-json"))
+        .expect("a line for the check");
     assert!(line.starts_with("FAIL"), "{line}");
-    assert!(stdout.lines().any(|l| l.starts_with("pass") && l.contains("case.doubles")), "{stdout}");
-    assert!(stdout.trim_end().ends_with("skipped"), "a closing count line:\n{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("pass") && l.contains("case.doubles")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("skipped"),
+        "a closing count line:\n{stdout}"
+    );
 
     let good = plugin("stamp");
     let stamp = stamp_cases();
-    let out = flowhost_conform(&[good.to_str().unwrap(), "--cases", stamp.to_str().unwrap(), "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let out = flowhost_conform(&[
+        good.to_str().unwrap(),
+        "--cases",
+        stamp.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     let checks = report["checks"].as_array().expect("checks");
     assert!(checks.iter().all(|c| c["status"] == "pass"), "{report:#}");
 }
@@ -154,13 +266,26 @@ fn the_command_prints_one_line_per_check_and_exits_1_when_one_fails() {
 fn a_bad_cases_file_is_an_input_error_naming_the_file() {
     let good = plugin("stamp");
     let contradiction = fixture_cases("contradiction");
-    let out = flowhost_conform(&[good.to_str().unwrap(), "--cases", contradiction.to_str().unwrap()]);
+    let out = flowhost_conform(&[
+        good.to_str().unwrap(),
+        "--cases",
+        contradiction.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{stderr}");
-    assert!(stderr.contains("contradiction.cases.toml") && stderr.contains("both `expect` and `expect_error`"), "{stderr}");
+    assert!(
+        stderr.contains("contradiction.cases.toml")
+            && stderr.contains("both `expect` and `expect_error`"),
+        "{stderr}"
+    );
 
     let out = flowhost_conform(&[good.to_str().unwrap(), "--cases", "no/such/cases.toml"]);
-    assert_eq!(out.status.code(), Some(66), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(66),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -191,8 +316,15 @@ expect = { value = 1.5, label = "n" }
     )
     .expect("write cases");
     let report = suite(&plugin("probe"), Some(&cases)).await;
-    for id in ["case.integer-returned-float-expected", "case.float-returned-integer-expected"] {
-        assert_eq!(report.check(id).map(|c| c.status), Some(Status::Pass), "`{id}`:\n{report}");
+    for id in [
+        "case.integer-returned-float-expected",
+        "case.float-returned-integer-expected",
+    ] {
+        assert_eq!(
+            report.check(id).map(|c| c.status),
+            Some(Status::Pass),
+            "`{id}`:\n{report}"
+        );
     }
     assert_fails(&report, "case.another-number", &["expected", "1.5"]);
 }

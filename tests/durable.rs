@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 /// SIGKILL once `label` reached `call`, and returns the interrupted run.
 fn run_and_kill(ws: &Workspace, call: &str, label: &str) -> runs::RunSummary {
     let db = ws.db();
-    let mut child = ws.command(&["run", "flow.toml", "--db", db.to_str().unwrap()])
+    let mut child = ws
+        .command(&["run", "flow.toml", "--db", db.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -43,37 +44,84 @@ fn a_run_killed_mid_flow_resumes_without_running_succeeded_tasks_again() {
     let ws = Workspace::new();
     four_steps(&ws);
     let run = run_and_kill(&ws, "execute", "c");
-    assert_eq!(run.state, FlowState::Running, "the killed run is recorded as interrupted");
+    assert_eq!(
+        run.state,
+        FlowState::Running,
+        "the killed run is recorded as interrupted"
+    );
 
     ws.release();
     let db = ws.db();
     let resumed = ws.flowhost(&["runs", "resume", &run.id, "--db", db.to_str().unwrap()]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_eq!(ws.count("execute", "a"), 1, "a succeeded before the crash: not executed again");
-    assert_eq!(ws.count("execute", "b"), 1, "b succeeded before the crash: not executed again");
-    assert_eq!(ws.count("execute", "c"), 2, "c was caught RUNNING: executed again (at least once)");
+    assert_eq!(
+        ws.count("execute", "a"),
+        1,
+        "a succeeded before the crash: not executed again"
+    );
+    assert_eq!(
+        ws.count("execute", "b"),
+        1,
+        "b succeeded before the crash: not executed again"
+    );
+    assert_eq!(
+        ws.count("execute", "c"),
+        2,
+        "c was caught RUNNING: executed again (at least once)"
+    );
     assert_eq!(ws.count("execute", "d"), 1);
 
     let uninterrupted = ws.flowhost(&["run", "flow.toml", "--no-db"]);
     assert!(uninterrupted.status.success(), "{}", stderr(&uninterrupted));
-    assert_eq!(stdout_json(&resumed), stdout_json(&uninterrupted), "final store equals an uninterrupted run's");
+    assert_eq!(
+        stdout_json(&resumed),
+        stdout_json(&uninterrupted),
+        "final store equals an uninterrupted run's"
+    );
 
-    let show = ws.flowhost(&["runs", "show", &run.id, "--json", "--db", db.to_str().unwrap()]);
+    let show = ws.flowhost(&[
+        "runs",
+        "show",
+        &run.id,
+        "--json",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
     let record = stdout_json(&show);
     assert_eq!(record["state"], "SUCCESS");
     assert_eq!(record["resumes"], 1);
-    let executions: Vec<&Value> = record["tasks"].as_array().unwrap().iter().map(|t| &t["executions"]).collect();
+    let executions: Vec<&Value> = record["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["executions"])
+        .collect();
     assert_eq!(executions, [&json!(1), &json!(1), &json!(2), &json!(1)]);
     assert_eq!(record["final_store"], stdout_json(&uninterrupted));
 
-    let fetched = ws.flowhost(&["runs", "fetch", &run.id, "d_out", "--db", db.to_str().unwrap()]);
+    let fetched = ws.flowhost(&[
+        "runs",
+        "fetch",
+        &run.id,
+        "d_out",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
     assert!(fetched.status.success(), "{}", stderr(&fetched));
     assert_eq!(stdout_json(&fetched), stdout_json(&uninterrupted)["d_out"]);
 
     let executed = ws.calls().len();
     let again = ws.flowhost(&["runs", "resume", &run.id, "--db", db.to_str().unwrap()]);
-    assert_eq!(again.status.code(), Some(64), "resuming a finished run is a usage error");
-    assert!(stderr(&again).contains("already finished (SUCCESS)"), "{}", stderr(&again));
+    assert_eq!(
+        again.status.code(),
+        Some(64),
+        "resuming a finished run is a usage error"
+    );
+    assert!(
+        stderr(&again).contains("already finished (SUCCESS)"),
+        "{}",
+        stderr(&again)
+    );
     assert_eq!(ws.calls().len(), executed, "nothing ran");
 }
 
@@ -84,7 +132,10 @@ fn a_run_killed_mid_revert_resumes_the_revert() {
         "revert_crash",
         &[
             ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" })),
+            (
+                "b",
+                json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" }),
+            ),
             ("c", json!({ "fail": "boom" })),
         ],
     );
@@ -93,11 +144,27 @@ fn a_run_killed_mid_revert_resumes_the_revert() {
 
     ws.release();
     let db = ws.db();
-    let resumed = ws.flowhost(&["runs", "resume", &run.id, "--json", "--db", db.to_str().unwrap()]);
-    assert_eq!(resumed.status.code(), Some(1), "reverted: {}", stderr(&resumed));
+    let resumed = ws.flowhost(&[
+        "runs",
+        "resume",
+        &run.id,
+        "--json",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        resumed.status.code(),
+        Some(1),
+        "reverted: {}",
+        stderr(&resumed)
+    );
     let report = stdout_json(&resumed);
     assert_eq!(report["state"], "REVERTED");
-    assert_eq!(report["store"], json!({ "seed": 1 }), "every result left the store");
+    assert_eq!(
+        report["store"],
+        json!({ "seed": 1 }),
+        "every result left the store"
+    );
 
     let calls = json_lines(&ws.path("journal/calls.jsonl"));
     let order: Vec<(String, String)> = ws.calls();
@@ -113,15 +180,24 @@ fn a_run_killed_mid_revert_resumes_the_revert() {
     .iter()
     .map(|(c, l)| ((*c).to_owned(), (*l).to_owned()))
     .collect();
-    assert_eq!(order, expected, "c is not reverted twice; b's revert is repeated; a is reverted after");
+    assert_eq!(
+        order, expected,
+        "c is not reverted twice; b's revert is repeated; a is reverted after"
+    );
     // After the restart, b's revert gets exactly what it got before: its arguments, its own
     // result as outcome, and the flow's failure.
     let (before, after) = (&calls[4], &calls[5]);
     assert_eq!(before["args"], after["args"]);
-    assert_eq!(after["outcome"], json!({ "result": { "value": { "value": 1, "label": "a" }, "label": "b" } }));
+    assert_eq!(
+        after["outcome"],
+        json!({ "result": { "value": { "value": 1, "label": "a" }, "label": "b" } })
+    );
     assert_eq!(before["failures"], after["failures"]);
     assert_eq!(calls[6]["failures"][0]["task"], "c");
-    assert_eq!(calls[6]["outcome"], json!({ "result": { "value": 1, "label": "a" } }));
+    assert_eq!(
+        calls[6]["outcome"],
+        json!({ "result": { "value": 1, "label": "a" } })
+    );
 }
 
 #[test]
@@ -137,10 +213,20 @@ fn resume_refuses_a_changed_flow_file_unless_forced() {
     let refused = ws.flowhost(&["runs", "resume", &run.id, "--db", db.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(65));
     let message = stderr(&refused);
-    assert!(message.contains("flow file") && message.contains("changed") && message.contains("--force"), "{message}");
+    assert!(
+        message.contains("flow file") && message.contains("changed") && message.contains("--force"),
+        "{message}"
+    );
     assert_eq!(ws.count("execute", "d"), 0, "nothing ran");
 
-    let forced = ws.flowhost(&["runs", "resume", &run.id, "--force", "--db", db.to_str().unwrap()]);
+    let forced = ws.flowhost(&[
+        "runs",
+        "resume",
+        &run.id,
+        "--force",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert_eq!(ws.count("execute", "a"), 1);
     assert_eq!(ws.count("execute", "d"), 1);
@@ -155,21 +241,36 @@ fn a_corrupt_or_foreign_database_is_a_clear_error() {
     let foreign = ws.path("foreign.db");
     {
         let conn = rusqlite::Connection::open(&foreign).unwrap();
-        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)").unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+            .unwrap();
     }
-    for (db, expected) in [(&garbage, "file is not a database"), (&foreign, "another application's SQLite database")] {
+    for (db, expected) in [
+        (&garbage, "file is not a database"),
+        (&foreign, "another application's SQLite database"),
+    ] {
         for args in [vec!["run", "flow.toml"], vec!["runs", "list"]] {
             let mut args = args.clone();
             args.extend(["--db", db.to_str().unwrap()]);
             let output = ws.flowhost(&args);
             let message = stderr(&output);
             assert_eq!(output.status.code(), Some(66), "{args:?}: {message}");
-            assert!(message.contains("is not a flowhost run database") && message.contains(expected), "{message}");
+            assert!(
+                message.contains("is not a flowhost run database") && message.contains(expected),
+                "{message}"
+            );
             assert!(!message.contains("panicked"), "{message}");
         }
     }
-    assert_eq!(ws.count("execute", "a"), 0, "nothing ran without a database to record in");
-    assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x5a; 8192], "the file was left alone");
+    assert_eq!(
+        ws.count("execute", "a"),
+        0,
+        "nothing ran without a database to record in"
+    );
+    assert_eq!(
+        std::fs::read(&garbage).unwrap(),
+        vec![0x5a; 8192],
+        "the file was left alone"
+    );
 }
 
 #[test]
@@ -183,12 +284,19 @@ fn a_read_only_database_location_is_a_clear_error() {
     std::fs::set_permissions(&locked, permissions).unwrap();
     // A privileged user writes through permission bits; /proc refuses everyone.
     let writable = std::fs::write(locked.join("probe"), "").is_ok();
-    let db = if writable { PathBuf::from("/proc/flowhost/runs.db") } else { locked.join("runs.db") };
+    let db = if writable {
+        PathBuf::from("/proc/flowhost/runs.db")
+    } else {
+        locked.join("runs.db")
+    };
 
     let output = ws.flowhost(&["run", "flow.toml", "--db", db.to_str().unwrap()]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(66), "{message}");
-    assert!(message.contains(&format!("cannot open run database {}", db.display())), "{message}");
+    assert!(
+        message.contains(&format!("cannot open run database {}", db.display())),
+        "{message}"
+    );
     assert!(message.contains("--no-db"), "says how to go on: {message}");
     assert_eq!(ws.count("execute", "a"), 0);
 
@@ -199,7 +307,11 @@ fn a_read_only_database_location_is_a_clear_error() {
 fn trivial_flow(tasks: usize) -> FlowSpec {
     let mut flow = FlowSpec::linear("trivial");
     for step in 0..tasks {
-        let from = if step == 0 { "value".to_owned() } else { format!("out{}", step - 1) };
+        let from = if step == 0 {
+            "value".to_owned()
+        } else {
+            format!("out{}", step - 1)
+        };
         flow = flow.add(
             TaskSpec::new(format!("step{step}"), plugin("probe"))
                 .rebind("value", from)
@@ -213,13 +325,23 @@ fn assert_every_task_recorded_once(db: &dyn RunDb, ids: &[String], tasks: usize)
     let listed = db.list(&RunFilter::default()).unwrap();
     assert_eq!(listed.len(), ids.len(), "every run recorded");
     for id in ids {
-        let run = db.get(id).unwrap().unwrap_or_else(|| panic!("run {id} recorded"));
+        let run = db
+            .get(id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("run {id} recorded"));
         assert_eq!(run.summary.state, FlowState::Success, "run {id}");
         assert_eq!(run.tasks.len(), tasks);
         for task in &run.tasks {
             assert_eq!(task.executions, 1, "run {id} task {}", task.name);
-            let states: Vec<(TaskState, TaskState)> = task.history.iter().map(|c| (c.from, c.to)).collect();
-            assert_eq!(states, [(TaskState::Pending, TaskState::Running), (TaskState::Running, TaskState::Success)]);
+            let states: Vec<(TaskState, TaskState)> =
+                task.history.iter().map(|c| (c.from, c.to)).collect();
+            assert_eq!(
+                states,
+                [
+                    (TaskState::Pending, TaskState::Running),
+                    (TaskState::Running, TaskState::Success)
+                ]
+            );
         }
     }
 }
@@ -229,12 +351,14 @@ async fn two_hundred_concurrent_runs_in_one_process_are_all_recorded() {
     const RUNS: usize = 200;
     const TASKS: usize = 3;
     let dir = tempfile::tempdir().unwrap();
-    let db: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap());
+    let db: Arc<dyn RunDb> =
+        Arc::new(SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap());
     let engine = Engine::new().unwrap();
     let flow = trivial_flow(TASKS);
     let handles: Vec<_> = (0..RUNS)
         .map(|n| {
-            let (engine, flow, executor) = (engine.clone(), flow.clone(), Executor::new(db.clone()));
+            let (engine, flow, executor) =
+                (engine.clone(), flow.clone(), Executor::new(db.clone()));
             tokio::spawn(async move {
                 let store: Store = [("value".to_owned(), json!(n))].into_iter().collect();
                 let mut loaded = engine.load(&flow, store).await.unwrap();
@@ -256,15 +380,25 @@ async fn two_hundred_concurrent_runs_in_one_process_are_all_recorded() {
 fn processes_sharing_one_database_do_not_lose_records() {
     const PROCESSES: usize = 6;
     let ws = Workspace::new();
-    ws.flow("shared", &[("a", json!({})), ("b", json!({})), ("c", json!({}))]);
+    ws.flow(
+        "shared",
+        &[("a", json!({})), ("b", json!({})), ("c", json!({}))],
+    );
     let db = ws.db();
     let children: Vec<Child> = (0..PROCESSES)
         .map(|_| {
-            ws.command(&["run", "flow.toml", "--json", "-q", "--db", db.to_str().unwrap()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            ws.command(&[
+                "run",
+                "flow.toml",
+                "--json",
+                "-q",
+                "--db",
+                db.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     let mut ids = Vec::new();
@@ -298,10 +432,18 @@ fn processes_creating_one_fresh_database_together_all_start() {
             .collect();
         for child in children {
             let output = child.wait_with_output().unwrap();
-            assert!(output.status.success(), "round {round}: {}", stderr(&output));
+            assert!(
+                output.status.success(),
+                "round {round}: {}",
+                stderr(&output)
+            );
         }
         let db = SqliteRunDb::open(&db, false, Durability::Normal).unwrap();
-        assert_eq!(db.list(&RunFilter::default()).unwrap().len(), PROCESSES, "round {round}: every run recorded");
+        assert_eq!(
+            db.list(&RunFilter::default()).unwrap().len(),
+            PROCESSES,
+            "round {round}: every run recorded"
+        );
     }
 }
 
@@ -309,7 +451,10 @@ fn processes_creating_one_fresh_database_together_all_start() {
 fn a_task_whose_arguments_are_over_the_cap_never_runs_and_is_not_reverted_in_the_record() {
     let ws = Workspace::new();
     let flow = ws.flow("capped", &[("a", json!({})), ("b", json!({}))]);
-    let text = std::fs::read_to_string(&flow).unwrap().replace("name = \"b\"\n", "name = \"b\"\nlimits = { args_kib = 1 }\n");
+    let text = std::fs::read_to_string(&flow).unwrap().replace(
+        "name = \"b\"\n",
+        "name = \"b\"\nlimits = { args_kib = 1 }\n",
+    );
     std::fs::write(&flow, text).unwrap();
     let db = ws.db();
     let db = db.to_str().unwrap();
@@ -327,14 +472,29 @@ fn a_task_whose_arguments_are_over_the_cap_never_runs_and_is_not_reverted_in_the
     let id = report["run_id"].as_str().unwrap();
     let record = stdout_json(&ws.flowhost(&["runs", "show", id, "--json", "--db", db]));
     let b = &record["tasks"][1];
-    assert_eq!((b["state"].as_str(), b["reverts"].as_u64(), &b["args"]), (Some("FAILURE"), Some(0), &Value::Null), "{b}");
+    assert_eq!(
+        (b["state"].as_str(), b["reverts"].as_u64(), &b["args"]),
+        (Some("FAILURE"), Some(0), &Value::Null),
+        "{b}"
+    );
     assert_eq!(record["tasks"][0]["state"], "REVERTED");
 
     let shown = ws.flowhost(&["runs", "show", id, "--db", db]);
     let text = String::from_utf8_lossy(&shown.stdout);
-    let rows: Vec<&str> = text.lines().filter(|l| l.contains("REVERTED") || l.contains("FAILURE")).collect();
-    assert!(rows.iter().any(|r| r.starts_with("1 ") && r.contains(" a ")), "tasks are numbered from 1, as in `check`:\n{text}");
-    assert!(rows.iter().any(|r| r.starts_with("2 ") && r.contains(" b ")), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("REVERTED") || l.contains("FAILURE"))
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("1 ") && r.contains(" a ")),
+        "tasks are numbered from 1, as in `check`:\n{text}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("2 ") && r.contains(" b ")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -342,24 +502,50 @@ fn a_revert_interrupted_after_a_task_that_was_never_called_resumes() {
     let ws = Workspace::new();
     let flow = ws.flow(
         "uncalled",
-        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" })), ("c", json!({}))],
+        &[
+            ("a", json!({})),
+            (
+                "b",
+                json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" }),
+            ),
+            ("c", json!({})),
+        ],
     );
     let text = std::fs::read_to_string(&flow)
         .unwrap()
         .replace("seed = 1", &format!("seed = \"{}\"", "x".repeat(2048)))
-        .replace("name = \"c\"\n", "name = \"c\"\nlimits = { args_kib = 1 }\n");
+        .replace(
+            "name = \"c\"\n",
+            "name = \"c\"\nlimits = { args_kib = 1 }\n",
+        );
     std::fs::write(&flow, text).unwrap();
     let run = run_and_kill(&ws, "revert", "b");
     assert_eq!(run.state, FlowState::Reverting);
 
     ws.release();
     let db = ws.db();
-    let resumed = ws.flowhost(&["runs", "resume", &run.id, "--json", "--db", db.to_str().unwrap()]);
+    let resumed = ws.flowhost(&[
+        "runs",
+        "resume",
+        &run.id,
+        "--json",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
     assert_eq!(resumed.status.code(), Some(1), "{}", stderr(&resumed));
     let report = stdout_json(&resumed);
-    let states: Vec<&str> = report["tasks"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["REVERTED", "REVERTED", "FAILURE"], "{report}");
     assert_eq!(report["tasks"][2]["error"]["code"], "args-too-large");
-    assert_eq!((ws.count("execute", "c"), ws.count("revert", "c")), (0, 0), "c was never called");
+    assert_eq!(
+        (ws.count("execute", "c"), ws.count("revert", "c")),
+        (0, 0),
+        "c was never called"
+    );
     assert_eq!(ws.count("revert", "a"), 1);
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use flowhost::{Engine, Event, FlowSpec, FlowState, Listener, TaskState};
-use flowhost_testkit::{Recorder, flowhost, json_lines, journaled_probe, plugin, store};
+use flowhost_testkit::{Recorder, flowhost, journaled_probe, json_lines, plugin, store};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -13,18 +13,37 @@ async fn arguments_are_exactly_the_required_names_after_rebind_and_inject() {
     let journal = tempfile::tempdir().unwrap();
     let flow = FlowSpec::linear("args")
         .add(journaled_probe("rebound", journal.path(), json!({})).rebind("value", "input"))
-        .add(journaled_probe("injected", journal.path(), json!({})).inject("value", json!("fixed")).rebind("extra", "bonus"))
+        .add(
+            journaled_probe("injected", journal.path(), json!({}))
+                .inject("value", json!("fixed"))
+                .rebind("extra", "bonus"),
+        )
         .add(journaled_probe("plain", journal.path(), json!({})).rebind("value", "input"));
-    let initial = store(&[("input", json!(1)), ("bonus", json!({"b": 2})), ("unrelated", json!("secret"))]);
+    let initial = store(&[
+        ("input", json!(1)),
+        ("bonus", json!({"b": 2})),
+        ("unrelated", json!("secret")),
+    ]);
     let report = Engine::new().unwrap().run(&flow, initial).await.unwrap();
     assert_eq!(report.state, FlowState::Success);
 
     let calls = json_lines(&journal.path().join("calls.jsonl"));
     let args: Vec<&Value> = calls.iter().map(|c| &c["args"]).collect();
-    assert_eq!(args[0], &json!({"value": 1}), "optional `extra` absent from the store is not passed");
-    assert_eq!(args[1], &json!({"value": "fixed", "extra": {"b": 2}}), "inject wins, rebind reads `bonus`");
+    assert_eq!(
+        args[0],
+        &json!({"value": 1}),
+        "optional `extra` absent from the store is not passed"
+    );
+    assert_eq!(
+        args[1],
+        &json!({"value": "fixed", "extra": {"b": 2}}),
+        "inject wins, rebind reads `bonus`"
+    );
     assert_eq!(args[2], &json!({"value": 1}));
-    assert_eq!(report.fetch("injected_out"), Some(&json!({"value": "fixed", "extra": {"b": 2}, "label": "injected"})));
+    assert_eq!(
+        report.fetch("injected_out"),
+        Some(&json!({"value": "fixed", "extra": {"b": 2}, "label": "injected"}))
+    );
     assert_eq!(report.fetch("unrelated"), Some(&json!("secret")));
 }
 
@@ -33,14 +52,33 @@ async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
     let journal = tempfile::tempdir().unwrap();
     let flow = FlowSpec::linear("provides")
         .add(journaled_probe("whole", journal.path(), json!({})).rebind("value", "seed"))
-        .add(journaled_probe("split", journal.path(), json!({})).provides(["value", "label"]).rebind("value", "seed"));
-    let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(7)), ("value", json!(0))])).await;
+        .add(
+            journaled_probe("split", journal.path(), json!({}))
+                .provides(["value", "label"])
+                .rebind("value", "seed"),
+        );
+    let report = Engine::new()
+        .unwrap()
+        .run(&flow, store(&[("seed", json!(7)), ("value", json!(0))]))
+        .await;
     let error = report.expect_err("`value` is provided by the initial store and by `split`");
-    assert!(error.to_string().contains("provides `value`, which the initial store already provides"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("provides `value`, which the initial store already provides"),
+        "{error}"
+    );
 
-    let report = Engine::new().unwrap().run(&flow, store(&[("seed", json!(7))])).await.unwrap();
+    let report = Engine::new()
+        .unwrap()
+        .run(&flow, store(&[("seed", json!(7))]))
+        .await
+        .unwrap();
     assert_eq!(report.state, FlowState::Success);
-    assert_eq!(report.fetch("whole_out"), Some(&json!({"value": 7, "label": "whole"})));
+    assert_eq!(
+        report.fetch("whole_out"),
+        Some(&json!({"value": 7, "label": "whole"}))
+    );
     assert_eq!(report.fetch("value"), Some(&json!(7)));
     assert_eq!(report.fetch("label"), Some(&json!("split")));
 }
@@ -52,27 +90,52 @@ async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outco
     let flow = FlowSpec::linear("revert")
         .add(journaled_probe("a", journal.path(), json!({})))
         .add(journaled_probe("b", journal.path(), json!({})))
-        .add(journaled_probe("c", journal.path(), json!({"fail": "boom"})))
+        .add(journaled_probe(
+            "c",
+            journal.path(),
+            json!({"fail": "boom"}),
+        ))
         .add(journaled_probe("d", journal.path(), json!({})));
-    let mut loaded = Engine::new().unwrap().load(&flow, store(&[("value", json!("v"))])).await.unwrap();
+    let mut loaded = Engine::new()
+        .unwrap()
+        .load(&flow, store(&[("value", json!("v"))]))
+        .await
+        .unwrap();
     loaded.listen(recorder.clone());
     let report = loaded.run().await.unwrap();
 
     assert_eq!(report.state, FlowState::Reverted);
     assert_eq!(report.state, flowhost::FlowState::Reverted);
     let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
-    assert_eq!(states, [TaskState::Reverted, TaskState::Reverted, TaskState::Reverted, TaskState::Pending]);
+    assert_eq!(
+        states,
+        [
+            TaskState::Reverted,
+            TaskState::Reverted,
+            TaskState::Reverted,
+            TaskState::Pending
+        ]
+    );
     assert_eq!(report.tasks[2].error.as_ref().unwrap().code, "boom");
-    assert!(report.fetch("a_out").is_none(), "reverted results leave the store");
+    assert!(
+        report.fetch("a_out").is_none(),
+        "reverted results leave the store"
+    );
 
     use TaskState::*;
     let expected: Vec<(String, TaskState, TaskState)> = [
-        ("a", Pending, Running), ("a", Running, Success),
-        ("b", Pending, Running), ("b", Running, Success),
-        ("c", Pending, Running), ("c", Running, Failure),
-        ("c", Failure, Reverting), ("c", Reverting, Reverted),
-        ("b", Success, Reverting), ("b", Reverting, Reverted),
-        ("a", Success, Reverting), ("a", Reverting, Reverted),
+        ("a", Pending, Running),
+        ("a", Running, Success),
+        ("b", Pending, Running),
+        ("b", Running, Success),
+        ("c", Pending, Running),
+        ("c", Running, Failure),
+        ("c", Failure, Reverting),
+        ("c", Reverting, Reverted),
+        ("b", Success, Reverting),
+        ("b", Reverting, Reverted),
+        ("a", Success, Reverting),
+        ("a", Reverting, Reverted),
     ]
     .into_iter()
     .map(|(t, f, to)| (t.to_owned(), f, to))
@@ -80,12 +143,42 @@ async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outco
     assert_eq!(recorder.task_transitions(), expected);
 
     let calls = json_lines(&journal.path().join("calls.jsonl"));
-    let order: Vec<String> = calls.iter().map(|c| format!("{} {}", c["call"].as_str().unwrap(), c["label"].as_str().unwrap())).collect();
-    assert_eq!(order, ["execute a", "execute b", "execute c", "revert c", "revert b", "revert a"]);
+    let order: Vec<String> = calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["call"].as_str().unwrap(),
+                c["label"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "execute a",
+            "execute b",
+            "execute c",
+            "revert c",
+            "revert b",
+            "revert a"
+        ]
+    );
     let failures = json!([{"task": "c", "code": "boom", "message": "probe was told to fail"}]);
-    assert_eq!(calls[3]["outcome"]["error"]["code"], "boom", "the failed task's revert gets its error");
-    assert_eq!(calls[4]["outcome"]["result"], json!({"value": "v", "label": "b"}), "a done task's revert gets its result");
-    assert_eq!(calls[4]["args"], json!({"value": "v"}), "revert gets the arguments execute had");
+    assert_eq!(
+        calls[3]["outcome"]["error"]["code"], "boom",
+        "the failed task's revert gets its error"
+    );
+    assert_eq!(
+        calls[4]["outcome"]["result"],
+        json!({"value": "v", "label": "b"}),
+        "a done task's revert gets its result"
+    );
+    assert_eq!(
+        calls[4]["args"],
+        json!({"value": "v"}),
+        "revert gets the arguments execute had"
+    );
     for revert in &calls[3..] {
         assert_eq!(revert["failures"], failures);
     }
@@ -96,16 +189,39 @@ async fn a_failing_revert_is_revert_failure_the_rest_still_revert_and_the_flow_f
     let journal = tempfile::tempdir().unwrap();
     let flow = FlowSpec::linear("revert-failure")
         .add(journaled_probe("a", journal.path(), json!({})))
-        .add(journaled_probe("b", journal.path(), json!({"fail_revert": "stuck"})))
-        .add(journaled_probe("c", journal.path(), json!({"fail": "boom"})));
-    let report = Engine::new().unwrap().run(&flow, store(&[("value", json!(1))])).await.unwrap();
+        .add(journaled_probe(
+            "b",
+            journal.path(),
+            json!({"fail_revert": "stuck"}),
+        ))
+        .add(journaled_probe(
+            "c",
+            journal.path(),
+            json!({"fail": "boom"}),
+        ));
+    let report = Engine::new()
+        .unwrap()
+        .run(&flow, store(&[("value", json!(1))]))
+        .await
+        .unwrap();
     assert_eq!(report.state, FlowState::Failure);
     assert_eq!(report.state, flowhost::FlowState::Failure);
     let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
-    assert_eq!(states, [TaskState::Reverted, TaskState::RevertFailure, TaskState::Reverted]);
+    assert_eq!(
+        states,
+        [
+            TaskState::Reverted,
+            TaskState::RevertFailure,
+            TaskState::Reverted
+        ]
+    );
     assert_eq!(report.tasks[1].revert_error.as_ref().unwrap().code, "stuck");
     let calls = json_lines(&journal.path().join("calls.jsonl"));
-    assert_eq!(calls.last().unwrap()["label"], "a", "the task before the stuck one is still reverted");
+    assert_eq!(
+        calls.last().unwrap()["label"],
+        "a",
+        "the task before the stuck one is still reverted"
+    );
 }
 
 async fn single_failure(config: Value, provides: &[&str]) -> flowhost::TaskError {
@@ -113,19 +229,34 @@ async fn single_failure(config: Value, provides: &[&str]) -> flowhost::TaskError
     let flow = FlowSpec::linear("faulty")
         .add(journaled_probe("before", journal.path(), json!({})))
         .add(journaled_probe("faulty", journal.path(), config).provides(provides.iter().copied()));
-    let report = Engine::new().unwrap().run(&flow, store(&[("value", json!(1))])).await.unwrap();
+    let report = Engine::new()
+        .unwrap()
+        .run(&flow, store(&[("value", json!(1))]))
+        .await
+        .unwrap();
     assert_eq!(report.state, FlowState::Reverted);
-    assert_eq!(report.tasks[0].state, TaskState::Reverted, "the earlier task is reverted");
+    assert_eq!(
+        report.tasks[0].state,
+        TaskState::Reverted,
+        "the earlier task is reverted"
+    );
     let calls = json_lines(&journal.path().join("calls.jsonl"));
     assert_eq!(calls.last().unwrap()["call"], "revert");
-    report.tasks[1].error.clone().expect("the faulty task failed")
+    report.tasks[1]
+        .error
+        .clone()
+        .expect("the faulty task failed")
 }
 
 #[tokio::test]
 async fn a_result_that_is_not_json_fails_the_task() {
     let error = single_failure(json!({"raw_result": "{not json"}), &["out"]).await;
     assert_eq!(error.code, "invalid-result");
-    assert!(error.message.contains("not valid JSON"), "{}", error.message);
+    assert!(
+        error.message.contains("not valid JSON"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]
@@ -169,10 +300,18 @@ async fn a_listener_that_panics_or_errors_does_not_break_the_run() {
     engine.listen(Arc::new(Panics));
     engine.listen(Arc::new(Errors));
     engine.listen(recorder.clone());
-    let flow = FlowSpec::linear("listeners").add(journaled_probe("only", journal.path(), json!({})));
-    let report = engine.run(&flow, store(&[("value", json!(1))])).await.unwrap();
+    let flow =
+        FlowSpec::linear("listeners").add(journaled_probe("only", journal.path(), json!({})));
+    let report = engine
+        .run(&flow, store(&[("value", json!(1))]))
+        .await
+        .unwrap();
     assert_eq!(report.state, FlowState::Success);
-    assert_eq!(recorder.task_transitions().len(), 2, "later listeners still get every event");
+    assert_eq!(
+        recorder.task_transitions().len(),
+        2,
+        "later listeners still get every event"
+    );
 }
 
 #[test]
@@ -185,7 +324,9 @@ fn the_cli_exits_2_and_names_the_task_when_a_revert_fails() {
          [[task]]\nname = \"breaks\"\nplugin = \"{probe}\"\nprovides = [\"never\"]\nconfig = {{ fail = \"boom\" }}\n"
     );
     std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
-    let out = flowhost(["run", "flow.toml", "--json"]).dir(dir.path()).run();
+    let out = flowhost(["run", "flow.toml", "--json"])
+        .dir(dir.path())
+        .run();
     assert_eq!(out.status.code(), Some(2));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "FAILURE");
@@ -193,5 +334,8 @@ fn the_cli_exits_2_and_names_the_task_when_a_revert_fails() {
     assert_eq!(report["tasks"][0]["revert_error"]["code"], "lock-stuck");
     assert_eq!(report["tasks"][1]["state"], "REVERTED");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("task `holds_lock` could not be reverted: lock-stuck"), "{stderr}");
+    assert!(
+        stderr.contains("task `holds_lock` could not be reverted: lock-stuck"),
+        "{stderr}"
+    );
 }

@@ -13,8 +13,11 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::{Arc, OnceLock};
 
-use flowhost::{Access, Engine, EngineConfig, FlowSpec, FlowState, Limits, RunReport, Store, TaskError, TaskSpec, TaskState, Transition};
-use flowhost_testkit::{Recorder, json_lines, journaled_probe, plugin, repo_root, snapshot};
+use flowhost::{
+    Access, Engine, EngineConfig, FlowSpec, FlowState, Limits, RunReport, Store, TaskError,
+    TaskSpec, TaskState, Transition,
+};
+use flowhost_testkit::{Recorder, journaled_probe, json_lines, plugin, repo_root, snapshot};
 use serde_json::{Value, json};
 
 /// One engine for the library tests, as a service would hold: a fault in one test's run must
@@ -24,7 +27,6 @@ fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| Engine::new().expect("engine starts"))
 }
 
-
 fn value(v: Value) -> Store {
     [("value".to_owned(), v)].into_iter().collect()
 }
@@ -33,7 +35,12 @@ fn value(v: Value) -> Store {
 fn calls(journal: &Path) -> Vec<(String, String)> {
     json_lines(&journal.join("calls.jsonl"))
         .iter()
-        .map(|c| (c["call"].as_str().unwrap().to_owned(), c["label"].as_str().unwrap().to_owned()))
+        .map(|c| {
+            (
+                c["call"].as_str().unwrap().to_owned(),
+                c["label"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -44,7 +51,10 @@ fn call(kind: &str, label: &str) -> (String, String) {
 /// Runs `before` (a healthy probe) then `faulty` (configured by `config`), and checks what
 /// every row of the matrix shares: the flow is REVERTED, `before` ran and was reverted after
 /// the faulty task's revert, and the host carries on. Returns the faulty task's error.
-async fn faulty_after_a_healthy_task(faulty: impl FnOnce(TaskSpec) -> TaskSpec, config: Value) -> TaskError {
+async fn faulty_after_a_healthy_task(
+    faulty: impl FnOnce(TaskSpec) -> TaskSpec,
+    config: Value,
+) -> TaskError {
     let journal = tempfile::tempdir().unwrap();
     let flow = FlowSpec::linear("faults")
         .add(journaled_probe("before", journal.path(), json!({})))
@@ -55,9 +65,19 @@ async fn faulty_after_a_healthy_task(faulty: impl FnOnce(TaskSpec) -> TaskSpec, 
     assert_eq!(states, [TaskState::Reverted, TaskState::Reverted]);
     let journal = calls(journal.path());
     assert_eq!(journal.first(), Some(&call("execute", "before")));
-    assert_eq!(journal.last(), Some(&call("revert", "before")), "the earlier task is reverted last");
-    assert!(report.fetch("before_out").is_none(), "a reverted result leaves the store");
-    report.tasks[1].error.clone().expect("the faulty task failed")
+    assert_eq!(
+        journal.last(),
+        Some(&call("revert", "before")),
+        "the earlier task is reverted last"
+    );
+    assert!(
+        report.fetch("before_out").is_none(),
+        "a reverted result leaves the store"
+    );
+    report.tasks[1]
+        .error
+        .clone()
+        .expect("the faulty task failed")
 }
 
 fn limits(f: impl FnOnce(&mut Limits)) -> Limits {
@@ -82,7 +102,10 @@ async fn a_loop_in_execute_fails_at_the_deadline_naming_it_and_the_task() {
     )
     .await;
     assert_eq!(error.code, "deadline-exceeded");
-    assert_eq!(error.message, "deadline of 200 ms exceeded by task `faulty` in execute");
+    assert_eq!(
+        error.message,
+        "deadline of 200 ms exceeded by task `faulty` in execute"
+    );
 }
 
 #[tokio::test]
@@ -91,19 +114,37 @@ async fn a_loop_in_revert_is_revert_failure_after_the_deadline_and_the_rest_stil
     let flow = FlowSpec::linear("stuck-revert")
         .add(journaled_probe("first", journal.path(), json!({})))
         .add(
-            journaled_probe("spinner", journal.path(), json!({"mode": "loop", "mode_in": "revert"}))
-                .limits(limits(|l| l.deadline_ms = Some(200))),
+            journaled_probe(
+                "spinner",
+                journal.path(),
+                json!({"mode": "loop", "mode_in": "revert"}),
+            )
+            .limits(limits(|l| l.deadline_ms = Some(200))),
         )
-        .add(journaled_probe("failing", journal.path(), json!({"fail": "boom"})));
+        .add(journaled_probe(
+            "failing",
+            journal.path(),
+            json!({"fail": "boom"}),
+        ));
     let report = engine().run(&flow, value(json!(1))).await.unwrap();
 
     assert_eq!(report.state, FlowState::Failure);
     assert_eq!(report.state, flowhost::FlowState::Failure);
     let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
-    assert_eq!(states, [TaskState::Reverted, TaskState::RevertFailure, TaskState::Reverted]);
+    assert_eq!(
+        states,
+        [
+            TaskState::Reverted,
+            TaskState::RevertFailure,
+            TaskState::Reverted
+        ]
+    );
     let error = report.tasks[1].revert_error.clone().unwrap();
     assert_eq!(error.code, "deadline-exceeded");
-    assert_eq!(error.message, "deadline of 200 ms exceeded by task `spinner` in revert");
+    assert_eq!(
+        error.message,
+        "deadline of 200 ms exceeded by task `spinner` in revert"
+    );
     assert!(report.tasks[1].error.is_none(), "its execute had succeeded");
     assert_eq!(
         calls(journal.path()),
@@ -126,7 +167,11 @@ async fn unbounded_memory_growth_fails_naming_the_memory_cap() {
     )
     .await;
     assert_eq!(error.code, "memory-limit");
-    assert!(error.message.starts_with("memory cap of 32 MiB exceeded"), "{}", error.message);
+    assert!(
+        error.message.starts_with("memory cap of 32 MiB exceeded"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]
@@ -138,7 +183,10 @@ async fn a_stack_overflow_fails_the_task_and_the_host_runs_on() {
 
     let journal = tempfile::tempdir().unwrap();
     let flow = FlowSpec::linear("after").add(journaled_probe("healthy", journal.path(), json!({})));
-    let report = engine().run(&flow, value(json!("still here"))).await.unwrap();
+    let report = engine()
+        .run(&flow, value(json!("still here")))
+        .await
+        .unwrap();
     assert_eq!(report.state, FlowState::Success);
     assert_eq!(report.fetch("healthy_out").unwrap()["value"], "still here");
 }
@@ -147,7 +195,10 @@ async fn a_stack_overflow_fails_the_task_and_the_host_runs_on() {
 async fn a_100_mb_result_fails_naming_the_result_cap() {
     let error = faulty_after_a_healthy_task(|t| t, json!({"mode": "huge"})).await;
     assert_eq!(error.code, "result-too-large");
-    assert_eq!(error.message, "result of 104857602 bytes exceeds the result cap of 16384 KiB");
+    assert_eq!(
+        error.message,
+        "result of 104857602 bytes exceeds the result cap of 16384 KiB"
+    );
 }
 
 #[tokio::test]
@@ -157,8 +208,15 @@ async fn a_result_can_never_outgrow_the_memory_cap_so_the_host_copy_is_bounded_b
         json!({"mode": "huge"}),
     )
     .await;
-    assert_eq!(error.code, "memory-limit", "the 100 MB result is stopped inside the sandbox: {error:?}");
-    assert!(error.message.starts_with("memory cap of 64 MiB exceeded"), "{}", error.message);
+    assert_eq!(
+        error.code, "memory-limit",
+        "the 100 MB result is stopped inside the sandbox: {error:?}"
+    );
+    assert!(
+        error.message.starts_with("memory cap of 64 MiB exceeded"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]
@@ -166,17 +224,36 @@ async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
     let journal = tempfile::tempdir().unwrap();
     let flow = FlowSpec::linear("big-args")
         .add(journaled_probe("before", journal.path(), json!({})))
-        .add(journaled_probe("big", journal.path(), json!({})).limits(limits(|l| l.args_kib = Some(1))));
-    let report = engine().run(&flow, value(json!("x".repeat(2048)))).await.unwrap();
+        .add(
+            journaled_probe("big", journal.path(), json!({}))
+                .limits(limits(|l| l.args_kib = Some(1))),
+        );
+    let report = engine()
+        .run(&flow, value(json!("x".repeat(2048))))
+        .await
+        .unwrap();
     assert_eq!(report.state, FlowState::Reverted);
     let error = report.tasks[1].error.clone().unwrap();
     assert_eq!(error.code, "args-too-large");
-    assert_eq!(error.message, "arguments of 2060 bytes exceed the arguments cap of 1 KiB");
+    assert_eq!(
+        error.message,
+        "arguments of 2060 bytes exceed the arguments cap of 1 KiB"
+    );
     let journal = calls(journal.path());
-    assert!(!journal.contains(&call("execute", "big")), "the plugin never got the arguments: {journal:?}");
-    assert!(!journal.contains(&call("revert", "big")), "a task that never ran is not reverted: {journal:?}");
+    assert!(
+        !journal.contains(&call("execute", "big")),
+        "the plugin never got the arguments: {journal:?}"
+    );
+    assert!(
+        !journal.contains(&call("revert", "big")),
+        "a task that never ran is not reverted: {journal:?}"
+    );
     assert_eq!(journal.last(), Some(&call("revert", "before")));
-    assert_eq!(report.tasks[1].state, TaskState::Failure, "it stays FAILURE: nothing was undone");
+    assert_eq!(
+        report.tasks[1].state,
+        TaskState::Failure,
+        "it stays FAILURE: nothing was undone"
+    );
     assert_eq!(report.tasks[0].state, TaskState::Reverted);
 }
 
@@ -189,9 +266,14 @@ async fn a_fuel_budget_stops_a_loop_deterministically_and_needs_a_metered_engine
             journaled_probe("burner", journal.path(), json!({"mode": "loop"}))
                 .limits(limits(|l| l.fuel = Some(5_000_000))),
         );
-    let refused = engine().run(&flow, value(json!(1))).await.expect_err("no fuel metering on this engine");
+    let refused = engine()
+        .run(&flow, value(json!(1)))
+        .await
+        .expect_err("no fuel metering on this engine");
     assert!(
-        refused.to_string().contains("task `burner`: `limits.fuel` needs an engine with fuel metering"),
+        refused
+            .to_string()
+            .contains("task `burner`: `limits.fuel` needs an engine with fuel metering"),
         "{refused}"
     );
 
@@ -200,9 +282,15 @@ async fn a_fuel_budget_stops_a_loop_deterministically_and_needs_a_metered_engine
     assert_eq!(report.state, FlowState::Reverted);
     let error = report.tasks[1].error.clone().unwrap();
     assert_eq!(error.code, "fuel-exhausted");
-    assert_eq!(error.message, "fuel budget of 5000000 exhausted by task `burner` in execute");
+    assert_eq!(
+        error.message,
+        "fuel budget of 5000000 exhausted by task `burner` in execute"
+    );
     assert_eq!(report.tasks[1].limits.fuel, Some(5_000_000));
-    assert_eq!(report.tasks[0].limits.fuel, None, "an entry without a budget runs unmetered by a budget");
+    assert_eq!(
+        report.tasks[0].limits.fuel, None,
+        "an entry without a budget runs unmetered by a budget"
+    );
     assert_eq!(report.tasks[0].state, TaskState::Reverted);
 }
 
@@ -219,7 +307,9 @@ async fn files_outside_the_grants_are_unreachable_and_a_read_only_grant_refuses_
         let granted = granted.path().to_path_buf();
         async move {
             let journal = tempfile::tempdir().unwrap();
-            let flow = FlowSpec::linear("fs").add(journaled_probe("fs", journal.path(), config).grant_dir(granted, "/data", mode));
+            let flow = FlowSpec::linear("fs").add(
+                journaled_probe("fs", journal.path(), config).grant_dir(granted, "/data", mode),
+            );
             engine().run(&flow, value(json!(1))).await.unwrap()
         }
     };
@@ -228,30 +318,83 @@ async fn files_outside_the_grants_are_unreachable_and_a_read_only_grant_refuses_
     let keep = outside.path().join("keep.txt").display().to_string();
 
     let report = attempt(read("/data/hello.txt"), Access::ReadOnly).await;
-    assert_eq!(report.fetch("fs_out"), Some(&json!("hi")), "a granted directory is readable");
+    assert_eq!(
+        report.fetch("fs_out"),
+        Some(&json!("hi")),
+        "a granted directory is readable"
+    );
 
     for (config, mode, what) in [
         (read("/etc/passwd"), Access::ReadWrite, "/etc/passwd"),
-        (read(&keep), Access::ReadWrite, "a host path outside the grants"),
-        (read("/data/../etc/passwd"), Access::ReadWrite, "a `..` escape from the grant"),
-        (write("/etc/passwd"), Access::ReadWrite, "writing /etc/passwd"),
-        (write(&keep), Access::ReadWrite, "writing a host file outside the grants"),
-        (write("/data/../escaped.txt"), Access::ReadWrite, "writing through a `..` escape"),
-        (write("/data/hello.txt"), Access::ReadOnly, "writing into a read-only grant"),
-        (write("/data/new.txt"), Access::ReadOnly, "creating a file in a read-only grant"),
+        (
+            read(&keep),
+            Access::ReadWrite,
+            "a host path outside the grants",
+        ),
+        (
+            read("/data/../etc/passwd"),
+            Access::ReadWrite,
+            "a `..` escape from the grant",
+        ),
+        (
+            write("/etc/passwd"),
+            Access::ReadWrite,
+            "writing /etc/passwd",
+        ),
+        (
+            write(&keep),
+            Access::ReadWrite,
+            "writing a host file outside the grants",
+        ),
+        (
+            write("/data/../escaped.txt"),
+            Access::ReadWrite,
+            "writing through a `..` escape",
+        ),
+        (
+            write("/data/hello.txt"),
+            Access::ReadOnly,
+            "writing into a read-only grant",
+        ),
+        (
+            write("/data/new.txt"),
+            Access::ReadOnly,
+            "creating a file in a read-only grant",
+        ),
     ] {
         let report = attempt(config, mode).await;
         assert_eq!(report.state, FlowState::Reverted, "{what}");
         let error = report.tasks[0].error.clone().unwrap();
-        assert_eq!(error.code, "io", "{what}: the plugin itself saw an I/O error: {error:?}");
+        assert_eq!(
+            error.code, "io",
+            "{what}: the plugin itself saw an I/O error: {error:?}"
+        );
     }
-    assert_eq!((snapshot(granted.path()), snapshot(outside.path())), before, "no host file changed");
+    assert_eq!(
+        (snapshot(granted.path()), snapshot(outside.path())),
+        before,
+        "no host file changed"
+    );
     assert_eq!(std::fs::read("/etc/passwd").ok(), host_passwd);
-    assert!(!granted.path().parent().unwrap().join("escaped.txt").exists());
+    assert!(
+        !granted
+            .path()
+            .parent()
+            .unwrap()
+            .join("escaped.txt")
+            .exists()
+    );
 
     let report = attempt(write("/data/new.txt"), Access::ReadWrite).await;
-    assert_eq!(report.state, FlowState::Success, "a read-write grant takes writes");
-    assert_eq!(std::fs::read_to_string(granted.path().join("new.txt")).unwrap(), "pwned");
+    assert_eq!(
+        report.state,
+        FlowState::Success,
+        "a read-write grant takes writes"
+    );
+    assert_eq!(
+        std::fs::read_to_string(granted.path().join("new.txt")).unwrap(),
+        "pwned"
+    );
 }
 
 #[tokio::test]
@@ -261,17 +404,27 @@ async fn tcp_and_name_lookup_fail_inside_the_plugin_and_nothing_reaches_the_list
     let port = listener.local_addr().unwrap().port();
     for addr in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
         let journal = tempfile::tempdir().unwrap();
-        let flow = FlowSpec::linear("net").add(journaled_probe("net", journal.path(), json!({"mode": "tcp", "addr": addr})));
+        let flow = FlowSpec::linear("net").add(journaled_probe(
+            "net",
+            journal.path(),
+            json!({"mode": "tcp", "addr": addr}),
+        ));
         let report = engine().run(&flow, value(json!(1))).await.unwrap();
         assert_eq!(report.state, FlowState::Reverted, "{addr}");
         let error = report.tasks[0].error.clone().unwrap();
-        assert_eq!(error.code, "io", "the plugin's own connect failed: {error:?}");
+        assert_eq!(
+            error.code, "io",
+            "the plugin's own connect failed: {error:?}"
+        );
         assert!(error.message.starts_with(&addr), "{}", error.message);
     }
     let accepted = listener.accept();
-    assert_eq!(accepted.err().map(|e| e.kind()), Some(ErrorKind::WouldBlock), "the listener saw no connection");
+    assert_eq!(
+        accepted.err().map(|e| e.kind()),
+        Some(ErrorKind::WouldBlock),
+        "the listener saw no connection"
+    );
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_engine() {
@@ -280,15 +433,28 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
     shared.listen(recorder.clone());
     let journal = tempfile::tempdir().unwrap();
     let spinning = FlowSpec::linear("spinning").add(
-        journaled_probe("spin", journal.path(), json!({"mode": "loop"})).limits(limits(|l| l.deadline_ms = Some(5_000))),
+        journaled_probe("spin", journal.path(), json!({"mode": "loop"}))
+            .limits(limits(|l| l.deadline_ms = Some(5_000))),
     );
     let eating = FlowSpec::linear("eating").add(
-        journaled_probe("eat", journal.path(), json!({"mode": "grow"})).limits(limits(|l| l.memory_mib = Some(128))),
+        journaled_probe("eat", journal.path(), json!({"mode": "grow"}))
+            .limits(limits(|l| l.memory_mib = Some(128))),
     );
     let mut healthy = FlowSpec::linear("healthy");
     for step in 0..3 {
-        let from = if step == 0 { "value".to_owned() } else { format!("step{}_out", step - 1) };
-        healthy = healthy.add(journaled_probe(&format!("step{step}"), journal.path(), json!({"mode": "sleep", "ms": 20})).rebind("value", from));
+        let from = if step == 0 {
+            "value".to_owned()
+        } else {
+            format!("step{}_out", step - 1)
+        };
+        healthy = healthy.add(
+            journaled_probe(
+                &format!("step{step}"),
+                journal.path(),
+                json!({"mode": "sleep", "ms": 20}),
+            )
+            .rebind("value", from),
+        );
     }
 
     let start = |flow: FlowSpec| {
@@ -302,17 +468,45 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
         (spin.await.unwrap(), eat.await.unwrap(), ok.await.unwrap());
 
     assert_eq!(ok.state, FlowState::Success);
-    assert_eq!(ok.fetch("step2_out").unwrap()["value"]["value"]["value"], "payload");
-    assert_eq!(spin.tasks[0].error.as_ref().unwrap().code, "deadline-exceeded");
+    assert_eq!(
+        ok.fetch("step2_out").unwrap()["value"]["value"]["value"],
+        "payload"
+    );
+    assert_eq!(
+        spin.tasks[0].error.as_ref().unwrap().code,
+        "deadline-exceeded"
+    );
     assert_eq!(eat.tasks[0].error.as_ref().unwrap().code, "memory-limit");
 
     let events = recorder.events();
     let position = |run: &str, pred: &dyn Fn(&Transition) -> bool| {
-        events.iter().position(|e| e.run_id == run && pred(&e.transition)).unwrap()
+        events
+            .iter()
+            .position(|e| e.run_id == run && pred(&e.transition))
+            .unwrap()
     };
-    let ended = |t: &Transition| matches!(t, Transition::Flow { to: FlowState::Success | FlowState::Reverted | FlowState::Failure, .. });
-    let started = |t: &Transition| matches!(t, Transition::Task { to: TaskState::Running, .. });
-    assert!(position(&spin.run_id, &started) < position(&ok.run_id, &ended), "the loop was already spinning");
+    let ended = |t: &Transition| {
+        matches!(
+            t,
+            Transition::Flow {
+                to: FlowState::Success | FlowState::Reverted | FlowState::Failure,
+                ..
+            }
+        )
+    };
+    let started = |t: &Transition| {
+        matches!(
+            t,
+            Transition::Task {
+                to: TaskState::Running,
+                ..
+            }
+        )
+    };
+    assert!(
+        position(&spin.run_id, &started) < position(&ok.run_id, &ended),
+        "the loop was already spinning"
+    );
     assert!(
         position(&ok.run_id, &ended) < position(&spin.run_id, &ended),
         "the healthy run finished while the other was still stuck in its loop"
@@ -354,20 +548,41 @@ fn a_panic_message_reaches_the_report_and_the_log_tagged_with_the_task() {
         ),
     );
     let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1), "reverted: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "reverted: {}",
+        text(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["state"], "REVERTED");
     assert_eq!(report["tasks"][0]["state"], "REVERTED");
     let error = &report["tasks"][1]["error"];
     assert_eq!(error["code"], "trap");
     let message = error["message"].as_str().unwrap();
-    assert!(message.starts_with("trapped: ") && message.contains("disk on fire"), "{message}");
+    assert!(
+        message.starts_with("trapped: ") && message.contains("disk on fire"),
+        "{message}"
+    );
 
     let log = text(&out.stderr);
-    let panic_line = log.lines().find(|l| l.contains("panicked at")).unwrap_or_else(|| panic!("{log}"));
-    assert!(panic_line.contains("task=\"boom\"") && panic_line.contains("stream=\"stderr\""), "{panic_line}");
-    assert!(log.lines().any(|l| l.contains("disk on fire") && l.contains("task=\"boom\"")), "{log}");
-    assert!(log.contains("probe before: execute") && log.contains("task=\"before\""), "{log}");
+    let panic_line = log
+        .lines()
+        .find(|l| l.contains("panicked at"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        panic_line.contains("task=\"boom\"") && panic_line.contains("stream=\"stderr\""),
+        "{panic_line}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("disk on fire") && l.contains("task=\"boom\"")),
+        "{log}"
+    );
+    assert!(
+        log.contains("probe before: execute") && log.contains("task=\"before\""),
+        "{log}"
+    );
 }
 
 #[test]
@@ -387,13 +602,19 @@ fn a_deadline_failure_in_the_cli_names_the_task_and_the_limit() {
         "{log}"
     );
     let journal = calls(&dir.path().join("journal"));
-    assert_eq!(journal, [call("execute", "before"), call("revert", "before")]);
+    assert_eq!(
+        journal,
+        [call("execute", "before"), call("revert", "before")]
+    );
 
     let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let spinner = &report["tasks"][1];
     assert_eq!(spinner["limits"]["deadline_ms"], 300);
-    assert!(spinner["duration_ms"].as_f64().unwrap() >= 300.0, "it ran until the deadline: {spinner}");
+    assert!(
+        spinner["duration_ms"].as_f64().unwrap() >= 300.0,
+        "it ran until the deadline: {spinner}"
+    );
 }
 
 #[test]
@@ -415,10 +636,28 @@ fn only_granted_environment_variables_are_visible_and_check_names_them_without_v
         ),
     );
     let vars = [("REGION", "eu-west"), ("API_TOKEN", "s3cret")];
-    let out = flowhost(&["run", "flow.toml", "--fetch", "granted", "--fetch", "fixed", "--fetch", "ungranted", "--fetch", "home"], dir.path(), &vars);
+    let out = flowhost(
+        &[
+            "run",
+            "flow.toml",
+            "--fetch",
+            "granted",
+            "--fetch",
+            "fixed",
+            "--fetch",
+            "ungranted",
+            "--fetch",
+            "home",
+        ],
+        dir.path(),
+        &vars,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let fetched: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(fetched, json!({"granted": "eu-west", "fixed": "dry-run", "ungranted": null, "home": null}));
+    assert_eq!(
+        fetched,
+        json!({"granted": "eu-west", "fixed": "dry-run", "ungranted": null, "home": null})
+    );
 
     let out = flowhost(&["check", "flow.toml"], dir.path(), &vars);
     let plan = text(&out.stdout);
@@ -427,8 +666,14 @@ fn only_granted_environment_variables_are_visible_and_check_names_them_without_v
     assert!(plan.contains("network:  none"), "{plan}");
     let out = flowhost(&["check", "flow.toml", "--json"], dir.path(), &vars);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(plan["tasks"][0]["sandbox"]["env"], json!([{"name": "REGION", "source": "host"}]));
-    assert!(!text(&out.stdout).contains("eu-west"), "values are not printed");
+    assert_eq!(
+        plan["tasks"][0]["sandbox"]["env"],
+        json!([{"name": "REGION", "source": "host"}])
+    );
+    assert!(
+        !text(&out.stdout).contains("eu-west"),
+        "values are not printed"
+    );
 
     let out = flowhost(&["check", "flow.toml"], dir.path(), &[]);
     assert_eq!(out.status.code(), Some(65));
@@ -456,7 +701,12 @@ fn check_shows_every_limit_and_grant_and_the_run_report_the_limits_applied() {
     assert!(plan.contains("/j (ro, pinned: device "), "{plan}");
 
     let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "a fuel budget makes the CLI meter fuel: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a fuel budget makes the CLI meter fuel: {}",
+        text(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["tasks"][0]["limits"],
@@ -494,7 +744,12 @@ fn a_plugin_importing_what_the_host_lacks_is_rejected_at_validation_and_nothing_
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
 }
 
 /// Waits until the journal holds `entry`, i.e. the probe reached the point a test pauses it at.
@@ -520,7 +775,10 @@ fn a_100_mb_result_keeps_host_memory_within_the_memory_cap() {
         &format!(
             "name = \"huge\"\n[store]\nvalue = 1\n{}{}{}limits = {{ memory_mib = {CAP_MIB} }}\n",
             probe_entry("gate", "mode = \"wait_file\", path = \"/journal/start\""),
-            probe_entry("hold", "mode = \"wait_file\", mode_in = \"revert\", path = \"/journal/go\""),
+            probe_entry(
+                "hold",
+                "mode = \"wait_file\", mode_in = \"revert\", path = \"/journal/go\""
+            ),
             probe_entry("huge", "mode = \"huge\""),
         ),
     );

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flowhost::runs::{
-    self, Durability, Executor, Lease, NewRun, Origin, Owner, PruneFilter, RunDb, RunDbError, RunFilter, RunRecord,
-    RunSummary, SqliteRunDb,
+    self, Durability, Executor, Lease, NewRun, Origin, Owner, PruneFilter, RunDb, RunDbError,
+    RunFilter, RunRecord, RunSummary, SqliteRunDb,
 };
 use flowhost::{Engine, Event, FlowSpec, RunReport, Store, TaskState};
 use flowhost_testkit::{Workspace, stderr, stdout_json};
@@ -28,7 +28,11 @@ struct FillingDisk {
 impl FillingDisk {
     fn open(path: &Path, fail_from: usize) -> Self {
         let inner = SqliteRunDb::open(path, true, Durability::Normal).unwrap();
-        Self { inner, writes: AtomicUsize::new(0), fail_from: AtomicUsize::new(fail_from) }
+        Self {
+            inner,
+            writes: AtomicUsize::new(0),
+            fail_from: AtomicUsize::new(fail_from),
+        }
     }
 
     fn write(&self) -> Result<(), RunDbError> {
@@ -84,12 +88,21 @@ impl RunDb for FillingDisk {
 const LABELS: [&str; 3] = ["a", "b", "c"];
 
 fn three_tasks(ws: &Workspace, c_fails: bool) -> PathBuf {
-    let c = if c_fails { json!({ "fail": "boom" }) } else { json!({}) };
+    let c = if c_fails {
+        json!({ "fail": "boom" })
+    } else {
+        json!({})
+    };
     ws.flow("three", &[("a", json!({})), ("b", json!({})), ("c", c)])
 }
 
 /// Records and runs the workspace's flow into a database failing from write `fail_from`.
-async fn run_once(engine: &Engine, ws: &Workspace, flow: &Path, fail_from: usize) -> (Arc<FillingDisk>, Executor, Result<RunReport, String>) {
+async fn run_once(
+    engine: &Engine,
+    ws: &Workspace,
+    flow: &Path,
+    fail_from: usize,
+) -> (Arc<FillingDisk>, Executor, Result<RunReport, String>) {
     let disk = Arc::new(FillingDisk::open(&ws.db(), fail_from));
     let executor = Executor::new(disk.clone());
     let spec = FlowSpec::from_file(flow).unwrap();
@@ -110,40 +123,72 @@ async fn every_failed_write_stops_the_run_and_resume_finishes_it(c_fails: bool) 
     let uninterrupted = uninterrupted.unwrap();
     let writes = disk.writes.load(Ordering::SeqCst);
     // Creating the run, then one commit per task and one at the end at least.
-    assert!(writes >= 5, "a three-task run writes at least 5 times, wrote {writes}");
+    assert!(
+        writes >= 5,
+        "a three-task run writes at least 5 times, wrote {writes}"
+    );
 
     for k in 1..=writes {
         let ws = Workspace::new();
         let flow = three_tasks(&ws, c_fails);
         let (disk, executor, stopped) = run_once(&engine, &ws, &flow, k).await;
         let message = stopped.expect_err("a failed write stops the run");
-        assert!(message.contains(&ws.db().display().to_string()), "k={k}: the error names the database: {message}");
-        assert!(message.contains("database or disk is full"), "k={k}: {message}");
+        assert!(
+            message.contains(&ws.db().display().to_string()),
+            "k={k}: the error names the database: {message}"
+        );
+        assert!(
+            message.contains("database or disk is full"),
+            "k={k}: {message}"
+        );
         let runs = disk.list(&RunFilter::default()).unwrap();
         if k == 1 {
-            assert!(runs.is_empty() && ws.calls().is_empty(), "k=1: the run was never created, nothing ran");
+            assert!(
+                runs.is_empty() && ws.calls().is_empty(),
+                "k=1: the run was never created, nothing ran"
+            );
             continue;
         }
         let id = runs[0].id.clone();
         let at_stop = disk.get(&id).unwrap().unwrap();
         for (task, label) in at_stop.tasks.iter().zip(LABELS) {
-            assert_eq!(ws.count("execute", label) as u32, task.executions, "k={k}: `{label}` executed only as recorded");
-            assert_eq!(ws.count("revert", label) as u32, task.reverts, "k={k}: `{label}` reverted only as recorded");
+            assert_eq!(
+                ws.count("execute", label) as u32,
+                task.executions,
+                "k={k}: `{label}` executed only as recorded"
+            );
+            assert_eq!(
+                ws.count("revert", label) as u32,
+                task.reverts,
+                "k={k}: `{label}` reverted only as recorded"
+            );
         }
         let before = ws.calls();
 
         disk.recover();
-        let resumed = runs::resume(&executor, &engine, &id, false).await.unwrap_or_else(|e| panic!("k={k}: {e}"));
+        let resumed = runs::resume(&executor, &engine, &id, false)
+            .await
+            .unwrap_or_else(|e| panic!("k={k}: {e}"));
         assert_eq!(resumed.state, uninterrupted.state, "k={k}");
         assert_eq!(resumed.store, uninterrupted.store, "k={k}");
         for (task, label) in at_stop.tasks.iter().zip(LABELS) {
             if task.state == TaskState::Success {
-                let again = ws.count("execute", label) - before.iter().filter(|(c, l)| c == "execute" && l == label).count();
-                assert_eq!(again, 0, "k={k}: `{label}` succeeded before the failure and is not executed again");
+                let again = ws.count("execute", label)
+                    - before
+                        .iter()
+                        .filter(|(c, l)| c == "execute" && l == label)
+                        .count();
+                assert_eq!(
+                    again, 0,
+                    "k={k}: `{label}` succeeded before the failure and is not executed again"
+                );
             }
         }
         let record = disk.get(&id).unwrap().unwrap();
-        assert_eq!(record.summary.state, uninterrupted.state, "k={k}: the record ends as the run did");
+        assert_eq!(
+            record.summary.state, uninterrupted.state,
+            "k={k}: the record ends as the run did"
+        );
     }
 }
 
@@ -195,34 +240,68 @@ impl Drop for SmallDisk {
 fn a_full_disk_stops_the_run_with_exit_75_and_resume_finishes_it_once_space_returns() {
     let ws = Workspace::new();
     let Some(disk) = SmallDisk::mount(ws.path("disk")) else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root); the injected-failure tests cover the same path");
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (needs root); the injected-failure tests cover the same path"
+        );
         return;
     };
-    ws.flow("disk", &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))]);
+    ws.flow(
+        "disk",
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
+            ("c", json!({})),
+        ],
+    );
     let db = ws.path("disk/runs.db");
     let db = db.to_str().unwrap();
-    let mut run = ws.command(&["run", "flow.toml", "--db", db]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut run = ws
+        .command(&["run", "flow.toml", "--db", db])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     ws.wait_for(&mut run, "execute", "b");
     let filler = disk.fill();
     ws.release();
     let stopped = run.wait_with_output().unwrap();
     assert_eq!(stopped.status.code(), Some(75), "{}", stderr(&stopped));
     let message = stderr(&stopped);
-    assert!(message.contains(db) && message.contains("full"), "names the database and why: {message}");
-    assert!(message.contains("flowhost runs resume"), "says how to go on: {message}");
-    assert_eq!(ws.count("execute", "c"), 0, "nothing ran past the failed write");
+    assert!(
+        message.contains(db) && message.contains("full"),
+        "names the database and why: {message}"
+    );
+    assert!(
+        message.contains("flowhost runs resume"),
+        "says how to go on: {message}"
+    );
+    assert_eq!(
+        ws.count("execute", "c"),
+        0,
+        "nothing ran past the failed write"
+    );
 
     std::fs::remove_file(filler).unwrap();
     let listed = stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", db]));
     let id = listed[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(listed[0]["state"], "RUNNING", "the record stops where the run did");
+    assert_eq!(
+        listed[0]["state"], "RUNNING",
+        "the record stops where the run did"
+    );
     let resumed = ws.flowhost(&["runs", "resume", &id, "--db", db]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_eq!(ws.count("execute", "a"), 1, "a succeeded before the disk filled up");
+    assert_eq!(
+        ws.count("execute", "a"),
+        1,
+        "a succeeded before the disk filled up"
+    );
     assert_eq!(ws.count("execute", "c"), 1);
     let uninterrupted = ws.flowhost(&["run", "flow.toml", "--no-db"]);
     assert_eq!(stdout_json(&resumed), stdout_json(&uninterrupted));
     let record = stdout_json(&ws.flowhost(&["runs", "show", &id, "--json", "--db", db]));
     assert_eq!(record["state"], "SUCCESS");
-    assert_eq!(record["tasks"][1]["executions"], 2, "b was caught RUNNING and executed again");
+    assert_eq!(
+        record["tasks"][1]["executions"], 2,
+        "b was caught RUNNING and executed again"
+    );
 }

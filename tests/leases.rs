@@ -11,7 +11,11 @@ use serde_json::json;
 fn waiting_flow(ws: &Workspace) {
     ws.flow(
         "contested",
-        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))],
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
+            ("c", json!({})),
+        ],
     );
 }
 
@@ -19,11 +23,18 @@ fn spawn(ws: &Workspace, args: &[&str]) -> Child {
     let db = ws.db();
     let mut args = args.to_vec();
     args.extend(["--db", db.to_str().unwrap()]);
-    ws.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    ws.command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn signal(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success(), "kill {signal}");
 }
 
@@ -31,7 +42,10 @@ fn signal(child: &Child, signal: &str) {
 fn wait_for_count(ws: &Workspace, call: &str, label: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while ws.count(call, label) < n {
-        assert!(Instant::now() < deadline, "`{label}` never reached {call} #{n}");
+        assert!(
+            Instant::now() < deadline,
+            "`{label}` never reached {call} #{n}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -43,7 +57,10 @@ fn resuming_a_run_that_is_still_running_is_refused_with_exit_75() {
     let mut original = spawn(&ws, &["run", "flow.toml"]);
     ws.wait_for(&mut original, "execute", "b");
     let run = ws.only_run();
-    let holder = run.lease.as_ref().expect("runs list shows who holds a live run");
+    let holder = run
+        .lease
+        .as_ref()
+        .expect("runs list shows who holds a live run");
     assert_eq!(holder.pid, original.id());
 
     let db = ws.db();
@@ -53,15 +70,28 @@ fn resuming_a_run_that_is_still_running_is_refused_with_exit_75() {
             args.push("--force");
         }
         let refused = ws.flowhost(&args);
-        assert_eq!(refused.status.code(), Some(75), "force={force}: {}", stderr(&refused));
+        assert_eq!(
+            refused.status.code(),
+            Some(75),
+            "force={force}: {}",
+            stderr(&refused)
+        );
         let message = stderr(&refused);
         assert!(
-            message.contains("held by another executor") && message.contains(&format!("pid {}", original.id())),
+            message.contains("held by another executor")
+                && message.contains(&format!("pid {}", original.id())),
             "names the holder: {message}"
         );
     }
-    let listed = String::from_utf8_lossy(&ws.flowhost(&["runs", "list", "--db", db.to_str().unwrap()]).stdout).into_owned();
-    assert!(listed.contains(&format!("pid {}", original.id())), "{listed}");
+    let listed = String::from_utf8_lossy(
+        &ws.flowhost(&["runs", "list", "--db", db.to_str().unwrap()])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        listed.contains(&format!("pid {}", original.id())),
+        "{listed}"
+    );
 
     ws.release();
     let finished = original.wait_with_output().unwrap();
@@ -69,7 +99,10 @@ fn resuming_a_run_that_is_still_running_is_refused_with_exit_75() {
     for label in ["a", "b", "c"] {
         assert_eq!(ws.count("execute", label), 1, "`{label}` executed once");
     }
-    assert!(ws.only_run().lease.is_none(), "a finished run holds no lease");
+    assert!(
+        ws.only_run().lease.is_none(),
+        "a finished run holds no lease"
+    );
 }
 
 #[test]
@@ -92,15 +125,39 @@ fn of_two_resumes_of_one_interrupted_run_exactly_one_executes() {
     }
     wait_for_count(&ws, "execute", "b", 2);
     ws.release();
-    let outputs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    let outputs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
     let codes: Vec<Option<i32>> = outputs.iter().map(|o| o.status.code()).collect();
-    assert!(codes.contains(&Some(0)), "one resume finished the run: {codes:?}");
-    assert!(codes.contains(&Some(75)), "the other was refused: {codes:?}");
-    let loser = outputs.iter().find(|o| o.status.code() == Some(75)).unwrap();
-    assert!(stderr(loser).contains("held by another executor"), "{}", stderr(loser));
+    assert!(
+        codes.contains(&Some(0)),
+        "one resume finished the run: {codes:?}"
+    );
+    assert!(
+        codes.contains(&Some(75)),
+        "the other was refused: {codes:?}"
+    );
+    let loser = outputs
+        .iter()
+        .find(|o| o.status.code() == Some(75))
+        .unwrap();
+    assert!(
+        stderr(loser).contains("held by another executor"),
+        "{}",
+        stderr(loser)
+    );
     assert_eq!(ws.count("execute", "a"), 1);
-    assert_eq!(ws.count("execute", "b"), 2, "b: once before the kill, once by the one resume");
-    assert_eq!(ws.count("execute", "c"), 1, "c executed by exactly one process");
+    assert_eq!(
+        ws.count("execute", "b"),
+        2,
+        "b: once before the kill, once by the one resume"
+    );
+    assert_eq!(
+        ws.count("execute", "c"),
+        1,
+        "c executed by exactly one process"
+    );
 }
 
 #[test]
@@ -117,7 +174,11 @@ fn an_executor_paused_past_its_lease_is_fenced_when_it_wakes() {
     wait_for_count(&ws, "execute", "b", 2);
     ws.release();
     let took_over = taker.wait_with_output().unwrap();
-    assert!(took_over.status.success(), "the run was taken over: {}", stderr(&took_over));
+    assert!(
+        took_over.status.success(),
+        "the run was taken over: {}",
+        stderr(&took_over)
+    );
     assert_eq!(stdout_json(&took_over)["state"], "SUCCESS");
     let finished = ws.only_run();
 
@@ -126,11 +187,28 @@ fn an_executor_paused_past_its_lease_is_fenced_when_it_wakes() {
     let message = stderr(&woken);
     assert_eq!(woken.status.code(), Some(75), "{message}");
     assert!(message.contains("lost its lease"), "{message}");
-    assert_eq!(ws.count("execute", "c"), 1, "the stale executor executed nothing more");
+    assert_eq!(
+        ws.count("execute", "c"),
+        1,
+        "the stale executor executed nothing more"
+    );
     let record = ws.only_run();
-    assert_eq!(record.state, finished.state, "the stale executor wrote nothing");
-    assert_eq!(record.updated_at, finished.updated_at, "the stale executor wrote nothing");
-    let show = stdout_json(&ws.flowhost(&["runs", "show", &id, "--json", "--db", ws.db().to_str().unwrap()]));
+    assert_eq!(
+        record.state, finished.state,
+        "the stale executor wrote nothing"
+    );
+    assert_eq!(
+        record.updated_at, finished.updated_at,
+        "the stale executor wrote nothing"
+    );
+    let show = stdout_json(&ws.flowhost(&[
+        "runs",
+        "show",
+        &id,
+        "--json",
+        "--db",
+        ws.db().to_str().unwrap(),
+    ]));
     let b_history = show["tasks"][1]["history"].as_array().unwrap();
     assert_eq!(b_history.last().unwrap()["to"], "SUCCESS");
     assert_eq!(show["tasks"][2]["executions"], 1);
@@ -148,22 +226,39 @@ fn prune_never_deletes_a_run_a_live_executor_holds_and_dry_run_deletes_nothing()
 
     let refused = ws.flowhost(&["runs", "prune", "--state", "RUNNING", "--db", db]);
     let message = stderr(&refused);
-    assert_eq!(refused.status.code(), Some(75), "a live run is refused: {message}");
-    assert!(message.contains(&format!("kept run {id}")) && message.contains(&format!("pid {}", running.id())), "{message}");
+    assert_eq!(
+        refused.status.code(),
+        Some(75),
+        "a live run is refused: {message}"
+    );
+    assert!(
+        message.contains(&format!("kept run {id}"))
+            && message.contains(&format!("pid {}", running.id())),
+        "{message}"
+    );
     assert_eq!(ws.only_run().id, id, "the live run is still recorded");
 
     ws.release();
     assert!(running.wait_with_output().unwrap().status.success());
     let dry = ws.flowhost(&["runs", "prune", "--dry-run", "--json", "--db", db]);
     assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
-    assert_eq!(stdout_json(&dry), json!({ "dry_run": true, "deleted": 0, "runs": [id], "kept": [] }));
+    assert_eq!(
+        stdout_json(&dry),
+        json!({ "dry_run": true, "deleted": 0, "runs": [id], "kept": [] })
+    );
     let dry = ws.flowhost(&["runs", "prune", "--dry-run", "--db", db]);
     let text = String::from_utf8_lossy(&dry.stdout);
-    assert!(text.starts_with("would delete 1 run(s)") && text.contains(&id), "{text}");
+    assert!(
+        text.starts_with("would delete 1 run(s)") && text.contains(&id),
+        "{text}"
+    );
     assert_eq!(ws.only_run().id, id, "a dry run deletes nothing");
 
     let pruned = ws.flowhost(&["runs", "prune", "--json", "--db", db]);
-    assert_eq!(stdout_json(&pruned), json!({ "dry_run": false, "deleted": 1, "runs": [id], "kept": [] }));
+    assert_eq!(
+        stdout_json(&pruned),
+        json!({ "dry_run": false, "deleted": 1, "runs": [id], "kept": [] })
+    );
     let listed = stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", db]));
     assert_eq!(listed, json!([]));
 }

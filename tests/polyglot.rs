@@ -21,13 +21,17 @@ fn stderr(out: &Output) -> String {
 /// Copies an example flow next to scratch, pointing its plugin paths at the built plugins.
 fn example(file: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(repo_root().join("examples/polyglot").join(file)).expect("read flow");
+    let text = std::fs::read_to_string(repo_root().join("examples/polyglot").join(file))
+        .expect("read flow");
     let mut text = text.replace(
         "../../plugins/target/wasm32-wasip2/release/stamp.wasm",
         &polyglot("rust").display().to_string(),
     );
     for language in ["python", "js", "c"] {
-        text = text.replace(&format!("../../plugins/{language}/stamp.wasm"), &polyglot(language).display().to_string());
+        text = text.replace(
+            &format!("../../plugins/{language}/stamp.wasm"),
+            &polyglot(language).display().to_string(),
+        );
     }
     let flow = dir.path().join(file);
     std::fs::write(&flow, text).expect("write flow");
@@ -39,11 +43,29 @@ fn the_kitchen_sink_task_passes_conform_in_every_language() {
     let cases = repo_root().join("plugins/stamp.cases.toml");
     for language in LANGUAGES {
         let plugin = polyglot(language);
-        let out = flowhost(&["conform", plugin.to_str().unwrap(), "--cases", cases.to_str().unwrap()]);
+        let out = flowhost(&[
+            "conform",
+            plugin.to_str().unwrap(),
+            "--cases",
+            cases.to_str().unwrap(),
+        ]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{language}:\n{stdout}\n{}", stderr(&out));
-        assert!(!stdout.lines().any(|l| l.starts_with("FAIL") || l.starts_with("skip")), "{language}:\n{stdout}");
-        assert!(stdout.contains("stamp 1.0.0"), "{language} describes itself:\n{stdout}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{language}:\n{stdout}\n{}",
+            stderr(&out)
+        );
+        assert!(
+            !stdout
+                .lines()
+                .any(|l| l.starts_with("FAIL") || l.starts_with("skip")),
+            "{language}:\n{stdout}"
+        );
+        assert!(
+            stdout.contains("stamp 1.0.0"),
+            "{language} describes itself:\n{stdout}"
+        );
     }
 }
 
@@ -64,11 +86,20 @@ fn a_value_passes_through_tasks_in_four_languages() {
     assert_eq!(report["state"], "SUCCESS");
     assert_eq!(
         report["store"]["ledger_final"],
-        json!(["opened", "rust (nightly)", "python (nightly)", "javascript (nightly)", "c (nightly)"])
+        json!([
+            "opened",
+            "rust (nightly)",
+            "python (nightly)",
+            "javascript (nightly)",
+            "c (nightly)"
+        ])
     );
     let log = stderr(&out);
     for language in ["rust", "python", "javascript", "c"] {
-        assert!(log.contains(&format!("stamp {language} ({language}): ledger of")), "{language} logged:\n{log}");
+        assert!(
+            log.contains(&format!("stamp {language} ({language}): ledger of")),
+            "{language} logged:\n{log}"
+        );
     }
 }
 
@@ -80,22 +111,35 @@ fn a_failure_in_the_c_task_reverts_the_tasks_of_every_language() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert_eq!(report["state"], "REVERTED");
     let tasks = report["tasks"].as_array().expect("tasks");
-    let states: Vec<(&str, &str)> =
-        tasks.iter().map(|t| (t["name"].as_str().unwrap(), t["state"].as_str().unwrap())).collect();
+    let states: Vec<(&str, &str)> = tasks
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
     assert_eq!(
         states,
-        [("rust_stamp", "REVERTED"), ("python_stamp", "REVERTED"), ("js_stamp", "REVERTED"), ("c_stamp", "REVERTED")]
+        [
+            ("rust_stamp", "REVERTED"),
+            ("python_stamp", "REVERTED"),
+            ("js_stamp", "REVERTED"),
+            ("c_stamp", "REVERTED")
+        ]
     );
     assert_eq!(tasks[3]["error"]["code"], "asked-to-fail");
     assert_eq!(tasks[3]["error"]["details"], json!({ "stamp": "c" }));
-    assert!(report["store"].get("after_rust").is_none(), "reverted results leave the store");
+    assert!(
+        report["store"].get("after_rust").is_none(),
+        "reverted results leave the store"
+    );
     for language in ["rust", "python", "javascript"] {
         assert!(
             log.contains(&format!("stamp {language} ({language}): reverted after a result; flow failures: c_stamp: asked-to-fail")),
             "{language} reverted:\n{log}"
         );
     }
-    assert!(log.contains("stamp c (c): reverted after error asked-to-fail"), "{log}");
+    assert!(
+        log.contains("stamp c (c): reverted after error asked-to-fail"),
+        "{log}"
+    );
 }
 
 /// A flow of one `stamp` in `language` told to crash with an uncaught exception.
@@ -120,19 +164,50 @@ fn an_uncaught_python_or_javascript_exception_fails_the_task_naming_it_everywher
         let error = &report["tasks"][0]["error"];
         assert_eq!(error["code"], "uncaught-exception", "{language}: {error}");
         let message = error["message"].as_str().unwrap();
-        assert!(message.starts_with(&format!("{exception}: bad size 3 (uncaught ")), "{language}: {message}");
-        assert_eq!(error["details"]["exception"], exception, "{language}: {error}");
+        assert!(
+            message.starts_with(&format!("{exception}: bad size 3 (uncaught ")),
+            "{language}: {message}"
+        );
+        assert_eq!(
+            error["details"]["exception"], exception,
+            "{language}: {error}"
+        );
         assert_eq!(error["details"]["message"], "bad size 3");
         let traceback = error["details"]["traceback"].as_str().unwrap();
-        assert!(!traceback.is_empty(), "{language}: the traceback is in the details");
-        assert_eq!(report["tasks"][0]["state"], "REVERTED", "{language}: its revert still ran");
-        assert!(stderr(&out).contains(&format!("{exception}: bad size 3")), "even with -q: {}", stderr(&out));
+        assert!(
+            !traceback.is_empty(),
+            "{language}: the traceback is in the details"
+        );
+        assert_eq!(
+            report["tasks"][0]["state"], "REVERTED",
+            "{language}: its revert still ran"
+        );
+        assert!(
+            stderr(&out).contains(&format!("{exception}: bad size 3")),
+            "even with -q: {}",
+            stderr(&out)
+        );
 
         let id = report["run_id"].as_str().unwrap();
-        let record = stdout_json(&flowhost(&["runs", "show", id, "--json", "--db", db.to_str().unwrap()]));
-        assert_eq!(&record["tasks"][0]["error"], error, "{language}: the run database has it too");
+        let record = stdout_json(&flowhost(&[
+            "runs",
+            "show",
+            id,
+            "--json",
+            "--db",
+            db.to_str().unwrap(),
+        ]));
+        assert_eq!(
+            &record["tasks"][0]["error"], error,
+            "{language}: the run database has it too"
+        );
     }
     let (_, report) = run_json(&crashing("python", dir.path()), &["--no-db"]);
-    let traceback = report["tasks"][0]["error"]["details"]["traceback"].as_str().unwrap();
-    assert!(traceback.starts_with("Traceback (most recent call last):") && traceback.contains("app.py"), "{traceback}");
+    let traceback = report["tasks"][0]["error"]["details"]["traceback"]
+        .as_str()
+        .unwrap();
+    assert!(
+        traceback.starts_with("Traceback (most recent call last):") && traceback.contains("app.py"),
+        "{traceback}"
+    );
 }

@@ -21,14 +21,21 @@ pub use postgres::Postgres;
 /// build script.
 pub fn plugin(name: &str) -> PathBuf {
     let path = Path::new(env!("FLOWHOST_TEST_PLUGINS")).join(format!("{name}.wasm"));
-    assert!(path.is_file(), "test plugin {} was not built", path.display());
+    assert!(
+        path.is_file(),
+        "test plugin {} was not built",
+        path.display()
+    );
     path
 }
 
 /// The `flowhost` binary cargo built beside the running test (`target/<profile>/flowhost`).
 pub fn flowhost_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let bin = profile_dir.join(format!("flowhost{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.is_file(), "{} was not built", bin.display());
     bin
@@ -57,11 +64,23 @@ where
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let home = tempfile::tempdir().expect("a home directory");
     let mut command = Command::new(flowhost_bin());
-    command.args(args).current_dir(scratch.path()).stdin(Stdio::null());
-    for var in ["FLOWHOST_LOG", "FLOWHOST_DB", "FLOWHOST_LEASE_TTL", "NO_COLOR"] {
+    command
+        .args(args)
+        .current_dir(scratch.path())
+        .stdin(Stdio::null());
+    for var in [
+        "FLOWHOST_LOG",
+        "FLOWHOST_DB",
+        "FLOWHOST_LEASE_TTL",
+        "NO_COLOR",
+    ] {
         command.env_remove(var);
     }
-    let mut flowhost = Flowhost { command, _scratch: Some(scratch), _home: None };
+    let mut flowhost = Flowhost {
+        command,
+        _scratch: Some(scratch),
+        _home: None,
+    };
     flowhost = flowhost.home(home.path());
     flowhost._home = Some(home);
     flowhost
@@ -71,14 +90,20 @@ impl Flowhost {
     /// Uses `home` as the home directory (`HOME`, and `XDG_DATA_HOME` below it): where the
     /// default run database goes. Commands given the same home share it.
     pub fn home(mut self, home: &Path) -> Self {
-        self.command.env("HOME", home).env("XDG_DATA_HOME", home.join(".local/share"));
+        self.command
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join(".local/share"));
         self._home = None;
         self
     }
 
     /// The default run database of this command's home.
     pub fn default_db(&self) -> PathBuf {
-        let data = self.command.get_envs().find(|(name, _)| *name == "XDG_DATA_HOME").and_then(|(_, value)| value);
+        let data = self
+            .command
+            .get_envs()
+            .find(|(name, _)| *name == "XDG_DATA_HOME")
+            .and_then(|(_, value)| value);
         PathBuf::from(data.expect("XDG_DATA_HOME is set")).join("flowhost/runs.db")
     }
 
@@ -123,7 +148,11 @@ pub fn stderr(output: &Output) -> String {
 /// when it is not).
 pub fn stdout_json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", String::from_utf8_lossy(&output.stdout), stderr(output))
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(output)
+        )
     })
 }
 
@@ -142,7 +171,9 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -170,7 +201,10 @@ pub fn polyglot(language: &str) -> PathBuf {
     if language == "rust" {
         return plugin("stamp");
     }
-    let path = repo_root().join("plugins").join(language).join("stamp.wasm");
+    let path = repo_root()
+        .join("plugins")
+        .join(language)
+        .join("stamp.wasm");
     assert!(
         path.is_file(),
         "{} is missing: build the polyglot plugins first with `plugins/build-polyglot.sh`",
@@ -192,7 +226,10 @@ pub fn journaled_probe(name: &str, journal: &Path, mut config: Value) -> TaskSpe
 
 /// An initial store from name/value pairs.
 pub fn store(pairs: &[(&str, Value)]) -> Store {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
 }
 
 /// A listener that keeps every event, for asserting transition order.
@@ -201,7 +238,10 @@ pub struct Recorder(Mutex<Vec<Event>>);
 
 impl Listener for Recorder {
     fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.lock().expect("recorder poisoned").push(event.clone());
+        self.0
+            .lock()
+            .expect("recorder poisoned")
+            .push(event.clone());
         Ok(())
     }
 }
@@ -262,7 +302,10 @@ impl Workspace {
         let mut from = "seed".to_owned();
         for (task, extra) in tasks {
             let mut config = json!({ "label": task, "journal": true });
-            config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            config
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             text += &format!(
                 "\n[[task]]\nname = \"{task}\"\nplugin = {plugin:?}\nrebind = {{ value = \"{from}\" }}\nprovides = [\"{task}_out\"]\nconfig = {config}\ndirs = [{{ host = \"journal\", guest = \"/journal\", mode = \"rw\" }}, {{ host = \"signal\", guest = \"/signal\" }}]\n",
                 plugin = plugin("probe"),
@@ -279,20 +322,31 @@ impl Workspace {
     pub fn calls(&self) -> Vec<(String, String)> {
         json_lines(&self.path("journal/calls.jsonl"))
             .iter()
-            .map(|c| (c["call"].as_str().unwrap().to_owned(), c["label"].as_str().unwrap().to_owned()))
+            .map(|c| {
+                (
+                    c["call"].as_str().unwrap().to_owned(),
+                    c["label"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     }
 
     /// How many `call`s (execute, revert) of `label` the journal shows.
     pub fn count(&self, call: &str, label: &str) -> usize {
-        self.calls().iter().filter(|(c, l)| c == call && l == label).count()
+        self.calls()
+            .iter()
+            .filter(|(c, l)| c == call && l == label)
+            .count()
     }
 
     /// Waits until the journal shows `call` of `label` (the probe journals before blocking).
     pub fn wait_for(&self, child: &mut Child, call: &str, label: &str) {
         let deadline = Instant::now() + Duration::from_secs(300);
         while self.count(call, label) == 0 {
-            assert!(child.try_wait().unwrap().is_none(), "flowhost ended before `{label}` reached {call}");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "flowhost ended before `{label}` reached {call}"
+            );
             assert!(Instant::now() < deadline, "`{label}` never reached {call}");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -321,8 +375,18 @@ impl Workspace {
 
     /// The one run recorded so far.
     pub fn only_run(&self) -> RunSummary {
-        let output = self.flowhost(&["runs", "list", "--json", "--db", self.db().to_str().unwrap()]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let output = self.flowhost(&[
+            "runs",
+            "list",
+            "--json",
+            "--db",
+            self.db().to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let list: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(list.len(), 1, "{list:?}");
         let db = SqliteRunDb::open(&self.db(), false, Durability::Normal).unwrap();
@@ -333,7 +397,10 @@ impl Workspace {
 fn toml_inline(value: &Value) -> String {
     match value {
         Value::Object(map) => {
-            let fields: Vec<String> = map.iter().map(|(k, v)| format!("{k} = {}", toml_inline(v))).collect();
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", toml_inline(v)))
+                .collect();
             format!("{{ {} }}", fields.join(", "))
         }
         other => other.to_string(),

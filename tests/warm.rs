@@ -7,7 +7,11 @@ use flowhost_testkit::plugin;
 use serde_json::{Value, json};
 
 fn probe(name: &str, instances: Instances, config: Value) -> FlowSpec {
-    FlowSpec::linear(name).add(TaskSpec::new("probe", plugin("probe")).instances(instances).config(config))
+    FlowSpec::linear(name).add(
+        TaskSpec::new("probe", plugin("probe"))
+            .instances(instances)
+            .config(config),
+    )
 }
 
 fn initial(value: Value) -> Store {
@@ -19,7 +23,11 @@ async fn calls(engine: &Engine, flow: &FlowSpec, value: i64) -> u64 {
     let report = engine.run(flow, initial(json!(value))).await.unwrap();
     assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
     let echo = report.fetch("echo").unwrap();
-    assert_eq!(echo["value"], json!(value), "each run gets its own arguments back");
+    assert_eq!(
+        echo["value"],
+        json!(value),
+        "each run gets its own arguments back"
+    );
     echo["calls"].as_u64().unwrap()
 }
 
@@ -27,8 +35,12 @@ async fn calls(engine: &Engine, flow: &FlowSpec, value: i64) -> u64 {
 async fn reuse_serves_later_runs_from_the_same_warm_instance() {
     let engine = Engine::new().unwrap();
     let flow = probe("warm", Instances::Reuse, json!({"calls": true}));
-    let seen: Vec<u64> = [calls(&engine, &flow, 1).await, calls(&engine, &flow, 2).await, calls(&engine, &flow, 3).await]
-        .to_vec();
+    let seen: Vec<u64> = [
+        calls(&engine, &flow, 1).await,
+        calls(&engine, &flow, 2).await,
+        calls(&engine, &flow, 3).await,
+    ]
+    .to_vec();
     assert_eq!(seen, [1, 2, 3]);
 }
 
@@ -54,7 +66,11 @@ async fn an_instance_that_trapped_is_discarded() {
     assert_eq!(report.state, FlowState::Reverted);
     assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "trap");
 
-    assert_eq!(calls(&engine, &good, 3).await, 1, "the trapped instance must not come back");
+    assert_eq!(
+        calls(&engine, &good, 3).await,
+        1,
+        "the trapped instance must not come back"
+    );
 }
 
 #[tokio::test]
@@ -62,18 +78,32 @@ async fn deadlines_and_memory_caps_still_apply_to_reused_instances_which_are_the
     let engine = Engine::new().unwrap();
     // One sandbox for all three, so they share one warm pool. The deadline leaves the
     // growing probe ample time to reach its memory cap first, even on a loaded machine.
-    let limits = Limits { deadline_ms: Some(2000), memory_mib: Some(32), ..Limits::default() };
+    let limits = Limits {
+        deadline_ms: Some(2000),
+        memory_mib: Some(32),
+        ..Limits::default()
+    };
     let good = probe("warm", Instances::Reuse, json!({"calls": true})).limits(limits);
     let looping = probe("warm", Instances::Reuse, json!({"mode": "loop"})).limits(limits);
     let growing = probe("warm", Instances::Reuse, json!({"mode": "grow"})).limits(limits);
 
     assert_eq!(calls(&engine, &good, 1).await, 1);
     let report = engine.run(&looping, initial(json!(0))).await.unwrap();
-    assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "deadline-exceeded", "{:?}", report.tasks);
+    assert_eq!(
+        report.tasks[0].error.as_ref().unwrap().code,
+        "deadline-exceeded",
+        "{:?}",
+        report.tasks
+    );
     assert_eq!(calls(&engine, &good, 2).await, 1);
 
     let report = engine.run(&growing, initial(json!(0))).await.unwrap();
-    assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "memory-limit", "{:?}", report.tasks);
+    assert_eq!(
+        report.tasks[0].error.as_ref().unwrap().code,
+        "memory-limit",
+        "{:?}",
+        report.tasks
+    );
     assert_eq!(calls(&engine, &good, 3).await, 1);
 }
 
@@ -94,7 +124,11 @@ async fn a_task_error_keeps_the_instance_warm() {
 async fn many_runs_at_once_on_warm_instances_each_get_their_own_result() {
     let engine = Engine::new().unwrap();
     let flow = FlowSpec::linear("warm")
-        .add(TaskSpec::new("first", plugin("probe")).instances(Instances::Reuse).provides(["a"]))
+        .add(
+            TaskSpec::new("first", plugin("probe"))
+                .instances(Instances::Reuse)
+                .provides(["a"]),
+        )
         .add(
             TaskSpec::new("second", plugin("probe"))
                 .instances(Instances::Reuse)
@@ -123,8 +157,12 @@ fn flow_files_declare_reuse_and_reject_anything_else() {
     .unwrap();
     assert_eq!(flow.task_specs()[0].instances, Instances::Reuse);
     assert_eq!(flow.task_specs()[1].instances, Instances::Fresh);
-    let error =
-        FlowSpec::from_toml("name = \"f\"\n[[task]]\nname = \"a\"\nplugin = \"a.wasm\"\ninstances = \"warm\"\n")
-            .unwrap_err();
-    assert!(error.contains("instances") || error.contains("fresh"), "{error}");
+    let error = FlowSpec::from_toml(
+        "name = \"f\"\n[[task]]\nname = \"a\"\nplugin = \"a.wasm\"\ninstances = \"warm\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("instances") || error.contains("fresh"),
+        "{error}"
+    );
 }

@@ -41,12 +41,20 @@ fn worker(ws: &Workspace, url: &str, log: &Path, extra: &[&str]) -> Child {
     args.push(plugins.to_str().unwrap());
     args.extend(extra);
     let log = std::fs::File::create(log).unwrap();
-    ws.command(&args).stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    ws.command(&args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 fn states(pg: &Postgres) -> HashMap<String, FlowState> {
     let db = PgRunDb::connect(&pg.url()).unwrap();
-    db.list(&RunFilter::default()).unwrap().into_iter().map(|r| (r.id, r.state)).collect()
+    db.list(&RunFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.state))
+        .collect()
 }
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -63,7 +71,10 @@ fn all_succeeded(pg: &Postgres, n: usize) -> bool {
 }
 
 fn signal(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success(), "kill {signal}");
 }
 
@@ -85,7 +96,12 @@ fn executions(ws: &Workspace) -> HashMap<(String, u64), usize> {
     let mut counts = HashMap::new();
     for line in flowhost_testkit::json_lines(&ws.path("journal/calls.jsonl")) {
         if line["call"] == "execute" {
-            *counts.entry((line["label"].as_str().unwrap().to_owned(), seed(&line["args"]))).or_default() += 1;
+            *counts
+                .entry((
+                    line["label"].as_str().unwrap().to_owned(),
+                    seed(&line["args"]),
+                ))
+                .or_default() += 1;
         }
     }
     counts
@@ -99,44 +115,96 @@ fn log_text(path: &PathBuf) -> String {
 fn three_workers_share_three_hundred_runs_and_execute_each_task_once() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    let flow = ws.flow("shared", &[("a", json!({})), ("b", json!({})), ("c", json!({}))]);
+    let flow = ws.flow(
+        "shared",
+        &[("a", json!({})), ("b", json!({})), ("c", json!({}))],
+    );
     submit(&pg, &flow, 0..300);
     let logs: Vec<PathBuf> = (0..3).map(|i| ws.path(&format!("worker{i}.log"))).collect();
-    let workers: Vec<Child> =
-        logs.iter().map(|log| worker(&ws, &pg.url(), log, &["--concurrency", "8", "--lease-ttl", "3s"])).collect();
-    wait_until("300 runs succeeded", Duration::from_secs(150), || all_succeeded(&pg, 300));
+    let workers: Vec<Child> = logs
+        .iter()
+        .map(|log| {
+            worker(
+                &ws,
+                &pg.url(),
+                log,
+                &["--concurrency", "8", "--lease-ttl", "3s"],
+            )
+        })
+        .collect();
+    wait_until("300 runs succeeded", Duration::from_secs(150), || {
+        all_succeeded(&pg, 300)
+    });
     workers.into_iter().for_each(stop);
 
     let counts = executions(&ws);
     assert_eq!(counts.len(), 900, "every task of every run executed");
     let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(repeated.is_empty(), "each task executed once per run: {repeated:?}");
+    assert!(
+        repeated.is_empty(),
+        "each task executed once per run: {repeated:?}"
+    );
     for (i, log) in logs.iter().enumerate() {
         let claimed = log_text(log).matches("claimed run").count();
         assert!(claimed > 0, "worker {i} took part:\n{}", log_text(log));
     }
-    assert_eq!(pg.sql("SELECT count(*) FROM runs WHERE lease_owner IS NOT NULL"), "0", "every lease released");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM runs WHERE lease_owner IS NOT NULL"),
+        "0",
+        "every lease released"
+    );
 }
 
 #[test]
 fn a_killed_workers_runs_are_taken_over_and_only_its_tasks_in_flight_run_again() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    let flow = ws.flow("takeover", &[("a", json!({})), ("b", json!({ "mode": "sleep", "ms": 400 })), ("c", json!({}))]);
+    let flow = ws.flow(
+        "takeover",
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "sleep", "ms": 400 })),
+            ("c", json!({})),
+        ],
+    );
     submit(&pg, &flow, 0..24);
-    let opts = ["--concurrency", "4", "--lease-ttl", "1s", "--heartbeat", "250ms", "--poll", "200ms"];
+    let opts = [
+        "--concurrency",
+        "4",
+        "--lease-ttl",
+        "1s",
+        "--heartbeat",
+        "250ms",
+        "--poll",
+        "200ms",
+    ];
     let doomed = worker(&ws, &pg.url(), &ws.path("doomed.log"), &opts);
-    wait_until("the doomed worker is running runs", Duration::from_secs(60), || ws.count("execute", "b") >= 2);
+    wait_until(
+        "the doomed worker is running runs",
+        Duration::from_secs(60),
+        || ws.count("execute", "b") >= 2,
+    );
     let survivor = worker(&ws, &pg.url(), &ws.path("survivor.log"), &opts);
-    wait_until("both workers are busy", Duration::from_secs(60), || ws.count("execute", "b") >= 8);
+    wait_until("both workers are busy", Duration::from_secs(60), || {
+        ws.count("execute", "b") >= 8
+    });
     let mut doomed = doomed;
     signal(&doomed, "-KILL");
     doomed.wait().unwrap();
-    wait_until("every run succeeded", Duration::from_secs(120), || all_succeeded(&pg, 24));
+    wait_until("every run succeeded", Duration::from_secs(120), || {
+        all_succeeded(&pg, 24)
+    });
     let listed = ws.flowhost(&["workers", "--json", "--lost-after", "1s", "--db", &pg.url()]);
     let workers = flowhost_testkit::stdout_json(&listed);
-    let status =
-        |pid: u32| workers.as_array().unwrap().iter().find(|w| w["pid"] == json!(pid)).unwrap()["status"].clone();
+    let status = |pid: u32| {
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["pid"] == json!(pid))
+            .unwrap()["status"]
+            .clone()
+    };
     assert_eq!(status(doomed.id()), "lost", "{workers}");
     assert_eq!(status(survivor.id()), "running", "{workers}");
     stop(survivor);
@@ -144,15 +212,30 @@ fn a_killed_workers_runs_are_taken_over_and_only_its_tasks_in_flight_run_again()
     let counts = executions(&ws);
     assert_eq!(counts.len(), 72);
     let again: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(again.iter().all(|(_, n)| **n == 2), "at most once more: {again:?}");
-    assert!(again.len() <= 4, "only the killed worker's tasks in flight (4 runs at most) ran again: {again:?}");
+    assert!(
+        again.iter().all(|(_, n)| **n == 2),
+        "at most once more: {again:?}"
+    );
+    assert!(
+        again.len() <= 4,
+        "only the killed worker's tasks in flight (4 runs at most) ran again: {again:?}"
+    );
     let mut per_run: HashMap<u64, usize> = HashMap::new();
     for ((_, seed), _) in &again {
         *per_run.entry(*seed).or_default() += 1;
     }
-    assert!(per_run.values().all(|n| *n == 1), "one task in flight per run: {again:?}");
-    let resumed: u64 = pg.sql("SELECT coalesce(sum(resumes), 0) FROM runs").parse().unwrap();
-    assert!(resumed >= 1, "the killed worker's runs were taken over and resumed");
+    assert!(
+        per_run.values().all(|n| *n == 1),
+        "one task in flight per run: {again:?}"
+    );
+    let resumed: u64 = pg
+        .sql("SELECT coalesce(sum(resumes), 0) FROM runs")
+        .parse()
+        .unwrap();
+    assert!(
+        resumed >= 1,
+        "the killed worker's runs were taken over and resumed"
+    );
     // The record agrees with what the tasks saw.
     let recorded: u64 = pg.sql("SELECT sum(executions) FROM tasks").parse().unwrap();
     assert_eq!(recorded as usize, counts.values().sum::<usize>());
@@ -164,37 +247,71 @@ fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
     let ws = Workspace::new();
     let flow = ws.flow(
         "paused",
-        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))],
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
+            ("c", json!({})),
+        ],
     );
     let id = submit(&pg, &flow, 0..1).remove(0);
-    let opts = ["--lease-ttl", "1s", "--heartbeat", "200ms", "--poll", "200ms"];
+    let opts = [
+        "--lease-ttl",
+        "1s",
+        "--heartbeat",
+        "200ms",
+        "--poll",
+        "200ms",
+    ];
     let paused_log = ws.path("paused.log");
     let paused = worker(&ws, &pg.url(), &paused_log, &opts);
-    wait_until("the first worker runs b", Duration::from_secs(60), || ws.count("execute", "b") == 1);
+    wait_until("the first worker runs b", Duration::from_secs(60), || {
+        ws.count("execute", "b") == 1
+    });
     signal(&paused, "-STOP");
     let other = worker(&ws, &pg.url(), &ws.path("other.log"), &opts);
-    wait_until("the second worker took over and runs b again", Duration::from_secs(60), || {
-        ws.count("execute", "b") == 2
-    });
-    let listed = flowhost_testkit::stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", &pg.url()]));
-    assert_eq!(listed[0]["lease"]["pid"], json!(other.id()), "runs list names the worker holding the run: {listed}");
+    wait_until(
+        "the second worker took over and runs b again",
+        Duration::from_secs(60),
+        || ws.count("execute", "b") == 2,
+    );
+    let listed =
+        flowhost_testkit::stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", &pg.url()]));
+    assert_eq!(
+        listed[0]["lease"]["pid"],
+        json!(other.id()),
+        "runs list names the worker holding the run: {listed}"
+    );
     ws.release();
-    wait_until("the run succeeded", Duration::from_secs(60), || all_succeeded(&pg, 1));
-    signal(&paused, "-CONT");
-    wait_until("the paused worker noticed it was fenced", Duration::from_secs(60), || {
-        log_text(&paused_log).contains("lost its lease")
+    wait_until("the run succeeded", Duration::from_secs(60), || {
+        all_succeeded(&pg, 1)
     });
+    signal(&paused, "-CONT");
+    wait_until(
+        "the paused worker noticed it was fenced",
+        Duration::from_secs(60),
+        || log_text(&paused_log).contains("lost its lease"),
+    );
     stop(paused);
     stop(other);
 
-    assert_eq!(ws.count("execute", "c"), 1, "the fenced worker never went on to c");
+    assert_eq!(
+        ws.count("execute", "c"),
+        1,
+        "the fenced worker never went on to c"
+    );
     let db = PgRunDb::connect(&pg.url()).unwrap();
     let record = db.get(&id).unwrap().unwrap();
     assert_eq!(record.summary.state, FlowState::Success);
-    let tasks: Vec<(&str, u32)> = record.tasks.iter().map(|t| (t.name.as_str(), t.executions)).collect();
+    let tasks: Vec<(&str, u32)> = record
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.executions))
+        .collect();
     assert_eq!(tasks, [("a", 1), ("b", 2), ("c", 1)]);
     assert_eq!(record.summary.resumes, 1);
-    let last = pg.sql(&format!("SELECT to_state FROM transitions WHERE run_id = '{id}' ORDER BY seq DESC LIMIT 1"));
+    let last = pg.sql(&format!(
+        "SELECT to_state FROM transitions WHERE run_id = '{id}' ORDER BY seq DESC LIMIT 1"
+    ));
     assert_eq!(last, "SUCCESS", "nothing was written after the run ended");
 }
 
@@ -202,24 +319,63 @@ fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
 fn workers_reconnect_after_the_database_restarts_and_lose_nothing() {
     let mut pg = Postgres::start();
     let ws = Workspace::new();
-    let flow = ws.flow("restart", &[("a", json!({})), ("b", json!({ "mode": "sleep", "ms": 1500 })), ("c", json!({}))]);
+    let flow = ws.flow(
+        "restart",
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "sleep", "ms": 1500 })),
+            ("c", json!({})),
+        ],
+    );
     submit(&pg, &flow, 0..10);
     let log = ws.path("worker.log");
-    let worker = worker(&ws, &pg.url(), &log, &["--concurrency", "10", "--lease-ttl", "2s", "--poll", "200ms"]);
-    wait_until("runs are in flight", Duration::from_secs(60), || ws.count("execute", "b") >= 5);
+    let worker = worker(
+        &ws,
+        &pg.url(),
+        &log,
+        &[
+            "--concurrency",
+            "10",
+            "--lease-ttl",
+            "2s",
+            "--poll",
+            "200ms",
+        ],
+    );
+    wait_until("runs are in flight", Duration::from_secs(60), || {
+        ws.count("execute", "b") >= 5
+    });
     // Down for longer than the tasks in flight take: their next writes fail, stopping them.
     pg.stop();
     std::thread::sleep(Duration::from_secs(2));
     pg.restart();
-    wait_until("every run succeeded after the restart", Duration::from_secs(120), || all_succeeded(&pg, 10));
+    wait_until(
+        "every run succeeded after the restart",
+        Duration::from_secs(120),
+        || all_succeeded(&pg, 10),
+    );
     stop(worker);
-    assert!(log_text(&log).contains("run abandoned"), "writes failed while the database was down:\n{}", log_text(&log));
+    assert!(
+        log_text(&log).contains("run abandoned"),
+        "writes failed while the database was down:\n{}",
+        log_text(&log)
+    );
     let resumed: u64 = pg.sql("SELECT sum(resumes) FROM runs").parse().unwrap();
-    assert!(resumed >= 1, "the stopped runs were claimed again and resumed from their journals");
+    assert!(
+        resumed >= 1,
+        "the stopped runs were claimed again and resumed from their journals"
+    );
     let counts = executions(&ws);
     for seed in 0..10 {
-        assert_eq!(counts.get(&("a".to_owned(), seed)), Some(&1), "a committed task never runs again (run {seed})");
-        assert!(counts.contains_key(&("c".to_owned(), seed)), "run {seed} finished");
+        assert_eq!(
+            counts.get(&("a".to_owned(), seed)),
+            Some(&1),
+            "a committed task never runs again (run {seed})"
+        );
+        assert!(
+            counts.contains_key(&("c".to_owned(), seed)),
+            "run {seed} finished"
+        );
     }
 }
 
@@ -237,8 +393,16 @@ impl Host {
     fn new(n: u32) -> Result<Self, String> {
         let id = std::process::id();
         let net = format!("10.{}.{n}", 50 + id % 200);
-        let (ns, link, peer) = (format!("fh{id}h{n}"), format!("fh{id}h{n}a"), format!("fh{id}h{n}b"));
-        let host = Host { ns: ns.clone(), link: link.clone(), gateway: format!("{net}.1") };
+        let (ns, link, peer) = (
+            format!("fh{id}h{n}"),
+            format!("fh{id}h{n}a"),
+            format!("fh{id}h{n}b"),
+        );
+        let host = Host {
+            ns: ns.clone(),
+            link: link.clone(),
+            gateway: format!("{net}.1"),
+        };
         for command in [
             format!("netns add {ns}"),
             format!("link add {link} type veth peer name {peer}"),
@@ -256,7 +420,12 @@ impl Host {
 
     /// Cuts (or restores) the host's link to the database.
     fn link(&self, up: bool) {
-        ip(&format!("link set {} {}", self.link, if up { "up" } else { "down" })).unwrap();
+        ip(&format!(
+            "link set {} {}",
+            self.link,
+            if up { "up" } else { "down" }
+        ))
+        .unwrap();
     }
 
     /// A `flowhost worker` on this host, with its log in `log`.
@@ -266,7 +435,13 @@ impl Host {
         std::process::Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(flowhost_testkit::flowhost_bin())
-            .args(["worker", "--db", url, "--plugin-dir", plugins.to_str().unwrap()])
+            .args([
+                "worker",
+                "--db",
+                url,
+                "--plugin-dir",
+                plugins.to_str().unwrap(),
+            ])
             .args(extra)
             .env("HOME", ws.path("home"))
             .env("XDG_DATA_HOME", ws.path("home/.local/share"))
@@ -287,12 +462,17 @@ impl Drop for Host {
 }
 
 fn ip(args: &str) -> Result<(), String> {
-    let output =
-        std::process::Command::new("ip").args(args.split(' ')).output().map_err(|e| format!("cannot run `ip`: {e}"))?;
+    let output = std::process::Command::new("ip")
+        .args(args.split(' '))
+        .output()
+        .map_err(|e| format!("cannot run `ip`: {e}"))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!("`ip {args}` failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        Err(format!(
+            "`ip {args}` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
     }
 }
 
@@ -318,31 +498,69 @@ fn a_worker_cut_off_from_the_database_loses_its_run_and_is_fenced_when_its_link_
     let ws = Workspace::new();
     let flow = ws.flow(
         "partitioned",
-        &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))],
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
+            ("c", json!({})),
+        ],
     );
     let id = submit(&pg, &flow, 0..1).remove(0);
-    let opts = ["--lease-ttl", "1s", "--heartbeat", "200ms", "--poll", "200ms"];
+    let opts = [
+        "--lease-ttl",
+        "1s",
+        "--heartbeat",
+        "200ms",
+        "--poll",
+        "200ms",
+    ];
     let cut_log = ws.path("cut.log");
     let mut cut_worker = cut.worker(&ws, &pg.url_at(&cut.gateway), &cut_log, &opts);
-    wait_until("the first host runs b", Duration::from_secs(60), || ws.count("execute", "b") == 1);
-    assert!(cut_worker.try_wait().unwrap().is_none(), "{}", log_text(&cut_log));
+    wait_until("the first host runs b", Duration::from_secs(60), || {
+        ws.count("execute", "b") == 1
+    });
+    assert!(
+        cut_worker.try_wait().unwrap().is_none(),
+        "{}",
+        log_text(&cut_log)
+    );
     cut.link(false);
-    let other_worker = other.worker(&ws, &pg.url_at(&other.gateway), &ws.path("other.log"), &opts);
-    wait_until("the second host took the run over", Duration::from_secs(60), || ws.count("execute", "b") == 2);
+    let other_worker = other.worker(
+        &ws,
+        &pg.url_at(&other.gateway),
+        &ws.path("other.log"),
+        &opts,
+    );
+    wait_until(
+        "the second host took the run over",
+        Duration::from_secs(60),
+        || ws.count("execute", "b") == 2,
+    );
     cut.link(true);
     ws.release();
-    wait_until("the run succeeded", Duration::from_secs(60), || all_succeeded(&pg, 1));
-    wait_until("the cut-off worker was fenced", Duration::from_secs(90), || {
-        log_text(&cut_log).contains("lost its lease")
+    wait_until("the run succeeded", Duration::from_secs(60), || {
+        all_succeeded(&pg, 1)
     });
+    wait_until(
+        "the cut-off worker was fenced",
+        Duration::from_secs(90),
+        || log_text(&cut_log).contains("lost its lease"),
+    );
     stop(cut_worker);
     stop(other_worker);
 
-    assert_eq!(ws.count("execute", "c"), 1, "the fenced worker never went on to c");
+    assert_eq!(
+        ws.count("execute", "c"),
+        1,
+        "the fenced worker never went on to c"
+    );
     let db = PgRunDb::connect(&pg.url()).unwrap();
     let record = db.get(&id).unwrap().unwrap();
     assert_eq!(record.summary.state, FlowState::Success);
-    let tasks: Vec<(&str, u32)> = record.tasks.iter().map(|t| (t.name.as_str(), t.executions)).collect();
+    let tasks: Vec<(&str, u32)> = record
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.executions))
+        .collect();
     assert_eq!(tasks, [("a", 1), ("b", 2), ("c", 1)]);
 }
 
@@ -350,7 +568,14 @@ fn a_worker_cut_off_from_the_database_loses_its_run_and_is_fenced_when_its_link_
 fn serve_on_postgres_queues_runs_for_the_workers_and_cancels_them_across_processes() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    ws.flow("queued", &[("a", json!({})), ("b", json!({ "mode": "wait_file", "path": "/signal/go" })), ("c", json!({}))]);
+    ws.flow(
+        "queued",
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
+            ("c", json!({})),
+        ],
+    );
     let server = serving::Served::start_on(&ws, &ws.path(""), &pg.url(), &[]);
 
     // Started through the API, the run waits in the queue: the service executes nothing.
@@ -359,14 +584,25 @@ fn serve_on_postgres_queues_runs_for_the_workers_and_cancels_them_across_process
     let first = started["run_id"].as_str().unwrap().to_owned();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(ws.count("execute", "a"), 0, "no worker yet, so nothing ran");
-    let metrics = ureq::get(&server.url("/metrics")).call().unwrap().into_string().unwrap();
-    assert!(metrics.lines().any(|l| l == "flowhost_queue_depth 1"), "{metrics}");
+    let metrics = ureq::get(&server.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "flowhost_queue_depth 1"),
+        "{metrics}"
+    );
 
     // A worker on another process claims it; cancelled through the service while `b` waits,
     // the run stops before `c` and reverts what ran.
     let opts = ["--concurrency", "2", "--poll", "200ms"];
     let worker = worker(&ws, &pg.url(), &ws.path("worker.log"), &opts);
-    wait_until("`b` is executing on the worker", Duration::from_secs(60), || ws.count("execute", "b") == 1);
+    wait_until(
+        "`b` is executing on the worker",
+        Duration::from_secs(60),
+        || ws.count("execute", "b") == 1,
+    );
     let (status, answer) = server.post(&format!("/v1/runs/{first}/cancel"), "", None);
     assert_eq!(status, 202, "{answer}");
     // The worker applies the request at its next look at the queue.
@@ -374,10 +610,23 @@ fn serve_on_postgres_queues_runs_for_the_workers_and_cancels_them_across_process
     ws.release();
     let run = server.wait_finished(&first);
     assert_eq!(run["state"], "REVERTED", "{run}");
-    let c = run["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "c").unwrap();
+    let c = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "c")
+        .unwrap();
     assert_eq!(c["error"]["code"], "cancelled", "{run}");
-    assert_eq!(ws.count("execute", "c"), 0, "the cancelled run stopped before `c`");
-    assert_eq!((ws.count("revert", "b"), ws.count("revert", "a")), (1, 1), "what ran was reverted");
+    assert_eq!(
+        ws.count("execute", "c"),
+        0,
+        "the cancelled run stopped before `c`"
+    );
+    assert_eq!(
+        (ws.count("revert", "b"), ws.count("revert", "a")),
+        (1, 1),
+        "what ran was reverted"
+    );
 
     // Runs started afterwards still go through: the request belonged to that run only.
     let (_, started) = server.post("/v1/flows/flow/runs", r#"{"seed": 8}"#, None);

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowhost::runs::{self, Durability, Executor, RunDb, SqliteRunDb};
-use flowhost::{Batch, BatchInput, Engine, EngineConfig, FlowSpec, Instances, Pattern, Store, TaskSpec};
+use flowhost::{
+    Batch, BatchInput, Engine, EngineConfig, FlowSpec, Instances, Pattern, Store, TaskSpec,
+};
 use flowhost_testkit::{plugin, repo_root};
 use serde_json::json;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -53,10 +55,16 @@ fn main() {
         rss_child();
         return;
     }
-    println!("flowhost benchmark ({} cores)\n", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "flowhost benchmark ({} cores)\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!("| row | figure |");
     println!("|---|---|");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let mut seen = Seen::default();
     let floor = runtime.block_on(wasmtime_floor());
     runtime.block_on(task_costs(floor, &mut seen));
@@ -90,7 +98,10 @@ struct Bare {
 
 impl WasiView for Bare {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -121,7 +132,9 @@ fn floor_configs() -> Vec<FloorConfig> {
     };
     let resident = || {
         let mut pool = pool();
-        pool.linear_memory_keep_resident(4 << 20).table_keep_resident(256 << 10).pagemap_scan(Enabled::Auto);
+        pool.linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(256 << 10)
+            .pagemap_scan(Enabled::Auto);
         pool
     };
     let no_cow = {
@@ -137,23 +150,52 @@ fn floor_configs() -> Vec<FloorConfig> {
         config
     };
     vec![
-        FloorConfig { name: "pooling, wasmtime defaults", config: pooled(pool()), safe: true },
+        FloorConfig {
+            name: "pooling, wasmtime defaults",
+            config: pooled(pool()),
+            safe: true,
+        },
         FloorConfig {
             name: "pooling + keep resident (4 MiB memories, 256 KiB tables) + pagemap_scan (flowhost's)",
             config: pooled(resident()),
             safe: true,
         },
-        FloorConfig { name: "the same + memory_init_cow(false)", config: no_cow, safe: true },
-        FloorConfig { name: "the same + no guard pages, 256 MiB reservation (not used: see BENCHMARKS.md)", config: no_guard, safe: false },
-        FloorConfig { name: "on-demand allocation", config: Config::new(), safe: true },
+        FloorConfig {
+            name: "the same + memory_init_cow(false)",
+            config: no_cow,
+            safe: true,
+        },
+        FloorConfig {
+            name: "the same + no guard pages, 256 MiB reservation (not used: see BENCHMARKS.md)",
+            config: no_guard,
+            safe: false,
+        },
+        FloorConfig {
+            name: "on-demand allocation",
+            config: Config::new(),
+            safe: true,
+        },
     ]
 }
 
 /// One fresh store, WASI context and instance, and one `execute` call: the floor's unit.
 async fn fresh_call(pre: &floor::PluginPre<Bare>, args: &str) {
-    let mut store = wasmtime::Store::new(pre.engine(), Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
-    let guest = pre.instantiate_async(&mut store).await.expect("instantiate");
-    let result = guest.flowhost_task_task().call_execute(&mut store, args, "{}").await.expect("call");
+    let mut store = wasmtime::Store::new(
+        pre.engine(),
+        Bare {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        },
+    );
+    let guest = pre
+        .instantiate_async(&mut store)
+        .await
+        .expect("instantiate");
+    let result = guest
+        .flowhost_task_task()
+        .call_execute(&mut store, args, "{}")
+        .await
+        .expect("call");
     assert!(result.is_ok());
 }
 
@@ -172,7 +214,10 @@ async fn wasmtime_floor() -> (f64, f64) {
         let component = Component::from_file(&engine, plugin("probe")).expect("compile probe");
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("link WASI");
-        let pre = Arc::new(floor::PluginPre::new(linker.instantiate_pre(&component).expect("pre")).expect("bindings"));
+        let pre = Arc::new(
+            floor::PluginPre::new(linker.instantiate_pre(&component).expect("pre"))
+                .expect("bindings"),
+        );
         let mut latency = Vec::with_capacity(CALLS);
         for _ in 0..CALLS {
             let started = Instant::now();
@@ -195,23 +240,44 @@ async fn wasmtime_floor() -> (f64, f64) {
         }
         let per_second = (CALLS / AT_ONCE * AT_ONCE) as f64 / started.elapsed().as_secs_f64();
         let latency = median(latency);
-        row(&format!("wasmtime floor, {name}: µs one at a time / calls/s {AT_ONCE} at once"), format!("{latency:.1} / {per_second:.0}"));
+        row(
+            &format!("wasmtime floor, {name}: µs one at a time / calls/s {AT_ONCE} at once"),
+            format!("{latency:.1} / {per_second:.0}"),
+        );
         if safe && best.as_ref().is_none_or(|(b, _)| latency < *b) {
             best = Some((latency, pre));
         }
     }
     let (fresh, pre) = best.expect("a safe configuration");
-    row("wasmtime floor, best safe configuration, fresh store + instantiate + call (µs)", format!("{fresh:.1}"));
+    row(
+        "wasmtime floor, best safe configuration, fresh store + instantiate + call (µs)",
+        format!("{fresh:.1}"),
+    );
 
-    let new_store = || wasmtime::Store::new(pre.engine(), Bare { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+    let new_store = || {
+        wasmtime::Store::new(
+            pre.engine(),
+            Bare {
+                wasi: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+            },
+        )
+    };
     let (mut ctx, mut instantiate, mut call) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..CALLS {
         let t0 = Instant::now();
         let mut store = new_store();
         let t1 = Instant::now();
-        let guest = pre.instantiate_async(&mut store).await.expect("instantiate");
+        let guest = pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
         let t2 = Instant::now();
-        let result = guest.flowhost_task_task().call_execute(&mut store, &args, "{}").await.expect("call");
+        let result = guest
+            .flowhost_task_task()
+            .call_execute(&mut store, &args, "{}")
+            .await
+            .expect("call");
         assert!(result.is_ok());
         drop(store);
         let t3 = Instant::now();
@@ -221,27 +287,46 @@ async fn wasmtime_floor() -> (f64, f64) {
     }
     row(
         "  of which: store + WASI ctx / instantiate / call + drop (µs)",
-        format!("{:.1} / {:.1} / {:.1}", median(ctx), median(instantiate), median(call)),
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            median(ctx),
+            median(instantiate),
+            median(call)
+        ),
     );
 
     let mut store = new_store();
-    let guest = pre.instantiate_async(&mut store).await.expect("instantiate");
+    let guest = pre
+        .instantiate_async(&mut store)
+        .await
+        .expect("instantiate");
     let mut reuse = Vec::new();
     for _ in 0..CALLS {
         let t0 = Instant::now();
-        let result = guest.flowhost_task_task().call_execute(&mut store, &args, "{}").await.expect("call");
+        let result = guest
+            .flowhost_task_task()
+            .call_execute(&mut store, &args, "{}")
+            .await
+            .expect("call");
         assert!(result.is_ok());
         reuse.push(micros(t0.elapsed()));
     }
     let reused = median(reuse);
-    row("wasmtime floor, one instance reused (µs/call)", format!("{reused:.1}"));
+    row(
+        "wasmtime floor, one instance reused (µs/call)",
+        format!("{reused:.1}"),
+    );
     (fresh, reused)
 }
 
 /// A linear flow of `n` probe tasks, each echoing the initial `value`.
 fn chain(n: usize, instances: Instances) -> FlowSpec {
     (0..n).fold(FlowSpec::linear(format!("chain{n}")), |flow, i| {
-        flow.add(TaskSpec::new(format!("t{i}"), plugin("probe")).provides([format!("o{i}")]).instances(instances))
+        flow.add(
+            TaskSpec::new(format!("t{i}"), plugin("probe"))
+                .provides([format!("o{i}")])
+                .instances(instances),
+        )
     })
 }
 
@@ -257,7 +342,11 @@ fn engine() -> Engine {
 async fn task_costs((fresh_floor, reuse_floor): (f64, f64), seen: &mut Seen) {
     let engine = engine();
     for instances in [Instances::Fresh, Instances::Reuse] {
-        let floor = if instances == Instances::Fresh { fresh_floor } else { reuse_floor };
+        let floor = if instances == Instances::Fresh {
+            fresh_floor
+        } else {
+            reuse_floor
+        };
         for (n, reps) in [(10, 300), (100, 30), (1000, 5)] {
             let flow = chain(n, instances);
             engine.run(&flow, initial()).await.expect("valid flow");
@@ -287,27 +376,49 @@ async fn task_costs((fresh_floor, reuse_floor): (f64, f64), seen: &mut Seen) {
 async fn graph_against_linear() {
     let engine = engine();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (what, config, reps) in [("echo", json!({}), 300), ("10 ms sleep", json!({ "mode": "sleep", "ms": 10 }), 20)] {
+    for (what, config, reps) in [
+        ("echo", json!({}), 300),
+        ("10 ms sleep", json!({ "mode": "sleep", "ms": 10 }), 20),
+    ] {
         let mut walls = Vec::new();
         for pattern in [Pattern::Linear, Pattern::Graph] {
-            let flow = (0..10).fold(FlowSpec::with_pattern(format!("ten_{}", pattern.as_str()), pattern), |flow, i| {
-                flow.add(TaskSpec::new(format!("t{i}"), plugin("probe")).provides([format!("o{i}")]).config(config.clone()))
-            });
+            let flow = (0..10).fold(
+                FlowSpec::with_pattern(format!("ten_{}", pattern.as_str()), pattern),
+                |flow, i| {
+                    flow.add(
+                        TaskSpec::new(format!("t{i}"), plugin("probe"))
+                            .provides([format!("o{i}")])
+                            .config(config.clone()),
+                    )
+                },
+            );
             engine.run(&flow, initial()).await.expect("valid flow");
             let mut wall = Vec::new();
             for _ in 0..reps {
                 let started = Instant::now();
-                assert!(engine.run(&flow, initial()).await.expect("valid flow").succeeded());
+                assert!(
+                    engine
+                        .run(&flow, initial())
+                        .await
+                        .expect("valid flow")
+                        .succeeded()
+                );
                 wall.push(micros(started.elapsed()));
             }
             let wall = median(wall);
             row(
-                &format!("10 independent tasks ({what}), {} (max_parallel {cores}): µs/task, ms/run", pattern.as_str()),
+                &format!(
+                    "10 independent tasks ({what}), {} (max_parallel {cores}): µs/task, ms/run",
+                    pattern.as_str()
+                ),
                 format!("{:.1}, {:.2}", wall / 10.0, wall / 1000.0),
             );
             walls.push(wall);
         }
-        row(&format!("10 independent tasks ({what}): graph wall time / linear"), format!("{:.2}×", walls[1] / walls[0]));
+        row(
+            &format!("10 independent tasks ({what}): graph wall time / linear"),
+            format!("{:.2}×", walls[1] / walls[0]),
+        );
     }
 }
 
@@ -319,10 +430,18 @@ async fn durable_costs() {
     let engine = engine();
     let flow = chain(N, Instances::Fresh);
     let dir = tempfile::tempdir().expect("temp dir");
-    let normal: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("normal.db"), true, Durability::Normal).expect("db"));
-    let full: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("full.db"), true, Durability::Full).expect("db"));
+    let normal: Arc<dyn RunDb> = Arc::new(
+        SqliteRunDb::open(&dir.path().join("normal.db"), true, Durability::Normal).expect("db"),
+    );
+    let full: Arc<dyn RunDb> = Arc::new(
+        SqliteRunDb::open(&dir.path().join("full.db"), true, Durability::Full).expect("db"),
+    );
     let mut memory = None;
-    for (name, db) in [("in memory", None), ("SQLite, synchronous=NORMAL", Some(normal)), ("SQLite, synchronous=FULL", Some(full))] {
+    for (name, db) in [
+        ("in memory", None),
+        ("SQLite, synchronous=NORMAL", Some(normal)),
+        ("SQLite, synchronous=FULL", Some(full)),
+    ] {
         let executor = db.map(Executor::new);
         let mut per_task = Vec::new();
         for _ in 0..REPS {
@@ -336,19 +455,30 @@ async fn durable_costs() {
         }
         let cost = median(per_task);
         let base = *memory.get_or_insert(cost);
-        row(&format!("µs/task, N={N}, fresh, {name}"), format!("{cost:.1} ({:.2}× in memory)", cost / base));
+        row(
+            &format!("µs/task, N={N}, fresh, {name}"),
+            format!("{cost:.1} ({:.2}× in memory)", cost / base),
+        );
     }
     // Throughput, where concurrent runs share commits.
-    let db: Arc<dyn RunDb> = Arc::new(SqliteRunDb::open(&dir.path().join("batch.db"), true, Durability::Normal).expect("db"));
+    let db: Arc<dyn RunDb> = Arc::new(
+        SqliteRunDb::open(&dir.path().join("batch.db"), true, Durability::Normal).expect("db"),
+    );
     for concurrency in [1, 64] {
         let runs = if concurrency == 1 { 500 } else { 2000 };
-        let inputs = || (1..=runs).map(|line| BatchInput { line, store: Ok(initial()) });
+        let inputs = || {
+            (1..=runs).map(|line| BatchInput {
+                line,
+                store: Ok(initial()),
+            })
+        };
         let mut rates = Vec::new();
         for durable in [false, true] {
             let mut batch = Batch::new(&engine, &flow).concurrency(concurrency);
             if durable {
                 let executor = Executor::new(db.clone());
-                batch = batch.prepare_each(move |loaded| Ok(runs::record(&executor, loaded, None)?));
+                batch =
+                    batch.prepare_each(move |loaded| Ok(runs::record(&executor, loaded, None)?));
             }
             let mut samples = Vec::new();
             for _ in 0..3 {
@@ -360,7 +490,12 @@ async fn durable_costs() {
         }
         row(
             &format!("ten-task runs/s, concurrency {concurrency}: in memory / SQLite NORMAL"),
-            format!("{:.0} / {:.0} ({:.2}× in memory)", rates[0], rates[1], rates[1] / rates[0]),
+            format!(
+                "{:.0} / {:.0} ({:.2}× in memory)",
+                rates[0],
+                rates[1],
+                rates[1] / rates[0]
+            ),
         );
     }
 }
@@ -380,7 +515,12 @@ async fn flows_per_second() {
         let mut alone = None;
         for concurrency in [1, 2, 64, 1024] {
             let runs = if concurrency == 1 { 1000 } else { 4000 };
-            let inputs = || (1..=runs).map(|line| BatchInput { line, store: Ok(initial()) });
+            let inputs = || {
+                (1..=runs).map(|line| BatchInput {
+                    line,
+                    store: Ok(initial()),
+                })
+            };
             let batch = Batch::new(&engine, &flow).concurrency(concurrency);
             batch.run(inputs().take(concurrency.min(200)), |_| {}).await;
             let mut rates = Vec::new();
@@ -392,7 +532,10 @@ async fn flows_per_second() {
             let rate = median(rates);
             let base = *alone.get_or_insert(rate);
             row(
-                &format!("ten-task flows/s, concurrency {concurrency}, {}", label(instances)),
+                &format!(
+                    "ten-task flows/s, concurrency {concurrency}, {}",
+                    label(instances)
+                ),
                 format!("{rate:.0} ({:.2}× concurrency 1)", rate / base),
             );
         }
@@ -402,9 +545,18 @@ async fn flows_per_second() {
 /// The example flow copied to a scratch folder with absolute plugin paths and empty state.
 fn example(dir: &Path) -> PathBuf {
     let flow = dir.join("flow.toml");
-    let built = plugin("quota_reserve").parent().expect("plugin dir").display().to_string();
-    let text = std::fs::read_to_string(repo_root().join("examples/volume-create/flow.toml")).expect("example");
-    std::fs::write(&flow, text.replace("../../plugins/target/wasm32-wasip2/release", &built)).expect("write flow");
+    let built = plugin("quota_reserve")
+        .parent()
+        .expect("plugin dir")
+        .display()
+        .to_string();
+    let text = std::fs::read_to_string(repo_root().join("examples/volume-create/flow.toml"))
+        .expect("example");
+    std::fs::write(
+        &flow,
+        text.replace("../../plugins/target/wasm32-wasip2/release", &built),
+    )
+    .expect("write flow");
     flow
 }
 
@@ -428,7 +580,11 @@ fn cold_start(seen: &mut Seen) {
             .output()
             .expect("run flowhost");
         let wall = started.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         wall.as_secs_f64() * 1e3
     };
     let empty: Vec<f64> = (0..3)
@@ -437,10 +593,16 @@ fn cold_start(seen: &mut Seen) {
             run(&cache)
         })
         .collect();
-    row("CLI run of the 5-task example, empty cache (ms)", format!("{:.1}", median(empty)));
+    row(
+        "CLI run of the 5-task example, empty cache (ms)",
+        format!("{:.1}", median(empty)),
+    );
     let warm: Vec<f64> = (0..15).map(|_| run(&cache)).collect();
     seen.cli_ms = median(warm);
-    row("CLI run of the 5-task example, warm cache (ms)", format!("{:.1}", seen.cli_ms));
+    row(
+        "CLI run of the 5-task example, warm cache (ms)",
+        format!("{:.1}", seen.cli_ms),
+    );
 }
 
 /// TaskFlow 6.5 on the same shapes (`benches/taskflow/twin.py`, in a virtualenv the script
@@ -449,9 +611,17 @@ fn taskflow(seen: &Seen) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/taskflow/run.sh");
     let out = Command::new("bash").arg(&script).output();
     let twin: serde_json::Value = match out {
-        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout).expect("twin prints JSON"),
+        Ok(out) if out.status.success() => {
+            serde_json::from_slice(&out.stdout).expect("twin prints JSON")
+        }
         Ok(out) => {
-            row("TaskFlow 6.5", format!("not measured: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            row(
+                "TaskFlow 6.5",
+                format!(
+                    "not measured: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            );
             return;
         }
         Err(error) => {
@@ -460,11 +630,21 @@ fn taskflow(seen: &Seen) {
         }
     };
     for (n, fresh) in &seen.fresh {
-        let theirs = twin["per_task_us"][n.to_string()].as_f64().expect("per-task figure");
-        let warm = seen.warm.iter().find(|(m, _)| m == n).map_or(f64::NAN, |(_, w)| *w);
+        let theirs = twin["per_task_us"][n.to_string()]
+            .as_f64()
+            .expect("per-task figure");
+        let warm = seen
+            .warm
+            .iter()
+            .find(|(m, _)| m == n)
+            .map_or(f64::NAN, |(_, w)| *w);
         row(
             &format!("TaskFlow µs/task, N={n} (flowhost fresh / warm is faster by)"),
-            format!("{theirs:.1} ({:.0}× / {:.0}×)", theirs / fresh, theirs / warm),
+            format!(
+                "{theirs:.1} ({:.0}× / {:.0}×)",
+                theirs / fresh,
+                theirs / warm
+            ),
         );
     }
     let theirs = twin["example_ms"].as_f64().expect("example figure");
@@ -481,27 +661,50 @@ fn peak_rss() {
         .env(ROLE_ENV, "rss")
         .output()
         .expect("run the peak-memory child");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     print!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
 fn rss_child() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     runtime.block_on(async {
         let engine = engine();
         // The first task sleeps inside the guest, so every run is started before any ends.
         let flow = (1..10).fold(
             FlowSpec::linear("in-flight").add(
-                TaskSpec::new("sleep", plugin("probe")).provides(["o0"]).config(json!({"mode": "sleep", "ms": 100})),
+                TaskSpec::new("sleep", plugin("probe"))
+                    .provides(["o0"])
+                    .config(json!({"mode": "sleep", "ms": 100})),
             ),
-            |flow, i| flow.add(TaskSpec::new(format!("t{i}"), plugin("probe")).provides([format!("o{i}")])),
+            |flow, i| {
+                flow.add(
+                    TaskSpec::new(format!("t{i}"), plugin("probe")).provides([format!("o{i}")]),
+                )
+            },
         );
-        let inputs = (1..=IN_FLIGHT).map(|line| BatchInput { line, store: Ok(initial()) });
-        let summary = Batch::new(&engine, &flow).concurrency(IN_FLIGHT).run(inputs, |_| {}).await;
+        let inputs = (1..=IN_FLIGHT).map(|line| BatchInput {
+            line,
+            store: Ok(initial()),
+        });
+        let summary = Batch::new(&engine, &flow)
+            .concurrency(IN_FLIGHT)
+            .run(inputs, |_| {})
+            .await;
         assert_eq!(summary.succeeded, IN_FLIGHT);
         row(
             &format!("peak RSS, {IN_FLIGHT} ten-task runs in flight (MiB)"),
-            format!("{:.0} (all done in {:.2} s)", peak_rss_mib(), summary.elapsed.as_secs_f64()),
+            format!(
+                "{:.0} (all done in {:.2} s)",
+                peak_rss_mib(),
+                summary.elapsed.as_secs_f64()
+            ),
         );
     });
 }

@@ -18,7 +18,9 @@ pub const ACCEPTED_VERSIONS: &[&str] = &["flowhost:task/task@0.1."];
 
 /// Whether a component's export name is the task interface at a version this host accepts.
 pub fn accepts_export(export: &str) -> bool {
-    ACCEPTED_VERSIONS.iter().any(|prefix| export.starts_with(prefix))
+    ACCEPTED_VERSIONS
+        .iter()
+        .any(|prefix| export.starts_with(prefix))
 }
 
 /// What a plugin declares about itself through `describe()`.
@@ -191,7 +193,11 @@ impl HostFault {
 
     /// A task error with this fault's code.
     pub fn error(self, message: impl Into<String>) -> TaskError {
-        TaskError { code: self.code().to_owned(), message: message.into(), details: None }
+        TaskError {
+            code: self.code().to_owned(),
+            message: message.into(),
+            details: None,
+        }
     }
 }
 
@@ -233,9 +239,19 @@ mod tests {
     #[test]
     fn plugin_text_is_shown_with_its_control_characters_escaped() {
         assert_eq!(escape("plain text, C:\\dir"), "plain text, C:\\dir");
-        assert_eq!(escape("\u{1b}[2J\nFAKE LOG LINE\r\t"), "\\u{1b}[2J\\nFAKE LOG LINE\\r\\t");
-        assert_eq!(escape("a\u{202e}b\u{9b}c\u{7f}"), "a\\u{202e}b\\u{9b}c\\u{7f}");
-        let error = TaskError { code: "x\ny".into(), message: "\u{1b}[31mred".into(), details: None };
+        assert_eq!(
+            escape("\u{1b}[2J\nFAKE LOG LINE\r\t"),
+            "\\u{1b}[2J\\nFAKE LOG LINE\\r\\t"
+        );
+        assert_eq!(
+            escape("a\u{202e}b\u{9b}c\u{7f}"),
+            "a\\u{202e}b\\u{9b}c\\u{7f}"
+        );
+        let error = TaskError {
+            code: "x\ny".into(),
+            message: "\u{1b}[31mred".into(),
+            details: None,
+        };
         assert_eq!(error.to_string(), "x\\ny: \\u{1b}[31mred");
     }
 
@@ -244,7 +260,11 @@ mod tests {
         for fault in HostFault::ALL {
             assert_eq!(HostFault::from_code(fault.code()), Some(fault));
         }
-        assert_eq!(HostFault::from_code("invalid-args"), None, "a plugin's own code is not the host's");
+        assert_eq!(
+            HostFault::from_code("invalid-args"),
+            None,
+            "a plugin's own code is not the host's"
+        );
     }
 
     #[test]

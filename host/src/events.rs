@@ -116,7 +116,10 @@ impl FlowState {
     /// Whether the flow has ended: SUCCESS, REVERTED or FAILURE. An unfinished run can be
     /// resumed.
     pub fn is_finished(self) -> bool {
-        matches!(self, FlowState::Success | FlowState::Reverted | FlowState::Failure)
+        matches!(
+            self,
+            FlowState::Success | FlowState::Reverted | FlowState::Failure
+        )
     }
 }
 
@@ -136,7 +139,10 @@ pub struct Event {
 /// What changed in an [`Event`].
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-#[expect(clippy::large_enum_variant, reason = "one event per transition, handed to listeners by reference")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one event per transition, handed to listeners by reference"
+)]
 pub enum Transition {
     /// The flow changed state.
     Flow {
@@ -210,7 +216,9 @@ pub(crate) fn notify(listeners: &[Arc<dyn Listener>], event: &Event) {
         match catch_unwind(AssertUnwindSafe(|| listener.on_event(event))) {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(run = %event.run_id, "listener failed: {error}"),
-            Err(_) => tracing::warn!(run = %event.run_id, "listener panicked; event skipped for it"),
+            Err(_) => {
+                tracing::warn!(run = %event.run_id, "listener panicked; event skipped for it")
+            }
         }
     }
 }
@@ -226,21 +234,38 @@ pub struct LogListener;
 impl Listener for LogListener {
     fn on_event(&self, event: &Event) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         match &event.transition {
-            Transition::Flow { from, to, elapsed, .. } => {
+            Transition::Flow {
+                from, to, elapsed, ..
+            } => {
                 let took = match to {
                     FlowState::Pending | FlowState::Running | FlowState::Reverting => String::new(),
                     _ => format!(" in {}", millis(*elapsed)),
                 };
                 let line = format!("flow `{}` {from} -> {to}{took}", event.flow);
                 match to {
-                    FlowState::Reverting | FlowState::Reverted | FlowState::Failure => tracing::warn!("{line}"),
+                    FlowState::Reverting | FlowState::Reverted | FlowState::Failure => {
+                        tracing::warn!("{line}")
+                    }
                     _ => tracing::info!("{line}"),
                 }
             }
-            Transition::Task { task, from, to, duration, result, error, attempt, retry_at, iterations, .. } => {
+            Transition::Task {
+                task,
+                from,
+                to,
+                duration,
+                result,
+                error,
+                attempt,
+                retry_at,
+                iterations,
+                ..
+            } => {
                 // Time spent is worth reading only for work done: execute and revert.
                 let took = match from {
-                    TaskState::Running | TaskState::Reverting => format!(" ({})", millis(*duration)),
+                    TaskState::Running | TaskState::Reverting => {
+                        format!(" ({})", millis(*duration))
+                    }
                     _ => String::new(),
                 };
                 let retry = match retry_at {
@@ -249,11 +274,15 @@ impl Listener for LogListener {
                         attempt + 1,
                         millis(due.duration_since(event.at).unwrap_or_default())
                     ),
-                    None if *to == TaskState::Running && *attempt > 1 => format!(" (attempt {attempt})"),
+                    None if *to == TaskState::Running && *attempt > 1 => {
+                        format!(" (attempt {attempt})")
+                    }
                     None => String::new(),
                 };
                 let iteration = match iterations.last() {
-                    Some(n) if *to == TaskState::Running || *to == TaskState::Pending => format!(" (iteration {n})"),
+                    Some(n) if *to == TaskState::Running || *to == TaskState::Pending => {
+                        format!(" (iteration {n})")
+                    }
                     _ => String::new(),
                 };
                 let line = format!("task `{task}` {from} -> {to}{took}{retry}{iteration}");
@@ -262,7 +291,9 @@ impl Listener for LogListener {
                         Some(details) => tracing::warn!("{line}: {error} (details: {details})"),
                         None => tracing::warn!("{line}: {error}"),
                     },
-                    (TaskState::Reverting | TaskState::Reverted | TaskState::Retrying, _) => tracing::warn!("{line}"),
+                    (TaskState::Reverting | TaskState::Reverted | TaskState::Retrying, _) => {
+                        tracing::warn!("{line}")
+                    }
                     _ => tracing::info!("{line}"),
                 }
                 if let Some(result) = result {
@@ -285,6 +316,9 @@ fn preview(value: &Value) -> String {
     if text.len() <= MAX {
         return text;
     }
-    let cut = (0..=MAX).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    let cut = (0..=MAX)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
     format!("{}… ({} bytes)", &text[..cut], text.len())
 }

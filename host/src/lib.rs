@@ -42,23 +42,24 @@ pub mod runs;
 pub mod service;
 
 pub use contract::{ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, TaskError, TaskInfo, escape};
+/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
+pub use engine::CANCELLED;
 pub use engine::{
-    Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine, FlowError, Journal, JournalError,
-    LoadedFlow, Prepare, Problem, ResumeError, RunError, RunReport, SubflowPlan, SubflowReport, TaskCheckpoint, TaskPlan,
-    TaskReport, ValidationError,
+    Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine,
+    FlowError, Journal, JournalError, LoadedFlow, Prepare, Problem, ResumeError, RunError,
+    RunReport, SubflowPlan, SubflowReport, TaskCheckpoint, TaskPlan, TaskReport, ValidationError,
 };
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flow::{
-    Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach, Instances, Iterations, Limits,
-    NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry, RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
+    Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach,
+    Instances, Iterations, Limits, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry,
+    RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
 };
 pub use runtime::{
-    COMPILE_TARGET, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES, Pinned, Plugin, PluginError, Preopen,
-    Sandbox, SetupError,
+    COMPILE_TARGET, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES, Pinned, Plugin,
+    PluginError, Preopen, Sandbox, SetupError,
 };
 pub use store::Store;
-/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
-pub use engine::CANCELLED;
 
 /// The wasmtime version this flowhost runs plugins with (compiled plugins are cached per
 /// wasmtime version).

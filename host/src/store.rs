@@ -112,7 +112,11 @@ impl Binding {
         for (arg, value) in &self.inject {
             args.insert(arg.clone(), value.clone());
         }
-        if missing.is_empty() { Ok(Value::Object(args)) } else { Err(missing) }
+        if missing.is_empty() {
+            Ok(Value::Object(args))
+        } else {
+            Err(missing)
+        }
     }
 
     /// Splits a result into the values to store: one provided name takes the whole result,
@@ -124,7 +128,11 @@ impl Binding {
             [] => Ok(Vec::new()),
             [only] => Ok(vec![(only.clone(), result)]),
             names => {
-                let keys = if self.declared.len() == names.len() { &self.declared } else { &self.provides };
+                let keys = if self.declared.len() == names.len() {
+                    &self.declared
+                } else {
+                    &self.provides
+                };
                 let Value::Object(mut object) = result else {
                     return Err(HostFault::MissingProvides.error(format!(
                         "result must be a JSON object holding {}, got {}",
@@ -132,7 +140,11 @@ impl Binding {
                         kind_of(&result)
                     )));
                 };
-                let missing: Vec<String> = keys.iter().filter(|k| !object.contains_key(*k)).cloned().collect();
+                let missing: Vec<String> = keys
+                    .iter()
+                    .filter(|k| !object.contains_key(*k))
+                    .cloned()
+                    .collect();
                 if !missing.is_empty() {
                     return Err(HostFault::MissingProvides.error(format!(
                         "result lacks provided name(s) {}",
@@ -151,7 +163,11 @@ impl Binding {
 
 /// Renders names as "`a`, `b`" for messages.
 pub(crate) fn quoted(names: &[String]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// "a number", "an object", … for messages about a value of the wrong kind.
@@ -184,29 +200,50 @@ mod tests {
 
     #[test]
     fn arguments_hold_required_present_optional_and_injected_names_only() {
-        let store: Store = [("raw_size".to_owned(), json!(10)), ("other".to_owned(), json!(1))].into_iter().collect();
-        assert_eq!(binding(&[]).arguments(&store), Ok(json!({"size": 10, "kind": "ssd"})));
+        let store: Store = [
+            ("raw_size".to_owned(), json!(10)),
+            ("other".to_owned(), json!(1)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            binding(&[]).arguments(&store),
+            Ok(json!({"size": 10, "kind": "ssd"}))
+        );
     }
 
     #[test]
     fn a_missing_required_name_reports_argument_and_store_key() {
-        assert_eq!(binding(&[]).arguments(&Store::new()), Err(vec![("size".into(), "raw_size".into())]));
+        assert_eq!(
+            binding(&[]).arguments(&Store::new()),
+            Err(vec![("size".into(), "raw_size".into())])
+        );
     }
 
     #[test]
     fn one_provided_name_takes_the_whole_result() {
-        assert_eq!(binding(&["volume"]).outputs(json!([1, 2])), Ok(vec![("volume".into(), json!([1, 2]))]));
+        assert_eq!(
+            binding(&["volume"]).outputs(json!([1, 2])),
+            Ok(vec![("volume".into(), json!([1, 2]))])
+        );
     }
 
     #[test]
     fn several_provided_names_split_an_object_and_name_what_is_missing() {
         let split = binding(&["a", "b"]).outputs(json!({"a": 1, "b": 2, "c": 3}));
-        assert_eq!(split, Ok(vec![("a".into(), json!(1)), ("b".into(), json!(2))]));
+        assert_eq!(
+            split,
+            Ok(vec![("a".into(), json!(1)), ("b".into(), json!(2))])
+        );
         let missing = binding(&["a", "b"]).outputs(json!({"a": 1})).unwrap_err();
         assert_eq!(missing.code, "missing-provides");
         assert!(missing.message.contains("`b`"), "{}", missing.message);
         let not_object = binding(&["a", "b"]).outputs(json!(5)).unwrap_err();
-        assert!(not_object.message.contains("got a number"), "{}", not_object.message);
+        assert!(
+            not_object.message.contains("got a number"),
+            "{}",
+            not_object.message
+        );
     }
 
     #[test]
@@ -218,9 +255,16 @@ mod tests {
         };
         assert_eq!(
             renamed.outputs(json!({"size": 1, "zone": "nova"})),
-            Ok(vec![("req_a".into(), json!(1)), ("req_b".into(), json!("nova"))])
+            Ok(vec![
+                ("req_a".into(), json!(1)),
+                ("req_b".into(), json!("nova"))
+            ])
         );
         let missing = renamed.outputs(json!({"size": 1})).unwrap_err();
-        assert!(missing.message.contains("`zone`"), "names the key the plugin had to return: {}", missing.message);
+        assert!(
+            missing.message.contains("`zone`"),
+            "names the key the plugin had to return: {}",
+            missing.message
+        );
     }
 }

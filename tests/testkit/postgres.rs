@@ -28,22 +28,43 @@ impl Postgres {
         let bin = bin_dir();
         let dir = tempfile::tempdir().expect("a folder for the server");
         if as_root() {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
             assert!(status.success(), "chown the server's folder to postgres");
         }
         let output = user_command(&bin.join("initdb"))
-            .args(["--no-sync", "--auth=trust", "--username=flowhost", "--encoding=UTF8", "--locale=C", "-D"])
+            .args([
+                "--no-sync",
+                "--auth=trust",
+                "--username=flowhost",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-D",
+            ])
             .arg(dir.path().join("data"))
             .output()
             .expect("run initdb");
-        assert!(output.status.success(), "initdb failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         // Workers in network namespaces of their own reach the server over a veth link.
         let hba = dir.path().join("data/pg_hba.conf");
         let mut rules = std::fs::read_to_string(&hba).unwrap();
         rules.push_str("host all all samenet trust\n");
         std::fs::write(&hba, rules).unwrap();
         let port = free_port();
-        let mut pg = Self { bin, dir, port, listen: listen.to_owned(), server: None };
+        let mut pg = Self {
+            bin,
+            dir,
+            port,
+            listen: listen.to_owned(),
+            server: None,
+        };
         pg.launch();
         pg
     }
@@ -70,14 +91,20 @@ impl Postgres {
             .arg(self.url())
             .output()
             .expect("run psql");
-        assert!(output.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     /// Stops the server (fast shutdown: clients are disconnected) and waits for it to end.
     pub fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {
-            let _ = Command::new("kill").args(["-INT", &server.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &server.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(60);
             while server.try_wait().unwrap().is_none() {
                 if Instant::now() > deadline {
@@ -99,8 +126,16 @@ impl Postgres {
         let mut server = user_command(&self.bin.join("postgres"))
             .arg("-D")
             .arg(self.dir.path().join("data"))
-            .args(["-p", &self.port.to_string(), "-c", &format!("listen_addresses={}", self.listen)])
-            .args(["-c", &format!("unix_socket_directories={}", self.dir.path().display())])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                &format!("listen_addresses={}", self.listen),
+            ])
+            .args([
+                "-c",
+                &format!("unix_socket_directories={}", self.dir.path().display()),
+            ])
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -118,7 +153,11 @@ impl Postgres {
             if let Some(status) = server.try_wait().unwrap() {
                 panic!("postgres exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "postgres did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         self.server = Some(server);
@@ -151,21 +190,33 @@ fn bin_dir() -> PathBuf {
         return bin;
     }
     let output = Command::new("pg_config").arg("--bindir").output();
-    let bin =
-        output.ok().filter(|o| o.status.success()).map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let bin = output
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     bin.filter(|b| b.join("initdb").is_file())
         .expect("PostgreSQL's server binaries (initdb, postgres) are missing: install Debian's `postgresql` package")
 }
 
 fn as_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// `program`, run as the `postgres` user when we are root (the server refuses root).
 fn user_command(program: &Path) -> Command {
     if as_root() {
         let mut command = Command::new("setpriv");
-        command.args(["--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]).arg(program);
+        command
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(program);
         command
     } else {
         Command::new(program)
@@ -173,5 +224,9 @@ fn user_command(program: &Path) -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

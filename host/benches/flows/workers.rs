@@ -26,7 +26,11 @@ pub async fn worker_rows() {
     let ws = Workspace::new();
     let flow_file = ws.flow(
         "bench_workers",
-        &[("a", json!({ "journal": false })), ("b", json!({ "journal": false })), ("c", json!({ "journal": false }))],
+        &[
+            ("a", json!({ "journal": false })),
+            ("b", json!({ "journal": false })),
+            ("c", json!({ "journal": false })),
+        ],
     );
     let spec = FlowSpec::from_file(&flow_file).expect("bench flow");
     let engine = Engine::with_config(&EngineConfig::default().pooling(false)).expect("engine");
@@ -77,12 +81,22 @@ pub async fn worker_rows() {
     );
 }
 
-async fn submit(db: &PgRunDb, engine: &Engine, spec: &FlowSpec, file: &Path, n: usize) -> Vec<String> {
+async fn submit(
+    db: &PgRunDb,
+    engine: &Engine,
+    spec: &FlowSpec,
+    file: &Path,
+    n: usize,
+) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for seed in 0..n {
         let store: Store = [("seed".to_owned(), json!(seed))].into_iter().collect();
         let loaded = engine.load(spec, store).await.expect("valid");
-        ids.push(flowhost::runs::submit(db, &loaded, file).await.expect("submit"));
+        ids.push(
+            flowhost::runs::submit(db, &loaded, file)
+                .await
+                .expect("submit"),
+        );
     }
     ids
 }
@@ -93,10 +107,14 @@ fn start(pg: &Postgres, ws: &Workspace, n: usize, poll: Duration) -> Vec<oneshot
         .map(|i| {
             let db = Arc::new(PgRunDb::connect(&pg.url()).expect("connect"));
             let executor = Executor::new(db.clone()).lease_ttl(Duration::from_secs(30));
-            let worker =
-                Worker::new(db, executor, EngineConfig::default().pooling(false), ws.path(&format!("plugins{i}")))
-                    .concurrency(8)
-                    .poll(poll);
+            let worker = Worker::new(
+                db,
+                executor,
+                EngineConfig::default().pooling(false),
+                ws.path(&format!("plugins{i}")),
+            )
+            .concurrency(8)
+            .poll(poll);
             let (stop, stopped) = oneshot::channel::<()>();
             tokio::spawn(worker.run(
                 async move {
@@ -113,7 +131,12 @@ async fn wait_all(db: &Arc<PgRunDb>, n: usize) {
     loop {
         let db = db.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let runs = db.list(&RunFilter { state: Some(FlowState::Success), flow: None }).expect("list");
+            let runs = db
+                .list(&RunFilter {
+                    state: Some(FlowState::Success),
+                    flow: None,
+                })
+                .expect("list");
             runs.len()
         })
         .await
@@ -127,5 +150,7 @@ async fn wait_all(db: &Arc<PgRunDb>, n: usize) {
 
 /// Transactions committed in the database so far.
 fn commits(pg: &Postgres) -> i64 {
-    pg.sql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").parse().unwrap_or(0)
+    pg.sql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        .parse()
+        .unwrap_or(0)
 }

@@ -60,26 +60,53 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
         let args: Vec<String> = task
             .required
             .iter()
-            .map(|(arg, key)| if arg == key { arg.clone() } else { format!("{arg} <- {key}") })
+            .map(|(arg, key)| {
+                if arg == key {
+                    arg.clone()
+                } else {
+                    format!("{arg} <- {key}")
+                }
+            })
             .chain(task.optional.iter().map(|(arg, key)| {
-                if arg == key { format!("{arg}?") } else { format!("{arg}? <- {key}") }
+                if arg == key {
+                    format!("{arg}?")
+                } else {
+                    format!("{arg}? <- {key}")
+                }
             }))
-            .chain(task.inject.iter().map(|(arg, value)| format!("{arg} = {value}")))
+            .chain(
+                task.inject
+                    .iter()
+                    .map(|(arg, value)| format!("{arg} = {value}")),
+            )
             .collect();
         // Argument and result names come from the plugin's describe(): escaped.
-        let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { shown(&names.join(", ")).into_owned() };
+        let list = |names: &[String]| {
+            if names.is_empty() {
+                "-".to_owned()
+            } else {
+                shown(&names.join(", ")).into_owned()
+            }
+        };
         outln!("   requires: {}", list(&args))?;
         // Renamed results are stored by position: show which declared name each one takes.
         let declared = &task.info.provides;
-        let provides: Vec<String> = if task.provides.len() > 1 && declared.len() == task.provides.len() {
-            task.provides
-                .iter()
-                .zip(declared)
-                .map(|(name, key)| if name == key { name.clone() } else { format!("{name} <- {key}") })
-                .collect()
-        } else {
-            task.provides.to_vec()
-        };
+        let provides: Vec<String> =
+            if task.provides.len() > 1 && declared.len() == task.provides.len() {
+                task.provides
+                    .iter()
+                    .zip(declared)
+                    .map(|(name, key)| {
+                        if name == key {
+                            name.clone()
+                        } else {
+                            format!("{name} <- {key}")
+                        }
+                    })
+                    .collect()
+            } else {
+                task.provides.to_vec()
+            };
         outln!("   provides: {}", list(&provides))?;
         if !task.depends_on.is_empty() {
             outln!("   after:    {}", task.depends_on.join(", "))?;
@@ -89,7 +116,10 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
             let codes = match (&retry.on, retry.except.is_empty()) {
                 (Some(on), _) => format!("on {}", on.join(", ")),
                 (None, true) => "on every error but input errors".to_owned(),
-                (None, false) => format!("on every error but input errors and {}", retry.except.join(", ")),
+                (None, false) => format!(
+                    "on every error but input errors and {}",
+                    retry.except.join(", ")
+                ),
             };
             outln!(
                 "   retry:    {} attempts, backoff {} ms x{} up to {} ms{}, {codes}{}",
@@ -98,14 +128,22 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
                 retry.multiplier,
                 retry.max_backoff.as_millis(),
                 if retry.jitter { " with jitter" } else { "" },
-                if retry.revert_between { ", reverting between attempts" } else { "" }
+                if retry.revert_between {
+                    ", reverting between attempts"
+                } else {
+                    ""
+                }
             )?;
         }
         let l = &task.sandbox.limits;
         let fuel = l.fuel.map_or_else(|| "off".to_owned(), |f| f.to_string());
         outln!(
             "   limits:   deadline {} ms, memory {} MiB, result {} KiB, args {} KiB, fuel {fuel}, handles {}",
-            l.deadline_ms, l.memory_mib, l.result_kib, l.args_kib, l.handles
+            l.deadline_ms,
+            l.memory_mib,
+            l.result_kib,
+            l.args_kib,
+            l.handles
         )?;
         for dir in &task.sandbox.dirs {
             let mode = match dir.access {
@@ -129,24 +167,42 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
                 flowhost::EnvSource::Flow => format!("{} (set by flow)", var.name),
             })
             .collect();
-        outln!("   env:      {}", if env.is_empty() { "-".into() } else { env.join(", ") })?;
+        outln!(
+            "   env:      {}",
+            if env.is_empty() {
+                "-".into()
+            } else {
+                env.join(", ")
+            }
+        )?;
         outln!("   network:  none")?;
     }
     for subflow in loaded.subflows() {
-        outln!("subflow `{}` retried by its controller: {}", subflow.path, controller(subflow.retry))?;
+        outln!(
+            "subflow `{}` retried by its controller: {}",
+            subflow.path,
+            controller(subflow.retry)
+        )?;
         outln!("   tasks:    {}", subflow.tasks.join(", "))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The flow file and the flow loaded (validated); on failure, the flow's name when known.
-async fn load(ctx: &Context, args: &CheckArgs) -> Result<flowhost::LoadedFlow, (Option<String>, anyhow::Error)> {
+async fn load(
+    ctx: &Context,
+    args: &CheckArgs,
+) -> Result<flowhost::LoadedFlow, (Option<String>, anyhow::Error)> {
     let flow = read_flow(&args.flow).map_err(|e| (None, e))?;
     let named = |error: anyhow::Error| (Some(flow.name.clone()), error);
     let store = args.store.store().map_err(named)?;
     // A task granted the run database could rewrite any run's record and lease.
     let mut ctx = ctx.clone();
-    ctx.protect(std::env::var_os("FLOWHOST_DB").filter(|p| !p.is_empty()).map_or_else(default_db, PathBuf::from));
+    ctx.protect(
+        std::env::var_os("FLOWHOST_DB")
+            .filter(|p| !p.is_empty())
+            .map_or_else(default_db, PathBuf::from),
+    );
     let engine = ctx.engine(flow.needs_fuel()).map_err(named)?;
     engine.load(&flow, store).await.map_err(|e| named(e.into()))
 }
@@ -156,9 +212,14 @@ fn controller(retry: &flowhost::Controller) -> String {
     let iterations = match retry.iterations() {
         Ok(flowhost::Iterations::Times(n)) => format!("up to {n} times"),
         Ok(flowhost::Iterations::Values(values, provides)) => {
-            format!("once per value of {} as `{provides}`", serde_json::Value::from(values.to_vec()))
+            format!(
+                "once per value of {} as `{provides}`",
+                serde_json::Value::from(values.to_vec())
+            )
         }
-        Ok(flowhost::Iterations::FromStore { from, provides }) => format!("once per element of `{from}` as `{provides}`"),
+        Ok(flowhost::Iterations::FromStore { from, provides }) => {
+            format!("once per element of `{from}` as `{provides}`")
+        }
         Err(message) => message,
     };
     let strategy = match retry.strategy {

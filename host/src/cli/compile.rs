@@ -23,12 +23,19 @@ pub struct CompileArgs {
 pub async fn compile(ctx: &Context, args: CompileArgs) -> anyhow::Result<ExitCode> {
     let engine = ctx.engine(false)?;
     let Some(dir) = engine.cache_dir().map(|d| d.to_path_buf()) else {
-        bail!(UsageError("nothing to compile into: the cache is off (--no-cache)".into()));
+        bail!(UsageError(
+            "nothing to compile into: the cache is off (--no-cache)".into()
+        ));
     };
     for path in &args.plugins {
         let plugin = engine.plugin(path).await?;
         let info = plugin.info();
-        errln!("compiled {} ({} {})", path.display(), info.name, info.version);
+        errln!(
+            "compiled {} ({} {})",
+            path.display(),
+            info.name,
+            info.version
+        );
     }
     errln!("cache: {}", dir.display());
     Ok(ExitCode::SUCCESS)

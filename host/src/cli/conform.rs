@@ -16,11 +16,13 @@ pub const EXIT_NONCONFORMING: u8 = 1;
 
 /// Arguments of `flowhost conform`.
 #[derive(Debug, Args)]
-#[command(after_help = "Exit codes: 0 every check passed (or was skipped), 1 a check failed, \
+#[command(
+    after_help = "Exit codes: 0 every check passed (or was skipped), 1 a check failed, \
 64 usage error, 65 invalid cases file, 66 unreadable cases file.\n\n\
 A cases file holds [[case]] tables: name, args = {...}, config = {...}, and either \
 expect = <result> or expect_error = \"code\"; deterministic = false skips the repeat check. \
-A top-level allow_no_provides = true accepts a task that provides nothing.")]
+A top-level allow_no_provides = true accepts a task that provides nothing."
+)]
 pub struct ConformArgs {
     /// The plugin component (.wasm, or .wat text).
     pub plugin: PathBuf,
@@ -43,12 +45,19 @@ pub async fn conform(ctx: &Context, args: ConformArgs) -> anyhow::Result<ExitCod
     } else {
         outln!("{report}")?;
     }
-    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NONCONFORMING) })
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NONCONFORMING)
+    })
 }
 
 /// A plugin that cannot be read is an input error (exit 66), not a plugin that fails the
 /// suite: there is nothing to check.
 fn readable(path: &Path) -> Result<(), PluginError> {
     let read = std::fs::File::open(path).and_then(|mut file| file.read(&mut [0; 1]));
-    read.map(drop).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })
+    read.map(drop).map_err(|source| PluginError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }

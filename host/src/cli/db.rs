@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 use flowhost::runs::{
-    DEFAULT_LEASE_TTL, Durability, Executor, PgRunDb, PruneFilter, Pruned, RunDb, RunDbError, SqliteRunDb,
+    DEFAULT_LEASE_TTL, Durability, Executor, PgRunDb, PruneFilter, Pruned, RunDb, RunDbError,
+    SqliteRunDb,
 };
 
 /// Where runs are recorded when neither --db nor FLOWHOST_DB says otherwise: `flowhost` in
@@ -49,15 +50,24 @@ pub struct RecordArgs {
 impl DbArgs {
     /// The database file these flags choose.
     pub fn path(&self) -> PathBuf {
-        self.db.clone().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(default_db)
+        self.db
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(default_db)
     }
 
     /// Opens the SQLite database; `create` makes it (and its folder) when missing.
     pub fn open(&self, create: bool) -> anyhow::Result<Arc<SqliteRunDb>> {
         if let Some(url) = self.postgres_url() {
-            anyhow::bail!(super::exit::UsageError(format!("this command keeps its runs in SQLite only, not in {url}")));
+            anyhow::bail!(super::exit::UsageError(format!(
+                "this command keeps its runs in SQLite only, not in {url}"
+            )));
         }
-        Ok(Arc::new(SqliteRunDb::open(&self.path(), create, Durability::Normal)?))
+        Ok(Arc::new(SqliteRunDb::open(
+            &self.path(),
+            create,
+            Durability::Normal,
+        )?))
     }
 
     /// The PostgreSQL URL these flags choose, if they choose one.
@@ -94,7 +104,11 @@ impl DbArgs {
 impl RecordArgs {
     /// The executor recording into the database, unless --no-db.
     pub fn executor(&self) -> anyhow::Result<Option<Executor>> {
-        if self.no_db { Ok(None) } else { Ok(Some(self.db.executor(self.db.open_any(true)?.shared()))) }
+        if self.no_db {
+            Ok(None)
+        } else {
+            Ok(Some(self.db.executor(self.db.open_any(true)?.shared())))
+        }
     }
 }
 
@@ -126,9 +140,13 @@ impl AnyDb {
 
 /// `500ms`, `30s`, `15m`, `12h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}`: expected a number and a unit, e.g. 30s or 7d"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number and a unit, e.g. 30s or 7d"))?;
     let millis = match unit {
         "ms" => 1,
         "s" => 1_000,

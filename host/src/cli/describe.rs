@@ -30,7 +30,13 @@ pub async fn describe(ctx: &Context, args: DescribeArgs) -> anyhow::Result<ExitC
         if !info.description.is_empty() {
             outln!("  {}", shown(&info.description))?;
         }
-        let list = |names: &[String]| if names.is_empty() { "-".to_owned() } else { shown(&names.join(", ")).into_owned() };
+        let list = |names: &[String]| {
+            if names.is_empty() {
+                "-".to_owned()
+            } else {
+                shown(&names.join(", ")).into_owned()
+            }
+        };
         outln!("  requires: {}", list(&info.requires))?;
         outln!("  optional: {}", list(&info.optional))?;
         outln!("  provides: {}", list(&info.provides))?;

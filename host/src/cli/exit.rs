@@ -81,12 +81,19 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
         return TEMPFAIL;
     }
     // The host, not the flow, lacked memory or address space for a plugin: retry later.
-    if matches!(error.downcast_ref(), Some(ValidationError { host_unavailable: true, .. }))
-        || matches!(error.downcast_ref(), Some(PluginError::Unavailable { .. }))
+    if matches!(
+        error.downcast_ref(),
+        Some(ValidationError {
+            host_unavailable: true,
+            ..
+        })
+    ) || matches!(error.downcast_ref(), Some(PluginError::Unavailable { .. }))
     {
         return TEMPFAIL;
     }
-    if error.is::<UsageError>() || matches!(error.downcast_ref(), Some(ResumeError::Finished { .. })) {
+    if error.is::<UsageError>()
+        || matches!(error.downcast_ref(), Some(ResumeError::Finished { .. }))
+    {
         return USAGE;
     }
     if error.is::<InputError>()
@@ -111,9 +118,10 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
 /// or a run held by another executor, is temporary (75).
 fn db_code(error: &RunDbError) -> u8 {
     match error {
-        RunDbError::Missing { .. } | RunDbError::Open { .. } | RunDbError::Foreign { .. } | RunDbError::TooNew { .. } => {
-            NOINPUT
-        }
+        RunDbError::Missing { .. }
+        | RunDbError::Open { .. }
+        | RunDbError::Foreign { .. }
+        | RunDbError::TooNew { .. } => NOINPUT,
         RunDbError::Hash { .. } => NOINPUT,
         RunDbError::Query { .. } | RunDbError::Held { .. } | RunDbError::Fenced { .. } => TEMPFAIL,
     }
@@ -134,9 +142,18 @@ mod tests {
 
     #[test]
     fn a_cause_already_quoted_is_not_repeated() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
-        let error = anyhow::Error::new(PluginError::Read { path: "p.wasm".into(), source: io });
-        assert_eq!(render(&error), "cannot read plugin p.wasm: No such file or directory (os error 2)");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        );
+        let error = anyhow::Error::new(PluginError::Read {
+            path: "p.wasm".into(),
+            source: io,
+        });
+        assert_eq!(
+            render(&error),
+            "cannot read plugin p.wasm: No such file or directory (os error 2)"
+        );
         assert_eq!(code_for(&error), NOINPUT);
         let wrapped = anyhow::anyhow!("outer").context("starting");
         assert_eq!(render(&wrapped), "starting: outer");

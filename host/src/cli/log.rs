@@ -8,10 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use super::exit::UsageError;
@@ -70,9 +70,14 @@ impl LogSettings {
     /// Installs the log. Writes to a closed stderr are dropped quietly (see `output`).
     pub fn init(&self) -> Result<(), UsageError> {
         let filter = self.filter()?;
-        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).log_internal_errors(false);
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false);
         let fmt = match self.format {
-            LogFormat::Text => fmt.with_ansi(self.color.stderr_colored()).with_target(false).boxed(),
+            LogFormat::Text => fmt
+                .with_ansi(self.color.stderr_colored())
+                .with_target(false)
+                .boxed(),
             LogFormat::Json => fmt
                 .json()
                 .flatten_event(true)
@@ -80,12 +85,21 @@ impl LogSettings {
                 .with_span_list(false)
                 .boxed(),
         };
-        let spinning = self.format == LogFormat::Text && !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let spinning = self.format == LogFormat::Text
+            && !self.quiet
+            && std::io::IsTerminal::is_terminal(&std::io::stderr());
         // On a terminal the spinner says it; elsewhere the log line does.
         let fmt = fmt.with_filter(filter_fn(move |meta| {
-            !(spinning && meta.is_event() && meta.target() == flowhost::COMPILE_TARGET && *meta.level() == Level::INFO)
+            !(spinning
+                && meta.is_event()
+                && meta.target() == flowhost::COMPILE_TARGET
+                && *meta.level() == Level::INFO)
         }));
-        tracing_subscriber::registry().with(filter).with(fmt).with(spinning.then_some(CompileSpinner)).init();
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .with(spinning.then_some(CompileSpinner))
+            .init();
         Ok(())
     }
 }

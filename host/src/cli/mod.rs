@@ -12,10 +12,10 @@ pub mod log;
 pub mod output;
 pub mod run;
 pub mod runs;
+pub mod serve;
 pub mod submit;
 pub mod worker;
 pub mod workers;
-pub mod serve;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -63,7 +63,10 @@ pub struct Cli {
 
 /// `flowhost --version`: the contract versions plugins may export and the wasmtime inside.
 static VERSION: LazyLock<String> = LazyLock::new(|| {
-    let accepted: Vec<String> = flowhost::ACCEPTED_VERSIONS.iter().map(|prefix| format!("{prefix}x")).collect();
+    let accepted: Vec<String> = flowhost::ACCEPTED_VERSIONS
+        .iter()
+        .map(|prefix| format!("{prefix}x"))
+        .collect();
     format!(
         "{}\ncontract: {} (accepts plugins exporting {})\nwasmtime: {}",
         env!("CARGO_PKG_VERSION"),
@@ -78,13 +81,21 @@ impl Cli {
     /// says (read ahead of parsing for that reason).
     pub fn try_parse_args() -> Result<Self, clap::Error> {
         let color = ColorChoice::from_args(std::env::args_os());
-        let mut matches = Self::command().version(VERSION.as_str()).color(color.for_clap()).try_get_matches()?;
+        let mut matches = Self::command()
+            .version(VERSION.as_str())
+            .color(color.for_clap())
+            .try_get_matches()?;
         Self::from_arg_matches_mut(&mut matches)
     }
 
     /// What the global flags ask of the log.
     pub fn log_settings(&self) -> LogSettings {
-        LogSettings { verbose: self.verbose, quiet: self.quiet, format: self.log_format, color: self.color }
+        LogSettings {
+            verbose: self.verbose,
+            quiet: self.quiet,
+            format: self.log_format,
+            color: self.color,
+        }
     }
 }
 
@@ -137,10 +148,15 @@ impl StoreArgs {
     pub fn store(&self) -> anyhow::Result<Store> {
         let mut store = Store::new();
         if let Some(path) = &self.store_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| InputError(format!("cannot read store file {}: {e}", path.display())))?;
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| UsageError(format!("store file {} is not valid JSON: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                InputError(format!("cannot read store file {}: {e}", path.display()))
+            })?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| {
+                UsageError(format!(
+                    "store file {} is not valid JSON: {e}",
+                    path.display()
+                ))
+            })?;
             if let Some(integer) = oversized_integer(&text) {
                 bail!(UsageError(format!(
                     "store file {}: the integer {integer} does not fit in 64 bits and would become an inexact number; write it as a string",
@@ -148,15 +164,24 @@ impl StoreArgs {
                 )));
             }
             let Value::Object(map) = value else {
-                bail!(UsageError(format!("store file {} must hold a JSON object", path.display())));
+                bail!(UsageError(format!(
+                    "store file {} must hold a JSON object",
+                    path.display()
+                )));
             };
             store.extend(map.into_iter().collect());
         }
         for pair in &self.values {
-            let (name, raw) = pair.split_once('=').filter(|(n, _)| !n.is_empty()).ok_or_else(|| {
-                UsageError(format!("--store `{pair}`: expected NAME=VALUE, e.g. --store raw_size=10"))
-            })?;
-            let value = store_value(raw).map_err(|why| UsageError(format!("--store `{pair}`: {why}")))?;
+            let (name, raw) = pair
+                .split_once('=')
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "--store `{pair}`: expected NAME=VALUE, e.g. --store raw_size=10"
+                    ))
+                })?;
+            let value =
+                store_value(raw).map_err(|why| UsageError(format!("--store `{pair}`: {why}")))?;
             store.insert(name, value);
         }
         Ok(store)
@@ -174,7 +199,9 @@ fn store_value(raw: &str) -> Result<Value, String> {
             if let Some(integer) = oversized_integer(raw) {
                 return Err(format!(
                     "the integer {integer} does not fit in 64 bits, so it would become the inexact number {}; pass it as a string (NAME='\"{integer}\"')",
-                    serde_json::from_str::<Value>(integer).map(|v| v.to_string()).unwrap_or_default()
+                    serde_json::from_str::<Value>(integer)
+                        .map(|v| v.to_string())
+                        .unwrap_or_default()
                 ));
             }
             Ok(value)
@@ -182,9 +209,9 @@ fn store_value(raw: &str) -> Result<Value, String> {
         Err(error) if error.to_string().starts_with("recursion limit exceeded") => {
             Err("the JSON is nested deeper than 128 levels, the most flowhost reads".into())
         }
-        Err(error) if raw.trim_start().starts_with(['{', '[', '"']) => {
-            Err(format!("the value looks like JSON but is not valid JSON ({error}); quote it as a JSON string to pass it as text"))
-        }
+        Err(error) if raw.trim_start().starts_with(['{', '[', '"']) => Err(format!(
+            "the value looks like JSON but is not valid JSON ({error}); quote it as a JSON string to pass it as text"
+        )),
         Err(_) if looks_numeric(raw) => Err(format!(
             "`{raw}` looks like a number but is not a JSON number (no leading zeros, `+` signs or bare `.`); \
              write the number as JSON, or pass the text as a JSON string (NAME='\"{raw}\"')"
@@ -197,7 +224,9 @@ fn store_value(raw: &str) -> Result<Value, String> {
 /// version such as `1.2.3` does not.
 fn looks_numeric(raw: &str) -> bool {
     raw.chars().any(|c| c.is_ascii_digit())
-        && raw.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
         && raw.parse::<f64>().is_ok()
 }
 
@@ -246,7 +275,9 @@ impl Context {
     pub fn new(cli: &Cli) -> Self {
         let config = match (&cli.cache_dir, cli.no_cache) {
             (_, true) => EngineConfig::default().no_cache(),
-            (Some(dir), false) if !dir.as_os_str().is_empty() => EngineConfig::default().cache_dir(dir),
+            (Some(dir), false) if !dir.as_os_str().is_empty() => {
+                EngineConfig::default().cache_dir(dir)
+            }
             _ => EngineConfig::default(),
         };
         Self { config }
@@ -261,7 +292,8 @@ impl Context {
     /// fuel metering only when `fuel` (a flow sets a fuel budget), since metering slows every
     /// task.
     pub fn batch_engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
-        flowhost::Engine::with_config(&self.config.clone().fuel(fuel)).context("starting the engine")
+        flowhost::Engine::with_config(&self.config.clone().fuel(fuel))
+            .context("starting the engine")
     }
 
     /// An engine configuration for a worker: pooled instances, since a worker runs many runs
@@ -274,8 +306,9 @@ impl Context {
     /// allocated on demand: setting up the pool (a thousand slots, a guard page per stack)
     /// costs more than the handful of instances one run makes.
     pub fn engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
-        let mut engine = flowhost::Engine::with_config(&self.config.clone().fuel(fuel).pooling(false))
-            .context("starting the engine")?;
+        let mut engine =
+            flowhost::Engine::with_config(&self.config.clone().fuel(fuel).pooling(false))
+                .context("starting the engine")?;
         engine.listen(std::sync::Arc::new(flowhost::LogListener));
         Ok(engine)
     }
@@ -289,15 +322,23 @@ pub fn read_flow(path: &PathBuf) -> anyhow::Result<flowhost::FlowSpec> {
 /// What `check --json` and `run --json` print for a flow that is invalid: the problems, each
 /// `{task, field, message}`, so that tools need not parse the human message.
 pub fn print_invalid(flow: Option<&str>, error: &anyhow::Error) -> anyhow::Result<()> {
-    let problems = match (error.downcast_ref::<flowhost::ValidationError>(), error.downcast_ref::<flowhost::FlowFileError>()) {
+    let problems = match (
+        error.downcast_ref::<flowhost::ValidationError>(),
+        error.downcast_ref::<flowhost::FlowFileError>(),
+    ) {
         (Some(invalid), _) => serde_json::to_value(&invalid.problems)?,
         (None, Some(file @ flowhost::FlowFileError::Parse { .. })) => {
             serde_json::json!([{ "task": null, "field": null, "message": file.to_string() }])
         }
         _ => return Ok(()),
     };
-    let flow = error.downcast_ref::<flowhost::ValidationError>().map(|e| e.flow.as_str()).or(flow);
-    output::print_json(&serde_json::json!({ "flow": flow, "state": "INVALID", "problems": problems }))
+    let flow = error
+        .downcast_ref::<flowhost::ValidationError>()
+        .map(|e| e.flow.as_str())
+        .or(flow);
+    output::print_json(
+        &serde_json::json!({ "flow": flow, "state": "INVALID", "problems": problems }),
+    )
 }
 
 /// Text a plugin provided (names, descriptions, messages), escaped for the terminal.
@@ -316,7 +357,11 @@ mod tests {
         assert_eq!(store_value("10"), Ok(json!(10)));
         assert_eq!(store_value("{\"a\": [1]}"), Ok(json!({"a": [1]})));
         assert_eq!(store_value("nova"), Ok(json!("nova")));
-        assert_eq!(store_value("1.2.3"), Ok(json!("1.2.3")), "a version is text");
+        assert_eq!(
+            store_value("1.2.3"),
+            Ok(json!("1.2.3")),
+            "a version is text"
+        );
         assert_eq!(store_value("\"010\""), Ok(json!("010")));
         assert_eq!(store_value("18446744073709551615"), Ok(json!(u64::MAX)));
         assert_eq!(store_value("-9223372036854775808"), Ok(json!(i64::MIN)));
@@ -324,14 +369,36 @@ mod tests {
 
     #[test]
     fn store_values_that_would_silently_change_are_refused() {
-        assert!(store_value("010").unwrap_err().contains("looks like a number"));
-        assert!(store_value("+5").unwrap_err().contains("looks like a number"));
+        assert!(
+            store_value("010")
+                .unwrap_err()
+                .contains("looks like a number")
+        );
+        assert!(
+            store_value("+5")
+                .unwrap_err()
+                .contains("looks like a number")
+        );
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert!(store_value(&deep).unwrap_err().contains("deeper than 128"));
-        assert!(store_value("{\"a\": 1,}").unwrap_err().contains("not valid JSON"));
+        assert!(
+            store_value("{\"a\": 1,}")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
         let big = store_value("{\"n\": [18446744073709551616]}").unwrap_err();
-        assert!(big.contains("18446744073709551616 does not fit in 64 bits"), "{big}");
-        assert_eq!(oversized_integer("{\"s\": \"99999999999999999999\", \"f\": 1e400}"), None, "strings and floats are left alone");
-        assert_eq!(oversized_integer("-9223372036854775809"), Some("-9223372036854775809"));
+        assert!(
+            big.contains("18446744073709551616 does not fit in 64 bits"),
+            "{big}"
+        );
+        assert_eq!(
+            oversized_integer("{\"s\": \"99999999999999999999\", \"f\": 1e400}"),
+            None,
+            "strings and floats are left alone"
+        );
+        assert_eq!(
+            oversized_integer("-9223372036854775809"),
+            Some("-9223372036854775809")
+        );
     }
 }

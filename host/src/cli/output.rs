@@ -79,7 +79,10 @@ impl ColorChoice {
     /// The choice in `args`, read before clap parses them, so that clap's own help and
     /// errors follow it too. The last `--color` wins; an unknown value is left for clap.
     pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Self {
-        let args: Vec<String> = args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let mut choice = Self::Auto;
         for (index, arg) in args.iter().enumerate() {
             if arg == "--" {
@@ -103,7 +106,10 @@ impl ColorChoice {
         match self {
             Self::Always => true,
             Self::Never => false,
-            Self::Auto => io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            Self::Auto => {
+                io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
         }
     }
 
@@ -128,9 +134,22 @@ mod tests {
     #[test]
     fn the_last_color_flag_wins_in_either_spelling() {
         assert_eq!(choice(&["flowhost", "run", "f.toml"]), ColorChoice::Auto);
-        assert_eq!(choice(&["flowhost", "--color", "never", "run"]), ColorChoice::Never);
-        assert_eq!(choice(&["flowhost", "--color=never", "run", "--color=always"]), ColorChoice::Always);
-        assert_eq!(choice(&["flowhost", "--color", "purple"]), ColorChoice::Auto, "clap reports the bad value");
-        assert_eq!(choice(&["flowhost", "--", "--color=never"]), ColorChoice::Auto);
+        assert_eq!(
+            choice(&["flowhost", "--color", "never", "run"]),
+            ColorChoice::Never
+        );
+        assert_eq!(
+            choice(&["flowhost", "--color=never", "run", "--color=always"]),
+            ColorChoice::Always
+        );
+        assert_eq!(
+            choice(&["flowhost", "--color", "purple"]),
+            ColorChoice::Auto,
+            "clap reports the bad value"
+        );
+        assert_eq!(
+            choice(&["flowhost", "--", "--color=never"]),
+            ColorChoice::Auto
+        );
     }
 }

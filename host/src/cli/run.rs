@@ -70,20 +70,33 @@ impl Fetch {
         }
         let providers = loaded
             .plan()
-            .flat_map(|task| task.provides.iter().map(move |name| (name.clone(), task.name.to_owned())))
+            .flat_map(|task| {
+                task.provides
+                    .iter()
+                    .map(move |name| (name.clone(), task.name.to_owned()))
+            })
             .collect();
-        Ok(Self { names: names.to_vec(), providers })
+        Ok(Self {
+            names: names.to_vec(),
+            providers,
+        })
     }
 
     /// Why `name` is not in the report's final store, naming the task that stores it.
     fn missing(&self, name: &str, report: &RunReport) -> String {
         let provider = self.providers.get(name);
-        let state = provider.and_then(|task| report.tasks.iter().find(|t| &t.name == task)).map(|t| t.state);
+        let state = provider
+            .and_then(|task| report.tasks.iter().find(|t| &t.name == task))
+            .map(|t| t.state);
         match (provider, state) {
             (Some(task), Some(TaskState::Reverted)) => {
-                format!("`{name}` was reverted: task `{task}` stored it, then was reverted, so the final store does not hold it")
+                format!(
+                    "`{name}` was reverted: task `{task}` stored it, then was reverted, so the final store does not hold it"
+                )
             }
-            (Some(task), Some(state)) => format!("`{name}` is not in the final store: task `{task}` ended {state}"),
+            (Some(task), Some(state)) => {
+                format!("`{name}` is not in the final store: task `{task}` ended {state}")
+            }
             _ => format!("`{name}` is not in the final store"),
         }
     }
@@ -132,13 +145,22 @@ fn invalid(json: bool, flow: Option<&str>, error: anyhow::Error) -> anyhow::Resu
 /// not hold in the end is `null` on stdout, and stderr says why (e.g. it was reverted).
 pub fn print_report(report: &RunReport, fetch: &Fetch, json: bool) -> anyhow::Result<ExitCode> {
     let fetched: Option<Map<String, Value>> = (!fetch.names.is_empty()).then(|| {
-        fetch.names.iter().map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null))).collect()
+        fetch
+            .names
+            .iter()
+            .map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null)))
+            .collect()
     });
     // The errors' Display escapes what the plugin wrote.
     if report.state != FlowState::Success {
         for task in &report.tasks {
             if let Some(error) = &task.error {
-                errln!("flow `{}` {}: task `{}` failed: {error}", report.flow, report.state, task.name);
+                errln!(
+                    "flow `{}` {}: task `{}` failed: {error}",
+                    report.flow,
+                    report.state,
+                    task.name
+                );
             }
             if let Some(error) = &task.revert_error {
                 errln!("task `{}` could not be reverted: {error}", task.name);

@@ -97,8 +97,11 @@ pub enum RunsCommand {
 }
 
 fn parse_state(text: &str) -> Result<FlowState, String> {
-    serde_json::from_value(Value::String(text.to_ascii_uppercase()))
-        .map_err(|_| format!("unknown state `{text}`; one of PENDING, RUNNING, SUCCESS, REVERTING, REVERTED, FAILURE"))
+    serde_json::from_value(Value::String(text.to_ascii_uppercase())).map_err(|_| {
+        format!(
+            "unknown state `{text}`; one of PENDING, RUNNING, SUCCESS, REVERTING, REVERTED, FAILURE"
+        )
+    })
 }
 
 /// Runs one `runs` subcommand.
@@ -115,7 +118,13 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
                     AnyDb::Postgres(pg) => outln!("run database: {}", pg.url().display())?,
                     AnyDb::Sqlite(_) => outln!("run database: {}", args.db.path().display())?,
                 }
-                outln!("{:<28} {:<24} {:<10} {:<24} EXIT REASON / HELD BY", "ID", "FLOW", "STATE", "CREATED")?;
+                outln!(
+                    "{:<28} {:<24} {:<10} {:<24} EXIT REASON / HELD BY",
+                    "ID",
+                    "FLOW",
+                    "STATE",
+                    "CREATED"
+                )?;
                 for run in runs {
                     let reason = match (&run.lease, &run.exit_reason) {
                         (Some(holder), _) => format!(
@@ -125,22 +134,37 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
                         (None, Some(reason)) => reason.clone(),
                         (None, None) => String::new(),
                     };
-                    outln!("{:<28} {:<24} {:<10} {:<24} {reason}", run.id, run.flow, run.state.to_string(), run.created_at)?;
+                    outln!(
+                        "{:<28} {:<24} {:<10} {:<24} {reason}",
+                        run.id,
+                        run.flow,
+                        run.state.to_string(),
+                        run.created_at
+                    )?;
                 }
             }
         }
         RunsCommand::Show { id, json } => {
             let run = get(db.as_ref(), &id)?;
-            if json { print_json(&with_attempts(&run)?)? } else { show(&run)? }
+            if json {
+                print_json(&with_attempts(&run)?)?
+            } else {
+                show(&run)?
+            }
         }
         RunsCommand::Fetch { id, name } => {
             let run = get(db.as_ref(), &id)?;
             let Some(store) = &run.final_store else {
-                bail!(UsageError(format!("run {id} has no final store: it is {}", run.summary.state)));
+                bail!(UsageError(format!(
+                    "run {id} has no final store: it is {}",
+                    run.summary.state
+                )));
             };
             let Some(value) = store.fetch(&name) else {
                 let names: Vec<&String> = store.names().collect();
-                bail!(UsageError(format!("run {id}'s final store has no `{name}` (it holds {names:?})")));
+                bail!(UsageError(format!(
+                    "run {id}'s final store has no `{name}` (it holds {names:?})"
+                )));
             };
             print_json(value)?;
         }
@@ -153,7 +177,12 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             let report = resumption.run(&executor, &engine, force).await?;
             return super::run::print_report(&report, &super::run::Fetch::default(), json);
         }
-        RunsCommand::Prune { older_than, state, dry_run, json } => return prune(&any, &PruneFilter { older_than, state }, dry_run, json),
+        RunsCommand::Prune {
+            older_than,
+            state,
+            dry_run,
+            json,
+        } => return prune(&any, &PruneFilter { older_than, state }, dry_run, json),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -163,8 +192,13 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
 fn prune(db: &AnyDb, filter: &PruneFilter, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let pruned = db.prune_runs(filter, dry_run)?;
     if json {
-        let kept: Vec<Value> =
-            pruned.held.iter().map(|run| serde_json::json!({ "id": run.id, "state": run.state, "held_by": run.lease })).collect();
+        let kept: Vec<Value> = pruned
+            .held
+            .iter()
+            .map(
+                |run| serde_json::json!({ "id": run.id, "state": run.state, "held_by": run.lease }),
+            )
+            .collect();
         print_json(&serde_json::json!({
             "dry_run": dry_run,
             "deleted": if dry_run { 0 } else { pruned.runs.len() },
@@ -175,22 +209,38 @@ fn prune(db: &AnyDb, filter: &PruneFilter, dry_run: bool, json: bool) -> anyhow:
         let verb = if dry_run { "would delete" } else { "deleted" };
         outln!("{verb} {} run(s)", pruned.runs.len())?;
         for run in &pruned.runs {
-            outln!("  {:<28} {:<24} {:<10} updated {}", run.id, run.flow, run.state.to_string(), run.updated_at)?;
+            outln!(
+                "  {:<28} {:<24} {:<10} updated {}",
+                run.id,
+                run.flow,
+                run.state.to_string(),
+                run.updated_at
+            )?;
         }
     }
     for run in &pruned.held {
         if let Some(holder) = &run.lease {
             errln!(
                 "kept run {} ({}): held by a live executor on host {} pid {} since {}; stop it, or let its lease expire",
-                run.id, run.state, holder.host, holder.pid, holder.since
+                run.id,
+                run.state,
+                holder.host,
+                holder.pid,
+                holder.since
             );
         }
     }
-    Ok(ExitCode::from(if pruned.held.is_empty() { exit::SUCCESS } else { exit::TEMPFAIL }))
+    Ok(ExitCode::from(if pruned.held.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::TEMPFAIL
+    }))
 }
 
 fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
-    Ok(db.get(id)?.ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?)
+    Ok(db
+        .get(id)?
+        .ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?)
 }
 
 /// The record as JSON with each task's `attempts` (read from its history) beside it.
@@ -206,15 +256,30 @@ fn with_attempts(run: &RunRecord) -> anyhow::Result<Value> {
 
 /// Nested controllers' iterations, outermost first: `2` or `2.1`.
 fn iterations(its: &[u32]) -> String {
-    its.iter().map(ToString::to_string).collect::<Vec<_>>().join(".")
+    its.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
-    outln!("created {}  updated {}  resumed {} time(s)", s.created_at, s.updated_at, s.resumes)?;
+    outln!(
+        "created {}  updated {}  resumed {} time(s)",
+        s.created_at,
+        s.updated_at,
+        s.resumes
+    )?;
     if let Some(holder) = &s.lease {
-        outln!("held by executor {} on host {} pid {} since {} (lease expires {})", holder.owner, holder.host, holder.pid, holder.since, holder.expires)?;
+        outln!(
+            "held by executor {} on host {} pid {} since {} (lease expires {})",
+            holder.owner,
+            holder.host,
+            holder.pid,
+            holder.since,
+            holder.expires
+        )?;
     }
     if let Some(path) = &run.origin.flow_path {
         outln!("flow file {}", path.display())?;
@@ -223,9 +288,19 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
         outln!("exit: {reason}")?;
     }
     outln!()?;
-    outln!("{:<3} {:<28} {:<15} {:>12} {:>5}  ERROR", "#", "TASK", "STATE", "DURATION ms", "RUNS")?;
+    outln!(
+        "{:<3} {:<28} {:<15} {:>12} {:>5}  ERROR",
+        "#",
+        "TASK",
+        "STATE",
+        "DURATION ms",
+        "RUNS"
+    )?;
     for task in &run.tasks {
-        let ms = task.duration_ms.map(|d| format!("{d:.1}")).unwrap_or_default();
+        let ms = task
+            .duration_ms
+            .map(|d| format!("{d:.1}"))
+            .unwrap_or_default();
         let error = [task.error.as_ref(), task.revert_error.as_ref()]
             .into_iter()
             .flatten()
@@ -233,18 +308,37 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("; revert: ");
         // Numbered from 1 for people, like `flowhost check`; `--json` keeps the 0-based index.
-        outln!("{:<3} {:<28} {:<15} {ms:>12} {:>5}  {error}", task.index + 1, task.name, task.state.to_string(), task.executions)?;
+        outln!(
+            "{:<3} {:<28} {:<15} {ms:>12} {:>5}  {error}",
+            task.index + 1,
+            task.name,
+            task.state.to_string(),
+            task.executions
+        )?;
         if !task.iterations.is_empty() {
-            outln!("      in iteration {} of its subflow's retry controller", iterations(&task.iterations))?;
+            outln!(
+                "      in iteration {} of its subflow's retry controller",
+                iterations(&task.iterations)
+            )?;
         }
         let attempts = task.attempts();
         // A task run once shows nothing more; a retried one (or one run again after a crash)
         // lists each execution under its row.
         if attempts.len() > 1 {
             for attempt in &attempts {
-                let ms = attempt.duration_ms.map(|d| format!("{d:.1}")).unwrap_or_default();
-                let error = attempt.error.as_ref().map(ToString::to_string).unwrap_or_default();
-                let next = attempt.backoff_ms.map(|b| format!("; next attempt after {b:.0} ms")).unwrap_or_default();
+                let ms = attempt
+                    .duration_ms
+                    .map(|d| format!("{d:.1}"))
+                    .unwrap_or_default();
+                let error = attempt
+                    .error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let next = attempt
+                    .backoff_ms
+                    .map(|b| format!("; next attempt after {b:.0} ms"))
+                    .unwrap_or_default();
                 let iteration = match attempt.iterations.is_empty() {
                     true => String::new(),
                     false => format!(" (iteration {})", iterations(&attempt.iterations)),
@@ -267,7 +361,10 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
             print_json(store)
         }
         None => {
-            outln!("no final store yet: the run did not finish (resume it with `flowhost runs resume {}`)", s.id)?;
+            outln!(
+                "no final store yet: the run did not finish (resume it with `flowhost runs resume {}`)",
+                s.id
+            )?;
             Ok(())
         }
     }

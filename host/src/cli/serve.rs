@@ -87,8 +87,12 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     match &db {
         AnyDb::Sqlite(_) => tracing::info!("database {}", args.db.path().display()),
-        AnyDb::Postgres(_) if queued => tracing::info!("queueing runs for the workers of the PostgreSQL database"),
-        AnyDb::Postgres(_) => tracing::info!("executing runs here, recorded in the PostgreSQL database"),
+        AnyDb::Postgres(_) if queued => {
+            tracing::info!("queueing runs for the workers of the PostgreSQL database")
+        }
+        AnyDb::Postgres(_) => {
+            tracing::info!("executing runs here, recorded in the PostgreSQL database")
+        }
     }
     let left = server.run(shutdown_signal).await?;
     if left > 0 {

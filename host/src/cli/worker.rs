@@ -50,10 +50,12 @@ pub struct WorkerArgs {
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let db = args.db.open_postgres("worker")?;
     let executor = args.db.executor(db.clone()).heartbeat(args.heartbeat);
-    let plugin_dir = args
-        .plugin_dir
-        .clone()
-        .unwrap_or_else(|| dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("flowhost").join("plugins"));
+    let plugin_dir = args.plugin_dir.clone().unwrap_or_else(|| {
+        dirs::cache_dir()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("flowhost")
+            .join("plugins")
+    });
     let worker = Worker::new(db, executor, ctx.worker_config(), plugin_dir)
         .concurrency(args.concurrency)
         .flows(args.flows)
@@ -82,14 +84,20 @@ pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode>
 
 /// Two futures: the first completes at the first SIGTERM or SIGINT (drain), the second at the
 /// next one (hand back the runs in flight).
-fn signals() -> (tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Receiver<()>) {
+fn signals() -> (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
     let (drain, drained) = tokio::sync::oneshot::channel();
     let (hand_back, handed_back) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 return std::future::pending().await;
             };
             for sender in [drain, hand_back] {

@@ -42,7 +42,14 @@ pub const SCRATCH: &str = "/scratch";
 
 /// WASI 0.2 packages the host links (`wasmtime_wasi::p2::add_to_linker_async`); an import
 /// from anywhere else cannot be satisfied.
-const HOST_PACKAGES: [&str; 6] = ["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
+const HOST_PACKAGES: [&str; 6] = [
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+];
 
 /// The task name used for the plugin's log lines during the suite.
 const LOG_NAME: &str = "conform";
@@ -110,9 +117,14 @@ pub enum CasesError {
 impl Cases {
     /// Reads a cases file (TOML, one `[[case]]` table per case).
     pub fn from_file(path: &Path) -> Result<Self, CasesError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| CasesError::Read { path: path.to_path_buf(), source })?;
-        let parse = |message: String| CasesError::Parse { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|source| CasesError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let parse = |message: String| CasesError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
         let cases: Self = toml::from_str(&text).map_err(|e| parse(e.to_string()))?;
         let mut names = HashSet::new();
         for case in &cases.cases {
@@ -120,7 +132,10 @@ impl Cases {
                 return Err(parse(format!("case `{}` appears twice", case.name)));
             }
             if case.expect.is_some() && case.expect_error.is_some() {
-                return Err(parse(format!("case `{}` sets both `expect` and `expect_error`", case.name)));
+                return Err(parse(format!(
+                    "case `{}` sets both `expect` and `expect_error`",
+                    case.name
+                )));
             }
         }
         Ok(cases)
@@ -186,7 +201,11 @@ impl ConformReport {
     }
 
     fn push(&mut self, id: impl Into<String>, status: Status, reason: impl Into<String>) {
-        self.checks.push(Check { id: id.into(), status, reason: reason.into() });
+        self.checks.push(Check {
+            id: id.into(),
+            status,
+            reason: reason.into(),
+        });
     }
 }
 
@@ -195,7 +214,13 @@ impl fmt::Display for ConformReport {
         let width = self.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
         for check in &self.checks {
             // Reasons quote the plugin's own errors: escaped, one line per check.
-            writeln!(f, "{:<4}  {:<width$}  {}", check.status, escape(&check.id), escape(&check.reason))?;
+            writeln!(
+                f,
+                "{:<4}  {:<width$}  {}",
+                check.status,
+                escape(&check.id),
+                escape(&check.reason)
+            )?;
         }
         let count = |s| self.checks.iter().filter(|c| c.status == s).count();
         write!(
@@ -212,7 +237,10 @@ impl fmt::Display for ConformReport {
 /// Runs the whole suite on the plugin at `path`, with `cases` when given. Never fails: a
 /// plugin that cannot even be loaded gets a report naming why, with the later checks skipped.
 pub async fn conform(engine: &Engine, path: &Path, cases: Option<&Cases>) -> ConformReport {
-    let mut report = ConformReport { plugin: path.to_path_buf(), checks: Vec::new() };
+    let mut report = ConformReport {
+        plugin: path.to_path_buf(),
+        checks: Vec::new(),
+    };
     let plugin = match engine.plugin(path).await {
         Ok(plugin) => plugin,
         Err(error) => {
@@ -225,10 +253,23 @@ pub async fn conform(engine: &Engine, path: &Path, cases: Option<&Cases>) -> Con
     };
     report.push("component", Status::Pass, "a valid WebAssembly component");
     report.push("contract", Status::Pass, format!("exports `{CONTRACT}`"));
-    report.push("imports", Status::Pass, "imports only what the host provides");
+    report.push(
+        "imports",
+        Status::Pass,
+        "imports only what the host provides",
+    );
     check_describe(&mut report, &plugin, cases);
-    let mut suite = Suite { plugin: &plugin, slowest: None, over_limit: Vec::new() };
-    suite.check_inputs(&mut report, cases.and_then(|c| c.cases.iter().find(|c| c.expect_error.is_none()))).await;
+    let mut suite = Suite {
+        plugin: &plugin,
+        slowest: None,
+        over_limit: Vec::new(),
+    };
+    suite
+        .check_inputs(
+            &mut report,
+            cases.and_then(|c| c.cases.iter().find(|c| c.expect_error.is_none())),
+        )
+        .await;
     match cases {
         Some(cases) if !cases.cases.is_empty() => {
             for case in &cases.cases {
@@ -236,15 +277,26 @@ pub async fn conform(engine: &Engine, path: &Path, cases: Option<&Cases>) -> Con
             }
         }
         _ => {
-            report.push("cases", Status::Skip, "no cases file: give one with --cases to check results");
-            report.push("revert", Status::Skip, "no cases file: revert needs the outcome of a known input");
+            report.push(
+                "cases",
+                Status::Skip,
+                "no cases file: give one with --cases to check results",
+            );
+            report.push(
+                "revert",
+                Status::Skip,
+                "no cases file: revert needs the outcome of a known input",
+            );
         }
     }
     match (suite.over_limit.is_empty(), suite.slowest) {
         (true, Some((call, took))) => report.push(
             "limits",
             Status::Pass,
-            format!("every call ended within the default limits (slowest: {call}, {} ms)", took.as_millis()),
+            format!(
+                "every call ended within the default limits (slowest: {call}, {} ms)",
+                took.as_millis()
+            ),
         ),
         (true, None) => report.push("limits", Status::Skip, "no call was made"),
         (false, _) => report.push(
@@ -260,12 +312,15 @@ pub async fn conform(engine: &Engine, path: &Path, cases: Option<&Cases>) -> Con
 /// contract, or every import the host cannot satisfy.
 fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginError) {
     match error {
-        PluginError::Read { .. } | PluginError::NotAPluginFile { .. } | PluginError::NotAComponent { .. } => {
+        PluginError::Read { .. }
+        | PluginError::NotAPluginFile { .. }
+        | PluginError::NotAComponent { .. } => {
             report.push("component", Status::Fail, error.to_string());
             report.push("contract", Status::Skip, "not a component");
             report.push("imports", Status::Skip, "not a component");
         }
-        PluginError::UnsupportedImport { import, .. } | PluginError::NotATask { reason: import, .. } => {
+        PluginError::UnsupportedImport { import, .. }
+        | PluginError::NotATask { reason: import, .. } => {
             report.push("component", Status::Pass, "a valid WebAssembly component");
             let (imports, exports) = match component_world(path) {
                 Ok(world) => world,
@@ -281,12 +336,17 @@ fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginEr
                 Some(name) => report.push(
                     "contract",
                     Status::Fail,
-                    format!("exports `{name}`, but this host accepts only `{CONTRACT}` (any 0.1.x)"),
+                    format!(
+                        "exports `{name}`, but this host accepts only `{CONTRACT}` (any 0.1.x)"
+                    ),
                 ),
                 None => report.push(
                     "contract",
                     Status::Fail,
-                    format!("does not export `{CONTRACT}`; it exports: {}", list(&exports)),
+                    format!(
+                        "does not export `{CONTRACT}`; it exports: {}",
+                        list(&exports)
+                    ),
                 ),
             }
             let mut offending: Vec<String> = imports.into_iter().filter(|i| !provided(i)).collect();
@@ -297,20 +357,35 @@ fn report_load_failure(report: &mut ConformReport, path: &Path, error: &PluginEr
                 }
             }
             if offending.is_empty() {
-                report.push("imports", Status::Pass, "imports only what the host provides");
+                report.push(
+                    "imports",
+                    Status::Pass,
+                    "imports only what the host provides",
+                );
             } else {
                 report.push(
                     "imports",
                     Status::Fail,
-                    format!("imports what the host does not provide: {}", list(&offending)),
+                    format!(
+                        "imports what the host does not provide: {}",
+                        list(&offending)
+                    ),
                 );
             }
         }
         PluginError::Describe { reason, .. } => {
             report.push("component", Status::Pass, "a valid WebAssembly component");
             report.push("contract", Status::Pass, format!("exports `{CONTRACT}`"));
-            report.push("imports", Status::Pass, "imports only what the host provides");
-            report.push("describe", Status::Fail, format!("describe() failed: {reason}"));
+            report.push(
+                "imports",
+                Status::Pass,
+                "imports only what the host provides",
+            );
+            report.push(
+                "describe",
+                Status::Fail,
+                format!("describe() failed: {reason}"),
+            );
         }
         PluginError::Unavailable { .. } => {
             report.push("component", Status::Pass, "a valid WebAssembly component");
@@ -326,8 +401,14 @@ fn component_world(path: &Path) -> Result<(Vec<String>, Vec<String>), String> {
     let component = wasmtime::component::Component::from_file(&engine, path)
         .map_err(|e| format!("cannot read the component's imports and exports: {e:#}"))?;
     let ty = component.component_type();
-    let imports = ty.imports(&engine).map(|(name, _)| name.to_owned()).collect();
-    let exports = ty.exports(&engine).map(|(name, _)| name.to_owned()).collect();
+    let imports = ty
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let exports = ty
+        .exports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     Ok((imports, exports))
 }
 
@@ -339,12 +420,18 @@ fn list(names: &[String]) -> String {
     if names.is_empty() {
         return "nothing".into();
     }
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
@@ -358,7 +445,11 @@ fn check_describe(report: &mut ConformReport, plugin: &Plugin, cases: Option<&Ca
         problems.push("the version is empty".to_owned());
     }
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
-    for (list, names) in [("requires", &info.requires), ("optional", &info.optional), ("provides", &info.provides)] {
+    for (list, names) in [
+        ("requires", &info.requires),
+        ("optional", &info.optional),
+        ("provides", &info.provides),
+    ] {
         let mut in_list = HashSet::new();
         for name in names {
             if !valid_name(name) {
@@ -413,7 +504,9 @@ impl Call {
     fn from(result: Result<String, TaskError>) -> Self {
         match result {
             Ok(json) => Self::Ok(json),
-            Err(error) if error.host_fault().is_some_and(HostFault::stopped_by_host) => Self::Fault(error),
+            Err(error) if error.host_fault().is_some_and(HostFault::stopped_by_host) => {
+                Self::Fault(error)
+            }
             Err(error) => Self::Error(error),
         }
     }
@@ -431,11 +524,22 @@ impl Suite<'_> {
     fn scratch() -> Option<(tempfile::TempDir, Sandbox)> {
         let scratch = tempfile::tempdir().ok()?;
         let dir = Preopen::pin(scratch.path(), SCRATCH, Access::ReadWrite).ok()?;
-        Some((scratch, Sandbox { limits: EffectiveLimits::DEFAULT, dirs: vec![dir], env: Vec::new() }))
+        Some((
+            scratch,
+            Sandbox {
+                limits: EffectiveLimits::DEFAULT,
+                dirs: vec![dir],
+                env: Vec::new(),
+            },
+        ))
     }
 
     fn time(&mut self, call: &str, took: Duration, result: &Result<impl Sized, TaskError>) {
-        if self.slowest.as_ref().is_none_or(|(_, slowest)| took > *slowest) {
+        if self
+            .slowest
+            .as_ref()
+            .is_none_or(|(_, slowest)| took > *slowest)
+        {
             self.slowest = Some((call.to_owned(), took));
         }
         if let Err(error) = result
@@ -447,12 +551,28 @@ impl Suite<'_> {
 
     async fn execute(&mut self, call: &str, sandbox: &Sandbox, args: &str, config: &str) -> Call {
         let started = Instant::now();
-        let result = self.plugin.execute(Invocation { task: LOG_NAME, sandbox, warm: None, args, config, attempt: 1 }).await;
+        let result = self
+            .plugin
+            .execute(Invocation {
+                task: LOG_NAME,
+                sandbox,
+                warm: None,
+                args,
+                config,
+                attempt: 1,
+            })
+            .await;
         self.time(call, started.elapsed(), &result);
         Call::from(result)
     }
 
-    async fn revert(&mut self, call: &str, sandbox: &Sandbox, case: &Case, outcome: &Outcome) -> Call {
+    async fn revert(
+        &mut self,
+        call: &str,
+        sandbox: &Sandbox,
+        case: &Case,
+        outcome: &Outcome,
+    ) -> Call {
         let failures = match outcome {
             Outcome::Error(error) => vec![(case.name.clone(), error.clone())],
             Outcome::Result(_) => vec![(
@@ -466,7 +586,14 @@ impl Suite<'_> {
         };
         let started = Instant::now();
         let (args, config) = (json(&case.args), json(&case.config));
-        let invocation = Invocation { task: LOG_NAME, sandbox, warm: None, args: &args, config: &config, attempt: 1 };
+        let invocation = Invocation {
+            task: LOG_NAME,
+            sandbox,
+            warm: None,
+            args: &args,
+            config: &config,
+            attempt: 1,
+        };
         let result = self.plugin.revert(invocation, outcome, &failures).await;
         self.time(call, started.elapsed(), &result);
         Call::from(result.map(|()| String::new()))
@@ -480,7 +607,9 @@ impl Suite<'_> {
             return;
         };
         let base = valid.map(|c| c.args.clone()).unwrap_or_default();
-        let config = valid.map(|c| json(&c.config)).unwrap_or_else(|| "{}".into());
+        let config = valid
+            .map(|c| json(&c.config))
+            .unwrap_or_else(|| "{}".into());
         let requires = self.plugin.info().requires.clone();
 
         let mut inputs: Vec<(&str, String, String, String)> = vec![(
@@ -492,11 +621,18 @@ impl Suite<'_> {
         for name in &requires {
             let mut args = base.clone();
             args.remove(name);
-            inputs.push(("input.missing-required", format!("args without `{name}`"), json(&args), config.clone()));
+            inputs.push((
+                "input.missing-required",
+                format!("args without `{name}`"),
+                json(&args),
+                config.clone(),
+            ));
         }
         if let Some(case) = valid {
             for name in &requires {
-                let Some(value) = case.args.get(name) else { continue };
+                let Some(value) = case.args.get(name) else {
+                    continue;
+                };
                 let mut args = base.clone();
                 args.insert(name.clone(), wrong_type(value));
                 inputs.push((
@@ -508,21 +644,34 @@ impl Suite<'_> {
             }
         }
         for bad in ["[1, 2]", "\"text\"", "42"] {
-            inputs.push(("input.config-not-object", format!("config {bad}"), json(&base), bad.into()));
+            inputs.push((
+                "input.config-not-object",
+                format!("config {bad}"),
+                json(&base),
+                bad.into(),
+            ));
         }
 
         let mut verdicts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut tried: BTreeMap<&str, usize> = BTreeMap::new();
         for (id, what, args, config) in &inputs {
             *tried.entry(id).or_default() += 1;
-            let problem = match self.execute(&format!("{id} ({what})"), &sandbox, args, config).await {
+            let problem = match self
+                .execute(&format!("{id} ({what})"), &sandbox, args, config)
+                .await
+            {
                 Call::Error(_) => continue,
                 Call::Ok(result) => format!("{what}: returned {result} instead of a task-error"),
                 Call::Fault(error) => format!("{what}: {error}"),
             };
             verdicts.entry(id).or_default().push(problem);
         }
-        for id in ["input.args-not-json", "input.missing-required", "input.wrong-type", "input.config-not-object"] {
+        for id in [
+            "input.args-not-json",
+            "input.missing-required",
+            "input.wrong-type",
+            "input.config-not-object",
+        ] {
             match (tried.get(id), verdicts.get(id)) {
                 (None, _) if id == "input.missing-required" => {
                     report.push(id, Status::Skip, "the task requires no argument")
@@ -532,9 +681,11 @@ impl Suite<'_> {
                     Status::Skip,
                     "needs a cases file with a case that succeeds, to know each argument's type",
                 ),
-                (Some(n), None) => {
-                    report.push(id, Status::Pass, format!("{n} malformed input(s), each answered with a task-error"))
-                }
+                (Some(n), None) => report.push(
+                    id,
+                    Status::Pass,
+                    format!("{n} malformed input(s), each answered with a task-error"),
+                ),
                 (Some(_), Some(problems)) => report.push(id, Status::Fail, problems.join("; ")),
             }
         }
@@ -543,16 +694,29 @@ impl Suite<'_> {
     /// Checks 4–6 for one case: the result, its repeatability, and revert.
     async fn check_case(&mut self, report: &mut ConformReport, case: &Case) {
         let Some((_scratch, sandbox)) = Self::scratch() else {
-            report.push(format!("case.{}", case.name), Status::Skip, "cannot create a scratch directory");
+            report.push(
+                format!("case.{}", case.name),
+                Status::Skip,
+                "cannot create a scratch directory",
+            );
             return;
         };
         let (args, config) = (json(&case.args), json(&case.config));
-        let first = self.execute(&format!("case {}", case.name), &sandbox, &args, &config).await;
-        let (id, repeat_id, revert_id) =
-            (format!("case.{}", case.name), format!("repeat.{}", case.name), format!("revert.{}", case.name));
+        let first = self
+            .execute(&format!("case {}", case.name), &sandbox, &args, &config)
+            .await;
+        let (id, repeat_id, revert_id) = (
+            format!("case.{}", case.name),
+            format!("repeat.{}", case.name),
+            format!("revert.{}", case.name),
+        );
         let outcome = match &first {
             Call::Fault(error) => {
-                report.push(&id, Status::Fail, format!("execute did not end by itself: {error}"));
+                report.push(
+                    &id,
+                    Status::Fail,
+                    format!("execute did not end by itself: {error}"),
+                );
                 report.push(repeat_id, Status::Skip, "the case failed");
                 report.push(revert_id, Status::Skip, "the case failed");
                 return;
@@ -562,8 +726,14 @@ impl Suite<'_> {
                     Some(code) if *code == error.code => {
                         report.push(&id, Status::Pass, format!("failed as expected: {error}"))
                     }
-                    Some(code) => report.push(&id, Status::Fail, format!("expected error `{code}`, got {error}")),
-                    None => report.push(&id, Status::Fail, format!("expected a result, got {error}")),
+                    Some(code) => report.push(
+                        &id,
+                        Status::Fail,
+                        format!("expected error `{code}`, got {error}"),
+                    ),
+                    None => {
+                        report.push(&id, Status::Fail, format!("expected a result, got {error}"))
+                    }
                 }
                 Outcome::Error(error.clone())
             }
@@ -577,11 +747,26 @@ impl Suite<'_> {
         };
 
         if !case.deterministic {
-            report.push(repeat_id, Status::Skip, "the case is marked `deterministic = false`");
+            report.push(
+                repeat_id,
+                Status::Skip,
+                "the case is marked `deterministic = false`",
+            );
         } else {
-            let second = self.execute(&format!("case {} again", case.name), &sandbox, &args, &config).await;
+            let second = self
+                .execute(
+                    &format!("case {} again", case.name),
+                    &sandbox,
+                    &args,
+                    &config,
+                )
+                .await;
             match same(&first, &second) {
-                Ok(()) => report.push(repeat_id, Status::Pass, "the same input gave the same outcome"),
+                Ok(()) => report.push(
+                    repeat_id,
+                    Status::Pass,
+                    "the same input gave the same outcome",
+                ),
                 Err(reason) => report.push(repeat_id, Status::Fail, reason),
             }
         }
@@ -590,15 +775,23 @@ impl Suite<'_> {
         if let Outcome::Result(_) = outcome {
             for attempt in ["first", "second"] {
                 let call = format!("revert {} ({attempt})", case.name);
-                if let Some(problem) = revert_problem(self.revert(&call, &sandbox, case, &outcome).await) {
-                    let hint = if attempt == "second" { " (revert must be idempotent)" } else { "" };
+                if let Some(problem) =
+                    revert_problem(self.revert(&call, &sandbox, case, &outcome).await)
+                {
+                    let hint = if attempt == "second" {
+                        " (revert must be idempotent)"
+                    } else {
+                        ""
+                    };
                     problems.push(format!("{attempt} revert after a success: {problem}{hint}"));
                 }
             }
         }
         let failed = match &outcome {
             Outcome::Error(error) => Outcome::Error(error.clone()),
-            Outcome::Result(_) => Outcome::Error(HostFault::DeadlineExceeded.error( "the host stopped execute")),
+            Outcome::Result(_) => {
+                Outcome::Error(HostFault::DeadlineExceeded.error("the host stopped execute"))
+            }
         };
         let call = format!("revert {} (failure outcome)", case.name);
         if let Some(problem) = revert_problem(self.revert(&call, &sandbox, case, &failed).await) {
@@ -621,11 +814,15 @@ impl Suite<'_> {
         if let Some(code) = &case.expect_error {
             return Err(format!("expected error `{code}`, got the result {result}"));
         }
-        let value: Value = serde_json::from_str(result).map_err(|e| format!("the result is not JSON ({e}): {result}"))?;
+        let value: Value = serde_json::from_str(result)
+            .map_err(|e| format!("the result is not JSON ({e}): {result}"))?;
         let provides = &self.plugin.info().provides;
         if provides.len() > 1 {
-            let missing: Vec<String> =
-                provides.iter().filter(|name| value.get(name.as_str()).is_none()).cloned().collect();
+            let missing: Vec<String> = provides
+                .iter()
+                .filter(|name| value.get(name.as_str()).is_none())
+                .cloned()
+                .collect();
             if !missing.is_empty() {
                 return Err(format!(
                     "the result {result} misses provided name(s) {}: with several provides it must be an object holding each",
@@ -634,7 +831,9 @@ impl Suite<'_> {
             }
         }
         match &case.expect {
-            Some(expected) if !same_json(expected, &value) => Err(format!("expected {expected}, got {value}")),
+            Some(expected) if !same_json(expected, &value) => {
+                Err(format!("expected {expected}, got {value}"))
+            }
             Some(_) => Ok(format!("returned the expected {value}")),
             None => Ok(format!("returned {value}")),
         }
@@ -652,7 +851,10 @@ fn revert_problem(call: Call) -> Option<String> {
 fn same(first: &Call, second: &Call) -> Result<(), String> {
     match (first, second) {
         (Call::Ok(a), Call::Ok(b)) => {
-            let (a, b) = (serde_json::from_str::<Value>(a).ok(), serde_json::from_str::<Value>(b).ok());
+            let (a, b) = (
+                serde_json::from_str::<Value>(a).ok(),
+                serde_json::from_str::<Value>(b).ok(),
+            );
             let equal = match (&a, &b) {
                 (Some(a), Some(b)) => same_json(a, b),
                 (a, b) => a == b,
@@ -668,7 +870,11 @@ fn same(first: &Call, second: &Call) -> Result<(), String> {
             }
         }
         (Call::Error(a), Call::Error(b)) if a.code == b.code => Ok(()),
-        (a, b) => Err(format!("the same input ended {} then {}", describe_call(a), describe_call(b))),
+        (a, b) => Err(format!(
+            "the same input ended {} then {}",
+            describe_call(a),
+            describe_call(b)
+        )),
     }
 }
 
@@ -677,14 +883,20 @@ fn same(first: &Call, second: &Call) -> Result<(), String> {
 /// float they computed), and JSON itself does not tell them apart.
 fn same_json(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
-            (Some(x), Some(y), _, _) => x == y,
-            (_, _, Some(x), Some(y)) => x == y,
-            _ => x.as_f64() == y.as_f64(),
-        },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y)),
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(key, x)| y.get(key).is_some_and(|y| same_json(x, y)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(key, x)| y.get(key).is_some_and(|y| same_json(x, y)))
         }
         _ => a == b,
     }

@@ -42,9 +42,14 @@ impl BatchInput {
             .filter(|(_, line)| !line.trim_ascii().is_empty())
             .map(|(index, line)| {
                 let store = std::str::from_utf8(line)
-                    .map_err(|e| format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1))
+                    .map_err(|e| {
+                        format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1)
+                    })
                     .and_then(parse_store);
-                BatchInput { line: index + 1, store }
+                BatchInput {
+                    line: index + 1,
+                    store,
+                }
             })
             .collect()
     }
@@ -53,7 +58,10 @@ impl BatchInput {
 fn parse_store(line: &str) -> Result<Store, String> {
     match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
-        Ok(other) => Err(format!("expected a JSON object (an initial store), found {}", crate::store::kind_of(&other))),
+        Ok(other) => Err(format!(
+            "expected a JSON object (an initial store), found {}",
+            crate::store::kind_of(&other)
+        )),
         Err(e) => Err(format!("not valid JSON: {e}")),
     }
 }
@@ -138,7 +146,12 @@ pub struct Batch {
 impl Batch {
     /// Runs `flow` on `engine`, 64 runs at a time unless told otherwise.
     pub fn new(engine: &Engine, flow: &FlowSpec) -> Self {
-        Self { engine: engine.clone(), flow: Arc::new(flow.clone()), concurrency: 64, prepare: None }
+        Self {
+            engine: engine.clone(),
+            flow: Arc::new(flow.clone()),
+            concurrency: 64,
+            prepare: None,
+        }
     }
 
     /// At most `runs` runs in flight at once (at least one).
@@ -178,12 +191,20 @@ impl Batch {
                 running.spawn(async move {
                     let result = match input.store {
                         Ok(store) => run_one(&engine, &flow, store, prepare.as_deref()).await,
-                        Err(reason) => Err(BatchError::Input { line: input.line, reason }),
+                        Err(reason) => Err(BatchError::Input {
+                            line: input.line,
+                            reason,
+                        }),
                     };
-                    BatchOutcome { line: input.line, result }
+                    BatchOutcome {
+                        line: input.line,
+                        result,
+                    }
                 });
             }
-            let Some(joined) = running.join_next().await else { break };
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
             // A run never panics by design (listener panics are caught); if one did, the
             // panic is the engine's bug and must not be mistaken for an outcome.
             let outcome = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -195,10 +216,18 @@ impl Batch {
     }
 }
 
-async fn run_one(engine: &Engine, flow: &FlowSpec, store: Store, prepare: Option<&Prepare>) -> Result<RunReport, BatchError> {
+async fn run_one(
+    engine: &Engine,
+    flow: &FlowSpec,
+    store: Store,
+    prepare: Option<&Prepare>,
+) -> Result<RunReport, BatchError> {
     let mut loaded = engine.load(flow, store).await?;
     if let Some(prepare) = prepare {
-        prepare(&mut loaded).map_err(|error| BatchError::Prepare { run: loaded.run_id().to_owned(), error })?;
+        prepare(&mut loaded).map_err(|error| BatchError::Prepare {
+            run: loaded.run_id().to_owned(),
+            error,
+        })?;
     }
     Ok(loaded.run().await?)
 }
@@ -213,9 +242,20 @@ mod tests {
     fn a_line_that_is_not_utf8_fails_alone() {
         let inputs = BatchInput::parse_lines(b"{\"a\": 1}\r\n{\"b\": \"\xff\"}\n\n  \n{\"c\": 3}");
         let lines: Vec<usize> = inputs.iter().map(|i| i.line).collect();
-        assert_eq!(lines, [1, 2, 5], "blank lines are skipped, numbering is kept");
-        assert_eq!(inputs[0].store.as_ref().unwrap().fetch("a"), Some(&json!(1)), "a CRLF line is fine");
-        assert_eq!(inputs[1].store, Err("not UTF-8 (invalid byte at column 8)".into()));
+        assert_eq!(
+            lines,
+            [1, 2, 5],
+            "blank lines are skipped, numbering is kept"
+        );
+        assert_eq!(
+            inputs[0].store.as_ref().unwrap().fetch("a"),
+            Some(&json!(1)),
+            "a CRLF line is fine"
+        );
+        assert_eq!(
+            inputs[1].store,
+            Err("not UTF-8 (invalid byte at column 8)".into())
+        );
         assert!(inputs[2].store.is_ok());
     }
 }

@@ -68,15 +68,25 @@ pub(super) fn dependencies(
         let providers: BTreeMap<&str, usize> = nodes
             .iter()
             .enumerate()
-            .flat_map(|(n, node)| node.tasks.clone().flat_map(move |t| bindings[t].provides.iter().map(move |p| (p.as_str(), n))))
+            .flat_map(|(n, node)| {
+                node.tasks
+                    .clone()
+                    .flat_map(move |t| bindings[t].provides.iter().map(move |p| (p.as_str(), n)))
+            })
             .collect();
-        let index: BTreeMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.local.as_str(), i)).collect();
+        let index: BTreeMap<&str, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.local.as_str(), i))
+            .collect();
         for (i, node) in nodes.iter().enumerate() {
             for t in node.tasks.clone() {
                 let binding = bindings[t];
                 for (arg, key) in binding.required.iter().chain(&binding.optional) {
                     // A name provided inside the same entry is that entry's own business.
-                    let Some(&from) = providers.get(key.as_str()).filter(|&&from| from != i) else { continue };
+                    let Some(&from) = providers.get(key.as_str()).filter(|&&from| from != i) else {
+                        continue;
+                    };
                     if pattern == Pattern::Unordered {
                         let field = if arg == key { "name" } else { "rebind" };
                         problems.push(problem(
@@ -95,9 +105,11 @@ pub(super) fn dependencies(
             }
             for name in &node.after {
                 match index.get(name.as_str()) {
-                    Some(&from) if from == i => {
-                        problems.push(problem(&node.path, "after", "an entry cannot run after itself".into()))
-                    }
+                    Some(&from) if from == i => problems.push(problem(
+                        &node.path,
+                        "after",
+                        "an entry cannot run after itself".into(),
+                    )),
                     Some(&from) => depend(nodes, i, from, &mut deps),
                     None => problems.push(problem(
                         &node.path,
@@ -109,15 +121,20 @@ pub(super) fn dependencies(
         }
     }
     if !levels.iter().all(|l| l.pattern == Pattern::Linear) {
-        let provided: BTreeMap<&str, usize> =
-            bindings.iter().enumerate().flat_map(|(i, b)| b.provides.iter().map(move |n| (n.as_str(), i))).collect();
+        let provided: BTreeMap<&str, usize> = bindings
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.provides.iter().map(move |n| (n.as_str(), i)))
+            .collect();
         for (i, (task, binding)) in tasks.iter().zip(bindings).enumerate() {
             // A task's own result is not an input of it: the initial store must hold it.
             let missing: Vec<String> = binding
                 .required
                 .iter()
                 .map(|(_, key)| key)
-                .filter(|key| provided.get(key.as_str()).is_none_or(|&from| from == i) && !available(key))
+                .filter(|key| {
+                    provided.get(key.as_str()).is_none_or(|&from| from == i) && !available(key)
+                })
                 .cloned()
                 .collect();
             if !missing.is_empty() {
@@ -133,7 +150,10 @@ pub(super) fn dependencies(
         }
     }
     if let Some(cycle) = find_cycle(&deps) {
-        let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", tasks[i].name)).collect();
+        let names: Vec<String> = cycle
+            .iter()
+            .map(|&i| format!("`{}`", tasks[i].name))
+            .collect();
         problems.push(Problem {
             task: Some(tasks[cycle[0]].name.clone()),
             field: None,
@@ -144,7 +164,11 @@ pub(super) fn dependencies(
             ),
         });
     }
-    if problems.is_empty() { Ok(deps) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(deps)
+    } else {
+        Err(problems)
+    }
 }
 
 /// One cycle of the graph, as the entries along it, when there is one.

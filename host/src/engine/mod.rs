@@ -66,7 +66,11 @@ impl Engine {
 
     /// Sets up an engine with these settings (cache directory, pooling, fuel).
     pub fn with_config(config: &EngineConfig) -> Result<Self, SetupError> {
-        Ok(Self { runtime: Arc::new(Runtime::with_config(config)?), listeners: Vec::new(), cancellations: Cancellations::default() })
+        Ok(Self {
+            runtime: Arc::new(Runtime::with_config(config)?),
+            listeners: Vec::new(),
+            cancellations: Cancellations::default(),
+        })
     }
 
     /// Where compiled components are cached, if anywhere.
@@ -108,7 +112,9 @@ impl Engine {
             tasks: validated.tasks.into_iter().map(Arc::new).collect(),
             deps: validated.deps,
             scopes: validated.scopes,
-            max_parallel: flow.max_parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            max_parallel: flow
+                .max_parallel
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             initial: validated.initial,
             provided: validated.provided,
             listeners: self.listeners.clone(),
@@ -122,7 +128,10 @@ impl Engine {
     /// (the loads are kept for the runs); an unloadable one is a problem of the flow. Lets a
     /// caller check names before any run starts, when the initial stores are not known yet
     /// (a batch).
-    pub async fn provided_names(&self, flow: &FlowSpec) -> Result<BTreeSet<String>, ValidationError> {
+    pub async fn provided_names(
+        &self,
+        flow: &FlowSpec,
+    ) -> Result<BTreeSet<String>, ValidationError> {
         let mut names = BTreeSet::new();
         let mut problems = Vec::new();
         let mut host_unavailable = false;
@@ -145,7 +154,11 @@ impl Engine {
         if problems.is_empty() {
             return Ok(names);
         }
-        Err(ValidationError { flow: flow.name.clone(), problems, host_unavailable })
+        Err(ValidationError {
+            flow: flow.name.clone(),
+            problems,
+            host_unavailable,
+        })
     }
 
     /// Loads and runs in one step, in memory (no journal).
@@ -253,7 +266,11 @@ impl LoadedFlow {
         self.scopes.iter().map(|scope| SubflowPlan {
             path: &scope.path,
             retry: &scope.controller,
-            tasks: scope.tasks.clone().map(|i| self.tasks[i].name.as_str()).collect(),
+            tasks: scope
+                .tasks
+                .clone()
+                .map(|i| self.tasks[i].name.as_str())
+                .collect(),
         })
     }
 
@@ -310,7 +327,10 @@ impl LoadedFlow {
 /// A run id unique across processes and time: milliseconds, process id, a counter.
 fn next_run_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{ms:x}-{:x}-{n}", std::process::id())
 }

@@ -87,16 +87,27 @@ impl Run {
     pub(super) fn restore(loaded: LoadedFlow, checkpoint: Checkpoint) -> Result<Self, ResumeError> {
         let run = loaded.id.clone();
         if checkpoint.state.is_finished() {
-            return Err(ResumeError::Finished { run, state: checkpoint.state });
+            return Err(ResumeError::Finished {
+                run,
+                state: checkpoint.state,
+            });
         }
         let current: Vec<String> = loaded.tasks.iter().map(|t| t.name.clone()).collect();
         let recorded: Vec<String> = checkpoint.tasks.iter().map(|t| t.name.clone()).collect();
         if current != recorded {
-            return Err(ResumeError::TasksChanged { run, recorded, current });
+            return Err(ResumeError::TasksChanged {
+                run,
+                recorded,
+                current,
+            });
         }
         let mut this = Self::new(loaded);
         this.state = checkpoint.state;
-        let iterations: Vec<Vec<u32>> = checkpoint.tasks.iter().map(|t| t.iterations.clone()).collect();
+        let iterations: Vec<Vec<u32>> = checkpoint
+            .tasks
+            .iter()
+            .map(|t| t.iterations.clone())
+            .collect();
         for (index, task) in checkpoint.tasks.into_iter().enumerate() {
             let incomplete = |problem: &str| ResumeError::Incomplete {
                 run: run.clone(),
@@ -130,7 +141,10 @@ impl Run {
             // flow still running.
             let retrying = task.retry_at.is_some()
                 && checkpoint.state != FlowState::Reverting
-                && matches!(task.state, TaskState::Retrying | TaskState::Reverting | TaskState::Reverted);
+                && matches!(
+                    task.state,
+                    TaskState::Retrying | TaskState::Reverting | TaskState::Reverted
+                );
             // Caught RUNNING: it may have run partly, so it runs again from the start (the
             // same attempt). Caught REVERTING: it is reverted again, so it goes back to what it
             // was before.
@@ -192,5 +206,7 @@ fn recorded_iterations(scopes: &[Scope], recorded: &[Vec<u32>]) -> Vec<u32> {
         debug_assert_eq!(at.len(), s);
         at.push(mine);
     }
-    at.into_iter().map(|its| its.last().copied().unwrap_or(1)).collect()
+    at.into_iter()
+        .map(|its| its.last().copied().unwrap_or(1))
+        .collect()
 }

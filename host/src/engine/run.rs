@@ -112,11 +112,19 @@ impl Run {
 
     /// The task whose execute failed, with its error.
     pub(super) fn failure(&self) -> Option<(usize, TaskError)> {
-        self.records.iter().enumerate().find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
+        self.records
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
     }
 
     fn emit(&mut self, transition: Transition, at: SystemTime) {
-        self.pending.push(Event { run_id: self.loaded.id.clone(), flow: self.loaded.flow.clone(), at, transition });
+        self.pending.push(Event {
+            run_id: self.loaded.id.clone(),
+            flow: self.loaded.flow.clone(),
+            at,
+            transition,
+        });
     }
 
     /// Journals the pending transitions in one commit, then tells the listeners. Called
@@ -129,7 +137,11 @@ impl Run {
         if let Some(journal) = &self.loaded.journal {
             journal.append(&events).await.map_err(|error| RunError {
                 run: self.loaded.id.clone(),
-                transition: events.iter().map(|e| e.transition.to_string()).collect::<Vec<_>>().join(", "),
+                transition: events
+                    .iter()
+                    .map(|e| e.transition.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 error,
             })?;
         }
@@ -142,7 +154,15 @@ impl Run {
     pub(super) fn flow_to(&mut self, to: FlowState) {
         let from = self.state;
         let store = to.is_finished().then(|| self.store.clone());
-        self.emit(Transition::Flow { from, to, elapsed: self.started.elapsed(), store }, SystemTime::now());
+        self.emit(
+            Transition::Flow {
+                from,
+                to,
+                elapsed: self.started.elapsed(),
+                store,
+            },
+            SystemTime::now(),
+        );
         self.state = to;
     }
 
@@ -157,21 +177,41 @@ impl Run {
             record.duration = duration;
         }
         let attempt = record.attempt;
-        let Detail { result, error, args, outcome, retry_in } = detail;
+        let Detail {
+            result,
+            error,
+            args,
+            outcome,
+            retry_in,
+        } = detail;
         // The due time is exactly the transition's time plus the pause, as journaled.
         let at = SystemTime::now();
         let retry_at = retry_in.map(|pause| at + pause);
         record.retry_at = retry_at.or(record.retry_at.filter(|_| to != TaskState::Running));
         let task = self.loaded.tasks[index].name.clone();
         let iterations = self.iterations(index);
-        let transition =
-            Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at, iterations };
+        let transition = Transition::Task {
+            task,
+            index,
+            from,
+            to,
+            duration,
+            result,
+            error,
+            args,
+            outcome,
+            attempt,
+            retry_at,
+            iterations,
+        };
         self.emit(transition, at);
     }
 
     /// The iterations task `index` runs in, one per controller around it, outermost first.
     pub(super) fn iterations(&self, index: usize) -> Vec<u32> {
-        let mut its: Vec<u32> = Tree::scopes_of(&self.loaded.scopes, index).map(|s| self.iteration[s]).collect();
+        let mut its: Vec<u32> = Tree::scopes_of(&self.loaded.scopes, index)
+            .map(|s| self.iteration[s])
+            .collect();
         its.reverse();
         its
     }
@@ -260,7 +300,14 @@ impl Run {
         record.attempt = attempt;
         record.attempt_error = None;
         record.outcome = None;
-        self.task_to(index, TaskState::Running, Detail { args: args.clone(), ..Detail::default() });
+        self.task_to(
+            index,
+            TaskState::Running,
+            Detail {
+                args: args.clone(),
+                ..Detail::default()
+            },
+        );
         if let Some(args) = args {
             self.records[index].args = args;
         }
@@ -268,10 +315,20 @@ impl Run {
 
     /// Takes what `execute` returned: on valid JSON holding the provided names, SUCCESS and
     /// the results go into the store; otherwise how the attempt failed.
-    pub(super) fn executed(&mut self, index: usize, result: Result<String, TaskError>) -> Option<Failed> {
+    pub(super) fn executed(
+        &mut self,
+        index: usize,
+        result: Result<String, TaskError>,
+    ) -> Option<Failed> {
         let text = match result {
             Ok(text) => text,
-            Err(error) => return Some(Failed { outcome: None, error, called: true }),
+            Err(error) => {
+                return Some(Failed {
+                    outcome: None,
+                    error,
+                    called: true,
+                });
+            }
         };
         let task = &self.loaded.tasks[index];
         let stored = serde_json::from_str::<Value>(&text)
@@ -280,7 +337,11 @@ impl Run {
         match stored {
             Ok((outputs, value)) => {
                 let outcome = Outcome::Result(text);
-                let detail = Detail { result: Some(value), outcome: Some(outcome.clone()), ..Detail::default() };
+                let detail = Detail {
+                    result: Some(value),
+                    outcome: Some(outcome.clone()),
+                    ..Detail::default()
+                };
                 self.task_to(index, TaskState::Success, detail);
                 for (name, value) in outputs {
                     self.store.insert(name, value);
@@ -289,7 +350,11 @@ impl Run {
                 None
             }
             // The task did run: its revert gets the raw result to undo whatever it did.
-            Err(error) => Some(Failed { outcome: Some(Outcome::Result(text)), error, called: true }),
+            Err(error) => Some(Failed {
+                outcome: Some(Outcome::Result(text)),
+                error,
+                called: true,
+            }),
         }
     }
 
@@ -313,9 +378,17 @@ impl Run {
     /// A task whose plugin was never called (its arguments could not be built or were over
     /// the cap) did nothing, so it has no outcome and is not reverted.
     pub(super) fn fail(&mut self, index: usize, failed: Failed) {
-        let Failed { outcome, error, called } = failed;
+        let Failed {
+            outcome,
+            error,
+            called,
+        } = failed;
         let outcome = called.then(|| outcome.unwrap_or_else(|| Outcome::Error(error.clone())));
-        let detail = Detail { error: Some(error.clone()), outcome: outcome.clone(), ..Detail::default() };
+        let detail = Detail {
+            error: Some(error.clone()),
+            outcome: outcome.clone(),
+            ..Detail::default()
+        };
         self.task_to(index, TaskState::Failure, detail);
         let record = &mut self.records[index];
         record.outcome = outcome;
@@ -324,7 +397,11 @@ impl Run {
 
     /// Takes what a `revert` returned: REVERTED, its results out of the store (unless it only
     /// undid a failed attempt, which stored nothing), or REVERT_FAILURE.
-    pub(super) fn reverted(&mut self, index: usize, result: Result<(), TaskError>) -> Result<(), TaskError> {
+    pub(super) fn reverted(
+        &mut self,
+        index: usize,
+        result: Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
         match result {
             Ok(()) => {
                 self.task_to(index, TaskState::Reverted, Detail::default());
@@ -336,7 +413,14 @@ impl Run {
                 Ok(())
             }
             Err(error) => {
-                self.task_to(index, TaskState::RevertFailure, Detail { error: Some(error.clone()), ..Detail::default() });
+                self.task_to(
+                    index,
+                    TaskState::RevertFailure,
+                    Detail {
+                        error: Some(error.clone()),
+                        ..Detail::default()
+                    },
+                );
                 self.records[index].revert_error = Some(error.clone());
                 Err(error)
             }
@@ -350,18 +434,30 @@ impl Run {
 
     /// Ends the revert: REVERTED when every revert succeeded, else FAILURE.
     pub(super) fn reverts_done(&mut self) {
-        let all_reverted = self.records.iter().all(|r| r.state != TaskState::RevertFailure);
-        self.flow_to(if all_reverted { FlowState::Reverted } else { FlowState::Failure });
+        let all_reverted = self
+            .records
+            .iter()
+            .all(|r| r.state != TaskState::RevertFailure);
+        self.flow_to(if all_reverted {
+            FlowState::Reverted
+        } else {
+            FlowState::Failure
+        });
     }
 
     fn report(self) -> RunReport {
-        let iterations: Vec<Vec<u32>> = (0..self.records.len()).map(|i| self.iterations(i)).collect();
+        let iterations: Vec<Vec<u32>> = (0..self.records.len())
+            .map(|i| self.iterations(i))
+            .collect();
         let subflows = self
             .loaded
             .scopes
             .iter()
             .zip(&self.iteration)
-            .map(|(scope, &iteration)| SubflowReport { path: scope.path.clone(), iteration })
+            .map(|(scope, &iteration)| SubflowReport {
+                path: scope.path.clone(),
+                iteration,
+            })
             .collect();
         let tasks = self
             .loaded

@@ -30,9 +30,15 @@ use crate::events::{FlowState, TaskState};
 /// What a finished piece of work reports back.
 enum Done {
     /// An `execute` call returned.
-    Executed { index: usize, result: Result<String, TaskError> },
+    Executed {
+        index: usize,
+        result: Result<String, TaskError>,
+    },
     /// A `revert` call returned.
-    Reverted { index: usize, result: Result<(), TaskError> },
+    Reverted {
+        index: usize,
+        result: Result<(), TaskError>,
+    },
     /// The pause before a task's next attempt is over.
     Due { index: usize },
 }
@@ -53,7 +59,13 @@ struct Work {
 
 impl Work {
     fn new(max: usize) -> Self {
-        Self { set: JoinSet::new(), ready: Vec::new(), busy: 0, max: max.max(1), pauses: Vec::new() }
+        Self {
+            set: JoinSet::new(),
+            ready: Vec::new(),
+            busy: 0,
+            max: max.max(1),
+            pauses: Vec::new(),
+        }
     }
 
     fn has_room(&self) -> bool {
@@ -78,7 +90,9 @@ impl Work {
 
     /// Waits until `due`, then reports task `index` due.
     fn pause(&mut self, index: usize, due: Option<SystemTime>) {
-        let left = due.and_then(|due| due.duration_since(SystemTime::now()).ok()).unwrap_or_default();
+        let left = due
+            .and_then(|due| due.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
         let handle = self.set.spawn(async move {
             tokio::time::sleep(left).await;
             Done::Due { index }
@@ -152,8 +166,15 @@ impl Run {
             if failing {
                 restarting.clear();
             }
-            let in_flight = |index: usize| matches!(self.records[index].state, TaskState::Running | TaskState::Reverting);
-            if !restarting.is_empty() && !(0..count).any(|i| self.held(&restarting, i) && in_flight(i)) {
+            let in_flight = |index: usize| {
+                matches!(
+                    self.records[index].state,
+                    TaskState::Running | TaskState::Reverting
+                )
+            };
+            if !restarting.is_empty()
+                && !(0..count).any(|i| self.held(&restarting, i) && in_flight(i))
+            {
                 let scopes = std::mem::take(&mut restarting);
                 for scope in outermost(&self.loaded.scopes, scopes) {
                     work.cancel_pauses_of(self.loaded.scopes[scope].tasks.clone());
@@ -174,9 +195,9 @@ impl Run {
                         continue;
                     }
                     let ready = match self.records[index].state {
-                        TaskState::Pending => {
-                            self.loaded.deps[index].iter().all(|&d| self.records[d].state == TaskState::Success)
-                        }
+                        TaskState::Pending => self.loaded.deps[index]
+                            .iter()
+                            .all(|&d| self.records[d].state == TaskState::Success),
                         TaskState::Retrying | TaskState::Reverted => *due,
                         _ => false,
                     };
@@ -187,7 +208,14 @@ impl Run {
                             // controller retries it — the operator asked the run to stop.
                             self.start(index, self.records[index].attempt + 1, None);
                             let error = super::cancel::cancelled(&self.loaded.tasks[index].name);
-                            self.fail(index, Failed { outcome: None, error, called: false });
+                            self.fail(
+                                index,
+                                Failed {
+                                    outcome: None,
+                                    error,
+                                    called: false,
+                                },
+                            );
                             failing = true;
                             break;
                         }
@@ -205,15 +233,22 @@ impl Run {
             }
             self.flush().await?;
             work.launch();
-            let Some(done) = work.next().await else { continue };
+            let Some(done) = work.next().await else {
+                continue;
+            };
             match done {
                 Done::Due { index } => due[index] = true,
                 Done::Executed { index, result } => {
-                    let Some(failed) = self.executed(index, result) else { continue };
+                    let Some(failed) = self.executed(index, result) else {
+                        continue;
+                    };
                     let attempt = self.records[index].attempt;
                     let retry = &self.loaded.tasks[index].retry;
                     let stopping = failing || self.held(&restarting, index);
-                    match retry.delay_after(attempt, &failed.error.code).filter(|_| !stopping) {
+                    match retry
+                        .delay_after(attempt, &failed.error.code)
+                        .filter(|_| !stopping)
+                    {
                         Some(pause) => {
                             self.retrying(index, failed, pause);
                             self.between_attempts(index, &mut work);
@@ -246,7 +281,9 @@ impl Run {
 
     /// Whether task `index` is in a subflow waiting to start again: it starts nothing new.
     fn held(&self, restarting: &[usize], index: usize) -> bool {
-        restarting.iter().any(|&s| self.loaded.scopes[s].tasks.contains(&index))
+        restarting
+            .iter()
+            .any(|&s| self.loaded.scopes[s].tasks.contains(&index))
     }
 
     /// Task `index` failed for good: the innermost subflow around it whose controller has an
@@ -308,7 +345,14 @@ impl Run {
             }
             Err(error) => {
                 self.start(index, attempt, None);
-                self.fail(index, Failed { outcome: None, error, called: false });
+                self.fail(
+                    index,
+                    Failed {
+                        outcome: None,
+                        error,
+                        called: false,
+                    },
+                );
                 false
             }
         }
@@ -329,7 +373,13 @@ impl Run {
         }
     }
 
-    fn revert_call(&mut self, index: usize, outcome: Outcome, failures: Vec<(String, TaskError)>, work: &mut Work) {
+    fn revert_call(
+        &mut self,
+        index: usize,
+        outcome: Outcome,
+        failures: Vec<(String, TaskError)>,
+        work: &mut Work,
+    ) {
         let task = self.loaded.tasks[index].clone();
         let args = self.records[index].args.clone();
         work.call(Box::pin(async move {
@@ -342,7 +392,10 @@ impl Run {
     fn needs_revert(&self, index: usize) -> bool {
         let record = &self.records[index];
         record.outcome.is_some()
-            && matches!(record.state, TaskState::Success | TaskState::Failure | TaskState::Retrying)
+            && matches!(
+                record.state,
+                TaskState::Success | TaskState::Failure | TaskState::Retrying
+            )
     }
 
     /// Reverts every task that did something, each once every task depending on it is
@@ -364,7 +417,12 @@ impl Run {
         let count = self.loaded.tasks.len();
         let failures: Arc<[(String, TaskError)]> = tasks
             .clone()
-            .filter_map(|i| self.records[i].error.clone().map(|e| (self.loaded.tasks[i].name.clone(), e)))
+            .filter_map(|i| {
+                self.records[i]
+                    .error
+                    .clone()
+                    .map(|e| (self.loaded.tasks[i].name.clone(), e))
+            })
             .collect();
         let mut dependents = vec![Vec::new(); count];
         for (index, deps) in self.loaded.deps.iter().enumerate() {
@@ -379,9 +437,13 @@ impl Run {
                 if !work.has_room() {
                     break;
                 }
-                let settled = |j: usize| !self.needs_revert(j) && self.records[j].state != TaskState::Reverting;
+                let settled = |j: usize| {
+                    !self.needs_revert(j) && self.records[j].state != TaskState::Reverting
+                };
                 if self.needs_revert(index) && dependents[index].iter().all(|&j| settled(j)) {
-                    let Some(outcome) = self.records[index].outcome.clone() else { continue };
+                    let Some(outcome) = self.records[index].outcome.clone() else {
+                        continue;
+                    };
                     self.reverting(index);
                     self.revert_call(index, outcome, failures.to_vec(), &mut work);
                 }
@@ -406,7 +468,13 @@ impl Run {
 fn outermost(scopes: &[super::tree::Scope], restarting: Vec<usize>) -> Vec<usize> {
     // Scopes are listed outer before inner, so `o < s` tells which of two equal ranges is outer.
     let inside = |s: usize, o: usize| {
-        o < s && scopes[o].tasks.start <= scopes[s].tasks.start && scopes[s].tasks.end <= scopes[o].tasks.end
+        o < s
+            && scopes[o].tasks.start <= scopes[s].tasks.start
+            && scopes[s].tasks.end <= scopes[o].tasks.end
     };
-    restarting.iter().copied().filter(|&s| !restarting.iter().any(|&o| inside(s, o))).collect()
+    restarting
+        .iter()
+        .copied()
+        .filter(|&s| !restarting.iter().any(|&o| inside(s, o)))
+        .collect()
 }

@@ -31,13 +31,26 @@ impl BoundTask {
         warm: Option<Arc<WarmPool>>,
         retry: RetryPolicy,
     ) -> Self {
-        Self { name: spec.name.clone(), config: spec.config.to_string(), plugin, binding, sandbox, warm, retry }
+        Self {
+            name: spec.name.clone(),
+            config: spec.config.to_string(),
+            plugin,
+            binding,
+            sandbox,
+            warm,
+            retry,
+        }
     }
 
     /// Calls `execute` with these arguments (a JSON object's text) as attempt `attempt`
     /// (from 1) of this task in its run; returns the raw result.
     pub(crate) async fn execute(&self, args: &str, attempt: u32) -> Result<String, TaskError> {
-        self.plugin.execute(Invocation { attempt, ..self.invocation(args) }).await
+        self.plugin
+            .execute(Invocation {
+                attempt,
+                ..self.invocation(args)
+            })
+            .await
     }
 
     /// Calls `revert` with the arguments `execute` had, its outcome and the flow's failures.
@@ -47,10 +60,19 @@ impl BoundTask {
         outcome: &Outcome,
         failures: &[(String, TaskError)],
     ) -> Result<(), TaskError> {
-        self.plugin.revert(self.invocation(args), outcome, failures).await
+        self.plugin
+            .revert(self.invocation(args), outcome, failures)
+            .await
     }
 
     fn invocation<'a>(&'a self, args: &'a str) -> Invocation<'a> {
-        Invocation { task: &self.name, sandbox: &self.sandbox, warm: self.warm.as_deref(), args, config: &self.config, attempt: 1 }
+        Invocation {
+            task: &self.name,
+            sandbox: &self.sandbox,
+            warm: self.warm.as_deref(),
+            args,
+            config: &self.config,
+            attempt: 1,
+        }
     }
 }

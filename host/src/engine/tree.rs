@@ -54,7 +54,12 @@ pub(super) struct Tree {
 
 impl Tree {
     pub(super) fn of(flow: &FlowSpec) -> Self {
-        let mut tree = Tree { tasks: Vec::new(), levels: Vec::new(), scopes: Vec::new(), problems: Vec::new() };
+        let mut tree = Tree {
+            tasks: Vec::new(),
+            levels: Vec::new(),
+            scopes: Vec::new(),
+            problems: Vec::new(),
+        };
         tree.level(flow.pattern, &flow.tasks, "", None);
         tree
     }
@@ -73,7 +78,10 @@ impl Tree {
     fn level(&mut self, pattern: Pattern, entries: &[Entry], prefix: &str, scope: Option<usize>) {
         let mut nodes = Vec::with_capacity(entries.len());
         let at = self.levels.len();
-        self.levels.push(Level { pattern, nodes: Vec::new() });
+        self.levels.push(Level {
+            pattern,
+            nodes: Vec::new(),
+        });
         let mut names = std::collections::HashSet::new();
         for entry in entries {
             let path = format!("{prefix}{}", entry.name());
@@ -84,8 +92,12 @@ impl Tree {
                     "duplicate task name; every entry needs its own name".into(),
                 ));
             }
-            if matches!(entry, Entry::Flow(_)) && (entry.name().is_empty() || entry.name().contains('/')) {
-                let message = "a subflow's name names its tasks' paths: it is not empty and holds no `/`".into();
+            if matches!(entry, Entry::Flow(_))
+                && (entry.name().is_empty() || entry.name().contains('/'))
+            {
+                let message =
+                    "a subflow's name names its tasks' paths: it is not empty and holds no `/`"
+                        .into();
                 self.problems.push(problem(&path, "name", message));
             }
             let start = self.tasks.len();
@@ -110,7 +122,11 @@ impl Tree {
                         None => scope,
                     };
                     if flow.tasks.is_empty() {
-                        self.problems.push(problem(&path, "task", "the subflow has no entries".into()));
+                        self.problems.push(problem(
+                            &path,
+                            "task",
+                            "the subflow has no entries".into(),
+                        ));
                     }
                     self.level(flow.flow.pattern, &flow.tasks, &format!("{path}/"), inner);
                     if inner != scope
@@ -121,8 +137,18 @@ impl Tree {
                 }
             }
             let tasks = start..self.tasks.len();
-            let kind = if matches!(entry, Entry::Task(_)) { "task" } else { "subflow" };
-            nodes.push(Node { path, local: entry.name().to_owned(), after: entry.after().to_vec(), tasks, kind });
+            let kind = if matches!(entry, Entry::Task(_)) {
+                "task"
+            } else {
+                "subflow"
+            };
+            nodes.push(Node {
+                path,
+                local: entry.name().to_owned(),
+                after: entry.after().to_vec(),
+                tasks,
+                kind,
+            });
         }
         self.levels[at].nodes = nodes;
     }
@@ -131,10 +157,13 @@ impl Tree {
     fn check(&mut self, path: &str, controller: &Controller) {
         let found = match controller.iterations() {
             Err(message) => Some(("flow.retry", message)),
-            Ok(Iterations::Times(0)) => Some(("flow.retry.times", "`times` must be at least 1".into())),
-            Ok(Iterations::Values([], _)) => {
-                Some(("flow.retry.for_each.values", "`for_each.values` must hold at least one value".into()))
+            Ok(Iterations::Times(0)) => {
+                Some(("flow.retry.times", "`times` must be at least 1".into()))
             }
+            Ok(Iterations::Values([], _)) => Some((
+                "flow.retry.for_each.values",
+                "`for_each.values` must hold at least one value".into(),
+            )),
             Ok(Iterations::Values(_, "") | Iterations::FromStore { provides: "", .. }) => {
                 Some(("flow.retry", "`provides` must name a store key".into()))
             }
@@ -147,7 +176,11 @@ impl Tree {
 }
 
 fn problem(task: &str, field: &str, message: String) -> Problem {
-    Problem { task: Some(task.to_owned()), field: Some(field.to_owned()), message }
+    Problem {
+        task: Some(task.to_owned()),
+        field: Some(field.to_owned()),
+        message,
+    }
 }
 
 impl Scope {
@@ -157,27 +190,44 @@ impl Scope {
         match self.controller.iterations() {
             Ok(Iterations::Times(n)) => n,
             Ok(Iterations::Values(values, _)) => values.len() as u32,
-            Ok(Iterations::FromStore { from, .. }) => {
-                store.fetch(from).and_then(Value::as_array).map_or(0, |list| list.len() as u32)
-            }
+            Ok(Iterations::FromStore { from, .. }) => store
+                .fetch(from)
+                .and_then(Value::as_array)
+                .map_or(0, |list| list.len() as u32),
             Err(_) => 0,
         }
     }
 
     /// The store name and value iteration `iteration` (from 1) gives the scope's tasks, or
     /// why it cannot: the list is not in the store, or too short.
-    pub(crate) fn given(&self, iteration: u32, store: &crate::store::Store) -> Result<Option<(&str, Value)>, String> {
+    pub(crate) fn given(
+        &self,
+        iteration: u32,
+        store: &crate::store::Store,
+    ) -> Result<Option<(&str, Value)>, String> {
         let at = iteration.saturating_sub(1) as usize;
         match self.controller.iterations() {
-            Ok(Iterations::Values(values, provides)) => Ok(values.get(at).map(|v| (provides, v.clone()))),
-            Ok(Iterations::FromStore { from, provides }) => match store.fetch(from).map(|v| v.as_array()) {
-                Some(Some(list)) => list
-                    .get(at)
-                    .map(|v| Some((provides, v.clone())))
-                    .ok_or_else(|| format!("subflow `{}`: `{from}` holds no value {iteration}", self.path)),
-                Some(None) => Err(format!("subflow `{}`: `{from}` in the store is not a list", self.path)),
-                None => Err(format!("subflow `{}`: the store lacks `{from}`", self.path)),
-            },
+            Ok(Iterations::Values(values, provides)) => {
+                Ok(values.get(at).map(|v| (provides, v.clone())))
+            }
+            Ok(Iterations::FromStore { from, provides }) => {
+                match store.fetch(from).map(|v| v.as_array()) {
+                    Some(Some(list)) => list
+                        .get(at)
+                        .map(|v| Some((provides, v.clone())))
+                        .ok_or_else(|| {
+                            format!(
+                                "subflow `{}`: `{from}` holds no value {iteration}",
+                                self.path
+                            )
+                        }),
+                    Some(None) => Err(format!(
+                        "subflow `{}`: `{from}` in the store is not a list",
+                        self.path
+                    )),
+                    None => Err(format!("subflow `{}`: the store lacks `{from}`", self.path)),
+                }
+            }
             _ => Ok(None),
         }
     }

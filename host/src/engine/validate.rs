@@ -50,22 +50,38 @@ struct Finding {
 
 impl Finding {
     fn at(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field: Some(field), message: message.into() }
+        Self {
+            field: Some(field),
+            message: message.into(),
+        }
     }
 
     fn anywhere(message: impl Into<String>) -> Self {
-        Self { field: None, message: message.into() }
+        Self {
+            field: None,
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "flow `{}` is invalid ({n} problem{}):", escape(&self.flow), if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "flow `{}` is invalid ({n} problem{}):",
+            escape(&self.flow),
+            if n == 1 { "" } else { "s" }
+        )?;
         // Messages quote names and text a plugin declared: escaped, one line per problem.
         for problem in &self.problems {
             match &problem.task {
-                Some(task) => write!(f, "\n  - task `{}`: {}", escape(task), escape(&problem.message))?,
+                Some(task) => write!(
+                    f,
+                    "\n  - task `{}`: {}",
+                    escape(task),
+                    escape(&problem.message)
+                )?,
                 None => write!(f, "\n  - {}", escape(&problem.message))?,
             }
         }
@@ -90,7 +106,12 @@ struct Sources(BTreeMap<String, String>);
 
 impl Sources {
     fn new(initial: &Store) -> Self {
-        Self(initial.names().map(|n| (n.clone(), "the initial store".to_owned())).collect())
+        Self(
+            initial
+                .names()
+                .map(|n| (n.clone(), "the initial store".to_owned()))
+                .collect(),
+        )
     }
 
     fn provide(&mut self, name: &str, task: &str) {
@@ -99,7 +120,11 @@ impl Sources {
 }
 
 /// Validates `flow` with `store` over the flow's `[store]` defaults.
-pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -> Result<Validated, ValidationError> {
+pub(super) async fn validate(
+    runtime: &Runtime,
+    flow: &FlowSpec,
+    store: Store,
+) -> Result<Validated, ValidationError> {
     let mut initial: Store = flow.store.clone().into();
     initial.extend(store);
     let tree = Tree::of(flow);
@@ -114,10 +139,22 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
     if flow.tasks.is_empty() {
         report(None, vec![Finding::anywhere("the flow has no tasks")]);
     }
-    report(None, check_name("flow", &flow.name).map(|m| Finding::at("name", m)).into_iter().collect());
+    report(
+        None,
+        check_name("flow", &flow.name)
+            .map(|m| Finding::at("name", m))
+            .into_iter()
+            .collect(),
+    );
     report(None, check_retry(flow.retry.as_ref()));
     if flow.max_parallel == Some(0) {
-        report(None, vec![Finding::at("max_parallel", "`max_parallel` must be at least 1")]);
+        report(
+            None,
+            vec![Finding::at(
+                "max_parallel",
+                "`max_parallel` must be at least 1",
+            )],
+        );
     }
     let mut host_unavailable = false;
     let mut sources = Sources::new(&initial);
@@ -132,16 +169,33 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
                     let message = format!(
                         "reads its list from `{from}`, which neither the initial store nor an earlier task provides"
                     );
-                    report(Some(&scope.path), vec![Finding::at("flow.retry.parameterized_for_each.from", message)]);
+                    report(
+                        Some(&scope.path),
+                        vec![Finding::at(
+                            "flow.retry.parameterized_for_each.from",
+                            message,
+                        )],
+                    );
                 }
-                sources.0.insert(provides.to_owned(), format!("subflow `{}`", scope.path));
+                sources
+                    .0
+                    .insert(provides.to_owned(), format!("subflow `{}`", scope.path));
             }
         }
         let task = Some(spec.name.as_str());
         let local = spec.name.rsplit('/').next().unwrap_or_default();
-        report(task, check_name("task", local).map(|m| Finding::at("name", m)).into_iter().collect());
+        report(
+            task,
+            check_name("task", local)
+                .map(|m| Finding::at("name", m))
+                .into_iter()
+                .collect(),
+        );
         let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow, runtime.protected());
-        report(task, grant_problems.into_iter().map(Finding::anywhere).collect());
+        report(
+            task,
+            grant_problems.into_iter().map(Finding::anywhere).collect(),
+        );
         report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
         report(task, check_limits(&sandbox));
         report(task, check_retry(spec.retry.as_ref()));
@@ -163,17 +217,31 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
         let binding = bind(spec, plugin.info());
         // Other patterns do not read file order: their requirements are checked with the graph.
         if !blind && tree.all_linear() {
-            report(task, check_requirements(&binding, &sources, &tree.tasks[index + 1..]));
+            report(
+                task,
+                check_requirements(&binding, &sources, &tree.tasks[index + 1..]),
+            );
         }
         report(task, check_provides(&binding, &spec.name, &mut sources));
         let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
-        tasks.push(BoundTask::new(spec, plugin, binding, sandbox, warm, flow.retry_policy(spec)));
+        tasks.push(BoundTask::new(
+            spec,
+            plugin,
+            binding,
+            sandbox,
+            warm,
+            flow.retry_policy(spec),
+        ));
     }
     // The graph needs every entry's binding; without one its findings could be false.
     let mut deps = Deps::new();
     if tasks.len() == tree.tasks.len() {
         let bindings: Vec<&Binding> = tasks.iter().map(|t| &t.binding).collect();
-        let given: HashSet<&str> = tree.scopes.iter().filter_map(|s| scope_names(s).map(|(p, _)| p)).collect();
+        let given: HashSet<&str> = tree
+            .scopes
+            .iter()
+            .filter_map(|s| scope_names(s).map(|(p, _)| p))
+            .collect();
         let available = |key: &str| initial.contains(key) || given.contains(key);
         match graph::dependencies(&tree.levels, &tree.tasks, &bindings, &available) {
             Ok(found) => deps = found,
@@ -181,9 +249,19 @@ pub(super) async fn validate(runtime: &Runtime, flow: &FlowSpec, store: Store) -
         }
     }
     if !problems.is_empty() {
-        return Err(ValidationError { flow: flow.name.clone(), problems, host_unavailable });
+        return Err(ValidationError {
+            flow: flow.name.clone(),
+            problems,
+            host_unavailable,
+        });
     }
-    Ok(Validated { tasks, deps, scopes: tree.scopes, initial, provided: sources.0.into_keys().collect() })
+    Ok(Validated {
+        tasks,
+        deps,
+        scopes: tree.scopes,
+        initial,
+        provided: sources.0.into_keys().collect(),
+    })
 }
 
 /// The store name a controller gives its scope's tasks and, for `parameterized_for_each`,
@@ -204,7 +282,10 @@ const MAX_NAME: usize = 128;
 /// [`MAX_NAME`] of them. `kind` is "flow" or "task".
 fn check_name(kind: &str, name: &str) -> Option<String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if starts_well && name.len() <= MAX_NAME && name.chars().all(allowed) {
         return None;
     }
@@ -224,7 +305,10 @@ fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<F
         ));
     }
     if !spec.config.is_object() {
-        problems.push(Finding::at("config", "`config` must be a table (a JSON object)"));
+        problems.push(Finding::at(
+            "config",
+            "`config` must be a table (a JSON object)",
+        ));
     }
     problems
 }
@@ -232,7 +316,12 @@ fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<F
 /// A retry policy that cannot work as written (no attempt, a shrinking backoff, `on` and
 /// `except` together), on an entry or the flow.
 fn check_retry(retry: Option<&Retry>) -> Vec<Finding> {
-    retry.map(Retry::problems).unwrap_or_default().into_iter().map(|(field, message)| Finding::at(field, message)).collect()
+    retry
+        .map(Retry::problems)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(field, message)| Finding::at(field, message))
+        .collect()
 }
 
 /// Limits under which no call can succeed — not even a revert, so a run would fail and then
@@ -251,12 +340,27 @@ fn check_limits(sandbox: &Sandbox) -> Vec<Finding> {
         ));
     }
     for (field, value, unit) in [
-        ("limits.memory_mib", limits.memory_mib, "MiB of linear memory"),
-        ("limits.result_kib", limits.result_kib, "KiB of result (even `{}` is 2 bytes)"),
-        ("limits.args_kib", limits.args_kib, "KiB of arguments (even `{}` is 2 bytes)"),
+        (
+            "limits.memory_mib",
+            limits.memory_mib,
+            "MiB of linear memory",
+        ),
+        (
+            "limits.result_kib",
+            limits.result_kib,
+            "KiB of result (even `{}` is 2 bytes)",
+        ),
+        (
+            "limits.args_kib",
+            limits.args_kib,
+            "KiB of arguments (even `{}` is 2 bytes)",
+        ),
     ] {
         if value == 0 {
-            problems.push(Finding::at(field, format!("`{field}` = 0 allows no {unit}: every call would fail; use at least 1")));
+            problems.push(Finding::at(
+                field,
+                format!("`{field}` = 0 allows no {unit}: every call would fail; use at least 1"),
+            ));
         }
     }
     if limits.fuel == Some(0) {
@@ -291,7 +395,9 @@ fn check_memory_fits(sandbox: &Sandbox, plugin: &Plugin) -> Vec<Finding> {
 /// are mapped by position), or a single name to store the whole result under.
 fn check_renamed_provides(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
     match &spec.provides {
-        Some(given) if given.len() > 1 && info.provides.len() > 1 && given.len() != info.provides.len() => {
+        Some(given)
+            if given.len() > 1 && info.provides.len() > 1 && given.len() != info.provides.len() =>
+        {
             vec![Finding::at(
                 "provides",
                 format!(
@@ -311,7 +417,10 @@ fn check_renamed_provides(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
 /// `rebind` and `inject` may only name arguments the plugin takes.
 fn check_arguments_known(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
     let accepts = |arg: &String| info.requires.contains(arg) || info.optional.contains(arg);
-    let named = [("rebind", spec.rebind.keys().collect::<Vec<_>>()), ("inject", spec.inject.keys().collect())];
+    let named = [
+        ("rebind", spec.rebind.keys().collect::<Vec<_>>()),
+        ("inject", spec.inject.keys().collect()),
+    ];
     named
         .into_iter()
         .flat_map(|(field, args)| args.into_iter().filter(|a| !accepts(a)).map(move |arg| (field, arg)))
@@ -329,8 +438,17 @@ fn check_arguments_known(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
 }
 
 fn takes(info: &TaskInfo) -> String {
-    let all: Vec<String> = info.requires.iter().chain(&info.optional).cloned().collect();
-    if all.is_empty() { "no arguments".into() } else { quoted(&all) }
+    let all: Vec<String> = info
+        .requires
+        .iter()
+        .chain(&info.optional)
+        .cloned()
+        .collect();
+    if all.is_empty() {
+        "no arguments".into()
+    } else {
+        quoted(&all)
+    }
 }
 
 /// How the entry reads its arguments and writes its result, after rebind, inject and provides.
@@ -345,7 +463,10 @@ fn bind(spec: &TaskSpec, info: &TaskInfo) -> Binding {
         required: bind(&info.requires),
         optional: bind(&info.optional),
         inject: spec.inject.clone(),
-        provides: spec.provides.clone().unwrap_or_else(|| info.provides.clone()),
+        provides: spec
+            .provides
+            .clone()
+            .unwrap_or_else(|| info.provides.clone()),
         declared: info.provides.clone(),
     }
 }
@@ -416,22 +537,47 @@ mod tests {
 
     #[test]
     fn rebind_and_inject_of_an_unknown_argument_name_the_field_and_what_the_plugin_takes() {
-        let spec = TaskSpec::new("t", "p.wasm").rebind("size", "raw").inject("colour", json!("red"));
+        let spec = TaskSpec::new("t", "p.wasm")
+            .rebind("size", "raw")
+            .inject("colour", json!("red"));
         let found = check_arguments_known(&spec, &info(&["volume"], &["zone"], &["out"]));
-        assert_eq!(found.iter().map(|f| f.field).collect::<Vec<_>>(), [Some("rebind"), Some("inject")]);
+        assert_eq!(
+            found.iter().map(|f| f.field).collect::<Vec<_>>(),
+            [Some("rebind"), Some("inject")]
+        );
         let problems = messages(found);
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].starts_with("`rebind` names argument `size`"), "{}", problems[0]);
-        assert!(problems[1].contains("`inject` names argument `colour`"), "{}", problems[1]);
-        assert!(problems[1].contains("it takes: `volume`, `zone`"), "{}", problems[1]);
+        assert!(
+            problems[0].starts_with("`rebind` names argument `size`"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].contains("`inject` names argument `colour`"),
+            "{}",
+            problems[1]
+        );
+        assert!(
+            problems[1].contains("it takes: `volume`, `zone`"),
+            "{}",
+            problems[1]
+        );
     }
 
     #[test]
     fn binding_applies_rebind_and_leaves_injected_arguments_out_of_the_store() {
-        let spec = TaskSpec::new("t", "p.wasm").rebind("size", "raw_size").inject("zone", json!("a"));
+        let spec = TaskSpec::new("t", "p.wasm")
+            .rebind("size", "raw_size")
+            .inject("zone", json!("a"));
         let binding = bind(&spec, &info(&["size", "zone"], &["extra"], &["out"]));
-        assert_eq!(binding.required, vec![("size".to_owned(), "raw_size".to_owned())]);
-        assert_eq!(binding.optional, vec![("extra".to_owned(), "extra".to_owned())]);
+        assert_eq!(
+            binding.required,
+            vec![("size".to_owned(), "raw_size".to_owned())]
+        );
+        assert_eq!(
+            binding.optional,
+            vec![("extra".to_owned(), "extra".to_owned())]
+        );
         assert_eq!(binding.provides, vec!["out".to_owned()]);
     }
 
@@ -441,10 +587,16 @@ mod tests {
         let binding = bind(&spec, &info(&["size"], &[], &[]));
         let later = [TaskSpec::new("sizer", "s.wasm").provides(["raw_size"])];
         let problems = check_requirements(&binding, &initial(&["other"]), &later);
-        assert_eq!(problems[0].field, Some("rebind"), "the rebound argument's field is at fault");
+        assert_eq!(
+            problems[0].field,
+            Some("rebind"),
+            "the rebound argument's field is at fault"
+        );
         assert_eq!(
             messages(problems),
-            vec!["argument `size` needs store key `raw_size` (rebound from `size`), which neither the initial store nor an earlier task provides; task `sizer` provides it but runs later"]
+            vec![
+                "argument `size` needs store key `raw_size` (rebound from `size`), which neither the initial store nor an earlier task provides; task `sizer` provides it but runs later"
+            ]
         );
         assert!(check_requirements(&binding, &initial(&["raw_size"]), &[]).is_empty());
     }
@@ -459,12 +611,27 @@ mod tests {
             provides: vec!["a".into(), "a".into()],
             declared: vec![],
         };
-        assert_eq!(check_provides(&twice, "t", &mut sources), vec![Finding::at("provides", "provides `a` twice")]);
-        let clash = Binding { provides: vec!["seed".into()], ..twice.clone() };
+        assert_eq!(
+            check_provides(&twice, "t", &mut sources),
+            vec![Finding::at("provides", "provides `a` twice")]
+        );
+        let clash = Binding {
+            provides: vec!["seed".into()],
+            ..twice.clone()
+        };
         let problems = messages(check_provides(&clash, "u", &mut sources));
-        assert!(problems[0].contains("which the initial store already provides"), "{problems:?}");
-        let again = Binding { provides: vec!["a".into()], ..twice };
-        assert!(messages(check_provides(&again, "v", &mut sources))[0].contains("which task `t` already provides"));
+        assert!(
+            problems[0].contains("which the initial store already provides"),
+            "{problems:?}"
+        );
+        let again = Binding {
+            provides: vec!["a".into()],
+            ..twice
+        };
+        assert!(
+            messages(check_provides(&again, "v", &mut sources))[0]
+                .contains("which task `t` already provides")
+        );
     }
 
     #[test]
@@ -472,10 +639,21 @@ mod tests {
         for good in ["volume_create_api", "step-1", "v1.2", "A"] {
             assert_eq!(check_name("task", good), None, "{good}");
         }
-        for bad in ["", "-lead", "two words", "new\nline", "\u{1b}[2J", "é", &"x".repeat(MAX_NAME + 1)] {
+        for bad in [
+            "",
+            "-lead",
+            "two words",
+            "new\nline",
+            "\u{1b}[2J",
+            "é",
+            &"x".repeat(MAX_NAME + 1),
+        ] {
             let problem = check_name("flow", bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
             assert!(problem.starts_with("flow name `"), "{problem}");
-            assert!(!problem.contains(['\n', '\u{1b}']), "the bad name is shown escaped: {problem}");
+            assert!(
+                !problem.contains(['\n', '\u{1b}']),
+                "the bad name is shown escaped: {problem}"
+            );
         }
     }
 
@@ -486,14 +664,21 @@ mod tests {
         let (mut sandbox, _) = Sandbox::for_entry(&spec, &flow, &[]);
         sandbox.limits.fuel = Some(10);
         let problems = check_entry(&spec, &sandbox, false);
-        assert_eq!(problems.iter().map(|f| f.field).collect::<Vec<_>>(), [Some("limits.fuel"), Some("config")]);
+        assert_eq!(
+            problems.iter().map(|f| f.field).collect::<Vec<_>>(),
+            [Some("limits.fuel"), Some("config")]
+        );
         assert!(check_entry(&TaskSpec::new("t", "p.wasm"), &sandbox, true).is_empty());
     }
 
     #[test]
     fn limits_under_which_no_call_can_succeed_are_refused_naming_the_field() {
-        let (mut sandbox, _) = Sandbox::for_entry(&TaskSpec::new("t", "p.wasm"), &FlowSpec::linear("f"), &[]);
-        assert!(check_limits(&sandbox).is_empty(), "the defaults are workable");
+        let (mut sandbox, _) =
+            Sandbox::for_entry(&TaskSpec::new("t", "p.wasm"), &FlowSpec::linear("f"), &[]);
+        assert!(
+            check_limits(&sandbox).is_empty(),
+            "the defaults are workable"
+        );
         sandbox.limits.deadline_ms = 5;
         sandbox.limits.memory_mib = 0;
         sandbox.limits.result_kib = 0;
@@ -501,8 +686,21 @@ mod tests {
         sandbox.limits.fuel = Some(0);
         let found = check_limits(&sandbox);
         let fields: Vec<_> = found.iter().filter_map(|f| f.field).collect();
-        assert_eq!(fields, ["limits.deadline_ms", "limits.memory_mib", "limits.result_kib", "limits.args_kib", "limits.fuel"]);
-        assert!(found[0].message.contains("below 10 ms"), "{}", found[0].message);
+        assert_eq!(
+            fields,
+            [
+                "limits.deadline_ms",
+                "limits.memory_mib",
+                "limits.result_kib",
+                "limits.args_kib",
+                "limits.fuel"
+            ]
+        );
+        assert!(
+            found[0].message.contains("below 10 ms"),
+            "{}",
+            found[0].message
+        );
         sandbox.limits.deadline_ms = 10;
         sandbox.limits.memory_mib = 1;
         sandbox.limits.result_kib = 1;
@@ -514,10 +712,26 @@ mod tests {
     #[test]
     fn renaming_several_results_needs_one_name_per_declared_name_or_just_one() {
         let plugin = info(&[], &[], &["size", "zone", "kind"]);
-        assert!(check_renamed_provides(&TaskSpec::new("t", "p.wasm").provides(["a", "b", "c"]), &plugin).is_empty());
-        assert!(check_renamed_provides(&TaskSpec::new("t", "p.wasm").provides(["whole"]), &plugin).is_empty());
-        let found = check_renamed_provides(&TaskSpec::new("t", "p.wasm").provides(["a", "b"]), &plugin);
+        assert!(
+            check_renamed_provides(
+                &TaskSpec::new("t", "p.wasm").provides(["a", "b", "c"]),
+                &plugin
+            )
+            .is_empty()
+        );
+        assert!(
+            check_renamed_provides(&TaskSpec::new("t", "p.wasm").provides(["whole"]), &plugin)
+                .is_empty()
+        );
+        let found =
+            check_renamed_provides(&TaskSpec::new("t", "p.wasm").provides(["a", "b"]), &plugin);
         assert_eq!(found[0].field, Some("provides"));
-        assert!(found[0].message.contains("gives 2 names but plugin `plug` returns 3"), "{}", found[0].message);
+        assert!(
+            found[0]
+                .message
+                .contains("gives 2 names but plugin `plug` returns 3"),
+            "{}",
+            found[0].message
+        );
     }
 }

@@ -90,9 +90,11 @@ impl EffectiveLimits {
         if args.len() <= self.args_bytes() {
             return Ok(());
         }
-        Err(HostFault::ArgsTooLarge.error(
-            format!("arguments of {} bytes exceed the arguments cap of {} KiB", args.len(), self.args_kib),
-        ))
+        Err(HostFault::ArgsTooLarge.error(format!(
+            "arguments of {} bytes exceed the arguments cap of {} KiB",
+            args.len(),
+            self.args_kib
+        )))
     }
 
     /// Refuses a result over the cap.
@@ -100,9 +102,11 @@ impl EffectiveLimits {
         if result.len() <= self.result_bytes() {
             return Ok(());
         }
-        Err(HostFault::ResultTooLarge.error(
-            format!("result of {} bytes exceeds the result cap of {} KiB", result.len(), self.result_kib),
-        ))
+        Err(HostFault::ResultTooLarge.error(format!(
+            "result of {} bytes exceeds the result cap of {} KiB",
+            result.len(),
+            self.result_kib
+        )))
     }
 }
 
@@ -111,7 +115,10 @@ impl Limits {
     pub fn resolve(&self, flow: &Limits) -> EffectiveLimits {
         let d = EffectiveLimits::DEFAULT;
         EffectiveLimits {
-            deadline_ms: self.deadline_ms.or(flow.deadline_ms).unwrap_or(d.deadline_ms),
+            deadline_ms: self
+                .deadline_ms
+                .or(flow.deadline_ms)
+                .unwrap_or(d.deadline_ms),
             memory_mib: self.memory_mib.or(flow.memory_mib).unwrap_or(d.memory_mib),
             result_kib: self.result_kib.or(flow.result_kib).unwrap_or(d.result_kib),
             args_kib: self.args_kib.or(flow.args_kib).unwrap_or(d.args_kib),
@@ -120,4 +127,3 @@ impl Limits {
         }
     }
 }
-

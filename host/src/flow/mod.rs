@@ -16,7 +16,9 @@ mod subflow;
 
 pub use limits::{EffectiveLimits, Limits};
 pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
-pub use subflow::{Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead};
+pub use subflow::{
+    Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead,
+};
 
 /// A flow file could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -259,7 +261,11 @@ impl FlowSpec {
     /// [`FlowSpec::task_paths`], to change the entries in place (a worker swapping plugin
     /// paths for its own copies).
     pub fn task_paths_mut(&mut self) -> Vec<(String, &mut TaskSpec)> {
-        fn walk<'a>(entries: &'a mut [Entry], prefix: &str, out: &mut Vec<(String, &'a mut TaskSpec)>) {
+        fn walk<'a>(
+            entries: &'a mut [Entry],
+            prefix: &str,
+            out: &mut Vec<(String, &'a mut TaskSpec)>,
+        ) {
             for entry in entries {
                 match entry {
                     Entry::Task(task) => out.push((format!("{prefix}{}", task.name), task)),
@@ -304,7 +310,11 @@ impl FlowSpec {
     pub fn retry_policy(&self, task: &TaskSpec) -> RetryPolicy {
         match (&task.retry, &self.retry) {
             (None, None) => RetryPolicy::none(),
-            (own, flow) => own.clone().unwrap_or_default().over(&flow.clone().unwrap_or_default()).effective(),
+            (own, flow) => own
+                .clone()
+                .unwrap_or_default()
+                .over(&flow.clone().unwrap_or_default())
+                .effective(),
         }
     }
 
@@ -336,7 +346,11 @@ impl FlowSpec {
 
     /// Resolves a path from the flow file against the flow's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
     }
 }
 
@@ -403,8 +417,17 @@ impl TaskSpec {
     }
 
     /// Grants the task a host directory at `guest`.
-    pub fn grant_dir(mut self, host: impl Into<PathBuf>, guest: impl Into<String>, mode: Access) -> Self {
-        self.dirs.push(DirGrant { host: host.into(), guest: guest.into(), mode });
+    pub fn grant_dir(
+        mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<String>,
+        mode: Access,
+    ) -> Self {
+        self.dirs.push(DirGrant {
+            host: host.into(),
+            guest: guest.into(),
+            mode,
+        });
         self
     }
 

@@ -62,7 +62,10 @@ pub struct Retry {
 impl Retry {
     /// A policy of `attempts` executions in all, other fields by default.
     pub fn attempts(attempts: u32) -> Self {
-        Self { attempts: Some(attempts), ..Self::default() }
+        Self {
+            attempts: Some(attempts),
+            ..Self::default()
+        }
     }
 
     /// Sets the first pause and the longest one.
@@ -135,18 +138,27 @@ impl Retry {
         if let Some(m) = self.multiplier
             && !(m.is_finite() && m >= 1.0)
         {
-            problems.push(("retry.multiplier", format!("`multiplier` must be a number of at least 1.0, not {m}")));
+            problems.push((
+                "retry.multiplier",
+                format!("`multiplier` must be a number of at least 1.0, not {m}"),
+            ));
         }
         if let (Some(first), Some(max)) = (self.backoff_ms, self.max_backoff_ms)
             && first > max
         {
-            problems.push(("retry.backoff_ms", format!("`backoff_ms` ({first}) is above `max_backoff_ms` ({max})")));
+            problems.push((
+                "retry.backoff_ms",
+                format!("`backoff_ms` ({first}) is above `max_backoff_ms` ({max})"),
+            ));
         }
         if self.on.is_some() && self.except.is_some() {
             problems.push(("retry.on", "set `on` or `except`, not both".into()));
         }
         for (field, codes) in [("retry.on", &self.on), ("retry.except", &self.except)] {
-            if codes.as_ref().is_some_and(|codes| codes.iter().any(|c| c.trim().is_empty())) {
+            if codes
+                .as_ref()
+                .is_some_and(|codes| codes.iter().any(|c| c.trim().is_empty()))
+            {
                 problems.push((field, format!("`{field}` holds an empty error code")));
             }
         }
@@ -159,7 +171,10 @@ impl Retry {
             attempts: self.attempts.unwrap_or(3).max(1),
             backoff: Duration::from_millis(self.backoff_ms.unwrap_or(100)),
             max_backoff: Duration::from_millis(self.max_backoff_ms.unwrap_or(10_000)),
-            multiplier: self.multiplier.filter(|m| m.is_finite() && *m >= 1.0).unwrap_or(2.0),
+            multiplier: self
+                .multiplier
+                .filter(|m| m.is_finite() && *m >= 1.0)
+                .unwrap_or(2.0),
             jitter: self.jitter.unwrap_or(false),
             on: self.on.clone(),
             except: self.except.clone().unwrap_or_default(),
@@ -205,7 +220,9 @@ impl RetryPolicy {
     pub fn retries_code(&self, code: &str) -> bool {
         match &self.on {
             Some(on) => on.iter().any(|c| c == code),
-            None => !NOT_RETRIED_BY_DEFAULT.contains(&code) && !self.except.iter().any(|c| c == code),
+            None => {
+                !NOT_RETRIED_BY_DEFAULT.contains(&code) && !self.except.iter().any(|c| c == code)
+            }
         }
     }
 
@@ -218,7 +235,11 @@ impl RetryPolicy {
         let exponent = i32::try_from(failed.saturating_sub(1)).unwrap_or(i32::MAX);
         let nominal = self.backoff.as_secs_f64() * self.multiplier.powi(exponent);
         let capped = nominal.min(self.max_backoff.as_secs_f64());
-        let pause = if self.jitter { capped * (0.5 + 0.5 * unit_random()) } else { capped };
+        let pause = if self.jitter {
+            capped * (0.5 + 0.5 * unit_random())
+        } else {
+            capped
+        };
         Some(Duration::from_secs_f64(pause.max(0.0)))
     }
 }
@@ -228,8 +249,12 @@ impl RetryPolicy {
 fn unit_random() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher
-        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -239,10 +264,18 @@ mod tests {
 
     #[test]
     fn pauses_grow_by_the_multiplier_up_to_the_cap() {
-        let policy = Retry::attempts(6).backoff(Duration::from_millis(100), Duration::from_millis(500)).effective();
-        let pauses: Vec<_> = (1..6).map(|k| policy.delay_after(k, "unavailable").unwrap().as_millis()).collect();
+        let policy = Retry::attempts(6)
+            .backoff(Duration::from_millis(100), Duration::from_millis(500))
+            .effective();
+        let pauses: Vec<_> = (1..6)
+            .map(|k| policy.delay_after(k, "unavailable").unwrap().as_millis())
+            .collect();
         assert_eq!(pauses, [100, 200, 400, 500, 500]);
-        assert_eq!(policy.delay_after(6, "unavailable"), None, "the sixth attempt was the last");
+        assert_eq!(
+            policy.delay_after(6, "unavailable"),
+            None,
+            "the sixth attempt was the last"
+        );
     }
 
     #[test]
@@ -271,8 +304,15 @@ mod tests {
     #[test]
     fn an_entry_falls_back_to_the_flow_field_by_field() {
         let flow = Retry::attempts(5).on(["unavailable"]).revert_between(true);
-        let entry = Retry { backoff_ms: Some(7), ..Retry::default() }.over(&flow);
-        assert_eq!((entry.attempts, entry.backoff_ms, entry.revert_between), (Some(5), Some(7), Some(true)));
+        let entry = Retry {
+            backoff_ms: Some(7),
+            ..Retry::default()
+        }
+        .over(&flow);
+        assert_eq!(
+            (entry.attempts, entry.backoff_ms, entry.revert_between),
+            (Some(5), Some(7), Some(true))
+        );
         assert_eq!(entry.on, Some(vec!["unavailable".to_owned()]));
         let own = Retry::default().except(["x"]).over(&flow);
         assert_eq!((own.on, own.except), (None, Some(vec!["x".to_owned()])));
@@ -290,6 +330,14 @@ mod tests {
         .on(["a"])
         .except(["b"]);
         let fields: Vec<_> = bad.problems().into_iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["retry.attempts", "retry.multiplier", "retry.backoff_ms", "retry.on"]);
+        assert_eq!(
+            fields,
+            [
+                "retry.attempts",
+                "retry.multiplier",
+                "retry.backoff_ms",
+                "retry.on"
+            ]
+        );
     }
 }

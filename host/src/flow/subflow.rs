@@ -140,20 +140,35 @@ pub enum Iterations<'a> {
 impl Controller {
     /// Runs the subflow up to `n` times.
     pub fn times(n: u32) -> Self {
-        Self { times: Some(n), ..Self::default() }
+        Self {
+            times: Some(n),
+            ..Self::default()
+        }
     }
 
     /// Runs the subflow once per value of `values`, each given under `provides`.
     pub fn for_each(values: impl IntoIterator<Item = Value>, provides: impl Into<String>) -> Self {
-        let for_each = ForEach { values: values.into_iter().collect(), provides: provides.into() };
-        Self { for_each: Some(for_each), ..Self::default() }
+        let for_each = ForEach {
+            values: values.into_iter().collect(),
+            provides: provides.into(),
+        };
+        Self {
+            for_each: Some(for_each),
+            ..Self::default()
+        }
     }
 
     /// Runs the subflow once per value of the store's array `from`, each given under
     /// `provides`.
     pub fn parameterized_for_each(from: impl Into<String>, provides: impl Into<String>) -> Self {
-        let each = ParameterizedForEach { from: from.into(), provides: provides.into() };
-        Self { parameterized_for_each: Some(each), ..Self::default() }
+        let each = ParameterizedForEach {
+            from: from.into(),
+            provides: provides.into(),
+        };
+        Self {
+            parameterized_for_each: Some(each),
+            ..Self::default()
+        }
     }
 
     /// Sets what happens once the iterations are used up.
@@ -176,7 +191,15 @@ impl Controller {
 impl Subflow {
     /// An empty subflow of `pattern` named `name`, without controller.
     pub fn new(name: impl Into<String>, pattern: Pattern) -> Self {
-        Self { name: name.into(), flow: SubflowHead { pattern, retry: None }, after: Vec::new(), tasks: Vec::new() }
+        Self {
+            name: name.into(),
+            flow: SubflowHead {
+                pattern,
+                retry: None,
+            },
+            after: Vec::new(),
+            tasks: Vec::new(),
+        }
     }
 
     /// An empty linear subflow.
@@ -287,8 +310,9 @@ impl<'de> Deserialize<'de> for Entry {
                     "task `{name}`: nested `task` entries make a subflow, which needs a `flow` table"
                 )));
             }
-            let plugin =
-                raw.plugin.ok_or_else(|| D::Error::custom(format!("task `{name}`: missing field `plugin`")))?;
+            let plugin = raw.plugin.ok_or_else(|| {
+                D::Error::custom(format!("task `{name}`: missing field `plugin`"))
+            })?;
             let mut task = TaskSpec::new(name, plugin);
             task.rebind = raw.rebind;
             task.inject = raw.inject;
@@ -317,10 +341,21 @@ impl<'de> Deserialize<'de> for Entry {
             ("retry", raw.retry.is_some()),
         ];
         if let Some((key, _)) = task_keys.iter().find(|(_, set)| *set) {
-            let hint = if *key == "retry" { " (a subflow's controller is `flow.retry`)" } else { "" };
-            return Err(D::Error::custom(format!("subflow `{name}`: `{key}` belongs to a task entry{hint}")));
+            let hint = if *key == "retry" {
+                " (a subflow's controller is `flow.retry`)"
+            } else {
+                ""
+            };
+            return Err(D::Error::custom(format!(
+                "subflow `{name}`: `{key}` belongs to a task entry{hint}"
+            )));
         }
-        Ok(Entry::Flow(Subflow { name, flow, after: raw.after, tasks: raw.task.unwrap_or_default() }))
+        Ok(Entry::Flow(Subflow {
+            name,
+            flow,
+            after: raw.after,
+            tasks: raw.task.unwrap_or_default(),
+        }))
     }
 }
 
@@ -352,11 +387,16 @@ plugin = "done.wasm"
         .unwrap();
         let names: Vec<&str> = flow.tasks.iter().map(Entry::name).collect();
         assert_eq!(names, ["reserve", "done"]);
-        let Entry::Flow(reserve) = &flow.tasks[0] else { panic!("a subflow") };
+        let Entry::Flow(reserve) = &flow.tasks[0] else {
+            panic!("a subflow")
+        };
         assert_eq!(reserve.flow.retry, Some(Controller::times(2)));
-        let Entry::Flow(quota) = &reserve.tasks[1] else { panic!("a subflow") };
+        let Entry::Flow(quota) = &reserve.tasks[1] else {
+            panic!("a subflow")
+        };
         assert_eq!(quota.flow.pattern, Pattern::Graph);
-        let each = Controller::parameterized_for_each("pools", "pool").strategy(Strategy::RevertAll);
+        let each =
+            Controller::parameterized_for_each("pools", "pool").strategy(Strategy::RevertAll);
         assert_eq!(quota.flow.retry, Some(each));
         let tasks: Vec<&str> = flow.task_specs().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(tasks, ["lock", "check", "done"]);
@@ -367,8 +407,13 @@ plugin = "done.wasm"
         let flow = FlowSpec::linear("outer")
             .add(TaskSpec::new("first", "first.wasm"))
             .add(FlowSpec::graph("inner").add(TaskSpec::new("t", "t.wasm")));
-        let Entry::Flow(inner) = &flow.tasks[1] else { panic!("a subflow") };
-        assert_eq!((inner.name.as_str(), inner.flow.pattern, &inner.flow.retry), ("inner", Pattern::Graph, &None));
+        let Entry::Flow(inner) = &flow.tasks[1] else {
+            panic!("a subflow")
+        };
+        assert_eq!(
+            (inner.name.as_str(), inner.flow.pattern, &inner.flow.retry),
+            ("inner", Pattern::Graph, &None)
+        );
         assert_eq!(inner.tasks, [Entry::Task(TaskSpec::new("t", "t.wasm"))]);
     }
 }

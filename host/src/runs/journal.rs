@@ -16,7 +16,11 @@ use crate::events::Event;
 /// itself is created in the database by the journal's first commit, before its first task
 /// starts — off the async workers, like every journal write — so a database that cannot take
 /// it stops the run before anything ran. Call it, then run the flow as usual.
-pub fn record(executor: &Executor, loaded: &mut LoadedFlow, flow_file: Option<&Path>) -> Result<(), RunDbError> {
+pub fn record(
+    executor: &Executor,
+    loaded: &mut LoadedFlow,
+    flow_file: Option<&Path>,
+) -> Result<(), RunDbError> {
     let run = NewRun {
         id: loaded.run_id().to_owned(),
         flow: loaded.name().to_owned(),
@@ -24,7 +28,12 @@ pub fn record(executor: &Executor, loaded: &mut LoadedFlow, flow_file: Option<&P
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
     };
-    let lease = Lease { run_id: run.id.clone(), token: FIRST_TOKEN, owner: executor.owner.clone(), ttl: executor.lease_ttl };
+    let lease = Lease {
+        run_id: run.id.clone(),
+        token: FIRST_TOKEN,
+        owner: executor.owner.clone(),
+        ttl: executor.lease_ttl,
+    };
     loaded.journal(Arc::new(DbJournal {
         db: executor.db.clone(),
         lease,
@@ -50,7 +59,13 @@ impl DbJournal {
     /// Journals into `db` under `lease` of an existing run, renewing it every `every`
     /// meanwhile ([`Executor::renew_every`]).
     pub(super) fn start(db: Arc<dyn RunDb>, lease: Lease, every: std::time::Duration) -> Arc<Self> {
-        let journal = Arc::new(Self { db, lease, create: Mutex::new(None), heartbeat: Mutex::new(None), every });
+        let journal = Arc::new(Self {
+            db,
+            lease,
+            create: Mutex::new(None),
+            heartbeat: Mutex::new(None),
+            every,
+        });
         journal.keep_alive();
         journal
     }
@@ -61,12 +76,19 @@ impl DbJournal {
         let mut heartbeat = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner());
         if heartbeat.is_none() {
             let (db, lease, every) = (self.db.clone(), self.lease.clone(), self.every);
-            *heartbeat = tokio::runtime::Handle::try_current().ok().map(|handle| handle.spawn(beat(db, lease, every)));
+            *heartbeat = tokio::runtime::Handle::try_current()
+                .ok()
+                .map(|handle| handle.spawn(beat(db, lease, every)));
         }
     }
 
     fn stop_heartbeat(&self) {
-        if let Some(beat) = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(beat) = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             beat.abort();
         }
     }
@@ -86,7 +108,9 @@ async fn beat(db: Arc<dyn RunDb>, lease: Lease, every: std::time::Duration) {
                 tracing::warn!(run = %lease.run_id, "{error}");
                 return;
             }
-            Ok(Err(error)) => tracing::warn!(run = %lease.run_id, "cannot renew the run's lease: {error}"),
+            Ok(Err(error)) => {
+                tracing::warn!(run = %lease.run_id, "cannot renew the run's lease: {error}")
+            }
             Err(_) => return,
         }
     }

@@ -42,7 +42,11 @@ impl Owner {
         let host = host_name();
         let pid = std::process::id();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Self { id: format!("{host}/{pid}/{n}"), host, pid }
+        Self {
+            id: format!("{host}/{pid}/{n}"),
+            host,
+            pid,
+        }
     }
 }
 
@@ -88,7 +92,11 @@ pub struct LeaseHolder {
 
 impl std::fmt::Display for LeaseHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "host {} pid {} since {} (lease expires {})", self.host, self.pid, self.since, self.expires)
+        write!(
+            f,
+            "host {} pid {} since {} (lease expires {})",
+            self.host, self.pid, self.since, self.expires
+        )
     }
 }
 
@@ -105,7 +113,11 @@ pub fn holder_may_be_alive(host: &str, pid: u32) -> bool {
 fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name in parentheses; `Z` is a zombie, `X` dead.
-        Ok(stat) => !matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.trim().chars().next()), Some('Z' | 'X')),
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim().chars().next()),
+            Some('Z' | 'X')
+        ),
         Err(_) => false,
     }
 }
@@ -118,7 +130,10 @@ fn process_alive(_pid: u32) -> bool {
 
 /// Unix time in seconds, as the SQLite database stores lease times.
 pub(super) fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 #[cfg(test)]
@@ -134,11 +149,20 @@ mod tests {
 
     #[test]
     fn a_holder_is_presumed_alive_unless_its_process_on_this_host_is_gone() {
-        assert!(holder_may_be_alive(&host_name(), std::process::id()), "this process");
-        assert!(holder_may_be_alive("some-other-host", 1), "another host: wait for the expiry");
+        assert!(
+            holder_may_be_alive(&host_name(), std::process::id()),
+            "this process"
+        );
+        assert!(
+            holder_may_be_alive("some-other-host", 1),
+            "another host: wait for the expiry"
+        );
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        assert!(!holder_may_be_alive(&host_name(), pid), "a reaped process is dead");
+        assert!(
+            !holder_may_be_alive(&host_name(), pid),
+            "a reaped process is dead"
+        );
     }
 }

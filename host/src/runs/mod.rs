@@ -11,9 +11,9 @@
 
 mod journal;
 mod lease;
+mod postgres;
 mod resume;
 mod sqlite;
-mod postgres;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -30,10 +30,12 @@ use crate::events::{Event, FlowState, TaskState};
 use crate::store::Store;
 
 pub use journal::record;
-pub use lease::{DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name};
+pub use lease::{
+    DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name,
+};
+pub use postgres::{Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url};
 pub use resume::{ResumeFailure, Resumption, resume};
 pub use sqlite::{Durability, SqliteRunDb};
-pub use postgres::{Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url};
 pub use worker::{Worker, WorkerError, WorkerSummary, submit};
 
 /// Storage for run records. Implementations must be safe to share between the runs of a
@@ -115,7 +117,9 @@ pub enum RunDbError {
         reason: String,
     },
     /// Another executor holds the run's lease and may be running it.
-    #[error("run {run} is held by another executor: {holder}; it is refused while that lease is live (retry later)")]
+    #[error(
+        "run {run} is held by another executor: {holder}; it is refused while that lease is live (retry later)"
+    )]
     Held {
         /// The run's id.
         run: String,
@@ -185,7 +189,11 @@ impl Origin {
                 path: task.plugin_file.to_path_buf(),
             })
             .collect();
-        Ok(Self { flow_path, flow_hash, plugins })
+        Ok(Self {
+            flow_path,
+            flow_hash,
+            plugins,
+        })
     }
 
     /// What differs from `recorded`, one line per change; empty when nothing did.
@@ -193,7 +201,10 @@ impl Origin {
         let mut changes = Vec::new();
         if self.flow_hash != recorded.flow_hash {
             let path = recorded.flow_path.as_deref().unwrap_or(Path::new("?"));
-            changes.push(format!("flow file {} changed since the run was recorded", path.display()));
+            changes.push(format!(
+                "flow file {} changed since the run was recorded",
+                path.display()
+            ));
         }
         for old in &recorded.plugins {
             match self.plugins.iter().find(|p| p.task == old.task) {
@@ -216,13 +227,20 @@ impl Origin {
 }
 
 fn absolute(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
 /// SHA-256 of a file's bytes, hex.
 pub fn hash_file(path: &Path) -> Result<String, RunDbError> {
-    let bytes = std::fs::read(path).map_err(|source| RunDbError::Hash { path: path.to_path_buf(), source })?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    let bytes = std::fs::read(path).map_err(|source| RunDbError::Hash {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// A run about to start.
@@ -434,7 +452,9 @@ impl RunRecord {
                     outcome: t.outcome.clone(),
                     error: t.error.clone(),
                     revert_error: t.revert_error.clone(),
-                    duration: Duration::from_secs_f64(t.duration_ms.unwrap_or(0.0).max(0.0) / 1000.0),
+                    duration: Duration::from_secs_f64(
+                        t.duration_ms.unwrap_or(0.0).max(0.0) / 1000.0,
+                    ),
                     attempt: t.attempt,
                     retry_at: t
                         .retry_at
@@ -459,7 +479,12 @@ pub struct Executor {
 impl Executor {
     /// An executor of this process on `db`, with leases of [`DEFAULT_LEASE_TTL`].
     pub fn new(db: Arc<dyn RunDb>) -> Self {
-        Self { db, owner: Owner::this_process(), lease_ttl: DEFAULT_LEASE_TTL, heartbeat: None }
+        Self {
+            db,
+            owner: Owner::this_process(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            heartbeat: None,
+        }
     }
 
     /// Leases last `ttl` without renewal; they are renewed at every write and every third

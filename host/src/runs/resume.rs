@@ -15,7 +15,9 @@ pub enum ResumeFailure {
     #[error("no run {0} in the run database (see `flowhost runs list`)")]
     Unknown(String),
     /// The run's flow was built in code: there is no flow file to reload.
-    #[error("run {0} was started from a flow built in code; resume it through the library (`LoadedFlow::resume`)")]
+    #[error(
+        "run {0} was started from a flow built in code; resume it through the library (`LoadedFlow::resume`)"
+    )]
     BuiltInCode(String),
     /// The flow file or a plugin changed since the run was recorded (and no `force`).
     #[error("run {id} is not resumed because its flow changed since it was recorded:\n  - {}\nresume it anyway with --force", changes.join("\n  - "))]
@@ -52,14 +54,28 @@ pub struct Resumption {
 impl Resumption {
     /// Reads run `id` and its flow file; refuses a finished run.
     pub fn open(db: &dyn RunDb, id: &str) -> Result<Self, ResumeFailure> {
-        let record = db.get(id)?.ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?;
+        let record = db
+            .get(id)?
+            .ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?;
         let state = record.summary.state;
         if state.is_finished() {
-            return Err(ResumeError::Finished { run: id.to_owned(), state }.into());
+            return Err(ResumeError::Finished {
+                run: id.to_owned(),
+                state,
+            }
+            .into());
         }
-        let flow_path = record.origin.flow_path.clone().ok_or_else(|| ResumeFailure::BuiltInCode(id.to_owned()))?;
+        let flow_path = record
+            .origin
+            .flow_path
+            .clone()
+            .ok_or_else(|| ResumeFailure::BuiltInCode(id.to_owned()))?;
         let flow = FlowSpec::from_file(&flow_path)?;
-        Ok(Self { record, flow, flow_path })
+        Ok(Self {
+            record,
+            flow,
+            flow_path,
+        })
     }
 
     /// The flow the run will continue with.
@@ -75,9 +91,16 @@ impl Resumption {
     /// Validates the flow again, refuses a changed flow file or plugin unless `force`, takes
     /// the run's lease for `executor` (refused while another executor's is live, whatever
     /// `force` says) and continues the run from its journal.
-    pub async fn run(self, executor: &Executor, engine: &Engine, force: bool) -> Result<RunReport, ResumeFailure> {
+    pub async fn run(
+        self,
+        executor: &Executor,
+        engine: &Engine,
+        force: bool,
+    ) -> Result<RunReport, ResumeFailure> {
         let id = self.record.summary.id.clone();
-        let mut loaded = engine.load(&self.flow, self.record.initial_store.clone()).await?;
+        let mut loaded = engine
+            .load(&self.flow, self.record.initial_store.clone())
+            .await?;
         loaded.set_run_id(&id);
         let origin = Origin::of(&loaded, Some(&self.flow_path))?;
         let changes = origin.changes_since(&self.record.origin);
@@ -89,7 +112,9 @@ impl Resumption {
                 tracing::warn!(run = %id, "resuming with --force although {change}");
             }
         }
-        let lease = executor.db.acquire(&id, &executor.owner, executor.lease_ttl)?;
+        let lease = executor
+            .db
+            .acquire(&id, &executor.owner, executor.lease_ttl)?;
         // Read again under the lease: the previous holder may have moved on (or finished)
         // between the first read and the take-over.
         let journal = DbJournal::start(executor.db.clone(), lease.clone(), executor.renew_every());
@@ -97,7 +122,11 @@ impl Resumption {
             Some(record) if !record.summary.state.is_finished() => record,
             Some(record) => {
                 crate::engine::Journal::close(journal.as_ref()).await;
-                return Err(ResumeError::Finished { run: id, state: record.summary.state }.into());
+                return Err(ResumeError::Finished {
+                    run: id,
+                    state: record.summary.state,
+                }
+                .into());
             }
             None => return Err(ResumeFailure::Unknown(id)),
         };
@@ -109,6 +138,13 @@ impl Resumption {
 }
 
 /// Resumes run `id` in one step: [`Resumption::open`], then [`Resumption::run`].
-pub async fn resume(executor: &Executor, engine: &Engine, id: &str, force: bool) -> Result<RunReport, ResumeFailure> {
-    Resumption::open(executor.db.as_ref(), id)?.run(executor, engine, force).await
+pub async fn resume(
+    executor: &Executor,
+    engine: &Engine,
+    id: &str,
+    force: bool,
+) -> Result<RunReport, ResumeFailure> {
+    Resumption::open(executor.db.as_ref(), id)?
+        .run(executor, engine, force)
+        .await
 }

@@ -78,13 +78,23 @@ pub enum WorkerError {
 /// Queues a run of `loaded` (loaded, so validated, from `flow_file`) in `db`: stores the flow
 /// file's bytes and each plugin's by SHA-256 (once, however many runs use them), records the
 /// run PENDING and unleased, and notifies the workers. Returns the run's id.
-pub async fn submit(db: &PgRunDb, loaded: &LoadedFlow, flow_file: &Path) -> Result<String, WorkerError> {
-    let text =
-        std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile { path: flow_file.to_path_buf(), source })?;
+pub async fn submit(
+    db: &PgRunDb,
+    loaded: &LoadedFlow,
+    flow_file: &Path,
+) -> Result<String, WorkerError> {
+    let text = std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile {
+        path: flow_file.to_path_buf(),
+        source,
+    })?;
     let mut origin = Origin::of(loaded, Some(flow_file))?;
     // The hash of the bytes stored: what the workers will run is the flow that validated here.
     origin.flow_hash = Some(sha256(&text));
-    let plugins = origin.plugins.iter().map(|p| (p.sha256.clone(), p.path.clone())).collect();
+    let plugins = origin
+        .plugins
+        .iter()
+        .map(|p| (p.sha256.clone(), p.path.clone()))
+        .collect();
     let run = NewRun {
         id: loaded.run_id().to_owned(),
         flow: loaded.name().to_owned(),
@@ -125,7 +135,12 @@ pub struct WorkerSummary {
 impl Worker {
     /// A worker on `db` executing as `executor` (whose lease ttl its leases get), with engines
     /// built from `config`, its fetched plugins kept in `plugin_dir`.
-    pub fn new(db: Arc<PgRunDb>, executor: Executor, config: EngineConfig, plugin_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        db: Arc<PgRunDb>,
+        executor: Executor,
+        config: EngineConfig,
+        plugin_dir: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             db,
             executor,
@@ -175,8 +190,10 @@ impl Worker {
         drain: impl Future<Output = ()>,
         hand_back: impl Future<Output = ()>,
     ) -> Result<WorkerSummary, WorkerError> {
-        std::fs::create_dir_all(&self.plugin_dir)
-            .map_err(|source| WorkerError::PluginDir { path: self.plugin_dir.clone(), source })?;
+        std::fs::create_dir_all(&self.plugin_dir).map_err(|source| WorkerError::PluginDir {
+            path: self.plugin_dir.clone(),
+            source,
+        })?;
         let owner = self.executor.owner().clone();
         let this = Arc::new(self);
         let wake = Arc::new(Notify::new());
@@ -185,7 +202,10 @@ impl Worker {
             let this = this.clone();
             async move {
                 loop {
-                    if let Err(error) = this.db.worker_beat(this.executor.owner(), this.concurrency, &this.flows).await
+                    if let Err(error) = this
+                        .db
+                        .worker_beat(this.executor.owner(), this.concurrency, &this.flows)
+                        .await
                     {
                         tracing::warn!("{error}");
                     }
@@ -204,7 +224,11 @@ impl Worker {
             let free = this.concurrency.saturating_sub(running.len());
             let mut claimed_now = 0;
             if free > 0 {
-                match this.db.claim(&owner, this.executor.lease_ttl, free as i64, &this.flows).await {
+                match this
+                    .db
+                    .claim(&owner, this.executor.lease_ttl, free as i64, &this.flows)
+                    .await
+                {
                     Ok(claimed) => {
                         backoff = Duration::from_millis(100);
                         claimed_now = claimed.len();
@@ -221,7 +245,10 @@ impl Worker {
                         }
                     }
                     Err(error) => {
-                        tracing::warn!("cannot claim runs (retrying in {} ms): {error}", backoff.as_millis());
+                        tracing::warn!(
+                            "cannot claim runs (retrying in {} ms): {error}",
+                            backoff.as_millis()
+                        );
                         tokio::select! {
                             _ = &mut drain => break,
                             _ = tokio::time::sleep(backoff) => {}
@@ -314,7 +341,11 @@ impl Worker {
         let record = self.read(&id).await?;
         let flow = self.flow_of(&record).await?;
         let engine = self.engine(flow.needs_fuel())?;
-        let journal = DbJournal::start(self.executor.db().clone(), lease.clone(), self.executor.renew_every());
+        let journal = DbJournal::start(
+            self.executor.db().clone(),
+            lease.clone(),
+            self.executor.renew_every(),
+        );
         // Not valid here (a grant or variable this host lacks): the lease is kept, not released,
         // so that no worker picks the run up again before it expires; the heartbeat stops with
         // the journal.
@@ -329,7 +360,10 @@ impl Worker {
             let (held, origin) = (lease.clone(), record.origin.clone());
             tokio::task::spawn_blocking(move || db.resumed(&held, &origin))
                 .await
-                .map_err(|e| WorkerError::Stored { run: id.clone(), problem: e.to_string() })??;
+                .map_err(|e| WorkerError::Stored {
+                    run: id.clone(),
+                    problem: e.to_string(),
+                })??;
             tracing::info!(run = %id, "resuming from {}", record.summary.state);
             Ok(loaded.resume(record.checkpoint()).await?.state)
         }
@@ -339,30 +373,54 @@ impl Worker {
         let (db, run) = (self.db.clone(), id.to_owned());
         tokio::task::spawn_blocking(move || db.get(&run))
             .await
-            .map_err(|e| WorkerError::Stored { run: id.to_owned(), problem: e.to_string() })??
-            .ok_or_else(|| WorkerError::Stored { run: id.to_owned(), problem: "the run was deleted".into() })
+            .map_err(|e| WorkerError::Stored {
+                run: id.to_owned(),
+                problem: e.to_string(),
+            })??
+            .ok_or_else(|| WorkerError::Stored {
+                run: id.to_owned(),
+                problem: "the run was deleted".into(),
+            })
     }
 
     /// The run's flow as submitted, its plugins replaced by this worker's copies.
     async fn flow_of(&self, record: &RunRecord) -> Result<FlowSpec, WorkerError> {
         let run = &record.summary.id;
-        let stored = |problem: String| WorkerError::Stored { run: run.clone(), problem };
-        let hash = record.origin.flow_hash.as_deref().ok_or_else(|| stored("it has no stored flow file".into()))?;
-        let text =
-            self.db.blob(hash).await?.ok_or_else(|| stored(format!("its flow file {hash} is not in the database")))?;
+        let stored = |problem: String| WorkerError::Stored {
+            run: run.clone(),
+            problem,
+        };
+        let hash = record
+            .origin
+            .flow_hash
+            .as_deref()
+            .ok_or_else(|| stored("it has no stored flow file".into()))?;
+        let text = self
+            .db
+            .blob(hash)
+            .await?
+            .ok_or_else(|| stored(format!("its flow file {hash} is not in the database")))?;
         if sha256(&text) != hash {
-            return Err(stored(format!("its stored flow file does not match its hash {hash}")));
+            return Err(stored(format!(
+                "its stored flow file does not match its hash {hash}"
+            )));
         }
-        let text = String::from_utf8(text).map_err(|_| stored("its stored flow file is not UTF-8".into()))?;
+        let text = String::from_utf8(text)
+            .map_err(|_| stored("its stored flow file is not UTF-8".into()))?;
         let path = record.origin.flow_path.clone().unwrap_or_default();
-        let mut flow =
-            FlowSpec::from_toml(&text).map_err(|e| stored(format!("its flow file {}: {e}", path.display())))?;
+        let mut flow = FlowSpec::from_toml(&text)
+            .map_err(|e| stored(format!("its flow file {}: {e}", path.display())))?;
         flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let by_task: HashMap<&str, &str> =
-            record.origin.plugins.iter().map(|p| (p.task.as_str(), p.sha256.as_str())).collect();
+        let by_task: HashMap<&str, &str> = record
+            .origin
+            .plugins
+            .iter()
+            .map(|p| (p.task.as_str(), p.sha256.as_str()))
+            .collect();
         for (path, task) in flow.task_paths_mut() {
-            let hash =
-                by_task.get(path.as_str()).ok_or_else(|| stored(format!("task `{path}` has no recorded plugin")))?;
+            let hash = by_task
+                .get(path.as_str())
+                .ok_or_else(|| stored(format!("task `{path}` has no recorded plugin")))?;
             task.plugin = self.plugin(run, hash).await?;
         }
         Ok(flow)
@@ -376,12 +434,24 @@ impl Worker {
         if path.is_file() {
             return Ok(path);
         }
-        let stored = |problem: String| WorkerError::Stored { run: run.to_owned(), problem };
-        let bytes = self.db.blob(hash).await?.ok_or_else(|| stored(format!("plugin {hash} is not in the database")))?;
+        let stored = |problem: String| WorkerError::Stored {
+            run: run.to_owned(),
+            problem,
+        };
+        let bytes = self
+            .db
+            .blob(hash)
+            .await?
+            .ok_or_else(|| stored(format!("plugin {hash} is not in the database")))?;
         if sha256(&bytes) != hash {
-            return Err(stored(format!("stored plugin {hash} does not match its hash")));
+            return Err(stored(format!(
+                "stored plugin {hash} does not match its hash"
+            )));
         }
-        let dir_error = |source| WorkerError::PluginDir { path: self.plugin_dir.clone(), source };
+        let dir_error = |source| WorkerError::PluginDir {
+            path: self.plugin_dir.clone(),
+            source,
+        };
         let mut file = tempfile::NamedTempFile::new_in(&self.plugin_dir).map_err(dir_error)?;
         std::io::Write::write_all(&mut file, &bytes).map_err(dir_error)?;
         file.persist(&path).map_err(|e| dir_error(e.error))?;
@@ -394,8 +464,8 @@ impl Worker {
         if let Some((_, engine)) = engines.iter().find(|(f, _)| *f == fuel) {
             return Ok(engine.clone());
         }
-        let engine =
-            Engine::with_config(&self.config.clone().fuel(fuel)).map_err(|e| WorkerError::Engine(e.to_string()))?;
+        let engine = Engine::with_config(&self.config.clone().fuel(fuel))
+            .map_err(|e| WorkerError::Engine(e.to_string()))?;
         engines.push((fuel, engine.clone()));
         Ok(engine)
     }
@@ -413,7 +483,11 @@ fn count(summary: &mut WorkerSummary, done: Result<bool, tokio::task::JoinError>
 }
 
 fn seconds(s: f64) -> String {
-    if s < 1.0 { format!("{:.0} ms", s * 1000.0) } else { format!("{s:.1} s") }
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else {
+        format!("{s:.1} s")
+    }
 }
 
 /// Keeps a LISTEN connection open, reconnecting after a pause when it breaks.

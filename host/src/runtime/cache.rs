@@ -58,7 +58,10 @@ pub struct ComponentCache {
 
 impl std::fmt::Debug for ComponentCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ComponentCache").field("dir", &self.dir).field("engine_tag", &self.engine_tag).finish()
+        f.debug_struct("ComponentCache")
+            .field("dir", &self.dir)
+            .field("engine_tag", &self.engine_tag)
+            .finish()
     }
 }
 
@@ -89,7 +92,12 @@ impl ComponentCache {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| SetupError(format!("cannot create cache directory {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                SetupError(format!(
+                    "cannot create cache directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
         check_private(dir, "cache directory")?;
         if absolute(key).starts_with(absolute(dir)) {
             return Err(SetupError(format!(
@@ -103,7 +111,11 @@ impl ComponentCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         // The hash covers the wasmtime version, target, compiler flags and engine features.
         let engine_tag = format!("{:016x}", hasher.finish());
-        Ok(Self { dir: dir.to_path_buf(), engine_tag, key })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            engine_tag,
+            key,
+        })
     }
 
     /// The directory entries live in.
@@ -113,12 +125,17 @@ impl ComponentCache {
 
     /// The entry key (and file stem) for a component with these bytes.
     fn entry_key(&self, component_bytes: &[u8]) -> String {
-        format!("{}-{}", hex(&Sha256::digest(component_bytes)), self.engine_tag)
+        format!(
+            "{}-{}",
+            hex(&Sha256::digest(component_bytes)),
+            self.engine_tag
+        )
     }
 
     /// The entry file for a component with these bytes.
     pub fn entry_path(&self, component_bytes: &[u8]) -> PathBuf {
-        self.dir.join(format!("{}.cwasm", self.entry_key(component_bytes)))
+        self.dir
+            .join(format!("{}.cwasm", self.entry_key(component_bytes)))
     }
 
     /// The tag that binds `payload` to the entry `key` and to this user's secret.
@@ -137,7 +154,9 @@ impl ComponentCache {
         let path = self.entry_path(bytes);
         let entry = std::fs::read(&path).ok()?;
         let key = self.entry_key(bytes);
-        let loaded = self.verified_payload(&key, &entry).and_then(|payload| deserialize(engine, payload));
+        let loaded = self
+            .verified_payload(&key, &entry)
+            .and_then(|payload| deserialize(engine, payload));
         match loaded {
             Ok(component) => {
                 tracing::debug!(entry = %path.display(), "loaded compiled component from the cache");
@@ -159,10 +178,17 @@ impl ComponentCache {
         let written = component
             .serialize()
             .map_err(|e| format!("cannot serialize: {e:#}"))
-            .and_then(|payload| self.write_atomically(&path, &key, &payload).map_err(|e| e.to_string()));
+            .and_then(|payload| {
+                self.write_atomically(&path, &key, &payload)
+                    .map_err(|e| e.to_string())
+            });
         match written {
-            Ok(()) => tracing::debug!(entry = %path.display(), "stored compiled component in the cache"),
-            Err(reason) => tracing::warn!(entry = %path.display(), "cannot write cache entry: {reason}"),
+            Ok(()) => {
+                tracing::debug!(entry = %path.display(), "stored compiled component in the cache")
+            }
+            Err(reason) => {
+                tracing::warn!(entry = %path.display(), "cannot write cache entry: {reason}")
+            }
         }
     }
 
@@ -198,7 +224,8 @@ impl ComponentCache {
 /// Refuses a file or directory that another user owns or that others may write (or, for
 /// the key, read): whoever can write the cache can run code as this user.
 fn check_private(path: &Path, what: &str) -> Result<(), SetupError> {
-    let meta = std::fs::metadata(path).map_err(|e| SetupError(format!("cannot inspect {what} {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| SetupError(format!("cannot inspect {what} {}: {e}", path.display())))?;
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(SetupError(format!(
@@ -220,17 +247,30 @@ fn check_private(path: &Path, what: &str) -> Result<(), SetupError> {
 
 /// Reads the secret key, creating it (random, mode 0600, atomically) on first use.
 fn read_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], SetupError> {
-    let fail = |what: &str, e: std::io::Error| SetupError(format!("cannot {what} cache key {}: {e}", path.display()));
+    let fail = |what: &str, e: std::io::Error| {
+        SetupError(format!("cannot {what} cache key {}: {e}", path.display()))
+    };
     if !path.exists() {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| fail("create the folder of the", e))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("create the folder of the", e))?;
         let mut secret = [0u8; KEY_LEN];
-        std::fs::File::open("/dev/urandom").and_then(|mut r| r.read_exact(&mut secret)).map_err(|e| fail("make", e))?;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut r| r.read_exact(&mut secret))
+            .map_err(|e| fail("make", e))?;
         let mut file = tempfile::Builder::new()
             .permissions(std::fs::Permissions::from_mode(0o600))
             .tempfile_in(dir)
             .map_err(|e| fail("create", e))?;
-        file.write_all(&secret).and_then(|()| file.as_file().sync_all()).map_err(|e| fail("write", e))?;
+        file.write_all(&secret)
+            .and_then(|()| file.as_file().sync_all())
+            .map_err(|e| fail("write", e))?;
         // Another process may have created it meanwhile: then its key stands.
         if let Err(error) = file.persist_noclobber(path)
             && error.error.kind() != std::io::ErrorKind::AlreadyExists
@@ -239,10 +279,17 @@ fn read_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], SetupError> {
         }
     }
     let mut options = std::fs::OpenOptions::new();
-    options.read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    options
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     let mut file = options.open(path).map_err(|e| fail("open", e))?;
     check_private(path, "cache key")?;
-    let mode = file.metadata().map_err(|e| fail("inspect", e))?.permissions().mode() & 0o777;
+    let mode = file
+        .metadata()
+        .map_err(|e| fail("inspect", e))?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         return Err(SetupError(format!(
             "refusing cache key {}: others may read it (mode {mode:03o}); fix with `chmod 600 {}`",
@@ -254,7 +301,10 @@ fn read_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], SetupError> {
     let mut extra = [0u8; 1];
     file.read_exact(&mut key).map_err(|e| fail("read", e))?;
     if file.read(&mut extra).map_err(|e| fail("read", e))? != 0 {
-        return Err(SetupError(format!("cache key {} is not a flowhost key ({KEY_LEN} bytes expected)", path.display())));
+        return Err(SetupError(format!(
+            "cache key {} is not a flowhost key ({KEY_LEN} bytes expected)",
+            path.display()
+        )));
     }
     Ok(key)
 }
@@ -262,7 +312,10 @@ fn read_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], SetupError> {
 /// `path` made absolute and, where it exists, canonical, to compare locations.
 fn absolute(path: &Path) -> PathBuf {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match (path.parent().and_then(|p| p.canonicalize().ok()), path.file_name()) {
+    match (
+        path.parent().and_then(|p| p.canonicalize().ok()),
+        path.file_name(),
+    ) {
         (Some(parent), Some(name)) => parent.join(name),
         _ => path,
     }

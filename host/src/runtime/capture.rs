@@ -90,7 +90,11 @@ impl Pollable for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.write(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -114,11 +118,18 @@ mod tests {
         let mut stream = capture.clone();
         OutputStream::write(&mut stream, Bytes::from(vec![b'a'; CAPTURE_BYTES - 1])).unwrap();
         OutputStream::write(&mut stream, Bytes::from_static(b"bcd")).unwrap();
-        assert!(stream.check_write().unwrap() > 0, "a full capture still takes writes");
+        assert!(
+            stream.check_write().unwrap() > 0,
+            "a full capture still takes writes"
+        );
         let taken = capture.take();
         assert_eq!(taken.kept.len(), CAPTURE_BYTES);
         assert_eq!(taken.kept.last(), Some(&b'b'));
         assert_eq!(taken.dropped, 2);
-        assert_eq!(capture.take(), Captured::default(), "taking empties it for the next call");
+        assert_eq!(
+            capture.take(),
+            Captured::default(),
+            "taking empties it for the next call"
+        );
     }
 }

@@ -43,13 +43,21 @@ impl std::error::Error for DeadlineExceeded {}
 /// The error of a call that ran past its deadline, whether the epoch callback stopped it
 /// inside wasm or the host's timer stopped it waiting in the host.
 pub(crate) fn deadline_exceeded(sandbox: &Sandbox, site: &Site<'_>) -> TaskError {
-    HostFault::DeadlineExceeded.error(format!("deadline of {} ms exceeded {site}", sandbox.limits.deadline_ms))
+    HostFault::DeadlineExceeded.error(format!(
+        "deadline of {} ms exceeded {site}",
+        sandbox.limits.deadline_ms
+    ))
 }
 
 /// Turns a failed wasm call into the reason an operator needs: the cap or deadline that was
 /// hit, the exit status, or the trap with the plugin's own last words (a Rust panic message)
 /// from stderr.
-pub(crate) fn classify(error: &wasmtime::Error, store: &Store<InstanceState>, sandbox: &Sandbox, site: &Site<'_>) -> TaskError {
+pub(crate) fn classify(
+    error: &wasmtime::Error,
+    store: &Store<InstanceState>,
+    sandbox: &Sandbox,
+    site: &Site<'_>,
+) -> TaskError {
     let state = store.data();
     if error.chain().any(|cause| cause.is::<DeadlineExceeded>()) {
         return deadline_exceeded(sandbox, site);
@@ -57,33 +65,39 @@ pub(crate) fn classify(error: &wasmtime::Error, store: &Store<InstanceState>, sa
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return HostFault::Exited.error(format!("exited with status {} {site}", exit.0));
     }
-    if error.chain().any(|cause| matches!(cause.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full))) {
+    if error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    }) {
         return HostFault::HandleLimit.error(format!(
             "handle cap of {} exceeded {site} (open files, directories, streams and other WASI handles held at once)",
             sandbox.limits.handles
         ));
     }
     let out_of_memory = |cause: &(dyn std::error::Error + 'static)| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::OutOfMemory)
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::OutOfMemory)
     };
     if error.chain().any(out_of_memory) {
         return HostFault::HostResources.error(format!(
             "the host could not allocate memory for the instance {site} (address space or memory exhausted): {error:#}"
         ));
     }
-    if let (Some(Trap::OutOfFuel), Some(fuel)) = (error.downcast_ref::<Trap>(), sandbox.limits.fuel) {
+    if let (Some(Trap::OutOfFuel), Some(fuel)) = (error.downcast_ref::<Trap>(), sandbox.limits.fuel)
+    {
         return HostFault::FuelExhausted.error(format!("fuel budget of {fuel} exhausted {site}"));
     }
     // Checked after the deadline and fuel: a task may survive a refused growth and fail later
     // for another reason. A trap after a refusal is the allocator giving up.
     if let Some(wanted) = state.memory.denied {
-        return HostFault::MemoryLimit.error(
-            format!(
-                "memory cap of {} MiB exceeded {site} (it tried to grow its memory to {} MiB)",
-                state.memory.max_bytes() >> 20,
-                wanted.div_ceil(1 << 20)
-            ),
-        );
+        return HostFault::MemoryLimit.error(format!(
+            "memory cap of {} MiB exceeded {site} (it tried to grow its memory to {} MiB)",
+            state.memory.max_bytes() >> 20,
+            wanted.div_ceil(1 << 20)
+        ));
     }
     let stderr = String::from_utf8_lossy(&state.stderr.peek()).into_owned();
     match error.downcast_ref::<Trap>() {
@@ -141,15 +155,28 @@ fn python_exception(stderr: &str) -> Option<Uncaught> {
     let start = stderr[..panic].rfind(HEADER)?;
     let block = &stderr[start..panic];
     // The traceback ends where the runtime's panic line (`thread '…' panicked at`) begins.
-    let block = block.rfind('\n').map_or(block, |end| &block[..end]).trim_end();
-    let mut lines = block.lines().skip(1).skip_while(|l| l.starts_with(' ') || l.is_empty());
+    let block = block
+        .rfind('\n')
+        .map_or(block, |end| &block[..end])
+        .trim_end();
+    let mut lines = block
+        .lines()
+        .skip(1)
+        .skip_while(|l| l.starts_with(' ') || l.is_empty());
     let first = lines.next()?;
     let (exception, message) = first.split_once(": ").unwrap_or((first, ""));
-    let is_name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    };
     if !is_name(exception) {
         return None;
     }
-    let message = std::iter::once(message).chain(lines).collect::<Vec<_>>().join("\n");
+    let message = std::iter::once(message)
+        .chain(lines)
+        .collect::<Vec<_>>()
+        .join("\n");
     Some(Uncaught {
         language: "python",
         exception: exception.to_owned(),
@@ -171,7 +198,11 @@ fn javascript_throw(stderr: &str) -> Option<&'static str> {
 /// A Rust panic's location and message from a plugin's stderr, quoted after a trap so the
 /// operator sees why the plugin gave up.
 fn panic_message(stderr: &str) -> Option<String> {
-    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     if let Some(at) = lines.iter().position(|l| l.contains("panicked at")) {
         let words: Vec<&str> = lines[at..]
             .iter()
@@ -199,11 +230,24 @@ note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n"
         let uncaught = python_exception(PYTHON).expect("an exception");
         assert_eq!(uncaught.exception, "ValueError");
         assert_eq!(uncaught.message, "bad size 3");
-        assert!(uncaught.traceback.starts_with("Traceback (most recent call last):"), "{}", uncaught.traceback);
-        assert!(uncaught.traceback.ends_with("ValueError: bad size 3"), "{}", uncaught.traceback);
+        assert!(
+            uncaught
+                .traceback
+                .starts_with("Traceback (most recent call last):"),
+            "{}",
+            uncaught.traceback
+        );
+        assert!(
+            uncaught.traceback.ends_with("ValueError: bad size 3"),
+            "{}",
+            uncaught.traceback
+        );
         let error = uncaught.error(&Site::Execute("t"));
         assert_eq!(error.code, "uncaught-exception");
-        assert_eq!(error.message, "ValueError: bad size 3 (uncaught Python exception by task `t` in execute)");
+        assert_eq!(
+            error.message,
+            "ValueError: bad size 3 (uncaught Python exception by task `t` in execute)"
+        );
         assert_eq!(error.details.as_ref().unwrap()["exception"], "ValueError");
     }
 
@@ -215,14 +259,30 @@ note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n"
              Traceback (most recent call last):\n  File \"/0/app.py\", line 9, in execute\nKeyError: 'gone'\n",
         );
         let uncaught = python_exception(&chained).expect("an exception");
-        assert_eq!((uncaught.exception.as_str(), uncaught.message.as_str()), ("KeyError", "'gone'"));
-        let bare = python_exception(&PYTHON.replace("ValueError: bad size 3", "StopIteration")).expect("an exception");
-        assert_eq!((bare.exception.as_str(), bare.message.as_str()), ("StopIteration", ""));
+        assert_eq!(
+            (uncaught.exception.as_str(), uncaught.message.as_str()),
+            ("KeyError", "'gone'")
+        );
+        let bare = python_exception(&PYTHON.replace("ValueError: bad size 3", "StopIteration"))
+            .expect("an exception");
+        assert_eq!(
+            (bare.exception.as_str(), bare.message.as_str()),
+            ("StopIteration", "")
+        );
     }
 
     #[test]
     fn without_a_traceback_or_a_panic_there_is_no_exception() {
-        assert_eq!(python_exception("thread 'main' panicked at src/lib.rs:1:1:\nboom\n"), None, "a Rust panic");
-        assert_eq!(python_exception("Traceback (most recent call last):\n  File \"x\"\nValueError: handled\n"), None);
+        assert_eq!(
+            python_exception("thread 'main' panicked at src/lib.rs:1:1:\nboom\n"),
+            None,
+            "a Rust panic"
+        );
+        assert_eq!(
+            python_exception(
+                "Traceback (most recent call last):\n  File \"x\"\nValueError: handled\n"
+            ),
+            None
+        );
     }
 }

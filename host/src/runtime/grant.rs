@@ -87,7 +87,11 @@ impl fmt::Display for PinError {
                 "{} is a symlink; a grant may not be or pass through a symlink (grant the directory it points to by its real path)",
                 at.display()
             ),
-            Self::NotADirectory(at) => write!(f, "{} is a file, not a directory; only directories can be granted", at.display()),
+            Self::NotADirectory(at) => write!(
+                f,
+                "{} is a file, not a directory; only directories can be granted",
+                at.display()
+            ),
             Self::Missing(at) => write!(f, "{} does not exist", at.display()),
             Self::Unreadable(at, why) => write!(f, "cannot open {}: {why}", at.display()),
         }
@@ -108,13 +112,21 @@ pub(crate) fn pin(path: &Path) -> Result<PinnedDir, PinError> {
         let name: &Path = match component {
             Component::RootDir => {
                 walked.push("/");
-                current = Some(rustix::fs::open("/", flags, Mode::empty()).map_err(|e| unreadable(&walked, e))?);
+                current = Some(
+                    rustix::fs::open("/", flags, Mode::empty())
+                        .map_err(|e| unreadable(&walked, e))?,
+                );
                 continue;
             }
             Component::CurDir => Path::new("."),
             Component::ParentDir => Path::new(".."),
             Component::Normal(name) => Path::new(name),
-            Component::Prefix(_) => return Err(PinError::Unreadable(path.to_path_buf(), "unsupported path prefix".into())),
+            Component::Prefix(_) => {
+                return Err(PinError::Unreadable(
+                    path.to_path_buf(),
+                    "unsupported path prefix".into(),
+                ));
+            }
         };
         walked.push(name);
         let opened = match &current {
@@ -138,14 +150,24 @@ pub(crate) fn pin(path: &Path) -> Result<PinnedDir, PinError> {
     }
     let fd = match current {
         Some(fd) => fd,
-        None => rustix::fs::openat(CWD, ".", flags, Mode::empty()).map_err(|e| unreadable(&walked, e))?,
+        None => rustix::fs::openat(CWD, ".", flags, Mode::empty())
+            .map_err(|e| unreadable(&walked, e))?,
     };
     let stat = rustix::fs::fstat(&fd).map_err(|e| unreadable(path, e))?;
-    Ok(PinnedDir { fd: Arc::new(fd), device: stat.st_dev as u64, inode: stat.st_ino as u64 })
+    Ok(PinnedDir {
+        fd: Arc::new(fd),
+        device: stat.st_dev as u64,
+        inode: stat.st_ino as u64,
+    })
 }
 
 /// Turns a failed open of one component into the reason an operator needs.
-fn explain(parent: rustix::fd::BorrowedFd<'_>, name: &Path, walked: &Path, errno: Errno) -> PinError {
+fn explain(
+    parent: rustix::fd::BorrowedFd<'_>,
+    name: &Path,
+    walked: &Path,
+    errno: Errno,
+) -> PinError {
     match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => match FileType::from_raw_mode(stat.st_mode) {
             FileType::Symlink => PinError::Symlink(walked.to_path_buf()),
@@ -202,11 +224,27 @@ mod tests {
         std::os::unix::fs::symlink(root.path().join("st"), root.path().join("link")).unwrap();
 
         let pinned = pin(&dir).unwrap();
-        assert_eq!(pin(&root.path().join("st/../st/pub")).unwrap(), pinned, "`..` walks real directories");
-        assert_eq!(pin(&root.path().join("link/pub")), Err(PinError::Symlink(root.path().join("link"))));
-        assert_eq!(pin(&root.path().join("link")), Err(PinError::Symlink(root.path().join("link"))));
-        assert_eq!(pin(&root.path().join("file")), Err(PinError::NotADirectory(root.path().join("file"))));
-        assert_eq!(pin(&root.path().join("nope/x")), Err(PinError::Missing(root.path().join("nope"))));
+        assert_eq!(
+            pin(&root.path().join("st/../st/pub")).unwrap(),
+            pinned,
+            "`..` walks real directories"
+        );
+        assert_eq!(
+            pin(&root.path().join("link/pub")),
+            Err(PinError::Symlink(root.path().join("link")))
+        );
+        assert_eq!(
+            pin(&root.path().join("link")),
+            Err(PinError::Symlink(root.path().join("link")))
+        );
+        assert_eq!(
+            pin(&root.path().join("file")),
+            Err(PinError::NotADirectory(root.path().join("file")))
+        );
+        assert_eq!(
+            pin(&root.path().join("nope/x")),
+            Err(PinError::Missing(root.path().join("nope")))
+        );
     }
 
     #[test]
@@ -230,7 +268,10 @@ mod tests {
         assert!(covers(root.path(), &cache));
         assert!(covers(&cache, &cache));
         assert!(covers(&cache.join("sub"), &cache));
-        assert!(covers(root.path(), &root.path().join("db/runs.db")), "a database not created yet");
+        assert!(
+            covers(root.path(), &root.path().join("db/runs.db")),
+            "a database not created yet"
+        );
         assert!(!covers(&root.path().join("other"), &cache));
     }
 }

@@ -53,7 +53,9 @@ impl InstanceState {
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
         // wasmtime-wasi denies these by default; saying so here keeps the guarantee from
         // depending on a library default.
-        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for var in &sandbox.env {
             wasi.env(&var.name, &var.value);
         }
@@ -62,18 +64,23 @@ impl InstanceState {
                 Access::ReadOnly => FsPerms::ReadOnly,
                 Access::ReadWrite => FsPerms::ReadWrite,
             };
-            wasi.preopened_dir(dir.dir.handle_path(), &dir.guest, perms).map_err(|e| {
-                HostFault::GrantUnavailable.error(
-                    format!("cannot open pinned granted directory {}: {e}", dir.host.display()),
-                )
-            })?;
+            wasi.preopened_dir(dir.dir.handle_path(), &dir.guest, perms)
+                .map_err(|e| {
+                    HostFault::GrantUnavailable.error(format!(
+                        "cannot open pinned granted directory {}: {e}",
+                        dir.host.display()
+                    ))
+                })?;
         }
         let mut table = ResourceTable::new();
         table.set_max_capacity(sandbox.limits.handle_count());
         Ok(InstanceState {
             wasi: wasi.build(),
             table,
-            memory: MemoryCap { max_bytes: sandbox.limits.memory_bytes(), denied: None },
+            memory: MemoryCap {
+                max_bytes: sandbox.limits.memory_bytes(),
+                denied: None,
+            },
             stdout,
             stderr,
         })
@@ -82,7 +89,10 @@ impl InstanceState {
 
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -124,4 +134,3 @@ impl ResourceLimiter for MemoryCap {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
-

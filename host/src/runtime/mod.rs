@@ -37,16 +37,16 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use cache::ComponentCache;
 pub use config::EngineConfig;
-pub use plugin::Plugin;
 pub(crate) use plugin::Invocation;
-pub(crate) use ticker::EPOCH_TICK;
+pub use plugin::Plugin;
 pub use sandbox::{EnvSource, EnvVar, GrantError, Pinned, Preopen, Sandbox};
+pub(crate) use ticker::EPOCH_TICK;
 pub(crate) use warm::WarmPool;
 
 use crate::contract::TaskInfo;
 use instance::InstanceState;
-use wit::bindings;
 use warm::IdleBudget;
+use wit::bindings;
 
 /// A plugin could not be loaded as a flowhost task.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +171,10 @@ impl Runtime {
             // Machines without room for the pool have little address space: reserve each
             // memory as it grows (explicit bounds checks) instead of 4 GiB plus guards up front.
             let mut small = config.clone();
-            small.memory_reservation(0).memory_guard_size(0).memory_reservation_for_growth(1 << 20);
+            small
+                .memory_reservation(0)
+                .memory_guard_size(0)
+                .memory_reservation_for_growth(1 << 20);
             Engine::new(&small).map_err(|e| SetupError(format!("{e:#}")))
         };
         let (engine, slots, pooling) = match pooled {
@@ -194,7 +197,10 @@ impl Runtime {
                 }
             },
             (Some(dir), None) => {
-                tracing::warn!("no place for the key of cache {} (no data directory); compiling without a cache", dir.display());
+                tracing::warn!(
+                    "no place for the key of cache {} (no data directory); compiling without a cache",
+                    dir.display()
+                );
                 None
             }
             (None, _) => None,
@@ -256,15 +262,26 @@ impl Runtime {
             return Ok(plugin.clone());
         }
         let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let known = self.plugins.lock().expect("plugin map poisoned").get(&key).cloned();
+        let known = self
+            .plugins
+            .lock()
+            .expect("plugin map poisoned")
+            .get(&key)
+            .cloned();
         if let Some(plugin) = known {
-            self.plugins.lock().expect("plugin map poisoned").insert(path.to_path_buf(), plugin.clone());
+            self.plugins
+                .lock()
+                .expect("plugin map poisoned")
+                .insert(path.to_path_buf(), plugin.clone());
             return Ok(plugin);
         }
         let owned = path.to_path_buf();
         let bytes = tokio::task::spawn_blocking(move || read_plugin(&owned))
             .await
-            .map_err(|e| PluginError::Read { path: path.to_path_buf(), source: std::io::Error::other(e) })??;
+            .map_err(|e| PluginError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            })??;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
         let engine = self.engine.clone();
         let owned = path.to_path_buf();
@@ -302,12 +319,24 @@ impl Runtime {
         Ok(plugin)
     }
 
-    async fn prepare(&self, path: &Path, file: PathBuf, sha256: String, component: &Component) -> Result<Plugin, PluginError> {
-        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
-            PluginError::UnsupportedImport { path: path.to_path_buf(), import: missing_import(&e) }
+    async fn prepare(
+        &self,
+        path: &Path,
+        file: PathBuf,
+        sha256: String,
+        component: &Component,
+    ) -> Result<Plugin, PluginError> {
+        let instance_pre =
+            self.linker
+                .instantiate_pre(component)
+                .map_err(|e| PluginError::UnsupportedImport {
+                    path: path.to_path_buf(),
+                    import: missing_import(&e),
+                })?;
+        let pre = bindings::PluginPre::new(instance_pre).map_err(|e| PluginError::NotATask {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
         })?;
-        let pre = bindings::PluginPre::new(instance_pre)
-            .map_err(|e| PluginError::NotATask { path: path.to_path_buf(), reason: format!("{e:#}") })?;
         let mut plugin = Plugin {
             path: path.to_path_buf(),
             file,
@@ -368,10 +397,17 @@ const KEEP_RESIDENT: usize = 4 << 20;
 /// byte is read. Opened non-blocking, so that opening a FIFO does not wait for a writer.
 fn read_plugin(path: &Path) -> Result<Vec<u8>, PluginError> {
     use rustix::fs::{FileType, Mode, OFlags};
-    let read_error = |source: std::io::Error| PluginError::Read { path: path.to_path_buf(), source };
-    let refuse = |reason: String| PluginError::NotAPluginFile { path: path.to_path_buf(), reason };
+    let read_error = |source: std::io::Error| PluginError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse = |reason: String| PluginError::NotAPluginFile {
+        path: path.to_path_buf(),
+        reason,
+    };
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let fd: OwnedFd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| read_error(e.into()))?;
+    let fd: OwnedFd =
+        rustix::fs::open(path, flags, Mode::empty()).map_err(|e| read_error(e.into()))?;
     let stat = rustix::fs::fstat(&fd).map_err(|e| read_error(e.into()))?;
     let kind = match FileType::from_raw_mode(stat.st_mode) {
         FileType::RegularFile => None,
@@ -387,13 +423,22 @@ fn read_plugin(path: &Path) -> Result<Vec<u8>, PluginError> {
     }
     let size = stat.st_size as u64;
     if size > MAX_PLUGIN_BYTES {
-        return Err(refuse(format!("it is {size} bytes, over the {} MiB cap on plugin files", MAX_PLUGIN_BYTES >> 20)));
+        return Err(refuse(format!(
+            "it is {size} bytes, over the {} MiB cap on plugin files",
+            MAX_PLUGIN_BYTES >> 20
+        )));
     }
     let mut bytes = Vec::with_capacity(size as usize);
     // The cap again while reading: a file may grow after it was measured.
-    std::fs::File::from(fd).take(MAX_PLUGIN_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    std::fs::File::from(fd)
+        .take(MAX_PLUGIN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
     if bytes.len() as u64 > MAX_PLUGIN_BYTES {
-        return Err(refuse(format!("it grew past the {} MiB cap on plugin files while being read", MAX_PLUGIN_BYTES >> 20)));
+        return Err(refuse(format!(
+            "it grew past the {} MiB cap on plugin files while being read",
+            MAX_PLUGIN_BYTES >> 20
+        )));
     }
     Ok(bytes)
 }
@@ -401,10 +446,15 @@ fn read_plugin(path: &Path) -> Result<Vec<u8>, PluginError> {
 const WASM_PAGE: u64 = 64 * 1024;
 
 fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, PluginError> {
-    let not_a_component = |reason: &str| PluginError::NotAComponent { path: path.to_path_buf(), reason: reason.into() };
+    let not_a_component = |reason: &str| PluginError::NotAComponent {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
     let is_text = path.extension().is_some_and(|ext| ext == "wat");
     if !is_text && !bytes.starts_with(b"\0asm") {
-        return Err(not_a_component("not a WebAssembly binary (no `\\0asm` header)"));
+        return Err(not_a_component(
+            "not a WebAssembly binary (no `\\0asm` header)",
+        ));
     }
     if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
         return Err(not_a_component(

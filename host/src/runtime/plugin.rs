@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, UpdateDeadline};
 
+use super::PluginError;
 use super::capture::{CAPTURE_BYTES, Capture};
 use super::fault::{DeadlineExceeded, Site, classify, deadline_exceeded};
 use super::instance::{InstanceState, Live};
 use super::sandbox::Sandbox;
 use super::warm::{IdleBudget, WarmPool};
 use super::wit::{bindings, from_wit, to_wit, wit};
-use super::PluginError;
 use crate::contract::{HostFault, Outcome, TaskError, TaskInfo, escape};
 
 /// One call's context: which task entry calls, under which sandbox, with which instances,
@@ -109,18 +109,28 @@ impl Plugin {
 
     pub(super) async fn describe(&self) -> Result<TaskInfo, PluginError> {
         let mut sandbox = Sandbox::bare();
-        sandbox.limits.deadline_ms = u64::try_from(self.describe_deadline.as_millis()).unwrap_or(u64::MAX);
+        sandbox.limits.deadline_ms =
+            u64::try_from(self.describe_deadline.as_millis()).unwrap_or(u64::MAX);
         let site = Site::Describe;
         let info = self
             .call(None, &sandbox, None, &site, async |live: &mut Live| {
-                live.guest.flowhost_task_task().call_describe(&mut live.store).await
+                live.guest
+                    .flowhost_task_task()
+                    .call_describe(&mut live.store)
+                    .await
             })
             .await;
         let info = info.map_err(|error| {
             let reason = escape(&error.message).into_owned();
             match error.host_fault() {
-                Some(HostFault::HostResources) => PluginError::Unavailable { path: self.path.clone(), reason },
-                _ => PluginError::Describe { path: self.path.clone(), reason },
+                Some(HostFault::HostResources) => PluginError::Unavailable {
+                    path: self.path.clone(),
+                    reason,
+                },
+                _ => PluginError::Describe {
+                    path: self.path.clone(),
+                    reason,
+                },
             }
         })?;
         Ok(TaskInfo {
@@ -136,14 +146,24 @@ impl Plugin {
     /// Runs `execute` on a fresh instance, or a warm one from the entry's pool; any trap,
     /// deadline or cap becomes a [`TaskError`].
     pub(crate) async fn execute(&self, call: Invocation<'_>) -> Result<String, TaskError> {
-        let Invocation { task, sandbox, warm, args, config, attempt } = call;
+        let Invocation {
+            task,
+            sandbox,
+            warm,
+            args,
+            config,
+            attempt,
+        } = call;
         if attempt > 1 {
             tracing::debug!("task `{}` execute, attempt {attempt}", escape(task));
         }
         let site = Site::Execute(task);
         let called = self
             .call(Some(task), sandbox, warm, &site, async |live: &mut Live| {
-                live.guest.flowhost_task_task().call_execute(&mut live.store, args, config).await
+                live.guest
+                    .flowhost_task_task()
+                    .call_execute(&mut live.store, args, config)
+                    .await
             })
             .await?;
         match called {
@@ -160,19 +180,32 @@ impl Plugin {
         outcome: &Outcome,
         failures: &[(String, TaskError)],
     ) -> Result<(), TaskError> {
-        let Invocation { task, sandbox, warm, args, config, .. } = call;
+        let Invocation {
+            task,
+            sandbox,
+            warm,
+            args,
+            config,
+            ..
+        } = call;
         let outcome = match outcome {
             Outcome::Result(json) => wit::Outcome::Result(json.clone()),
             Outcome::Error(error) => wit::Outcome::Error(to_wit(error)),
         };
         let failures: Vec<wit::FlowFailure> = failures
             .iter()
-            .map(|(task, error)| wit::FlowFailure { task: task.clone(), error: to_wit(error) })
+            .map(|(task, error)| wit::FlowFailure {
+                task: task.clone(),
+                error: to_wit(error),
+            })
             .collect();
         let site = Site::Revert(task);
         let called = self
             .call(Some(task), sandbox, warm, &site, async |live: &mut Live| {
-                live.guest.flowhost_task_task().call_revert(&mut live.store, args, config, &outcome, &failures).await
+                live.guest
+                    .flowhost_task_task()
+                    .call_revert(&mut live.store, args, config, &outcome, &failures)
+                    .await
             })
             .await?;
         called.map_err(from_wit)
@@ -198,7 +231,12 @@ impl Plugin {
             // Waiting for a slot is the host's queue, not the plugin's time: the deadline
             // starts once the slot is taken.
             None => {
-                let slot = self.slots.clone().acquire_owned().await.expect("slot semaphore is never closed");
+                let slot = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("slot semaphore is never closed");
                 let mut store = Store::new(self.pre.engine(), InstanceState::new(sandbox)?);
                 store.limiter(|state| &mut state.memory);
                 Ready::Fresh(store, slot)
@@ -218,7 +256,12 @@ impl Plugin {
                 Ready::Fresh(mut store, slot) => {
                     self.arm_limits(&mut store, sandbox, deadline)?;
                     match self.pre.instantiate_async(&mut store).await {
-                        Ok(guest) => Live { store, guest, calls: 1, _slot: Some(slot) },
+                        Ok(guest) => Live {
+                            store,
+                            guest,
+                            calls: 1,
+                            _slot: Some(slot),
+                        },
                         Err(error) => return Err(classify(&error, &store, sandbox, site)),
                     }
                 }
@@ -242,7 +285,12 @@ impl Plugin {
     }
 
     /// Gives the call its fuel (on a metered engine) and arms its deadline.
-    fn arm_limits(&self, store: &mut Store<InstanceState>, sandbox: &Sandbox, deadline: Instant) -> Result<(), TaskError> {
+    fn arm_limits(
+        &self,
+        store: &mut Store<InstanceState>,
+        sandbox: &Sandbox,
+        deadline: Instant,
+    ) -> Result<(), TaskError> {
         if self.metered {
             // A metered engine traps at zero fuel, so an entry without a budget gets all of it.
             store
@@ -292,7 +340,10 @@ struct Output {
 
 impl Output {
     fn of(state: &InstanceState) -> Self {
-        Self { stdout: state.stdout.clone(), stderr: state.stderr.clone() }
+        Self {
+            stdout: state.stdout.clone(),
+            stderr: state.stderr.clone(),
+        }
     }
 
     /// Forwards what the plugin printed during this call to the log, one line per line of
@@ -304,7 +355,10 @@ impl Output {
             if !tracing::enabled!(target: "flowhost::plugin", tracing::Level::INFO) {
                 continue;
             }
-            for line in String::from_utf8_lossy(&captured.kept).lines().filter(|l| !l.trim().is_empty()) {
+            for line in String::from_utf8_lossy(&captured.kept)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
                 tracing::info!(target: "flowhost::plugin", task, stream, "{}", escape(line));
             }
             if captured.dropped > 0 {

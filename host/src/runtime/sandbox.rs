@@ -54,11 +54,24 @@ pub struct GrantError {
 
 impl Preopen {
     /// Opens and pins `host` (no component may be a symlink) for instances to see at `guest`.
-    pub fn pin(host: impl Into<PathBuf>, guest: impl Into<String>, access: Access) -> Result<Self, GrantError> {
+    pub fn pin(
+        host: impl Into<PathBuf>,
+        guest: impl Into<String>,
+        access: Access,
+    ) -> Result<Self, GrantError> {
         let host = host.into();
-        let dir = grant::pin(&host).map_err(|e| GrantError { host: host.clone(), reason: e.to_string() })?;
+        let dir = grant::pin(&host).map_err(|e| GrantError {
+            host: host.clone(),
+            reason: e.to_string(),
+        })?;
         let (device, inode) = dir.identity();
-        Ok(Self { host, guest: guest.into(), access, pinned: Pinned { device, inode }, dir })
+        Ok(Self {
+            host,
+            guest: guest.into(),
+            access,
+            pinned: Pinned { device, inode },
+            dir,
+        })
     }
 }
 
@@ -98,7 +111,11 @@ pub struct Sandbox {
 impl Sandbox {
     /// No grants and the default limits: how plugins are `describe()`d.
     pub fn bare() -> Self {
-        Self { limits: EffectiveLimits::DEFAULT, dirs: Vec::new(), env: Vec::new() }
+        Self {
+            limits: EffectiveLimits::DEFAULT,
+            dirs: Vec::new(),
+            env: Vec::new(),
+        }
     }
 
     /// Resolves a task entry's limits and grants against its flow: paths against the flow's
@@ -107,13 +124,20 @@ impl Sandbox {
     /// path (the compiled-code cache, the run database) is refused: a task could otherwise
     /// plant code or rewrite records the host trusts. Returns the sandbox and every problem
     /// found with the grants, so validation can report them all at once.
-    pub fn for_entry(spec: &TaskSpec, flow: &FlowSpec, protected: &[PathBuf]) -> (Self, Vec<String>) {
+    pub fn for_entry(
+        spec: &TaskSpec,
+        flow: &FlowSpec,
+        protected: &[PathBuf],
+    ) -> (Self, Vec<String>) {
         let mut problems = Vec::new();
         let mut dirs: Vec<Preopen> = Vec::with_capacity(spec.dirs.len());
         for grant in &spec.dirs {
             let host = flow.resolve(&grant.host);
             if !grant.guest.starts_with('/') {
-                problems.push(format!("guest path `{}` of a granted directory must be absolute", grant.guest));
+                problems.push(format!(
+                    "guest path `{}` of a granted directory must be absolute",
+                    grant.guest
+                ));
             }
             let guest = guest_key(&grant.guest);
             if let Some(other) = dirs.iter().find(|d| guest_key(&d.guest) == guest) {
@@ -150,22 +174,37 @@ impl Sandbox {
                 continue;
             }
             match std::env::var(name) {
-                Ok(value) => env.push(EnvVar { name: name.clone(), source: EnvSource::Host, value }),
+                Ok(value) => env.push(EnvVar {
+                    name: name.clone(),
+                    source: EnvSource::Host,
+                    value,
+                }),
                 Err(std::env::VarError::NotPresent) => problems.push(format!(
                     "`env` grants variable `{name}`, which is not set in flowhost's environment"
                 )),
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    problems.push(format!("`env` grants variable `{name}`, whose value is not UTF-8"))
-                }
+                Err(std::env::VarError::NotUnicode(_)) => problems.push(format!(
+                    "`env` grants variable `{name}`, whose value is not UTF-8"
+                )),
             }
         }
         for (name, value) in &spec.env_set {
             match bad_env_name(name) {
                 Some(problem) => problems.push(format!("`env_set` entry `{name}`: {problem}")),
-                None => env.push(EnvVar { name: name.clone(), source: EnvSource::Flow, value: value.clone() }),
+                None => env.push(EnvVar {
+                    name: name.clone(),
+                    source: EnvSource::Flow,
+                    value: value.clone(),
+                }),
             }
         }
-        (Self { limits: spec.limits.resolve(&flow.limits), dirs, env }, problems)
+        (
+            Self {
+                limits: spec.limits.resolve(&flow.limits),
+                dirs,
+                env,
+            },
+            problems,
+        )
     }
 }
 

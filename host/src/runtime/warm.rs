@@ -28,11 +28,18 @@ pub(crate) struct IdleBudget {
 
 impl IdleBudget {
     pub(crate) fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self { max, used: AtomicUsize::new(0) })
+        Arc::new(Self {
+            max,
+            used: AtomicUsize::new(0),
+        })
     }
 
     fn try_take(&self) -> bool {
-        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1)).is_ok()
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     fn give_back(&self) {
@@ -49,7 +56,11 @@ pub(crate) struct WarmPool {
 
 impl WarmPool {
     pub(crate) fn new(sandbox: Sandbox, budget: Arc<IdleBudget>) -> Self {
-        Self { sandbox, idle: Mutex::new(Vec::new()), budget }
+        Self {
+            sandbox,
+            idle: Mutex::new(Vec::new()),
+            budget,
+        }
     }
 
     /// The sandbox every instance of this pool was built for.

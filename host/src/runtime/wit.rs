@@ -13,8 +13,14 @@ pub(crate) mod bindings {
 pub(crate) use bindings::exports::flowhost::task::task as wit;
 
 pub(crate) fn from_wit(error: wit::TaskError) -> TaskError {
-    let details = error.details.map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
-    TaskError { code: error.code, message: error.message, details }
+    let details = error
+        .details
+        .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+    TaskError {
+        code: error.code,
+        message: error.message,
+        details,
+    }
 }
 
 pub(crate) fn to_wit(error: &TaskError) -> wit::TaskError {

@@ -108,9 +108,13 @@ impl From<StartError> for ApiError {
             StartError::Resume(ResumeFailure::Resume(ResumeError::Stopped(stopped)))
             | StartError::Stopped(stopped) => Self::new(StatusCode::SERVICE_UNAVAILABLE, stopped),
             StartError::Resume(refused) => Self::new(StatusCode::CONFLICT, refused),
-            StartError::AlreadyRunning(_) | StartError::NotQueueable(_) => Self::new(StatusCode::CONFLICT, error),
+            StartError::AlreadyRunning(_) | StartError::NotQueueable(_) => {
+                Self::new(StatusCode::CONFLICT, error)
+            }
             StartError::Queue(WorkerError::Db(db)) => Self::from(db),
-            StartError::Queue(WorkerError::Invalid(invalid)) => Self::from(StartError::Invalid(invalid)),
+            StartError::Queue(WorkerError::Invalid(invalid)) => {
+                Self::from(StartError::Invalid(invalid))
+            }
             StartError::Queue(other) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other),
         }
     }

@@ -140,7 +140,12 @@ impl Metrics {
                     self.instances.inc();
                 }
                 if *to == TaskState::Retrying {
-                    self.retries.get_or_create(&RetryLabels { flow: event.flow.clone(), task: task.clone() }).inc();
+                    self.retries
+                        .get_or_create(&RetryLabels {
+                            flow: event.flow.clone(),
+                            task: task.clone(),
+                        })
+                        .inc();
                 }
                 let phase = match from {
                     TaskState::Running => "execute",
@@ -167,7 +172,11 @@ impl Metrics {
 
     /// The exposition text, with the run counts read from `db` now, and the queue's depth
     /// when runs go to workers.
-    pub(crate) fn render(&self, db: &dyn RunDb, queue_depth: Option<i64>) -> Result<String, RunDbError> {
+    pub(crate) fn render(
+        &self,
+        db: &dyn RunDb,
+        queue_depth: Option<i64>,
+    ) -> Result<String, RunDbError> {
         let runs = db.list(&RunFilter::default())?;
         self.queue.set(queue_depth.unwrap_or(0));
         let _scrape = self

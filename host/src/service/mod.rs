@@ -185,7 +185,12 @@ impl Server {
         fuel_engine.listen(live.clone());
         let starter: Arc<dyn RunStarter> = match config.queue {
             Some(db) => Arc::new(Queue::new(db, engine.clone(), fuel_engine)),
-            None => Arc::new(InProcess::new(config.executor.clone(), engine.clone(), fuel_engine, live.clone())),
+            None => Arc::new(InProcess::new(
+                config.executor.clone(),
+                engine.clone(),
+                fuel_engine,
+                live.clone(),
+            )),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

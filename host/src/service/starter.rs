@@ -63,7 +63,9 @@ pub enum StartError {
     #[error(transparent)]
     Queue(#[from] WorkerError),
     /// The run cannot be handed to the workers.
-    #[error("run {0} cannot be queued for the workers: it is finished, unknown, or was started from a local flow file that only its host can resume")]
+    #[error(
+        "run {0} cannot be queued for the workers: it is finished, unknown, or was started from a local flow file that only its host can resume"
+    )]
     NotQueueable(String),
     /// This service is running that run already.
     #[error("run {0} is already going on in this service")]
@@ -194,12 +196,20 @@ impl Queue {
     /// A starter validating flows on `engine` (or `fuel_engine` for flows with a fuel
     /// budget) and queueing their runs in `db`.
     pub fn new(db: Arc<PgRunDb>, engine: Engine, fuel_engine: Engine) -> Self {
-        Self { db, engine, fuel_engine }
+        Self {
+            db,
+            engine,
+            fuel_engine,
+        }
     }
 
     async fn submit(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
-        let engine = if flow.needs_fuel() { &self.fuel_engine } else { &self.engine };
+        let engine = if flow.needs_fuel() {
+            &self.fuel_engine
+        } else {
+            &self.engine
+        };
         let loaded = engine.load(&flow, store).await?;
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
         let run_id = runs::submit(&self.db, &loaded, &flow_file).await?;
@@ -211,7 +221,13 @@ impl Queue {
         let queued = tokio::task::spawn_blocking(move || db.requeue(&id))
             .await
             .map_err(|e| StartError::NotQueueable(format!("{run_id} ({e})")))??;
-        if queued { Ok(Started { run_id: run_id.to_owned() }) } else { Err(StartError::NotQueueable(run_id.to_owned())) }
+        if queued {
+            Ok(Started {
+                run_id: run_id.to_owned(),
+            })
+        } else {
+            Err(StartError::NotQueueable(run_id.to_owned()))
+        }
     }
 }
 

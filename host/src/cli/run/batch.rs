@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use flowhost::{Batch, BatchError, BatchInput, BatchOutcome, Engine, FlowSpec, FlowState, LogListener, Store};
+use flowhost::{
+    Batch, BatchError, BatchInput, BatchOutcome, Engine, FlowSpec, FlowState, LogListener, Store,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
@@ -59,7 +61,9 @@ pub async fn run(
     let mut batch = Batch::new(&engine, flow).concurrency(args.concurrency);
     if let Some(executor) = executor {
         let flow_file = args.flow.clone();
-        batch = batch.prepare_each(move |loaded| Ok(flowhost::runs::record(&executor, loaded, Some(&flow_file))?));
+        batch = batch.prepare_each(move |loaded| {
+            Ok(flowhost::runs::record(&executor, loaded, Some(&flow_file))?)
+        });
     }
     let summary = batch
         .run(inputs, |outcome| {
@@ -94,17 +98,27 @@ pub async fn run(
 fn read_inputs(inputs: &Path) -> anyhow::Result<Vec<u8>> {
     if inputs == Path::new("-") {
         let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| InputError(format!("cannot read batch inputs from standard input: {e}")))?;
+        std::io::stdin().read_to_end(&mut bytes).map_err(|e| {
+            InputError(format!("cannot read batch inputs from standard input: {e}"))
+        })?;
         return Ok(bytes);
     }
-    Ok(std::fs::read(inputs).map_err(|e| InputError(format!("cannot read batch inputs {}: {e}", inputs.display())))?)
+    Ok(std::fs::read(inputs).map_err(|e| {
+        InputError(format!(
+            "cannot read batch inputs {}: {e}",
+            inputs.display()
+        ))
+    })?)
 }
 
 /// Every `--fetch` name must be one that some run can store — a task's provides, the flow's
 /// or the command line's store, or a key of some input line — checked before any run starts.
-async fn check_fetch(engine: &Engine, flow: &FlowSpec, inputs: &[BatchInput], fetch: &[String]) -> anyhow::Result<()> {
+async fn check_fetch(
+    engine: &Engine,
+    flow: &FlowSpec,
+    inputs: &[BatchInput],
+    fetch: &[String],
+) -> anyhow::Result<()> {
     if fetch.is_empty() {
         return Ok(());
     }
@@ -144,14 +158,18 @@ fn result_line(outcome: &BatchOutcome, fetch: &[String]) -> Value {
         Err(error @ BatchError::Invalid(invalid)) => {
             return json!({ "line": outcome.line, "state": "INVALID", "error": error.to_string(), "problems": invalid.problems });
         }
-        Err(error) => return json!({ "line": outcome.line, "state": "INVALID", "error": error.to_string() }),
+        Err(error) => {
+            return json!({ "line": outcome.line, "state": "INVALID", "error": error.to_string() });
+        }
     };
     let mut line = json!({ "line": outcome.line, "run_id": report.run_id, "state": report.state });
     if fetch.is_empty() {
         line["store"] = report.store.to_json();
     } else {
-        let fetched: Map<String, Value> =
-            fetch.iter().map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null))).collect();
+        let fetched: Map<String, Value> = fetch
+            .iter()
+            .map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null)))
+            .collect();
         line["fetched"] = Value::Object(fetched);
     }
     if report.state != FlowState::Success

@@ -40,8 +40,8 @@ use tokio_postgres::{Row, Statement};
 use super::lease::{FIRST_TOKEN, holder_may_be_alive};
 use super::sqlite::Write;
 use super::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord,
-    RunSummary, StateChange, TaskRecord,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
+    RunRecord, RunSummary, StateChange, TaskRecord,
 };
 use crate::events::Event;
 
@@ -87,7 +87,11 @@ struct Shared {
 
 impl Shared {
     fn error(&self, what: &str, reason: impl std::fmt::Display) -> RunDbError {
-        RunDbError::Query { path: self.url.clone(), what: what.to_owned(), reason: reason.to_string() }
+        RunDbError::Query {
+            path: self.url.clone(),
+            what: what.to_owned(),
+            reason: reason.to_string(),
+        }
     }
 
     async fn client(&self, what: &str) -> Result<deadpool_postgres::Object, RunDbError> {
@@ -99,20 +103,32 @@ impl PgRunDb {
     /// Connects to the database at `url` and brings its schema up to date.
     pub fn connect(url: &str) -> Result<Self, RunDbError> {
         let shown = PathBuf::from(redact(url));
-        let open = |reason: String| RunDbError::Open { path: shown.clone(), reason };
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| open(format!("not a PostgreSQL URL: {e}")))?;
+        let open = |reason: String| RunDbError::Open {
+            path: shown.clone(),
+            reason,
+        };
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| open(format!("not a PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
         // A link cut mid-query must fail the query, not hang it for the kernel's 15 minutes.
-        config.keepalives(true).keepalives_idle(Duration::from_secs(5));
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5));
         #[cfg(target_os = "linux")]
         config.tcp_user_timeout(Duration::from_secs(10));
         if config.get_application_name().is_none() {
             config.application_name("flowhost");
         }
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("flowhost-postgres")
@@ -130,11 +146,23 @@ impl PgRunDb {
                 .map_err(|e| open(e.to_string()))?
         };
         let handle = runtime.handle().clone();
-        let db = Self { shared: Shared { pool, url: shown.clone() }, config, runtime: Some(runtime), handle };
-        db.block("migrating", |s| async move { migrate(&s).await }).map_err(|error| match error {
-            RunDbError::Query { reason, .. } => RunDbError::Open { path: shown.clone(), reason },
-            other => other,
-        })?;
+        let db = Self {
+            shared: Shared {
+                pool,
+                url: shown.clone(),
+            },
+            config,
+            runtime: Some(runtime),
+            handle,
+        };
+        db.block("migrating", |s| async move { migrate(&s).await })
+            .map_err(|error| match error {
+                RunDbError::Query { reason, .. } => RunDbError::Open {
+                    path: shown.clone(),
+                    reason,
+                },
+                other => other,
+            })?;
         Ok(db)
     }
 
@@ -151,11 +179,17 @@ impl PgRunDb {
         Fut: Future<Output = Result<T, RunDbError>> + Send + 'static,
     {
         let (send, receive) = std::sync::mpsc::sync_channel(1);
-        let work = deadline(self.shared.clone(), what.to_owned(), op(self.shared.clone()));
+        let work = deadline(
+            self.shared.clone(),
+            what.to_owned(),
+            op(self.shared.clone()),
+        );
         self.handle.spawn(async move {
             let _ = send.send(work.await);
         });
-        receive.recv().unwrap_or_else(|_| Err(self.shared.error(what, "the database runtime stopped")))
+        receive
+            .recv()
+            .unwrap_or_else(|_| Err(self.shared.error(what, "the database runtime stopped")))
     }
 
     /// Runs `op` on the database runtime and awaits it.
@@ -165,8 +199,15 @@ impl PgRunDb {
         F: FnOnce(Shared) -> Fut,
         Fut: Future<Output = Result<T, RunDbError>> + Send + 'static,
     {
-        let work = deadline(self.shared.clone(), what.to_owned(), op(self.shared.clone()));
-        self.handle.spawn(work).await.unwrap_or_else(|e| Err(self.shared.error(what, e)))
+        let work = deadline(
+            self.shared.clone(),
+            what.to_owned(),
+            op(self.shared.clone()),
+        );
+        self.handle
+            .spawn(work)
+            .await
+            .unwrap_or_else(|e| Err(self.shared.error(what, e)))
     }
 
     /// The error for a write refused by the fence, naming who holds the lease now.
@@ -176,15 +217,24 @@ impl PgRunDb {
             .block("reading the run's lease", move |s| async move {
                 let client = s.client("reading the run's lease").await?;
                 let row = client
-                    .query_opt(&format!("SELECT {HOLDER}, flowhost_now() FROM runs WHERE id = $1"), &[&id])
+                    .query_opt(
+                        &format!("SELECT {HOLDER}, flowhost_now() FROM runs WHERE id = $1"),
+                        &[&id],
+                    )
                     .await
                     .map_err(|e| s.error("reading the run's lease", e))?;
-                Ok(row.and_then(|row| holder(&row, 0)).map(|(holder, _)| holder))
+                Ok(row
+                    .and_then(|row| holder(&row, 0))
+                    .map(|(holder, _)| holder))
             })
             .ok()
             .flatten()
             .map(Box::new);
-        RunDbError::Fenced { run: lease.run_id.clone(), token: lease.token, holder }
+        RunDbError::Fenced {
+            run: lease.run_id.clone(),
+            token: lease.token,
+            holder,
+        }
     }
 
     /// The runs `filter` matches, split into those deleted — or with `dry_run`, those that
@@ -237,16 +287,24 @@ async fn deadline<T>(
 ) -> Result<T, RunDbError> {
     match tokio::time::timeout(QUERY_DEADLINE, op).await {
         Ok(done) => done,
-        Err(_) => Err(s.error(&what, format!("no answer within {} s", QUERY_DEADLINE.as_secs()))),
+        Err(_) => Err(s.error(
+            &what,
+            format!("no answer within {} s", QUERY_DEADLINE.as_secs()),
+        )),
     }
 }
 
 /// The URL with its password replaced, for messages.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     match rest.split_once('@') {
         Some((user, host)) if user.contains(':') => {
-            format!("{scheme}://{}:***@{host}", user.split_once(':').map(|(u, _)| u).unwrap_or(user))
+            format!(
+                "{scheme}://{}:***@{host}",
+                user.split_once(':').map(|(u, _)| u).unwrap_or(user)
+            )
         }
         _ => url.to_owned(),
     }
@@ -256,37 +314,63 @@ async fn migrate(s: &Shared) -> Result<(), RunDbError> {
     let what = "migrating the schema";
     let mut client = s.client(what).await?;
     let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| s.error(what, e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| s.error(what, e))?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS flowhost_schema (version integer NOT NULL)")
         .await
         .map_err(|e| s.error(what, e))?;
-    let version: i32 =
-        match tx.query_opt("SELECT version FROM flowhost_schema", &[]).await.map_err(|e| s.error(what, e))? {
-            Some(row) => row.get(0),
-            None => {
-                tx.execute("INSERT INTO flowhost_schema VALUES (0)", &[]).await.map_err(|e| s.error(what, e))?;
-                0
-            }
-        };
+    let version: i32 = match tx
+        .query_opt("SELECT version FROM flowhost_schema", &[])
+        .await
+        .map_err(|e| s.error(what, e))?
+    {
+        Some(row) => row.get(0),
+        None => {
+            tx.execute("INSERT INTO flowhost_schema VALUES (0)", &[])
+                .await
+                .map_err(|e| s.error(what, e))?;
+            0
+        }
+    };
     let known = MIGRATIONS.len() as i32;
     if version > known {
-        return Err(RunDbError::TooNew { path: s.url.clone(), found: version.into(), known: known.into() });
+        return Err(RunDbError::TooNew {
+            path: s.url.clone(),
+            found: version.into(),
+            known: known.into(),
+        });
     }
     for (number, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.batch_execute(sql).await.map_err(|e| s.error(&format!("applying migration {}", number + 1), e))?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| s.error(&format!("applying migration {}", number + 1), e))?;
     }
-    tx.execute("UPDATE flowhost_schema SET version = $1", &[&known]).await.map_err(|e| s.error(what, e))?;
+    tx.execute("UPDATE flowhost_schema SET version = $1", &[&known])
+        .await
+        .map_err(|e| s.error(what, e))?;
     tx.commit().await.map_err(|e| s.error(what, e))
 }
 
 /// Renews `lease` inside a write transaction: one row when it is still the run's.
-const FENCE: &str =
-    "UPDATE runs SET lease_expires = flowhost_now() + $4 WHERE id = $1 AND lease_token = $2 AND lease_owner = $3";
+const FENCE: &str = "UPDATE runs SET lease_expires = flowhost_now() + $4 WHERE id = $1 AND lease_token = $2 AND lease_owner = $3";
 
-async fn fence(tx: &deadpool_postgres::Transaction<'_>, lease: &Lease) -> Result<bool, tokio_postgres::Error> {
+async fn fence(
+    tx: &deadpool_postgres::Transaction<'_>,
+    lease: &Lease,
+) -> Result<bool, tokio_postgres::Error> {
     let statement = tx.prepare_cached(FENCE).await?;
-    let renewed =
-        tx.execute(&statement, &[&lease.run_id, &lease.token, &lease.owner.id, &lease.ttl.as_secs_f64()]).await?;
+    let renewed = tx
+        .execute(
+            &statement,
+            &[
+                &lease.run_id,
+                &lease.token,
+                &lease.owner.id,
+                &lease.ttl.as_secs_f64(),
+            ],
+        )
+        .await?;
     Ok(renewed == 1)
 }
 
@@ -297,9 +381,12 @@ async fn insert_run(
     owner: Option<(&Owner, Duration)>,
 ) -> Result<(), tokio_postgres::Error> {
     let (owner_id, host, pid, ttl) = match owner {
-        Some((owner, ttl)) => {
-            (Some(owner.id.as_str()), Some(owner.host.as_str()), Some(i64::from(owner.pid)), Some(ttl.as_secs_f64()))
-        }
+        Some((owner, ttl)) => (
+            Some(owner.id.as_str()),
+            Some(owner.host.as_str()),
+            Some(i64::from(owner.pid)),
+            Some(ttl.as_secs_f64()),
+        ),
         None => (None, None, None, None),
     };
     tx.execute(
@@ -344,7 +431,9 @@ struct Journaling {
 }
 
 impl Journaling {
-    async fn prepare(tx: &deadpool_postgres::Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
+    async fn prepare(
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
             fence: tx.prepare_cached(FENCE).await?,
             flow: tx
@@ -406,9 +495,21 @@ impl Journaling {
         (index, attempt): &'a (i32, i32),
     ) -> Vec<(&'a Statement, Vec<&'a (dyn ToSql + Sync)>)> {
         match write {
-            Write::Flow { run_id, from, to, at, elapsed_ms, ended, final_store, reason } => vec![
+            Write::Flow {
+                run_id,
+                from,
+                to,
+                at,
+                elapsed_ms,
+                ended,
+                final_store,
+                reason,
+            } => vec![
                 (&self.flow, vec![run_id, to, at, ended, final_store, reason]),
-                (&self.flow_transition, vec![run_id, from, to, at, elapsed_ms]),
+                (
+                    &self.flow_transition,
+                    vec![run_id, from, to, at, elapsed_ms],
+                ),
             ],
             Write::Task {
                 run_id,
@@ -454,7 +555,20 @@ impl Journaling {
                 }
                 calls.push((
                     &self.task_transition,
-                    vec![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms, iterations],
+                    vec![
+                        run_id,
+                        index,
+                        task,
+                        from,
+                        to,
+                        at,
+                        duration_ms,
+                        attempt,
+                        carried,
+                        retry_at,
+                        backoff_ms,
+                        iterations,
+                    ],
                 ));
                 calls
             }
@@ -467,7 +581,12 @@ impl Journaling {
 /// round trip (pipelined) and the transaction is rolled back when the check failed, so a
 /// journal write costs three round trips (BEGIN, the statements, COMMIT) however many
 /// transitions it holds.
-async fn journal(s: &Shared, what: &str, lease: &Lease, writes: &[Write]) -> Result<bool, RunDbError> {
+async fn journal(
+    s: &Shared,
+    what: &str,
+    lease: &Lease,
+    writes: &[Write],
+) -> Result<bool, RunDbError> {
     let failed = |e: tokio_postgres::Error| s.error(what, e);
     let mut client = s.client(what).await?;
     let tx = client.transaction().await.map_err(failed)?;
@@ -476,19 +595,24 @@ async fn journal(s: &Shared, what: &str, lease: &Lease, writes: &[Write]) -> Res
     let indexes: Vec<(i32, i32)> = writes
         .iter()
         .map(|w| match w {
-            Write::Task { index, attempt, .. } => {
-                (i32::try_from(*index).unwrap_or(i32::MAX), i32::try_from(*attempt).unwrap_or(i32::MAX))
-            }
+            Write::Task { index, attempt, .. } => (
+                i32::try_from(*index).unwrap_or(i32::MAX),
+                i32::try_from(*attempt).unwrap_or(i32::MAX),
+            ),
             Write::Flow { .. } => (0, 0),
         })
         .collect();
-    let mut calls: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> =
-        vec![(&prepared.fence, vec![&lease.run_id, &lease.token, &lease.owner.id, &ttl])];
+    let mut calls: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = vec![(
+        &prepared.fence,
+        vec![&lease.run_id, &lease.token, &lease.owner.id, &ttl],
+    )];
     for (write, index) in writes.iter().zip(&indexes) {
         calls.extend(prepared.calls(write, index));
     }
     let done = futures_util::future::try_join_all(
-        calls.into_iter().map(|(statement, params)| tx.execute_raw(statement, params)),
+        calls
+            .into_iter()
+            .map(|(statement, params)| tx.execute_raw(statement, params)),
     )
     .await
     .map_err(failed)?;
@@ -507,10 +631,17 @@ impl RunDb for PgRunDb {
             let what = "recording a new run";
             let mut client = s.client(what).await?;
             let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
-            insert_run(&tx, &new, Some((&leased, ttl))).await.map_err(|e| s.error(what, e))?;
+            insert_run(&tx, &new, Some((&leased, ttl)))
+                .await
+                .map_err(|e| s.error(what, e))?;
             tx.commit().await.map_err(|e| s.error(what, e))
         })?;
-        Ok(Lease { run_id: run.id.clone(), token: FIRST_TOKEN, owner: owner.clone(), ttl })
+        Ok(Lease {
+            run_id: run.id.clone(),
+            token: FIRST_TOKEN,
+            owner: owner.clone(),
+            ttl,
+        })
     }
 
     fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
@@ -544,7 +675,12 @@ impl RunDb for PgRunDb {
             tx.commit().await.map_err(|e| s.error(what, e))?;
             Ok(token + 1)
         })?;
-        Ok(Lease { run_id: run_id.to_owned(), token, owner: owner.clone(), ttl })
+        Ok(Lease {
+            run_id: run_id.to_owned(),
+            token,
+            owner: owner.clone(),
+            ttl,
+        })
     }
 
     fn renew(&self, lease: &Lease) -> Result<(), RunDbError> {
@@ -552,14 +688,29 @@ impl RunDb for PgRunDb {
         let renewed = self.block("renewing the run's lease", move |s| async move {
             let what = "renewing the run's lease";
             let client = s.client(what).await?;
-            let statement = client.prepare_cached(FENCE).await.map_err(|e| s.error(what, e))?;
+            let statement = client
+                .prepare_cached(FENCE)
+                .await
+                .map_err(|e| s.error(what, e))?;
             let n = client
-                .execute(&statement, &[&held.run_id, &held.token, &held.owner.id, &held.ttl.as_secs_f64()])
+                .execute(
+                    &statement,
+                    &[
+                        &held.run_id,
+                        &held.token,
+                        &held.owner.id,
+                        &held.ttl.as_secs_f64(),
+                    ],
+                )
                 .await
                 .map_err(|e| s.error(what, e))?;
             Ok(n == 1)
         })?;
-        if renewed { Ok(()) } else { Err(self.fenced(lease)) }
+        if renewed {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
     }
 
     fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
@@ -587,12 +738,22 @@ impl RunDb for PgRunDb {
         let writes: Vec<Write> = events.iter().map(Write::of).collect();
         let held = lease.clone();
         let label = what.clone();
-        let recorded = self.block(&what, move |s| async move { journal(&s, &label, &held, &writes).await })?;
-        if recorded { Ok(()) } else { Err(self.fenced(lease)) }
+        let recorded = self.block(&what, move |s| async move {
+            journal(&s, &label, &held, &writes).await
+        })?;
+        if recorded {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
     }
 
     fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError> {
-        let (held, hash, plugins) = (lease.clone(), origin.flow_hash.clone(), json(&origin.plugins));
+        let (held, hash, plugins) = (
+            lease.clone(),
+            origin.flow_hash.clone(),
+            json(&origin.plugins),
+        );
         let recorded = self.block("recording a resume", move |s| async move {
             let what = "recording a resume";
             let mut client = s.client(what).await?;
@@ -610,11 +771,18 @@ impl RunDb for PgRunDb {
             tx.commit().await.map_err(|e| s.error(what, e))?;
             Ok(true)
         })?;
-        if recorded { Ok(()) } else { Err(self.fenced(lease)) }
+        if recorded {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
-        let (state, flow) = (filter.state.map(|s| s.as_str().to_owned()), filter.flow.clone());
+        let (state, flow) = (
+            filter.state.map(|s| s.as_str().to_owned()),
+            filter.flow.clone(),
+        );
         self.block("listing runs", move |s| async move {
             let what = "listing runs";
             let client = s.client(what).await?;
@@ -634,7 +802,10 @@ impl RunDb for PgRunDb {
 
     fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
         let id = id.to_owned();
-        self.block("reading a run", move |s| async move { read_run(&s, &id).await })
+        self.block(
+            "reading a run",
+            move |s| async move { read_run(&s, &id).await },
+        )
     }
 
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
@@ -664,9 +835,13 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
     let origin = Origin {
         flow_path: row.get::<_, Option<String>>(at).map(PathBuf::from),
         flow_hash: row.get(at + 1),
-        plugins: parse(row.get(at + 2)).map_err(|e| err(&e))?.unwrap_or_default(),
+        plugins: parse(row.get(at + 2))
+            .map_err(|e| err(&e))?
+            .unwrap_or_default(),
     };
-    let initial_store = parse(row.get(at + 3)).map_err(|e| err(&e))?.unwrap_or_default();
+    let initial_store = parse(row.get(at + 3))
+        .map_err(|e| err(&e))?
+        .unwrap_or_default();
     let final_store = parse(row.get(at + 4)).map_err(|e| err(&e))?;
     let changes = client
         .query(
@@ -722,12 +897,22 @@ async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError>
                 attempt: row.get::<_, i32>(12).max(0) as u32,
                 retry_at: row.get(13),
                 iterations: parse(row.get(14))?.unwrap_or_default(),
-                history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
+                history: changes
+                    .iter()
+                    .filter(|(i, _)| *i == index)
+                    .map(|(_, c)| c.clone())
+                    .collect(),
             })
         })
         .collect::<Result<Vec<TaskRecord>, String>>()
         .map_err(|e| err(&e))?;
-    Ok(Some(RunRecord { summary, origin, initial_store, final_store, tasks }))
+    Ok(Some(RunRecord {
+        summary,
+        origin,
+        initial_store,
+        final_store,
+        tasks,
+    }))
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -736,11 +921,13 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 
 /// Reads a JSON column; a damaged value is an error naming it.
 fn parse<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>, String> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| format!("damaged JSON column: {e}"))).transpose()
+    text.map(|t| serde_json::from_str(&t).map_err(|e| format!("damaged JSON column: {e}")))
+        .transpose()
 }
 
 fn state<T: DeserializeOwned>(text: String) -> Result<T, String> {
-    serde_json::from_value(Value::String(text.clone())).map_err(|_| format!("unknown state `{text}`"))
+    serde_json::from_value(Value::String(text.clone()))
+        .map_err(|_| format!("unknown state `{text}`"))
 }
 
 /// The lease holder's columns, in the order [`holder`] reads them.
@@ -755,8 +942,9 @@ const SUMMARY_COLUMNS: usize = 16;
 
 fn summary(row: &Row) -> Result<RunSummary, String> {
     let now: f64 = row.get(15);
-    let lease =
-        holder(row, 8).filter(|(holder, expires)| *expires > now && holder_may_be_alive(&holder.host, holder.pid));
+    let lease = holder(row, 8).filter(|(holder, expires)| {
+        *expires > now && holder_may_be_alive(&holder.host, holder.pid)
+    });
     Ok(RunSummary {
         id: row.get(0),
         flow: row.get(1),
@@ -782,7 +970,10 @@ fn holder(row: &Row, at: usize) -> Option<(LeaseHolder, f64)> {
         expires: row.get::<_, Option<String>>(at + 4).unwrap_or_default(),
         token: row.get(at + 5),
     };
-    Some((holder, row.get::<_, Option<f64>>(at + 6).unwrap_or_default()))
+    Some((
+        holder,
+        row.get::<_, Option<f64>>(at + 6).unwrap_or_default(),
+    ))
 }
 
 #[cfg(test)]
@@ -791,7 +982,10 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/runs"), "postgres://app:***@db:5432/runs");
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/runs"),
+            "postgres://app:***@db:5432/runs"
+        );
         assert_eq!(redact("postgres://app@db/runs"), "postgres://app@db/runs");
         assert!(is_postgres_url("postgresql://db/runs") && !is_postgres_url("./runs.db"));
     }

@@ -53,7 +53,10 @@ pub struct WorkerRecord {
 
 /// SHA-256 of `bytes`, hex.
 pub(crate) fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl PgRunDb {
@@ -180,8 +183,16 @@ impl PgRunDb {
     }
 
     /// Records a worker starting (or beating: its heartbeat moves to now).
-    pub async fn worker_beat(&self, owner: &Owner, concurrency: usize, flows: &[String]) -> Result<(), RunDbError> {
-        let (me, flows) = (owner.clone(), serde_json::to_string(flows).unwrap_or_else(|_| "[]".into()));
+    pub async fn worker_beat(
+        &self,
+        owner: &Owner,
+        concurrency: usize,
+        flows: &[String],
+    ) -> Result<(), RunDbError> {
+        let (me, flows) = (
+            owner.clone(),
+            serde_json::to_string(flows).unwrap_or_else(|_| "[]".into()),
+        );
         self.spawn("recording the worker's heartbeat", move |s| async move {
             let what = "recording the worker's heartbeat";
             let client = s.client(what).await?;
@@ -190,7 +201,13 @@ impl PgRunDb {
                     "INSERT INTO workers (id, host, pid, started_at, heartbeat, concurrency, flows)
                      VALUES ($1, $2, $3, flowhost_ts(flowhost_now()), flowhost_now(), $4, $5)
                      ON CONFLICT (id) DO UPDATE SET heartbeat = flowhost_now(), stopped_at = NULL",
-                    &[&me.id, &me.host, &i64::from(me.pid), &(concurrency.min(i32::MAX as usize) as i32), &flows],
+                    &[
+                        &me.id,
+                        &me.host,
+                        &i64::from(me.pid),
+                        &(concurrency.min(i32::MAX as usize) as i32),
+                        &flows,
+                    ],
                 )
                 .await
                 .map_err(|e| s.error(what, e))
@@ -206,7 +223,10 @@ impl PgRunDb {
             let what = "recording the worker's stop";
             let client = s.client(what).await?;
             client
-                .execute("UPDATE workers SET stopped_at = flowhost_ts(flowhost_now()) WHERE id = $1", &[&id])
+                .execute(
+                    "UPDATE workers SET stopped_at = flowhost_ts(flowhost_now()) WHERE id = $1",
+                    &[&id],
+                )
                 .await
                 .map_err(|e| s.error(what, e))
                 .map(drop)
@@ -275,7 +295,9 @@ impl PgRunDb {
                 )
                 .await
                 .map_err(|e| s.error(what, e))?;
-            tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await.map_err(|e| s.error(what, e))?;
+            tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
+                .await
+                .map_err(|e| s.error(what, e))?;
             tx.commit().await.map_err(|e| s.error(what, e))?;
             Ok(n == 1)
         })
@@ -319,7 +341,9 @@ impl PgRunDb {
                 )
                 .await
                 .map_err(|e| s.error(what, e))?;
-            tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await.map_err(|e| s.error(what, e))?;
+            tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
+                .await
+                .map_err(|e| s.error(what, e))?;
             tx.commit().await.map_err(|e| s.error(what, e))?;
             Ok(n == 1)
         })
@@ -346,7 +370,10 @@ impl PgRunDb {
     /// Listens for submissions: `wake` is notified at each, until the connection breaks (then
     /// this returns the error, and the caller listens again after a pause). Runs on the
     /// database runtime.
-    pub async fn listen(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> Result<(), RunDbError> {
+    pub async fn listen(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Result<(), RunDbError> {
         let config = self.config.clone();
         let shown = self.shared.url.clone();
         let failed = move |e: tokio_postgres::Error| RunDbError::Query {
@@ -365,7 +392,10 @@ impl PgRunDb {
                     }
                 }
             });
-            client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(&failed)?;
+            client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .await
+                .map_err(&failed)?;
             // A wake-up now covers whatever was submitted before LISTEN took effect.
             wake.notify_one();
             let ended = loop {

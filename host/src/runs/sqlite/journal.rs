@@ -19,7 +19,10 @@ use crate::events::{Event, FlowState, TaskState, Transition};
 use crate::runs::Lease;
 
 /// One transition, ready to be written: every value the statements bind, owned.
-#[expect(clippy::large_enum_variant, reason = "one short-lived value per transition, written and dropped")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per transition, written and dropped"
+)]
 pub(in crate::runs) enum Write {
     Flow {
         run_id: String,
@@ -66,7 +69,12 @@ impl Write {
         let at = seconds(event.at);
         let run_id = event.run_id.clone();
         match &event.transition {
-            Transition::Flow { from, to, elapsed, store } => Write::Flow {
+            Transition::Flow {
+                from,
+                to,
+                elapsed,
+                store,
+            } => Write::Flow {
                 run_id,
                 from: from.as_str(),
                 to: to.as_str(),
@@ -81,7 +89,20 @@ impl Write {
                     _ => None,
                 },
             },
-            Transition::Task { task, index, from, to, duration, result, error, args, outcome, attempt, retry_at, iterations } => {
+            Transition::Task {
+                task,
+                index,
+                from,
+                to,
+                duration,
+                result,
+                error,
+                args,
+                outcome,
+                attempt,
+                retry_at,
+                iterations,
+            } => {
                 let carried = error.as_ref().map(json);
                 let (error, revert_error) = match to {
                     TaskState::RevertFailure => (None, error.as_ref()),
@@ -116,7 +137,8 @@ impl Write {
                     attempt: *attempt,
                     carried,
                     retry_at: retry_at.map(seconds),
-                    backoff_ms: retry_at.map(|due| millis(due.duration_since(event.at).unwrap_or_default())),
+                    backoff_ms: retry_at
+                        .map(|due| millis(due.duration_since(event.at).unwrap_or_default())),
                     iterations: (!iterations.is_empty()).then(|| json(iterations)),
                 }
             }
@@ -125,7 +147,16 @@ impl Write {
 
     fn apply(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         match self {
-            Write::Flow { run_id, from, to, at, elapsed_ms, ended, final_store, reason } => {
+            Write::Flow {
+                run_id,
+                from,
+                to,
+                at,
+                elapsed_ms,
+                ended,
+                final_store,
+                reason,
+            } => {
                 tx.prepare_cached(&format!(
                     "UPDATE runs SET state = ?2, updated_at = {t},
                        finished_at = CASE WHEN ?4 THEN {t} ELSE finished_at END,
@@ -244,7 +275,13 @@ impl GroupCommit {
     /// Queues `batch` and returns once a commit holding it has ended.
     pub(super) fn commit(&self, db: &SqliteRunDb, batch: Batch) -> Outcome {
         let result = Arc::new(Mutex::new(None));
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(Waiting { batch, result: result.clone() });
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Waiting {
+                batch,
+                result: result.clone(),
+            });
         let mut conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
         // Whoever held the connection before may have committed this batch already: its
         // result is then waiting. A leader fills every result before it lets go of the
@@ -282,7 +319,11 @@ fn commit_all(conn: &mut Connection, waiting: &[Waiting]) -> Vec<Outcome> {
         })();
         match written {
             Ok(true) => {
-                outcomes.push(tx.prepare_cached("RELEASE batch").and_then(|mut release| release.execute([])).map(|_| true));
+                outcomes.push(
+                    tx.prepare_cached("RELEASE batch")
+                        .and_then(|mut release| release.execute([]))
+                        .map(|_| true),
+                );
             }
             other => {
                 let _ = ["ROLLBACK TO batch", "RELEASE batch"]
@@ -301,7 +342,9 @@ fn commit_all(conn: &mut Connection, waiting: &[Waiting]) -> Vec<Outcome> {
 /// The same error for every waiter of a failed commit.
 fn copy(error: &rusqlite::Error) -> rusqlite::Error {
     match error {
-        rusqlite::Error::SqliteFailure(code, message) => rusqlite::Error::SqliteFailure(*code, message.clone()),
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
         other => rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
             Some(other.to_string()),
@@ -322,27 +365,76 @@ mod tests {
             run_id: run.into(),
             flow: "f".into(),
             at: SystemTime::now(),
-            transition: Transition::Flow { from: FlowState::Pending, to: FlowState::Running, elapsed: Duration::ZERO, store: None },
+            transition: Transition::Flow {
+                from: FlowState::Pending,
+                to: FlowState::Running,
+                elapsed: Duration::ZERO,
+                store: None,
+            },
         })
     }
 
     #[test]
     fn a_fenced_batch_in_a_shared_commit_is_rolled_back_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let db = SqliteRunDb::open(&dir.path().join("runs.db"), true, super::super::Durability::Normal).unwrap();
-        let origin = Origin { flow_path: None, flow_hash: None, plugins: Vec::new() };
-        let new = |id: &str| NewRun { id: id.into(), flow: "f".into(), origin: origin.clone(), initial_store: Store::new(), tasks: vec![] };
+        let db = SqliteRunDb::open(
+            &dir.path().join("runs.db"),
+            true,
+            super::super::Durability::Normal,
+        )
+        .unwrap();
+        let origin = Origin {
+            flow_path: None,
+            flow_hash: None,
+            plugins: Vec::new(),
+        };
+        let new = |id: &str| NewRun {
+            id: id.into(),
+            flow: "f".into(),
+            origin: origin.clone(),
+            initial_store: Store::new(),
+            tasks: vec![],
+        };
         let ttl = Duration::from_secs(30);
-        let kept = db.create(&new("kept"), &Owner::this_process(), ttl).unwrap();
-        let stale = db.create(&new("stale"), &Owner::this_process(), ttl).unwrap();
+        let kept = db
+            .create(&new("kept"), &Owner::this_process(), ttl)
+            .unwrap();
+        let stale = db
+            .create(&new("stale"), &Owner::this_process(), ttl)
+            .unwrap();
         db.release(&stale).unwrap();
         let waiting = vec![
-            Waiting { batch: Batch { lease: kept, writes: vec![running("kept")] }, result: Arc::default() },
-            Waiting { batch: Batch { lease: stale, writes: vec![running("stale")] }, result: Arc::default() },
+            Waiting {
+                batch: Batch {
+                    lease: kept,
+                    writes: vec![running("kept")],
+                },
+                result: Arc::default(),
+            },
+            Waiting {
+                batch: Batch {
+                    lease: stale,
+                    writes: vec![running("stale")],
+                },
+                result: Arc::default(),
+            },
         ];
         let outcomes = commit_all(&mut db.conn.lock().unwrap(), &waiting);
-        assert_eq!(outcomes.iter().map(|o| *o.as_ref().unwrap()).collect::<Vec<_>>(), [true, false]);
-        assert_eq!(db.get("kept").unwrap().unwrap().summary.state, FlowState::Running);
-        assert_eq!(db.get("stale").unwrap().unwrap().summary.state, FlowState::Pending, "the fenced batch wrote nothing");
+        assert_eq!(
+            outcomes
+                .iter()
+                .map(|o| *o.as_ref().unwrap())
+                .collect::<Vec<_>>(),
+            [true, false]
+        );
+        assert_eq!(
+            db.get("kept").unwrap().unwrap().summary.state,
+            FlowState::Running
+        );
+        assert_eq!(
+            db.get("stale").unwrap().unwrap().summary.state,
+            FlowState::Pending,
+            "the fenced batch wrote nothing"
+        );
     }
 }

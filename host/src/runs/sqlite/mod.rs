@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::lease::{FIRST_TOKEN, holder_may_be_alive, unix_now};
 use super::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
-    StateChange, TaskRecord,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
+    RunRecord, RunSummary, StateChange, TaskRecord,
 };
 use crate::events::{Event, FlowState};
 
@@ -31,8 +31,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_iterations.sql"),
 ];
 
-use journal::{Batch, GroupCommit};
 pub(super) use journal::Write;
+use journal::{Batch, GroupCommit};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,28 +66,37 @@ impl SqliteRunDb {
     /// Opens the database at `path`, creating it (and its folder) when `create` is set, and
     /// brings its schema up to date.
     pub fn open(path: &Path, create: bool, durability: Durability) -> Result<Self, RunDbError> {
-        let open_error = |reason: String| RunDbError::Open { path: path.to_path_buf(), reason };
+        let open_error = |reason: String| RunDbError::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
         if !path.exists() {
             if !create {
-                return Err(RunDbError::Missing { path: path.to_path_buf() });
+                return Err(RunDbError::Missing {
+                    path: path.to_path_buf(),
+                });
             }
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| open_error(format!("cannot create folder {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    open_error(format!("cannot create folder {}: {e}", dir.display()))
+                })?;
             }
         }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, "opening", e))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| classify(path, "setting the busy timeout", e))?;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| classify(path, "opening", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| classify(path, "setting the busy timeout", e))?;
         // One snapshot for both reads: another process may be creating the schema right now,
         // and tables seen without the stamp written in the same transaction would look foreign.
         let (application, objects): (i64, i64) = retry_while_busy(|| {
             let snapshot = conn.unchecked_transaction()?;
             let application = snapshot.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-            let objects = snapshot.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            let objects =
+                snapshot.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
             snapshot.finish()?;
             Ok((application, objects))
         })
@@ -98,18 +107,27 @@ impl SqliteRunDb {
                 reason: "it is another application's SQLite database".into(),
             });
         }
-        let mode: String = retry_while_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))
-            .map_err(|e| classify(path, "switching to WAL", e))?;
+        let mode: String =
+            retry_while_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))
+                .map_err(|e| classify(path, "switching to WAL", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(open_error(format!("the file system does not support WAL (journal mode {mode})")));
+            return Err(open_error(format!(
+                "the file system does not support WAL (journal mode {mode})"
+            )));
         }
         let synchronous = match durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
         };
-        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))
-            .map_err(|e| classify(path, "configuring", e))?;
-        let mut db = Self { path: path.to_path_buf(), conn: Mutex::new(conn), commits: GroupCommit::default() };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(|e| classify(path, "configuring", e))?;
+        let mut db = Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            commits: GroupCommit::default(),
+        };
         db.migrate()?;
         Ok(db)
     }
@@ -127,22 +145,35 @@ impl SqliteRunDb {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| classify(&path, "locking for migration", e))?;
-        let version: i64 =
-            tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&path, "reading the version", e))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| classify(&path, "reading the version", e))?;
         if version > known {
-            return Err(RunDbError::TooNew { path, found: version, known });
+            return Err(RunDbError::TooNew {
+                path,
+                found: version,
+                known,
+            });
         }
         for (number, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql).map_err(|e| classify(&path, &format!("applying migration {}", number + 1), e))?;
+            tx.execute_batch(sql)
+                .map_err(|e| classify(&path, &format!("applying migration {}", number + 1), e))?;
         }
         if version < known {
-            tx.execute_batch(&format!("PRAGMA user_version = {known}; PRAGMA application_id = {APPLICATION_ID};"))
-                .map_err(|e| classify(&path, "recording the schema version", e))?;
+            tx.execute_batch(&format!(
+                "PRAGMA user_version = {known}; PRAGMA application_id = {APPLICATION_ID};"
+            ))
+            .map_err(|e| classify(&path, "recording the schema version", e))?;
         }
-        tx.commit().map_err(|e| classify(&path, "committing the migration", e))
+        tx.commit()
+            .map_err(|e| classify(&path, "committing the migration", e))
     }
 
-    fn with<T>(&self, what: &str, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, RunDbError> {
+    fn with<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, RunDbError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|e| classify(&self.path, what, e))
     }
@@ -171,16 +202,24 @@ fn classify(path: &Path, what: &str, error: rusqlite::Error) -> RunDbError {
     let path = path.to_path_buf();
     let reason = error.to_string();
     match error.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => RunDbError::Foreign { path, reason },
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            RunDbError::Foreign { path, reason }
+        }
         Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
             RunDbError::Open { path, reason }
         }
-        _ => RunDbError::Query { path, what: what.to_owned(), reason },
+        _ => RunDbError::Query {
+            path,
+            what: what.to_owned(),
+            reason,
+        },
     }
 }
 
 fn seconds(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 fn now() -> f64 {
@@ -198,16 +237,22 @@ fn millis(d: Duration) -> f64 {
 /// Reads a JSON column, a damaged value becoming a query error.
 fn parse<T: DeserializeOwned>(column: usize, text: Option<String>) -> rusqlite::Result<Option<T>> {
     text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+        serde_json::from_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })
     })
     .transpose()
 }
 
 fn state<T: DeserializeOwned>(column: usize, text: String) -> rusqlite::Result<T> {
-    serde_json::from_value(Value::String(text))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_value(Value::String(text)).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
-
 
 const FINISHED: &str = "('SUCCESS', 'REVERTED', 'FAILURE')";
 
@@ -216,14 +261,22 @@ impl SqliteRunDb {
     fn fenced(&self, lease: &Lease) -> RunDbError {
         let holder = self
             .with("reading the run's lease", |conn| {
-                conn.query_row(&format!("SELECT {HOLDER} FROM runs WHERE id = ?1"), [&lease.run_id], |row| holder(row, 0))
-                    .optional()
+                conn.query_row(
+                    &format!("SELECT {HOLDER} FROM runs WHERE id = ?1"),
+                    [&lease.run_id],
+                    |row| holder(row, 0),
+                )
+                .optional()
             })
             .ok()
             .flatten()
             .flatten()
             .map(|(holder, _)| Box::new(holder));
-        RunDbError::Fenced { run: lease.run_id.clone(), token: lease.token, holder }
+        RunDbError::Fenced {
+            run: lease.run_id.clone(),
+            token: lease.token,
+            holder,
+        }
     }
 }
 
@@ -262,7 +315,12 @@ impl RunDb for SqliteRunDb {
             }
             tx.commit()
         })?;
-        Ok(Lease { run_id: run.id.clone(), token: FIRST_TOKEN, owner: owner.clone(), ttl })
+        Ok(Lease {
+            run_id: run.id.clone(),
+            token: FIRST_TOKEN,
+            owner: owner.clone(),
+            ttl,
+        })
     }
 
     fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
@@ -296,7 +354,12 @@ impl RunDb for SqliteRunDb {
             tx.commit()?;
             Ok(Ok(token))
         })??;
-        Ok(Lease { run_id: run_id.to_owned(), token: taken, owner: owner.clone(), ttl })
+        Ok(Lease {
+            run_id: run_id.to_owned(),
+            token: taken,
+            owner: owner.clone(),
+            ttl,
+        })
     }
 
     fn renew(&self, lease: &Lease) -> Result<(), RunDbError> {
@@ -306,7 +369,11 @@ impl RunDb for SqliteRunDb {
             tx.commit()?;
             Ok(held)
         })?;
-        if held { Ok(()) } else { Err(self.fenced(lease)) }
+        if held {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
     }
 
     fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
@@ -326,7 +393,13 @@ impl RunDb for SqliteRunDb {
             _ => format!("recording {} transitions", events.len()),
         };
         let writes = events.iter().map(Write::of).collect();
-        match self.commits.commit(self, Batch { lease: lease.clone(), writes }) {
+        match self.commits.commit(
+            self,
+            Batch {
+                lease: lease.clone(),
+                writes,
+            },
+        ) {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.fenced(lease)),
             Err(error) => Err(classify(&self.path, &what, error)),
@@ -350,17 +423,24 @@ impl RunDb for SqliteRunDb {
             tx.commit()?;
             Ok(true)
         })?;
-        if held { Ok(()) } else { Err(self.fenced(lease)) }
+        if held {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
         self.with("listing runs", |conn| {
-            let mut statement = conn.prepare(
-                &format!("SELECT {SUMMARY} FROM runs
+            let mut statement = conn.prepare(&format!(
+                "SELECT {SUMMARY} FROM runs
                  WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2)
-                 ORDER BY created_at DESC, rowid DESC"),
+                 ORDER BY created_at DESC, rowid DESC"
+            ))?;
+            let rows = statement.query_map(
+                params![filter.state.map(FlowState::as_str), filter.flow],
+                summary,
             )?;
-            let rows = statement.query_map(params![filter.state.map(FlowState::as_str), filter.flow], summary)?;
             rows.collect()
         })
     }
@@ -461,9 +541,13 @@ impl SqliteRunDb {
                      ORDER BY created_at, rowid",
                     t = ts(2)
                 ))?
-                .query_map(params![filter.state.map(FlowState::as_str), before], summary)?
+                .query_map(
+                    params![filter.state.map(FlowState::as_str), before],
+                    summary,
+                )?
                 .collect::<rusqlite::Result<_>>()?;
-            let (held, runs): (Vec<RunSummary>, Vec<RunSummary>) = matched.into_iter().partition(|run| run.lease.is_some());
+            let (held, runs): (Vec<RunSummary>, Vec<RunSummary>) =
+                matched.into_iter().partition(|run| run.lease.is_some());
             if !dry_run {
                 let mut delete = tx.prepare("DELETE FROM runs WHERE id = ?1")?;
                 for run in &runs {
@@ -488,7 +572,9 @@ const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exi
 const SUMMARY_COLUMNS: usize = 15;
 
 fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
-    let lease = holder(row, 8)?.filter(|(holder, expires)| *expires > now() && holder_may_be_alive(&holder.host, holder.pid));
+    let lease = holder(row, 8)?.filter(|(holder, expires)| {
+        *expires > now() && holder_may_be_alive(&holder.host, holder.pid)
+    });
     Ok(RunSummary {
         id: row.get(0)?,
         flow: row.get(1)?,
@@ -505,7 +591,9 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
 /// The lease holder read from [`HOLDER`]'s columns starting at `at`, with its expiry in unix
 /// seconds; `None` when nobody holds the lease.
 fn holder(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<(LeaseHolder, f64)>> {
-    let Some(owner) = row.get::<_, Option<String>>(at)? else { return Ok(None) };
+    let Some(owner) = row.get::<_, Option<String>>(at)? else {
+        return Ok(None);
+    };
     let expires: f64 = row.get::<_, Option<f64>>(at + 6)?.unwrap_or_default();
     let holder = LeaseHolder {
         owner,
@@ -528,4 +616,3 @@ fn fence(tx: &rusqlite::Transaction<'_>, lease: &Lease) -> rusqlite::Result<bool
         .execute(params![lease.run_id, lease.token, lease.owner.id, now() + lease.ttl.as_secs_f64()])?;
     Ok(renewed == 1)
 }
-
