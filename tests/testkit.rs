@@ -13,6 +13,10 @@ use flowhost::runs::{Durability, RunDb, RunFilter, RunSummary, SqliteRunDb};
 use flowhost::{Access, Event, Listener, Store, TaskSpec, TaskState, Transition};
 use serde_json::{Value, json};
 
+#[path = "testkit/postgres.rs"]
+mod postgres;
+pub use postgres::Postgres;
+
 /// The compiled component `name` (e.g. `"probe"`, `"quota_reserve"`), built by this crate's
 /// build script.
 pub fn plugin(name: &str) -> PathBuf {

@@ -9,9 +9,15 @@ use serde_json::Value;
 
 /// Copies the example into a scratch folder, pointing its plugin paths at the built plugins.
 fn example() -> (tempfile::TempDir, PathBuf) {
+    example_file("flow.toml")
+}
+
+/// Copies one flow file of the example (`flow.toml`, `reschedule.toml`, `graph.toml`) into a
+/// scratch folder with an empty `state/`, pointing its plugin paths at the built plugins.
+fn example_file(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let flow = dir.path().join("flow.toml");
-    std::fs::copy(repo_root().join("examples/volume-create/flow.toml"), &flow).expect("copy flow");
+    let flow = dir.path().join(name);
+    std::fs::copy(repo_root().join("examples/volume-create").join(name), &flow).expect("copy flow");
     std::fs::create_dir(dir.path().join("state")).expect("state dir");
     let built = plugin("quota_reserve")
         .parent()
@@ -218,4 +224,199 @@ fn fetching_a_name_that_was_reverted_says_so_and_keeps_stdout_json() {
         stderr.contains("`size` was reverted: task `extract_volume_request`"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_busy_scheduler_is_retried_with_backoff_until_it_accepts_the_cast() {
+    let (dir, flow) = example_file("reschedule.toml");
+    let db = dir.path().join("runs.db");
+    let out = flowhost(&flow, &["--fetch", "volume", "--db", db.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let casts: Vec<String> = transitions(&out)
+        .into_iter()
+        .filter(|t| t.starts_with("task `volume_cast`"))
+        .collect();
+    assert_eq!(
+        casts,
+        [
+            "task `volume_cast` PENDING -> RUNNING",
+            "task `volume_cast` RUNNING -> RETRYING",
+            "task `volume_cast` RETRYING -> RUNNING",
+            "task `volume_cast` RUNNING -> RETRYING",
+            "task `volume_cast` RETRYING -> RUNNING",
+            "task `volume_cast` RUNNING -> SUCCESS",
+        ]
+    );
+    let id = json_stdout(&out)["volume"]["id"]
+        .as_str()
+        .expect("volume has an id")
+        .to_owned();
+    assert_eq!(
+        read_json(&dir.path().join(format!("state/scheduler/{id}.json")))["volume_id"],
+        id.as_str()
+    );
+
+    let runs = json_stdout(
+        &flowhost_testkit::flowhost(["runs", "list", "--json", "--db", db.to_str().unwrap()]).run(),
+    );
+    let run = runs[0]["id"].as_str().unwrap();
+    let show =
+        flowhost_testkit::flowhost(["runs", "show", run, "--json", "--db", db.to_str().unwrap()])
+            .run();
+    let cast = &json_stdout(&show)["tasks"][4];
+    let pauses: Vec<f64> = cast["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["backoff_ms"].as_f64())
+        .collect();
+    assert_eq!(pauses, [50.0, 100.0], "the backoff doubles from 50 ms");
+    assert_eq!(cast["attempts"][1]["error"]["code"], "unavailable");
+}
+
+#[test]
+fn a_refusing_zone_is_not_retried_and_reverts_everything() {
+    let (dir, flow) = example_file("reschedule.toml");
+    let state = dir.path().join("state");
+    let out = flowhost(
+        &flow,
+        &["--store", "raw_availability_zone=az-down", "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_stdout(&out);
+    assert_eq!(
+        report["tasks"][4]["attempt"], 1,
+        "`zone-unavailable` is not in the policy's `on`"
+    );
+    assert_eq!(report["state"], "REVERTED");
+    let left: Vec<_> = snapshot(&state)
+        .into_iter()
+        .filter(|(p, _)| p != Path::new("quota.json"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "no volume, request or busy count is left: {left:?}"
+    );
+}
+
+#[test]
+fn the_graph_variant_reserves_quota_and_creates_the_record_at_once() {
+    let (_dir, flow) = example_file("graph.toml");
+    let out = flowhost(&flow, &["--fetch", "volume"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moves = transitions(&out);
+    let at = |t: &str| {
+        moves
+            .iter()
+            .position(|m| m == t)
+            .unwrap_or_else(|| panic!("no {t} in {moves:?}"))
+    };
+    let both_started = at("task `quota_reserve` PENDING -> RUNNING")
+        .max(at("task `entry_create` PENDING -> RUNNING"));
+    let first_done = at("task `quota_reserve` RUNNING -> SUCCESS")
+        .min(at("task `entry_create` RUNNING -> SUCCESS"));
+    assert!(both_started < first_done, "both run at once: {moves:?}");
+    assert!(
+        at("task `extract_volume_request` RUNNING -> SUCCESS")
+            < at("task `quota_reserve` PENDING -> RUNNING")
+    );
+    assert!(
+        at("task `quota_commit` RUNNING -> SUCCESS") < at("task `volume_cast` PENDING -> RUNNING"),
+        "`after` holds"
+    );
+    assert_eq!(json_stdout(&out)["volume"]["status"], "creating");
+}
+
+#[test]
+fn the_graph_variant_reverts_in_reverse_dependency_order() {
+    let (dir, flow) = example_file("graph.toml");
+    let state = dir.path().join("state");
+    let before = snapshot(&state);
+    let out = flowhost(
+        &flow,
+        &["--store", "raw_availability_zone=az-down", "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reverted: Vec<String> = transitions(&out)
+        .into_iter()
+        .filter(|t| t.ends_with("REVERTING -> REVERTED"))
+        .collect();
+    let at = |t: &str| {
+        reverted
+            .iter()
+            .position(|m| m.contains(&format!("`{t}`")))
+            .unwrap()
+    };
+    assert_eq!(reverted.len(), 5);
+    assert!(at("volume_cast") < at("quota_commit") && at("quota_commit") < at("entry_create"));
+    assert!(at("quota_commit") < at("quota_reserve"));
+    assert_eq!(at("extract_volume_request"), 4, "the root is reverted last");
+    let after: Vec<_> = snapshot(&state)
+        .into_iter()
+        .filter(|(p, _)| p != Path::new("quota.json"))
+        .collect();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn a_refusing_zone_makes_the_schedule_subflow_try_the_next_zone() {
+    let (dir, flow) = example_file("zones.toml");
+    let out = flowhost(&flow, &["--fetch", "volume"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let casts: Vec<String> = transitions(&out)
+        .into_iter()
+        .filter(|t| t.starts_with("task `schedule/volume_cast`"))
+        .collect();
+    assert_eq!(
+        casts,
+        [
+            "task `schedule/volume_cast` PENDING -> RUNNING",
+            "task `schedule/volume_cast` RUNNING -> FAILURE",
+            "task `schedule/volume_cast` FAILURE -> REVERTING",
+            "task `schedule/volume_cast` REVERTING -> REVERTED",
+            "task `schedule/volume_cast` REVERTED -> PENDING",
+            "task `schedule/volume_cast` PENDING -> RUNNING",
+            "task `schedule/volume_cast` RUNNING -> SUCCESS",
+        ]
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PENDING -> RUNNING (iteration 2)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("task `entry_create` SUCCESS -> REVERTING"),
+        "what precedes the subflow stays: {stderr}"
+    );
+    let id = json_stdout(&out)["volume"]["id"]
+        .as_str()
+        .expect("volume has an id")
+        .to_owned();
+    let cast = read_json(&dir.path().join(format!("state/scheduler/{id}.json")));
+    assert_eq!(cast["availability_zone"], "nova", "{cast}");
 }

@@ -155,8 +155,8 @@ fn flow_files_declare_reuse_and_reject_anything_else() {
         "name = \"f\"\n[[task]]\nname = \"a\"\nplugin = \"a.wasm\"\ninstances = \"reuse\"\n[[task]]\nname = \"b\"\nplugin = \"b.wasm\"\n",
     )
     .unwrap();
-    assert_eq!(flow.tasks[0].instances, Instances::Reuse);
-    assert_eq!(flow.tasks[1].instances, Instances::Fresh);
+    assert_eq!(flow.task_specs()[0].instances, Instances::Reuse);
+    assert_eq!(flow.task_specs()[1].instances, Instances::Fresh);
     let error = FlowSpec::from_toml(
         "name = \"f\"\n[[task]]\nname = \"a\"\nplugin = \"a.wasm\"\ninstances = \"warm\"\n",
     )

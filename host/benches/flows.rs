@@ -4,7 +4,8 @@
 //! printing its rows of one Markdown table as it goes: the bare wasmtime floor under several
 //! allocator configurations, per-task cost against the best of them, per-task cost and runs
 //! per second with the SQLite run database against in-memory runs, flows per second at
-//! several concurrencies, CLI cold start with an empty and a warm cache, peak memory with
+//! several concurrencies, workers on PostgreSQL (runs/s with 1, 2 and 4 workers, database
+//! commits per task, pickup latency; `benches/flows/workers.rs`), CLI cold start with an empty and a warm cache, peak memory with
 //! 100,000 runs in flight, and TaskFlow 6.5 on the same shapes (`benches/taskflow/`).
 //! All figures are medians of several repetitions; the machine is expected to be noisy.
 
@@ -14,12 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowhost::runs::{self, Durability, Executor, RunDb, SqliteRunDb};
-use flowhost::{Batch, BatchInput, Engine, EngineConfig, FlowSpec, Instances, Store, TaskSpec};
+use flowhost::{
+    Batch, BatchInput, Engine, EngineConfig, FlowSpec, Instances, Pattern, Store, TaskSpec,
+};
 use flowhost_testkit::{plugin, repo_root};
 use serde_json::json;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+#[path = "flows/workers.rs"]
+mod workers;
 
 mod floor {
     wasmtime::component::bindgen!({
@@ -63,7 +69,9 @@ fn main() {
     let floor = runtime.block_on(wasmtime_floor());
     runtime.block_on(task_costs(floor, &mut seen));
     runtime.block_on(durable_costs());
+    runtime.block_on(graph_against_linear());
     runtime.block_on(flows_per_second());
+    runtime.block_on(workers::worker_rows());
     cold_start(&mut seen);
     peak_rss();
     taskflow(&seen);
@@ -359,6 +367,58 @@ async fn task_costs((fresh_floor, reuse_floor): (f64, f64), seen: &mut Seen) {
                 Instances::Reuse => seen.warm.push((n, cost)),
             }
         }
+    }
+}
+
+/// A 10-task graph flow of independent tasks against the linear flow of the same tasks: µs
+/// per task and wall time per run, for echoing tasks (the scheduler's overhead) and for tasks
+/// that each sleep 10 ms in the host (what running them at once buys).
+async fn graph_against_linear() {
+    let engine = engine();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (what, config, reps) in [
+        ("echo", json!({}), 300),
+        ("10 ms sleep", json!({ "mode": "sleep", "ms": 10 }), 20),
+    ] {
+        let mut walls = Vec::new();
+        for pattern in [Pattern::Linear, Pattern::Graph] {
+            let flow = (0..10).fold(
+                FlowSpec::with_pattern(format!("ten_{}", pattern.as_str()), pattern),
+                |flow, i| {
+                    flow.add(
+                        TaskSpec::new(format!("t{i}"), plugin("probe"))
+                            .provides([format!("o{i}")])
+                            .config(config.clone()),
+                    )
+                },
+            );
+            engine.run(&flow, initial()).await.expect("valid flow");
+            let mut wall = Vec::new();
+            for _ in 0..reps {
+                let started = Instant::now();
+                assert!(
+                    engine
+                        .run(&flow, initial())
+                        .await
+                        .expect("valid flow")
+                        .succeeded()
+                );
+                wall.push(micros(started.elapsed()));
+            }
+            let wall = median(wall);
+            row(
+                &format!(
+                    "10 independent tasks ({what}), {} (max_parallel {cores}): µs/task, ms/run",
+                    pattern.as_str()
+                ),
+                format!("{:.1}, {:.2}", wall / 10.0, wall / 1000.0),
+            );
+            walls.push(wall);
+        }
+        row(
+            &format!("10 independent tasks ({what}): graph wall time / linear"),
+            format!("{:.2}×", walls[1] / walls[0]),
+        );
     }
 }
 

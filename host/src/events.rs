@@ -31,6 +31,9 @@ pub enum TaskState {
     Reverted,
     /// `revert` failed: a person must look at what the task left behind.
     RevertFailure,
+    /// An attempt of `execute` failed and its retry policy tries again at a due time (after
+    /// reverting the attempt first, when the policy says `revert_between`).
+    Retrying,
 }
 
 /// A flow's state, as in TaskFlow.
@@ -74,20 +77,25 @@ impl TaskState {
             TaskState::Reverting => "REVERTING",
             TaskState::Reverted => "REVERTED",
             TaskState::RevertFailure => "REVERT_FAILURE",
+            TaskState::Retrying => "RETRYING",
         }
     }
 
     /// Whether TaskFlow's state machine allows the move from `self` to `to` (a task caught
     /// RUNNING by a crash starts over from PENDING on resume, so RUNNING is entered again
-    /// only that way).
+    /// only that way). A retried task goes `RUNNING -> RETRYING -> RUNNING`, or with
+    /// `revert_between` `RUNNING -> RETRYING -> REVERTING -> REVERTED -> RUNNING`.
     pub fn can_move_to(self, to: TaskState) -> bool {
         use TaskState::*;
         matches!(
             (self, to),
             (Pending, Running)
-                | (Running, Success | Failure)
-                | (Success | Failure, Reverting)
+                | (Running, Success | Failure | Retrying)
+                | (Success | Failure | Retrying, Reverting)
                 | (Reverting, Reverted | RevertFailure)
+                | (Retrying | Reverted, Running)
+                // A subflow's controller starts its next iteration.
+                | (Reverted | Failure, Pending)
         )
     }
 }
@@ -166,9 +174,19 @@ pub enum Transition {
         /// The arguments (a JSON object's text), on entering RUNNING: what `revert` will get.
         #[serde(skip_serializing_if = "Option::is_none")]
         args: Option<String>,
-        /// The raw outcome `revert` will get, on entering SUCCESS or FAILURE.
+        /// The raw outcome `revert` will get, on entering SUCCESS, FAILURE or RETRYING.
         #[serde(skip_serializing_if = "Option::is_none")]
         outcome: Option<Outcome>,
+        /// Which execution of the task this transition belongs to, from 1 (0 before the
+        /// first): more than one when its retry policy tried again.
+        attempt: u32,
+        /// When the next attempt is due, on entering RETRYING.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_at: Option<SystemTime>,
+        /// Inside subflows with a retry controller: each controller's iteration, from 1,
+        /// outermost first. Empty elsewhere.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        iterations: Vec<u32>,
     },
     /// A running task reported how far it has come (contract 0.2's `progress`). Not a state
     /// change: listeners hear of it as it happens; the journal records the last one of each
@@ -253,6 +271,9 @@ impl Listener for LogListener {
                 duration,
                 result,
                 error,
+                attempt,
+                retry_at,
+                iterations,
                 ..
             } => {
                 // Time spent is worth reading only for work done: execute and revert.
@@ -262,13 +283,32 @@ impl Listener for LogListener {
                     }
                     _ => String::new(),
                 };
-                let line = format!("task `{task}` {from} -> {to}{took}");
+                let retry = match retry_at {
+                    Some(due) => format!(
+                        " (attempt {attempt} failed; attempt {} in {})",
+                        attempt + 1,
+                        millis(due.duration_since(event.at).unwrap_or_default())
+                    ),
+                    None if *to == TaskState::Running && *attempt > 1 => {
+                        format!(" (attempt {attempt})")
+                    }
+                    None => String::new(),
+                };
+                let iteration = match iterations.last() {
+                    Some(n) if *to == TaskState::Running || *to == TaskState::Pending => {
+                        format!(" (iteration {n})")
+                    }
+                    _ => String::new(),
+                };
+                let line = format!("task `{task}` {from} -> {to}{took}{retry}{iteration}");
                 match (to, error) {
                     (_, Some(error)) => match &error.details {
                         Some(details) => tracing::warn!("{line}: {error} (details: {details})"),
                         None => tracing::warn!("{line}: {error}"),
                     },
-                    (TaskState::Reverting | TaskState::Reverted, _) => tracing::warn!("{line}"),
+                    (TaskState::Reverting | TaskState::Reverted | TaskState::Retrying, _) => {
+                        tracing::warn!("{line}")
+                    }
                     _ => tracing::info!("{line}"),
                 }
                 if let Some(result) = result {

@@ -24,7 +24,8 @@
 //!
 //! The layers, each depending only on those before it: the contract's types
 //! ([`TaskInfo`], [`Outcome`], [`TaskError`], [`HostFault`]); flows ([`FlowSpec`], read from
-//! TOML or built in code) and the [`Store`]; the wasmtime runtime ([`Plugin`], [`Sandbox`],
+//! TOML or built in code, its entries tasks or [`Subflow`]s with a retry [`Controller`]) and
+//! the [`Store`]; the wasmtime runtime ([`Plugin`], [`Sandbox`],
 //! [`EngineConfig`]); the [`Engine`] (validation, the run state machine, its [`Journal`],
 //! [`Listener`]s); then the run database ([`runs`]: journal, lease, resume) and the
 //! conformance suite ([`conform`]).
@@ -39,18 +40,23 @@ mod store;
 pub mod conform;
 pub mod runs;
 pub mod scaffold;
+pub mod service;
 
 pub use contract::{
     ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, Progress, TaskError, TaskInfo, escape,
 };
+/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
+pub use engine::CANCELLED;
 pub use engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Checkpoint, Close, Engine,
     FlowError, Journal, JournalError, LoadedFlow, Prepare, Problem, ResumeError, RunError,
-    RunReport, TaskCheckpoint, TaskPlan, TaskReport, ValidationError,
+    RunReport, SubflowPlan, SubflowReport, TaskCheckpoint, TaskPlan, TaskReport, ValidationError,
 };
 pub use events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flow::{
-    Access, DirGrant, EffectiveLimits, FlowFileError, FlowSpec, Instances, Limits, TaskSpec,
+    Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach,
+    Instances, Iterations, Limits, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry,
+    RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
 };
 pub use runtime::{
     COMPILE_TARGET, DirectCall, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES,

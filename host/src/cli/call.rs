@@ -255,11 +255,12 @@ fn replay(db: &DbArgs, run_id: &str, task: &str, plugin_sha256: &str) -> anyhow:
             flow_path.display()
         );
     }
+    // Tasks inside subflows are named by their path (`schedule/volume_cast`), as recorded.
     let entry = flow
-        .tasks
-        .iter()
-        .find(|t| t.name == task)
-        .cloned()
+        .task_paths()
+        .into_iter()
+        .find(|(path, _)| path == task)
+        .map(|(_, spec)| spec.clone())
         .with_context(|| format!("{} no longer has a task `{task}`", flow_path.display()))?;
     if let Some(plugin) = record.origin.plugins.iter().find(|p| p.task == task)
         && plugin.sha256 != plugin_sha256

@@ -42,9 +42,9 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
-        print_json(
-            &serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks }),
-        )?;
+        let subflows: Vec<_> = loaded.subflows().collect();
+        let doc = serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks, "subflows": subflows });
+        print_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
     outln!("flow `{}` is valid", loaded.name())?;
@@ -108,6 +108,33 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
                 task.provides.to_vec()
             };
         outln!("   provides: {}", list(&provides))?;
+        if !task.depends_on.is_empty() {
+            outln!("   after:    {}", task.depends_on.join(", "))?;
+        }
+        let retry = task.retry;
+        if retry.attempts > 1 {
+            let codes = match (&retry.on, retry.except.is_empty()) {
+                (Some(on), _) => format!("on {}", on.join(", ")),
+                (None, true) => "on every error but input errors".to_owned(),
+                (None, false) => format!(
+                    "on every error but input errors and {}",
+                    retry.except.join(", ")
+                ),
+            };
+            outln!(
+                "   retry:    {} attempts, backoff {} ms x{} up to {} ms{}, {codes}{}",
+                retry.attempts,
+                retry.backoff.as_millis(),
+                retry.multiplier,
+                retry.max_backoff.as_millis(),
+                if retry.jitter { " with jitter" } else { "" },
+                if retry.revert_between {
+                    ", reverting between attempts"
+                } else {
+                    ""
+                }
+            )?;
+        }
         let l = &task.sandbox.limits;
         let fuel = l.fuel.map_or_else(|| "off".to_owned(), |f| f.to_string());
         outln!(
@@ -150,6 +177,14 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
         )?;
         outln!("   network:  none")?;
     }
+    for subflow in loaded.subflows() {
+        outln!(
+            "subflow `{}` retried by its controller: {}",
+            subflow.path,
+            controller(subflow.retry)
+        )?;
+        outln!("   tasks:    {}", subflow.tasks.join(", "))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -170,4 +205,26 @@ async fn load(
     );
     let engine = ctx.engine(flow.needs_fuel()).map_err(named)?;
     engine.load(&flow, store).await.map_err(|e| named(e.into()))
+}
+
+/// A subflow's controller in words: how many iterations, what each gets, what exhaustion does.
+fn controller(retry: &flowhost::Controller) -> String {
+    let iterations = match retry.iterations() {
+        Ok(flowhost::Iterations::Times(n)) => format!("up to {n} times"),
+        Ok(flowhost::Iterations::Values(values, provides)) => {
+            format!(
+                "once per value of {} as `{provides}`",
+                serde_json::Value::from(values.to_vec())
+            )
+        }
+        Ok(flowhost::Iterations::FromStore { from, provides }) => {
+            format!("once per element of `{from}` as `{provides}`")
+        }
+        Err(message) => message,
+    };
+    let strategy = match retry.strategy {
+        flowhost::Strategy::Revert => "revert the subflow, then the enclosing controller decides",
+        flowhost::Strategy::RevertAll => "revert the whole flow",
+    };
+    format!("{iterations}; when all failed: {strategy}")
 }

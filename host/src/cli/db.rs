@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use flowhost::runs::{DEFAULT_LEASE_TTL, Durability, Executor, SqliteRunDb};
+use flowhost::runs::{
+    DEFAULT_LEASE_TTL, Durability, Executor, PgRunDb, PruneFilter, Pruned, RunDb, RunDbError,
+    SqliteRunDb,
+};
 
 /// Where runs are recorded when neither --db nor FLOWHOST_DB says otherwise: `flowhost` in
 /// the user's data directory (`$XDG_DATA_HOME`, else `~/.local/share` on Linux), so that
@@ -22,8 +25,9 @@ pub fn default_db() -> PathBuf {
 /// Where the run database is.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// The run database file (SQLite) [default: flowhost/runs.db in the user data directory,
-    /// e.g. ~/.local/share/flowhost/runs.db].
+    /// The run database: a SQLite file, or a PostgreSQL URL (postgres://user@host:port/db)
+    /// that many hosts share [default: flowhost/runs.db in the user data directory, e.g.
+    /// ~/.local/share/flowhost/runs.db].
     #[arg(long, value_name = "PATH", env = "FLOWHOST_DB", global = true)]
     pub db: Option<PathBuf>,
     /// How long this process's lease on a run it executes lasts without renewal (renewed at
@@ -52,8 +56,13 @@ impl DbArgs {
             .unwrap_or_else(default_db)
     }
 
-    /// Opens the database; `create` makes it (and its folder) when missing.
+    /// Opens the SQLite database; `create` makes it (and its folder) when missing.
     pub fn open(&self, create: bool) -> anyhow::Result<Arc<SqliteRunDb>> {
+        if let Some(url) = self.postgres_url() {
+            anyhow::bail!(super::exit::UsageError(format!(
+                "this command keeps its runs in SQLite only, not in {url}"
+            )));
+        }
         Ok(Arc::new(SqliteRunDb::open(
             &self.path(),
             create,
@@ -61,8 +70,33 @@ impl DbArgs {
         )?))
     }
 
+    /// The PostgreSQL URL these flags choose, if they choose one.
+    pub fn postgres_url(&self) -> Option<String> {
+        let db = self.db.as_ref()?.to_str()?;
+        flowhost::runs::is_postgres_url(db).then(|| db.to_owned())
+    }
+
+    /// Opens the database these flags choose, SQLite or PostgreSQL; `create` makes a missing
+    /// SQLite file (a PostgreSQL database must exist; its schema is created on first use).
+    pub fn open_any(&self, create: bool) -> anyhow::Result<AnyDb> {
+        match self.postgres_url() {
+            Some(url) => Ok(AnyDb::Postgres(Arc::new(PgRunDb::connect(&url)?))),
+            None => Ok(AnyDb::Sqlite(self.open(create)?)),
+        }
+    }
+
+    /// The PostgreSQL database these flags choose; a usage error for anything else.
+    pub fn open_postgres(&self, verb: &str) -> anyhow::Result<Arc<PgRunDb>> {
+        let Some(url) = self.postgres_url() else {
+            anyhow::bail!(super::exit::UsageError(format!(
+                "`flowhost {verb}` needs a shared PostgreSQL run database: --db postgres://user@host:port/db (or FLOWHOST_DB)"
+            )));
+        };
+        Ok(Arc::new(PgRunDb::connect(&url)?))
+    }
+
     /// An executor of this process on `db`, with the chosen lease duration.
-    pub fn executor(&self, db: Arc<SqliteRunDb>) -> Executor {
+    pub fn executor(&self, db: Arc<dyn RunDb>) -> Executor {
         Executor::new(db).lease_ttl(self.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL))
     }
 }
@@ -73,7 +107,33 @@ impl RecordArgs {
         if self.no_db {
             Ok(None)
         } else {
-            Ok(Some(self.db.executor(self.db.open(true)?)))
+            Ok(Some(self.db.executor(self.db.open_any(true)?.shared())))
+        }
+    }
+}
+
+/// An open run database of either kind.
+pub enum AnyDb {
+    /// A SQLite file.
+    Sqlite(Arc<SqliteRunDb>),
+    /// A shared PostgreSQL database.
+    Postgres(Arc<PgRunDb>),
+}
+
+impl AnyDb {
+    /// The database behind the common interface.
+    pub fn shared(&self) -> Arc<dyn RunDb> {
+        match self {
+            AnyDb::Sqlite(db) => db.clone(),
+            AnyDb::Postgres(db) => db.clone(),
+        }
+    }
+
+    /// Prunes (or with `dry_run` lists) the runs `filter` matches; held runs are kept.
+    pub fn prune_runs(&self, filter: &PruneFilter, dry_run: bool) -> Result<Pruned, RunDbError> {
+        match self {
+            AnyDb::Sqlite(db) => db.prune_runs(filter, dry_run),
+            AnyDb::Postgres(db) => db.prune_runs(filter, dry_run),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The exit codes, in one table: which error ends the process with which code.
 
 use flowhost::conform::CasesError;
-use flowhost::runs::{ResumeFailure, RunDbError};
+use flowhost::runs::{ResumeFailure, RunDbError, WorkerError};
 use flowhost::scaffold::ScaffoldError;
 use flowhost::{FlowFileError, PluginError, ResumeError, RunError, ValidationError};
 
@@ -66,6 +66,15 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
             ResumeFailure::Resume(ResumeError::Finished { .. }) => USAGE,
             ResumeFailure::Resume(ResumeError::Stopped(_)) => TEMPFAIL,
             ResumeFailure::Resume(_) => INVALID,
+        };
+    }
+    if let Some(failure) = error.downcast_ref::<WorkerError>() {
+        return match failure {
+            WorkerError::Db(db) => db_code(db),
+            WorkerError::Invalid(_) | WorkerError::Resume(_) => INVALID,
+            WorkerError::FlowFile { .. } | WorkerError::PluginDir { .. } => NOINPUT,
+            WorkerError::Stopped(_) => TEMPFAIL,
+            WorkerError::Stored { .. } | WorkerError::Engine(_) => SOFTWARE,
         };
     }
     if let Some(db) = error.downcast_ref::<RunDbError>() {

@@ -14,6 +14,10 @@ pub mod new;
 pub mod output;
 pub mod run;
 pub mod runs;
+pub mod serve;
+pub mod submit;
+pub mod worker;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -122,6 +126,16 @@ pub enum Command {
     /// Create a plugin project in Rust, Python, JavaScript or C that builds on its own and
     /// passes `flowhost conform`.
     New(new::NewArgs),
+    /// Validate a flow and queue a run of it in a PostgreSQL run database, for the workers;
+    /// print the run's id.
+    Submit(submit::SubmitArgs),
+    /// Claim queued runs from a PostgreSQL run database and execute them, until SIGTERM.
+    Worker(worker::WorkerArgs),
+    /// List the workers of a PostgreSQL run database: id, host, heartbeat, runs in flight.
+    Workers(workers::WorkersArgs),
+    /// Serve the flows of a folder over HTTP: a JSON API to start, follow, resume and cancel
+    /// runs, live events, Prometheus metrics and a web console.
+    Serve(serve::ServeArgs),
     /// Print a shell completion script: `flowhost completions bash > ~/.local/share/bash-completion/completions/flowhost`.
     Completions(completions::CompletionsArgs),
 }
@@ -289,6 +303,12 @@ impl Context {
     pub fn batch_engine(&self, fuel: bool) -> anyhow::Result<flowhost::Engine> {
         flowhost::Engine::with_config(&self.config.clone().fuel(fuel))
             .context("starting the engine")
+    }
+
+    /// An engine configuration for a worker: pooled instances, since a worker runs many runs
+    /// at once for a long time.
+    pub fn worker_config(&self) -> EngineConfig {
+        self.config.clone()
     }
 
     /// An engine for one run or one plugin, logging every transition. Its instances are

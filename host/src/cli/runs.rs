@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use flowhost::runs::{
-    PruneFilter, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord, SqliteRunDb,
-};
+use flowhost::runs::{PruneFilter, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord};
 use flowhost::{FlowState, escape};
 use serde_json::Value;
 
-use super::db::{DbArgs, parse_duration};
+use super::db::{AnyDb, DbArgs, parse_duration};
 use super::exit::{self, UsageError};
 use super::output::{errln, outln};
 use super::{Context, print_json};
@@ -108,14 +106,18 @@ fn parse_state(text: &str) -> Result<FlowState, String> {
 
 /// Runs one `runs` subcommand.
 pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let db = args.db.open(false)?;
+    let any = args.db.open_any(false)?;
+    let db = any.shared();
     match args.command {
         RunsCommand::List { state, flow, json } => {
             let runs = db.list(&RunFilter { state, flow })?;
             if json {
                 print_json(&runs)?;
             } else {
-                outln!("run database: {}", args.db.path().display())?;
+                match &any {
+                    AnyDb::Postgres(pg) => outln!("run database: {}", pg.url().display())?,
+                    AnyDb::Sqlite(_) => outln!("run database: {}", args.db.path().display())?,
+                }
                 outln!(
                     "{:<28} {:<24} {:<10} {:<24} EXIT REASON / HELD BY",
                     "ID",
@@ -126,8 +128,8 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
                 for run in runs {
                     let reason = match (&run.lease, &run.exit_reason) {
                         (Some(holder), _) => format!(
-                            "running on host {} pid {} since {}",
-                            holder.host, holder.pid, holder.since
+                            "running on host {} pid {} since {} (executor {})",
+                            holder.host, holder.pid, holder.since, holder.owner
                         ),
                         (None, Some(reason)) => reason.clone(),
                         (None, None) => String::new(),
@@ -144,7 +146,11 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
         }
         RunsCommand::Show { id, json } => {
             let run = get(db.as_ref(), &id)?;
-            if json { print_json(&run)? } else { show(&run)? }
+            if json {
+                print_json(&with_attempts(&run)?)?
+            } else {
+                show(&run)?
+            }
         }
         RunsCommand::Fetch { id, name } => {
             let run = get(db.as_ref(), &id)?;
@@ -176,19 +182,14 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             state,
             dry_run,
             json,
-        } => return prune(&db, &PruneFilter { older_than, state }, dry_run, json),
+        } => return prune(&any, &PruneFilter { older_than, state }, dry_run, json),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Deletes (or with `dry_run` lists) the matching runs; a run held by a live executor is
 /// kept and named, and makes the exit code 75 (retry later), as `runs resume` does.
-fn prune(
-    db: &SqliteRunDb,
-    filter: &PruneFilter,
-    dry_run: bool,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+fn prune(db: &AnyDb, filter: &PruneFilter, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let pruned = db.prune_runs(filter, dry_run)?;
     if json {
         let kept: Vec<Value> = pruned
@@ -242,6 +243,25 @@ fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
         .ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?)
 }
 
+/// The record as JSON with each task's `attempts` (read from its history) beside it.
+fn with_attempts(run: &RunRecord) -> anyhow::Result<Value> {
+    let mut value = serde_json::to_value(run)?;
+    if let Some(tasks) = value.get_mut("tasks").and_then(Value::as_array_mut) {
+        for (json, task) in tasks.iter_mut().zip(&run.tasks) {
+            json["attempts"] = serde_json::to_value(task.attempts())?;
+        }
+    }
+    Ok(value)
+}
+
+/// Nested controllers' iterations, outermost first: `2` or `2.1`.
+fn iterations(its: &[u32]) -> String {
+    its.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
@@ -251,6 +271,16 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
         s.updated_at,
         s.resumes
     )?;
+    if let Some(holder) = &s.lease {
+        outln!(
+            "held by executor {} on host {} pid {} since {} (lease expires {})",
+            holder.owner,
+            holder.host,
+            holder.pid,
+            holder.since,
+            holder.expires
+        )?;
+    }
     if let Some(path) = &run.origin.flow_path {
         outln!("flow file {}", path.display())?;
     }
@@ -296,6 +326,44 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
         }
         if let Some(result) = &task.revert_result {
             outln!("    revert result {}", escape(&result.to_string()))?;
+        }
+        if !task.iterations.is_empty() {
+            outln!(
+                "      in iteration {} of its subflow's retry controller",
+                iterations(&task.iterations)
+            )?;
+        }
+        let attempts = task.attempts();
+        // A task run once shows nothing more; a retried one (or one run again after a crash)
+        // lists each execution under its row.
+        if attempts.len() > 1 {
+            for attempt in &attempts {
+                let ms = attempt
+                    .duration_ms
+                    .map(|d| format!("{d:.1}"))
+                    .unwrap_or_default();
+                let error = attempt
+                    .error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let next = attempt
+                    .backoff_ms
+                    .map(|b| format!("; next attempt after {b:.0} ms"))
+                    .unwrap_or_default();
+                let iteration = match attempt.iterations.is_empty() {
+                    true => String::new(),
+                    false => format!(" (iteration {})", iterations(&attempt.iterations)),
+                };
+                outln!(
+                    "      attempt {:<3} {:<26} {ms:>12}        {error}{next}{iteration}",
+                    attempt.attempt,
+                    format!("{} {}", attempt.started_at, attempt.state)
+                )?;
+            }
+        }
+        if let Some(due) = task.retry_at {
+            outln!("      next attempt due at unix time {due:.3}")?;
         }
     }
     outln!()?;

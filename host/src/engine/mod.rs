@@ -1,20 +1,26 @@
-//! The engine: validates a flow against its plugins, then runs it — execute in order,
-//! revert in reverse on the first failure — journaling every transition before listeners
+//! The engine: validates a flow against its plugins, then runs it — execute by the flow's
+//! pattern (in order, or independent tasks at once), retry by each entry's policy, revert in
+//! reverse dependency order on a failure — journaling every transition before listeners
 //! hear of it.
 //!
 //! One [`Engine`] serves the whole process: it is cheap to clone, and every run it starts is
-//! an independent future, so many flows run at once on a tokio runtime while each flow's
-//! tasks stay strictly sequential. The pieces, in TaskFlow's terms: [`validate`] is the
-//! compiler's check, [`task`] the executor seam (a bound task calls the runtime), [`run`] the
-//! state machine, [`journal`] the storage it writes before notifying, [`resume`] the
-//! restore of a recorded run.
+//! an independent future, so many flows run at once on a tokio runtime, each flow's tasks
+//! ordered by its pattern. The pieces, in TaskFlow's terms: [`validate`] is the compiler's
+//! check and [`graph`] its dependency graph, [`task`] the executor seam (a bound task calls
+//! the runtime), [`schedule`] the scheduler and completer, [`run`] the state machine,
+//! [`journal`] the storage it writes before notifying, [`resume`] the restore of a recorded
+//! run.
 
 mod batch;
+mod cancel;
+mod graph;
 mod journal;
 mod report;
 mod resume;
 mod run;
+mod schedule;
 mod task;
+mod tree;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -26,16 +32,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
+pub use cancel::CANCELLED;
 pub use journal::{Append, Close, Journal, JournalError, RunError};
-pub use report::{RunReport, TaskReport};
+pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::{Checkpoint, ResumeError, TaskCheckpoint};
 pub use validate::{Problem, ValidationError};
 
 use crate::contract::TaskInfo;
 use crate::events::Listener;
-use crate::flow::FlowSpec;
+use crate::flow::{Controller, FlowSpec, RetryPolicy};
 use crate::runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
 use crate::store::Store;
+use cancel::Cancellations;
 use run::Run;
 use task::BoundTask;
 
@@ -45,6 +53,7 @@ use task::BoundTask;
 pub struct Engine {
     runtime: Arc<Runtime>,
     listeners: Vec<Arc<dyn Listener>>,
+    cancellations: Cancellations,
 }
 
 impl Engine {
@@ -60,6 +69,7 @@ impl Engine {
         Ok(Self {
             runtime: Arc::new(Runtime::with_config(config)?),
             listeners: Vec::new(),
+            cancellations: Cancellations::default(),
         })
     }
 
@@ -84,6 +94,14 @@ impl Engine {
         self.listeners.push(listener);
     }
 
+    /// Asks the run `run_id` that this engine (or a clone) is running to stop before its
+    /// next task and revert what ran: that task fails with the error code [`CANCELLED`]
+    /// without being called. A task already executing finishes first. Ask only for a run
+    /// that is going on: the request is dropped when the run ends.
+    pub fn cancel(&self, run_id: &str) {
+        self.cancellations.request(run_id);
+    }
+
     /// Loads and describes one plugin, e.g. for `flowhost describe`.
     pub async fn plugin(&self, path: &Path) -> Result<Arc<Plugin>, PluginError> {
         self.runtime.load(path).await
@@ -97,11 +115,17 @@ impl Engine {
         Ok(LoadedFlow {
             id: next_run_id(),
             flow: flow.name.clone(),
-            tasks: validated.tasks,
+            tasks: validated.tasks.into_iter().map(Arc::new).collect(),
+            deps: validated.deps,
+            scopes: validated.scopes,
+            max_parallel: flow
+                .max_parallel
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             initial: validated.initial,
             provided: validated.provided,
             listeners: self.listeners.clone(),
             journal: None,
+            cancellations: self.cancellations.clone(),
         })
     }
 
@@ -117,7 +141,7 @@ impl Engine {
         let mut names = BTreeSet::new();
         let mut problems = Vec::new();
         let mut host_unavailable = false;
-        for spec in &flow.tasks {
+        for spec in flow.task_specs() {
             match &spec.provides {
                 Some(provides) => names.extend(provides.iter().cloned()),
                 None => match self.runtime.load(&flow.resolve(&spec.plugin)).await {
@@ -164,11 +188,19 @@ pub enum FlowError {
 pub struct LoadedFlow {
     id: String,
     flow: String,
-    tasks: Vec<BoundTask>,
+    tasks: Vec<Arc<BoundTask>>,
+    /// For each task, the tasks that must succeed before it starts (the flow's pattern as a
+    /// graph; a linear flow is a chain).
+    deps: graph::Deps,
+    /// The subflows with a retry controller, each over a range of `tasks`.
+    scopes: Vec<tree::Scope>,
+    /// Most calls of the run in flight at once.
+    max_parallel: usize,
     initial: Store,
     provided: HashSet<String>,
     listeners: Vec<Arc<dyn Listener>>,
     journal: Option<Arc<dyn Journal>>,
+    cancellations: Cancellations,
 }
 
 /// A task entry as validation resolved it, for `flowhost check` and tooling.
@@ -194,6 +226,21 @@ pub struct TaskPlan<'a> {
     pub provides: &'a [String],
     /// Limits and grants.
     pub sandbox: &'a Sandbox,
+    /// The entries that must succeed before this one starts, by the flow's pattern.
+    pub depends_on: Vec<&'a str>,
+    /// When a failed execute is tried again.
+    pub retry: &'a RetryPolicy,
+}
+
+/// A subflow with a retry controller as validation resolved it, for `flowhost check`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubflowPlan<'a> {
+    /// The subflow's path (`schedule`, `reserve/quota`).
+    pub path: &'a str,
+    /// Its controller.
+    pub retry: &'a Controller,
+    /// The tasks it runs again, by path.
+    pub tasks: Vec<&'a str>,
 }
 
 impl LoadedFlow {
@@ -204,7 +251,7 @@ impl LoadedFlow {
 
     /// Each entry as it will run.
     pub fn plan(&self) -> impl Iterator<Item = TaskPlan<'_>> {
-        self.tasks.iter().map(|t| TaskPlan {
+        self.tasks.iter().zip(&self.deps).map(|(t, deps)| TaskPlan {
             name: &t.name,
             info: t.plugin.info(),
             plugin: t.plugin.path(),
@@ -215,6 +262,21 @@ impl LoadedFlow {
             inject: &t.binding.inject,
             provides: &t.binding.provides,
             sandbox: &t.sandbox,
+            depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
+            retry: &t.retry,
+        })
+    }
+
+    /// Each subflow with a retry controller, outer ones first.
+    pub fn subflows(&self) -> impl Iterator<Item = SubflowPlan<'_>> {
+        self.scopes.iter().map(|scope| SubflowPlan {
+            path: &scope.path,
+            retry: &scope.controller,
+            tasks: scope
+                .tasks
+                .clone()
+                .map(|i| self.tasks[i].name.as_str())
+                .collect(),
         })
     }
 

@@ -23,6 +23,9 @@ pub struct RunReport {
     pub store: Store,
     /// Every task, in flow order.
     pub tasks: Vec<TaskReport>,
+    /// Every subflow with a retry controller, outermost first, and the iteration it ended in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subflows: Vec<SubflowReport>,
     /// Wall time of the whole run.
     #[serde(rename = "duration_ms", serialize_with = "millis")]
     pub duration: Duration,
@@ -50,9 +53,25 @@ pub struct TaskReport {
     /// The last progress the task reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The attempt of `execute` made last, from 1: how many were made (0 when it never ran,
+    /// more than 1 when its retry policy tried again). `runs show` lists each one.
+    pub attempt: u32,
+    /// Inside subflows with a retry controller: the iteration of each it last ran in,
+    /// outermost first. The task's name is its path (`schedule/volume_cast`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub iterations: Vec<u32>,
     /// The limits its calls ran under, so a report of a deadline or cap failure shows the
     /// figure it was held to.
     pub limits: EffectiveLimits,
+}
+
+/// A subflow's retry controller in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubflowReport {
+    /// The subflow's path (`schedule`, `reserve/quota`).
+    pub path: String,
+    /// The iteration it ended in, from 1.
+    pub iteration: u32,
 }
 
 fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -1,10 +1,11 @@
 //! Resume: where an interrupted run stood, as its journal recorded it, and how the state
 //! machine is put back there without executing a succeeded task again.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::LoadedFlow;
 use super::run::Run;
+use super::tree::Scope;
 use crate::contract::{Outcome, TaskError};
 use crate::events::{FlowState, TaskState};
 
@@ -34,6 +35,13 @@ pub struct TaskCheckpoint {
     pub revert_error: Option<TaskError>,
     /// How long its execute took.
     pub duration: Duration,
+    /// The attempt last started, from 1 (0 before the first).
+    pub attempt: u32,
+    /// When its next attempt is due, when a failed attempt is to be retried.
+    pub retry_at: Option<SystemTime>,
+    /// The iterations of the subflow controllers around it, outermost first, as last
+    /// recorded: the run continues in them.
+    pub iterations: Vec<u32>,
 }
 
 /// A checkpoint that cannot be resumed, or a resumed run that stopped.
@@ -95,6 +103,11 @@ impl Run {
         }
         let mut this = Self::new(loaded);
         this.state = checkpoint.state;
+        let iterations: Vec<Vec<u32>> = checkpoint
+            .tasks
+            .iter()
+            .map(|t| t.iterations.clone())
+            .collect();
         for (index, task) in checkpoint.tasks.into_iter().enumerate() {
             let incomplete = |problem: &str| ResumeError::Incomplete {
                 run: run.clone(),
@@ -124,20 +137,43 @@ impl Run {
                 }
             }
             let record = &mut this.records[index];
-            // Caught RUNNING: it may have run partly, so it runs again from the start. Caught
-            // REVERTING: it is reverted again, so it goes back to what it was before.
+            // Between two attempts of a retried task: a failed attempt, a due time, and the
+            // flow still running.
+            let retrying = task.retry_at.is_some()
+                && checkpoint.state != FlowState::Reverting
+                && matches!(
+                    task.state,
+                    TaskState::Retrying | TaskState::Reverting | TaskState::Reverted
+                );
+            // Caught RUNNING: it may have run partly, so it runs again from the start (the
+            // same attempt). Caught REVERTING: it is reverted again, so it goes back to what it
+            // was before.
             record.state = match task.state {
                 TaskState::Running => TaskState::Pending,
+                TaskState::Reverting if retrying => TaskState::Retrying,
                 TaskState::Reverting if task.error.is_some() => TaskState::Failure,
                 TaskState::Reverting => TaskState::Success,
                 state => state,
             };
+            record.attempt = match task.state {
+                TaskState::Running => task.attempt.saturating_sub(1),
+                _ => task.attempt,
+            };
             record.args = task.args.unwrap_or_default();
             record.outcome = if ran { task.outcome } else { None };
-            record.error = task.error;
+            // The error of an attempt to be retried is not the task's failure.
+            if retrying {
+                record.retry_at = task.retry_at;
+                record.attempt_error = task.error;
+            } else if task.state != TaskState::Pending {
+                // A PENDING task's recorded error, if any, is from an earlier iteration of its
+                // subflow: not a failure of this one.
+                record.error = task.error;
+            }
             record.revert_error = task.revert_error;
             record.duration = task.duration;
         }
+        this.iteration = recorded_iterations(&this.loaded.scopes, &iterations);
         if this.state == FlowState::Reverting && this.failure().is_none() {
             return Err(ResumeError::Incomplete {
                 run,
@@ -148,4 +184,29 @@ impl Run {
         }
         Ok(this)
     }
+}
+
+/// Each scope's iteration from its tasks' recorded iterations. Iterations only move forward
+/// (an outer controller's next iteration starts its inner ones from 1 again), so a scope
+/// stands at the greatest record among its tasks, outer iterations first; a scope whose
+/// tasks recorded an earlier iteration of an enclosing scope is at its first.
+fn recorded_iterations(scopes: &[Scope], recorded: &[Vec<u32>]) -> Vec<u32> {
+    let mut at: Vec<Vec<u32>> = Vec::with_capacity(scopes.len());
+    for (s, scope) in scopes.iter().enumerate() {
+        let depth = std::iter::successors(scope.parent, |&p| scopes[p].parent).count();
+        let outer: Vec<u32> = scope.parent.map(|p| at[p].clone()).unwrap_or_default();
+        let latest = recorded[scope.tasks.clone()]
+            .iter()
+            .filter(|its| its.len() > depth && its[..depth] == outer[..])
+            .map(|its| its[depth])
+            .max()
+            .unwrap_or(1);
+        let mut mine = outer;
+        mine.push(latest);
+        debug_assert_eq!(at.len(), s);
+        at.push(mine);
+    }
+    at.into_iter()
+        .map(|its| its.last().copied().unwrap_or(1))
+        .collect()
 }

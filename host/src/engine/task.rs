@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::contract::{Outcome, TaskError};
-use crate::flow::TaskSpec;
+use crate::flow::{RetryPolicy, TaskSpec};
 use crate::runtime::{Invocation, Plugin, ProgressSink, Sandbox, WarmPool};
 use crate::store::Binding;
 
@@ -29,6 +29,8 @@ pub(crate) struct BoundTask {
     pub(crate) sandbox: Sandbox,
     /// The warm instances this entry's calls use, when it reuses instances.
     warm: Option<Arc<WarmPool>>,
+    /// When a failed execute is tried again.
+    pub(crate) retry: RetryPolicy,
 }
 
 impl BoundTask {
@@ -38,6 +40,7 @@ impl BoundTask {
         binding: Binding,
         sandbox: Sandbox,
         warm: Option<Arc<WarmPool>>,
+        retry: RetryPolicy,
     ) -> Self {
         Self {
             name: spec.name.clone(),
@@ -46,6 +49,7 @@ impl BoundTask {
             binding,
             sandbox,
             warm,
+            retry,
         }
     }
 

@@ -7,9 +7,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::graph::{self, Deps};
 use super::task::BoundTask;
+use super::tree::{Scope, Tree};
 use crate::contract::{TaskInfo, escape};
-use crate::flow::{FlowSpec, Instances, TaskSpec};
+use crate::flow::{FlowSpec, Instances, Iterations, Retry, TaskSpec};
 use crate::runtime::{EPOCH_TICK, Plugin, PluginError, Runtime, Sandbox};
 use crate::store::{Binding, Store, quoted};
 
@@ -91,6 +93,10 @@ impl fmt::Display for ValidationError {
 /// every name a successful run's final store will hold.
 pub(super) struct Validated {
     pub(super) tasks: Vec<BoundTask>,
+    /// What each entry waits for, by the flow's pattern.
+    pub(super) deps: Deps,
+    /// The subflows with a retry controller.
+    pub(super) scopes: Vec<Scope>,
     pub(super) initial: Store,
     pub(super) provided: HashSet<String>,
 }
@@ -121,7 +127,8 @@ pub(super) async fn validate(
 ) -> Result<Validated, ValidationError> {
     let mut initial: Store = flow.store.clone().into();
     initial.extend(store);
-    let mut problems = Vec::new();
+    let tree = Tree::of(flow);
+    let mut problems = tree.problems.clone();
     let mut report = |task: Option<&str>, found: Vec<Finding>| {
         problems.extend(found.into_iter().map(|Finding { field, message }| Problem {
             task: task.map(str::to_owned),
@@ -139,26 +146,47 @@ pub(super) async fn validate(
             .into_iter()
             .collect(),
     );
+    report(None, check_retry(flow.retry.as_ref()));
+    if flow.max_parallel == Some(0) {
+        report(
+            None,
+            vec![Finding::at(
+                "max_parallel",
+                "`max_parallel` must be at least 1",
+            )],
+        );
+    }
     let mut host_unavailable = false;
     let mut sources = Sources::new(&initial);
     // Without a plugin's declaration, later "missing name" findings could be false.
     let mut blind = false;
-    let mut names = HashSet::new();
-    let mut tasks = Vec::with_capacity(flow.tasks.len());
-    for (index, spec) in flow.tasks.iter().enumerate() {
-        let task = Some(spec.name.as_str());
-        if !names.insert(spec.name.as_str()) {
-            report(
-                task,
-                vec![Finding::at(
-                    "name",
-                    "duplicate task name; every entry needs its own name",
-                )],
-            );
+    let mut tasks = Vec::with_capacity(tree.tasks.len());
+    for (index, spec) in tree.tasks.iter().enumerate() {
+        // What a controller gives its scope is there from the scope's first task on.
+        for scope in tree.scopes.iter().filter(|s| s.tasks.start == index) {
+            if let Some((provides, from)) = scope_names(scope) {
+                if let Some(from) = from.filter(|from| !sources.0.contains_key(*from) && !blind) {
+                    let message = format!(
+                        "reads its list from `{from}`, which neither the initial store nor an earlier task provides"
+                    );
+                    report(
+                        Some(&scope.path),
+                        vec![Finding::at(
+                            "flow.retry.parameterized_for_each.from",
+                            message,
+                        )],
+                    );
+                }
+                sources
+                    .0
+                    .insert(provides.to_owned(), format!("subflow `{}`", scope.path));
+            }
         }
+        let task = Some(spec.name.as_str());
+        let local = spec.name.rsplit('/').next().unwrap_or_default();
         report(
             task,
-            check_name("task", &spec.name)
+            check_name("task", local)
                 .map(|m| Finding::at("name", m))
                 .into_iter()
                 .collect(),
@@ -170,6 +198,7 @@ pub(super) async fn validate(
         );
         report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
         report(task, check_limits(&sandbox));
+        report(task, check_retry(spec.retry.as_ref()));
         let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
             Ok(plugin) => plugin,
             Err(error) => {
@@ -186,15 +215,38 @@ pub(super) async fn validate(
         report(task, check_memory_fits(&sandbox, &plugin));
         report(task, check_renamed_provides(spec, plugin.info()));
         let binding = bind(spec, plugin.info());
-        if !blind {
+        // Other patterns do not read file order: their requirements are checked with the graph.
+        if !blind && tree.all_linear() {
             report(
                 task,
-                check_requirements(&binding, &sources, &flow.tasks[index + 1..]),
+                check_requirements(&binding, &sources, &tree.tasks[index + 1..]),
             );
         }
         report(task, check_provides(&binding, &spec.name, &mut sources));
         let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
-        tasks.push(BoundTask::new(spec, plugin, binding, sandbox, warm));
+        tasks.push(BoundTask::new(
+            spec,
+            plugin,
+            binding,
+            sandbox,
+            warm,
+            flow.retry_policy(spec),
+        ));
+    }
+    // The graph needs every entry's binding; without one its findings could be false.
+    let mut deps = Deps::new();
+    if tasks.len() == tree.tasks.len() {
+        let bindings: Vec<&Binding> = tasks.iter().map(|t| &t.binding).collect();
+        let given: HashSet<&str> = tree
+            .scopes
+            .iter()
+            .filter_map(|s| scope_names(s).map(|(p, _)| p))
+            .collect();
+        let available = |key: &str| initial.contains(key) || given.contains(key);
+        match graph::dependencies(&tree.levels, &tree.tasks, &bindings, &available) {
+            Ok(found) => deps = found,
+            Err(found) => problems.extend(found),
+        }
     }
     if !problems.is_empty() {
         return Err(ValidationError {
@@ -205,9 +257,21 @@ pub(super) async fn validate(
     }
     Ok(Validated {
         tasks,
+        deps,
+        scopes: tree.scopes,
         initial,
         provided: sources.0.into_keys().collect(),
     })
+}
+
+/// The store name a controller gives its scope's tasks and, for `parameterized_for_each`,
+/// the name its list is read from.
+fn scope_names(scope: &Scope) -> Option<(&str, Option<&str>)> {
+    match scope.controller.iterations() {
+        Ok(Iterations::Values(_, provides)) => Some((provides, None)),
+        Ok(Iterations::FromStore { from, provides }) => Some((provides, Some(from))),
+        _ => None,
+    }
 }
 
 /// Longest flow or task name.
@@ -247,6 +311,17 @@ fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<F
         ));
     }
     problems
+}
+
+/// A retry policy that cannot work as written (no attempt, a shrinking backoff, `on` and
+/// `except` together), on an entry or the flow.
+fn check_retry(retry: Option<&Retry>) -> Vec<Finding> {
+    retry
+        .map(Retry::problems)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(field, message)| Finding::at(field, message))
+        .collect()
 }
 
 /// Limits under which no call can succeed — not even a revert, so a run would fail and then

@@ -11,8 +11,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod limits;
+mod retry;
+mod subflow;
 
 pub use limits::{EffectiveLimits, Limits};
+pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
+pub use subflow::{
+    Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead,
+};
 
 /// A flow file could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +47,27 @@ pub enum FlowFileError {
 pub struct FlowSpec {
     /// The flow's name, shown in logs and reports.
     pub name: String,
+    /// How the entries are ordered: `linear` (file order, the default), `unordered` (all at
+    /// once) or `graph` (by the data they need and `after`).
+    #[serde(default)]
+    pub pattern: Pattern,
+    /// Most calls (execute or revert) of one run in flight at once; default: the number of
+    /// cores. Only `unordered` and `graph` flows ever have more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
     /// Initial store values; `--store` and the library's initial store override them.
     #[serde(default)]
     pub store: BTreeMap<String, Value>,
     /// Default limits for every task entry that does not set its own.
     #[serde(default)]
     pub limits: Limits,
-    /// The task entries, run in this order.
+    /// Default retry policy for every entry; an entry's `retry` fields win over it. No
+    /// retry when neither sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// The entries (tasks and subflows), ordered by the pattern.
     #[serde(default, rename = "task")]
-    pub tasks: Vec<TaskSpec>,
+    pub tasks: Vec<Entry>,
     /// Directory that relative plugin and grant paths are resolved against: the flow file's
     /// folder, or the working directory for flows built in code.
     #[serde(skip)]
@@ -93,6 +111,39 @@ pub struct TaskSpec {
     /// Whether calls get a fresh instance (the default) or reuse warm ones.
     #[serde(default)]
     pub instances: Instances,
+    /// How often a failed execute is tried again before the flow reverts; unset fields fall
+    /// back to the flow's `[retry]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Entries this one runs after, besides those whose results it reads (`graph` flows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+/// How a flow orders its entries (TaskFlow's patterns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    /// One after the other in file order (TaskFlow's `linear_flow`).
+    #[default]
+    Linear,
+    /// All at once, bounded by `max_parallel`; no entry may read another's results
+    /// (TaskFlow's `unordered_flow`).
+    Unordered,
+    /// Each entry as soon as the entries it depends on succeeded: those providing a name it
+    /// reads, and those it names in `after` (TaskFlow's `graph_flow`).
+    Graph,
+}
+
+impl Pattern {
+    /// The pattern's name, as the flow file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::Linear => "linear",
+            Pattern::Unordered => "unordered",
+            Pattern::Graph => "graph",
+        }
+    }
 }
 
 /// How a task entry's calls get their instance.
@@ -140,21 +191,94 @@ pub enum Access {
 impl FlowSpec {
     /// Starts an empty linear flow whose relative paths resolve against the working directory.
     pub fn linear(name: impl Into<String>) -> Self {
+        Self::with_pattern(name, Pattern::Linear)
+    }
+
+    /// Starts an empty graph flow: each entry runs once the entries providing what it reads
+    /// (and those named in its `after`) succeeded; independent entries run at once.
+    pub fn graph(name: impl Into<String>) -> Self {
+        Self::with_pattern(name, Pattern::Graph)
+    }
+
+    /// Starts an empty unordered flow: every entry may run at once.
+    pub fn unordered(name: impl Into<String>) -> Self {
+        Self::with_pattern(name, Pattern::Unordered)
+    }
+
+    /// Starts an empty flow of `pattern`.
+    pub fn with_pattern(name: impl Into<String>, pattern: Pattern) -> Self {
         Self {
             name: name.into(),
+            pattern,
+            max_parallel: None,
             store: BTreeMap::new(),
             limits: Limits::default(),
+            retry: None,
             tasks: Vec::new(),
             base_dir: PathBuf::new(),
         }
     }
 
-    /// Appends a task entry; entries run in the order they are added. Named after TaskFlow's
-    /// `flow.add(...)`, which flow authors already know.
+    /// Appends an entry — a [`TaskSpec`] or a [`Subflow`] — in the order of a linear flow.
+    /// Named after TaskFlow's `flow.add(...)`, which flow authors already know.
     #[allow(clippy::should_implement_trait)]
-    pub fn add(mut self, task: TaskSpec) -> Self {
-        self.tasks.push(task);
+    pub fn add(mut self, entry: impl Into<Entry>) -> Self {
+        self.tasks.push(entry.into());
         self
+    }
+
+    /// Every task entry, subflows' included, in file order (depth first).
+    pub fn task_specs(&self) -> Vec<&TaskSpec> {
+        fn walk<'a>(entries: &'a [Entry], out: &mut Vec<&'a TaskSpec>) {
+            for entry in entries {
+                match entry {
+                    Entry::Task(task) => out.push(task),
+                    Entry::Flow(flow) => walk(&flow.tasks, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.tasks, &mut out);
+        out
+    }
+
+    /// Every task entry with its path (`schedule/volume_cast` inside subflow `schedule`), the
+    /// name runs and reports give it, in file order.
+    pub fn task_paths(&self) -> Vec<(String, &TaskSpec)> {
+        fn walk<'a>(entries: &'a [Entry], prefix: &str, out: &mut Vec<(String, &'a TaskSpec)>) {
+            for entry in entries {
+                match entry {
+                    Entry::Task(task) => out.push((format!("{prefix}{}", task.name), task)),
+                    Entry::Flow(flow) => walk(&flow.tasks, &format!("{prefix}{}/", flow.name), out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.tasks, "", &mut out);
+        out
+    }
+
+    /// [`FlowSpec::task_paths`], to change the entries in place (a worker swapping plugin
+    /// paths for its own copies).
+    pub fn task_paths_mut(&mut self) -> Vec<(String, &mut TaskSpec)> {
+        fn walk<'a>(
+            entries: &'a mut [Entry],
+            prefix: &str,
+            out: &mut Vec<(String, &'a mut TaskSpec)>,
+        ) {
+            for entry in entries {
+                match entry {
+                    Entry::Task(task) => out.push((format!("{prefix}{}", task.name), task)),
+                    Entry::Flow(flow) => {
+                        let prefix = format!("{prefix}{}/", flow.name);
+                        walk(&mut flow.tasks, &prefix, out)
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&mut self.tasks, "", &mut out);
+        out
     }
 
     /// Sets a default store value (overridden by the initial store given at load).
@@ -167,6 +291,31 @@ impl FlowSpec {
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Bounds how many calls of a run are in flight at once.
+    pub fn max_parallel(mut self, max: usize) -> Self {
+        self.max_parallel = Some(max);
+        self
+    }
+
+    /// Sets the default retry policy of every entry.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The retry policy entry `task` runs under: its own fields, then the flow's, then the
+    /// defaults; one attempt when neither sets a policy.
+    pub fn retry_policy(&self, task: &TaskSpec) -> RetryPolicy {
+        match (&task.retry, &self.retry) {
+            (None, None) => RetryPolicy::none(),
+            (own, flow) => own
+                .clone()
+                .unwrap_or_default()
+                .over(&flow.clone().unwrap_or_default())
+                .effective(),
+        }
     }
 
     /// Reads and parses a flow file; relative paths in it then resolve against its folder.
@@ -192,7 +341,7 @@ impl FlowSpec {
     /// Whether any entry has a fuel budget, so the engine must be built with fuel metering
     /// (see [`crate::EngineConfig::fuel`]).
     pub fn needs_fuel(&self) -> bool {
-        self.limits.fuel.is_some() || self.tasks.iter().any(|t| t.limits.fuel.is_some())
+        self.limits.fuel.is_some() || self.task_specs().iter().any(|t| t.limits.fuel.is_some())
     }
 
     /// Resolves a path from the flow file against the flow's folder.
@@ -220,7 +369,21 @@ impl TaskSpec {
             env_set: BTreeMap::new(),
             limits: Limits::default(),
             instances: Instances::Fresh,
+            retry: None,
+            after: Vec::new(),
         }
+    }
+
+    /// Runs this entry after the entries named (in a graph flow).
+    pub fn after<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tasks: I) -> Self {
+        self.after.extend(tasks.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets this entry's retry policy (unset fields fall back to the flow's).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
+        self
     }
 
     /// Sets how calls get their instance (fresh by default).

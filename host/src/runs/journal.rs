@@ -39,6 +39,7 @@ pub fn record(
         lease,
         create: Mutex::new(Some(run)),
         heartbeat: Mutex::new(None),
+        every: executor.renew_every(),
     }));
     Ok(())
 }
@@ -50,17 +51,20 @@ pub(super) struct DbJournal {
     /// A new run, created by the first append.
     create: Mutex<Option<NewRun>>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
+    /// How often the heartbeat renews the lease while a task runs.
+    every: std::time::Duration,
 }
 
 impl DbJournal {
-    /// Journals into `db` under `lease` of an existing run, renewing it every third of its ttl
-    /// meanwhile.
-    pub(super) fn start(db: Arc<dyn RunDb>, lease: Lease) -> Arc<Self> {
+    /// Journals into `db` under `lease` of an existing run, renewing it every `every`
+    /// meanwhile ([`Executor::renew_every`]).
+    pub(super) fn start(db: Arc<dyn RunDb>, lease: Lease, every: std::time::Duration) -> Arc<Self> {
         let journal = Arc::new(Self {
             db,
             lease,
             create: Mutex::new(None),
             heartbeat: Mutex::new(None),
+            every,
         });
         journal.keep_alive();
         journal
@@ -71,10 +75,10 @@ impl DbJournal {
     fn keep_alive(&self) {
         let mut heartbeat = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner());
         if heartbeat.is_none() {
-            let (db, lease) = (self.db.clone(), self.lease.clone());
+            let (db, lease, every) = (self.db.clone(), self.lease.clone(), self.every);
             *heartbeat = tokio::runtime::Handle::try_current()
                 .ok()
-                .map(|handle| handle.spawn(beat(db, lease)));
+                .map(|handle| handle.spawn(beat(db, lease, every)));
         }
     }
 
@@ -92,8 +96,8 @@ impl DbJournal {
 
 /// Renews the lease until aborted or fenced. A failed renewal is only logged: the run's next
 /// journal write will fail the same way and stop the run.
-async fn beat(db: Arc<dyn RunDb>, lease: Lease) {
-    let mut every = tokio::time::interval(lease.ttl / 3);
+async fn beat(db: Arc<dyn RunDb>, lease: Lease, every: std::time::Duration) {
+    let mut every = tokio::time::interval(every);
     every.tick().await;
     loop {
         every.tick().await;

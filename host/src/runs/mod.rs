@@ -2,7 +2,8 @@
 //! arguments, results, errors) and its lease, so that an interrupted run can be resumed by
 //! exactly one executor and operators can inspect runs afterwards.
 //!
-//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default. An [`Executor`] (a CLI
+//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default, [`PgRunDb`] the one many
+//! hosts share, where [`submit`] queues runs for [`Worker`]s. An [`Executor`] (a CLI
 //! process, a worker) records a run with [`record`]: the run is created with the executor
 //! holding its [`Lease`], and the run database becomes the run's journal — each transition is
 //! committed, fenced by the lease, before listeners hear of it and before the run moves on; a
@@ -10,8 +11,10 @@
 
 mod journal;
 mod lease;
+mod postgres;
 mod resume;
 mod sqlite;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,8 +33,10 @@ pub use journal::record;
 pub use lease::{
     DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name,
 };
+pub use postgres::{Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url};
 pub use resume::{ResumeFailure, Resumption, resume};
 pub use sqlite::{Durability, SqliteRunDb};
+pub use worker::{Worker, WorkerError, WorkerSummary, submit};
 
 /// Storage for run records. Implementations must be safe to share between the runs of a
 /// process and must not lose records when several processes use the same storage.
@@ -353,8 +358,66 @@ pub struct TaskRecord {
     pub revert_result: Option<Value>,
     /// The last progress the task reported.
     pub progress: Option<Progress>,
+    /// The attempt last started, from 1 (0 before the first); above 1 when its retry policy
+    /// tried again.
+    pub attempt: u32,
+    /// When its next attempt is due (unix seconds), while it waits to be retried.
+    pub retry_at: Option<f64>,
+    /// Inside subflows with a retry controller: each controller's iteration last recorded,
+    /// outermost first (recorded since schema 4).
+    pub iterations: Vec<u32>,
     /// Every state change, oldest first.
     pub history: Vec<StateChange>,
+}
+
+/// One execution of a task, as its transitions recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// From 1.
+    pub attempt: u32,
+    /// When it started (UTC, ISO 8601).
+    pub started_at: String,
+    /// How it ended: SUCCESS, FAILURE or RETRYING; RUNNING while (or when a crash left it)
+    /// unfinished.
+    pub state: TaskState,
+    /// How long it ran, in milliseconds, once it ended.
+    pub duration_ms: Option<f64>,
+    /// Why it failed.
+    pub error: Option<TaskError>,
+    /// The pause before the next attempt, in milliseconds, when it was retried.
+    pub backoff_ms: Option<f64>,
+    /// The subflow controllers' iterations it ran in, outermost first: attempts count from 1
+    /// again in each iteration.
+    pub iterations: Vec<u32>,
+}
+
+impl TaskRecord {
+    /// Every execution, in order, read from the history: an execution repeated after a crash
+    /// caught it RUNNING appears twice under one attempt number.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        let mut attempts: Vec<Attempt> = Vec::new();
+        for change in &self.history {
+            if change.to == TaskState::Running {
+                attempts.push(Attempt {
+                    attempt: change.attempt.unwrap_or(attempts.len() as u32 + 1),
+                    started_at: change.at.clone(),
+                    state: TaskState::Running,
+                    duration_ms: None,
+                    error: None,
+                    backoff_ms: None,
+                    iterations: change.iterations.clone(),
+                });
+            } else if change.from == TaskState::Running
+                && let Some(last) = attempts.last_mut()
+            {
+                last.state = change.to;
+                last.duration_ms = Some(change.duration_ms);
+                last.error = change.error.clone();
+                last.backoff_ms = change.backoff_ms;
+            }
+        }
+        attempts
+    }
 }
 
 /// One recorded transition of a task.
@@ -368,6 +431,14 @@ pub struct StateChange {
     pub at: String,
     /// Time spent in the previous state, in milliseconds.
     pub duration_ms: f64,
+    /// The attempt it belongs to, from 1 (recorded since schema 3).
+    pub attempt: Option<u32>,
+    /// The error it carries, on FAILURE, RETRYING and REVERT_FAILURE.
+    pub error: Option<TaskError>,
+    /// On RETRYING: the pause until the next attempt is due, in milliseconds.
+    pub backoff_ms: Option<f64>,
+    /// The subflow controllers' iterations it belongs to, outermost first.
+    pub iterations: Vec<u32>,
 }
 
 impl RunRecord {
@@ -388,6 +459,12 @@ impl RunRecord {
                     duration: Duration::from_secs_f64(
                         t.duration_ms.unwrap_or(0.0).max(0.0) / 1000.0,
                     ),
+                    attempt: t.attempt,
+                    retry_at: t
+                        .retry_at
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s)),
+                    iterations: t.iterations.clone(),
                 })
                 .collect(),
         }
@@ -400,6 +477,7 @@ pub struct Executor {
     db: Arc<dyn RunDb>,
     owner: Owner,
     lease_ttl: Duration,
+    heartbeat: Option<Duration>,
 }
 
 impl Executor {
@@ -409,6 +487,7 @@ impl Executor {
             db,
             owner: Owner::this_process(),
             lease_ttl: DEFAULT_LEASE_TTL,
+            heartbeat: None,
         }
     }
 
@@ -417,6 +496,18 @@ impl Executor {
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl.max(Duration::from_millis(100));
         self
+    }
+
+    /// Renews its leases every `every` while a task runs (by default a third of the lease
+    /// ttl; more than half of it risks losing a run to a slow renewal).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// How often its leases are renewed while a task runs.
+    pub fn renew_every(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.lease_ttl / 3)
     }
 
     /// The run database.

@@ -117,7 +117,7 @@ impl Resumption {
             .acquire(&id, &executor.owner, executor.lease_ttl)?;
         // Read again under the lease: the previous holder may have moved on (or finished)
         // between the first read and the take-over.
-        let journal = DbJournal::start(executor.db.clone(), lease.clone());
+        let journal = DbJournal::start(executor.db.clone(), lease.clone(), executor.renew_every());
         let record = match executor.db.get(&id)? {
             Some(record) if !record.summary.state.is_finished() => record,
             Some(record) => {

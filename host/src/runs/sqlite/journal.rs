@@ -19,7 +19,11 @@ use crate::events::{Event, FlowState, TaskState, Transition};
 use crate::runs::Lease;
 
 /// One transition, ready to be written: every value the statements bind, owned.
-pub(super) enum Write {
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per transition, written and dropped"
+)]
+pub(in crate::runs) enum Write {
     Flow {
         run_id: String,
         from: &'static str,
@@ -48,6 +52,15 @@ pub(super) enum Write {
         revert_ms: Option<f64>,
         /// A line for the run's exit reason, when the transition is a failure.
         reason: Option<String>,
+        attempt: u32,
+        /// The error the transition carries, whichever call it came from.
+        carried: Option<String>,
+        /// Unix seconds, on RETRYING.
+        retry_at: Option<f64>,
+        /// The pause until `retry_at`, in milliseconds.
+        backoff_ms: Option<f64>,
+        /// Subflow controllers' iterations (JSON array), inside subflows with one.
+        iterations: Option<String>,
     },
     Progress {
         run_id: String,
@@ -58,7 +71,7 @@ pub(super) enum Write {
 
 impl Write {
     /// Prepares `event`'s write: states named, JSON serialised.
-    pub(super) fn of(event: &Event) -> Self {
+    pub(in crate::runs) fn of(event: &Event) -> Self {
         let at = seconds(event.at);
         let run_id = event.run_id.clone();
         match &event.transition {
@@ -92,7 +105,11 @@ impl Write {
                 error,
                 args,
                 outcome,
+                attempt,
+                retry_at,
+                iterations,
             } => {
+                let carried = error.as_ref().map(json);
                 let (error, revert_error) = match to {
                     TaskState::RevertFailure => (None, error.as_ref()),
                     _ => (error.as_ref(), None),
@@ -129,6 +146,12 @@ impl Write {
                     run_ms,
                     revert_ms,
                     reason,
+                    attempt: *attempt,
+                    carried,
+                    retry_at: retry_at.map(seconds),
+                    backoff_ms: retry_at
+                        .map(|due| millis(due.duration_since(event.at).unwrap_or_default())),
+                    iterations: (!iterations.is_empty()).then(|| json(iterations)),
                 }
             }
             Transition::Progress {
@@ -188,17 +211,28 @@ impl Write {
                 run_ms,
                 revert_ms,
                 reason,
+                attempt,
+                carried,
+                retry_at,
+                backoff_ms,
+                iterations,
             } => {
+                // A new attempt starts clean: the error and due time of the one before belong
+                // to the history, not to the task's standing.
                 tx.prepare_cached(
                     "UPDATE tasks SET state = ?3,
                        args = COALESCE(?4, args), outcome = COALESCE(?5, outcome),
-                       result = COALESCE(?6, result), error = COALESCE(?7, error),
+                       result = COALESCE(?6, result),
+                       error = CASE WHEN ?3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE(?7, error) END,
                        revert_error = COALESCE(?8, revert_error),
                        duration_ms = COALESCE(?9, duration_ms),
                        revert_duration_ms = COALESCE(?10, revert_duration_ms),
                        executions = executions + (?3 = 'RUNNING'),
                        reverts = reverts + (?3 = 'REVERTING'),
-                       revert_result = COALESCE(?11, revert_result)
+                       attempt = ?11,
+                       retry_at = CASE WHEN ?3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE(?12, retry_at) END,
+                       iterations = COALESCE(?13, iterations),
+                       revert_result = COALESCE(?14, revert_result)
                      WHERE run_id = ?1 AND idx = ?2",
                 )?
                 .execute(params![
@@ -212,6 +246,9 @@ impl Write {
                     revert_error,
                     run_ms,
                     revert_ms,
+                    attempt,
+                    retry_at,
+                    iterations,
                     revert_result
                 ])?;
                 if let Some(reason) = reason {
@@ -224,11 +261,11 @@ impl Write {
                     .execute(params![run_id, at, reason])?;
                 }
                 tx.prepare_cached(&format!(
-                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7)",
+                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms, attempt, error, retry_at, backoff_ms, iterations)
+                     VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7, ?8, ?9, ?10, ?11, ?12)",
                     t = ts(6)
                 ))?
-                .execute(params![run_id, index, task, from, to, at, duration_ms])?;
+                .execute(params![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms, iterations])?;
             }
             Write::Progress {
                 run_id,

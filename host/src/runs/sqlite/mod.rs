@@ -27,10 +27,13 @@ const APPLICATION_ID: i64 = 0x464C_5748;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_leases.sql"),
-    include_str!("migrations/0003_plugin_reports.sql"),
+    include_str!("migrations/0003_attempts.sql"),
+    include_str!("migrations/0004_iterations.sql"),
+    include_str!("migrations/0005_plugin_reports.sql"),
 ];
 
-use journal::{Batch, GroupCommit, Write};
+pub(super) use journal::Write;
+use journal::{Batch, GroupCommit};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -465,8 +468,8 @@ impl RunDb for SqliteRunDb {
                 .optional()?;
             let Some((summary, origin, initial_store, final_store)) = run else { return Ok(None) };
             let mut history = conn.prepare(
-                "SELECT task_idx, from_state, to_state, at, duration_ms FROM transitions
-                 WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
+                "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations
+                 FROM transitions WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
             )?;
             let changes: Vec<(usize, StateChange)> = history
                 .query_map([id], |row| {
@@ -477,13 +480,18 @@ impl RunDb for SqliteRunDb {
                             to: state(2, row.get(2)?)?,
                             at: row.get(3)?,
                             duration_ms: row.get(4)?,
+                            attempt: row.get(5)?,
+                            error: parse(6, row.get(6)?)?,
+                            backoff_ms: row.get(7)?,
+                            iterations: parse(8, row.get(8)?)?.unwrap_or_default(),
                         },
                     ))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut tasks = conn.prepare(
                 "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                        revert_duration_ms, executions, reverts, revert_result, progress
+                        revert_duration_ms, executions, reverts, attempt, retry_at, iterations,
+                        revert_result, progress
                  FROM tasks WHERE run_id = ?1 ORDER BY idx",
             )?;
             let tasks = tasks
@@ -502,8 +510,11 @@ impl RunDb for SqliteRunDb {
                         revert_duration_ms: row.get(9)?,
                         executions: row.get(10)?,
                         reverts: row.get(11)?,
-                        revert_result: parse(12, row.get(12)?)?,
-                        progress: parse(13, row.get(13)?)?,
+                        attempt: row.get(12)?,
+                        retry_at: row.get(13)?,
+                        iterations: parse(14, row.get(14)?)?.unwrap_or_default(),
+                        revert_result: parse(15, row.get(15)?)?,
+                        progress: parse(16, row.get(16)?)?,
                         history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
                     })
                 })?

@@ -51,6 +51,10 @@ pub struct Config {
     pub journal: bool,
     /// Fail execute with this error code.
     pub fail: Option<String>,
+    /// With `fail`: fail only the first `fail_times` calls, then go on as if `fail` were
+    /// unset. Calls are counted in `/journal/<label>.calls`, so the count survives fresh
+    /// instances and processes (grant `/journal` read-write).
+    pub fail_times: u64,
     /// The message of the `fail` error, instead of the stock one.
     pub message: Option<String>,
     /// Fail revert with this error code.

@@ -40,3 +40,16 @@ pub fn failures(failures: &[FlowFailure]) -> Value {
         .map(|f| json!({ "task": f.task, "code": f.error.code, "message": f.error.message }))
         .collect()
 }
+
+/// Counts one more call of the probe labelled `label` in `/journal/<label>.calls` and
+/// returns the count, this call included.
+pub fn count_call(label: &str) -> Result<u64, TaskError> {
+    let path = format!("/journal/{label}.calls");
+    let seen: u64 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    std::fs::write(&path, (seen + 1).to_string())
+        .map_err(|e| error("io", format!("{path}: {e}")))?;
+    Ok(seen + 1)
+}

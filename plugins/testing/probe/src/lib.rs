@@ -89,7 +89,11 @@ impl Guest for Probe {
         {
             return Ok(result);
         }
-        if let Some(code) = config.fail {
+        let failing = match config.fail_times {
+            0 => true,
+            times => journal::count_call(config.label())? <= times,
+        };
+        if let Some(code) = config.fail.filter(|_| failing) {
             let details = json!({ "label": config.label }).to_string();
             return Err(TaskError {
                 details: Some(details),

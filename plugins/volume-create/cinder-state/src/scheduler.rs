@@ -28,4 +28,19 @@ impl ScheduleRequest {
     pub fn delete(volume_id: &str) -> Result<(), TaskError> {
         files::remove(&files::record_path("scheduler", volume_id)?)
     }
+
+    /// Counts one more cast of `volume_id` at a busy scheduler, in
+    /// `/state/scheduler-busy/<volume id>.json`, and returns the count, this one included:
+    /// the state survives fresh instances, so a retried cast sees the earlier ones.
+    pub fn count_busy_cast(volume_id: &str) -> Result<u32, TaskError> {
+        let path = files::record_path("scheduler-busy", volume_id)?;
+        let seen: u32 = files::read(&path)?.unwrap_or(0);
+        files::write(&path, &(seen + 1))?;
+        Ok(seen + 1)
+    }
+
+    /// Forgets the busy casts of `volume_id` (its volume is being undone).
+    pub fn forget_busy_casts(volume_id: &str) -> Result<(), TaskError> {
+        files::remove(&files::record_path("scheduler-busy", volume_id)?)
+    }
 }

@@ -13,11 +13,14 @@ struct Args {
 }
 
 /// Zones that are down; a request for one fails here, before anything is written, which is
-/// how a flow exercises the revert of everything before it.
+/// how a flow exercises the revert of everything before it. `busy_refusals`: a scheduler
+/// briefly too busy refuses the first that many casts of each volume (`unavailable`), as
+/// Cinder's reschedules see it; a retry policy rides it out.
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
     unavailable_zones: Vec<String>,
+    busy_refusals: u32,
 }
 
 struct VolumeCast;
@@ -41,6 +44,15 @@ impl Task for VolumeCast {
                 format!("availability zone `{zone}` refuses new volumes"),
             ));
         }
+        if config.busy_refusals > 0 {
+            let cast = ScheduleRequest::count_busy_cast(&args.volume_id)?;
+            if cast <= config.busy_refusals {
+                return Err(TaskError::new(
+                    "unavailable",
+                    format!("scheduler busy: cast {cast} of volume {} refused", args.volume_id),
+                ));
+            }
+        }
         ScheduleRequest {
             volume_id: args.volume_id,
             spec: args.spec,
@@ -51,7 +63,10 @@ impl Task for VolumeCast {
 
     /// Withdraws the request whatever the outcome: the host may have stopped execute after
     /// it wrote the file, and deleting an absent file is a no-op.
-    fn revert(args: Args, _: Config, _: Outcome<()>, _: Vec<FlowFailure>) -> Result<(), TaskError> {
+    fn revert(args: Args, config: Config, _: Outcome<()>, _: Vec<FlowFailure>) -> Result<(), TaskError> {
+        if config.busy_refusals > 0 {
+            ScheduleRequest::forget_busy_casts(&args.volume_id)?;
+        }
         ScheduleRequest::delete(&args.volume_id)
     }
 }

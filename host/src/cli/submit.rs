@@ -1,0 +1,63 @@
+//! `flowhost submit`: validate a flow here and queue a run of it for the workers.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::db::DbArgs;
+use super::output::outln;
+use super::{Context, StoreArgs, print_invalid, print_json, read_flow};
+
+/// Arguments of `flowhost submit`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+flowhost submit flow.toml --store raw_size=20 --db postgres://flowhost@db.internal/flowhost\n  \
+FLOWHOST_DB=postgres://flowhost@db/flowhost flowhost submit flow.toml --store-file request.json\n  \
+flowhost submit flow.toml --json        # {\"run_id\": …, \"flow\": …}\n\n\
+The flow is validated here, then its flow file and every plugin are stored in the database by\n\
+SHA-256 (once, however many runs use them): workers need only the database URL. Directory\n\
+grants stay host paths, resolved on the worker against this flow file's folder.")]
+pub struct SubmitArgs {
+    /// The flow file (TOML).
+    pub flow: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print {run_id, flow} as JSON instead of the bare id; for an invalid flow,
+    /// { state: "INVALID", problems: [...] }.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Validates, stores, queues, prints the run's id.
+pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    if args.db.postgres_url().is_none() {
+        args.db.open_postgres("submit")?;
+    }
+    let flow = match read_flow(&args.flow) {
+        Ok(flow) => flow,
+        Err(error) => return invalid(args.json, None, error),
+    };
+    let store = args.store.store()?;
+    let loaded = match ctx.engine(flow.needs_fuel())?.load(&flow, store).await {
+        Ok(loaded) => loaded,
+        Err(error) => return invalid(args.json, Some(&flow.name), error.into()),
+    };
+    let db = args.db.open_postgres("submit")?;
+    let id = flowhost::runs::submit(&db, &loaded, &args.flow).await?;
+    if args.json {
+        print_json(&serde_json::json!({ "run_id": id, "flow": flow.name }))?;
+    } else {
+        outln!("{id}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn invalid(json: bool, flow: Option<&str>, error: anyhow::Error) -> anyhow::Result<ExitCode> {
+    if json {
+        print_invalid(flow, &error)?;
+    }
+    Err(error)
+}

@@ -1,0 +1,334 @@
+// The flowhost console: plain JavaScript over the JSON API, no build step. Every text that
+// comes from a run (task names, errors, store values) is set as text, never as HTML.
+"use strict";
+
+const STATES = ["PENDING", "RUNNING", "SUCCESS", "REVERTING", "REVERTED", "FAILURE"];
+const FINISHED = new Set(["SUCCESS", "REVERTED", "FAILURE"]);
+let stopPage = () => {};
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "style") Object.assign(node.style, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function badge(state) {
+  return el("span", { class: `badge s-${state}`, "data-state": state }, state);
+}
+
+function token() {
+  return localStorage.getItem("flowhost-token") || "";
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (_) { body = { error: text }; }
+  if (!response.ok) {
+    const error = new Error((body && body.error) || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.body = body;
+    throw error;
+  }
+  return body;
+}
+
+function link(href, text) {
+  return el("a", { href, onclick: (event) => { event.preventDefault(); navigate(href); } }, text);
+}
+
+function navigate(href) {
+  history.pushState(null, "", href);
+  route();
+}
+
+function showError(container, error) {
+  const box = el("div", { class: "error", role: "alert" }, error.message);
+  const problems = error.body && error.body.problems;
+  if (Array.isArray(problems)) {
+    box.append(el("ul", {}, problems.map((p) =>
+      el("li", {}, p.task ? `task ${p.task}` : "flow", p.field ? ` (${p.field})` : "", ": ", p.message))));
+  }
+  container.replaceChildren(box);
+}
+
+function json(value) {
+  return el("pre", { class: "json" }, JSON.stringify(value, null, 2));
+}
+
+// ---- runs list --------------------------------------------------------------------------
+
+async function runsPage(main) {
+  const params = new URLSearchParams(location.search);
+  const stateFilter = el("select", { id: "filter-state", "aria-label": "state" },
+    el("option", { value: "" }, "any state"), STATES.map((s) => el("option", { value: s }, s)));
+  const flowFilter = el("select", { id: "filter-flow", "aria-label": "flow" }, el("option", { value: "" }, "any flow"));
+  stateFilter.value = params.get("state") || "";
+  const tbody = el("tbody", { id: "runs" });
+  const flowSelect = el("select", { id: "start-flow", "aria-label": "flow to start" });
+  const store = el("textarea", { id: "start-store", spellcheck: "false", "aria-label": "initial store" }, "{}");
+  const startResult = el("div", { id: "start-result" });
+  const flowsList = el("ul", { id: "flows" });
+
+  const start = async () => {
+    startResult.replaceChildren();
+    let body;
+    try { body = JSON.parse(store.value || "{}"); } catch (e) {
+      showError(startResult, new Error(`the initial store is not JSON: ${e.message}`));
+      return;
+    }
+    try {
+      const started = await api(`/v1/flows/${encodeURIComponent(flowSelect.value)}/runs`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      navigate(`/runs/${encodeURIComponent(started.run_id)}`);
+    } catch (error) { showError(startResult, error); }
+  };
+
+  main.replaceChildren(
+    el("div", { class: "grid" },
+      el("div", {},
+        el("section", { class: "panel" }, el("h2", {}, "Start a run"),
+          el("div", { class: "filters" }, flowSelect),
+          el("label", { class: "muted" }, "Initial store (JSON object, over the flow file's [store])"), store,
+          el("div", { class: "filters", style: { marginTop: ".6rem" } }, el("button", { id: "start", onclick: start }, "Start")),
+          startResult),
+        el("section", { class: "panel" }, el("h2", {}, "Flows"), flowsList)),
+      el("section", { class: "panel" }, el("h2", {}, "Runs"),
+        el("div", { class: "filters" }, stateFilter, flowFilter, el("span", { class: "muted", id: "runs-count" })),
+        el("table", {}, el("thead", {}, el("tr", {}, ["Run", "Flow", "State", "Created", "Exit reason"].map((h) => el("th", {}, h)))), tbody))));
+
+  try {
+    const flows = await api("/v1/flows");
+    for (const flow of flows) {
+      flowSelect.append(el("option", { value: flow.name }, flow.name));
+      flowFilter.append(el("option", { value: flow.flow || flow.name }, flow.flow || flow.name));
+      flowsList.append(el("li", {}, link(`/flows/${encodeURIComponent(flow.name)}`, flow.name),
+        flow.flow ? el("span", { class: "muted" }, ` — ${flow.flow}, ${(flow.tasks || []).length} tasks`) : el("span", { class: "muted" }, ` — ${flow.error}`)));
+    }
+    flowFilter.value = params.get("flow") || "";
+  } catch (error) { showError(flowsList, error); }
+
+  const refresh = async () => {
+    const query = new URLSearchParams();
+    if (stateFilter.value) query.set("state", stateFilter.value);
+    if (flowFilter.value) query.set("flow", flowFilter.value);
+    query.set("limit", "200");
+    try {
+      const runs = await api(`/v1/runs?${query}`);
+      tbody.replaceChildren(...runs.map((run) => el("tr", { "data-run": run.id },
+        el("td", { class: "mono" }, link(`/runs/${encodeURIComponent(run.id)}`, run.id)),
+        el("td", {}, run.flow), el("td", {}, badge(run.state)),
+        el("td", { class: "muted" }, run.created_at), el("td", {}, run.exit_reason || ""))));
+      document.getElementById("runs-count").textContent = `${runs.length} run(s)`;
+    } catch (error) { showError(tbody, error); }
+  };
+  const onFilter = () => {
+    const query = new URLSearchParams();
+    if (stateFilter.value) query.set("state", stateFilter.value);
+    if (flowFilter.value) query.set("flow", flowFilter.value);
+    history.replaceState(null, "", query.toString() ? `/?${query}` : "/");
+    refresh();
+  };
+  stateFilter.addEventListener("change", onFilter);
+  flowFilter.addEventListener("change", onFilter);
+  await refresh();
+  const timer = setInterval(refresh, 2000);
+  return () => clearInterval(timer);
+}
+
+// ---- one run ----------------------------------------------------------------------------
+
+function bars(run) {
+  // One bar per execute (RUNNING -> SUCCESS|FAILURE) and per revert (REVERTING -> …), from
+  // the recorded history; an unfinished call runs to now.
+  const now = Date.now();
+  const out = [];
+  for (const task of run.tasks) {
+    for (const change of task.history) {
+      if (change.from !== "RUNNING" && change.from !== "REVERTING") continue;
+      const end = Date.parse(change.at);
+      out.push({ task: task.name, index: task.index, kind: change.from === "RUNNING" ? "execute" : "revert",
+        outcome: change.to, start: end - change.duration_ms, end });
+    }
+    const last = task.history[task.history.length - 1];
+    if (last && (task.state === "RUNNING" || task.state === "REVERTING") && !FINISHED.has(run.state)) {
+      out.push({ task: task.name, index: task.index, kind: task.state === "RUNNING" ? "execute" : "revert",
+        outcome: task.state, start: Date.parse(last.at), end: Math.max(now, Date.parse(last.at) + 1) });
+    }
+  }
+  return out;
+}
+
+function timeline(run) {
+  const all = bars(run);
+  const origin = all.length ? Math.min(...all.map((b) => b.start)) : 0;
+  const span = Math.max(1, (all.length ? Math.max(...all.map((b) => b.end)) : 1) - origin);
+  const rows = run.tasks.map((task) => {
+    const mine = all.filter((b) => b.index === task.index);
+    const track = el("div", { class: "tl-track" }, mine.map((b) => el("div", {
+      class: `bar ${b.kind} o-${b.outcome}`, "data-task": task.name, "data-kind": b.kind, "data-outcome": b.outcome,
+      title: `${task.name} ${b.kind}: ${b.outcome}, ${(b.end - b.start).toFixed(1)} ms`,
+      style: { left: `${((b.start - origin) / span) * 100}%`, width: `${Math.max(0.4, ((b.end - b.start) / span) * 100)}%` },
+    })));
+    const attempts = task.executions > 1 ? ` ×${task.executions}` : "";
+    const took = typeof task.duration_ms === "number" ? `${task.duration_ms.toFixed(1)} ms` : "";
+    return el("div", { class: "tl-row", "data-row": task.name },
+      el("div", { class: "tl-name", title: task.name }, `${task.index + 1}. ${task.name}`),
+      track,
+      el("div", { class: "tl-meta" }, badge(task.state), attempts, el("div", {}, took)));
+  });
+  const legend = el("div", { class: "legend" },
+    [["execute: success", "--success"], ["execute: failure", "--failure"], ["revert: reverted", "--reverted"],
+      ["revert: failed", "--revert-failure"], ["in progress", "--running"]].map(([label, color]) =>
+      (() => { const span = el("span", {}, label); span.style.setProperty("--c", `var(${color})`); return span; })()));
+  return el("div", { class: "timeline", id: "timeline", "data-bars": all.length },
+    rows, legend, el("div", { class: "muted", style: { fontSize: ".75rem" } }, `${span.toFixed(1)} ms from the first call to the last`));
+}
+
+function failures(run) {
+  const failed = run.tasks.filter((t) => t.error || t.revert_error);
+  if (!failed.length) return null;
+  return el("section", { class: "panel", id: "failure" }, el("h2", {}, "What went wrong"),
+    failed.map((task) => el("div", { class: "error", "data-failed-task": task.name },
+      el("strong", {}, `task ${task.name} `), badge(task.state),
+      task.error ? el("div", {}, `execute failed — ${task.error.code}: ${task.error.message}`) : null,
+      task.error && task.error.details ? json(task.error.details) : null,
+      task.revert_error ? el("div", {}, `revert failed — ${task.revert_error.code}: ${task.revert_error.message}`) : null,
+      task.revert_error && task.revert_error.details ? json(task.revert_error.details) : null)));
+}
+
+async function runPage(main, id) {
+  let closed = false;
+  let source = null;
+  let pending = null;
+  // What the last Resume / Cancel said; kept across the re-renders the events cause.
+  let notice = null;
+  const render = (run) => {
+    const resume = el("button", { id: "resume", class: "secondary", disabled: FINISHED.has(run.state) || run.lease ? true : null,
+      onclick: () => act("resume") }, "Resume");
+    const cancel = el("button", { id: "cancel", disabled: FINISHED.has(run.state) ? true : null, onclick: () => act("cancel") }, "Cancel");
+    const store = run.redacted
+      ? el("p", { class: "muted" }, "Store values are shown only with the token.")
+      : run.final_store ? json(run.final_store) : el("p", { class: "muted" }, "No final store yet: the run has not finished.");
+    main.replaceChildren(
+      el("h1", {}, "Run ", el("span", { class: "mono" }, run.id), badge(run.state),
+        el("span", { class: "muted" }, "flow "), link(`/flows/${encodeURIComponent(run.origin && run.origin.flow_path ? run.origin.flow_path.split("/").pop().replace(/\.toml$/, "") : run.flow)}`, run.flow),
+        el("span", { class: "actions" }, resume, cancel)),
+      el("div", { id: "action-result" }, notice),
+      el("section", { class: "panel" }, el("h2", {}, "Timeline"), timeline(run)),
+      failures(run),
+      el("div", { class: "grid" },
+        el("section", { class: "panel" }, el("h2", {}, "Run"), el("div", { class: "kv" },
+          el("span", { class: "muted" }, "created"), el("span", {}, run.created_at),
+          el("span", { class: "muted" }, "updated"), el("span", {}, run.updated_at),
+          el("span", { class: "muted" }, "finished"), el("span", {}, run.finished_at || "—"),
+          el("span", { class: "muted" }, "exit"), el("span", { id: "exit-reason" }, run.exit_reason || "—"),
+          el("span", { class: "muted" }, "resumed"), el("span", {}, `${run.resumes} time(s)`),
+          el("span", { class: "muted" }, "held by"), el("span", {}, run.lease ? `${run.lease.host} pid ${run.lease.pid}` : "—"))),
+        el("section", { class: "panel" }, el("h2", {}, "Final store"), el("div", { id: "final-store" }, store))));
+  };
+  const act = async (verb) => {
+    try {
+      await api(`/v1/runs/${encodeURIComponent(id)}/${verb}`, { method: "POST" });
+      notice = el("p", { class: "muted", "data-done": verb }, verb === "cancel"
+        ? "Cancel requested: the run stops before its next task and reverts what ran."
+        : "Resumed.");
+      if (verb === "resume") follow();
+    } catch (error) {
+      notice = el("div", {});
+      showError(notice, error);
+    }
+    await load();
+  };
+  const load = async () => {
+    try { render(await api(`/v1/runs/${encodeURIComponent(id)}`)); } catch (error) {
+      if (!closed) showError(main, error);
+    }
+  };
+  // Reload the record at most every 150 ms while events stream in.
+  const soon = () => {
+    if (pending || closed) return;
+    pending = setTimeout(() => { pending = null; if (!closed) load(); }, 150);
+  };
+  const follow = () => {
+    if (source) source.close();
+    source = new EventSource(`/v1/runs/${encodeURIComponent(id)}/events`);
+    source.addEventListener("task", soon);
+    source.addEventListener("flow", soon);
+    source.addEventListener("end", () => { source.close(); source = null; soon(); });
+    source.onerror = () => { if (source) { source.close(); source = null; } };
+  };
+  await load();
+  follow();
+  const ticker = setInterval(() => {
+    const timelineNode = document.getElementById("timeline");
+    if (timelineNode && document.querySelector(".bar.o-RUNNING, .bar.o-REVERTING")) soon();
+  }, 500);
+  return () => { closed = true; clearInterval(ticker); if (pending) clearTimeout(pending); if (source) source.close(); };
+}
+
+// ---- one flow ---------------------------------------------------------------------------
+
+async function flowPage(main, name) {
+  let flow;
+  try { flow = await api(`/v1/flows/${encodeURIComponent(name)}`); } catch (error) { showError(main, error); return () => {}; }
+  // Each step carries the arrow leading into it, so a wrapped chain starts its line with one.
+  const nodes = (flow.tasks || []).map((task, i) => el("div", { class: "step" },
+    i > 0 ? el("div", { class: "arrow", "aria-hidden": "true" }, "→") : null,
+    el("div", { class: "node", "data-node": task.name },
+      el("h3", {}, `${i + 1}. ${task.name}`),
+      task.description ? el("div", { class: "muted", style: { fontSize: ".78rem", marginBottom: ".3rem" } }, task.description) : null,
+      task.error ? el("div", { class: "error" }, task.error) : [
+        el("div", { class: "io" }, el("b", {}, "requires "), (task.requires || []).join(", ") || "—"),
+        (task.optional || []).length ? el("div", { class: "io" }, el("b", {}, "optional "), task.optional.join(", ")) : null,
+        el("div", { class: "io" }, el("b", {}, "provides "), (task.provides || []).join(", ") || "—")])));
+  main.replaceChildren(
+    el("h1", {}, "Flow ", el("span", { class: "mono" }, flow.flow || flow.name), el("span", { class: "muted" }, flow.file)),
+    flow.error ? el("div", { class: "error" }, flow.error) : el("section", { class: "panel" }, el("h2", {}, "Tasks, in order"),
+      el("div", { class: "chain", id: "chain" }, nodes)),
+    el("section", { class: "panel" }, el("h2", {}, "Initial store names"), el("p", { class: "mono" }, (flow.store || []).join(", ") || "—")),
+    el("p", {}, link(`/?flow=${encodeURIComponent(flow.flow || flow.name)}`, "Runs of this flow")));
+  return () => {};
+}
+
+// ---- routing ----------------------------------------------------------------------------
+
+async function route() {
+  stopPage();
+  stopPage = () => {};
+  const main = document.getElementById("main");
+  const path = location.pathname;
+  let match;
+  if ((match = path.match(/^\/runs\/([^/]+)$/))) {
+    document.title = `run ${decodeURIComponent(match[1])} · flowhost`;
+    stopPage = await runPage(main, decodeURIComponent(match[1]));
+  } else if ((match = path.match(/^\/flows\/([^/]+)$/))) {
+    document.title = `flow ${decodeURIComponent(match[1])} · flowhost`;
+    stopPage = await flowPage(main, decodeURIComponent(match[1]));
+  } else {
+    document.title = "runs · flowhost";
+    stopPage = await runsPage(main);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const input = document.getElementById("token");
+  input.value = token();
+  input.addEventListener("change", () => { localStorage.setItem("flowhost-token", input.value.trim()); route(); });
+  window.addEventListener("popstate", route);
+  route();
+});
