@@ -147,7 +147,7 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
         RunsCommand::Show { id, json } => {
             let run = get(db.as_ref(), &id)?;
             if json {
-                print_json(&with_attempts(&run)?)?
+                print_json(&run.document()?)?
             } else {
                 show(&run)?
             }
@@ -241,17 +241,6 @@ fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
     Ok(db
         .get(id)?
         .ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?)
-}
-
-/// The record as JSON with each task's `attempts` (read from its history) beside it.
-fn with_attempts(run: &RunRecord) -> anyhow::Result<Value> {
-    let mut value = serde_json::to_value(run)?;
-    if let Some(tasks) = value.get_mut("tasks").and_then(Value::as_array_mut) {
-        for (json, task) in tasks.iter_mut().zip(&run.tasks) {
-            json["attempts"] = serde_json::to_value(task.attempts())?;
-        }
-    }
-    Ok(value)
 }
 
 /// Nested controllers' iterations, outermost first: `2` or `2.1`.

@@ -324,7 +324,8 @@ async fn show(
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
     let record = get_run(&state, &id).await?;
-    let mut document = serde_json::to_value(&record)
+    let mut document = record
+        .document()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     if !may_see_values(&state, &headers) {
         redact(&mut document);
