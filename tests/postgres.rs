@@ -453,7 +453,7 @@ fn a_database_migrated_by_a_newer_flowhost_is_refused_and_a_bad_url_named() {
     let newer = runs(&ws, &pg, &["runs", "list"]);
     assert_eq!(newer.status.code(), Some(66), "{}", stderr(&newer));
     assert!(
-        stderr(&newer).contains("schema version 99, newer than this flowhost's 3"),
+        stderr(&newer).contains("schema version 99, newer than this flowhost's 4"),
         "{}",
         stderr(&newer)
     );

@@ -385,7 +385,11 @@ fn a_non_loopback_address_without_a_token_is_refused() {
         "an unreachable PostgreSQL database: {}",
         stderr(&output)
     );
-    assert!(stderr(&output).contains("127.0.0.1:1"), "the database is named: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("127.0.0.1:1"),
+        "the database is named: {}",
+        stderr(&output)
+    );
 }
 
 #[test]

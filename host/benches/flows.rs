@@ -65,16 +65,40 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // `FLOWHOST_BENCH_ONLY=graph,workers` prints only those groups (the whole table takes
+    // long; a change to one part is measured with its group alone). The TaskFlow ratios need
+    // the task-cost and CLI groups of the same run.
+    let only = std::env::var("FLOWHOST_BENCH_ONLY").ok();
+    let wanted = |group: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|g| g.trim() == group))
+    };
     let mut seen = Seen::default();
-    let floor = runtime.block_on(wasmtime_floor());
-    runtime.block_on(task_costs(floor, &mut seen));
-    runtime.block_on(durable_costs());
-    runtime.block_on(graph_against_linear());
-    runtime.block_on(flows_per_second());
-    runtime.block_on(workers::worker_rows());
-    cold_start(&mut seen);
-    peak_rss();
-    taskflow(&seen);
+    if wanted("tasks") {
+        let floor = runtime.block_on(wasmtime_floor());
+        runtime.block_on(task_costs(floor, &mut seen));
+    }
+    if wanted("durable") {
+        runtime.block_on(durable_costs());
+    }
+    if wanted("graph") {
+        runtime.block_on(graph_against_linear());
+    }
+    if wanted("flows") {
+        runtime.block_on(flows_per_second());
+    }
+    if wanted("workers") {
+        runtime.block_on(workers::worker_rows());
+    }
+    if wanted("cli") {
+        cold_start(&mut seen);
+    }
+    if wanted("rss") {
+        peak_rss();
+    }
+    if wanted("taskflow") {
+        taskflow(&seen);
+    }
 }
 
 fn row(name: &str, figure: String) {

@@ -139,6 +139,10 @@ pub struct Event {
 /// What changed in an [`Event`].
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one event per transition, handed to listeners by reference"
+)]
 pub enum Transition {
     /// The flow changed state.
     Flow {

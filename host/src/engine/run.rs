@@ -197,7 +197,14 @@ impl Run {
         };
         self.records[index].progress = Some(progress.clone());
         let task = self.loaded.tasks[index].name.clone();
-        self.emit(Transition::Progress { task, index, progress }, SystemTime::now());
+        self.emit(
+            Transition::Progress {
+                task,
+                index,
+                progress,
+            },
+            SystemTime::now(),
+        );
     }
 
     pub(super) fn flow_to(&mut self, to: FlowState) {
@@ -454,9 +461,17 @@ impl Run {
         match result {
             Ok(result) => {
                 // A revert result that is not JSON is kept as text: the revert did succeed.
-                let result = result.map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)));
+                let result =
+                    result.map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)));
                 self.records[index].revert_result = result.clone();
-                self.task_to(index, TaskState::Reverted, Detail { result, ..Detail::default() });
+                self.task_to(
+                    index,
+                    TaskState::Reverted,
+                    Detail {
+                        result,
+                        ..Detail::default()
+                    },
+                );
                 if self.records[index].retry_at.is_none() {
                     for name in &self.loaded.tasks[index].binding.provides {
                         self.store.remove(name);

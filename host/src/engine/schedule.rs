@@ -242,7 +242,11 @@ impl Run {
             };
             match done {
                 Done::Due { index } => due[index] = true,
-                Done::Executed { index, result, progress } => {
+                Done::Executed {
+                    index,
+                    result,
+                    progress,
+                } => {
                     self.progressed(index, &progress);
                     let Some(failed) = self.executed(index, result) else {
                         continue;
@@ -264,7 +268,11 @@ impl Run {
                         }
                     }
                 }
-                Done::Reverted { index, result, progress } => {
+                Done::Reverted {
+                    index,
+                    result,
+                    progress,
+                } => {
                     self.progressed(index, &progress);
                     if self.reverted(index, result).is_ok() {
                         if !failing {
@@ -346,9 +354,17 @@ impl Run {
                 let (sink, progress) = self.progress(index);
                 let run_id = self.loaded.id.clone();
                 work.call(Box::pin(async move {
-                    let call = Attempt { run_id: &run_id, number: attempt, progress: Some(&sink) };
+                    let call = Attempt {
+                        run_id: &run_id,
+                        number: attempt,
+                        progress: Some(&sink),
+                    };
                     let result = task.execute(&args, call).await;
-                    Done::Executed { index, result, progress }
+                    Done::Executed {
+                        index,
+                        result,
+                        progress,
+                    }
                 }));
                 true
             }
@@ -394,9 +410,17 @@ impl Run {
         let (sink, progress) = self.progress(index);
         let (run_id, attempt) = (self.loaded.id.clone(), self.records[index].attempt.max(1));
         work.call(Box::pin(async move {
-            let call = Attempt { run_id: &run_id, number: attempt, progress: Some(&sink) };
+            let call = Attempt {
+                run_id: &run_id,
+                number: attempt,
+                progress: Some(&sink),
+            };
             let result = task.revert(&args, call, &outcome, &failures).await;
-            Done::Reverted { index, result, progress }
+            Done::Reverted {
+                index,
+                result,
+                progress,
+            }
         }));
     }
 
@@ -466,7 +490,12 @@ impl Run {
             self.flush().await?;
             work.launch();
             let Some(done) = work.next().await else { break };
-            if let Done::Reverted { index, result, progress } = done {
+            if let Done::Reverted {
+                index,
+                result,
+                progress,
+            } = done
+            {
                 self.progressed(index, &progress);
                 // A failed revert is on the task's record; the others still go on.
                 all_reverted &= self.reverted(index, result).is_ok();

@@ -446,7 +446,10 @@ impl RunRecord {
     /// it: the record with each task's `attempts` (read from its history) beside it.
     pub fn document(&self) -> Result<serde_json::Value, serde_json::Error> {
         let mut value = serde_json::to_value(self)?;
-        if let Some(tasks) = value.get_mut("tasks").and_then(serde_json::Value::as_array_mut) {
+        if let Some(tasks) = value
+            .get_mut("tasks")
+            .and_then(serde_json::Value::as_array_mut)
+        {
             for (json, task) in tasks.iter_mut().zip(&self.tasks) {
                 json["attempts"] = serde_json::to_value(task.attempts())?;
             }

@@ -10,16 +10,17 @@ use crate::events::{Event, Transition};
 use crate::runs::RunRecord;
 
 /// A transition as the stream sends it: `{kind: "flow", from, to, at, duration_ms}` or
-/// `{kind: "task", task, index, from, to, at, duration_ms, error?}`, or, while a task runs,
-/// `{kind: "progress", task, index, at, fraction, details}`.
-pub(crate) fn payload(event: &Event) -> Value {
+/// `{kind: "task", task, index, from, to, at, duration_ms, error?}`. None for a task's
+/// progress: the stream numbers transitions so that a client reconnecting after the run
+/// ended reads the same numbers from the run database, which keeps no progress history.
+pub(crate) fn payload(event: &Event) -> Option<Value> {
     let at = timestamp(event.at);
     match &event.transition {
         Transition::Flow {
             from, to, elapsed, ..
-        } => {
-            json!({ "kind": "flow", "from": from, "to": to, "at": at, "duration_ms": elapsed.as_secs_f64() * 1000.0 })
-        }
+        } => Some(
+            json!({ "kind": "flow", "from": from, "to": to, "at": at, "duration_ms": elapsed.as_secs_f64() * 1000.0 }),
+        ),
         Transition::Task {
             task,
             index,
@@ -36,13 +37,9 @@ pub(crate) fn payload(event: &Event) -> Value {
             if let Some(error) = error {
                 payload["error"] = json!(error);
             }
-            payload
+            Some(payload)
         }
-        // Heard while the task runs; not in the run database's history, so only live streams
-        // carry it.
-        Transition::Progress { task, index, progress } => {
-            json!({ "kind": "progress", "task": task, "index": index, "at": at, "fraction": progress.fraction, "details": progress.details })
-        }
+        Transition::Progress { .. } => None,
     }
 }
 

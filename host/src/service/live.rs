@@ -71,11 +71,14 @@ impl RunLog {
     }
 
     fn push(&self, event: &Event) {
+        let Some(payload) = events::payload(event) else {
+            return;
+        };
         let mut inner = self.lock();
         if let Transition::Flow { to, .. } = &event.transition {
             inner.state = *to;
         }
-        inner.events.push(events::payload(event));
+        inner.events.push(payload);
         if let Some(started) = inner.started.take() {
             let _ = started.send(Ok(()));
         }

@@ -517,7 +517,9 @@ impl Journaling {
                     vec![run_id, from, to, at, elapsed_ms],
                 ),
             ],
-            Write::Progress { run_id, progress, .. } => vec![(&self.progress, vec![run_id, index, progress])],
+            Write::Progress {
+                run_id, progress, ..
+            } => vec![(&self.progress, vec![run_id, index, progress])],
             Write::Task {
                 run_id,
                 task,
