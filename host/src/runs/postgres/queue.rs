@@ -282,25 +282,12 @@ impl PgRunDb {
     /// wakes the workers: the one holding it cancels it on its engine, or the one claiming it
     /// next does. False when there is no such unfinished run.
     pub fn request_cancel(&self, run_id: &str) -> Result<bool, RunDbError> {
-        let id = run_id.to_owned();
-        self.block("asking a run to cancel", move |s| async move {
-            let what = "asking a run to cancel";
-            let mut client = s.client(what).await?;
-            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
-            let n = tx
-                .execute(
-                    "UPDATE runs SET cancel_requested = true
-                      WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING')",
-                    &[&id],
-                )
-                .await
-                .map_err(|e| s.error(what, e))?;
-            tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
-                .await
-                .map_err(|e| s.error(what, e))?;
-            tx.commit().await.map_err(|e| s.error(what, e))?;
-            Ok(n == 1)
-        })
+        self.update_and_wake(
+            "asking a run to cancel",
+            "UPDATE runs SET cancel_requested = true
+              WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING')",
+            run_id,
+        )
     }
 
     /// Of the runs `owner` holds, those asked to cancel.
@@ -327,18 +314,29 @@ impl PgRunDb {
     /// there is no such unfinished run, or its flow was never stored in the database (a run
     /// started from a local file: only a host with that file can resume it).
     pub fn requeue(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.update_and_wake(
+            "queueing a run",
+            "UPDATE runs SET queued = true
+              WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING')
+                AND flow_hash IN (SELECT sha256 FROM blobs)",
+            run_id,
+        )
+    }
+
+    /// Runs `update` (of run `$1`) and wakes the workers in one transaction; whether it
+    /// changed the run.
+    fn update_and_wake(
+        &self,
+        what: &'static str,
+        update: &'static str,
+        run_id: &str,
+    ) -> Result<bool, RunDbError> {
         let id = run_id.to_owned();
-        self.block("queueing a run", move |s| async move {
-            let what = "queueing a run";
+        self.block(what, move |s| async move {
             let mut client = s.client(what).await?;
             let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
             let n = tx
-                .execute(
-                    "UPDATE runs SET queued = true
-                      WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING')
-                        AND flow_hash IN (SELECT sha256 FROM blobs)",
-                    &[&id],
-                )
+                .execute(update, &[&id])
                 .await
                 .map_err(|e| s.error(what, e))?;
             tx.execute(&format!("NOTIFY {CHANNEL}"), &[])
