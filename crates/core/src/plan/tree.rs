@@ -1,0 +1,239 @@
+//! Subflows, flattened: a flow's tree of entries becomes one list of tasks (depth first, so
+//! file order) that the one scheduler runs, plus what the tree still decides — each level's
+//! pattern, for the dependency graph, and each retry controller's scope.
+//!
+//! A task inside subflows is named by its path (`schedule/volume_cast`): names stay unique
+//! across the tree and reports show where a task sits. Each entry of a level covers a
+//! contiguous range of the flat tasks, which is what the level's pattern orders.
+
+use std::ops::Range;
+
+use serde_json::Value;
+
+use super::Problem;
+use crate::flow::{Controller, Entry, FlowSpec, Iterations, Pattern, Strategy, TaskSpec};
+
+/// One entry of a level: its name there, the entries it runs after, its flat tasks.
+pub struct Node {
+    /// The entry's path, as reports name it.
+    pub path: String,
+    /// Its name among its siblings, which `after` uses.
+    pub local: String,
+    pub after: Vec<String>,
+    pub tasks: Range<usize>,
+    /// "task" or "subflow", as messages name it.
+    pub kind: &'static str,
+}
+
+/// The flow, or one subflow, as its pattern sees it.
+pub struct Level {
+    pub pattern: Pattern,
+    pub nodes: Vec<Node>,
+}
+
+/// A subflow with a retry controller: the flat tasks it runs again.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The subflow's path (`schedule`, `reserve/quota`).
+    pub path: String,
+    pub tasks: Range<usize>,
+    pub controller: Controller,
+    /// The enclosing scope, which takes a failure this one gives up on.
+    pub parent: Option<usize>,
+}
+
+/// The flow's tree, flattened.
+pub struct Tree {
+    /// Every task, named by its path, in file order.
+    pub tasks: Vec<TaskSpec>,
+    pub levels: Vec<Level>,
+    pub scopes: Vec<Scope>,
+    /// Subflow entries' problems: a controller that is not one kind, or gives no iteration.
+    pub problems: Vec<Problem>,
+}
+
+impl Tree {
+    pub fn of(flow: &FlowSpec) -> Self {
+        let mut tree = Tree {
+            tasks: Vec::new(),
+            levels: Vec::new(),
+            scopes: Vec::new(),
+            problems: Vec::new(),
+        };
+        tree.level(flow.pattern, &flow.tasks, "", None);
+        tree
+    }
+
+    /// Whether every level is linear: file order is then the order tasks run in.
+    pub fn all_linear(&self) -> bool {
+        self.levels.iter().all(|l| l.pattern == Pattern::Linear)
+    }
+
+    /// The scopes holding task `index`, innermost first.
+    pub fn scopes_of(scopes: &[Scope], index: usize) -> impl Iterator<Item = usize> + '_ {
+        let innermost = scopes.iter().rposition(|s| s.tasks.contains(&index));
+        std::iter::successors(innermost, |&s| scopes[s].parent)
+    }
+
+    fn level(&mut self, pattern: Pattern, entries: &[Entry], prefix: &str, scope: Option<usize>) {
+        let mut nodes = Vec::with_capacity(entries.len());
+        let at = self.levels.len();
+        self.levels.push(Level {
+            pattern,
+            nodes: Vec::new(),
+        });
+        let mut names = std::collections::HashSet::new();
+        for entry in entries {
+            let path = format!("{prefix}{}", entry.name());
+            if !names.insert(entry.name()) {
+                self.problems.push(problem(
+                    &path,
+                    "name",
+                    "duplicate task name; every entry needs its own name".into(),
+                ));
+            }
+            if matches!(entry, Entry::Flow(_))
+                && (entry.name().is_empty() || entry.name().contains('/'))
+            {
+                let message =
+                    "a subflow's name names its tasks' paths: it is not empty and holds no `/`"
+                        .into();
+                self.problems.push(problem(&path, "name", message));
+            }
+            let start = self.tasks.len();
+            match entry {
+                Entry::Task(task) => {
+                    let mut task = task.clone();
+                    task.name.clone_from(&path);
+                    self.tasks.push(task);
+                }
+                Entry::Flow(flow) => {
+                    let inner = match &flow.flow.retry {
+                        Some(controller) => {
+                            self.check(&path, controller);
+                            self.scopes.push(Scope {
+                                path: path.clone(),
+                                tasks: start..start,
+                                controller: controller.clone(),
+                                parent: scope,
+                            });
+                            Some(self.scopes.len() - 1)
+                        }
+                        None => scope,
+                    };
+                    if flow.tasks.is_empty() {
+                        self.problems.push(problem(
+                            &path,
+                            "task",
+                            "the subflow has no entries".into(),
+                        ));
+                    }
+                    self.level(flow.flow.pattern, &flow.tasks, &format!("{path}/"), inner);
+                    if inner != scope
+                        && let Some(inner) = inner
+                    {
+                        self.scopes[inner].tasks.end = self.tasks.len();
+                    }
+                }
+            }
+            let tasks = start..self.tasks.len();
+            let kind = if matches!(entry, Entry::Task(_)) {
+                "task"
+            } else {
+                "subflow"
+            };
+            nodes.push(Node {
+                path,
+                local: entry.name().to_owned(),
+                after: entry.after().to_vec(),
+                tasks,
+                kind,
+            });
+        }
+        self.levels[at].nodes = nodes;
+    }
+
+    /// A controller of one kind that gives at least one iteration.
+    fn check(&mut self, path: &str, controller: &Controller) {
+        let found = match controller.iterations() {
+            Err(message) => Some(("flow.retry", message)),
+            Ok(Iterations::Times(0)) => {
+                Some(("flow.retry.times", "`times` must be at least 1".into()))
+            }
+            Ok(Iterations::Values([], _)) => Some((
+                "flow.retry.for_each.values",
+                "`for_each.values` must hold at least one value".into(),
+            )),
+            Ok(Iterations::Values(_, "") | Iterations::FromStore { provides: "", .. }) => {
+                Some(("flow.retry", "`provides` must name a store key".into()))
+            }
+            Ok(_) => None,
+        };
+        if let Some((field, message)) = found {
+            self.problems.push(problem(path, field, message));
+        }
+    }
+}
+
+fn problem(task: &str, field: &str, message: String) -> Problem {
+    Problem {
+        task: Some(task.to_owned()),
+        field: Some(field.to_owned()),
+        message,
+    }
+}
+
+impl Scope {
+    /// How many iterations the controller gives, with the store as it stands (a
+    /// `parameterized_for_each` list is read from it).
+    pub fn iterations(&self, store: &crate::store::Store) -> u32 {
+        match self.controller.iterations() {
+            Ok(Iterations::Times(n)) => n,
+            Ok(Iterations::Values(values, _)) => values.len() as u32,
+            Ok(Iterations::FromStore { from, .. }) => store
+                .fetch(from)
+                .and_then(Value::as_array)
+                .map_or(0, |list| list.len() as u32),
+            Err(_) => 0,
+        }
+    }
+
+    /// The store name and value iteration `iteration` (from 1) gives the scope's tasks, or
+    /// why it cannot: the list is not in the store, or too short.
+    pub fn given(
+        &self,
+        iteration: u32,
+        store: &crate::store::Store,
+    ) -> Result<Option<(&str, Value)>, String> {
+        let at = iteration.saturating_sub(1) as usize;
+        match self.controller.iterations() {
+            Ok(Iterations::Values(values, provides)) => {
+                Ok(values.get(at).map(|v| (provides, v.clone())))
+            }
+            Ok(Iterations::FromStore { from, provides }) => {
+                match store.fetch(from).map(|v| v.as_array()) {
+                    Some(Some(list)) => list
+                        .get(at)
+                        .map(|v| Some((provides, v.clone())))
+                        .ok_or_else(|| {
+                            format!(
+                                "subflow `{}`: `{from}` holds no value {iteration}",
+                                self.path
+                            )
+                        }),
+                    Some(None) => Err(format!(
+                        "subflow `{}`: `{from}` in the store is not a list",
+                        self.path
+                    )),
+                    None => Err(format!("subflow `{}`: the store lacks `{from}`", self.path)),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether an exhausted controller reverts the whole flow.
+    pub fn reverts_all(&self) -> bool {
+        self.controller.strategy == Strategy::RevertAll
+    }
+}

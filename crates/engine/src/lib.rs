@@ -1,0 +1,347 @@
+//! The engine: validates a flow against its plugins, then runs it — execute by the flow's
+//! pattern (in order, or independent tasks at once), retry by each entry's policy, revert in
+//! reverse dependency order on a failure — journaling every transition before listeners
+//! hear of it.
+//!
+//! One [`Engine`] serves the whole process: it is cheap to clone, and every run it starts is
+//! an independent future, so many flows run at once on a tokio runtime, each flow's tasks
+//! ordered by its pattern. The pieces, in TaskFlow's terms: `validate` is the compiler's
+//! check (over the plan of `flowhost_core::plan`: the tree of subflows and the dependency
+//! graph), `task` the executor seam (a bound task calls the runtime), `schedule` the
+//! scheduler and completer, `run` the state machine, `journal` the storage it writes before
+//! notifying, `resume` the restore of a recorded run. [`conform`] checks a plugin against the
+//! contract; [`scaffold`] writes new plugin projects.
+//!
+//! It depends on `flowhost-core` and `flowhost-runtime` only: run databases implement its
+//! [`Journal`] from above (`flowhost-executor`), never the other way round.
+
+mod batch;
+mod cancel;
+pub mod conform;
+mod journal;
+mod report;
+mod resume;
+mod run;
+mod schedule;
+mod task;
+pub mod scaffold;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
+pub use cancel::CANCELLED;
+pub use journal::{Append, Close, Journal, JournalError, RunError};
+pub use report::{RunReport, SubflowReport, TaskReport};
+pub use resume::ResumeError;
+
+use flowhost_core::checkpoint::Checkpoint;
+use flowhost_core::contract::TaskInfo;
+use flowhost_core::plan::{Problem, ValidationError};
+use flowhost_core::events::Listener;
+use flowhost_core::flow::{Controller, FlowSpec, RetryPolicy};
+use flowhost_runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
+use flowhost_core::store::Store;
+use cancel::Cancellations;
+use run::Run;
+use task::BoundTask;
+
+/// Loads and runs flows. Clone it freely: clones share the wasmtime engine, the loaded
+/// plugins and the engine-wide listeners.
+#[derive(Clone)]
+pub struct Engine {
+    runtime: Arc<Runtime>,
+    listeners: Vec<Arc<dyn Listener>>,
+    cancellations: Cancellations,
+}
+
+impl Engine {
+    /// Sets up wasmtime and the deadline ticker with the default [`EngineConfig`]: the
+    /// compiled-component cache in `FLOWHOST_CACHE_DIR` or the user's cache directory, and
+    /// the pooling allocator when the address space allows it.
+    pub fn new() -> Result<Self, SetupError> {
+        Self::with_config(&EngineConfig::default())
+    }
+
+    /// Sets up an engine with these settings (cache directory, pooling, fuel).
+    pub fn with_config(config: &EngineConfig) -> Result<Self, SetupError> {
+        Ok(Self {
+            runtime: Arc::new(Runtime::with_config(config)?),
+            listeners: Vec::new(),
+            cancellations: Cancellations::default(),
+        })
+    }
+
+    /// Where compiled components are cached, if anywhere.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.runtime.cache().map(|cache| cache.dir())
+    }
+
+    /// Whether instances come from the pooling allocator (false: allocated on demand).
+    pub fn is_pooling(&self) -> bool {
+        self.runtime.is_pooling()
+    }
+
+    /// Paths no grant may reach (the compiled-code cache, its key, what the embedder
+    /// protects): for building a [`crate::Sandbox`] outside a flow, as `flowhost call` does.
+    pub fn protected(&self) -> &[std::path::PathBuf] {
+        self.runtime.protected()
+    }
+
+    /// Registers a listener for every run this engine (and its later clones) starts.
+    pub fn listen(&mut self, listener: Arc<dyn Listener>) {
+        self.listeners.push(listener);
+    }
+
+    /// Asks the run `run_id` that this engine (or a clone) is running to stop before its
+    /// next task and revert what ran: that task fails with the error code [`CANCELLED`]
+    /// without being called. A task already executing finishes first. Ask only for a run
+    /// that is going on: the request is dropped when the run ends.
+    pub fn cancel(&self, run_id: &str) {
+        self.cancellations.request(run_id);
+    }
+
+    /// Loads and describes one plugin, e.g. for `flowhost describe`.
+    pub async fn plugin(&self, path: &Path) -> Result<Arc<Plugin>, PluginError> {
+        self.runtime.load(path).await
+    }
+
+    /// Validates `flow` with `store` as the initial store (over the flow's `[store]`
+    /// defaults). Every plugin is loaded and described and every requirement checked; all
+    /// problems are reported together and nothing runs when there is any.
+    pub async fn load(&self, flow: &FlowSpec, store: Store) -> Result<LoadedFlow, ValidationError> {
+        let validated = validate::validate(&self.runtime, flow, store).await?;
+        Ok(LoadedFlow {
+            id: next_run_id(),
+            flow: flow.name.clone(),
+            tasks: validated.tasks.into_iter().map(Arc::new).collect(),
+            deps: validated.deps,
+            scopes: validated.scopes,
+            max_parallel: flow
+                .max_parallel
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            initial: validated.initial,
+            provided: validated.provided,
+            listeners: self.listeners.clone(),
+            journal: None,
+            cancellations: self.cancellations.clone(),
+        })
+    }
+
+    /// Every name a successful run of `flow` stores besides the initial store: each entry's
+    /// `provides`, or what its plugin declares. Loads and describes the plugins that need it
+    /// (the loads are kept for the runs); an unloadable one is a problem of the flow. Lets a
+    /// caller check names before any run starts, when the initial stores are not known yet
+    /// (a batch).
+    pub async fn provided_names(
+        &self,
+        flow: &FlowSpec,
+    ) -> Result<BTreeSet<String>, ValidationError> {
+        let mut names = BTreeSet::new();
+        let mut problems = Vec::new();
+        let mut host_unavailable = false;
+        for spec in flow.task_specs() {
+            match &spec.provides {
+                Some(provides) => names.extend(provides.iter().cloned()),
+                None => match self.runtime.load(&flow.resolve(&spec.plugin)).await {
+                    Ok(plugin) => names.extend(plugin.info().provides.iter().cloned()),
+                    Err(error) => {
+                        host_unavailable |= matches!(error, PluginError::Unavailable { .. });
+                        problems.push(Problem {
+                            task: Some(spec.name.clone()),
+                            field: Some("plugin".into()),
+                            message: error.to_string(),
+                        });
+                    }
+                },
+            }
+        }
+        if problems.is_empty() {
+            return Ok(names);
+        }
+        Err(ValidationError {
+            flow: flow.name.clone(),
+            problems,
+            host_unavailable,
+        })
+    }
+
+    /// Loads and runs in one step, in memory (no journal).
+    pub async fn run(&self, flow: &FlowSpec, store: Store) -> Result<RunReport, FlowError> {
+        Ok(self.load(flow, store).await?.run().await?)
+    }
+}
+
+/// Why [`Engine::run`] produced no report: the flow is invalid, or its run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// Validation found problems; nothing ran.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The run's journal failed; the run stopped at its last recorded transition.
+    #[error(transparent)]
+    Stopped(#[from] RunError),
+}
+
+/// A validated flow with its initial store, ready to run (once).
+pub struct LoadedFlow {
+    id: String,
+    flow: String,
+    tasks: Vec<Arc<BoundTask>>,
+    /// For each task, the tasks that must succeed before it starts (the flow's pattern as a
+    /// graph; a linear flow is a chain).
+    deps: flowhost_core::plan::graph::Deps,
+    /// The subflows with a retry controller, each over a range of `tasks`.
+    scopes: Vec<flowhost_core::plan::tree::Scope>,
+    /// Most calls of the run in flight at once.
+    max_parallel: usize,
+    initial: Store,
+    provided: HashSet<String>,
+    listeners: Vec<Arc<dyn Listener>>,
+    journal: Option<Arc<dyn Journal>>,
+    cancellations: Cancellations,
+}
+
+/// A task entry as validation resolved it, for `flowhost check` and tooling.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskPlan<'a> {
+    /// Entry name.
+    pub name: &'a str,
+    /// The plugin's declaration.
+    pub info: &'a TaskInfo,
+    /// Component file, as the flow names it.
+    pub plugin: &'a Path,
+    /// The same file with symlinks resolved.
+    pub plugin_file: &'a Path,
+    /// SHA-256 (hex) of the component as loaded.
+    pub plugin_sha256: &'a str,
+    /// `(argument, store name)` of each required argument drawn from the store.
+    pub required: &'a [(String, String)],
+    /// `(argument, store name)` of each optional argument.
+    pub optional: &'a [(String, String)],
+    /// Injected arguments.
+    pub inject: &'a BTreeMap<String, Value>,
+    /// Store names the result goes to.
+    pub provides: &'a [String],
+    /// Limits and grants.
+    pub sandbox: &'a Sandbox,
+    /// The entries that must succeed before this one starts, by the flow's pattern.
+    pub depends_on: Vec<&'a str>,
+    /// When a failed execute is tried again.
+    pub retry: &'a RetryPolicy,
+}
+
+/// A subflow with a retry controller as validation resolved it, for `flowhost check`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubflowPlan<'a> {
+    /// The subflow's path (`schedule`, `reserve/quota`).
+    pub path: &'a str,
+    /// Its controller.
+    pub retry: &'a Controller,
+    /// The tasks it runs again, by path.
+    pub tasks: Vec<&'a str>,
+}
+
+impl LoadedFlow {
+    /// The flow's name.
+    pub fn name(&self) -> &str {
+        &self.flow
+    }
+
+    /// Each entry as it will run.
+    pub fn plan(&self) -> impl Iterator<Item = TaskPlan<'_>> {
+        self.tasks.iter().zip(&self.deps).map(|(t, deps)| TaskPlan {
+            name: &t.name,
+            info: t.plugin.info(),
+            plugin: t.plugin.path(),
+            plugin_file: t.plugin.file(),
+            plugin_sha256: t.plugin.sha256(),
+            required: &t.binding.required,
+            optional: &t.binding.optional,
+            inject: &t.binding.inject,
+            provides: &t.binding.provides,
+            sandbox: &t.sandbox,
+            depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
+            retry: &t.retry,
+        })
+    }
+
+    /// Each subflow with a retry controller, outer ones first.
+    pub fn subflows(&self) -> impl Iterator<Item = SubflowPlan<'_>> {
+        self.scopes.iter().map(|scope| SubflowPlan {
+            path: &scope.path,
+            retry: &scope.controller,
+            tasks: scope
+                .tasks
+                .clone()
+                .map(|i| self.tasks[i].name.as_str())
+                .collect(),
+        })
+    }
+
+    /// Whether a successful run's final store will hold `name` (initial store or provides):
+    /// lets a caller reject a fetch of a name that can never exist before running.
+    pub fn will_provide(&self, name: &str) -> bool {
+        self.provided.contains(name)
+    }
+
+    /// The id the run will have: known before it starts, so a run database can record the
+    /// run (flow file, hashes, initial store) before its first transition.
+    pub fn run_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Gives the run a chosen id, e.g. the recorded id of a run being resumed.
+    pub fn set_run_id(&mut self, id: impl Into<String>) {
+        self.id = id.into();
+    }
+
+    /// The initial store the run starts from (the flow's `[store]` under the given store).
+    pub fn initial_store(&self) -> &Store {
+        &self.initial
+    }
+
+    /// Adds a listener for this run only.
+    pub fn listen(&mut self, listener: Arc<dyn Listener>) {
+        self.listeners.push(listener);
+    }
+
+    /// Makes `journal` this run's durable record: every transition is appended to it before
+    /// listeners hear of it, and a failed append stops the run. `flowhost_executor::record` sets
+    /// this up with a run database.
+    pub fn journal(&mut self, journal: Arc<dyn Journal>) {
+        self.journal = Some(journal);
+    }
+
+    /// Runs the flow to its end and reports. Task failures are not errors of this call: they
+    /// are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
+    /// only when the journal could not record a transition; the run then stopped there.
+    pub async fn run(self) -> Result<RunReport, RunError> {
+        Run::new(self).execute().await
+    }
+
+    /// Continues an interrupted run from its recorded `checkpoint`: SUCCESS tasks are not
+    /// executed again and their recorded results go back into the store; a task caught
+    /// RUNNING is executed again (at least once); a run caught REVERTING goes on reverting,
+    /// skipping tasks already REVERTED. Set the recorded id first with [`Self::set_run_id`].
+    pub async fn resume(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
+        Ok(Run::restore(self, checkpoint)?.execute().await?)
+    }
+}
+
+/// A run id unique across processes and time: milliseconds, process id, a counter.
+fn next_run_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{ms:x}-{:x}-{n}", std::process::id())
+}

@@ -1,0 +1,91 @@
+//! The bound task: a task entry validated and bound to its loaded plugin, sandbox and store
+//! binding. It is the one seam between the run state machine and the runtime — the state
+//! machine asks it to execute or revert with JSON text and never sees wasmtime.
+
+use std::sync::Arc;
+
+use flowhost_core::contract::{Outcome, TaskError};
+use flowhost_core::flow::{RetryPolicy, TaskSpec};
+use flowhost_runtime::{Invocation, Plugin, ProgressSink, Sandbox, WarmPool};
+use flowhost_core::store::Binding;
+
+/// Which call of a task this is, as the task sees it through the contract's `host` import.
+#[derive(Clone, Copy)]
+pub(crate) struct Attempt<'a> {
+    /// The run's id.
+    pub(crate) run_id: &'a str,
+    /// The attempt of the task, from 1.
+    pub(crate) number: u32,
+    /// Where the task's progress reports go.
+    pub(crate) progress: Option<&'a ProgressSink>,
+}
+
+/// A task entry ready to be called.
+pub(crate) struct BoundTask {
+    pub(crate) name: String,
+    config: String,
+    pub(crate) plugin: Arc<Plugin>,
+    pub(crate) binding: Binding,
+    pub(crate) sandbox: Sandbox,
+    /// The warm instances this entry's calls use, when it reuses instances.
+    warm: Option<Arc<WarmPool>>,
+    /// When a failed execute is tried again.
+    pub(crate) retry: RetryPolicy,
+}
+
+impl BoundTask {
+    pub(crate) fn new(
+        spec: &TaskSpec,
+        plugin: Arc<Plugin>,
+        binding: Binding,
+        sandbox: Sandbox,
+        warm: Option<Arc<WarmPool>>,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            name: spec.name.clone(),
+            config: spec.config.to_string(),
+            plugin,
+            binding,
+            sandbox,
+            warm,
+            retry,
+        }
+    }
+
+    /// Calls `execute` with these arguments (a JSON object's text); returns the raw result.
+    pub(crate) async fn execute(
+        &self,
+        args: &str,
+        attempt: Attempt<'_>,
+    ) -> Result<String, TaskError> {
+        self.plugin.execute(self.invocation(args, attempt)).await
+    }
+
+    /// Calls `revert` with the arguments `execute` had, its outcome and the flow's failures;
+    /// returns the revert's result (JSON text), if the plugin gave one.
+    pub(crate) async fn revert(
+        &self,
+        args: &str,
+        attempt: Attempt<'_>,
+        outcome: &Outcome,
+        failures: &[(String, TaskError)],
+    ) -> Result<Option<String>, TaskError> {
+        self.plugin
+            .revert(self.invocation(args, attempt), outcome, failures)
+            .await
+    }
+
+    fn invocation<'a>(&'a self, args: &'a str, attempt: Attempt<'a>) -> Invocation<'a> {
+        Invocation {
+            task: &self.name,
+            sandbox: &self.sandbox,
+            warm: self.warm.as_deref(),
+            args,
+            config: &self.config,
+            run_id: attempt.run_id,
+            attempt: attempt.number,
+            progress: attempt.progress,
+        }
+    }
+}

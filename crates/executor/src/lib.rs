@@ -1,0 +1,110 @@
+//! The executor: what turns the engine's runs into recorded runs. [`record`] creates a run in
+//! a run database with this executor holding its [`Lease`](flowhost_runs::Lease), and the run
+//! database becomes the run's journal — each transition is committed, fenced by the lease,
+//! before listeners hear of it and before the run moves on; a failed write stops the run.
+//! [`resume`] continues an interrupted run under a new lease. With PostgreSQL, [`submit`]
+//! queues runs and [`Worker`]s claim and execute them on many hosts.
+//!
+//! It depends on the engine and on the run database contract (`flowhost-runs`), never the other
+//! way round; the backends come in by feature (`sqlite`, `postgres`).
+
+mod journal;
+mod resume;
+#[cfg(feature = "postgres")]
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowhost_engine::LoadedFlow;
+use flowhost_runs::{DEFAULT_LEASE_TTL, Origin, Owner, PluginHash, RunDb, RunDbError, hash_file};
+
+pub use journal::record;
+pub use resume::{ResumeFailure, Resumption, resume};
+#[cfg(feature = "postgres")]
+pub use worker::{Worker, WorkerError, WorkerSummary, submit};
+
+/// Where `loaded` comes from: the flow file (when there is one) and every plugin, hashed, as
+/// its run record keeps them for resume to compare against.
+pub fn origin_of(loaded: &LoadedFlow, flow_file: Option<&Path>) -> Result<Origin, RunDbError> {
+    let (flow_path, flow_hash) = match flow_file {
+        Some(path) => {
+            let path = absolute(path);
+            let hash = hash_file(&path)?;
+            (Some(path), Some(hash))
+        }
+        None => (None, None),
+    };
+    // The plugins were hashed when they were loaded, from the very bytes that run.
+    let plugins = loaded
+        .plan()
+        .map(|task| PluginHash {
+            task: task.name.to_owned(),
+            sha256: task.plugin_sha256.to_owned(),
+            path: task.plugin_file.to_path_buf(),
+        })
+        .collect();
+    Ok(Origin {
+        flow_path,
+        flow_hash,
+        plugins,
+    })
+}
+
+
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
+
+/// An executor: what records and resumes runs in a run database under its own leases.
+#[derive(Clone)]
+pub struct Executor {
+    db: Arc<dyn RunDb>,
+    owner: Owner,
+    lease_ttl: Duration,
+    heartbeat: Option<Duration>,
+}
+
+impl Executor {
+    /// An executor of this process on `db`, with leases of [`DEFAULT_LEASE_TTL`].
+    pub fn new(db: Arc<dyn RunDb>) -> Self {
+        Self {
+            db,
+            owner: Owner::this_process(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            heartbeat: None,
+        }
+    }
+
+    /// Leases last `ttl` without renewal; they are renewed at every write and every third
+    /// of it while a task runs. A paused or partitioned executor loses its runs after `ttl`.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Renews its leases every `every` while a task runs (by default a third of the lease
+    /// ttl; more than half of it risks losing a run to a slow renewal).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = Some(every.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// How often its leases are renewed while a task runs.
+    pub fn renew_every(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.lease_ttl / 3)
+    }
+
+    /// The run database.
+    pub fn db(&self) -> &Arc<dyn RunDb> {
+        &self.db
+    }
+
+    /// Who this executor is.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+}

@@ -1,0 +1,152 @@
+//! Resuming a recorded run: reload its flow, check that nothing changed, take its lease, and
+//! continue from the journal.
+
+use std::path::PathBuf;
+
+use super::journal::DbJournal;
+use crate::Executor;
+use flowhost_runs::{Origin, RunDb, RunDbError, RunRecord};
+use flowhost_core::plan::ValidationError;
+use flowhost_engine::{Engine, ResumeError, RunReport};
+use flowhost_core::flow::{FlowFileError, FlowSpec};
+
+/// Why a run was not resumed, or why its resumed run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeFailure {
+    /// The run database has no such run.
+    #[error("no run {0} in the run database (see `flowhost runs list`)")]
+    Unknown(String),
+    /// The run's flow was built in code: there is no flow file to reload.
+    #[error(
+        "run {0} was started from a flow built in code; resume it through the library (`LoadedFlow::resume`)"
+    )]
+    BuiltInCode(String),
+    /// The flow file or a plugin changed since the run was recorded (and no `force`).
+    #[error("run {id} is not resumed because its flow changed since it was recorded:\n  - {}\nresume it anyway with --force", changes.join("\n  - "))]
+    Changed {
+        /// The run's id.
+        id: String,
+        /// One line per change.
+        changes: Vec<String>,
+    },
+    /// The run database failed, or another executor holds the run.
+    #[error(transparent)]
+    Db(#[from] RunDbError),
+    /// The flow file cannot be read any more.
+    #[error(transparent)]
+    FlowFile(#[from] FlowFileError),
+    /// The flow no longer validates.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The record cannot be resumed (finished, tasks changed, damaged), or the resumed run's
+    /// journal failed.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
+}
+
+/// A recorded run about to be resumed: its record and its flow, read again from the flow
+/// file. Opened first so that the caller can build an engine fit for the flow (e.g. with
+/// fuel metering) before running it.
+pub struct Resumption {
+    record: RunRecord,
+    flow: FlowSpec,
+    flow_path: PathBuf,
+}
+
+impl Resumption {
+    /// Reads run `id` and its flow file; refuses a finished run.
+    pub fn open(db: &dyn RunDb, id: &str) -> Result<Self, ResumeFailure> {
+        let record = db
+            .get(id)?
+            .ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?;
+        let state = record.summary.state;
+        if state.is_finished() {
+            return Err(ResumeError::Finished {
+                run: id.to_owned(),
+                state,
+            }
+            .into());
+        }
+        let flow_path = record
+            .origin
+            .flow_path
+            .clone()
+            .ok_or_else(|| ResumeFailure::BuiltInCode(id.to_owned()))?;
+        let flow = FlowSpec::from_file(&flow_path)?;
+        Ok(Self {
+            record,
+            flow,
+            flow_path,
+        })
+    }
+
+    /// The flow the run will continue with.
+    pub fn flow(&self) -> &FlowSpec {
+        &self.flow
+    }
+
+    /// The run's record as it was opened.
+    pub fn record(&self) -> &RunRecord {
+        &self.record
+    }
+
+    /// Validates the flow again, refuses a changed flow file or plugin unless `force`, takes
+    /// the run's lease for `executor` (refused while another executor's is live, whatever
+    /// `force` says) and continues the run from its journal.
+    pub async fn run(
+        self,
+        executor: &Executor,
+        engine: &Engine,
+        force: bool,
+    ) -> Result<RunReport, ResumeFailure> {
+        let id = self.record.summary.id.clone();
+        let mut loaded = engine
+            .load(&self.flow, self.record.initial_store.clone())
+            .await?;
+        loaded.set_run_id(&id);
+        let origin = crate::origin_of(&loaded, Some(&self.flow_path))?;
+        let changes = origin.changes_since(&self.record.origin);
+        if !changes.is_empty() {
+            if !force {
+                return Err(ResumeFailure::Changed { id, changes });
+            }
+            for change in &changes {
+                tracing::warn!(run = %id, "resuming with --force although {change}");
+            }
+        }
+        let lease = executor
+            .db
+            .acquire(&id, &executor.owner, executor.lease_ttl)?;
+        // Read again under the lease: the previous holder may have moved on (or finished)
+        // between the first read and the take-over.
+        let journal = DbJournal::start(executor.db.clone(), lease.clone(), executor.renew_every());
+        let record = match executor.db.get(&id)? {
+            Some(record) if !record.summary.state.is_finished() => record,
+            Some(record) => {
+                flowhost_engine::Journal::close(journal.as_ref()).await;
+                return Err(ResumeError::Finished {
+                    run: id,
+                    state: record.summary.state,
+                }
+                .into());
+            }
+            None => return Err(ResumeFailure::Unknown(id)),
+        };
+        executor.db.resumed(&lease, &origin)?;
+        loaded.journal(journal);
+        tracing::info!(run = %id, "resuming flow `{}` from {}", self.flow.name, record.summary.state);
+        Ok(loaded.resume(record.checkpoint()).await?)
+    }
+}
+
+/// Resumes run `id` in one step: [`Resumption::open`], then [`Resumption::run`].
+pub async fn resume(
+    executor: &Executor,
+    engine: &Engine,
+    id: &str,
+    force: bool,
+) -> Result<RunReport, ResumeFailure> {
+    Resumption::open(executor.db.as_ref(), id)?
+        .run(executor, engine, force)
+        .await
+}

@@ -1,0 +1,505 @@
+//! Submitted runs and the workers that execute them, on a shared PostgreSQL run database.
+//!
+//! [`submit`] queues a run of a validated flow: the flow file's bytes and every plugin go into
+//! the database by SHA-256, so a worker on another machine needs nothing but the database URL.
+//! A [`Worker`] claims queued runs (new ones, and unfinished ones whose lease expired), takes
+//! each run's lease in the claiming transaction, fetches the plugins it lacks into its plugin
+//! folder, and runs or resumes the run with the database as its journal — the same
+//! `DbJournal`, heartbeat and fencing as every recorded run. It wakes on `NOTIFY` and polls as
+//! a fallback, and stops claiming and finishes its runs when asked to drain.
+//!
+//! Directory grants are host paths: a worker resolves a relative grant against the folder the
+//! flow file was submitted from, on its own machine. Workers of a flow that grants folders
+//! must see them at the same paths (a shared mount, or the same layout on every host).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::journal::DbJournal;
+use flowhost_runs_postgres::Claimed;
+use crate::Executor;
+use flowhost_runs::{sha256_hex, Lease, NewRun, Origin, RunDb, RunDbError, RunRecord};
+use flowhost_runs_postgres::PgRunDb;
+use flowhost_core::plan::ValidationError;
+use flowhost_engine::{Engine, LoadedFlow, ResumeError, RunError};
+use flowhost_core::events::FlowState;
+use flowhost_core::flow::FlowSpec;
+use flowhost_runtime::EngineConfig;
+
+/// Why a submission, or one run of a worker, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The run database failed.
+    #[error(transparent)]
+    Db(#[from] RunDbError),
+    /// The flow does not validate (on this worker: a grant or variable it lacks).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The flow file cannot be read.
+    #[error("cannot read flow file {}: {source}", path.display())]
+    FlowFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A submitted run's stored flow or plugin is missing or damaged.
+    #[error("run {run}: {problem}")]
+    Stored {
+        /// The run.
+        run: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The plugin folder cannot be written.
+    #[error("plugin folder {}: {source}", path.display())]
+    PluginDir {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The engine could not start.
+    #[error("starting the engine: {0}")]
+    Engine(String),
+    /// The run's journal failed (fenced, or the database failed): it stopped at its last
+    /// recorded transition.
+    #[error(transparent)]
+    Stopped(#[from] RunError),
+    /// The record could not be resumed.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
+}
+
+/// Queues a run of `loaded` (loaded, so validated, from `flow_file`) in `db`: stores the flow
+/// file's bytes and each plugin's by SHA-256 (once, however many runs use them), records the
+/// run PENDING and unleased, and notifies the workers. Returns the run's id.
+pub async fn submit(
+    db: &PgRunDb,
+    loaded: &LoadedFlow,
+    flow_file: &Path,
+) -> Result<String, WorkerError> {
+    let text = std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile {
+        path: flow_file.to_path_buf(),
+        source,
+    })?;
+    let mut origin = crate::origin_of(loaded, Some(flow_file))?;
+    // The hash of the bytes stored: what the workers will run is the flow that validated here.
+    origin.flow_hash = Some(sha256_hex(&text));
+    let plugins = origin
+        .plugins
+        .iter()
+        .map(|p| (p.sha256.clone(), p.path.clone()))
+        .collect();
+    let run = NewRun {
+        id: loaded.run_id().to_owned(),
+        flow: loaded.name().to_owned(),
+        origin,
+        initial_store: loaded.initial_store().clone(),
+        tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
+    };
+    db.submit(&run, text, plugins).await?;
+    Ok(run.id)
+}
+
+/// A worker: claims queued runs from a PostgreSQL run database and executes them.
+pub struct Worker {
+    db: Arc<PgRunDb>,
+    executor: Executor,
+    config: EngineConfig,
+    concurrency: usize,
+    flows: Vec<String>,
+    poll: Duration,
+    heartbeat: Duration,
+    plugin_dir: PathBuf,
+    /// One engine without fuel metering and, once a flow needs it, one with.
+    engines: Mutex<Vec<(bool, Engine)>>,
+}
+
+/// What a worker did, when it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Runs it took (claimed).
+    pub claimed: usize,
+    /// Runs it finished (any final state).
+    pub finished: usize,
+    /// Runs it abandoned: fenced, stopped by a database failure, or handed back (another
+    /// worker resumes them).
+    pub abandoned: usize,
+}
+
+impl Worker {
+    /// A worker on `db` executing as `executor` (whose lease ttl its leases get), with engines
+    /// built from `config`, its fetched plugins kept in `plugin_dir`.
+    pub fn new(
+        db: Arc<PgRunDb>,
+        executor: Executor,
+        config: EngineConfig,
+        plugin_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            db,
+            executor,
+            config,
+            concurrency: 8,
+            flows: Vec::new(),
+            poll: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(10),
+            plugin_dir: plugin_dir.into(),
+            engines: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs at most `n` runs at once (at least one).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Claims only runs of these flows (by name); none: every flow.
+    pub fn flows(mut self, flows: Vec<String>) -> Self {
+        self.flows = flows;
+        self
+    }
+
+    /// How often it looks for work without a notification: runs whose lease expired wake
+    /// nobody, and a notification may be lost while the listening connection is down.
+    pub fn poll(mut self, every: Duration) -> Self {
+        self.poll = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How often it records that it is alive (`flowhost workers`).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Claims and executes runs until `drain` completes, then stops claiming, lets the runs in
+    /// flight finish, and returns — unless `hand_back` completes first: then the runs in
+    /// flight are stopped where they stand and their leases released, so that other workers
+    /// resume them at once instead of after the lease expires (the task each was executing is
+    /// executed again there). Database failures are logged and retried: the worker outlives a
+    /// database restart.
+    pub async fn run(
+        self,
+        drain: impl Future<Output = ()>,
+        hand_back: impl Future<Output = ()>,
+    ) -> Result<WorkerSummary, WorkerError> {
+        std::fs::create_dir_all(&self.plugin_dir).map_err(|source| WorkerError::PluginDir {
+            path: self.plugin_dir.clone(),
+            source,
+        })?;
+        let owner = self.executor.owner().clone();
+        let this = Arc::new(self);
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(this.db.clone(), wake.clone()));
+        let beat = tokio::spawn({
+            let this = this.clone();
+            async move {
+                loop {
+                    if let Err(error) = this
+                        .db
+                        .worker_beat(this.executor.owner(), this.concurrency, &this.flows)
+                        .await
+                    {
+                        tracing::warn!("{error}");
+                    }
+                    tokio::time::sleep(this.heartbeat).await;
+                }
+            }
+        });
+        tracing::info!(worker = %owner.id, "worker started: up to {} runs at once", this.concurrency);
+        let mut running: JoinSet<bool> = JoinSet::new();
+        // The leases of the runs in flight, to release when they are handed back.
+        let held: Arc<Mutex<HashMap<String, Lease>>> = Arc::default();
+        let mut summary = WorkerSummary::default();
+        let mut backoff = Duration::from_millis(100);
+        tokio::pin!(drain);
+        loop {
+            let free = this.concurrency.saturating_sub(running.len());
+            let mut claimed_now = 0;
+            if free > 0 {
+                match this
+                    .db
+                    .claim(&owner, this.executor.lease_ttl, free as i64, &this.flows)
+                    .await
+                {
+                    Ok(claimed) => {
+                        backoff = Duration::from_millis(100);
+                        claimed_now = claimed.len();
+                        for claim in claimed {
+                            summary.claimed += 1;
+                            let (this, held) = (this.clone(), held.clone());
+                            let id = claim.lease.run_id.clone();
+                            lock(&held).insert(id.clone(), claim.lease.clone());
+                            running.spawn(async move {
+                                let finished = this.execute(claim).await;
+                                lock(&held).remove(&id);
+                                finished
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            "cannot claim runs (retrying in {} ms): {error}",
+                            backoff.as_millis()
+                        );
+                        tokio::select! {
+                            _ = &mut drain => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            // Runs asked to cancel (through `flowhost serve`, from any host): each stops before
+            // its next task and reverts what ran, on this worker's engine.
+            if !running.is_empty() {
+                match this.db.cancel_requests(&owner).await {
+                    Ok(ids) => {
+                        for id in ids.into_iter().filter(|id| lock(&held).contains_key(id)) {
+                            for engine in lock(&this.engines).iter().map(|(_, engine)| engine) {
+                                engine.cancel(&id);
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!("cannot read cancel requests: {error}"),
+                }
+            }
+            // All slots were filled: more may be waiting, so look again as soon as one frees.
+            let more = claimed_now == free && free > 0;
+            tokio::select! {
+                _ = &mut drain => break,
+                Some(done) = running.join_next(), if !running.is_empty() => count(&mut summary, done),
+                _ = wake.notified(), if !more => {}
+                _ = tokio::time::sleep(this.poll), if !more => {}
+                _ = std::future::ready(()), if more => {}
+            }
+        }
+        tracing::info!(worker = %owner.id, "draining: {} run(s) in flight", running.len());
+        listener.abort();
+        tokio::pin!(hand_back);
+        loop {
+            tokio::select! {
+                done = running.join_next() => match done {
+                    Some(done) => count(&mut summary, done),
+                    None => break,
+                },
+                _ = &mut hand_back, if !running.is_empty() => {
+                    running.abort_all();
+                    while let Some(done) = running.join_next().await {
+                        count(&mut summary, done);
+                    }
+                    let leases: Vec<Lease> = lock(&held).drain().map(|(_, lease)| lease).collect();
+                    tracing::info!(worker = %owner.id, "handing back {} run(s)", leases.len());
+                    for lease in leases {
+                        // A write still in flight for the stopped run is fenced by the release.
+                        let db = this.db.clone();
+                        let run = lease.run_id.clone();
+                        match tokio::task::spawn_blocking(move || db.release(&lease)).await {
+                            Ok(Ok(())) => tracing::info!(run = %run, "handed back"),
+                            Ok(Err(error)) => tracing::warn!(run = %run, "cannot hand back (its lease expires by itself): {error}"),
+                            Err(error) => tracing::warn!(run = %run, "cannot hand back: {error}"),
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        beat.abort();
+        if let Err(error) = this.db.worker_stopped(&owner).await {
+            tracing::warn!("{error}");
+        }
+        Ok(summary)
+    }
+
+    /// Executes one claimed run; true when it reached a final state here.
+    async fn execute(&self, claim: Claimed) -> bool {
+        let id = claim.lease.run_id.clone();
+        let span = tracing::info_span!("run", id = %id);
+        match tracing::Instrument::instrument(self.execute_claimed(claim), span).await {
+            Ok(state) => {
+                tracing::info!(run = %id, "run ended {state}");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(run = %id, "run abandoned: {error}");
+                false
+            }
+        }
+    }
+
+    async fn execute_claimed(&self, claim: Claimed) -> Result<FlowState, WorkerError> {
+        let lease = claim.lease;
+        let id = lease.run_id.clone();
+        let record = self.read(&id).await?;
+        let flow = self.flow_of(&record).await?;
+        let engine = self.engine(flow.needs_fuel())?;
+        let journal = DbJournal::start(
+            self.executor.db().clone(),
+            lease.clone(),
+            self.executor.renew_every(),
+        );
+        // Not valid here (a grant or variable this host lacks): the lease is kept, not released,
+        // so that no worker picks the run up again before it expires; the heartbeat stops with
+        // the journal.
+        let mut loaded = engine.load(&flow, record.initial_store.clone()).await?;
+        loaded.set_run_id(&id);
+        loaded.journal(journal);
+        tracing::info!(run = %id, "claimed run of flow `{}` ({} after it was queued, token {})", flow.name, seconds(claim.waited), lease.token);
+        if record.summary.state == FlowState::Pending {
+            Ok(loaded.run().await?.state)
+        } else {
+            let db = self.executor.db().clone();
+            let (held, origin) = (lease.clone(), record.origin.clone());
+            tokio::task::spawn_blocking(move || db.resumed(&held, &origin))
+                .await
+                .map_err(|e| WorkerError::Stored {
+                    run: id.clone(),
+                    problem: e.to_string(),
+                })??;
+            tracing::info!(run = %id, "resuming from {}", record.summary.state);
+            Ok(loaded.resume(record.checkpoint()).await?.state)
+        }
+    }
+
+    async fn read(&self, id: &str) -> Result<RunRecord, WorkerError> {
+        let (db, run) = (self.db.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || db.get(&run))
+            .await
+            .map_err(|e| WorkerError::Stored {
+                run: id.to_owned(),
+                problem: e.to_string(),
+            })??
+            .ok_or_else(|| WorkerError::Stored {
+                run: id.to_owned(),
+                problem: "the run was deleted".into(),
+            })
+    }
+
+    /// The run's flow as submitted, its plugins replaced by this worker's copies.
+    async fn flow_of(&self, record: &RunRecord) -> Result<FlowSpec, WorkerError> {
+        let run = &record.summary.id;
+        let stored = |problem: String| WorkerError::Stored {
+            run: run.clone(),
+            problem,
+        };
+        let hash = record
+            .origin
+            .flow_hash
+            .as_deref()
+            .ok_or_else(|| stored("it has no stored flow file".into()))?;
+        let text = self
+            .db
+            .blob(hash)
+            .await?
+            .ok_or_else(|| stored(format!("its flow file {hash} is not in the database")))?;
+        if sha256_hex(&text) != hash {
+            return Err(stored(format!(
+                "its stored flow file does not match its hash {hash}"
+            )));
+        }
+        let text = String::from_utf8(text)
+            .map_err(|_| stored("its stored flow file is not UTF-8".into()))?;
+        let path = record.origin.flow_path.clone().unwrap_or_default();
+        let mut flow = FlowSpec::from_toml(&text)
+            .map_err(|e| stored(format!("its flow file {}: {e}", path.display())))?;
+        flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let by_task: HashMap<&str, &str> = record
+            .origin
+            .plugins
+            .iter()
+            .map(|p| (p.task.as_str(), p.sha256.as_str()))
+            .collect();
+        for (path, task) in flow.task_paths_mut() {
+            let hash = by_task
+                .get(path.as_str())
+                .ok_or_else(|| stored(format!("task `{path}` has no recorded plugin")))?;
+            task.plugin = self.plugin(run, hash).await?;
+        }
+        Ok(flow)
+    }
+
+    /// This worker's copy of plugin `hash`, fetched from the database when missing. Written
+    /// to a temporary file and renamed, so concurrent runs never load half a plugin; checked
+    /// against its hash on the way in.
+    async fn plugin(&self, run: &str, hash: &str) -> Result<PathBuf, WorkerError> {
+        let path = self.plugin_dir.join(format!("{hash}.wasm"));
+        if path.is_file() {
+            return Ok(path);
+        }
+        let stored = |problem: String| WorkerError::Stored {
+            run: run.to_owned(),
+            problem,
+        };
+        let bytes = self
+            .db
+            .blob(hash)
+            .await?
+            .ok_or_else(|| stored(format!("plugin {hash} is not in the database")))?;
+        if sha256_hex(&bytes) != hash {
+            return Err(stored(format!(
+                "stored plugin {hash} does not match its hash"
+            )));
+        }
+        let dir_error = |source| WorkerError::PluginDir {
+            path: self.plugin_dir.clone(),
+            source,
+        };
+        let mut file = tempfile::NamedTempFile::new_in(&self.plugin_dir).map_err(dir_error)?;
+        std::io::Write::write_all(&mut file, &bytes).map_err(dir_error)?;
+        file.persist(&path).map_err(|e| dir_error(e.error))?;
+        tracing::debug!("fetched plugin {hash} into {}", path.display());
+        Ok(path)
+    }
+
+    fn engine(&self, fuel: bool) -> Result<Engine, WorkerError> {
+        let mut engines = self.engines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, engine)) = engines.iter().find(|(f, _)| *f == fuel) {
+            return Ok(engine.clone());
+        }
+        let engine = Engine::with_config(&self.config.clone().fuel(fuel))
+            .map_err(|e| WorkerError::Engine(e.to_string()))?;
+        engines.push((fuel, engine.clone()));
+        Ok(engine)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn count(summary: &mut WorkerSummary, done: Result<bool, tokio::task::JoinError>) {
+    match done {
+        Ok(true) => summary.finished += 1,
+        _ => summary.abandoned += 1,
+    }
+}
+
+fn seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// Keeps a LISTEN connection open, reconnecting after a pause when it breaks.
+async fn listen(db: Arc<PgRunDb>, wake: Arc<Notify>) {
+    loop {
+        if let Err(error) = db.listen(wake.clone()).await {
+            tracing::debug!("listening for submissions stopped: {error}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        wake.notify_one();
+    }
+}

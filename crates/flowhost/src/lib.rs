@@ -1,0 +1,90 @@
+//! flowhost runs *flows* — ordered lists of tasks — where every task is a sandboxed
+//! WebAssembly component implementing the `flowhost:task` contract (`wit/task.wit`).
+//!
+//! It brings OpenStack TaskFlow's `linear_flow` to WebAssembly: tasks start asynchronously
+//! but run strictly in order, a store of named JSON values flows through the run, and when a
+//! task fails the engine reverts it and every task that ran before it, in reverse order.
+//!
+//! ```no_run
+//! use flowhost::{Engine, FlowSpec, Store, TaskSpec};
+//! use serde_json::json;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let flow = FlowSpec::linear("volume_create_api")
+//!     .add(TaskSpec::new("extract", "extract_volume_request.wasm").rebind("size", "raw_size"))
+//!     .add(TaskSpec::new("entry_create", "entry_create.wasm"));
+//! let mut store = Store::new();
+//! store.insert("raw_size", json!(10));
+//!
+//! let engine = Engine::new()?;
+//! let report = engine.load(&flow, store).await?.run().await?;
+//! println!("{:?}", report.fetch("volume"));
+//! # Ok(()) }
+//! ```
+//!
+//! This crate is the facade: one curated list of what the layers below offer, each crate
+//! depending only on those before it. `flowhost-core`: the contract's types ([`TaskInfo`],
+//! [`Outcome`], [`TaskError`], [`HostFault`]), flows ([`FlowSpec`], read from TOML or built in
+//! code, its entries tasks or [`Subflow`]s with a retry [`Controller`]) and the [`Store`];
+//! `flowhost-runtime`: the wasmtime runtime ([`Plugin`], [`Sandbox`], [`EngineConfig`]);
+//! `flowhost-engine`: the [`Engine`] (validation, the run state machine, its [`Journal`],
+//! [`Listener`]s) and the conformance suite ([`conform`]); `flowhost-runs` and its backends,
+//! with `flowhost-executor`: the run database ([`runs`]: records, leases, the journal adapter,
+//! resume, workers); `flowhost-service`: `flowhost serve` ([`service`]).
+//!
+//! Features: `sqlite` (default) the embedded run database, `postgres` (default) the one many
+//! hosts share and its workers, `service` the HTTP service. With default features off the
+//! engine and the run database contract remain, and neither rusqlite, tokio-postgres nor axum
+//! is compiled.
+
+pub use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
+pub use flowhost_core::contract::{
+    ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, Progress, TaskError, TaskInfo, escape,
+};
+pub use flowhost_core::events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
+pub use flowhost_core::flow::{
+    Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach,
+    Instances, Iterations, Limits, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry,
+    RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
+};
+pub use flowhost_core::plan::{Problem, ValidationError};
+pub use flowhost_core::store::Store;
+/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
+pub use flowhost_engine::CANCELLED;
+pub use flowhost_engine::{
+    Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Close, Engine, FlowError,
+    Journal, JournalError, LoadedFlow, Prepare, ResumeError, RunError, RunReport, SubflowPlan,
+    SubflowReport, TaskPlan, TaskReport,
+};
+pub use flowhost_engine::{conform, scaffold};
+pub use flowhost_runtime::{
+    COMPILE_TARGET, DirectCall, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES,
+    Pinned, Plugin, PluginError, Preopen, ProgressSink, Sandbox, SetupError, WASMTIME_VERSION,
+};
+#[cfg(feature = "service")]
+pub use flowhost_service as service;
+
+/// The run database: every run's record (flow, hashes, initial store, every transition,
+/// arguments, results, errors) and its lease, so that an interrupted run can be resumed by
+/// exactly one executor and operators can inspect runs afterwards.
+///
+/// Backends implement [`RunDb`](runs::RunDb); `SqliteRunDb` (feature `sqlite`) is the
+/// default, `PgRunDb` (feature `postgres`) the one many hosts share, where `submit` queues
+/// runs for `Worker`s. An [`Executor`](runs::Executor) records a run with
+/// [`record`](runs::record) and continues an interrupted one with [`resume`](runs::resume).
+pub mod runs {
+    pub use flowhost_executor::{
+        Executor, ResumeFailure, Resumption, origin_of, record, resume,
+    };
+    #[cfg(feature = "postgres")]
+    pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};
+    pub use flowhost_runs::{
+        Attempt, DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, NewRun, Origin, Owner,
+        PluginHash, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
+        StateChange, TaskRecord, hash_file, holder_may_be_alive, host_name,
+    };
+    #[cfg(feature = "postgres")]
+    pub use flowhost_runs_postgres::{Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url};
+    #[cfg(feature = "sqlite")]
+    pub use flowhost_runs_sqlite::{Durability, SqliteRunDb};
+}

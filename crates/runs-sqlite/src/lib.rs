@@ -1,0 +1,608 @@
+//! The SQLite run database: one file, WAL journal, numbered migrations. One connection per
+//! process behind a mutex; writes take the write lock up front (`BEGIN IMMEDIATE`) and wait
+//! for it (busy timeout), so concurrent runs and processes queue instead of failing. Journal
+//! writes of concurrent runs share commits ([`journal`]).
+
+mod journal;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use flowhost_runs::row::{Write, json, millis, seconds};
+use flowhost_runs::{FIRST_TOKEN, holder_may_be_alive, unix_now};
+use flowhost_runs::{
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
+    RunRecord, RunSummary, StateChange, TaskRecord,
+};
+use flowhost_core::events::{Event, FlowState};
+
+/// Marks the file as a flowhost run database (`PRAGMA application_id`, "FLWH").
+const APPLICATION_ID: i64 = 0x464C_5748;
+
+/// Schema migrations; the database's `user_version` is how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_leases.sql"),
+    include_str!("migrations/0003_attempts.sql"),
+    include_str!("migrations/0004_iterations.sql"),
+    include_str!("migrations/0005_plugin_reports.sql"),
+];
+
+use journal::{Batch, GroupCommit};
+
+/// How long a writer waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SQL turning parameter `n`, a unix time in seconds, into UTC ISO 8601 text.
+fn ts(n: u8) -> String {
+    format!("strftime('%Y-%m-%dT%H:%M:%fZ', ?{n}, 'unixepoch')")
+}
+
+/// When a commit is forced to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// WAL with `synchronous=NORMAL`: every commit survives a process crash; a power loss
+    /// may lose the last commits (never corrupts). The default.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is on disk before the next task starts, at the cost
+    /// of an fsync per transition.
+    Full,
+}
+
+/// A run database in one SQLite file.
+pub struct SqliteRunDb {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    /// Journal writes waiting for the next group commit.
+    commits: GroupCommit,
+}
+
+impl SqliteRunDb {
+    /// Opens the database at `path`, creating it (and its folder) when `create` is set, and
+    /// brings its schema up to date.
+    pub fn open(path: &Path, create: bool, durability: Durability) -> Result<Self, RunDbError> {
+        let open_error = |reason: String| RunDbError::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.exists() {
+            if !create {
+                return Err(RunDbError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    open_error(format!("cannot create folder {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| classify(path, "opening", e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| classify(path, "setting the busy timeout", e))?;
+        // One snapshot for both reads: another process may be creating the schema right now,
+        // and tables seen without the stamp written in the same transaction would look foreign.
+        let (application, objects): (i64, i64) = retry_while_busy(|| {
+            let snapshot = conn.unchecked_transaction()?;
+            let application = snapshot.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let objects =
+                snapshot.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            snapshot.finish()?;
+            Ok((application, objects))
+        })
+        .map_err(|e| classify(path, "reading the header", e))?;
+        if application != APPLICATION_ID && (application != 0 || objects > 0) {
+            return Err(RunDbError::Foreign {
+                path: path.to_path_buf(),
+                reason: "it is another application's SQLite database".into(),
+            });
+        }
+        let mode: String =
+            retry_while_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))
+                .map_err(|e| classify(path, "switching to WAL", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_error(format!(
+                "the file system does not support WAL (journal mode {mode})"
+            )));
+        }
+        let synchronous = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(|e| classify(path, "configuring", e))?;
+        let mut db = Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            commits: GroupCommit::default(),
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), RunDbError> {
+        let path = self.path.clone();
+        let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        let known = MIGRATIONS.len() as i64;
+        // IMMEDIATE: two processes opening a fresh file at once migrate one after the other.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, "locking for migration", e))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| classify(&path, "reading the version", e))?;
+        if version > known {
+            return Err(RunDbError::TooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        for (number, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)
+                .map_err(|e| classify(&path, &format!("applying migration {}", number + 1), e))?;
+        }
+        if version < known {
+            tx.execute_batch(&format!(
+                "PRAGMA user_version = {known}; PRAGMA application_id = {APPLICATION_ID};"
+            ))
+            .map_err(|e| classify(&path, "recording the schema version", e))?;
+        }
+        tx.commit()
+            .map_err(|e| classify(&path, "committing the migration", e))
+    }
+
+    fn with<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, RunDbError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| classify(&self.path, what, e))
+    }
+}
+
+/// Retries `op` while the database is busy, up to the busy timeout. Switching a fresh file to
+/// WAL needs an exclusive lock, and SQLite returns BUSY at once — without waiting in the busy
+/// handler — when another process is opening the same fresh file: two `flowhost run`s started
+/// together in a new folder would otherwise fail with "database is locked".
+fn retry_while_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match op() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::DatabaseBusy && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Turns an SQLite error into one that says what is wrong with the file.
+fn classify(path: &Path, what: &str, error: rusqlite::Error) -> RunDbError {
+    let path = path.to_path_buf();
+    let reason = error.to_string();
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            RunDbError::Foreign { path, reason }
+        }
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+            RunDbError::Open { path, reason }
+        }
+        _ => RunDbError::Query {
+            path,
+            what: what.to_owned(),
+            reason,
+        },
+    }
+}
+
+fn now() -> f64 {
+    unix_now()
+}
+
+/// Reads a JSON column, a damaged value becoming a query error.
+fn parse<T: DeserializeOwned>(column: usize, text: Option<String>) -> rusqlite::Result<Option<T>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                column,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn state<T: DeserializeOwned>(column: usize, text: String) -> rusqlite::Result<T> {
+    serde_json::from_value(Value::String(text)).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const FINISHED: &str = "('SUCCESS', 'REVERTED', 'FAILURE')";
+
+impl SqliteRunDb {
+    /// The error for a write refused by the fence, naming who holds the lease now.
+    fn fenced(&self, lease: &Lease) -> RunDbError {
+        let holder = self
+            .with("reading the run's lease", |conn| {
+                conn.query_row(
+                    &format!("SELECT {HOLDER} FROM runs WHERE id = ?1"),
+                    [&lease.run_id],
+                    |row| holder(row, 0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten()
+            .flatten()
+            .map(|(holder, _)| Box::new(holder));
+        RunDbError::Fenced {
+            run: lease.run_id.clone(),
+            token: lease.token,
+            holder,
+        }
+    }
+}
+
+impl RunDb for SqliteRunDb {
+    fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
+        self.with("recording a new run", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now();
+            tx.execute(
+                &format!(
+                    "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
+                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11)",
+                    t = ts(7)
+                ),
+                params![
+                    run.id,
+                    run.flow,
+                    run.origin.flow_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                    run.origin.flow_hash,
+                    json(&run.origin.plugins),
+                    json(&run.initial_store),
+                    now,
+                    owner.id,
+                    owner.host,
+                    owner.pid,
+                    now + ttl.as_secs_f64(),
+                    FIRST_TOKEN,
+                ],
+            )?;
+            for (index, name) in run.tasks.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO tasks (run_id, idx, name, state) VALUES (?1, ?2, ?3, 'PENDING')",
+                    params![run.id, index as i64, name],
+                )?;
+            }
+            tx.commit()
+        })?;
+        Ok(Lease {
+            run_id: run.id.clone(),
+            token: FIRST_TOKEN,
+            owner: owner.clone(),
+            ttl,
+        })
+    }
+
+    fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
+        let taken = self.with("taking the run's lease", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some((token, holder)) = tx
+                .query_row(&format!("SELECT lease_token, {HOLDER} FROM runs WHERE id = ?1"), [run_id], |row| {
+                    Ok((row.get::<_, i64>(0)?, holder(row, 1)?))
+                })
+                .optional()?
+            else {
+                return Ok(Err(RunDbError::Query {
+                    path: self.path.clone(),
+                    what: "taking the run's lease".into(),
+                    reason: format!("no run {run_id}"),
+                }));
+            };
+            let now = now();
+            if let Some((holder, expires)) = holder
+                && expires > now
+                && holder_may_be_alive(&holder.host, holder.pid)
+            {
+                return Ok(Err(RunDbError::Held { run: run_id.to_owned(), holder: Box::new(holder) }));
+            }
+            let token = token + 1;
+            tx.execute(
+                "UPDATE runs SET lease_token = ?2, lease_owner = ?3, lease_host = ?4, lease_pid = ?5,
+                   lease_since = ?6, lease_expires = ?7 WHERE id = ?1",
+                params![run_id, token, owner.id, owner.host, owner.pid, now, now + ttl.as_secs_f64()],
+            )?;
+            tx.commit()?;
+            Ok(Ok(token))
+        })??;
+        Ok(Lease {
+            run_id: run_id.to_owned(),
+            token: taken,
+            owner: owner.clone(),
+            ttl,
+        })
+    }
+
+    fn renew(&self, lease: &Lease) -> Result<(), RunDbError> {
+        let held = self.with("renewing the run's lease", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let held = fence(&tx, lease)?;
+            tx.commit()?;
+            Ok(held)
+        })?;
+        if held {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
+    }
+
+    fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
+        self.with("releasing the run's lease", |conn| {
+            conn.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_host = NULL, lease_pid = NULL, lease_since = NULL,
+                   lease_expires = NULL WHERE id = ?1 AND lease_token = ?2 AND lease_owner = ?3",
+                params![lease.run_id, lease.token, lease.owner.id],
+            )
+            .map(drop)
+        })
+    }
+
+    fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError> {
+        let what = match events {
+            [only] => format!("recording {}", only.transition),
+            _ => format!("recording {} transitions", events.len()),
+        };
+        let writes = events.iter().map(Write::of).collect();
+        match self.commits.commit(
+            self,
+            Batch {
+                lease: lease.clone(),
+                writes,
+            },
+        ) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.fenced(lease)),
+            Err(error) => Err(classify(&self.path, &what, error)),
+        }
+    }
+
+    fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError> {
+        let held = self.with("recording a resume", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !fence(&tx, lease)? {
+                return Ok(false);
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE runs SET resumes = resumes + 1, updated_at = {t}, flow_hash = ?3, plugins = ?4
+                     WHERE id = ?1",
+                    t = ts(2)
+                ),
+                params![lease.run_id, now(), origin.flow_hash, json(&origin.plugins)],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if held {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
+    }
+
+    fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
+        self.with("listing runs", |conn| {
+            let mut statement = conn.prepare(&format!(
+                "SELECT {SUMMARY} FROM runs
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2)
+                 ORDER BY created_at DESC, rowid DESC"
+            ))?;
+            let rows = statement.query_map(
+                params![filter.state.map(FlowState::as_str), filter.flow],
+                summary,
+            )?;
+            rows.collect()
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+        self.with("reading a run", |conn| {
+            let run = conn
+                .query_row(
+                    &format!("SELECT {SUMMARY}, flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = ?1"),
+                    [id],
+                    |row| {
+                        Ok((
+                            summary(row)?,
+                            Origin {
+                                flow_path: row.get::<_, Option<String>>(SUMMARY_COLUMNS)?.map(PathBuf::from),
+                                flow_hash: row.get(SUMMARY_COLUMNS + 1)?,
+                                plugins: parse(SUMMARY_COLUMNS + 2, row.get(SUMMARY_COLUMNS + 2)?)?.unwrap_or_default(),
+                            },
+                            parse(SUMMARY_COLUMNS + 3, row.get(SUMMARY_COLUMNS + 3)?)?.unwrap_or_default(),
+                            parse(SUMMARY_COLUMNS + 4, row.get(SUMMARY_COLUMNS + 4)?)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((summary, origin, initial_store, final_store)) = run else { return Ok(None) };
+            let mut history = conn.prepare(
+                "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations
+                 FROM transitions WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
+            )?;
+            let changes: Vec<(usize, StateChange)> = history
+                .query_map([id], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)? as usize,
+                        StateChange {
+                            from: state(1, row.get(1)?)?,
+                            to: state(2, row.get(2)?)?,
+                            at: row.get(3)?,
+                            duration_ms: row.get(4)?,
+                            attempt: row.get(5)?,
+                            error: parse(6, row.get(6)?)?,
+                            backoff_ms: row.get(7)?,
+                            iterations: parse(8, row.get(8)?)?.unwrap_or_default(),
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut tasks = conn.prepare(
+                "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
+                        revert_duration_ms, executions, reverts, attempt, retry_at, iterations,
+                        revert_result, progress
+                 FROM tasks WHERE run_id = ?1 ORDER BY idx",
+            )?;
+            let tasks = tasks
+                .query_map([id], |row| {
+                    let index = row.get::<_, i64>(0)? as usize;
+                    Ok(TaskRecord {
+                        index,
+                        name: row.get(1)?,
+                        state: state(2, row.get(2)?)?,
+                        args: row.get(3)?,
+                        outcome: parse(4, row.get(4)?)?,
+                        result: parse(5, row.get(5)?)?,
+                        error: parse(6, row.get(6)?)?,
+                        revert_error: parse(7, row.get(7)?)?,
+                        duration_ms: row.get(8)?,
+                        revert_duration_ms: row.get(9)?,
+                        executions: row.get(10)?,
+                        reverts: row.get(11)?,
+                        attempt: row.get(12)?,
+                        retry_at: row.get(13)?,
+                        iterations: parse(14, row.get(14)?)?.unwrap_or_default(),
+                        revert_result: parse(15, row.get(15)?)?,
+                        progress: parse(16, row.get(16)?)?,
+                        history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(RunRecord { summary, origin, initial_store, final_store, tasks }))
+        })
+    }
+
+    fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
+        Ok(self.prune_runs(filter, false)?.runs.len())
+    }
+}
+
+impl SqliteRunDb {
+    /// The runs `filter` matches, split into those deleted — or with `dry_run`, those that
+    /// would be — and those kept because an executor holds their lease: a live lease is never
+    /// pruned (live as for `runs resume`: unexpired, and its holder not known dead). Matching
+    /// and deleting happen in one transaction, so what is reported is what was deleted.
+    pub fn prune_runs(&self, filter: &PruneFilter, dry_run: bool) -> Result<Pruned, RunDbError> {
+        let before = filter.older_than.map(|age| now() - age.as_secs_f64());
+        self.with("pruning runs", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let matched: Vec<RunSummary> = tx
+                .prepare(&format!(
+                    "SELECT {SUMMARY} FROM runs
+                     WHERE (CASE WHEN ?1 IS NULL THEN state IN {FINISHED} ELSE state = ?1 END)
+                       AND (?2 IS NULL OR updated_at < {t})
+                     ORDER BY created_at, rowid",
+                    t = ts(2)
+                ))?
+                .query_map(
+                    params![filter.state.map(FlowState::as_str), before],
+                    summary,
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let (held, runs): (Vec<RunSummary>, Vec<RunSummary>) =
+                matched.into_iter().partition(|run| run.lease.is_some());
+            if !dry_run {
+                let mut delete = tx.prepare("DELETE FROM runs WHERE id = ?1")?;
+                for run in &runs {
+                    delete.execute([&run.id])?;
+                }
+                drop(delete);
+                tx.commit()?;
+            }
+            Ok(Pruned { runs, held })
+        })
+    }
+}
+
+/// The lease holder's columns, in the order [`holder`] reads them.
+const HOLDER: &str = "lease_owner, lease_host, lease_pid, strftime('%Y-%m-%dT%H:%M:%fZ', lease_since, 'unixepoch'), \
+                      strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires";
+
+/// The columns [`summary`] reads, first in a row.
+const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
+                       lease_owner, lease_host, lease_pid, strftime('%Y-%m-%dT%H:%M:%fZ', lease_since, 'unixepoch'), \
+                       strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires";
+const SUMMARY_COLUMNS: usize = 15;
+
+fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    let lease = holder(row, 8)?.filter(|(holder, expires)| {
+        *expires > now() && holder_may_be_alive(&holder.host, holder.pid)
+    });
+    Ok(RunSummary {
+        id: row.get(0)?,
+        flow: row.get(1)?,
+        state: state(2, row.get(2)?)?,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+        finished_at: row.get(5)?,
+        exit_reason: row.get(6)?,
+        resumes: row.get(7)?,
+        lease: lease.map(|(holder, _)| holder),
+    })
+}
+
+/// The lease holder read from [`HOLDER`]'s columns starting at `at`, with its expiry in unix
+/// seconds; `None` when nobody holds the lease.
+fn holder(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<(LeaseHolder, f64)>> {
+    let Some(owner) = row.get::<_, Option<String>>(at)? else {
+        return Ok(None);
+    };
+    let expires: f64 = row.get::<_, Option<f64>>(at + 6)?.unwrap_or_default();
+    let holder = LeaseHolder {
+        owner,
+        host: row.get::<_, Option<String>>(at + 1)?.unwrap_or_default(),
+        pid: row.get::<_, Option<u32>>(at + 2)?.unwrap_or_default(),
+        since: row.get::<_, Option<String>>(at + 3)?.unwrap_or_default(),
+        expires: row.get::<_, Option<String>>(at + 4)?.unwrap_or_default(),
+        token: row.get(at + 5)?,
+    };
+    Ok(Some((holder, expires)))
+}
+
+/// Checks inside a write transaction that `lease` is still the run's, and renews it. False
+/// when it is not: the caller writes nothing.
+fn fence(tx: &rusqlite::Transaction<'_>, lease: &Lease) -> rusqlite::Result<bool> {
+    let renewed = tx
+        .prepare_cached(
+            "UPDATE runs SET lease_expires = ?4 WHERE id = ?1 AND lease_token = ?2 AND lease_owner = ?3",
+        )?
+        .execute(params![lease.run_id, lease.token, lease.owner.id, now() + lease.ttl.as_secs_f64()])?;
+    Ok(renewed == 1)
+}

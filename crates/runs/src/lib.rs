@@ -1,0 +1,455 @@
+//! The run database: every run's record (flow, hashes, initial store, every transition,
+//! arguments, results, errors) and its lease, so that an interrupted run can be resumed by
+//! exactly one executor and operators can inspect runs afterwards.
+//!
+//! Backends implement [`RunDb`]; [`SqliteRunDb`] is the default, [`PgRunDb`] the one many
+//! hosts share, where [`submit`] queues runs for [`Worker`]s. An [`Executor`] (a CLI
+//! process, a worker) records a run with [`record`]: the run is created with the executor
+//! holding its [`Lease`], and the run database becomes the run's journal — each transition is
+//! committed, fenced by the lease, before listeners hear of it and before the run moves on; a
+//! failed write stops the run. [`resume`] continues an interrupted run under a new lease.
+
+mod lease;
+pub mod row;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use flowhost_core::contract::{Outcome, Progress, TaskError};
+use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
+use flowhost_core::events::{Event, FlowState, TaskState};
+use flowhost_core::store::Store;
+
+pub use lease::{
+    DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, Owner, holder_may_be_alive, host_name,
+    unix_now,
+};
+
+/// Storage for run records. Implementations must be safe to share between the runs of a
+/// process and must not lose records when several processes use the same storage.
+///
+/// Every write on behalf of a running run presents its [`Lease`] and must fail with
+/// [`RunDbError::Fenced`] — writing nothing — when the lease's token is no longer the run's
+/// current one or the lease was released.
+pub trait RunDb: Send + Sync {
+    /// Records a run about to start, with its tasks PENDING, and gives `owner` its first
+    /// lease, whose token is [`FIRST_TOKEN`].
+    fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError>;
+    /// Takes the lease of an existing run for `owner`: refused with [`RunDbError::Held`]
+    /// while another holder's lease is live; otherwise the token grows by one, fencing out
+    /// every earlier holder.
+    fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError>;
+    /// Extends the lease by its ttl from now, or fails fenced.
+    fn renew(&self, lease: &Lease) -> Result<(), RunDbError>;
+    /// Gives the lease up (the run finished or stopped); a lease already taken is left alone.
+    fn release(&self, lease: &Lease) -> Result<(), RunDbError>;
+    /// Commits transitions (and the arguments, results or errors they carry) durably, all or
+    /// none, and renews the lease, in one transaction; fails fenced without writing.
+    fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError>;
+    /// Notes that a run is being resumed, with the origin it is resumed from (hashes may
+    /// differ from the recorded ones when resuming with force).
+    fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError>;
+    /// Runs matching `filter`, newest first.
+    fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError>;
+    /// One run's full record, if there is such a run.
+    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError>;
+    /// Deletes finished runs matching `filter` (or runs in `filter.state` when given), never
+    /// one whose lease is live; returns how many.
+    fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError>;
+}
+
+/// Why the run database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunDbError {
+    /// There is no database at the path (only inspection refuses to create one).
+    #[error("no run database at {} (`flowhost run` creates it unless --no-db)", path.display())]
+    Missing {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The database could not be opened or created there, e.g. a read-only folder.
+    #[error("cannot open run database {}: {reason} (choose another place with --db or FLOWHOST_DB, or run with --no-db)", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is corrupt, not SQLite, or another application's database.
+    #[error("{} is not a flowhost run database: {reason}", path.display())]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// The schema is newer than this flowhost understands.
+    #[error("run database {} has schema version {found}, newer than this flowhost's {known}; use a newer flowhost", path.display())]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// A read or write failed.
+    #[error("run database {}: {what}: {reason}", path.display())]
+    Query {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Another executor holds the run's lease and may be running it.
+    #[error(
+        "run {run} is held by another executor: {holder}; it is refused while that lease is live (retry later)"
+    )]
+    Held {
+        /// The run's id.
+        run: String,
+        /// Who holds it.
+        holder: Box<LeaseHolder>,
+    },
+    /// This executor's lease was taken over (or released): it must not write again.
+    #[error("run {run}: this executor lost its lease (token {token}){}; it stops without writing", match holder { Some(h) => format!(" to {h}"), None => String::new() })]
+    Fenced {
+        /// The run's id.
+        run: String,
+        /// The token this executor held.
+        token: i64,
+        /// Who holds the lease now, if anyone.
+        holder: Option<Box<LeaseHolder>>,
+    },
+    /// A flow file or plugin could not be read to hash it.
+    #[error("cannot hash {}: {source}", path.display())]
+    Hash {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where a run's flow came from, with content hashes: what resume compares to refuse a run
+/// whose flow file or plugins changed since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The flow file, absolute; `None` for flows built in code.
+    pub flow_path: Option<PathBuf>,
+    /// SHA-256 of the flow file's bytes, hex.
+    pub flow_hash: Option<String>,
+    /// Each task's plugin and its hash, in flow order.
+    pub plugins: Vec<PluginHash>,
+}
+
+/// One task's plugin file and the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginHash {
+    /// The task entry.
+    pub task: String,
+    /// The component file, absolute.
+    pub path: PathBuf,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+impl Origin {
+    /// What differs from `recorded`, one line per change; empty when nothing did.
+    pub fn changes_since(&self, recorded: &Origin) -> Vec<String> {
+        let mut changes = Vec::new();
+        if self.flow_hash != recorded.flow_hash {
+            let path = recorded.flow_path.as_deref().unwrap_or(Path::new("?"));
+            changes.push(format!(
+                "flow file {} changed since the run was recorded",
+                path.display()
+            ));
+        }
+        for old in &recorded.plugins {
+            match self.plugins.iter().find(|p| p.task == old.task) {
+                Some(new) if new.path != old.path => changes.push(format!(
+                    "task `{}` now uses plugin {} instead of {}",
+                    old.task,
+                    new.path.display(),
+                    old.path.display()
+                )),
+                Some(new) if new.sha256 != old.sha256 => changes.push(format!(
+                    "plugin {} of task `{}` changed since the run was recorded",
+                    old.path.display(),
+                    old.task
+                )),
+                _ => {}
+            }
+        }
+        changes
+    }
+}
+
+/// SHA-256 of a file's bytes, hex.
+pub fn hash_file(path: &Path) -> Result<String, RunDbError> {
+    let bytes = std::fs::read(path).map_err(|source| RunDbError::Hash {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// SHA-256 of `bytes`, hex: how flow files and plugins are named by content.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A run about to start.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Its id ([`LoadedFlow::run_id`]).
+    pub id: String,
+    /// The flow's name.
+    pub flow: String,
+    /// Flow file and hashes.
+    pub origin: Origin,
+    /// The store the run starts from.
+    pub initial_store: Store,
+    /// Task entry names, in flow order.
+    pub tasks: Vec<String>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs in this state.
+    pub state: Option<FlowState>,
+    /// Only runs of this flow.
+    pub flow: Option<String>,
+}
+
+/// Which runs to delete.
+#[derive(Debug, Clone, Default)]
+pub struct PruneFilter {
+    /// Only runs last updated longer ago than this.
+    pub older_than: Option<Duration>,
+    /// Only runs in this state; by default every finished run (SUCCESS, REVERTED, FAILURE),
+    /// never one that could still be resumed.
+    pub state: Option<FlowState>,
+}
+
+/// What pruning matched: the runs deleted (or that a dry run would delete) and those kept
+/// because an executor holds them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pruned {
+    /// Deleted, or to be deleted.
+    pub runs: Vec<RunSummary>,
+    /// Matched but kept: a live executor holds their lease (see [`RunSummary::lease`]).
+    pub held: Vec<RunSummary>,
+}
+
+/// A run in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub id: String,
+    /// The flow's name.
+    pub flow: String,
+    /// Last recorded state; RUNNING or REVERTING after a crash means it can be resumed.
+    pub state: FlowState,
+    /// When it was recorded (UTC, ISO 8601).
+    pub created_at: String,
+    /// Its last transition.
+    pub updated_at: String,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// Why it ended, in a line.
+    pub exit_reason: Option<String>,
+    /// How often it was resumed.
+    pub resumes: u32,
+    /// Who holds its lease, while the lease is live: the executor running it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseHolder>,
+}
+
+/// A run's full record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// Id, flow, state and times.
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// Flow file and hashes it was recorded with.
+    pub origin: Origin,
+    /// The store it started from.
+    pub initial_store: Store,
+    /// The store it ended with.
+    pub final_store: Option<Store>,
+    /// Every task, in flow order.
+    pub tasks: Vec<TaskRecord>,
+}
+
+/// One task's record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    /// Position in the flow, from 0.
+    pub index: usize,
+    /// Entry name.
+    pub name: String,
+    /// Last recorded state.
+    pub state: TaskState,
+    /// The arguments (JSON text) it executed with.
+    pub args: Option<String>,
+    /// What its revert gets: the raw result or the error.
+    pub outcome: Option<Outcome>,
+    /// Its result, once it succeeded.
+    pub result: Option<Value>,
+    /// Why execute failed.
+    pub error: Option<TaskError>,
+    /// Why revert failed.
+    pub revert_error: Option<TaskError>,
+    /// How long execute took, in milliseconds.
+    pub duration_ms: Option<f64>,
+    /// How long revert took, in milliseconds.
+    pub revert_duration_ms: Option<f64>,
+    /// How many times execute started (more than one after a crash caught it RUNNING).
+    pub executions: u32,
+    /// How many times revert started.
+    pub reverts: u32,
+    /// What revert returned (contract 0.2), once it succeeded.
+    pub revert_result: Option<Value>,
+    /// The last progress the task reported.
+    pub progress: Option<Progress>,
+    /// The attempt last started, from 1 (0 before the first); above 1 when its retry policy
+    /// tried again.
+    pub attempt: u32,
+    /// When its next attempt is due (unix seconds), while it waits to be retried.
+    pub retry_at: Option<f64>,
+    /// Inside subflows with a retry controller: each controller's iteration last recorded,
+    /// outermost first (recorded since schema 4).
+    pub iterations: Vec<u32>,
+    /// Every state change, oldest first.
+    pub history: Vec<StateChange>,
+}
+
+/// One execution of a task, as its transitions recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// From 1.
+    pub attempt: u32,
+    /// When it started (UTC, ISO 8601).
+    pub started_at: String,
+    /// How it ended: SUCCESS, FAILURE or RETRYING; RUNNING while (or when a crash left it)
+    /// unfinished.
+    pub state: TaskState,
+    /// How long it ran, in milliseconds, once it ended.
+    pub duration_ms: Option<f64>,
+    /// Why it failed.
+    pub error: Option<TaskError>,
+    /// The pause before the next attempt, in milliseconds, when it was retried.
+    pub backoff_ms: Option<f64>,
+    /// The subflow controllers' iterations it ran in, outermost first: attempts count from 1
+    /// again in each iteration.
+    pub iterations: Vec<u32>,
+}
+
+impl TaskRecord {
+    /// Every execution, in order, read from the history: an execution repeated after a crash
+    /// caught it RUNNING appears twice under one attempt number.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        let mut attempts: Vec<Attempt> = Vec::new();
+        for change in &self.history {
+            if change.to == TaskState::Running {
+                attempts.push(Attempt {
+                    attempt: change.attempt.unwrap_or(attempts.len() as u32 + 1),
+                    started_at: change.at.clone(),
+                    state: TaskState::Running,
+                    duration_ms: None,
+                    error: None,
+                    backoff_ms: None,
+                    iterations: change.iterations.clone(),
+                });
+            } else if change.from == TaskState::Running
+                && let Some(last) = attempts.last_mut()
+            {
+                last.state = change.to;
+                last.duration_ms = Some(change.duration_ms);
+                last.error = change.error.clone();
+                last.backoff_ms = change.backoff_ms;
+            }
+        }
+        attempts
+    }
+}
+
+/// One recorded transition of a task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateChange {
+    /// Previous state.
+    pub from: TaskState,
+    /// New state.
+    pub to: TaskState,
+    /// When (UTC, ISO 8601).
+    pub at: String,
+    /// Time spent in the previous state, in milliseconds.
+    pub duration_ms: f64,
+    /// The attempt it belongs to, from 1 (recorded since schema 3).
+    pub attempt: Option<u32>,
+    /// The error it carries, on FAILURE, RETRYING and REVERT_FAILURE.
+    pub error: Option<TaskError>,
+    /// On RETRYING: the pause until the next attempt is due, in milliseconds.
+    pub backoff_ms: Option<f64>,
+    /// The subflow controllers' iterations it belongs to, outermost first.
+    pub iterations: Vec<u32>,
+}
+
+impl RunRecord {
+    /// The record as `flowhost runs show --json` and the service's `GET /v1/runs/{id}` give
+    /// it: the record with each task's `attempts` (read from its history) beside it.
+    pub fn document(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut value = serde_json::to_value(self)?;
+        if let Some(tasks) = value
+            .get_mut("tasks")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for (json, task) in tasks.iter_mut().zip(&self.tasks) {
+                json["attempts"] = serde_json::to_value(task.attempts())?;
+            }
+        }
+        Ok(value)
+    }
+
+    /// Where the run stood, for [`LoadedFlow::resume`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            state: self.summary.state,
+            tasks: self
+                .tasks
+                .iter()
+                .map(|t| TaskCheckpoint {
+                    name: t.name.clone(),
+                    state: t.state,
+                    args: t.args.clone(),
+                    outcome: t.outcome.clone(),
+                    error: t.error.clone(),
+                    revert_error: t.revert_error.clone(),
+                    duration: Duration::from_secs_f64(
+                        t.duration_ms.unwrap_or(0.0).max(0.0) / 1000.0,
+                    ),
+                    attempt: t.attempt,
+                    retry_at: t
+                        .retry_at
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s)),
+                    iterations: t.iterations.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+

@@ -1,0 +1,589 @@
+//! The JSON API under `/v1`, `/metrics` and `/healthz`. The routes are listed in
+//! [`routes`] and documented, one for one, in `openapi.json` (served at `/v1/openapi.json`).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::AppState;
+use super::events;
+use super::live::{Next as LogNext, RunLog};
+use super::starter::StartError;
+use flowhost_engine::ResumeError;
+use flowhost_core::events::FlowState;
+use flowhost_core::flow::FlowSpec;
+use flowhost_executor::{ResumeFailure, WorkerError};
+use flowhost_runs::{RunDb, RunDbError, RunFilter, RunRecord};
+use flowhost_core::store::Store;
+
+type Shared = State<Arc<AppState>>;
+
+/// Every API route. Requests that change something go through the token check.
+pub(super) fn routes(state: Arc<AppState>) -> Router {
+    let mutating = Router::new()
+        .route("/v1/flows/{name}/runs", post(start))
+        .route("/v1/runs/{id}/resume", post(resume))
+        .route("/v1/runs/{id}/cancel", post(cancel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/flows", get(flows))
+        .route("/v1/flows/{name}", get(flow))
+        .route("/v1/runs", get(list))
+        .route("/v1/runs/{id}", get(show))
+        .route("/v1/runs/{id}/store/{name}", get(store_value))
+        .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(mutating)
+        .with_state(state)
+}
+
+/// An error answer: a status and a JSON body, `{"error": "…"}` unless it is a list of
+/// validation problems.
+pub(super) struct ApiError(StatusCode, Value);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl std::fmt::Display) -> Self {
+        Self(status, json!({ "error": message.to_string() }))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, axum::Json(self.1)).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<RunDbError> for ApiError {
+    fn from(error: RunDbError) -> Self {
+        match error {
+            RunDbError::Held { .. } => Self::new(StatusCode::CONFLICT, error),
+            _ => Self::new(StatusCode::SERVICE_UNAVAILABLE, error),
+        }
+    }
+}
+
+impl From<StartError> for ApiError {
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::Invalid(invalid) if invalid.host_unavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, invalid)
+            }
+            // The same document as `flowhost check --json` prints for an invalid flow.
+            StartError::Invalid(invalid) => Self(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "flow": invalid.flow, "state": "INVALID", "problems": invalid.problems }),
+            ),
+            StartError::FlowFile(file) | StartError::Resume(ResumeFailure::FlowFile(file)) => Self(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "flow": null, "state": "INVALID", "problems": [{ "task": null, "field": null, "message": file.to_string() }] }),
+            ),
+            StartError::Resume(ResumeFailure::Invalid(invalid)) => {
+                Self::from(StartError::Invalid(invalid))
+            }
+            StartError::Resume(ResumeFailure::Unknown(id)) => {
+                Self::new(StatusCode::NOT_FOUND, format!("no run {id}"))
+            }
+            StartError::Resume(ResumeFailure::Db(db)) | StartError::Db(db) => Self::from(db),
+            StartError::Resume(ResumeFailure::Resume(ResumeError::Stopped(stopped)))
+            | StartError::Stopped(stopped) => Self::new(StatusCode::SERVICE_UNAVAILABLE, stopped),
+            StartError::Resume(refused) => Self::new(StatusCode::CONFLICT, refused),
+            StartError::AlreadyRunning(_) | StartError::NotQueueable(_) => {
+                Self::new(StatusCode::CONFLICT, error)
+            }
+            StartError::Queue(WorkerError::Db(db)) => Self::from(db),
+            StartError::Queue(WorkerError::Invalid(invalid)) => {
+                Self::from(StartError::Invalid(invalid))
+            }
+            StartError::Queue(other) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other),
+        }
+    }
+}
+
+/// Refuses a request without the bearer token, when the service has one.
+async fn require_token(State(state): Shared, request: Request, next: Next) -> Response {
+    match &state.token {
+        Some(token) if !token.admits(request.headers()) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this request needs `Authorization: Bearer <token>` (the token of --token-file)",
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether the caller may see store values: always without a token, else only with it.
+fn may_see_values(state: &AppState, headers: &HeaderMap) -> bool {
+    state
+        .token
+        .as_ref()
+        .is_none_or(|token| token.admits(headers))
+}
+
+/// Runs a run-database call off the async workers (SQLite calls block).
+async fn db_call<T: Send + 'static>(
+    state: &AppState,
+    call: impl FnOnce(&dyn RunDb) -> Result<T, RunDbError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let db = state.db.clone();
+    tokio::task::spawn_blocking(move || call(db.as_ref()))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("run database call failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+async fn get_run(state: &AppState, id: &str) -> Result<RunRecord, ApiError> {
+    let key = id.to_owned();
+    db_call(state, move |db| db.get(&key))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))
+}
+
+/// `GET /v1/flows`: every flow file of the folder, with its tasks.
+async fn flows(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
+    let names: Vec<String> = state
+        .served()
+        .into_iter()
+        .filter(|name| state.flow_file(name).is_some())
+        .collect();
+    let mut flows = Vec::new();
+    for name in names {
+        flows.push(describe_flow(&state, &name).await?);
+    }
+    Ok(axum::Json(Value::Array(flows)))
+}
+
+/// `GET /v1/flows/{name}`: one flow and its tasks.
+async fn flow(
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    describe_flow(&state, &name).await.map(axum::Json)
+}
+
+/// A flow as the API shows it: `{name, flow, file, store, tasks: [{name, plugin,
+/// description, requires, optional, provides}]}`, where `requires` and `optional` are the
+/// store names read (after `rebind`; injected arguments are left out) and `provides` the
+/// names stored. A flow whose file does not parse has `error` instead of `tasks`; a task
+/// whose plugin cannot be loaded has `error` instead of its names.
+async fn describe_flow(state: &AppState, name: &str) -> Result<Value, ApiError> {
+    let path = state
+        .flow_file(name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{name}`")))?;
+    let spec = match FlowSpec::from_file(&path) {
+        Ok(spec) => spec,
+        Err(error) => return Ok(json!({ "name": name, "file": path, "error": error.to_string() })),
+    };
+    let mut tasks = Vec::new();
+    for (path, task) in spec.task_paths() {
+        let mut entry = json!({ "name": path, "plugin": task.plugin, "after": task.after });
+        match state.engine.plugin(&spec.resolve(&task.plugin)).await {
+            Ok(plugin) => {
+                let info = plugin.info();
+                let from_store = |args: &[String]| -> Vec<String> {
+                    args.iter()
+                        .filter(|arg| !task.inject.contains_key(*arg))
+                        .map(|arg| task.rebind.get(arg).cloned().unwrap_or_else(|| arg.clone()))
+                        .collect()
+                };
+                entry["description"] = json!(info.description);
+                entry["requires"] = json!(from_store(&info.requires));
+                entry["optional"] = json!(from_store(&info.optional));
+                entry["provides"] = json!(
+                    task.provides
+                        .clone()
+                        .unwrap_or_else(|| info.provides.clone())
+                );
+            }
+            Err(error) => entry["error"] = json!(error.to_string()),
+        }
+        tasks.push(entry);
+    }
+    Ok(
+        json!({ "name": name, "flow": spec.name, "file": path, "store": spec.store.keys().collect::<Vec<_>>(), "tasks": tasks }),
+    )
+}
+
+/// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`).
+async fn start(
+    State(state): Shared,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = state
+        .flow_file(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{name}`")))?;
+    let store = if body.iter().all(u8::is_ascii_whitespace) {
+        Store::new()
+    } else {
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}"),
+            )
+        })?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object: the run's initial store",
+            ));
+        };
+        let mut store = Store::new();
+        store.extend(map.into_iter().collect());
+        store
+    };
+    let started = state.starter.start(&path, store).await?;
+    let location = format!("/v1/runs/{}", started.run_id);
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(json!({ "run_id": started.run_id })),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    flow: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/runs?state=&flow=&limit=`: runs, newest first (at most `limit`, default 100);
+/// `flow` matches a flow's name or the name it is served under.
+async fn list(
+    State(state): Shared,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let run_state = match query.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(text) => Some(serde_json::from_value::<FlowState>(json!(text.to_ascii_uppercase())).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown state `{text}`; one of PENDING, RUNNING, SUCCESS, REVERTING, REVERTED, FAILURE"),
+            )
+        })?),
+        None => None,
+    };
+    // `flow` is a flow's name, or the name it is served under (its file's stem).
+    let flows: Option<Vec<String>> = query.flow.filter(|f| !f.is_empty()).map(|flow| {
+        let served = state
+            .flow_file(&flow)
+            .and_then(|path| FlowSpec::from_file(path).ok())
+            .map(|spec| spec.name);
+        std::iter::once(flow).chain(served).collect()
+    });
+    let filter = RunFilter {
+        state: run_state,
+        flow: flows
+            .as_ref()
+            .filter(|names| names.len() == 1)
+            .map(|names| names[0].clone()),
+    };
+    let mut runs = db_call(&state, move |db| db.list(&filter)).await?;
+    if let Some(names) = &flows {
+        runs.retain(|run| names.contains(&run.flow));
+    }
+    runs.truncate(query.limit.unwrap_or(100).min(10_000));
+    Ok(axum::Json(json!(runs)))
+}
+
+/// `GET /v1/runs/{id}`: the `flowhost runs show --json` document. Without the token (when
+/// the service has one), everything holding store values — the initial and final store,
+/// each task's arguments, result and outcome — is `null` and `redacted` is true.
+async fn show(
+    State(state): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let record = get_run(&state, &id).await?;
+    let mut document = record
+        .document()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    if !may_see_values(&state, &headers) {
+        redact(&mut document);
+    }
+    Ok(axum::Json(document))
+}
+
+fn redact(document: &mut Value) {
+    for store in ["initial_store", "final_store"] {
+        if let Some(value) = document.get_mut(store) {
+            *value = Value::Null;
+        }
+    }
+    if let Some(Value::Array(tasks)) = document.get_mut("tasks") {
+        for task in tasks {
+            for field in ["args", "result", "outcome"] {
+                if let Some(value) = task.get_mut(field) {
+                    *value = Value::Null;
+                }
+            }
+        }
+    }
+    document["redacted"] = json!(true);
+}
+
+/// `GET /v1/runs/{id}/store/{name}`: one value of the run's final store.
+async fn store_value(
+    State(state): Shared,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    if !may_see_values(&state, &headers) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "store values are shown only with `Authorization: Bearer <token>`",
+        ));
+    }
+    let record = get_run(&state, &id).await?;
+    let Some(store) = &record.final_store else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "run {id} has no final store: it is {}",
+                record.summary.state
+            ),
+        ));
+    };
+    store.fetch(&name).cloned().map(axum::Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run {id}'s final store has no `{name}`"),
+        )
+    })
+}
+
+/// `POST /v1/runs/{id}/resume`: continue an interrupted run.
+async fn resume(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let started = state.starter.resume(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run_id": started.run_id })),
+    )
+        .into_response())
+}
+
+/// `POST /v1/runs/{id}/cancel`: stop before the next task and revert what ran.
+async fn cancel(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if state.starter.cancel(&id) {
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "run_id": id, "cancelling": true })),
+        )
+            .into_response());
+    }
+    let record = get_run(&state, &id).await?;
+    let state = record.summary.state;
+    let why = if state.is_finished() {
+        format!("run {id} already finished ({state})")
+    } else {
+        format!(
+            "run {id} ({state}) is not executing in this service; resume it here first to cancel it"
+        )
+    };
+    Err(ApiError::new(StatusCode::CONFLICT, why))
+}
+
+/// `GET /v1/openapi.json`.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}
+
+/// `GET /metrics`.
+async fn metrics(State(state): Shared) -> Result<Response, ApiError> {
+    let (metrics, starter) = (state.metrics.clone(), state.starter.clone());
+    let text = db_call(&state, move |db| metrics.render(db, starter.queue_depth()?)).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// How often a stream of a run executed elsewhere polls the run database.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Where a stream reads from.
+enum Cursor {
+    /// A run this service executes: its log, from position `next`.
+    Live {
+        log: Arc<RunLog>,
+        next: usize,
+        changes: watch::Receiver<u64>,
+    },
+    /// A run executed elsewhere, or finished: read back (and polled) from the run database.
+    Recorded {
+        id: String,
+        sent: Vec<usize>,
+        queue: VecDeque<Value>,
+    },
+    /// The end was sent.
+    Done,
+}
+
+/// `GET /v1/runs/{id}/events`: Server-Sent Events, `event: flow` / `event: task` per
+/// transition (`id:` numbers them from 0), then one `event: end` with the run's final
+/// state. A client connecting late first receives what already happened; one reconnecting
+/// with `Last-Event-ID: N` receives the events after the `N`th.
+async fn run_events(
+    State(state): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // A client reconnecting (as `EventSource` does) says which event it saw last.
+    let skip = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(0, |last| last.saturating_add(1));
+    let cursor = match state.live.get(&id) {
+        Some(log) => {
+            let changes = log.subscribe();
+            Cursor::Live {
+                log,
+                next: 0,
+                changes,
+            }
+        }
+        None => {
+            get_run(&state, &id).await?;
+            Cursor::Recorded {
+                id: id.clone(),
+                sent: Vec::new(),
+                queue: VecDeque::new(),
+            }
+        }
+    };
+    let stream = event_stream(state, id, cursor, skip);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn event_stream(
+    state: Arc<AppState>,
+    run_id: String,
+    cursor: Cursor,
+    skip: usize,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let shutdown = state.shutdown.clone();
+    futures_util::stream::unfold(
+        (state, run_id, cursor, 0usize, shutdown),
+        move |(state, run_id, mut cursor, mut seq, mut shutdown)| async move {
+            loop {
+                if *shutdown.borrow() {
+                    return None;
+                }
+                let end = |state: FlowState, why: Option<String>| {
+                    let mut data = json!({ "run_id": run_id, "state": state });
+                    if let Some(why) = why {
+                        data["error"] = json!(why);
+                    }
+                    SseEvent::default().event("end").data(data.to_string())
+                };
+                let item = match &mut cursor {
+                    Cursor::Done => return None,
+                    Cursor::Live { log, next, changes } => {
+                        changes.borrow_and_update();
+                        match log.at(*next) {
+                            LogNext::Event(event) => {
+                                *next += 1;
+                                Some(event)
+                            }
+                            LogNext::Ended(final_state, why) => {
+                                cursor = Cursor::Done;
+                                return Some((
+                                    Ok(end(final_state, why)),
+                                    (state, run_id, cursor, seq, shutdown),
+                                ));
+                            }
+                            LogNext::Wait => {
+                                tokio::select! {
+                                    _ = changes.changed() => {}
+                                    _ = shutdown.changed() => {}
+                                }
+                                None
+                            }
+                        }
+                    }
+                    Cursor::Recorded { id, sent, queue } => match queue.pop_front() {
+                        Some(event) => Some(event),
+                        None => {
+                            let record = match get_run(&state, id).await {
+                                Ok(record) => record,
+                                Err(_) => return None,
+                            };
+                            queue.extend(events::recorded(&record, sent));
+                            let summary = &record.summary;
+                            if queue.is_empty()
+                                && (summary.state.is_finished() || summary.lease.is_none())
+                            {
+                                cursor = Cursor::Done;
+                                return Some((
+                                    Ok(end(summary.state, None)),
+                                    (state, run_id, cursor, seq, shutdown),
+                                ));
+                            }
+                            if queue.is_empty() {
+                                tokio::select! {
+                                    () = tokio::time::sleep(POLL) => {}
+                                    _ = shutdown.changed() => {}
+                                }
+                            }
+                            None
+                        }
+                    },
+                };
+                if let Some(event) = item {
+                    if seq < skip {
+                        // The client had it before it reconnected (`Last-Event-ID`).
+                        seq += 1;
+                        continue;
+                    }
+                    let kind = event["kind"].as_str().unwrap_or("task").to_owned();
+                    let sse = SseEvent::default()
+                        .event(kind)
+                        .id(seq.to_string())
+                        .data(event.to_string());
+                    seq += 1;
+                    return Some((Ok(sse), (state, run_id, cursor, seq, shutdown)));
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,260 @@
+//! How the service starts, resumes and cancels runs: the seam where running them in this
+//! process gives way to queueing them for workers.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::events;
+use super::live::Live;
+use flowhost_core::plan::ValidationError;
+use flowhost_engine::{Engine, RunError};
+use flowhost_core::events::FlowState;
+use flowhost_core::flow::{FlowFileError, FlowSpec};
+use flowhost_executor::{self as runs, Executor, ResumeFailure, Resumption, WorkerError};
+use flowhost_runs::RunDbError;
+use flowhost_runs_postgres::PgRunDb;
+use flowhost_core::store::Store;
+
+/// A future a [`RunStarter`] returns.
+pub type StartFuture<'a> = Pin<Box<dyn Future<Output = Result<Started, StartError>> + Send + 'a>>;
+
+/// A run that was accepted: it exists in the run database under `run_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The run's id.
+    pub run_id: String,
+}
+
+/// Starts, resumes and cancels runs on behalf of the API.
+pub trait RunStarter: Send + Sync {
+    /// Validates the flow in `flow_file` with `store` as its initial store and starts a run
+    /// of it; resolves once the run is recorded (or was refused).
+    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a>;
+    /// Continues the interrupted run `run_id`; resolves once it is under way again.
+    fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a>;
+    /// Asks run `run_id` to stop before its next task and revert what ran; `false` when this
+    /// starter is not running it.
+    fn cancel(&self, run_id: &str) -> bool;
+    /// How many runs wait for a worker, when runs go to workers. Called off the async
+    /// threads (it may ask the database).
+    fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
+        Ok(None)
+    }
+}
+
+/// Why a run was not started (or resumed).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The flow file cannot be read or parsed.
+    #[error(transparent)]
+    FlowFile(#[from] FlowFileError),
+    /// The flow does not validate with this store; nothing ran.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The run database refused or failed.
+    #[error(transparent)]
+    Db(#[from] RunDbError),
+    /// The run stopped before its first transition was recorded.
+    #[error(transparent)]
+    Stopped(#[from] RunError),
+    /// The recorded run cannot be resumed.
+    #[error(transparent)]
+    Resume(#[from] ResumeFailure),
+    /// The run could not be queued for the workers.
+    #[error(transparent)]
+    Queue(#[from] WorkerError),
+    /// The run cannot be handed to the workers.
+    #[error(
+        "run {0} cannot be queued for the workers: it is finished, unknown, or was started from a local flow file that only its host can resume"
+    )]
+    NotQueueable(String),
+    /// This service is running that run already.
+    #[error("run {0} is already going on in this service")]
+    AlreadyRunning(String),
+}
+
+/// Runs flows on this process's engines, recorded in the run database as `flowhost run` does
+/// (the service is their executor and holds their leases).
+pub struct InProcess {
+    executor: Executor,
+    engine: Engine,
+    fuel_engine: Engine,
+    live: Arc<Live>,
+}
+
+impl InProcess {
+    /// A starter running on `engine` (or `fuel_engine` for flows with a fuel budget), feeding
+    /// `live`.
+    pub(crate) fn new(
+        executor: Executor,
+        engine: Engine,
+        fuel_engine: Engine,
+        live: Arc<Live>,
+    ) -> Self {
+        Self {
+            executor,
+            engine,
+            fuel_engine,
+            live,
+        }
+    }
+
+    fn engine_for(&self, flow: &FlowSpec) -> &Engine {
+        if flow.needs_fuel() {
+            &self.fuel_engine
+        } else {
+            &self.engine
+        }
+    }
+
+    async fn start_run(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
+        let flow = FlowSpec::from_file(flow_file)?;
+        let engine = self.engine_for(&flow);
+        let mut loaded = engine.load(&flow, store).await?;
+        let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
+        runs::record(&self.executor, &mut loaded, Some(&flow_file))?;
+        let run_id = loaded.run_id().to_owned();
+        let signal = self
+            .live
+            .track(&run_id, Vec::new(), FlowState::Pending, flow.needs_fuel())
+            .ok_or_else(|| StartError::AlreadyRunning(run_id.clone()))?;
+        let (live, id) = (self.live.clone(), run_id.clone());
+        tokio::spawn(async move {
+            let outcome = loaded
+                .run()
+                .await
+                .map(|report| report.state)
+                .map_err(StartError::from);
+            live.finish(&id, outcome);
+        });
+        started(signal, run_id).await
+    }
+
+    async fn resume_run(&self, run_id: &str) -> Result<Started, StartError> {
+        let resumption = Resumption::open(self.executor.db().as_ref(), run_id)?;
+        let record = resumption.record();
+        let recorded = events::recorded(record, &mut Vec::new());
+        let signal = self
+            .live
+            .track(
+                run_id,
+                recorded,
+                record.summary.state,
+                resumption.flow().needs_fuel(),
+            )
+            .ok_or_else(|| StartError::AlreadyRunning(run_id.to_owned()))?;
+        let engine = self.engine_for(resumption.flow()).clone();
+        let (live, executor, id) = (self.live.clone(), self.executor.clone(), run_id.to_owned());
+        tokio::spawn(async move {
+            let outcome = resumption
+                .run(&executor, &engine, false)
+                .await
+                .map(|report| report.state)
+                .map_err(StartError::from);
+            live.finish(&id, outcome);
+        });
+        started(signal, run_id.to_owned()).await
+    }
+}
+
+/// Waits for the run's first recorded transition (or its end before one).
+async fn started(signal: super::live::StartSignal, run_id: String) -> Result<Started, StartError> {
+    match signal.await {
+        Ok(Ok(())) | Err(_) => Ok(Started { run_id }),
+        Ok(Err(error)) => Err(error),
+    }
+}
+
+impl RunStarter for InProcess {
+    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a> {
+        Box::pin(self.start_run(flow_file, store))
+    }
+
+    fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        Box::pin(self.resume_run(run_id))
+    }
+
+    fn cancel(&self, run_id: &str) -> bool {
+        match self.live.get(run_id) {
+            Some(log) if log.fuel => self.fuel_engine.cancel(run_id),
+            Some(_) => self.engine.cancel(run_id),
+            None => return false,
+        }
+        true
+    }
+}
+
+/// Queues runs in a shared PostgreSQL run database for `flowhost worker`s on any host, as
+/// `flowhost submit` does: the service validates the flow, stores it and its plugins by hash
+/// and returns at once; workers claim, execute, resume and cancel the runs.
+pub struct Queue {
+    db: Arc<PgRunDb>,
+    engine: Engine,
+    fuel_engine: Engine,
+}
+
+impl Queue {
+    /// A starter validating flows on `engine` (or `fuel_engine` for flows with a fuel
+    /// budget) and queueing their runs in `db`.
+    pub fn new(db: Arc<PgRunDb>, engine: Engine, fuel_engine: Engine) -> Self {
+        Self {
+            db,
+            engine,
+            fuel_engine,
+        }
+    }
+
+    async fn submit(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
+        let flow = FlowSpec::from_file(flow_file)?;
+        let engine = if flow.needs_fuel() {
+            &self.fuel_engine
+        } else {
+            &self.engine
+        };
+        let loaded = engine.load(&flow, store).await?;
+        let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
+        let run_id = runs::submit(&self.db, &loaded, &flow_file).await?;
+        Ok(Started { run_id })
+    }
+
+    async fn requeue(&self, run_id: &str) -> Result<Started, StartError> {
+        let (db, id) = (self.db.clone(), run_id.to_owned());
+        let queued = tokio::task::spawn_blocking(move || db.requeue(&id))
+            .await
+            .map_err(|e| StartError::NotQueueable(format!("{run_id} ({e})")))??;
+        if queued {
+            Ok(Started {
+                run_id: run_id.to_owned(),
+            })
+        } else {
+            Err(StartError::NotQueueable(run_id.to_owned()))
+        }
+    }
+}
+
+impl RunStarter for Queue {
+    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a> {
+        Box::pin(self.submit(flow_file, store))
+    }
+
+    /// Workers resume a queued run by themselves once its lease expires; this hands a run
+    /// that was not queued (run with `flowhost run --db`, its flow stored) to them as well.
+    fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        Box::pin(self.requeue(run_id))
+    }
+
+    fn cancel(&self, run_id: &str) -> bool {
+        // The request is a row update: wait for it on this thread without stalling the
+        // runtime's other tasks.
+        tokio::task::block_in_place(|| self.db.request_cancel(run_id)).unwrap_or_else(|error| {
+            tracing::warn!(run = %run_id, "cannot ask the run to cancel: {error}");
+            false
+        })
+    }
+
+    fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
+        self.db.waiting().map(Some)
+    }
+}

@@ -1,0 +1,233 @@
+//! The web console in a real browser (headless Chromium over the DevTools protocol): start
+//! the volume-create flow from the console, watch a run's timeline fill in live, open a
+//! failed run and see the failed task and the reverted ones — with no console error. The
+//! screenshots land in `target/console/` for people to look at.
+
+
+use std::path::{Path, PathBuf};
+
+use flowhost_testkit::cdp::Browser;
+use flowhost_testkit::{Workspace, plugin, repo_root};
+use serde_json::json;
+use flowhost_testkit::serving::Served;
+
+/// The flows folder (the workspace): the volume-create example (its plugins as the tests
+/// built them, its state in the workspace) as `volume-create`, and three probes whose middle
+/// one waits for `signal/go` as `flow`.
+fn flows(ws: &Workspace) -> PathBuf {
+    std::fs::create_dir_all(ws.path("state")).unwrap();
+    let mut example =
+        std::fs::read_to_string(repo_root().join("examples/volume-create/flow.toml")).unwrap();
+    for task in [
+        "extract_volume_request",
+        "quota_reserve",
+        "entry_create",
+        "quota_commit",
+        "volume_cast",
+    ] {
+        let built = format!("\"../../plugins/target/wasm32-wasip2/release/{task}.wasm\"");
+        assert!(example.contains(&built), "the example names {built}");
+        example = example.replace(&built, &format!("{:?}", plugin(task)));
+    }
+    std::fs::write(ws.path("volume-create.toml"), example).unwrap();
+    ws.flow(
+        "slow_probes",
+        &[
+            ("a", json!({})),
+            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
+            ("c", json!({})),
+        ],
+    );
+    ws.root().to_path_buf()
+}
+
+fn screenshots() -> PathBuf {
+    repo_root().join("target/console")
+}
+
+/// Starts flow `flow` from the console's form with `store`, and waits for its run page.
+fn start_from_console(browser: &mut Browser, base: &str, flow: &str, store: &str) -> String {
+    browser.open(&format!("{base}/"));
+    browser.wait_for(
+        &format!("document.querySelector('#start-flow option[value=\"{flow}\"]')"),
+        "the flow is offered",
+    );
+    browser.eval(&format!(
+        "(() => {{ document.querySelector('#start-flow').value = {flow:?}; document.querySelector('#start-store').value = {store:?}; \
+         document.querySelector('#start').click(); }})()"
+    ));
+    browser.wait_for(
+        "location.pathname.startsWith('/runs/') && document.querySelector('#timeline')",
+        "the run page opens",
+    );
+    browser
+        .eval("decodeURIComponent(location.pathname.slice('/runs/'.length))")
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn count(browser: &mut Browser, selector: &str) -> u64 {
+    browser
+        .eval(&format!("document.querySelectorAll({selector:?}).length"))
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
+    let ws = Workspace::new();
+    let flows = flows(&ws);
+    let server = Served::start(&ws, &flows, &[]);
+    let mut browser = Browser::start(1366, 900);
+    let base = server.base.clone();
+
+    // The volume-create flow, started from the console: five green execute bars.
+    let ok = start_from_console(&mut browser, &base, "volume-create", "{\"raw_size\": 20}");
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=SUCCESS]')",
+        "the run succeeds",
+    );
+    browser.wait_for(
+        "document.querySelectorAll('.bar[data-kind=execute][data-outcome=SUCCESS]').length === 5",
+        "five successful executes",
+    );
+    assert_eq!(count(&mut browser, ".bar[data-kind=revert]"), 0);
+    assert!(
+        browser
+            .eval("document.querySelector('#final-store').innerText")
+            .as_str()
+            .unwrap()
+            .contains("\"volume\"")
+    );
+    assert_eq!(
+        server.get(&format!("/v1/runs/{ok}"))["final_store"]["size"],
+        20
+    );
+
+    // A run whose middle task waits: the page fills in as the run goes, without reloading.
+    let slow = start_from_console(&mut browser, &base, "flow", "{}");
+    browser.wait_for(
+        "document.querySelector('.bar[data-task=a][data-outcome=SUCCESS]')",
+        "a's bar, live",
+    );
+    browser.wait_for(
+        "document.querySelector('.bar[data-task=b][data-outcome=RUNNING]')",
+        "b running, live",
+    );
+    assert_eq!(
+        count(&mut browser, ".bar[data-task=c]"),
+        0,
+        "c has not started"
+    );
+    browser.eval("window.stillTheSamePage = true");
+    ws.release();
+    browser.wait_for(
+        "document.querySelector('.bar[data-task=c][data-outcome=SUCCESS]')",
+        "c's bar after the release",
+    );
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=SUCCESS]')",
+        "the slow run succeeds",
+    );
+    assert_eq!(
+        browser.eval("window.stillTheSamePage === true"),
+        json!(true),
+        "filled in by the event stream, not by a reload"
+    );
+    assert_eq!(server.get(&format!("/v1/runs/{slow}"))["state"], "SUCCESS");
+
+    // The Cancel button: the run stops after b, c fails `cancelled` uncalled, a and b revert.
+    std::fs::remove_file(ws.path("signal/go")).unwrap();
+    let cancelled = start_from_console(&mut browser, &base, "flow", "{}");
+    browser.wait_for(
+        "document.querySelector('.bar[data-task=b][data-outcome=RUNNING]')",
+        "b running",
+    );
+    browser.eval("document.querySelector('#cancel').click()");
+    browser.wait_for(
+        "document.querySelector('#action-result [data-done=cancel]')",
+        "the cancel is accepted",
+    );
+    ws.release();
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=REVERTED]')",
+        "the cancelled run is reverted",
+    );
+    browser.wait_for(
+        "document.querySelectorAll('.bar[data-kind=revert][data-outcome=REVERTED]').length === 2",
+        "a and b reverted",
+    );
+    let why = browser.eval("document.querySelector('[data-failed-task=c]').innerText");
+    assert!(why.as_str().unwrap().contains("cancelled"), "{why}");
+    assert_eq!(ws.count("execute", "c"), 1, "c ran only in the first run");
+    assert_eq!(
+        server.get(&format!("/v1/runs/{cancelled}"))["state"],
+        "REVERTED"
+    );
+
+    // A request for the zone that refuses volumes: the last task fails and all five revert.
+    let failed = start_from_console(
+        &mut browser,
+        &base,
+        "volume-create",
+        "{\"raw_availability_zone\": \"az-down\"}",
+    );
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=REVERTED]')",
+        "the run is reverted",
+    );
+    browser.wait_for(
+        "document.querySelectorAll('.bar[data-kind=revert][data-outcome=REVERTED]').length === 5",
+        "five reverts",
+    );
+    assert_eq!(
+        count(
+            &mut browser,
+            ".bar[data-task=volume_cast][data-kind=execute][data-outcome=FAILURE]"
+        ),
+        1
+    );
+    let failure =
+        browser.eval("document.querySelector('[data-failed-task=volume_cast]').innerText");
+    assert!(
+        failure.as_str().unwrap().contains("zone-unavailable"),
+        "{failure}"
+    );
+    browser.screenshot(&screenshots().join("failed-run.png"));
+
+    // The same page, opened by its link from scratch.
+    browser.open(&format!("{base}/runs/{failed}"));
+    browser.wait_for(
+        "document.querySelectorAll('.bar[data-kind=revert]').length === 5",
+        "the linked page shows the reverts",
+    );
+    assert_eq!(
+        count(&mut browser, "[data-row] .badge[data-state=REVERTED]"),
+        5,
+        "the failed task and the four before it, all reverted"
+    );
+
+    // The runs list, filtered, and the flow drawn as a chain.
+    browser.open(&format!("{base}/"));
+    browser.wait_for(
+        "document.querySelectorAll('#runs tr').length === 4",
+        "four runs listed",
+    );
+    browser.eval("(() => { const s = document.querySelector('#filter-state'); s.value = 'REVERTED'; s.dispatchEvent(new Event('change')); })()");
+    browser.wait_for(&format!("document.querySelectorAll('#runs tr').length === 2 && document.querySelector('#runs tr[data-run=\"{failed}\"]') && document.querySelector('#runs tr[data-run=\"{cancelled}\"]')"), "the filter: the two reverted runs");
+    browser.screenshot(&screenshots().join("runs.png"));
+    browser.open(&format!("{base}/flows/volume-create"));
+    browser.wait_for(
+        "document.querySelectorAll('#chain .node').length === 5",
+        "five tasks drawn",
+    );
+    browser.screenshot(&screenshots().join("flow.png"));
+
+    assert!(
+        browser.errors.is_empty(),
+        "the console logged errors: {:#?}",
+        browser.errors
+    );
+    assert!(Path::new(&screenshots().join("failed-run.png")).is_file());
+}

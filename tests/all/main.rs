@@ -1,0 +1,30 @@
+//! The integration tests: one binary of modules, each a user's session with the real
+//! `flowhost` binary (`CARGO_BIN_EXE_flowhost`) or the library, sharing one testkit
+//! (`flowhost-testkit`).
+
+mod batch;
+mod cache;
+mod call;
+mod cancel;
+mod cli;
+mod concurrency;
+mod conform;
+mod console;
+mod contract;
+mod durable;
+mod engine;
+mod faults;
+mod journal;
+mod leases;
+mod new;
+mod patterns;
+mod polyglot;
+mod postgres;
+mod retries;
+mod sandbox;
+mod serve;
+mod subflows;
+mod validation;
+mod volume_create;
+mod warm;
+mod workers;
