@@ -3,7 +3,9 @@
 use flowhost::conform::CasesError;
 use flowhost::runs::{ResumeFailure, RunDbError, WorkerError};
 use flowhost::scaffold::ScaffoldError;
-use flowhost::{FlowFileError, PluginError, ResumeError, RunError, ValidationError};
+use flowhost::{
+    Classify, ErrorClass, FlowFileError, PluginError, ResumeError, RunError, ValidationError,
+};
 
 /// The flow succeeded.
 pub const SUCCESS: u8 = 0;
@@ -39,8 +41,8 @@ pub struct UsageError(pub String);
 #[error("{0}")]
 pub struct InputError(pub String);
 
-/// An error and its causes in one line, each cause once: most errors already quote their
-/// cause's text (`cannot read plugin p.wasm: No such file or directory`), which anyhow's
+/// An error and its causes in one line, each cause once, then what to do about it
+/// ([`advice`]): most errors already quote their cause's text (`cannot read plugin p.wasm: No such file or directory`), which anyhow's
 /// `{:#}` would repeat after them.
 pub fn render(error: &anyhow::Error) -> String {
     let mut text = error.to_string();
@@ -51,86 +53,95 @@ pub fn render(error: &anyhow::Error) -> String {
             text.push_str(&cause);
         }
     }
+    match advice(error) {
+        Some(advice) if text.contains('\n') => text.push_str(&format!("\n{advice}")),
+        Some(advice) => text.push_str(&format!(" ({advice})")),
+        None => {}
+    }
     text
 }
 
-/// Maps an error to the documented exit code.
+/// Maps an error to the documented exit code: by the class its library gives it
+/// ([`ErrorClass`]), the one classification the HTTP API reads too.
 pub fn code_for(error: &anyhow::Error) -> u8 {
-    if let Some(failure) = error.downcast_ref::<ResumeFailure>() {
-        return match failure {
-            ResumeFailure::Unknown(_) | ResumeFailure::BuiltInCode(_) => USAGE,
-            ResumeFailure::Changed { .. } | ResumeFailure::Invalid(_) => INVALID,
-            ResumeFailure::Db(db) => db_code(db),
-            ResumeFailure::FlowFile(FlowFileError::Read { .. }) => NOINPUT,
-            ResumeFailure::FlowFile(_) => INVALID,
-            ResumeFailure::Resume(ResumeError::Finished { .. }) => USAGE,
-            ResumeFailure::Resume(ResumeError::Stopped(_)) => TEMPFAIL,
-            ResumeFailure::Resume(_) => INVALID,
-        };
-    }
-    if let Some(failure) = error.downcast_ref::<WorkerError>() {
-        return match failure {
-            WorkerError::Db(db) => db_code(db),
-            WorkerError::Invalid(_) | WorkerError::Resume(_) => INVALID,
-            WorkerError::FlowFile { .. } | WorkerError::PluginDir { .. } => NOINPUT,
-            WorkerError::Stopped(_) => TEMPFAIL,
-            WorkerError::Stored { .. } | WorkerError::Engine(_) => SOFTWARE,
-        };
-    }
-    if let Some(db) = error.downcast_ref::<RunDbError>() {
-        return db_code(db);
-    }
-    if error.is::<RunError>() {
-        return TEMPFAIL;
-    }
-    // The host, not the flow, lacked memory or address space for a plugin: retry later.
-    if matches!(
-        error.downcast_ref(),
-        Some(ValidationError {
-            host_unavailable: true,
-            ..
-        })
-    ) || matches!(error.downcast_ref(), Some(PluginError::Unavailable { .. }))
-    {
-        return TEMPFAIL;
-    }
-    if error.is::<UsageError>()
-        || matches!(error.downcast_ref(), Some(ResumeError::Finished { .. }))
-        || matches!(
-            error.downcast_ref(),
-            Some(ScaffoldError::BadName(_) | ScaffoldError::Exists(_))
-        )
-    {
+    if error.is::<UsageError>() {
         return USAGE;
     }
-    if error.is::<InputError>()
-        || matches!(error.downcast_ref(), Some(FlowFileError::Read { .. }))
-        || matches!(error.downcast_ref(), Some(PluginError::Read { .. }))
-        || matches!(error.downcast_ref(), Some(CasesError::Read { .. }))
-    {
+    if error.is::<InputError>() {
         return NOINPUT;
     }
-    if error.is::<ValidationError>()
-        || error.is::<FlowFileError>()
-        || error.is::<PluginError>()
-        || error.is::<CasesError>()
-        || error.is::<ResumeError>()
-    {
-        return INVALID;
-    }
-    SOFTWARE
+    class_of(error).map_or(SOFTWARE, code)
 }
 
-/// A database that cannot be opened is an input problem (66); one that fails while in use,
-/// or a run held by another executor, is temporary (75).
-fn db_code(error: &RunDbError) -> u8 {
+/// The exit code of each class.
+fn code(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Usage | ErrorClass::NotFound | ErrorClass::Conflict => USAGE,
+        ErrorClass::Invalid | ErrorClass::Mismatch => INVALID,
+        ErrorClass::Unreadable => NOINPUT,
+        ErrorClass::Held | ErrorClass::Unavailable => TEMPFAIL,
+        ErrorClass::Internal => SOFTWARE,
+    }
+}
+
+/// The class of the library error `error` is, or wraps.
+fn class_of(error: &anyhow::Error) -> Option<ErrorClass> {
+    macro_rules! first_of {
+        ($($error:ty),+) => {
+            $(if let Some(error) = error.downcast_ref::<$error>() {
+                return Some(error.class());
+            })+
+        };
+    }
+    first_of!(
+        ResumeFailure,
+        WorkerError,
+        RunDbError,
+        RunError,
+        ValidationError,
+        PluginError,
+        ResumeError,
+        FlowFileError,
+        CasesError,
+        ScaffoldError
+    );
+    None
+}
+
+/// What the command line adds to a library error: the library states the facts, the
+/// command line says which of its commands and flags go on from there.
+pub fn advice(error: &anyhow::Error) -> Option<String> {
+    if let Some(stopped) = error.downcast_ref::<RunError>() {
+        return Some(resume_later(&stopped.run));
+    }
+    if let Some(failure) = error.downcast_ref::<ResumeFailure>() {
+        return match failure {
+            ResumeFailure::Unknown(_) => Some("see `flowhost runs list`".into()),
+            ResumeFailure::Changed { .. } => Some("resume it anyway with --force".into()),
+            ResumeFailure::Db(db) => db_advice(db),
+            ResumeFailure::Resume(ResumeError::Stopped(stopped)) => {
+                Some(resume_later(&stopped.run))
+            }
+            _ => None,
+        };
+    }
+    if let Some(WorkerError::Db(db)) = error.downcast_ref::<WorkerError>() {
+        return db_advice(db);
+    }
+    error.downcast_ref::<RunDbError>().and_then(db_advice)
+}
+
+fn resume_later(run: &str) -> String {
+    format!("resume it with `flowhost runs resume {run}` once the run database works again")
+}
+
+fn db_advice(error: &RunDbError) -> Option<String> {
     match error {
-        RunDbError::Missing { .. }
-        | RunDbError::Open { .. }
-        | RunDbError::Foreign { .. }
-        | RunDbError::TooNew { .. } => NOINPUT,
-        RunDbError::Hash { .. } => NOINPUT,
-        RunDbError::Query { .. } | RunDbError::Held { .. } | RunDbError::Fenced { .. } => TEMPFAIL,
+        RunDbError::Missing { .. } => Some("`flowhost run` creates it unless --no-db".into()),
+        RunDbError::Open { .. } => {
+            Some("choose another place with --db or FLOWHOST_DB, or run with --no-db".into())
+        }
+        _ => None,
     }
 }
 

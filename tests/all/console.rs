@@ -3,13 +3,12 @@
 //! failed run and see the failed task and the reverted ones — with no console error. The
 //! screenshots land in `target/console/` for people to look at.
 
-
 use std::path::{Path, PathBuf};
 
 use flowhost_testkit::cdp::Browser;
+use flowhost_testkit::serving::Served;
 use flowhost_testkit::{Workspace, plugin, repo_root};
 use serde_json::json;
-use flowhost_testkit::serving::Served;
 
 /// The flows folder (the workspace): the volume-create example (its plugins as the tests
 /// built them, its state in the workspace) as `volume-create`, and three probes whose middle

@@ -2,13 +2,12 @@
 //! without the token, cancels a run half-way and reads the metrics — against the binary on a
 //! free loopback port.
 
-
 use std::io::Read;
 use std::time::Duration;
 
+use flowhost_testkit::serving::{Served, answer, read_events};
 use flowhost_testkit::{Workspace, stderr, stdout_json};
 use serde_json::{Value, json};
-use flowhost_testkit::serving::{Served, answer, read_events};
 
 /// The task transitions of an event list: (task, from, to).
 fn task_moves(events: &[(String, Value)]) -> Vec<(String, String, String)> {

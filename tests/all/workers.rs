@@ -13,7 +13,6 @@ use flowhost::{Engine, FlowSpec, FlowState, Store};
 use flowhost_testkit::{Postgres, Workspace};
 use serde_json::{Value, json};
 
-
 /// Submits one run of the workspace's flow per seed, through the library (as a control plane
 /// would), and returns their ids.
 fn submit(pg: &Postgres, flow: &Path, seeds: std::ops::Range<u64>) -> Vec<String> {

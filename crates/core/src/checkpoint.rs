@@ -39,4 +39,3 @@ pub struct TaskCheckpoint {
     /// recorded: the run continues in them.
     pub iterations: Vec<u32>,
 }
-

@@ -7,6 +7,7 @@
 //! build on it, and nothing here points up at them.
 
 pub mod checkpoint;
+pub mod class;
 pub mod contract;
 pub mod events;
 pub mod flow;

@@ -13,10 +13,10 @@ use tokio::task::JoinSet;
 
 use super::journal::{JournalError, RunError};
 use super::report::RunReport;
-use flowhost_core::plan::ValidationError;
 use super::{Engine, LoadedFlow};
 use flowhost_core::events::FlowState;
 use flowhost_core::flow::FlowSpec;
+use flowhost_core::plan::ValidationError;
 use flowhost_core::store::Store;
 
 /// What a batch does to each loaded run before it starts, e.g. record it in a run database.

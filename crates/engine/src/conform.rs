@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use flowhost_core::contract::{CONTRACT, HostFault, Outcome, TaskError, accepts_export, escape};
 use crate::Engine;
+use flowhost_core::class::{Classify, ErrorClass};
+use flowhost_core::contract::{CONTRACT, HostFault, Outcome, TaskError, accepts_export, escape};
 use flowhost_core::flow::{Access, EffectiveLimits};
 use flowhost_runtime::{Invocation, Plugin, PluginError, Preopen, Sandbox};
 
@@ -964,4 +965,13 @@ fn wrong_type(value: &Value) -> Value {
 
 fn json(map: &Map<String, Value>) -> String {
     Value::Object(map.clone()).to_string()
+}
+
+impl Classify for CasesError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Read { .. } => ErrorClass::Unreadable,
+            _ => ErrorClass::Invalid,
+        }
+    }
 }

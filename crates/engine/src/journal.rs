@@ -10,6 +10,7 @@ use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
 
+use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::events::Event;
 
 /// Why the journal could not record a transition: the storage's own error (a full disk, a
@@ -40,9 +41,7 @@ pub trait Journal: Send + Sync {
 
 /// A run that stopped because its journal could not record a transition.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "run {run} stopped: {error}. Nothing ran past the last recorded transition; resume it with `flowhost runs resume {run}` once the run database works again"
-)]
+#[error("run {run} stopped: {error}. Nothing ran past the last recorded transition")]
 pub struct RunError {
     /// The run's id.
     pub run: String,
@@ -50,4 +49,10 @@ pub struct RunError {
     pub transition: String,
     /// The journal's error.
     pub error: JournalError,
+}
+
+impl Classify for RunError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Unavailable
+    }
 }

@@ -22,9 +22,9 @@ mod journal;
 mod report;
 mod resume;
 mod run;
+pub mod scaffold;
 mod schedule;
 mod task;
-pub mod scaffold;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -41,14 +41,14 @@ pub use journal::{Append, Close, Journal, JournalError, RunError};
 pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
 
+use cancel::Cancellations;
 use flowhost_core::checkpoint::Checkpoint;
 use flowhost_core::contract::TaskInfo;
-use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::events::Listener;
 use flowhost_core::flow::{Controller, FlowSpec, RetryPolicy};
-use flowhost_runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
+use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::store::Store;
-use cancel::Cancellations;
+use flowhost_runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
 use run::Run;
 use task::BoundTask;
 

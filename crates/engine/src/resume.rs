@@ -1,14 +1,13 @@
 //! Resume: where an interrupted run stood, as its journal recorded it, and how the state
 //! machine is put back there without executing a succeeded task again.
 
-use std::time::{Duration, SystemTime};
-
 use super::LoadedFlow;
-use flowhost_core::checkpoint::Checkpoint;
 use super::run::Run;
-use flowhost_core::plan::tree::Scope;
-use flowhost_core::contract::{Outcome, TaskError};
+use flowhost_core::checkpoint::Checkpoint;
+use flowhost_core::class::{Classify, ErrorClass};
+use flowhost_core::contract::Outcome;
 use flowhost_core::events::{FlowState, TaskState};
+use flowhost_core::plan::tree::Scope;
 
 /// A checkpoint that cannot be resumed, or a resumed run that stopped.
 #[derive(Debug, thiserror::Error)]
@@ -175,4 +174,14 @@ fn recorded_iterations(scopes: &[Scope], recorded: &[Vec<u32>]) -> Vec<u32> {
     at.into_iter()
         .map(|its| its.last().copied().unwrap_or(1))
         .collect()
+}
+
+impl Classify for ResumeError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Finished { .. } => ErrorClass::Conflict,
+            Self::TasksChanged { .. } | Self::Incomplete { .. } => ErrorClass::Mismatch,
+            Self::Stopped(stopped) => stopped.class(),
+        }
+    }
 }

@@ -22,11 +22,11 @@ use tracing::Instrument;
 use super::LoadedFlow;
 use super::journal::RunError;
 use super::report::{RunReport, SubflowReport, TaskReport};
-use flowhost_core::plan::tree::Tree;
 use flowhost_core::contract::{HostFault, Outcome, Progress, TaskError};
 use flowhost_core::events::{Event, FlowState, TaskState, Transition, notify};
-use flowhost_runtime::ProgressSink;
+use flowhost_core::plan::tree::Tree;
 use flowhost_core::store::{Store, quoted};
+use flowhost_runtime::ProgressSink;
 
 /// What happened to one task so far in a run.
 pub(super) struct Record {

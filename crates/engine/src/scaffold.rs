@@ -196,7 +196,10 @@ const JS: &[File] = &[
 ];
 
 const C: &[File] = &[
-    file("task.c", include_str!("../../../plugins/templates/c/task.c")),
+    file(
+        "task.c",
+        include_str!("../../../plugins/templates/c/task.c"),
+    ),
     copy("json.c", include_str!("../../../plugins/c/json.c")),
     copy("json.h", include_str!("../../../plugins/c/json.h")),
     copy(
@@ -215,7 +218,8 @@ const C: &[File] = &[
 ];
 
 /// The C bindings' component-type object: binary, so written apart from the text files.
-const C_COMPONENT_TYPE: &[u8] = include_bytes!("../../../plugins/c/bindings/plugin_component_type.o");
+const C_COMPONENT_TYPE: &[u8] =
+    include_bytes!("../../../plugins/c/bindings/plugin_component_type.o");
 
 /// What a language's README adds.
 fn notes(language: Language) -> &'static str {
@@ -332,6 +336,16 @@ pub fn new_project(
         )?;
     }
     Ok(root)
+}
+
+impl flowhost_core::class::Classify for ScaffoldError {
+    fn class(&self) -> flowhost_core::class::ErrorClass {
+        use flowhost_core::class::ErrorClass;
+        match self {
+            Self::BadName(_) | Self::Exists(_) => ErrorClass::Usage,
+            Self::Write { .. } => ErrorClass::Internal,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,9 +24,9 @@ use tracing::Instrument;
 use super::journal::RunError;
 use super::run::{Failed, Run, Stopped};
 use super::task::Attempt;
-use flowhost_core::plan::tree::Tree;
 use flowhost_core::contract::{Outcome, Progress, TaskError};
 use flowhost_core::events::{FlowState, TaskState};
+use flowhost_core::plan::tree::Tree;
 
 /// What a finished piece of work reports back.
 enum Done {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use flowhost_core::contract::{Outcome, TaskError};
 use flowhost_core::flow::{RetryPolicy, TaskSpec};
-use flowhost_runtime::{Invocation, Plugin, ProgressSink, Sandbox, WarmPool};
 use flowhost_core::store::Binding;
+use flowhost_runtime::{Invocation, Plugin, ProgressSink, Sandbox, WarmPool};
 
 /// Which call of a task this is, as the task sees it through the contract's `host` import.
 #[derive(Clone, Copy)]

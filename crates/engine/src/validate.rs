@@ -4,17 +4,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-
-
-
-use flowhost_core::plan::graph::{self, Deps};
 use super::task::BoundTask;
-use flowhost_core::plan::tree::{Scope, Tree};
 use flowhost_core::contract::{TaskInfo, escape};
-use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::flow::{FlowSpec, Instances, Iterations, Retry, TaskSpec};
-use flowhost_runtime::{EPOCH_TICK, Plugin, PluginError, Runtime, Sandbox};
+use flowhost_core::plan::graph::{self, Deps};
+use flowhost_core::plan::tree::{Scope, Tree};
+use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::store::{Binding, Store, quoted};
+use flowhost_runtime::{EPOCH_TICK, Plugin, PluginError, Runtime, Sandbox};
 
 /// What one check found wrong with an entry: the field at fault, if one is, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
-use flowhost_runs::FIRST_TOKEN;
 use crate::Executor;
-use flowhost_runs::{Lease, NewRun, Origin, RunDb, RunDbError};
-use flowhost_engine::{Append, Close, Journal, LoadedFlow};
 use flowhost_core::events::Event;
+use flowhost_engine::{Append, Close, Journal, LoadedFlow};
+use flowhost_runs::FIRST_TOKEN;
+use flowhost_runs::{Lease, NewRun, RunDb, RunDbError};
 
 /// Makes `loaded` a recorded run of `executor`: hashes its flow file and plugins and makes the
 /// run database the run's journal, with the executor holding the run's first lease. The run

@@ -52,12 +52,10 @@ pub fn origin_of(loaded: &LoadedFlow, flow_file: Option<&Path>) -> Result<Origin
     })
 }
 
-
 fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path)
         .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
 }
-
 
 /// An executor: what records and resumes runs in a run database under its own leases.
 #[derive(Clone)]

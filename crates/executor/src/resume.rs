@@ -5,16 +5,17 @@ use std::path::PathBuf;
 
 use super::journal::DbJournal;
 use crate::Executor;
-use flowhost_runs::{Origin, RunDb, RunDbError, RunRecord};
+use flowhost_core::class::{Classify, ErrorClass};
+use flowhost_core::flow::{FlowFileError, FlowSpec};
 use flowhost_core::plan::ValidationError;
 use flowhost_engine::{Engine, ResumeError, RunReport};
-use flowhost_core::flow::{FlowFileError, FlowSpec};
+use flowhost_runs::{RunDb, RunDbError, RunRecord};
 
 /// Why a run was not resumed, or why its resumed run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeFailure {
     /// The run database has no such run.
-    #[error("no run {0} in the run database (see `flowhost runs list`)")]
+    #[error("no run {0} in the run database")]
     Unknown(String),
     /// The run's flow was built in code: there is no flow file to reload.
     #[error(
@@ -22,7 +23,7 @@ pub enum ResumeFailure {
     )]
     BuiltInCode(String),
     /// The flow file or a plugin changed since the run was recorded (and no `force`).
-    #[error("run {id} is not resumed because its flow changed since it was recorded:\n  - {}\nresume it anyway with --force", changes.join("\n  - "))]
+    #[error("run {id} is not resumed because its flow changed since it was recorded:\n  - {}", changes.join("\n  - "))]
     Changed {
         /// The run's id.
         id: String,
@@ -111,7 +112,7 @@ impl Resumption {
                 return Err(ResumeFailure::Changed { id, changes });
             }
             for change in &changes {
-                tracing::warn!(run = %id, "resuming with --force although {change}");
+                tracing::warn!(run = %id, "resuming although {change}, as forced");
             }
         }
         let lease = executor
@@ -149,4 +150,18 @@ pub async fn resume(
     Resumption::open(executor.db.as_ref(), id)?
         .run(executor, engine, force)
         .await
+}
+
+impl Classify for ResumeFailure {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Unknown(_) => ErrorClass::NotFound,
+            Self::BuiltInCode(_) => ErrorClass::Usage,
+            Self::Changed { .. } => ErrorClass::Mismatch,
+            Self::Invalid(invalid) => invalid.class(),
+            Self::Db(db) => db.class(),
+            Self::FlowFile(file) => file.class(),
+            Self::Resume(resume) => resume.class(),
+        }
+    }
 }

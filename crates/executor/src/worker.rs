@@ -23,14 +23,15 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::journal::DbJournal;
-use flowhost_runs_postgres::Claimed;
 use crate::Executor;
-use flowhost_runs::{sha256_hex, Lease, NewRun, Origin, RunDb, RunDbError, RunRecord};
-use flowhost_runs_postgres::PgRunDb;
-use flowhost_core::plan::ValidationError;
-use flowhost_engine::{Engine, LoadedFlow, ResumeError, RunError};
+use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::events::FlowState;
 use flowhost_core::flow::FlowSpec;
+use flowhost_core::plan::ValidationError;
+use flowhost_engine::{Engine, LoadedFlow, ResumeError, RunError};
+use flowhost_runs::{Lease, NewRun, RunDb, RunDbError, RunRecord, sha256_hex};
+use flowhost_runs_postgres::Claimed;
+use flowhost_runs_postgres::PgRunDb;
 use flowhost_runtime::EngineConfig;
 
 /// Why a submission, or one run of a worker, failed.
@@ -501,5 +502,17 @@ async fn listen(db: Arc<PgRunDb>, wake: Arc<Notify>) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         wake.notify_one();
+    }
+}
+
+impl Classify for WorkerError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Db(db) => db.class(),
+            Self::Invalid(_) | Self::Resume(_) => ErrorClass::Invalid,
+            Self::FlowFile { .. } | Self::PluginDir { .. } => ErrorClass::Unreadable,
+            Self::Stopped(_) => ErrorClass::Unavailable,
+            Self::Stored { .. } | Self::Engine(_) => ErrorClass::Internal,
+        }
     }
 }

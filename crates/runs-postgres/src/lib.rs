@@ -37,13 +37,13 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-use flowhost_runs::{FIRST_TOKEN, holder_may_be_alive};
+use flowhost_core::events::Event;
 use flowhost_runs::row::{Write, json};
+use flowhost_runs::{FIRST_TOKEN, holder_may_be_alive};
 use flowhost_runs::{
     Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
     RunRecord, RunSummary, StateChange, TaskRecord,
 };
-use flowhost_core::events::Event;
 
 pub use queue::{Claimed, WorkerRecord};
 

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use flowhost_runs::sha256_hex;
 use futures_util::StreamExt;
 use serde::Serialize;
-use flowhost_runs::sha256_hex;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{PgRunDb, insert_run};

@@ -21,60 +21,60 @@ use flowhost_runs::row::Write;
 /// Executes `write`'s statements in `tx`.
 fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     match write {
-            Write::Flow {
-                run_id,
-                from,
-                to,
-                at,
-                elapsed_ms,
-                ended,
-                final_store,
-                reason,
-            } => {
-                tx.prepare_cached(&format!(
-                    "UPDATE runs SET state = ?2, updated_at = {t},
+        Write::Flow {
+            run_id,
+            from,
+            to,
+            at,
+            elapsed_ms,
+            ended,
+            final_store,
+            reason,
+        } => {
+            tx.prepare_cached(&format!(
+                "UPDATE runs SET state = ?2, updated_at = {t},
                        finished_at = CASE WHEN ?4 THEN {t} ELSE finished_at END,
                        final_store = COALESCE(?5, final_store),
                        exit_reason = CASE WHEN ?6 IS NULL THEN exit_reason
                                           WHEN exit_reason IS NULL OR ?2 = 'SUCCESS' THEN ?6
                                           ELSE ?6 || ': ' || exit_reason END
                      WHERE id = ?1",
-                    t = ts(3)
-                ))?
-                .execute(params![run_id, to, at, ended, final_store, reason])?;
-                tx.prepare_cached(&format!(
-                    "INSERT INTO transitions (run_id, from_state, to_state, at, duration_ms)
+                t = ts(3)
+            ))?
+            .execute(params![run_id, to, at, ended, final_store, reason])?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO transitions (run_id, from_state, to_state, at, duration_ms)
                      VALUES (?1, ?2, ?3, {t}, ?5)",
-                    t = ts(4)
-                ))?
-                .execute(params![run_id, from, to, at, elapsed_ms])?;
-            }
-            Write::Task {
-                run_id,
-                index,
-                task,
-                from,
-                to,
-                at,
-                duration_ms,
-                args,
-                outcome,
-                result,
-                revert_result,
-                error,
-                revert_error,
-                run_ms,
-                revert_ms,
-                reason,
-                attempt,
-                carried,
-                retry_at,
-                backoff_ms,
-                iterations,
-            } => {
-                // A new attempt starts clean: the error and due time of the one before belong
-                // to the history, not to the task's standing.
-                tx.prepare_cached(
+                t = ts(4)
+            ))?
+            .execute(params![run_id, from, to, at, elapsed_ms])?;
+        }
+        Write::Task {
+            run_id,
+            index,
+            task,
+            from,
+            to,
+            at,
+            duration_ms,
+            args,
+            outcome,
+            result,
+            revert_result,
+            error,
+            revert_error,
+            run_ms,
+            revert_ms,
+            reason,
+            attempt,
+            carried,
+            retry_at,
+            backoff_ms,
+            iterations,
+        } => {
+            // A new attempt starts clean: the error and due time of the one before belong
+            // to the history, not to the task's standing.
+            tx.prepare_cached(
                     "UPDATE tasks SET state = ?3,
                        args = COALESCE(?4, args), outcome = COALESCE(?5, outcome),
                        result = COALESCE(?6, result),
@@ -106,32 +106,32 @@ fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> 
                     iterations,
                     revert_result
                 ])?;
-                if let Some(reason) = reason {
-                    tx.prepare_cached(&format!(
+            if let Some(reason) = reason {
+                tx.prepare_cached(&format!(
                         "UPDATE runs SET updated_at = {t},
                            exit_reason = CASE WHEN exit_reason IS NULL THEN ?3 ELSE exit_reason || '; ' || ?3 END
                          WHERE id = ?1",
                         t = ts(2)
                     ))?
                     .execute(params![run_id, at, reason])?;
-                }
-                tx.prepare_cached(&format!(
+            }
+            tx.prepare_cached(&format!(
                     "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms, attempt, error, retry_at, backoff_ms, iterations)
                      VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7, ?8, ?9, ?10, ?11, ?12)",
                     t = ts(6)
                 ))?
                 .execute(params![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms, iterations])?;
-            }
-            Write::Progress {
-                run_id,
-                index,
-                progress,
-            } => {
-                tx.prepare_cached("UPDATE tasks SET progress = ?3 WHERE run_id = ?1 AND idx = ?2")?
-                    .execute(params![run_id, index, progress])?;
-            }
         }
-        Ok(())
+        Write::Progress {
+            run_id,
+            index,
+            progress,
+        } => {
+            tx.prepare_cached("UPDATE tasks SET progress = ?3 WHERE run_id = ?1 AND idx = ?2")?
+                .execute(params![run_id, index, progress])?;
+        }
+    }
+    Ok(())
 }
 
 /// One run's transitions to record together, under its lease.
@@ -197,7 +197,10 @@ fn commit_all(conn: &mut Connection, waiting: &[Waiting]) -> Vec<Outcome> {
             tx.prepare_cached("SAVEPOINT batch")?.execute([])?;
             let held = fence(&tx, &batch.lease)?;
             if held {
-                batch.writes.iter().try_for_each(|write| apply(write, &tx))?;
+                batch
+                    .writes
+                    .iter()
+                    .try_for_each(|write| apply(write, &tx))?;
             }
             Ok(held)
         })();
@@ -242,8 +245,8 @@ mod tests {
 
     use super::*;
     use flowhost_core::events::{Event, FlowState, Transition};
-    use flowhost_runs::{NewRun, Origin, Owner, RunDb};
     use flowhost_core::store::Store;
+    use flowhost_runs::{NewRun, Origin, Owner, RunDb};
 
     fn running(run: &str) -> Write {
         Write::of(&Event {
@@ -262,12 +265,8 @@ mod tests {
     #[test]
     fn a_fenced_batch_in_a_shared_commit_is_rolled_back_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let db = SqliteRunDb::open(
-            &dir.path().join("runs.db"),
-            true,
-            crate::Durability::Normal,
-        )
-        .unwrap();
+        let db = SqliteRunDb::open(&dir.path().join("runs.db"), true, crate::Durability::Normal)
+            .unwrap();
         let origin = Origin {
             flow_path: None,
             flow_hash: None,

@@ -7,19 +7,19 @@ mod journal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use flowhost_runs::row::{Write, json, millis, seconds};
+use flowhost_core::events::{Event, FlowState};
+use flowhost_runs::row::{Write, json};
 use flowhost_runs::{FIRST_TOKEN, holder_may_be_alive, unix_now};
 use flowhost_runs::{
     Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
     RunRecord, RunSummary, StateChange, TaskRecord,
 };
-use flowhost_core::events::{Event, FlowState};
 
 /// Marks the file as a flowhost run database (`PRAGMA application_id`, "FLWH").
 const APPLICATION_ID: i64 = 0x464C_5748;

@@ -13,15 +13,15 @@ mod lease;
 pub mod row;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use flowhost_core::contract::{Outcome, Progress, TaskError};
 use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
+use flowhost_core::class::{Classify, ErrorClass};
+use flowhost_core::contract::{Outcome, Progress, TaskError};
 use flowhost_core::events::{Event, FlowState, TaskState};
 use flowhost_core::store::Store;
 
@@ -67,13 +67,13 @@ pub trait RunDb: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum RunDbError {
     /// There is no database at the path (only inspection refuses to create one).
-    #[error("no run database at {} (`flowhost run` creates it unless --no-db)", path.display())]
+    #[error("no run database at {}", path.display())]
     Missing {
         /// The database file.
         path: PathBuf,
     },
     /// The database could not be opened or created there, e.g. a read-only folder.
-    #[error("cannot open run database {}: {reason} (choose another place with --db or FLOWHOST_DB, or run with --no-db)", path.display())]
+    #[error("cannot open run database {}: {reason}", path.display())]
     Open {
         /// The database file.
         path: PathBuf,
@@ -452,4 +452,19 @@ impl RunRecord {
     }
 }
 
-
+impl Classify for RunDbError {
+    /// A database that cannot be opened is an unreadable input; one that fails while in
+    /// use, or a lease this executor lost, is unavailable for now; a run another executor
+    /// holds is held.
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Missing { .. }
+            | Self::Open { .. }
+            | Self::Foreign { .. }
+            | Self::TooNew { .. }
+            | Self::Hash { .. } => ErrorClass::Unreadable,
+            Self::Query { .. } | Self::Fenced { .. } => ErrorClass::Unavailable,
+            Self::Held { .. } => ErrorClass::Held,
+        }
+    }
+}

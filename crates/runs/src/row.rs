@@ -8,7 +8,9 @@ use flowhost_core::events::{Event, FlowState, TaskState, Transition};
 
 /// Unix seconds, as the databases store times.
 pub fn seconds(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Milliseconds, as the databases store durations.
@@ -27,7 +29,12 @@ pub fn json<T: serde::Serialize>(value: &T) -> String {
     clippy::large_enum_variant,
     reason = "one short-lived value per transition, written and dropped"
 )]
+#[allow(
+    missing_docs,
+    reason = "the values the statements bind, named after the columns they fill"
+)]
 pub enum Write {
+    /// A flow transition: the run's row and a transitions row.
     Flow {
         run_id: String,
         from: &'static str,
@@ -38,6 +45,7 @@ pub enum Write {
         final_store: Option<String>,
         reason: Option<&'static str>,
     },
+    /// A task transition: the task's row and a transitions row.
     Task {
         run_id: String,
         index: i64,
@@ -66,6 +74,7 @@ pub enum Write {
         /// Subflow controllers' iterations (JSON array), inside subflows with one.
         iterations: Option<String>,
     },
+    /// A task's last progress report.
     Progress {
         run_id: String,
         index: i64,

@@ -2,11 +2,12 @@
 //! WASI — who is calling (run id, task, attempt), progress reports and structured logs.
 //!
 //! Each call's [`CallContext`] is set on its store before the call starts (a warm instance
-//! gets the new call's), so a task always sees the invocation it is serving.
+//! gets the new call's), so a task always sees the invocation it is serving. The import is
+//! implemented on the call's context alone, the narrow view of the store's data that it
+//! needs, the way wasmtime-wasi's views work; the linker hands it that part of the state.
 
 use std::sync::Arc;
 
-use super::instance::InstanceState;
 use super::wit::host_import as wit;
 use flowhost_core::contract::{Progress, escape};
 
@@ -55,20 +56,20 @@ fn cut(text: &str) -> &str {
     &text[..end]
 }
 
-impl wit::Host for InstanceState {
+impl wit::Host for CallContext {
     fn invocation(&mut self) -> wit::InvocationInfo {
         wit::InvocationInfo {
-            run_id: self.call.run_id.clone(),
-            task: self.call.task.clone(),
-            attempt: self.call.attempt,
+            run_id: self.run_id.clone(),
+            task: self.task.clone(),
+            attempt: self.attempt,
         }
     }
 
     fn progress(&mut self, fraction: f32, details: Option<String>) {
-        self.call.signals.progress = self.call.signals.progress.saturating_add(1);
-        if self.call.signals.progress > SIGNALS_PER_CALL {
-            if self.call.signals.progress == SIGNALS_PER_CALL + 1 {
-                tracing::warn!(target: "flowhost::plugin", task = %escape(&self.call.task), "… further progress reports of this call dropped (at most {SIGNALS_PER_CALL} are heard per call)");
+        self.signals.progress = self.signals.progress.saturating_add(1);
+        if self.signals.progress > SIGNALS_PER_CALL {
+            if self.signals.progress == SIGNALS_PER_CALL + 1 {
+                tracing::warn!(target: "flowhost::plugin", task = %escape(&self.task), "… further progress reports of this call dropped (at most {SIGNALS_PER_CALL} are heard per call)");
             }
             return;
         }
@@ -81,21 +82,21 @@ impl wit::Host for InstanceState {
             let d = cut(&d);
             serde_json::from_str(d).unwrap_or_else(|_| serde_json::Value::String(d.to_owned()))
         });
-        tracing::debug!(target: "flowhost::plugin", task = %escape(&self.call.task), "progress {:.0}%", fraction * 100.0);
-        if let Some(sink) = &self.call.progress {
+        tracing::debug!(target: "flowhost::plugin", task = %escape(&self.task), "progress {:.0}%", fraction * 100.0);
+        if let Some(sink) = &self.progress {
             sink(Progress { fraction, details });
         }
     }
 
     fn log(&mut self, level: wit::Level, message: String, fields: Vec<(String, String)>) {
-        self.call.signals.logs = self.call.signals.logs.saturating_add(1);
-        if self.call.signals.logs > SIGNALS_PER_CALL {
-            if self.call.signals.logs == SIGNALS_PER_CALL + 1 {
-                tracing::warn!(target: "flowhost::plugin", task = %escape(&self.call.task), "… further log records of this call dropped (at most {SIGNALS_PER_CALL} are kept per call)");
+        self.signals.logs = self.signals.logs.saturating_add(1);
+        if self.signals.logs > SIGNALS_PER_CALL {
+            if self.signals.logs == SIGNALS_PER_CALL + 1 {
+                tracing::warn!(target: "flowhost::plugin", task = %escape(&self.task), "… further log records of this call dropped (at most {SIGNALS_PER_CALL} are kept per call)");
             }
             return;
         }
-        let task = self.call.task.as_str();
+        let task = self.task.as_str();
         let fields: Vec<String> = fields
             .iter()
             .take(LOG_FIELDS)

@@ -50,6 +50,7 @@ pub use sandbox::{EnvSource, EnvVar, GrantError, Pinned, Preopen, Sandbox};
 pub use ticker::EPOCH_TICK;
 pub use warm::WarmPool;
 
+use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::contract::TaskInfo;
 use instance::InstanceState;
 use warm::IdleBudget;
@@ -222,9 +223,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("cannot link WASI: {e:#}")))?;
-        wit::host_import::add_to_linker::<_, wasmtime::component::HasSelf<InstanceState>>(
+        wit::host_import::add_to_linker::<_, wasmtime::component::HasSelf<host::CallContext>>(
             &mut linker,
-            |state| state,
+            |state: &mut InstanceState| &mut state.call,
         )
         .map_err(|e| SetupError(format!("cannot link the contract's host interface: {e:#}")))?;
         ticker::spawn_epoch_ticker(&engine);
@@ -484,4 +485,14 @@ fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, Plug
 fn missing_import(error: &wasmtime::Error) -> String {
     let text = format!("{error:#}");
     text.split('`').nth(1).map(str::to_owned).unwrap_or(text)
+}
+
+impl Classify for PluginError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Read { .. } => ErrorClass::Unreadable,
+            Self::Unavailable { .. } => ErrorClass::Unavailable,
+            _ => ErrorClass::Invalid,
+        }
+    }
 }

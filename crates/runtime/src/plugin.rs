@@ -68,7 +68,7 @@ pub struct Plugin {
     /// The file with symlinks resolved, found once at load.
     pub(super) file: PathBuf,
     pub(super) sha256: String,
-    pub(super) pre: GuestPre,
+    pub(super) pre: GuestPre<InstanceState>,
     /// One permit per instance that may exist at once (pooling slots, or the bound on
     /// instances allocated on demand).
     pub(super) slots: Arc<Semaphore>,

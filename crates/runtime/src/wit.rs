@@ -7,8 +7,6 @@
 
 use flowhost_core::contract::{Outcome, TaskError, TaskInfo};
 
-use super::instance::InstanceState;
-
 /// Contract 0.2: the current one.
 pub(crate) mod v0_2 {
     wasmtime::component::bindgen!({
@@ -93,16 +91,14 @@ mod convert {
 }
 
 /// A component pre-linked for the contract version it exports.
-pub(crate) enum GuestPre {
-    V0_1(v0_1::PluginPre<InstanceState>),
-    V0_2(v0_2::PluginPre<InstanceState>),
+pub(crate) enum GuestPre<T: 'static> {
+    V0_1(v0_1::PluginPre<T>),
+    V0_2(v0_2::PluginPre<T>),
 }
 
-impl GuestPre {
+impl<T: Send + 'static> GuestPre<T> {
     /// The newest version the component exports, or why it exports none the host accepts.
-    pub(crate) fn new(
-        pre: wasmtime::component::InstancePre<InstanceState>,
-    ) -> wasmtime::Result<Self> {
+    pub(crate) fn new(pre: wasmtime::component::InstancePre<T>) -> wasmtime::Result<Self> {
         match v0_2::PluginPre::new(pre.clone()) {
             Ok(pre) => Ok(Self::V0_2(pre)),
             Err(newest) => v0_1::PluginPre::new(pre)
@@ -128,7 +124,7 @@ impl GuestPre {
 
     pub(crate) async fn instantiate_async(
         &self,
-        store: &mut wasmtime::Store<InstanceState>,
+        store: &mut wasmtime::Store<T>,
     ) -> wasmtime::Result<Guest> {
         Ok(match self {
             Self::V0_1(pre) => Guest::V0_1(pre.instantiate_async(store).await?),
@@ -144,9 +140,9 @@ pub(crate) enum Guest {
 }
 
 impl Guest {
-    pub(crate) async fn describe(
+    pub(crate) async fn describe<T: Send>(
         &self,
-        store: &mut wasmtime::Store<InstanceState>,
+        store: &mut wasmtime::Store<T>,
     ) -> wasmtime::Result<TaskInfo> {
         Ok(match self {
             Self::V0_1(g) => {
@@ -158,9 +154,9 @@ impl Guest {
         })
     }
 
-    pub(crate) async fn execute(
+    pub(crate) async fn execute<T: Send>(
         &self,
-        store: &mut wasmtime::Store<InstanceState>,
+        store: &mut wasmtime::Store<T>,
         args: &str,
         config: &str,
     ) -> wasmtime::Result<Result<String, TaskError>> {
@@ -179,9 +175,9 @@ impl Guest {
     }
 
     /// Calls `revert`; `Ok(None)` when it returned no result (always, for a 0.1 plugin).
-    pub(crate) async fn revert(
+    pub(crate) async fn revert<T: Send>(
         &self,
-        store: &mut wasmtime::Store<InstanceState>,
+        store: &mut wasmtime::Store<T>,
         args: &str,
         config: &str,
         outcome: &Outcome,

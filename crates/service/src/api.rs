@@ -20,15 +20,16 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::AppState;
+use super::error::StartError;
 use super::events;
 use super::live::{Next as LogNext, RunLog};
-use super::starter::StartError;
-use flowhost_engine::ResumeError;
+use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::events::FlowState;
 use flowhost_core::flow::FlowSpec;
+use flowhost_core::store::Store;
+use flowhost_engine::ResumeError;
 use flowhost_executor::{ResumeFailure, WorkerError};
 use flowhost_runs::{RunDb, RunDbError, RunFilter, RunRecord};
-use flowhost_core::store::Store;
 
 type Shared = State<Arc<AppState>>;
 
@@ -77,46 +78,85 @@ impl IntoResponse for ApiError {
 
 impl From<RunDbError> for ApiError {
     fn from(error: RunDbError) -> Self {
-        match error {
-            RunDbError::Held { .. } => Self::new(StatusCode::CONFLICT, error),
-            _ => Self::new(StatusCode::SERVICE_UNAVAILABLE, error),
-        }
+        let status = status(error.class());
+        // The database's location (a path, a URL) is the operator's business, not a caller's.
+        Self::new(
+            status,
+            format!("the run database failed: {}", kind_of(&error)),
+        )
+    }
+}
+
+/// The status of each class of failure: the same classification the command line's exit
+/// codes read.
+fn status(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::Usage => StatusCode::BAD_REQUEST,
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::Conflict | ErrorClass::Mismatch | ErrorClass::Held => StatusCode::CONFLICT,
+        ErrorClass::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorClass::Unreadable | ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// What a caller of the API is told of a run database failure: what happened, without the
+/// database's path or URL.
+fn kind_of(error: &RunDbError) -> String {
+    match error {
+        RunDbError::Held { .. } => error.to_string(),
+        RunDbError::Fenced { .. } => "this service no longer holds the run".into(),
+        RunDbError::Query { .. } => "a query failed; try again later".into(),
+        _ => "it cannot be opened; try again later".into(),
     }
 }
 
 impl From<StartError> for ApiError {
     fn from(error: StartError) -> Self {
+        let class = error.class();
         match error {
-            StartError::Invalid(invalid) if invalid.host_unavailable => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, invalid)
-            }
             // The same document as `flowhost check --json` prints for an invalid flow.
-            StartError::Invalid(invalid) => Self(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "flow": invalid.flow, "state": "INVALID", "problems": invalid.problems }),
-            ),
-            StartError::FlowFile(file) | StartError::Resume(ResumeFailure::FlowFile(file)) => Self(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "flow": null, "state": "INVALID", "problems": [{ "task": null, "field": null, "message": file.to_string() }] }),
-            ),
-            StartError::Resume(ResumeFailure::Invalid(invalid)) => {
-                Self::from(StartError::Invalid(invalid))
+            StartError::Invalid(invalid)
+            | StartError::Resume(ResumeFailure::Invalid(invalid))
+            | StartError::Queue(WorkerError::Invalid(invalid))
+                if class == ErrorClass::Invalid =>
+            {
+                Self(
+                    status(class),
+                    json!({ "flow": invalid.flow, "state": "INVALID", "problems": invalid.problems }),
+                )
+            }
+            StartError::FlowFile(file) | StartError::Resume(ResumeFailure::FlowFile(file))
+                if class == ErrorClass::Invalid =>
+            {
+                Self(
+                    status(class),
+                    json!({ "flow": null, "state": "INVALID", "problems": [{ "task": null, "field": null, "message": file.to_string() }] }),
+                )
             }
             StartError::Resume(ResumeFailure::Unknown(id)) => {
-                Self::new(StatusCode::NOT_FOUND, format!("no run {id}"))
+                Self::new(status(class), format!("no run {id}"))
             }
-            StartError::Resume(ResumeFailure::Db(db)) | StartError::Db(db) => Self::from(db),
-            StartError::Resume(ResumeFailure::Resume(ResumeError::Stopped(stopped)))
-            | StartError::Stopped(stopped) => Self::new(StatusCode::SERVICE_UNAVAILABLE, stopped),
-            StartError::Resume(refused) => Self::new(StatusCode::CONFLICT, refused),
-            StartError::AlreadyRunning(_) | StartError::NotQueueable(_) => {
-                Self::new(StatusCode::CONFLICT, error)
+            StartError::Resume(ResumeFailure::Db(db))
+            | StartError::Db(db)
+            | StartError::Queue(WorkerError::Db(db)) => Self::from(db),
+            StartError::Resume(ResumeFailure::Changed { .. }) => Self::new(
+                status(class),
+                format!(
+                    "{error}\nthe service resumes only runs whose flow and plugins are unchanged: start a new run instead"
+                ),
+            ),
+            StartError::Stopped(ref stopped)
+            | StartError::Resume(ResumeFailure::Resume(ResumeError::Stopped(ref stopped))) => {
+                let run = stopped.run.clone();
+                Self::new(
+                    status(class),
+                    format!(
+                        "{error}; resume it with POST /v1/runs/{run}/resume once the run database works again"
+                    ),
+                )
             }
-            StartError::Queue(WorkerError::Db(db)) => Self::from(db),
-            StartError::Queue(WorkerError::Invalid(invalid)) => {
-                Self::from(StartError::Invalid(invalid))
-            }
-            StartError::Queue(other) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other),
+            other => Self::new(status(class), other),
         }
     }
 }
@@ -126,7 +166,7 @@ async fn require_token(State(state): Shared, request: Request, next: Next) -> Re
     match &state.token {
         Some(token) if !token.admits(request.headers()) => ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "this request needs `Authorization: Bearer <token>` (the token of --token-file)",
+            "this request needs `Authorization: Bearer <token>`, with the service's token",
         )
         .into_response(),
         _ => next.run(request).await,

@@ -17,6 +17,7 @@
 mod api;
 mod auth;
 mod console;
+mod error;
 mod events;
 mod live;
 mod metrics;
@@ -37,7 +38,8 @@ use flowhost_runs::RunDb;
 use flowhost_runs_postgres::PgRunDb;
 
 pub use auth::Token;
-pub use starter::{InProcess, Queue, RunStarter, StartError, Started};
+pub use error::StartError;
+pub use starter::{InProcess, Queue, RunStarter, Started};
 
 use live::Live;
 use metrics::Metrics;

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
+use super::error::StartError;
 use super::events;
 use super::metrics::Metrics;
-use super::starter::StartError;
 use flowhost_core::events::{Event, FlowState, Listener, Transition};
 
 /// What a starter learns when a run it spawned either made its first (journaled)

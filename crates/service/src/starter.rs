@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::error::StartError;
 use super::events;
 use super::live::Live;
-use flowhost_core::plan::ValidationError;
-use flowhost_engine::{Engine, RunError};
 use flowhost_core::events::FlowState;
-use flowhost_core::flow::{FlowFileError, FlowSpec};
-use flowhost_executor::{self as runs, Executor, ResumeFailure, Resumption, WorkerError};
+use flowhost_core::flow::FlowSpec;
+use flowhost_core::store::Store;
+use flowhost_engine::Engine;
+use flowhost_executor::{self as runs, Executor, Resumption};
 use flowhost_runs::RunDbError;
 use flowhost_runs_postgres::PgRunDb;
-use flowhost_core::store::Store;
 
 /// A future a [`RunStarter`] returns.
 pub type StartFuture<'a> = Pin<Box<dyn Future<Output = Result<Started, StartError>> + Send + 'a>>;
@@ -42,37 +42,6 @@ pub trait RunStarter: Send + Sync {
     fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
         Ok(None)
     }
-}
-
-/// Why a run was not started (or resumed).
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The flow file cannot be read or parsed.
-    #[error(transparent)]
-    FlowFile(#[from] FlowFileError),
-    /// The flow does not validate with this store; nothing ran.
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    /// The run database refused or failed.
-    #[error(transparent)]
-    Db(#[from] RunDbError),
-    /// The run stopped before its first transition was recorded.
-    #[error(transparent)]
-    Stopped(#[from] RunError),
-    /// The recorded run cannot be resumed.
-    #[error(transparent)]
-    Resume(#[from] ResumeFailure),
-    /// The run could not be queued for the workers.
-    #[error(transparent)]
-    Queue(#[from] WorkerError),
-    /// The run cannot be handed to the workers.
-    #[error(
-        "run {0} cannot be queued for the workers: it is finished, unknown, or was started from a local flow file that only its host can resume"
-    )]
-    NotQueueable(String),
-    /// This service is running that run already.
-    #[error("run {0} is already going on in this service")]
-    AlreadyRunning(String),
 }
 
 /// Runs flows on this process's engines, recorded in the run database as `flowhost run` does

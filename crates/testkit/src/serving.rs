@@ -11,6 +11,7 @@ use serde_json::Value;
 
 /// A running server.
 pub struct Served {
+    /// The `flowhost serve` process.
     pub child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -61,6 +62,7 @@ impl Served {
         }
     }
 
+    /// The URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

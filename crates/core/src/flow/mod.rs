@@ -449,3 +449,12 @@ impl TaskSpec {
         self
     }
 }
+
+impl crate::class::Classify for FlowFileError {
+    fn class(&self) -> crate::class::ErrorClass {
+        match self {
+            Self::Read { .. } => crate::class::ErrorClass::Unreadable,
+            _ => crate::class::ErrorClass::Invalid,
+        }
+    }
+}

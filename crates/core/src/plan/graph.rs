@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use super::tree::{Level, Node};
 use super::Problem;
+use super::tree::{Level, Node};
 use crate::flow::{Pattern, TaskSpec};
 use crate::store::{Binding, quoted};
 

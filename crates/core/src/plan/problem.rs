@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::class::{Classify, ErrorClass};
 use crate::contract::escape;
 
 /// Everything wrong with a flow, found before any task ran.
@@ -59,3 +60,13 @@ impl fmt::Display for ValidationError {
     }
 }
 
+impl Classify for ValidationError {
+    /// The host, not the flow, lacked memory or address space for a plugin: that passes.
+    fn class(&self) -> ErrorClass {
+        if self.host_unavailable {
+            ErrorClass::Unavailable
+        } else {
+            ErrorClass::Invalid
+        }
+    }
+}

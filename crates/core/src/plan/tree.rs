@@ -19,7 +19,9 @@ pub struct Node {
     pub path: String,
     /// Its name among its siblings, which `after` uses.
     pub local: String,
+    /// The siblings it runs after (`after = [..]`), by local name.
     pub after: Vec<String>,
+    /// Its flat tasks, as indices into [`Tree::tasks`].
     pub tasks: Range<usize>,
     /// "task" or "subflow", as messages name it.
     pub kind: &'static str,
@@ -27,7 +29,9 @@ pub struct Node {
 
 /// The flow, or one subflow, as its pattern sees it.
 pub struct Level {
+    /// How the level orders its entries.
     pub pattern: Pattern,
+    /// Its entries, in file order.
     pub nodes: Vec<Node>,
 }
 
@@ -36,7 +40,9 @@ pub struct Level {
 pub struct Scope {
     /// The subflow's path (`schedule`, `reserve/quota`).
     pub path: String,
+    /// The flat tasks it runs again, as indices into [`Tree::tasks`].
     pub tasks: Range<usize>,
+    /// How it tries again.
     pub controller: Controller,
     /// The enclosing scope, which takes a failure this one gives up on.
     pub parent: Option<usize>,
@@ -46,13 +52,16 @@ pub struct Scope {
 pub struct Tree {
     /// Every task, named by its path, in file order.
     pub tasks: Vec<TaskSpec>,
+    /// The flow's level first, then each subflow's.
     pub levels: Vec<Level>,
+    /// The subflows with a retry controller, outermost first.
     pub scopes: Vec<Scope>,
     /// Subflow entries' problems: a controller that is not one kind, or gives no iteration.
     pub problems: Vec<Problem>,
 }
 
 impl Tree {
+    /// Flattens `flow`: every task by its path, each level and each scope.
     pub fn of(flow: &FlowSpec) -> Self {
         let mut tree = Tree {
             tasks: Vec::new(),

@@ -38,6 +38,7 @@
 //! is compiled.
 
 pub use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
+pub use flowhost_core::class::{Classify, ErrorClass};
 pub use flowhost_core::contract::{
     ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, Progress, TaskError, TaskInfo, escape,
 };
@@ -73,9 +74,7 @@ pub use flowhost_service as service;
 /// runs for `Worker`s. An [`Executor`](runs::Executor) records a run with
 /// [`record`](runs::record) and continues an interrupted one with [`resume`](runs::resume).
 pub mod runs {
-    pub use flowhost_executor::{
-        Executor, ResumeFailure, Resumption, origin_of, record, resume,
-    };
+    pub use flowhost_executor::{Executor, ResumeFailure, Resumption, origin_of, record, resume};
     #[cfg(feature = "postgres")]
     pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};
     pub use flowhost_runs::{
@@ -84,7 +83,9 @@ pub mod runs {
         StateChange, TaskRecord, hash_file, holder_may_be_alive, host_name,
     };
     #[cfg(feature = "postgres")]
-    pub use flowhost_runs_postgres::{Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url};
+    pub use flowhost_runs_postgres::{
+        Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url,
+    };
     #[cfg(feature = "sqlite")]
     pub use flowhost_runs_sqlite::{Durability, SqliteRunDb};
 }

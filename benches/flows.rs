@@ -29,7 +29,7 @@ mod workers;
 
 mod floor {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         exports: { default: async },
     });
