@@ -8,5 +8,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 (cd plugins && cargo build --quiet --release --locked)   # plugins/.cargo/config.toml sets the wasm target
-cargo build --quiet --locked -p flowhost
+cargo build --quiet --locked -p flowhost --bin flowhost
 exec target/debug/flowhost run examples/volume-create/flow.toml --fetch volume "$@"
