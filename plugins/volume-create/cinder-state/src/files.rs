@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::STATE_DIR;
+use crate::id::new_id;
 
 fn io_error(path: &Path, error: impl std::fmt::Display) -> TaskError {
     TaskError::new("state-io", format!("{}: {error}", path.display()))
@@ -41,8 +42,10 @@ pub(crate) fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, TaskEr
     }
 }
 
-/// Writes pretty JSON to `path.tmp`, then renames it over `path`, so a reader (or a crash)
-/// sees the old file or the new one, never half of one.
+/// Writes pretty JSON to a temporary file of its own beside `path` (`path.<random>.tmp`),
+/// then renames it over `path`, so a reader (or a crash) sees the old file or the new one,
+/// never half of one. The temporary name is unique to the call, so writers of one file never
+/// write into each other's temporary file.
 pub(crate) fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), TaskError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
@@ -50,10 +53,16 @@ pub(crate) fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), TaskErro
     let mut text = serde_json::to_string_pretty(value).map_err(|e| io_error(path, e))?;
     text.push('\n');
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.tmp", new_id()?));
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, text).map_err(|e| io_error(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+    if let Err(e) = fs::write(&tmp, text) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(&tmp, e));
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_error(path, e)
+    })
 }
 
 /// Deletes a file; already gone counts as done, which keeps reverts idempotent.

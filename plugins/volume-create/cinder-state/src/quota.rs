@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use flowhost_guest::TaskError;
+use flowhost_guest::{Invocation, TaskError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::lock::FileLock;
 use crate::{STATE_DIR, files};
 
 /// An amount of each quota-limited resource.
@@ -88,19 +89,61 @@ fn check(
 }
 
 impl Ledger {
-    /// Reads the ledger; an absent file is an empty ledger with zero limits.
+    /// Reads the ledger as it stands, without the lock; an absent file is an empty ledger
+    /// with zero limits. The file is only ever replaced whole, so this is a ledger some
+    /// writer wrote, though it may be out of date the moment after: change the ledger only
+    /// through [`Ledger::update`].
     pub fn load() -> Result<Self, TaskError> {
         Ok(files::read(&path())?.unwrap_or_default())
     }
 
-    /// Writes the ledger atomically.
-    pub fn save(&self) -> Result<(), TaskError> {
-        files::write(&path(), self)
+    /// Reads the ledger, applies `change` and writes the result, all under the ledger's lock
+    /// (`/state/quota.lock`, see [`crate::lock`]), so concurrent runs never lose each other's
+    /// updates. Writes only if `change` succeeded and changed something, atomically (a reader
+    /// sees the old ledger or the new one); an error from `change` leaves the file as it was.
+    pub fn update<R>(
+        caller: &Invocation,
+        change: impl FnOnce(&mut Ledger) -> Result<R, TaskError>,
+    ) -> Result<R, TaskError> {
+        let path = path();
+        let lock = FileLock::acquire(&path, caller)?;
+        let before: Ledger = files::read(&path)?.unwrap_or_default();
+        let mut ledger = before.clone();
+        let result = change(&mut ledger)?;
+        if ledger != before {
+            lock.ensure_held()?;
+            files::write(&path, &ledger)?;
+        }
+        drop(lock);
+        Ok(result)
+    }
+
+    /// [`Ledger::update`] for a change that only this call's own earlier calls can have
+    /// made necessary, such as releasing or uncommitting its own reservation: `needed` first
+    /// looks at the ledger as it stands, without the lock, and only if it says there is
+    /// something to do is the lock taken and `change` applied. Nothing else adds or removes
+    /// a reservation under this call's id, so a ledger without it stays without it; reverts
+    /// with nothing to undo (a request refused over quota) thereby never wait for the lock.
+    pub fn update_if_needed(
+        caller: &Invocation,
+        needed: impl FnOnce(&Ledger) -> bool,
+        change: impl FnOnce(&mut Ledger) -> Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
+        if needed(&Ledger::load()?) {
+            Ledger::update(caller, change)
+        } else {
+            Ok(())
+        }
     }
 
     /// Records a pending reservation if in-use plus every pending reservation plus `request`
-    /// stays within the limits.
-    pub fn reserve(&mut self, id: &str, request: Usage) -> Result<(), TaskError> {
+    /// stays within the limits; returns what the reservation holds. A reservation `id`
+    /// already pending or committed is left as it is, and what it holds returned: an earlier
+    /// attempt of the same call made it (see [`crate::invocation_id`]).
+    pub fn reserve(&mut self, id: &str, request: Usage) -> Result<Usage, TaskError> {
+        if let Some(held) = self.reserved.get(id).or_else(|| self.committed.get(id)) {
+            return Ok(*held);
+        }
         let used = self
             .reserved
             .values()
@@ -120,7 +163,7 @@ impl Ledger {
             request.volumes,
         )?;
         self.reserved.insert(id.to_owned(), request);
-        Ok(())
+        Ok(request)
     }
 
     /// Drops a pending reservation; false if there was none.
@@ -128,8 +171,12 @@ impl Ledger {
         self.reserved.remove(id).is_some()
     }
 
-    /// Turns a pending reservation into usage.
+    /// Turns a pending reservation into usage; one already committed is left as it is (an
+    /// earlier attempt of the same call committed it).
     pub fn commit(&mut self, id: &str) -> Result<(), TaskError> {
+        if self.committed.contains_key(id) {
+            return Ok(());
+        }
         let usage = self.reserved.remove(id).ok_or_else(|| {
             TaskError::new(
                 "unknown-reservation",
@@ -183,6 +230,7 @@ mod tests {
         )
         .unwrap();
         l.commit("r1").unwrap();
+        l.commit("r1").unwrap();
         assert_eq!(
             l.in_use,
             Usage {
@@ -194,6 +242,33 @@ mod tests {
         assert!(!l.uncommit("r1"));
         assert!(!l.release("r1"));
         assert_eq!(l, before);
+    }
+
+    #[test]
+    fn reserving_again_under_the_same_id_reserves_nothing_more() {
+        let mut l = ledger();
+        let size = Usage {
+            gigabytes: 600,
+            volumes: 1,
+        };
+        l.reserve("r1", size).unwrap();
+        let bigger = Usage {
+            gigabytes: 700,
+            volumes: 1,
+        };
+        assert_eq!(
+            l.reserve("r1", bigger).unwrap(),
+            size,
+            "the held reservation"
+        );
+        assert_eq!(l.reserved.len(), 1);
+        l.commit("r1").unwrap();
+        l.reserve("r1", size).unwrap();
+        assert!(
+            l.reserved.is_empty(),
+            "a committed reservation is not made again"
+        );
+        assert_eq!(l.in_use.gigabytes, 610);
     }
 
     #[test]

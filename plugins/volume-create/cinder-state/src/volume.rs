@@ -36,6 +36,11 @@ pub struct Volume {
 }
 
 impl Volume {
+    /// Reads the record of volume `id`; `None` if there is none.
+    pub fn load(id: &str) -> Result<Option<Volume>, TaskError> {
+        files::read(&files::record_path("volumes", id)?)
+    }
+
     /// Writes the record atomically.
     pub fn save(&self) -> Result<(), TaskError> {
         files::write(&files::record_path("volumes", &self.id)?, self)

@@ -1,7 +1,9 @@
 //! `entry_create`: records the volume in state `creating`, giving it its id.
 
-use cinder_state::{Volume, VolumeSpec, new_id, unix_now};
-use flowhost_guest::{FlowFailure, NoConfig, Outcome, Task, TaskError, TaskInfo, export_task};
+use cinder_state::{Volume, VolumeSpec, invocation_id, unix_now};
+use flowhost_guest::{
+    FlowFailure, NoConfig, Outcome, Task, TaskError, TaskInfo, export_task, invocation,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
@@ -34,23 +36,36 @@ impl Task for EntryCreate {
             .provides(["volume_id", "volume"])
     }
 
+    /// Writes the record. Its id comes from the run and the task entry ([`invocation_id`]),
+    /// so a retried or resumed call finds the record its earlier attempt wrote and returns
+    /// it instead of writing a second volume.
     fn execute(args: Args, _: NoConfig) -> Result<Output, TaskError> {
-        let volume = Volume {
-            id: new_id()?,
-            spec: args.spec,
-            display_name: args.display_name,
-            description: args.description,
-            status: "creating".into(),
-            created_at: unix_now(),
+        let caller = invocation();
+        let id = invocation_id(&caller.run_id, &caller.task, "volume");
+        let volume = match Volume::load(&id)? {
+            Some(volume) => volume,
+            None => {
+                let volume = Volume {
+                    id,
+                    spec: args.spec,
+                    display_name: args.display_name,
+                    description: args.description,
+                    status: "creating".into(),
+                    created_at: unix_now(),
+                };
+                volume.save()?;
+                volume
+            }
         };
-        volume.save()?;
         Ok(Output {
             volume_id: volume.id.clone(),
             volume,
         })
     }
 
-    /// Deletes the record this run wrote; a failed execute wrote none.
+    /// Deletes the record this call wrote. Also after a failed execute: it may have written
+    /// the record before it was stopped, and its id is known; deleting an absent record is
+    /// a no-op.
     fn revert(
         _: Args,
         _: NoConfig,
@@ -59,7 +74,10 @@ impl Task for EntryCreate {
     ) -> Result<(), TaskError> {
         match outcome {
             Outcome::Success(output) => Volume::delete(&output.volume_id),
-            Outcome::Failure(_) => Ok(()),
+            Outcome::Failure(_) => {
+                let caller = invocation();
+                Volume::delete(&invocation_id(&caller.run_id, &caller.task, "volume"))
+            }
         }
     }
 }

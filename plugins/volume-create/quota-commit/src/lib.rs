@@ -1,7 +1,9 @@
 //! `quota_commit`: once the volume exists, turns its quota reservation into usage.
 
 use cinder_state::{Ledger, Reservation};
-use flowhost_guest::{FlowFailure, NoConfig, Outcome, Task, TaskError, TaskInfo, export_task};
+use flowhost_guest::{
+    FlowFailure, NoConfig, Outcome, Task, TaskError, TaskInfo, export_task, invocation,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -22,10 +24,10 @@ impl Task for QuotaCommit {
             .requires(["reservations"])
     }
 
+    /// Commits under the ledger's lock; a reservation already committed (by an earlier
+    /// attempt of this call) is left as it is.
     fn execute(args: Args, _: NoConfig) -> Result<(), TaskError> {
-        let mut ledger = Ledger::load()?;
-        ledger.commit(&args.reservations.id)?;
-        ledger.save()
+        Ledger::update(&invocation(), |ledger| ledger.commit(&args.reservations.id))
     }
 
     /// Takes the usage back whatever the outcome: the host may have stopped execute after it
@@ -37,11 +39,15 @@ impl Task for QuotaCommit {
         _: Outcome<()>,
         _: Vec<FlowFailure>,
     ) -> Result<(), TaskError> {
-        let mut ledger = Ledger::load()?;
-        if ledger.uncommit(&args.reservations.id) {
-            ledger.save()?;
-        }
-        Ok(())
+        let id = &args.reservations.id;
+        Ledger::update_if_needed(
+            &invocation(),
+            |ledger| ledger.committed.contains_key(id),
+            |ledger| {
+                ledger.uncommit(id);
+                Ok(())
+            },
+        )
     }
 }
 

@@ -1,8 +1,8 @@
 //! `quota_reserve`: holds quota for the new volume before anything is created, so a request
 //! that cannot fit fails early with `over-quota` and nothing to undo.
 
-use cinder_state::{Ledger, Reservation, Usage, new_id};
-use flowhost_guest::{FlowFailure, Outcome, Task, TaskError, TaskInfo, export_task};
+use cinder_state::{Ledger, Reservation, Usage, invocation_id};
+use flowhost_guest::{FlowFailure, Outcome, Task, TaskError, TaskInfo, export_task, invocation};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -45,46 +45,53 @@ impl Task for QuotaReserve {
             .provides(["reservations"])
     }
 
+    /// Reserves under the ledger's lock. The reservation's id comes from the run and the task
+    /// entry ([`invocation_id`]), so a retried or resumed call finds the reservation its
+    /// earlier attempt made and returns it instead of reserving twice.
     fn execute(args: Args, config: Config) -> Result<Reservation, TaskError> {
-        let mut ledger = Ledger::load()?;
-        ledger.limits = Usage {
-            gigabytes: config.gigabytes,
-            volumes: config.volumes,
+        let caller = invocation();
+        let id = invocation_id(&caller.run_id, &caller.task, "reservation");
+        let request = Usage {
+            gigabytes: args.size,
+            volumes: 1,
         };
-        let reservation = Reservation {
-            id: new_id()?,
-            usage: Usage {
-                gigabytes: args.size,
-                volumes: 1,
-            },
-        };
-        ledger
-            .reserve(&reservation.id, reservation.usage)
-            .map_err(|mut e| {
+        let usage = Ledger::update(&caller, |ledger| {
+            ledger.limits = Usage {
+                gigabytes: config.gigabytes,
+                volumes: config.volumes,
+            };
+            ledger.reserve(&id, request).map_err(|mut e| {
                 if let Some(Value::Object(details)) = &mut e.details {
                     details.insert("volume_type".into(), args.volume_type.into());
                 }
                 e
-            })?;
-        ledger.save()?;
-        Ok(reservation)
+            })
+        })?;
+        Ok(Reservation { id, usage })
     }
 
-    /// Releases the reservation this run made; nothing was reserved if execute failed.
+    /// Releases the reservation this call made. Also after a failed execute: it may have
+    /// reserved before it was stopped (a deadline), and its id is known; releasing one that
+    /// is not there (over quota) changes nothing.
     fn revert(
         _: Args,
         _: Config,
         outcome: Outcome<Reservation>,
         _: Vec<FlowFailure>,
     ) -> Result<(), TaskError> {
-        let Outcome::Success(reservation) = outcome else {
-            return Ok(());
+        let caller = invocation();
+        let id = match outcome {
+            Outcome::Success(reservation) => reservation.id,
+            Outcome::Failure(_) => invocation_id(&caller.run_id, &caller.task, "reservation"),
         };
-        let mut ledger = Ledger::load()?;
-        if ledger.release(&reservation.id) {
-            ledger.save()?;
-        }
-        Ok(())
+        Ledger::update_if_needed(
+            &caller,
+            |ledger| ledger.reserved.contains_key(&id),
+            |ledger| {
+                ledger.release(&id);
+                Ok(())
+            },
+        )
     }
 }
 
