@@ -29,6 +29,11 @@
 // - `outcome` is {result: <value>} or {error: {code, message, details}}; `failures` a list of
 //   {task, code, message, details}.
 // - `invocation()` gives {runId, task, attempt}, for idempotency keys.
+// - `execute` and `revert` may be async (return a promise): componentize-js runs the event
+//   loop until it settles, so `await fetch(...)` works. A rejection is reported like a throw.
+// - Calling services: `fetch` (or `fetchJson` below) reaches the origins the flow entry
+//   grants (`net = { http = [...] }`); `secret("name")` in a header value stands for the
+//   flow's secret. Build without `-d http`, or the component has no fetch.
 //
 // A task object with its own `describe()` is passed through as it is (the raw contract: JSON
 // text in and out), with only uncaught exceptions reported.
@@ -42,6 +47,45 @@ export class TaskError extends Error {
     this.code = code;
     this.details = details;
   }
+}
+
+// The placeholder for the flow's secret `name`, for an HTTP header value: the host puts the
+// value in when it sends the request to an origin the entry grants, so the task never holds it.
+//   fetch(url, { headers: { authorization: `Bearer ${secret("volume_token")}` } })
+export function secret(name) {
+  return `{{secret:${name}}}`;
+}
+
+// fetch() for JSON APIs: `init.json` is sent as a JSON body (content-type set), and the answer
+// is {status, headers, body}, `body` parsed when it is JSON (the text otherwise). Any status
+// is an answer; a request that gets none (the host refused it: the entry's `net.http` does not
+// grant the origin; or the service is unreachable) throws TaskError `unavailable` with
+// {method, url, reason}. Build the task without `-d http` (see plugins/README.md).
+export async function fetchJson(url, init = {}) {
+  const { json, ...rest } = init;
+  const method = (rest.method ?? "GET").toUpperCase();
+  const request = { ...rest, method, headers: { ...(rest.headers ?? {}) } };
+  if (json !== undefined) {
+    request.body = JSON.stringify(json);
+    if (!Object.keys(request.headers).some((h) => h.toLowerCase() === "content-type")) {
+      request.headers["content-type"] = "application/json";
+    }
+  }
+  let response;
+  try {
+    response = await fetch(url, request);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new TaskError("unavailable", `${method} ${url} got no answer: ${reason}`, { method, url, reason });
+  }
+  const text = await response.text();
+  let body = text;
+  try {
+    body = text === "" ? null : JSON.parse(text);
+  } catch {
+    // not JSON: the text as it is
+  }
+  return { status: response.status, headers: Object.fromEntries(response.headers), body };
 }
 
 export function invocation() {
@@ -86,14 +130,15 @@ export function defineTask(task) {
   return {
     describe: () => info,
     execute: (args, config) =>
-      guard("execute", () => {
-        const result = task.execute(...parse(args, config));
-        const text = JSON.stringify(result);
-        if (text === undefined) {
-          throw new TaskError("invalid-output", `result is not JSON-able: ${typeof result}`);
-        }
-        return text;
-      }),
+      guard("execute", () =>
+        then(task.execute(...parse(args, config)), (result) => {
+          const text = JSON.stringify(result);
+          if (text === undefined) {
+            throw new TaskError("invalid-output", `result is not JSON-able: ${typeof result}`);
+          }
+          return text;
+        }),
+      ),
     revert: (args, config, outcome, failures) =>
       guard("revert", () => {
         let parsed;
@@ -107,8 +152,9 @@ export function defineTask(task) {
           return undefined;
         }
         const failed = failures.map((f) => ({ task: f.task, ...errorObject(f.error) }));
-        const result = task.revert(...parsed, outcomeObject(outcome), failed);
-        return result === undefined || result === null ? undefined : JSON.stringify(result);
+        return then(task.revert(...parsed, outcomeObject(outcome), failed), (result) =>
+          result === undefined || result === null ? undefined : JSON.stringify(result),
+        );
       }),
   };
 }
@@ -154,35 +200,55 @@ function isTaskError(thrown) {
   );
 }
 
+// `f(value)`, after `value` settles when it is a promise (an async execute or revert).
+function then(value, f) {
+  return value !== null && typeof value === "object" && typeof value.then === "function" ? value.then(f) : f(value);
+}
+
+// Runs `call`, turning what it throws, or the promise it returns rejects with, into a
+// task-error. componentize-js runs the event loop until a returned promise settles.
 function guard(fn, call) {
+  let value;
   try {
-    return call();
+    value = call();
   } catch (thrown) {
-    if (isTaskError(thrown)) {
-      throw thrown;
-    }
-    if (thrown instanceof TaskError) {
-      throw {
-        code: thrown.code,
-        message: thrown.message,
-        details: thrown.details === undefined ? undefined : JSON.stringify(thrown.details),
-      };
-    }
-    const isError = thrown instanceof Error;
-    const exception = isError ? thrown.constructor?.name || thrown.name || "Error" : typeof thrown;
-    const message = isError ? String(thrown.message) : String(thrown);
-    const traceback = isError && thrown.stack ? String(thrown.stack) : "";
-    let name = "?";
-    try {
-      name = host.invocation().task;
-    } catch {
-      // describe-time or no host: the name stays unknown.
-    }
-    console.error(`Uncaught ${exception}: ${message}\n${traceback}`);
-    throw {
-      code: "uncaught-exception",
-      message: `${exception}: ${message} (uncaught JavaScript exception by task \`${name}\` in ${fn})`,
-      details: JSON.stringify({ exception, message, language: "javascript", traceback }),
+    throw contractError(fn, thrown);
+  }
+  if (value !== null && typeof value === "object" && typeof value.then === "function") {
+    return value.then(undefined, (thrown) => {
+      throw contractError(fn, thrown);
+    });
+  }
+  return value;
+}
+
+// The task-error a thrown value becomes: a task-error as it is, a TaskError by its fields,
+// anything else `uncaught-exception` with its stack.
+function contractError(fn, thrown) {
+  if (isTaskError(thrown)) {
+    return thrown;
+  }
+  if (thrown instanceof TaskError) {
+    return {
+      code: thrown.code,
+      message: thrown.message,
+      details: thrown.details === undefined ? undefined : JSON.stringify(thrown.details),
     };
   }
+  const isError = thrown instanceof Error;
+  const exception = isError ? thrown.constructor?.name || thrown.name || "Error" : typeof thrown;
+  const message = isError ? String(thrown.message) : String(thrown);
+  const traceback = isError && thrown.stack ? String(thrown.stack) : "";
+  let name = "?";
+  try {
+    name = host.invocation().task;
+  } catch {
+    // describe-time or no host: the name stays unknown.
+  }
+  console.error(`Uncaught ${exception}: ${message}\n${traceback}`);
+  return {
+    code: "uncaught-exception",
+    message: `${exception}: ${message} (uncaught JavaScript exception by task \`${name}\` in ${fn})`,
+    details: JSON.stringify({ exception, message, language: "javascript", traceback }),
+  };
 }

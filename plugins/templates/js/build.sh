@@ -3,8 +3,8 @@
 # its path as the last line. componentize-js is installed once, from the pinned lock file
 # tools/package-lock.json, into the shared tool cache ($FLOWHOST_TOOLS, default
 # ~/.cache/flowhost/tools); Node.js with npm is needed (installed with apt when missing and
-# possible). `-d http -d fetch-event` keeps wasi:http out of the imports: flowhost does not
-# offer it.
+# possible). `-d http -d fetch-event` keeps wasi:http out of the imports; to call services
+# with `fetch`, drop `-d http` and grant the origins in the flow entry (`net = { http = [...] }`).
 set -euo pipefail
 cd "$(dirname "$0")"
 TOOLS="${FLOWHOST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/flowhost/tools}"

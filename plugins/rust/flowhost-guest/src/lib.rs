@@ -301,3 +301,599 @@ macro_rules! export_task {
         $crate::bindings::export!(__FlowhostTaskExport with_types_in $crate::bindings);
     };
 }
+
+/// HTTP requests from a task, over `wasi:http/outgoing-handler`: one line per call.
+///
+/// ```ignore
+/// use flowhost_guest::http;
+///
+/// let reservation: Reservation = http::post_json(
+///     "http://127.0.0.1:8776/v3/quota/reserve",
+///     &serde_json::json!({ "volumes": 1, "gigabytes": 10 }),
+///     &[("authorization", "Bearer {{secret:volume_token}}")],
+/// )?
+/// .error_for_status()?
+/// .json()?;
+/// ```
+///
+/// The host sends a request only to an origin the task's flow entry grants (`net = { http =
+/// [...] }`); anything else fails with code `http-denied`. A header value may name a secret of
+/// the flow with `{{secret:NAME}}` (see [`secret`]): the host puts the value in when it sends
+/// the request to a granted origin, so the task never holds it. Any status is a [`Response`];
+/// [`Response::error_for_status`] turns 4xx and 5xx into errors. The whole body is read (the
+/// host caps it per call with `limits.http_body_mib`).
+///
+/// Errors become [`TaskError`]s whose `details` hold `method`, `url` and, for a `wasi:http`
+/// error, `wasi_error` (the `error-code` case's WIT name, e.g. `connection-refused`) and
+/// `detail`:
+///
+/// | code | when |
+/// |---|---|
+/// | `http-denied` | `HTTP-request-denied`: the flow does not grant the origin |
+/// | `unavailable` | the service could not be reached or did not answer in time (`connection-refused`, `connection-timeout`, `DNS-timeout`, `destination-unavailable`, `HTTP-response-timeout`, …), and, from `error_for_status`, 429, 502, 503, 504: the code retry policies name |
+/// | `invalid-request` | a URL, method or header the request cannot carry |
+/// | `http-status` | from `error_for_status`: any other status from 400 up (`details.status`, `details.body`) |
+/// | `invalid-response` | from [`Response::json`]: a body that is not the expected JSON |
+/// | `http-error` | any other `wasi:http` error (`DNS-error`, TLS, protocol, size limits, …) |
+pub mod http {
+    use std::time::Duration;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{
+        ErrorCode, Fields, HeaderError, IncomingBody, Method, OutgoingBody, OutgoingRequest,
+        RequestOptions, Scheme,
+    };
+    use wasip2::io::streams::StreamError;
+
+    use super::TaskError;
+
+    /// The placeholder for secret `name` of the flow (`{{secret:name}}`), for a header value:
+    /// `("authorization", &format!("Bearer {}", http::secret("volume_token")))`.
+    pub fn secret(name: &str) -> String {
+        format!("{{{{secret:{name}}}}}")
+    }
+
+    /// `GET url`.
+    pub fn get(url: &str) -> Result<Response, TaskError> {
+        Request::get(url).send()
+    }
+
+    /// `GET url` with these headers.
+    pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Result<Response, TaskError> {
+        Request::get(url).headers(headers).send()
+    }
+
+    /// `POST url` with `body` as JSON (`content-type: application/json`) and these headers.
+    pub fn post_json(
+        url: &str,
+        body: &impl Serialize,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, TaskError> {
+        Request::post(url).headers(headers).json(body).send()
+    }
+
+    /// `PUT url` with `body` as JSON and these headers.
+    pub fn put_json(
+        url: &str,
+        body: &impl Serialize,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, TaskError> {
+        Request::put(url).headers(headers).json(body).send()
+    }
+
+    /// `DELETE url` with these headers.
+    pub fn delete(url: &str, headers: &[(&str, &str)]) -> Result<Response, TaskError> {
+        Request::delete(url).headers(headers).send()
+    }
+
+    /// A response: any status, its headers (names in lowercase, in the order received) and
+    /// the whole body.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Response {
+        /// The HTTP status.
+        pub status: u16,
+        /// Every header, `(lowercase name, value)`.
+        pub headers: Vec<(String, String)>,
+        /// The body's bytes.
+        pub body: Vec<u8>,
+        method: String,
+        url: String,
+    }
+
+    impl Response {
+        /// The first value of header `name` (any case).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// Whether the status is 2xx.
+        pub fn is_success(&self) -> bool {
+            (200..300).contains(&self.status)
+        }
+
+        /// The body as text (invalid UTF-8 replaced).
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        /// The body parsed as JSON into `T`; `invalid-response` when it is not.
+        pub fn json<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
+            serde_json::from_slice(&self.body).map_err(|e| {
+                TaskError::new(
+                    "invalid-response",
+                    format!("{} {} answered {} with a body that is not the expected JSON: {e}", self.method, self.url, self.status),
+                )
+                .with_details(self.details())
+            })
+        }
+
+        /// The response itself when its status is below 400; otherwise an error:
+        /// `unavailable` for 429, 502, 503 and 504, `http-status` for the rest.
+        pub fn error_for_status(self) -> Result<Self, TaskError> {
+            if self.status < 400 {
+                return Ok(self);
+            }
+            let code = match self.status {
+                429 | 502 | 503 | 504 => "unavailable",
+                _ => "http-status",
+            };
+            Err(TaskError::new(
+                code,
+                format!("{} {} answered {}", self.method, self.url, self.status),
+            )
+            .with_details(self.details()))
+        }
+
+        fn details(&self) -> serde_json::Value {
+            let mut body = self.text();
+            if body.len() > 2048 {
+                let mut end = 2048;
+                while !body.is_char_boundary(end) {
+                    end -= 1;
+                }
+                body.truncate(end);
+            }
+            let body = serde_json::from_str::<serde_json::Value>(&body).unwrap_or(serde_json::Value::String(body));
+            serde_json::json!({ "method": self.method, "url": self.url, "status": self.status, "body": body })
+        }
+    }
+
+    /// A request to build up, then [`send`](Request::send).
+    #[derive(Debug, Clone)]
+    pub struct Request {
+        method: String,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+        invalid: Option<String>,
+    }
+
+    impl Request {
+        /// A request with any method (`"PATCH"`, `"OPTIONS"`, …).
+        pub fn new(method: &str, url: &str) -> Self {
+            Self {
+                method: method.to_ascii_uppercase(),
+                url: url.to_owned(),
+                headers: Vec::new(),
+                body: None,
+                timeout: None,
+                invalid: None,
+            }
+        }
+
+        /// `GET url`.
+        pub fn get(url: &str) -> Self {
+            Self::new("GET", url)
+        }
+
+        /// `POST url`.
+        pub fn post(url: &str) -> Self {
+            Self::new("POST", url)
+        }
+
+        /// `PUT url`.
+        pub fn put(url: &str) -> Self {
+            Self::new("PUT", url)
+        }
+
+        /// `DELETE url`.
+        pub fn delete(url: &str) -> Self {
+            Self::new("DELETE", url)
+        }
+
+        /// Adds a header (a name may be given more than once).
+        pub fn header(mut self, name: &str, value: &str) -> Self {
+            self.headers.push((name.to_owned(), value.to_owned()));
+            self
+        }
+
+        /// Adds these headers.
+        pub fn headers(mut self, headers: &[(&str, &str)]) -> Self {
+            self.headers
+                .extend(headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+            self
+        }
+
+        /// `authorization: Bearer {{secret:NAME}}`: the flow's secret `name` as a bearer token,
+        /// filled in by the host.
+        pub fn bearer_secret(self, name: &str) -> Self {
+            let value = format!("Bearer {}", secret(name));
+            self.header("authorization", &value)
+        }
+
+        /// The body, as it is.
+        pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+            self.body = Some(body.into());
+            self
+        }
+
+        /// `value` as a JSON body, with `content-type: application/json` unless one is set.
+        pub fn json(mut self, value: &impl Serialize) -> Self {
+            match serde_json::to_vec(value) {
+                Ok(body) => self.body = Some(body),
+                Err(e) => self.invalid = Some(format!("the body could not be serialised: {e}")),
+            }
+            if !self.has_header("content-type") {
+                self.headers.push(("content-type".into(), "application/json".into()));
+            }
+            self
+        }
+
+        /// Gives up connecting, and waiting for each part of the response, after `timeout`
+        /// (`unavailable`). Without it only the call's deadline bounds the wait.
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.timeout = Some(timeout);
+            self
+        }
+
+        fn has_header(&self, name: &str) -> bool {
+            self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        }
+
+        fn error(&self, code: &str, message: String, wasi: Option<&ErrorCode>) -> TaskError {
+            let mut details = serde_json::json!({ "method": self.method, "url": self.url });
+            if let Some(wasi) = wasi {
+                details["wasi_error"] = error_code_name(wasi).into();
+                if let Some(detail) = error_code_detail(wasi) {
+                    details["detail"] = detail.into();
+                }
+            }
+            TaskError::new(code, message).with_details(details)
+        }
+
+        fn wasi_error(&self, wasi: &ErrorCode) -> TaskError {
+            let name = error_code_name(wasi);
+            let message = match wasi {
+                ErrorCode::HttpRequestDenied => format!(
+                    "{} {}: HTTP-request-denied: the task's flow entry does not grant this origin (`net = {{ http = [...] }}`)",
+                    self.method, self.url
+                ),
+                _ => match error_code_detail(wasi) {
+                    Some(detail) => format!("{} {} failed: {name} ({detail})", self.method, self.url),
+                    None => format!("{} {} failed: {name}", self.method, self.url),
+                },
+            };
+            self.error(error_code_task_code(wasi), message, Some(wasi))
+        }
+
+        fn invalid(&self, what: String) -> TaskError {
+            self.error("invalid-request", format!("{} {}: {what}", self.method, self.url), None)
+        }
+
+        /// Sends the request and reads the whole response.
+        pub fn send(self) -> Result<Response, TaskError> {
+            if let Some(why) = &self.invalid {
+                return Err(self.invalid(why.clone()));
+            }
+            let url = Url::parse(&self.url).map_err(|why| self.invalid(why))?;
+            let fields = Fields::new();
+            for (name, value) in &self.headers {
+                fields
+                    .append(name, value.as_bytes())
+                    .map_err(|e| self.invalid(format!("header `{name}`: {}", header_error(e))))?;
+            }
+            if let Some(body) = &self.body
+                && !self.has_header("content-length")
+            {
+                // Sized, not chunked: some servers (Python's http.server) read only sized bodies.
+                let length = body.len().to_string();
+                fields
+                    .append("content-length", length.as_bytes())
+                    .map_err(|e| self.invalid(format!("header `content-length`: {}", header_error(e))))?;
+            }
+            let request = OutgoingRequest::new(fields);
+            request
+                .set_method(&method(&self.method))
+                .map_err(|()| self.invalid(format!("method `{}` is not valid", self.method)))?;
+            request
+                .set_scheme(Some(&url.scheme))
+                .map_err(|()| self.invalid("the scheme is not valid".into()))?;
+            request
+                .set_authority(Some(&url.authority))
+                .map_err(|()| self.invalid(format!("authority `{}` is not valid", url.authority)))?;
+            request
+                .set_path_with_query(Some(&url.path_with_query))
+                .map_err(|()| self.invalid(format!("path `{}` is not valid", url.path_with_query)))?;
+            let outgoing = request
+                .body()
+                .map_err(|()| self.invalid("the request body could not be opened".into()))?;
+            let options = self.timeout.map(|timeout| {
+                let options = RequestOptions::new();
+                let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+                // A host that does not support a timeout refuses it: the deadline still holds.
+                let _ = options.set_connect_timeout(Some(nanos));
+                let _ = options.set_first_byte_timeout(Some(nanos));
+                let _ = options.set_between_bytes_timeout(Some(nanos));
+                options
+            });
+            let future = outgoing_handler::handle(request, options).map_err(|e| self.wasi_error(&e))?;
+
+            // Write the body, then wait for the response; a failed write is reported only if
+            // the response does not say why (the host refused or dropped the request).
+            let mut write_failed = None;
+            if let Some(body) = &self.body {
+                match outgoing.write() {
+                    Ok(stream) => {
+                        for chunk in body.chunks(4096) {
+                            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                                write_failed = Some(stream_error(e));
+                                break;
+                            }
+                        }
+                    }
+                    Err(()) => write_failed = Some(None),
+                }
+            }
+            if let Err(e) = OutgoingBody::finish(outgoing, None)
+                && write_failed.is_none()
+            {
+                write_failed = Some(Some(e));
+            }
+            future.subscribe().block();
+            let response = match future.get() {
+                Some(Ok(Ok(response))) => response,
+                Some(Ok(Err(e))) => return Err(self.wasi_error(&e)),
+                Some(Err(())) | None => {
+                    return Err(self.error("http-error", format!("{} {}: no response", self.method, self.url), None));
+                }
+            };
+            if let Some(failed) = write_failed {
+                return Err(match failed {
+                    Some(e) => self.wasi_error(&e),
+                    None => self.error("http-error", format!("{} {}: the request body could not be sent", self.method, self.url), None),
+                });
+            }
+            let status = response.status();
+            let headers = {
+                let fields = response.headers();
+                let entries = fields.entries();
+                drop(fields);
+                entries
+                    .into_iter()
+                    .map(|(name, value)| (name.to_ascii_lowercase(), String::from_utf8_lossy(&value).into_owned()))
+                    .collect()
+            };
+            let incoming = response
+                .consume()
+                .map_err(|()| self.error("http-error", format!("{} {}: the response body could not be read", self.method, self.url), None))?;
+            let mut body = Vec::new();
+            {
+                let stream = incoming
+                    .stream()
+                    .map_err(|()| self.error("http-error", format!("{} {}: the response body could not be read", self.method, self.url), None))?;
+                loop {
+                    match stream.blocking_read(64 * 1024) {
+                        Ok(chunk) => body.extend_from_slice(&chunk),
+                        Err(StreamError::Closed) => break,
+                        Err(e) => {
+                            return Err(match stream_error(e) {
+                                Some(code) => self.wasi_error(&code),
+                                None => self.error("http-error", format!("{} {}: reading the response body failed", self.method, self.url), None),
+                            });
+                        }
+                    }
+                }
+            }
+            let trailers = IncomingBody::finish(incoming);
+            trailers.subscribe().block();
+            if let Some(Ok(Err(e))) = trailers.get() {
+                return Err(self.wasi_error(&e));
+            }
+            drop(trailers);
+            drop(response);
+            Ok(Response { status, headers, body, method: self.method, url: self.url })
+        }
+    }
+
+    /// The `wasi:http` error behind a stream error, when there is one.
+    fn stream_error(error: StreamError) -> Option<ErrorCode> {
+        match error {
+            StreamError::LastOperationFailed(e) => wasip2::http::types::http_error_code(&e),
+            StreamError::Closed => None,
+        }
+    }
+
+    fn header_error(error: HeaderError) -> &'static str {
+        match error {
+            HeaderError::InvalidSyntax => "invalid syntax",
+            HeaderError::Forbidden => "forbidden (set by the host)",
+            HeaderError::Immutable => "immutable",
+        }
+    }
+
+    fn method(name: &str) -> Method {
+        match name {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "CONNECT" => Method::Connect,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            "PATCH" => Method::Patch,
+            other => Method::Other(other.to_owned()),
+        }
+    }
+
+    /// A URL taken apart for `wasi:http`: `scheme://authority/path?query` (a fragment is
+    /// dropped, the path defaults to `/`).
+    #[derive(Debug)]
+    struct Url {
+        scheme: Scheme,
+        authority: String,
+        path_with_query: String,
+    }
+
+    impl Url {
+        fn parse(url: &str) -> Result<Self, String> {
+            let (scheme, rest) = url
+                .split_once("://")
+                .ok_or_else(|| "the URL has no scheme (`http://` or `https://`)".to_owned())?;
+            let scheme = match scheme.to_ascii_lowercase().as_str() {
+                "http" => Scheme::Http,
+                "https" => Scheme::Https,
+                other => return Err(format!("scheme `{other}` is not http or https")),
+            };
+            let rest = rest.split('#').next().unwrap_or_default();
+            let split = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(split);
+            if authority.is_empty() || authority.contains('@') {
+                return Err("the URL names no host (or has user info)".into());
+            }
+            if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("the URL holds whitespace or control characters".into());
+            }
+            let path_with_query = match path {
+                "" => "/".to_owned(),
+                p if p.starts_with('?') => format!("/{p}"),
+                p => p.to_owned(),
+            };
+            Ok(Self { scheme, authority: authority.to_owned(), path_with_query })
+        }
+    }
+
+    /// The WIT name of a `wasi:http` `error-code` case, e.g. `HTTP-request-denied`.
+    pub fn error_code_name(code: &ErrorCode) -> &'static str {
+        match code {
+            ErrorCode::DnsTimeout => "DNS-timeout",
+            ErrorCode::DnsError(_) => "DNS-error",
+            ErrorCode::DestinationNotFound => "destination-not-found",
+            ErrorCode::DestinationUnavailable => "destination-unavailable",
+            ErrorCode::DestinationIpProhibited => "destination-IP-prohibited",
+            ErrorCode::DestinationIpUnroutable => "destination-IP-unroutable",
+            ErrorCode::ConnectionRefused => "connection-refused",
+            ErrorCode::ConnectionTerminated => "connection-terminated",
+            ErrorCode::ConnectionTimeout => "connection-timeout",
+            ErrorCode::ConnectionReadTimeout => "connection-read-timeout",
+            ErrorCode::ConnectionWriteTimeout => "connection-write-timeout",
+            ErrorCode::ConnectionLimitReached => "connection-limit-reached",
+            ErrorCode::TlsProtocolError => "TLS-protocol-error",
+            ErrorCode::TlsCertificateError => "TLS-certificate-error",
+            ErrorCode::TlsAlertReceived(_) => "TLS-alert-received",
+            ErrorCode::HttpRequestDenied => "HTTP-request-denied",
+            ErrorCode::HttpRequestLengthRequired => "HTTP-request-length-required",
+            ErrorCode::HttpRequestBodySize(_) => "HTTP-request-body-size",
+            ErrorCode::HttpRequestMethodInvalid => "HTTP-request-method-invalid",
+            ErrorCode::HttpRequestUriInvalid => "HTTP-request-URI-invalid",
+            ErrorCode::HttpRequestUriTooLong => "HTTP-request-URI-too-long",
+            ErrorCode::HttpRequestHeaderSectionSize(_) => "HTTP-request-header-section-size",
+            ErrorCode::HttpRequestHeaderSize(_) => "HTTP-request-header-size",
+            ErrorCode::HttpRequestTrailerSectionSize(_) => "HTTP-request-trailer-section-size",
+            ErrorCode::HttpRequestTrailerSize(_) => "HTTP-request-trailer-size",
+            ErrorCode::HttpResponseIncomplete => "HTTP-response-incomplete",
+            ErrorCode::HttpResponseHeaderSectionSize(_) => "HTTP-response-header-section-size",
+            ErrorCode::HttpResponseHeaderSize(_) => "HTTP-response-header-size",
+            ErrorCode::HttpResponseBodySize(_) => "HTTP-response-body-size",
+            ErrorCode::HttpResponseTrailerSectionSize(_) => "HTTP-response-trailer-section-size",
+            ErrorCode::HttpResponseTrailerSize(_) => "HTTP-response-trailer-size",
+            ErrorCode::HttpResponseTransferCoding(_) => "HTTP-response-transfer-coding",
+            ErrorCode::HttpResponseContentCoding(_) => "HTTP-response-content-coding",
+            ErrorCode::HttpResponseTimeout => "HTTP-response-timeout",
+            ErrorCode::HttpUpgradeFailed => "HTTP-upgrade-failed",
+            ErrorCode::HttpProtocolError => "HTTP-protocol-error",
+            ErrorCode::LoopDetected => "loop-detected",
+            ErrorCode::ConfigurationError => "configuration-error",
+            ErrorCode::InternalError(_) => "internal-error",
+        }
+    }
+
+    /// What a `wasi:http` error case carries, as text, when it carries something.
+    pub fn error_code_detail(code: &ErrorCode) -> Option<String> {
+        match code {
+            ErrorCode::DnsError(p) => match (&p.rcode, p.info_code) {
+                (None, None) => None,
+                (rcode, info) => Some(format!(
+                    "rcode {}, info code {}",
+                    rcode.as_deref().unwrap_or("-"),
+                    info.map_or("-".to_owned(), |i| i.to_string())
+                )),
+            },
+            ErrorCode::TlsAlertReceived(p) => p.alert_message.clone().or(p.alert_id.map(|id| format!("alert {id}"))),
+            ErrorCode::HttpRequestBodySize(Some(n)) | ErrorCode::HttpResponseBodySize(Some(n)) => Some(format!("{n} bytes")),
+            ErrorCode::HttpRequestHeaderSectionSize(Some(n))
+            | ErrorCode::HttpRequestTrailerSectionSize(Some(n))
+            | ErrorCode::HttpResponseHeaderSectionSize(Some(n))
+            | ErrorCode::HttpResponseTrailerSectionSize(Some(n)) => Some(format!("{n} bytes")),
+            ErrorCode::HttpRequestHeaderSize(Some(p))
+            | ErrorCode::HttpRequestTrailerSize(p)
+            | ErrorCode::HttpResponseHeaderSize(p)
+            | ErrorCode::HttpResponseTrailerSize(p) => p.field_name.clone(),
+            ErrorCode::HttpResponseTransferCoding(c) | ErrorCode::HttpResponseContentCoding(c) => c.clone(),
+            ErrorCode::InternalError(m) => m.clone(),
+            _ => None,
+        }
+    }
+
+    /// The task-error code the helper gives a `wasi:http` error (see the module's table).
+    pub fn error_code_task_code(code: &ErrorCode) -> &'static str {
+        match code {
+            ErrorCode::HttpRequestDenied => "http-denied",
+            ErrorCode::DnsTimeout
+            | ErrorCode::DestinationUnavailable
+            | ErrorCode::ConnectionRefused
+            | ErrorCode::ConnectionTerminated
+            | ErrorCode::ConnectionTimeout
+            | ErrorCode::ConnectionReadTimeout
+            | ErrorCode::ConnectionWriteTimeout
+            | ErrorCode::ConnectionLimitReached
+            | ErrorCode::HttpResponseIncomplete
+            | ErrorCode::HttpResponseTimeout => "unavailable",
+            ErrorCode::HttpRequestMethodInvalid
+            | ErrorCode::HttpRequestUriInvalid
+            | ErrorCode::HttpRequestUriTooLong
+            | ErrorCode::HttpRequestLengthRequired => "invalid-request",
+            _ => "http-error",
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn urls_split_for_wasi_http() {
+            let url = Url::parse("http://127.0.0.1:8776/v3/volumes?key=a#frag").unwrap();
+            assert!(matches!(url.scheme, Scheme::Http));
+            assert_eq!(url.authority, "127.0.0.1:8776");
+            assert_eq!(url.path_with_query, "/v3/volumes?key=a");
+            assert_eq!(Url::parse("https://example.org").unwrap().path_with_query, "/");
+            assert_eq!(Url::parse("https://example.org?q").unwrap().path_with_query, "/?q");
+            assert!(Url::parse("ftp://example.org/").is_err());
+            assert!(Url::parse("example.org/").is_err());
+            assert!(Url::parse("http:///path").is_err());
+            assert!(Url::parse("http://a b/").is_err());
+        }
+
+        #[test]
+        fn secret_placeholder() {
+            assert_eq!(secret("volume_token"), "{{secret:volume_token}}");
+        }
+    }
+}
