@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::db::default_db;
-use super::output::outln;
+use super::output::{errln, outln};
 use super::{Context, StoreArgs, print_invalid, print_json, read_flow, shown};
 
 /// Arguments of `flowhost check`.
@@ -43,7 +43,15 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
         let subflows: Vec<_> = loaded.subflows().collect();
-        let doc = serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks, "subflows": subflows });
+        let warnings: Vec<String> = tasks
+            .iter()
+            .flat_map(|task| {
+                task.sandbox.net.wide_local_grants().into_iter().map(move |wide| {
+                    format!("task `{}` is granted {wide}: every port of a local address, so every service on it", task.name)
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks, "subflows": subflows, "warnings": warnings });
         print_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -138,12 +146,14 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
         let l = &task.sandbox.limits;
         let fuel = l.fuel.map_or_else(|| "off".to_owned(), |f| f.to_string());
         outln!(
-            "   limits:   deadline {} ms, memory {} MiB, result {} KiB, args {} KiB, fuel {fuel}, handles {}",
+            "   limits:   deadline {} ms, memory {} MiB, result {} KiB, args {} KiB, fuel {fuel}, handles {}, http_requests {}, http_body_mib {}",
             l.deadline_ms,
             l.memory_mib,
             l.result_kib,
             l.args_kib,
-            l.handles
+            l.handles,
+            l.http_requests,
+            l.http_body_mib
         )?;
         for dir in &task.sandbox.dirs {
             let mode = match dir.access {
@@ -165,6 +175,9 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
             .map(|var| match var.source {
                 flowhost::EnvSource::Host => format!("{} (from host)", var.name),
                 flowhost::EnvSource::Flow => format!("{} (set by flow)", var.name),
+                flowhost::EnvSource::Secret => {
+                    format!("{} (a secret, readable by the task)", var.name)
+                }
             })
             .collect();
         outln!(
@@ -175,7 +188,28 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
                 env.join(", ")
             }
         )?;
-        outln!("   network:  none")?;
+        let net = &task.sandbox.net;
+        if net.http.is_empty() && net.tcp.is_empty() {
+            outln!("   network:  none")?;
+        }
+        for grant in &net.http {
+            outln!("   http:     {grant}")?;
+        }
+        for grant in &net.tcp {
+            outln!("   tcp:      {grant}")?;
+        }
+        if !net.secrets.is_empty() {
+            outln!(
+                "   secrets:  {} (in HTTP headers, never seen by the task)",
+                net.secrets.join(", ")
+            )?;
+        }
+        for wide in net.wide_local_grants() {
+            errln!(
+                "warning: task `{}` is granted {wide}: every port of a local address, so every service on it",
+                task.name
+            );
+        }
     }
     for subflow in loaded.subflows() {
         outln!(

@@ -59,6 +59,10 @@ pub struct Cli {
     /// Compile every plugin afresh; neither read nor write the cache. Wins over --cache-dir.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// A PEM file of CA certificates that tasks' `https` requests trust besides the
+    /// system's roots (a private CA).
+    #[arg(long, global = true, value_name = "FILE", env = "FLOWHOST_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -280,7 +284,7 @@ pub struct Context {
 }
 
 impl Context {
-    /// Reads the global flags (`--cache-dir`, `--no-cache`).
+    /// Reads the global flags (`--cache-dir`, `--no-cache`, `--ca-file`).
     pub fn new(cli: &Cli) -> Self {
         let config = match (&cli.cache_dir, cli.no_cache) {
             (_, true) => EngineConfig::default().no_cache(),
@@ -288,6 +292,10 @@ impl Context {
                 EngineConfig::default().cache_dir(dir)
             }
             _ => EngineConfig::default(),
+        };
+        let config = match &cli.ca_file {
+            Some(file) if !file.as_os_str().is_empty() => config.ca_file(file),
+            _ => config,
         };
         Self { config }
     }

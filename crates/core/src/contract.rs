@@ -119,6 +119,10 @@ pub enum HostFault {
     Exited,
     /// The instance held more WASI handles (open files, streams, …) than its cap.
     HandleLimit,
+    /// The call sent more HTTP requests than `http_requests` allows.
+    HttpRequestLimit,
+    /// The call read more HTTP response bytes than `http_body_mib` allows.
+    HttpBodyLimit,
     /// The host could not give the instance what it needs (memory, address space): the host's
     /// trouble, not the plugin's; retrying later may succeed.
     HostResources,
@@ -128,7 +132,7 @@ pub enum HostFault {
 
 impl HostFault {
     /// Every host fault, for documentation and exhaustive checks.
-    pub const ALL: [HostFault; 15] = [
+    pub const ALL: [HostFault; 17] = [
         Self::Trap,
         Self::UncaughtException,
         Self::DeadlineExceeded,
@@ -142,6 +146,8 @@ impl HostFault {
         Self::GrantUnavailable,
         Self::Exited,
         Self::HandleLimit,
+        Self::HttpRequestLimit,
+        Self::HttpBodyLimit,
         Self::HostResources,
         Self::HostError,
     ];
@@ -162,6 +168,8 @@ impl HostFault {
             Self::GrantUnavailable => "grant-unavailable",
             Self::Exited => "exited",
             Self::HandleLimit => "handle-limit",
+            Self::HttpRequestLimit => "http-request-limit",
+            Self::HttpBodyLimit => "http-body-limit",
             Self::HostResources => "host-resources",
             Self::HostError => "host-error",
         }
@@ -191,7 +199,7 @@ impl HostFault {
     }
 
     /// Whether the fault is a configured limit being hit (deadline, memory, fuel, sizes,
-    /// handles).
+    /// handles, HTTP requests and bodies).
     pub fn is_limit(self) -> bool {
         matches!(
             self,
@@ -201,6 +209,8 @@ impl HostFault {
                 | Self::ResultTooLarge
                 | Self::ArgsTooLarge
                 | Self::HandleLimit
+                | Self::HttpRequestLimit
+                | Self::HttpBodyLimit
         )
     }
 

@@ -23,11 +23,15 @@ pub struct EngineConfig {
     /// Paths no task may be granted, nor a directory holding them: the run database, for
     /// instance. The compiled-code cache and its key are always protected.
     pub protected: Vec<PathBuf>,
+    /// A PEM file of CA certificates trusted for `https` besides the system's roots (a
+    /// private CA); `FLOWHOST_CA_FILE` by default.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
     /// The cache in `FLOWHOST_CACHE_DIR` or the user's cache directory, pooling, no fuel, a
-    /// 30 s describe deadline, nothing protected beyond the cache.
+    /// 30 s describe deadline, nothing protected beyond the cache, the CA file in
+    /// `FLOWHOST_CA_FILE` if set.
     fn default() -> Self {
         Self {
             cache_dir: super::cache::default_dir(),
@@ -35,6 +39,9 @@ impl Default for EngineConfig {
             fuel: false,
             describe_deadline: Duration::from_secs(30),
             protected: Vec::new(),
+            ca_file: std::env::var_os("FLOWHOST_CA_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
     }
 }
@@ -67,6 +74,12 @@ impl EngineConfig {
     /// Refuses, at validation, any grant that reaches `path` (e.g. the run database).
     pub fn protect(mut self, path: impl Into<PathBuf>) -> Self {
         self.protected.push(path.into());
+        self
+    }
+
+    /// Trusts the CA certificates in the PEM file `path` for `https`, besides the system's.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 

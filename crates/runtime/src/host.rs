@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::net::Redactor;
 use super::wit::host_import as wit;
 use flowhost_core::contract::{Progress, escape};
 
@@ -24,6 +25,8 @@ pub(crate) struct CallContext {
     pub(crate) progress: Option<ProgressSink>,
     /// Progress reports and log records this call made so far, against [`SIGNALS_PER_CALL`].
     pub(crate) signals: Signals,
+    /// The run's secrets, cut out of what the task reports and logs.
+    pub(crate) redact: Redactor,
 }
 
 /// What one call has said through the `host` import so far.
@@ -79,8 +82,8 @@ impl wit::Host for CallContext {
             fraction.clamp(0.0, 1.0)
         };
         let details = details.map(|d| {
-            let d = cut(&d);
-            serde_json::from_str(d).unwrap_or_else(|_| serde_json::Value::String(d.to_owned()))
+            let d = self.redact.text(cut(&d));
+            serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))
         });
         tracing::debug!(target: "flowhost::plugin", task = %escape(&self.task), "progress {:.0}%", fraction * 100.0);
         if let Some(sink) = &self.progress {
@@ -100,10 +103,14 @@ impl wit::Host for CallContext {
         let fields: Vec<String> = fields
             .iter()
             .take(LOG_FIELDS)
-            .map(|(k, v)| format!("{}={}", escape(cut(k)), escape(cut(v))))
+            .map(|(k, v)| {
+                let (k, v) = (self.redact.text(cut(k)), self.redact.text(cut(v)));
+                format!("{}={}", escape(&k), escape(&v))
+            })
             .collect();
         let fields = fields.join(" ");
-        let message = escape(cut(&message));
+        let message = self.redact.text(cut(&message));
+        let message = escape(&message);
         match level {
             wit::Level::Trace => {
                 tracing::trace!(target: "flowhost::plugin", task, stream = "log", fields, "{message}")

@@ -6,8 +6,13 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use std::sync::Arc;
+
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
 use super::capture::Capture;
 use super::host::CallContext;
+use super::net::{HttpHooks, TcpAccess, Tls};
 use super::sandbox::Sandbox;
 use super::wit::Guest;
 use flowhost_core::contract::{HostFault, TaskError};
@@ -44,21 +49,43 @@ pub(crate) struct InstanceState {
     pub(crate) stderr: Capture,
     /// The call being served, for the `host` import.
     pub(crate) call: CallContext,
+    http_ctx: WasiHttpCtx,
+    /// The task's HTTP grants and what the call spent of its HTTP limits.
+    pub(crate) http: HttpHooks,
+    /// The task's TCP grants, when it has any.
+    pub(crate) tcp: Option<Arc<TcpAccess>>,
 }
 
 impl InstanceState {
     /// Builds the per-instance host state. Each granted directory is opened through its run's
     /// pinned handle, never by its path; this fails only if that handle cannot be reopened.
-    pub(crate) fn new(sandbox: &Sandbox) -> Result<InstanceState, TaskError> {
+    pub(crate) fn new(sandbox: &Sandbox, tls: &Arc<Tls>) -> Result<InstanceState, TaskError> {
         let stdout = Capture::default();
         let stderr = Capture::default();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
         // wasmtime-wasi denies these by default; saying so here keeps the guarantee from
-        // depending on a library default.
-        wasi.allow_tcp(false)
+        // depending on a library default. TCP and name lookup open only for granted
+        // endpoints (`net.tcp`), checked per address; UDP never.
+        let tcp = sandbox.net.has_tcp().then(|| TcpAccess::new(&sandbox.net));
+        wasi.allow_tcp(tcp.is_some())
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(tcp.is_some());
+        match &tcp {
+            Some(access) => {
+                let access = access.clone();
+                wasi.socket_addr_check(move |addr, usage| {
+                    let allowed = access.check(addr, usage);
+                    if !allowed {
+                        tracing::warn!(target: "flowhost::net", "socket use denied: {usage:?} {addr} is not a granted TCP endpoint");
+                    }
+                    Box::pin(std::future::ready(allowed))
+                });
+            }
+            None => {
+                wasi.socket_addr_check(|_, _| Box::pin(std::future::ready(false)));
+            }
+        }
         for var in &sandbox.env {
             wasi.env(&var.name, &var.value);
         }
@@ -87,7 +114,28 @@ impl InstanceState {
             stdout,
             stderr,
             call: CallContext::default(),
+            http_ctx: WasiHttpCtx::new(),
+            http: HttpHooks {
+                task: String::new(),
+                access: sandbox.net.clone(),
+                redact: sandbox.redact.clone(),
+                tls: tls.clone(),
+                max_requests: sandbox.limits.http_requests,
+                max_body: sandbox.limits.http_body_bytes(),
+                spend: Arc::default(),
+            },
+            tcp,
         })
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.http,
+            table: &mut self.table,
+            ctx: &mut self.http_ctx,
+        }
     }
 }
 

@@ -22,6 +22,7 @@ mod fault;
 mod grant;
 mod host;
 mod instance;
+mod net;
 mod plugin;
 mod sandbox;
 mod ticker;
@@ -44,6 +45,7 @@ use cache::ComponentCache;
 pub use config::EngineConfig;
 pub use direct::DirectCall;
 pub use host::ProgressSink;
+pub use net::{NetAccess, Redactor};
 pub use plugin::Invocation;
 pub use plugin::Plugin;
 pub use sandbox::{EnvSource, EnvVar, GrantError, Pinned, Preopen, Sandbox};
@@ -164,6 +166,8 @@ pub struct Runtime {
     describe_deadline: Duration,
     /// Paths no grant may reach: the cache, its key, and what the embedder protects.
     protected: Vec<PathBuf>,
+    /// The TLS client configuration of `https` requests, made on first use.
+    tls: Arc<net::Tls>,
 }
 
 impl Runtime {
@@ -223,6 +227,24 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SetupError(format!("cannot link WASI: {e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| SetupError(format!("cannot link WASI HTTP: {e:#}")))?;
+        // Name lookup answers granted names only: wasmtime-wasi's, behind a check.
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::add_to_linker::<
+            InstanceState,
+            net::GrantedLookupData,
+        >(&mut linker, |state: &mut InstanceState| {
+            net::GrantedLookup {
+                access: state
+                    .tcp
+                    .clone()
+                    .unwrap_or_else(|| net::TcpAccess::new(&NetAccess::default())),
+                sockets: wasmtime_wasi::sockets::WasiSocketsView::sockets(state),
+            }
+        })
+        .map_err(|e| SetupError(format!("cannot link name lookup: {e:#}")))?;
+        linker.allow_shadowing(false);
         wit::host_import::add_to_linker::<_, wasmtime::component::HasSelf<host::CallContext>>(
             &mut linker,
             |state: &mut InstanceState| &mut state.call,
@@ -243,6 +265,7 @@ impl Runtime {
             fuel: settings.fuel,
             describe_deadline: settings.describe_deadline,
             protected,
+            tls: net::Tls::new(settings.ca_file.clone()),
         })
     }
 
@@ -363,6 +386,7 @@ impl Runtime {
             describe_deadline: self.describe_deadline,
             idle_warm: self.idle_warm.clone(),
             warm: Mutex::new(Vec::new()),
+            tls: self.tls.clone(),
             metered: self.fuel,
             initial_memory: component
                 .resources_required()

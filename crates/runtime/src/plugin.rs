@@ -58,6 +58,7 @@ impl Invocation<'_> {
             attempt: self.attempt,
             progress: self.progress.cloned(),
             signals: Default::default(),
+            redact: self.sandbox.redact.clone(),
         }
     }
 }
@@ -72,6 +73,8 @@ pub struct Plugin {
     /// One permit per instance that may exist at once (pooling slots, or the bound on
     /// instances allocated on demand).
     pub(super) slots: Arc<Semaphore>,
+    /// The engine's TLS client configuration, for `https` requests of its instances.
+    pub(super) tls: Arc<super::net::Tls>,
     /// The deadline of `describe()` (and its instantiation).
     pub(super) describe_deadline: Duration,
     pub(super) idle_warm: Arc<IdleBudget>,
@@ -187,7 +190,19 @@ impl Plugin {
                 async |live: &mut Live| live.guest.execute(&mut live.store, args, config).await,
             )
             .await?;
-        called.and_then(|result| sandbox.limits.check_result(&result).map(|()| result))
+        // A secret value never leaves the call: what the task returns is redacted first.
+        let redact = &sandbox.redact;
+        match called {
+            Ok(result) => {
+                let result = if redact.is_empty() {
+                    result
+                } else {
+                    redact.text(&result)
+                };
+                sandbox.limits.check_result(&result).map(|()| result)
+            }
+            Err(error) => Err(redact.error(error)),
+        }
     }
 
     /// Runs `revert` on a fresh instance, or a warm one from the entry's pool, handing it the
@@ -223,8 +238,12 @@ impl Plugin {
                 },
             )
             .await?;
-        match called? {
-            Some(result) => sandbox.limits.check_result(&result).map(|()| Some(result)),
+        let redact = &sandbox.redact;
+        match called.map_err(|error| redact.error(error))? {
+            Some(result) => {
+                let result = redact.text(&result);
+                sandbox.limits.check_result(&result).map(|()| Some(result))
+            }
             None => Ok(None),
         }
     }
@@ -256,7 +275,8 @@ impl Plugin {
                     .acquire_owned()
                     .await
                     .expect("slot semaphore is never closed");
-                let mut store = Store::new(self.pre.engine(), InstanceState::new(sandbox)?);
+                let mut store =
+                    Store::new(self.pre.engine(), InstanceState::new(sandbox, &self.tls)?);
                 store.limiter(|state| &mut state.memory);
                 Ready::Fresh(store, slot)
             }
@@ -270,11 +290,13 @@ impl Plugin {
             let mut live = match ready {
                 Ready::Warm(mut live) => {
                     self.arm_limits(&mut live.store, sandbox, deadline)?;
+                    live.store.data_mut().http.new_call(&context.task);
                     live.store.data_mut().call = context;
                     live
                 }
                 Ready::Fresh(mut store, slot) => {
                     self.arm_limits(&mut store, sandbox, deadline)?;
+                    store.data_mut().http.new_call(&context.task);
                     store.data_mut().call = context;
                     match self.pre.instantiate_async(&mut store).await {
                         Ok(guest) => Live {
@@ -288,6 +310,10 @@ impl Plugin {
                 }
             };
             let called = body(&mut live).await;
+            // A call that hit an HTTP limit fails with it, whatever it made of the refusal.
+            if let Some(fault) = live.store.data().http.fault() {
+                return Err(fault);
+            }
             Ok((live, called))
         };
         // Classified before the output is forwarded: a trap quotes the plugin's last words.
@@ -298,9 +324,10 @@ impl Plugin {
             Ok(Ok((live, Err(error)))) => Err(classify(&error, &live.store, sandbox, site)),
         };
         if let Some(task) = task {
-            output.forward(task);
+            output.forward(task, &sandbox.redact);
         }
-        let (live, value) = ended?;
+        // What the host says of a failed call may quote the task's output: redacted too.
+        let (live, value) = ended.map_err(|error| sandbox.redact.error(error))?;
         release(live, warm);
         Ok(value)
     }
@@ -370,7 +397,7 @@ impl Output {
     /// Forwards what the plugin printed during this call to the log, one line per line of
     /// output, escaped and tagged with the task name; then, if the capture overflowed, one
     /// line saying how much was dropped.
-    fn forward(&self, task: &str) {
+    fn forward(&self, task: &str, redact: &super::net::Redactor) {
         for (stream, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let captured = capture.take();
             if !tracing::enabled!(target: "flowhost::plugin", tracing::Level::INFO) {
@@ -380,7 +407,7 @@ impl Output {
                 .lines()
                 .filter(|l| !l.trim().is_empty())
             {
-                tracing::info!(target: "flowhost::plugin", task, stream, "{}", escape(line));
+                tracing::info!(target: "flowhost::plugin", task, stream, "{}", escape(&redact.text(line)));
             }
             if captured.dropped > 0 {
                 tracing::warn!(

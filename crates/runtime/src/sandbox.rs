@@ -13,8 +13,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use super::grant::{self, PinnedDir};
-use flowhost_core::flow::{Access, EffectiveLimits, FlowSpec, TaskSpec};
+use super::net::{NetAccess, Redactor};
+use flowhost_core::flow::{
+    Access, EffectiveLimits, FlowSpec, MIN_SECRET_BYTES, SecretSource, TaskSpec,
+};
 
 /// A granted directory, opened and pinned when its run was loaded: every call of the run
 /// reaches the directory object opened then, whatever happens to the path afterwards.
@@ -95,6 +100,8 @@ pub enum EnvSource {
     Host,
     /// A fixed value in the flow (`env_set`).
     Flow,
+    /// A secret of the flow (`secrets_env`): the task can read it.
+    Secret,
 }
 
 /// Everything one task entry's instances are allowed: limits and capability grants.
@@ -106,6 +113,11 @@ pub struct Sandbox {
     pub dirs: Vec<Preopen>,
     /// Granted environment variables.
     pub env: Vec<EnvVar>,
+    /// Granted HTTP origins and TCP endpoints, and the secrets requests may carry.
+    pub net: NetAccess,
+    /// Every secret value of the run, cut out of whatever the task returns or prints.
+    #[serde(skip)]
+    pub redact: Redactor,
 }
 
 impl Sandbox {
@@ -115,6 +127,8 @@ impl Sandbox {
             limits: EffectiveLimits::DEFAULT,
             dirs: Vec::new(),
             env: Vec::new(),
+            net: NetAccess::default(),
+            redact: Redactor::default(),
         }
     }
 
@@ -197,15 +211,105 @@ impl Sandbox {
                 }),
             }
         }
+        let secrets = read_secrets(flow, &mut problems);
+        let mut granted = BTreeMap::new();
+        for name in &spec.secrets {
+            match secrets.get(name) {
+                Some(value) => {
+                    granted.insert(name.clone(), value.clone());
+                }
+                None if flow.secrets.contains_key(name) => {}
+                None => problems.push(format!(
+                    "`secrets` names `{name}`, which the flow's [secrets] does not declare"
+                )),
+            }
+        }
+        for (var, name) in &spec.secrets_env {
+            if let Some(problem) = bad_env_name(var) {
+                problems.push(format!("`secrets_env` entry `{var}`: {problem}"));
+                continue;
+            }
+            match secrets.get(name) {
+                Some(value) => env.push(EnvVar {
+                    name: var.clone(),
+                    source: EnvSource::Secret,
+                    value: value.clone(),
+                }),
+                None if flow.secrets.contains_key(name) => {}
+                None => problems.push(format!(
+                    "`secrets_env` hands `{var}` the secret `{name}`, which the flow's [secrets] does not declare"
+                )),
+            }
+        }
+        let net = spec.net.resolve(&flow.net);
+        let (net, net_problems) = NetAccess::new(
+            net.http.as_deref().unwrap_or_default(),
+            net.tcp.as_deref().unwrap_or_default(),
+            granted,
+        );
+        problems.extend(net_problems);
+        if !net.secrets.is_empty() && net.http.is_empty() {
+            problems.push(
+                "`secrets` are carried only by HTTP requests, and the entry grants no `net.http` origin"
+                    .to_string(),
+            );
+        }
         (
             Self {
                 limits: spec.limits.resolve(&flow.limits),
                 dirs,
                 env,
+                net,
+                redact: Redactor::new(secrets.into_iter().collect()),
             },
             problems,
         )
     }
+}
+
+/// Reads every secret of the flow, now: from flowhost's environment or a file (relative to
+/// the flow's folder; one trailing newline dropped). A secret that cannot be read, is empty
+/// or too short to redact is a problem naming it, never its value.
+fn read_secrets(flow: &FlowSpec, problems: &mut Vec<String>) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    for (name, source) in &flow.secrets {
+        let value = match source {
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(value) => value,
+                Err(_) => {
+                    problems.push(format!(
+                        "secret `{name}`: variable `{var}` is not set (or not UTF-8) in flowhost's environment"
+                    ));
+                    continue;
+                }
+            },
+            SecretSource::File(path) => {
+                let path = flow.resolve(path);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => text
+                        .strip_suffix('\n')
+                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                        .unwrap_or(&text)
+                        .to_owned(),
+                    Err(error) => {
+                        problems.push(format!(
+                            "secret `{name}`: cannot read {}: {error}",
+                            path.display()
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        if value.len() < MIN_SECRET_BYTES {
+            problems.push(format!(
+                "secret `{name}` is shorter than {MIN_SECRET_BYTES} bytes: too short to be redacted reliably"
+            ));
+            continue;
+        }
+        values.insert(name.clone(), value);
+    }
+    values
 }
 
 /// A guest path as the task resolves it: `/data/` and `/data` are one place.

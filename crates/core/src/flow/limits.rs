@@ -28,6 +28,10 @@ pub struct Limits {
     /// at once. Each open file is also a host file descriptor, so this bounds what one task
     /// can take from the process's descriptor table.
     pub handles: Option<u64>,
+    /// HTTP requests one call may send.
+    pub http_requests: Option<u64>,
+    /// Response body bytes one call may read over HTTP, in MiB (all its responses together).
+    pub http_body_mib: Option<u64>,
 }
 
 /// Limits with every field decided, as applied to a call.
@@ -46,6 +50,10 @@ pub struct EffectiveLimits {
     pub fuel: Option<u64>,
     /// WASI handles per instance.
     pub handles: u64,
+    /// HTTP requests per call.
+    pub http_requests: u64,
+    /// HTTP response body MiB per call.
+    pub http_body_mib: u64,
 }
 
 impl EffectiveLimits {
@@ -57,6 +65,8 @@ impl EffectiveLimits {
         args_kib: 16 * 1024,
         fuel: None,
         handles: 1024,
+        http_requests: 64,
+        http_body_mib: 64,
     };
 
     /// The deadline as a duration.
@@ -77,6 +87,11 @@ impl EffectiveLimits {
     /// The handle cap as a table size.
     pub fn handle_count(&self) -> usize {
         usize::try_from(self.handles).unwrap_or(usize::MAX)
+    }
+
+    /// The HTTP response body cap in bytes.
+    pub fn http_body_bytes(&self) -> u64 {
+        self.http_body_mib.saturating_mul(1 << 20)
     }
 
     /// The arguments cap in bytes.
@@ -124,6 +139,14 @@ impl Limits {
             args_kib: self.args_kib.or(flow.args_kib).unwrap_or(d.args_kib),
             fuel: self.fuel.or(flow.fuel),
             handles: self.handles.or(flow.handles).unwrap_or(d.handles),
+            http_requests: self
+                .http_requests
+                .or(flow.http_requests)
+                .unwrap_or(d.http_requests),
+            http_body_mib: self
+                .http_body_mib
+                .or(flow.http_body_mib)
+                .unwrap_or(d.http_body_mib),
         }
     }
 }

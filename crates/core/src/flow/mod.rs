@@ -11,10 +11,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod limits;
+mod net;
 mod retry;
 mod subflow;
 
 pub use limits::{EffectiveLimits, Limits};
+pub use net::{
+    HostPattern, HttpGrant, MIN_SECRET_BYTES, Net, Port, Scheme, SecretSource, Secrets, TcpGrant,
+    placeholder, redacted,
+};
 pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
 pub use subflow::{
     Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead,
@@ -65,6 +70,13 @@ pub struct FlowSpec {
     /// retry when neither sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Default network grants for every entry that does not set its own (list by list).
+    #[serde(default, skip_serializing_if = "Net::is_empty")]
+    pub net: Net,
+    /// Secrets by name: where the host reads each value when a run loads. Entries name the
+    /// ones they use (`secrets`, `secrets_env`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: Secrets,
     /// The entries (tasks and subflows), ordered by the pattern.
     #[serde(default, rename = "task")]
     pub tasks: Vec<Entry>,
@@ -118,6 +130,18 @@ pub struct TaskSpec {
     /// Entries this one runs after, besides those whose results it reads (`graph` flows).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// HTTP origins and TCP endpoints this task may reach; each list falls back to the
+    /// flow's `net`. Nothing without a grant.
+    #[serde(default, skip_serializing_if = "Net::is_empty")]
+    pub net: Net,
+    /// The flow's secrets this task's HTTP requests may carry: a header value holding
+    /// `{{secret:NAME}}` gets the value, filled in by the host on the way out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Secrets handed in as environment variables (variable -> secret name), for protocols
+    /// the host does not speak: the task can read these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets_env: BTreeMap<String, String>,
 }
 
 /// How a flow orders its entries (TaskFlow's patterns).
@@ -214,9 +238,23 @@ impl FlowSpec {
             store: BTreeMap::new(),
             limits: Limits::default(),
             retry: None,
+            net: Net::default(),
+            secrets: Secrets::new(),
             tasks: Vec::new(),
             base_dir: PathBuf::new(),
         }
+    }
+
+    /// Sets the default network grants of every entry.
+    pub fn net(mut self, net: Net) -> Self {
+        self.net = net;
+        self
+    }
+
+    /// Declares a secret the host reads when a run loads.
+    pub fn secret(mut self, name: impl Into<String>, source: SecretSource) -> Self {
+        self.secrets.insert(name.into(), source);
+        self
     }
 
     /// Appends an entry — a [`TaskSpec`] or a [`Subflow`] — in the order of a linear flow.
@@ -371,7 +409,22 @@ impl TaskSpec {
             instances: Instances::Fresh,
             retry: None,
             after: Vec::new(),
+            net: Net::default(),
+            secrets: Vec::new(),
+            secrets_env: BTreeMap::new(),
         }
+    }
+
+    /// Grants this entry network access (each list set here wins over the flow's).
+    pub fn net(mut self, net: Net) -> Self {
+        self.net = net;
+        self
+    }
+
+    /// Lets this entry's HTTP requests carry the flow's secrets of these names.
+    pub fn secrets<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.secrets.extend(names.into_iter().map(Into::into));
+        self
     }
 
     /// Runs this entry after the entries named (in a graph flow).

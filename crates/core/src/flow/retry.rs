@@ -23,6 +23,8 @@ pub const NOT_RETRIED_BY_DEFAULT: &[&str] = &[
     "missing-provides",
     "fuel-exhausted",
     "memory-limit",
+    "http-request-limit",
+    "http-body-limit",
 ];
 
 /// A retry policy as written: every field optional, so that an entry's policy can fall back

@@ -24,7 +24,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use super::{DirGrant, FlowSpec, Instances, Limits, Pattern, Retry, TaskSpec};
+use super::{DirGrant, FlowSpec, Instances, Limits, Net, Pattern, Retry, TaskSpec};
 
 /// One entry of a flow: a task, or a subflow of entries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -294,6 +294,12 @@ struct RawEntry {
     retry: Option<Retry>,
     #[serde(default)]
     after: Vec<String>,
+    #[serde(default)]
+    net: Net,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    secrets_env: BTreeMap<String, String>,
     flow: Option<SubflowHead>,
     task: Option<Vec<Entry>>,
 }
@@ -325,6 +331,9 @@ impl<'de> Deserialize<'de> for Entry {
             task.instances = raw.instances;
             task.retry = raw.retry;
             task.after = raw.after;
+            task.net = raw.net;
+            task.secrets = raw.secrets;
+            task.secrets_env = raw.secrets_env;
             return Ok(Entry::Task(task));
         };
         let task_keys = [
@@ -339,6 +348,9 @@ impl<'de> Deserialize<'de> for Entry {
             ("limits", raw.limits != Limits::default()),
             ("instances", raw.instances != Instances::default()),
             ("retry", raw.retry.is_some()),
+            ("net", raw.net != Net::default()),
+            ("secrets", !raw.secrets.is_empty()),
+            ("secrets_env", !raw.secrets_env.is_empty()),
         ];
         if let Some((key, _)) = task_keys.iter().find(|(_, set)| *set) {
             let hint = if *key == "retry" {
