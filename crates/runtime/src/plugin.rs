@@ -105,6 +105,11 @@ impl Plugin {
         self.initial_memory
     }
 
+    /// The interfaces the plugin imports, by name (`wasi:http/outgoing-handler@0.2.6`, …).
+    pub fn imports(&self) -> Vec<String> {
+        self.pre.imports()
+    }
+
     /// The contract version the plugin speaks, as `major.minor` (`0.1`, `0.2`).
     pub fn contract_version(&self) -> &'static str {
         self.pre.version()

@@ -114,6 +114,19 @@ impl<T: Send + 'static> GuestPre<T> {
         }
     }
 
+    /// The names of the component's imports.
+    pub(crate) fn imports(&self) -> Vec<String> {
+        let component = match self {
+            Self::V0_1(pre) => pre.instance_pre().component(),
+            Self::V0_2(pre) => pre.instance_pre().component(),
+        };
+        component
+            .component_type()
+            .imports(self.engine())
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
     /// The contract version the component speaks, as `major.minor`.
     pub(crate) fn version(&self) -> &'static str {
         match self {
