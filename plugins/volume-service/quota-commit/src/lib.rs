@@ -79,11 +79,15 @@ impl Task for QuotaCommit {
     ) -> Result<Option<Value>, TaskError> {
         let response = config.post("quota/uncommit", &args.reservations)?;
         if response.status == 404 {
-            return Ok(None);
+            return Ok(Some(json!({ "uncommitted": null })));
         }
         let reservation: Value = response.error_for_status()?.json()?;
+        if reservation["changed"] == false {
+            // Never committed, or taken back already.
+            return Ok(Some(json!({ "uncommitted": null })));
+        }
         Ok(Some(
-            json!({ "uncommitted": reservation["id"], "state": reservation["state"] }),
+            json!({ "uncommitted": reservation["id"], "gigabytes": reservation["gigabytes"] }),
         ))
     }
 }

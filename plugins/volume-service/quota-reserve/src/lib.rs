@@ -87,7 +87,11 @@ impl Task for QuotaReserve {
                 .unwrap_or("over quota")
                 .to_owned();
             let mut details = refusal;
-            details["volume_type"] = args.volume_type.into();
+            if let Some(fields) = details.as_object_mut() {
+                fields.remove("error");
+                fields.remove("message");
+                fields.insert("volume_type".into(), args.volume_type.into());
+            }
             return Err(TaskError::new("over-quota", message).with_details(details));
         }
         response.error_for_status()?.json()
@@ -95,7 +99,8 @@ impl Task for QuotaReserve {
 
     /// Rolls the reservation back, found by its id after a success and by its key otherwise
     /// (execute may have failed after the API reserved). Nothing reserved (404) is nothing to
-    /// undo; a second revert finds it rolled back already.
+    /// undo, and neither is a reservation rolled back already (a second revert): both say
+    /// `{"rolled_back": null}`.
     fn revert_with_result(
         _args: Args,
         config: Config,
@@ -115,6 +120,9 @@ impl Task for QuotaReserve {
             return Ok(Some(json!({ "rolled_back": null })));
         }
         let reservation: Value = response.error_for_status()?.json()?;
+        if reservation["changed"] == false {
+            return Ok(Some(json!({ "rolled_back": null })));
+        }
         Ok(Some(
             json!({ "rolled_back": reservation["id"], "gigabytes": reservation["gigabytes"] }),
         ))
