@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{PgRunDb, insert_run};
+use crate::PgRunDb;
+use crate::storage::insert_run;
 use flowhost_runs::{Lease, NewRun, Owner, RunDbError};
 
 /// The channel `submit` notifies and workers listen on.

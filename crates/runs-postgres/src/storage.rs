@@ -1,0 +1,334 @@
+//! The [`RunDb`] implementation: creating runs, leases and their fence, resumes, listing,
+//! reading and pruning, each on a pooled connection. Separate from the journal's hot
+//! path and from the reading of rows, which it calls.
+
+use std::time::Duration;
+
+use flowhost_core::events::Event;
+use flowhost_runs::row::{Write, json};
+use flowhost_runs::{FIRST_TOKEN, holder_may_be_alive};
+use flowhost_runs::{
+    Lease, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord,
+    RunSummary,
+};
+
+use crate::PgRunDb;
+use crate::journal::journal;
+use crate::rows::{HOLDER, HOLDER_COLUMNS, SUMMARY, holder, read_run, summary};
+
+impl PgRunDb {
+    /// The error for a write refused by the fence, naming who holds the lease now.
+    fn fenced(&self, lease: &Lease) -> RunDbError {
+        let id = lease.run_id.clone();
+        let holder = self
+            .block("reading the run's lease", move |s| async move {
+                let client = s.client("reading the run's lease").await?;
+                let row = client
+                    .query_opt(
+                        &format!("SELECT {HOLDER}, flowhost_now() FROM runs WHERE id = $1"),
+                        &[&id],
+                    )
+                    .await
+                    .map_err(|e| s.error("reading the run's lease", e))?;
+                Ok(row
+                    .and_then(|row| holder(&row, 0))
+                    .map(|(holder, _)| holder))
+            })
+            .ok()
+            .flatten()
+            .map(Box::new);
+        RunDbError::Fenced {
+            run: lease.run_id.clone(),
+            token: lease.token,
+            holder,
+        }
+    }
+
+    /// The runs `filter` matches, split into those deleted — or with `dry_run`, those that
+    /// would be — and those kept because a live executor holds them, in one transaction.
+    pub fn prune_runs(&self, filter: &PruneFilter, dry_run: bool) -> Result<Pruned, RunDbError> {
+        let state = filter.state.map(|s| s.as_str().to_owned());
+        let older = filter.older_than.map(|age| age.as_secs_f64());
+        self.block("pruning runs", move |s| async move {
+            let what = "pruning runs";
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT {SUMMARY} FROM runs
+                         WHERE (CASE WHEN $1::text IS NULL THEN state IN ('SUCCESS', 'REVERTED', 'FAILURE') ELSE state = $1 END)
+                           AND ($2::float8 IS NULL OR updated_at < flowhost_ts(flowhost_now() - $2))
+                         ORDER BY seq FOR UPDATE"
+                    ),
+                    &[&state, &older],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            let matched = rows.iter().map(summary).collect::<Result<Vec<_>, String>>().map_err(|e| s.error(what, e))?;
+            let (held, runs): (Vec<RunSummary>, Vec<RunSummary>) = matched.into_iter().partition(|r| r.lease.is_some());
+            if !dry_run {
+                let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+                tx.execute("DELETE FROM runs WHERE id = ANY($1)", &[&ids]).await.map_err(|e| s.error(what, e))?;
+                tx.commit().await.map_err(|e| s.error(what, e))?;
+            }
+            Ok(Pruned { runs, held })
+        })
+    }
+}
+
+/// Renews `lease` inside a write transaction: one row when it is still the run's.
+pub(crate) const FENCE: &str = "UPDATE runs SET lease_expires = flowhost_now() + $4 WHERE id = $1 AND lease_token = $2 AND lease_owner = $3";
+async fn fence(
+    tx: &deadpool_postgres::Transaction<'_>,
+    lease: &Lease,
+) -> Result<bool, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(FENCE).await?;
+    let renewed = tx
+        .execute(
+            &statement,
+            &[
+                &lease.run_id,
+                &lease.token,
+                &lease.owner.id,
+                &lease.ttl.as_secs_f64(),
+            ],
+        )
+        .await?;
+    Ok(renewed == 1)
+}
+
+/// Inserts run `run` with its tasks PENDING; leased to `owner` when given, else queued.
+pub(crate) async fn insert_run(
+    tx: &deadpool_postgres::Transaction<'_>,
+    run: &NewRun,
+    owner: Option<(&Owner, Duration)>,
+) -> Result<(), tokio_postgres::Error> {
+    let (owner_id, host, pid, ttl) = match owner {
+        Some((owner, ttl)) => (
+            Some(owner.id.as_str()),
+            Some(owner.host.as_str()),
+            Some(i64::from(owner.pid)),
+            Some(ttl.as_secs_f64()),
+        ),
+        None => (None, None, None, None),
+    };
+    tx.execute(
+        "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at, queued,
+                           lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires)
+         VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', flowhost_ts(flowhost_now()), flowhost_ts(flowhost_now()), $7,
+                 $8, $9, $10, $11, CASE WHEN $9::text IS NULL THEN NULL ELSE flowhost_now() END,
+                 flowhost_now() + $12::float8)",
+        &[
+            &run.id,
+            &run.flow,
+            &run.origin.flow_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            &run.origin.flow_hash,
+            &json(&run.origin.plugins),
+            &json(&run.initial_store),
+            &owner.is_none(),
+            &if owner.is_some() { FIRST_TOKEN } else { 0 },
+            &owner_id,
+            &host,
+            &pid,
+            &ttl,
+        ],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO tasks (run_id, idx, name, state)
+         SELECT $1, (n - 1)::integer, name, 'PENDING' FROM unnest($2::text[]) WITH ORDINALITY AS t(name, n)",
+        &[&run.id, &run.tasks],
+    )
+    .await?;
+    Ok(())
+}
+
+impl RunDb for PgRunDb {
+    fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
+        let (new, leased) = (run.clone(), owner.clone());
+        self.block("recording a new run", move |s| async move {
+            let what = "recording a new run";
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            insert_run(&tx, &new, Some((&leased, ttl)))
+                .await
+                .map_err(|e| s.error(what, e))?;
+            tx.commit().await.map_err(|e| s.error(what, e))
+        })?;
+        Ok(Lease {
+            run_id: run.id.clone(),
+            token: FIRST_TOKEN,
+            owner: owner.clone(),
+            ttl,
+        })
+    }
+
+    fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
+        let (id, taker) = (run_id.to_owned(), owner.clone());
+        let token = self.block("taking the run's lease", move |s| async move {
+            let what = "taking the run's lease";
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            let row = tx
+                .query_opt(
+                    &format!("SELECT lease_token, {HOLDER}, flowhost_now() FROM runs WHERE id = $1 FOR UPDATE"),
+                    &[&id],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?
+                .ok_or_else(|| s.error(what, format!("no run {id}")))?;
+            let token: i64 = row.get(0);
+            if let Some((holder, expires)) = holder(&row, 1)
+                && expires > row.get::<_, f64>(HOLDER_COLUMNS + 1)
+                && holder_may_be_alive(&holder.host, holder.pid)
+            {
+                return Err(RunDbError::Held { run: id, holder: Box::new(holder) });
+            }
+            tx.execute(
+                "UPDATE runs SET lease_token = $2, lease_owner = $3, lease_host = $4, lease_pid = $5,
+                   lease_since = flowhost_now(), lease_expires = flowhost_now() + $6 WHERE id = $1",
+                &[&id, &(token + 1), &taker.id, &taker.host, &i64::from(taker.pid), &ttl.as_secs_f64()],
+            )
+            .await
+            .map_err(|e| s.error(what, e))?;
+            tx.commit().await.map_err(|e| s.error(what, e))?;
+            Ok(token + 1)
+        })?;
+        Ok(Lease {
+            run_id: run_id.to_owned(),
+            token,
+            owner: owner.clone(),
+            ttl,
+        })
+    }
+
+    fn renew(&self, lease: &Lease) -> Result<(), RunDbError> {
+        let held = lease.clone();
+        let renewed = self.block("renewing the run's lease", move |s| async move {
+            let what = "renewing the run's lease";
+            let client = s.client(what).await?;
+            let statement = client
+                .prepare_cached(FENCE)
+                .await
+                .map_err(|e| s.error(what, e))?;
+            let n = client
+                .execute(
+                    &statement,
+                    &[
+                        &held.run_id,
+                        &held.token,
+                        &held.owner.id,
+                        &held.ttl.as_secs_f64(),
+                    ],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            Ok(n == 1)
+        })?;
+        if renewed {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
+    }
+
+    fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
+        let held = lease.clone();
+        self.block("releasing the run's lease", move |s| async move {
+            let what = "releasing the run's lease";
+            let client = s.client(what).await?;
+            client
+                .execute(
+                    "UPDATE runs SET lease_owner = NULL, lease_host = NULL, lease_pid = NULL, lease_since = NULL,
+                       lease_expires = NULL WHERE id = $1 AND lease_token = $2 AND lease_owner = $3",
+                    &[&held.run_id, &held.token, &held.owner.id],
+                )
+                .await
+                .map_err(|e| s.error(what, e))
+                .map(drop)
+        })
+    }
+
+    fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError> {
+        let what = match events {
+            [only] => format!("recording {}", only.transition),
+            _ => format!("recording {} transitions", events.len()),
+        };
+        let writes: Vec<Write> = events.iter().map(Write::of).collect();
+        let held = lease.clone();
+        let label = what.clone();
+        let recorded = self.block(&what, move |s| async move {
+            journal(&s, &label, &held, &writes).await
+        })?;
+        if recorded {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
+    }
+
+    fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError> {
+        let (held, hash, plugins) = (
+            lease.clone(),
+            origin.flow_hash.clone(),
+            json(&origin.plugins),
+        );
+        let recorded = self.block("recording a resume", move |s| async move {
+            let what = "recording a resume";
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            if !fence(&tx, &held).await.map_err(|e| s.error(what, e))? {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE runs SET resumes = resumes + 1, updated_at = flowhost_ts(flowhost_now()), flow_hash = $2, plugins = $3
+                 WHERE id = $1",
+                &[&held.run_id, &hash, &plugins],
+            )
+            .await
+            .map_err(|e| s.error(what, e))?;
+            tx.commit().await.map_err(|e| s.error(what, e))?;
+            Ok(true)
+        })?;
+        if recorded {
+            Ok(())
+        } else {
+            Err(self.fenced(lease))
+        }
+    }
+
+    fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
+        let (state, flow) = (
+            filter.state.map(|s| s.as_str().to_owned()),
+            filter.flow.clone(),
+        );
+        self.block("listing runs", move |s| async move {
+            let what = "listing runs";
+            let client = s.client(what).await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {SUMMARY} FROM runs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR flow = $2)
+                         ORDER BY seq DESC"
+                    ),
+                    &[&state, &flow],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            rows.iter().map(summary).collect::<Result<_, _>>().map_err(|e| s.error(what, e))
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+        let id = id.to_owned();
+        self.block(
+            "reading a run",
+            move |s| async move { read_run(&s, &id).await },
+        )
+    }
+
+    fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
+        Ok(self.prune_runs(filter, false)?.runs.len())
+    }
+}
