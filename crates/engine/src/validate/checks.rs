@@ -1,34 +1,32 @@
-//! Validation: before anything runs, every plugin is loaded and described and every entry
-//! checked against it. Each check is a small pure function returning the problems it found,
-//! so that all problems of a flow are reported at once and each check is tested on its own.
+//! The checks of validation: each a small pure function of an entry (or the flow), its
+//! sandbox, its plugin's declaration or its binding, returning what it found wrong as
+//! [`Finding`]s. Separate from the loading and binding step so that each check is tested on
+//! its own, without a runtime or a component, and so that one flow's problems are all found
+//! and reported together rather than the first one stopping the walk.
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::task::BoundTask;
 use flowhost_core::contract::{TaskInfo, escape};
-use flowhost_core::flow::{FlowSpec, Instances, Iterations, Retry, TaskSpec};
-use flowhost_core::plan::graph::{self, Deps};
-use flowhost_core::plan::tree::{Scope, Tree};
-use flowhost_core::plan::{Problem, ValidationError};
+use flowhost_core::flow::{FlowSpec, Retry, TaskSpec};
 use flowhost_core::store::{Binding, Store, quoted};
-use flowhost_runtime::{EPOCH_TICK, Plugin, PluginError, Runtime, Sandbox};
+use flowhost_runtime::{EPOCH_TICK, Plugin, Sandbox};
 
 /// What one check found wrong with an entry: the field at fault, if one is, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Finding {
-    field: Option<&'static str>,
-    message: String,
+pub(super) struct Finding {
+    pub(super) field: Option<&'static str>,
+    pub(super) message: String,
 }
 
 impl Finding {
-    fn at(field: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn at(field: &'static str, message: impl Into<String>) -> Self {
         Self {
             field: Some(field),
             message: message.into(),
         }
     }
 
-    fn anywhere(message: impl Into<String>) -> Self {
+    pub(super) fn anywhere(message: impl Into<String>) -> Self {
         Self {
             field: None,
             message: message.into(),
@@ -36,23 +34,11 @@ impl Finding {
     }
 }
 
-/// A flow that passed validation: its entries bound to their plugins, the initial store, and
-/// every name a successful run's final store will hold.
-pub(super) struct Validated {
-    pub(super) tasks: Vec<BoundTask>,
-    /// What each entry waits for, by the flow's pattern.
-    pub(super) deps: Deps,
-    /// The subflows with a retry controller.
-    pub(super) scopes: Vec<Scope>,
-    pub(super) initial: Store,
-    pub(super) provided: HashSet<String>,
-}
-
 /// Where each store name comes from, as validation walks the flow in order.
-struct Sources(BTreeMap<String, String>);
+pub(super) struct Sources(BTreeMap<String, String>);
 
 impl Sources {
-    fn new(initial: &Store) -> Self {
+    pub(super) fn new(initial: &Store) -> Self {
         Self(
             initial
                 .names()
@@ -61,164 +47,52 @@ impl Sources {
         )
     }
 
-    fn provide(&mut self, name: &str, task: &str) {
+    pub(super) fn provide(&mut self, name: &str, task: &str) {
         self.0.insert(name.to_owned(), format!("task `{task}`"));
     }
+
+    /// What a subflow's controller gives its tasks (the item of its list, say).
+    pub(super) fn given_by_subflow(&mut self, name: &str, path: &str) {
+        self.0.insert(name.to_owned(), format!("subflow `{path}`"));
+    }
+
+    /// Every name the walk found a source for: what a successful run's final store holds.
+    pub(super) fn into_names(self) -> HashSet<String> {
+        self.0.into_keys().collect()
+    }
 }
 
-/// Validates `flow` with `store` over the flow's `[store]` defaults.
-pub(super) async fn validate(
-    runtime: &Runtime,
-    flow: &FlowSpec,
-    store: Store,
-) -> Result<Validated, ValidationError> {
-    let mut initial: Store = flow.store.clone().into();
-    initial.extend(store);
-    let tree = Tree::of(flow);
-    let mut problems = tree.problems.clone();
-    let mut report = |task: Option<&str>, found: Vec<Finding>| {
-        problems.extend(found.into_iter().map(|Finding { field, message }| Problem {
-            task: task.map(str::to_owned),
-            field: field.map(str::to_owned),
-            message,
-        }))
-    };
+/// Checks of the flow itself, before any entry: it has tasks, an allowed name, a workable
+/// retry policy, and room for at least one call at a time.
+pub(super) fn check_flow(flow: &FlowSpec) -> Vec<Finding> {
+    let mut problems = Vec::new();
     if flow.tasks.is_empty() {
-        report(None, vec![Finding::anywhere("the flow has no tasks")]);
+        problems.push(Finding::anywhere("the flow has no tasks"));
     }
-    report(
-        None,
-        check_name("flow", &flow.name)
-            .map(|m| Finding::at("name", m))
-            .into_iter()
-            .collect(),
-    );
-    report(None, check_retry(flow.retry.as_ref()));
+    problems.extend(check_name("flow", &flow.name).map(|m| Finding::at("name", m)));
+    problems.extend(check_retry(flow.retry.as_ref()));
     if flow.max_parallel == Some(0) {
-        report(
-            None,
-            vec![Finding::at(
-                "max_parallel",
-                "`max_parallel` must be at least 1",
-            )],
-        );
-    }
-    let mut host_unavailable = false;
-    let mut sources = Sources::new(&initial);
-    // Without a plugin's declaration, later "missing name" findings could be false.
-    let mut blind = false;
-    let mut tasks = Vec::with_capacity(tree.tasks.len());
-    for (index, spec) in tree.tasks.iter().enumerate() {
-        // What a controller gives its scope is there from the scope's first task on.
-        for scope in tree.scopes.iter().filter(|s| s.tasks.start == index) {
-            if let Some((provides, from)) = scope_names(scope) {
-                if let Some(from) = from.filter(|from| !sources.0.contains_key(*from) && !blind) {
-                    let message = format!(
-                        "reads its list from `{from}`, which neither the initial store nor an earlier task provides"
-                    );
-                    report(
-                        Some(&scope.path),
-                        vec![Finding::at(
-                            "flow.retry.parameterized_for_each.from",
-                            message,
-                        )],
-                    );
-                }
-                sources
-                    .0
-                    .insert(provides.to_owned(), format!("subflow `{}`", scope.path));
-            }
-        }
-        let task = Some(spec.name.as_str());
-        let local = spec.name.rsplit('/').next().unwrap_or_default();
-        report(
-            task,
-            check_name("task", local)
-                .map(|m| Finding::at("name", m))
-                .into_iter()
-                .collect(),
-        );
-        let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow, runtime.protected());
-        report(
-            task,
-            grant_problems.into_iter().map(Finding::anywhere).collect(),
-        );
-        report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
-        report(task, check_limits(&sandbox));
-        report(task, check_retry(spec.retry.as_ref()));
-        let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
-            Ok(plugin) => plugin,
-            Err(error) => {
-                host_unavailable |= matches!(error, PluginError::Unavailable { .. });
-                report(task, vec![Finding::at("plugin", error.to_string())]);
-                match &spec.provides {
-                    Some(provides) => provides.iter().for_each(|n| sources.provide(n, &spec.name)),
-                    None => blind = true,
-                }
-                continue;
-            }
-        };
-        report(task, check_arguments_known(spec, plugin.info()));
-        report(task, check_memory_fits(&sandbox, &plugin));
-        report(task, check_renamed_provides(spec, plugin.info()));
-        let binding = bind(spec, plugin.info());
-        // Other patterns do not read file order: their requirements are checked with the graph.
-        if !blind && tree.all_linear() {
-            report(
-                task,
-                check_requirements(&binding, &sources, &tree.tasks[index + 1..]),
-            );
-        }
-        report(task, check_provides(&binding, &spec.name, &mut sources));
-        let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
-        tasks.push(BoundTask::new(
-            spec,
-            plugin,
-            binding,
-            sandbox,
-            warm,
-            flow.retry_policy(spec),
+        problems.push(Finding::at(
+            "max_parallel",
+            "`max_parallel` must be at least 1",
         ));
     }
-    // The graph needs every entry's binding; without one its findings could be false.
-    let mut deps = Deps::new();
-    if tasks.len() == tree.tasks.len() {
-        let bindings: Vec<&Binding> = tasks.iter().map(|t| &t.binding).collect();
-        let given: HashSet<&str> = tree
-            .scopes
-            .iter()
-            .filter_map(|s| scope_names(s).map(|(p, _)| p))
-            .collect();
-        let available = |key: &str| initial.contains(key) || given.contains(key);
-        match graph::dependencies(&tree.levels, &tree.tasks, &bindings, &available) {
-            Ok(found) => deps = found,
-            Err(found) => problems.extend(found),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(ValidationError {
-            flow: flow.name.clone(),
-            problems,
-            host_unavailable,
-        });
-    }
-    Ok(Validated {
-        tasks,
-        deps,
-        scopes: tree.scopes,
-        initial,
-        provided: sources.0.into_keys().collect(),
-    })
+    problems
 }
 
-/// The store name a controller gives its scope's tasks and, for `parameterized_for_each`,
-/// the name its list is read from.
-fn scope_names(scope: &Scope) -> Option<(&str, Option<&str>)> {
-    match scope.controller.iterations() {
-        Ok(Iterations::Values(_, provides)) => Some((provides, None)),
-        Ok(Iterations::FromStore { from, provides }) => Some((provides, Some(from))),
-        _ => None,
+/// A `parameterized_for_each` controller reads its list from the store name `from`, which
+/// must be there when its subflow starts: in the initial store or provided earlier.
+pub(super) fn check_list_source(from: &str, sources: &Sources) -> Vec<Finding> {
+    if sources.0.contains_key(from) {
+        return Vec::new();
     }
+    let message = format!(
+        "reads its list from `{from}`, which neither the initial store nor an earlier task provides"
+    );
+    vec![Finding::at(
+        "flow.retry.parameterized_for_each.from",
+        message,
+    )]
 }
 
 /// Longest flow or task name.
@@ -227,7 +101,7 @@ const MAX_NAME: usize = 128;
 /// Flow and task names appear in logs, terminals, file names and URLs: they start with a
 /// letter or digit and hold only ASCII letters, digits, `_`, `-` and `.`, at most
 /// [`MAX_NAME`] of them. `kind` is "flow" or "task".
-fn check_name(kind: &str, name: &str) -> Option<String> {
+pub(super) fn check_name(kind: &str, name: &str) -> Option<String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     let starts_well = name
         .chars()
@@ -243,7 +117,7 @@ fn check_name(kind: &str, name: &str) -> Option<String> {
 }
 
 /// Checks of an entry that need no plugin: its config and whether the engine can meter fuel.
-fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<Finding> {
+pub(super) fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<Finding> {
     let mut problems = Vec::new();
     if sandbox.limits.fuel.is_some() && !fuel_metering {
         problems.push(Finding::at(
@@ -262,7 +136,7 @@ fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: bool) -> Vec<F
 
 /// A retry policy that cannot work as written (no attempt, a shrinking backoff, `on` and
 /// `except` together), on an entry or the flow.
-fn check_retry(retry: Option<&Retry>) -> Vec<Finding> {
+pub(super) fn check_retry(retry: Option<&Retry>) -> Vec<Finding> {
     retry
         .map(Retry::problems)
         .unwrap_or_default()
@@ -273,7 +147,7 @@ fn check_retry(retry: Option<&Retry>) -> Vec<Finding> {
 
 /// Limits under which no call can succeed — not even a revert, so a run would fail and then
 /// fail to undo itself. Refused here rather than at the first call.
-fn check_limits(sandbox: &Sandbox) -> Vec<Finding> {
+pub(super) fn check_limits(sandbox: &Sandbox) -> Vec<Finding> {
     let limits = &sandbox.limits;
     let tick = EPOCH_TICK.as_millis();
     let mut problems = Vec::new();
@@ -321,7 +195,7 @@ fn check_limits(sandbox: &Sandbox) -> Vec<Finding> {
 
 /// The memory cap must hold the plugin's initial linear memory, or no instance can even be
 /// created (the cap is per memory, like the plugin's declared initial size).
-fn check_memory_fits(sandbox: &Sandbox, plugin: &Plugin) -> Vec<Finding> {
+pub(super) fn check_memory_fits(sandbox: &Sandbox, plugin: &Plugin) -> Vec<Finding> {
     let cap = sandbox.limits.memory_bytes() as u64;
     match plugin.initial_memory_bytes() {
         Some(needed) if cap > 0 && needed > cap => vec![Finding::at(
@@ -340,7 +214,7 @@ fn check_memory_fits(sandbox: &Sandbox, plugin: &Plugin) -> Vec<Finding> {
 
 /// An entry that renames a plugin's several results needs one name per declared name (they
 /// are mapped by position), or a single name to store the whole result under.
-fn check_renamed_provides(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
+pub(super) fn check_renamed_provides(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
     match &spec.provides {
         Some(given)
             if given.len() > 1 && info.provides.len() > 1 && given.len() != info.provides.len() =>
@@ -362,7 +236,7 @@ fn check_renamed_provides(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
 }
 
 /// `rebind` and `inject` may only name arguments the plugin takes.
-fn check_arguments_known(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
+pub(super) fn check_arguments_known(spec: &TaskSpec, info: &TaskInfo) -> Vec<Finding> {
     let accepts = |arg: &String| info.requires.contains(arg) || info.optional.contains(arg);
     let named = [
         ("rebind", spec.rebind.keys().collect::<Vec<_>>()),
@@ -398,29 +272,13 @@ fn takes(info: &TaskInfo) -> String {
     }
 }
 
-/// How the entry reads its arguments and writes its result, after rebind, inject and provides.
-fn bind(spec: &TaskSpec, info: &TaskInfo) -> Binding {
-    let bind = |args: &[String]| -> Vec<(String, String)> {
-        args.iter()
-            .filter(|a| !spec.inject.contains_key(*a))
-            .map(|a| (a.clone(), spec.rebind.get(a).unwrap_or(a).clone()))
-            .collect()
-    };
-    Binding {
-        required: bind(&info.requires),
-        optional: bind(&info.optional),
-        inject: spec.inject.clone(),
-        provides: spec
-            .provides
-            .clone()
-            .unwrap_or_else(|| info.provides.clone()),
-        declared: info.provides.clone(),
-    }
-}
-
 /// Every required name must come from the initial store or an earlier task; a later task
 /// providing it earns a hint.
-fn check_requirements(binding: &Binding, sources: &Sources, later: &[TaskSpec]) -> Vec<Finding> {
+pub(super) fn check_requirements(
+    binding: &Binding,
+    sources: &Sources,
+    later: &[TaskSpec],
+) -> Vec<Finding> {
     binding
         .required
         .iter()
@@ -439,7 +297,7 @@ fn check_requirements(binding: &Binding, sources: &Sources, later: &[TaskSpec]) 
 
 /// A name is written once: an entry may not provide a name twice, nor one the initial store
 /// or an earlier task provides. Records the entry's names as provided.
-fn check_provides(binding: &Binding, task: &str, sources: &mut Sources) -> Vec<Finding> {
+pub(super) fn check_provides(binding: &Binding, task: &str, sources: &mut Sources) -> Vec<Finding> {
     let mut problems = Vec::new();
     let mut own = HashSet::new();
     for name in &binding.provides {
@@ -455,14 +313,14 @@ fn check_provides(binding: &Binding, task: &str, sources: &mut Sources) -> Vec<F
     }
     problems
 }
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::validate::prepare::bind;
 
-    fn info(requires: &[&str], optional: &[&str], provides: &[&str]) -> TaskInfo {
+    pub(crate) fn info(requires: &[&str], optional: &[&str], provides: &[&str]) -> TaskInfo {
         let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect();
         TaskInfo {
             name: "plug".into(),
@@ -480,6 +338,34 @@ mod tests {
 
     fn initial(names: &[&str]) -> Sources {
         Sources::new(&names.iter().map(|n| ((*n).to_owned(), json!(1))).collect())
+    }
+
+    #[test]
+    fn a_flow_needs_tasks_an_allowed_name_and_room_for_one_call() {
+        let mut flow = FlowSpec::linear("two words");
+        flow.max_parallel = Some(0);
+        let found = check_flow(&flow);
+        assert_eq!(
+            found.iter().map(|f| f.field).collect::<Vec<_>>(),
+            [None, Some("name"), Some("max_parallel")]
+        );
+        assert_eq!(found[0].message, "the flow has no tasks");
+        let flow = FlowSpec::linear("f").add(TaskSpec::new("t", "p.wasm"));
+        assert!(check_flow(&flow).is_empty());
+    }
+
+    #[test]
+    fn a_subflow_list_must_be_in_the_store_when_the_subflow_starts() {
+        let mut sources = initial(&["seed"]);
+        let found = check_list_source("sizes", &sources);
+        assert_eq!(
+            found[0].field,
+            Some("flow.retry.parameterized_for_each.from")
+        );
+        assert!(found[0].message.starts_with("reads its list from `sizes`"));
+        sources.provide("sizes", "t");
+        assert!(check_list_source("sizes", &sources).is_empty());
+        assert!(check_list_source("seed", &sources).is_empty());
     }
 
     #[test]
@@ -509,23 +395,6 @@ mod tests {
             "{}",
             problems[1]
         );
-    }
-
-    #[test]
-    fn binding_applies_rebind_and_leaves_injected_arguments_out_of_the_store() {
-        let spec = TaskSpec::new("t", "p.wasm")
-            .rebind("size", "raw_size")
-            .inject("zone", json!("a"));
-        let binding = bind(&spec, &info(&["size", "zone"], &["extra"], &["out"]));
-        assert_eq!(
-            binding.required,
-            vec![("size".to_owned(), "raw_size".to_owned())]
-        );
-        assert_eq!(
-            binding.optional,
-            vec![("extra".to_owned(), "extra".to_owned())]
-        );
-        assert_eq!(binding.provides, vec!["out".to_owned()]);
     }
 
     #[test]

@@ -1,0 +1,208 @@
+//! The loading and binding step of validation: walks the flow's tree in order, loads and
+//! describes each entry's plugin, builds its sandbox from the flow's grants, binds its
+//! arguments and results to store names, and feeds what it learns to the checks
+//! ([`super::checks`]), collecting every finding as a problem of the flow. Separate from the
+//! checks because this is the part with effects (files read, components compiled, warm pools
+//! made) and the order that decides what each check can know: a name is a source only once
+//! an earlier entry or subflow provided it.
+
+use std::collections::HashSet;
+
+use flowhost_core::contract::TaskInfo;
+use flowhost_core::flow::{FlowSpec, Instances, Iterations, TaskSpec};
+use flowhost_core::plan::graph::{self, Deps};
+use flowhost_core::plan::tree::{Scope, Tree};
+use flowhost_core::plan::{Problem, ValidationError};
+use flowhost_core::store::{Binding, Store};
+use flowhost_runtime::{PluginError, Runtime, Sandbox};
+
+use super::checks::{
+    Finding, Sources, check_arguments_known, check_entry, check_flow, check_limits,
+    check_list_source, check_memory_fits, check_name, check_provides, check_renamed_provides,
+    check_requirements, check_retry,
+};
+use crate::task::BoundTask;
+
+/// A flow that passed validation: its entries bound to their plugins, the initial store, and
+/// every name a successful run's final store will hold.
+pub(crate) struct Validated {
+    pub(crate) tasks: Vec<BoundTask>,
+    /// What each entry waits for, by the flow's pattern.
+    pub(crate) deps: Deps,
+    /// The subflows with a retry controller.
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) initial: Store,
+    pub(crate) provided: HashSet<String>,
+}
+
+/// Validates `flow` with `store` over the flow's `[store]` defaults.
+pub(crate) async fn validate(
+    runtime: &Runtime,
+    flow: &FlowSpec,
+    store: Store,
+) -> Result<Validated, ValidationError> {
+    let mut initial: Store = flow.store.clone().into();
+    initial.extend(store);
+    let tree = Tree::of(flow);
+    let mut problems = tree.problems.clone();
+    let mut report = |task: Option<&str>, found: Vec<Finding>| {
+        problems.extend(found.into_iter().map(|Finding { field, message }| Problem {
+            task: task.map(str::to_owned),
+            field: field.map(str::to_owned),
+            message,
+        }))
+    };
+    report(None, check_flow(flow));
+    let mut host_unavailable = false;
+    let mut sources = Sources::new(&initial);
+    // Without a plugin's declaration, later "missing name" findings could be false.
+    let mut blind = false;
+    let mut tasks = Vec::with_capacity(tree.tasks.len());
+    for (index, spec) in tree.tasks.iter().enumerate() {
+        // What a controller gives its scope is there from the scope's first task on.
+        for scope in tree.scopes.iter().filter(|s| s.tasks.start == index) {
+            if let Some((provides, from)) = scope_names(scope) {
+                if let Some(from) = from
+                    && !blind
+                {
+                    report(Some(&scope.path), check_list_source(from, &sources));
+                }
+                sources.given_by_subflow(provides, &scope.path);
+            }
+        }
+        let task = Some(spec.name.as_str());
+        let local = spec.name.rsplit('/').next().unwrap_or_default();
+        report(
+            task,
+            check_name("task", local)
+                .map(|m| Finding::at("name", m))
+                .into_iter()
+                .collect(),
+        );
+        let (sandbox, grant_problems) = Sandbox::for_entry(spec, flow, runtime.protected());
+        report(
+            task,
+            grant_problems.into_iter().map(Finding::anywhere).collect(),
+        );
+        report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
+        report(task, check_limits(&sandbox));
+        report(task, check_retry(spec.retry.as_ref()));
+        let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                host_unavailable |= matches!(error, PluginError::Unavailable { .. });
+                report(task, vec![Finding::at("plugin", error.to_string())]);
+                match &spec.provides {
+                    Some(provides) => provides.iter().for_each(|n| sources.provide(n, &spec.name)),
+                    None => blind = true,
+                }
+                continue;
+            }
+        };
+        report(task, check_arguments_known(spec, plugin.info()));
+        report(task, check_memory_fits(&sandbox, &plugin));
+        report(task, check_renamed_provides(spec, plugin.info()));
+        let binding = bind(spec, plugin.info());
+        // Other patterns do not read file order: their requirements are checked with the graph.
+        if !blind && tree.all_linear() {
+            report(
+                task,
+                check_requirements(&binding, &sources, &tree.tasks[index + 1..]),
+            );
+        }
+        report(task, check_provides(&binding, &spec.name, &mut sources));
+        let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
+        tasks.push(BoundTask::new(
+            spec,
+            plugin,
+            binding,
+            sandbox,
+            warm,
+            flow.retry_policy(spec),
+        ));
+    }
+    // The graph needs every entry's binding; without one its findings could be false.
+    let mut deps = Deps::new();
+    if tasks.len() == tree.tasks.len() {
+        let bindings: Vec<&Binding> = tasks.iter().map(|t| &t.binding).collect();
+        let given: HashSet<&str> = tree
+            .scopes
+            .iter()
+            .filter_map(|s| scope_names(s).map(|(p, _)| p))
+            .collect();
+        let available = |key: &str| initial.contains(key) || given.contains(key);
+        match graph::dependencies(&tree.levels, &tree.tasks, &bindings, &available) {
+            Ok(found) => deps = found,
+            Err(found) => problems.extend(found),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ValidationError {
+            flow: flow.name.clone(),
+            problems,
+            host_unavailable,
+        });
+    }
+    Ok(Validated {
+        tasks,
+        deps,
+        scopes: tree.scopes,
+        initial,
+        provided: sources.into_names(),
+    })
+}
+
+/// The store name a controller gives its scope's tasks and, for `parameterized_for_each`,
+/// the name its list is read from.
+fn scope_names(scope: &Scope) -> Option<(&str, Option<&str>)> {
+    match scope.controller.iterations() {
+        Ok(Iterations::Values(_, provides)) => Some((provides, None)),
+        Ok(Iterations::FromStore { from, provides }) => Some((provides, Some(from))),
+        _ => None,
+    }
+}
+
+/// How the entry reads its arguments and writes its result, after rebind, inject and provides.
+pub(super) fn bind(spec: &TaskSpec, info: &TaskInfo) -> Binding {
+    let bind = |args: &[String]| -> Vec<(String, String)> {
+        args.iter()
+            .filter(|a| !spec.inject.contains_key(*a))
+            .map(|a| (a.clone(), spec.rebind.get(a).unwrap_or(a).clone()))
+            .collect()
+    };
+    Binding {
+        required: bind(&info.requires),
+        optional: bind(&info.optional),
+        inject: spec.inject.clone(),
+        provides: spec
+            .provides
+            .clone()
+            .unwrap_or_else(|| info.provides.clone()),
+        declared: info.provides.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::validate::checks::tests::info;
+
+    #[test]
+    fn binding_applies_rebind_and_leaves_injected_arguments_out_of_the_store() {
+        let spec = TaskSpec::new("t", "p.wasm")
+            .rebind("size", "raw_size")
+            .inject("zone", json!("a"));
+        let binding = bind(&spec, &info(&["size", "zone"], &["extra"], &["out"]));
+        assert_eq!(
+            binding.required,
+            vec![("size".to_owned(), "raw_size".to_owned())]
+        );
+        assert_eq!(
+            binding.optional,
+            vec![("extra".to_owned(), "extra".to_owned())]
+        );
+        assert_eq!(binding.provides, vec!["out".to_owned()]);
+    }
+}
