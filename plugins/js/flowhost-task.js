@@ -60,7 +60,9 @@ export function secret(name) {
 // is {status, headers, body}, `body` parsed when it is JSON (the text otherwise). Any status
 // is an answer; a request that gets none (the host refused it: the entry's `net.http` does not
 // grant the origin; or the service is unreachable) throws TaskError `unavailable` with
-// {method, url, reason}. Build the task without `-d http` (see plugins/README.md).
+// {method, url, reason}. Build the task without `-d http` (see plugins/README.md). Caveat of
+// componentize-js 0.23.0: a request with a body to an origin not granted aborts the component
+// instead of rejecting; grant every origin the task sends a body to.
 export async function fetchJson(url, init = {}) {
   const { json, ...rest } = init;
   const method = (rest.method ?? "GET").toUpperCase();

@@ -3,60 +3,72 @@
 //! same through the library's `Batch`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use flowhost::{Batch, BatchInput, Engine, FlowSpec, FlowState, TaskSpec};
-use flowhost_testkit::{flowhost, plugin, stdout_json};
+
+use crate::kit::{
+    Flowhost, assert_contains, assert_exit, flowhost, plugin, probe_file, stderr, stdout_json,
+    stdout_json_lines,
+};
 use serde_json::{Value, json};
 
-/// A two-task flow: `first` echoes the input's `value` into `a`, `second` echoes `a` into `b`.
-fn flow_file(dir: &Path) -> std::path::PathBuf {
-    let probe = plugin("probe").display().to_string();
-    let text = format!(
+/// A scratch folder with a two-task flow: `first` echoes the input's `value` into `a`,
+/// `second` echoes `a` into `b`.
+fn relay_flow() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = probe_file(
+        dir.path(),
+        "flow.toml",
         r#"name = "relay"
 [[task]]
 name = "first"
-plugin = "{probe}"
+plugin = "PROBE"
 provides = ["a"]
 
 [[task]]
 name = "second"
-plugin = "{probe}"
-rebind = {{ value = "a" }}
+plugin = "PROBE"
+rebind = { value = "a" }
 provides = ["b"]
-"#
+"#,
     );
-    let path = dir.join("flow.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    (dir, flow)
 }
 
+/// `flowhost run FLOW --batch INPUTS`, to adjust and run.
+fn batch_of(flow: &Path, inputs: impl AsRef<OsStr>) -> Flowhost {
+    let mut command = flowhost(["run"]);
+    command.arg(flow).arg("--batch").arg(inputs);
+    command
+}
+
+/// Runs the batch of `inputs` (JSON lines, written beside `flow`) with `extra` arguments.
 fn batch(flow: &Path, inputs: &str, extra: &[&str]) -> Output {
     let file = flow.with_file_name("inputs.jsonl");
     std::fs::write(&file, inputs).unwrap();
-    let mut command = flowhost(["run"]);
-    command.arg(flow).arg("--batch").arg(&file).args(extra);
+    let mut command = batch_of(flow, &file);
+    command.args(extra);
     command.run()
 }
 
 /// The JSON lines on stdout, by input line number.
 fn results(output: &Output) -> BTreeMap<u64, Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+    stdout_json_lines(output)
+        .into_iter()
         .map(|v| (v["line"].as_u64().expect("line number"), v))
         .collect()
 }
 
 #[test]
 fn every_input_line_is_one_run_with_its_own_result_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
+    let (_dir, flow) = relay_flow();
     let inputs: String = (0..50).map(|n| format!("{{\"value\": {n}}}\n")).collect();
     let out = batch(&flow, &inputs, &["--concurrency", "8", "--fetch", "b"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_exit(&out, 0);
     let results = results(&out);
     assert_eq!(results.len(), 50);
     for (line, result) in &results {
@@ -67,25 +79,17 @@ fn every_input_line_is_one_run_with_its_own_result_line() {
             "line {line} got another run's store"
         );
     }
-    assert!(
-        stderr.contains("50 runs: 50 succeeded, 0 reverted, 0 failed"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("runs/s"), "{stderr}");
+    assert_contains(&stderr, "50 runs: 50 succeeded, 0 reverted, 0 failed");
+    assert_contains(&stderr, "runs/s");
 }
 
 #[test]
 fn a_bad_line_fails_alone_and_the_rest_still_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
+    let (_dir, flow) = relay_flow();
     let inputs = "{\"value\": 1}\nnot json\n\n[1, 2]\n{\"other\": 3}\n{\"value\": 5}\n";
     let out = batch(&flow, inputs, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "some runs could not run: {stderr}"
-    );
+    assert_exit(&out, 1);
     let results = results(&out);
     assert_eq!(
         results.keys().copied().collect::<Vec<_>>(),
@@ -96,37 +100,22 @@ fn a_bad_line_fails_alone_and_the_rest_still_run() {
     assert_eq!(results[&1]["store"]["b"]["value"]["value"], json!(1));
     assert_eq!(results[&6]["state"], "SUCCESS");
     assert_eq!(results[&2]["state"], "INVALID");
-    assert!(
-        results[&2]["error"]
-            .as_str()
-            .unwrap()
-            .contains("input line 2: not valid JSON"),
-        "{}",
-        results[&2]
+    assert_contains(
+        results[&2]["error"].as_str().unwrap(),
+        "input line 2: not valid JSON",
     );
-    assert!(
-        results[&4]["error"]
-            .as_str()
-            .unwrap()
-            .contains("expected a JSON object"),
-        "{}",
-        results[&4]
+    assert_contains(
+        results[&4]["error"].as_str().unwrap(),
+        "expected a JSON object",
     );
-    assert!(
-        results[&5]["error"].as_str().unwrap().contains("`value`"),
-        "validation names the missing key: {}",
-        results[&5]
-    );
-    assert!(
-        stderr.contains("5 runs: 2 succeeded, 0 reverted, 3 failed"),
-        "{stderr}"
-    );
+    // Validation names the missing key.
+    assert_contains(results[&5]["error"].as_str().unwrap(), "`value`");
+    assert_contains(&stderr, "5 runs: 2 succeeded, 0 reverted, 3 failed");
 }
 
 #[test]
 fn a_run_that_reverts_reports_its_failed_task() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
+    let (_dir, flow) = relay_flow();
     // The second task is told to fail: the first is reverted, for every input.
     let text = std::fs::read_to_string(&flow).unwrap().replace(
         "provides = [\"b\"]",
@@ -135,7 +124,7 @@ fn a_run_that_reverts_reports_its_failed_task() {
     std::fs::write(&flow, text).unwrap();
     let out = batch(&flow, "{\"value\": 1}\n{\"value\": 2}\n", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_exit(&out, 1);
     for result in results(&out).values() {
         assert_eq!(result["state"], "REVERTED");
         assert_eq!(result["failed_task"], "second");
@@ -149,23 +138,15 @@ fn a_run_that_reverts_reports_its_failed_task() {
             "reverted results leave the store"
         );
     }
-    assert!(
-        stderr.contains("2 runs: 0 succeeded, 2 reverted, 0 failed"),
-        "{stderr}"
-    );
+    assert_contains(&stderr, "2 runs: 0 succeeded, 2 reverted, 0 failed");
 }
 
 #[test]
 fn an_unreadable_inputs_file_is_exit_66() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
-    let mut command = flowhost(["run"]);
-    command
-        .arg(&flow)
-        .args(["--batch", "/nonexistent/inputs.jsonl"]);
-    let out = command.run();
-    assert_eq!(out.status.code(), Some(66));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/inputs.jsonl"));
+    let (_dir, flow) = relay_flow();
+    let out = batch_of(&flow, "/nonexistent/inputs.jsonl").run();
+    assert_exit(&out, 66);
+    assert_contains(&stderr(&out), "/nonexistent/inputs.jsonl");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,8 +180,7 @@ async fn the_library_runs_a_batch_and_counts_its_outcomes() {
 
 #[test]
 fn every_run_of_a_recorded_batch_can_be_shown_by_its_printed_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
+    let (dir, flow) = relay_flow();
     let db = dir.path().join("runs.db");
     let db = db.to_str().unwrap();
     let out = batch(
@@ -208,12 +188,7 @@ fn every_run_of_a_recorded_batch_can_be_shown_by_its_printed_id() {
         "{\"value\": 1}\n{\"value\": 2}\n{\"value\": 3}\n",
         &["--db", db],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let lines = results(&out);
     assert_eq!(lines.len(), 3);
     for (line, result) in &lines {
@@ -239,22 +214,13 @@ fn every_run_of_a_recorded_batch_can_be_shown_by_its_printed_id() {
 
 #[test]
 fn a_batch_run_with_no_db_records_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
-    let mut command = flowhost(["run"]);
+    let (dir, flow) = relay_flow();
     let inputs = dir.path().join("inputs.jsonl");
     std::fs::write(&inputs, "{\"value\": 1}\n").unwrap();
-    command
-        .arg(&flow)
-        .arg("--batch")
-        .arg(&inputs)
-        .arg("--no-db");
-    let out = command.dir(dir.path()).run();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut command = batch_of(&flow, &inputs).dir(dir.path());
+    command.arg("--no-db");
+    let out = command.run();
+    assert_exit(&out, 0);
     assert!(
         !dir.path().join(".flowhost").exists(),
         "--no-db created a run database"
@@ -263,21 +229,15 @@ fn a_batch_run_with_no_db_records_nothing() {
 
 #[test]
 fn an_unknown_fetch_is_refused_before_any_run_and_a_name_an_input_holds_is_known() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
+    let (dir, flow) = relay_flow();
     let db = dir.path().join("runs.db");
     let out = batch(
         &flow,
         "{\"value\": 1}\n",
         &["--fetch", "nothing", "--db", db.to_str().unwrap()],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("never stores such a name"));
+    assert_exit(&out, 64);
+    assert_contains(&stderr(&out), "never stores such a name");
     assert!(out.stdout.is_empty() && !db.exists(), "nothing ran");
 
     let out = batch(
@@ -285,12 +245,7 @@ fn an_unknown_fetch_is_refused_before_any_run_and_a_name_an_input_holds_is_known
         "{\"value\": 1, \"tag\": \"x\"}\n{\"value\": 2}\n",
         &["--fetch", "tag", "--fetch", "b"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let results = results(&out);
     assert_eq!(results[&1]["fetched"]["tag"], "x");
     assert_eq!(results[&2]["fetched"]["tag"], Value::Null);
@@ -298,62 +253,40 @@ fn an_unknown_fetch_is_refused_before_any_run_and_a_name_an_input_holds_is_known
 
 #[test]
 fn a_line_that_is_not_utf8_fails_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
+    let (dir, flow) = relay_flow();
     let inputs = dir.path().join("inputs.jsonl");
     std::fs::write(
         &inputs,
         b"{\"value\": 1}\n{\"value\": \"caf\xe9\"}\n{\"value\": 3}\n",
     )
     .unwrap();
-    let mut command = flowhost(["run"]);
-    command.arg(&flow).arg("--batch").arg(&inputs);
-    let out = command.run();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = batch_of(&flow, &inputs).run();
+    assert_exit(&out, 1);
     let results = results(&out);
     assert_eq!(results[&1]["state"], "SUCCESS");
     assert_eq!(results[&3]["state"], "SUCCESS");
     assert_eq!(results[&2]["state"], "INVALID");
-    assert!(
-        results[&2]["error"]
-            .as_str()
-            .unwrap()
-            .contains("input line 2: not UTF-8"),
-        "{}",
-        results[&2]
+    assert_contains(
+        results[&2]["error"].as_str().unwrap(),
+        "input line 2: not UTF-8",
     );
 }
 
 #[test]
 fn batch_inputs_can_come_from_standard_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
-    let mut command = flowhost(["run"]);
+    let (_dir, flow) = relay_flow();
+    let mut command = batch_of(&flow, "-");
     command
-        .arg(&flow)
-        .args(["--batch", "-", "--fetch", "b"])
+        .args(["--fetch", "b"])
         .stdin(std::process::Stdio::piped());
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().unwrap();
+    let mut child = command.start_piped();
     std::io::Write::write_all(
         &mut child.stdin.take().unwrap(),
         b"{\"value\": 7}\n{\"value\": 8}\n",
     )
     .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let results = results(&out);
     assert_eq!(results[&1]["fetched"]["b"]["value"]["value"], 7);
     assert_eq!(results[&2]["fetched"]["b"]["value"]["value"], 8);
@@ -361,17 +294,10 @@ fn batch_inputs_can_come_from_standard_input() {
 
 #[test]
 fn an_input_the_flow_rejects_reports_its_problems() {
-    let dir = tempfile::tempdir().unwrap();
-    let flow = flow_file(dir.path());
+    let (_dir, flow) = relay_flow();
     let out = batch(&flow, "{\"other\": 1}\n", &[]);
     let line = &results(&out)[&1];
     assert_eq!(line["state"], "INVALID");
     assert_eq!(line["problems"][0]["task"], "first", "{line}");
-    assert!(
-        line["problems"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`value`"),
-        "{line}"
-    );
+    assert_contains(line["problems"][0]["message"].as_str().unwrap(), "`value`");
 }

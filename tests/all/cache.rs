@@ -6,17 +6,28 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use flowhost::{Engine, EngineConfig};
-use flowhost_testkit::plugin;
 
-/// Runs `flowhost` with debug logs (which say where compiled code came from).
-fn flowhost(args: &[&str], cache: &Path) -> Output {
-    let mut command = flowhost_testkit::flowhost(args);
+use crate::kit::{assert_contains, assert_exit, flowhost, plugin, stderr, stdout, stdout_json};
+
+/// Runs `flowhost ARGS… --cache-dir CACHE` with debug logs (which say where compiled code
+/// came from).
+fn cached(args: &[&str], cache: &Path) -> Output {
+    let mut command = flowhost(args);
     command.arg("--cache-dir").arg(cache);
     command.env("FLOWHOST_LOG", "flowhost=debug").run()
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+/// Compiles `plugin` into `cache` (`flowhost compile`), which must succeed.
+fn compile(plugin: &str, cache: &Path) {
+    assert_exit(&cached(&["compile", plugin], cache), 0);
+}
+
+/// Compiles the probe into the empty `cache`: its one entry, and what the entry holds.
+fn probe_entry(cache: &Path) -> (PathBuf, Vec<u8>) {
+    compile(&probe(), cache);
+    let [entry] = entries(cache).try_into().expect("one entry");
+    let bytes = std::fs::read(&entry).unwrap();
+    (entry, bytes)
 }
 
 /// The cache's files, sorted.
@@ -36,7 +47,7 @@ fn probe() -> String {
 #[test]
 fn compile_fills_the_cache_and_later_commands_load_from_it() {
     let cache = tempfile::tempdir().unwrap();
-    let out = flowhost(
+    let out = cached(
         &[
             "compile",
             &probe(),
@@ -44,12 +55,8 @@ fn compile_fills_the_cache_and_later_commands_load_from_it() {
         ],
         cache.path(),
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("stored compiled component in the cache"),
-        "{}",
-        stderr(&out)
-    );
+    assert_exit(&out, 0);
+    assert_contains(&stderr(&out), "stored compiled component in the cache");
     let filled = entries(cache.path());
     assert_eq!(filled.len(), 2, "one entry per plugin: {filled:?}");
     assert!(
@@ -58,14 +65,10 @@ fn compile_fills_the_cache_and_later_commands_load_from_it() {
             .all(|p| p.extension().is_some_and(|e| e == "cwasm"))
     );
 
-    let out = flowhost(&["describe", &probe()], cache.path());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = cached(&["describe", &probe()], cache.path());
+    assert_exit(&out, 0);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("probe "));
-    assert!(
-        stderr(&out).contains("loaded compiled component from the cache"),
-        "{}",
-        stderr(&out)
-    );
+    assert_contains(&stderr(&out), "loaded compiled component from the cache");
     assert!(
         !stderr(&out).contains("stored compiled component"),
         "nothing is compiled again"
@@ -76,13 +79,7 @@ fn compile_fills_the_cache_and_later_commands_load_from_it() {
 #[test]
 fn a_corrupt_or_truncated_entry_is_rebuilt_not_trusted() {
     let cache = tempfile::tempdir().unwrap();
-    assert!(
-        flowhost(&["compile", &probe()], cache.path())
-            .status
-            .success()
-    );
-    let [entry] = entries(cache.path()).try_into().expect("one entry");
-    let good = std::fs::read(&entry).unwrap();
+    let (entry, good) = probe_entry(cache.path());
 
     // Bits flipped in the middle of the machine code.
     let mut flipped = good.clone();
@@ -91,13 +88,9 @@ fn a_corrupt_or_truncated_entry_is_rebuilt_not_trusted() {
         .iter_mut()
         .for_each(|b| *b ^= 0xa5);
     std::fs::write(&entry, &flipped).unwrap();
-    let out = flowhost(&["describe", &probe()], cache.path());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("integrity tag mismatch"),
-        "{}",
-        stderr(&out)
-    );
+    let out = cached(&["describe", &probe()], cache.path());
+    assert_exit(&out, 0);
+    assert_contains(&stderr(&out), "integrity tag mismatch");
     assert_eq!(
         std::fs::read(&entry).unwrap().len(),
         good.len(),
@@ -106,27 +99,19 @@ fn a_corrupt_or_truncated_entry_is_rebuilt_not_trusted() {
 
     // Cut short, as by a full disk.
     std::fs::write(&entry, &good[..good.len() / 3]).unwrap();
-    let out = flowhost(&["describe", &probe()], cache.path());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    let out = cached(&["describe", &probe()], cache.path());
+    assert_exit(&out, 0);
+    assert_contains(&stderr(&out), "truncated");
 
     // Not a cache entry at all.
     std::fs::write(&entry, b"garbage").unwrap();
-    let out = flowhost(&["describe", &probe()], cache.path());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("not a flowhost cache entry"),
-        "{}",
-        stderr(&out)
-    );
+    let out = cached(&["describe", &probe()], cache.path());
+    assert_exit(&out, 0);
+    assert_contains(&stderr(&out), "not a flowhost cache entry");
 
     // After the rebuild the entry serves again.
-    let out = flowhost(&["describe", &probe()], cache.path());
-    assert!(
-        stderr(&out).contains("loaded compiled component from the cache"),
-        "{}",
-        stderr(&out)
-    );
+    let out = cached(&["describe", &probe()], cache.path());
+    assert_contains(&stderr(&out), "loaded compiled component from the cache");
     assert_eq!(entries(cache.path()).len(), 1);
 }
 
@@ -135,7 +120,7 @@ fn processes_racing_to_fill_one_cache_all_succeed_and_leave_one_whole_entry() {
     let cache = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..4)
         .map(|_| {
-            flowhost_testkit::flowhost(["compile", &probe(), "--cache-dir"])
+            flowhost(["compile", &probe(), "--cache-dir"])
                 .dir(cache.path())
                 .arg(cache.path())
                 .stderr(std::process::Stdio::piped())
@@ -145,34 +130,25 @@ fn processes_racing_to_fill_one_cache_all_succeed_and_leave_one_whole_entry() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
     }
     let files = entries(cache.path());
     assert_eq!(files.len(), 1, "no temporary files left behind: {files:?}");
-    let out = flowhost(&["describe", &probe()], cache.path());
-    assert!(
-        stderr(&out).contains("loaded compiled component from the cache"),
-        "{}",
-        stderr(&out)
-    );
+    let out = cached(&["describe", &probe()], cache.path());
+    assert_contains(&stderr(&out), "loaded compiled component from the cache");
 }
 
 #[test]
 fn no_cache_neither_reads_nor_writes_the_cache() {
     let cache = tempfile::tempdir().unwrap();
-    let out = flowhost(&["describe", &probe(), "--no-cache"], cache.path());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = cached(&["describe", &probe(), "--no-cache"], cache.path());
+    assert_exit(&out, 0);
     assert!(entries(cache.path()).is_empty());
 
-    assert!(
-        flowhost(&["compile", &probe()], cache.path())
-            .status
-            .success()
-    );
-    let [entry] = entries(cache.path()).try_into().expect("one entry");
+    let (entry, _) = probe_entry(cache.path());
     std::fs::write(&entry, b"garbage").unwrap();
-    let out = flowhost(&["describe", &probe(), "--no-cache"], cache.path());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = cached(&["describe", &probe(), "--no-cache"], cache.path());
+    assert_exit(&out, 0);
     assert!(
         !stderr(&out).contains("cache entry"),
         "the cache is not even read: {}",
@@ -180,23 +156,19 @@ fn no_cache_neither_reads_nor_writes_the_cache() {
     );
     assert_eq!(std::fs::read(&entry).unwrap(), b"garbage");
 
-    let out = flowhost(&["compile", &probe(), "--no-cache"], cache.path());
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "compile without a cache is a usage error"
-    );
-    assert!(stderr(&out).contains("--no-cache"), "{}", stderr(&out));
+    let out = cached(&["compile", &probe(), "--no-cache"], cache.path());
+    // Compile without a cache is a usage error.
+    assert_exit(&out, 64);
+    assert_contains(&stderr(&out), "--no-cache");
 }
 
 #[test]
 fn the_cache_directory_comes_from_the_environment_when_no_flag_is_given() {
     let cache = tempfile::tempdir().unwrap();
-    let out = flowhost_testkit::flowhost(["compile", &probe()])
+    let out = flowhost(["compile", &probe()])
         .env("FLOWHOST_CACHE_DIR", cache.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        .run();
+    assert_exit(&out, 0);
     assert_eq!(entries(cache.path()).len(), 1);
 }
 
@@ -229,13 +201,7 @@ const HEADER: usize = 8 + 8 + 32;
 fn a_forged_entry_with_its_checksum_recomputed_is_rejected_and_rebuilt() {
     use sha2::{Digest, Sha256};
     let cache = tempfile::tempdir().unwrap();
-    assert!(
-        flowhost(&["compile", &probe()], cache.path())
-            .status
-            .success()
-    );
-    let [entry] = entries(cache.path()).try_into().expect("one entry");
-    let good = std::fs::read(&entry).unwrap();
+    let (entry, good) = probe_entry(cache.path());
     // Patched machine code, with the header's digest recomputed as a forger would.
     let mut forged = good.clone();
     let middle = HEADER + (forged.len() - HEADER) / 2;
@@ -246,18 +212,11 @@ fn a_forged_entry_with_its_checksum_recomputed_is_rejected_and_rebuilt() {
     forged[16..HEADER].copy_from_slice(&digest);
     std::fs::write(&entry, &forged).unwrap();
 
-    let out = flowhost(&["describe", &probe()], cache.path());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("integrity tag mismatch"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("stored compiled component in the cache"),
-        "compiled again: {}",
-        stderr(&out)
-    );
+    let out = cached(&["describe", &probe()], cache.path());
+    assert_exit(&out, 0);
+    assert_contains(&stderr(&out), "integrity tag mismatch");
+    // Compiled again.
+    assert_contains(&stderr(&out), "stored compiled component in the cache");
     assert_eq!(
         std::fs::read(&entry).unwrap(),
         good,
@@ -270,17 +229,9 @@ fn an_entry_copied_under_another_plugins_key_is_rejected_and_the_run_records_the
     use sha2::{Digest, Sha256};
     let cache = tempfile::tempdir().unwrap();
     let other = plugin("quota_reserve").display().to_string();
-    assert!(
-        flowhost(&["compile", &other], cache.path())
-            .status
-            .success()
-    );
+    compile(&other, cache.path());
     let [other_entry] = entries(cache.path()).try_into().expect("one entry");
-    assert!(
-        flowhost(&["compile", &probe()], cache.path())
-            .status
-            .success()
-    );
+    compile(&probe(), cache.path());
     let probe_entry = entries(cache.path())
         .into_iter()
         .find(|e| *e != other_entry)
@@ -295,36 +246,27 @@ fn an_entry_copied_under_another_plugins_key_is_rejected_and_the_run_records_the
     .unwrap();
     let db = dir.path().join("runs.db");
     let db = db.to_str().unwrap();
-    let mut command = flowhost_testkit::flowhost(["run", "flow.toml", "--db", db])
+    let mut command = flowhost(["run", "flow.toml", "--db", db])
         .dir(dir.path())
         .env("FLOWHOST_LOG", "flowhost=debug");
     command.arg("--cache-dir").arg(cache.path());
     let out = command.run();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("integrity tag mismatch"),
-        "{}",
-        stderr(&out)
-    );
-    let store: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_exit(&out, 0);
+    assert_contains(&stderr(&out), "integrity tag mismatch");
+    let store = stdout_json(&out);
     assert_eq!(
         store["echo"]["value"], 7,
         "the probe ran, not the entry's plugin: {store}"
     );
-    let show = flowhost_testkit::flowhost(["runs", "list", "--json", "--db", db])
-        .dir(dir.path())
-        .run();
-    let runs: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    let id = runs[0]["id"].as_str().unwrap().to_owned();
-    let show = flowhost_testkit::flowhost(["runs", "show", &id, "--json", "--db", db])
-        .dir(dir.path())
-        .run();
+    let runs = stdout_json(&flowhost(["runs", "list", "--json", "--db", db]).run());
+    let id = runs[0]["id"].as_str().unwrap();
+    let show = flowhost(["runs", "show", id, "--json", "--db", db]).run();
     let probe_sha = format!(
         "{:x}",
         Sha256::digest(std::fs::read(plugin("probe")).unwrap())
     );
     assert!(
-        String::from_utf8_lossy(&show.stdout).contains(&probe_sha),
+        stdout(&show).contains(&probe_sha),
         "the record keeps the probe's own hash"
     );
 }
@@ -336,30 +278,28 @@ fn a_cache_directory_others_may_write_is_refused_with_a_clear_message_and_no_cac
     let cache = parent.path().join("cache");
     std::fs::create_dir(&cache).unwrap();
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = flowhost(&["describe", &probe()], &cache);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!(
+    let out = cached(&["describe", &probe()], &cache);
+    assert_exit(&out, 0);
+    assert_contains(
+        &stderr(&out),
+        &format!(
             "refusing cache directory {}: others may write to it (mode 777)",
             cache.display()
-        )),
-        "{}",
-        stderr(&out)
+        ),
     );
     assert!(entries(&cache).is_empty(), "nothing was written to it");
-    let out = flowhost(&["describe", &probe(), "--no-cache"], &cache);
-    assert_eq!(out.status.code(), Some(0));
+    let out = cached(&["describe", &probe(), "--no-cache"], &cache);
+    assert_exit(&out, 0);
     assert!(!stderr(&out).contains("refusing"), "{}", stderr(&out));
 
     // Owned by another user (only root can give a directory away).
     if rustix::process::geteuid().is_root() {
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
-        let out = flowhost(&["describe", &probe()], &cache);
-        assert!(
-            stderr(&out).contains("it is owned by uid 65534, not by the user running flowhost"),
-            "{}",
-            stderr(&out)
+        let out = cached(&["describe", &probe()], &cache);
+        assert_contains(
+            &stderr(&out),
+            "it is owned by uid 65534, not by the user running flowhost",
         );
         assert!(entries(&cache).is_empty());
     }
@@ -389,11 +329,10 @@ fn a_grant_covering_the_cache_its_key_or_the_run_database_is_refused_at_validati
     .unwrap();
     let flow = dir.path().join("flow.toml").display().to_string();
     let db = dir.path().join("db/runs.db");
-    let mut command = flowhost_testkit::flowhost(["run", &flow, "--db", &db.display().to_string()])
-        .dir(dir.path());
+    let mut command = flowhost(["run", &flow, "--db", &db.display().to_string()]).dir(dir.path());
     command.arg("--cache-dir").arg(&cache);
     let out = command.run();
-    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert_exit(&out, 65);
     let log = stderr(&out);
     for (task, host, reached) in [
         ("cache_parent", dir.path().join("state"), cache.clone()),

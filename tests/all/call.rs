@@ -2,64 +2,95 @@
 //! sandbox a flow would give it; and a failed production run's task replayed locally.
 
 use std::path::Path;
+use std::process::Output;
 
-use flowhost_testkit::{Workspace, flowhost, plugin, stderr, stdout_json};
 use serde_json::json;
 
-fn call(args: &[&str]) -> std::process::Output {
+use crate::kit::{
+    Flowhost, Workspace, assert_contains, assert_exit, exit_json, flowhost, plugin, stderr,
+    stdout_json,
+};
+
+fn call(args: &[&str]) -> Output {
     flowhost(["call"].iter().chain(args)).run()
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// `flowhost call PLUGIN FUNCTION --args ARGS --config CONFIG EXTRA…`, to adjust and run.
+fn calling(plugin: &Path, function: &str, args: &str, config: &str, extra: &[&str]) -> Flowhost {
+    let mut command = flowhost(["call"]);
+    command
+        .arg(plugin)
+        .args([function, "--args", args, "--config", config])
+        .args(extra);
+    command
+}
+
+/// The probe's `execute` of `{"value": 1}` with `config`, and `extra` arguments.
+fn probe_execute(config: &str, extra: &[&str]) -> Flowhost {
+    calling(
+        &plugin("probe"),
+        "execute",
+        r#"{"value": 1}"#,
+        config,
+        extra,
+    )
+}
+
+/// `flowhost call probe FUNCTION --from-run ID --task TASK EXTRA…` on the workspace's
+/// database: the recorded call replayed.
+fn replay(ws: &Workspace, function: &str, id: &str, task: &str, extra: &[&str]) -> Output {
+    let probe = plugin("probe");
+    let mut args = vec![
+        "call",
+        probe.to_str().unwrap(),
+        function,
+        "--from-run",
+        id,
+        "--task",
+        task,
+    ];
+    args.extend_from_slice(extra);
+    ws.flowhost_on(&ws.db_arg(), &args)
 }
 
 #[test]
 fn execute_prints_the_result_as_json_and_describe_the_declaration() {
     let stamp = plugin("stamp");
-    let out = call(&[
-        path(&stamp),
+    let out = calling(
+        &stamp,
         "execute",
-        "--args",
         r#"{"ledger": ["x"]}"#,
-        "--config",
         r#"{"stamp": "y"}"#,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let shown = stdout_json(&out);
+        &[],
+    )
+    .run();
+    let shown = exit_json(&out, 0);
     assert_eq!(shown["result"], json!(["x", "y"]));
     assert_eq!(
         shown["progress"][0]["fraction"], 0.5,
         "progress reports are shown: {shown}"
     );
 
-    let described = stdout_json(&call(&[path(&stamp), "describe"]));
+    let described = stdout_json(&call(&[stamp.to_str().unwrap(), "describe"]));
     assert_eq!(described["result"]["provides"], json!(["stamped"]));
     assert_eq!(described["contract"], "0.2");
 }
 
 #[test]
 fn a_task_error_is_printed_as_json_and_exits_1() {
-    let out = call(&[
-        path(&plugin("stamp")),
+    let out = calling(
+        &plugin("stamp"),
         "execute",
-        "--args",
         r#"{"ledger": 3}"#,
-        "--config",
         r#"{"stamp": "y"}"#,
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        &[],
+    )
+    .run();
+    assert_exit(&out, 1);
     assert_eq!(stdout_json(&out)["error"]["code"], "invalid-args");
 
-    let trapped = call(&[
-        path(&plugin("probe")),
-        "execute",
-        "--args",
-        r#"{"value": 1}"#,
-        "--config",
-        r#"{"trap": true}"#,
-    ]);
-    assert_eq!(trapped.status.code(), Some(1));
+    let trapped = probe_execute(r#"{"trap": true}"#, &[]).run();
+    assert_exit(&trapped, 1);
     assert_eq!(
         stdout_json(&trapped)["error"]["code"],
         "trap",
@@ -70,93 +101,47 @@ fn a_task_error_is_printed_as_json_and_exits_1() {
 #[test]
 fn revert_takes_the_outcome_and_prints_what_it_undid() {
     let stamp = plugin("stamp");
-    let common = [
-        path(&stamp),
-        "revert",
-        "--args",
-        r#"{"ledger": []}"#,
-        "--config",
-        r#"{"stamp": "y"}"#,
-    ];
-    let out = call(&[&common[..], &["--outcome", r#"{"result": ["y"]}"#]].concat());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let revert = |extra: &[&str]| {
+        calling(
+            &stamp,
+            "revert",
+            r#"{"ledger": []}"#,
+            r#"{"stamp": "y"}"#,
+            extra,
+        )
+        .run()
+    };
+    let out = revert(&["--outcome", r#"{"result": ["y"]}"#]);
+    assert_exit(&out, 0);
     assert_eq!(stdout_json(&out)["result"], json!({ "unstamped": "y" }));
 
-    let missing = call(&common);
-    assert_eq!(
-        missing.status.code(),
-        Some(64),
-        "revert without an outcome is a usage error"
-    );
-    assert!(
-        stderr(&missing).contains("--outcome"),
-        "{}",
-        stderr(&missing)
-    );
+    // Revert without an outcome is a usage error.
+    let missing = revert(&[]);
+    assert_exit(&missing, 64);
+    assert_contains(&stderr(&missing), "--outcome");
 }
 
 #[test]
 fn dir_and_env_grant_what_a_flow_entry_would_and_nothing_else() {
     let host = tempfile::tempdir().unwrap();
     let grant = format!("{}:/data:rw", host.path().display());
-    let probe = plugin("probe");
     let write = r#"{"mode": "write_file", "path": "/data/out.txt", "content": "written"}"#;
-    let out = call(&[
-        path(&probe),
-        "execute",
-        "--args",
-        r#"{"value": 1}"#,
-        "--config",
-        write,
-        "--dir",
-        &grant,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = probe_execute(write, &["--dir", &grant]).run();
+    assert_exit(&out, 0);
     assert_eq!(
         std::fs::read_to_string(host.path().join("out.txt")).unwrap(),
         "written"
     );
 
+    // A grant is read-only unless :rw.
     let read_only = format!("{}:/data", host.path().display());
-    let denied = call(&[
-        path(&probe),
-        "execute",
-        "--args",
-        r#"{"value": 1}"#,
-        "--config",
-        write,
-        "--dir",
-        &read_only,
-    ]);
-    assert_eq!(
-        denied.status.code(),
-        Some(1),
-        "a grant is read-only unless :rw"
-    );
+    let denied = probe_execute(write, &["--dir", &read_only]).run();
+    assert_exit(&denied, 1);
 
     let env = r#"{"mode": "env", "name": "REGION"}"#;
-    let out = call(&[
-        path(&probe),
-        "execute",
-        "--args",
-        r#"{"value": 1}"#,
-        "--config",
-        env,
-        "--env",
-        "REGION=eu",
-    ]);
+    let out = probe_execute(env, &["--env", "REGION=eu"]).run();
     assert_eq!(stdout_json(&out)["result"], "eu");
-    let unset = flowhost([
-        "call",
-        path(&probe),
-        "execute",
-        "--args",
-        r#"{"value": 1}"#,
-        "--config",
-        env,
-    ])
-    .env("REGION", "leak")
-    .run();
+    let unset = probe_execute(env, &[]).env("REGION", "leak").run();
     assert_eq!(
         stdout_json(&unset)["result"],
         json!(null),
@@ -171,42 +156,24 @@ fn a_recorded_task_is_replayed_with_its_arguments_config_and_outcome() {
         "replayed",
         &[("first", json!({})), ("second", json!({ "fail": "boom" }))],
     );
-    let db = ws.db();
-    let run = ws.flowhost(&["run", path(&flow), "--db", path(&db), "--json"]);
-    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let run = ws.flowhost_on(&ws.db_arg(), &["run", flow.to_str().unwrap(), "--json"]);
+    assert_exit(&run, 1);
     let id = stdout_json(&run)["run_id"].as_str().unwrap().to_owned();
-    let probe = plugin("probe");
 
     // The failed task fails again the same way: same arguments, same config.
-    let again = ws.flowhost(&[
-        "call",
-        path(&probe),
-        "execute",
-        "--from-run",
-        &id,
-        "--task",
-        "second",
-        "--db",
-        path(&db),
-    ]);
-    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    let again = replay(&ws, "execute", &id, "second", &[]);
+    assert_exit(&again, 1);
     assert_eq!(stdout_json(&again)["error"]["code"], "boom");
 
     // Fixed config: the same arguments now succeed; the recorded first result is the value.
-    let fixed = ws.flowhost(&[
-        "call",
-        path(&probe),
+    let fixed = replay(
+        &ws,
         "execute",
-        "--from-run",
         &id,
-        "--task",
         "second",
-        "--config",
-        r#"{"label": "fixed"}"#,
-        "--db",
-        path(&db),
-    ]);
-    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+        &["--config", r#"{"label": "fixed"}"#],
+    );
+    assert_exit(&fixed, 0);
     assert_eq!(
         stdout_json(&fixed)["result"]["value"]["label"],
         "first",
@@ -216,42 +183,19 @@ fn a_recorded_task_is_replayed_with_its_arguments_config_and_outcome() {
 
     // Revert gets the recorded outcome and the run's failures; the entry's grants hold.
     let before = ws.count("revert", "first");
-    let revert = ws.flowhost(&[
-        "call",
-        path(&probe),
-        "revert",
-        "--from-run",
-        &id,
-        "--task",
-        "first",
-        "--db",
-        path(&db),
-    ]);
-    assert_eq!(revert.status.code(), Some(0), "{}", stderr(&revert));
+    let revert = replay(&ws, "revert", &id, "first", &[]);
+    assert_exit(&revert, 0);
     assert_eq!(
         ws.count("revert", "first"),
         before + 1,
         "the journal grant of the entry was given"
     );
-    let journal = flowhost_testkit::json_lines(&ws.path("journal/calls.jsonl"));
+    let journal = ws.journal().entries();
     let last = journal.last().unwrap();
     assert_eq!(last["failures"][0]["task"], "second", "{last}");
 
-    let unknown = ws.flowhost(&[
-        "call",
-        path(&probe),
-        "execute",
-        "--from-run",
-        &id,
-        "--task",
-        "third",
-        "--db",
-        path(&db),
-    ]);
-    assert_eq!(unknown.status.code(), Some(64));
-    assert!(
-        stderr(&unknown).contains("first, second"),
-        "names the run's tasks: {}",
-        stderr(&unknown)
-    );
+    // The message names the run's tasks.
+    let unknown = replay(&ws, "execute", &id, "third", &[]);
+    assert_exit(&unknown, 64);
+    assert_contains(&stderr(&unknown), "first, second");
 }

@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use flowhost::{CANCELLED, Engine, Event, FlowSpec, FlowState, Listener, TaskState, Transition};
-use flowhost_testkit::{Recorder, journaled_probe, json_lines, store};
 use serde_json::json;
+
+use crate::kit::{Journal, Recorder, report_states, seeded};
 
 /// Cancels the run it hears of as soon as task `at` starts.
 struct CancelAt {
@@ -31,11 +32,11 @@ impl Listener for CancelAt {
 
 #[tokio::test]
 async fn a_cancelled_run_finishes_its_task_then_reverts_without_starting_the_next() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("cancelled")
-        .add(journaled_probe("a", journal.path(), json!({})).rebind("value", "seed"))
-        .add(journaled_probe("b", journal.path(), json!({})).rebind("value", "a_out"))
-        .add(journaled_probe("c", journal.path(), json!({})).rebind("value", "b_out"));
+        .add(journal.probe_reading("a", "seed", json!({})))
+        .add(journal.probe_reading("b", "a_out", json!({})))
+        .add(journal.probe_reading("c", "b_out", json!({})));
     let canceller = Arc::new(CancelAt {
         at: "b",
         engine: Mutex::new(None),
@@ -46,30 +47,16 @@ async fn a_cancelled_run_finishes_its_task_then_reverts_without_starting_the_nex
     engine.listen(recorder.clone());
     *canceller.engine.lock().unwrap() = Some(engine.clone());
 
-    let report = engine
-        .run(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
+    let report = engine.run(&flow, seeded()).await.unwrap();
 
     assert_eq!(report.state, FlowState::Reverted);
-    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
     assert_eq!(
-        states,
+        report_states(&report),
         [TaskState::Reverted, TaskState::Reverted, TaskState::Failure]
     );
     assert_eq!(report.tasks[2].error.as_ref().unwrap().code, CANCELLED);
-    let calls: Vec<String> = json_lines(&journal.path().join("calls.jsonl"))
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["call"].as_str().unwrap(),
-                c["label"].as_str().unwrap()
-            )
-        })
-        .collect();
     assert_eq!(
-        calls,
+        journal.lines(),
         ["execute a", "execute b", "revert b", "revert a"],
         "b finished, c never ran"
     );

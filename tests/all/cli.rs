@@ -7,8 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use flowhost_testkit::{flowhost, plugin, stderr, stdout_json};
 use serde_json::{Value, json};
+
+use crate::kit::{
+    Flowhost, assert_contains, assert_exit, flowhost, line_with, plugin, stderr, stdout_json,
+};
 
 /// `flow.toml` in `dir`: one probe echoing `value`, labelled `t`, with `extra` TOML lines.
 fn probe_flow(dir: &Path, extra: &str) -> PathBuf {
@@ -23,6 +26,12 @@ fn probe_flow(dir: &Path, extra: &str) -> PathBuf {
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     flowhost(args).dir(dir).run()
+}
+
+/// `flowhost run flow.toml --no-db --store STORE EXTRA…` in `dir`, to adjust and run.
+fn run_probe(dir: &Path, store: &str, extra: &[&str]) -> Flowhost {
+    let args = ["run", "flow.toml", "--no-db", "--store", store];
+    flowhost(args.iter().chain(extra)).dir(dir)
 }
 
 /// Runs `args` with stdout piped, reads one line of it, closes the pipe and waits.
@@ -59,12 +68,8 @@ fn a_reader_that_closes_stdout_early_is_no_crash_and_the_run_still_ends_and_is_r
         &["run", "flow.toml", "--store-file", "big.json", "--db", db],
     );
     assert_eq!(first, "{\n");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "the run's own exit code: {}",
-        stderr(&out)
-    );
+    // The run's own exit code.
+    assert_exit(&out, 0);
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 
     let listed = stdout_json(&run(dir.path(), &["runs", "list", "--json", "--db", db]));
@@ -89,20 +94,14 @@ fn a_reader_that_closes_stdout_early_is_no_crash_and_the_run_still_ends_and_is_r
 #[test]
 fn version_names_the_accepted_contract_versions_and_wasmtime() {
     let out = flowhost(["--version"]).run();
-    assert_eq!(out.status.code(), Some(0));
+    assert_exit(&out, 0);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with(&format!("flowhost {}", env!("CARGO_PKG_VERSION"))),
         "{text}"
     );
-    assert!(
-        text.contains("flowhost:task/task@0.1.x, flowhost:task/task@0.2.x"),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("wasmtime: {}", flowhost::WASMTIME_VERSION)),
-        "{text}"
-    );
+    assert_contains(&text, "flowhost:task/task@0.1.x, flowhost:task/task@0.2.x");
+    assert_contains(&text, &format!("wasmtime: {}", flowhost::WASMTIME_VERSION));
     assert!(
         flowhost::WASMTIME_VERSION.starts_with("48."),
         "read from Cargo.lock: {}",
@@ -130,7 +129,7 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
 fn the_help_of_run_check_and_runs_shows_examples() {
     for command in ["run", "check", "runs"] {
         let out = flowhost([command, "--help"]).run();
-        assert_eq!(out.status.code(), Some(0));
+        assert_exit(&out, 0);
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(
             help.contains("Examples:") && help.contains(&format!("flowhost {command} ")),
@@ -143,29 +142,16 @@ fn the_help_of_run_check_and_runs_shows_examples() {
 fn results_stay_out_of_the_default_log_and_show_with_v_without_wasmtime_internals() {
     let dir = tempfile::tempdir().unwrap();
     probe_flow(dir.path(), "");
-    let out = run(
-        dir.path(),
-        &["run", "flow.toml", "--no-db", "--store", "value=s3cr3t"],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run_probe(dir.path(), "value=s3cr3t", &[]).run();
+    assert_exit(&out, 0);
     let log = stderr(&out);
-    assert!(log.contains("task `t` RUNNING -> SUCCESS"), "{log}");
+    assert_contains(&log, "task `t` RUNNING -> SUCCESS");
     assert!(
         !log.contains("s3cr3t"),
         "a result may hold secrets: DEBUG only\n{log}"
     );
 
-    let out = run(
-        dir.path(),
-        &[
-            "run",
-            "flow.toml",
-            "--no-db",
-            "--store",
-            "value=s3cr3t",
-            "-v",
-        ],
-    );
+    let out = run_probe(dir.path(), "value=s3cr3t", &["-v"]).run();
     let log = stderr(&out);
     assert!(
         log.contains("DEBUG") && log.contains("task `t` result:") && log.contains("s3cr3t"),
@@ -185,42 +171,30 @@ fn a_failure_shows_its_details_in_the_log() {
         .unwrap()
         .replace("label = \"t\"", "label = \"t\", fail = \"refused\"");
     std::fs::write(&flow, text).unwrap();
-    let out = run(
-        dir.path(),
-        &["run", "flow.toml", "--no-db", "--store", "value=1"],
-    );
-    assert_eq!(out.status.code(), Some(1));
+    let out = run_probe(dir.path(), "value=1", &[]).run();
+    assert_exit(&out, 1);
     let log = stderr(&out);
-    let line = log
-        .lines()
-        .find(|l| l.contains("RUNNING -> FAILURE"))
-        .expect("the failure is logged");
-    assert!(
-        line.contains("refused: probe was told to fail")
-            && line.contains(r#"details: {"label":"t"}"#),
-        "{line}"
-    );
+    let line = line_with(&log, "RUNNING -> FAILURE");
+    assert_contains(line, "refused: probe was told to fail");
+    assert_contains(line, r#"details: {"label":"t"}"#);
 }
 
 #[test]
 fn an_invalid_flowhost_log_is_a_usage_error_and_a_valid_one_replaces_the_default() {
     let dir = tempfile::tempdir().unwrap();
     probe_flow(dir.path(), "");
-    let out = flowhost(["run", "flow.toml", "--no-db", "--store", "value=1"])
-        .dir(dir.path())
+    let out = run_probe(dir.path(), "value=1", &[])
         .env("FLOWHOST_LOG", "flowhost=loud")
         .run();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(
-        stderr(&out).contains("FLOWHOST_LOG=`flowhost=loud` is not a log filter"),
-        "{}",
-        stderr(&out)
+    assert_exit(&out, 64);
+    assert_contains(
+        &stderr(&out),
+        "FLOWHOST_LOG=`flowhost=loud` is not a log filter",
     );
-    let out = flowhost(["run", "flow.toml", "--no-db", "--store", "value=1"])
-        .dir(dir.path())
+    let out = run_probe(dir.path(), "value=1", &[])
         .env("FLOWHOST_LOG", "warn")
         .run();
-    assert_eq!(out.status.code(), Some(0));
+    assert_exit(&out, 0);
     assert!(!stderr(&out).contains("RUNNING"), "{}", stderr(&out));
 }
 
@@ -228,38 +202,14 @@ fn an_invalid_flowhost_log_is_a_usage_error_and_a_valid_one_replaces_the_default
 fn plugin_output_lines_carry_the_run_id_in_text_and_in_json_logs() {
     let dir = tempfile::tempdir().unwrap();
     probe_flow(dir.path(), "");
-    let out = run(
-        dir.path(),
-        &[
-            "run",
-            "flow.toml",
-            "--no-db",
-            "--store",
-            "value=1",
-            "--json",
-        ],
-    );
+    let out = run_probe(dir.path(), "value=1", &["--json"]).run();
     let id = stdout_json(&out)["run_id"].as_str().unwrap().to_owned();
     let log = stderr(&out);
-    let line = log
-        .lines()
-        .find(|l| l.contains("probe t: execute"))
-        .expect("the probe's own line");
-    assert!(line.contains(&id) && line.contains("task=\"t\""), "{line}");
+    let line = line_with(&log, "probe t: execute");
+    assert_contains(line, &id);
+    assert_contains(line, "task=\"t\"");
 
-    let out = run(
-        dir.path(),
-        &[
-            "run",
-            "flow.toml",
-            "--no-db",
-            "--store",
-            "value=1",
-            "--json",
-            "--log-format",
-            "json",
-        ],
-    );
+    let out = run_probe(dir.path(), "value=1", &["--json", "--log-format", "json"]).run();
     let id = stdout_json(&out)["run_id"].as_str().unwrap().to_owned();
     let lines: Vec<Value> = stderr(&out)
         .lines()
@@ -289,14 +239,13 @@ fn plugin_output_lines_carry_the_run_id_in_text_and_in_json_logs() {
 fn colour_follows_the_color_flag_and_no_color() {
     let dir = tempfile::tempdir().unwrap();
     probe_flow(dir.path(), "");
-    let args = ["run", "flow.toml", "--no-db", "--store", "value=1"];
     let coloured = |extra: &[&str], no_color: bool| {
-        let mut command = flowhost(args.iter().chain(extra)).dir(dir.path());
+        let mut command = run_probe(dir.path(), "value=1", extra);
         if no_color {
             command = command.env("NO_COLOR", "1");
         }
         let out = command.run();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_exit(&out, 0);
         stderr(&out).contains('\u{1b}')
     };
     assert!(!coloured(&[], false), "auto: not a terminal");
@@ -326,7 +275,7 @@ fn runs_go_to_the_user_data_directory_whatever_the_working_directory() {
         .home(home.path());
     let db = first.default_db();
     let out = first.run();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert!(db.is_file(), "the default database is {}", db.display());
     assert!(
         !work.path().join(".flowhost").exists(),
@@ -338,13 +287,13 @@ fn runs_go_to_the_user_data_directory_whatever_the_working_directory() {
         .dir(elsewhere.path())
         .home(home.path())
         .run();
-    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert_exit(&listed, 0);
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(
         text.contains(&format!("run database: {}", db.display())),
         "names the database:\n{text}"
     );
-    assert!(text.contains("SUCCESS"), "{text}");
+    assert_contains(&text, "SUCCESS");
     let env = flowhost(["runs", "list", "--json"])
         .dir(elsewhere.path())
         .home(elsewhere.path())
@@ -371,42 +320,17 @@ fn store_values_that_would_silently_change_are_refused_with_64() {
             "does not fit in 64 bits",
         ),
     ] {
-        let out = run(
-            dir.path(),
-            &["run", "flow.toml", "--no-db", "--store", value],
-        );
+        let out = run_probe(dir.path(), value, &[]).run();
         assert_eq!(out.status.code(), Some(64), "{value}: {}", stderr(&out));
-        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+        assert_contains(&stderr(&out), says);
     }
-    let out = run(
-        dir.path(),
-        &[
-            "run",
-            "flow.toml",
-            "--no-db",
-            "--store",
-            "value=\"010\"",
-            "--fetch",
-            "echo",
-        ],
-    );
+    let out = run_probe(dir.path(), "value=\"010\"", &["--fetch", "echo"]).run();
     assert_eq!(
         stdout_json(&out)["echo"]["value"],
         "010",
         "a quoted value is the string"
     );
-    let out = run(
-        dir.path(),
-        &[
-            "run",
-            "flow.toml",
-            "--no-db",
-            "--store",
-            "value=1.2.3",
-            "--fetch",
-            "echo",
-        ],
-    );
+    let out = run_probe(dir.path(), "value=1.2.3", &["--fetch", "echo"]).run();
     assert_eq!(
         stdout_json(&out)["echo"]["value"],
         "1.2.3",
@@ -426,11 +350,8 @@ fn an_unreadable_plugin_is_exit_66_and_the_os_error_is_said_once() {
     ] {
         let out = run(dir.path(), &args);
         let message = stderr(&out);
-        assert_eq!(out.status.code(), Some(66), "{args:?}: {message}");
-        assert!(
-            message.contains(&format!("cannot read plugin {missing}")),
-            "{message}"
-        );
+        assert_exit(&out, 66);
+        assert_contains(&message, &format!("cannot read plugin {missing}"));
         assert_eq!(
             message.matches("No such file or directory").count(),
             1,
@@ -450,30 +371,19 @@ fn an_unreadable_plugin_is_exit_66_and_the_os_error_is_said_once() {
 fn compiling_a_plugin_says_so_in_the_log_when_stderr_is_not_a_terminal() {
     let cache = tempfile::tempdir().unwrap();
     let probe = plugin("probe");
-    let out = flowhost([
-        "compile",
-        probe.to_str().unwrap(),
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ])
-    .run();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let line = stderr(&out)
-        .lines()
-        .find(|l| l.contains("compiling plugin"))
-        .map(str::to_owned);
-    let line = line.unwrap_or_else(|| panic!("no compile line:\n{}", stderr(&out)));
-    assert!(
-        line.contains(&probe.display().to_string()) && line.contains("MB"),
-        "{line}"
-    );
-    let again = flowhost([
-        "compile",
-        probe.to_str().unwrap(),
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ])
-    .run();
+    let compile = || {
+        let args = ["compile", probe.to_str().unwrap(), "--cache-dir"];
+        let mut command = flowhost(args);
+        command.arg(cache.path());
+        command.run()
+    };
+    let out = compile();
+    assert_exit(&out, 0);
+    let log = stderr(&out);
+    let line = line_with(&log, "compiling plugin");
+    assert_contains(line, &probe.display().to_string());
+    assert_contains(line, "MB");
+    let again = compile();
     assert!(
         !stderr(&again).contains("compiling plugin"),
         "a cached plugin is not compiled: {}",

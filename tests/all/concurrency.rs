@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flowhost::{Engine, FlowSpec, FlowState, Store, TaskSpec, TaskState, Transition};
-use flowhost_testkit::{Recorder, plugin};
+use flowhost::{Engine, FlowState, Store, TaskState, Transition};
 use serde_json::json;
+
+use crate::kit::{Recorder, relay};
 
 const RUNS: usize = 16;
 const STEPS: usize = 4;
@@ -17,20 +18,7 @@ async fn many_flows_on_one_engine_run_at_once_each_in_order_with_its_own_store()
     let mut engine = Engine::new().unwrap();
     engine.listen(recorder.clone());
     // Each step sleeps inside the guest (an async WASI wait), then passes the value on.
-    let mut flow = FlowSpec::linear("relay");
-    for step in 0..STEPS {
-        let from = if step == 0 {
-            "value".to_owned()
-        } else {
-            format!("out{}", step - 1)
-        };
-        flow = flow.add(
-            TaskSpec::new(format!("step{step}"), plugin("probe"))
-                .rebind("value", from)
-                .provides([format!("out{step}")])
-                .config(json!({"mode": "sleep", "ms": 20, "label": format!("step{step}")})),
-        );
-    }
+    let flow = relay("relay", STEPS, json!({"mode": "sleep", "ms": 20}));
 
     let handles: Vec<_> = (0..RUNS)
         .map(|n| {

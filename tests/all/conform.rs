@@ -5,9 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::kit::{
+    assert_contains, assert_exit, assert_starts_with, exit_json, flowhost, line_with, plugin,
+    repo_root, stderr, stdout,
+};
 use flowhost::Engine;
 use flowhost::conform::{Cases, ConformReport, Status, conform};
-use flowhost_testkit::{flowhost, plugin, repo_root};
 
 fn fixture_cases(name: &str) -> PathBuf {
     repo_root()
@@ -22,6 +25,11 @@ fn stamp_cases() -> PathBuf {
 async fn suite(plugin: &Path, cases: Option<&Path>) -> ConformReport {
     let cases = cases.map(|path| Cases::from_file(path).expect("cases file"));
     conform(&Engine::new().expect("engine"), plugin, cases.as_ref()).await
+}
+
+/// The suite run on test plugin `plugin` with fixture cases file `cases`.
+async fn fixture_suite(plugin_name: &str, cases: &str) -> ConformReport {
+    suite(&plugin(plugin_name), Some(&fixture_cases(cases))).await
 }
 
 /// Asserts that check `id` failed and that its reason mentions each of `words`.
@@ -42,6 +50,16 @@ fn assert_fails(report: &ConformReport, id: &str, words: &[&str]) {
         );
     }
     assert!(!report.passed());
+}
+
+/// Asserts that check `id` ended `status`.
+#[track_caller]
+fn assert_check(report: &ConformReport, id: &str, status: Status) {
+    assert_eq!(
+        report.check(id).map(|c| c.status),
+        Some(status),
+        "`{id}`:\n{report}"
+    );
 }
 
 fn flowhost_conform(args: &[&str]) -> Output {
@@ -79,11 +97,7 @@ async fn a_plugin_that_honours_the_contract_passes_every_check() {
         "revert.fails-on-request",
         "limits",
     ] {
-        assert_eq!(
-            report.check(id).map(|c| c.status),
-            Some(Status::Pass),
-            "`{id}`:\n{report}"
-        );
+        assert_check(&report, id, Status::Pass);
     }
 }
 
@@ -94,17 +108,14 @@ async fn without_a_cases_file_the_checks_needing_a_valid_input_are_skipped_with_
     for id in ["input.wrong-type", "cases", "revert"] {
         let check = report.check(id).expect(id);
         assert_eq!(check.status, Status::Skip, "{report}");
-        assert!(check.reason.contains("cases file"), "{}", check.reason);
+        assert_contains(&check.reason, "cases file");
     }
-    assert_eq!(
-        report.check("input.args-not-json").map(|c| c.status),
-        Some(Status::Pass)
-    );
+    assert_check(&report, "input.args-not-json", Status::Pass);
 }
 
 #[tokio::test]
 async fn a_plugin_that_traps_on_bad_input_is_caught_and_its_panic_quoted() {
-    let report = suite(&plugin("nonconform_trap"), Some(&fixture_cases("trap"))).await;
+    let report = fixture_suite("nonconform_trap", "trap").await;
     assert_fails(
         &report,
         "input.args-not-json",
@@ -116,26 +127,18 @@ async fn a_plugin_that_traps_on_bad_input_is_caught_and_its_panic_quoted() {
         &["args without `n`", "n must be a number"],
     );
     assert_fails(&report, "input.wrong-type", &["`n`", "trap"]);
-    assert_eq!(
-        report.check("case.doubles").map(|c| c.status),
-        Some(Status::Pass),
-        "{report}"
-    );
+    assert_check(&report, "case.doubles", Status::Pass);
 }
 
 #[tokio::test]
 async fn a_revert_that_fails_the_second_time_is_caught_as_not_idempotent() {
-    let report = suite(&plugin("nonconform_revert"), Some(&fixture_cases("revert"))).await;
+    let report = fixture_suite("nonconform_revert", "revert").await;
     assert_fails(
         &report,
         "revert.creates-a-marker",
         &["second revert", "idempotent", "/scratch/vol-1"],
     );
-    assert_eq!(
-        report.check("case.creates-a-marker").map(|c| c.status),
-        Some(Status::Pass),
-        "{report}"
-    );
+    assert_check(&report, "case.creates-a-marker", Status::Pass);
     assert_eq!(
         report.failures().count(),
         1,
@@ -171,19 +174,9 @@ async fn every_import_the_host_does_not_provide_is_named() {
             "fixture:nonconform-import/telemetry",
         ],
     );
-    assert_eq!(
-        report.check("component").map(|c| c.status),
-        Some(Status::Pass)
-    );
-    assert_eq!(
-        report.check("contract").map(|c| c.status),
-        Some(Status::Pass),
-        "{report}"
-    );
-    assert_eq!(
-        report.check("describe").map(|c| c.status),
-        Some(Status::Skip)
-    );
+    assert_check(&report, "component", Status::Pass);
+    assert_check(&report, "contract", Status::Pass);
+    assert_check(&report, "describe", Status::Skip);
 }
 
 #[tokio::test]
@@ -198,11 +191,7 @@ async fn a_plugin_built_against_another_contract_version_is_caught_naming_both_v
             "flowhost:task/task@0.2.x",
         ],
     );
-    assert_eq!(
-        report.check("imports").map(|c| c.status),
-        Some(Status::Pass),
-        "{report}"
-    );
+    assert_check(&report, "imports", Status::Pass);
 }
 
 #[tokio::test]
@@ -223,18 +212,9 @@ fn the_command_prints_one_line_per_check_and_exits_1_when_one_fails() {
     let trap = plugin("nonconform_trap");
     let cases = fixture_cases("trap");
     let out = flowhost_conform(&[trap.to_str().unwrap(), "--cases", cases.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("input.args-not-json"))
-        .expect("a line for the check");
-    assert!(line.starts_with("FAIL"), "{line}");
+    assert_exit(&out, 1);
+    let stdout = stdout(&out);
+    assert_starts_with(line_with(&stdout, "input.args-not-json"), "FAIL");
     assert!(
         stdout
             .lines()
@@ -254,14 +234,7 @@ fn the_command_prints_one_line_per_check_and_exits_1_when_one_fails() {
         stamp.to_str().unwrap(),
         "--json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let report = exit_json(&out, 0);
     let checks = report["checks"].as_array().expect("checks");
     assert!(checks.iter().all(|c| c["status"] == "pass"), "{report:#}");
 }
@@ -275,21 +248,12 @@ fn a_bad_cases_file_is_an_input_error_naming_the_file() {
         "--cases",
         contradiction.to_str().unwrap(),
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(65), "{stderr}");
-    assert!(
-        stderr.contains("contradiction.cases.toml")
-            && stderr.contains("both `expect` and `expect_error`"),
-        "{stderr}"
-    );
+    assert_exit(&out, 65);
+    assert_contains(&stderr(&out), "contradiction.cases.toml");
+    assert_contains(&stderr(&out), "both `expect` and `expect_error`");
 
     let out = flowhost_conform(&[good.to_str().unwrap(), "--cases", "no/such/cases.toml"]);
-    assert_eq!(
-        out.status.code(),
-        Some(66),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 66);
 }
 
 #[tokio::test]
@@ -324,11 +288,7 @@ expect = { value = 1.5, label = "n" }
         "case.integer-returned-float-expected",
         "case.float-returned-integer-expected",
     ] {
-        assert_eq!(
-            report.check(id).map(|c| c.status),
-            Some(Status::Pass),
-            "`{id}`:\n{report}"
-        );
+        assert_check(&report, id, Status::Pass);
     }
     assert_fails(&report, "case.another-number", &["expected", "1.5"]);
 }

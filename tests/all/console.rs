@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use flowhost_testkit::cdp::Browser;
-use flowhost_testkit::serving::Served;
-use flowhost_testkit::{Workspace, plugin, repo_root};
 use serde_json::json;
+
+use crate::kit::cdp::Browser;
+use crate::kit::serving::Served;
+use crate::kit::{Workspace, assert_contains, plugin, repo_root};
 
 /// The flows folder (the workspace): the volume-create example (its plugins as the tests
 /// built them, its state in the workspace) as `volume-create`, and three probes whose middle
@@ -29,14 +30,7 @@ fn flows(ws: &Workspace) -> PathBuf {
         example = example.replace(&built, &format!("{:?}", plugin(task)));
     }
     std::fs::write(ws.path("volume-create.toml"), example).unwrap();
-    ws.flow(
-        "slow_probes",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
-            ("c", json!({})),
-        ],
-    );
+    ws.waiting_flow("slow_probes");
     ws.root().to_path_buf()
 }
 
@@ -158,7 +152,7 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
         "a and b reverted",
     );
     let why = browser.eval("document.querySelector('[data-failed-task=c]').innerText");
-    assert!(why.as_str().unwrap().contains("cancelled"), "{why}");
+    assert_contains(why.as_str().unwrap(), "cancelled");
     assert_eq!(ws.count("execute", "c"), 1, "c ran only in the first run");
     assert_eq!(
         server.get(&format!("/v1/runs/{cancelled}"))["state"],
@@ -189,10 +183,7 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
     );
     let failure =
         browser.eval("document.querySelector('[data-failed-task=volume_cast]').innerText");
-    assert!(
-        failure.as_str().unwrap().contains("zone-unavailable"),
-        "{failure}"
-    );
+    assert_contains(failure.as_str().unwrap(), "zone-unavailable");
     browser.screenshot(&screenshots().join("failed-run.png"));
 
     // The same page, opened by its link from scratch.

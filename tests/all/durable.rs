@@ -3,28 +3,35 @@
 //! again, and the database stays whole under many concurrent runs and processes.
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 
 use flowhost::runs::{self, Durability, Executor, RunDb, RunFilter, SqliteRunDb};
-use flowhost::{Engine, FlowSpec, FlowState, Store, TaskSpec, TaskState};
-use flowhost_testkit::{Workspace, json_lines, plugin, stderr, stdout_json};
+use flowhost::{Engine, FlowState, Store, TaskState};
 use serde_json::{Value, json};
 
-/// Starts `flowhost run flow.toml` recording into the workspace's database, kills it with
-/// SIGKILL once `label` reached `call`, and returns the interrupted run.
-fn run_and_kill(ws: &Workspace, call: &str, label: &str) -> runs::RunSummary {
-    let db = ws.db();
-    let mut child = ws
-        .command(&["run", "flow.toml", "--db", db.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    ws.wait_for(&mut child, call, label);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    ws.only_run()
+use crate::kit::{
+    Probe, Workspace, assert_contains, assert_exit, document_states, exit_json, relay, stderr,
+    stdout, stdout_json,
+};
+
+/// Writes the workspace's flow `name`: `a`, then `b`, whose revert waits for `/signal/go`,
+/// then `c`.
+fn waiting_in_bs_revert(ws: &Workspace, name: &str, c: Probe) -> PathBuf {
+    let b = json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" });
+    ws.write_flow(name, "", &[Probe::new("a"), Probe::new("b").config(b), c])
+}
+
+/// Kills the workspace's run in `b`'s revert, lets `b` go on and resumes the run: the
+/// resumed run's report, the run having been reverted.
+fn resume_killed_revert(ws: &Workspace) -> Value {
+    let run = ws.run_and_kill("revert", "b");
+    assert_eq!(run.state, FlowState::Reverting);
+
+    ws.release();
+    let resumed = ws.runs(&["resume", &run.id, "--json"]);
+    assert_exit(&resumed, 1);
+    stdout_json(&resumed)
 }
 
 fn four_steps(ws: &Workspace) -> PathBuf {
@@ -43,7 +50,7 @@ fn four_steps(ws: &Workspace) -> PathBuf {
 fn a_run_killed_mid_flow_resumes_without_running_succeeded_tasks_again() {
     let ws = Workspace::new();
     four_steps(&ws);
-    let run = run_and_kill(&ws, "execute", "c");
+    let run = ws.run_and_kill("execute", "c");
     assert_eq!(
         run.state,
         FlowState::Running,
@@ -51,43 +58,24 @@ fn a_run_killed_mid_flow_resumes_without_running_succeeded_tasks_again() {
     );
 
     ws.release();
-    let db = ws.db();
-    let resumed = ws.flowhost(&["runs", "resume", &run.id, "--db", db.to_str().unwrap()]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let resumed = ws.runs(&["resume", &run.id]);
+    assert_exit(&resumed, 0);
     assert_eq!(
-        ws.count("execute", "a"),
-        1,
-        "a succeeded before the crash: not executed again"
+        ws.executions(&["a", "b", "c", "d"]),
+        [1, 1, 2, 1],
+        "a and b succeeded before the crash: not executed again; c was caught RUNNING: \
+         executed again (at least once)"
     );
-    assert_eq!(
-        ws.count("execute", "b"),
-        1,
-        "b succeeded before the crash: not executed again"
-    );
-    assert_eq!(
-        ws.count("execute", "c"),
-        2,
-        "c was caught RUNNING: executed again (at least once)"
-    );
-    assert_eq!(ws.count("execute", "d"), 1);
 
     let uninterrupted = ws.flowhost(&["run", "flow.toml", "--no-db"]);
-    assert!(uninterrupted.status.success(), "{}", stderr(&uninterrupted));
+    assert_exit(&uninterrupted, 0);
     assert_eq!(
         stdout_json(&resumed),
         stdout_json(&uninterrupted),
         "final store equals an uninterrupted run's"
     );
 
-    let show = ws.flowhost(&[
-        "runs",
-        "show",
-        &run.id,
-        "--json",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    let record = stdout_json(&show);
+    let record = ws.show(&run.id);
     assert_eq!(record["state"], "SUCCESS");
     assert_eq!(record["resumes"], 1);
     let executions: Vec<&Value> = record["tasks"]
@@ -99,66 +87,27 @@ fn a_run_killed_mid_flow_resumes_without_running_succeeded_tasks_again() {
     assert_eq!(executions, [&json!(1), &json!(1), &json!(2), &json!(1)]);
     assert_eq!(record["final_store"], stdout_json(&uninterrupted));
 
-    let fetched = ws.flowhost(&[
-        "runs",
-        "fetch",
-        &run.id,
-        "d_out",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    let fetched = ws.runs(&["fetch", &run.id, "d_out"]);
+    assert_exit(&fetched, 0);
     assert_eq!(stdout_json(&fetched), stdout_json(&uninterrupted)["d_out"]);
 
     let executed = ws.calls().len();
-    let again = ws.flowhost(&["runs", "resume", &run.id, "--db", db.to_str().unwrap()]);
-    assert_eq!(
-        again.status.code(),
-        Some(64),
-        "resuming a finished run is a usage error"
-    );
-    assert!(
-        stderr(&again).contains("already finished (SUCCESS)"),
-        "{}",
-        stderr(&again)
-    );
+    let again = ws.runs(&["resume", &run.id]);
+    // Resuming a finished run is a usage error.
+    assert_exit(&again, 64);
+    assert_contains(&stderr(&again), "already finished (SUCCESS)");
     assert_eq!(ws.calls().len(), executed, "nothing ran");
 }
 
 #[test]
 fn a_run_killed_mid_revert_resumes_the_revert() {
     let ws = Workspace::new();
-    ws.flow(
+    waiting_in_bs_revert(
+        &ws,
         "revert_crash",
-        &[
-            ("a", json!({})),
-            (
-                "b",
-                json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" }),
-            ),
-            ("c", json!({ "fail": "boom" })),
-        ],
+        Probe::new("c").config(json!({ "fail": "boom" })),
     );
-    let run = run_and_kill(&ws, "revert", "b");
-    assert_eq!(run.state, FlowState::Reverting);
-
-    ws.release();
-    let db = ws.db();
-    let resumed = ws.flowhost(&[
-        "runs",
-        "resume",
-        &run.id,
-        "--json",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        resumed.status.code(),
-        Some(1),
-        "reverted: {}",
-        stderr(&resumed)
-    );
-    let report = stdout_json(&resumed);
+    let report = resume_killed_revert(&ws);
     assert_eq!(report["state"], "REVERTED");
     assert_eq!(
         report["store"],
@@ -166,7 +115,7 @@ fn a_run_killed_mid_revert_resumes_the_revert() {
         "every result left the store"
     );
 
-    let calls = json_lines(&ws.path("journal/calls.jsonl"));
+    let calls = ws.journal().entries();
     let order: Vec<(String, String)> = ws.calls();
     let expected: Vec<(String, String)> = [
         ("execute", "a"),
@@ -204,14 +153,13 @@ fn a_run_killed_mid_revert_resumes_the_revert() {
 fn resume_refuses_a_changed_flow_file_unless_forced() {
     let ws = Workspace::new();
     let flow = four_steps(&ws);
-    let run = run_and_kill(&ws, "execute", "c");
+    let run = ws.run_and_kill("execute", "c");
     let text = std::fs::read_to_string(&flow).unwrap();
     std::fs::write(&flow, format!("# edited after the crash\n{text}")).unwrap();
     ws.release();
 
-    let db = ws.db();
-    let refused = ws.flowhost(&["runs", "resume", &run.id, "--db", db.to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(65));
+    let refused = ws.runs(&["resume", &run.id]);
+    assert_exit(&refused, 65);
     let message = stderr(&refused);
     assert!(
         message.contains("flow file") && message.contains("changed") && message.contains("--force"),
@@ -219,15 +167,8 @@ fn resume_refuses_a_changed_flow_file_unless_forced() {
     );
     assert_eq!(ws.count("execute", "d"), 0, "nothing ran");
 
-    let forced = ws.flowhost(&[
-        "runs",
-        "resume",
-        &run.id,
-        "--force",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    assert!(forced.status.success(), "{}", stderr(&forced));
+    let forced = ws.runs(&["resume", &run.id, "--force"]);
+    assert_exit(&forced, 0);
     assert_eq!(ws.count("execute", "a"), 1);
     assert_eq!(ws.count("execute", "d"), 1);
 }
@@ -253,7 +194,7 @@ fn a_corrupt_or_foreign_database_is_a_clear_error() {
             args.extend(["--db", db.to_str().unwrap()]);
             let output = ws.flowhost(&args);
             let message = stderr(&output);
-            assert_eq!(output.status.code(), Some(66), "{args:?}: {message}");
+            assert_exit(&output, 66);
             assert!(
                 message.contains("is not a flowhost run database") && message.contains(expected),
                 "{message}"
@@ -292,33 +233,16 @@ fn a_read_only_database_location_is_a_clear_error() {
 
     let output = ws.flowhost(&["run", "flow.toml", "--db", db.to_str().unwrap()]);
     let message = stderr(&output);
-    assert_eq!(output.status.code(), Some(66), "{message}");
-    assert!(
-        message.contains(&format!("cannot open run database {}", db.display())),
-        "{message}"
+    assert_exit(&output, 66);
+    assert_contains(
+        &message,
+        &format!("cannot open run database {}", db.display()),
     );
     assert!(message.contains("--no-db"), "says how to go on: {message}");
     assert_eq!(ws.count("execute", "a"), 0);
 
     let in_memory = ws.flowhost(&["run", "flow.toml", "--no-db"]);
-    assert!(in_memory.status.success(), "{}", stderr(&in_memory));
-}
-
-fn trivial_flow(tasks: usize) -> FlowSpec {
-    let mut flow = FlowSpec::linear("trivial");
-    for step in 0..tasks {
-        let from = if step == 0 {
-            "value".to_owned()
-        } else {
-            format!("out{}", step - 1)
-        };
-        flow = flow.add(
-            TaskSpec::new(format!("step{step}"), plugin("probe"))
-                .rebind("value", from)
-                .provides([format!("out{step}")]),
-        );
-    }
-    flow
+    assert_exit(&in_memory, 0);
 }
 
 fn assert_every_task_recorded_once(db: &dyn RunDb, ids: &[String], tasks: usize) {
@@ -354,7 +278,7 @@ async fn two_hundred_concurrent_runs_in_one_process_are_all_recorded() {
     let db: Arc<dyn RunDb> =
         Arc::new(SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap());
     let engine = Engine::new().unwrap();
-    let flow = trivial_flow(TASKS);
+    let flow = relay("trivial", TASKS, json!({}));
     let handles: Vec<_> = (0..RUNS)
         .map(|n| {
             let (engine, flow, executor) =
@@ -384,31 +308,20 @@ fn processes_sharing_one_database_do_not_lose_records() {
         "shared",
         &[("a", json!({})), ("b", json!({})), ("c", json!({}))],
     );
-    let db = ws.db();
     let children: Vec<Child> = (0..PROCESSES)
         .map(|_| {
-            ws.command(&[
-                "run",
-                "flow.toml",
-                "--json",
-                "-q",
-                "--db",
-                db.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            ws.recording(&["run", "flow.toml", "--json", "-q"])
+                .start_piped()
         })
         .collect();
     let mut ids = Vec::new();
     for child in children {
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", stderr(&output));
+        assert_exit(&output, 0);
         assert!(!stderr(&output).contains("locked"), "{}", stderr(&output));
         ids.push(stdout_json(&output)["run_id"].as_str().unwrap().to_owned());
     }
-    let db = SqliteRunDb::open(&db, false, Durability::Normal).unwrap();
+    let db = SqliteRunDb::open(&ws.db(), false, Durability::Normal).unwrap();
     assert_every_task_recorded_once(&db, &ids, 3);
     assert_eq!(ws.count("execute", "a"), PROCESSES);
 }
@@ -424,10 +337,7 @@ fn processes_creating_one_fresh_database_together_all_start() {
         let children: Vec<Child> = (0..PROCESSES)
             .map(|_| {
                 ws.command(&["run", "flow.toml", "-q", "--db", db.to_str().unwrap()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
+                    .start_piped()
             })
             .collect();
         for child in children {
@@ -456,12 +366,11 @@ fn a_task_whose_arguments_are_over_the_cap_never_runs_and_is_not_reverted_in_the
         "name = \"b\"\nlimits = { args_kib = 1 }\n",
     );
     std::fs::write(&flow, text).unwrap();
-    let db = ws.db();
-    let db = db.to_str().unwrap();
     let seed = format!("seed=\"{}\"", "x".repeat(2048));
-    let out = ws.flowhost(&["run", "flow.toml", "--store", &seed, "--db", db, "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let report = stdout_json(&out);
+    let out = ws
+        .recording(&["run", "flow.toml", "--store", &seed, "--json"])
+        .run();
+    let report = exit_json(&out, 1);
     assert_eq!(report["state"], "REVERTED");
     assert_eq!(report["tasks"][1]["state"], "FAILURE");
     assert_eq!(report["tasks"][1]["error"]["code"], "args-too-large");
@@ -470,7 +379,7 @@ fn a_task_whose_arguments_are_over_the_cap_never_runs_and_is_not_reverted_in_the
     assert_eq!(ws.count("revert", "a"), 1);
 
     let id = report["run_id"].as_str().unwrap();
-    let record = stdout_json(&ws.flowhost(&["runs", "show", id, "--json", "--db", db]));
+    let record = ws.show(id);
     let b = &record["tasks"][1];
     assert_eq!(
         (b["state"].as_str(), b["reverts"].as_u64(), &b["args"]),
@@ -479,8 +388,7 @@ fn a_task_whose_arguments_are_over_the_cap_never_runs_and_is_not_reverted_in_the
     );
     assert_eq!(record["tasks"][0]["state"], "REVERTED");
 
-    let shown = ws.flowhost(&["runs", "show", id, "--db", db]);
-    let text = String::from_utf8_lossy(&shown.stdout);
+    let text = stdout(&ws.runs(&["show", id]));
     let rows: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("REVERTED") || l.contains("FAILURE"))
@@ -500,47 +408,21 @@ fn a_task_whose_arguments_are_over_the_cap_never_runs_and_is_not_reverted_in_the
 #[test]
 fn a_revert_interrupted_after_a_task_that_was_never_called_resumes() {
     let ws = Workspace::new();
-    let flow = ws.flow(
+    let flow = waiting_in_bs_revert(
+        &ws,
         "uncalled",
-        &[
-            ("a", json!({})),
-            (
-                "b",
-                json!({ "mode": "wait_file", "mode_in": "revert", "path": "/signal/go" }),
-            ),
-            ("c", json!({})),
-        ],
+        Probe::new("c").toml("limits = { args_kib = 1 }\n"),
     );
     let text = std::fs::read_to_string(&flow)
         .unwrap()
-        .replace("seed = 1", &format!("seed = \"{}\"", "x".repeat(2048)))
-        .replace(
-            "name = \"c\"\n",
-            "name = \"c\"\nlimits = { args_kib = 1 }\n",
-        );
+        .replace("seed = 1", &format!("seed = \"{}\"", "x".repeat(2048)));
     std::fs::write(&flow, text).unwrap();
-    let run = run_and_kill(&ws, "revert", "b");
-    assert_eq!(run.state, FlowState::Reverting);
-
-    ws.release();
-    let db = ws.db();
-    let resumed = ws.flowhost(&[
-        "runs",
-        "resume",
-        &run.id,
-        "--json",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    assert_eq!(resumed.status.code(), Some(1), "{}", stderr(&resumed));
-    let report = stdout_json(&resumed);
-    let states: Vec<&str> = report["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["REVERTED", "REVERTED", "FAILURE"], "{report}");
+    let report = resume_killed_revert(&ws);
+    assert_eq!(
+        document_states(&report),
+        ["REVERTED", "REVERTED", "FAILURE"],
+        "{report}"
+    );
     assert_eq!(report["tasks"][2]["error"]["code"], "args-too-large");
     assert_eq!(
         (ws.count("execute", "c"), ws.count("revert", "c")),

@@ -4,30 +4,40 @@
 
 use std::sync::Arc;
 
-use flowhost::{Engine, Event, FlowSpec, FlowState, Listener, TaskState};
-use flowhost_testkit::{Recorder, flowhost, journaled_probe, json_lines, plugin, store};
+use flowhost::{Engine, Event, FlowSpec, FlowState, Listener, RunReport, Store, TaskState};
 use serde_json::{Value, json};
+
+use crate::kit::{
+    Journal, Recorder, assert_contains, assert_middle_revert_failed, assert_starts_with, exit_json,
+    flowhost, probe_file, report_states, run_recorded, stderr, store,
+};
+
+/// Runs `flow` from `initial` on a fresh engine.
+async fn run(flow: &FlowSpec, initial: Store) -> RunReport {
+    Engine::new().unwrap().run(flow, initial).await.unwrap()
+}
 
 #[tokio::test]
 async fn arguments_are_exactly_the_required_names_after_rebind_and_inject() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("args")
-        .add(journaled_probe("rebound", journal.path(), json!({})).rebind("value", "input"))
+        .add(journal.probe_reading("rebound", "input", json!({})))
         .add(
-            journaled_probe("injected", journal.path(), json!({}))
+            journal
+                .probe("injected", json!({}))
                 .inject("value", json!("fixed"))
                 .rebind("extra", "bonus"),
         )
-        .add(journaled_probe("plain", journal.path(), json!({})).rebind("value", "input"));
+        .add(journal.probe_reading("plain", "input", json!({})));
     let initial = store(&[
         ("input", json!(1)),
         ("bonus", json!({"b": 2})),
         ("unrelated", json!("secret")),
     ]);
-    let report = Engine::new().unwrap().run(&flow, initial).await.unwrap();
+    let report = run(&flow, initial).await;
     assert_eq!(report.state, FlowState::Success);
 
-    let calls = json_lines(&journal.path().join("calls.jsonl"));
+    let calls = journal.entries();
     let args: Vec<&Value> = calls.iter().map(|c| &c["args"]).collect();
     assert_eq!(
         args[0],
@@ -49,11 +59,12 @@ async fn arguments_are_exactly_the_required_names_after_rebind_and_inject() {
 
 #[tokio::test]
 async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("provides")
-        .add(journaled_probe("whole", journal.path(), json!({})).rebind("value", "seed"))
+        .add(journal.probe_reading("whole", "seed", json!({})))
         .add(
-            journaled_probe("split", journal.path(), json!({}))
+            journal
+                .probe("split", json!({}))
                 .provides(["value", "label"])
                 .rebind("value", "seed"),
         );
@@ -69,11 +80,7 @@ async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
         "{error}"
     );
 
-    let report = Engine::new()
-        .unwrap()
-        .run(&flow, store(&[("seed", json!(7))]))
-        .await
-        .unwrap();
+    let report = run(&flow, store(&[("seed", json!(7))])).await;
     assert_eq!(report.state, FlowState::Success);
     assert_eq!(
         report.fetch("whole_out"),
@@ -85,30 +92,23 @@ async fn one_provided_name_stores_the_whole_result_several_split_an_object() {
 
 #[tokio::test]
 async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outcomes_and_failures() {
-    let journal = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
+    let journal = Journal::new();
     let flow = FlowSpec::linear("revert")
-        .add(journaled_probe("a", journal.path(), json!({})))
-        .add(journaled_probe("b", journal.path(), json!({})))
-        .add(journaled_probe(
-            "c",
-            journal.path(),
-            json!({"fail": "boom"}),
-        ))
-        .add(journaled_probe("d", journal.path(), json!({})));
-    let mut loaded = Engine::new()
-        .unwrap()
-        .load(&flow, store(&[("value", json!("v"))]))
-        .await
-        .unwrap();
-    loaded.listen(recorder.clone());
-    let report = loaded.run().await.unwrap();
+        .add(journal.probe("a", json!({})))
+        .add(journal.probe("b", json!({})))
+        .add(journal.probe("c", json!({"fail": "boom"})))
+        .add(journal.probe("d", json!({})));
+    let (report, recorder) = run_recorded(
+        &Engine::new().unwrap(),
+        &flow,
+        store(&[("value", json!("v"))]),
+    )
+    .await;
 
     assert_eq!(report.state, FlowState::Reverted);
     assert_eq!(report.state, flowhost::FlowState::Reverted);
-    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
     assert_eq!(
-        states,
+        report_states(&report),
         [
             TaskState::Reverted,
             TaskState::Reverted,
@@ -142,19 +142,9 @@ async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outco
     .collect();
     assert_eq!(recorder.task_transitions(), expected);
 
-    let calls = json_lines(&journal.path().join("calls.jsonl"));
-    let order: Vec<String> = calls
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}",
-                c["call"].as_str().unwrap(),
-                c["label"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let calls = journal.entries();
     assert_eq!(
-        order,
+        journal.lines(),
         [
             "execute a",
             "execute b",
@@ -186,37 +176,17 @@ async fn a_failure_reverts_the_failed_task_then_the_others_in_reverse_with_outco
 
 #[tokio::test]
 async fn a_failing_revert_is_revert_failure_the_rest_still_revert_and_the_flow_fails() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("revert-failure")
-        .add(journaled_probe("a", journal.path(), json!({})))
-        .add(journaled_probe(
-            "b",
-            journal.path(),
-            json!({"fail_revert": "stuck"}),
-        ))
-        .add(journaled_probe(
-            "c",
-            journal.path(),
-            json!({"fail": "boom"}),
-        ));
-    let report = Engine::new()
-        .unwrap()
-        .run(&flow, store(&[("value", json!(1))]))
-        .await
-        .unwrap();
+        .add(journal.probe("a", json!({})))
+        .add(journal.probe("b", json!({"fail_revert": "stuck"})))
+        .add(journal.probe("c", json!({"fail": "boom"})));
+    let report = run(&flow, store(&[("value", json!(1))])).await;
     assert_eq!(report.state, FlowState::Failure);
     assert_eq!(report.state, flowhost::FlowState::Failure);
-    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
-    assert_eq!(
-        states,
-        [
-            TaskState::Reverted,
-            TaskState::RevertFailure,
-            TaskState::Reverted
-        ]
-    );
+    assert_middle_revert_failed(&report);
     assert_eq!(report.tasks[1].revert_error.as_ref().unwrap().code, "stuck");
-    let calls = json_lines(&journal.path().join("calls.jsonl"));
+    let calls = journal.entries();
     assert_eq!(
         calls.last().unwrap()["label"],
         "a",
@@ -225,22 +195,22 @@ async fn a_failing_revert_is_revert_failure_the_rest_still_revert_and_the_flow_f
 }
 
 async fn single_failure(config: Value, provides: &[&str]) -> flowhost::TaskError {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("faulty")
-        .add(journaled_probe("before", journal.path(), json!({})))
-        .add(journaled_probe("faulty", journal.path(), config).provides(provides.iter().copied()));
-    let report = Engine::new()
-        .unwrap()
-        .run(&flow, store(&[("value", json!(1))]))
-        .await
-        .unwrap();
+        .add(journal.probe("before", json!({})))
+        .add(
+            journal
+                .probe("faulty", config)
+                .provides(provides.iter().copied()),
+        );
+    let report = run(&flow, store(&[("value", json!(1))])).await;
     assert_eq!(report.state, FlowState::Reverted);
     assert_eq!(
         report.tasks[0].state,
         TaskState::Reverted,
         "the earlier task is reverted"
     );
-    let calls = json_lines(&journal.path().join("calls.jsonl"));
+    let calls = journal.entries();
     assert_eq!(calls.last().unwrap()["call"], "revert");
     report.tasks[1]
         .error
@@ -252,32 +222,28 @@ async fn single_failure(config: Value, provides: &[&str]) -> flowhost::TaskError
 async fn a_result_that_is_not_json_fails_the_task() {
     let error = single_failure(json!({"raw_result": "{not json"}), &["out"]).await;
     assert_eq!(error.code, "invalid-result");
-    assert!(
-        error.message.contains("not valid JSON"),
-        "{}",
-        error.message
-    );
+    assert_contains(&error.message, "not valid JSON");
 }
 
 #[tokio::test]
 async fn a_result_missing_a_provided_name_fails_the_task_naming_it() {
     let error = single_failure(json!({}), &["label", "nowhere"]).await;
     assert_eq!(error.code, "missing-provides");
-    assert!(error.message.contains("`nowhere`"), "{}", error.message);
+    assert_contains(&error.message, "`nowhere`");
 }
 
 #[tokio::test]
 async fn a_trap_is_a_task_failure_not_a_host_crash() {
     let error = single_failure(json!({"trap": true}), &["out"]).await;
     assert_eq!(error.code, "trap");
-    assert!(error.message.starts_with("trapped: "), "{}", error.message);
+    assert_starts_with(&error.message, "trapped: ");
 }
 
 #[tokio::test]
 async fn a_panic_message_reaches_the_failure_reason() {
     let error = single_failure(json!({"panic": "disk on fire"}), &["out"]).await;
     assert_eq!(error.code, "trap");
-    assert!(error.message.contains("disk on fire"), "{}", error.message);
+    assert_contains(&error.message, "disk on fire");
 }
 
 #[tokio::test]
@@ -294,14 +260,13 @@ async fn a_listener_that_panics_or_errors_does_not_break_the_run() {
             Err("listener cannot write".into())
         }
     }
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let recorder = Arc::new(Recorder::default());
     let mut engine = Engine::new().unwrap();
     engine.listen(Arc::new(Panics));
     engine.listen(Arc::new(Errors));
     engine.listen(recorder.clone());
-    let flow =
-        FlowSpec::linear("listeners").add(journaled_probe("only", journal.path(), json!({})));
+    let flow = FlowSpec::linear("listeners").add(journal.probe("only", json!({})));
     let report = engine
         .run(&flow, store(&[("value", json!(1))]))
         .await
@@ -317,25 +282,23 @@ async fn a_listener_that_panics_or_errors_does_not_break_the_run() {
 #[test]
 fn the_cli_exits_2_and_names_the_task_when_a_revert_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = plugin("probe").display().to_string();
-    let flow = format!(
+    probe_file(
+        dir.path(),
+        "flow.toml",
         "name = \"stuck\"\n[store]\nvalue = 1\n\n\
-         [[task]]\nname = \"holds_lock\"\nplugin = \"{probe}\"\nprovides = [\"lock\"]\nconfig = {{ fail_revert = \"lock-stuck\" }}\n\n\
-         [[task]]\nname = \"breaks\"\nplugin = \"{probe}\"\nprovides = [\"never\"]\nconfig = {{ fail = \"boom\" }}\n"
+         [[task]]\nname = \"holds_lock\"\nplugin = \"PROBE\"\nprovides = [\"lock\"]\nconfig = { fail_revert = \"lock-stuck\" }\n\n\
+         [[task]]\nname = \"breaks\"\nplugin = \"PROBE\"\nprovides = [\"never\"]\nconfig = { fail = \"boom\" }\n",
     );
-    std::fs::write(dir.path().join("flow.toml"), flow).unwrap();
     let out = flowhost(["run", "flow.toml", "--json"])
         .dir(dir.path())
         .run();
-    assert_eq!(out.status.code(), Some(2));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = exit_json(&out, 2);
     assert_eq!(report["state"], "FAILURE");
     assert_eq!(report["tasks"][0]["state"], "REVERT_FAILURE");
     assert_eq!(report["tasks"][0]["revert_error"]["code"], "lock-stuck");
     assert_eq!(report["tasks"][1]["state"], "REVERTED");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("task `holds_lock` could not be reverted: lock-stuck"),
-        "{stderr}"
+    assert_contains(
+        &stderr(&out),
+        "task `holds_lock` could not be reverted: lock-stuck",
     );
 }

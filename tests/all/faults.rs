@@ -9,43 +9,23 @@
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::Output;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use flowhost::{
     Access, Engine, EngineConfig, FlowSpec, FlowState, Limits, RunReport, Store, TaskError,
     TaskSpec, TaskState, Transition,
 };
-use flowhost_testkit::{Recorder, journaled_probe, json_lines, plugin, repo_root, snapshot};
 use serde_json::{Value, json};
 
-/// One engine for the library tests, as a service would hold: a fault in one test's run must
-/// not disturb the others sharing it.
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::new().expect("engine starts"))
-}
+use crate::kit::{
+    Journal, Recorder, Workspace, assert_contains, assert_exit, assert_middle_revert_failed,
+    assert_starts_with, call, exit_json, line_with, probe_file, repo_root, report_states,
+    shared_engine as engine, snapshot, stderr, stdout, stdout_json,
+};
 
 fn value(v: Value) -> Store {
     [("value".to_owned(), v)].into_iter().collect()
-}
-
-/// `(call, label)` of every journaled call, in order.
-fn calls(journal: &Path) -> Vec<(String, String)> {
-    json_lines(&journal.join("calls.jsonl"))
-        .iter()
-        .map(|c| {
-            (
-                c["call"].as_str().unwrap().to_owned(),
-                c["label"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn call(kind: &str, label: &str) -> (String, String) {
-    (kind.to_owned(), label.to_owned())
 }
 
 /// Runs `before` (a healthy probe) then `faulty` (configured by `config`), and checks what
@@ -55,15 +35,17 @@ async fn faulty_after_a_healthy_task(
     faulty: impl FnOnce(TaskSpec) -> TaskSpec,
     config: Value,
 ) -> TaskError {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("faults")
-        .add(journaled_probe("before", journal.path(), json!({})))
-        .add(faulty(journaled_probe("faulty", journal.path(), config)));
+        .add(journal.probe("before", json!({})))
+        .add(faulty(journal.probe("faulty", config)));
     let report = engine().run(&flow, value(json!(1))).await.unwrap();
     assert_eq!(report.state, FlowState::Reverted, "{report:#?}");
-    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
-    assert_eq!(states, [TaskState::Reverted, TaskState::Reverted]);
-    let journal = calls(journal.path());
+    assert_eq!(
+        report_states(&report),
+        [TaskState::Reverted, TaskState::Reverted]
+    );
+    let journal = journal.calls();
     assert_eq!(journal.first(), Some(&call("execute", "before")));
     assert_eq!(
         journal.last(),
@@ -86,21 +68,23 @@ fn limits(f: impl FnOnce(&mut Limits)) -> Limits {
     limits
 }
 
+/// What the faulty task's entry is given: `limits` as `f` sets them.
+fn limited(f: impl FnOnce(&mut Limits)) -> impl FnOnce(TaskSpec) -> TaskSpec {
+    move |t| t.limits(limits(f))
+}
+
 #[tokio::test]
 async fn a_trap_in_execute_fails_the_task_and_reverts_the_earlier_one() {
     let error = faulty_after_a_healthy_task(|t| t, json!({"trap": true})).await;
     assert_eq!(error.code, "trap");
-    assert!(error.message.starts_with("trapped: "), "{}", error.message);
-    assert!(error.message.contains("unreachable"), "{}", error.message);
+    assert_starts_with(&error.message, "trapped: ");
+    assert_contains(&error.message, "unreachable");
 }
 
 #[tokio::test]
 async fn a_loop_in_execute_fails_at_the_deadline_naming_it_and_the_task() {
-    let error = faulty_after_a_healthy_task(
-        |t| t.limits(limits(|l| l.deadline_ms = Some(200))),
-        json!({"mode": "loop"}),
-    )
-    .await;
+    let faulty = json!({"mode": "loop"});
+    let error = faulty_after_a_healthy_task(limited(|l| l.deadline_ms = Some(200)), faulty).await;
     assert_eq!(error.code, "deadline-exceeded");
     assert_eq!(
         error.message,
@@ -110,35 +94,20 @@ async fn a_loop_in_execute_fails_at_the_deadline_naming_it_and_the_task() {
 
 #[tokio::test]
 async fn a_loop_in_revert_is_revert_failure_after_the_deadline_and_the_rest_still_revert() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("stuck-revert")
-        .add(journaled_probe("first", journal.path(), json!({})))
+        .add(journal.probe("first", json!({})))
         .add(
-            journaled_probe(
-                "spinner",
-                journal.path(),
-                json!({"mode": "loop", "mode_in": "revert"}),
-            )
-            .limits(limits(|l| l.deadline_ms = Some(200))),
+            journal
+                .probe("spinner", json!({"mode": "loop", "mode_in": "revert"}))
+                .limits(limits(|l| l.deadline_ms = Some(200))),
         )
-        .add(journaled_probe(
-            "failing",
-            journal.path(),
-            json!({"fail": "boom"}),
-        ));
+        .add(journal.probe("failing", json!({"fail": "boom"})));
     let report = engine().run(&flow, value(json!(1))).await.unwrap();
 
     assert_eq!(report.state, FlowState::Failure);
     assert_eq!(report.state, flowhost::FlowState::Failure);
-    let states: Vec<TaskState> = report.tasks.iter().map(|t| t.state).collect();
-    assert_eq!(
-        states,
-        [
-            TaskState::Reverted,
-            TaskState::RevertFailure,
-            TaskState::Reverted
-        ]
-    );
+    assert_middle_revert_failed(&report);
     let error = report.tasks[1].revert_error.clone().unwrap();
     assert_eq!(error.code, "deadline-exceeded");
     assert_eq!(
@@ -147,7 +116,7 @@ async fn a_loop_in_revert_is_revert_failure_after_the_deadline_and_the_rest_stil
     );
     assert!(report.tasks[1].error.is_none(), "its execute had succeeded");
     assert_eq!(
-        calls(journal.path()),
+        journal.calls(),
         [
             call("execute", "first"),
             call("execute", "spinner"),
@@ -161,17 +130,10 @@ async fn a_loop_in_revert_is_revert_failure_after_the_deadline_and_the_rest_stil
 
 #[tokio::test]
 async fn unbounded_memory_growth_fails_naming_the_memory_cap() {
-    let error = faulty_after_a_healthy_task(
-        |t| t.limits(limits(|l| l.memory_mib = Some(32))),
-        json!({"mode": "grow"}),
-    )
-    .await;
+    let faulty = json!({"mode": "grow"});
+    let error = faulty_after_a_healthy_task(limited(|l| l.memory_mib = Some(32)), faulty).await;
     assert_eq!(error.code, "memory-limit");
-    assert!(
-        error.message.starts_with("memory cap of 32 MiB exceeded"),
-        "{}",
-        error.message
-    );
+    assert_starts_with(&error.message, "memory cap of 32 MiB exceeded");
 }
 
 #[tokio::test]
@@ -179,10 +141,10 @@ async fn a_stack_overflow_fails_the_task_and_the_host_runs_on() {
     let error = faulty_after_a_healthy_task(|t| t, json!({"mode": "recurse"})).await;
     // A Rust guest's stack lives in linear memory: overflowing it runs off the start of memory.
     assert_eq!(error.code, "trap");
-    assert!(error.message.starts_with("trapped: "), "{}", error.message);
+    assert_starts_with(&error.message, "trapped: ");
 
-    let journal = tempfile::tempdir().unwrap();
-    let flow = FlowSpec::linear("after").add(journaled_probe("healthy", journal.path(), json!({})));
+    let journal = Journal::new();
+    let flow = FlowSpec::linear("after").add(journal.probe("healthy", json!({})));
     let report = engine()
         .run(&flow, value(json!("still here")))
         .await
@@ -203,29 +165,23 @@ async fn a_100_mb_result_fails_naming_the_result_cap() {
 
 #[tokio::test]
 async fn a_result_can_never_outgrow_the_memory_cap_so_the_host_copy_is_bounded_by_it() {
-    let error = faulty_after_a_healthy_task(
-        |t| t.limits(limits(|l| l.memory_mib = Some(64))),
-        json!({"mode": "huge"}),
-    )
-    .await;
+    let faulty = json!({"mode": "huge"});
+    let error = faulty_after_a_healthy_task(limited(|l| l.memory_mib = Some(64)), faulty).await;
     assert_eq!(
         error.code, "memory-limit",
         "the 100 MB result is stopped inside the sandbox: {error:?}"
     );
-    assert!(
-        error.message.starts_with("memory cap of 64 MiB exceeded"),
-        "{}",
-        error.message
-    );
+    assert_starts_with(&error.message, "memory cap of 64 MiB exceeded");
 }
 
 #[tokio::test]
 async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("big-args")
-        .add(journaled_probe("before", journal.path(), json!({})))
+        .add(journal.probe("before", json!({})))
         .add(
-            journaled_probe("big", journal.path(), json!({}))
+            journal
+                .probe("big", json!({}))
                 .limits(limits(|l| l.args_kib = Some(1))),
         );
     let report = engine()
@@ -239,7 +195,7 @@ async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
         error.message,
         "arguments of 2060 bytes exceed the arguments cap of 1 KiB"
     );
-    let journal = calls(journal.path());
+    let journal = journal.calls();
     assert!(
         !journal.contains(&call("execute", "big")),
         "the plugin never got the arguments: {journal:?}"
@@ -259,11 +215,12 @@ async fn arguments_over_the_cap_fail_the_task_before_the_plugin_sees_them() {
 
 #[tokio::test]
 async fn a_fuel_budget_stops_a_loop_deterministically_and_needs_a_metered_engine() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("fuel")
-        .add(journaled_probe("before", journal.path(), json!({})))
+        .add(journal.probe("before", json!({})))
         .add(
-            journaled_probe("burner", journal.path(), json!({"mode": "loop"}))
+            journal
+                .probe("burner", json!({"mode": "loop"}))
                 .limits(limits(|l| l.fuel = Some(5_000_000))),
         );
     let refused = engine()
@@ -306,9 +263,11 @@ async fn files_outside_the_grants_are_unreachable_and_a_read_only_grant_refuses_
     let attempt = |config: Value, mode: Access| {
         let granted = granted.path().to_path_buf();
         async move {
-            let journal = tempfile::tempdir().unwrap();
+            let journal = Journal::new();
             let flow = FlowSpec::linear("fs").add(
-                journaled_probe("fs", journal.path(), config).grant_dir(granted, "/data", mode),
+                journal
+                    .probe("fs", config)
+                    .grant_dir(granted, "/data", mode),
             );
             engine().run(&flow, value(json!(1))).await.unwrap()
         }
@@ -403,12 +362,9 @@ async fn tcp_and_name_lookup_fail_inside_the_plugin_and_nothing_reaches_the_list
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     for addr in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
-        let journal = tempfile::tempdir().unwrap();
-        let flow = FlowSpec::linear("net").add(journaled_probe(
-            "net",
-            journal.path(),
-            json!({"mode": "tcp", "addr": addr}),
-        ));
+        let journal = Journal::new();
+        let flow =
+            FlowSpec::linear("net").add(journal.probe("net", json!({"mode": "tcp", "addr": addr})));
         let report = engine().run(&flow, value(json!(1))).await.unwrap();
         assert_eq!(report.state, FlowState::Reverted, "{addr}");
         let error = report.tasks[0].error.clone().unwrap();
@@ -431,13 +387,15 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
     let recorder = Arc::new(Recorder::default());
     let mut shared = Engine::new().unwrap();
     shared.listen(recorder.clone());
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let spinning = FlowSpec::linear("spinning").add(
-        journaled_probe("spin", journal.path(), json!({"mode": "loop"}))
+        journal
+            .probe("spin", json!({"mode": "loop"}))
             .limits(limits(|l| l.deadline_ms = Some(5_000))),
     );
     let eating = FlowSpec::linear("eating").add(
-        journaled_probe("eat", journal.path(), json!({"mode": "grow"}))
+        journal
+            .probe("eat", json!({"mode": "grow"}))
             .limits(limits(|l| l.memory_mib = Some(128))),
     );
     let mut healthy = FlowSpec::linear("healthy");
@@ -448,12 +406,9 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
             format!("step{}_out", step - 1)
         };
         healthy = healthy.add(
-            journaled_probe(
-                &format!("step{step}"),
-                journal.path(),
-                json!({"mode": "sleep", "ms": 20}),
-            )
-            .rebind("value", from),
+            journal
+                .probe(&format!("step{step}"), json!({"mode": "sleep", "ms": 20}))
+                .rebind("value", from),
         );
     }
 
@@ -513,20 +468,16 @@ async fn a_healthy_run_completes_while_others_spin_and_eat_memory_on_the_same_en
     );
 }
 
-fn flowhost(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
-    let mut command = flowhost_testkit::flowhost(args).dir(dir);
+/// Runs `flowhost ARGS…` in the workspace to the end, with environment `env`.
+fn run(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = ws.command(args);
     command.envs(env.iter().copied());
     command.run()
 }
 
-fn write_flow(dir: &Path, body: &str) {
-    let probe = plugin("probe").display().to_string();
-    std::fs::create_dir_all(dir.join("journal")).unwrap();
-    std::fs::write(dir.join("flow.toml"), body.replace("PROBE", &probe)).unwrap();
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// Writes the workspace's `flow.toml`, `PROBE` standing for the probe plugin.
+fn write_flow(ws: &Workspace, body: &str) {
+    probe_file(ws.root(), "flow.toml", body);
 }
 
 const BEFORE: &str = r#"
@@ -540,21 +491,16 @@ dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
 
 #[test]
 fn a_panic_message_reaches_the_report_and_the_log_tagged_with_the_task() {
-    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::new();
     write_flow(
-        dir.path(),
+        &ws,
         &format!(
             "name = \"panicky\"\n[store]\nvalue = 1\n{BEFORE}\n[[task]]\nname = \"boom\"\nplugin = \"PROBE\"\nprovides = [\"boom_out\"]\nconfig = {{ panic = \"disk on fire\" }}\n"
         ),
     );
-    let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "reverted: {}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(&ws, &["run", "flow.toml", "--json"], &[]);
+    // Reverted.
+    let report = exit_json(&out, 1);
     assert_eq!(report["state"], "REVERTED");
     assert_eq!(report["tasks"][0]["state"], "REVERTED");
     let error = &report["tasks"][1]["error"];
@@ -565,15 +511,10 @@ fn a_panic_message_reaches_the_report_and_the_log_tagged_with_the_task() {
         "{message}"
     );
 
-    let log = text(&out.stderr);
-    let panic_line = log
-        .lines()
-        .find(|l| l.contains("panicked at"))
-        .unwrap_or_else(|| panic!("{log}"));
-    assert!(
-        panic_line.contains("task=\"boom\"") && panic_line.contains("stream=\"stderr\""),
-        "{panic_line}"
-    );
+    let log = stderr(&out);
+    let panic_line = line_with(&log, "panicked at");
+    assert_contains(panic_line, "task=\"boom\"");
+    assert_contains(panic_line, "stream=\"stderr\"");
     assert!(
         log.lines()
             .any(|l| l.contains("disk on fire") && l.contains("task=\"boom\"")),
@@ -587,28 +528,28 @@ fn a_panic_message_reaches_the_report_and_the_log_tagged_with_the_task() {
 
 #[test]
 fn a_deadline_failure_in_the_cli_names_the_task_and_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::new();
     write_flow(
-        dir.path(),
+        &ws,
         &format!(
             "name = \"spin\"\n[store]\nvalue = 1\n[limits]\ndeadline_ms = 300\n{BEFORE}\n[[task]]\nname = \"spinner\"\nplugin = \"PROBE\"\nprovides = [\"spin_out\"]\nconfig = {{ mode = \"loop\" }}\n"
         ),
     );
-    let out = flowhost(&["run", "flow.toml"], dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let log = text(&out.stderr);
-    assert!(
-        log.contains("flow `spin` REVERTED: task `spinner` failed: deadline-exceeded: deadline of 300 ms exceeded by task `spinner` in execute"),
-        "{log}"
+    let out = run(&ws, &["run", "flow.toml"], &[]);
+    assert_exit(&out, 1);
+    let log = stderr(&out);
+    assert_contains(
+        &log,
+        "flow `spin` REVERTED: task `spinner` failed: deadline-exceeded: deadline of 300 ms exceeded by task `spinner` in execute",
     );
-    let journal = calls(&dir.path().join("journal"));
+    let journal = ws.calls();
     assert_eq!(
         journal,
         [call("execute", "before"), call("revert", "before")]
     );
 
-    let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(&ws, &["run", "flow.toml", "--json"], &[]);
+    let report = stdout_json(&out);
     let spinner = &report["tasks"][1];
     assert_eq!(spinner["limits"]["deadline_ms"], 300);
     assert!(
@@ -619,14 +560,14 @@ fn a_deadline_failure_in_the_cli_names_the_task_and_the_limit() {
 
 #[test]
 fn only_granted_environment_variables_are_visible_and_check_names_them_without_values() {
-    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::new();
     let entry = |name: &str, var: &str, extra: &str| {
         format!(
             "[[task]]\nname = \"{name}\"\nplugin = \"PROBE\"\nprovides = [\"{name}\"]\nconfig = {{ mode = \"env\", name = \"{var}\" }}\n{extra}\n"
         )
     };
     write_flow(
-        dir.path(),
+        &ws,
         &format!(
             "name = \"env\"\n[store]\nvalue = 1\n{}{}{}{}",
             entry("granted", "REGION", "env = [\"REGION\"]"),
@@ -636,7 +577,8 @@ fn only_granted_environment_variables_are_visible_and_check_names_them_without_v
         ),
     );
     let vars = [("REGION", "eu-west"), ("API_TOKEN", "s3cret")];
-    let out = flowhost(
+    let out = run(
+        &ws,
         &[
             "run",
             "flow.toml",
@@ -649,65 +591,55 @@ fn only_granted_environment_variables_are_visible_and_check_names_them_without_v
             "--fetch",
             "home",
         ],
-        dir.path(),
         &vars,
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_exit(&out, 0);
     let fetched: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         fetched,
         json!({"granted": "eu-west", "fixed": "dry-run", "ungranted": null, "home": null})
     );
 
-    let out = flowhost(&["check", "flow.toml"], dir.path(), &vars);
-    let plan = text(&out.stdout);
-    assert!(plan.contains("env:      REGION (from host)"), "{plan}");
-    assert!(plan.contains("env:      MODE (set by flow)"), "{plan}");
-    assert!(plan.contains("network:  none"), "{plan}");
-    let out = flowhost(&["check", "flow.toml", "--json"], dir.path(), &vars);
+    let out = run(&ws, &["check", "flow.toml"], &vars);
+    let plan = stdout(&out);
+    assert_contains(&plan, "env:      REGION (from host)");
+    assert_contains(&plan, "env:      MODE (set by flow)");
+    assert_contains(&plan, "network:  none");
+    let out = run(&ws, &["check", "flow.toml", "--json"], &vars);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         plan["tasks"][0]["sandbox"]["env"],
         json!([{"name": "REGION", "source": "host"}])
     );
-    assert!(
-        !text(&out.stdout).contains("eu-west"),
-        "values are not printed"
-    );
+    assert!(!stdout(&out).contains("eu-west"), "values are not printed");
 
-    let out = flowhost(&["check", "flow.toml"], dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(65));
-    assert!(
-        text(&out.stderr).contains("task `granted`: `env` grants variable `REGION`, which is not set in flowhost's environment"),
-        "{}",
-        text(&out.stderr)
+    let out = run(&ws, &["check", "flow.toml"], &[]);
+    assert_exit(&out, 65);
+    assert_contains(
+        &stderr(&out),
+        "task `granted`: `env` grants variable `REGION`, which is not set in flowhost's environment",
     );
 }
 
 #[test]
 fn check_shows_every_limit_and_grant_and_the_run_report_the_limits_applied() {
-    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::new();
     write_flow(
-        dir.path(),
+        &ws,
         "name = \"limits\"\n[store]\nvalue = 1\n[limits]\ndeadline_ms = 4000\nmemory_mib = 48\n\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\nlimits = { result_kib = 8, args_kib = 2, fuel = 900000000 }\ndirs = [{ host = \"journal\", guest = \"/j\" }]\n",
     );
-    let out = flowhost(&["check", "flow.toml"], dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let plan = text(&out.stdout);
-    assert!(
-        plan.contains("limits:   deadline 4000 ms, memory 48 MiB, result 8 KiB, args 2 KiB, fuel 900000000, handles 1024"),
-        "{plan}"
+    let out = run(&ws, &["check", "flow.toml"], &[]);
+    assert_exit(&out, 0);
+    let plan = stdout(&out);
+    assert_contains(
+        &plan,
+        "limits:   deadline 4000 ms, memory 48 MiB, result 8 KiB, args 2 KiB, fuel 900000000, handles 1024",
     );
-    assert!(plan.contains("/j (ro, pinned: device "), "{plan}");
+    assert_contains(&plan, "/j (ro, pinned: device ");
 
-    let out = flowhost(&["run", "flow.toml", "--json"], dir.path(), &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "a fuel budget makes the CLI meter fuel: {}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(&ws, &["run", "flow.toml", "--json"], &[]);
+    // A fuel budget makes the CLI meter fuel.
+    let report = exit_json(&out, 0);
     assert_eq!(
         report["tasks"][0]["limits"],
         json!({"deadline_ms": 4000, "memory_mib": 48, "result_kib": 8, "args_kib": 2, "fuel": 900000000, "handles": 1024})
@@ -716,28 +648,28 @@ fn check_shows_every_limit_and_grant_and_the_run_report_the_limits_applied() {
 
 #[test]
 fn a_plugin_importing_what_the_host_lacks_is_rejected_at_validation_and_nothing_runs() {
-    let dir = tempfile::tempdir().unwrap();
+    let ws = Workspace::new();
     let fixture = repo_root().join("tests/fixtures/missing_import.wat");
     write_flow(
-        dir.path(),
+        &ws,
         &format!(
             "name = \"imports\"\n[store]\nvalue = 1\n{BEFORE}\n[[task]]\nname = \"alien\"\nplugin = \"{}\"\nprovides = [\"x\"]\n",
             fixture.display()
         ),
     );
     for command in ["check", "run"] {
-        let out = flowhost(&[command, "flow.toml"], dir.path(), &[]);
-        assert_eq!(out.status.code(), Some(65), "{command}");
-        let stderr = text(&out.stderr);
-        assert!(
-            stderr.contains(&format!(
+        let out = run(&ws, &[command, "flow.toml"], &[]);
+        assert_exit(&out, 65);
+        let stderr = stderr(&out);
+        assert_contains(
+            &stderr,
+            &format!(
                 "task `alien`: plugin {} imports `acme:missing/thing@1.0.0`, which the host does not provide",
                 fixture.display()
-            )),
-            "{stderr}"
+            ),
         );
     }
-    assert!(calls(&dir.path().join("journal")).is_empty(), "nothing ran");
+    assert!(ws.calls().is_empty(), "nothing ran");
 }
 
 /// The process's peak resident memory, in MiB.
@@ -752,26 +684,19 @@ fn peak_rss_mib(pid: u32) -> u64 {
         / 1024
 }
 
-/// Waits until the journal holds `entry`, i.e. the probe reached the point a test pauses it at.
-fn wait_for(journal: &Path, entry: (String, String)) {
-    while !calls(journal).contains(&entry) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[cfg(target_os = "linux")]
 #[test]
 fn a_100_mb_result_keeps_host_memory_within_the_memory_cap() {
     const CAP_MIB: u64 = 128;
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal");
+    let ws = Workspace::new();
+    let journal = ws.path("journal");
     let probe_entry = |name: &str, config: &str| {
         format!(
             "[[task]]\nname = \"{name}\"\nplugin = \"PROBE\"\nprovides = [\"{name}_out\"]\nconfig = {{ label = \"{name}\", journal = true, {config} }}\ndirs = [{{ host = \"journal\", guest = \"/journal\", mode = \"rw\" }}]\n"
         )
     };
     write_flow(
-        dir.path(),
+        &ws,
         &format!(
             "name = \"huge\"\n[store]\nvalue = 1\n{}{}{}limits = {{ memory_mib = {CAP_MIB} }}\n",
             probe_entry("gate", "mode = \"wait_file\", path = \"/journal/start\""),
@@ -782,24 +707,20 @@ fn a_100_mb_result_keeps_host_memory_within_the_memory_cap() {
             probe_entry("huge", "mode = \"huge\""),
         ),
     );
-    let child = flowhost_testkit::flowhost(["run", "flow.toml", "--json", "-q"])
-        .dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ws
+        .command(&["run", "flow.toml", "--json", "-q"])
+        .start_piped();
     // Paused in `gate`: the plugin is compiled and has run once; this is the host's baseline.
-    wait_for(&journal, call("execute", "gate"));
+    ws.wait_for(&mut child, "execute", "gate");
     let baseline = peak_rss_mib(child.id());
     std::fs::write(journal.join("start"), "").unwrap();
     // Paused in `hold`'s revert: the 100 MB result has come and gone.
-    wait_for(&journal, call("revert", "hold"));
+    ws.wait_for(&mut child, "revert", "hold");
     let peak = peak_rss_mib(child.id());
     std::fs::write(journal.join("go"), "").unwrap();
     let out = child.wait_with_output().unwrap();
 
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = exit_json(&out, 1);
     assert_eq!(report["tasks"][2]["error"]["code"], "result-too-large");
     // The guest's memory is at most the cap, and the host's copy of the result is at most what
     // the guest held: no further copies (parsing, logging) of an oversized result.

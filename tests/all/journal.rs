@@ -14,8 +14,9 @@ use flowhost::runs::{
     RunFilter, RunRecord, RunSummary, SqliteRunDb,
 };
 use flowhost::{Engine, Event, FlowSpec, RunReport, Store, TaskState};
-use flowhost_testkit::{Workspace, stderr, stdout_json};
 use serde_json::json;
+
+use crate::kit::{Workspace, assert_contains, assert_exit, stderr, stdout_json};
 
 /// The SQLite run database with a disk that fills up: from the `k`-th write on (creating the
 /// run, recording a transition, noting a resume), every write fails until [`Self::recover`].
@@ -245,36 +246,22 @@ fn a_full_disk_stops_the_run_with_exit_75_and_resume_finishes_it_once_space_retu
         );
         return;
     };
-    ws.flow(
-        "disk",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
-            ("c", json!({})),
-        ],
-    );
+    ws.waiting_flow("disk");
     let db = ws.path("disk/runs.db");
     let db = db.to_str().unwrap();
-    let mut run = ws
-        .command(&["run", "flow.toml", "--db", db])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = ws.command(&["run", "flow.toml", "--db", db]).start_piped();
     ws.wait_for(&mut run, "execute", "b");
     let filler = disk.fill();
     ws.release();
     let stopped = run.wait_with_output().unwrap();
-    assert_eq!(stopped.status.code(), Some(75), "{}", stderr(&stopped));
+    assert_exit(&stopped, 75);
     let message = stderr(&stopped);
     assert!(
         message.contains(db) && message.contains("full"),
         "names the database and why: {message}"
     );
-    assert!(
-        message.contains("flowhost runs resume"),
-        "says how to go on: {message}"
-    );
+    // It says how to go on.
+    assert_contains(&message, "flowhost runs resume");
     assert_eq!(
         ws.count("execute", "c"),
         0,
@@ -282,14 +269,14 @@ fn a_full_disk_stops_the_run_with_exit_75_and_resume_finishes_it_once_space_retu
     );
 
     std::fs::remove_file(filler).unwrap();
-    let listed = stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", db]));
+    let listed = stdout_json(&ws.flowhost_on(db, &["runs", "list", "--json"]));
     let id = listed[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(
         listed[0]["state"], "RUNNING",
         "the record stops where the run did"
     );
-    let resumed = ws.flowhost(&["runs", "resume", &id, "--db", db]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let resumed = ws.flowhost_on(db, &["runs", "resume", &id]);
+    assert_exit(&resumed, 0);
     assert_eq!(
         ws.count("execute", "a"),
         1,
@@ -298,7 +285,7 @@ fn a_full_disk_stops_the_run_with_exit_75_and_resume_finishes_it_once_space_retu
     assert_eq!(ws.count("execute", "c"), 1);
     let uninterrupted = ws.flowhost(&["run", "flow.toml", "--no-db"]);
     assert_eq!(stdout_json(&resumed), stdout_json(&uninterrupted));
-    let record = stdout_json(&ws.flowhost(&["runs", "show", &id, "--json", "--db", db]));
+    let record = stdout_json(&ws.flowhost_on(db, &["runs", "show", &id, "--json"]));
     assert_eq!(record["state"], "SUCCESS");
     assert_eq!(
         record["tasks"][1]["executions"], 2,

@@ -2,60 +2,37 @@
 //! first is alive, two resumes of one run race for one lease, and an executor that lost its
 //! lease (paused past its expiry while another took over) can never write again.
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use flowhost_testkit::{Workspace, stderr, stdout_json};
 use serde_json::json;
 
-fn waiting_flow(ws: &Workspace) {
-    ws.flow(
-        "contested",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
-            ("c", json!({})),
-        ],
-    );
-}
-
-fn spawn(ws: &Workspace, args: &[&str]) -> Child {
-    let db = ws.db();
-    let mut args = args.to_vec();
-    args.extend(["--db", db.to_str().unwrap()]);
-    ws.command(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal}");
-}
+use crate::kit::{
+    Workspace, assert_contains, assert_exit, signal, stderr, stdout, stdout_json, wait_until,
+};
 
 /// Waits until the journal shows `call` of `label` `n` times.
 fn wait_for_count(ws: &Workspace, call: &str, label: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ws.count(call, label) < n {
-        assert!(
-            Instant::now() < deadline,
-            "`{label}` never reached {call} #{n}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        &format!("`{label}` reached {call} #{n}"),
+        Duration::from_secs(120),
+        || ws.count(call, label) >= n,
+    );
+}
+
+/// Writes the workspace's flow (`b` waits for `/signal/go`) and starts `flowhost ARGS…`
+/// recording into the workspace's database: the process, once `b` is executing.
+fn running_in_b(ws: &Workspace, args: &[&str]) -> Child {
+    ws.waiting_flow("contested");
+    let mut child = ws.recording(args).start_piped();
+    ws.wait_for(&mut child, "execute", "b");
+    child
 }
 
 #[test]
 fn resuming_a_run_that_is_still_running_is_refused_with_exit_75() {
     let ws = Workspace::new();
-    waiting_flow(&ws);
-    let mut original = spawn(&ws, &["run", "flow.toml"]);
-    ws.wait_for(&mut original, "execute", "b");
+    let original = running_in_b(&ws, &["run", "flow.toml"]);
     let run = ws.only_run();
     let holder = run
         .lease
@@ -63,39 +40,29 @@ fn resuming_a_run_that_is_still_running_is_refused_with_exit_75() {
         .expect("runs list shows who holds a live run");
     assert_eq!(holder.pid, original.id());
 
-    let db = ws.db();
     for force in [false, true] {
-        let mut args = vec!["runs", "resume", &run.id, "--db", db.to_str().unwrap()];
+        let mut args = vec!["resume", run.id.as_str()];
         if force {
             args.push("--force");
         }
-        let refused = ws.flowhost(&args);
+        let refused = ws.runs(&args);
         assert_eq!(
             refused.status.code(),
             Some(75),
             "force={force}: {}",
             stderr(&refused)
         );
+        // It names the holder.
         let message = stderr(&refused);
-        assert!(
-            message.contains("held by another executor")
-                && message.contains(&format!("pid {}", original.id())),
-            "names the holder: {message}"
-        );
+        assert_contains(&message, "held by another executor");
+        assert_contains(&message, &format!("pid {}", original.id()));
     }
-    let listed = String::from_utf8_lossy(
-        &ws.flowhost(&["runs", "list", "--db", db.to_str().unwrap()])
-            .stdout,
-    )
-    .into_owned();
-    assert!(
-        listed.contains(&format!("pid {}", original.id())),
-        "{listed}"
-    );
+    let listed = stdout(&ws.runs(&["list"]));
+    assert_contains(&listed, &format!("pid {}", original.id()));
 
     ws.release();
     let finished = original.wait_with_output().unwrap();
-    assert!(finished.status.success(), "{}", stderr(&finished));
+    assert_exit(&finished, 0);
     for label in ["a", "b", "c"] {
         assert_eq!(ws.count("execute", label), 1, "`{label}` executed once");
     }
@@ -108,15 +75,13 @@ fn resuming_a_run_that_is_still_running_is_refused_with_exit_75() {
 #[test]
 fn of_two_resumes_of_one_interrupted_run_exactly_one_executes() {
     let ws = Workspace::new();
-    waiting_flow(&ws);
-    let mut original = spawn(&ws, &["run", "flow.toml"]);
-    ws.wait_for(&mut original, "execute", "b");
+    let mut original = running_in_b(&ws, &["run", "flow.toml"]);
     original.kill().unwrap();
     original.wait().unwrap();
     let id = ws.only_run().id;
 
-    let mut first = spawn(&ws, &["runs", "resume", &id]);
-    let mut second = spawn(&ws, &["runs", "resume", &id]);
+    let mut first = ws.recording(&["runs", "resume", &id]).start_piped();
+    let mut second = ws.recording(&["runs", "resume", &id]).start_piped();
     // The winner re-executes b and waits in it, holding the lease: the loser gives up alone.
     let deadline = Instant::now() + Duration::from_secs(120);
     while first.try_wait().unwrap().is_none() && second.try_wait().unwrap().is_none() {
@@ -147,46 +112,37 @@ fn of_two_resumes_of_one_interrupted_run_exactly_one_executes() {
         "{}",
         stderr(loser)
     );
-    assert_eq!(ws.count("execute", "a"), 1);
     assert_eq!(
-        ws.count("execute", "b"),
-        2,
-        "b: once before the kill, once by the one resume"
-    );
-    assert_eq!(
-        ws.count("execute", "c"),
-        1,
-        "c executed by exactly one process"
+        ws.executions(&["a", "b", "c"]),
+        [1, 2, 1],
+        "b: once before the kill, once by the one resume; c by exactly one process"
     );
 }
 
 #[test]
 fn an_executor_paused_past_its_lease_is_fenced_when_it_wakes() {
     let ws = Workspace::new();
-    waiting_flow(&ws);
-    let mut stale = spawn(&ws, &["run", "flow.toml", "--json", "--lease-ttl", "1s"]);
-    ws.wait_for(&mut stale, "execute", "b");
+    let stale = running_in_b(&ws, &["run", "flow.toml", "--json", "--lease-ttl", "1s"]);
     let id = ws.only_run().id;
     signal(&stale, "-STOP");
     std::thread::sleep(Duration::from_millis(1800));
 
-    let taker = spawn(&ws, &["runs", "resume", &id, "--json"]);
+    let taker = ws
+        .recording(&["runs", "resume", &id, "--json"])
+        .start_piped();
     wait_for_count(&ws, "execute", "b", 2);
     ws.release();
     let took_over = taker.wait_with_output().unwrap();
-    assert!(
-        took_over.status.success(),
-        "the run was taken over: {}",
-        stderr(&took_over)
-    );
+    // The run was taken over.
+    assert_exit(&took_over, 0);
     assert_eq!(stdout_json(&took_over)["state"], "SUCCESS");
     let finished = ws.only_run();
 
     signal(&stale, "-CONT");
     let woken = stale.wait_with_output().unwrap();
     let message = stderr(&woken);
-    assert_eq!(woken.status.code(), Some(75), "{message}");
-    assert!(message.contains("lost its lease"), "{message}");
+    assert_exit(&woken, 75);
+    assert_contains(&message, "lost its lease");
     assert_eq!(
         ws.count("execute", "c"),
         1,
@@ -201,14 +157,7 @@ fn an_executor_paused_past_its_lease_is_fenced_when_it_wakes() {
         record.updated_at, finished.updated_at,
         "the stale executor wrote nothing"
     );
-    let show = stdout_json(&ws.flowhost(&[
-        "runs",
-        "show",
-        &id,
-        "--json",
-        "--db",
-        ws.db().to_str().unwrap(),
-    ]));
+    let show = ws.show(&id);
     let b_history = show["tasks"][1]["history"].as_array().unwrap();
     assert_eq!(b_history.last().unwrap()["to"], "SUCCESS");
     assert_eq!(show["tasks"][2]["executions"], 1);
@@ -217,48 +166,36 @@ fn an_executor_paused_past_its_lease_is_fenced_when_it_wakes() {
 #[test]
 fn prune_never_deletes_a_run_a_live_executor_holds_and_dry_run_deletes_nothing() {
     let ws = Workspace::new();
-    waiting_flow(&ws);
-    let db = ws.db();
-    let db = db.to_str().unwrap();
-    let mut running = spawn(&ws, &["run", "flow.toml"]);
-    ws.wait_for(&mut running, "execute", "b");
+    let running = running_in_b(&ws, &["run", "flow.toml"]);
     let id = ws.only_run().id;
 
-    let refused = ws.flowhost(&["runs", "prune", "--state", "RUNNING", "--db", db]);
+    let refused = ws.runs(&["prune", "--state", "RUNNING"]);
     let message = stderr(&refused);
-    assert_eq!(
-        refused.status.code(),
-        Some(75),
-        "a live run is refused: {message}"
-    );
-    assert!(
-        message.contains(&format!("kept run {id}"))
-            && message.contains(&format!("pid {}", running.id())),
-        "{message}"
-    );
+    assert_exit(&refused, 75);
+    assert_contains(&message, &format!("kept run {id}"));
+    assert_contains(&message, &format!("pid {}", running.id()));
     assert_eq!(ws.only_run().id, id, "the live run is still recorded");
 
     ws.release();
-    assert!(running.wait_with_output().unwrap().status.success());
-    let dry = ws.flowhost(&["runs", "prune", "--dry-run", "--json", "--db", db]);
-    assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+    assert_exit(&running.wait_with_output().unwrap(), 0);
+    let dry = ws.runs(&["prune", "--dry-run", "--json"]);
+    assert_exit(&dry, 0);
     assert_eq!(
         stdout_json(&dry),
         json!({ "dry_run": true, "deleted": 0, "runs": [id], "kept": [] })
     );
-    let dry = ws.flowhost(&["runs", "prune", "--dry-run", "--db", db]);
-    let text = String::from_utf8_lossy(&dry.stdout);
+    let text = stdout(&ws.runs(&["prune", "--dry-run"]));
     assert!(
         text.starts_with("would delete 1 run(s)") && text.contains(&id),
         "{text}"
     );
     assert_eq!(ws.only_run().id, id, "a dry run deletes nothing");
 
-    let pruned = ws.flowhost(&["runs", "prune", "--json", "--db", db]);
+    let pruned = ws.runs(&["prune", "--json"]);
     assert_eq!(
         stdout_json(&pruned),
         json!({ "dry_run": false, "deleted": 1, "runs": [id], "kept": [] })
     );
-    let listed = stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", db]));
+    let listed = stdout_json(&ws.runs(&["list", "--json"]));
     assert_eq!(listed, json!([]));
 }

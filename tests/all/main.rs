@@ -1,6 +1,6 @@
 //! The integration tests: one binary of modules, each a user's session with the real
 //! `flowhost` binary (`CARGO_BIN_EXE_flowhost`) or the library, sharing one testkit
-//! (`flowhost-testkit`).
+//! (`flowhost-testkit`, through [`kit`], which names the binary under test to it).
 
 mod batch;
 mod cache;
@@ -15,6 +15,7 @@ mod durable;
 mod engine;
 mod faults;
 mod journal;
+mod kit;
 mod leases;
 mod new;
 mod patterns;

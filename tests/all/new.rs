@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flowhost_testkit::{flowhost, stderr};
+use crate::kit::{assert_contains, assert_exit, flowhost, stderr, stdout};
 
 /// Creates `demo` in `lang` in a fresh folder, builds it, and returns the folder (kept alive)
 /// and the component's path.
@@ -16,7 +16,7 @@ fn new_and_build(lang: &str) -> (tempfile::TempDir, PathBuf) {
     let created = flowhost(["new", "demo", "--lang", lang])
         .dir(dir.path())
         .run();
-    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    assert_exit(&created, 0);
     let project = dir.path().join("demo");
     let mut build = Command::new(project.join("build.sh"));
     build.current_dir(&project);
@@ -69,12 +69,8 @@ fn assert_conforms(lang: &str) {
     ])
     .run();
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{lang} project fails conform:\n{report}"
-    );
-    assert!(report.contains("0 failed, 0 skipped"), "{report}");
+    assert_exit(&out, 0);
+    assert_contains(&report, "0 failed, 0 skipped");
     let called = flowhost([
         "call",
         wasm.to_str().unwrap(),
@@ -83,11 +79,7 @@ fn assert_conforms(lang: &str) {
         r#"{"name": "Ada"}"#,
     ])
     .run();
-    assert!(
-        String::from_utf8_lossy(&called.stdout).contains("Hello, Ada!"),
-        "{}",
-        stderr(&called)
-    );
+    assert_contains(&stdout(&called), "Hello, Ada!");
 }
 
 #[test]
@@ -117,18 +109,14 @@ fn new_refuses_an_existing_folder_and_a_bad_name() {
     let taken = flowhost(["new", "taken", "--lang", "python"])
         .dir(dir.path())
         .run();
-    assert_eq!(taken.status.code(), Some(64), "{}", stderr(&taken));
-    assert!(
-        stderr(&taken).contains("already exists"),
-        "{}",
-        stderr(&taken)
-    );
+    assert_exit(&taken, 64);
+    assert_contains(&stderr(&taken), "already exists");
     let bad = flowhost(["new", "../escape", "--lang", "c"])
         .dir(dir.path())
         .run();
-    assert_eq!(bad.status.code(), Some(64), "{}", stderr(&bad));
+    assert_exit(&bad, 64);
     let unknown = flowhost(["new", "demo", "--lang", "cobol"])
         .dir(dir.path())
         .run();
-    assert_eq!(unknown.status.code(), Some(64));
+    assert_exit(&unknown, 64);
 }

@@ -5,37 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use flowhost_testkit::{polyglot, repo_root, stdout_json};
 use serde_json::{Value, json};
+
+use crate::kit::{assert_contains, assert_exit, example, polyglot, repo_root, stderr, stdout_json};
 
 const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
 
 fn flowhost(args: &[&str]) -> Output {
-    flowhost_testkit::flowhost(args).run()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Copies an example flow next to scratch, pointing its plugin paths at the built plugins.
-fn example(file: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(repo_root().join("examples/polyglot").join(file))
-        .expect("read flow");
-    let mut text = text.replace(
-        "../../plugins/target/wasm32-wasip2/release/stamp.wasm",
-        &polyglot("rust").display().to_string(),
-    );
-    for language in ["python", "js", "c"] {
-        text = text.replace(
-            &format!("../../plugins/{language}/stamp.wasm"),
-            &polyglot(language).display().to_string(),
-        );
-    }
-    let flow = dir.path().join(file);
-    std::fs::write(&flow, text).expect("write flow");
-    (dir, flow)
+    crate::kit::flowhost(args).run()
 }
 
 #[test]
@@ -80,9 +57,9 @@ fn run_json(flow: &Path, extra: &[&str]) -> (Output, Value) {
 
 #[test]
 fn a_value_passes_through_tasks_in_four_languages() {
-    let (_dir, flow) = example("flow.toml");
+    let (_dir, flow) = example("polyglot", "flow.toml");
     let (out, report) = run_json(&flow, &["--store", "note=nightly"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
     assert_eq!(report["state"], "SUCCESS");
     assert_eq!(
         report["store"]["ledger_final"],
@@ -105,10 +82,10 @@ fn a_value_passes_through_tasks_in_four_languages() {
 
 #[test]
 fn a_failure_in_the_c_task_reverts_the_tasks_of_every_language() {
-    let (_dir, flow) = example("failing.toml");
+    let (_dir, flow) = example("polyglot", "failing.toml");
     let (out, report) = run_json(&flow, &[]);
     let log = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_exit(&out, 1);
     assert_eq!(report["state"], "REVERTED");
     let tasks = report["tasks"].as_array().expect("tasks");
     let states: Vec<(&str, &str)> = tasks
@@ -136,10 +113,7 @@ fn a_failure_in_the_c_task_reverts_the_tasks_of_every_language() {
             "{language} reverted:\n{log}"
         );
     }
-    assert!(
-        log.contains("stamp c (c): reverted after error asked-to-fail"),
-        "{log}"
-    );
+    assert_contains(&log, "stamp c (c): reverted after error asked-to-fail");
 }
 
 /// A flow of one `stamp` in `language` told to crash with an uncaught exception.

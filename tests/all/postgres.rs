@@ -3,39 +3,36 @@
 //! run resumes from its journal, and a submitted run is executed by a worker that has nothing
 //! but the database URL — even once the plugin files it was submitted with are gone.
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
-use flowhost_testkit::{Postgres, Workspace, plugin, stderr, stdout_json};
 use serde_json::{Value, json};
 
+use crate::kit::{
+    Postgres, Probe, Workspace, assert_contains, assert_exit, exit_json, plugin, signal, stderr,
+    stdout, stdout_json,
+};
+
 fn runs(ws: &Workspace, pg: &Postgres, args: &[&str]) -> std::process::Output {
-    let url = pg.url();
-    let mut all = args.to_vec();
-    all.extend(["--db", url.as_str()]);
-    ws.flowhost(&all)
+    ws.flowhost_on(&pg.url(), args)
 }
 
 fn list(ws: &Workspace, pg: &Postgres) -> Vec<Value> {
     let output = runs(ws, pg, &["runs", "list", "--json"]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    crate::kit::wait_until(what, Duration::from_secs(120), done);
 }
 
-fn kill(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal}");
+/// A `flowhost worker` on `pg` with `extra` options, its plugins fetched into `plugins`.
+fn worker(ws: &Workspace, pg: &Postgres, plugins: &str, extra: &[&str]) -> Child {
+    let url = pg.url();
+    let mut args = vec!["worker", "--db", &url, "--plugin-dir", plugins];
+    args.extend_from_slice(extra);
+    ws.command(&args).start_piped()
 }
 
 #[test]
@@ -50,7 +47,7 @@ fn every_runs_verb_works_on_a_postgres_run_database() {
         &pg,
         &["run", flow, "--store", "seed=7", "--fetch", "b_out"],
     );
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     assert_eq!(stdout_json(&output)["b_out"]["value"]["value"], json!(7));
 
     let listed = list(&ws, &pg);
@@ -59,17 +56,12 @@ fn every_runs_verb_works_on_a_postgres_run_database() {
     assert_eq!(listed[0]["state"], "SUCCESS");
     assert_eq!(listed[0]["flow"], "pg_verbs");
 
-    let human = runs(&ws, &pg, &["runs", "list"]);
-    let text = String::from_utf8_lossy(&human.stdout);
-    assert!(
-        text.contains("run database: postgres://flowhost@127.0.0.1"),
-        "{text}"
-    );
-    assert!(text.contains(&id), "{text}");
+    let text = stdout(&runs(&ws, &pg, &["runs", "list"]));
+    assert_contains(&text, "run database: postgres://flowhost@127.0.0.1");
+    assert_contains(&text, &id);
 
     let shown = runs(&ws, &pg, &["runs", "show", &id, "--json"]);
-    assert!(shown.status.success(), "{}", stderr(&shown));
-    let record = stdout_json(&shown);
+    let record = exit_json(&shown, 0);
     let tasks = record["tasks"].as_array().unwrap();
     assert_eq!(
         tasks
@@ -88,26 +80,21 @@ fn every_runs_verb_works_on_a_postgres_run_database() {
         "PENDING -> RUNNING -> SUCCESS"
     );
     assert_eq!(record["initial_store"]["seed"], json!(7));
-    let text = runs(&ws, &pg, &["runs", "show", &id]);
-    assert!(String::from_utf8_lossy(&text.stdout).contains("final store:"));
+    assert_contains(
+        &stdout(&runs(&ws, &pg, &["runs", "show", &id])),
+        "final store:",
+    );
 
     let fetched = runs(&ws, &pg, &["runs", "fetch", &id, "a_out"]);
-    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert_exit(&fetched, 0);
     assert_eq!(stdout_json(&fetched)["label"], "a");
     let unknown = runs(&ws, &pg, &["runs", "fetch", "no-such-run", "a_out"]);
-    assert_eq!(unknown.status.code(), Some(64), "{}", stderr(&unknown));
+    assert_exit(&unknown, 64);
 
     // A run killed mid-flow stays RUNNING, is held while its lease lives, and resumes.
-    let waiting = ws.flow(
-        "pg_verbs",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
-            ("c", json!({})),
-        ],
-    );
+    let waiting = ws.waiting_flow("pg_verbs");
     let url = pg.url();
-    let mut child = ws
+    let child = ws
         .command(&[
             "run",
             waiting.to_str().unwrap(),
@@ -116,43 +103,31 @@ fn every_runs_verb_works_on_a_postgres_run_database() {
             "--lease-ttl",
             "1s",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .start_piped();
     wait_until("the second run's b started", || {
         ws.count("execute", "b") == 2
     });
-    kill(&child, "-KILL");
-    child.wait().unwrap();
+    crate::kit::kill(child);
     let interrupted = runs(&ws, &pg, &["runs", "list", "--state", "RUNNING", "--json"]);
     let interrupted: Vec<Value> = serde_json::from_slice(&interrupted.stdout).unwrap();
     assert_eq!(interrupted.len(), 1, "{interrupted:?}");
     let second = interrupted[0]["id"].as_str().unwrap().to_owned();
     ws.release();
     let resumed = runs(&ws, &pg, &["runs", "resume", &second, "--json"]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_exit(&resumed, 0);
     assert_eq!(stdout_json(&resumed)["state"], "SUCCESS");
     assert_eq!(
-        ws.count("execute", "a"),
-        2,
-        "once per run: never again on resume"
-    );
-    assert_eq!(
-        ws.count("execute", "b"),
-        3,
-        "the first run's b, and its interrupted b executed again"
+        ws.executions(&["a", "b"]),
+        [2, 3],
+        "a once per run, never again on resume; b: the first run's, and the interrupted one \
+         executed again"
     );
     let again = runs(&ws, &pg, &["runs", "resume", &second]);
-    assert_eq!(
-        again.status.code(),
-        Some(64),
-        "a finished run is not resumed: {}",
-        stderr(&again)
-    );
+    // A finished run is not resumed.
+    assert_exit(&again, 64);
 
     let dry = runs(&ws, &pg, &["runs", "prune", "--dry-run", "--json"]);
-    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert_exit(&dry, 0);
     assert_eq!(stdout_json(&dry)["runs"].as_array().unwrap().len(), 2);
     assert_eq!(list(&ws, &pg).len(), 2, "a dry run deletes nothing");
     let pruned = runs(&ws, &pg, &["runs", "prune", "--json"]);
@@ -171,40 +146,23 @@ fn a_worker_runs_submitted_flows_whose_plugin_files_are_gone() {
     let ws = Workspace::new();
     std::fs::create_dir(ws.path("plugins")).unwrap();
     std::fs::copy(plugin("probe"), ws.path("plugins/probe.wasm")).unwrap();
-    let flow = ws.path("flow.toml");
-    std::fs::write(
-        &flow,
-        r#"name = "submitted"
-[[task]]
-name = "first"
-plugin = "plugins/probe.wasm"
-rebind = { value = "seed" }
-provides = ["first_out"]
-config = { label = "first", journal = true }
-dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
-
-[[task]]
-name = "second"
-plugin = "plugins/probe.wasm"
-rebind = { value = "first_out" }
-provides = ["second_out"]
-config = { label = "second", journal = true }
-dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
-"#,
-    )
-    .unwrap();
-    let url = pg.url();
+    let flow = ws.write_flow(
+        "submitted",
+        "",
+        &[
+            Probe::new("first").plugin("plugins/probe.wasm"),
+            Probe::new("second").plugin("plugins/probe.wasm"),
+        ],
+    );
     let mut ids = Vec::new();
     for seed in 0..3 {
-        let output = ws.flowhost(&[
-            "submit",
-            flow.to_str().unwrap(),
-            "--store",
-            &format!("seed={seed}"),
-            "--db",
-            &url,
-        ]);
-        assert!(output.status.success(), "{}", stderr(&output));
+        let store = format!("seed={seed}");
+        let output = runs(
+            &ws,
+            &pg,
+            &["submit", flow.to_str().unwrap(), "--store", &store],
+        );
+        assert_exit(&output, 0);
         ids.push(String::from_utf8_lossy(&output.stdout).trim().to_owned());
     }
     assert_eq!(
@@ -220,49 +178,23 @@ dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
         3,
         "queued, not run"
     );
-    let queue = ws.flowhost(&["workers", "--db", &url]);
-    assert!(
-        String::from_utf8_lossy(&queue.stdout).contains("queue: 3 run(s) waiting"),
-        "{}",
-        stderr(&queue)
-    );
+    let queue = runs(&ws, &pg, &["workers"]);
+    assert_contains(&stdout(&queue), "queue: 3 run(s) waiting");
     std::fs::remove_dir_all(ws.path("plugins")).unwrap();
 
-    let not_postgres = ws.flowhost(&[
-        "submit",
-        flow.to_str().unwrap(),
-        "--db",
-        ws.db().to_str().unwrap(),
-    ]);
-    assert_eq!(
-        not_postgres.status.code(),
-        Some(64),
-        "{}",
-        stderr(&not_postgres)
-    );
-    let invalid = ws.flowhost(&["submit", flow.to_str().unwrap(), "--db", &url]);
-    assert_eq!(
-        invalid.status.code(),
-        Some(65),
-        "validated before queueing: {}",
-        stderr(&invalid)
-    );
+    let not_postgres = ws.flowhost_on(&ws.db_arg(), &["submit", flow.to_str().unwrap()]);
+    assert_exit(&not_postgres, 64);
+    let invalid = runs(&ws, &pg, &["submit", flow.to_str().unwrap()]);
+    // Validated before queueing.
+    assert_exit(&invalid, 65);
 
     let plugin_dir = ws.path("worker-plugins");
-    let worker = ws
-        .command(&[
-            "worker",
-            "--db",
-            &url,
-            "--concurrency",
-            "2",
-            "--plugin-dir",
-            plugin_dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let worker = worker(
+        &ws,
+        &pg,
+        plugin_dir.to_str().unwrap(),
+        &["--concurrency", "2"],
+    );
     wait_until("every submitted run succeeded", || {
         list(&ws, &pg).iter().all(|r| r["state"] == "SUCCESS")
     });
@@ -275,8 +207,7 @@ dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
             stderr(&fetched)
         );
     }
-    assert_eq!(ws.count("execute", "first"), 3);
-    assert_eq!(ws.count("execute", "second"), 3);
+    assert_eq!(ws.executions(&["first", "second"]), [3, 3]);
     assert_eq!(
         std::fs::read_dir(&plugin_dir).unwrap().count(),
         1,
@@ -289,13 +220,9 @@ dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
     assert_eq!(workers[0]["status"], "running");
     assert_eq!(workers[0]["pid"], json!(worker.id()));
 
-    kill(&worker, "-TERM");
-    let output = worker.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "a worker drains and exits 0 on SIGTERM: {}",
-        stderr(&output)
-    );
+    signal(&worker, "-TERM");
+    // A worker drains and exits 0 on SIGTERM.
+    assert_exit(&worker.wait_with_output().unwrap(), 0);
     let workers = stdout_json(&runs(&ws, &pg, &["workers", "--json"]));
     assert_eq!(workers[0]["status"], "stopped");
 }
@@ -304,36 +231,27 @@ dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
 fn a_worker_claims_only_its_flows_and_drains_on_sigterm() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    let url = pg.url();
     let slow = ws.flow("slow", &[("s", json!({ "mode": "sleep", "ms": 1500 }))]);
     let slow_copy = ws.path("slow.toml");
     std::fs::rename(&slow, &slow_copy).unwrap();
     let other = ws.flow("other", &[("o", json!({}))]);
     for flow in [&slow_copy, &other] {
-        let output = ws.flowhost(&["submit", flow.to_str().unwrap(), "--db", &url, "--json"]);
-        assert!(output.status.success(), "{}", stderr(&output));
+        let output = runs(&ws, &pg, &["submit", flow.to_str().unwrap(), "--json"]);
+        assert_exit(&output, 0);
         assert!(stdout_json(&output)["run_id"].is_string());
     }
-    let worker = ws
-        .command(&[
-            "worker",
-            "--db",
-            &url,
-            "--flow",
-            "slow",
-            "--plugin-dir",
-            ws.path("wp").to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let worker = worker(
+        &ws,
+        &pg,
+        ws.path("wp").to_str().unwrap(),
+        &["--flow", "slow"],
+    );
     wait_until("the slow run is in flight", || {
         ws.count("execute", "s") == 1
     });
-    kill(&worker, "-TERM");
+    signal(&worker, "-TERM");
     let output = worker.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     let states: Vec<(String, String)> = list(&ws, &pg)
         .iter()
         .map(|r| {
@@ -359,16 +277,9 @@ fn a_second_sigterm_hands_the_runs_in_flight_back_to_other_workers() {
     let pg = Postgres::start();
     let ws = Workspace::new();
     let url = pg.url();
-    let flow = ws.flow(
-        "handed",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
-            ("c", json!({})),
-        ],
-    );
-    let output = ws.flowhost(&["submit", flow.to_str().unwrap(), "--db", &url]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    let flow = ws.waiting_flow("handed");
+    let output = runs(&ws, &pg, &["submit", flow.to_str().unwrap()]);
+    assert_exit(&output, 0);
     let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let spawn = |name: &str| {
         let log = ws.path(&format!("{name}.log"));
@@ -383,7 +294,7 @@ fn a_second_sigterm_hands_the_runs_in_flight_back_to_other_workers() {
                 "--plugin-dir",
                 ws.path("wp").to_str().unwrap(),
             ])
-            .stdout(Stdio::null())
+            .stdout(std::process::Stdio::null())
             .stderr(file)
             .spawn()
             .unwrap();
@@ -391,13 +302,13 @@ fn a_second_sigterm_hands_the_runs_in_flight_back_to_other_workers() {
     };
     let (first, first_log) = spawn("first");
     wait_until("the first worker runs b", || ws.count("execute", "b") == 1);
-    kill(&first, "-TERM");
+    signal(&first, "-TERM");
     wait_until("it drains", || {
         std::fs::read_to_string(&first_log)
             .unwrap()
             .contains("draining")
     });
-    kill(&first, "-TERM");
+    signal(&first, "-TERM");
     let mut first = first;
     assert!(
         first.wait().unwrap().success(),
@@ -419,7 +330,7 @@ fn a_second_sigterm_hands_the_runs_in_flight_back_to_other_workers() {
     wait_until("the run succeeded", || {
         list(&ws, &pg)[0]["state"] == "SUCCESS"
     });
-    kill(&second, "-TERM");
+    signal(&second, "-TERM");
     let mut second = second;
     assert!(second.wait().unwrap().success());
     let record = stdout_json(&runs(&ws, &pg, &["runs", "show", &id, "--json"]));
@@ -436,41 +347,22 @@ fn a_second_sigterm_hands_the_runs_in_flight_back_to_other_workers() {
 fn a_database_migrated_by_a_newer_flowhost_is_refused_and_a_bad_url_named() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    let first = runs(&ws, &pg, &["runs", "list"]);
-    assert!(
-        first.status.success(),
-        "the schema is created on first use: {}",
-        stderr(&first)
-    );
-    let again = runs(&ws, &pg, &["runs", "list"]);
-    assert!(
-        again.status.success(),
-        "and found in place the next time: {}",
-        stderr(&again)
-    );
+    // The schema is created on first use, and found in place the next time.
+    assert_exit(&runs(&ws, &pg, &["runs", "list"]), 0);
+    assert_exit(&runs(&ws, &pg, &["runs", "list"]), 0);
     assert_eq!(pg.sql("SELECT version FROM flowhost_schema"), "4");
     pg.sql("UPDATE flowhost_schema SET version = 99");
     let newer = runs(&ws, &pg, &["runs", "list"]);
-    assert_eq!(newer.status.code(), Some(66), "{}", stderr(&newer));
-    assert!(
-        stderr(&newer).contains("schema version 99, newer than this flowhost's 4"),
-        "{}",
-        stderr(&newer)
+    assert_exit(&newer, 66);
+    assert_contains(
+        &stderr(&newer),
+        "schema version 99, newer than this flowhost's 4",
     );
 
     let closed = "postgres://flowhost:secret@127.0.0.1:1/postgres".to_owned();
-    let unreachable = ws.flowhost(&["runs", "list", "--db", &closed]);
-    assert_eq!(
-        unreachable.status.code(),
-        Some(66),
-        "{}",
-        stderr(&unreachable)
-    );
-    assert!(
-        stderr(&unreachable).contains("postgres://flowhost:***@127.0.0.1"),
-        "{}",
-        stderr(&unreachable)
-    );
+    let unreachable = ws.flowhost_on(&closed, &["runs", "list"]);
+    assert_exit(&unreachable, 66);
+    assert_contains(&stderr(&unreachable), "postgres://flowhost:***@127.0.0.1");
     assert!(
         !stderr(&unreachable).contains("secret"),
         "the password is never printed"

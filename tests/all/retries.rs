@@ -3,69 +3,41 @@
 //! so `runs show` lists them and a run killed during a pause resumes it.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use flowhost::runs::{Durability, RunDb, SqliteRunDb};
 use flowhost::{Engine, FlowSpec, FlowState, Retry, TaskState};
-use flowhost_testkit::{Recorder, Workspace, journaled_probe, plugin, stderr, stdout_json, store};
 use serde_json::{Value, json};
+
+use crate::kit::{
+    Journal, Probe, Workspace, assert_contains, assert_exit, backoffs, exit_json, failed_attempt,
+    kill, resume_from, run_recorded, seeded, stderr, stdout, stdout_json, stopped_running,
+};
 
 /// Writes `flow.toml` in the workspace: `head` text (top-level keys and tables), then a probe
 /// `a` that succeeds and a probe `b` configured by `config` with `retry` as its entry's
 /// policy (when given). Both journal into `journal/`.
-fn two_steps(ws: &Workspace, head: &str, config: &str, retry: Option<&str>) -> PathBuf {
-    let probe = plugin("probe");
-    let dirs = r#"dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]"#;
+fn two_steps(ws: &Workspace, head: &str, config: Value, retry: Option<&str>) -> PathBuf {
     let retry = retry.map(|r| format!("retry = {r}\n")).unwrap_or_default();
-    let config = if config.is_empty() {
-        String::new()
-    } else {
-        format!(", {config}")
-    };
-    let text = format!(
-        r#"name = "retried"
-{head}
-[store]
-seed = 1
+    ws.write_flow(
+        "retried",
+        head,
+        &[Probe::new("a"), Probe::new("b").config(config).toml(&retry)],
+    )
+}
 
-[[task]]
-name = "a"
-plugin = {probe:?}
-rebind = {{ value = "seed" }}
-provides = ["a_out"]
-config = {{ label = "a", journal = true }}
-{dirs}
+/// [`two_steps`] without top-level keys, `b` under policy `retry`.
+fn retried(ws: &Workspace, config: Value, retry: &str) -> PathBuf {
+    two_steps(ws, "", config, Some(retry))
+}
 
-[[task]]
-name = "b"
-plugin = {probe:?}
-rebind = {{ value = "a_out" }}
-provides = ["b_out"]
-config = {{ label = "b", journal = true{config} }}
-{dirs}
-{retry}"#
-    );
-    let path = ws.path("flow.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// A probe's config: fail `unavailable` the first `times` calls.
+fn unavailable_times(times: u64) -> Value {
+    json!({ "fail": "unavailable", "fail_times": times })
 }
 
 /// `runs show ID --json` of the workspace's only run.
 fn shown(ws: &Workspace) -> Value {
-    let run = ws.only_run();
-    let db = ws.db();
-    let show = ws.flowhost(&[
-        "runs",
-        "show",
-        &run.id,
-        "--json",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    assert!(show.status.success(), "{}", stderr(&show));
-    stdout_json(&show)
+    ws.show(&ws.only_run().id)
 }
 
 /// `(attempt, state, error code)` of each attempt of task `index` in a `runs show --json`.
@@ -84,51 +56,28 @@ fn attempts(record: &Value, index: usize) -> Vec<(u64, String, Option<String>)> 
         .collect()
 }
 
-fn backoffs(record: &Value, index: usize) -> Vec<f64> {
-    record["tasks"][index]["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a["backoff_ms"].as_f64())
-        .collect()
-}
-
 #[test]
 fn a_task_failing_twice_succeeds_on_its_third_attempt_and_the_flow_succeeds() {
     let ws = Workspace::new();
-    two_steps(
+    retried(
         &ws,
-        "",
-        r#"fail = "unavailable", fail_times = 2"#,
-        Some("{ attempts = 4, backoff_ms = 10 }"),
+        unavailable_times(2),
+        "{ attempts = 4, backoff_ms = 10 }",
     );
-    let db = ws.db();
-    let run = ws.flowhost(&[
-        "run",
-        "flow.toml",
-        "--db",
-        db.to_str().unwrap(),
-        "--fetch",
-        "b_out",
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
+    let run = ws
+        .recording(&["run", "flow.toml", "--fetch", "b_out"])
+        .run();
+    assert_exit(&run, 0);
     assert_eq!(stdout_json(&run)["b_out"]["label"], "b");
     assert_eq!(
-        ws.count("execute", "b"),
-        3,
-        "two failed attempts, then the one that succeeded"
-    );
-    assert_eq!(
-        ws.count("revert", "b"),
-        0,
-        "nothing is reverted: the flow succeeded"
+        (ws.count("execute", "b"), ws.count("revert", "b")),
+        (3, 0),
+        "two failed attempts, then the one that succeeded; nothing is reverted: the flow \
+         succeeded"
     );
     let log = stderr(&run);
-    assert!(log.contains("task `b` RUNNING -> RETRYING"), "{log}");
-    assert!(
-        log.contains("attempt 1 failed; attempt 2 in 10.0 ms"),
-        "{log}"
-    );
+    assert_contains(&log, "task `b` RUNNING -> RETRYING");
+    assert_contains(&log, "attempt 1 failed; attempt 2 in 10.0 ms");
 
     let record = shown(&ws);
     assert_eq!(record["state"], "SUCCESS");
@@ -154,37 +103,23 @@ fn a_task_failing_twice_succeeds_on_its_third_attempt_and_the_flow_succeeds() {
         "`a` has no policy and ran once"
     );
 
-    let human = ws.flowhost(&[
-        "runs",
-        "show",
-        &ws.only_run().id,
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    let text = String::from_utf8_lossy(&human.stdout).into_owned();
-    assert!(
-        text.contains("attempt 1") && text.contains("attempt 3"),
-        "{text}"
-    );
-    assert!(
-        text.contains("next attempt after 20 ms"),
-        "the second pause is doubled: {text}"
-    );
+    let text = stdout(&ws.runs(&["show", &ws.only_run().id]));
+    assert_contains(&text, "attempt 1");
+    assert_contains(&text, "attempt 3");
+    // The second pause is doubled.
+    assert_contains(&text, "next attempt after 20 ms");
 }
 
 #[test]
 fn exhausted_retries_revert_the_flow_and_the_failed_task_once() {
     let ws = Workspace::new();
-    two_steps(
+    retried(
         &ws,
-        "",
-        r#"fail = "unavailable", message = "scheduler down""#,
-        Some("{ attempts = 3, backoff_ms = 1 }"),
+        json!({ "fail": "unavailable", "message": "scheduler down" }),
+        "{ attempts = 3, backoff_ms = 1 }",
     );
-    let db = ws.db();
-    let run = ws.flowhost(&["run", "flow.toml", "--db", db.to_str().unwrap(), "--json"]);
-    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
-    let report = stdout_json(&run);
+    let run = ws.recording(&["run", "flow.toml", "--json"]).run();
+    let report = exit_json(&run, 1);
     assert_eq!(report["state"], "REVERTED");
     assert_eq!(report["tasks"][1]["attempt"], 3);
     assert_eq!(report["tasks"][1]["error"]["message"], "scheduler down");
@@ -216,40 +151,40 @@ fn exhausted_retries_revert_the_flow_and_the_failed_task_once() {
 fn only_the_codes_a_policy_selects_are_retried_and_input_errors_never_by_default() {
     for (config, retry, executions) in [
         (
-            r#"fail = "over-quota""#,
+            json!({ "fail": "over-quota" }),
             r#"{ attempts = 3, backoff_ms = 1, on = ["unavailable"] }"#,
             1,
         ),
         (
-            r#"fail = "unavailable""#,
+            json!({ "fail": "unavailable" }),
             r#"{ attempts = 3, backoff_ms = 1, on = ["unavailable"] }"#,
             3,
         ),
         (
-            r#"fail = "invalid-args""#,
+            json!({ "fail": "invalid-args" }),
             r#"{ attempts = 3, backoff_ms = 1 }"#,
             1,
         ),
         (
-            r#"fail = "invalid-args""#,
+            json!({ "fail": "invalid-args" }),
             r#"{ attempts = 3, backoff_ms = 1, on = ["invalid-args"] }"#,
             3,
         ),
         (
-            r#"fail = "over-quota""#,
+            json!({ "fail": "over-quota" }),
             r#"{ attempts = 3, backoff_ms = 1, except = ["over-quota"] }"#,
             1,
         ),
         (
-            r#"fail = "unavailable""#,
+            json!({ "fail": "unavailable" }),
             r#"{ attempts = 3, backoff_ms = 1, except = ["over-quota"] }"#,
             3,
         ),
     ] {
         let ws = Workspace::new();
-        two_steps(&ws, "", config, Some(retry));
+        retried(&ws, config.clone(), retry);
         let run = ws.flowhost(&["run", "flow.toml", "--no-db"]);
-        assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+        assert_exit(&run, 1);
         assert_eq!(
             ws.count("execute", "b"),
             executions,
@@ -264,11 +199,11 @@ fn the_flow_default_applies_to_every_entry_and_an_entry_overrides_it_field_by_fi
     two_steps(
         &ws,
         "retry = { attempts = 5, backoff_ms = 1 }",
-        r#"fail = "unavailable""#,
+        json!({ "fail": "unavailable" }),
         Some("{ attempts = 2 }"),
     );
     let run = ws.flowhost(&["run", "flow.toml", "--no-db"]);
-    assert_eq!(run.status.code(), Some(1));
+    assert_exit(&run, 1);
     assert_eq!(
         ws.count("execute", "b"),
         2,
@@ -279,11 +214,11 @@ fn the_flow_default_applies_to_every_entry_and_an_entry_overrides_it_field_by_fi
     two_steps(
         &ws,
         "retry = { attempts = 4, backoff_ms = 1 }",
-        r#"fail = "unavailable""#,
+        json!({ "fail": "unavailable" }),
         None,
     );
     let run = ws.flowhost(&["run", "flow.toml", "--no-db"]);
-    assert_eq!(run.status.code(), Some(1));
+    assert_exit(&run, 1);
     assert_eq!(
         ws.count("execute", "b"),
         4,
@@ -295,72 +230,44 @@ fn the_flow_default_applies_to_every_entry_and_an_entry_overrides_it_field_by_fi
 fn the_backoff_schedule_grows_by_the_multiplier_up_to_the_cap_as_journaled() {
     let ws = Workspace::new();
     let retry = "{ attempts = 5, backoff_ms = 20, multiplier = 3.0, max_backoff_ms = 100 }";
-    two_steps(
-        &ws,
-        "",
-        r#"fail = "unavailable", fail_times = 4"#,
-        Some(retry),
+    retried(&ws, unavailable_times(4), retry);
+    let run = ws.recording(&["run", "flow.toml"]).run();
+    assert_exit(&run, 0);
+    assert_eq!(
+        backoffs(&shown(&ws)["tasks"][1]),
+        [20.0, 60.0, 100.0, 100.0]
     );
-    let db = ws.db();
-    let run = ws.flowhost(&["run", "flow.toml", "--db", db.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", stderr(&run));
-    assert_eq!(backoffs(&shown(&ws), 1), [20.0, 60.0, 100.0, 100.0]);
 }
 
 #[test]
 fn a_run_killed_during_a_backoff_resumes_the_wait_and_loses_no_attempt() {
     let ws = Workspace::new();
-    two_steps(
+    retried(
         &ws,
-        "",
-        r#"fail = "unavailable", fail_times = 1"#,
-        Some("{ attempts = 3, backoff_ms = 1500 }"),
+        unavailable_times(1),
+        "{ attempts = 3, backoff_ms = 1500 }",
     );
-    let db = ws.db();
-    let mut child = ws
-        .command(&["run", "flow.toml", "--db", db.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ws.recording(&["run", "flow.toml"]).start();
     // Kill it once RETRYING is committed: the run then waits out its pause.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let due = loop {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "flowhost ended before `b` was retrying"
-        );
-        assert!(Instant::now() < deadline, "`b` never reached RETRYING");
-        let record = SqliteRunDb::open(&db, false, Durability::Normal)
-            .ok()
-            .and_then(|db| {
-                db.list(&Default::default())
-                    .ok()?
-                    .first()
-                    .and_then(|run| db.get(&run.id).ok().flatten())
-            });
-        if let Some(record) = record
-            && record.tasks[1].state == TaskState::Retrying
-        {
-            break record.tasks[1]
+    let due = ws.wait_for_record(&mut child, "`b` reached RETRYING", |record| {
+        (record.tasks[1].state == TaskState::Retrying).then(|| {
+            record.tasks[1]
                 .retry_at
-                .expect("RETRYING carries the next attempt's due time");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
+                .expect("RETRYING carries the next attempt's due time")
+        })
+    });
+    kill(child);
     assert_eq!(ws.count("execute", "b"), 1);
 
     let run = ws.only_run();
     assert_eq!(run.state, FlowState::Running);
-    let resumed = ws.flowhost(&["runs", "resume", &run.id, "--db", db.to_str().unwrap()]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    assert_eq!(ws.count("execute", "a"), 1, "`a` succeeded before the kill");
+    let resumed = ws.runs(&["resume", &run.id]);
+    assert_exit(&resumed, 0);
     assert_eq!(
-        ws.count("execute", "b"),
-        2,
-        "the failed attempt is not repeated; the second one ran once"
+        ws.executions(&["a", "b"]),
+        [1, 2],
+        "`a` succeeded before the kill; the failed attempt of `b` is not repeated, the second \
+         one ran once"
     );
 
     let record = shown(&ws);
@@ -397,30 +304,29 @@ fn iso_to_unix_ms(iso: &str) -> i64 {
     ((days * 24 + n(11..13)) * 60 + n(14..16)) * 60_000 + n(17..19) * 1000 + n(20..23)
 }
 
+/// A linear flow `name` of one probe, `flaky`, failing `unavailable` its first `fail_times`
+/// calls, tried up to three times 1 ms apart and reverted between attempts.
+fn flaky_reverted_between(name: &str, journal: &Journal, fail_times: u64) -> FlowSpec {
+    FlowSpec::linear(name).add(
+        journal
+            .probe_reading(
+                "flaky",
+                "seed",
+                json!({ "fail": "unavailable", "fail_times": fail_times }),
+            )
+            .retry(
+                Retry::attempts(3)
+                    .backoff(Duration::from_millis(1), Duration::from_millis(1))
+                    .revert_between(true),
+            ),
+    )
+}
+
 #[tokio::test]
 async fn revert_between_undoes_each_failed_attempt_before_the_next() {
-    let journal = tempfile::tempdir().unwrap();
-    let flow = FlowSpec::linear("between").add(
-        journaled_probe(
-            "flaky",
-            journal.path(),
-            json!({ "fail": "unavailable", "fail_times": 2 }),
-        )
-        .rebind("value", "seed")
-        .retry(
-            Retry::attempts(3)
-                .backoff(Duration::from_millis(1), Duration::from_millis(1))
-                .revert_between(true),
-        ),
-    );
-    let recorder = Arc::new(Recorder::default());
-    let mut loaded = Engine::new()
-        .unwrap()
-        .load(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
-    loaded.listen(recorder.clone());
-    let report = loaded.run().await.unwrap();
+    let journal = Journal::new();
+    let flow = flaky_reverted_between("between", &journal, 2);
+    let (report, recorder) = run_recorded(&Engine::new().unwrap(), &flow, seeded()).await;
     assert_eq!(report.state, FlowState::Success);
     assert_eq!(report.tasks[0].attempt, 3);
     use TaskState::*;
@@ -444,25 +350,21 @@ async fn revert_between_undoes_each_failed_attempt_before_the_next() {
             (Running, Success),
         ]
     );
-    let calls: Vec<String> = flowhost_testkit::json_lines(&journal.path().join("calls.jsonl"))
-        .iter()
-        .map(|c| c["call"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(calls, ["execute", "revert", "execute", "revert", "execute"]);
+    assert_eq!(
+        journal.kinds(),
+        ["execute", "revert", "execute", "revert", "execute"]
+    );
 }
 
 #[tokio::test]
 async fn without_a_policy_a_task_runs_once() {
-    let journal = tempfile::tempdir().unwrap();
-    let flow = FlowSpec::linear("once").add(
-        journaled_probe("flaky", journal.path(), json!({ "fail": "unavailable" }))
-            .rebind("value", "seed"),
-    );
-    let report = Engine::new()
-        .unwrap()
-        .run(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
+    let journal = Journal::new();
+    let flow = FlowSpec::linear("once").add(journal.probe_reading(
+        "flaky",
+        "seed",
+        json!({ "fail": "unavailable" }),
+    ));
+    let report = Engine::new().unwrap().run(&flow, seeded()).await.unwrap();
     assert_eq!(report.state, FlowState::Reverted);
     assert_eq!(report.tasks[0].attempt, 1);
 }
@@ -473,13 +375,13 @@ fn a_policy_that_cannot_work_is_refused_naming_its_field() {
     two_steps(
         &ws,
         "retry = { attempts = 0 }",
-        "",
+        json!({}),
         Some(
             r#"{ backoff_ms = 500, max_backoff_ms = 100, multiplier = 0.5, on = ["a"], except = ["b"] }"#,
         ),
     );
     let check = ws.flowhost(&["check", "flow.toml", "--json"]);
-    assert_eq!(check.status.code(), Some(65), "{}", stderr(&check));
+    assert_exit(&check, 65);
     let problems: Vec<(Value, Value)> = stdout_json(&check)["problems"]
         .as_array()
         .unwrap()
@@ -497,67 +399,30 @@ fn a_policy_that_cannot_work_is_refused_naming_its_field() {
     );
     let unknown = ws.flowhost(&[
         "check",
-        &two_steps(&ws, "", "", Some("{ tries = 3 }")).to_string_lossy(),
+        &retried(&ws, json!({}), "{ tries = 3 }").to_string_lossy(),
     ]);
-    assert_eq!(unknown.status.code(), Some(65));
-    assert!(stderr(&unknown).contains("tries"), "{}", stderr(&unknown));
+    assert_exit(&unknown, 65);
+    assert_contains(&stderr(&unknown), "tries");
 }
 
 #[tokio::test]
 async fn a_run_resumed_while_reverting_a_failed_attempt_reverts_it_again_then_retries() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     // The first attempt happened before the interruption: the probe's call count says so.
     std::fs::write(journal.path().join("flaky.calls"), "1").unwrap();
-    let flow = FlowSpec::linear("interrupted").add(
-        journaled_probe(
-            "flaky",
-            journal.path(),
-            json!({ "fail": "unavailable", "fail_times": 1 }),
-        )
-        .rebind("value", "seed")
-        .retry(
-            Retry::attempts(3)
-                .backoff(Duration::from_millis(1), Duration::from_millis(1))
-                .revert_between(true),
-        ),
-    );
-    let error = flowhost::TaskError {
-        code: "unavailable".into(),
-        message: "busy".into(),
-        details: None,
-    };
-    let checkpoint = flowhost::Checkpoint {
-        state: FlowState::Running,
-        tasks: vec![flowhost::TaskCheckpoint {
-            name: "flaky".into(),
-            state: TaskState::Reverting,
-            args: Some(r#"{"value":1}"#.into()),
-            outcome: Some(flowhost::Outcome::Error(error.clone())),
-            error: Some(error),
-            revert_error: None,
-            duration: Duration::from_millis(1),
-            attempt: 1,
-            retry_at: Some(std::time::SystemTime::now()),
-            iterations: Vec::new(),
-        }],
-    };
-    let loaded = Engine::new()
-        .unwrap()
-        .load(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
-    let report = loaded.resume(checkpoint).await.unwrap();
+    let flow = flaky_reverted_between("interrupted", &journal, 1);
+    let checkpoint = stopped_running(vec![flowhost::TaskCheckpoint {
+        retry_at: Some(std::time::SystemTime::now()),
+        ..failed_attempt("flaky", TaskState::Reverting)
+    }]);
+    let report = resume_from(&flow, seeded(), checkpoint).await;
     assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
     assert_eq!(
         report.tasks[0].attempt, 2,
         "the interrupted attempt 1 is followed by attempt 2"
     );
-    let calls: Vec<String> = flowhost_testkit::json_lines(&journal.path().join("calls.jsonl"))
-        .iter()
-        .map(|c| c["call"].as_str().unwrap().to_owned())
-        .collect();
     assert_eq!(
-        calls,
+        journal.kinds(),
         ["revert", "execute"],
         "the revert caught REVERTING runs again, then the next attempt"
     );

@@ -6,21 +6,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use flowhost::{
     Access, Engine, EngineConfig, FlowSpec, FlowState, Limits, RunReport, Store, TaskError,
     TaskSpec, TaskState,
 };
-use flowhost_testkit::{plugin, stderr};
 use serde_json::{Value, json};
 
-/// One engine for the library tests, as a service would hold.
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::new().expect("engine starts"))
-}
+use crate::kit::{
+    assert_contains, assert_exit, flowhost, flowhost_bin, plugin, probe_file as write,
+    shared_engine as engine, stderr, stdout, stdout_json,
+};
 
 fn value(v: Value) -> Store {
     [("value".to_owned(), v)].into_iter().collect()
@@ -51,6 +48,13 @@ async fn run_one(task: TaskSpec) -> (RunReport, Option<TaskError>) {
     (report, error)
 }
 
+/// Runs a one-task flow of `task`, which must fail and be reverted: its error.
+async fn run_one_reverted(task: TaskSpec) -> TaskError {
+    let (report, error) = run_one(task).await;
+    assert_eq!(report.state, FlowState::Reverted);
+    error.expect("the task failed")
+}
+
 /// Creates a FIFO at `path`.
 fn mkfifo(path: &Path) {
     rustix::fs::mknodat(
@@ -66,12 +70,7 @@ fn mkfifo(path: &Path) {
 /// Runs `flowhost ARGS…` in `dir`, failing the test if it is still running after `limit`.
 fn flowhost_within(args: &[&str], dir: &Path, limit: Duration) -> Output {
     let started = Instant::now();
-    let mut child = flowhost_testkit::flowhost(args)
-        .dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn flowhost");
+    let mut child = flowhost(args).dir(dir).start_piped();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > limit {
             child.kill().unwrap();
@@ -83,16 +82,6 @@ fn flowhost_within(args: &[&str], dir: &Path, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        text.replace("PROBE", &plugin("probe").display().to_string()),
-    )
-    .unwrap();
-    path
 }
 
 // ---- grants: pinned once per run, never re-resolved ------------------------------------
@@ -141,13 +130,13 @@ async fn a_task_swapping_a_later_tasks_grant_for_a_symlink_cannot_widen_it_and_t
         .await
         .expect_err("the next run refuses the symlink");
     let text = refused.to_string();
-    assert!(
-        text.contains(&format!(
+    assert_contains(
+        &text,
+        &format!(
             "task `reader`: granted directory {}: {} is a symlink",
             st.join("pub").display(),
             st.join("pub").display()
-        )),
-        "{text}"
+        ),
     );
 }
 
@@ -171,16 +160,11 @@ fn check_shows_grants_pinned_and_refuses_a_symlinked_grant_a_file_and_two_grants
             entry("t", r#"{ host = "real/data", guest = "/data" }"#)
         ),
     );
-    let out = flowhost_testkit::flowhost(["check", "ok.toml"])
-        .dir(dir.path())
-        .run();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        plan.contains("real/data -> /data (ro, pinned: device "),
-        "{plan}"
-    );
-    let out = flowhost_testkit::flowhost(["check", "ok.toml", "--json"])
+    let out = flowhost(["check", "ok.toml"]).dir(dir.path()).run();
+    assert_exit(&out, 0);
+    let plan = stdout(&out);
+    assert_contains(&plan, "real/data -> /data (ro, pinned: device ");
+    let out = flowhost(["check", "ok.toml", "--json"])
         .dir(dir.path())
         .run();
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -204,24 +188,19 @@ fn check_shows_grants_pinned_and_refuses_a_symlinked_grant_a_file_and_two_grants
             ),
         ),
     );
-    let out = flowhost_testkit::flowhost(["check", "bad.toml"])
-        .dir(dir.path())
-        .run();
-    assert_eq!(out.status.code(), Some(65));
+    let out = flowhost(["check", "bad.toml"]).dir(dir.path()).run();
+    assert_exit(&out, 65);
     let log = stderr(&out);
-    assert!(
-        log.contains("task `through_link`: granted directory link/data: link is a symlink"),
-        "{log}"
+    assert_contains(
+        &log,
+        "task `through_link`: granted directory link/data: link is a symlink",
     );
     assert!(
         log.contains("task `a_file`: granted directory")
             && log.contains("file.txt is a file, not a directory"),
         "{log}"
     );
-    assert!(
-        log.contains("task `twice`: two grants at guest path `/data/`"),
-        "{log}"
-    );
+    assert_contains(&log, "task `twice`: two grants at guest path `/data/`");
 }
 
 // ---- deadlines that end host waits --------------------------------------------------------
@@ -229,11 +208,10 @@ fn check_shows_grants_pinned_and_refuses_a_symlinked_grant_a_file_and_two_grants
 #[tokio::test]
 async fn an_hour_long_sleep_in_the_host_ends_at_a_200_ms_deadline_in_execute_and_in_revert() {
     let started = Instant::now();
-    let (report, error) =
-        run_one(probe("sleeper", json!({"mode": "sleep", "ms": 3_600_000})).limits(deadline(200)))
-            .await;
-    assert_eq!(report.state, FlowState::Reverted);
-    let error = error.unwrap();
+    let error = run_one_reverted(
+        probe("sleeper", json!({"mode": "sleep", "ms": 3_600_000})).limits(deadline(200)),
+    )
+    .await;
     assert_eq!(error.code, "deadline-exceeded");
     assert_eq!(
         error.message,
@@ -278,11 +256,10 @@ fn reading_a_fifo_in_a_grant_ends_at_the_deadline_and_flowhost_exits() {
         dir.path(),
         Duration::from_secs(20),
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("task `reader` failed: deadline-exceeded: deadline of 200 ms exceeded by task `reader` in execute"),
-        "{}",
-        stderr(&out)
+    assert_exit(&out, 1);
+    assert_contains(
+        &stderr(&out),
+        "task `reader` failed: deadline-exceeded: deadline of 200 ms exceeded by task `reader` in execute",
     );
 }
 
@@ -300,9 +277,9 @@ async fn a_describe_blocking_in_the_host_fails_at_its_deadline_in_validation_and
         .err()
         .expect("describe never answered");
     let text = refused.to_string();
-    assert!(
-        text.contains("failed in describe(): deadline of 200 ms exceeded in describe()"),
-        "{text}"
+    assert_contains(
+        &text,
+        "failed in describe(): deadline of 200 ms exceeded in describe()",
     );
     assert!(!refused.host_unavailable);
 
@@ -390,7 +367,7 @@ fn under_a_small_address_space_a_flow_still_runs() {
         "flow.toml",
         "name = \"small\"\n[store]\nvalue = 1\n\n[[task]]\nname = \"echo\"\nplugin = \"PROBE\"\n",
     );
-    let bin = flowhost_testkit::flowhost_bin();
+    let bin = flowhost_bin();
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -402,7 +379,7 @@ fn under_a_small_address_space_a_flow_still_runs() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exit(&out, 0);
 }
 
 // ---- output, exit status, escaping ---------------------------------------------------------
@@ -415,7 +392,7 @@ fn sixty_four_mib_of_output_is_cut_with_a_marker_and_the_task_succeeds() {
         "flow.toml",
         "name = \"flood\"\n[store]\nvalue = 1\n\n[[task]]\nname = \"chatty\"\nplugin = \"PROBE\"\nconfig = { mode = \"flood\", n = 67108864 }\n",
     );
-    let out = flowhost_testkit::flowhost(["run", "flow.toml", "--no-db"])
+    let out = flowhost(["run", "flow.toml", "--no-db"])
         .dir(dir.path())
         .run();
     assert_eq!(
@@ -454,9 +431,7 @@ fn sixty_four_mib_of_output_is_cut_with_a_marker_and_the_task_succeeds() {
 
 #[tokio::test]
 async fn a_task_calling_exit_3_fails_saying_it_exited_with_status_3() {
-    let (report, error) = run_one(probe("quitter", json!({"mode": "exit", "n": 3}))).await;
-    assert_eq!(report.state, FlowState::Reverted);
-    let error = error.unwrap();
+    let error = run_one_reverted(probe("quitter", json!({"mode": "exit", "n": 3}))).await;
     assert_eq!(error.code, "exited");
     assert_eq!(
         error.message,
@@ -493,10 +468,10 @@ fn escape_sequences_and_newlines_from_a_plugin_are_shown_escaped_in_the_log_and_
             "name = \"forge\"\n[store]\nvalue = 1\n\n[[task]]\nname = \"printer\"\nplugin = \"PROBE\"\nconfig = {{ mode = \"print\", content = \"{toml_forged}\", fail = \"x{toml_forged}\", message = \"m{toml_forged}\" }}\n"
         ),
     );
-    let out = flowhost_testkit::flowhost(["run", "flow.toml", "--no-db"])
+    let out = flowhost(["run", "flow.toml", "--no-db"])
         .dir(dir.path())
         .run();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&out, 1);
     let log = stderr(&out);
     assert_escaped(&log);
     assert!(
@@ -507,29 +482,27 @@ fn escape_sequences_and_newlines_from_a_plugin_are_shown_escaped_in_the_log_and_
     );
 
     let forger = plugin("describe_escape").display().to_string();
-    let out = flowhost_testkit::flowhost(["describe", &forger]).run();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_escaped(&String::from_utf8_lossy(&out.stdout));
+    let out = flowhost(["describe", &forger]).run();
+    assert_exit(&out, 0);
+    assert_escaped(&stdout(&out));
 
     write(
         dir.path(),
         "forger.toml",
         &format!("name = \"forger\"\n\n[[task]]\nname = \"forger\"\nplugin = \"{forger}\"\n"),
     );
-    let out = flowhost_testkit::flowhost(["check", "forger.toml"])
+    let out = flowhost(["check", "forger.toml"]).dir(dir.path()).run();
+    assert_exit(&out, 0);
+    assert_escaped(&stdout(&out));
+    let out = flowhost(["run", "forger.toml", "--no-db"])
         .dir(dir.path())
         .run();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_escaped(&String::from_utf8_lossy(&out.stdout));
-    let out = flowhost_testkit::flowhost(["run", "forger.toml", "--no-db"])
-        .dir(dir.path())
-        .run();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_exit(&out, 1);
     assert_escaped(&stderr(&out));
-    let report_json = flowhost_testkit::flowhost(["run", "forger.toml", "--no-db", "--json"])
+    let report_json = flowhost(["run", "forger.toml", "--no-db", "--json"])
         .dir(dir.path())
         .run();
-    let report: Value = serde_json::from_slice(&report_json.stdout).unwrap();
+    let report = stdout_json(&report_json);
     assert_eq!(
         report["tasks"][0]["error"]["message"],
         format!("failed{FORGED}"),
@@ -545,16 +518,11 @@ fn flow_and_task_names_outside_the_allowed_characters_are_validation_errors_nami
         "flow.toml",
         "name = \"my flow\"\n[store]\nvalue = 1\n\n[[task]]\nname = \"a\\u001b[2Jb\"\nplugin = \"PROBE\"\n",
     );
-    let out = flowhost_testkit::flowhost(["check", "flow.toml"])
-        .dir(dir.path())
-        .run();
-    assert_eq!(out.status.code(), Some(65));
+    let out = flowhost(["check", "flow.toml"]).dir(dir.path()).run();
+    assert_exit(&out, 65);
     let log = stderr(&out);
-    assert!(log.contains("flow name `my flow` is not allowed"), "{log}");
-    assert!(
-        log.contains("task name `a\\u{1b}[2Jb` is not allowed"),
-        "{log}"
-    );
+    assert_contains(&log, "flow name `my flow` is not allowed");
+    assert_contains(&log, "task name `a\\u{1b}[2Jb` is not allowed");
     assert!(!log.contains('\u{1b}'), "{log}");
 }
 
@@ -590,10 +558,6 @@ fn dev_zero_a_fifo_and_a_huge_sparse_file_as_plugin_fail_fast_with_a_clear_error
         let path = path.display().to_string();
         let out = flowhost_within(&["describe", &path], dir.path(), Duration::from_secs(20));
         assert_eq!(out.status.code(), Some(65), "{path}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains(&format!("plugin {path} refused: {says}")),
-            "{}",
-            stderr(&out)
-        );
+        assert_contains(&stderr(&out), &format!("plugin {path} refused: {says}"));
     }
 }

@@ -5,9 +5,12 @@
 use std::io::Read;
 use std::time::Duration;
 
-use flowhost_testkit::serving::{Served, answer, read_events};
-use flowhost_testkit::{Workspace, stderr, stdout_json};
 use serde_json::{Value, json};
+
+use crate::kit::serving::{Served, answer, read_events};
+use crate::kit::{
+    Workspace, assert_contains, assert_exit, document_states, exit_json, signal, stderr,
+};
 
 /// The task transitions of an event list: (task, from, to).
 fn task_moves(events: &[(String, Value)]) -> Vec<(String, String, String)> {
@@ -38,11 +41,27 @@ fn three_steps(ws: &Workspace, b: Value) -> std::path::PathBuf {
     ws.root().to_path_buf()
 }
 
+/// Serves the workspace's three steps.
+fn serve_three_steps(ws: &Workspace) -> Served {
+    let flows = three_steps(ws, json!({}));
+    Served::start(ws, &flows, &[])
+}
+
+/// Serves the workspace's three steps, `b` waiting for `/signal/go`, and starts a run over
+/// HTTP: the server, and the run's id once `b` is executing.
+fn serve_a_waiting_run(ws: &Workspace) -> (Served, String) {
+    let flows = three_steps(ws, json!({ "mode": "wait_file", "path": "/signal/go" }));
+    let mut server = Served::start(ws, &flows, &[]);
+    let (_, started) = server.post("/v1/flows/flow/runs", "{}", None);
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    ws.wait_for(&mut server.child, "execute", "b");
+    (server, id)
+}
+
 #[test]
 fn a_run_started_over_http_is_recorded_and_its_events_arrive_in_order() {
     let ws = Workspace::new();
-    let flows = three_steps(&ws, json!({}));
-    let server = Served::start(&ws, &flows, &[]);
+    let server = serve_three_steps(&ws);
 
     let flows_listed = server.get("/v1/flows");
     assert_eq!(flows_listed[0]["name"], "flow");
@@ -66,15 +85,7 @@ fn a_run_started_over_http_is_recorded_and_its_events_arrive_in_order() {
     );
 
     // The API's document is `flowhost runs show --json`'s.
-    let shown = ws.flowhost(&[
-        "runs",
-        "show",
-        id,
-        "--json",
-        "--db",
-        ws.db().to_str().unwrap(),
-    ]);
-    assert_eq!(stdout_json(&shown), run);
+    assert_eq!(ws.show(id), run);
 
     let events = server.events(id);
     assert_eq!(
@@ -172,15 +183,13 @@ fn a_stream_opened_mid_run_replays_what_happened_then_follows_without_gaps() {
 #[test]
 fn an_invalid_store_is_422_with_the_problems_check_json_reports() {
     let ws = Workspace::new();
-    let flows = three_steps(&ws, json!({}));
-    let server = Served::start(&ws, &flows, &[]);
+    let server = serve_three_steps(&ws);
 
     // `a_out` is provided by task a: an initial store may not hold it (names are written once).
     let (status, invalid) = server.post("/v1/flows/flow/runs", r#"{"a_out": 5}"#, None);
     assert_eq!(status, 422, "{invalid}");
     let check = ws.flowhost(&["check", "flow.toml", "--json", "--store", "a_out=5"]);
-    assert_eq!(check.status.code(), Some(65), "{}", stderr(&check));
-    let expected = stdout_json(&check);
+    let expected = exit_json(&check, 65);
     assert_eq!(invalid["state"], "INVALID");
     assert_eq!(invalid["flow"], expected["flow"]);
     assert_eq!(invalid["problems"], expected["problems"]);
@@ -227,8 +236,7 @@ fn raw_request(server: &Served, head: &str, body: Vec<u8>) -> u16 {
 #[test]
 fn a_body_over_one_mebibyte_is_refused_with_413() {
     let ws = Workspace::new();
-    let flows = three_steps(&ws, json!({}));
-    let server = Served::start(&ws, &flows, &[]);
+    let server = serve_three_steps(&ws);
     let big = format!("{{\"seed\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
 
     // Announced by its length: refused before a byte of it is read.
@@ -328,75 +336,37 @@ fn with_a_token_changes_and_store_values_need_it() {
 fn a_non_loopback_address_without_a_token_is_refused() {
     let ws = Workspace::new();
     let flows = three_steps(&ws, json!({}));
-    let output = ws.flowhost(&[
-        "serve",
-        "--flows",
-        flows.to_str().unwrap(),
-        "--listen",
-        "0.0.0.0:0",
-    ]);
-    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("--token-file"),
-        "{}",
-        stderr(&output)
-    );
+    let flows = flows.to_str().unwrap();
+    let serve = |flows: &str, extra: &[&str]| {
+        let mut args = vec!["serve", "--flows", flows];
+        args.extend_from_slice(extra);
+        ws.flowhost(&args)
+    };
+    let output = serve(flows, &["--listen", "0.0.0.0:0"]);
+    assert_exit(&output, 64);
+    assert_contains(&stderr(&output), "--token-file");
 
     std::fs::write(ws.path("token"), " \n").unwrap();
-    let output = ws.flowhost(&[
-        "serve",
-        "--flows",
-        flows.to_str().unwrap(),
-        "--token-file",
-        ws.path("token").to_str().unwrap(),
-    ]);
-    assert_eq!(output.status.code(), Some(66), "{}", stderr(&output));
-    assert!(stderr(&output).contains("is empty"), "{}", stderr(&output));
+    let token = ws.path("token");
+    let output = serve(flows, &["--token-file", token.to_str().unwrap()]);
+    assert_exit(&output, 66);
+    assert_contains(&stderr(&output), "is empty");
 
     let missing = ws.path("no-such-folder");
-    let output = ws.flowhost(&[
-        "serve",
-        "--flows",
-        missing.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    assert_eq!(output.status.code(), Some(66), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("no-such-folder"),
-        "{}",
-        stderr(&output)
-    );
-    let output = ws.flowhost(&[
-        "serve",
-        "--flows",
-        flows.to_str().unwrap(),
-        "--db",
-        "postgres://flowhost@127.0.0.1:1/flowhost",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    assert_eq!(
-        output.status.code(),
-        Some(66),
-        "an unreachable PostgreSQL database: {}",
-        stderr(&output)
-    );
-    assert!(
-        stderr(&output).contains("127.0.0.1:1"),
-        "the database is named: {}",
-        stderr(&output)
-    );
+    let output = serve(missing.to_str().unwrap(), &["--listen", "127.0.0.1:0"]);
+    assert_exit(&output, 66);
+    assert_contains(&stderr(&output), "no-such-folder");
+    // An unreachable PostgreSQL database, named.
+    let unreachable = "postgres://flowhost@127.0.0.1:1/flowhost";
+    let output = serve(flows, &["--db", unreachable, "--listen", "127.0.0.1:0"]);
+    assert_exit(&output, 66);
+    assert_contains(&stderr(&output), "127.0.0.1:1");
 }
 
 #[test]
 fn cancel_stops_before_the_next_task_and_reverts_what_ran() {
     let ws = Workspace::new();
-    let flows = three_steps(&ws, json!({ "mode": "wait_file", "path": "/signal/go" }));
-    let mut server = Served::start(&ws, &flows, &[]);
-    let (_, started) = server.post("/v1/flows/flow/runs", "{}", None);
-    let id = started["run_id"].as_str().unwrap().to_owned();
-    ws.wait_for(&mut server.child, "execute", "b");
+    let (server, id) = serve_a_waiting_run(&ws);
 
     let (status, refused) = server.post(&format!("/v1/runs/{id}/resume"), "", None);
     assert_eq!(
@@ -409,23 +379,12 @@ fn cancel_stops_before_the_next_task_and_reverts_what_ran() {
     let run = server.wait_finished(&id);
 
     assert_eq!(run["state"], "REVERTED", "{run}");
-    let states: Vec<&str> = run["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["REVERTED", "REVERTED", "FAILURE"]);
+    assert_eq!(document_states(&run), ["REVERTED", "REVERTED", "FAILURE"]);
     assert_eq!(run["tasks"][2]["error"]["code"], "cancelled");
     assert_eq!(
-        ws.count("execute", "c"),
-        0,
-        "the task after the cancel never ran"
-    );
-    assert_eq!(
-        (ws.count("revert", "b"), ws.count("revert", "a")),
-        (1, 1),
-        "what ran was reverted"
+        ws.counts(&[("execute", "c"), ("revert", "b"), ("revert", "a")]),
+        [0, 1, 1],
+        "the task after the cancel never ran; what ran was reverted"
     );
 
     let (status, refused) = server.post(&format!("/v1/runs/{id}/cancel"), "", None);
@@ -437,17 +396,7 @@ fn cancel_stops_before_the_next_task_and_reverts_what_ran() {
 fn an_interrupted_run_is_resumed_over_http() {
     let ws = Workspace::new();
     let flows = three_steps(&ws, json!({ "mode": "wait_file", "path": "/signal/go" }));
-    let db = ws.db();
-    let mut cli = ws
-        .command(&["run", "flow.toml", "--db", db.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    ws.wait_for(&mut cli, "execute", "b");
-    cli.kill().unwrap();
-    cli.wait().unwrap();
-    let id = ws.only_run().id;
+    let id = ws.run_and_kill("execute", "b").id;
 
     let server = Served::start(&ws, &flows, &[]);
     assert_eq!(server.get(&format!("/v1/runs/{id}"))["state"], "RUNNING");
@@ -457,11 +406,10 @@ fn an_interrupted_run_is_resumed_over_http() {
     let run = server.wait_finished(&id);
     assert_eq!(run["state"], "SUCCESS");
     assert_eq!(
-        ws.count("execute", "a"),
-        1,
+        ws.executions(&["a", "c"]),
+        [1, 1],
         "a succeeded before the kill: not executed again"
     );
-    assert_eq!(ws.count("execute", "c"), 1);
     let (status, _) = server.post(&format!("/v1/runs/{id}/resume"), "", None);
     assert_eq!(status, 409, "a finished run is not resumed");
 }
@@ -469,8 +417,7 @@ fn an_interrupted_run_is_resumed_over_http() {
 #[test]
 fn every_route_is_in_the_openapi_document_and_metrics_count_runs() {
     let ws = Workspace::new();
-    let flows = three_steps(&ws, json!({}));
-    let server = Served::start(&ws, &flows, &[]);
+    let server = serve_three_steps(&ws);
     let document = server.get("/v1/openapi.json");
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
     let routes = [
@@ -532,19 +479,14 @@ fn every_route_is_in_the_openapi_document_and_metrics_count_runs() {
 #[test]
 fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
     let ws = Workspace::new();
-    let flows = three_steps(&ws, json!({ "mode": "wait_file", "path": "/signal/go" }));
-    let mut server = Served::start(&ws, &flows, &[]);
-    let (_, started) = server.post("/v1/flows/flow/runs", "{}", None);
-    let id = started["run_id"].as_str().unwrap().to_owned();
-    ws.wait_for(&mut server.child, "execute", "b");
+    let (mut server, id) = serve_a_waiting_run(&ws);
 
     let stream = ureq::get(&server.url(&format!("/v1/runs/{id}/events")))
         .call()
         .unwrap();
     let follower = std::thread::spawn(move || read_events(stream.into_reader()));
 
-    let pid = rustix::process::Pid::from_raw(server.child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    signal(&server.child, "-TERM");
     // The listener closes: new connections are refused while the run goes on.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while ureq::get(&server.url("/healthz"))
@@ -571,16 +513,8 @@ fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
 
-    let shown = ws.flowhost(&[
-        "runs",
-        "show",
-        &id,
-        "--json",
-        "--db",
-        ws.db().to_str().unwrap(),
-    ]);
     assert_eq!(
-        stdout_json(&shown)["state"],
+        ws.show(&id)["state"],
         "SUCCESS",
         "the run in flight finished"
     );
@@ -590,8 +524,7 @@ fn sigterm_stops_accepting_and_lets_the_run_in_flight_finish() {
 #[test]
 fn a_web_page_elsewhere_can_neither_start_runs_nor_read_through_a_rebound_name() {
     let ws = Workspace::new();
-    let flows = three_steps(&ws, json!({}));
-    let server = Served::start(&ws, &flows, &[]);
+    let server = serve_three_steps(&ws);
     let start = |origin: &str| {
         answer(
             ureq::post(&server.url("/v1/flows/flow/runs"))
@@ -608,10 +541,7 @@ fn a_web_page_elsewhere_can_neither_start_runs_nor_read_through_a_rebound_name()
             .set("Sec-Fetch-Site", "cross-site")
             .send_string("{}"),
     );
-    assert!(
-        refused["error"].as_str().unwrap().contains("cross-origin"),
-        "{refused}"
-    );
+    assert_contains(refused["error"].as_str().unwrap(), "cross-origin");
     // DNS rebinding: a site's name resolving to 127.0.0.1 reaches the port, but not the API.
     let (status, _) = answer(
         ureq::get(&server.url("/v1/runs"))

@@ -3,66 +3,47 @@
 //! iterations, `revert` hands the failure to the enclosing controller and `revert_all`
 //! reverts the whole flow; the iteration is journaled, so a killed run resumes in it.
 
-use std::path::Path;
-use std::process::Stdio;
-use std::sync::Arc;
-
-use flowhost::runs::{Durability, RunDb, SqliteRunDb};
-use flowhost::{Controller, Engine, FlowSpec, FlowState, Strategy, Subflow, TaskState};
-use flowhost_testkit::{
-    Recorder, Workspace, journaled_probe, json_lines, plugin, stderr, stdout_json, store,
-};
+use flowhost::{Controller, Engine, FlowSpec, FlowState, RunReport, Strategy, Subflow, TaskState};
 use serde_json::{Value, json};
 
-/// How many `execute` calls of probe `label` the journal in `dir` shows.
-fn executions(dir: &Path, label: &str) -> usize {
-    json_lines(&dir.join("calls.jsonl"))
-        .iter()
-        .filter(|c| c["call"] == "execute" && c["label"] == label)
-        .count()
-}
+use crate::kit::{
+    Journal, Workspace, assert_contains, assert_exit, exit_json, failed_attempt, plugin,
+    probe_file, resume_from, run_recorded, seeded, stdout, stopped_running, store,
+};
 
-/// The `value` argument of each `execute` call of probe `label`, in order.
-fn values(dir: &Path, label: &str) -> Vec<Value> {
-    json_lines(&dir.join("calls.jsonl"))
-        .into_iter()
-        .filter(|c| c["call"] == "execute" && c["label"] == label)
-        .map(|c| c["args"]["value"].clone())
-        .collect()
+/// Runs `flow` from the store `seed = 1` on a fresh engine.
+async fn run_seeded(flow: &FlowSpec) -> RunReport {
+    Engine::new().unwrap().run(flow, seeded()).await.unwrap()
 }
 
 /// `before`, then subflow `schedule` (`pick`, then `cast` failing its first `fail_times`
 /// calls) under `controller`, then `after` reading `cast`'s result.
-fn schedule_flow(journal: &Path, controller: Controller, fail_times: u64) -> FlowSpec {
+fn schedule_flow(journal: &Journal, controller: Controller, fail_times: u64) -> FlowSpec {
     let failing = json!({ "fail": "unavailable", "fail_times": fail_times });
     FlowSpec::linear("scheduled")
-        .add(journaled_probe("before", journal, json!({})).rebind("value", "seed"))
+        .add(journal.probe_reading("before", "seed", json!({})))
         .add(
             Subflow::linear("schedule")
                 .retry(controller)
-                .add(journaled_probe("pick", journal, json!({})).rebind("value", "before_out"))
-                .add(journaled_probe("cast", journal, failing).rebind("value", "pick_out")),
+                .add(journal.probe_reading("pick", "before_out", json!({})))
+                .add(journal.probe_reading("cast", "pick_out", failing)),
         )
-        .add(journaled_probe("after", journal, json!({})).rebind("value", "cast_out"))
+        .add(journal.probe_reading("after", "cast_out", json!({})))
 }
 
 #[tokio::test]
 async fn times_runs_the_subflow_again_until_an_iteration_succeeds() {
-    let journal = tempfile::tempdir().unwrap();
-    let flow = schedule_flow(journal.path(), Controller::times(3), 2);
-    let report = Engine::new()
-        .unwrap()
-        .run(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
+    let journal = Journal::new();
+    let flow = schedule_flow(&journal, Controller::times(3), 2);
+    let report = run_seeded(&flow).await;
     assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
     let names: Vec<&str> = report.tasks.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["before", "schedule/pick", "schedule/cast", "after"]);
     assert_eq!(
         [
-            executions(journal.path(), "before"),
-            executions(journal.path(), "pick"),
-            executions(journal.path(), "cast")
+            journal.count("execute", "before"),
+            journal.count("execute", "pick"),
+            journal.count("execute", "cast")
         ],
         [1, 3, 3],
         "the third iteration succeeded; what precedes the subflow ran once"
@@ -79,30 +60,20 @@ async fn times_runs_the_subflow_again_until_an_iteration_succeeds() {
 
     // Two iterations are not enough: the subflow reverts, and with no enclosing controller
     // so does the whole flow.
-    let journal = tempfile::tempdir().unwrap();
-    let flow = schedule_flow(journal.path(), Controller::times(2), 2);
-    let report = Engine::new()
-        .unwrap()
-        .run(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
+    let journal = Journal::new();
+    let flow = schedule_flow(&journal, Controller::times(2), 2);
+    let report = run_seeded(&flow).await;
     assert_eq!(report.state, FlowState::Reverted);
-    assert_eq!(executions(journal.path(), "cast"), 2);
-    assert_eq!(executions(journal.path(), "after"), 0);
+    assert_eq!(journal.count("execute", "cast"), 2);
+    assert_eq!(journal.count("execute", "after"), 0);
 }
 
 #[tokio::test]
 async fn a_failed_iteration_reverts_only_the_subflow_before_the_next() {
-    let journal = tempfile::tempdir().unwrap();
-    let flow = schedule_flow(journal.path(), Controller::times(2), 1);
-    let recorder = Arc::new(Recorder::default());
-    let mut loaded = Engine::new()
-        .unwrap()
-        .load(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
-    loaded.listen(recorder.clone());
-    assert_eq!(loaded.run().await.unwrap().state, FlowState::Success);
+    let journal = Journal::new();
+    let flow = schedule_flow(&journal, Controller::times(2), 1);
+    let (report, recorder) = run_recorded(&Engine::new().unwrap(), &flow, seeded()).await;
+    assert_eq!(report.state, FlowState::Success);
     let moves: Vec<(String, TaskState)> = recorder
         .task_transitions()
         .into_iter()
@@ -135,9 +106,9 @@ async fn a_failed_iteration_reverts_only_the_subflow_before_the_next() {
         !moves.iter().any(|(t, s)| t == "before" && *s == Reverting),
         "`before` is outside the subflow: {moves:?}"
     );
-    let reverts: Vec<Value> = json_lines(&journal.path().join("calls.jsonl"))
+    let reverts: Vec<Value> = journal
+        .reverts()
         .into_iter()
-        .filter(|c| c["call"] == "revert")
         .map(|c| c["label"].clone())
         .collect();
     assert_eq!(reverts, ["cast", "pick"]);
@@ -145,26 +116,23 @@ async fn a_failed_iteration_reverts_only_the_subflow_before_the_next() {
 
 #[tokio::test]
 async fn for_each_gives_each_iteration_the_next_value() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("hosts").add(
         Subflow::linear("schedule")
             .retry(Controller::for_each(
                 [json!("h1"), json!("h2"), json!("h3")],
                 "host",
             ))
-            .add(
-                journaled_probe(
-                    "cast",
-                    journal.path(),
-                    json!({ "fail": "unavailable", "fail_times": 2 }),
-                )
-                .rebind("value", "host"),
-            ),
+            .add(journal.probe_reading(
+                "cast",
+                "host",
+                json!({ "fail": "unavailable", "fail_times": 2 }),
+            )),
     );
     let report = Engine::new().unwrap().run(&flow, store(&[])).await.unwrap();
     assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
     assert_eq!(
-        values(journal.path(), "cast"),
+        journal.values("cast"),
         [json!("h1"), json!("h2"), json!("h3")]
     );
     assert_eq!(report.fetch("cast_out").unwrap()["value"], "h3");
@@ -172,23 +140,20 @@ async fn for_each_gives_each_iteration_the_next_value() {
 
 #[tokio::test]
 async fn parameterized_for_each_reads_its_list_from_the_store() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("hosts").add(
         Subflow::linear("schedule")
             .retry(Controller::parameterized_for_each("hosts_list", "host"))
-            .add(
-                journaled_probe(
-                    "cast",
-                    journal.path(),
-                    json!({ "fail": "unavailable", "fail_times": 1 }),
-                )
-                .rebind("value", "host"),
-            ),
+            .add(journal.probe_reading(
+                "cast",
+                "host",
+                json!({ "fail": "unavailable", "fail_times": 1 }),
+            )),
     );
     let initial = store(&[("hosts_list", json!(["b1", "b2"]))]);
     let report = Engine::new().unwrap().run(&flow, initial).await.unwrap();
     assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
-    assert_eq!(values(journal.path(), "cast"), [json!("b1"), json!("b2")]);
+    assert_eq!(journal.values("cast"), [json!("b1"), json!("b2")]);
 
     // A list the store lacks is refused before anything runs, naming the field.
     let error = Engine::new()
@@ -209,72 +174,53 @@ async fn parameterized_for_each_reads_its_list_from_the_store() {
 
 /// Outer subflow (`o`, then an inner subflow whose `i` always fails), each controller
 /// `times = 2`; the inner one exhausts with `strategy`.
-fn nested(journal: &Path, strategy: Strategy) -> FlowSpec {
+fn nested(journal: &Journal, strategy: Strategy) -> FlowSpec {
     let inner = Subflow::linear("inner")
         .retry(Controller::times(2).strategy(strategy))
-        .add(journaled_probe("i", journal, json!({ "fail": "broken" })).rebind("value", "o_out"));
+        .add(journal.probe_reading("i", "o_out", json!({ "fail": "broken" })));
     FlowSpec::linear("nested")
-        .add(journaled_probe("first", journal, json!({})).rebind("value", "seed"))
+        .add(journal.probe_reading("first", "seed", json!({})))
         .add(
             Subflow::linear("outer")
                 .retry(Controller::times(2))
-                .add(journaled_probe("o", journal, json!({})).rebind("value", "first_out"))
+                .add(journal.probe_reading("o", "first_out", json!({})))
                 .add(inner),
         )
 }
 
+/// Runs [`nested`] with `strategy`; the whole flow must end reverted: the report, and how
+/// often `o` and `i` were executed.
+async fn run_nested(strategy: Strategy) -> (RunReport, (usize, usize)) {
+    let journal = Journal::new();
+    let report = run_seeded(&nested(&journal, strategy)).await;
+    assert_eq!(report.state, FlowState::Reverted);
+    assert!(
+        report.tasks.iter().all(|t| t.state == TaskState::Reverted),
+        "{:?}",
+        report.tasks
+    );
+    let executions = (journal.count("execute", "o"), journal.count("execute", "i"));
+    (report, executions)
+}
+
 #[tokio::test]
 async fn revert_hands_the_failure_to_the_enclosing_controller_and_revert_all_does_not() {
-    let journal = tempfile::tempdir().unwrap();
-    let report = Engine::new()
-        .unwrap()
-        .run(
-            &nested(journal.path(), Strategy::Revert),
-            store(&[("seed", json!(1))]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.state, FlowState::Reverted);
+    let (report, executions) = run_nested(Strategy::Revert).await;
     assert_eq!(
-        (
-            executions(journal.path(), "o"),
-            executions(journal.path(), "i")
-        ),
+        executions,
         (2, 4),
         "the outer subflow ran twice, each time with two inner iterations"
     );
     assert_eq!(report.tasks[2].name, "outer/inner/i");
     assert_eq!(report.tasks[2].iterations, [2, 2]);
-    assert!(
-        report.tasks.iter().all(|t| t.state == TaskState::Reverted),
-        "{:?}",
-        report.tasks
-    );
 
-    let journal = tempfile::tempdir().unwrap();
-    let report = Engine::new()
-        .unwrap()
-        .run(
-            &nested(journal.path(), Strategy::RevertAll),
-            store(&[("seed", json!(1))]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.state, FlowState::Reverted);
+    let (report, executions) = run_nested(Strategy::RevertAll).await;
     assert_eq!(
-        (
-            executions(journal.path(), "o"),
-            executions(journal.path(), "i")
-        ),
+        executions,
         (1, 2),
         "the inner subflow gave up for the whole flow: the outer one got no second iteration"
     );
     assert_eq!(report.tasks[2].iterations, [1, 2]);
-    assert!(
-        report.tasks.iter().all(|t| t.state == TaskState::Reverted),
-        "{:?}",
-        report.tasks
-    );
 }
 
 /// A flow file: subflow `schedule` over hosts `x`, `y`: `a` fails once, `b` waits for
@@ -287,7 +233,7 @@ flow = { pattern = "linear", retry = { for_each = { values = ["x", "y"], provide
 
   [[task.task]]
   name = "a"
-  plugin = PROBE
+  plugin = "PROBE"
   rebind = { value = "host" }
   provides = ["a_out"]
   config = { label = "a", journal = true, fail = "unavailable", fail_times = 1 }
@@ -295,7 +241,7 @@ flow = { pattern = "linear", retry = { for_each = { values = ["x", "y"], provide
 
   [[task.task]]
   name = "b"
-  plugin = PROBE
+  plugin = "PROBE"
   rebind = { value = "host" }
   provides = ["b_out"]
   config = { label = "b", journal = true, mode = "wait_file", path = "/signal/go" }
@@ -305,14 +251,9 @@ flow = { pattern = "linear", retry = { for_each = { values = ["x", "y"], provide
 #[test]
 fn a_run_killed_mid_iteration_resumes_in_that_iteration() {
     let ws = Workspace::new();
-    std::fs::write(
-        ws.path("flow.toml"),
-        RESUMED.replace("PROBE", &format!("{:?}", plugin("probe"))),
-    )
-    .unwrap();
+    probe_file(ws.root(), "flow.toml", RESUMED);
     let check = ws.flowhost(&["check", "flow.toml", "--json"]);
-    assert!(check.status.success(), "{}", stderr(&check));
-    let plan = stdout_json(&check);
+    let plan = exit_json(&check, 0);
     assert_eq!(plan["tasks"][1]["name"], "schedule/b");
     assert_eq!(plan["tasks"][1]["depends_on"], json!(["schedule/a"]));
     assert_eq!(plan["subflows"][0]["path"], "schedule");
@@ -325,23 +266,8 @@ fn a_run_killed_mid_iteration_resumes_in_that_iteration() {
         json!(["schedule/a", "schedule/b"])
     );
 
-    let db = ws.db();
-    let db = db.to_str().unwrap();
-    let mut child = ws
-        .command(&["run", "flow.toml", "--db", db])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    ws.wait_for(&mut child, "execute", "b");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let run = ws.only_run();
-    let record = SqliteRunDb::open(&ws.db(), false, Durability::Normal)
-        .unwrap()
-        .get(&run.id)
-        .unwrap()
-        .unwrap();
+    let run = ws.run_and_kill("execute", "b");
+    let record = ws.record(&run.id);
     assert_eq!(record.tasks[1].state, TaskState::Running);
     assert_eq!(
         record.tasks[1].iterations,
@@ -350,22 +276,20 @@ fn a_run_killed_mid_iteration_resumes_in_that_iteration() {
     );
 
     ws.release();
-    let resumed = ws.flowhost(&["runs", "resume", &run.id, "--db", db]);
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let resumed = ws.runs(&["resume", &run.id]);
+    assert_exit(&resumed, 0);
     assert_eq!(
-        values(&ws.path("journal"), "a"),
+        ws.journal().values("a"),
         [json!("x"), json!("y")],
         "`a` succeeded in iteration 2 before the kill"
     );
     assert_eq!(
-        values(&ws.path("journal"), "b"),
+        ws.journal().values("b"),
         [json!("y"), json!("y")],
         "`b` ran again with iteration 2's value"
     );
 
-    let show = ws.flowhost(&["runs", "show", &run.id, "--json", "--db", db]);
-    assert!(show.status.success(), "{}", stderr(&show));
-    let shown = stdout_json(&show);
+    let shown = ws.show(&run.id);
     assert_eq!(shown["state"], "SUCCESS");
     assert_eq!(shown["tasks"][0]["name"], "schedule/a");
     assert_eq!(shown["tasks"][0]["iterations"], json!([2]));
@@ -380,10 +304,9 @@ fn a_run_killed_mid_iteration_resumes_in_that_iteration() {
         [(1, json!([1])), (1, json!([2]))],
         "each iteration's attempts count from 1"
     );
-    let text = ws.flowhost(&["runs", "show", &run.id, "--db", db]);
-    assert!(
-        String::from_utf8_lossy(&text.stdout)
-            .contains("in iteration 2 of its subflow's retry controller")
+    assert_contains(
+        &stdout(&ws.runs(&["show", &run.id])),
+        "in iteration 2 of its subflow's retry controller",
     );
 }
 
@@ -417,10 +340,7 @@ async fn controllers_are_validated_naming_the_field() {
         &file("{ times = 2 }").replace("flow = {", "inject = { a = 1 }\nflow = {"),
     )
     .unwrap_err();
-    assert!(
-        error.contains("subflow `s`: `inject` belongs to a task entry"),
-        "{error}"
-    );
+    assert_contains(&error, "subflow `s`: `inject` belongs to a task entry");
 
     let engine = Engine::new().unwrap();
     let engine = &engine;
@@ -482,19 +402,15 @@ async fn controllers_are_validated_naming_the_field() {
 #[tokio::test]
 async fn a_graph_flow_runs_a_subflow_after_what_it_reads() {
     // `late` is first in the file but reads the subflow's result, so it waits for all of it.
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::graph("g")
-        .add(journaled_probe("late", journal.path(), json!({})).rebind("value", "two_out"))
+        .add(journal.probe_reading("late", "two_out", json!({})))
         .add(
             Subflow::linear("sub")
-                .add(journaled_probe("one", journal.path(), json!({})).rebind("value", "seed"))
-                .add(journaled_probe("two", journal.path(), json!({})).rebind("value", "one_out")),
+                .add(journal.probe_reading("one", "seed", json!({})))
+                .add(journal.probe_reading("two", "one_out", json!({}))),
         );
-    let loaded = Engine::new()
-        .unwrap()
-        .load(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
+    let loaded = Engine::new().unwrap().load(&flow, seeded()).await.unwrap();
     let deps: Vec<(&str, Vec<&str>)> = loaded.plan().map(|p| (p.name, p.depends_on)).collect();
     assert_eq!(
         deps,
@@ -511,44 +427,19 @@ async fn a_graph_flow_runs_a_subflow_after_what_it_reads() {
 async fn a_run_stopped_between_a_failed_iteration_and_the_next_reverts_then_starts_it() {
     // The record: `s/t` failed in iteration 1, and the run stopped before the subflow was
     // reverted. Resuming reverts it, then runs iteration 2.
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("stopped").add(
         Subflow::linear("s")
             .retry(Controller::times(2))
-            .add(journaled_probe("t", journal.path(), json!({})).rebind("value", "seed")),
+            .add(journal.probe_reading("t", "seed", json!({}))),
     );
-    let error = flowhost::TaskError {
-        code: "unavailable".into(),
-        message: "busy".into(),
-        details: None,
-    };
-    let checkpoint = flowhost::Checkpoint {
-        state: FlowState::Running,
-        tasks: vec![flowhost::TaskCheckpoint {
-            name: "s/t".into(),
-            state: TaskState::Failure,
-            args: Some(r#"{"value":1}"#.into()),
-            outcome: Some(flowhost::Outcome::Error(error.clone())),
-            error: Some(error),
-            revert_error: None,
-            duration: std::time::Duration::from_millis(1),
-            attempt: 1,
-            retry_at: None,
-            iterations: vec![1],
-        }],
-    };
-    let loaded = Engine::new()
-        .unwrap()
-        .load(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
-    let report = loaded.resume(checkpoint).await.unwrap();
+    let checkpoint = stopped_running(vec![flowhost::TaskCheckpoint {
+        iterations: vec![1],
+        ..failed_attempt("s/t", TaskState::Failure)
+    }]);
+    let report = resume_from(&flow, seeded(), checkpoint).await;
     assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
-    let calls: Vec<Value> = json_lines(&journal.path().join("calls.jsonl"))
-        .into_iter()
-        .map(|c| c["call"].clone())
-        .collect();
-    assert_eq!(calls, ["revert", "execute"]);
+    assert_eq!(journal.kinds(), ["revert", "execute"]);
     assert_eq!(
         (
             report.tasks[0].iterations.as_slice(),
@@ -562,63 +453,47 @@ async fn a_run_stopped_between_a_failed_iteration_and_the_next_reverts_then_star
 async fn a_subflow_starts_its_next_iteration_while_independent_tasks_still_run() {
     // `slow` waits for a file only the subflow's second iteration writes: were the restart
     // to wait for every running task, the run would never end.
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let signal = tempfile::tempdir().unwrap();
     let flow = FlowSpec::graph("independent")
         .max_parallel(4)
         .add(
-            journaled_probe(
-                "slow",
-                journal.path(),
-                json!({ "mode": "wait_file", "path": "/signal/go" }),
-            )
-            .rebind("value", "seed")
-            .grant_dir(signal.path(), "/signal", flowhost::Access::ReadOnly),
+            journal
+                .probe_reading(
+                    "slow",
+                    "seed",
+                    json!({ "mode": "wait_file", "path": "/signal/go" }),
+                )
+                .grant_dir(signal.path(), "/signal", flowhost::Access::ReadOnly),
         )
         .add(
             Subflow::linear("s")
                 .retry(Controller::times(2))
+                .add(journal.probe_reading(
+                    "a",
+                    "seed",
+                    json!({ "fail": "unavailable", "fail_times": 1 }),
+                ))
                 .add(
-                    journaled_probe(
-                        "a",
-                        journal.path(),
-                        json!({ "fail": "unavailable", "fail_times": 1 }),
-                    )
-                    .rebind("value", "seed"),
-                )
-                .add(
-                    journaled_probe(
-                        "b",
-                        journal.path(),
-                        json!({ "mode": "write_file", "path": "/signal/go", "content": "go" }),
-                    )
-                    .rebind("value", "a_out")
-                    .grant_dir(
-                        signal.path(),
-                        "/signal",
-                        flowhost::Access::ReadWrite,
-                    ),
+                    journal
+                        .probe_reading(
+                            "b",
+                            "a_out",
+                            json!({ "mode": "write_file", "path": "/signal/go", "content": "go" }),
+                        )
+                        .grant_dir(signal.path(), "/signal", flowhost::Access::ReadWrite),
                 ),
         );
-    let recorder = Arc::new(Recorder::default());
-    let mut loaded = Engine::new()
-        .unwrap()
-        .load(&flow, store(&[("seed", json!(1))]))
-        .await
-        .unwrap();
-    loaded.listen(recorder.clone());
-    let report = tokio::time::timeout(std::time::Duration::from_secs(120), loaded.run())
-        .await
-        .expect("the run ends")
-        .unwrap();
+    let engine = Engine::new().unwrap();
+    let (report, recorder) = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        run_recorded(&engine, &flow, seeded()),
+    )
+    .await
+    .expect("the run ends");
     assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
     let moves = recorder.task_transitions();
-    let at = |task: &str, to: TaskState| {
-        moves
-            .iter()
-            .position(|(t, _, s)| t == task && *s == to)
-            .unwrap()
-    };
+    let at = |task: &str, to: TaskState| recorder.position(task, to);
     assert!(
         at("s/a", TaskState::Pending) < at("slow", TaskState::Success),
         "{moves:?}"
@@ -629,5 +504,5 @@ async fn a_subflow_starts_its_next_iteration_while_independent_tasks_still_run()
             .any(|(t, _, s)| t == "slow" && *s == TaskState::Reverting),
         "{moves:?}"
     );
-    assert_eq!(executions(journal.path(), "slow"), 1);
+    assert_eq!(journal.count("execute", "slow"), 1);
 }

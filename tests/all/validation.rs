@@ -6,8 +6,12 @@ use std::path::Path;
 use std::process::Output;
 
 use flowhost::{Access, Engine, FlowSpec, Store, TaskSpec, ValidationError};
-use flowhost_testkit::{journaled_probe, json_lines, plugin};
 use serde_json::json;
+
+use crate::kit::{
+    Journal, assert_contains, assert_exit, exit_json, plugin, probe_file, stderr, stdout,
+    stdout_json,
+};
 
 async fn invalid(flow: &FlowSpec, journal: &Path) -> ValidationError {
     let initial: Store = [("value".to_owned(), json!(1))].into_iter().collect();
@@ -18,7 +22,7 @@ async fn invalid(flow: &FlowSpec, journal: &Path) -> ValidationError {
         .err()
         .expect("the flow must be rejected");
     assert!(
-        json_lines(&journal.join("calls.jsonl")).is_empty(),
+        Journal::at(journal).entries().is_empty(),
         "nothing may execute when validation fails"
     );
     error
@@ -32,12 +36,18 @@ fn messages(error: &ValidationError) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that the first problem's message (`task: message`) contains `part`.
+#[track_caller]
+fn assert_first_problem_says(error: &ValidationError, part: &str) {
+    assert!(messages(error)[0].contains(part), "{error}");
+}
+
 #[tokio::test]
 async fn a_missing_requirement_names_task_argument_and_store_key() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("missing")
-        .add(journaled_probe("first", journal.path(), json!({})))
-        .add(journaled_probe("second", journal.path(), json!({})).rebind("value", "raw_value"));
+        .add(journal.probe("first", json!({})))
+        .add(journal.probe_reading("second", "raw_value", json!({})));
     let error = invalid(&flow, journal.path()).await;
     assert_eq!(
         messages(&error),
@@ -49,20 +59,17 @@ async fn a_missing_requirement_names_task_argument_and_store_key() {
 
 #[tokio::test]
 async fn a_requirement_provided_only_by_a_later_task_is_reported_with_a_hint() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let flow = FlowSpec::linear("order")
-        .add(journaled_probe("early", journal.path(), json!({})).rebind("value", "late_out"))
-        .add(journaled_probe("late", journal.path(), json!({})));
+        .add(journal.probe_reading("early", "late_out", json!({})))
+        .add(journal.probe("late", json!({})));
     let error = invalid(&flow, journal.path()).await;
-    assert!(
-        messages(&error)[0].contains("task `late` provides it but runs later"),
-        "{error}"
-    );
+    assert_first_problem_says(&error, "task `late` provides it but runs later");
 }
 
 #[tokio::test]
 async fn every_problem_is_reported_at_once() {
-    let journal = tempfile::tempdir().unwrap();
+    let journal = Journal::new();
     let garbage = journal.path().join("garbage.wasm");
     std::fs::write(&garbage, b"definitely not wasm").unwrap();
     let core_module = journal.path().join("core.wasm");
@@ -70,12 +77,12 @@ async fn every_problem_is_reported_at_once() {
     let no_contract = journal.path().join("empty-component.wat");
     std::fs::write(&no_contract, "(component)").unwrap();
     let flow = FlowSpec::linear("broken")
-        .add(journaled_probe("ok", journal.path(), json!({})))
-        .add(journaled_probe("ok", journal.path(), json!({})))
+        .add(journal.probe("ok", json!({})))
+        .add(journal.probe("ok", json!({})))
         .add(TaskSpec::new("absent", journal.path().join("nope.wasm")))
         .add(TaskSpec::new("garbage", &garbage))
         .add(TaskSpec::new("no_contract", &no_contract))
-        .add(journaled_probe("typo", journal.path(), json!({})).rebind("valeu", "value"));
+        .add(journal.probe("typo", json!({})).rebind("valeu", "value"));
     let error = invalid(&flow, journal.path()).await;
     let all = messages(&error);
     assert_eq!(all.len(), 6, "{error}");
@@ -106,47 +113,45 @@ async fn every_problem_is_reported_at_once() {
 
     let flow = FlowSpec::linear("core").add(TaskSpec::new("core", &core_module));
     let error = invalid(&flow, journal.path()).await;
-    assert!(
-        messages(&error)[0].contains("is a core WebAssembly module"),
-        "{error}"
-    );
+    assert_first_problem_says(&error, "is a core WebAssembly module");
 }
 
 #[tokio::test]
 async fn a_missing_granted_directory_is_a_validation_problem() {
-    let journal = tempfile::tempdir().unwrap();
-    let flow =
-        FlowSpec::linear("grant").add(journaled_probe("t", journal.path(), json!({})).grant_dir(
-            journal.path().join("no-such-dir"),
-            "/data",
-            Access::ReadOnly,
-        ));
+    let journal = Journal::new();
+    let flow = FlowSpec::linear("grant").add(journal.probe("t", json!({})).grant_dir(
+        journal.path().join("no-such-dir"),
+        "/data",
+        Access::ReadOnly,
+    ));
     let error = invalid(&flow, journal.path()).await;
-    assert!(
-        messages(&error)[0].contains("no-such-dir does not exist"),
-        "{error}"
-    );
+    assert_first_problem_says(&error, "no-such-dir does not exist");
 }
 
 fn flowhost(args: &[&str], dir: &Path) -> Output {
-    flowhost_testkit::flowhost(args).dir(dir).run()
+    crate::kit::flowhost(args).dir(dir).run()
 }
 
+/// Writes `flow.toml` in `dir`, `PROBE` standing for the probe plugin.
 fn write_flow(dir: &Path, body: &str) {
-    let probe = plugin("probe").display().to_string();
-    std::fs::write(dir.join("flow.toml"), body.replace("PROBE", &probe)).unwrap();
+    probe_file(dir, "flow.toml", body);
+}
+
+/// A scratch folder holding `flow.toml` written from `body` ([`write_flow`]).
+fn flow_dir(body: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_flow(dir.path(), body);
+    dir
 }
 
 #[test]
 fn an_unknown_key_in_a_flow_file_is_an_error_with_its_line() {
-    let dir = tempfile::tempdir().unwrap();
-    write_flow(
-        dir.path(),
+    let dir = flow_dir(
         "name = \"f\"\n\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\nrebnd = { value = \"x\" }\n",
     );
     let out = flowhost(&["run", "flow.toml"], dir.path());
-    assert_eq!(out.status.code(), Some(65));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_exit(&out, 65);
+    let stderr = stderr(&out);
     assert!(
         stderr.contains("flow.toml")
             && stderr.contains("line 6")
@@ -157,44 +162,33 @@ fn an_unknown_key_in_a_flow_file_is_an_error_with_its_line() {
 
 #[test]
 fn check_shows_the_plan_and_run_refuses_an_invalid_flow_with_exit_65() {
-    let dir = tempfile::tempdir().unwrap();
-    write_flow(
-        dir.path(),
+    let dir = flow_dir(
         "name = \"f\"\n[store]\nraw = 3\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\nrebind = { value = \"raw\" }\nlimits = { deadline_ms = 250 }\n",
     );
     let out = flowhost(&["check", "flow.toml"], dir.path());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("flow `f` is valid"), "{stdout}");
-    assert!(stdout.contains("value <- raw"), "{stdout}");
-    assert!(stdout.contains("deadline 250 ms"), "{stdout}");
+    assert_exit(&out, 0);
+    let stdout = stdout(&out);
+    assert_contains(&stdout, "flow `f` is valid");
+    assert_contains(&stdout, "value <- raw");
+    assert_contains(&stdout, "deadline 250 ms");
 
     write_flow(
         dir.path(),
         "name = \"f\"\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\n",
     );
     let out = flowhost(&["run", "flow.toml"], dir.path());
-    assert_eq!(out.status.code(), Some(65));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("task `t`: argument `value` needs store key `value`"),
-        "{stderr}"
+    assert_exit(&out, 65);
+    let stderr = stderr(&out);
+    assert_contains(
+        &stderr,
+        "task `t`: argument `value` needs store key `value`",
     );
     assert!(!stderr.contains("RUNNING"), "nothing runs: {stderr}");
 }
 
 #[test]
 fn the_cli_takes_store_values_as_json_or_strings_and_rejects_bad_usage_with_64() {
-    let dir = tempfile::tempdir().unwrap();
-    write_flow(
-        dir.path(),
-        "name = \"f\"\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\n",
-    );
+    let dir = flow_dir("name = \"f\"\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\n");
     let out = flowhost(
         &[
             "run",
@@ -208,20 +202,14 @@ fn the_cli_takes_store_values_as_json_or_strings_and_rejects_bad_usage_with_64()
         ],
         dir.path(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fetched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fetched = exit_json(&out, 0);
     assert_eq!(
         fetched,
         json!({"echo": {"value": {"n": 1}, "extra": "plain words", "label": null}})
     );
 
     let out = flowhost(&["run", "flow.toml", "--store", "novalue"], dir.path());
-    assert_eq!(out.status.code(), Some(64));
+    assert_exit(&out, 64);
     let out = flowhost(
         &[
             "run",
@@ -233,12 +221,12 @@ fn the_cli_takes_store_values_as_json_or_strings_and_rejects_bad_usage_with_64()
         ],
         dir.path(),
     );
-    assert_eq!(out.status.code(), Some(64));
+    assert_exit(&out, 64);
     assert!(String::from_utf8_lossy(&out.stderr).contains("never stores such a name"));
     let out = flowhost(&["run", "missing.toml"], dir.path());
-    assert_eq!(out.status.code(), Some(66));
+    assert_exit(&out, 66);
     let out = flowhost(&["frobnicate"], dir.path());
-    assert_eq!(out.status.code(), Some(64));
+    assert_exit(&out, 64);
 }
 
 #[test]
@@ -246,8 +234,7 @@ fn describe_prints_what_a_plugin_declares() {
     let dir = tempfile::tempdir().unwrap();
     let probe = plugin("probe").display().to_string();
     let out = flowhost(&["describe", &probe, "--json"], dir.path());
-    assert_eq!(out.status.code(), Some(0));
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let info = exit_json(&out, 0);
     assert_eq!(info["name"], "probe");
     assert_eq!(info["requires"], json!(["value"]));
     assert_eq!(info["optional"], json!(["extra"]));
@@ -256,14 +243,12 @@ fn describe_prints_what_a_plugin_declares() {
 
 #[test]
 fn an_invalid_flow_is_machine_readable_with_json_for_check_and_run() {
-    let dir = tempfile::tempdir().unwrap();
-    write_flow(
-        dir.path(),
+    let dir = flow_dir(
         "name = \"f\"\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\nrebind = { valeu = \"x\" }\n\n[[task]]\nname = \"u\"\nplugin = \"nope.wasm\"\n",
     );
     for command in ["check", "run"] {
         let out = flowhost(&[command, "flow.toml", "--json"], dir.path());
-        assert_eq!(out.status.code(), Some(65), "{command}");
+        assert_exit(&out, 65);
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "{command} --json prints JSON ({e}): {}",
@@ -282,10 +267,7 @@ fn an_invalid_flow_is_machine_readable_with_json_for_check_and_run() {
             [("t", Some("rebind")), ("t", None), ("u", Some("plugin"))],
             "{doc}"
         );
-        assert!(
-            problems[0]["message"].as_str().unwrap().contains("`valeu`"),
-            "{doc}"
-        );
+        assert_contains(problems[0]["message"].as_str().unwrap(), "`valeu`");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("is invalid"),
             "stderr still says it"
@@ -297,24 +279,18 @@ fn an_invalid_flow_is_machine_readable_with_json_for_check_and_run() {
     )
     .unwrap();
     let out = flowhost(&["check", "flow.toml", "--json"], dir.path());
-    assert_eq!(out.status.code(), Some(65));
+    assert_exit(&out, 65);
     let doc: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("JSON for a flow file that does not parse");
     assert_eq!(doc["state"], "INVALID");
-    assert!(
-        doc["problems"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("line 3"),
-        "{doc}"
-    );
+    assert_contains(doc["problems"][0]["message"].as_str().unwrap(), "line 3");
 
     write_flow(
         dir.path(),
         "name = \"f\"\n[store]\nvalue = 1\n[[task]]\nname = \"t\"\nplugin = \"PROBE\"\n",
     );
     let out = flowhost(&["check", "flow.toml", "--json"], dir.path());
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = stdout_json(&out);
     assert_eq!(
         (doc["state"].as_str(), doc["valid"].as_bool()),
         (Some("VALID"), Some(true))
@@ -348,13 +324,10 @@ fn limits_under_which_every_call_fails_are_refused_at_validation() {
             "{limits}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = stdout_json(&out);
         let problem = &doc["problems"][0];
         assert_eq!(problem["field"], field, "{limits}: {doc}");
-        assert!(
-            problem["message"].as_str().unwrap().contains(says),
-            "{limits}: {doc}"
-        );
+        assert_contains(problem["message"].as_str().unwrap(), says);
     }
     write_flow(
         dir.path(),
@@ -381,9 +354,9 @@ fn an_entry_renaming_a_plugins_several_results_stores_them_by_position() {
     std::fs::write(dir.path().join("flow.toml"), &flow).unwrap();
     let out = flowhost(&["check", "flow.toml"], dir.path());
     let plan = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        plan.contains("provides: req_a <- size, req_b <- availability_zone, req_c <- volume_type"),
-        "{plan}"
+    assert_contains(
+        &plan,
+        "provides: req_a <- size, req_b <- availability_zone, req_c <- volume_type",
     );
     let out = flowhost(
         &[
@@ -399,13 +372,7 @@ fn an_entry_renaming_a_plugins_several_results_stores_them_by_position() {
         ],
         dir.path(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fetched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fetched = exit_json(&out, 0);
     assert_eq!(
         fetched,
         json!({"req_a": 10, "req_b": "nova", "req_c": "ssd"})
@@ -417,10 +384,10 @@ fn an_entry_renaming_a_plugins_several_results_stores_them_by_position() {
     )
     .unwrap();
     let out = flowhost(&["check", "flow.toml"], dir.path());
-    assert_eq!(out.status.code(), Some(65));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("`provides` gives 2 names but plugin `extract_volume_request` returns 3"),
-        "{stderr}"
+    assert_exit(&out, 65);
+    let stderr = stderr(&out);
+    assert_contains(
+        &stderr,
+        "`provides` gives 2 names but plugin `extract_volume_request` returns 3",
     );
 }

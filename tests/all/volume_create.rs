@@ -4,37 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use flowhost_testkit::{plugin, repo_root, snapshot};
-use serde_json::Value;
+use crate::kit::{
+    assert_contains, assert_exit, backoffs, document_states, example, exit_json, flowhost,
+    read_json, snapshot, stdout_json,
+};
 
-/// Copies the example into a scratch folder, pointing its plugin paths at the built plugins.
-fn example() -> (tempfile::TempDir, PathBuf) {
-    example_file("flow.toml")
-}
-
-/// Copies one flow file of the example (`flow.toml`, `reschedule.toml`, `graph.toml`) into a
-/// scratch folder with an empty `state/`, pointing its plugin paths at the built plugins.
-fn example_file(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let flow = dir.path().join(name);
-    std::fs::copy(repo_root().join("examples/volume-create").join(name), &flow).expect("copy flow");
-    std::fs::create_dir(dir.path().join("state")).expect("state dir");
-    let built = plugin("quota_reserve")
-        .parent()
-        .expect("plugin dir")
-        .display()
-        .to_string();
-    let text = std::fs::read_to_string(&flow).expect("read flow");
-    std::fs::write(
-        &flow,
-        text.replace("../../plugins/target/wasm32-wasip2/release", &built),
-    )
-    .expect("write flow");
-    (dir, flow)
-}
-
-fn flowhost(flow: &Path, extra: &[&str]) -> Output {
-    let mut command = flowhost_testkit::flowhost(["run"]);
+/// `flowhost run FLOW EXTRA…`, to the end.
+fn run(flow: &Path, extra: &[&str]) -> Output {
+    let mut command = flowhost(["run"]);
     command.arg(flow).args(extra);
     command.run()
 }
@@ -53,18 +30,40 @@ fn transitions(output: &Output) -> Vec<String> {
         .collect()
 }
 
-fn json_stdout(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+/// The logged transitions of task `task`, in order.
+fn transitions_of(output: &Output, task: &str) -> Vec<String> {
+    let prefix = format!("task `{task}`");
+    transitions(output)
+        .into_iter()
+        .filter(|t| t.starts_with(&prefix))
+        .collect()
 }
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("read state file"))
-        .expect("state file is JSON")
+/// The logged transitions ending in `end` (`REVERTING -> REVERTED`), in order.
+fn transitions_ending(output: &Output, end: &str) -> Vec<String> {
+    transitions(output)
+        .into_iter()
+        .filter(|t| t.ends_with(end))
+        .collect()
+}
+
+/// Runs `flow` for the zone that refuses volumes (`az-down`), reporting in JSON: the run
+/// fails and is reverted (exit 1).
+fn run_in_the_refusing_zone(flow: &Path) -> Output {
+    let out = run(
+        flow,
+        &["--store", "raw_availability_zone=az-down", "--json"],
+    );
+    assert_exit(&out, 1);
+    out
+}
+
+/// Every file below `state` but the quota ledger: the volume records and scheduler requests.
+fn records(state: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    snapshot(state)
+        .into_iter()
+        .filter(|(p, _)| p != Path::new("quota.json"))
+        .collect()
 }
 
 const TASKS: [&str; 5] = [
@@ -77,14 +76,9 @@ const TASKS: [&str; 5] = [
 
 #[test]
 fn creating_a_volume_runs_every_task_in_order_and_prints_the_volume() {
-    let (dir, flow) = example();
-    let out = flowhost(&flow, &["--fetch", "volume"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (dir, flow) = example("volume-create", "flow.toml");
+    let out = run(&flow, &["--fetch", "volume"]);
+    assert_exit(&out, 0);
 
     let expected: Vec<String> = TASKS
         .iter()
@@ -97,7 +91,7 @@ fn creating_a_volume_runs_every_task_in_order_and_prints_the_volume() {
         .collect();
     assert_eq!(transitions(&out), expected);
 
-    let fetched = json_stdout(&out);
+    let fetched = stdout_json(&out);
     let volume = &fetched["volume"];
     assert_eq!(volume["size"], 10);
     assert_eq!(volume["availability_zone"], "nova");
@@ -121,47 +115,24 @@ fn creating_a_volume_runs_every_task_in_order_and_prints_the_volume() {
 
 #[test]
 fn a_refusing_zone_reverts_every_task_in_reverse_and_restores_the_files() {
-    let (dir, flow) = example();
-    let first = flowhost(&flow, &[]);
-    assert_eq!(
-        first.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    let (dir, flow) = example("volume-create", "flow.toml");
+    let first = run(&flow, &[]);
+    assert_exit(&first, 0);
     let state = dir.path().join("state");
     let before = snapshot(&state);
 
-    let out = flowhost(
-        &flow,
-        &["--store", "raw_availability_zone=az-down", "--json"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_in_the_refusing_zone(&flow);
 
-    let report = json_stdout(&out);
+    let report = stdout_json(&out);
     assert_eq!(report["state"], "REVERTED");
-    let states: Vec<&str> = report["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["REVERTED"; 5]);
+    assert_eq!(document_states(&report), ["REVERTED"; 5]);
     assert_eq!(report["tasks"][4]["error"]["code"], "zone-unavailable");
     assert!(
         report["store"].get("volume").is_none(),
         "a reverted volume must not be in the final store"
     );
 
-    let reverts: Vec<String> = transitions(&out)
-        .into_iter()
-        .filter(|t| t.ends_with("-> REVERTED"))
-        .collect();
+    let reverts = transitions_ending(&out, "-> REVERTED");
     let expected: Vec<String> = TASKS
         .iter()
         .rev()
@@ -177,28 +148,27 @@ fn a_refusing_zone_reverts_every_task_in_reverse_and_restores_the_files() {
 
 #[test]
 fn a_size_over_quota_fails_at_the_reservation_and_changes_nothing() {
-    let (dir, flow) = example();
+    let (dir, flow) = example("volume-create", "flow.toml");
     let state = dir.path().join("state");
     let before = snapshot(&state);
-    let out = flowhost(&flow, &["--store", "raw_size=5000", "--json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let report = json_stdout(&out);
+    let out = run(&flow, &["--store", "raw_size=5000", "--json"]);
+    let report = exit_json(&out, 1);
     assert_eq!(report["tasks"][1]["error"]["code"], "over-quota");
     assert_eq!(
         report["tasks"][2]["state"], "PENDING",
         "nothing after the failed task runs"
     );
-    let after: Vec<_> = snapshot(&state)
-        .into_iter()
-        .filter(|(p, _)| p != Path::new("quota.json"))
-        .collect();
-    assert_eq!(after, before, "no volume or scheduler file may be left");
+    assert_eq!(
+        records(&state),
+        before,
+        "no volume or scheduler file may be left"
+    );
 }
 
 #[test]
 fn fetching_a_name_that_was_reverted_says_so_and_keeps_stdout_json() {
-    let (_dir, flow) = example();
-    let out = flowhost(
+    let (_dir, flow) = example("volume-create", "flow.toml");
+    let out = run(
         &flow,
         &[
             "--store",
@@ -209,38 +179,30 @@ fn fetching_a_name_that_was_reverted_says_so_and_keeps_stdout_json() {
             "size",
         ],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_exit(&out, 1);
     assert_eq!(
-        json_stdout(&out),
+        stdout_json(&out),
         serde_json::json!({ "volume": null, "size": null }),
         "stdout stays machine-readable"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("`volume` was reverted: task `entry_create` stored it, then was reverted"),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "`volume` was reverted: task `entry_create` stored it, then was reverted",
     );
-    assert!(
-        stderr.contains("`size` was reverted: task `extract_volume_request`"),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "`size` was reverted: task `extract_volume_request`",
     );
 }
 
 #[test]
 fn a_busy_scheduler_is_retried_with_backoff_until_it_accepts_the_cast() {
-    let (dir, flow) = example_file("reschedule.toml");
+    let (dir, flow) = example("volume-create", "reschedule.toml");
     let db = dir.path().join("runs.db");
-    let out = flowhost(&flow, &["--fetch", "volume", "--db", db.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let casts: Vec<String> = transitions(&out)
-        .into_iter()
-        .filter(|t| t.starts_with("task `volume_cast`"))
-        .collect();
+    let out = run(&flow, &["--fetch", "volume", "--db", db.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let casts = transitions_of(&out, "volume_cast");
     assert_eq!(
         casts,
         [
@@ -252,7 +214,7 @@ fn a_busy_scheduler_is_retried_with_backoff_until_it_accepts_the_cast() {
             "task `volume_cast` RUNNING -> SUCCESS",
         ]
     );
-    let id = json_stdout(&out)["volume"]["id"]
+    let id = stdout_json(&out)["volume"]["id"]
         .as_str()
         .expect("volume has an id")
         .to_owned();
@@ -261,48 +223,31 @@ fn a_busy_scheduler_is_retried_with_backoff_until_it_accepts_the_cast() {
         id.as_str()
     );
 
-    let runs = json_stdout(
-        &flowhost_testkit::flowhost(["runs", "list", "--json", "--db", db.to_str().unwrap()]).run(),
-    );
+    let db = db.to_str().unwrap();
+    let runs = stdout_json(&flowhost(["runs", "list", "--json", "--db", db]).run());
     let run = runs[0]["id"].as_str().unwrap();
-    let show =
-        flowhost_testkit::flowhost(["runs", "show", run, "--json", "--db", db.to_str().unwrap()])
-            .run();
-    let cast = &json_stdout(&show)["tasks"][4];
-    let pauses: Vec<f64> = cast["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|a| a["backoff_ms"].as_f64())
-        .collect();
-    assert_eq!(pauses, [50.0, 100.0], "the backoff doubles from 50 ms");
+    let show = flowhost(["runs", "show", run, "--json", "--db", db]).run();
+    let cast = &stdout_json(&show)["tasks"][4];
+    assert_eq!(
+        backoffs(cast),
+        [50.0, 100.0],
+        "the backoff doubles from 50 ms"
+    );
     assert_eq!(cast["attempts"][1]["error"]["code"], "unavailable");
 }
 
 #[test]
 fn a_refusing_zone_is_not_retried_and_reverts_everything() {
-    let (dir, flow) = example_file("reschedule.toml");
+    let (dir, flow) = example("volume-create", "reschedule.toml");
     let state = dir.path().join("state");
-    let out = flowhost(
-        &flow,
-        &["--store", "raw_availability_zone=az-down", "--json"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json_stdout(&out);
+    let out = run_in_the_refusing_zone(&flow);
+    let report = stdout_json(&out);
     assert_eq!(
         report["tasks"][4]["attempt"], 1,
         "`zone-unavailable` is not in the policy's `on`"
     );
     assert_eq!(report["state"], "REVERTED");
-    let left: Vec<_> = snapshot(&state)
-        .into_iter()
-        .filter(|(p, _)| p != Path::new("quota.json"))
-        .collect();
+    let left = records(&state);
     assert!(
         left.is_empty(),
         "no volume, request or busy count is left: {left:?}"
@@ -311,14 +256,9 @@ fn a_refusing_zone_is_not_retried_and_reverts_everything() {
 
 #[test]
 fn the_graph_variant_reserves_quota_and_creates_the_record_at_once() {
-    let (_dir, flow) = example_file("graph.toml");
-    let out = flowhost(&flow, &["--fetch", "volume"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_dir, flow) = example("volume-create", "graph.toml");
+    let out = run(&flow, &["--fetch", "volume"]);
+    assert_exit(&out, 0);
     let moves = transitions(&out);
     let at = |t: &str| {
         moves
@@ -339,28 +279,16 @@ fn the_graph_variant_reserves_quota_and_creates_the_record_at_once() {
         at("task `quota_commit` RUNNING -> SUCCESS") < at("task `volume_cast` PENDING -> RUNNING"),
         "`after` holds"
     );
-    assert_eq!(json_stdout(&out)["volume"]["status"], "creating");
+    assert_eq!(stdout_json(&out)["volume"]["status"], "creating");
 }
 
 #[test]
 fn the_graph_variant_reverts_in_reverse_dependency_order() {
-    let (dir, flow) = example_file("graph.toml");
+    let (dir, flow) = example("volume-create", "graph.toml");
     let state = dir.path().join("state");
     let before = snapshot(&state);
-    let out = flowhost(
-        &flow,
-        &["--store", "raw_availability_zone=az-down", "--json"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reverted: Vec<String> = transitions(&out)
-        .into_iter()
-        .filter(|t| t.ends_with("REVERTING -> REVERTED"))
-        .collect();
+    let out = run_in_the_refusing_zone(&flow);
+    let reverted = transitions_ending(&out, "REVERTING -> REVERTED");
     let at = |t: &str| {
         reverted
             .iter()
@@ -371,27 +299,15 @@ fn the_graph_variant_reverts_in_reverse_dependency_order() {
     assert!(at("volume_cast") < at("quota_commit") && at("quota_commit") < at("entry_create"));
     assert!(at("quota_commit") < at("quota_reserve"));
     assert_eq!(at("extract_volume_request"), 4, "the root is reverted last");
-    let after: Vec<_> = snapshot(&state)
-        .into_iter()
-        .filter(|(p, _)| p != Path::new("quota.json"))
-        .collect();
-    assert_eq!(after, before);
+    assert_eq!(records(&state), before);
 }
 
 #[test]
 fn a_refusing_zone_makes_the_schedule_subflow_try_the_next_zone() {
-    let (dir, flow) = example_file("zones.toml");
-    let out = flowhost(&flow, &["--fetch", "volume"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let casts: Vec<String> = transitions(&out)
-        .into_iter()
-        .filter(|t| t.starts_with("task `schedule/volume_cast`"))
-        .collect();
+    let (dir, flow) = example("volume-create", "zones.toml");
+    let out = run(&flow, &["--fetch", "volume"]);
+    assert_exit(&out, 0);
+    let casts = transitions_of(&out, "schedule/volume_cast");
     assert_eq!(
         casts,
         [
@@ -405,15 +321,12 @@ fn a_refusing_zone_makes_the_schedule_subflow_try_the_next_zone() {
         ]
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("PENDING -> RUNNING (iteration 2)"),
-        "{stderr}"
-    );
+    assert_contains(&stderr, "PENDING -> RUNNING (iteration 2)");
     assert!(
         !stderr.contains("task `entry_create` SUCCESS -> REVERTING"),
         "what precedes the subflow stays: {stderr}"
     );
-    let id = json_stdout(&out)["volume"]["id"]
+    let id = stdout_json(&out)["volume"]["id"]
         .as_str()
         .expect("volume has an id")
         .to_owned();

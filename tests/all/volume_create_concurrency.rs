@@ -11,20 +11,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
+
+use crate::kit::{assert_exit, example, flowhost, read_json, stderr, stdout_json_lines};
 
 const RUNS: usize = 16;
 /// `volumes = 10` in `quota_reserve`'s config in `examples/volume-create/flow.toml`.
 const QUOTA: usize = 10;
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not JSON ({e}):\n{text}", path.display()))
-}
 
 /// The ids of the `<id>.json` files in `dir` (none if it does not exist).
 fn ids_in(dir: &Path) -> BTreeSet<String> {
@@ -57,25 +51,9 @@ fn files_under(dir: &Path, prefix: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn sixteen_creates_at_once_take_exactly_the_ten_volumes_of_the_quota() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let plugins = root.join("plugins/target/wasm32-wasip2/release");
-    assert!(
-        plugins.join("quota_reserve.wasm").is_file(),
-        "build the plugins first: cd plugins && cargo build --release --locked"
-    );
-
     // A copy of the example with an empty state/ and its plugin paths at the built plugins.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let flow = dir.path().join("flow.toml");
-    let text = std::fs::read_to_string(root.join("examples/volume-create/flow.toml"))
-        .expect("read the example's flow.toml")
-        .replace(
-            "../../plugins/target/wasm32-wasip2/release",
-            &plugins.display().to_string(),
-        );
-    std::fs::write(&flow, text).expect("write flow.toml");
+    let (dir, flow) = example("volume-create", "flow.toml");
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).expect("state dir");
     let batch = dir.path().join("in.jsonl");
     let lines: String = (1..=RUNS)
         .map(|i| format!("{{\"display_name\": \"vol-{i}\"}}\n"))
@@ -83,40 +61,20 @@ fn sixteen_creates_at_once_take_exactly_the_ten_volumes_of_the_quota() {
     std::fs::write(&batch, lines).expect("write the batch file");
 
     let concurrency = RUNS.to_string();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flowhost"));
+    let mut command = flowhost(["-q", "run"]).dir(dir.path()).home(dir.path());
     command
-        .args(["-q", "run"])
         .arg(&flow)
         .arg("--batch")
         .arg(&batch)
         .args(["--concurrency", &concurrency, "--db"])
-        .arg(dir.path().join("runs.db"))
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path().join(".local/share"))
-        .stdin(Stdio::null());
-    for var in [
-        "FLOWHOST_LOG",
-        "FLOWHOST_DB",
-        "FLOWHOST_LEASE_TTL",
-        "NO_COLOR",
-    ] {
-        command.env_remove(var);
-    }
-    let out = command.output().expect("run flowhost");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "some runs are reverted, none fails; stderr:\n{stderr}"
-    );
+        .arg(dir.path().join("runs.db"));
+    let out = command.run();
+    // Some runs are reverted, none fails.
+    assert_exit(&out, 1);
+    let stderr = stderr(&out);
 
     // One JSON line per run on stdout.
-    let reports: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let reports = stdout_json_lines(&out);
     assert_eq!(
         reports.len(),
         RUNS,

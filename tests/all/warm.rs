@@ -3,8 +3,9 @@
 //! still apply; entries that did not opt in keep getting a fresh instance per call.
 
 use flowhost::{Engine, FlowSpec, FlowState, Instances, Limits, Store, TaskSpec};
-use flowhost_testkit::plugin;
 use serde_json::{Value, json};
+
+use crate::kit::plugin;
 
 fn probe(name: &str, instances: Instances, config: Value) -> FlowSpec {
     FlowSpec::linear(name).add(
@@ -29,6 +30,19 @@ async fn calls(engine: &Engine, flow: &FlowSpec, value: i64) -> u64 {
         "each run gets its own arguments back"
     );
     echo["calls"].as_u64().unwrap()
+}
+
+/// Runs `flow`, whose task fails, from `value = 0`: how the run ended and the task's error
+/// code.
+async fn failure(engine: &Engine, flow: &FlowSpec) -> (FlowState, String) {
+    let report = engine.run(flow, initial(json!(0))).await.unwrap();
+    let code = report.tasks[0]
+        .error
+        .as_ref()
+        .unwrap_or_else(|| panic!("the task did not fail: {:?}", report.tasks))
+        .code
+        .clone();
+    (report.state, code)
 }
 
 #[tokio::test]
@@ -62,9 +76,10 @@ async fn an_instance_that_trapped_is_discarded() {
     assert_eq!(calls(&engine, &good, 2).await, 2);
 
     // The warm instance serves the trapping run and traps.
-    let report = engine.run(&trapping, initial(json!(0))).await.unwrap();
-    assert_eq!(report.state, FlowState::Reverted);
-    assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "trap");
+    assert_eq!(
+        failure(&engine, &trapping).await,
+        (FlowState::Reverted, "trap".to_owned())
+    );
 
     assert_eq!(
         calls(&engine, &good, 3).await,
@@ -88,22 +103,10 @@ async fn deadlines_and_memory_caps_still_apply_to_reused_instances_which_are_the
     let growing = probe("warm", Instances::Reuse, json!({"mode": "grow"})).limits(limits);
 
     assert_eq!(calls(&engine, &good, 1).await, 1);
-    let report = engine.run(&looping, initial(json!(0))).await.unwrap();
-    assert_eq!(
-        report.tasks[0].error.as_ref().unwrap().code,
-        "deadline-exceeded",
-        "{:?}",
-        report.tasks
-    );
+    assert_eq!(failure(&engine, &looping).await.1, "deadline-exceeded");
     assert_eq!(calls(&engine, &good, 2).await, 1);
 
-    let report = engine.run(&growing, initial(json!(0))).await.unwrap();
-    assert_eq!(
-        report.tasks[0].error.as_ref().unwrap().code,
-        "memory-limit",
-        "{:?}",
-        report.tasks
-    );
+    assert_eq!(failure(&engine, &growing).await.1, "memory-limit");
     assert_eq!(calls(&engine, &good, 3).await, 1);
 }
 
@@ -113,9 +116,10 @@ async fn a_task_error_keeps_the_instance_warm() {
     let good = probe("warm", Instances::Reuse, json!({"calls": true}));
     let failing = probe("warm", Instances::Reuse, json!({"fail": "refused"}));
     assert_eq!(calls(&engine, &good, 1).await, 1);
-    let report = engine.run(&failing, initial(json!(0))).await.unwrap();
-    assert_eq!(report.state, FlowState::Reverted);
-    assert_eq!(report.tasks[0].error.as_ref().unwrap().code, "refused");
+    assert_eq!(
+        failure(&engine, &failing).await,
+        (FlowState::Reverted, "refused".to_owned())
+    );
     // The failed execute and its revert both ran on the warm instance, which returned normally.
     assert_eq!(calls(&engine, &good, 2).await, 3);
 }

@@ -6,12 +6,25 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use flowhost::runs::{PgRunDb, RunDb, RunFilter};
+use flowhost::runs::{PgRunDb, RunDb, RunFilter, RunRecord};
 use flowhost::{Engine, FlowSpec, FlowState, Store};
-use flowhost_testkit::{Postgres, Workspace};
 use serde_json::{Value, json};
+
+use crate::kit::{
+    Postgres, Workspace, flowhost_bin, is_root, signal, stdout_json, stop, wait_until,
+};
+
+/// Worker options under which a lease lapses a second after its holder stops renewing it.
+const SHORT_LEASE: [&str; 6] = [
+    "--lease-ttl",
+    "1s",
+    "--heartbeat",
+    "200ms",
+    "--poll",
+    "200ms",
+];
 
 /// Submits one run of the workspace's flow per seed, through the library (as a control plane
 /// would), and returns their ids.
@@ -29,6 +42,12 @@ fn submit(pg: &Postgres, flow: &Path, seeds: std::ops::Range<u64>) -> Vec<String
         }
         ids
     })
+}
+
+/// Writes the workspace's flow `name`: probes `a`, `b` sleeping `ms` milliseconds, `c`.
+fn sleeping_in_b(ws: &Workspace, name: &str, ms: u64) -> PathBuf {
+    let b = json!({ "mode": "sleep", "ms": ms });
+    ws.flow(name, &[("a", json!({})), ("b", b), ("c", json!({}))])
 }
 
 /// A `flowhost worker` with its log in `log`.
@@ -54,30 +73,9 @@ fn states(pg: &Postgres) -> HashMap<String, FlowState> {
         .collect()
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn all_succeeded(pg: &Postgres, n: usize) -> bool {
     let states = states(pg);
     states.len() == n && states.values().all(|s| *s == FlowState::Success)
-}
-
-fn signal(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {signal}");
-}
-
-fn stop(mut child: Child) {
-    signal(&child, "-TERM");
-    child.wait().unwrap();
 }
 
 /// The seed a probe's journaled arguments were derived from (each probe echoes `value`).
@@ -91,7 +89,7 @@ fn seed(args: &Value) -> u64 {
 /// How often each (task, seed) was executed, from the probes' journal.
 fn executions(ws: &Workspace) -> HashMap<(String, u64), usize> {
     let mut counts = HashMap::new();
-    for line in flowhost_testkit::json_lines(&ws.path("journal/calls.jsonl")) {
+    for line in ws.journal().entries() {
         if line["call"] == "execute" {
             *counts
                 .entry((
@@ -106,6 +104,33 @@ fn executions(ws: &Workspace) -> HashMap<(String, u64), usize> {
 
 fn log_text(path: &PathBuf) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits until `worker`'s log (`log`) says it lost its lease: it noticed it was fenced.
+fn wait_fenced(worker: &str, log: &PathBuf, limit: Duration) {
+    wait_until(&format!("{worker} was fenced"), limit, || {
+        log_text(log).contains("lost its lease")
+    });
+}
+
+/// The record of run `id`, which a worker finished after another one, fenced, stopped in
+/// `b`: `c` executed once, by the worker that took over, and `b` twice.
+fn finished_by_the_second_worker(ws: &Workspace, pg: &Postgres, id: &str) -> RunRecord {
+    assert_eq!(
+        ws.count("execute", "c"),
+        1,
+        "the fenced worker never went on to c"
+    );
+    let db = PgRunDb::connect(&pg.url()).unwrap();
+    let record = db.get(id).unwrap().unwrap();
+    assert_eq!(record.summary.state, FlowState::Success);
+    let tasks: Vec<(&str, u32)> = record
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.executions))
+        .collect();
+    assert_eq!(tasks, [("a", 1), ("b", 2), ("c", 1)]);
+    record
 }
 
 #[test]
@@ -156,14 +181,7 @@ fn three_workers_share_three_hundred_runs_and_execute_each_task_once() {
 fn a_killed_workers_runs_are_taken_over_and_only_its_tasks_in_flight_run_again() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    let flow = ws.flow(
-        "takeover",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "sleep", "ms": 400 })),
-            ("c", json!({})),
-        ],
-    );
+    let flow = sleeping_in_b(&ws, "takeover", 400);
     submit(&pg, &flow, 0..24);
     let opts = [
         "--concurrency",
@@ -191,8 +209,8 @@ fn a_killed_workers_runs_are_taken_over_and_only_its_tasks_in_flight_run_again()
     wait_until("every run succeeded", Duration::from_secs(120), || {
         all_succeeded(&pg, 24)
     });
-    let listed = ws.flowhost(&["workers", "--json", "--lost-after", "1s", "--db", &pg.url()]);
-    let workers = flowhost_testkit::stdout_json(&listed);
+    let listed = ws.flowhost_on(&pg.url(), &["workers", "--json", "--lost-after", "1s"]);
+    let workers = stdout_json(&listed);
     let status = |pid: u32| {
         workers
             .as_array()
@@ -242,23 +260,9 @@ fn a_killed_workers_runs_are_taken_over_and_only_its_tasks_in_flight_run_again()
 fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    let flow = ws.flow(
-        "paused",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
-            ("c", json!({})),
-        ],
-    );
+    let flow = ws.waiting_flow("paused");
     let id = submit(&pg, &flow, 0..1).remove(0);
-    let opts = [
-        "--lease-ttl",
-        "1s",
-        "--heartbeat",
-        "200ms",
-        "--poll",
-        "200ms",
-    ];
+    let opts = SHORT_LEASE;
     let paused_log = ws.path("paused.log");
     let paused = worker(&ws, &pg.url(), &paused_log, &opts);
     wait_until("the first worker runs b", Duration::from_secs(60), || {
@@ -271,8 +275,7 @@ fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
         Duration::from_secs(60),
         || ws.count("execute", "b") == 2,
     );
-    let listed =
-        flowhost_testkit::stdout_json(&ws.flowhost(&["runs", "list", "--json", "--db", &pg.url()]));
+    let listed = stdout_json(&ws.flowhost_on(&pg.url(), &["runs", "list", "--json"]));
     assert_eq!(
         listed[0]["lease"]["pid"],
         json!(other.id()),
@@ -283,28 +286,11 @@ fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
         all_succeeded(&pg, 1)
     });
     signal(&paused, "-CONT");
-    wait_until(
-        "the paused worker noticed it was fenced",
-        Duration::from_secs(60),
-        || log_text(&paused_log).contains("lost its lease"),
-    );
+    wait_fenced("the paused worker", &paused_log, Duration::from_secs(60));
     stop(paused);
     stop(other);
 
-    assert_eq!(
-        ws.count("execute", "c"),
-        1,
-        "the fenced worker never went on to c"
-    );
-    let db = PgRunDb::connect(&pg.url()).unwrap();
-    let record = db.get(&id).unwrap().unwrap();
-    assert_eq!(record.summary.state, FlowState::Success);
-    let tasks: Vec<(&str, u32)> = record
-        .tasks
-        .iter()
-        .map(|t| (t.name.as_str(), t.executions))
-        .collect();
-    assert_eq!(tasks, [("a", 1), ("b", 2), ("c", 1)]);
+    let record = finished_by_the_second_worker(&ws, &pg, &id);
     assert_eq!(record.summary.resumes, 1);
     let last = pg.sql(&format!(
         "SELECT to_state FROM transitions WHERE run_id = '{id}' ORDER BY seq DESC LIMIT 1"
@@ -316,14 +302,7 @@ fn a_worker_paused_past_its_lease_is_fenced_when_it_wakes() {
 fn workers_reconnect_after_the_database_restarts_and_lose_nothing() {
     let mut pg = Postgres::start();
     let ws = Workspace::new();
-    let flow = ws.flow(
-        "restart",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "sleep", "ms": 1500 })),
-            ("c", json!({})),
-        ],
-    );
+    let flow = sleeping_in_b(&ws, "restart", 1500);
     submit(&pg, &flow, 0..10);
     let log = ws.path("worker.log");
     let worker = worker(
@@ -433,7 +412,7 @@ impl Host {
         let log = std::fs::File::create(log).unwrap();
         std::process::Command::new("ip")
             .args(["netns", "exec", &self.ns])
-            .arg(flowhost_testkit::flowhost_bin())
+            .arg(flowhost_bin())
             .args([
                 "worker",
                 "--db",
@@ -477,11 +456,7 @@ fn ip(args: &str) -> Result<(), String> {
 
 #[test]
 fn a_worker_cut_off_from_the_database_loses_its_run_and_is_fenced_when_its_link_returns() {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !is_root {
+    if !is_root() {
         eprintln!("skipped: network namespaces need root");
         return;
     }
@@ -495,23 +470,9 @@ fn a_worker_cut_off_from_the_database_loses_its_run_and_is_fenced_when_its_link_
     let (cut, other) = hosts;
     let pg = Postgres::start_on(&format!("127.0.0.1,{},{}", cut.gateway, other.gateway));
     let ws = Workspace::new();
-    let flow = ws.flow(
-        "partitioned",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
-            ("c", json!({})),
-        ],
-    );
+    let flow = ws.waiting_flow("partitioned");
     let id = submit(&pg, &flow, 0..1).remove(0);
-    let opts = [
-        "--lease-ttl",
-        "1s",
-        "--heartbeat",
-        "200ms",
-        "--poll",
-        "200ms",
-    ];
+    let opts = SHORT_LEASE;
     let cut_log = ws.path("cut.log");
     let mut cut_worker = cut.worker(&ws, &pg.url_at(&cut.gateway), &cut_log, &opts);
     wait_until("the first host runs b", Duration::from_secs(60), || {
@@ -539,43 +500,19 @@ fn a_worker_cut_off_from_the_database_loses_its_run_and_is_fenced_when_its_link_
     wait_until("the run succeeded", Duration::from_secs(60), || {
         all_succeeded(&pg, 1)
     });
-    wait_until(
-        "the cut-off worker was fenced",
-        Duration::from_secs(90),
-        || log_text(&cut_log).contains("lost its lease"),
-    );
+    wait_fenced("the cut-off worker", &cut_log, Duration::from_secs(90));
     stop(cut_worker);
     stop(other_worker);
 
-    assert_eq!(
-        ws.count("execute", "c"),
-        1,
-        "the fenced worker never went on to c"
-    );
-    let db = PgRunDb::connect(&pg.url()).unwrap();
-    let record = db.get(&id).unwrap().unwrap();
-    assert_eq!(record.summary.state, FlowState::Success);
-    let tasks: Vec<(&str, u32)> = record
-        .tasks
-        .iter()
-        .map(|t| (t.name.as_str(), t.executions))
-        .collect();
-    assert_eq!(tasks, [("a", 1), ("b", 2), ("c", 1)]);
+    finished_by_the_second_worker(&ws, &pg, &id);
 }
 
 #[test]
 fn serve_on_postgres_queues_runs_for_the_workers_and_cancels_them_across_processes() {
     let pg = Postgres::start();
     let ws = Workspace::new();
-    ws.flow(
-        "queued",
-        &[
-            ("a", json!({})),
-            ("b", json!({ "mode": "wait_file", "path": "/signal/go" })),
-            ("c", json!({})),
-        ],
-    );
-    let server = flowhost_testkit::serving::Served::start_on(&ws, &ws.path(""), &pg.url(), &[]);
+    ws.waiting_flow("queued");
+    let server = crate::kit::serving::Served::start_on(&ws, &ws.path(""), &pg.url(), &[]);
 
     // Started through the API, the run waits in the queue: the service executes nothing.
     let (status, started) = server.post("/v1/flows/flow/runs", r#"{"seed": 7}"#, None);
@@ -617,14 +554,9 @@ fn serve_on_postgres_queues_runs_for_the_workers_and_cancels_them_across_process
         .unwrap();
     assert_eq!(c["error"]["code"], "cancelled", "{run}");
     assert_eq!(
-        ws.count("execute", "c"),
-        0,
-        "the cancelled run stopped before `c`"
-    );
-    assert_eq!(
-        (ws.count("revert", "b"), ws.count("revert", "a")),
-        (1, 1),
-        "what ran was reverted"
+        ws.counts(&[("execute", "c"), ("revert", "b"), ("revert", "a")]),
+        [0, 1, 1],
+        "the cancelled run stopped before `c`; what ran was reverted"
     );
 
     // Runs started afterwards still go through: the request belonged to that run only.

@@ -27,7 +27,7 @@ impl Postgres {
     pub fn start_on(listen: &str) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().expect("a folder for the server");
-        if as_root() {
+        if crate::is_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(dir.path())
@@ -198,16 +198,9 @@ fn bin_dir() -> PathBuf {
         .expect("PostgreSQL's server binaries (initdb, postgres) are missing: install Debian's `postgresql` package")
 }
 
-fn as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// `program`, run as the `postgres` user when we are root (the server refuses root).
 fn user_command(program: &Path) -> Command {
-    if as_root() {
+    if crate::is_root() {
         let mut command = Command::new("setpriv");
         command
             .args([
