@@ -1,13 +1,13 @@
-"""TaskFlow twin of the failing diamond in tests/patterns.rs (a -> (b, c) -> d, d fails):
+"""TaskFlow twin of the failing diamond in tests/all/patterns.rs (a -> (b, c) -> d, d fails):
 prints every task transition in order, as flowhost logs them (`task `b` PENDING -> RUNNING`),
 for the serial and the parallel engine, so the two engines' orders can be read side by side
 with flowhost's. Run it with the bench's virtualenv (see run.sh):
 
-    target/taskflow-venv/bin/python host/benches/taskflow/diamond.py parallel
+    target/taskflow-venv/bin/python benches/taskflow/diamond.py parallel
 
 TaskFlow 6.5.0 prints: a runs; b and c both start before either ends; d fails and is
 reverted; b and c both start reverting before either is reverted; a is reverted last —
-the order tests/patterns.rs asserts of flowhost's graph flows.
+the order tests/all/patterns.rs asserts of flowhost's graph flows.
 """
 
 import sys
