@@ -434,7 +434,9 @@ class Handler(BaseHTTPRequestHandler):
         if not self.quiet:
             sys.stderr.write("volume-service: %s %s\n" % (self.address_string(), format % args))
 
-    def body(self) -> Dict[str, Any]:
+    def body(self) -> bytes:
+        """The request's body, sized or chunked, read whatever the method (so that a kept-alive
+        connection stays in step)."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             raw = b""
             while True:
@@ -447,6 +449,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         else:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        return raw
+
+    @staticmethod
+    def parse(raw: bytes) -> Dict[str, Any]:
         if not raw:
             return {}
         try:
@@ -477,7 +483,8 @@ class Handler(BaseHTTPRequestHandler):
         parts = [p for p in url.path.split("/") if p]
         query = parse_qs(url.query)
         try:
-            body = self.body() if method in ("POST", "PUT") else {}
+            raw = self.body()
+            body = self.parse(raw) if method in ("POST", "PUT") else {}
             if parts == ["healthz"] and method == "GET":
                 return self.send(200, {"ok": True})
             if not self.authorized():

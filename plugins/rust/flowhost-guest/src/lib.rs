@@ -545,8 +545,9 @@ pub mod http {
             self
         }
 
-        /// Gives up connecting, and waiting for each part of the response, after `timeout`
-        /// (`unavailable`). Without it only the call's deadline bounds the wait.
+        /// Asks the host to give up connecting, and waiting for each part of the response,
+        /// after `timeout` (wasi:http's request options; `unavailable` when it does). A host
+        /// may ignore them (flowhost's does, for now): the call's deadline always holds.
         pub fn timeout(mut self, timeout: Duration) -> Self {
             self.timeout = Some(timeout);
             self
@@ -598,11 +599,17 @@ pub mod http {
                     .append(name, value.as_bytes())
                     .map_err(|e| self.invalid(format!("header `{name}`: {}", header_error(e))))?;
             }
-            if let Some(body) = &self.body
+            // Sized, not chunked: some servers (Python's http.server) read only sized bodies;
+            // a DELETE or POST without a body says so rather than sending an empty chunked one.
+            let length = match &self.body {
+                Some(body) => Some(body.len()),
+                None if !matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "CONNECT") => Some(0),
+                None => None,
+            };
+            if let Some(length) = length
                 && !self.has_header("content-length")
             {
-                // Sized, not chunked: some servers (Python's http.server) read only sized bodies.
-                let length = body.len().to_string();
+                let length = length.to_string();
                 fields
                     .append("content-length", length.as_bytes())
                     .map_err(|e| self.invalid(format!("header `content-length`: {}", header_error(e))))?;
