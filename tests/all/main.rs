@@ -17,6 +17,7 @@ mod faults;
 mod journal;
 mod kit;
 mod leases;
+mod net;
 mod new;
 mod patterns;
 mod polyglot;

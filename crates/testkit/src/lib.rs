@@ -11,6 +11,7 @@ pub mod cdp;
 mod command;
 mod journal;
 mod library;
+pub mod net;
 mod postgres;
 pub mod serving;
 mod workspace;
