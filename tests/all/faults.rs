@@ -633,7 +633,7 @@ fn check_shows_every_limit_and_grant_and_the_run_report_the_limits_applied() {
     let plan = stdout(&out);
     assert_contains(
         &plan,
-        "limits:   deadline 4000 ms, memory 48 MiB, result 8 KiB, args 2 KiB, fuel 900000000, handles 1024",
+        "limits:   deadline 4000 ms, memory 48 MiB, result 8 KiB, args 2 KiB, fuel 900000000, handles 1024, http_requests 64, http_body_mib 64",
     );
     assert_contains(&plan, "/j (ro, pinned: device ");
 
@@ -642,7 +642,7 @@ fn check_shows_every_limit_and_grant_and_the_run_report_the_limits_applied() {
     let report = exit_json(&out, 0);
     assert_eq!(
         report["tasks"][0]["limits"],
-        json!({"deadline_ms": 4000, "memory_mib": 48, "result_kib": 8, "args_kib": 2, "fuel": 900000000, "handles": 1024})
+        json!({"deadline_ms": 4000, "memory_mib": 48, "result_kib": 8, "args_kib": 2, "fuel": 900000000, "handles": 1024, "http_requests": 64, "http_body_mib": 64})
     );
 }
 

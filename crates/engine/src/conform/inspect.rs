@@ -239,3 +239,38 @@ pub(super) fn check_describe(report: &mut ConformReport, plugin: &Plugin, cases:
         report.push("describe", Status::Fail, problems.join("; "));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::imports_note;
+
+    fn owned(imports: &[&str]) -> Vec<String> {
+        imports.iter().map(|i| (*i).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_plugin_without_network_imports_is_said_to_have_none() {
+        let note = imports_note(&owned(&[
+            "wasi:cli/stdout@0.2.6",
+            "flowhost:task/host@0.2.0",
+        ]));
+        assert_eq!(
+            note,
+            "imports only what the host provides; no network interface"
+        );
+    }
+
+    #[test]
+    fn network_imports_are_named_with_what_reaches_them() {
+        let note = imports_note(&owned(&[
+            "wasi:cli/stdout@0.2.6",
+            "wasi:http/outgoing-handler@0.2.6",
+            "wasi:sockets/tcp@0.2.6",
+        ]));
+        assert_eq!(
+            note,
+            "imports only what the host provides; network interfaces: `wasi:http/outgoing-handler@0.2.6`, \
+             `wasi:sockets/tcp@0.2.6` (they reach only what the task entry's `net` grants)"
+        );
+    }
+}
