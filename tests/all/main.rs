@@ -23,6 +23,7 @@ mod patterns;
 mod polyglot;
 mod postgres;
 mod retries;
+mod rundb;
 mod sandbox;
 mod serve;
 mod subflows;

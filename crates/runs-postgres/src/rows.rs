@@ -1,137 +1,23 @@
-//! Reading rows into records: a run's summary and lease holder, its full record with every
-//! task and transition, the JSON and state columns parsed. Separate because it is the read
-//! side that `list`, `get`, `prune`, the lease checks and the fence all share.
+//! Fetching rows in PostgreSQL's dialect: the queries for a run's summary, its lease, its
+//! tasks and transitions, their rows handed to the shared readers ([`flowhost_runs::row`]),
+//! which know which column is where and turn them into records. Separate because this is
+//! all of the read side that is PostgreSQL's own: timestamps formatted by `flowhost_ts`,
+//! leases judged by the database's clock (`flowhost_now()` read in the same row), and the
+//! integer columns' types.
 
-use std::path::PathBuf;
+use std::convert::Infallible;
 
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tokio_postgres::Row;
 
-use flowhost_runs::holder_may_be_alive;
-use flowhost_runs::{
-    LeaseHolder, Origin, RunDbError, RunRecord, RunSummary, StateChange, TaskRecord,
+use flowhost_runs::row::{
+    Columns, LeaseColumns, ORIGIN_COLUMNS, RowError, RunColumns, RunRows, SUMMARY_WIDTH,
+    SummaryColumns, TASK_COLUMNS, TRANSITION_COLUMNS, TaskColumns, TransitionColumns,
 };
+use flowhost_runs::{RunDbError, RunRecord, RunSummary};
 
 use crate::bridge::Shared;
 
-/// One run's full record.
-pub(crate) async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError> {
-    let what = "reading a run";
-    let err = |e: &dyn std::fmt::Display| s.error(what, e);
-    let client = s.client(what).await?;
-    let Some(row) = client
-        .query_opt(
-            &format!(
-                "SELECT {SUMMARY}, flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = $1"
-            ),
-            &[&id],
-        )
-        .await
-        .map_err(|e| err(&e))?
-    else {
-        return Ok(None);
-    };
-    let summary = summary(&row).map_err(|e| err(&e))?;
-    let at = SUMMARY_COLUMNS;
-    let origin = Origin {
-        flow_path: row.get::<_, Option<String>>(at).map(PathBuf::from),
-        flow_hash: row.get(at + 1),
-        plugins: parse(row.get(at + 2))
-            .map_err(|e| err(&e))?
-            .unwrap_or_default(),
-    };
-    let initial_store = parse(row.get(at + 3))
-        .map_err(|e| err(&e))?
-        .unwrap_or_default();
-    let final_store = parse(row.get(at + 4)).map_err(|e| err(&e))?;
-    let changes = client
-        .query(
-            "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations FROM transitions
-             WHERE run_id = $1 AND task_idx IS NOT NULL ORDER BY seq",
-            &[&id],
-        )
-        .await
-        .map_err(|e| err(&e))?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.get::<_, i32>(0) as usize,
-                StateChange {
-                    from: state(row.get(1))?,
-                    to: state(row.get(2))?,
-                    at: row.get(3),
-                    duration_ms: row.get(4),
-                    attempt: row.get::<_, Option<i32>>(5).map(|a| a.max(0) as u32),
-                    error: parse(row.get(6))?,
-                    backoff_ms: row.get(7),
-                    iterations: parse(row.get(8))?.unwrap_or_default(),
-                },
-            ))
-        })
-        .collect::<Result<Vec<(usize, StateChange)>, String>>()
-        .map_err(|e| err(&e))?;
-    let tasks = client
-        .query(
-            "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                    revert_duration_ms, executions, reverts, attempt, retry_at, iterations,
-                    revert_result, progress
-             FROM tasks WHERE run_id = $1 ORDER BY idx",
-            &[&id],
-        )
-        .await
-        .map_err(|e| err(&e))?
-        .iter()
-        .map(|row| {
-            let index = row.get::<_, i32>(0) as usize;
-            Ok(TaskRecord {
-                index,
-                name: row.get(1),
-                state: state(row.get(2))?,
-                args: row.get(3),
-                outcome: parse(row.get(4))?,
-                result: parse(row.get(5))?,
-                error: parse(row.get(6))?,
-                revert_error: parse(row.get(7))?,
-                duration_ms: row.get(8),
-                revert_duration_ms: row.get(9),
-                executions: row.get::<_, i32>(10).max(0) as u32,
-                reverts: row.get::<_, i32>(11).max(0) as u32,
-                attempt: row.get::<_, i32>(12).max(0) as u32,
-                retry_at: row.get(13),
-                iterations: parse(row.get(14))?.unwrap_or_default(),
-                revert_result: parse(row.get(15))?,
-                progress: parse(row.get(16))?,
-                history: changes
-                    .iter()
-                    .filter(|(i, _)| *i == index)
-                    .map(|(_, c)| c.clone())
-                    .collect(),
-            })
-        })
-        .collect::<Result<Vec<TaskRecord>, String>>()
-        .map_err(|e| err(&e))?;
-    Ok(Some(RunRecord {
-        summary,
-        origin,
-        initial_store,
-        final_store,
-        tasks,
-    }))
-}
-
-/// Reads a JSON column; a damaged value is an error naming it.
-fn parse<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>, String> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| format!("damaged JSON column: {e}")))
-        .transpose()
-}
-
-fn state<T: DeserializeOwned>(text: String) -> Result<T, String> {
-    serde_json::from_value(Value::String(text.clone()))
-        .map_err(|_| format!("unknown state `{text}`"))
-}
-
-/// The lease holder's columns, in the order [`holder`] reads them.
+/// The lease holder's columns, in the order [`lease`] reads them.
 pub(crate) const HOLDER: &str = "lease_owner, lease_host, lease_pid, flowhost_ts(lease_since), flowhost_ts(lease_expires), lease_token, lease_expires";
 pub(crate) const HOLDER_COLUMNS: usize = 7;
 
@@ -139,40 +25,118 @@ pub(crate) const HOLDER_COLUMNS: usize = 7;
 pub(crate) const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
      lease_owner, lease_host, lease_pid, flowhost_ts(lease_since), flowhost_ts(lease_expires), lease_token, lease_expires, \
      flowhost_now()";
-pub(crate) const SUMMARY_COLUMNS: usize = 16;
 
-pub(crate) fn summary(row: &Row) -> Result<RunSummary, String> {
-    let now: f64 = row.get(15);
-    let lease = holder(row, 8).filter(|(holder, expires)| {
-        *expires > now && holder_may_be_alive(&holder.host, holder.pid)
-    });
-    Ok(RunSummary {
-        id: row.get(0),
-        flow: row.get(1),
-        state: state(row.get(2))?,
-        created_at: row.get(3),
-        updated_at: row.get(4),
-        finished_at: row.get(5),
-        exit_reason: row.get(6),
-        resumes: row.get::<_, i32>(7).max(0) as u32,
-        lease: lease.map(|(holder, _)| holder),
-    })
+/// Where `flowhost_now()` stands in a row of [`SUMMARY`]: right after the summary's columns.
+const NOW: usize = SUMMARY_WIDTH;
+
+/// One run's full record.
+pub(crate) async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+    let what = "reading a run";
+    let client = s.client(what).await?;
+    let Some(row) = client
+        .query_opt(
+            &format!("SELECT {SUMMARY}, {ORIGIN_COLUMNS} FROM runs WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(|e| s.error(what, e))?
+    else {
+        return Ok(None);
+    };
+    let Ok(run) = RunColumns::read(&Pg(&row), row.get(NOW), NOW + 1);
+    let transitions = client
+        .query(
+            &format!(
+                "SELECT {TRANSITION_COLUMNS} FROM transitions
+                 WHERE run_id = $1 AND task_idx IS NOT NULL ORDER BY seq"
+            ),
+            &[&id],
+        )
+        .await
+        .map_err(|e| s.error(what, e))?
+        .iter()
+        .map(|row| {
+            let Ok(transition) = TransitionColumns::read(&Pg(row));
+            transition
+        })
+        .collect();
+    let tasks = client
+        .query(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = $1 ORDER BY idx"),
+            &[&id],
+        )
+        .await
+        .map_err(|e| s.error(what, e))?
+        .iter()
+        .map(|row| {
+            let Ok(task) = TaskColumns::read(&Pg(row));
+            task
+        })
+        .collect();
+    RunRows {
+        run,
+        transitions,
+        tasks,
+    }
+    .record()
+    .map(Some)
+    .map_err(|e| s.error(what, e))
 }
 
-/// The lease holder read from [`HOLDER`]'s columns starting at `at`, with its expiry in unix
-/// seconds of the database's clock; `None` when nobody holds the lease.
-pub(crate) fn holder(row: &Row, at: usize) -> Option<(LeaseHolder, f64)> {
-    let owner: String = row.get::<_, Option<String>>(at)?;
-    let holder = LeaseHolder {
-        owner,
-        host: row.get::<_, Option<String>>(at + 1).unwrap_or_default(),
-        pid: row.get::<_, Option<i64>>(at + 2).unwrap_or_default() as u32,
-        since: row.get::<_, Option<String>>(at + 3).unwrap_or_default(),
-        expires: row.get::<_, Option<String>>(at + 4).unwrap_or_default(),
-        token: row.get(at + 5),
-    };
-    Some((
-        holder,
-        row.get::<_, Option<f64>>(at + 6).unwrap_or_default(),
-    ))
+/// A run's summary, from [`SUMMARY`]'s columns, its lease judged by the database's clock.
+pub(crate) fn summary(row: &Row) -> Result<RunSummary, RowError> {
+    let Ok(columns) = SummaryColumns::read(&Pg(row), row.get(NOW));
+    columns.summary()
+}
+
+/// The lease columns ([`HOLDER`]'s) starting at `at`; `None` when nobody holds the lease.
+pub(crate) fn lease(row: &Row, at: usize) -> Option<LeaseColumns> {
+    let Ok(lease) = LeaseColumns::read(&Pg(row), at);
+    lease
+}
+
+/// A fetched row as the shared readers take it, in the schema's column types: counts are
+/// `integer` (a negative one, which no flowhost writes, reads as 0), the pid `bigint`. A
+/// value of another type is a bug of this crate's queries, so it panics as
+/// [`Row::get`] does rather than being an error.
+struct Pg<'a>(&'a Row);
+
+impl Columns for Pg<'_> {
+    type Error = Infallible;
+
+    fn text(&self, at: usize) -> Result<String, Infallible> {
+        Ok(self.0.get(at))
+    }
+
+    fn maybe_text(&self, at: usize) -> Result<Option<String>, Infallible> {
+        Ok(self.0.get(at))
+    }
+
+    fn real(&self, at: usize) -> Result<f64, Infallible> {
+        Ok(self.0.get(at))
+    }
+
+    fn maybe_real(&self, at: usize) -> Result<Option<f64>, Infallible> {
+        Ok(self.0.get(at))
+    }
+
+    fn index(&self, at: usize) -> Result<usize, Infallible> {
+        Ok(self.0.get::<_, i32>(at) as usize)
+    }
+
+    fn count(&self, at: usize) -> Result<u32, Infallible> {
+        Ok(self.0.get::<_, i32>(at).max(0) as u32)
+    }
+
+    fn maybe_count(&self, at: usize) -> Result<Option<u32>, Infallible> {
+        Ok(self.0.get::<_, Option<i32>>(at).map(|n| n.max(0) as u32))
+    }
+
+    fn pid(&self, at: usize) -> Result<Option<u32>, Infallible> {
+        Ok(self.0.get::<_, Option<i64>>(at).map(|pid| pid as u32))
+    }
+
+    fn token(&self, at: usize) -> Result<i64, Infallible> {
+        Ok(self.0.get(at))
+    }
 }

@@ -5,43 +5,36 @@
 use std::time::Duration;
 
 use flowhost_core::events::Event;
-use flowhost_runs::row::{Write, json};
-use flowhost_runs::{FIRST_TOKEN, holder_may_be_alive};
+use flowhost_runs::FIRST_TOKEN;
+use flowhost_runs::row::{LeaseColumns, Write, json};
 use flowhost_runs::{
-    Lease, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord,
-    RunSummary,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
+    RunRecord, RunSummary,
 };
 
 use crate::PgRunDb;
 use crate::journal::journal;
-use crate::rows::{HOLDER, HOLDER_COLUMNS, SUMMARY, holder, read_run, summary};
+use crate::rows::{self, HOLDER, HOLDER_COLUMNS, SUMMARY, read_run, summary};
 
 impl PgRunDb {
-    /// The error for a write refused by the fence, naming who holds the lease now.
-    fn fenced(&self, lease: &Lease) -> RunDbError {
+    /// Who holds `lease`'s run now, for the error of a write the fence refused.
+    fn holder_now(&self, lease: &Lease) -> Option<LeaseHolder> {
         let id = lease.run_id.clone();
-        let holder = self
-            .block("reading the run's lease", move |s| async move {
-                let client = s.client("reading the run's lease").await?;
-                let row = client
-                    .query_opt(
-                        &format!("SELECT {HOLDER}, flowhost_now() FROM runs WHERE id = $1"),
-                        &[&id],
-                    )
-                    .await
-                    .map_err(|e| s.error("reading the run's lease", e))?;
-                Ok(row
-                    .and_then(|row| holder(&row, 0))
-                    .map(|(holder, _)| holder))
-            })
-            .ok()
-            .flatten()
-            .map(Box::new);
-        RunDbError::Fenced {
-            run: lease.run_id.clone(),
-            token: lease.token,
-            holder,
-        }
+        self.block("reading the run's lease", move |s| async move {
+            let client = s.client("reading the run's lease").await?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT {HOLDER}, flowhost_now() FROM runs WHERE id = $1"),
+                    &[&id],
+                )
+                .await
+                .map_err(|e| s.error("reading the run's lease", e))?;
+            Ok(row
+                .and_then(|row| rows::lease(&row, 0))
+                .map(|lease| lease.held().holder))
+        })
+        .ok()
+        .flatten()
     }
 
     /// The runs `filter` matches, split into those deleted — or with `dry_run`, those that
@@ -65,7 +58,7 @@ impl PgRunDb {
                 )
                 .await
                 .map_err(|e| s.error(what, e))?;
-            let matched = rows.iter().map(summary).collect::<Result<Vec<_>, String>>().map_err(|e| s.error(what, e))?;
+            let matched = rows.iter().map(summary).collect::<Result<Vec<_>, _>>().map_err(|e| s.error(what, e))?;
             let (held, runs): (Vec<RunSummary>, Vec<RunSummary>) = matched.into_iter().partition(|r| r.lease.is_some());
             if !dry_run {
                 let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
@@ -156,12 +149,7 @@ impl RunDb for PgRunDb {
                 .map_err(|e| s.error(what, e))?;
             tx.commit().await.map_err(|e| s.error(what, e))
         })?;
-        Ok(Lease {
-            run_id: run.id.clone(),
-            token: FIRST_TOKEN,
-            owner: owner.clone(),
-            ttl,
-        })
+        Ok(Lease::first(&run.id, owner, ttl))
     }
 
     fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
@@ -179,11 +167,10 @@ impl RunDb for PgRunDb {
                 .map_err(|e| s.error(what, e))?
                 .ok_or_else(|| s.error(what, format!("no run {id}")))?;
             let token: i64 = row.get(0);
-            if let Some((holder, expires)) = holder(&row, 1)
-                && expires > row.get::<_, f64>(HOLDER_COLUMNS + 1)
-                && holder_may_be_alive(&holder.host, holder.pid)
+            if let Some(held) = rows::lease(&row, 1).map(LeaseColumns::held)
+                && held.live(row.get(HOLDER_COLUMNS + 1))
             {
-                return Err(RunDbError::Held { run: id, holder: Box::new(holder) });
+                return Err(RunDbError::Held { run: id, holder: Box::new(held.holder) });
             }
             tx.execute(
                 "UPDATE runs SET lease_token = $2, lease_owner = $3, lease_host = $4, lease_pid = $5,
@@ -226,11 +213,7 @@ impl RunDb for PgRunDb {
                 .map_err(|e| s.error(what, e))?;
             Ok(n == 1)
         })?;
-        if renewed {
-            Ok(())
-        } else {
-            Err(self.fenced(lease))
-        }
+        lease.written(renewed, || self.holder_now(lease))
     }
 
     fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
@@ -261,11 +244,7 @@ impl RunDb for PgRunDb {
         let recorded = self.block(&what, move |s| async move {
             journal(&s, &label, &held, &writes).await
         })?;
-        if recorded {
-            Ok(())
-        } else {
-            Err(self.fenced(lease))
-        }
+        lease.written(recorded, || self.holder_now(lease))
     }
 
     fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError> {
@@ -291,11 +270,7 @@ impl RunDb for PgRunDb {
             tx.commit().await.map_err(|e| s.error(what, e))?;
             Ok(true)
         })?;
-        if recorded {
-            Ok(())
-        } else {
-            Err(self.fenced(lease))
-        }
+        lease.written(recorded, || self.holder_now(lease))
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {

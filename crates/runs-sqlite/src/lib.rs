@@ -4,22 +4,23 @@
 //! writes of concurrent runs share commits ([`journal`]).
 
 mod journal;
+mod rows;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use flowhost_core::events::{Event, FlowState};
-use flowhost_runs::row::{Write, json};
-use flowhost_runs::{FIRST_TOKEN, holder_may_be_alive, unix_now};
+use flowhost_runs::row::{LeaseColumns, RunRows, SummaryColumns, Write, json};
+use flowhost_runs::{FIRST_TOKEN, unix_now};
 use flowhost_runs::{
     Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
-    RunRecord, RunSummary, StateChange, TaskRecord,
+    RunRecord, RunSummary,
 };
+
+use rows::{HOLDER, SUMMARY};
 
 /// Marks the file as a flowhost run database (`PRAGMA application_id`, "FLWH").
 const APPLICATION_ID: i64 = 0x464C_5748;
@@ -221,49 +222,23 @@ fn now() -> f64 {
     unix_now()
 }
 
-/// Reads a JSON column, a damaged value becoming a query error.
-fn parse<T: DeserializeOwned>(column: usize, text: Option<String>) -> rusqlite::Result<Option<T>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(
-                column,
-                rusqlite::types::Type::Text,
-                Box::new(e),
-            )
-        })
-    })
-    .transpose()
-}
-
-fn state<T: DeserializeOwned>(column: usize, text: String) -> rusqlite::Result<T> {
-    serde_json::from_value(Value::String(text)).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
 const FINISHED: &str = "('SUCCESS', 'REVERTED', 'FAILURE')";
 
 impl SqliteRunDb {
-    /// The error for a write refused by the fence, naming who holds the lease now.
-    fn fenced(&self, lease: &Lease) -> RunDbError {
-        let holder = self
-            .with("reading the run's lease", |conn| {
-                conn.query_row(
-                    &format!("SELECT {HOLDER} FROM runs WHERE id = ?1"),
-                    [&lease.run_id],
-                    |row| holder(row, 0),
-                )
-                .optional()
-            })
-            .ok()
-            .flatten()
-            .flatten()
-            .map(|(holder, _)| Box::new(holder));
-        RunDbError::Fenced {
-            run: lease.run_id.clone(),
-            token: lease.token,
-            holder,
-        }
+    /// Who holds `lease`'s run now, for the error of a write the fence refused.
+    fn holder_now(&self, lease: &Lease) -> Option<LeaseHolder> {
+        self.with("reading the run's lease", |conn| {
+            conn.query_row(
+                &format!("SELECT {HOLDER} FROM runs WHERE id = ?1"),
+                [&lease.run_id],
+                |row| rows::lease(row, 0),
+            )
+            .optional()
+        })
+        .ok()
+        .flatten()
+        .flatten()
+        .map(|lease| lease.held().holder)
     }
 }
 
@@ -302,20 +277,15 @@ impl RunDb for SqliteRunDb {
             }
             tx.commit()
         })?;
-        Ok(Lease {
-            run_id: run.id.clone(),
-            token: FIRST_TOKEN,
-            owner: owner.clone(),
-            ttl,
-        })
+        Ok(Lease::first(&run.id, owner, ttl))
     }
 
     fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
         let taken = self.with("taking the run's lease", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some((token, holder)) = tx
+            let Some((token, lease)) = tx
                 .query_row(&format!("SELECT lease_token, {HOLDER} FROM runs WHERE id = ?1"), [run_id], |row| {
-                    Ok((row.get::<_, i64>(0)?, holder(row, 1)?))
+                    Ok((row.get::<_, i64>(0)?, rows::lease(row, 1)?))
                 })
                 .optional()?
             else {
@@ -326,11 +296,10 @@ impl RunDb for SqliteRunDb {
                 }));
             };
             let now = now();
-            if let Some((holder, expires)) = holder
-                && expires > now
-                && holder_may_be_alive(&holder.host, holder.pid)
+            if let Some(held) = lease.map(LeaseColumns::held)
+                && held.live(now)
             {
-                return Ok(Err(RunDbError::Held { run: run_id.to_owned(), holder: Box::new(holder) }));
+                return Ok(Err(RunDbError::Held { run: run_id.to_owned(), holder: Box::new(held.holder) }));
             }
             let token = token + 1;
             tx.execute(
@@ -356,11 +325,7 @@ impl RunDb for SqliteRunDb {
             tx.commit()?;
             Ok(held)
         })?;
-        if held {
-            Ok(())
-        } else {
-            Err(self.fenced(lease))
-        }
+        lease.written(held, || self.holder_now(lease))
     }
 
     fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
@@ -387,8 +352,7 @@ impl RunDb for SqliteRunDb {
                 writes,
             },
         ) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(self.fenced(lease)),
+            Ok(held) => lease.written(held, || self.holder_now(lease)),
             Err(error) => Err(classify(&self.path, &what, error)),
         }
     }
@@ -410,11 +374,7 @@ impl RunDb for SqliteRunDb {
             tx.commit()?;
             Ok(true)
         })?;
-        if held {
-            Ok(())
-        } else {
-            Err(self.fenced(lease))
-        }
+        lease.written(held, || self.holder_now(lease))
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
@@ -426,87 +386,22 @@ impl RunDb for SqliteRunDb {
             ))?;
             let rows = statement.query_map(
                 params![filter.state.map(FlowState::as_str), filter.flow],
-                summary,
+                rows::summary,
             )?;
-            rows.collect()
-        })
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .map(SummaryColumns::summary)
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.query(&self.path, "listing runs"))
     }
 
     fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
-        self.with("reading a run", |conn| {
-            let run = conn
-                .query_row(
-                    &format!("SELECT {SUMMARY}, flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = ?1"),
-                    [id],
-                    |row| {
-                        Ok((
-                            summary(row)?,
-                            Origin {
-                                flow_path: row.get::<_, Option<String>>(SUMMARY_COLUMNS)?.map(PathBuf::from),
-                                flow_hash: row.get(SUMMARY_COLUMNS + 1)?,
-                                plugins: parse(SUMMARY_COLUMNS + 2, row.get(SUMMARY_COLUMNS + 2)?)?.unwrap_or_default(),
-                            },
-                            parse(SUMMARY_COLUMNS + 3, row.get(SUMMARY_COLUMNS + 3)?)?.unwrap_or_default(),
-                            parse(SUMMARY_COLUMNS + 4, row.get(SUMMARY_COLUMNS + 4)?)?,
-                        ))
-                    },
-                )
-                .optional()?;
-            let Some((summary, origin, initial_store, final_store)) = run else { return Ok(None) };
-            let mut history = conn.prepare(
-                "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations
-                 FROM transitions WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
-            )?;
-            let changes: Vec<(usize, StateChange)> = history
-                .query_map([id], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)? as usize,
-                        StateChange {
-                            from: state(1, row.get(1)?)?,
-                            to: state(2, row.get(2)?)?,
-                            at: row.get(3)?,
-                            duration_ms: row.get(4)?,
-                            attempt: row.get(5)?,
-                            error: parse(6, row.get(6)?)?,
-                            backoff_ms: row.get(7)?,
-                            iterations: parse(8, row.get(8)?)?.unwrap_or_default(),
-                        },
-                    ))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut tasks = conn.prepare(
-                "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                        revert_duration_ms, executions, reverts, attempt, retry_at, iterations,
-                        revert_result, progress
-                 FROM tasks WHERE run_id = ?1 ORDER BY idx",
-            )?;
-            let tasks = tasks
-                .query_map([id], |row| {
-                    let index = row.get::<_, i64>(0)? as usize;
-                    Ok(TaskRecord {
-                        index,
-                        name: row.get(1)?,
-                        state: state(2, row.get(2)?)?,
-                        args: row.get(3)?,
-                        outcome: parse(4, row.get(4)?)?,
-                        result: parse(5, row.get(5)?)?,
-                        error: parse(6, row.get(6)?)?,
-                        revert_error: parse(7, row.get(7)?)?,
-                        duration_ms: row.get(8)?,
-                        revert_duration_ms: row.get(9)?,
-                        executions: row.get(10)?,
-                        reverts: row.get(11)?,
-                        attempt: row.get(12)?,
-                        retry_at: row.get(13)?,
-                        iterations: parse(14, row.get(14)?)?.unwrap_or_default(),
-                        revert_result: parse(15, row.get(15)?)?,
-                        progress: parse(16, row.get(16)?)?,
-                        history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(Some(RunRecord { summary, origin, initial_store, final_store, tasks }))
-        })
+        let what = "reading a run";
+        self.with(what, |conn| rows::read_run(conn, id))?
+            .map(RunRows::record)
+            .transpose()
+            .map_err(|e| e.query(&self.path, what))
     }
 
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
@@ -523,7 +418,7 @@ impl SqliteRunDb {
         let before = filter.older_than.map(|age| now() - age.as_secs_f64());
         self.with("pruning runs", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let matched: Vec<RunSummary> = tx
+            let matched: Vec<SummaryColumns> = tx
                 .prepare(&format!(
                     "SELECT {SUMMARY} FROM runs
                      WHERE (CASE WHEN ?1 IS NULL THEN state IN {FINISHED} ELSE state = ?1 END)
@@ -533,9 +428,18 @@ impl SqliteRunDb {
                 ))?
                 .query_map(
                     params![filter.state.map(FlowState::as_str), before],
-                    summary,
+                    rows::summary,
                 )?
                 .collect::<rusqlite::Result<_>>()?;
+            // A damaged row stops the pruning before anything is deleted.
+            let matched = match matched
+                .into_iter()
+                .map(SummaryColumns::summary)
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(matched) => matched,
+                Err(damaged) => return Ok(Err(damaged)),
+            };
             let (held, runs): (Vec<RunSummary>, Vec<RunSummary>) =
                 matched.into_iter().partition(|run| run.lease.is_some());
             if !dry_run {
@@ -546,54 +450,10 @@ impl SqliteRunDb {
                 drop(delete);
                 tx.commit()?;
             }
-            Ok(Pruned { runs, held })
-        })
+            Ok(Ok(Pruned { runs, held }))
+        })?
+        .map_err(|e| e.query(&self.path, "pruning runs"))
     }
-}
-
-/// The lease holder's columns, in the order [`holder`] reads them.
-const HOLDER: &str = "lease_owner, lease_host, lease_pid, strftime('%Y-%m-%dT%H:%M:%fZ', lease_since, 'unixepoch'), \
-                      strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires";
-
-/// The columns [`summary`] reads, first in a row.
-const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
-                       lease_owner, lease_host, lease_pid, strftime('%Y-%m-%dT%H:%M:%fZ', lease_since, 'unixepoch'), \
-                       strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires";
-const SUMMARY_COLUMNS: usize = 15;
-
-fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
-    let lease = holder(row, 8)?.filter(|(holder, expires)| {
-        *expires > now() && holder_may_be_alive(&holder.host, holder.pid)
-    });
-    Ok(RunSummary {
-        id: row.get(0)?,
-        flow: row.get(1)?,
-        state: state(2, row.get(2)?)?,
-        created_at: row.get(3)?,
-        updated_at: row.get(4)?,
-        finished_at: row.get(5)?,
-        exit_reason: row.get(6)?,
-        resumes: row.get(7)?,
-        lease: lease.map(|(holder, _)| holder),
-    })
-}
-
-/// The lease holder read from [`HOLDER`]'s columns starting at `at`, with its expiry in unix
-/// seconds; `None` when nobody holds the lease.
-fn holder(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<(LeaseHolder, f64)>> {
-    let Some(owner) = row.get::<_, Option<String>>(at)? else {
-        return Ok(None);
-    };
-    let expires: f64 = row.get::<_, Option<f64>>(at + 6)?.unwrap_or_default();
-    let holder = LeaseHolder {
-        owner,
-        host: row.get::<_, Option<String>>(at + 1)?.unwrap_or_default(),
-        pid: row.get::<_, Option<u32>>(at + 2)?.unwrap_or_default(),
-        since: row.get::<_, Option<String>>(at + 3)?.unwrap_or_default(),
-        expires: row.get::<_, Option<String>>(at + 4)?.unwrap_or_default(),
-        token: row.get(at + 5)?,
-    };
-    Ok(Some((holder, expires)))
 }
 
 /// Checks inside a write transaction that `lease` is still the run's, and renews it. False

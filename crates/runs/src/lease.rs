@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::RunDbError;
+
 /// The fencing token of a new run's first lease ([`super::RunDb::create`]); every take-over
 /// adds one.
 pub const FIRST_TOKEN: i64 = 1;
@@ -71,6 +73,37 @@ pub struct Lease {
     pub owner: Owner,
     /// How long it lasts after each renewal.
     pub ttl: Duration,
+}
+
+impl Lease {
+    /// The lease a run gets when it is recorded for `owner` ([`super::RunDb::create`]): the
+    /// first token, [`FIRST_TOKEN`].
+    pub fn first(run_id: &str, owner: &Owner, ttl: Duration) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            token: FIRST_TOKEN,
+            owner: owner.clone(),
+            ttl,
+        }
+    }
+
+    /// What a write under this lease comes to: done when the fence `held`; otherwise
+    /// [`RunDbError::Fenced`], naming who holds the run's lease now as `holder` reads it from
+    /// the database (left out when that read fails: the write is refused either way).
+    pub fn written(
+        &self,
+        held: bool,
+        holder: impl FnOnce() -> Option<LeaseHolder>,
+    ) -> Result<(), RunDbError> {
+        if held {
+            return Ok(());
+        }
+        Err(RunDbError::Fenced {
+            run: self.run_id.clone(),
+            token: self.token,
+            holder: holder().map(Box::new),
+        })
+    }
 }
 
 /// Who holds a run's lease, as the database says: for messages and `runs list`.

@@ -3,7 +3,7 @@
 //! what a test checks of its output, the probes' journal ([`Journal`]), a [`Workspace`] for
 //! recorded runs, helpers for the library ([`journaled_probe`], [`Recorder`]…), a throwaway
 //! PostgreSQL server ([`Postgres`]), a served `flowhost serve` ([`serving`]), headless
-//! Chromium ([`cdp`]).
+//! Chromium ([`cdp`]), and the run database contract's backends ([`rundb`]).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,7 @@ mod journal;
 mod library;
 pub mod net;
 mod postgres;
+pub mod rundb;
 pub mod serving;
 mod workspace;
 
