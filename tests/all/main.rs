@@ -25,6 +25,7 @@ mod postgres;
 mod retries;
 mod sandbox;
 mod serve;
+mod serve_hardening;
 mod subflows;
 mod validation;
 mod volume_create;

@@ -9,23 +9,33 @@ use serde_json::Value;
 use tokio_postgres::Row;
 
 use flowhost_runs::holder_may_be_alive;
+use flowhost_runs::row::{bounded, unbounded};
 use flowhost_runs::{
     LeaseHolder, Origin, RunDbError, RunRecord, RunSummary, StateChange, TaskRecord,
 };
 
 use crate::bridge::Shared;
 
-/// One run's full record.
-pub(crate) async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+/// One run's record, its values longer than `bound` bytes left out ([`RunDb::read`]).
+///
+/// [`RunDb::read`]: flowhost_runs::RunDb::read
+pub(crate) async fn read_run(
+    s: &Shared,
+    id: &str,
+    bound: Option<i64>,
+) -> Result<Option<RunRecord>, RunDbError> {
     let what = "reading a run";
     let err = |e: &dyn std::fmt::Display| s.error(what, e);
-    let client = s.client(what).await?;
+    let mut omitted = Vec::new();
+    let client = s.reader(what).await?;
     let Some(row) = client
         .query_opt(
             &format!(
-                "SELECT {SUMMARY}, flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = $1"
+                "SELECT {SUMMARY}, flow_path, flow_hash, plugins, {}, {} FROM runs WHERE id = $1",
+                bounded("initial_store", "$2::bigint"),
+                bounded("final_store", "$2::bigint"),
             ),
-            &[&id],
+            &[&id, &bound],
         )
         .await
         .map_err(|e| err(&e))?
@@ -41,10 +51,20 @@ pub(crate) async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, 
             .map_err(|e| err(&e))?
             .unwrap_or_default(),
     };
-    let initial_store = parse(row.get(at + 3))
-        .map_err(|e| err(&e))?
-        .unwrap_or_default();
-    let final_store = parse(row.get(at + 4)).map_err(|e| err(&e))?;
+    let initial = unbounded(
+        row.get(at + 3),
+        row.get(at + 4),
+        || "initial_store".into(),
+        &mut omitted,
+    );
+    let initial_store = parse(initial).map_err(|e| err(&e))?.unwrap_or_default();
+    let last = unbounded(
+        row.get(at + 5),
+        row.get(at + 6),
+        || "final_store".into(),
+        &mut omitted,
+    );
+    let final_store = parse(last).map_err(|e| err(&e))?;
     let changes = client
         .query(
             "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations FROM transitions
@@ -73,35 +93,55 @@ pub(crate) async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, 
         .map_err(|e| err(&e))?;
     let tasks = client
         .query(
-            "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
-                    revert_duration_ms, executions, reverts, attempt, retry_at, iterations,
-                    revert_result, progress
-             FROM tasks WHERE run_id = $1 ORDER BY idx",
-            &[&id],
+            &format!(
+                "SELECT idx, name, state, error, revert_error, duration_ms,
+                        revert_duration_ms, executions, reverts, attempt, retry_at, iterations,
+                        {}, {}, {}, {}, {}
+                 FROM tasks WHERE run_id = $1 ORDER BY idx",
+                bounded("args", "$2::bigint"),
+                bounded("outcome", "$2::bigint"),
+                bounded("result", "$2::bigint"),
+                bounded("revert_result", "$2::bigint"),
+                bounded("progress", "$2::bigint"),
+            ),
+            &[&id, &bound],
         )
         .await
         .map_err(|e| err(&e))?
         .iter()
         .map(|row| {
             let index = row.get::<_, i32>(0) as usize;
+            let mut value = |at: usize, name: &str| {
+                unbounded(
+                    row.get(at),
+                    row.get(at + 1),
+                    || format!("tasks[{index}].{name}"),
+                    &mut omitted,
+                )
+            };
+            let args = value(12, "args");
+            let outcome = value(14, "outcome");
+            let result = value(16, "result");
+            let revert_result = value(18, "revert_result");
+            let progress = value(20, "progress");
             Ok(TaskRecord {
                 index,
                 name: row.get(1),
                 state: state(row.get(2))?,
-                args: row.get(3),
-                outcome: parse(row.get(4))?,
-                result: parse(row.get(5))?,
-                error: parse(row.get(6))?,
-                revert_error: parse(row.get(7))?,
-                duration_ms: row.get(8),
-                revert_duration_ms: row.get(9),
-                executions: row.get::<_, i32>(10).max(0) as u32,
-                reverts: row.get::<_, i32>(11).max(0) as u32,
-                attempt: row.get::<_, i32>(12).max(0) as u32,
-                retry_at: row.get(13),
-                iterations: parse(row.get(14))?.unwrap_or_default(),
-                revert_result: parse(row.get(15))?,
-                progress: parse(row.get(16))?,
+                args,
+                outcome: parse(outcome)?,
+                result: parse(result)?,
+                error: parse(row.get(3))?,
+                revert_error: parse(row.get(4))?,
+                duration_ms: row.get(5),
+                revert_duration_ms: row.get(6),
+                executions: row.get::<_, i32>(7).max(0) as u32,
+                reverts: row.get::<_, i32>(8).max(0) as u32,
+                attempt: row.get::<_, i32>(9).max(0) as u32,
+                retry_at: row.get(10),
+                iterations: parse(row.get(11))?.unwrap_or_default(),
+                revert_result: parse(revert_result)?,
+                progress: parse(progress)?,
                 history: changes
                     .iter()
                     .filter(|(i, _)| *i == index)
@@ -117,6 +157,7 @@ pub(crate) async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, 
         initial_store,
         final_store,
         tasks,
+        omitted,
     }))
 }
 

@@ -1,12 +1,15 @@
-//! The SQLite run database: one file, WAL journal, numbered migrations. One connection per
-//! process behind a mutex; writes take the write lock up front (`BEGIN IMMEDIATE`) and wait
-//! for it (busy timeout), so concurrent runs and processes queue instead of failing. Journal
-//! writes of concurrent runs share commits ([`journal`]).
+//! The SQLite run database: one file, WAL journal, numbered migrations. One writing
+//! connection per process behind a mutex; writes take the write lock up front (`BEGIN
+//! IMMEDIATE`) and wait for it (busy timeout), so concurrent runs and processes queue instead
+//! of failing. Journal writes of concurrent runs share commits ([`journal`]). Reads (lists,
+//! records, counts) go through read-only connections of their own: in WAL mode they never
+//! wait for a writer, and a reader never holds up the journal.
 
 mod journal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -14,11 +17,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use flowhost_core::events::{Event, FlowState};
-use flowhost_runs::row::{Write, json};
+use flowhost_runs::row::{Write, bounded, json, unbounded};
 use flowhost_runs::{FIRST_TOKEN, holder_may_be_alive, unix_now};
 use flowhost_runs::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
-    RunRecord, RunSummary, StateChange, TaskRecord,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunCount, RunDb, RunDbError,
+    RunFilter, RunRecord, RunSummary, StateChange, TaskRecord,
 };
 
 /// Marks the file as a flowhost run database (`PRAGMA application_id`, "FLWH").
@@ -31,12 +34,17 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_attempts.sql"),
     include_str!("migrations/0004_iterations.sql"),
     include_str!("migrations/0005_plugin_reports.sql"),
+    include_str!("migrations/0006_run_counts.sql"),
 ];
 
 use journal::{Batch, GroupCommit};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Read-only connections per process: enough that a few slow readers (a large record, a
+/// listing) do not queue the rest.
+const READERS: usize = 4;
 
 /// SQL turning parameter `n`, a unix time in seconds, into UTC ISO 8601 text.
 fn ts(n: u8) -> String {
@@ -59,6 +67,10 @@ pub enum Durability {
 pub struct SqliteRunDb {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Read-only connections for lists, records and counts.
+    readers: Vec<Mutex<Connection>>,
+    /// Which reader the next read tries first.
+    next_reader: AtomicUsize,
     /// Journal writes waiting for the next group commit.
     commits: GroupCommit,
 }
@@ -127,9 +139,22 @@ impl SqliteRunDb {
         let mut db = Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
             commits: GroupCommit::default(),
         };
         db.migrate()?;
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| classify(path, "opening a reader", e))?;
+            reader
+                .busy_timeout(BUSY_TIMEOUT)
+                .map_err(|e| classify(path, "setting the busy timeout", e))?;
+            db.readers.push(Mutex::new(reader));
+        }
         Ok(db)
     }
 
@@ -176,6 +201,24 @@ impl SqliteRunDb {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, RunDbError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| classify(&self.path, what, e))
+    }
+
+    /// Runs a read on a reader connection: the first free one, else waits for one.
+    fn read_with<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, RunDbError> {
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        let free = (0..n).find_map(|i| self.readers[(first + i) % n].try_lock().ok());
+        let mut conn = match free {
+            Some(conn) => conn,
+            None => self.readers[first % n]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        };
         f(&mut conn).map_err(|e| classify(&self.path, what, e))
     }
 }
@@ -418,42 +461,92 @@ impl RunDb for SqliteRunDb {
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
-        self.with("listing runs", |conn| {
+        use rusqlite::types::Value as Sql;
+        let flows = (0..filter.flows.len())
+            .map(|i| format!("?{}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let by_flow = if filter.flows.is_empty() {
+            String::new()
+        } else {
+            format!("AND flow IN ({flows})")
+        };
+        let mut values = vec![
+            filter
+                .state
+                .map_or(Sql::Null, |s| Sql::Text(s.as_str().to_owned())),
+            Sql::Integer(
+                filter
+                    .limit
+                    .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            ),
+        ];
+        values.extend(filter.flows.iter().cloned().map(Sql::Text));
+        self.read_with("listing runs", |conn| {
             let mut statement = conn.prepare(&format!(
                 "SELECT {SUMMARY} FROM runs
-                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2)
-                 ORDER BY created_at DESC, rowid DESC"
+                 WHERE (?1 IS NULL OR state = ?1) {by_flow}
+                 ORDER BY created_at DESC, rowid DESC LIMIT ?2"
             ))?;
-            let rows = statement.query_map(
-                params![filter.state.map(FlowState::as_str), filter.flow],
-                summary,
-            )?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values), summary)?;
             rows.collect()
         })
     }
 
-    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
-        self.with("reading a run", |conn| {
+    /// Read from the counts the schema's triggers keep: a few rows however many runs.
+    fn count(&self) -> Result<Vec<RunCount>, RunDbError> {
+        self.read_with("counting runs", |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT flow, state, runs FROM run_counts WHERE runs > 0 ORDER BY flow, state",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(RunCount {
+                    flow: row.get(0)?,
+                    state: state(1, row.get(1)?)?,
+                    runs: row.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn read(
+        &self,
+        id: &str,
+        max_value_bytes: Option<usize>,
+    ) -> Result<Option<RunRecord>, RunDbError> {
+        let bound = max_value_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.read_with("reading a run", |conn| {
+            let mut omitted = Vec::new();
             let run = conn
                 .query_row(
-                    &format!("SELECT {SUMMARY}, flow_path, flow_hash, plugins, initial_store, final_store FROM runs WHERE id = ?1"),
-                    [id],
+                    &format!(
+                        "SELECT {SUMMARY}, flow_path, flow_hash, plugins, {}, {} FROM runs WHERE id = ?1",
+                        bounded("initial_store", "?2"),
+                        bounded("final_store", "?2"),
+                    ),
+                    params![id, bound],
                     |row| {
+                        let at = SUMMARY_COLUMNS;
                         Ok((
                             summary(row)?,
                             Origin {
-                                flow_path: row.get::<_, Option<String>>(SUMMARY_COLUMNS)?.map(PathBuf::from),
-                                flow_hash: row.get(SUMMARY_COLUMNS + 1)?,
-                                plugins: parse(SUMMARY_COLUMNS + 2, row.get(SUMMARY_COLUMNS + 2)?)?.unwrap_or_default(),
+                                flow_path: row.get::<_, Option<String>>(at)?.map(PathBuf::from),
+                                flow_hash: row.get(at + 1)?,
+                                plugins: parse(at + 2, row.get(at + 2)?)?.unwrap_or_default(),
                             },
-                            parse(SUMMARY_COLUMNS + 3, row.get(SUMMARY_COLUMNS + 3)?)?.unwrap_or_default(),
-                            parse(SUMMARY_COLUMNS + 4, row.get(SUMMARY_COLUMNS + 4)?)?,
+                            (row.get(at + 3)?, row.get(at + 4)?),
+                            (row.get(at + 5)?, row.get(at + 6)?),
                         ))
                     },
                 )
                 .optional()?;
-            let Some((summary, origin, initial_store, final_store)) = run else { return Ok(None) };
-            let mut history = conn.prepare(
+            let Some((summary, origin, initial, last)) = run else { return Ok(None) };
+            let initial = unbounded(initial.0, initial.1, || "initial_store".into(), &mut omitted);
+            let initial_store = parse(SUMMARY_COLUMNS + 3, initial)?.unwrap_or_default();
+            let last = unbounded(last.0, last.1, || "final_store".into(), &mut omitted);
+            let final_store = parse(SUMMARY_COLUMNS + 5, last)?;
+            let mut history = conn.prepare_cached(
                 "SELECT task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations
                  FROM transitions WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq",
             )?;
@@ -474,38 +567,56 @@ impl RunDb for SqliteRunDb {
                     ))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            let mut tasks = conn.prepare(
-                "SELECT idx, name, state, args, outcome, result, error, revert_error, duration_ms,
+            let mut tasks = conn.prepare_cached(&format!(
+                "SELECT idx, name, state, error, revert_error, duration_ms,
                         revert_duration_ms, executions, reverts, attempt, retry_at, iterations,
-                        revert_result, progress
+                        {}, {}, {}, {}, {}
                  FROM tasks WHERE run_id = ?1 ORDER BY idx",
-            )?;
+                bounded("args", "?2"),
+                bounded("outcome", "?2"),
+                bounded("result", "?2"),
+                bounded("revert_result", "?2"),
+                bounded("progress", "?2"),
+            ))?;
             let tasks = tasks
-                .query_map([id], |row| {
+                .query_map(params![id, bound], |row| {
                     let index = row.get::<_, i64>(0)? as usize;
+                    let mut value = |at: usize, name: &str| -> rusqlite::Result<Option<String>> {
+                        Ok(unbounded(
+                            row.get(at)?,
+                            row.get(at + 1)?,
+                            || format!("tasks[{index}].{name}"),
+                            &mut omitted,
+                        ))
+                    };
+                    let args = value(12, "args")?;
+                    let outcome = value(14, "outcome")?;
+                    let result = value(16, "result")?;
+                    let revert_result = value(18, "revert_result")?;
+                    let progress = value(20, "progress")?;
                     Ok(TaskRecord {
                         index,
                         name: row.get(1)?,
                         state: state(2, row.get(2)?)?,
-                        args: row.get(3)?,
-                        outcome: parse(4, row.get(4)?)?,
-                        result: parse(5, row.get(5)?)?,
-                        error: parse(6, row.get(6)?)?,
-                        revert_error: parse(7, row.get(7)?)?,
-                        duration_ms: row.get(8)?,
-                        revert_duration_ms: row.get(9)?,
-                        executions: row.get(10)?,
-                        reverts: row.get(11)?,
-                        attempt: row.get(12)?,
-                        retry_at: row.get(13)?,
-                        iterations: parse(14, row.get(14)?)?.unwrap_or_default(),
-                        revert_result: parse(15, row.get(15)?)?,
-                        progress: parse(16, row.get(16)?)?,
+                        args,
+                        outcome: parse(14, outcome)?,
+                        result: parse(16, result)?,
+                        error: parse(3, row.get(3)?)?,
+                        revert_error: parse(4, row.get(4)?)?,
+                        duration_ms: row.get(5)?,
+                        revert_duration_ms: row.get(6)?,
+                        executions: row.get(7)?,
+                        reverts: row.get(8)?,
+                        attempt: row.get(9)?,
+                        retry_at: row.get(10)?,
+                        iterations: parse(11, row.get(11)?)?.unwrap_or_default(),
+                        revert_result: parse(18, revert_result)?,
+                        progress: parse(20, progress)?,
                         history: changes.iter().filter(|(i, _)| *i == index).map(|(_, c)| c.clone()).collect(),
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(Some(RunRecord { summary, origin, initial_store, final_store, tasks }))
+            Ok(Some(RunRecord { summary, origin, initial_store, final_store, tasks, omitted }))
         })
     }
 

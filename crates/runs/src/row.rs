@@ -177,3 +177,32 @@ impl Write {
         }
     }
 }
+
+/// The select-list text reading JSON column `column` only when its text is at most `bound`
+/// bytes (a bind parameter, such as `?2` or `$2::bigint`; NULL reads it whatever its
+/// length), followed by its length. `octet_length` is answered from the row's header in
+/// SQLite and from the TOAST pointer in PostgreSQL: a value left out is never read.
+pub fn bounded(column: &str, bound: &str) -> String {
+    format!(
+        "CASE WHEN {bound} IS NULL OR octet_length({column}) <= {bound} THEN {column} END, CAST(octet_length({column}) AS BIGINT)"
+    )
+}
+
+/// A value read through [`bounded`]: the text, or `None` — noted in `omitted` as `name`
+/// when it exists but was longer than the bound.
+pub fn unbounded(
+    text: Option<String>,
+    bytes: Option<i64>,
+    name: impl FnOnce() -> String,
+    omitted: &mut Vec<crate::Omitted>,
+) -> Option<String> {
+    if text.is_none()
+        && let Some(bytes) = bytes
+    {
+        omitted.push(crate::Omitted {
+            value: name(),
+            bytes: u64::try_from(bytes).unwrap_or_default(),
+        });
+    }
+    text
+}
