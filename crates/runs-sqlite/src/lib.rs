@@ -717,3 +717,133 @@ fn fence(tx: &rusqlite::Transaction<'_>, lease: &Lease) -> rusqlite::Result<bool
         .execute(params![lease.run_id, lease.token, lease.owner.id, now() + lease.ttl.as_secs_f64()])?;
     Ok(renewed == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use serde_json::json;
+
+    use super::*;
+    use flowhost_core::events::{Event, Transition};
+    use flowhost_core::store::Store;
+
+    fn run(db: &SqliteRunDb, id: &str, flow: &str, store: Store) -> Lease {
+        let new = NewRun {
+            id: id.into(),
+            flow: flow.into(),
+            origin: Origin {
+                flow_path: None,
+                flow_hash: None,
+                plugins: Vec::new(),
+            },
+            initial_store: store,
+            tasks: vec!["t".into()],
+        };
+        db.create(&new, &Owner::this_process(), Duration::from_secs(30))
+            .unwrap()
+    }
+
+    fn finish(db: &SqliteRunDb, lease: &Lease, flow: &str) {
+        let event = Event {
+            run_id: lease.run_id.clone(),
+            flow: flow.into(),
+            at: SystemTime::now(),
+            transition: Transition::Flow {
+                from: FlowState::Pending,
+                to: FlowState::Success,
+                elapsed: Duration::ZERO,
+                store: Some(Store::new()),
+            },
+        };
+        db.record(&[event], lease).unwrap();
+    }
+
+    fn counts(db: &SqliteRunDb) -> Vec<(String, FlowState, u64)> {
+        db.count()
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.flow, c.state, c.runs))
+            .collect()
+    }
+
+    #[test]
+    fn counts_follow_runs_as_they_are_created_finish_and_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap();
+        let a = run(&db, "a", "f", Store::new());
+        run(&db, "b", "f", Store::new());
+        run(&db, "c", "g", Store::new());
+        assert_eq!(
+            counts(&db),
+            [
+                ("f".into(), FlowState::Pending, 2),
+                ("g".into(), FlowState::Pending, 1)
+            ]
+        );
+        finish(&db, &a, "f");
+        db.release(&a).unwrap();
+        assert_eq!(
+            counts(&db),
+            [
+                ("f".into(), FlowState::Pending, 1),
+                ("f".into(), FlowState::Success, 1),
+                ("g".into(), FlowState::Pending, 1)
+            ]
+        );
+        assert_eq!(db.prune(&PruneFilter::default()).unwrap(), 1);
+        assert_eq!(
+            counts(&db),
+            [
+                ("f".into(), FlowState::Pending, 1),
+                ("g".into(), FlowState::Pending, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bounded_read_leaves_long_values_out_and_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap();
+        let store: Store = [("big".to_owned(), json!("x".repeat(1000)))]
+            .into_iter()
+            .collect();
+        run(&db, "a", "f", store.clone());
+        let whole = db.read("a", None).unwrap().unwrap();
+        assert_eq!(whole.initial_store, store);
+        assert!(whole.omitted.is_empty());
+        let bounded = db.read("a", Some(100)).unwrap().unwrap();
+        assert_eq!(bounded.initial_store, Store::new());
+        assert_eq!(bounded.omitted.len(), 1);
+        assert_eq!(bounded.omitted[0].value, "initial_store");
+        assert_eq!(bounded.omitted[0].bytes, json(&store).len() as u64);
+        assert_eq!(db.read("a", Some(2000)).unwrap().unwrap(), whole);
+    }
+
+    #[test]
+    fn a_list_stops_at_its_limit_and_filters_by_any_of_its_flows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap();
+        for (id, flow) in [("a", "f"), ("b", "g"), ("c", "h")] {
+            run(&db, id, flow, Store::new());
+        }
+        let ids = |filter: RunFilter| -> Vec<String> {
+            db.list(&filter)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(ids(RunFilter::default()), ["c", "b", "a"]);
+        let newest = RunFilter {
+            limit: Some(1),
+            ..RunFilter::default()
+        };
+        assert_eq!(ids(newest), ["c"]);
+        let two_flows = RunFilter {
+            flows: vec!["f".into(), "h".into()],
+            ..RunFilter::default()
+        };
+        assert_eq!(ids(two_flows), ["c", "a"]);
+    }
+}
