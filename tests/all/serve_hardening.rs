@@ -516,3 +516,50 @@ fn a_queued_runs_event_stream_stays_open_until_a_worker_ends_the_run() {
         "the worker's transitions reached the stream: {events:?}"
     );
 }
+
+#[test]
+fn a_run_document_leaves_values_over_a_mebibyte_out_and_says_how_long_they_are() {
+    let ws = Workspace::new();
+    let flows = two_flows(&ws);
+    let flow = std::fs::read_to_string(ws.path("quick.toml")).unwrap();
+    let big = "x".repeat(2 * 1024 * 1024);
+    std::fs::write(
+        ws.path("quick.toml"),
+        flow.replacen("seed = 1\n", &format!("seed = 1\nblob = \"{big}\"\n"), 1),
+    )
+    .unwrap();
+    let server = Served::start(&ws, &flows, &[]);
+    let (status, started) = server.post("/v1/flows/quick/runs", "{}", None);
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    server.wait_finished(&id);
+
+    let document = server.get(&format!("/v1/runs/{id}"));
+    assert_eq!(document["state"], "SUCCESS");
+    assert_eq!(document["initial_store"], Value::Null);
+    assert_eq!(document["final_store"], Value::Null);
+    let omitted = document["omitted"]
+        .as_array()
+        .expect("omitted values listed");
+    let names: Vec<&str> = omitted
+        .iter()
+        .map(|o| o["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["initial_store", "final_store"]);
+    assert!(
+        omitted
+            .iter()
+            .all(|o| o["bytes"].as_u64().unwrap() > 2 * 1024 * 1024)
+    );
+    // The task's own values are small and shown.
+    assert_ne!(document["tasks"][0]["result"], Value::Null, "{document}");
+    // One value of the final store is still there to read.
+    assert_eq!(
+        server
+            .get(&format!("/v1/runs/{id}/store/blob"))
+            .as_str()
+            .unwrap()
+            .len(),
+        big.len()
+    );
+}

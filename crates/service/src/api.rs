@@ -377,6 +377,10 @@ async fn show(
     let mut document = record
         .document()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    if record.omitted.iter().any(|o| o.value == "initial_store") {
+        // Left out, not empty.
+        document["initial_store"] = Value::Null;
+    }
     if !sees {
         redact(&mut document);
     }
