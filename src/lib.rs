@@ -78,9 +78,9 @@ pub mod runs {
     #[cfg(feature = "postgres")]
     pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};
     pub use flowhost_runs::{
-        Attempt, DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, NewRun, Origin, Owner,
-        PluginHash, PruneFilter, Pruned, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
-        StateChange, TaskRecord, hash_file, holder_may_be_alive, host_name,
+        Attempt, DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, NewRun, Omitted, Origin,
+        Owner, PluginHash, PruneFilter, Pruned, RunCount, RunDb, RunDbError, RunFilter, RunRecord,
+        RunSummary, StateChange, TaskRecord, hash_file, holder_may_be_alive, host_name,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_runs_postgres::{

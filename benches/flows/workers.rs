@@ -134,7 +134,7 @@ async fn wait_all(db: &Arc<PgRunDb>, n: usize) {
             let runs = db
                 .list(&RunFilter {
                     state: Some(FlowState::Success),
-                    flow: None,
+                    ..RunFilter::default()
                 })
                 .expect("list");
             runs.len()

@@ -110,7 +110,11 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
     let db = any.shared();
     match args.command {
         RunsCommand::List { state, flow, json } => {
-            let runs = db.list(&RunFilter { state, flow })?;
+            let runs = db.list(&RunFilter {
+                state,
+                flows: flow.into_iter().collect(),
+                limit: None,
+            })?;
             if json {
                 print_json(&runs)?;
             } else {

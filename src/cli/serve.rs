@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use flowhost::service::{ServeConfig, Server, Token};
+use flowhost::service::{Limits, ServeConfig, Server, Token, connections_for_open_files};
 
 use super::Context;
-use super::db::{AnyDb, DbArgs};
+use super::db::{AnyDb, DbArgs, parse_duration};
 use super::exit::{InputError, UsageError};
 use super::output::{errln, outln};
 
@@ -41,6 +42,22 @@ pub struct ServeArgs {
     /// `flowhost worker`s (the default there). SQLite databases are always served in-process.
     #[arg(long)]
     pub in_process: bool,
+    /// How long a client has to send a request's headers, from connecting or from its
+    /// previous answer; slower connections are closed.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "10s")]
+    pub header_timeout: Duration,
+    /// A connection on which no bytes move for this long is closed, unless an answer is
+    /// still being worked out (event streams send a keep-alive every 15 s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Connections open at once. At the cap, a new connection closes the oldest one without
+    /// a request in progress. Default: the open-file limit (`ulimit -n`) less a quarter of it
+    /// (at least 128), left for the database and plugins.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Event streams (`GET /v1/runs/{id}/events`) open at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub max_event_streams: usize,
 }
 
 /// Serves until SIGTERM or SIGINT.
@@ -73,6 +90,16 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         token,
         listen: args.listen,
         queue,
+        limits: Limits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args
+                .max_connections
+                .map_or_else(connections_for_open_files, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }),
+            max_event_streams: args.max_event_streams,
+        },
     };
     let server = Server::bind(config).await.map_err(|e| match e {
         flowhost::service::ServeError::FlowsDir { .. } => {

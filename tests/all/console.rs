@@ -221,3 +221,59 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
     );
     assert!(Path::new(&screenshots().join("failed-run.png")).is_file());
 }
+
+#[test]
+fn a_bad_address_shows_a_not_found_message_and_no_page_is_left_loading() {
+    let ws = Workspace::new();
+    let flows = flows(&ws);
+    let server = Served::start(&ws, &flows, &[]);
+    let mut browser = Browser::start(1024, 700);
+    let base = server.base.clone();
+
+    // Malformed percent-encoding: decoding it throws, which the page must catch.
+    browser.open(&format!("{base}/runs/%E0%A4%A"));
+    browser.wait_for(
+        "document.querySelector('#not-found')",
+        "the not-found message",
+    );
+    let text = browser.eval("document.querySelector('#main').innerText");
+    assert_contains(text.as_str().unwrap(), "malformed");
+    browser.open(&format!("{base}/flows/%E0%A4%A"));
+    browser.wait_for(
+        "document.querySelector('#not-found')",
+        "the same for a flow",
+    );
+
+    // Well formed, but nothing by that name.
+    browser.open(&format!("{base}/runs/no-such-run"));
+    browser.wait_for(
+        "document.querySelector('#not-found') && document.querySelector('#main').innerText.includes('There is no run no-such-run')",
+        "a run that does not exist",
+    );
+    browser.open(&format!("{base}/flows/no-such-flow"));
+    browser.wait_for(
+        "document.querySelector('#not-found') && document.querySelector('#main').innerText.includes('There is no flow no-such-flow')",
+        "a flow that does not exist",
+    );
+    // An address the page itself reaches (history) that is no page of the console.
+    browser.eval(
+        "history.pushState(null, '', '/nowhere'); dispatchEvent(new PopStateEvent('popstate'))",
+    );
+    browser.wait_for(
+        "document.querySelector('#not-found') && document.querySelector('#main').innerText.includes('no page at this address')",
+        "an unknown path",
+    );
+    let uncaught: Vec<&String> = browser
+        .errors
+        .iter()
+        .filter(|e| e.starts_with("exception"))
+        .collect();
+    assert!(uncaught.is_empty(), "uncaught errors: {uncaught:#?}");
+    assert!(
+        !browser
+            .eval("document.querySelector('#main').innerText")
+            .as_str()
+            .unwrap()
+            .contains("Loading…")
+    );
+}

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flowhost::runs::{
-    self, Durability, Executor, Lease, NewRun, Origin, Owner, PruneFilter, RunDb, RunDbError,
-    RunFilter, RunRecord, RunSummary, SqliteRunDb,
+    self, Durability, Executor, Lease, NewRun, Origin, Owner, PruneFilter, RunCount, RunDb,
+    RunDbError, RunFilter, RunRecord, RunSummary, SqliteRunDb,
 };
 use flowhost::{Engine, Event, FlowSpec, RunReport, Store, TaskState};
 use serde_json::json;
@@ -78,8 +78,11 @@ impl RunDb for FillingDisk {
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
         self.inner.list(filter)
     }
-    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
-        self.inner.get(id)
+    fn read(&self, id: &str, max: Option<usize>) -> Result<Option<RunRecord>, RunDbError> {
+        self.inner.read(id, max)
+    }
+    fn count(&self) -> Result<Vec<RunCount>, RunDbError> {
+        self.inner.count()
     }
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
         self.inner.prune(filter)

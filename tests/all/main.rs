@@ -26,6 +26,7 @@ mod retries;
 mod rundb;
 mod sandbox;
 mod serve;
+mod serve_hardening;
 mod subflows;
 mod validation;
 mod volume_create;

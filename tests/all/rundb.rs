@@ -215,7 +215,8 @@ async fn runs_are_listed_newest_first_and_filtered_by_state_and_flow(db: &Contra
             db,
             RunFilter {
                 state,
-                flow: flow.map(str::to_owned),
+                flows: flow.into_iter().map(str::to_owned).collect(),
+                limit: None,
             },
         )
     };
@@ -434,7 +435,7 @@ async fn the_transitions_of_64_concurrent_runs_are_all_committed_and_none_is_los
     );
     let succeeded = RunFilter {
         state: Some(FlowState::Success),
-        flow: None,
+        ..RunFilter::default()
     };
     assert_eq!(listed(db, succeeded).len(), RUNS);
 }

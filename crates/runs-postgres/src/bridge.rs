@@ -13,10 +13,13 @@ use flowhost_runs::RunDbError;
 
 use crate::{PgRunDb, QUERY_DEADLINE};
 
-/// What every query needs: the pool, and the URL (without password) to name in errors.
+/// What every query needs: the pools, and the URL (without password) to name in errors.
 #[derive(Clone)]
 pub(crate) struct Shared {
+    /// Connections for writes and the queue.
     pub(crate) pool: Pool,
+    /// Connections for reads only.
+    pub(crate) reads: Pool,
     pub(crate) url: PathBuf,
 }
 
@@ -31,6 +34,11 @@ impl Shared {
 
     pub(crate) async fn client(&self, what: &str) -> Result<deadpool_postgres::Object, RunDbError> {
         self.pool.get().await.map_err(|e| self.error(what, e))
+    }
+
+    /// A connection of the read pool.
+    pub(crate) async fn reader(&self, what: &str) -> Result<deadpool_postgres::Object, RunDbError> {
+        self.reads.get().await.map_err(|e| self.error(what, e))
     }
 }
 

@@ -58,6 +58,10 @@ pub const QUERY_DEADLINE: Duration = Duration::from_secs(20);
 /// Connections kept per process.
 const POOL_SIZE: usize = 16;
 
+/// Connections kept per process for reads (lists, records, counts) besides [`POOL_SIZE`]:
+/// readers never wait for a connection behind the journal's writes.
+const READ_POOL_SIZE: usize = 4;
+
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.
 pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
@@ -94,33 +98,35 @@ impl PgRunDb {
         if config.get_application_name().is_none() {
             config.application_name("flowhost");
         }
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("flowhost-postgres")
             .enable_all()
             .build()
             .map_err(|e| open(format!("cannot start the database runtime: {e}")))?;
-        let pool = {
+        let pool = |size: usize| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
             let _entered = runtime.enter();
             Pool::builder(manager)
-                .max_size(POOL_SIZE)
+                .max_size(size)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .create_timeout(Some(Duration::from_secs(15)))
                 .wait_timeout(Some(QUERY_DEADLINE))
                 .build()
-                .map_err(|e| open(e.to_string()))?
+                .map_err(|e| open(e.to_string()))
         };
+        let (writes, reads) = (pool(POOL_SIZE)?, pool(READ_POOL_SIZE)?);
         let handle = runtime.handle().clone();
         let db = Self {
             shared: Shared {
-                pool,
+                pool: writes,
+                reads,
                 url: shown.clone(),
             },
             config,

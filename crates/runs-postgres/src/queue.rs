@@ -358,6 +358,24 @@ impl PgRunDb {
         })
     }
 
+    /// Whether run `run_id` is queued for workers and unfinished: a worker will claim (or
+    /// reclaim) it, so a reader following it should keep waiting even while nobody holds it.
+    pub fn awaits_worker(&self, run_id: &str) -> Result<bool, RunDbError> {
+        let id = run_id.to_owned();
+        self.block("reading a run's queue state", move |s| async move {
+            let what = "reading a run's queue state";
+            let client = s.reader(what).await?;
+            let row = client
+                .query_opt(
+                    "SELECT queued AND state IN ('PENDING', 'RUNNING', 'REVERTING') FROM runs WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            Ok(row.is_some_and(|row| row.get::<_, bool>(0)))
+        })
+    }
+
     /// Listens for submissions: `wake` is notified at each, until the connection breaks (then
     /// this returns the error, and the caller listens again after a pause). Runs on the
     /// database runtime.

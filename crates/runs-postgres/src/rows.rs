@@ -10,8 +10,8 @@ use std::convert::Infallible;
 use tokio_postgres::Row;
 
 use flowhost_runs::row::{
-    Columns, LeaseColumns, ORIGIN_COLUMNS, RowError, RunColumns, RunRows, SUMMARY_WIDTH,
-    SummaryColumns, TASK_COLUMNS, TRANSITION_COLUMNS, TaskColumns, TransitionColumns,
+    Columns, LeaseColumns, RowError, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns,
+    TRANSITION_COLUMNS, TaskColumns, TransitionColumns, origin_columns, task_columns,
 };
 use flowhost_runs::{RunDbError, RunRecord, RunSummary};
 
@@ -29,14 +29,23 @@ pub(crate) const SUMMARY: &str = "id, flow, state, created_at, updated_at, finis
 /// Where `flowhost_now()` stands in a row of [`SUMMARY`]: right after the summary's columns.
 const NOW: usize = SUMMARY_WIDTH;
 
-/// One run's full record.
-pub(crate) async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+/// One run's record, its values longer than `bound` bytes left out ([`RunDb::read`]).
+///
+/// [`RunDb::read`]: flowhost_runs::RunDb::read
+pub(crate) async fn read_run(
+    s: &Shared,
+    id: &str,
+    bound: Option<i64>,
+) -> Result<Option<RunRecord>, RunDbError> {
     let what = "reading a run";
-    let client = s.client(what).await?;
+    let client = s.reader(what).await?;
     let Some(row) = client
         .query_opt(
-            &format!("SELECT {SUMMARY}, {ORIGIN_COLUMNS} FROM runs WHERE id = $1"),
-            &[&id],
+            &format!(
+                "SELECT {SUMMARY}, {} FROM runs WHERE id = $1",
+                origin_columns("$2::bigint")
+            ),
+            &[&id, &bound],
         )
         .await
         .map_err(|e| s.error(what, e))?
@@ -62,8 +71,11 @@ pub(crate) async fn read_run(s: &Shared, id: &str) -> Result<Option<RunRecord>, 
         .collect();
     let tasks = client
         .query(
-            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = $1 ORDER BY idx"),
-            &[&id],
+            &format!(
+                "SELECT {} FROM tasks WHERE run_id = $1 ORDER BY idx",
+                task_columns("$2::bigint")
+            ),
+            &[&id, &bound],
         )
         .await
         .map_err(|e| s.error(what, e))?
@@ -117,6 +129,10 @@ impl Columns for Pg<'_> {
     }
 
     fn maybe_real(&self, at: usize) -> Result<Option<f64>, Infallible> {
+        Ok(self.0.get(at))
+    }
+
+    fn maybe_bytes(&self, at: usize) -> Result<Option<i64>, Infallible> {
         Ok(self.0.get(at))
     }
 

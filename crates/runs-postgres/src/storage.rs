@@ -8,8 +8,8 @@ use flowhost_core::events::Event;
 use flowhost_runs::FIRST_TOKEN;
 use flowhost_runs::row::{LeaseColumns, Write, json};
 use flowhost_runs::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
-    RunRecord, RunSummary,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunCount, RunDb, RunDbError,
+    RunFilter, RunRecord, RunSummary,
 };
 
 use crate::PgRunDb;
@@ -274,20 +274,22 @@ impl RunDb for PgRunDb {
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
-        let (state, flow) = (
+        let (state, flows, limit) = (
             filter.state.map(|s| s.as_str().to_owned()),
-            filter.flow.clone(),
+            filter.flows.clone(),
+            filter.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         );
         self.block("listing runs", move |s| async move {
             let what = "listing runs";
-            let client = s.client(what).await?;
+            let client = s.reader(what).await?;
             let rows = client
                 .query(
                     &format!(
-                        "SELECT {SUMMARY} FROM runs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR flow = $2)
-                         ORDER BY seq DESC"
+                        "SELECT {SUMMARY} FROM runs
+                         WHERE ($1::text IS NULL OR state = $1) AND (cardinality($2::text[]) = 0 OR flow = ANY($2))
+                         ORDER BY seq DESC LIMIT $3"
                     ),
-                    &[&state, &flow],
+                    &[&state, &flows, &limit],
                 )
                 .await
                 .map_err(|e| s.error(what, e))?;
@@ -295,12 +297,40 @@ impl RunDb for PgRunDb {
         })
     }
 
-    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+    fn count(&self) -> Result<Vec<RunCount>, RunDbError> {
+        self.block("counting runs", move |s| async move {
+            let what = "counting runs";
+            let client = s.reader(what).await?;
+            let rows = client
+                .query(
+                    "SELECT flow, state, count(*) FROM runs GROUP BY flow, state ORDER BY flow, state",
+                    &[],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RunCount {
+                        flow: row.get(0),
+                        state: flowhost_runs::row::state("runs.state", row.get(1))
+                            .map_err(|e| s.error(what, e))?,
+                        runs: row.get::<_, i64>(2).max(0) as u64,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn read(
+        &self,
+        id: &str,
+        max_value_bytes: Option<usize>,
+    ) -> Result<Option<RunRecord>, RunDbError> {
         let id = id.to_owned();
-        self.block(
-            "reading a run",
-            move |s| async move { read_run(&s, &id).await },
-        )
+        let bound = max_value_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.block("reading a run", move |s| async move {
+            read_run(&s, &id, bound).await
+        })
     }
 
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {

@@ -1,13 +1,16 @@
-//! The SQLite run database: one file, WAL journal, numbered migrations. One connection per
-//! process behind a mutex; writes take the write lock up front (`BEGIN IMMEDIATE`) and wait
-//! for it (busy timeout), so concurrent runs and processes queue instead of failing. Journal
-//! writes of concurrent runs share commits ([`journal`]).
+//! The SQLite run database: one file, WAL journal, numbered migrations. One writing
+//! connection per process behind a mutex; writes take the write lock up front (`BEGIN
+//! IMMEDIATE`) and wait for it (busy timeout), so concurrent runs and processes queue instead
+//! of failing. Journal writes of concurrent runs share commits ([`journal`]). Reads (lists,
+//! records, counts) go through read-only connections of their own: in WAL mode they never
+//! wait for a writer, and a reader never holds up the journal.
 
 mod journal;
 mod rows;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -16,8 +19,8 @@ use flowhost_core::events::{Event, FlowState};
 use flowhost_runs::row::{LeaseColumns, RunRows, SummaryColumns, Write, json};
 use flowhost_runs::{FIRST_TOKEN, unix_now};
 use flowhost_runs::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunDb, RunDbError, RunFilter,
-    RunRecord, RunSummary,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunCount, RunDb, RunDbError,
+    RunFilter, RunRecord, RunSummary,
 };
 
 use rows::{HOLDER, SUMMARY};
@@ -32,12 +35,17 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_attempts.sql"),
     include_str!("migrations/0004_iterations.sql"),
     include_str!("migrations/0005_plugin_reports.sql"),
+    include_str!("migrations/0006_run_counts.sql"),
 ];
 
 use journal::{Batch, GroupCommit};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Read-only connections per process: enough that a few slow readers (a large record, a
+/// listing) do not queue the rest.
+const READERS: usize = 4;
 
 /// SQL turning parameter `n`, a unix time in seconds, into UTC ISO 8601 text.
 fn ts(n: u8) -> String {
@@ -60,6 +68,10 @@ pub enum Durability {
 pub struct SqliteRunDb {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Read-only connections for lists, records and counts.
+    readers: Vec<Mutex<Connection>>,
+    /// Which reader the next read tries first.
+    next_reader: AtomicUsize,
     /// Journal writes waiting for the next group commit.
     commits: GroupCommit,
 }
@@ -128,9 +140,22 @@ impl SqliteRunDb {
         let mut db = Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
             commits: GroupCommit::default(),
         };
         db.migrate()?;
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| classify(path, "opening a reader", e))?;
+            reader
+                .busy_timeout(BUSY_TIMEOUT)
+                .map_err(|e| classify(path, "setting the busy timeout", e))?;
+            db.readers.push(Mutex::new(reader));
+        }
         Ok(db)
     }
 
@@ -177,6 +202,24 @@ impl SqliteRunDb {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, RunDbError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| classify(&self.path, what, e))
+    }
+
+    /// Runs a read on a reader connection: the first free one, else waits for one.
+    fn read_with<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, RunDbError> {
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        let free = (0..n).find_map(|i| self.readers[(first + i) % n].try_lock().ok());
+        let mut conn = match free {
+            Some(conn) => conn,
+            None => self.readers[first % n]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        };
         f(&mut conn).map_err(|e| classify(&self.path, what, e))
     }
 }
@@ -378,16 +421,34 @@ impl RunDb for SqliteRunDb {
     }
 
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
-        self.with("listing runs", |conn| {
+        use rusqlite::types::Value as Sql;
+        let flows = (0..filter.flows.len())
+            .map(|i| format!("?{}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let by_flow = if filter.flows.is_empty() {
+            String::new()
+        } else {
+            format!("AND flow IN ({flows})")
+        };
+        let mut values = vec![
+            filter
+                .state
+                .map_or(Sql::Null, |s| Sql::Text(s.as_str().to_owned())),
+            Sql::Integer(
+                filter
+                    .limit
+                    .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            ),
+        ];
+        values.extend(filter.flows.iter().cloned().map(Sql::Text));
+        self.read_with("listing runs", |conn| {
             let mut statement = conn.prepare(&format!(
                 "SELECT {SUMMARY} FROM runs
-                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2)
-                 ORDER BY created_at DESC, rowid DESC"
+                 WHERE (?1 IS NULL OR state = ?1) {by_flow}
+                 ORDER BY created_at DESC, rowid DESC LIMIT ?2"
             ))?;
-            let rows = statement.query_map(
-                params![filter.state.map(FlowState::as_str), filter.flow],
-                rows::summary,
-            )?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values), rows::summary)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?
         .into_iter()
@@ -396,9 +457,43 @@ impl RunDb for SqliteRunDb {
         .map_err(|e| e.query(&self.path, "listing runs"))
     }
 
-    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+    /// Read from the counts the schema's triggers keep: a few rows however many runs.
+    fn count(&self) -> Result<Vec<RunCount>, RunDbError> {
+        let what = "counting runs";
+        let counts = self.read_with(what, |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT flow, state, runs FROM run_counts WHERE runs > 0 ORDER BY flow, state",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        counts
+            .into_iter()
+            .map(|(flow, state, runs)| {
+                Ok(RunCount {
+                    flow,
+                    state: flowhost_runs::row::state("run_counts.state", state)
+                        .map_err(|e| e.query(&self.path, what))?,
+                    runs: runs.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    fn read(
+        &self,
+        id: &str,
+        max_value_bytes: Option<usize>,
+    ) -> Result<Option<RunRecord>, RunDbError> {
         let what = "reading a run";
-        self.with(what, |conn| rows::read_run(conn, id))?
+        let bound = max_value_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.read_with(what, |conn| rows::read_run(conn, id, bound))?
             .map(RunRows::record)
             .transpose()
             .map_err(|e| e.query(&self.path, what))
@@ -465,4 +560,134 @@ fn fence(tx: &rusqlite::Transaction<'_>, lease: &Lease) -> rusqlite::Result<bool
         )?
         .execute(params![lease.run_id, lease.token, lease.owner.id, now() + lease.ttl.as_secs_f64()])?;
     Ok(renewed == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use serde_json::json;
+
+    use super::*;
+    use flowhost_core::events::{Event, Transition};
+    use flowhost_core::store::Store;
+
+    fn run(db: &SqliteRunDb, id: &str, flow: &str, store: Store) -> Lease {
+        let new = NewRun {
+            id: id.into(),
+            flow: flow.into(),
+            origin: Origin {
+                flow_path: None,
+                flow_hash: None,
+                plugins: Vec::new(),
+            },
+            initial_store: store,
+            tasks: vec!["t".into()],
+        };
+        db.create(&new, &Owner::this_process(), Duration::from_secs(30))
+            .unwrap()
+    }
+
+    fn finish(db: &SqliteRunDb, lease: &Lease, flow: &str) {
+        let event = Event {
+            run_id: lease.run_id.clone(),
+            flow: flow.into(),
+            at: SystemTime::now(),
+            transition: Transition::Flow {
+                from: FlowState::Pending,
+                to: FlowState::Success,
+                elapsed: Duration::ZERO,
+                store: Some(Store::new()),
+            },
+        };
+        db.record(&[event], lease).unwrap();
+    }
+
+    fn counts(db: &SqliteRunDb) -> Vec<(String, FlowState, u64)> {
+        db.count()
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.flow, c.state, c.runs))
+            .collect()
+    }
+
+    #[test]
+    fn counts_follow_runs_as_they_are_created_finish_and_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap();
+        let a = run(&db, "a", "f", Store::new());
+        run(&db, "b", "f", Store::new());
+        run(&db, "c", "g", Store::new());
+        assert_eq!(
+            counts(&db),
+            [
+                ("f".into(), FlowState::Pending, 2),
+                ("g".into(), FlowState::Pending, 1)
+            ]
+        );
+        finish(&db, &a, "f");
+        db.release(&a).unwrap();
+        assert_eq!(
+            counts(&db),
+            [
+                ("f".into(), FlowState::Pending, 1),
+                ("f".into(), FlowState::Success, 1),
+                ("g".into(), FlowState::Pending, 1)
+            ]
+        );
+        assert_eq!(db.prune(&PruneFilter::default()).unwrap(), 1);
+        assert_eq!(
+            counts(&db),
+            [
+                ("f".into(), FlowState::Pending, 1),
+                ("g".into(), FlowState::Pending, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bounded_read_leaves_long_values_out_and_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap();
+        let store: Store = [("big".to_owned(), json!("x".repeat(1000)))]
+            .into_iter()
+            .collect();
+        run(&db, "a", "f", store.clone());
+        let whole = db.read("a", None).unwrap().unwrap();
+        assert_eq!(whole.initial_store, store);
+        assert!(whole.omitted.is_empty());
+        let bounded = db.read("a", Some(100)).unwrap().unwrap();
+        assert_eq!(bounded.initial_store, Store::new());
+        assert_eq!(bounded.omitted.len(), 1);
+        assert_eq!(bounded.omitted[0].value, "initial_store");
+        assert_eq!(bounded.omitted[0].bytes, json(&store).len() as u64);
+        assert_eq!(db.read("a", Some(2000)).unwrap().unwrap(), whole);
+    }
+
+    #[test]
+    fn a_list_stops_at_its_limit_and_filters_by_any_of_its_flows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteRunDb::open(&dir.path().join("runs.db"), true, Durability::Normal).unwrap();
+        for (id, flow) in [("a", "f"), ("b", "g"), ("c", "h")] {
+            run(&db, id, flow, Store::new());
+        }
+        let ids = |filter: RunFilter| -> Vec<String> {
+            db.list(&filter)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(ids(RunFilter::default()), ["c", "b", "a"]);
+        let newest = RunFilter {
+            limit: Some(1),
+            ..RunFilter::default()
+        };
+        assert_eq!(ids(newest), ["c"]);
+        let two_flows = RunFilter {
+            flows: vec!["f".into(), "h".into()],
+            ..RunFilter::default()
+        };
+        assert_eq!(ids(two_flows), ["c", "a"]);
+    }
 }

@@ -4,11 +4,11 @@
 //! the read side that is SQLite's own: how timestamps are formatted in SQL, whose clock
 //! judges a lease (this host's), and how integers come out of a row.
 
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use flowhost_runs::row::{
-    Columns, LeaseColumns, ORIGIN_COLUMNS, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns,
-    TASK_COLUMNS, TRANSITION_COLUMNS, TaskColumns, TransitionColumns,
+    Columns, LeaseColumns, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns, TRANSITION_COLUMNS,
+    TaskColumns, TransitionColumns, origin_columns, task_columns,
 };
 
 use crate::now;
@@ -32,28 +32,37 @@ pub(crate) fn lease(row: &Row<'_>, at: usize) -> rusqlite::Result<Option<LeaseCo
     LeaseColumns::read(&Sqlite(row), at)
 }
 
-/// Every row of run `id`, if there is such a run.
-pub(crate) fn read_run(conn: &Connection, id: &str) -> rusqlite::Result<Option<RunRows>> {
+/// Every row of run `id`, if there is such a run, its values longer than `bound` bytes left
+/// unread.
+pub(crate) fn read_run(
+    conn: &Connection,
+    id: &str,
+    bound: Option<i64>,
+) -> rusqlite::Result<Option<RunRows>> {
     let run = conn
         .query_row(
-            &format!("SELECT {SUMMARY}, {ORIGIN_COLUMNS} FROM runs WHERE id = ?1"),
-            [id],
+            &format!(
+                "SELECT {SUMMARY}, {} FROM runs WHERE id = ?1",
+                origin_columns("?2")
+            ),
+            params![id, bound],
             |row| RunColumns::read(&Sqlite(row), now(), SUMMARY_WIDTH),
         )
         .optional()?;
     let Some(run) = run else { return Ok(None) };
     let transitions = conn
-        .prepare(&format!(
+        .prepare_cached(&format!(
             "SELECT {TRANSITION_COLUMNS}
              FROM transitions WHERE run_id = ?1 AND task_idx IS NOT NULL ORDER BY seq"
         ))?
         .query_map([id], |row| TransitionColumns::read(&Sqlite(row)))?
         .collect::<rusqlite::Result<_>>()?;
     let tasks = conn
-        .prepare(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?1 ORDER BY idx"
+        .prepare_cached(&format!(
+            "SELECT {} FROM tasks WHERE run_id = ?1 ORDER BY idx",
+            task_columns("?2")
         ))?
-        .query_map([id], |row| TaskColumns::read(&Sqlite(row)))?
+        .query_map(params![id, bound], |row| TaskColumns::read(&Sqlite(row)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some(RunRows {
         run,
@@ -102,6 +111,10 @@ impl Columns for Sqlite<'_, '_> {
     }
 
     fn token(&self, at: usize) -> rusqlite::Result<i64> {
+        self.0.get(at)
+    }
+
+    fn maybe_bytes(&self, at: usize) -> rusqlite::Result<Option<i64>> {
         self.0.get(at)
     }
 }

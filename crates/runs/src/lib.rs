@@ -54,10 +54,24 @@ pub trait RunDb: Send + Sync {
     /// Notes that a run is being resumed, with the origin it is resumed from (hashes may
     /// differ from the recorded ones when resuming with force).
     fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError>;
-    /// Runs matching `filter`, newest first.
+    /// Runs matching `filter`, newest first, at most `filter.limit` of them: the database
+    /// stops reading there, so a short list of a large database stays cheap.
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError>;
     /// One run's full record, if there is such a run.
-    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError>;
+    fn get(&self, id: &str) -> Result<Option<RunRecord>, RunDbError> {
+        self.read(id, None)
+    }
+    /// One run's record with every store value, argument, result and progress report longer
+    /// than `max_value_bytes` (as JSON text) left out — `None`, and named in
+    /// [`RunRecord::omitted`] — without reading it: a reader that only needs the run's
+    /// states never loads a plugin's 100 MB result. `None` reads everything.
+    fn read(
+        &self,
+        id: &str,
+        max_value_bytes: Option<usize>,
+    ) -> Result<Option<RunRecord>, RunDbError>;
+    /// How many runs there are, by flow and state, counted by the database.
+    fn count(&self) -> Result<Vec<RunCount>, RunDbError>;
     /// Deletes finished runs matching `filter` (or runs in `filter.state` when given), never
     /// one whose lease is live; returns how many.
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError>;
@@ -229,8 +243,21 @@ pub struct NewRun {
 pub struct RunFilter {
     /// Only runs in this state.
     pub state: Option<FlowState>,
-    /// Only runs of this flow.
-    pub flow: Option<String>,
+    /// Only runs of one of these flows; every flow when empty.
+    pub flows: Vec<String>,
+    /// At most this many (the newest).
+    pub limit: Option<usize>,
+}
+
+/// How many runs of one flow are in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunCount {
+    /// The flow's name.
+    pub flow: String,
+    /// The state.
+    pub state: FlowState,
+    /// How many runs.
+    pub runs: u64,
 }
 
 /// Which runs to delete.
@@ -291,6 +318,19 @@ pub struct RunRecord {
     pub final_store: Option<Store>,
     /// Every task, in flow order.
     pub tasks: Vec<TaskRecord>,
+    /// The values a bounded [`RunDb::read`] left out because they were longer than its
+    /// bound, with their length in bytes; they read as `null` (an empty initial store).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<Omitted>,
+}
+
+/// A value a bounded read left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Omitted {
+    /// Which: `final_store`, `tasks[2].result`, …
+    pub value: String,
+    /// Its length as JSON text, in bytes.
+    pub bytes: u64,
 }
 
 /// One task's record.

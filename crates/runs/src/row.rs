@@ -8,8 +8,8 @@ mod read;
 mod write;
 
 pub use read::{
-    Columns, Held, LeaseColumns, ORIGIN_COLUMNS, RowError, RunColumns, RunRows, SUMMARY_WIDTH,
-    SummaryColumns, TASK_COLUMNS, TRANSITION_COLUMNS, TaskColumns, TransitionColumns,
+    Columns, Held, LeaseColumns, RowError, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns,
+    TRANSITION_COLUMNS, TaskColumns, TransitionColumns, origin_columns, state, task_columns,
 };
 pub use write::Write;
 

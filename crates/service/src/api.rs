@@ -1,10 +1,9 @@
 //! The JSON API under `/v1`, `/metrics` and `/healthz`. The routes are listed in
 //! [`routes`] and documented, one for one, in `openapi.json` (served at `/v1/openapi.json`).
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,11 +16,9 @@ use axum::routing::{get, post};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 use super::AppState;
 use super::error::StartError;
-use super::events;
 use super::live::{Next as LogNext, RunLog};
 use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::events::FlowState;
@@ -198,12 +195,25 @@ async fn db_call<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn get_run(state: &AppState, id: &str) -> Result<RunRecord, ApiError> {
+/// Run `id`'s record, its values longer than `max_value_bytes` left out unread.
+async fn get_run(
+    state: &AppState,
+    id: &str,
+    max_value_bytes: usize,
+) -> Result<RunRecord, ApiError> {
     let key = id.to_owned();
-    db_call(state, move |db| db.get(&key))
+    db_call(state, move |db| db.read(&key, Some(max_value_bytes)))
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")))
 }
+
+/// The longest value (store, argument, result, progress report; as JSON text) that
+/// `GET /v1/runs/{id}` shows a token holder; longer ones are `null` and listed in the
+/// document's `omitted`, with their length.
+pub const MAX_SHOWN_VALUE: usize = 1024 * 1024;
+
+/// The longest final store `GET /v1/runs/{id}/store/{name}` reads.
+pub const MAX_STORE_READ: usize = 64 * 1024 * 1024;
 
 /// `GET /v1/flows`: every flow file of the folder, with its tasks.
 async fn flows(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
@@ -318,8 +328,9 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-/// `GET /v1/runs?state=&flow=&limit=`: runs, newest first (at most `limit`, default 100);
-/// `flow` matches a flow's name or the name it is served under.
+/// `GET /v1/runs?state=&flow=&limit=`: runs, newest first (at most `limit`, default 100,
+/// at most 10,000); `flow` matches a flow's name or the name it is served under. The
+/// database stops reading at the limit.
 async fn list(
     State(state): Shared,
     Query(query): Query<ListQuery>,
@@ -338,58 +349,81 @@ async fn list(
         let served = state
             .flow_file(&flow)
             .and_then(|path| FlowSpec::from_file(path).ok())
-            .map(|spec| spec.name);
+            .map(|spec| spec.name)
+            .filter(|name| *name != flow);
         std::iter::once(flow).chain(served).collect()
     });
     let filter = RunFilter {
         state: run_state,
-        flow: flows
-            .as_ref()
-            .filter(|names| names.len() == 1)
-            .map(|names| names[0].clone()),
+        flows: flows.unwrap_or_default(),
+        limit: Some(query.limit.unwrap_or(100).min(10_000)),
     };
-    let mut runs = db_call(&state, move |db| db.list(&filter)).await?;
-    if let Some(names) = &flows {
-        runs.retain(|run| names.contains(&run.flow));
-    }
-    runs.truncate(query.limit.unwrap_or(100).min(10_000));
+    let runs = db_call(&state, move |db| db.list(&filter)).await?;
     Ok(axum::Json(json!(runs)))
 }
 
-/// `GET /v1/runs/{id}`: the `flowhost runs show --json` document. Without the token (when
-/// the service has one), everything holding store values — the initial and final store,
-/// each task's arguments, result and outcome — is `null` and `redacted` is true.
+/// `GET /v1/runs/{id}`: the `flowhost runs show --json` document, values longer than
+/// [`MAX_SHOWN_VALUE`] left out (`omitted`). Without the token (when the service has one),
+/// everything a plugin produced or was given — the initial and final store, each task's
+/// arguments, result, outcome, revert result and last progress report, and every error's
+/// details — is `null` or absent and `redacted` is true; none of it is even read.
 async fn show(
     State(state): Shared,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let record = get_run(&state, &id).await?;
+    let sees = may_see_values(&state, &headers);
+    let record = get_run(&state, &id, if sees { MAX_SHOWN_VALUE } else { 0 }).await?;
     let mut document = record
         .document()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    if !may_see_values(&state, &headers) {
+    if record.omitted.iter().any(|o| o.value == "initial_store") {
+        // Left out, not empty.
+        document["initial_store"] = Value::Null;
+    }
+    if !sees {
         redact(&mut document);
     }
     Ok(axum::Json(document))
 }
 
+/// Takes out of a run document what a caller without the token may not see.
 fn redact(document: &mut Value) {
     for store in ["initial_store", "final_store"] {
         if let Some(value) = document.get_mut(store) {
             *value = Value::Null;
         }
     }
+    if let Some(map) = document.as_object_mut() {
+        map.remove("omitted");
+    }
     if let Some(Value::Array(tasks)) = document.get_mut("tasks") {
         for task in tasks {
-            for field in ["args", "result", "outcome"] {
+            for field in ["args", "result", "outcome", "revert_result", "progress"] {
                 if let Some(value) = task.get_mut(field) {
                     *value = Value::Null;
+                }
+            }
+            for error in ["error", "revert_error"] {
+                strip_details(task.get_mut(error));
+            }
+            for list in ["history", "attempts"] {
+                if let Some(Value::Array(entries)) = task.get_mut(list) {
+                    for entry in entries {
+                        strip_details(entry.get_mut("error"));
+                    }
                 }
             }
         }
     }
     document["redacted"] = json!(true);
+}
+
+/// An error keeps its code and message; its details are the plugin's.
+fn strip_details(error: Option<&mut Value>) {
+    if let Some(error) = error.and_then(Value::as_object_mut) {
+        error.remove("details");
+    }
 }
 
 /// `GET /v1/runs/{id}/store/{name}`: one value of the run's final store.
@@ -404,7 +438,16 @@ async fn store_value(
             "store values are shown only with `Authorization: Bearer <token>`",
         ));
     }
-    let record = get_run(&state, &id).await?;
+    let record = get_run(&state, &id, MAX_STORE_READ).await?;
+    if let Some(omitted) = record.omitted.iter().find(|o| o.value == "final_store") {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "run {id}'s final store is {} bytes, more than this service reads ({MAX_STORE_READ}); `flowhost runs show {id} --json` reads it",
+                omitted.bytes
+            ),
+        ));
+    }
     let Some(store) = &record.final_store else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -441,7 +484,7 @@ async fn cancel(State(state): Shared, Path(id): Path<String>) -> Result<Response
         )
             .into_response());
     }
-    let record = get_run(&state, &id).await?;
+    let record = get_run(&state, &id, 0).await?;
     let state = record.summary.state;
     let why = if state.is_finished() {
         format!("run {id} already finished ({state})")
@@ -475,31 +518,33 @@ async fn metrics(State(state): Shared) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// How often a stream of a run executed elsewhere polls the run database.
-const POLL: Duration = Duration::from_millis(250);
+/// One open event stream, counted until dropped.
+struct StreamPermit(Arc<AtomicUsize>);
 
-/// Where a stream reads from.
-enum Cursor {
-    /// A run this service executes: its log, from position `next`.
-    Live {
-        log: Arc<RunLog>,
-        next: usize,
-        changes: watch::Receiver<u64>,
-    },
-    /// A run executed elsewhere, or finished: read back (and polled) from the run database.
-    Recorded {
-        id: String,
-        sent: Vec<usize>,
-        queue: VecDeque<Value>,
-    },
-    /// The end was sent.
-    Done,
+impl StreamPermit {
+    /// A permit, unless `max` streams are open.
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(open.clone()))
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// `GET /v1/runs/{id}/events`: Server-Sent Events, `event: flow` / `event: task` per
 /// transition (`id:` numbers them from 0), then one `event: end` with the run's final
 /// state. A client connecting late first receives what already happened; one reconnecting
-/// with `Last-Event-ID: N` receives the events after the `N`th.
+/// with `Last-Event-ID: N` receives the events after the `N`th. A run executing here is
+/// followed as it happens; any other (another process's, a worker's, a queued one, a
+/// finished one) through one shared reader of its record, until it ends. At most
+/// `--max-event-streams` are open at once: beyond, 503.
 async fn run_events(
     State(state): Shared,
     Path(id): Path<String>,
@@ -511,25 +556,30 @@ async fn run_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok())
         .map_or(0, |last| last.saturating_add(1));
-    let cursor = match state.live.get(&id) {
-        Some(log) => {
-            let changes = log.subscribe();
-            Cursor::Live {
-                log,
-                next: 0,
-                changes,
-            }
-        }
+    let Some(permit) = StreamPermit::take(&state.streams, state.max_streams) else {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} event streams are open, as many as this service allows; try again later",
+                state.max_streams
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return Ok(response);
+    };
+    let log = match state.live.get(&id) {
+        Some(log) => log,
         None => {
-            get_run(&state, &id).await?;
-            Cursor::Recorded {
-                id: id.clone(),
-                sent: Vec::new(),
-                queue: VecDeque::new(),
+            if !state.watchers.following(&id) {
+                get_run(&state, &id, 0).await?;
             }
+            state.watchers.follow(&state, &id)
         }
     };
-    let stream = event_stream(state, id, cursor, skip);
+    let stream = event_stream(state, id, log, skip, permit);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -538,90 +588,50 @@ async fn run_events(
 fn event_stream(
     state: Arc<AppState>,
     run_id: String,
-    cursor: Cursor,
+    log: Arc<RunLog>,
     skip: usize,
+    permit: StreamPermit,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let shutdown = state.shutdown.clone();
+    let changes = log.subscribe();
     futures_util::stream::unfold(
-        (state, run_id, cursor, 0usize, shutdown),
-        move |(state, run_id, mut cursor, mut seq, mut shutdown)| async move {
+        (Some(log), changes, run_id, 0usize, shutdown, permit),
+        move |(mut log, mut changes, run_id, mut seq, mut shutdown, permit)| async move {
             loop {
                 if *shutdown.borrow() {
                     return None;
                 }
-                let end = |state: FlowState, why: Option<String>| {
-                    let mut data = json!({ "run_id": run_id, "state": state });
-                    if let Some(why) = why {
-                        data["error"] = json!(why);
-                    }
-                    SseEvent::default().event("end").data(data.to_string())
-                };
-                let item = match &mut cursor {
-                    Cursor::Done => return None,
-                    Cursor::Live { log, next, changes } => {
-                        changes.borrow_and_update();
-                        match log.at(*next) {
-                            LogNext::Event(event) => {
-                                *next += 1;
-                                Some(event)
-                            }
-                            LogNext::Ended(final_state, why) => {
-                                cursor = Cursor::Done;
-                                return Some((
-                                    Ok(end(final_state, why)),
-                                    (state, run_id, cursor, seq, shutdown),
-                                ));
-                            }
-                            LogNext::Wait => {
-                                tokio::select! {
-                                    _ = changes.changed() => {}
-                                    _ = shutdown.changed() => {}
-                                }
-                                None
-                            }
-                        }
-                    }
-                    Cursor::Recorded { id, sent, queue } => match queue.pop_front() {
-                        Some(event) => Some(event),
-                        None => {
-                            let record = match get_run(&state, id).await {
-                                Ok(record) => record,
-                                Err(_) => return None,
-                            };
-                            queue.extend(events::recorded(&record, sent));
-                            let summary = &record.summary;
-                            if queue.is_empty()
-                                && (summary.state.is_finished() || summary.lease.is_none())
-                            {
-                                cursor = Cursor::Done;
-                                return Some((
-                                    Ok(end(summary.state, None)),
-                                    (state, run_id, cursor, seq, shutdown),
-                                ));
-                            }
-                            if queue.is_empty() {
-                                tokio::select! {
-                                    () = tokio::time::sleep(POLL) => {}
-                                    _ = shutdown.changed() => {}
-                                }
-                            }
-                            None
-                        }
-                    },
-                };
-                if let Some(event) = item {
-                    if seq < skip {
-                        // The client had it before it reconnected (`Last-Event-ID`).
+                let current = log.as_ref()?;
+                changes.borrow_and_update();
+                match current.at(seq) {
+                    LogNext::Event(event) => {
+                        let kind = event["kind"].as_str().unwrap_or("task").to_owned();
                         seq += 1;
-                        continue;
+                        if seq <= skip {
+                            // The client had it before it reconnected (`Last-Event-ID`).
+                            continue;
+                        }
+                        let sse = SseEvent::default()
+                            .event(kind)
+                            .id((seq - 1).to_string())
+                            .data(event.to_string());
+                        return Some((Ok(sse), (log, changes, run_id, seq, shutdown, permit)));
                     }
-                    let kind = event["kind"].as_str().unwrap_or("task").to_owned();
-                    let sse = SseEvent::default()
-                        .event(kind)
-                        .id(seq.to_string())
-                        .data(event.to_string());
-                    seq += 1;
-                    return Some((Ok(sse), (state, run_id, cursor, seq, shutdown)));
+                    LogNext::Ended(final_state, why) => {
+                        let mut data = json!({ "run_id": run_id, "state": final_state });
+                        if let Some(why) = why {
+                            data["error"] = json!(why);
+                        }
+                        log = None;
+                        let end = SseEvent::default().event("end").data(data.to_string());
+                        return Some((Ok(end), (log, changes, run_id, seq, shutdown, permit)));
+                    }
+                    LogNext::Wait => {
+                        tokio::select! {
+                            _ = changes.changed() => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
                 }
             }
         },

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
+use flowhost_core::contract::TaskError;
 use flowhost_core::events::{Event, Transition};
 use flowhost_runs::RunRecord;
 
@@ -35,12 +36,18 @@ pub(crate) fn payload(event: &Event) -> Option<Value> {
                 "duration_ms": duration.as_secs_f64() * 1000.0,
             });
             if let Some(error) = error {
-                payload["error"] = json!(error);
+                payload["error"] = shown(error);
             }
             Some(payload)
         }
         Transition::Progress { .. } => None,
     }
+}
+
+/// An error as a stream shows it: its code and message; its details are the plugin's and
+/// may hold anything.
+fn shown(error: &TaskError) -> Value {
+    json!({ "code": error.code, "message": error.message })
 }
 
 /// The run database's time format: UTC, ISO 8601, milliseconds.
@@ -79,7 +86,7 @@ pub(crate) fn recorded(record: &RunRecord, sent: &mut Vec<usize>) -> Vec<Value> 
                 _ => None,
             };
             if let Some(error) = error {
-                payload["error"] = json!(error);
+                payload["error"] = shown(error);
             }
             events.push(((change.at.clone(), reverting, order, step), payload));
         }

@@ -11,14 +11,20 @@
 //!
 //! Security is decided here, not left to a proxy: the service listens on loopback unless
 //! told otherwise, refuses any other address without a bearer token, requires the token for
-//! every request that changes something, shows store values (which may hold secrets) only to
-//! token holders, and caps request bodies.
+//! every request that changes something, shows what plugins produced (store values, results,
+//! progress and error details, which may hold secrets) only to token holders, and caps
+//! request bodies, connections, their timeouts and event streams ([`Limits`]). What a caller
+//! without the token can read costs the service little: lists and counts are answered by
+//! the database, values are left out without being read, and every event stream of a run
+//! shares one reader of it.
 
 mod api;
 mod auth;
+mod conn;
 mod console;
 mod error;
 mod events;
+mod followed;
 mod live;
 mod metrics;
 mod origin;
@@ -29,6 +35,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::AtomicUsize;
+
 use axum::Router;
 use tokio::sync::watch;
 
@@ -38,6 +46,7 @@ use flowhost_runs::RunDb;
 use flowhost_runs_postgres::PgRunDb;
 
 pub use auth::Token;
+pub use conn::{Limits, connections_for_open_files};
 pub use error::StartError;
 pub use starter::{InProcess, Queue, RunStarter, Started};
 
@@ -65,6 +74,8 @@ pub struct ServeConfig {
     /// A PostgreSQL run database whose workers execute the runs: runs are queued there
     /// instead of executed here.
     pub queue: Option<Arc<PgRunDb>>,
+    /// Connection timeouts and caps.
+    pub limits: Limits,
 }
 
 /// Why the service could not start or stopped.
@@ -91,14 +102,6 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
-    /// The server failed while serving.
-    #[error("serving on {addr}: {source}")]
-    Serve {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
 }
 
 /// What every request handler shares.
@@ -110,6 +113,11 @@ pub(crate) struct AppState {
     live: Arc<Live>,
     metrics: Arc<Metrics>,
     token: Option<Token>,
+    /// The readers of runs executed elsewhere, one per run followed.
+    watchers: followed::Watchers,
+    /// Event streams open now, and how many may be.
+    streams: Arc<AtomicUsize>,
+    max_streams: usize,
     /// Turns true when the service begins to shut down: open event streams end.
     shutdown: watch::Receiver<bool>,
 }
@@ -172,6 +180,7 @@ pub struct Server {
     addr: SocketAddr,
     state: Arc<AppState>,
     live: Arc<Live>,
+    limits: Limits,
     shutdown: watch::Sender<bool>,
 }
 
@@ -215,6 +224,9 @@ impl Server {
             live: live.clone(),
             metrics,
             token: config.token,
+            watchers: followed::Watchers::default(),
+            streams: Arc::new(AtomicUsize::new(0)),
+            max_streams: config.limits.max_event_streams,
             shutdown: shutdown_rx,
         });
         Ok(Self {
@@ -222,6 +234,7 @@ impl Server {
             addr,
             state,
             live,
+            limits: config.limits,
             shutdown,
         })
     }
@@ -247,16 +260,12 @@ impl Server {
         ));
         let shutdown = self.shutdown;
         let first = signal();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                first.await;
-                let _ = shutdown.send(true);
-            })
-            .await
-            .map_err(|source| ServeError::Serve {
-                addr: self.addr,
-                source,
-            })?;
+        let stopping = shutdown.subscribe();
+        tokio::spawn(async move {
+            first.await;
+            let _ = shutdown.send(true);
+        });
+        conn::serve(self.listener, app, self.limits, stopping).await;
         let running = self.live.running();
         if running > 0 {
             tracing::info!(

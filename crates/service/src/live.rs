@@ -49,6 +49,35 @@ pub(crate) enum Next {
 }
 
 impl RunLog {
+    /// An empty log of a run followed from its record (see [`crate::followed`]).
+    pub(crate) fn followed(state: FlowState) -> Self {
+        Self {
+            fuel: false,
+            inner: Mutex::new(LogInner {
+                events: Vec::new(),
+                state,
+                ended: None,
+                started: None,
+            }),
+            version: watch::channel(0).0,
+        }
+    }
+
+    /// Appends event payloads read back from the record.
+    pub(crate) fn extend(&self, events: Vec<Value>) {
+        if events.is_empty() {
+            return;
+        }
+        self.lock().events.extend(events);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// The run ended in `state` (or stopped being followed, saying `why`).
+    pub(crate) fn end(&self, state: FlowState, why: Option<String>) {
+        self.lock().ended = Some((state, why));
+        self.version.send_modify(|v| *v += 1);
+    }
+
     fn lock(&self) -> MutexGuard<'_, LogInner> {
         self.inner
             .lock()

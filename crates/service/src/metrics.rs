@@ -1,7 +1,7 @@
 //! `/metrics`: Prometheus text exposition of what the service's runs do.
 //!
-//! Families: `flowhost_runs` (recorded runs by flow and state, read from the run database at
-//! each scrape, so it counts runs of every executor sharing the database),
+//! Families: `flowhost_runs` (recorded runs by flow and state, counted by the run database
+//! at each scrape, so it counts runs of every executor sharing the database),
 //! `flowhost_runs_finished_total` (runs this service ended, by flow and state),
 //! `flowhost_task_duration_seconds` (histogram of each execute and revert, by flow, task and
 //! phase), `flowhost_instances_in_flight` (plugin calls going on now: one instance each),
@@ -20,7 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use flowhost_core::events::{Event, TaskState, Transition};
-use flowhost_runs::{RunDb, RunDbError, RunFilter};
+use flowhost_runs::{RunDb, RunDbError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunLabels {
@@ -177,20 +177,20 @@ impl Metrics {
         db: &dyn RunDb,
         queue_depth: Option<i64>,
     ) -> Result<String, RunDbError> {
-        let runs = db.list(&RunFilter::default())?;
+        let counts = db.count()?;
         self.queue.set(queue_depth.unwrap_or(0));
         let _scrape = self
             .scrape
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.runs.clear();
-        for run in runs {
+        for count in counts {
             self.runs
                 .get_or_create(&RunLabels {
-                    flow: run.flow,
-                    state: run.state.to_string(),
+                    flow: count.flow,
+                    state: count.state.to_string(),
                 })
-                .inc();
+                .set(i64::try_from(count.runs).unwrap_or(i64::MAX));
         }
         let mut text = String::new();
         // Writing into a String cannot fail.

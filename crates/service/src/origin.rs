@@ -2,8 +2,8 @@
 //! operator's loopback address (cross-site request forgery), and a site whose name is made to
 //! resolve to 127.0.0.1 can even read the answers (DNS rebinding). The token stops both when
 //! there is one; without one — the loopback default — these checks do: a request must name
-//! this service in its `Host`, and a request that changes something must not come from
-//! another origin.
+//! this service in its `Host` (one `Host` only), and a request that changes something must
+//! not come from another origin.
 
 use std::net::SocketAddr;
 
@@ -60,6 +60,14 @@ pub(crate) async fn check(
     next: Next,
 ) -> Response {
     let headers = request.headers();
+    // Two `Host`s: a proxy and this service could each believe a different one.
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": "a request may have one Host header, not several" })),
+        )
+            .into_response();
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -42,6 +42,11 @@ pub trait RunStarter: Send + Sync {
     fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
         Ok(None)
     }
+    /// Whether run `run_id`, unfinished and held by nobody, waits for a worker to claim it:
+    /// its event stream then stays open. Called off the async threads.
+    fn awaits_worker(&self, _run_id: &str) -> Result<bool, RunDbError> {
+        Ok(false)
+    }
 }
 
 /// Runs flows on this process's engines, recorded in the run database as `flowhost run` does
@@ -225,5 +230,9 @@ impl RunStarter for Queue {
 
     fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
         self.db.waiting().map(Some)
+    }
+
+    fn awaits_worker(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.db.awaits_worker(run_id)
     }
 }

@@ -4,7 +4,7 @@
 //! the lease checks and the fence messages share, and because the only thing that differs
 //! between the backends here is how a value comes out of a row, never what it means.
 //!
-//! A backend runs its queries over the column lists here ([`TASK_COLUMNS`], …), hands each
+//! A backend runs its queries over the column lists here ([`task_columns`], …), hands each
 //! row over through [`Columns`], and calls [`RunRows::record`] or [`SummaryColumns::summary`]:
 //! which column is where is known once, in the `read` functions, and what is stored as JSON
 //! or as a state name is parsed once, with the same [`RowError`] for a damaged value in
@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{
-    LeaseHolder, Origin, RunDbError, RunRecord, RunSummary, StateChange, TaskRecord,
+    LeaseHolder, Omitted, Origin, RunDbError, RunRecord, RunSummary, StateChange, TaskRecord,
     holder_may_be_alive,
 };
 
@@ -54,17 +54,45 @@ impl RowError {
     }
 }
 
-/// The columns a run's record reads besides its summary, in order, after the summary's.
-pub const ORIGIN_COLUMNS: &str = "flow_path, flow_hash, plugins, initial_store, final_store";
+/// The select-list text reading value column `column` only when its text is at most `bound`
+/// bytes (a bind parameter, such as `?2` or `$2::bigint`; NULL reads it whatever its
+/// length), followed by its length: two columns, read by [`Bounded::read`]. `octet_length` is
+/// answered from the row's header in SQLite and from the TOAST pointer in PostgreSQL, so a
+/// value left out is never read.
+fn bounded(column: &str, bound: &str) -> String {
+    format!(
+        "CASE WHEN {bound} IS NULL OR octet_length({column}) <= {bound} THEN {column} END, \
+         CAST(octet_length({column}) AS BIGINT)"
+    )
+}
+
+/// The columns a run's record reads besides its summary, in order, after the summary's; its
+/// stores bounded by parameter `bound` (see [`bounded`]).
+pub fn origin_columns(bound: &str) -> String {
+    format!(
+        "flow_path, flow_hash, plugins, {}, {}",
+        bounded("initial_store", bound),
+        bounded("final_store", bound)
+    )
+}
 
 /// The columns [`TransitionColumns`] is read from, in order: a task's row of `transitions`.
 pub const TRANSITION_COLUMNS: &str =
     "task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations";
 
-/// The columns [`TaskColumns`] is read from, in order: a row of `tasks`.
-pub const TASK_COLUMNS: &str = "idx, name, state, args, outcome, result, error, revert_error, \
-     duration_ms, revert_duration_ms, executions, reverts, attempt, retry_at, iterations, \
-     revert_result, progress";
+/// The columns [`TaskColumns`] is read from, in order: a row of `tasks`, what the plugin was
+/// given and produced bounded by parameter `bound` (see [`bounded`]).
+pub fn task_columns(bound: &str) -> String {
+    format!(
+        "idx, name, state, {}, {}, {}, error, revert_error, duration_ms, revert_duration_ms, \
+         executions, reverts, attempt, retry_at, iterations, {}, {}",
+        bounded("args", bound),
+        bounded("outcome", bound),
+        bounded("result", bound),
+        bounded("revert_result", bound),
+        bounded("progress", bound),
+    )
+}
 
 /// One fetched row as its backend hands over its values, by position: the only thing about
 /// reading a row that differs between the dialects (integer widths, and whether a value of
@@ -91,6 +119,39 @@ pub trait Columns {
     fn pid(&self, at: usize) -> Result<Option<u32>, Self::Error>;
     /// A fencing token (`lease_token`).
     fn token(&self, at: usize) -> Result<i64, Self::Error>;
+    /// A length in bytes (`octet_length`), NULL for a NULL value.
+    fn maybe_bytes(&self, at: usize) -> Result<Option<i64>, Self::Error>;
+}
+
+/// A value column read through [`bounded`]: its text, unless it was longer than the bound,
+/// and its length.
+pub struct Bounded {
+    text: Option<String>,
+    bytes: Option<i64>,
+}
+
+impl Bounded {
+    /// The two columns from `at`: the bounded text and the length.
+    fn read<R: Columns>(row: &R, at: usize) -> Result<Self, R::Error> {
+        Ok(Self {
+            text: row.maybe_text(at)?,
+            bytes: row.maybe_bytes(at + 1)?,
+        })
+    }
+
+    /// The text, or `None` — noted in `omitted` as `name` when the value exists but was
+    /// longer than the bound.
+    fn take(self, name: impl FnOnce() -> String, omitted: &mut Vec<Omitted>) -> Option<String> {
+        if self.text.is_none()
+            && let Some(bytes) = self.bytes
+        {
+            omitted.push(Omitted {
+                value: name(),
+                bytes: u64::try_from(bytes).unwrap_or_default(),
+            });
+        }
+        self.text
+    }
 }
 
 /// A run row's lease columns while somebody holds the lease (`lease_owner` is set); the
@@ -218,18 +279,18 @@ impl SummaryColumns {
     }
 }
 
-/// A run row's columns for its full record: the summary's, then [`ORIGIN_COLUMNS`].
+/// A run row's columns for its full record: the summary's, then [`origin_columns`].
 pub struct RunColumns {
     summary: SummaryColumns,
     flow_path: Option<String>,
     flow_hash: Option<String>,
     plugins: Option<String>,
-    initial_store: Option<String>,
-    final_store: Option<String>,
+    initial_store: Bounded,
+    final_store: Bounded,
 }
 
 impl RunColumns {
-    /// The summary (judged at `now`, see [`SummaryColumns::read`]), then [`ORIGIN_COLUMNS`]
+    /// The summary (judged at `now`, see [`SummaryColumns::read`]), then [`origin_columns`]
     /// from `origin`, where the backend's row places them.
     pub fn read<R: Columns>(row: &R, now: f64, origin: usize) -> Result<Self, R::Error> {
         Ok(Self {
@@ -237,8 +298,8 @@ impl RunColumns {
             flow_path: row.maybe_text(origin)?,
             flow_hash: row.maybe_text(origin + 1)?,
             plugins: row.maybe_text(origin + 2)?,
-            initial_store: row.maybe_text(origin + 3)?,
-            final_store: row.maybe_text(origin + 4)?,
+            initial_store: Bounded::read(row, origin + 3)?,
+            final_store: Bounded::read(row, origin + 5)?,
         })
     }
 }
@@ -273,14 +334,14 @@ impl TransitionColumns {
     }
 }
 
-/// A row of `tasks`, [`TASK_COLUMNS`].
+/// A row of `tasks`, [`task_columns`].
 pub struct TaskColumns {
     index: usize,
     name: String,
     state: String,
-    args: Option<String>,
-    outcome: Option<String>,
-    result: Option<String>,
+    args: Bounded,
+    outcome: Bounded,
+    result: Bounded,
     error: Option<String>,
     revert_error: Option<String>,
     duration_ms: Option<f64>,
@@ -290,31 +351,31 @@ pub struct TaskColumns {
     attempt: u32,
     retry_at: Option<f64>,
     iterations: Option<String>,
-    revert_result: Option<String>,
-    progress: Option<String>,
+    revert_result: Bounded,
+    progress: Bounded,
 }
 
 impl TaskColumns {
-    /// A row fetched with [`TASK_COLUMNS`].
+    /// A row fetched with [`task_columns`].
     pub fn read<R: Columns>(row: &R) -> Result<Self, R::Error> {
         Ok(Self {
             index: row.index(0)?,
             name: row.text(1)?,
             state: row.text(2)?,
-            args: row.maybe_text(3)?,
-            outcome: row.maybe_text(4)?,
-            result: row.maybe_text(5)?,
-            error: row.maybe_text(6)?,
-            revert_error: row.maybe_text(7)?,
-            duration_ms: row.maybe_real(8)?,
-            revert_duration_ms: row.maybe_real(9)?,
-            executions: row.count(10)?,
-            reverts: row.count(11)?,
-            attempt: row.count(12)?,
-            retry_at: row.maybe_real(13)?,
-            iterations: row.maybe_text(14)?,
-            revert_result: row.maybe_text(15)?,
-            progress: row.maybe_text(16)?,
+            args: Bounded::read(row, 3)?,
+            outcome: Bounded::read(row, 5)?,
+            result: Bounded::read(row, 7)?,
+            error: row.maybe_text(9)?,
+            revert_error: row.maybe_text(10)?,
+            duration_ms: row.maybe_real(11)?,
+            revert_duration_ms: row.maybe_real(12)?,
+            executions: row.count(13)?,
+            reverts: row.count(14)?,
+            attempt: row.count(15)?,
+            retry_at: row.maybe_real(16)?,
+            iterations: row.maybe_text(17)?,
+            revert_result: Bounded::read(row, 18)?,
+            progress: Bounded::read(row, 20)?,
         })
     }
 }
@@ -331,9 +392,11 @@ pub struct RunRows {
 }
 
 impl RunRows {
-    /// The run's full record, each task with its own transitions as its history. Columns are
-    /// parsed in the order they were fetched, so the first damaged one is the one named.
+    /// The run's full record, each task with its own transitions as its history, the values
+    /// the bound left out named in [`RunRecord::omitted`]. Columns are parsed in the order
+    /// they were fetched, so the first damaged one is the one named.
     pub fn record(self) -> Result<RunRecord, RowError> {
+        let mut omitted = Vec::new();
         let RunColumns {
             summary,
             flow_path,
@@ -348,7 +411,9 @@ impl RunRows {
             flow_hash,
             plugins: parse("runs.plugins", plugins)?.unwrap_or_default(),
         };
+        let initial_store = initial_store.take(|| "initial_store".into(), &mut omitted);
         let initial_store = parse("runs.initial_store", initial_store)?.unwrap_or_default();
+        let final_store = final_store.take(|| "final_store".into(), &mut omitted);
         let final_store = parse("runs.final_store", final_store)?;
         let changes = self
             .transitions
@@ -364,7 +429,7 @@ impl RunRows {
                     .filter(|(i, _)| *i == task.index)
                     .map(|(_, c)| c.clone())
                     .collect();
-                task.record(history)
+                task.record(history, &mut omitted)
             })
             .collect::<Result<_, _>>()?;
         Ok(RunRecord {
@@ -373,6 +438,7 @@ impl RunRows {
             initial_store,
             final_store,
             tasks,
+            omitted,
         })
     }
 }
@@ -397,15 +463,28 @@ impl TransitionColumns {
 }
 
 impl TaskColumns {
-    /// The task's record with `history`, its state changes oldest first.
-    fn record(self, history: Vec<StateChange>) -> Result<TaskRecord, RowError> {
+    /// The task's record with `history`, its state changes oldest first; the values the
+    /// bound left out are added to `omitted`.
+    fn record(
+        self,
+        history: Vec<StateChange>,
+        omitted: &mut Vec<Omitted>,
+    ) -> Result<TaskRecord, RowError> {
+        let index = self.index;
+        let mut take =
+            |value: Bounded, name: &str| value.take(|| format!("tasks[{index}].{name}"), omitted);
+        let args = take(self.args, "args");
+        let outcome = take(self.outcome, "outcome");
+        let result = take(self.result, "result");
+        let revert_result = take(self.revert_result, "revert_result");
+        let progress = take(self.progress, "progress");
         Ok(TaskRecord {
-            index: self.index,
+            index,
             name: self.name,
             state: state("tasks.state", self.state)?,
-            args: self.args,
-            outcome: parse("tasks.outcome", self.outcome)?,
-            result: parse("tasks.result", self.result)?,
+            args,
+            outcome: parse("tasks.outcome", outcome)?,
+            result: parse("tasks.result", result)?,
             error: parse("tasks.error", self.error)?,
             revert_error: parse("tasks.revert_error", self.revert_error)?,
             duration_ms: self.duration_ms,
@@ -415,8 +494,8 @@ impl TaskColumns {
             attempt: self.attempt,
             retry_at: self.retry_at,
             iterations: parse("tasks.iterations", self.iterations)?.unwrap_or_default(),
-            revert_result: parse("tasks.revert_result", self.revert_result)?,
-            progress: parse("tasks.progress", self.progress)?,
+            revert_result: parse("tasks.revert_result", revert_result)?,
+            progress: parse("tasks.progress", progress)?,
             history,
         })
     }
@@ -432,7 +511,7 @@ fn parse<T: DeserializeOwned>(
 }
 
 /// A state column's value (a flow's or a task's state, by its name).
-fn state<T: DeserializeOwned>(column: &'static str, text: String) -> Result<T, RowError> {
+pub fn state<T: DeserializeOwned>(column: &'static str, text: String) -> Result<T, RowError> {
     serde_json::from_value(Value::String(text.clone()))
         .map_err(|_| RowError::State { column, text })
 }
@@ -454,8 +533,23 @@ mod tests {
     }
 
     impl Named {
-        fn new(columns: &'static str, values: &[(&'static str, Value)]) -> Self {
-            let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+        /// `columns` as the backends select them; a bounded value's two columns are named
+        /// `value` and `value.bytes`.
+        fn new(columns: &str, values: &[(&'static str, Value)]) -> Self {
+            let names: Vec<&'static str> = columns
+                .split(',')
+                .map(str::trim)
+                .map(|column| {
+                    let name = if let Some(rest) = column.strip_prefix("CAST(octet_length(") {
+                        format!("{}.bytes", &rest[..rest.find(')').unwrap()])
+                    } else if let Some(then) = column.find(" THEN ") {
+                        column[then + 6..column.len() - 4].to_owned()
+                    } else {
+                        column.to_owned()
+                    };
+                    &*name.leak()
+                })
+                .collect();
             for (name, _) in values {
                 assert!(names.contains(name), "{name} is not in {columns}");
             }
@@ -503,6 +597,9 @@ mod tests {
         fn token(&self, at: usize) -> Result<i64, String> {
             Ok(self.value(at).as_i64().unwrap_or_default())
         }
+        fn maybe_bytes(&self, at: usize) -> Result<Option<i64>, String> {
+            Ok(self.value(at).as_i64())
+        }
     }
 
     /// The summary's columns as the backends list them (their SQL formats the times).
@@ -511,7 +608,7 @@ mod tests {
         lease_token, lease_expires";
 
     fn run(state: &str, lease: &[(&'static str, Value)], plugins: &str) -> RunColumns {
-        let columns = format!("{SUMMARY}, {ORIGIN_COLUMNS}").leak();
+        let columns = format!("{SUMMARY}, {}", origin_columns("?2"));
         let mut values = vec![
             ("id", json!("r")),
             ("flow", json!("f")),
@@ -524,8 +621,8 @@ mod tests {
             ("initial_store", json!("{\"seed\": 1}")),
         ];
         values.extend_from_slice(lease);
-        let row = Named::new(columns, &values);
-        assert_eq!(row.names.len(), SUMMARY_WIDTH + 5);
+        let row = Named::new(&columns, &values);
+        assert_eq!(row.names.len(), SUMMARY_WIDTH + 7);
         RunColumns::read(&row, 100.0, SUMMARY_WIDTH).unwrap()
     }
 
@@ -547,7 +644,7 @@ mod tests {
 
     fn task(index: u32, state: &str) -> TaskColumns {
         let row = Named::new(
-            TASK_COLUMNS,
+            &task_columns("?2"),
             &[
                 ("idx", json!(index)),
                 ("name", json!(format!("t{index}"))),
@@ -600,6 +697,37 @@ mod tests {
         assert_eq!(first.progress.as_ref().map(|p| p.fraction), Some(0.5));
         assert_eq!(record.tasks[1].name, "t1");
         assert_eq!(record.tasks[1].history.len(), 1);
+    }
+
+    #[test]
+    fn a_value_longer_than_the_bound_reads_as_null_and_is_named_with_its_length() {
+        let row = Named::new(
+            &task_columns("?2"),
+            &[
+                ("idx", json!(1)),
+                ("name", json!("t1")),
+                ("state", json!("SUCCESS")),
+                ("args", json!("{}")),
+                ("args.bytes", json!(2)),
+                ("result.bytes", json!(5000)),
+            ],
+        );
+        let record = RunRows {
+            run: run("SUCCESS", &[], "[]"),
+            transitions: vec![],
+            tasks: vec![TaskColumns::read(&row).unwrap()],
+        }
+        .record()
+        .unwrap();
+        assert_eq!(record.tasks[0].args.as_deref(), Some("{}"));
+        assert_eq!(record.tasks[0].result, None);
+        assert_eq!(
+            record.omitted,
+            [Omitted {
+                value: "tasks[1].result".into(),
+                bytes: 5000
+            }]
+        );
     }
 
     #[test]

@@ -65,6 +65,19 @@ function showError(container, error) {
   container.replaceChildren(box);
 }
 
+// A page for an address that names nothing: a malformed one (`/runs/%E0%A4%A`), an unknown
+// path, a run or flow that does not exist.
+function notFound(main, message) {
+  document.title = "not found · flowhost";
+  main.replaceChildren(el("section", { class: "panel", id: "not-found" },
+    el("h2", {}, "Not found"), el("p", {}, message), el("p", {}, link("/", "All runs"))));
+}
+
+// A path segment decoded, or null when its percent-encoding is malformed.
+function segment(text) {
+  try { return decodeURIComponent(text); } catch (_) { return null; }
+}
+
 function json(value) {
   return el("pre", { class: "json" }, JSON.stringify(value, null, 2));
 }
@@ -254,9 +267,16 @@ async function runPage(main, id) {
     }
     await load();
   };
+  let finished = false;
   const load = async () => {
-    try { render(await api(`/v1/runs/${encodeURIComponent(id)}`)); } catch (error) {
-      if (!closed) showError(main, error);
+    try {
+      const run = await api(`/v1/runs/${encodeURIComponent(id)}`);
+      finished = FINISHED.has(run.state);
+      render(run);
+    } catch (error) {
+      if (closed) return;
+      if (error.status === 404) { finished = true; notFound(main, `There is no run ${id}.`); }
+      else showError(main, error);
     }
   };
   // Reload the record at most every 150 ms while events stream in.
@@ -270,13 +290,17 @@ async function runPage(main, id) {
     source.addEventListener("task", soon);
     source.addEventListener("flow", soon);
     source.addEventListener("end", () => { source.close(); source = null; soon(); });
+    // The stream refused (too many open) or cut: the ticker below reloads the record instead.
     source.onerror = () => { if (source) { source.close(); source = null; } };
   };
   await load();
   follow();
+  let ticks = 0;
   const ticker = setInterval(() => {
+    ticks += 1;
     const timelineNode = document.getElementById("timeline");
     if (timelineNode && document.querySelector(".bar.o-RUNNING, .bar.o-REVERTING")) soon();
+    else if (!source && !finished && ticks % 4 === 0) soon();
   }, 500);
   return () => { closed = true; clearInterval(ticker); if (pending) clearTimeout(pending); if (source) source.close(); };
 }
@@ -285,7 +309,11 @@ async function runPage(main, id) {
 
 async function flowPage(main, name) {
   let flow;
-  try { flow = await api(`/v1/flows/${encodeURIComponent(name)}`); } catch (error) { showError(main, error); return () => {}; }
+  try { flow = await api(`/v1/flows/${encodeURIComponent(name)}`); } catch (error) {
+    if (error.status === 404) notFound(main, `There is no flow ${name}.`);
+    else showError(main, error);
+    return () => {};
+  }
   // Each step carries the arrow leading into it, so a wrapped chain starts its line with one.
   const nodes = (flow.tasks || []).map((task, i) => el("div", { class: "step" },
     i > 0 ? el("div", { class: "arrow", "aria-hidden": "true" }, "→") : null,
@@ -312,17 +340,33 @@ async function route() {
   stopPage = () => {};
   const main = document.getElementById("main");
   const path = location.pathname;
-  let match;
-  if ((match = path.match(/^\/runs\/([^/]+)$/))) {
-    document.title = `run ${decodeURIComponent(match[1])} · flowhost`;
-    stopPage = await runPage(main, decodeURIComponent(match[1]));
-  } else if ((match = path.match(/^\/flows\/([^/]+)$/))) {
-    document.title = `flow ${decodeURIComponent(match[1])} · flowhost`;
-    stopPage = await flowPage(main, decodeURIComponent(match[1]));
-  } else {
-    document.title = "runs · flowhost";
-    stopPage = await runsPage(main);
+  const run = path.match(/^\/runs\/([^/]+)$/);
+  const flow = path.match(/^\/flows\/([^/]+)$/);
+  const name = segment((run || flow || [])[1] || "");
+  try {
+    if ((run || flow) && name === null) {
+      notFound(main, "This address is not a valid run or flow address: its percent-encoding is malformed.");
+    } else if (run) {
+      document.title = `run ${name} · flowhost`;
+      stopPage = await runPage(main, name);
+    } else if (flow) {
+      document.title = `flow ${name} · flowhost`;
+      stopPage = await flowPage(main, name);
+    } else if (path === "/") {
+      document.title = "runs · flowhost";
+      stopPage = await runsPage(main);
+    } else {
+      notFound(main, "The console has no page at this address.");
+    }
+  } catch (error) {
+    showError(main, error);
   }
+}
+
+// Whatever a page did not catch is shown, not left behind "Loading…".
+function showUncaught(error) {
+  const main = document.getElementById("main");
+  if (main) showError(main, error instanceof Error ? error : new Error(String(error)));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -330,5 +374,7 @@ document.addEventListener("DOMContentLoaded", () => {
   input.value = token();
   input.addEventListener("change", () => { localStorage.setItem("flowhost-token", input.value.trim()); route(); });
   window.addEventListener("popstate", route);
+  window.addEventListener("unhandledrejection", (event) => { event.preventDefault(); showUncaught(event.reason); });
+  window.addEventListener("error", (event) => showUncaught(event.error || event.message));
   route();
 });
