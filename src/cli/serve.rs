@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// `flowhost worker`s (the default there). SQLite databases are always served in-process.
     #[arg(long)]
     pub in_process: bool,
+    /// In queue mode, what queued runs may grant (as the workers' flags): a start granting
+    /// anything else is refused (422) before it is queued.
+    #[command(flatten)]
+    pub policy: super::worker::PolicyArgs,
 }
 
 /// Serves until SIGTERM or SIGINT.
@@ -61,6 +65,12 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let queued = queue.is_some();
+    let policy = args.policy.policy()?;
+    if queued && !policy.is_restricted() {
+        tracing::warn!(
+            "no --allow-dir, --allow-env or --allow-net: the flows served may grant their tasks any directory, variable or network destination of the workers' hosts"
+        );
+    }
     let mut ctx = ctx.clone();
     if let AnyDb::Sqlite(_) = db {
         ctx.protect(args.db.path());
@@ -73,6 +83,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         token,
         listen: args.listen,
         queue,
+        policy,
     };
     let server = Server::bind(config).await.map_err(|e| match e {
         flowhost::service::ServeError::FlowsDir { .. } => {
@@ -86,7 +97,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         server.local_addr()
     )?;
     match &db {
-        AnyDb::Sqlite(_) => tracing::info!("database {}", args.db.path().display()),
+        AnyDb::Sqlite(_) => tracing::info!("database {}", args.db.shown()),
         AnyDb::Postgres(_) if queued => {
             tracing::info!("queueing runs for the workers of the PostgreSQL database")
         }

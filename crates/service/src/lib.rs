@@ -33,7 +33,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use flowhost_engine::Engine;
-use flowhost_executor::Executor;
+use flowhost_executor::{Executor, Policy};
 use flowhost_runs::RunDb;
 use flowhost_runs_postgres::PgRunDb;
 
@@ -65,6 +65,9 @@ pub struct ServeConfig {
     /// A PostgreSQL run database whose workers execute the runs: runs are queued there
     /// instead of executed here.
     pub queue: Option<Arc<PgRunDb>>,
+    /// With `queue`: what queued runs may grant (the workers' `--allow-*`); a start outside
+    /// it is refused as invalid (422) before anything is queued.
+    pub policy: Policy,
 }
 
 /// Why the service could not start or stopped.
@@ -188,7 +191,7 @@ impl Server {
         engine.listen(live.clone());
         fuel_engine.listen(live.clone());
         let starter: Arc<dyn RunStarter> = match config.queue {
-            Some(db) => Arc::new(Queue::new(db, engine.clone(), fuel_engine)),
+            Some(db) => Arc::new(Queue::new(db, engine.clone(), fuel_engine).policy(config.policy)),
             None => Arc::new(InProcess::new(
                 config.executor.clone(),
                 engine.clone(),
