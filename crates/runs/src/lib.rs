@@ -192,9 +192,15 @@ pub fn mask_passwords(text: &str) -> std::borrow::Cow<'_, str> {
             }
             (i + 1).min(text.len())
         } else {
-            text[start..]
+            let end = text[start..]
                 .find(['&', ' ', '\t', '\n', '#', ';'])
-                .map_or(text.len(), |n| start + n)
+                .map_or(text.len(), |n| start + n);
+            // A URL quoted in a message is followed by `: why`; that colon is the message's.
+            if end > start + 1 && text[..end].ends_with(':') {
+                end - 1
+            } else {
+                end
+            }
         };
         if end > start {
             spans.push((start, end));
