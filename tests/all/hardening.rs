@@ -442,3 +442,40 @@ fn unicode_line_and_paragraph_separators_from_a_plugin_are_shown_escaped() {
     }
     assert_contains(&log, "x\\u{2028}FAKE LINE\\u{2029}y\\u{85}z\\u{200f}w");
 }
+
+#[test]
+fn a_password_in_the_database_url_never_reaches_serve_answers_or_its_log() {
+    let secret = "hunter2secret";
+    let mut pg = Postgres::start();
+    let ws = Workspace::new();
+    ws.flow("served", &[("a", json!({}))]);
+    // The test server trusts every local connection: the password is carried, never checked.
+    let db = format!("{}?password={secret}", pg.url());
+    for extra in [&[][..], &["--in-process"][..]] {
+        let served = Served::start_on(&ws, ws.root(), &db, extra);
+        pg.stop();
+        let mut answers = Vec::new();
+        let listed = crate::kit::serving::answer(ureq::get(&served.url("/v1/runs")).call());
+        answers.push(listed.clone());
+        answers.push(served.post("/v1/flows/flow/runs", "{}", None));
+        pg.restart();
+        drop(served);
+        for (status, body) in &answers {
+            assert_eq!(*status, 503, "{body}");
+            let text = body.to_string();
+            assert!(
+                !text.contains(secret),
+                "an answer showed the password: {text}"
+            );
+            assert!(
+                !text.contains("127.0.0.1"),
+                "an answer named the database: {text}"
+            );
+        }
+        let log = text(&ws.path("serve.log"));
+        assert!(
+            !log.contains(secret),
+            "serve's log showed the password:\n{log}"
+        );
+    }
+}
