@@ -49,7 +49,7 @@ pub use flowhost_core::flow::{
     RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
 };
 pub use flowhost_core::plan::{Problem, ValidationError};
-pub use flowhost_core::store::Store;
+pub use flowhost_core::store::{InexactInteger, Store, inexact_integer};
 /// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
 pub use flowhost_engine::CANCELLED;
 pub use flowhost_engine::{
@@ -74,13 +74,16 @@ pub use flowhost_service as service;
 /// runs for `Worker`s. An [`Executor`](runs::Executor) records a run with
 /// [`record`](runs::record) and continues an interrupted one with [`resume`](runs::resume).
 pub mod runs {
-    pub use flowhost_executor::{Executor, ResumeFailure, Resumption, origin_of, record, resume};
+    pub use flowhost_executor::{
+        Executor, Policy, ResumeFailure, Resumption, origin_of, record, resume,
+    };
     #[cfg(feature = "postgres")]
     pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};
     pub use flowhost_runs::{
         Attempt, DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, NewRun, Omitted, Origin,
         Owner, PluginHash, PruneFilter, Pruned, RunCount, RunDb, RunDbError, RunFilter, RunRecord,
         RunSummary, StateChange, TaskRecord, hash_file, holder_may_be_alive, host_name,
+        mask_passwords, sha256_hex,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_runs_postgres::{

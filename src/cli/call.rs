@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use flowhost::runs::{RunDb, RunRecord, hash_file};
+use flowhost::runs::{RunDb, RunRecord, sha256_hex};
 use flowhost::{
     Access, DirGrant, DirectCall, FlowSpec, Outcome, Progress, ProgressSink, Sandbox, TaskError,
     TaskSpec,
@@ -77,6 +77,11 @@ pub struct CallArgs {
     /// The task entry of --from-run.
     #[arg(long, value_name = "NAME", requires = "from_run")]
     pub task: Option<String>,
+    /// With --from-run: take the entry from the run's flow file even though the file changed
+    /// since the run was recorded (its grants, config and limits are then today's, not the
+    /// run's); without it such a file is refused, as `runs resume` refuses it.
+    #[arg(long, requires = "from_run")]
+    pub force: bool,
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -100,7 +105,7 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let recorded = match (&args.from_run, &args.task) {
-        (Some(run), Some(task)) => Some(replay(&args.db, run, task, plugin.sha256())?),
+        (Some(run), Some(task)) => Some(replay(&args.db, run, task, plugin.sha256(), args.force)?),
         _ => None,
     };
     let (mut entry, flow) = match &recorded {
@@ -228,12 +233,18 @@ pub async fn call(ctx: &Context, args: CallArgs) -> anyhow::Result<ExitCode> {
 
 /// The recorded call of `task` in run `run_id`: its arguments and outcome from the run
 /// database, its entry (config, grants, limits) from the run's flow file, which must be the
-/// file the run was recorded with.
-fn replay(db: &DbArgs, run_id: &str, task: &str, plugin_sha256: &str) -> anyhow::Result<Recorded> {
+/// file the run was recorded with (or, with `force`, whatever it is now, saying so).
+fn replay(
+    db: &DbArgs,
+    run_id: &str,
+    task: &str,
+    plugin_sha256: &str,
+    force: bool,
+) -> anyhow::Result<Recorded> {
     let record: RunRecord = db
         .open(false)?
         .get(run_id)?
-        .ok_or_else(|| UsageError(format!("no run `{run_id}` in {}", db.path().display())))?;
+        .ok_or_else(|| UsageError(format!("no run `{run_id}` in {}", db.shown())))?;
     let Some(recorded) = record.tasks.iter().find(|t| t.name == task) else {
         let names: Vec<&str> = record.tasks.iter().map(|t| t.name.as_str()).collect();
         return Err(UsageError(format!(
@@ -247,14 +258,31 @@ fn replay(db: &DbArgs, run_id: &str, task: &str, plugin_sha256: &str) -> anyhow:
             "run `{run_id}` was built in code, not from a flow file: give --config and --dir"
         ))
     })?;
-    let flow = FlowSpec::from_file(&flow_path)?;
-    let hash = hash_file(&flow_path)?;
+    // Hashed and parsed from the same bytes: the entry used is the one whose hash is compared.
+    let text = std::fs::read(&flow_path).map_err(|source| flowhost::FlowFileError::Read {
+        path: flow_path.clone(),
+        source,
+    })?;
+    let hash = sha256_hex(&text);
     if record.origin.flow_hash.as_deref() != Some(hash.as_str()) {
-        errln!(
-            "warning: {} changed since run {run_id} was recorded; its entry `{task}` is taken as it is now",
-            flow_path.display()
+        let differs = format!(
+            "flow file {} changed since run {run_id} was recorded (its SHA-256 was {}, it is now {hash}): the grants, config and limits of its entry `{task}` may not be the run's",
+            flow_path.display(),
+            record.origin.flow_hash.as_deref().unwrap_or("not recorded"),
         );
+        if !force {
+            return Err(exit::Mismatch(differs).into());
+        }
+        errln!("warning: {differs}; taking the entry as it is now (--force)");
     }
+    let mut flow = std::str::from_utf8(&text)
+        .map_err(|e| e.to_string())
+        .and_then(FlowSpec::from_toml)
+        .map_err(|message| flowhost::FlowFileError::Parse {
+            path: flow_path.clone(),
+            message,
+        })?;
+    flow.base_dir = flow_path.parent().map(PathBuf::from).unwrap_or_default();
     // Tasks inside subflows are named by their path (`schedule/volume_cast`), as recorded.
     let entry = flow
         .task_paths()

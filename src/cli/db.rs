@@ -48,6 +48,11 @@ pub struct RecordArgs {
 }
 
 impl DbArgs {
+    /// The database these flags choose, as messages show it: without its password.
+    pub fn shown(&self) -> String {
+        flowhost::runs::mask_passwords(&self.path().to_string_lossy()).into_owned()
+    }
+
     /// The database file these flags choose.
     pub fn path(&self) -> PathBuf {
         self.db
@@ -60,7 +65,8 @@ impl DbArgs {
     pub fn open(&self, create: bool) -> anyhow::Result<Arc<SqliteRunDb>> {
         if let Some(url) = self.postgres_url() {
             anyhow::bail!(super::exit::UsageError(format!(
-                "this command keeps its runs in SQLite only, not in {url}"
+                "this command keeps its runs in SQLite only, not in {}",
+                flowhost::runs::mask_passwords(&url)
             )));
         }
         Ok(Arc::new(SqliteRunDb::open(

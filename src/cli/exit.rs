@@ -36,6 +36,12 @@ failed (needs a person), 64 usage error, 65 invalid flow/plugin, 66 unreadable i
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A flow file or plugin that differs from the one a run recorded, where the command uses
+/// only the recorded one unless forced (exit 65, like `runs resume`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Mismatch(pub String);
+
 /// An input file that could not be read (exit 66).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -69,6 +75,9 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
     }
     if error.is::<InputError>() {
         return NOINPUT;
+    }
+    if error.is::<Mismatch>() {
+        return INVALID;
     }
     class_of(error).map_or(SOFTWARE, code)
 }
@@ -111,6 +120,9 @@ fn class_of(error: &anyhow::Error) -> Option<ErrorClass> {
 /// What the command line adds to a library error: the library states the facts, the
 /// command line says which of its commands and flags go on from there.
 pub fn advice(error: &anyhow::Error) -> Option<String> {
+    if error.is::<Mismatch>() {
+        return Some("use it anyway with --force".into());
+    }
     if let Some(stopped) = error.downcast_ref::<RunError>() {
         return Some(resume_later(&stopped.run));
     }

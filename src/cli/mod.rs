@@ -170,9 +170,9 @@ impl StoreArgs {
                     path.display()
                 ))
             })?;
-            if let Some(integer) = oversized_integer(&text) {
+            if let Some(inexact) = flowhost::inexact_integer(&text) {
                 bail!(UsageError(format!(
-                    "store file {}: the integer {integer} does not fit in 64 bits and would become an inexact number; write it as a string",
+                    "store file {}: {inexact}",
                     path.display()
                 )));
             }
@@ -209,13 +209,8 @@ impl StoreArgs {
 fn store_value(raw: &str) -> Result<Value, String> {
     match serde_json::from_str::<Value>(raw) {
         Ok(value) => {
-            if let Some(integer) = oversized_integer(raw) {
-                return Err(format!(
-                    "the integer {integer} does not fit in 64 bits, so it would become the inexact number {}; pass it as a string (NAME='\"{integer}\"')",
-                    serde_json::from_str::<Value>(integer)
-                        .map(|v| v.to_string())
-                        .unwrap_or_default()
-                ));
+            if let Some(inexact) = flowhost::inexact_integer(raw) {
+                return Err(inexact.to_string());
             }
             Ok(value)
         }
@@ -243,40 +238,6 @@ fn looks_numeric(raw: &str) -> bool {
         && raw.parse::<f64>().is_ok()
 }
 
-/// The first integer literal in JSON text (outside strings) that fits neither an `i64` nor
-/// a `u64`, which serde_json would turn into a float.
-fn oversized_integer(json: &str) -> Option<&str> {
-    let bytes = json.as_bytes();
-    let (mut i, mut in_string) = (0, false);
-    while i < bytes.len() {
-        let byte = bytes[i];
-        if in_string {
-            match byte {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            i += 1;
-        } else if byte == b'"' {
-            in_string = true;
-            i += 1;
-        } else if byte == b'-' || byte.is_ascii_digit() {
-            let start = i;
-            while i < bytes.len() && (bytes[i].is_ascii_digit() || b"+-.eE".contains(&bytes[i])) {
-                i += 1;
-            }
-            let token = &json[start..i];
-            let integer = !token.contains(['.', 'e', 'E']);
-            if integer && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
-                return Some(token);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    None
-}
-
 /// What every command is handed: the engine settings the global flags chose.
 #[derive(Clone)]
 pub struct Context {
@@ -297,6 +258,10 @@ impl Context {
             Some(file) if !file.as_os_str().is_empty() => config.ca_file(file),
             _ => config,
         };
+        // A task that could write the workers' plugin folder could replace the plugin every
+        // later run of some flow executes: refused wherever the folder lives, like the cache
+        // (`worker --plugin-dir` protects its own too).
+        let config = config.protect(worker::plugin_dir(None));
         Self { config }
     }
 
@@ -407,15 +372,6 @@ mod tests {
         assert!(
             big.contains("18446744073709551616 does not fit in 64 bits"),
             "{big}"
-        );
-        assert_eq!(
-            oversized_integer("{\"s\": \"99999999999999999999\", \"f\": 1e400}"),
-            None,
-            "strings and floats are left alone"
-        );
-        assert_eq!(
-            oversized_integer("-9223372036854775809"),
-            Some("-9223372036854775809")
         );
     }
 }

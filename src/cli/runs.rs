@@ -120,7 +120,7 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             } else {
                 match &any {
                     AnyDb::Postgres(pg) => outln!("run database: {}", pg.url().display())?,
-                    AnyDb::Sqlite(_) => outln!("run database: {}", args.db.path().display())?,
+                    AnyDb::Sqlite(_) => outln!("run database: {}", args.db.shown())?,
                 }
                 outln!(
                     "{:<28} {:<24} {:<10} {:<24} EXIT REASON / HELD BY",

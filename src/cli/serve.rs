@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Event streams (`GET /v1/runs/{id}/events`) open at once; more are answered 503.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub max_event_streams: usize,
+    /// In queue mode, what queued runs may grant (as the workers' flags): a start granting
+    /// anything else is refused (422) before it is queued.
+    #[command(flatten)]
+    pub policy: super::worker::PolicyArgs,
 }
 
 /// Serves until SIGTERM or SIGINT.
@@ -78,6 +82,12 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let queued = queue.is_some();
+    let policy = args.policy.policy()?;
+    if queued && !policy.is_restricted() {
+        tracing::warn!(
+            "no --allow-dir, --allow-env or --allow-net: the flows served may grant their tasks any directory, variable or network destination of the workers' hosts"
+        );
+    }
     let mut ctx = ctx.clone();
     if let AnyDb::Sqlite(_) = db {
         ctx.protect(args.db.path());
@@ -100,6 +110,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }),
             max_event_streams: args.max_event_streams,
         },
+        policy,
     };
     let server = Server::bind(config).await.map_err(|e| match e {
         flowhost::service::ServeError::FlowsDir { .. } => {
@@ -113,7 +124,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         server.local_addr()
     )?;
     match &db {
-        AnyDb::Sqlite(_) => tracing::info!("database {}", args.db.path().display()),
+        AnyDb::Sqlite(_) => tracing::info!("database {}", args.db.shown()),
         AnyDb::Postgres(_) if queued => {
             tracing::info!("queueing runs for the workers of the PostgreSQL database")
         }

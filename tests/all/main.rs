@@ -14,6 +14,7 @@ mod contract;
 mod durable;
 mod engine;
 mod faults;
+mod hardening;
 mod journal;
 mod kit;
 mod leases;

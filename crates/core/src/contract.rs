@@ -231,13 +231,26 @@ impl fmt::Display for HostFault {
 }
 
 /// Plugin-provided text made safe to show on a terminal or in a log line: control
-/// characters (newlines and escape sequences included), DEL, C1 controls and Unicode
-/// direction overrides are written as escapes (`\n`, `\u{1b}`), so a plugin can neither
-/// forge a log line, nor move the cursor, clear the screen or reorder what is shown.
+/// characters (newlines and escape sequences included), DEL, C1 controls (NEL, U+0085,
+/// among them), the Unicode line and paragraph separators (U+2028, U+2029) and every
+/// Unicode direction control (overrides, embeddings, isolates and the marks U+200E, U+200F,
+/// U+061C) are written as escapes (`\n`, `\u{1b}`, `\u{2028}`), so a plugin can neither
+/// forge a log line — in a terminal, or in a viewer that breaks lines at any Unicode line
+/// separator —, nor move the cursor, clear the screen or reorder what is shown.
 /// Everything else, backslashes included, is kept as is.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     fn unsafe_char(c: char) -> bool {
-        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{061c}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+            )
     }
     if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
@@ -269,6 +282,10 @@ mod tests {
         assert_eq!(
             escape("a\u{202e}b\u{9b}c\u{7f}"),
             "a\\u{202e}b\\u{9b}c\\u{7f}"
+        );
+        assert_eq!(
+            escape("a\u{2028}FAKE\u{2029}b\u{85}c\u{200f}d\u{61c}"),
+            "a\\u{2028}FAKE\\u{2029}b\\u{85}c\\u{200f}d\\u{61c}"
         );
         let error = TaskError {
             code: "x\ny".into(),

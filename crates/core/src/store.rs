@@ -182,8 +182,96 @@ pub fn kind_of(value: &Value) -> &'static str {
     }
 }
 
+/// An integer in JSON text that fits neither an `i64` nor a `u64`: serde_json would hold it
+/// as a float, silently rounding it (`18446744073709551617` becomes `18446744073709552000`),
+/// and the run would see another number than was sent. Every way store values come in —
+/// `--store`, `--store-file`, `run --batch` lines, the API's start body, a flow file's
+/// `[store]` — refuses it with this one message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the integer {integer} does not fit in 64 bits, so it would become the inexact number {rounded}; write it as a string (\"{integer}\")"
+)]
+pub struct InexactInteger {
+    /// The integer as written.
+    pub integer: String,
+    /// What it would have become.
+    pub rounded: String,
+}
+
+/// The first integer literal in JSON text (outside strings) that fits neither an `i64` nor
+/// a `u64`. The text is scanned as written, before parsing, because parsing is where the
+/// integer would be rounded.
+pub fn inexact_integer(json: &str) -> Option<InexactInteger> {
+    let bytes = json.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if in_string {
+            match byte {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+        } else if byte == b'"' {
+            in_string = true;
+            i += 1;
+        } else if byte == b'-' || byte.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_digit() || b"+-.eE".contains(&bytes[i])) {
+                i += 1;
+            }
+            let token = &json[start..i];
+            let integer = !token.contains(['.', 'e', 'E']);
+            if integer && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                return Some(inexact(token));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The refusal of `integer` (digits, maybe signed), with the float it would have become.
+pub fn inexact(integer: &str) -> InexactInteger {
+    InexactInteger {
+        integer: integer.to_owned(),
+        rounded: integer
+            .parse::<f64>()
+            .map(|f: f64| f.to_string())
+            .unwrap_or_else(|_| "a float".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn integers_beyond_64_bits_are_found_before_they_are_rounded() {
+        assert_eq!(
+            inexact_integer("{\"n\": 18446744073709551615, \"m\": -9223372036854775808}"),
+            None
+        );
+        let found =
+            inexact_integer("{\"s\": \"99999999999999999999\", \"n\": [1, 18446744073709551616]}")
+                .unwrap();
+        assert_eq!(found.integer, "18446744073709551616");
+        let message = found.to_string();
+        assert!(
+            message.starts_with("the integer 18446744073709551616 does not fit in 64 bits, so it would become the inexact number 18446744073709552000;")
+                && message.ends_with("write it as a string (\"18446744073709551616\")"),
+            "{message}"
+        );
+        assert_eq!(
+            inexact_integer("{\"f\": 1e400, \"g\": 1.5}"),
+            None,
+            "floats are left alone"
+        );
+        assert_eq!(
+            inexact_integer("-9223372036854775809").unwrap().integer,
+            "-9223372036854775809"
+        );
+    }
     use serde_json::json;
 
     use super::*;

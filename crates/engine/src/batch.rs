@@ -56,6 +56,9 @@ impl BatchInput {
 }
 
 fn parse_store(line: &str) -> Result<Store, String> {
+    if let Some(inexact) = flowhost_core::store::inexact_integer(line) {
+        return Err(inexact.to_string());
+    }
     match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(map)) => Ok(map.into_iter().collect()),
         Ok(other) => Err(format!(

@@ -112,6 +112,28 @@ impl Engine {
         self.runtime.load(path).await
     }
 
+    /// Loads the plugin at `path` only if its bytes have the SHA-256 `sha256`, hashing the
+    /// very bytes it compiles and never following a symlink ([`Runtime::load_verified`]);
+    /// flows naming `path` then run that plugin.
+    pub async fn plugin_verified(
+        &self,
+        path: &Path,
+        sha256: &str,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        self.runtime.load_verified(path, sha256).await
+    }
+
+    /// Loads `bytes` (whose SHA-256 must be `sha256`) as the plugin at `path` without
+    /// reading the file ([`Runtime::load_bytes`]); flows naming `path` then run it.
+    pub async fn plugin_from_bytes(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        sha256: &str,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        self.runtime.load_bytes(path, bytes, sha256).await
+    }
+
     /// Validates `flow` with `store` as the initial store (over the flow's `[store]`
     /// defaults). Every plugin is loaded and described and every requirement checked; all
     /// problems are reported together and nothing runs when there is any.

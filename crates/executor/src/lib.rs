@@ -9,6 +9,7 @@
 //! way round; the backends come in by feature (`sqlite`, `postgres`).
 
 mod journal;
+mod policy;
 mod resume;
 #[cfg(feature = "postgres")]
 mod worker;
@@ -21,6 +22,7 @@ use flowhost_engine::LoadedFlow;
 use flowhost_runs::{DEFAULT_LEASE_TTL, Origin, Owner, PluginHash, RunDb, RunDbError, hash_file};
 
 pub use journal::record;
+pub use policy::Policy;
 pub use resume::{ResumeFailure, Resumption, resume};
 #[cfg(feature = "postgres")]
 pub use worker::{Worker, WorkerError, WorkerSummary, submit};

@@ -32,7 +32,10 @@ use flowhost_engine::{Engine, LoadedFlow, ResumeError, RunError};
 use flowhost_runs::{Lease, NewRun, RunDb, RunDbError, RunRecord, sha256_hex};
 use flowhost_runs_postgres::Claimed;
 use flowhost_runs_postgres::PgRunDb;
-use flowhost_runtime::EngineConfig;
+use flowhost_runtime::{EngineConfig, PluginError};
+use std::os::unix::fs::DirBuilderExt;
+
+use crate::Policy;
 
 /// Why a submission, or one run of a worker, failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,17 @@ pub enum WorkerError {
         /// What is wrong.
         problem: String,
     },
+    /// The run's grants fall outside this worker's policy: it is refused for good.
+    #[error("run {run} is refused by this worker's policy: {reasons}")]
+    Refused {
+        /// The run.
+        run: String,
+        /// Each grant outside the policy, naming its task.
+        reasons: String,
+    },
+    /// A plugin could not be loaded from this worker's copy or the database's.
+    #[error(transparent)]
+    Plugin(#[from] flowhost_runtime::PluginError),
     /// The plugin folder cannot be written.
     #[error("plugin folder {}: {source}", path.display())]
     PluginDir {
@@ -120,6 +134,7 @@ pub struct Worker {
     poll: Duration,
     heartbeat: Duration,
     plugin_dir: PathBuf,
+    policy: Policy,
     /// One engine without fuel metering and, once a flow needs it, one with.
     engines: Mutex<Vec<(bool, Engine)>>,
 }
@@ -138,24 +153,38 @@ pub struct WorkerSummary {
 
 impl Worker {
     /// A worker on `db` executing as `executor` (whose lease ttl its leases get), with engines
-    /// built from `config`, its fetched plugins kept in `plugin_dir`.
+    /// built from `config`, its fetched plugins kept in `plugin_dir`. The plugin folder is
+    /// protected as the compiled cache is: no task of any flow may be granted a directory
+    /// reaching it (a task that could write there could replace another flow's plugin).
     pub fn new(
         db: Arc<PgRunDb>,
         executor: Executor,
         config: EngineConfig,
         plugin_dir: impl Into<PathBuf>,
     ) -> Self {
+        let plugin_dir = plugin_dir.into();
+        // Absolute: flows name their plugins by this path, which must not depend on a flow's
+        // folder.
+        let plugin_dir = std::path::absolute(&plugin_dir).unwrap_or(plugin_dir);
         Self {
             db,
             executor,
-            config,
+            config: config.protect(plugin_dir.clone()),
             concurrency: 8,
             flows: Vec::new(),
             poll: Duration::from_secs(1),
             heartbeat: Duration::from_secs(10),
-            plugin_dir: plugin_dir.into(),
+            plugin_dir,
+            policy: Policy::default(),
             engines: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Accepts only runs whose grants lie within `policy`; the others end FAILURE when
+    /// claimed, naming each grant outside it. By default every grant is accepted.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Runs at most `n` runs at once (at least one).
@@ -194,10 +223,28 @@ impl Worker {
         drain: impl Future<Output = ()>,
         hand_back: impl Future<Output = ()>,
     ) -> Result<WorkerSummary, WorkerError> {
-        std::fs::create_dir_all(&self.plugin_dir).map_err(|source| WorkerError::PluginDir {
-            path: self.plugin_dir.clone(),
-            source,
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.plugin_dir)
+            .map_err(|source| WorkerError::PluginDir {
+                path: self.plugin_dir.clone(),
+                source,
+            })?;
+        // Whoever can write the folder can make every later run of a plugin run their code,
+        // were the files not checked; they are, but a folder open to others is a mistake to
+        // refuse, not to work around.
+        flowhost_runtime::check_private(&self.plugin_dir, "plugin folder").map_err(|e| {
+            WorkerError::PluginDir {
+                path: self.plugin_dir.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.0),
+            }
         })?;
+        if !self.policy.is_restricted() {
+            tracing::warn!(
+                "no --allow-dir, --allow-env or --allow-net: whoever can submit runs may grant their tasks any directory, variable or network destination of this host"
+            );
+        }
         let owner = self.executor.owner().clone();
         let this = Arc::new(self);
         let wake = Arc::new(Notify::new());
@@ -323,14 +370,43 @@ impl Worker {
         Ok(summary)
     }
 
-    /// Executes one claimed run; true when it reached a final state here.
+    /// Executes one claimed run; true when it reached a final state here. A run refused for
+    /// good — outside this worker's policy, or its stored flow or plugin missing or failing
+    /// its hash — ends FAILURE at once with the reason, rather than being claimed and
+    /// refused again at every lease expiry.
     async fn execute(&self, claim: Claimed) -> bool {
         let id = claim.lease.run_id.clone();
+        let lease = claim.lease.clone();
         let span = tracing::info_span!("run", id = %id);
         match tracing::Instrument::instrument(self.execute_claimed(claim), span).await {
             Ok(state) => {
                 tracing::info!(run = %id, "run ended {state}");
                 true
+            }
+            Err(error @ (WorkerError::Refused { .. } | WorkerError::Stored { .. })) => {
+                let reason = match &error {
+                    WorkerError::Refused { reasons, .. } => {
+                        format!(
+                            "refused by the policy of worker {}: {reasons}",
+                            lease.owner.id
+                        )
+                    }
+                    _ => error.to_string(),
+                };
+                match self.db.fail(&lease, &reason).await {
+                    Ok(true) => {
+                        tracing::warn!(run = %id, "run ended FAILURE: {reason}");
+                        true
+                    }
+                    Ok(false) => {
+                        tracing::warn!(run = %id, "run abandoned ({reason}); this worker no longer holds it");
+                        false
+                    }
+                    Err(db) => {
+                        tracing::warn!(run = %id, "run abandoned ({reason}); cannot record its failure: {db}");
+                        false
+                    }
+                }
             }
             Err(error) => {
                 tracing::warn!(run = %id, "run abandoned: {error}");
@@ -343,8 +419,23 @@ impl Worker {
         let lease = claim.lease;
         let id = lease.run_id.clone();
         let record = self.read(&id).await?;
-        let flow = self.flow_of(&record).await?;
+        let mut flow = self.flow_of(&record).await?;
+        let problems = self.policy.check(&flow);
+        if !problems.is_empty() {
+            let reasons: Vec<String> = problems
+                .iter()
+                .map(|p| match &p.task {
+                    Some(task) => format!("task `{task}`: {}", p.message),
+                    None => p.message.clone(),
+                })
+                .collect();
+            return Err(WorkerError::Refused {
+                run: id,
+                reasons: reasons.join("; "),
+            });
+        }
         let engine = self.engine(flow.needs_fuel())?;
+        let hashes = self.plugins_of(&engine, &record, &mut flow).await?;
         let journal = DbJournal::start(
             self.executor.db().clone(),
             lease.clone(),
@@ -354,6 +445,19 @@ impl Worker {
         // so that no worker picks the run up again before it expires; the heartbeat stops with
         // the journal.
         let mut loaded = engine.load(&flow, record.initial_store.clone()).await?;
+        // The plugins the flow loaded are those verified above (the engine reuses them by
+        // path); checked again, from the hashes of the bytes that were compiled.
+        for task in loaded.plan() {
+            if hashes.get(task.name).map(String::as_str) != Some(task.plugin_sha256) {
+                return Err(WorkerError::Stored {
+                    run: id,
+                    problem: format!(
+                        "task `{}` loaded plugin {} instead of the submitted one",
+                        task.name, task.plugin_sha256
+                    ),
+                });
+            }
+        }
         loaded.set_run_id(&id);
         loaded.journal(journal);
         tracing::info!(run = %id, "claimed run of flow `{}` ({} after it was queued, token {})", flow.name, seconds(claim.waited), lease.token);
@@ -387,7 +491,7 @@ impl Worker {
             })
     }
 
-    /// The run's flow as submitted, its plugins replaced by this worker's copies.
+    /// The run's flow as submitted (its plugins still the submitter's paths).
     async fn flow_of(&self, record: &RunRecord) -> Result<FlowSpec, WorkerError> {
         let run = &record.summary.id;
         let stored = |problem: String| WorkerError::Stored {
@@ -415,28 +519,54 @@ impl Worker {
         let mut flow = FlowSpec::from_toml(&text)
             .map_err(|e| stored(format!("its flow file {}: {e}", path.display())))?;
         flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(flow)
+    }
+
+    /// Points each task of `flow` at this worker's copy of its submitted plugin, loaded into
+    /// `engine` verified; returns each task's plugin hash.
+    async fn plugins_of(
+        &self,
+        engine: &Engine,
+        record: &RunRecord,
+        flow: &mut FlowSpec,
+    ) -> Result<HashMap<String, String>, WorkerError> {
+        let run = &record.summary.id;
         let by_task: HashMap<&str, &str> = record
             .origin
             .plugins
             .iter()
             .map(|p| (p.task.as_str(), p.sha256.as_str()))
             .collect();
+        let mut hashes = HashMap::new();
         for (path, task) in flow.task_paths_mut() {
             let hash = by_task
                 .get(path.as_str())
-                .ok_or_else(|| stored(format!("task `{path}` has no recorded plugin")))?;
-            task.plugin = self.plugin(run, hash).await?;
+                .ok_or_else(|| WorkerError::Stored {
+                    run: run.clone(),
+                    problem: format!("task `{path}` has no recorded plugin"),
+                })?;
+            task.plugin = self.plugin(engine, run, hash).await?;
+            hashes.insert(path, (*hash).to_owned());
         }
-        Ok(flow)
+        Ok(hashes)
     }
 
-    /// This worker's copy of plugin `hash`, fetched from the database when missing. Written
-    /// to a temporary file and renamed, so concurrent runs never load half a plugin; checked
-    /// against its hash on the way in.
-    async fn plugin(&self, run: &str, hash: &str) -> Result<PathBuf, WorkerError> {
+    /// This worker's copy of plugin `hash`, loaded into `engine` from bytes whose hash was
+    /// checked — every time the file is read, not only when it is fetched: the file is read
+    /// without following a symlink, hashed, and those very bytes compiled. A copy that is
+    /// missing, a symlink, or holds other bytes is (re)fetched from the database, checked,
+    /// written to a temporary file renamed over it (so concurrent runs never see half a
+    /// plugin, and a symlink is replaced, not followed), and the fetched bytes are loaded.
+    async fn plugin(&self, engine: &Engine, run: &str, hash: &str) -> Result<PathBuf, WorkerError> {
         let path = self.plugin_dir.join(format!("{hash}.wasm"));
-        if path.is_file() {
-            return Ok(path);
+        match engine.plugin_verified(&path, hash).await {
+            Ok(_) => return Ok(path),
+            Err(PluginError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(refused @ (PluginError::Mismatch { .. } | PluginError::NotAPluginFile { .. })) => {
+                tracing::warn!("{refused}; replacing it with the database's copy");
+            }
+            Err(other) => return Err(other.into()),
         }
         let stored = |problem: String| WorkerError::Stored {
             run: run.to_owned(),
@@ -449,7 +579,7 @@ impl Worker {
             .ok_or_else(|| stored(format!("plugin {hash} is not in the database")))?;
         if sha256_hex(&bytes) != hash {
             return Err(stored(format!(
-                "stored plugin {hash} does not match its hash"
+                "its stored plugin does not match its hash {hash}"
             )));
         }
         let dir_error = |source| WorkerError::PluginDir {
@@ -460,6 +590,7 @@ impl Worker {
         std::io::Write::write_all(&mut file, &bytes).map_err(dir_error)?;
         file.persist(&path).map_err(|e| dir_error(e.error))?;
         tracing::debug!("fetched plugin {hash} into {}", path.display());
+        engine.plugin_from_bytes(&path, bytes, hash).await?;
         Ok(path)
     }
 
@@ -509,7 +640,8 @@ impl Classify for WorkerError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Db(db) => db.class(),
-            Self::Invalid(_) | Self::Resume(_) => ErrorClass::Invalid,
+            Self::Invalid(_) | Self::Resume(_) | Self::Refused { .. } => ErrorClass::Invalid,
+            Self::Plugin(plugin) => plugin.class(),
             Self::FlowFile { .. } | Self::PluginDir { .. } => ErrorClass::Unreadable,
             Self::Stopped(_) => ErrorClass::Unavailable,
             Self::Stored { .. } | Self::Engine(_) => ErrorClass::Internal,

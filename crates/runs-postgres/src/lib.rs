@@ -44,7 +44,7 @@ use tokio_postgres::NoTls;
 
 #[cfg(doc)]
 use flowhost_runs::RunDb;
-use flowhost_runs::RunDbError;
+use flowhost_runs::{RunDbError, mask_passwords};
 
 pub use queue::{Claimed, WorkerRecord};
 
@@ -78,7 +78,7 @@ pub struct PgRunDb {
 impl PgRunDb {
     /// Connects to the database at `url` and brings its schema up to date.
     pub fn connect(url: &str) -> Result<Self, RunDbError> {
-        let shown = PathBuf::from(redact(url));
+        let shown = PathBuf::from(mask_passwords(url).into_owned());
         let open = |reason: String| RunDbError::Open {
             path: shown.clone(),
             reason,
@@ -150,33 +150,12 @@ impl PgRunDb {
     }
 }
 
-/// The URL with its password replaced, for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((user, host)) if user.contains(':') => {
-            format!(
-                "{scheme}://{}:***@{host}",
-                user.split_once(':').map(|(u, _)| u).unwrap_or(user)
-            )
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/runs"),
-            "postgres://app:***@db:5432/runs"
-        );
-        assert_eq!(redact("postgres://app@db/runs"), "postgres://app@db/runs");
+    fn postgres_urls_are_told_from_sqlite_files() {
         assert!(is_postgres_url("postgresql://db/runs") && !is_postgres_url("./runs.db"));
     }
 }

@@ -160,6 +160,51 @@ impl PgRunDb {
         .await
     }
 
+    /// Ends unfinished run `lease.run_id` FAILURE with `reason` as its exit reason, without
+    /// executing anything, and releases the lease — for a claimed run this worker refuses for
+    /// good (its grants are outside the worker's policy, its stored flow or plugin fails its
+    /// hash): it fails once, instead of being claimed and refused again at every lease
+    /// expiry. Fenced: false, with nothing written, when the lease is no longer the run's.
+    pub async fn fail(&self, lease: &Lease, reason: &str) -> Result<bool, RunDbError> {
+        let (held, reason) = (lease.clone(), reason.to_owned());
+        self.spawn("ending a refused run", move |s| async move {
+            let what = "ending a refused run";
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            let row = tx
+                .query_opt(
+                    "SELECT state FROM runs WHERE id = $1 AND lease_token = $2 AND lease_owner = $3
+                       AND state IN ('PENDING', 'RUNNING', 'REVERTING') FOR UPDATE",
+                    &[&held.run_id, &held.token, &held.owner.id],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            let from: String = row.get(0);
+            tx.execute(
+                "UPDATE runs SET state = 'FAILURE', updated_at = flowhost_ts(flowhost_now()),
+                   finished_at = flowhost_ts(flowhost_now()), exit_reason = $2,
+                   lease_owner = NULL, lease_host = NULL, lease_pid = NULL, lease_since = NULL, lease_expires = NULL
+                 WHERE id = $1",
+                &[&held.run_id, &reason],
+            )
+            .await
+            .map_err(|e| s.error(what, e))?;
+            tx.execute(
+                "INSERT INTO transitions (run_id, from_state, to_state, at, duration_ms)
+                 VALUES ($1, $2, 'FAILURE', flowhost_ts(flowhost_now()), 0)",
+                &[&held.run_id, &from],
+            )
+            .await
+            .map_err(|e| s.error(what, e))?;
+            tx.commit().await.map_err(|e| s.error(what, e))?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// The stored bytes of blob `sha256`, if the database has it.
     pub async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, RunDbError> {
         let hash = sha256.to_owned();

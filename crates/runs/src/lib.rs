@@ -81,13 +81,17 @@ pub trait RunDb: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum RunDbError {
     /// There is no database at the path (only inspection refuses to create one).
-    #[error("no run database at {}", path.display())]
+    #[error("no run database at {}", masked_path(path))]
     Missing {
         /// The database file.
         path: PathBuf,
     },
     /// The database could not be opened or created there, e.g. a read-only folder.
-    #[error("cannot open run database {}: {reason}", path.display())]
+    #[error(
+        "cannot open run database {}: {}",
+        masked_path(path),
+        mask_passwords(reason)
+    )]
     Open {
         /// The database file.
         path: PathBuf,
@@ -95,7 +99,7 @@ pub enum RunDbError {
         reason: String,
     },
     /// The file is corrupt, not SQLite, or another application's database.
-    #[error("{} is not a flowhost run database: {reason}", path.display())]
+    #[error("{} is not a flowhost run database: {reason}", masked_path(path))]
     Foreign {
         /// The database file.
         path: PathBuf,
@@ -103,7 +107,10 @@ pub enum RunDbError {
         reason: String,
     },
     /// The schema is newer than this flowhost understands.
-    #[error("run database {} has schema version {found}, newer than this flowhost's {known}; use a newer flowhost", path.display())]
+    #[error(
+        "run database {} has schema version {found}, newer than this flowhost's {known}; use a newer flowhost",
+        masked_path(path)
+    )]
     TooNew {
         /// The database file.
         path: PathBuf,
@@ -113,7 +120,11 @@ pub enum RunDbError {
         known: i64,
     },
     /// A read or write failed.
-    #[error("run database {}: {what}: {reason}", path.display())]
+    #[error(
+        "run database {}: {what}: {}",
+        masked_path(path),
+        mask_passwords(reason)
+    )]
     Query {
         /// The database file.
         path: PathBuf,
@@ -150,6 +161,87 @@ pub enum RunDbError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// `text` with every password it may hold replaced by `***`: the password of a URL's
+/// userinfo (`postgres://app:PASS@db/runs`), a `password=` query parameter
+/// (`postgres://app@db/runs?password=PASS`) and a `password=` pair of a key/value
+/// connection string (`host=db password=PASS`, `password='PASS WITH SPACES'`), the key in any
+/// case. The one function every message naming a database goes through — errors, logs, API
+/// answers —, so that no form of a password is shown anywhere.
+pub fn mask_passwords(text: &str) -> std::borrow::Cow<'_, str> {
+    const MASK: &str = "***";
+    let lower = text.to_ascii_lowercase();
+    let userinfo = text.find("://").and_then(|scheme| {
+        let rest = scheme + 3;
+        let authority_end = text[rest..]
+            .find(['/', '?', '#', ' '])
+            .map_or(text.len(), |n| rest + n);
+        let at = text[rest..authority_end].rfind('@')? + rest;
+        let colon = text[rest..at].find(':')? + rest;
+        Some((colon + 1, at))
+    });
+    let mut spans: Vec<(usize, usize)> = userinfo.into_iter().collect();
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("password") {
+        let key = from + found;
+        from = key + "password".len();
+        let starts_key = key == 0
+            || matches!(
+                lower.as_bytes()[key - 1],
+                b'?' | b'&' | b';' | b' ' | b'\t' | b'\n'
+            );
+        let rest = lower[from..].trim_start_matches([' ', '\t']);
+        if !starts_key || !rest.starts_with('=') {
+            continue;
+        }
+        let mut start = text.len() - rest.len() + 1;
+        start += text[start..].len() - text[start..].trim_start_matches([' ', '\t']).len();
+        let end = if text[start..].starts_with('\'') {
+            // A quoted value, with `\'` and `\\` escapes, runs to its closing quote.
+            let bytes = text.as_bytes();
+            let mut i = start + 1;
+            while i < bytes.len() && bytes[i] != b'\'' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            (i + 1).min(text.len())
+        } else {
+            let end = text[start..]
+                .find(['&', ' ', '\t', '\n', '#', ';'])
+                .map_or(text.len(), |n| start + n);
+            // A URL quoted in a message is followed by `: why`; that colon is the message's.
+            if end > start + 1 && text[..end].ends_with(':') {
+                end - 1
+            } else {
+                end
+            }
+        };
+        if end > start {
+            spans.push((start, end));
+        }
+        from = end.max(from);
+    }
+    if spans.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    spans.sort_unstable();
+    let mut masked = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in spans {
+        if start < at {
+            continue;
+        }
+        masked.push_str(&text[at..start]);
+        masked.push_str(MASK);
+        at = end;
+    }
+    masked.push_str(&text[at..]);
+    std::borrow::Cow::Owned(masked)
+}
+
+/// A database's path or URL as messages show it: without its password.
+fn masked_path(path: &Path) -> String {
+    mask_passwords(&path.to_string_lossy()).into_owned()
 }
 
 /// Where a run's flow came from, with content hashes: what resume compares to refuse a run
@@ -505,6 +597,51 @@ impl Classify for RunDbError {
             | Self::Hash { .. } => ErrorClass::Unreadable,
             Self::Query { .. } | Self::Fenced { .. } => ErrorClass::Unavailable,
             Self::Held { .. } => ErrorClass::Held,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_passwords;
+
+    #[test]
+    fn every_form_of_a_password_is_masked() {
+        for (given, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/runs",
+                "postgres://app:***@db:5432/runs",
+            ),
+            (
+                "postgres://app@db/runs?password=s3cret&sslmode=disable",
+                "postgres://app@db/runs?password=***&sslmode=disable",
+            ),
+            (
+                "postgresql://db/runs?user=app&PASSWORD=s3cret",
+                "postgresql://db/runs?user=app&PASSWORD=***",
+            ),
+            (
+                "host=db user=app password=s3cret dbname=runs",
+                "host=db user=app password=*** dbname=runs",
+            ),
+            (
+                "host=db password = 'two words\\' quote' dbname=runs",
+                "host=db password = *** dbname=runs",
+            ),
+            (
+                "cannot open run database postgres://a:b@h/d?password=c: refused",
+                "cannot open run database postgres://a:***@h/d?password=***: refused",
+            ),
+        ] {
+            assert_eq!(mask_passwords(given), shown, "{given}");
+        }
+        for kept in [
+            "postgres://app@db/runs",
+            "/var/lib/flowhost/runs.db",
+            "password authentication failed for user \"app\"",
+            "mypassword=x is another key",
+        ] {
+            assert_eq!(mask_passwords(kept), kept);
         }
     }
 }

@@ -222,8 +222,10 @@ impl ComponentCache {
 }
 
 /// Refuses a file or directory that another user owns or that others may write (or, for
-/// the key, read): whoever can write the cache can run code as this user.
-fn check_private(path: &Path, what: &str) -> Result<(), SetupError> {
+/// the key, read): whoever can write the cache can run code as this user. `what` names it
+/// in the message ("cache directory", "plugin folder"). The same check guards every folder
+/// flowhost loads code from: a worker's plugin folder too.
+pub fn check_private(path: &Path, what: &str) -> Result<(), SetupError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| SetupError(format!("cannot inspect {what} {}: {e}", path.display())))?;
     let me = rustix::process::geteuid().as_raw();

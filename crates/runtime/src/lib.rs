@@ -42,6 +42,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use cache::ComponentCache;
+pub use cache::check_private;
 pub use config::EngineConfig;
 pub use direct::DirectCall;
 pub use host::ProgressSink;
@@ -77,6 +78,17 @@ pub enum PluginError {
         path: PathBuf,
         /// What it is instead.
         reason: String,
+    },
+    /// The file's bytes are not the plugin expected: their SHA-256 differs from the one the
+    /// caller holds (a worker's copy of a submitted plugin that was replaced or damaged).
+    #[error("plugin {} is not the expected one: its SHA-256 is {found}, not {expected}", path.display())]
+    Mismatch {
+        /// The plugin file.
+        path: PathBuf,
+        /// The hash expected.
+        expected: String,
+        /// The hash of the bytes read.
+        found: String,
     },
     /// The host could not instantiate the plugin (memory or address space exhausted): the
     /// host's trouble, not the plugin's or the flow's.
@@ -316,13 +328,97 @@ impl Runtime {
             return Ok(plugin);
         }
         let owned = path.to_path_buf();
-        let bytes = tokio::task::spawn_blocking(move || read_plugin(&owned))
+        let bytes = tokio::task::spawn_blocking(move || read_plugin(&owned, false))
             .await
             .map_err(|e| PluginError::Read {
                 path: path.to_path_buf(),
                 source: std::io::Error::other(e),
             })??;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let plugin = self
+            .compile_and_prepare(path, key.clone(), bytes, sha256)
+            .await?;
+        let mut plugins = self.plugins.lock().expect("plugin map poisoned");
+        plugins.insert(path.to_path_buf(), plugin.clone());
+        plugins.insert(key, plugin.clone());
+        drop(plugins);
+        Ok(plugin)
+    }
+
+    /// Loads the component at `path` only if its bytes have the SHA-256 `sha256` (hex), for
+    /// files that a name promises but nothing else vouches for (a worker's plugin folder).
+    /// The file is opened without following a symlink, checked to be a regular file, its
+    /// bytes hashed, and those very bytes compiled: no check-then-use gap in which the file
+    /// could be swapped. A symlink is refused ([`PluginError::NotAPluginFile`]), other bytes
+    /// are refused ([`PluginError::Mismatch`]). A plugin this runtime already loaded from
+    /// bytes with that hash at that path is reused: it is in memory, where nothing can swap
+    /// it; later plain [`Runtime::load`]s of the path get it too.
+    pub async fn load_verified(
+        &self,
+        path: &Path,
+        sha256: &str,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let _loading = self.loading.lock().await;
+        if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(path)
+            && plugin.sha256 == sha256
+        {
+            return Ok(plugin.clone());
+        }
+        let owned = path.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || read_plugin(&owned, true))
+            .await
+            .map_err(|e| PluginError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            })??;
+        self.load_bytes_locked(path, bytes, sha256).await
+    }
+
+    /// Loads `bytes`, which must have the SHA-256 `sha256` (hex), as the plugin at `path`
+    /// (where they were just written, say), without reading the file: later loads of `path`
+    /// get this plugin.
+    pub async fn load_bytes(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        sha256: &str,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let _loading = self.loading.lock().await;
+        self.load_bytes_locked(path, bytes, sha256).await
+    }
+
+    async fn load_bytes_locked(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        sha256: &str,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let found = format!("{:x}", Sha256::digest(&bytes));
+        if found != sha256 {
+            return Err(PluginError::Mismatch {
+                path: path.to_path_buf(),
+                expected: sha256.to_owned(),
+                found,
+            });
+        }
+        let plugin = self
+            .compile_and_prepare(path, path.to_path_buf(), bytes, found)
+            .await?;
+        self.plugins
+            .lock()
+            .expect("plugin map poisoned")
+            .insert(path.to_path_buf(), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Compiles `bytes` (or takes them from the cache), links and describes them.
+    async fn compile_and_prepare(
+        &self,
+        path: &Path,
+        key: PathBuf,
+        bytes: Vec<u8>,
+        sha256: String,
+    ) -> Result<Arc<Plugin>, PluginError> {
         let engine = self.engine.clone();
         let owned = path.to_path_buf();
         let cache = self.cache.clone();
@@ -351,12 +447,7 @@ impl Runtime {
         })
         .await
         .map_err(|e| PluginError::NotAComponent { path: path.to_path_buf(), reason: e.to_string() })??;
-        let plugin = Arc::new(self.prepare(path, key.clone(), sha256, &component).await?);
-        let mut plugins = self.plugins.lock().expect("plugin map poisoned");
-        plugins.insert(path.to_path_buf(), plugin.clone());
-        plugins.insert(key, plugin.clone());
-        drop(plugins);
-        Ok(plugin)
+        Ok(Arc::new(self.prepare(path, key, sha256, &component).await?))
     }
 
     async fn prepare(
@@ -436,7 +527,8 @@ const KEEP_RESIDENT: usize = 4 << 20;
 /// Reads a plugin file after checking, on the opened file itself, that it is a regular file
 /// within [`MAX_PLUGIN_BYTES`]: `/dev/zero`, a FIFO or a huge sparse file is refused before a
 /// byte is read. Opened non-blocking, so that opening a FIFO does not wait for a writer.
-fn read_plugin(path: &Path) -> Result<Vec<u8>, PluginError> {
+/// With `no_symlink`, a symlink in the last component is refused rather than followed.
+fn read_plugin(path: &Path, no_symlink: bool) -> Result<Vec<u8>, PluginError> {
     use rustix::fs::{FileType, Mode, OFlags};
     let read_error = |source: std::io::Error| PluginError::Read {
         path: path.to_path_buf(),
@@ -446,9 +538,17 @@ fn read_plugin(path: &Path) -> Result<Vec<u8>, PluginError> {
         path: path.to_path_buf(),
         reason,
     };
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let fd: OwnedFd =
-        rustix::fs::open(path, flags, Mode::empty()).map_err(|e| read_error(e.into()))?;
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    if no_symlink {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd: OwnedFd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) if no_symlink => {
+            return Err(refuse("it is a symlink, which is not followed here".into()));
+        }
+        Err(e) => return Err(read_error(e.into())),
+    };
     let stat = rustix::fs::fstat(&fd).map_err(|e| read_error(e.into()))?;
     let kind = match FileType::from_raw_mode(stat.st_mode) {
         FileType::RegularFile => None,
@@ -516,6 +616,7 @@ impl Classify for PluginError {
         match self {
             Self::Read { .. } => ErrorClass::Unreadable,
             Self::Unavailable { .. } => ErrorClass::Unavailable,
+            Self::Mismatch { .. } => ErrorClass::Mismatch,
             _ => ErrorClass::Invalid,
         }
     }

@@ -146,10 +146,15 @@ impl From<StartError> for ApiError {
             StartError::Stopped(ref stopped)
             | StartError::Resume(ResumeFailure::Resume(ResumeError::Stopped(ref stopped))) => {
                 let run = stopped.run.clone();
+                // The journal's error names the database (a path, a URL): told by kind.
+                let why = stopped.error.downcast_ref::<RunDbError>().map_or_else(
+                    || "the run database failed".to_owned(),
+                    |db| format!("the run database failed: {}", kind_of(db)),
+                );
                 Self::new(
                     status(class),
                     format!(
-                        "{error}; resume it with POST /v1/runs/{run}/resume once the run database works again"
+                        "run {run} stopped: {why}. Nothing ran past the last recorded transition; resume it with POST /v1/runs/{run}/resume once the run database works again"
                     ),
                 )
             }
@@ -298,6 +303,16 @@ async fn start(
                 format!("the body is not JSON: {e}"),
             )
         })?;
+        // Checked on the text: parsing is where an integer beyond 64 bits is rounded.
+        if let Some(inexact) = std::str::from_utf8(&body)
+            .ok()
+            .and_then(flowhost_core::store::inexact_integer)
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body: {inexact}"),
+            ));
+        }
         let Value::Object(map) = value else {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

@@ -41,7 +41,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use flowhost_engine::Engine;
-use flowhost_executor::Executor;
+use flowhost_executor::{Executor, Policy};
 use flowhost_runs::RunDb;
 use flowhost_runs_postgres::PgRunDb;
 
@@ -76,6 +76,9 @@ pub struct ServeConfig {
     pub queue: Option<Arc<PgRunDb>>,
     /// Connection timeouts and caps.
     pub limits: Limits,
+    /// With `queue`: what queued runs may grant (the workers' `--allow-*`); a start outside
+    /// it is refused as invalid (422) before anything is queued.
+    pub policy: Policy,
 }
 
 /// Why the service could not start or stopped.
@@ -197,7 +200,7 @@ impl Server {
         engine.listen(live.clone());
         fuel_engine.listen(live.clone());
         let starter: Arc<dyn RunStarter> = match config.queue {
-            Some(db) => Arc::new(Queue::new(db, engine.clone(), fuel_engine)),
+            Some(db) => Arc::new(Queue::new(db, engine.clone(), fuel_engine).policy(config.policy)),
             None => Arc::new(InProcess::new(
                 config.executor.clone(),
                 engine.clone(),

@@ -13,7 +13,7 @@ use flowhost_core::events::FlowState;
 use flowhost_core::flow::FlowSpec;
 use flowhost_core::store::Store;
 use flowhost_engine::Engine;
-use flowhost_executor::{self as runs, Executor, Resumption};
+use flowhost_executor::{self as runs, Executor, Policy, Resumption};
 use flowhost_runs::RunDbError;
 use flowhost_runs_postgres::PgRunDb;
 
@@ -167,6 +167,7 @@ pub struct Queue {
     db: Arc<PgRunDb>,
     engine: Engine,
     fuel_engine: Engine,
+    policy: Policy,
 }
 
 impl Queue {
@@ -177,11 +178,19 @@ impl Queue {
             db,
             engine,
             fuel_engine,
+            policy: Policy::default(),
         }
+    }
+
+    /// Refuses to queue runs whose grants fall outside `policy` (what the workers accept).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     async fn submit(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
+        self.policy.validate(&flow)?;
         let engine = if flow.needs_fuel() {
             &self.fuel_engine
         } else {

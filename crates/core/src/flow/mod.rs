@@ -372,8 +372,26 @@ impl FlowSpec {
     }
 
     /// Parses flow-file text. The error message carries line and column of the fault.
+    /// An integer beyond 64 bits is refused with the message every way in uses
+    /// ([`crate::store::InexactInteger`]).
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        toml::from_str(text).map_err(|e| {
+            let literal = e
+                .span()
+                .and_then(|span| text.get(span.clone()).map(|l| (span.start, l)));
+            match literal {
+                Some((start, literal)) if oversized(literal) => {
+                    let before = &text[..start];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+                    format!(
+                        "line {line}, column {column}: {}",
+                        crate::store::inexact(&literal.trim().replace('_', ""))
+                    )
+                }
+                _ => e.to_string().trim_end().to_owned(),
+            }
+        })
     }
 
     /// Whether any entry has a fuel budget, so the engine must be built with fuel metering
@@ -510,4 +528,14 @@ impl crate::class::Classify for FlowFileError {
             _ => crate::class::ErrorClass::Invalid,
         }
     }
+}
+
+/// Whether a TOML literal is a decimal integer that fits neither an `i64` nor a `u64`.
+fn oversized(literal: &str) -> bool {
+    let digits = literal.trim().replace('_', "");
+    let unsigned = digits.strip_prefix(['-', '+']).unwrap_or(&digits);
+    !unsigned.is_empty()
+        && unsigned.bytes().all(|b| b.is_ascii_digit())
+        && digits.trim_start_matches('+').parse::<i64>().is_err()
+        && digits.trim_start_matches('+').parse::<u64>().is_err()
 }

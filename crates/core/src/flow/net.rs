@@ -115,6 +115,17 @@ impl HostPattern {
         }
     }
 
+    /// Whether every host this pattern matches is matched by `wider` too.
+    pub fn within(&self, wider: &HostPattern) -> bool {
+        match (self, wider) {
+            (Self::Exact(host), _) => wider.matches(host),
+            (Self::Subdomains(mine), Self::Subdomains(theirs)) => {
+                mine == theirs || Self::Subdomains(theirs.clone()).matches(mine)
+            }
+            (Self::Subdomains(_), Self::Exact(_)) => false,
+        }
+    }
+
     /// Whether the pattern names a loopback or private address (or `localhost`): such a grant
     /// reaches services on the host or its network.
     pub fn is_local(&self) -> bool {
@@ -194,6 +205,14 @@ impl Port {
         match self {
             Self::Is(granted) => granted == port,
             Self::Any => true,
+        }
+    }
+
+    /// Whether every port this one matches is matched by `wider` too.
+    pub fn within(self, wider: Port) -> bool {
+        match self {
+            Self::Is(port) => wider.matches(port),
+            Self::Any => wider == Self::Any,
         }
     }
 }
@@ -310,6 +329,15 @@ impl HttpGrant {
     pub fn is_wide_local(&self) -> bool {
         self.port == Port::Any && self.host.is_local()
     }
+
+    /// Whether every request this grant allows is allowed by `wider` too (a worker's
+    /// `--allow-net` deciding what a submitted flow may grant).
+    pub fn within(&self, wider: &HttpGrant) -> bool {
+        self.scheme == wider.scheme
+            && self.port.within(wider.port)
+            && self.host.within(&wider.host)
+            && under(&self.path, &wider.path)
+    }
 }
 
 impl fmt::Display for HttpGrant {
@@ -371,6 +399,11 @@ impl TcpGrant {
     /// Whether this grant reaches every port of a loopback or private address.
     pub fn is_wide_local(&self) -> bool {
         self.port == Port::Any && self.host.is_local()
+    }
+
+    /// Whether every connection this grant allows is allowed by `wider` too.
+    pub fn within(&self, wider: &TcpGrant) -> bool {
+        self.port.within(wider.port) && self.host.within(&wider.host)
     }
 }
 

@@ -69,6 +69,7 @@ pub(super) fn report_load_failure(report: &mut ConformReport, path: &Path, error
     match error {
         PluginError::Read { .. }
         | PluginError::NotAPluginFile { .. }
+        | PluginError::Mismatch { .. }
         | PluginError::NotAComponent { .. } => {
             report.push("component", Status::Fail, error.to_string());
             report.push("contract", Status::Skip, "not a component");
