@@ -50,13 +50,13 @@ pub use flowhost_core::flow::{
 };
 pub use flowhost_core::plan::{Problem, ValidationError};
 pub use flowhost_core::store::Store;
-/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
-pub use flowhost_engine::CANCELLED;
 pub use flowhost_engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Close, Engine, FlowError,
     Journal, JournalError, LoadedFlow, Prepare, ResumeError, RunError, RunReport, SubflowPlan,
     SubflowReport, TaskPlan, TaskReport,
 };
+/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
+pub use flowhost_engine::{CANCELLED, CONDITION_FAILED};
 pub use flowhost_engine::{conform, scaffold};
 pub use flowhost_runtime::{
     COMPILE_TARGET, DirectCall, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES,

@@ -130,7 +130,8 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
     );
     assert_eq!(server.get(&format!("/v1/runs/{slow}"))["state"], "SUCCESS");
 
-    // The Cancel button: the run stops after b, c fails `cancelled` uncalled, a and b revert.
+    // The Cancel button: b, waiting, is stopped at once and fails `cancelled`; a and b revert;
+    // c never starts.
     std::fs::remove_file(ws.path("signal/go")).unwrap();
     let cancelled = start_from_console(&mut browser, &base, "flow", "{}");
     browser.wait_for(
@@ -142,7 +143,6 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
         "document.querySelector('#action-result [data-done=cancel]')",
         "the cancel is accepted",
     );
-    ws.release();
     browser.wait_for(
         "document.querySelector('h1 .badge[data-state=REVERTED]')",
         "the cancelled run is reverted",
@@ -151,7 +151,7 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
         "document.querySelectorAll('.bar[data-kind=revert][data-outcome=REVERTED]').length === 2",
         "a and b reverted",
     );
-    let why = browser.eval("document.querySelector('[data-failed-task=c]').innerText");
+    let why = browser.eval("document.querySelector('[data-failed-task=b]').innerText");
     assert_contains(why.as_str().unwrap(), "cancelled");
     assert_eq!(ws.count("execute", "c"), 1, "c ran only in the first run");
     assert_eq!(
