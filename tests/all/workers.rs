@@ -541,7 +541,7 @@ fn serve_on_postgres_queues_runs_for_the_workers_and_a_cancel_stops_their_task_i
         Duration::from_secs(60),
         || ws.count("execute", "b") == 1,
     );
-    signal(&draining, "TERM");
+    signal(&draining, "-TERM");
     std::thread::sleep(Duration::from_millis(300));
     let (status, answer) = server.post(&format!("/v1/runs/{first}/cancel"), "", None);
     assert_eq!(status, 202, "{answer}");
