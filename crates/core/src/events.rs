@@ -316,7 +316,18 @@ impl Listener for LogListener {
                     }
                     _ => String::new(),
                 };
-                let line = format!("task `{task}` {from} -> {to}{took}{retry}{iteration}");
+                // Why a task was ignored is the flow's, not the task's: safe at INFO.
+                let ignored = match (to, result) {
+                    (TaskState::Ignore, Some(why)) => {
+                        match (why["when"].as_str(), why["ignored_with"].as_str()) {
+                            (Some(when), _) => format!(" (when `{when}` is false)"),
+                            (None, Some(with)) => format!(" (it needs `{with}`, which is IGNORE)"),
+                            _ => String::new(),
+                        }
+                    }
+                    _ => String::new(),
+                };
+                let line = format!("task `{task}` {from} -> {to}{took}{retry}{iteration}{ignored}");
                 match (to, error) {
                     (_, Some(error)) => match &error.details {
                         Some(details) => tracing::warn!("{line}: {error} (details: {details})"),
@@ -327,7 +338,7 @@ impl Listener for LogListener {
                     }
                     _ => tracing::info!("{line}"),
                 }
-                if let Some(result) = result {
+                if let Some(result) = result.as_ref().filter(|_| *to != TaskState::Ignore) {
                     tracing::debug!("task `{task}` result: {}", preview(result));
                 }
             }
