@@ -135,3 +135,36 @@ async fn cancel_ends_a_pause_between_attempts_at_once_and_reverts_the_failed_att
         "no second attempt; the failed first one is undone"
     );
 }
+
+#[tokio::test]
+async fn a_deadline_over_24_hours_is_refused_naming_the_entry_and_the_field() {
+    let journal = Journal::new();
+    let limits = |ms: u64| Limits {
+        deadline_ms: Some(ms),
+        ..Limits::default()
+    };
+    let flow = FlowSpec::linear("forever")
+        .add(
+            journal
+                .probe_reading("a", "seed", json!({}))
+                .limits(limits(86_400_000)),
+        )
+        .add(
+            journal
+                .probe_reading("b", "a_out", json!({}))
+                .limits(limits(1_000_000_000_000)),
+        );
+    let error = Engine::new()
+        .unwrap()
+        .load(&flow, seeded())
+        .await
+        .err()
+        .expect("a deadline over 24 h");
+    assert_eq!(error.problems.len(), 1, "24 h itself is allowed: {error}");
+    let problem = &error.problems[0];
+    assert_eq!(
+        (problem.task.as_deref(), problem.field.as_deref()),
+        (Some("b"), Some("limits.deadline_ms"))
+    );
+    assert!(problem.message.contains("86400000"), "{}", problem.message);
+}

@@ -296,3 +296,40 @@ async fn max_parallel_starts_the_ready_tasks_by_priority_then_file_order() {
         ]
     );
 }
+
+#[test]
+fn ignored_tasks_are_journaled_in_postgresql_as_in_sqlite() {
+    let pg = crate::kit::Postgres::start();
+    let ws = Workspace::new();
+    ws.write_flow(
+        "conditional",
+        "",
+        &[
+            Probe::new("a"),
+            Probe::new("skipped").toml("when = \"a_out.value > 5\"\n"),
+            Probe::new("needs"),
+            Probe::new("last").reads("a_out"),
+        ],
+    );
+    let url = pg.url();
+    let run = ws.flowhost(&["run", "flow.toml", "--db", &url, "--json"]);
+    let report = exit_json(&run, 0);
+    assert_eq!(report["state"], "SUCCESS");
+    let id = report["run_id"].as_str().unwrap();
+    let document = stdout_json(&ws.flowhost(&["runs", "show", id, "--db", &url, "--json"]));
+    let states: Vec<&str> = document["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["SUCCESS", "IGNORE", "IGNORE", "SUCCESS"]);
+    assert_eq!(
+        document["tasks"][2]["result"],
+        json!({ "ignored_with": "skipped" })
+    );
+    assert_eq!(
+        ws.executions(&["a", "skipped", "needs", "last"]),
+        [1, 0, 0, 1]
+    );
+}
