@@ -50,13 +50,14 @@ pub use flowhost_core::flow::{
 };
 pub use flowhost_core::plan::{Problem, ValidationError};
 pub use flowhost_core::store::{InexactInteger, Store, inexact_integer};
-/// The error code of the task a cancelled run stopped before ([`Engine::cancel`]).
-pub use flowhost_engine::CANCELLED;
 pub use flowhost_engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Close, Engine, FlowError,
     Journal, JournalError, LoadedFlow, Prepare, ResumeError, RunError, RunReport, SubflowPlan,
     SubflowReport, TaskPlan, TaskReport,
 };
+/// The error codes of a task a cancel stopped ([`Engine::cancel`]) and of a task whose
+/// `when` could not be decided.
+pub use flowhost_engine::{CANCELLED, CONDITION_FAILED};
 pub use flowhost_engine::{conform, scaffold};
 pub use flowhost_runtime::{
     COMPILE_TARGET, DirectCall, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES,

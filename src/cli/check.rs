@@ -119,6 +119,17 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
         if !task.depends_on.is_empty() {
             outln!("   after:    {}", task.depends_on.join(", "))?;
         }
+        if let Some(when) = task.when {
+            // The flow author's text: escaped like the plugin's names.
+            outln!(
+                "   when:     {} (reads {}; false: IGNORE)",
+                shown(when),
+                list(task.when_reads)
+            )?;
+        }
+        if task.priority != 0 {
+            outln!("   priority: {}", task.priority)?;
+        }
         let retry = task.retry;
         if retry.attempts > 1 {
             let codes = match (&retry.on, retry.except.is_empty()) {

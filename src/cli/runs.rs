@@ -255,6 +255,17 @@ fn iterations(its: &[u32]) -> String {
         .join(".")
 }
 
+/// Why an IGNORE task was ignored, from what its transition recorded: its `when` was
+/// false, or a task whose results it needs was ignored.
+fn ignored_because(result: Option<&serde_json::Value>) -> Option<String> {
+    let result = result?;
+    if let Some(when) = result["when"].as_str() {
+        return Some(format!("when `{when}` was false"));
+    }
+    let with = result["ignored_with"].as_str()?;
+    Some(format!("it needs task `{with}`, which was ignored"))
+}
+
 fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
@@ -319,6 +330,11 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
         }
         if let Some(result) = &task.revert_result {
             outln!("    revert result {}", escape(&result.to_string()))?;
+        }
+        if task.state == flowhost::TaskState::Ignore
+            && let Some(why) = ignored_because(task.result.as_ref())
+        {
+            outln!("    ignored: {}", escape(&why))?;
         }
         if !task.iterations.is_empty() {
             outln!(

@@ -15,9 +15,17 @@ use crate::kit::{Workspace, assert_contains, plugin, repo_root};
 /// built them, its state in the workspace) as `volume-create`, and three probes whose middle
 /// one waits for `signal/go` as `flow`.
 fn flows(ws: &Workspace) -> PathBuf {
+    example_as(ws, "flow.toml", "volume-create.toml");
+    ws.waiting_flow("slow_probes");
+    ws.root().to_path_buf()
+}
+
+/// Writes the volume-create example's `file` into the workspace as `name`, its plugins as
+/// the tests built them, its state in the workspace.
+fn example_as(ws: &Workspace, file: &str, name: &str) {
     std::fs::create_dir_all(ws.path("state")).unwrap();
     let mut example =
-        std::fs::read_to_string(repo_root().join("examples/volume-create/flow.toml")).unwrap();
+        std::fs::read_to_string(repo_root().join("examples/volume-create").join(file)).unwrap();
     for task in [
         "extract_volume_request",
         "quota_reserve",
@@ -29,9 +37,7 @@ fn flows(ws: &Workspace) -> PathBuf {
         assert!(example.contains(&built), "the example names {built}");
         example = example.replace(&built, &format!("{:?}", plugin(task)));
     }
-    std::fs::write(ws.path("volume-create.toml"), example).unwrap();
-    ws.waiting_flow("slow_probes");
-    ws.root().to_path_buf()
+    std::fs::write(ws.path(name), example).unwrap();
 }
 
 fn screenshots() -> PathBuf {
@@ -130,7 +136,8 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
     );
     assert_eq!(server.get(&format!("/v1/runs/{slow}"))["state"], "SUCCESS");
 
-    // The Cancel button: the run stops after b, c fails `cancelled` uncalled, a and b revert.
+    // The Cancel button: b, waiting, is stopped at once and fails `cancelled`; a and b revert;
+    // c never starts.
     std::fs::remove_file(ws.path("signal/go")).unwrap();
     let cancelled = start_from_console(&mut browser, &base, "flow", "{}");
     browser.wait_for(
@@ -142,7 +149,6 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
         "document.querySelector('#action-result [data-done=cancel]')",
         "the cancel is accepted",
     );
-    ws.release();
     browser.wait_for(
         "document.querySelector('h1 .badge[data-state=REVERTED]')",
         "the cancelled run is reverted",
@@ -151,7 +157,7 @@ fn the_console_starts_runs_shows_them_live_and_explains_a_failure() {
         "document.querySelectorAll('.bar[data-kind=revert][data-outcome=REVERTED]').length === 2",
         "a and b reverted",
     );
-    let why = browser.eval("document.querySelector('[data-failed-task=c]').innerText");
+    let why = browser.eval("document.querySelector('[data-failed-task=b]').innerText");
     assert_contains(why.as_str().unwrap(), "cancelled");
     assert_eq!(ws.count("execute", "c"), 1, "c ran only in the first run");
     assert_eq!(
@@ -275,5 +281,52 @@ fn a_bad_address_shows_a_not_found_message_and_no_page_is_left_loading() {
             .as_str()
             .unwrap()
             .contains("Loading…")
+    );
+}
+
+#[test]
+fn the_console_shows_ignored_tasks_and_why_on_the_timeline() {
+    let ws = Workspace::new();
+    example_as(&ws, "conditional.toml", "conditional.toml");
+    let server = Served::start(&ws, ws.root(), &[]);
+    let (status, started) = server.post(
+        "/v1/flows/conditional/runs",
+        r#"{"raw_volume_type": "scratch"}"#,
+        None,
+    );
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_finished(&id)["state"], "SUCCESS");
+
+    let mut browser = Browser::start(1366, 900);
+    browser.open(&format!("{}/runs/{id}", server.base));
+    browser.wait_for(
+        "document.querySelectorAll('.tl-track.ignored').length === 2",
+        "two ignored rows",
+    );
+    assert_eq!(
+        count(&mut browser, "[data-row] .badge[data-state=IGNORE]"),
+        2
+    );
+    let reserve = browser.eval("document.querySelector('[data-ignored=quota_reserve]').innerText");
+    assert_contains(
+        reserve.as_str().unwrap(),
+        "ignored: when volume_type != 'scratch' && size > 0 was false",
+    );
+    let commit = browser.eval("document.querySelector('[data-ignored=quota_commit]').innerText");
+    assert_contains(commit.as_str().unwrap(), "quota_reserve was ignored");
+    assert_eq!(
+        count(
+            &mut browser,
+            ".bar[data-kind=execute][data-outcome=SUCCESS]"
+        ),
+        3,
+        "the three tasks that ran"
+    );
+    browser.screenshot(&screenshots().join("ignored-run.png"));
+    assert!(
+        browser.errors.is_empty(),
+        "the console logged errors: {:#?}",
+        browser.errors
     );
 }

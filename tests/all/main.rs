@@ -8,6 +8,7 @@ mod call;
 mod cancel;
 mod cli;
 mod concurrency;
+mod conditions;
 mod conform;
 mod console;
 mod contract;

@@ -369,3 +369,48 @@ fn check_shows_each_tasks_dependencies_and_flow_file_mistakes_name_their_place()
     assert_contains(&stderr(&bogus), "line 2");
     assert_contains(&stderr(&bogus), "tree");
 }
+
+/// `n` probes that each return `1` at once: `t0` reads the seed and `t{i}` reads the result
+/// of `t{(i-1)/2}` (a binary tree) in a graph, or of `t{i-1}` in a linear flow.
+fn cheap_flow(flow: FlowSpec, n: usize) -> FlowSpec {
+    let linear = flow.pattern == flowhost::Pattern::Linear;
+    let probe = plugin("probe");
+    (0..n).fold(flow, |flow, i| {
+        let from = match i {
+            0 => "seed".to_owned(),
+            i if linear => format!("o{}", i - 1),
+            i => format!("o{}", (i - 1) / 2),
+        };
+        flow.add(
+            flowhost::TaskSpec::new(format!("t{i}"), &probe)
+                .rebind("value", from)
+                .provides([format!("o{i}")])
+                .config(json!({ "raw_result": "1" }))
+                .instances(flowhost::Instances::Reuse),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_of_100000_tasks_runs_in_at_most_twice_the_time_of_a_linear_flow_of_as_many() {
+    const N: usize = 100_000;
+    let engine = Engine::new().unwrap();
+    let mut took = Vec::new();
+    for flow in [
+        FlowSpec::linear("wide"),
+        FlowSpec::graph("wide").max_parallel(2),
+    ] {
+        let flow = cheap_flow(flow, N);
+        let started = std::time::Instant::now();
+        let report = engine.run(&flow, seeded()).await.unwrap();
+        took.push(started.elapsed());
+        assert_eq!(report.state, FlowState::Success);
+        assert_eq!(report.fetch(&format!("o{}", N - 1)), Some(&json!(1)));
+    }
+    let (linear, graph) = (took[0], took[1]);
+    eprintln!("{N} tasks: linear {linear:?}, graph {graph:?}");
+    assert!(
+        graph.as_secs_f64() <= 2.0 * linear.as_secs_f64() + 1.0,
+        "graph {graph:?} against linear {linear:?}: scheduling must stay linear in tasks and edges"
+    );
+}

@@ -508,7 +508,8 @@ fn a_worker_cut_off_from_the_database_loses_its_run_and_is_fenced_when_its_link_
 }
 
 #[test]
-fn serve_on_postgres_queues_runs_for_the_workers_and_cancels_them_across_processes() {
+fn serve_on_postgres_queues_runs_for_the_workers_and_a_cancel_stops_their_task_in_flight_even_while_draining()
+ {
     let pg = Postgres::start();
     let ws = Workspace::new();
     ws.waiting_flow("queued");
@@ -530,36 +531,42 @@ fn serve_on_postgres_queues_runs_for_the_workers_and_cancels_them_across_process
         "{metrics}"
     );
 
-    // A worker on another process claims it; cancelled through the service while `b` waits,
-    // the run stops before `c` and reverts what ran.
+    // A worker on another process claims it and is told to drain (a first SIGTERM) while `b`
+    // waits for a signal that never comes; cancelled through the service, `b` is stopped at
+    // once, the run reverts what ran, and the drained worker exits.
     let opts = ["--concurrency", "2", "--poll", "200ms"];
-    let worker = worker(&ws, &pg.url(), &ws.path("worker.log"), &opts);
+    let mut draining = worker(&ws, &pg.url(), &ws.path("worker.log"), &opts);
     wait_until(
         "`b` is executing on the worker",
         Duration::from_secs(60),
         || ws.count("execute", "b") == 1,
     );
+    signal(&draining, "-TERM");
+    std::thread::sleep(Duration::from_millis(300));
     let (status, answer) = server.post(&format!("/v1/runs/{first}/cancel"), "", None);
     assert_eq!(status, 202, "{answer}");
-    // The worker applies the request at its next look at the queue.
-    std::thread::sleep(Duration::from_millis(800));
-    ws.release();
     let run = server.wait_finished(&first);
     assert_eq!(run["state"], "REVERTED", "{run}");
-    let c = run["tasks"]
+    let b = run["tasks"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["name"] == "c")
+        .find(|t| t["name"] == "b")
         .unwrap();
-    assert_eq!(c["error"]["code"], "cancelled", "{run}");
+    assert_eq!(b["error"]["code"], "cancelled", "{run}");
     assert_eq!(
         ws.counts(&[("execute", "c"), ("revert", "b"), ("revert", "a")]),
         [0, 1, 1],
-        "the cancelled run stopped before `c`; what ran was reverted"
+        "the cancelled run stopped `b` and never started `c`; what ran was reverted"
     );
+    wait_until("the drained worker exits", Duration::from_secs(30), || {
+        draining.try_wait().unwrap().is_some()
+    });
+    assert!(draining.wait().unwrap().success());
 
     // Runs started afterwards still go through: the request belonged to that run only.
+    let worker = worker(&ws, &pg.url(), &ws.path("worker2.log"), &opts);
+    ws.release();
     let (_, started) = server.post("/v1/flows/flow/runs", r#"{"seed": 8}"#, None);
     let second = server.wait_finished(started["run_id"].as_str().unwrap());
     assert_eq!(second["state"], "SUCCESS", "{second}");

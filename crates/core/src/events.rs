@@ -34,6 +34,10 @@ pub enum TaskState {
     /// An attempt of `execute` failed and its retry policy tries again at a due time (after
     /// reverting the attempt first, when the policy says `revert_between`).
     Retrying,
+    /// Never executed: its entry's `when` was false once what it depends on was done, or a
+    /// task whose results it needs was itself ignored (TaskFlow's IGNORE). Not reverted; its
+    /// results are absent.
+    Ignore,
 }
 
 /// A flow's state, as in TaskFlow.
@@ -78,7 +82,14 @@ impl TaskState {
             TaskState::Reverted => "REVERTED",
             TaskState::RevertFailure => "REVERT_FAILURE",
             TaskState::Retrying => "RETRYING",
+            TaskState::Ignore => "IGNORE",
         }
+    }
+
+    /// Whether the task is done with for the execute phase: what depends on it may go on
+    /// (and finds out, if it was ignored, whether it is ignored too).
+    pub fn is_done(self) -> bool {
+        matches!(self, TaskState::Success | TaskState::Ignore)
     }
 
     /// Whether TaskFlow's state machine allows the move from `self` to `to` (a task caught
@@ -94,8 +105,9 @@ impl TaskState {
                 | (Success | Failure | Retrying, Reverting)
                 | (Reverting, Reverted | RevertFailure)
                 | (Retrying | Reverted, Running)
+                | (Pending, Ignore)
                 // A subflow's controller starts its next iteration.
-                | (Reverted | Failure, Pending)
+                | (Reverted | Failure | Ignore, Pending)
         )
     }
 }
@@ -304,7 +316,18 @@ impl Listener for LogListener {
                     }
                     _ => String::new(),
                 };
-                let line = format!("task `{task}` {from} -> {to}{took}{retry}{iteration}");
+                // Why a task was ignored is the flow's, not the task's: safe at INFO.
+                let ignored = match (to, result) {
+                    (TaskState::Ignore, Some(why)) => {
+                        match (why["when"].as_str(), why["ignored_with"].as_str()) {
+                            (Some(when), _) => format!(" (when `{when}` is false)"),
+                            (None, Some(with)) => format!(" (it needs `{with}`, which is IGNORE)"),
+                            _ => String::new(),
+                        }
+                    }
+                    _ => String::new(),
+                };
+                let line = format!("task `{task}` {from} -> {to}{took}{retry}{iteration}{ignored}");
                 match (to, error) {
                     (_, Some(error)) => match &error.details {
                         Some(details) => tracing::warn!("{line}: {error} (details: {details})"),
@@ -315,7 +338,7 @@ impl Listener for LogListener {
                     }
                     _ => tracing::info!("{line}"),
                 }
-                if let Some(result) = result {
+                if let Some(result) = result.as_ref().filter(|_| *to != TaskState::Ignore) {
                     tracing::debug!("task `{task}` result: {}", preview(result));
                 }
             }

@@ -88,6 +88,9 @@ pub struct Binding {
     /// (`provides = ["req_a", "req_b"]`), the result's keys are these names, stored under
     /// `provides` by position.
     pub declared: Vec<String>,
+    /// The store names the entry's `when` reads: dependencies like required names, never
+    /// arguments.
+    pub condition: Vec<String>,
 }
 
 impl Binding {
@@ -283,6 +286,7 @@ mod tests {
             inject: [("kind".to_owned(), json!("ssd"))].into_iter().collect(),
             provides: provides.iter().map(|s| (*s).to_owned()).collect(),
             declared: provides.iter().map(|s| (*s).to_owned()).collect(),
+            condition: vec![],
         }
     }
 

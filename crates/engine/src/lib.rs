@@ -17,6 +17,7 @@
 
 mod batch;
 mod cancel;
+mod condition;
 pub mod conform;
 mod journal;
 mod report;
@@ -37,6 +38,7 @@ use serde_json::Value;
 
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
 pub use cancel::CANCELLED;
+pub use condition::CONDITION_FAILED;
 pub use journal::{Append, Close, Journal, JournalError, RunError};
 pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
@@ -99,10 +101,12 @@ impl Engine {
         self.listeners.push(listener);
     }
 
-    /// Asks the run `run_id` that this engine (or a clone) is running to stop before its
-    /// next task and revert what ran: that task fails with the error code [`CANCELLED`]
-    /// without being called. A task already executing finishes first. Ask only for a run
-    /// that is going on: the request is dropped when the run ends.
+    /// Asks the run `run_id` that this engine (or a clone) is running to stop and revert
+    /// what ran: a task executing now is stopped at once (its instance dropped, as at a
+    /// deadline) and fails with the error code [`CANCELLED`], then is reverted like any
+    /// failed task; with nothing executing, the next task fails `cancelled` without being
+    /// called. Nothing new starts, and pauses between attempts end. Ask only for a run that
+    /// is going on, or about to start on this engine: the request is dropped when it ends.
     pub fn cancel(&self, run_id: &str) {
         self.cancellations.request(run_id);
     }
@@ -144,6 +148,7 @@ impl Engine {
             flow: flow.name.clone(),
             tasks: validated.tasks.into_iter().map(Arc::new).collect(),
             deps: validated.deps,
+            ignored_with: validated.ignored_with,
             scopes: validated.scopes,
             max_parallel: flow
                 .max_parallel
@@ -219,6 +224,8 @@ pub struct LoadedFlow {
     /// For each task, the tasks that must succeed before it starts (the flow's pattern as a
     /// graph; a linear flow is a chain).
     deps: flowhost_core::plan::graph::Deps,
+    /// For each task, the tasks whose IGNORE makes it IGNORE too.
+    ignored_with: flowhost_core::plan::graph::Deps,
     /// The subflows with a retry controller, each over a range of `tasks`.
     scopes: Vec<flowhost_core::plan::tree::Scope>,
     /// Most calls of the run in flight at once.
@@ -257,6 +264,14 @@ pub struct TaskPlan<'a> {
     pub depends_on: Vec<&'a str>,
     /// When a failed execute is tried again.
     pub retry: &'a RetryPolicy,
+    /// Its `when` (a CEL expression): false leaves the task IGNORE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<&'a str>,
+    /// The store names its `when` reads.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub when_reads: &'a [String],
+    /// Its priority among tasks ready together.
+    pub priority: i32,
 }
 
 /// A subflow with a retry controller as validation resolved it, for `flowhost check`.
@@ -291,6 +306,9 @@ impl LoadedFlow {
             sandbox: &t.sandbox,
             depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
             retry: &t.retry,
+            when: t.condition.as_ref().map(|c| c.source.as_str()),
+            when_reads: &t.binding.condition,
+            priority: t.priority,
         })
     }
 

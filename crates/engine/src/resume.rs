@@ -80,7 +80,10 @@ impl Run {
                 state: task.state,
                 problem: problem.to_owned(),
             };
-            let ran = !matches!(task.state, TaskState::Pending | TaskState::Running);
+            let ran = !matches!(
+                task.state,
+                TaskState::Pending | TaskState::Running | TaskState::Ignore
+            );
             // A failure without an outcome is a task whose plugin was never called.
             let uncalled = task.state == TaskState::Failure && task.error.is_some();
             if ran && task.outcome.is_none() && !uncalled {

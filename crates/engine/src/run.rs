@@ -350,6 +350,20 @@ impl Run {
         }
     }
 
+    /// Moves task `index` to IGNORE, never to be executed or reverted; `why` (journaled as
+    /// the transition's result) is `{"when": EXPRESSION}` when its condition was false, or
+    /// `{"ignored_with": TASK}` when a task it needs was ignored.
+    pub(super) fn ignore(&mut self, index: usize, why: Value) {
+        self.task_to(
+            index,
+            TaskState::Ignore,
+            Detail {
+                result: Some(why),
+                ..Detail::default()
+            },
+        );
+    }
+
     /// Moves task `index` to RUNNING for attempt `attempt`, with the arguments it will get.
     pub(super) fn start(&mut self, index: usize, attempt: u32, args: Option<String>) {
         let record = &mut self.records[index];

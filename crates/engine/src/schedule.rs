@@ -3,15 +3,23 @@
 //! flow is a chain, so exactly one task is ever ready and the run is strictly sequential.
 //!
 //! Execute phase: a task starts once every task it depends on succeeded, up to
-//! `max_parallel` calls in flight, each on its own fresh instance. A failed attempt its
+//! `max_parallel` calls in flight, each on its own fresh instance; among tasks ready
+//! together, higher `priority` first, then file order. A failed attempt its
 //! retry policy retries waits out its pause without holding up independent tasks. On the
 //! first failure for good nothing new starts (pauses are cut short); tasks already running
-//! finish. Revert phase: a task is reverted once every task depending on it is reverted (or
-//! never ran), so reverts go in reverse dependency order, independent ones at once.
+//! finish. A cancel stops the calls in flight at once. Revert phase: a task is reverted once
+//! every task depending on it is reverted (or never ran), so reverts go in reverse
+//! dependency order, independent ones at once.
+//!
+//! Both phases count, per task, what it still waits for (dependencies not done, dependents
+//! not reverted) and queue it when the count reaches zero: the cost is linear in tasks and
+//! edges, never a rescan of the flow per finished call.
 //!
 //! Plugin calls run as tokio tasks so they progress while the run commits its journal;
 //! every transition is made and committed before the call it announces is spawned.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
@@ -21,6 +29,7 @@ use std::time::SystemTime;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
+use super::cancel::{Signal, cancelled_in_flight};
 use super::journal::RunError;
 use super::run::{Failed, Run, Stopped};
 use super::task::Attempt;
@@ -104,6 +113,18 @@ impl Work {
         self.pauses.push((index, handle));
     }
 
+    /// Ends every pause now, returning the tasks they were for: the run was cancelled, and
+    /// each of them fails at once instead of waiting for an attempt that will not be made.
+    fn end_pauses(&mut self) -> Vec<usize> {
+        self.pauses
+            .drain(..)
+            .map(|(index, pause)| {
+                pause.abort();
+                index
+            })
+            .collect()
+    }
+
     /// Cuts every pause short: the flow is failing, no further attempt is made.
     fn cancel_pauses(&mut self) {
         self.cancel_pauses_of(0..usize::MAX);
@@ -142,7 +163,8 @@ impl Run {
     /// must revert). Picks up where a resumed run stood, pauses between attempts and a
     /// subflow's next iteration included. A task failing for good inside a subflow whose
     /// controller has an iteration left holds up that subflow's tasks; once none of them is
-    /// in flight, the subflow is reverted and starts again.
+    /// in flight, the subflow is reverted and starts again. A cancel request stops the calls
+    /// in flight at once (each fails `cancelled`) and starts nothing new.
     pub(super) async fn execute_tasks(&mut self) -> Result<bool, RunError> {
         let count = self.loaded.tasks.len();
         let mut work = Work::new(self.loaded.max_parallel);
@@ -155,6 +177,9 @@ impl Run {
             }
         }
         let mut due = vec![false; count];
+        let priorities = self.loaded.tasks.iter().map(|t| t.priority).collect();
+        let mut queue = Queue::new(&self.loaded.deps, priorities);
+        queue.refill(&self.records, &due);
         if !failing {
             for index in 0..count {
                 match self.records[index].state {
@@ -166,6 +191,8 @@ impl Run {
                 }
             }
         }
+        let mut cancel = self.loaded.cancellations.watch(&self.loaded.id);
+        let mut cancel_seen = false;
         loop {
             if failing {
                 restarting.clear();
@@ -177,7 +204,9 @@ impl Run {
                 )
             };
             if !restarting.is_empty()
-                && !(0..count).any(|i| self.held(&restarting, i) && in_flight(i))
+                && !restarting
+                    .iter()
+                    .any(|&s| self.loaded.scopes[s].tasks.clone().any(in_flight))
             {
                 let scopes = std::mem::take(&mut restarting);
                 for scope in outermost(&self.loaded.scopes, scopes) {
@@ -188,45 +217,69 @@ impl Run {
                         failing = true;
                     }
                 }
+                // The tasks held up while the subflow waited go back to the queue.
+                queue.refill(&self.records, &due);
                 continue;
             }
-            if !failing {
-                for (index, due) in due.iter_mut().enumerate() {
-                    if !work.has_room() {
-                        break;
-                    }
-                    if self.held(&restarting, index) {
-                        continue;
-                    }
-                    let ready = match self.records[index].state {
-                        TaskState::Pending => self.loaded.deps[index]
-                            .iter()
-                            .all(|&d| self.records[d].state == TaskState::Success),
-                        TaskState::Retrying | TaskState::Reverted => *due,
-                        _ => false,
-                    };
-                    if ready {
-                        *due = false;
-                        if self.loaded.cancellations.is_requested(&self.loaded.id) {
-                            // Cancelled: this task fails without being called, and no
-                            // controller retries it — the operator asked the run to stop.
+            while !failing && work.has_room() {
+                let Some(index) = queue.pop() else { break };
+                // A held task is queued again by the refill after its subflow restarts.
+                if self.held(&restarting, index) {
+                    continue;
+                }
+                let ready = match self.records[index].state {
+                    TaskState::Pending => queue.waiting[index] == 0,
+                    TaskState::Retrying | TaskState::Reverted => due[index],
+                    _ => false,
+                };
+                if !ready {
+                    continue;
+                }
+                due[index] = false;
+                let cancelled = self.loaded.cancellations.is_requested(&self.loaded.id);
+                if !cancelled && self.records[index].state == TaskState::Pending {
+                    match self.decide(index) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            queue.done(index, &self.records);
+                            continue;
+                        }
+                        Err(error) => {
                             self.start(index, self.records[index].attempt + 1, None);
-                            let error = super::cancel::cancelled(&self.loaded.tasks[index].name);
-                            self.fail(
-                                index,
-                                Failed {
-                                    outcome: None,
-                                    error,
-                                    called: false,
-                                },
-                            );
-                            failing = true;
-                            break;
-                        }
-                        if !self.start_attempt(index, &mut work) {
+                            let failed = Failed {
+                                outcome: None,
+                                error,
+                                called: false,
+                            };
+                            self.fail(index, failed);
                             self.escalate(index, &mut restarting, &mut failing);
+                            continue;
                         }
                     }
+                }
+                if cancelled {
+                    // Cancelled: this task fails without being called, and no controller
+                    // retries it — the operator asked the run to stop. An attempt that
+                    // failed before the pause did run: it is reverted with its outcome.
+                    let record = &self.records[index];
+                    let earlier = (record.state == TaskState::Retrying)
+                        .then(|| record.outcome.clone())
+                        .flatten();
+                    self.start(index, self.records[index].attempt + 1, None);
+                    let error = super::cancel::cancelled(&self.loaded.tasks[index].name);
+                    self.fail(
+                        index,
+                        Failed {
+                            called: earlier.is_some(),
+                            outcome: earlier,
+                            error,
+                        },
+                    );
+                    failing = true;
+                    break;
+                }
+                if !self.start_attempt(index, &mut work, &cancel) {
+                    self.escalate(index, &mut restarting, &mut failing);
                 }
             }
             if failing {
@@ -237,11 +290,26 @@ impl Run {
             }
             self.flush().await?;
             work.launch();
-            let Some(done) = work.next().await else {
+            let done = tokio::select! {
+                done = work.next() => done,
+                () = cancel.requested(), if !cancel_seen => {
+                    cancel_seen = true;
+                    // Pauses end now: their tasks fail `cancelled` when taken from the queue.
+                    for index in work.end_pauses() {
+                        due[index] = true;
+                        queue.push(index);
+                    }
+                    continue;
+                }
+            };
+            let Some(done) = done else {
                 continue;
             };
             match done {
-                Done::Due { index } => due[index] = true,
+                Done::Due { index } => {
+                    due[index] = true;
+                    queue.push(index);
+                }
                 Done::Executed {
                     index,
                     result,
@@ -249,11 +317,13 @@ impl Run {
                 } => {
                     self.progressed(index, &progress);
                     let Some(failed) = self.executed(index, result) else {
+                        queue.done(index, &self.records);
                         continue;
                     };
                     let attempt = self.records[index].attempt;
                     let retry = &self.loaded.tasks[index].retry;
-                    let stopping = failing || self.held(&restarting, index);
+                    let cancelled = self.loaded.cancellations.is_requested(&self.loaded.id);
+                    let stopping = failing || cancelled || self.held(&restarting, index);
                     match retry
                         .delay_after(attempt, &failed.error.code)
                         .filter(|_| !stopping)
@@ -264,7 +334,11 @@ impl Run {
                         }
                         None => {
                             self.fail(index, failed);
-                            self.escalate(index, &mut restarting, &mut failing);
+                            if cancelled {
+                                failing = true;
+                            } else {
+                                self.escalate(index, &mut restarting, &mut failing);
+                            }
                         }
                     }
                 }
@@ -275,7 +349,10 @@ impl Run {
                 } => {
                     self.progressed(index, &progress);
                     if self.reverted(index, result).is_ok() {
-                        if !failing {
+                        if cancel_seen {
+                            due[index] = true;
+                            queue.push(index);
+                        } else if !failing {
                             work.pause(index, self.records[index].retry_at);
                         }
                     } else {
@@ -289,8 +366,31 @@ impl Run {
                 }
             }
         }
-        debug_assert!(failing || self.records.iter().all(|r| r.state == TaskState::Success));
+        debug_assert!(failing || self.records.iter().all(|r| r.state.is_done()));
         Ok(failing)
+    }
+
+    /// Whether pending task `index`, due to start, runs: false when a task whose results it
+    /// needs (or that it runs `after`) was ignored, or its `when` is false — it is then
+    /// IGNORE. An error when its `when` cannot be evaluated.
+    fn decide(&mut self, index: usize) -> Result<bool, TaskError> {
+        let ignored = self.loaded.ignored_with[index]
+            .iter()
+            .find(|&&d| self.records[d].state == TaskState::Ignore);
+        if let Some(&because) = ignored {
+            let with = self.loaded.tasks[because].name.clone();
+            self.ignore(index, serde_json::json!({ "ignored_with": with }));
+            return Ok(false);
+        }
+        let Some(condition) = &self.loaded.tasks[index].condition else {
+            return Ok(true);
+        };
+        if condition.holds(&self.store)? {
+            return Ok(true);
+        }
+        let when = condition.source.clone();
+        self.ignore(index, serde_json::json!({ "when": when }));
+        Ok(false)
     }
 
     /// Whether task `index` is in a subflow waiting to start again: it starts nothing new.
@@ -345,7 +445,8 @@ impl Run {
 
     /// Starts the next attempt of task `index`; false when it failed before its plugin was
     /// called (its arguments could not be built), which is never retried.
-    fn start_attempt(&mut self, index: usize, work: &mut Work) -> bool {
+    /// A cancel request (`cancel`) drops the call at once: the attempt fails `cancelled`.
+    fn start_attempt(&mut self, index: usize, work: &mut Work, cancel: &Signal) -> bool {
         let attempt = self.records[index].attempt + 1;
         match self.give(index).and_then(|()| self.arguments(index)) {
             Ok(args) => {
@@ -353,13 +454,18 @@ impl Run {
                 let task = self.loaded.tasks[index].clone();
                 let (sink, progress) = self.progress(index);
                 let run_id = self.loaded.id.clone();
+                let mut cancel = cancel.clone();
                 work.call(Box::pin(async move {
                     let call = Attempt {
                         run_id: &run_id,
                         number: attempt,
                         progress: Some(&sink),
                     };
-                    let result = task.execute(&args, call).await;
+                    // Dropping the call drops its instance, as a deadline does.
+                    let result = tokio::select! {
+                        result = task.execute(&args, call) => result,
+                        () = cancel.requested() => Err(cancelled_in_flight(&task.name)),
+                    };
                     Done::Executed {
                         index,
                         result,
@@ -447,8 +553,30 @@ impl Run {
         Ok(())
     }
 
+    /// Visits the tasks whose dependents are all cleared: one with something to revert in
+    /// `tasks` is ready to revert; one outside `tasks` stays uncleared (holding up what it
+    /// needs); any other is cleared at once, in turn.
+    fn settle(
+        &self,
+        tasks: &Range<usize>,
+        ready: &mut BinaryHeap<usize>,
+        left: &mut [usize],
+        visit: &mut Vec<usize>,
+    ) {
+        while let Some(index) = visit.pop() {
+            if self.needs_revert(index) {
+                if tasks.contains(&index) {
+                    ready.push(index);
+                }
+            } else {
+                clear(&self.loaded.deps[index], left, visit);
+            }
+        }
+    }
+
     /// Reverts the tasks of `tasks` that did something, in reverse dependency order, each
-    /// given the failures among them; true when every revert succeeded.
+    /// given the failures among them; true when every revert succeeded. Each task counts the
+    /// dependents it still waits for, so the walk is linear in tasks and edges.
     async fn revert_range(&mut self, tasks: Range<usize>) -> Result<bool, RunError> {
         let count = self.loaded.tasks.len();
         let failures: Arc<[(String, TaskError)]> = tasks
@@ -460,29 +588,30 @@ impl Run {
                     .map(|e| (self.loaded.tasks[i].name.clone(), e))
             })
             .collect();
-        let mut dependents = vec![Vec::new(); count];
-        for (index, deps) in self.loaded.deps.iter().enumerate() {
+        // For each task, its dependents not cleared yet. A task is cleared once reverted, or
+        // — when it has nothing to revert (never ran, ignored, already reverted), or lies
+        // outside `tasks` — as soon as its own dependents are: so the order passes through
+        // it, and a linear flow reverts strictly backwards past an ignored task.
+        let mut left = vec![0usize; count];
+        for deps in &self.loaded.deps {
             for &dep in deps {
-                dependents[dep].push(index);
+                left[dep] += 1;
             }
         }
+        // Highest index first: with one call at a time, reverse file order.
+        let mut ready: BinaryHeap<usize> = BinaryHeap::new();
+        let mut visit: Vec<usize> = (0..count).filter(|&i| left[i] == 0).collect();
+        self.settle(&tasks, &mut ready, &mut left, &mut visit);
         let mut all_reverted = true;
         let mut work = Work::new(self.loaded.max_parallel);
         loop {
-            for index in tasks.clone().rev() {
-                if !work.has_room() {
-                    break;
-                }
-                let settled = |j: usize| {
-                    !self.needs_revert(j) && self.records[j].state != TaskState::Reverting
+            while work.has_room() {
+                let Some(index) = ready.pop() else { break };
+                let Some(outcome) = self.records[index].outcome.clone() else {
+                    continue;
                 };
-                if self.needs_revert(index) && dependents[index].iter().all(|&j| settled(j)) {
-                    let Some(outcome) = self.records[index].outcome.clone() else {
-                        continue;
-                    };
-                    self.reverting(index);
-                    self.revert_call(index, outcome, failures.to_vec(), &mut work);
-                }
+                self.reverting(index);
+                self.revert_call(index, outcome, failures.to_vec(), &mut work);
             }
             if work.is_idle() {
                 break;
@@ -499,9 +628,93 @@ impl Run {
                 self.progressed(index, &progress);
                 // A failed revert is on the task's record; the others still go on.
                 all_reverted &= self.reverted(index, result).is_ok();
+                clear(&self.loaded.deps[index], &mut left, &mut visit);
+                self.settle(&tasks, &mut ready, &mut left, &mut visit);
             }
         }
         Ok(all_reverted)
+    }
+}
+
+/// A task is cleared for the revert order: each task it depends on waits for one dependent
+/// less, and is visited once it waits for none.
+fn clear(deps: &[usize], left: &mut [usize], visit: &mut Vec<usize>) {
+    for &dep in deps {
+        left[dep] -= 1;
+        if left[dep] == 0 {
+            visit.push(dep);
+        }
+    }
+}
+
+/// The tasks that may start, for the execute phase: each task counts the tasks it depends
+/// on that are not done yet, and enters the queue when that count reaches zero, so
+/// scheduling costs one look per task and edge rather than a rescan of the flow per event.
+/// Entries may be stale (a task queued twice, or no longer startable): the scheduler checks
+/// each one it takes.
+struct Queue {
+    /// For each task, the tasks depending on it.
+    dependents: Vec<Vec<usize>>,
+    /// For each task, how many of the tasks it depends on are not done.
+    waiting: Vec<usize>,
+    /// Each task's `priority`.
+    priorities: Vec<i32>,
+    /// Startable tasks, highest priority first, then lowest index (file order).
+    ready: BinaryHeap<(i32, Reverse<usize>)>,
+}
+
+impl Queue {
+    fn new(deps: &[Vec<usize>], priorities: Vec<i32>) -> Self {
+        let mut dependents = vec![Vec::new(); deps.len()];
+        for (index, deps) in deps.iter().enumerate() {
+            for &dep in deps {
+                dependents[dep].push(index);
+            }
+        }
+        Self {
+            dependents,
+            waiting: vec![0; deps.len()],
+            priorities,
+            ready: BinaryHeap::new(),
+        }
+    }
+
+    /// Counts again from the tasks' states (at the start, and after a subflow restarted):
+    /// queues every pending task whose dependencies are done, and every task `due`.
+    fn refill(&mut self, records: &[super::run::Record], due: &[bool]) {
+        self.waiting.fill(0);
+        for (index, dependents) in self.dependents.iter().enumerate() {
+            if !records[index].state.is_done() {
+                for &dependent in dependents {
+                    self.waiting[dependent] += 1;
+                }
+            }
+        }
+        self.ready.clear();
+        for (index, record) in records.iter().enumerate() {
+            if (record.state == TaskState::Pending && self.waiting[index] == 0) || due[index] {
+                self.push(index);
+            }
+        }
+    }
+
+    fn push(&mut self, index: usize) {
+        self.ready.push((self.priorities[index], Reverse(index)));
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        self.ready.pop().map(|(_, Reverse(index))| index)
+    }
+
+    /// Task `index` is done: its dependents wait for one task less.
+    fn done(&mut self, index: usize, records: &[super::run::Record]) {
+        for &dependent in &self.dependents[index] {
+            self.waiting[dependent] -= 1;
+            if self.waiting[dependent] == 0 && records[dependent].state == TaskState::Pending {
+                self.ready
+                    .push((self.priorities[dependent], Reverse(dependent)));
+            }
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use flowhost_core::flow::{RetryPolicy, TaskSpec};
 use flowhost_core::store::Binding;
 use flowhost_runtime::{Invocation, Plugin, ProgressSink, Sandbox, WarmPool};
 
+use crate::condition::Condition;
+
 /// Which call of a task this is, as the task sees it through the contract's `host` import.
 #[derive(Clone, Copy)]
 pub(crate) struct Attempt<'a> {
@@ -31,6 +33,10 @@ pub(crate) struct BoundTask {
     warm: Option<Arc<WarmPool>>,
     /// When a failed execute is tried again.
     pub(crate) retry: RetryPolicy,
+    /// Orders it among tasks ready together that `max_parallel` holds back.
+    pub(crate) priority: i32,
+    /// Its `when`: false leaves it IGNORE.
+    pub(crate) condition: Option<Condition>,
 }
 
 impl BoundTask {
@@ -41,6 +47,7 @@ impl BoundTask {
         sandbox: Sandbox,
         warm: Option<Arc<WarmPool>>,
         retry: RetryPolicy,
+        condition: Option<Condition>,
     ) -> Self {
         Self {
             name: spec.name.clone(),
@@ -50,6 +57,8 @@ impl BoundTask {
             sandbox,
             warm,
             retry,
+            priority: spec.priority,
+            condition,
         }
     }
 

@@ -309,19 +309,8 @@ impl Worker {
                     }
                 }
             }
-            // Runs asked to cancel (through `flowhost serve`, from any host): each stops before
-            // its next task and reverts what ran, on this worker's engine.
             if !running.is_empty() {
-                match this.db.cancel_requests(&owner).await {
-                    Ok(ids) => {
-                        for id in ids.into_iter().filter(|id| lock(&held).contains_key(id)) {
-                            for engine in lock(&this.engines).iter().map(|(_, engine)| engine) {
-                                engine.cancel(&id);
-                            }
-                        }
-                    }
-                    Err(error) => tracing::warn!("cannot read cancel requests: {error}"),
-                }
+                this.forward_cancels(&held).await;
             }
             // All slots were filled: more may be waiting, so look again as soon as one frees.
             let more = claimed_now == free && free > 0;
@@ -342,6 +331,9 @@ impl Worker {
                     Some(done) => count(&mut summary, done),
                     None => break,
                 },
+                // A run cancelled while the worker drains stops at once too: draining never
+                // waits on a task its operator asked to stop.
+                _ = tokio::time::sleep(this.poll) => this.forward_cancels(&held).await,
                 _ = &mut hand_back, if !running.is_empty() => {
                     running.abort_all();
                     while let Some(done) = running.join_next().await {
@@ -368,6 +360,22 @@ impl Worker {
             tracing::warn!("{error}");
         }
         Ok(summary)
+    }
+
+    /// Cancels, on this worker's engines, the runs it holds that were asked to cancel
+    /// (through `flowhost serve`, from any host): each stops its task in flight at once and
+    /// reverts what ran.
+    async fn forward_cancels(&self, held: &Mutex<HashMap<String, Lease>>) {
+        match self.db.cancel_requests(self.executor.owner()).await {
+            Ok(ids) => {
+                for id in ids.into_iter().filter(|id| lock(held).contains_key(id)) {
+                    for engine in lock(&self.engines).iter().map(|(_, engine)| engine) {
+                        engine.cancel(&id);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!("cannot read cancel requests: {error}"),
+        }
     }
 
     /// Executes one claimed run; true when it reached a final state here. A run refused for

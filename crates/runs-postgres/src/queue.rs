@@ -316,7 +316,7 @@ impl PgRunDb {
         })
     }
 
-    /// Asks unfinished run `run_id` to stop before its next task and revert what ran, and
+    /// Asks unfinished run `run_id` to stop (its task in flight at once) and revert what ran, and
     /// wakes the workers: the one holding it cancels it on its engine, or the one claiming it
     /// next does. False when there is no such unfinished run.
     pub fn request_cancel(&self, run_id: &str) -> Result<bool, RunDbError> {

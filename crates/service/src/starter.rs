@@ -34,7 +34,7 @@ pub trait RunStarter: Send + Sync {
     fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a>;
     /// Continues the interrupted run `run_id`; resolves once it is under way again.
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a>;
-    /// Asks run `run_id` to stop before its next task and revert what ran; `false` when this
+    /// Asks run `run_id` to stop (its task in flight at once) and revert what ran; `false` when this
     /// starter is not running it.
     fn cancel(&self, run_id: &str) -> bool;
     /// How many runs wait for a worker, when runs go to workers. Called off the async

@@ -488,10 +488,11 @@ class Run:
     # -- changes -------------------------------------------------------------------------
 
     def cancel(self) -> Run:
-        """Asks the run to stop before its next task and revert what ran
-        (``POST /v1/runs/{id}/cancel``); the task it stops before fails with code
-        ``cancelled``. A task executing now finishes first. Returns at once: :meth:`wait`
-        then raises :class:`TaskFailed` with ``code == "cancelled"``.
+        """Asks the run to stop at once and revert what ran
+        (``POST /v1/runs/{id}/cancel``): a task executing now is stopped, fails with code
+        ``cancelled`` and is reverted; with none executing, the next task fails
+        ``cancelled`` without being called. Returns at once: :meth:`wait` then raises
+        :class:`TaskFailed` with ``code == "cancelled"``.
 
         Raises:
             Conflict: The run has ended, or this service is not executing it.

@@ -134,7 +134,7 @@ class Task:
         name: The entry's name.
         index: Its position in the flow, from 0.
         state: Its last recorded state (``PENDING``, ``RUNNING``, ``SUCCESS``, ``FAILURE``,
-            ``REVERTING``, ``REVERTED``, ``REVERT_FAILURE``, ``RETRYING``...).
+            ``REVERTING``, ``REVERTED``, ``REVERT_FAILURE``, ``RETRYING``, ``IGNORE``...).
         error: Why execute failed, if it did.
         revert_error: Why revert failed, if it did.
         result: Its result once it succeeded; ``None`` too when the server redacted it

@@ -34,6 +34,11 @@ pub struct Limits {
     pub http_body_mib: Option<u64>,
 }
 
+/// The longest `deadline_ms` a flow may set: 24 hours. A call that may take longer belongs
+/// to a run whose executor cannot drain, hand back or be stopped in any useful time; split
+/// the work instead.
+pub const MAX_DEADLINE_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// Limits with every field decided, as applied to a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct EffectiveLimits {

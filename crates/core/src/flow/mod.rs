@@ -15,7 +15,7 @@ mod net;
 mod retry;
 mod subflow;
 
-pub use limits::{EffectiveLimits, Limits};
+pub use limits::{EffectiveLimits, Limits, MAX_DEADLINE_MS};
 pub use net::{
     HostPattern, HttpGrant, MIN_SECRET_BYTES, Net, Port, Scheme, SecretSource, Secrets, TcpGrant,
     placeholder, redacted,
@@ -142,6 +142,19 @@ pub struct TaskSpec {
     /// the host does not speak: the task can read these values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets_env: BTreeMap<String, String>,
+    /// A condition (a CEL expression over store names), evaluated once what the entry
+    /// depends on is done: false leaves the task IGNORE — not executed, never reverted, its
+    /// results absent. The names it reads are dependencies, like required arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Among tasks ready at the same moment and held back by `max_parallel`, higher
+    /// priorities start first (then file order). Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// How a flow orders its entries (TaskFlow's patterns).
@@ -430,7 +443,22 @@ impl TaskSpec {
             net: Net::default(),
             secrets: Vec::new(),
             secrets_env: BTreeMap::new(),
+            when: None,
+            priority: 0,
         }
+    }
+
+    /// Runs this entry only when `expression` (CEL over store names) holds; otherwise it is
+    /// IGNORE.
+    pub fn when(mut self, expression: impl Into<String>) -> Self {
+        self.when = Some(expression.into());
+        self
+    }
+
+    /// Starts this entry before lower priorities among tasks ready together.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// Grants this entry network access (each list set here wins over the flow's).

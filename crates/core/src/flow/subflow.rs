@@ -300,6 +300,9 @@ struct RawEntry {
     secrets: Vec<String>,
     #[serde(default)]
     secrets_env: BTreeMap<String, String>,
+    when: Option<String>,
+    #[serde(default)]
+    priority: i32,
     flow: Option<SubflowHead>,
     task: Option<Vec<Entry>>,
 }
@@ -334,6 +337,8 @@ impl<'de> Deserialize<'de> for Entry {
             task.net = raw.net;
             task.secrets = raw.secrets;
             task.secrets_env = raw.secrets_env;
+            task.when = raw.when;
+            task.priority = raw.priority;
             return Ok(Entry::Task(task));
         };
         let task_keys = [
@@ -351,6 +356,8 @@ impl<'de> Deserialize<'de> for Entry {
             ("net", raw.net != Net::default()),
             ("secrets", !raw.secrets.is_empty()),
             ("secrets_env", !raw.secrets_env.is_empty()),
+            ("when", raw.when.is_some()),
+            ("priority", raw.priority != 0),
         ];
         if let Some((key, _)) = task_keys.iter().find(|(_, set)| *set) {
             let hint = if *key == "retry" {

@@ -82,13 +82,19 @@ pub fn dependencies(
         for (i, node) in nodes.iter().enumerate() {
             for t in node.tasks.clone() {
                 let binding = bindings[t];
-                for (arg, key) in binding.required.iter().chain(&binding.optional) {
+                // What the entry reads: its arguments' store names and its `when`'s names.
+                let reads = binding
+                    .required
+                    .iter()
+                    .chain(&binding.optional)
+                    .map(|(arg, key)| (if arg == key { "name" } else { "rebind" }, key))
+                    .chain(binding.condition.iter().map(|key| ("when", key)));
+                for (field, key) in reads {
                     // A name provided inside the same entry is that entry's own business.
                     let Some(&from) = providers.get(key.as_str()).filter(|&&from| from != i) else {
                         continue;
                     };
                     if pattern == Pattern::Unordered {
-                        let field = if arg == key { "name" } else { "rebind" };
                         problems.push(problem(
                             &tasks[t].name,
                             field,

@@ -7,9 +7,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use flowhost_core::contract::{TaskInfo, escape};
-use flowhost_core::flow::{FlowSpec, Retry, TaskSpec};
+use flowhost_core::flow::{FlowSpec, MAX_DEADLINE_MS, Retry, TaskSpec};
 use flowhost_core::store::{Binding, Store, quoted};
 use flowhost_runtime::{EPOCH_TICK, Plugin, Sandbox};
+
+use crate::condition::Condition;
 
 /// What one check found wrong with an entry: the field at fault, if one is, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,11 @@ impl Sources {
     /// What a subflow's controller gives its tasks (the item of its list, say).
     pub(super) fn given_by_subflow(&mut self, name: &str, path: &str) {
         self.0.insert(name.to_owned(), format!("subflow `{path}`"));
+    }
+
+    /// Whether the walk found a source for `name` so far.
+    pub(super) fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 
     /// Every name the walk found a source for: what a successful run's final store holds.
@@ -156,6 +163,15 @@ pub(super) fn check_limits(sandbox: &Sandbox) -> Vec<Finding> {
             "limits.deadline_ms",
             format!(
                 "`limits.deadline_ms` = {} is below {tick} ms, the interval at which deadlines are checked, so it cannot be kept; use at least {tick}",
+                limits.deadline_ms
+            ),
+        ));
+    }
+    if limits.deadline_ms > MAX_DEADLINE_MS {
+        problems.push(Finding::at(
+            "limits.deadline_ms",
+            format!(
+                "`limits.deadline_ms` = {} is over the cap of {MAX_DEADLINE_MS} ms (24 h): a call that may take longer holds its run, and a draining worker, as long; use at most {MAX_DEADLINE_MS}",
                 limits.deadline_ms
             ),
         ));
@@ -295,6 +311,28 @@ pub(super) fn check_requirements(
         .collect()
 }
 
+/// A `when` may read only names that will be in the store when it is evaluated (`known`;
+/// `whence` says where they would have come from): each other name is refused with where
+/// the expression reads it.
+pub(super) fn check_condition(
+    condition: &Condition,
+    known: &dyn Fn(&str) -> bool,
+    whence: &str,
+) -> Vec<Finding> {
+    condition
+        .names
+        .iter()
+        .filter(|name| !known(name))
+        .map(|name| {
+            let (line, column) = condition.position_of(name);
+            Finding::at(
+                "when",
+                format!("`when` reads `{name}` at line {line}, column {column}, which {whence}"),
+            )
+        })
+        .collect()
+}
+
 /// A name is written once: an entry may not provide a name twice, nor one the initial store
 /// or an earlier task provides. Records the entry's names as provided.
 pub(super) fn check_provides(binding: &Binding, task: &str, sources: &mut Sources) -> Vec<Finding> {
@@ -426,6 +464,7 @@ pub(super) mod tests {
             inject: BTreeMap::new(),
             provides: vec!["a".into(), "a".into()],
             declared: vec![],
+            condition: vec![],
         };
         assert_eq!(
             check_provides(&twice, "t", &mut sources),
@@ -516,6 +555,20 @@ pub(super) mod tests {
             found[0].message.contains("below 10 ms"),
             "{}",
             found[0].message
+        );
+        sandbox.limits.deadline_ms = MAX_DEADLINE_MS + 1;
+        let found = check_limits(&sandbox);
+        assert_eq!(found[0].field, Some("limits.deadline_ms"));
+        assert!(
+            found[0].message.contains("over the cap of 86400000 ms"),
+            "{}",
+            found[0].message
+        );
+        sandbox.limits.deadline_ms = MAX_DEADLINE_MS;
+        assert!(
+            check_limits(&sandbox)
+                .iter()
+                .all(|f| f.field != Some("limits.deadline_ms"))
         );
         sandbox.limits.deadline_ms = 10;
         sandbox.limits.memory_mib = 1;

@@ -6,10 +6,10 @@
 //! made) and the order that decides what each check can know: a name is a source only once
 //! an earlier entry or subflow provided it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use flowhost_core::contract::TaskInfo;
-use flowhost_core::flow::{FlowSpec, Instances, Iterations, TaskSpec};
+use flowhost_core::flow::{FlowSpec, Instances, Iterations, Pattern, TaskSpec};
 use flowhost_core::plan::graph::{self, Deps};
 use flowhost_core::plan::tree::{Scope, Tree};
 use flowhost_core::plan::{Problem, ValidationError};
@@ -17,10 +17,11 @@ use flowhost_core::store::{Binding, Store};
 use flowhost_runtime::{PluginError, Runtime, Sandbox};
 
 use super::checks::{
-    Finding, Sources, check_arguments_known, check_entry, check_flow, check_limits,
-    check_list_source, check_memory_fits, check_name, check_provides, check_renamed_provides,
-    check_requirements, check_retry,
+    Finding, Sources, check_arguments_known, check_condition, check_entry, check_flow,
+    check_limits, check_list_source, check_memory_fits, check_name, check_provides,
+    check_renamed_provides, check_requirements, check_retry,
 };
+use crate::condition::{Condition, Unparsable};
 use crate::task::BoundTask;
 
 /// A flow that passed validation: its entries bound to their plugins, the initial store, and
@@ -29,6 +30,8 @@ pub(crate) struct Validated {
     pub(crate) tasks: Vec<BoundTask>,
     /// What each entry waits for, by the flow's pattern.
     pub(crate) deps: Deps,
+    /// For each entry, the tasks whose IGNORE makes it IGNORE too.
+    pub(crate) ignored_with: Deps,
     /// The subflows with a retry controller.
     pub(crate) scopes: Vec<Scope>,
     pub(crate) initial: Store,
@@ -87,6 +90,14 @@ pub(crate) async fn validate(
         report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
         report(task, check_limits(&sandbox));
         report(task, check_retry(spec.retry.as_ref()));
+        let condition = match spec.when.as_deref().map(Condition::parse) {
+            None => None,
+            Some(Ok(condition)) => Some(condition),
+            Some(Err(errors)) => {
+                report(task, unparsable(errors));
+                None
+            }
+        };
         let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
             Ok(plugin) => plugin,
             Err(error) => {
@@ -102,13 +113,21 @@ pub(crate) async fn validate(
         report(task, check_arguments_known(spec, plugin.info()));
         report(task, check_memory_fits(&sandbox, &plugin));
         report(task, check_renamed_provides(spec, plugin.info()));
-        let binding = bind(spec, plugin.info());
+        let mut binding = bind(spec, plugin.info());
+        if let Some(condition) = &condition {
+            binding.condition = condition.names.clone();
+        }
         // Other patterns do not read file order: their requirements are checked with the graph.
         if !blind && tree.all_linear() {
             report(
                 task,
                 check_requirements(&binding, &sources, &tree.tasks[index + 1..]),
             );
+            if let Some(condition) = &condition {
+                let known = |name: &str| sources.has(name);
+                let whence = "neither the initial store nor an earlier task provides";
+                report(task, check_condition(condition, &known, whence));
+            }
         }
         report(task, check_provides(&binding, &spec.name, &mut sources));
         let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
@@ -119,6 +138,7 @@ pub(crate) async fn validate(
             sandbox,
             warm,
             flow.retry_policy(spec),
+            condition,
         ));
     }
     // The graph needs every entry's binding; without one its findings could be false.
@@ -135,6 +155,29 @@ pub(crate) async fn validate(
             Ok(found) => deps = found,
             Err(found) => problems.extend(found),
         }
+        if !tree.all_linear() {
+            // In any order: a `when` may read what any other task provides.
+            let providers: HashMap<&str, usize> = bindings
+                .iter()
+                .enumerate()
+                .flat_map(|(i, b)| b.provides.iter().map(move |n| (n.as_str(), i)))
+                .collect();
+            for (index, task) in tasks.iter().enumerate() {
+                let Some(condition) = &task.condition else {
+                    continue;
+                };
+                let known = |name: &str| {
+                    available(name) || providers.get(name).is_some_and(|&p| p != index)
+                };
+                let whence = "neither the initial store nor any other task provides";
+                let found = check_condition(condition, &known, whence);
+                problems.extend(found.into_iter().map(|Finding { field, message }| Problem {
+                    task: Some(task.name.clone()),
+                    field: field.map(str::to_owned),
+                    message,
+                }));
+            }
+        }
     }
     if !problems.is_empty() {
         return Err(ValidationError {
@@ -143,9 +186,11 @@ pub(crate) async fn validate(
             host_unavailable,
         });
     }
+    let ignored_with = ignored_with(&tree, &tasks);
     Ok(Validated {
         tasks,
         deps,
+        ignored_with,
         scopes: tree.scopes,
         initial,
         provided: sources.into_names(),
@@ -160,6 +205,65 @@ fn scope_names(scope: &Scope) -> Option<(&str, Option<&str>)> {
         Ok(Iterations::FromStore { from, provides }) => Some((provides, Some(from))),
         _ => None,
     }
+}
+
+/// The findings of a `when` that does not parse, each naming where.
+fn unparsable(errors: Vec<Unparsable>) -> Vec<Finding> {
+    errors
+        .into_iter()
+        .map(|e| {
+            Finding::at(
+                "when",
+                format!(
+                    "`when` does not parse at line {}, column {}: {}",
+                    e.line, e.column, e.message
+                ),
+            )
+        })
+        .collect()
+}
+
+/// For each task, the tasks whose IGNORE makes it IGNORE too: those providing a name it
+/// requires or its `when` reads, and in a graph the entries it names in `after`. A name
+/// read only as optional is simply absent; the order of a linear flow alone carries
+/// nothing (a task after an ignored one runs, unless it needs its results).
+fn ignored_with(tree: &Tree, tasks: &[BoundTask]) -> Deps {
+    let providers: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.binding.provides.iter().map(move |n| (n.as_str(), i)))
+        .collect();
+    let mut with: Deps = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let reads = t.binding.required.iter().map(|(_, key)| key);
+            reads
+                .chain(&t.binding.condition)
+                .filter_map(|key| providers.get(key.as_str()).copied())
+                .filter(|&p| p != i)
+                .collect()
+        })
+        .collect();
+    for level in tree.levels.iter().filter(|l| l.pattern == Pattern::Graph) {
+        let by_name: HashMap<&str, &std::ops::Range<usize>> = level
+            .nodes
+            .iter()
+            .map(|n| (n.local.as_str(), &n.tasks))
+            .collect();
+        for node in &level.nodes {
+            for before in node.after.iter().filter_map(|a| by_name.get(a.as_str())) {
+                for t in node.tasks.clone() {
+                    with[t].extend((*before).clone());
+                }
+            }
+        }
+    }
+    for list in &mut with {
+        list.sort_unstable();
+        list.dedup();
+    }
+    with
 }
 
 /// How the entry reads its arguments and writes its result, after rebind, inject and provides.
@@ -179,6 +283,7 @@ pub(super) fn bind(spec: &TaskSpec, info: &TaskInfo) -> Binding {
             .clone()
             .unwrap_or_else(|| info.provides.clone()),
         declared: info.provides.clone(),
+        condition: Vec::new(),
     }
 }
 

@@ -192,7 +192,12 @@ function timeline(run) {
   const span = Math.max(1, (all.length ? Math.max(...all.map((b) => b.end)) : 1) - origin);
   const rows = run.tasks.map((task) => {
     const mine = all.filter((b) => b.index === task.index);
-    const track = el("div", { class: "tl-track" }, mine.map((b) => el("div", {
+    // An ignored task never ran: its track says why instead of holding a bar.
+    const why = task.result && typeof task.result.when === "string" ? `when ${task.result.when} was false`
+      : task.result && typeof task.result.ignored_with === "string" ? `${task.result.ignored_with} was ignored` : "";
+    const track = task.state === "IGNORE"
+      ? el("div", { class: "tl-track ignored", "data-ignored": task.name }, el("span", {}, why ? `ignored: ${why}` : "ignored"))
+      : el("div", { class: "tl-track" }, mine.map((b) => el("div", {
       class: `bar ${b.kind} o-${b.outcome}`, "data-task": task.name, "data-kind": b.kind, "data-outcome": b.outcome,
       title: `${task.name} ${b.kind}: ${b.outcome}, ${(b.end - b.start).toFixed(1)} ms`,
       style: { left: `${((b.start - origin) / span) * 100}%`, width: `${Math.max(0.4, ((b.end - b.start) / span) * 100)}%` },
@@ -206,7 +211,7 @@ function timeline(run) {
   });
   const legend = el("div", { class: "legend" },
     [["execute: success", "--success"], ["execute: failure", "--failure"], ["revert: reverted", "--reverted"],
-      ["revert: failed", "--revert-failure"], ["in progress", "--running"]].map(([label, color]) =>
+      ["revert: failed", "--revert-failure"], ["in progress", "--running"], ["ignored", "--ignored"]].map(([label, color]) =>
       (() => { const span = el("span", {}, label); span.style.setProperty("--c", `var(${color})`); return span; })()));
   return el("div", { class: "timeline", id: "timeline", "data-bars": all.length },
     rows, legend, el("div", { class: "muted", style: { fontSize: ".75rem" } }, `${span.toFixed(1)} ms from the first call to the last`));
@@ -258,7 +263,7 @@ async function runPage(main, id) {
     try {
       await api(`/v1/runs/${encodeURIComponent(id)}/${verb}`, { method: "POST" });
       notice = el("p", { class: "muted", "data-done": verb }, verb === "cancel"
-        ? "Cancel requested: the run stops before its next task and reverts what ran."
+        ? "Cancel requested: the run stops its task in flight and reverts what ran."
         : "Resumed.");
       if (verb === "resume") follow();
     } catch (error) {
