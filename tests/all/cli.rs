@@ -414,6 +414,8 @@ fn log_lines_and_errors_name_plugin_paths_without_dot_dot() {
             "run",
             "flows/deep/ok.toml",
             "--no-db",
+            "--store",
+            "value=1",
             "--cache-dir",
             cache.path().to_str().unwrap(),
         ],
