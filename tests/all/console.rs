@@ -330,3 +330,90 @@ fn the_console_shows_ignored_tasks_and_why_on_the_timeline() {
         browser.errors
     );
 }
+
+#[test]
+fn the_flow_page_draws_a_graph_flow_by_its_dependencies() {
+    let ws = Workspace::new();
+    let flows = flows(&ws);
+    let graph = crate::kit::example_text("volume-create", "graph.toml");
+    std::fs::write(flows.join("volume-graph.toml"), graph).unwrap();
+    let server = Served::start(&ws, &flows, &[]);
+
+    // The API says what each task waits for, as the engine computes it.
+    let described = server.get("/v1/flows/volume-graph");
+    let edges = |task: &str| -> Vec<String> {
+        let entry = described["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == task)
+            .unwrap_or_else(|| panic!("{task} in {described}"));
+        let mut deps: Vec<String> = serde_json::from_value(entry["depends_on"].clone())
+            .unwrap_or_else(|e| panic!("{task}: {e}: {entry}"));
+        deps.sort();
+        deps
+    };
+    assert_eq!(edges("extract_volume_request"), Vec::<String>::new());
+    assert_eq!(edges("quota_reserve"), ["extract_volume_request"]);
+    assert_eq!(edges("entry_create"), ["extract_volume_request"]);
+    assert_eq!(edges("quota_commit"), ["entry_create", "quota_reserve"]);
+    assert!(edges("volume_cast").contains(&"quota_commit".to_owned()));
+    let linear = server.get("/v1/flows/volume-create");
+    assert_eq!(
+        linear["tasks"][1]["depends_on"],
+        json!(["extract_volume_request"])
+    );
+
+    // The page draws one arrow per dependency, from the task waited for to the waiting one,
+    // and no chain.
+    let mut browser = Browser::start(1366, 900);
+    browser.open(&format!("{}/flows/volume-graph", server.base));
+    browser.wait_for(
+        "document.querySelectorAll('#graph .node').length === 5",
+        "five tasks drawn",
+    );
+    let total: usize = [
+        "extract_volume_request",
+        "quota_reserve",
+        "entry_create",
+        "quota_commit",
+        "volume_cast",
+    ]
+    .iter()
+    .map(|t| edges(t).len())
+    .sum();
+    assert_eq!(
+        count(&mut browser, "#graph svg path[data-from]") as usize,
+        total
+    );
+    assert_eq!(
+        count(
+            &mut browser,
+            "#graph path[data-from=entry_create][data-to=quota_commit]"
+        ),
+        1
+    );
+    assert_eq!(count(&mut browser, "#chain"), 0);
+    // Dependencies stand left of what waits for them.
+    let left = |browser: &mut Browser, task: &str| {
+        browser
+            .eval(&format!(
+                "document.querySelector('#graph .node[data-node={task}]').getBoundingClientRect().left"
+            ))
+            .as_f64()
+            .unwrap()
+    };
+    assert!(left(&mut browser, "extract_volume_request") < left(&mut browser, "quota_reserve"));
+    assert!(left(&mut browser, "quota_reserve") < left(&mut browser, "quota_commit"));
+    assert_eq!(
+        left(&mut browser, "quota_reserve"),
+        left(&mut browser, "entry_create"),
+        "independent tasks share a column"
+    );
+    browser.screenshot(&screenshots().join("graph-flow.png"));
+    assert!(
+        browser.errors.is_empty(),
+        "the console logged errors: {:#?}",
+        browser.errors
+    );
+}

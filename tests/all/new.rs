@@ -103,6 +103,16 @@ fn a_new_c_project_builds_alone_and_conforms() {
 }
 
 #[test]
+fn a_new_go_project_builds_alone_and_conforms() {
+    assert_conforms("go");
+}
+
+#[test]
+fn a_new_cpp_project_builds_alone_and_conforms() {
+    assert_conforms("cpp");
+}
+
+#[test]
 fn new_refuses_an_existing_folder_and_a_bad_name() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("taken")).unwrap();

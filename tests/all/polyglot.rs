@@ -1,6 +1,6 @@
-//! The same task written in Rust, Python, JavaScript and C: each passes `flowhost conform`,
-//! and `examples/polyglot` chains all four through the store and reverts across them.
-//! The Python, JavaScript and C components come from `plugins/build-polyglot.sh`.
+//! The same task written in Rust, Python, JavaScript, C, Go and C++: each passes `flowhost
+//! conform`, and `examples/polyglot` chains all six through the store and reverts across
+//! them. All but the Rust component come from `plugins/build-polyglot.sh`.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::kit::{assert_contains, assert_exit, example, polyglot, repo_root, stderr, stdout_json};
 
-const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
+const LANGUAGES: [&str; 6] = ["rust", "python", "js", "c", "go", "cpp"];
 
 fn flowhost(args: &[&str]) -> Output {
     crate::kit::flowhost(args).run()
@@ -56,7 +56,7 @@ fn run_json(flow: &Path, extra: &[&str]) -> (Output, Value) {
 }
 
 #[test]
-fn a_value_passes_through_tasks_in_four_languages() {
+fn a_value_passes_through_tasks_in_six_languages() {
     let (_dir, flow) = example("polyglot", "flow.toml");
     let (out, report) = run_json(&flow, &["--store", "note=nightly"]);
     assert_exit(&out, 0);
@@ -68,11 +68,13 @@ fn a_value_passes_through_tasks_in_four_languages() {
             "rust (nightly)",
             "python (nightly)",
             "javascript (nightly)",
-            "c (nightly)"
+            "c (nightly)",
+            "go (nightly)",
+            "cpp (nightly)"
         ])
     );
     let log = stderr(&out);
-    for language in ["rust", "python", "javascript", "c"] {
+    for language in ["rust", "python", "javascript", "c", "go", "cpp"] {
         assert!(
             log.contains(&format!("stamp {language} ({language}): ledger of")),
             "{language} logged:\n{log}"
@@ -81,7 +83,7 @@ fn a_value_passes_through_tasks_in_four_languages() {
 }
 
 #[test]
-fn a_failure_in_the_c_task_reverts_the_tasks_of_every_language() {
+fn a_failure_in_the_cpp_task_reverts_the_tasks_of_every_language() {
     let (_dir, flow) = example("polyglot", "failing.toml");
     let (out, report) = run_json(&flow, &[]);
     let log = stderr(&out);
@@ -98,22 +100,30 @@ fn a_failure_in_the_c_task_reverts_the_tasks_of_every_language() {
             ("rust_stamp", "REVERTED"),
             ("python_stamp", "REVERTED"),
             ("js_stamp", "REVERTED"),
-            ("c_stamp", "REVERTED")
+            ("c_stamp", "REVERTED"),
+            ("go_stamp", "REVERTED"),
+            ("cpp_stamp", "REVERTED")
         ]
     );
-    assert_eq!(tasks[3]["error"]["code"], "asked-to-fail");
-    assert_eq!(tasks[3]["error"]["details"], json!({ "stamp": "c" }));
+    assert_eq!(tasks[5]["error"]["code"], "asked-to-fail");
+    assert_eq!(tasks[5]["error"]["details"], json!({ "stamp": "cpp" }));
     assert!(
         report["store"].get("after_rust").is_none(),
         "reverted results leave the store"
     );
-    for language in ["rust", "python", "javascript"] {
+    for language in ["rust", "python", "javascript", "c", "go"] {
         assert!(
-            log.contains(&format!("stamp {language} ({language}): reverted after a result; flow failures: c_stamp: asked-to-fail")),
+            log.contains(&format!("stamp {language} ({language}): reverted after a result; flow failures: cpp_stamp: asked-to-fail")),
             "{language} reverted:\n{log}"
         );
     }
-    assert_contains(&log, "stamp c (c): reverted after error asked-to-fail");
+    assert_contains(&log, "stamp cpp (cpp): reverted after error asked-to-fail");
+    // Reverts run newest first.
+    let at = |language: &str| {
+        log.find(&format!("stamp {language} ({language}): reverted"))
+            .unwrap()
+    };
+    assert!(at("cpp") < at("go") && at("go") < at("c") && at("c") < at("javascript"));
 }
 
 /// A flow of one `stamp` in `language` told to crash with an uncaught exception.
@@ -128,9 +138,9 @@ fn crashing(language: &str, dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn an_uncaught_python_or_javascript_exception_fails_the_task_naming_it_everywhere() {
+fn an_uncaught_python_javascript_or_go_exception_fails_the_task_naming_it_everywhere() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (language, exception) in [("python", "ValueError"), ("js", "Error")] {
+    for (language, exception) in [("python", "ValueError"), ("js", "Error"), ("go", "panic")] {
         let flow = crashing(language, dir.path());
         let db = dir.path().join("runs.db");
         let (out, report) = run_json(&flow, &["-q", "--db", db.to_str().unwrap()]);
@@ -183,5 +193,17 @@ fn an_uncaught_python_or_javascript_exception_fails_the_task_naming_it_everywher
     assert!(
         traceback.starts_with("Traceback (most recent call last):") && traceback.contains("app.py"),
         "{traceback}"
+    );
+    let (_, report) = run_json(&crashing("go", dir.path()), &["--no-db"]);
+    let error = &report["tasks"][0]["error"];
+    let traceback = error["details"]["traceback"].as_str().unwrap();
+    assert!(
+        traceback.starts_with("goroutine ") && traceback.contains("stamp.go"),
+        "the panic's stack names the task's source: {traceback}"
+    );
+    assert_eq!(error["details"]["language"], "go");
+    assert_contains(
+        error["message"].as_str().unwrap(),
+        "(uncaught Go panic by task `stamp` in execute)",
     );
 }

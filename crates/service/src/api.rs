@@ -243,10 +243,12 @@ async fn flow(
 }
 
 /// A flow as the API shows it: `{name, flow, file, store, tasks: [{name, plugin,
-/// description, requires, optional, provides}]}`, where `requires` and `optional` are the
-/// store names read (after `rebind`; injected arguments are left out) and `provides` the
-/// names stored. A flow whose file does not parse has `error` instead of `tasks`; a task
-/// whose plugin cannot be loaded has `error` instead of its names.
+/// description, requires, optional, provides, depends_on}]}`, where `requires` and
+/// `optional` are the store names read (after `rebind`; injected arguments are left out),
+/// `provides` the names stored and `depends_on` the entries a run waits for before this one
+/// (by the flow's pattern, as `flowhost check` shows them). A flow whose file does not parse
+/// has `error` instead of `tasks`; a task whose plugin cannot be loaded has `error` instead
+/// of its names, and then no task has `depends_on`.
 async fn describe_flow(state: &AppState, name: &str) -> Result<Value, ApiError> {
     let path = state
         .flow_file(name)
@@ -280,9 +282,42 @@ async fn describe_flow(state: &AppState, name: &str) -> Result<Value, ApiError> 
         }
         tasks.push(entry);
     }
+    add_dependencies(state, &spec, &mut tasks).await;
     Ok(
         json!({ "name": name, "flow": spec.name, "file": path, "store": spec.store.keys().collect::<Vec<_>>(), "tasks": tasks }),
     )
+}
+
+/// Sets each task's `depends_on` as the engine computes it when the flow loads. A run's
+/// request may give store names the file does not: every name a task reads and none provides
+/// is taken as given, so that the edges are those of any run that starts. Without every
+/// plugin, or when the flow does not validate, the tasks keep no `depends_on`.
+async fn add_dependencies(state: &AppState, spec: &FlowSpec, tasks: &mut [Value]) {
+    if tasks.iter().any(|t| t.get("error").is_some()) {
+        return;
+    }
+    let names = |key: &str| -> Vec<String> {
+        tasks
+            .iter()
+            .flat_map(|t| t[key].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect()
+    };
+    let provided = names("provides");
+    let mut store = Store::new();
+    for name in names("requires").into_iter().chain(names("optional")) {
+        if !provided.contains(&name) && !spec.store.contains_key(&name) {
+            store.insert(name, Value::Null);
+        }
+    }
+    let Ok(loaded) = state.engine.load(spec, store).await else {
+        return;
+    };
+    for (task, plan) in tasks.iter_mut().zip(loaded.plan()) {
+        if task["name"] == plan.name {
+            task["depends_on"] = json!(plan.depends_on);
+        }
+    }
 }
 
 /// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`).

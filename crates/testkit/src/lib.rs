@@ -48,7 +48,8 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("FLOWHOST_REPO_ROOT"))
 }
 
-/// The kitchen-sink `stamp` task built in `language` (`rust`, `python`, `js`, `c`). The Rust
+/// The kitchen-sink `stamp` task built in `language` (`rust`, `python`, `js`, `c`, `go`,
+/// `cpp`). The Rust
 /// one is built with the other test plugins; the rest by `plugins/build-polyglot.sh`, which
 /// CI runs before the tests.
 pub fn polyglot(language: &str) -> PathBuf {
@@ -79,7 +80,7 @@ pub fn example_text(example: &str, file: &str) -> String {
         .display()
         .to_string();
     let mut text = text.replace("../../plugins/target/wasm32-wasip2/release", &built);
-    for language in ["python", "js", "c"] {
+    for language in ["python", "js", "c", "go", "cpp"] {
         let stamp = format!("../../plugins/{language}/stamp.wasm");
         if text.contains(&stamp) {
             text = text.replace(&stamp, &polyglot(language).display().to_string());

@@ -413,14 +413,53 @@ impl FlowSpec {
         self.limits.fuel.is_some() || self.task_specs().iter().any(|t| t.limits.fuel.is_some())
     }
 
-    /// Resolves a path from the flow file against the flow's folder.
+    /// Resolves a path from the flow file against the flow's folder, normalised
+    /// ([`normalise`]) so that logs and reports name `plugins/x.wasm`, not
+    /// `examples/demo/../../plugins/x.wasm`.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
-            path.to_path_buf()
+            normalise(path)
         } else {
-            self.base_dir.join(path)
+            normalise(&self.base_dir.join(path))
         }
     }
+}
+
+/// `path` without `.` components, and with each `..` removed together with the folder
+/// before it, unless that folder is a symbolic link: `link/..` is the link target's parent,
+/// not the folder holding the link, so there the `..` stays and the path still names the
+/// same file. Costs one `lstat` per `..`, and none for paths without one.
+pub fn normalise(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    // How many trailing components of `out` are folders a `..` may cancel.
+    let mut cancellable = 0usize;
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if cancellable > 0
+                    && !out
+                        .symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                out.pop();
+                cancellable -= 1;
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                cancellable += 1;
+            }
+            other => {
+                out.push(other);
+                cancellable = 0;
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 impl TaskSpec {
@@ -566,4 +605,45 @@ fn oversized(literal: &str) -> bool {
         && unsigned.bytes().all(|b| b.is_ascii_digit())
         && digits.trim_start_matches('+').parse::<i64>().is_err()
         && digits.trim_start_matches('+').parse::<u64>().is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_plugin_path_is_resolved_without_dot_dot() {
+        let flow = FlowSpec {
+            base_dir: PathBuf::from("examples/volume-create"),
+            ..FlowSpec::linear("demo")
+        };
+        assert_eq!(
+            flow.resolve(Path::new("../../plugins/./target/stamp.wasm")),
+            Path::new("plugins/target/stamp.wasm")
+        );
+        assert_eq!(
+            flow.resolve(Path::new("../../../x.wasm")),
+            Path::new("../x.wasm")
+        );
+        assert_eq!(
+            flow.resolve(Path::new("/opt/a/../b.wasm")),
+            Path::new("/opt/b.wasm")
+        );
+        assert_eq!(normalise(Path::new("a/..")), Path::new("."));
+    }
+
+    #[test]
+    fn dot_dot_after_a_symbolic_link_is_kept() {
+        let dir = std::env::temp_dir().join(format!("flowhost-normalise-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real/inner")).unwrap();
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(dir.join("real/inner"), &link).unwrap();
+        // link/.. is real/, not dir/: lexically dropping it would name another file.
+        assert_eq!(
+            normalise(&link.join("../x.wasm")),
+            dir.join("link/../x.wasm")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

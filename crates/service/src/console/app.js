@@ -319,23 +319,83 @@ async function flowPage(main, name) {
     else showError(main, error);
     return () => {};
   }
-  // Each step carries the arrow leading into it, so a wrapped chain starts its line with one.
-  const nodes = (flow.tasks || []).map((task, i) => el("div", { class: "step" },
-    i > 0 ? el("div", { class: "arrow", "aria-hidden": "true" }, "→") : null,
-    el("div", { class: "node", "data-node": task.name },
-      el("h3", {}, `${i + 1}. ${task.name}`),
-      task.description ? el("div", { class: "muted", style: { fontSize: ".78rem", marginBottom: ".3rem" } }, task.description) : null,
-      task.error ? el("div", { class: "error" }, task.error) : [
-        el("div", { class: "io" }, el("b", {}, "requires "), (task.requires || []).join(", ") || "—"),
-        (task.optional || []).length ? el("div", { class: "io" }, el("b", {}, "optional "), task.optional.join(", ")) : null,
-        el("div", { class: "io" }, el("b", {}, "provides "), (task.provides || []).join(", ") || "—")])));
+  const tasks = flow.tasks || [];
+  const node = (task, i) => el("div", { class: "node", "data-node": task.name },
+    el("h3", {}, `${i + 1}. ${task.name}`),
+    task.description ? el("div", { class: "muted", style: { fontSize: ".78rem", marginBottom: ".3rem" } }, task.description) : null,
+    task.error ? el("div", { class: "error" }, task.error) : [
+      el("div", { class: "io" }, el("b", {}, "requires "), (task.requires || []).join(", ") || "—"),
+      (task.optional || []).length ? el("div", { class: "io" }, el("b", {}, "optional "), task.optional.join(", ")) : null,
+      el("div", { class: "io" }, el("b", {}, "provides "), (task.provides || []).join(", ") || "—")]);
+  // A flow whose every task waits for the one before it (a linear flow, or no `depends_on`
+  // known) is drawn as a chain; any other as its dependency graph.
+  const chain = tasks.every((task, i) => !task.depends_on ||
+    (task.depends_on.length === (i ? 1 : 0) && (!i || task.depends_on[0] === tasks[i - 1].name)));
+  let drawing, draw = () => {}, stop = () => {};
+  if (chain) {
+    // Each step carries the arrow leading into it, so a wrapped chain starts its line with one.
+    drawing = el("div", { class: "chain", id: "chain" }, tasks.map((task, i) => el("div", { class: "step" },
+      i > 0 ? el("div", { class: "arrow", "aria-hidden": "true" }, "→") : null, node(task, i))));
+  } else {
+    ({ drawing, draw, stop } = dependencyGraph(tasks, node));
+  }
   main.replaceChildren(
     el("h1", {}, "Flow ", el("span", { class: "mono" }, flow.flow || flow.name), el("span", { class: "muted" }, flow.file)),
-    flow.error ? el("div", { class: "error" }, flow.error) : el("section", { class: "panel" }, el("h2", {}, "Tasks, in order"),
-      el("div", { class: "chain", id: "chain" }, nodes)),
+    flow.error ? el("div", { class: "error" }, flow.error) : el("section", { class: "panel" },
+      el("h2", {}, chain ? "Tasks, in order" : "Tasks, each after those it depends on"), drawing),
     el("section", { class: "panel" }, el("h2", {}, "Initial store names"), el("p", { class: "mono" }, (flow.store || []).join(", ") || "—")),
     el("p", {}, link(`/?flow=${encodeURIComponent(flow.flow || flow.name)}`, "Runs of this flow")));
-  return () => {};
+  draw();
+  return stop;
+}
+
+// Tasks in columns, each one column right of the deepest task it depends on, with an arrow
+// from every dependency (`depends_on`) to its dependent. The arrows are drawn over the laid
+// out nodes (`draw`, once the drawing is in the page) and again whenever the window resizes.
+function dependencyGraph(tasks, node) {
+  const index = new Map(tasks.map((task, i) => [task.name, i]));
+  const depth = [];
+  const depthOf = (i) => {
+    if (depth[i] === undefined) {
+      depth[i] = 0; // a cycle cannot validate, but must not hang the page
+      depth[i] = Math.max(0, ...(tasks[i].depends_on || []).filter((d) => index.has(d)).map((d) => depthOf(index.get(d)) + 1));
+    }
+    return depth[i];
+  };
+  const columns = [];
+  tasks.forEach((task, i) => (columns[depthOf(i)] ||= []).push(node(task, i)));
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "edges");
+  svg.setAttribute("aria-hidden", "true");
+  const drawing = el("div", { class: "graph", id: "graph" }, svg,
+    columns.map((nodes) => el("div", { class: "layer" }, nodes)));
+  const draw = () => {
+    const box = drawing.getBoundingClientRect();
+    svg.setAttribute("width", drawing.scrollWidth);
+    svg.setAttribute("height", drawing.scrollHeight);
+    const marker = '<defs><marker id="arrowhead" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z"/></marker></defs>';
+    svg.innerHTML = marker;
+    for (const task of tasks) {
+      const to = drawing.querySelector(`.node[data-node="${CSS.escape(task.name)}"]`).getBoundingClientRect();
+      for (const dep of task.depends_on || []) {
+        const fromNode = drawing.querySelector(`.node[data-node="${CSS.escape(dep)}"]`);
+        if (!fromNode) continue;
+        const from = fromNode.getBoundingClientRect();
+        const left = box.left - drawing.scrollLeft, top = box.top - drawing.scrollTop;
+        const x1 = from.right - left, y1 = from.top + from.height / 2 - top;
+        const x2 = to.left - left, y2 = to.top + to.height / 2 - top;
+        const bend = Math.max(20, (x2 - x1) / 2);
+        const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+        path.setAttribute("d", `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`);
+        path.setAttribute("marker-end", "url(#arrowhead)");
+        path.setAttribute("data-from", dep);
+        path.setAttribute("data-to", task.name);
+        svg.append(path);
+      }
+    }
+  };
+  window.addEventListener("resize", draw);
+  return { drawing, draw, stop: () => window.removeEventListener("resize", draw) };
 }
 
 // ---- routing ----------------------------------------------------------------------------

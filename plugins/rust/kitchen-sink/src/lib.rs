@@ -2,7 +2,7 @@
 //!
 //! It exercises every part of the flowhost task contract (0.2): required and optional
 //! arguments, config, a result stored in the flow's store, error codes with details, log lines
-//! on stderr, structured logs, progress, the invocation, and revert with a result. The same task exists in Python, JavaScript and C (see
+//! on stderr, structured logs, progress, the invocation, and revert with a result. The same task exists in Python, JavaScript, C, Go and C++ (see
 //! plugins/README.md); `flowhost_guest` turns malformed arguments and config into
 //! `invalid-args` / `invalid-config` task-errors.
 
