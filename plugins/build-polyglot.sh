@@ -5,6 +5,9 @@
 #   python  plugins/python/stamp.wasm   (componentize-py 0.25.1 from PyPI, in plugins/python/.venv)
 #   js      plugins/js/stamp.wasm       (componentize-js 0.23.0 from npm, plugins/js/package-lock.json)
 #   c       plugins/c/stamp.wasm        (Debian clang 14 + wasi-libc, the Rust toolchain's wasm-component-ld)
+# and the tasks of other languages the tests call services with:
+#   python  plugins/python/fetch.wasm   (flowhost_task.http, the world `plugin-http`)
+#   js      plugins/volume-service/js/{entry_create,volume_cast}.wasm   (examples/volume-service)
 # Then check each with `flowhost conform`:
 #   for l in python js c; do target/debug/flowhost conform plugins/$l/stamp.wasm --cases plugins/stamp.cases.toml; done
 set -euo pipefail
@@ -20,4 +23,5 @@ step cargo build --quiet --release --locked -p kitchen-sink
 step python/build.sh
 step js/build.sh
 step c/build.sh
+step volume-service/js/build.sh
 echo "build-polyglot: all four built in $((SECONDS - started)) s" >&2
