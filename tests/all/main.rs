@@ -28,5 +28,6 @@ mod serve;
 mod subflows;
 mod validation;
 mod volume_create;
+mod volume_service;
 mod warm;
 mod workers;
