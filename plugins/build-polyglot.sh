@@ -9,6 +9,9 @@
 #                                        preview1 adapter of wasmtime 48.0.8, in the shared tool
 #                                        cache $FLOWHOST_TOOLS, default ~/.cache/flowhost/tools)
 #   cpp     plugins/cpp/stamp.wasm      (Debian clang 19 + libc++, the Rust toolchain's wasm-component-ld)
+# and the tasks of other languages the tests call services with:
+#   python  plugins/python/fetch.wasm   (flowhost_task.http, the world `plugin-http`)
+#   js      plugins/volume-service/js/{entry_create,volume_cast}.wasm   (examples/volume-service)
 # Then check each with `flowhost conform`:
 #   for l in python js c go cpp; do target/debug/flowhost conform plugins/$l/stamp.wasm --cases plugins/stamp.cases.toml; done
 set -euo pipefail
@@ -26,4 +29,5 @@ step js/build.sh
 step c/build.sh
 step go/build.sh >/dev/null
 step cpp/build.sh >/dev/null
-echo "build-polyglot: all six built in $((SECONDS - started)) s" >&2
+step volume-service/js/build.sh
+echo "build-polyglot: all built in $((SECONDS - started)) s" >&2

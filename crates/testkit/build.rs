@@ -17,6 +17,7 @@ fn main() {
         "Cargo.lock",
         "rust",
         "volume-create",
+        "volume-service",
         "testing",
         ".cargo",
     ] {

@@ -26,11 +26,15 @@ Declare the task once and write plain functions; the helper does the contract's 
 - `outcome` is {"result": <value>} or {"error": {code, message, details}}; `failures` a list
   of {task, code, message, details}.
 - `invocation()` gives {run_id, task, attempt}, for idempotency keys.
+- `http.request(method, url, headers=, body=, json=)` calls a service (see `http`); only a
+  component built for the world `plugin-http` (build.sh's `--http`) can: a task built for
+  `plugin` imports no wasi:http at all.
 """
 
 import json
 import sys
 import traceback
+from urllib.parse import urlsplit
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -39,7 +43,7 @@ from wit_world.exports.task import TaskError as _WitTaskError
 from wit_world.exports.task import TaskInfo as _WitTaskInfo
 from wit_world.imports import host as _host
 
-__all__ = ["TaskError", "define_task", "invocation", "log", "progress"]
+__all__ = ["Response", "TaskError", "define_task", "http", "invocation", "log", "progress"]
 
 
 class TaskError(Exception):
@@ -178,3 +182,320 @@ def define_task(name, version, execute, revert=None, description="", requires=()
             return _guarded(run, "revert")
 
     return Task
+
+
+# --- Calling services -----------------------------------------------------------------------
+
+
+class Response:
+    """An HTTP response: any status, its headers and the whole body.
+
+    `status` (int), `headers` (dict of lowercase name -> value; a repeated header's values
+    joined with ", "), `body` (bytes); `text()`, `json()` (`invalid-response` when the body is
+    not JSON) and `raise_for_status()`.
+    """
+
+    def __init__(self, status, headers, body, method="GET", url=""):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.method = method
+        self.url = url
+
+    def __repr__(self):
+        return f"Response({self.status}, {len(self.body)} bytes from {self.method} {self.url})"
+
+    def text(self):
+        """The body as text (invalid UTF-8 replaced)."""
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self):
+        """The body parsed as JSON; `invalid-response` when it is not."""
+        try:
+            return json.loads(self.body)
+        except ValueError as error:
+            raise TaskError(
+                "invalid-response",
+                f"{self.method} {self.url} answered {self.status} with a body that is not JSON: {error}",
+                self._details(),
+            )
+
+    def raise_for_status(self):
+        """Returns the response when its status is below 400; otherwise raises `TaskError`:
+        `unavailable` for 429, 502, 503 and 504 (the code retry policies name), `http-status`
+        for the rest, with {method, url, status, body} as details."""
+        if self.status < 400:
+            return self
+        code = "unavailable" if self.status in (429, 502, 503, 504) else "http-status"
+        raise TaskError(code, f"{self.method} {self.url} answered {self.status}", self._details())
+
+    def _details(self):
+        text = self.text()[:2048]
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = text
+        return {"method": self.method, "url": self.url, "status": self.status, "body": body}
+
+
+# The WIT names of wasi:http's `error-code` cases, by the binding's class name.
+_WASI_NAMES = {
+    "DnsTimeout": "DNS-timeout",
+    "DnsError": "DNS-error",
+    "DestinationNotFound": "destination-not-found",
+    "DestinationUnavailable": "destination-unavailable",
+    "DestinationIpProhibited": "destination-IP-prohibited",
+    "DestinationIpUnroutable": "destination-IP-unroutable",
+    "ConnectionRefused": "connection-refused",
+    "ConnectionTerminated": "connection-terminated",
+    "ConnectionTimeout": "connection-timeout",
+    "ConnectionReadTimeout": "connection-read-timeout",
+    "ConnectionWriteTimeout": "connection-write-timeout",
+    "ConnectionLimitReached": "connection-limit-reached",
+    "TlsProtocolError": "TLS-protocol-error",
+    "TlsCertificateError": "TLS-certificate-error",
+    "TlsAlertReceived": "TLS-alert-received",
+    "HttpRequestDenied": "HTTP-request-denied",
+    "HttpRequestLengthRequired": "HTTP-request-length-required",
+    "HttpRequestBodySize": "HTTP-request-body-size",
+    "HttpRequestMethodInvalid": "HTTP-request-method-invalid",
+    "HttpRequestUriInvalid": "HTTP-request-URI-invalid",
+    "HttpRequestUriTooLong": "HTTP-request-URI-too-long",
+    "HttpRequestHeaderSectionSize": "HTTP-request-header-section-size",
+    "HttpRequestHeaderSize": "HTTP-request-header-size",
+    "HttpRequestTrailerSectionSize": "HTTP-request-trailer-section-size",
+    "HttpRequestTrailerSize": "HTTP-request-trailer-size",
+    "HttpResponseIncomplete": "HTTP-response-incomplete",
+    "HttpResponseHeaderSectionSize": "HTTP-response-header-section-size",
+    "HttpResponseHeaderSize": "HTTP-response-header-size",
+    "HttpResponseBodySize": "HTTP-response-body-size",
+    "HttpResponseTrailerSectionSize": "HTTP-response-trailer-section-size",
+    "HttpResponseTrailerSize": "HTTP-response-trailer-size",
+    "HttpResponseTransferCoding": "HTTP-response-transfer-coding",
+    "HttpResponseContentCoding": "HTTP-response-content-coding",
+    "HttpResponseTimeout": "HTTP-response-timeout",
+    "HttpUpgradeFailed": "HTTP-upgrade-failed",
+    "HttpProtocolError": "HTTP-protocol-error",
+    "LoopDetected": "loop-detected",
+    "ConfigurationError": "configuration-error",
+    "InternalError": "internal-error",
+}
+
+# wasi:http errors that mean "the service could not be reached or did not answer in time".
+_UNAVAILABLE = {
+    "DNS-timeout", "destination-unavailable", "connection-refused", "connection-terminated",
+    "connection-timeout", "connection-read-timeout", "connection-write-timeout",
+    "connection-limit-reached", "HTTP-response-incomplete", "HTTP-response-timeout",
+}
+_INVALID = {
+    "HTTP-request-method-invalid", "HTTP-request-URI-invalid", "HTTP-request-URI-too-long",
+    "HTTP-request-length-required",
+}
+_BODYLESS = {"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"}
+_dumps = json.dumps
+
+
+def _wasi_bindings():
+    """The wasi:http bindings, which exist only in a component built for `plugin-http`."""
+    try:
+        from wit_world.imports import outgoing_handler, streams, types
+    except ImportError:
+        raise RuntimeError(
+            "flowhost_task.http needs wasi:http: build the component for the world "
+            "`plugin-http` (build.sh --http), and grant the origins in the flow entry "
+            "(`net = { http = [...] }`)"
+        ) from None
+    return outgoing_handler, streams, types
+
+
+class _Http:
+    """One-line HTTP calls through wasi:http, to the origins the flow entry grants
+    (`net = { http = ["https://api.example.org/v3/"] }`):
+
+        from flowhost_task import http
+
+        volume = http.post(url, json={"size": 10},
+                           headers={"authorization": "Bearer " + http.secret("api_token")}
+                           ).raise_for_status().json()
+        page = http.request("GET", "https://status.example.org/", headers={"accept": "text/html"})
+
+    A request that gets no answer raises `TaskError` with details {method, url, wasi_error}
+    (the `error-code` case's WIT name): `http-denied` (the flow does not grant the origin:
+    HTTP-request-denied), `unavailable` (refused, timed out, unreachable), `invalid-request`
+    (a URL, method or header the request cannot carry), `http-error` (the rest). Secrets are
+    named, never read: `http.secret("api_token")` is the placeholder `{{secret:api_token}}`,
+    which the host fills in on the way to a granted origin.
+    """
+
+    @staticmethod
+    def secret(name):
+        """The placeholder of the flow's secret `name`, for a header value."""
+        return "{{secret:" + name + "}}"
+
+    def get(self, url, headers=None):
+        """`GET url`."""
+        return self.request("GET", url, headers=headers)
+
+    def post(self, url, headers=None, body=None, json=None):
+        """`POST url` with a body (bytes or str) or a JSON value."""
+        return self.request("POST", url, headers=headers, body=body, json=json)
+
+    def put(self, url, headers=None, body=None, json=None):
+        """`PUT url` with a body (bytes or str) or a JSON value."""
+        return self.request("PUT", url, headers=headers, body=body, json=json)
+
+    def delete(self, url, headers=None):
+        """`DELETE url`."""
+        return self.request("DELETE", url, headers=headers)
+
+    def request(self, method, url, headers=None, body=None, json=None):
+        """Sends `method url` with `headers` (a dict or (name, value) pairs) and `body`
+        (bytes or str) or `json` (any JSON-able value, sent with `content-type:
+        application/json` unless a header says otherwise); reads the whole response.
+        Returns a `Response` whatever its status."""
+        method = str(method).upper()
+        url = str(url)
+        pairs = list(headers.items() if isinstance(headers, dict) else headers or [])
+        pairs = [(str(name), str(value)) for name, value in pairs]
+        named = {name.lower() for name, _ in pairs}
+
+        def failure(code, message, wasi=None):
+            details = {"method": method, "url": url}
+            if wasi is not None:
+                details["wasi_error"] = wasi
+            return TaskError(code, message, details)
+
+        if json is not None:
+            if body is not None:
+                raise failure("invalid-request", f"{method} {url}: give `body` or `json`, not both")
+            body = _dumps(json).encode()
+            if "content-type" not in named:
+                pairs.append(("content-type", "application/json"))
+        elif isinstance(body, str):
+            body = body.encode()
+        # Sized, not chunked: some servers (Python's http.server) read only sized bodies; a
+        # DELETE or POST without a body says so rather than sending an empty chunked one.
+        length = len(body) if body is not None else (None if method in _BODYLESS else 0)
+        if length is not None and "content-length" not in named:
+            pairs.append(("content-length", str(length)))
+
+        try:
+            scheme, authority, path = _split_url(url)
+        except ValueError as why:
+            raise failure("invalid-request", f"{method} {url}: {why}")
+        outgoing_handler, streams, types = _wasi_bindings()
+
+        def wasi_failure(code):
+            name = _WASI_NAMES.get(type(code).__name__.removeprefix("ErrorCode_"), "internal-error")
+            if name == "HTTP-request-denied":
+                message = (f"{method} {url}: HTTP-request-denied: the task's flow entry does not "
+                           "grant this origin (`net = { http = [...] }`)")
+                return failure("http-denied", message, name)
+            detail = getattr(code, "value", None)
+            detail = f" ({detail})" if isinstance(detail, (str, int)) else ""
+            task_code = "unavailable" if name in _UNAVAILABLE else (
+                "invalid-request" if name in _INVALID else "http-error")
+            return failure(task_code, f"{method} {url} failed: {name}{detail}", name)
+
+        def stream_failure(error, doing):
+            if isinstance(error, streams.StreamError_LastOperationFailed):
+                code = types.http_error_code(error.value)
+                if code is not None:
+                    return wasi_failure(code)
+            return failure("http-error", f"{method} {url}: {doing}")
+
+        fields = types.Fields()
+        for name, value in pairs:
+            try:
+                fields.append(name, value.encode())
+            except Err as error:
+                why = {"HeaderError_Forbidden": "forbidden (set by the host)",
+                       "HeaderError_Immutable": "immutable"}.get(type(error.value).__name__, "invalid syntax")
+                raise failure("invalid-request", f"{method} {url}: header `{name}`: {why}")
+        request = types.OutgoingRequest(fields)
+        standard = {"GET": types.Method_Get, "HEAD": types.Method_Head, "POST": types.Method_Post,
+                    "PUT": types.Method_Put, "DELETE": types.Method_Delete,
+                    "CONNECT": types.Method_Connect, "OPTIONS": types.Method_Options,
+                    "TRACE": types.Method_Trace, "PATCH": types.Method_Patch}
+        try:
+            request.set_method(standard[method]() if method in standard else types.Method_Other(method))
+        except Err:
+            raise failure("invalid-request", f"method `{method}` is not valid")
+        try:
+            request.set_scheme(types.Scheme_Https() if scheme == "https" else types.Scheme_Http())
+            request.set_authority(authority)
+            request.set_path_with_query(path)
+        except Err:
+            raise failure("invalid-request", f"{method} {url}: the URL cannot be sent")
+        outgoing = request.body()
+        try:
+            future = outgoing_handler.handle(request, None)
+        except Err as error:
+            raise wasi_failure(error.value)
+
+        # Write the body, then wait for the response; a failed write is reported only if the
+        # response does not say why (the host refused or dropped the request).
+        write_failed = None
+        if body:
+            try:
+                with outgoing.write() as stream:
+                    for start in range(0, len(body), 4096):
+                        stream.blocking_write_and_flush(body[start:start + 4096])
+            except Err as error:
+                write_failed = stream_failure(error.value, "the request body could not be sent")
+        try:
+            types.OutgoingBody.finish(outgoing, None)
+        except Err as error:
+            write_failed = write_failed or wasi_failure(error.value)
+
+        with future:
+            with future.subscribe() as ready:
+                ready.block()
+            answer = future.get()
+        if answer is None or isinstance(answer, Err):
+            raise failure("http-error", f"{method} {url}: no response")
+        if isinstance(answer.value, Err):
+            raise wasi_failure(answer.value.value)
+        if write_failed is not None:
+            raise write_failed
+        with answer.value.value as response:
+            status = response.status()
+            received = {}
+            with response.headers() as fields:
+                for name, value in fields.entries():
+                    name = name.lower()
+                    value = value.decode("utf-8", errors="replace")
+                    received[name] = f"{received[name]}, {value}" if name in received else value
+            chunks = []
+            with response.consume() as incoming:
+                with incoming.stream() as stream:
+                    while True:
+                        try:
+                            chunks.append(stream.blocking_read(64 * 1024))
+                        except Err as error:
+                            if isinstance(error.value, streams.StreamError_Closed):
+                                break
+                            raise stream_failure(error.value, "reading the response body failed")
+        return Response(status, received, b"".join(chunks), method, url)
+
+
+def _split_url(url):
+    """`scheme, authority, path_with_query` of an http(s) URL (a fragment is dropped, the
+    path defaults to `/`)."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError("the URL holds whitespace or control characters")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if "://" not in url:
+        raise ValueError("the URL has no scheme (`http://` or `https://`)")
+    if scheme not in ("http", "https"):
+        raise ValueError(f"scheme `{scheme}` is not http or https")
+    if not parts.netloc or "@" in parts.netloc:
+        raise ValueError("the URL names no host (or has user info)")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return scheme, parts.netloc, path
+
+
+http = _Http()

@@ -32,5 +32,6 @@ mod serve_hardening;
 mod subflows;
 mod validation;
 mod volume_create;
+mod volume_service;
 mod warm;
 mod workers;

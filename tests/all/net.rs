@@ -6,9 +6,13 @@
 use std::path::Path;
 
 use flowhost_testkit::net::{Behaviour, Server, TestCa};
+use flowhost_testkit::serving::Served;
 use serde_json::{Value, json};
 
-use crate::kit::{assert_exit, flowhost, plugin, stderr, stdout, stdout_json};
+use crate::kit::{
+    Postgres, Workspace, assert_exit, flowhost, plugin, polyglot, polyglot_built, repo_root,
+    stderr, stdout, stdout_json,
+};
 
 /// A one-task flow running net-probe with `entry` (TOML lines) added to the task, and
 /// `top` (TOML lines) before it.
@@ -436,4 +440,334 @@ fn conform_passes_a_plugin_that_imports_the_network_and_names_its_interfaces() {
         text.contains("network interfaces: `wasi:sockets/") && !text.contains("wasi:http"),
         "{text}"
     );
+}
+
+/// A one-task flow running the Python `fetch` task (`plugins/python/fetch.py`, one call of
+/// `flowhost_task.http.request`) with `entry` (TOML lines) added to the task and `top`
+/// before it.
+fn python_flow(dir: &Path, top: &str, entry: &str) -> std::path::PathBuf {
+    let path = dir.join("flow.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"python-net\"\n{top}\n[[task]]\nname = \"fetch\"\nplugin = {:?}\n{entry}\n",
+            polyglot_built("python/fetch.wasm")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_python_task_calls_a_granted_service_in_one_line_and_a_denied_origin_fails_as_a_task_error() {
+    const SECRET: &str = "py-s3cr3t-token-value";
+    let server = Server::start(Behaviour::Echo);
+    let other = Server::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let port = server.port();
+    let flow = python_flow(
+        dir.path(),
+        "[secrets]\napi_token = { env = \"API_TOKEN\" }",
+        &format!("net = {{ http = [\"http://127.0.0.1:{port}/v3/\"] }}\nsecrets = [\"api_token\"]"),
+    );
+    let run = |request: Value| {
+        flowhost([
+            "run",
+            &flow.display().to_string(),
+            "--no-db",
+            "--json",
+            "--store",
+            &format!("request={request}"),
+        ])
+        .env("API_TOKEN", SECRET)
+        .run()
+    };
+
+    let output = run(json!({
+        "method": "POST",
+        "url": format!("http://127.0.0.1:{port}/v3/volumes?zone=nova"),
+        "headers": { "authorization": "Bearer {{secret:api_token}}" },
+        "json": { "size": 10 },
+    }));
+    assert_exit(&output, 0);
+    let report = stdout_json(&output);
+    let response = &report["store"]["response"];
+    assert_eq!(response["status"], 200, "{report}");
+    assert_eq!(response["headers"]["content-type"], "application/json");
+    let echoed: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echoed["path"], "/v3/volumes?zone=nova");
+    assert_eq!(
+        echoed["headers"]["authorization"], "Bearer [secret api_token]",
+        "what the task returned of the secret is redacted"
+    );
+    let received = server.requests();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["method"], "POST");
+    assert_eq!(
+        received[0]["headers"]["authorization"],
+        format!("Bearer {SECRET}"),
+        "the server got the value the host filled in"
+    );
+    assert_eq!(received[0]["headers"]["content-type"], "application/json");
+    assert_eq!(received[0]["headers"]["content-length"], "12");
+    assert_eq!(received[0]["body"], r#"{"size": 10}"#);
+    assert!(!stdout(&output).contains(SECRET) && !stderr(&output).contains(SECRET));
+
+    // A POST with a body to a port the entry does not grant: refused before connecting,
+    // and the task sees a TaskError it could catch, not a trap.
+    let output = run(json!({
+        "method": "POST",
+        "url": format!("http://127.0.0.1:{}/v3/volumes", other.port()),
+        "json": { "size": 10 },
+    }));
+    assert_exit(&output, 1);
+    let report = stdout_json(&output);
+    let error = &report["tasks"][0]["error"];
+    assert_eq!(error["code"], "http-denied", "{report}");
+    assert_eq!(error["details"]["wasi_error"], "HTTP-request-denied");
+    assert_eq!(error["details"]["method"], "POST");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not grant this origin"),
+        "{error}"
+    );
+    assert_eq!(
+        other.accepted(),
+        0,
+        "the denied origin was never connected to"
+    );
+
+    // A path outside the granted prefix, on the granted port: the same refusal.
+    let output = run(json!({ "url": format!("http://127.0.0.1:{port}/admin") }));
+    assert_exit(&output, 1);
+    assert_eq!(
+        stdout_json(&output)["tasks"][0]["error"]["code"],
+        "http-denied"
+    );
+    assert_eq!(server.accepted(), 1, "only the granted request reached it");
+}
+
+#[test]
+fn only_python_tasks_built_for_http_import_it_so_the_kitchen_sink_needs_no_grant() {
+    let output = flowhost([
+        "conform",
+        &polyglot_built("python/fetch.wasm").display().to_string(),
+    ])
+    .run();
+    let text = stdout(&output);
+    assert!(
+        text.contains("network interfaces: `wasi:http/types@0.2")
+            && text.contains("`wasi:http/outgoing-handler@0.2"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wasi:sockets"),
+        "the helper imports wasi:http only: {text}"
+    );
+    let output = flowhost([
+        "conform",
+        &polyglot("python").display().to_string(),
+        "--cases",
+        &repo_root()
+            .join("plugins/stamp.cases.toml")
+            .display()
+            .to_string(),
+    ])
+    .run();
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("no network interface"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+/// The secret a task's request carries in these tests, and a flow granting `server` that
+/// reads it from `source` (`env = "QUOTA_TOKEN"`, `file = "…"`): net-probe sends
+/// `Authorization: Bearer {{secret:quota_token}}` to the server and returns the echo (the
+/// server's copy of the header, redacted by the host).
+const SECRET: &str = "s3cr3t-quota-token-value";
+
+fn secret_flow(dir: &Path, server: &Server, source: &str) -> std::path::PathBuf {
+    net_flow(
+        dir,
+        &format!(
+            "[secrets]\nquota_token = {{ {source} }}\n[store]\nhttp = [{{ url = \"http://127.0.0.1:{}/echo\", headers = {{ authorization = \"Bearer {{{{secret:quota_token}}}}\" }} }}]",
+            server.port()
+        ),
+        &format!(
+            "net = {{ http = [\"http://127.0.0.1:{}\"] }}\nsecrets = [\"quota_token\"]",
+            server.port()
+        ),
+    )
+}
+
+/// Whether `bytes` hold the secret's bytes anywhere.
+fn holds_secret(bytes: &[u8]) -> bool {
+    bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes())
+}
+
+#[test]
+fn a_postgresql_dump_of_the_run_database_never_holds_the_secret() {
+    let pg = Postgres::start();
+    let server = Server::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let flow = secret_flow(dir.path(), &server, "env = \"QUOTA_TOKEN\"");
+    let output = flowhost([
+        "-vv",
+        "run",
+        &flow.display().to_string(),
+        "--db",
+        &pg.url(),
+        "--json",
+    ])
+    .env("QUOTA_TOKEN", SECRET)
+    .run();
+    assert_exit(&output, 0);
+    assert_eq!(
+        server.requests()[0]["headers"]["authorization"],
+        format!("Bearer {SECRET}"),
+        "the request carried the value"
+    );
+    let dump = pg.dump();
+    let run_id = stdout_json(&output)["run_id"].as_str().unwrap().to_owned();
+    assert!(
+        dump.contains(&run_id) && dump.contains("[secret quota_token]"),
+        "the dump holds the run, the echo redacted: {}",
+        &dump[..dump.len().min(2000)]
+    );
+    assert!(!holds_secret(dump.as_bytes()), "the dump holds the secret");
+    assert!(!holds_secret(&output.stdout) && !holds_secret(&output.stderr));
+}
+
+#[test]
+fn no_serve_route_shows_the_secret_with_or_without_the_token() {
+    let server = Server::start(Behaviour::Echo);
+    let ws = Workspace::new();
+    let flows = ws.path("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    // A file secret: serve reads it when a run starts, from beside the flow file.
+    std::fs::write(flows.join("quota_token.txt"), format!("{SECRET}\n")).unwrap();
+    let flow = secret_flow(&flows, &server, "file = \"quota_token.txt\"");
+    std::fs::rename(&flow, flows.join("net.toml")).unwrap();
+    let token = "serve-api-token-0123456789";
+    std::fs::write(ws.path("token"), format!("{token}\n")).unwrap();
+    let served = Served::start(
+        &ws,
+        &flows,
+        &["--token-file", ws.path("token").to_str().unwrap()],
+    );
+    let (status, started) = served.post("/v1/flows/net/runs", "{}", Some(token));
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let run = served.wait_finished(&id);
+    assert_eq!(run["state"], "SUCCESS", "{run}");
+    assert_eq!(
+        server.requests()[0]["headers"]["authorization"],
+        format!("Bearer {SECRET}"),
+        "the request carried the value"
+    );
+
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = ureq::get(&served.url(path));
+        if let Some(token) = token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        match request.call() {
+            Ok(response) => (response.status(), response.into_string().unwrap()),
+            Err(ureq::Error::Status(status, response)) => {
+                (status, response.into_string().unwrap_or_default())
+            }
+            Err(error) => panic!("GET {path}: {error}"),
+        }
+    };
+    let routes = [
+        "/v1/runs".to_owned(),
+        format!("/v1/runs/{id}"),
+        format!("/v1/runs/{id}/store/net"),
+        format!("/v1/runs/{id}/store/http"),
+        format!("/v1/runs/{id}/events"),
+        "/v1/flows".to_owned(),
+        "/v1/flows/net".to_owned(),
+        "/metrics".to_owned(),
+    ];
+    let mut redacted_seen = false;
+    for presented in [None, Some(token)] {
+        for route in &routes {
+            let (status, body) = get(route, presented);
+            assert!(
+                !holds_secret(body.as_bytes()),
+                "{route} (token {presented:?}, {status}) shows the secret"
+            );
+            if presented.is_some() {
+                assert_eq!(status, 200, "{route}: {body}");
+                redacted_seen |= body.contains("[secret quota_token]");
+            }
+        }
+    }
+    assert!(
+        redacted_seen,
+        "with the token the run's values are shown, the echoed secret redacted"
+    );
+    let log = std::fs::read(ws.path("serve.log")).unwrap();
+    assert!(!holds_secret(&log), "serve's log holds the secret");
+}
+
+#[test]
+fn a_replay_reads_the_secret_afresh_from_the_environment_never_from_the_record() {
+    let server = Server::start(Behaviour::Echo);
+    let dir = tempfile::tempdir().unwrap();
+    let flow = secret_flow(dir.path(), &server, "env = \"QUOTA_TOKEN\"");
+    let db = dir.path().join("runs.db").display().to_string();
+    let output = flowhost(["run", &flow.display().to_string(), "--db", &db, "--json"])
+        .env("QUOTA_TOKEN", SECRET)
+        .run();
+    assert_exit(&output, 0);
+    let run_id = stdout_json(&output)["run_id"].as_str().unwrap().to_owned();
+    let probe = plugin("net_probe").display().to_string();
+    let replay = |env: Option<&str>| {
+        let mut command = flowhost([
+            "call",
+            &probe,
+            "execute",
+            "--from-run",
+            &run_id,
+            "--task",
+            "probe",
+            "--db",
+            &db,
+        ]);
+        if let Some(value) = env {
+            command = command.env("QUOTA_TOKEN", value);
+        }
+        command.run()
+    };
+
+    let refused = replay(None);
+    assert_exit(&refused, 64);
+    assert!(
+        stderr(&refused).contains("secret `quota_token`")
+            && stderr(&refused).contains("QUOTA_TOKEN"),
+        "without the variable there is no value to send: {}",
+        stderr(&refused)
+    );
+    assert_eq!(server.accepted(), 1, "the refused replay sent nothing");
+
+    const ROTATED: &str = "rotated-quota-token-value-2";
+    let replayed = replay(Some(ROTATED));
+    assert_exit(&replayed, 0);
+    let received = server.requests();
+    assert_eq!(
+        received.last().unwrap()["headers"]["authorization"],
+        format!("Bearer {ROTATED}"),
+        "the replay sent the value the environment holds now"
+    );
+    let shown = stdout(&replayed);
+    assert!(
+        shown.contains("Bearer [secret quota_token]") && !shown.contains(ROTATED),
+        "{shown}"
+    );
+    assert!(!holds_secret(&replayed.stdout) && !holds_secret(&replayed.stderr));
 }

@@ -12,6 +12,11 @@ use crate::kit::{assert_contains, assert_exit, flowhost, stderr, stdout};
 /// Creates `demo` in `lang` in a fresh folder, builds it, and returns the folder (kept alive)
 /// and the component's path.
 fn new_and_build(lang: &str) -> (tempfile::TempDir, PathBuf) {
+    new_and_build_with(lang, &[])
+}
+
+/// The same, `build.sh` given `args`.
+fn new_and_build_with(lang: &str, args: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let created = flowhost(["new", "demo", "--lang", lang])
         .dir(dir.path())
@@ -19,7 +24,7 @@ fn new_and_build(lang: &str) -> (tempfile::TempDir, PathBuf) {
     assert_exit(&created, 0);
     let project = dir.path().join("demo");
     let mut build = Command::new(project.join("build.sh"));
-    build.current_dir(&project);
+    build.args(args).current_dir(&project);
     // The test's own cargo settings are for the host; a plugin author's shell has none.
     for var in [
         "CARGO_BUILD_TARGET",
@@ -110,6 +115,30 @@ fn a_new_go_project_builds_alone_and_conforms() {
 #[test]
 fn a_new_cpp_project_builds_alone_and_conforms() {
     assert_conforms("cpp");
+}
+
+#[test]
+fn a_new_python_project_built_with_http_imports_wasi_http_and_still_conforms() {
+    let (dir, wasm) = new_and_build_with("python", &["--http"]);
+    let project = dir.path().join("demo");
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    assert_contains(&readme, "net = { http = [\"https://api.example.org/v3/\"]");
+    assert_contains(
+        &std::fs::read_to_string(project.join("app.py")).unwrap(),
+        "http.secret(\"api_token\")",
+    );
+    let cases = project.join("cases.toml");
+    let out = flowhost([
+        "conform",
+        wasm.to_str().unwrap(),
+        "--cases",
+        cases.to_str().unwrap(),
+    ])
+    .run();
+    assert_exit(&out, 0);
+    let report = stdout(&out);
+    assert_contains(&report, "0 failed, 0 skipped");
+    assert_contains(&report, "`wasi:http/outgoing-handler@0.2.12`");
 }
 
 #[test]

@@ -193,6 +193,39 @@ const PYTHON: &[File] = &[
         "build.sh",
         include_str!("../../../plugins/templates/python/build.sh"),
     ),
+    // The world `plugin-http` (`./build.sh --http`) and the WASI WIT it needs.
+    copy(
+        "wit-http/plugin-http.wit",
+        include_str!("../../../plugins/python/wit-http/plugin-http.wit"),
+    ),
+    copy(
+        "wit-http/deps/cli.wit",
+        include_str!("../../../plugins/python/wit-http/deps/cli.wit"),
+    ),
+    copy(
+        "wit-http/deps/clocks.wit",
+        include_str!("../../../plugins/python/wit-http/deps/clocks.wit"),
+    ),
+    copy(
+        "wit-http/deps/filesystem.wit",
+        include_str!("../../../plugins/python/wit-http/deps/filesystem.wit"),
+    ),
+    copy(
+        "wit-http/deps/http.wit",
+        include_str!("../../../plugins/python/wit-http/deps/http.wit"),
+    ),
+    copy(
+        "wit-http/deps/io.wit",
+        include_str!("../../../plugins/python/wit-http/deps/io.wit"),
+    ),
+    copy(
+        "wit-http/deps/random.wit",
+        include_str!("../../../plugins/python/wit-http/deps/random.wit"),
+    ),
+    copy(
+        "wit-http/deps/sockets.wit",
+        include_str!("../../../plugins/python/wit-http/deps/sockets.wit"),
+    ),
     file(".gitignore", "*.wasm\n__pycache__/\n"),
 ];
 
@@ -337,16 +370,21 @@ fn notes(language: Language) -> &'static str {
         Language::Rust => {
             "Rust: the task is one `flowhost_guest::Task` impl in `src/lib.rs`; `flowhost-guest/` is the \
              helper crate, with the contract's WIT inside. The component is \
-             `target/wasm32-wasip2/release/*.wasm`."
+             `target/wasm32-wasip2/release/*.wasm`. `flowhost_guest::http` calls services; a task that \
+             sends no request imports no wasi:http."
         }
         Language::Python => {
             "Python: the task is `app.py`, on the helper `flowhost_task.py` (declare once, parsed input, \
-             `TaskError`, uncaught exceptions reported with their traceback). Built with componentize-py."
+             `TaskError`, uncaught exceptions reported with their traceback). Built with componentize-py. \
+             A task that calls services with `flowhost_task.http` is built with `./build.sh --http`, for \
+             the world `plugin-http` of `wit-http/` (the contract plus `wasi:http/outgoing-handler`, with \
+             WASI 0.2.12's WIT in `wit-http/deps`); without it the component imports no wasi:http."
         }
         Language::Js => {
             "JavaScript: the task is `task.js`, on the helper `flowhost-task.js` (declare once, parsed \
              input, `TaskError`, uncaught exceptions reported with their stack). Built with componentize-js; \
-             `tools/` pins its versions."
+             `tools/` pins its versions. `build.sh` passes `-d http`, which keeps wasi:http out of the \
+             component: drop it for a task that calls services with `fetch`."
         }
         Language::C => {
             "C: the task is `task.c`; the host's imports are `flowhost_task_host_progress`, \
@@ -354,7 +392,9 @@ fn notes(language: Language) -> &'static str {
              `wit/task.wit` (`wit-bindgen c wit --world plugin --out-dir bindings` after a contract \
              change), `json.c` is a small JSON reader and writer. Built with Debian's clang 14 and \
              wasi-libc, linked by the Rust toolchain's wasm-component-ld. Every string handed back \
-             must be malloc'd (`plugin_string_dup`)."
+             must be malloc'd (`plugin_string_dup`). The C helper has no HTTP call: `bindings/` covers the \
+             contract alone, so a C task that calls a service generates bindings for a world that also \
+             imports `wasi:http/outgoing-handler` and drives wasi:http's resources itself."
         }
         Language::Go => {
             "Go: the task is `task.go`, on the helper package `flowhost/` (`flowhost.Define` with the \

@@ -56,10 +56,14 @@ pub fn polyglot(language: &str) -> PathBuf {
     if language == "rust" {
         return plugin("stamp");
     }
-    let path = repo_root()
-        .join("plugins")
-        .join(language)
-        .join("stamp.wasm");
+    polyglot_built(&format!("{language}/stamp.wasm"))
+}
+
+/// A component that `plugins/build-polyglot.sh` builds below `plugins/` with a language's own
+/// tools (e.g. `python/fetch.wasm`, `volume-service/js/entry_create.wasm`); CI runs it
+/// before the tests.
+pub fn polyglot_built(path: &str) -> PathBuf {
+    let path = repo_root().join("plugins").join(path);
     assert!(
         path.is_file(),
         "{} is missing: build the polyglot plugins first with `plugins/build-polyglot.sh`",

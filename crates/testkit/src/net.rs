@@ -1,13 +1,15 @@
 //! Real servers on loopback for the network-grant tests: an HTTP/1.1 server (plain or TLS
 //! with a CA generated for the test), one that accepts and never answers, one that streams
 //! an endless body, and a TCP echo server. Each counts the connections it accepted, so a
-//! test can tell that a denied request never reached it. They stop when dropped.
+//! test can tell that a denied request never reached it, and keeps the requests it read, so
+//! a test can tell what reached it (a secret's value, filled in by the host). They stop when
+//! dropped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -33,8 +35,12 @@ pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    received: Received,
     stop: Arc<AtomicBool>,
 }
+
+/// The requests a server read, as `{"method", "path", "headers", "body"}`.
+type Received = Arc<Mutex<Vec<serde_json::Value>>>;
 
 /// A private CA and a server certificate it signed for `localhost` and `127.0.0.1`.
 pub struct TestCa {
@@ -112,8 +118,9 @@ impl Server {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let received = Received::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (count, halt) = (accepted.clone(), stop.clone());
+        let (count, kept, halt) = (accepted.clone(), received.clone(), stop.clone());
         thread::spawn(move || {
             while !halt.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -121,8 +128,8 @@ impl Server {
                         count.fetch_add(1, Ordering::Relaxed);
                         let behaviour = behaviour.clone();
                         let tls = tls.clone();
-                        let halt = halt.clone();
-                        thread::spawn(move || serve(stream, behaviour, tls, halt));
+                        let (kept, halt) = (kept.clone(), halt.clone());
+                        thread::spawn(move || serve(stream, behaviour, tls, kept, halt));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -131,6 +138,7 @@ impl Server {
         Self {
             addr,
             accepted,
+            received,
             stop,
         }
     }
@@ -144,6 +152,16 @@ impl Server {
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::Relaxed)
     }
+
+    /// Every HTTP request it read so far, as `{"method", "path", "headers", "body"}` (header
+    /// names in lowercase, a sized body as text): what the host really sent, secrets' values
+    /// included.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for Server {
@@ -156,6 +174,7 @@ fn serve(
     stream: TcpStream,
     behaviour: Behaviour,
     tls: Option<Arc<rustls::ServerConfig>>,
+    received: Received,
     halt: Arc<AtomicBool>,
 ) {
     stream.set_nonblocking(false).unwrap();
@@ -168,13 +187,18 @@ fn serve(
                 return;
             };
             let stream = rustls::StreamOwned::new(connection, stream);
-            handle(stream, behaviour, halt);
+            handle(stream, behaviour, received, halt);
         }
-        None => handle(stream, behaviour, halt),
+        None => handle(stream, behaviour, received, halt),
     }
 }
 
-fn handle(mut stream: impl Read + Write, behaviour: Behaviour, halt: Arc<AtomicBool>) {
+fn handle(
+    mut stream: impl Read + Write,
+    behaviour: Behaviour,
+    received: Received,
+    halt: Arc<AtomicBool>,
+) {
     if let Behaviour::TcpEcho = behaviour {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stream.read(&mut buf) {
@@ -205,10 +229,31 @@ fn handle(mut stream: impl Read + Write, behaviour: Behaviour, halt: Arc<AtomicB
             headers.insert(name.trim().to_ascii_lowercase(), value.trim().into());
         }
     }
+    // A sized body is read before answering: closing with unread bytes would reset the
+    // connection under the client's feet.
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.as_str()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length.min(1 << 20)];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
     drop(reader);
+    let mut words = request_line.split_whitespace();
+    let method = words.next().unwrap_or_default();
+    let path = words.next().unwrap_or("/");
+    received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(serde_json::json!({
+            "method": method,
+            "path": path,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        }));
     match behaviour {
         Behaviour::Echo => {
-            let path = request_line.split_whitespace().nth(1).unwrap_or("/");
             let body = serde_json::json!({ "path": path, "headers": headers }).to_string();
             let _ = write!(
                 stream,

@@ -99,6 +99,22 @@ impl Postgres {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// The whole database as `pg_dump` writes it (schema and data, plain SQL): what a
+    /// backup of the run database holds.
+    pub fn dump(&self) -> String {
+        let output = Command::new(self.bin.join("pg_dump"))
+            .args(["--no-owner", "--dbname"])
+            .arg(self.url())
+            .output()
+            .expect("run pg_dump");
+        assert!(
+            output.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Stops the server (fast shutdown: clients are disconnected) and waits for it to end.
     pub fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {

@@ -2,6 +2,22 @@
 
 import { defineTask, TaskError, log, progress } from "./flowhost-task.js";
 
+// Calling a service is one line with `fetch` (or the helper's `fetchJson`). Build without
+// `-d http` (see build.sh) so the component imports wasi:http, make `execute` async, and
+// grant the origin in the flow entry, with the token as a secret the task names but never
+// reads (see README.md):
+//
+//   import { fetchJson, secret } from "./flowhost-task.js";
+//
+//   const volume = await fetchJson("https://api.example.org/v3/volumes", {
+//     method: "POST", json: { size: 10 },
+//     headers: { authorization: `Bearer ${secret("api_token")}` },
+//   });                                   // {status, headers, body}
+//
+// A request that gets no answer (an origin the flow does not grant, an unreachable one)
+// throws TaskError `unavailable`. componentize-js 0.23.0 aborts instead when a request with a
+// body goes to an origin not granted: grant every origin the task posts to.
+
 export const task = defineTask({
   name: "{{task}}",
   version: "0.1.0",

@@ -2,6 +2,20 @@
 
 from flowhost_task import TaskError, define_task, log, progress
 
+# Calling a service is one line with the helper's `http`. Build with `./build.sh --http` (the
+# world `plugin-http`, which imports wasi:http) and grant the origin in the flow entry, with
+# the token as a secret the task names but never reads (see README.md):
+#
+#     from flowhost_task import http
+#
+#     volume = http.post("https://api.example.org/v3/volumes", json={"size": 10},
+#                        headers={"authorization": "Bearer " + http.secret("api_token")}
+#                        ).raise_for_status().json()
+#
+# `http.request(method, url, headers=, body=, json=)` returns a Response (status, headers,
+# body, text(), json()); an origin the flow does not grant raises TaskError `http-denied`, an
+# unreachable one `unavailable`.
+
 
 def execute(args, config):
     name = args["name"]

@@ -3,6 +3,11 @@
 # its path as the last line. componentize-py is installed once into the shared tool cache
 # ($FLOWHOST_TOOLS, default ~/.cache/flowhost/tools); python3 with venv is needed (installed
 # with apt when missing and possible).
+#
+#   ./build.sh          for the world `plugin` (wit/): the task contract, no network import
+#   ./build.sh --http   for the world `plugin-http` (wit-http/): the contract plus
+#                       wasi:http/outgoing-handler, for a task that calls services with
+#                       `flowhost_task.http` (grant the origins in the flow: `net = { http = [...] }`)
 set -euo pipefail
 cd "$(dirname "$0")"
 TOOLS="${FLOWHOST_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/flowhost/tools}"
@@ -23,5 +28,9 @@ apt_install() {
         "$VENV/bin/pip" install --quiet "componentize-py=={{componentize_py}}" >&2
     fi
 ) 9>"$TOOLS/.componentize-py.lock"
-"$VENV/bin/componentize-py" -d wit -w plugin componentize app -o {{wasm}} >&2
+world=(-d wit -w plugin)
+if [ "${1:-}" = "--http" ]; then
+    world=(-d wit -d wit-http -w flowhost:python-task/plugin-http@0.2.0)
+fi
+"$VENV/bin/componentize-py" "${world[@]}" componentize app -o {{wasm}} >&2
 echo "$PWD/{{wasm}}"

@@ -3,6 +3,23 @@
 use flowhost_guest::{Level, Task, TaskError, TaskInfo, export_task, log, progress};
 use serde::Deserialize;
 
+// Calling a service is one line with `flowhost_guest::http` (wasi:http; a task that sends no
+// request imports none of it). Grant the origin in the flow entry, with the token as a secret
+// the task names but never reads (see README.md):
+//
+//     use flowhost_guest::http;
+//
+//     let volume: Volume = http::post_json(
+//         "https://api.example.org/v3/volumes",
+//         &Size { size: 10 },
+//         &[("authorization", "Bearer {{secret:api_token}}")],
+//     )?
+//     .error_for_status()?
+//     .json()?;
+//
+// `http::get`, `put_json`, `delete` and `http::Request` for the rest; an origin the flow does
+// not grant fails with `http-denied`, an unreachable one with `unavailable`.
+
 /// The arguments: the names the task requires and the optional ones.
 #[derive(Deserialize)]
 struct Args {
