@@ -76,7 +76,7 @@ pub use flowhost_service as service;
 /// [`record`](runs::record) and continues an interrupted one with [`resume`](runs::resume).
 pub mod runs {
     pub use flowhost_executor::{
-        Executor, Policy, ResumeFailure, Resumption, origin_of, record, resume,
+        Executor, Policy, ResumeFailure, Resumption, already_started, origin_of, record, resume,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};

@@ -64,7 +64,7 @@ async fn run_recorded_in(db: &ContractDb, flow: &FlowSpec) -> RunReport {
         .load(flow, seeded())
         .await
         .expect("a valid flow");
-    runs::record(&executor, &mut loaded, None).expect("the run is created");
+    runs::record(&executor, &mut loaded, None, None).expect("the run is created");
     loaded.run().await.expect("the run ends")
 }
 
