@@ -16,6 +16,7 @@ mod durable;
 mod engine;
 mod faults;
 mod hardening;
+mod idempotency;
 mod journal;
 mod kit;
 mod leases;
