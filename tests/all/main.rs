@@ -12,6 +12,7 @@ mod conditions;
 mod conform;
 mod console;
 mod contract;
+mod deadlines;
 mod durable;
 mod engine;
 mod faults;

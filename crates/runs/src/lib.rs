@@ -574,10 +574,12 @@ impl RunRecord {
         Ok(value)
     }
 
-    /// Where the run stood, for [`LoadedFlow::resume`].
+    /// Where the run stood, for [`LoadedFlow::resume`]; its creation time is what a resumed
+    /// run's deadline counts from.
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             state: self.summary.state,
+            created_at: humantime::parse_rfc3339_weak(&self.summary.created_at).ok(),
             tasks: self
                 .tasks
                 .iter()
