@@ -95,6 +95,48 @@ fn sixteen_api_starts_racing_on_one_key_start_exactly_one_run_and_all_get_its_id
 }
 
 #[test]
+fn api_starts_racing_on_one_key_queue_exactly_one_run_on_postgresql() {
+    let ws = Workspace::new();
+    ws.flow("keyed", &[("a", json!({}))]);
+    let pg = Postgres::start();
+    let server = Served::start_on(&ws, ws.root(), &pg.url(), &[]);
+    let barrier = Barrier::new(16);
+    let answers: Vec<(u16, Value, Option<String>)> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..16)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    start_with_key(&server, "queued-1")
+                })
+            })
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let statuses: Vec<u16> = answers.iter().map(|(status, ..)| *status).collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        1,
+        "exactly one run is queued: {answers:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        15,
+        "{answers:?}"
+    );
+    let ids: std::collections::BTreeSet<&str> = answers
+        .iter()
+        .map(|(_, body, _)| body["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "every answer names the one run: {answers:?}");
+    let runs = PgRunDb::connect(&pg.url())
+        .unwrap()
+        .list(&RunFilter::default())
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].idempotency_key.as_deref(), Some("queued-1"));
+}
+
+#[test]
 fn an_empty_idempotency_key_is_refused_and_starts_nothing() {
     let ws = Workspace::new();
     ws.flow("keyed", &[("a", json!({}))]);
