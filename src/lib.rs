@@ -57,7 +57,7 @@ pub use flowhost_engine::{
 };
 /// The error codes of a task a cancel stopped ([`Engine::cancel`]) and of a task whose
 /// `when` could not be decided.
-pub use flowhost_engine::{CANCELLED, CONDITION_FAILED};
+pub use flowhost_engine::{CANCELLED, CONDITION_FAILED, RUN_TIMEOUT};
 pub use flowhost_engine::{conform, scaffold};
 pub use flowhost_runtime::{
     COMPILE_TARGET, DirectCall, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES,
@@ -76,7 +76,7 @@ pub use flowhost_service as service;
 /// [`record`](runs::record) and continues an interrupted one with [`resume`](runs::resume).
 pub mod runs {
     pub use flowhost_executor::{
-        Executor, Policy, ResumeFailure, Resumption, origin_of, record, resume,
+        Executor, Policy, ResumeFailure, Resumption, already_started, origin_of, record, resume,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};

@@ -24,7 +24,9 @@ flowhost run flow.toml --store raw_size=20 --fetch volume\n  \
 flowhost run flow.toml --store-file request.json --json  # one JSON report\n  \
 flowhost run flow.toml --batch inputs.jsonl --concurrency 16 --fetch volume\n  \
 producer | flowhost run flow.toml --batch -              # inputs on stdin\n  \
-flowhost run flow.toml --no-db -q                        # record nothing, warnings only")]
+flowhost run flow.toml --no-db -q                        # record nothing, warnings only
+  \
+flowhost run flow.toml --key order-1042                  # at most one run per key")]
 pub struct RunArgs {
     /// The flow file (TOML).
     pub flow: PathBuf,
@@ -45,6 +47,10 @@ pub struct RunArgs {
     /// With --batch: how many runs are in flight at once.
     #[arg(long, value_name = "N", default_value_t = 64, requires = "batch")]
     pub concurrency: usize,
+    /// Idempotency key: when a run of this flow was already started with this key (and not
+    /// pruned since), start nothing and print that run's id instead. Needs the run database.
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["batch", "no_db"])]
+    pub key: Option<String>,
     #[command(flatten)]
     pub record: RecordArgs,
 }
@@ -125,10 +131,37 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let fetch = Fetch::check(&args.fetch, &loaded)?;
     // Opened (and created) only once the run is known to be able to start.
     if let Some(executor) = &args.record.executor()? {
-        flowhost::runs::record(executor, &mut loaded, Some(&args.flow))?;
+        flowhost::runs::record(executor, &mut loaded, Some(&args.flow), args.key.as_deref())?;
     }
-    let report = loaded.run().await?;
-    print_report(&report, &fetch, args.json)
+    let flow_name = loaded.name().to_owned();
+    match loaded.run().await {
+        Ok(report) => print_report(&report, &fetch, args.json),
+        Err(stopped) => match (flowhost::runs::already_started(&stopped), &args.key) {
+            (Some(existing), Some(key)) => {
+                print_already_started(&flow_name, existing, key, args.json)
+            }
+            _ => Err(stopped.into()),
+        },
+    }
+}
+
+/// A start whose idempotency key a run of the flow holds: nothing ran; stdout names that run
+/// as a start would (its id, or `--json`'s `run_id`), and the exit code is success.
+pub fn print_already_started(
+    flow: &str,
+    run_id: &str,
+    key: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    errln!(
+        "flow `{flow}` was already started with idempotency key `{key}`: run {run_id}; nothing was started"
+    );
+    if json {
+        print_json(&json!({ "flow": flow, "run_id": run_id, "already_started": true }))?;
+    } else {
+        super::output::outln!("{run_id}")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// With `--json`, an invalid flow is reported on stdout too; the error still sets the exit

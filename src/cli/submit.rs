@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use flowhost::runs::{RunDbError, WorkerError};
 
 use super::db::DbArgs;
 use super::output::outln;
@@ -14,7 +15,8 @@ use super::{Context, StoreArgs, print_invalid, print_json, read_flow};
 #[command(after_help = "Examples:\n  \
 flowhost submit flow.toml --store raw_size=20 --db postgres://flowhost@db.internal/flowhost\n  \
 FLOWHOST_DB=postgres://flowhost@db/flowhost flowhost submit flow.toml --store-file request.json\n  \
-flowhost submit flow.toml --json        # {\"run_id\": …, \"flow\": …}\n\n\
+flowhost submit flow.toml --json        # {\"run_id\": …, \"flow\": …}\n  \
+flowhost submit flow.toml --key order-1042   # at most one run per key\n\n\
 The flow is validated here, then its flow file and every plugin are stored in the database by\n\
 SHA-256 (once, however many runs use them): workers need only the database URL. Directory\n\
 grants stay host paths, resolved on the worker against this flow file's folder.")]
@@ -27,6 +29,10 @@ pub struct SubmitArgs {
     /// { state: "INVALID", problems: [...] }.
     #[arg(long)]
     pub json: bool,
+    /// Idempotency key: when a run of this flow was already submitted or started with this
+    /// key (and not pruned since), queue nothing and print that run's id instead.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -46,7 +52,13 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
         Err(error) => return invalid(args.json, Some(&flow.name), error.into()),
     };
     let db = args.db.open_postgres("submit")?;
-    let id = flowhost::runs::submit(&db, &loaded, &args.flow).await?;
+    let id = match flowhost::runs::submit(&db, &loaded, &args.flow, args.key.as_deref()).await {
+        Ok(id) => id,
+        Err(WorkerError::Db(RunDbError::Exists { run, key, .. })) => {
+            return super::run::print_already_started(&flow.name, &run, &key, args.json);
+        }
+        Err(error) => return Err(error.into()),
+    };
     if args.json {
         print_json(&serde_json::json!({ "run_id": id, "flow": flow.name }))?;
     } else {

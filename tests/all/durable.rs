@@ -286,7 +286,7 @@ async fn two_hundred_concurrent_runs_in_one_process_are_all_recorded() {
             tokio::spawn(async move {
                 let store: Store = [("value".to_owned(), json!(n))].into_iter().collect();
                 let mut loaded = engine.load(&flow, store).await.unwrap();
-                runs::record(&executor, &mut loaded, None).unwrap();
+                runs::record(&executor, &mut loaded, None, None).unwrap();
                 let report = loaded.run().await.unwrap();
                 assert_eq!(report.state, FlowState::Success);
                 report.run_id

@@ -111,7 +111,7 @@ async fn run_once(
     let executor = Executor::new(disk.clone());
     let spec = FlowSpec::from_file(flow).unwrap();
     let mut loaded = engine.load(&spec, Store::new()).await.unwrap();
-    let outcome = match runs::record(&executor, &mut loaded, Some(flow)) {
+    let outcome = match runs::record(&executor, &mut loaded, Some(flow), None) {
         Ok(()) => loaded.run().await.map_err(|e| e.to_string()),
         Err(error) => Err(error.to_string()),
     };

@@ -51,6 +51,8 @@ on_both_backends!(
     a_revert_result_and_the_last_progress_are_kept_beside_the_execute_result,
     a_resume_is_counted_with_the_origin_it_resumed_from,
     a_failure_whose_message_holds_any_character_is_recorded_and_read_back,
+    an_idempotency_key_is_held_by_one_run_of_a_flow_until_it_is_pruned,
+    of_16_creates_racing_on_one_key_exactly_one_records_a_run,
 );
 
 /// A lease long enough for any test.
@@ -64,7 +66,7 @@ async fn run_recorded_in(db: &ContractDb, flow: &FlowSpec) -> RunReport {
         .load(flow, seeded())
         .await
         .expect("a valid flow");
-    runs::record(&executor, &mut loaded, None).expect("the run is created");
+    runs::record(&executor, &mut loaded, None, None).expect("the run is created");
     loaded.run().await.expect("the run ends")
 }
 
@@ -798,4 +800,118 @@ async fn a_failure_whose_message_holds_any_character_is_recorded_and_read_back(d
         ),
         "the exit reason holds the message escaped, NUL included, on both backends"
     );
+}
+
+/// Run `id` of flow `flow` started with idempotency key `key`.
+fn keyed_run(id: &str, flow: &str, key: Option<&str>) -> runs::NewRun {
+    runs::NewRun {
+        flow: flow.to_owned(),
+        key: key.map(str::to_owned),
+        ..new_run(id, &["a"])
+    }
+}
+
+async fn an_idempotency_key_is_held_by_one_run_of_a_flow_until_it_is_pruned(db: &ContractDb) {
+    let owner = Owner::this_process();
+    let first = db
+        .create(
+            &keyed_run("first", "contract", Some("order-1")),
+            &owner,
+            LONG,
+        )
+        .unwrap();
+    match db.create(
+        &keyed_run("second", "contract", Some("order-1")),
+        &owner,
+        LONG,
+    ) {
+        Err(RunDbError::Exists { flow, key, run }) => {
+            assert_eq!(
+                (flow.as_str(), key.as_str(), run.as_str()),
+                ("contract", "order-1", "first")
+            )
+        }
+        other => panic!("a second run with the key is refused, naming the first: {other:?}"),
+    }
+    assert!(
+        db.get("second").unwrap().is_none(),
+        "the refused run is not recorded"
+    );
+    db.create(
+        &keyed_run("elsewhere", "other", Some("order-1")),
+        &owner,
+        LONG,
+    )
+    .expect("another flow's run may hold the same key");
+    for id in ["plain-1", "plain-2"] {
+        db.create(&keyed_run(id, "contract", None), &owner, LONG)
+            .expect("runs without a key never collide");
+    }
+    assert_eq!(
+        record_of(db, "first").summary.idempotency_key.as_deref(),
+        Some("order-1")
+    );
+    let document = record_of(db, "first").document().unwrap();
+    assert_eq!(document["idempotency_key"], "order-1");
+    assert!(
+        record_of(db, "plain-1")
+            .document()
+            .unwrap()
+            .get("idempotency_key")
+            .is_none(),
+        "a run without a key has none in its document"
+    );
+    let listed = db.list(&RunFilter::default()).unwrap();
+    let first_listed = listed.iter().find(|r| r.id == "first").unwrap();
+    assert_eq!(first_listed.idempotency_key.as_deref(), Some("order-1"));
+
+    db.record(&succeeding_run("first", json!(1)), &first)
+        .unwrap();
+    db.release(&first).unwrap();
+    assert!(db.prune(&PruneFilter::default()).unwrap() >= 1);
+    assert!(db.get("first").unwrap().is_none());
+    db.create(
+        &keyed_run("after", "contract", Some("order-1")),
+        &owner,
+        LONG,
+    )
+    .expect("a pruned run's key is free again");
+}
+
+async fn of_16_creates_racing_on_one_key_exactly_one_records_a_run(db: &ContractDb) {
+    let shared = db.shared();
+    let barrier = std::sync::Barrier::new(16);
+    let outcomes: Vec<(String, Result<Lease, RunDbError>)> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..16)
+            .map(|n| {
+                let (db, barrier) = (shared.clone(), &barrier);
+                scope.spawn(move || {
+                    let id = format!("racer-{n}");
+                    barrier.wait();
+                    let created = db.create(
+                        &keyed_run(&id, "contract", Some("race")),
+                        &Owner::this_process(),
+                        LONG,
+                    );
+                    (id, created)
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let winners: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, created)| created.is_ok())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one run is created: {outcomes:?}");
+    for (id, created) in &outcomes {
+        match created {
+            Ok(_) => {}
+            Err(RunDbError::Exists { run, .. }) => assert_eq!(run, winners[0], "{id}"),
+            Err(other) => panic!("{id} failed otherwise: {other}"),
+        }
+    }
+    let recorded = db.list(&RunFilter::default()).unwrap();
+    assert_eq!(ids(&recorded), winners, "one run is recorded");
 }

@@ -12,6 +12,9 @@ pub struct Checkpoint {
     pub state: FlowState,
     /// One per task entry, in flow order.
     pub tasks: Vec<TaskCheckpoint>,
+    /// When the run was created: a resumed run's deadline (the flow's `timeout_ms`) counts
+    /// from here, not from the resumption. `None`: the deadline counts from the resumption.
+    pub created_at: Option<SystemTime>,
 }
 
 /// One task's record in a [`Checkpoint`].

@@ -32,18 +32,18 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
-pub use cancel::CANCELLED;
+pub use cancel::{CANCELLED, RUN_TIMEOUT};
 pub use condition::CONDITION_FAILED;
 pub use journal::{Append, Close, Journal, JournalError, RunError};
 pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
 
-use cancel::Cancellations;
+use cancel::{Cancellations, Stop};
 use flowhost_core::checkpoint::Checkpoint;
 use flowhost_core::contract::TaskInfo;
 use flowhost_core::events::Listener;
@@ -108,7 +108,7 @@ impl Engine {
     /// called. Nothing new starts, and pauses between attempts end. Ask only for a run that
     /// is going on, or about to start on this engine: the request is dropped when it ends.
     pub fn cancel(&self, run_id: &str) {
-        self.cancellations.request(run_id);
+        self.cancellations.request(run_id, Stop::Cancelled);
     }
 
     /// Loads and describes one plugin, e.g. for `flowhost describe`.
@@ -158,6 +158,10 @@ impl Engine {
             listeners: self.listeners.clone(),
             journal: None,
             cancellations: self.cancellations.clone(),
+            timeout: flow
+                .timeout_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(Duration::from_millis),
         })
     }
 
@@ -235,6 +239,8 @@ pub struct LoadedFlow {
     listeners: Vec<Arc<dyn Listener>>,
     journal: Option<Arc<dyn Journal>>,
     cancellations: Cancellations,
+    /// The flow's `timeout_ms`: how long after it starts the run is stopped.
+    timeout: Option<Duration>,
 }
 
 /// A task entry as validation resolved it, for `flowhost check` and tooling.
@@ -362,6 +368,9 @@ impl LoadedFlow {
     /// Runs the flow to its end and reports. Task failures are not errors of this call: they
     /// are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
     /// only when the journal could not record a transition; the run then stopped there.
+    ///
+    /// With the flow's `timeout_ms`, the run's deadline is that long after this call: when
+    /// it passes, the run is stopped as a cancel stops it, its tasks failing [`RUN_TIMEOUT`].
     pub async fn run(self) -> Result<RunReport, RunError> {
         Run::new(self).execute().await
     }
@@ -370,6 +379,10 @@ impl LoadedFlow {
     /// executed again and their recorded results go back into the store; a task caught
     /// RUNNING is executed again (at least once); a run caught REVERTING goes on reverting,
     /// skipping tasks already REVERTED. Set the recorded id first with [`Self::set_run_id`].
+    ///
+    /// The run keeps its deadline: `timeout_ms` after the checkpoint's `created_at` (the
+    /// run's creation), however long it was interrupted; a deadline already past stops it at
+    /// once (what ran is reverted). A checkpoint without `created_at` gets a fresh deadline.
     pub async fn resume(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
         Ok(Run::restore(self, checkpoint)?.execute().await?)
     }

@@ -68,6 +68,10 @@ impl Run {
         }
         let mut this = Self::new(loaded);
         this.state = checkpoint.state;
+        // The deadline is the run's, not this resumption's: kept across interruptions.
+        if let (Some(created), Some(timeout)) = (checkpoint.created_at, this.loaded.timeout) {
+            this.deadline = Some(created + timeout);
+        }
         let iterations: Vec<Vec<u32>> = checkpoint
             .tasks
             .iter()

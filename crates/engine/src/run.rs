@@ -20,6 +20,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::LoadedFlow;
+use super::cancel::Stop;
 use super::journal::RunError;
 use super::report::{RunReport, SubflowReport, TaskReport};
 use flowhost_core::contract::{HostFault, Outcome, Progress, TaskError};
@@ -77,6 +78,8 @@ pub(super) struct Run {
     /// Each retry controller's iteration (of `loaded.scopes`), from 1.
     pub(super) iteration: Vec<u32>,
     started: Instant,
+    /// When the run is stopped with `run-timeout` (the flow's `timeout_ms`), if ever.
+    pub(super) deadline: Option<SystemTime>,
     /// Transitions made but not yet journaled (and not yet told to listeners).
     pending: Vec<Event>,
 }
@@ -108,6 +111,7 @@ impl Run {
         Self {
             store: loaded.initial.clone(),
             iteration: vec![1; loaded.scopes.len()],
+            deadline: loaded.timeout.map(|timeout| SystemTime::now() + timeout),
             loaded,
             records,
             state: FlowState::Pending,
@@ -277,7 +281,19 @@ impl Run {
     /// run's id, so the lines of runs going on at once can be told apart.
     pub(super) async fn execute(mut self) -> Result<RunReport, RunError> {
         let span = tracing::info_span!("run", id = %self.loaded.id);
+        let deadline = self.deadline.map(|at| {
+            let (cancellations, id) = (self.loaded.cancellations.clone(), self.loaded.id.clone());
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::spawn(async move {
+                tokio::time::sleep(left).await;
+                tracing::warn!(run = %id, "the run's deadline passed: stopping it");
+                cancellations.request(&id, Stop::Deadline);
+            })
+        });
         let ended = self.drive().instrument(span).await;
+        if let Some(timer) = deadline {
+            timer.abort();
+        }
         if let Some(journal) = &self.loaded.journal {
             journal.close().await;
         }

@@ -29,7 +29,7 @@ use std::time::SystemTime;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
-use super::cancel::{Signal, cancelled_in_flight};
+use super::cancel::{Signal, stopped_before, stopped_in_flight};
 use super::journal::RunError;
 use super::run::{Failed, Run, Stopped};
 use super::task::Attempt;
@@ -236,8 +236,8 @@ impl Run {
                     continue;
                 }
                 due[index] = false;
-                let cancelled = self.loaded.cancellations.is_requested(&self.loaded.id);
-                if !cancelled && self.records[index].state == TaskState::Pending {
+                let cancelled = self.loaded.cancellations.requested(&self.loaded.id);
+                if cancelled.is_none() && self.records[index].state == TaskState::Pending {
                     match self.decide(index) {
                         Ok(true) => {}
                         Ok(false) => {
@@ -257,16 +257,16 @@ impl Run {
                         }
                     }
                 }
-                if cancelled {
-                    // Cancelled: this task fails without being called, and no controller
-                    // retries it — the operator asked the run to stop. An attempt that
-                    // failed before the pause did run: it is reverted with its outcome.
+                if let Some(why) = cancelled {
+                    // Cancelled (or past its deadline): this task fails without being
+                    // called, and no controller retries it — the run is to stop. An attempt
+                    // that failed before the pause did run: it is reverted with its outcome.
                     let record = &self.records[index];
                     let earlier = (record.state == TaskState::Retrying)
                         .then(|| record.outcome.clone())
                         .flatten();
                     self.start(index, self.records[index].attempt + 1, None);
-                    let error = super::cancel::cancelled(&self.loaded.tasks[index].name);
+                    let error = stopped_before(&self.loaded.tasks[index].name, why);
                     self.fail(
                         index,
                         Failed {
@@ -292,7 +292,7 @@ impl Run {
             work.launch();
             let done = tokio::select! {
                 done = work.next() => done,
-                () = cancel.requested(), if !cancel_seen => {
+                _ = cancel.requested(), if !cancel_seen => {
                     cancel_seen = true;
                     // Pauses end now: their tasks fail `cancelled` when taken from the queue.
                     for index in work.end_pauses() {
@@ -322,7 +322,11 @@ impl Run {
                     };
                     let attempt = self.records[index].attempt;
                     let retry = &self.loaded.tasks[index].retry;
-                    let cancelled = self.loaded.cancellations.is_requested(&self.loaded.id);
+                    let cancelled = self
+                        .loaded
+                        .cancellations
+                        .requested(&self.loaded.id)
+                        .is_some();
                     let stopping = failing || cancelled || self.held(&restarting, index);
                     match retry
                         .delay_after(attempt, &failed.error.code)
@@ -464,7 +468,7 @@ impl Run {
                     // Dropping the call drops its instance, as a deadline does.
                     let result = tokio::select! {
                         result = task.execute(&args, call) => result,
-                        () = cancel.requested() => Err(cancelled_in_flight(&task.name)),
+                        why = cancel.requested() => Err(stopped_in_flight(&task.name, why)),
                     };
                     Done::Executed {
                         index,

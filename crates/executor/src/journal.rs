@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use crate::Executor;
 use flowhost_core::events::Event;
-use flowhost_engine::{Append, Close, Journal, LoadedFlow};
+use flowhost_engine::{Append, Close, Journal, LoadedFlow, RunError};
 use flowhost_runs::FIRST_TOKEN;
 use flowhost_runs::{Lease, NewRun, RunDb, RunDbError};
 
@@ -17,10 +17,16 @@ use flowhost_runs::{Lease, NewRun, RunDb, RunDbError};
 /// itself is created in the database by the journal's first commit, before its first task
 /// starts — off the async workers, like every journal write — so a database that cannot take
 /// it stops the run before anything ran. Call it, then run the flow as usual.
+///
+/// With an idempotency `key`, the run is created only when no run of the flow holds the key
+/// yet; otherwise the run stops before anything ran, with a [`RunError`] that
+/// [`already_started`] reads the existing run's id from. Checking in that first commit, not
+/// before the run, is what makes starts racing on one key start exactly one run.
 pub fn record(
     executor: &Executor,
     loaded: &mut LoadedFlow,
     flow_file: Option<&Path>,
+    key: Option<&str>,
 ) -> Result<(), RunDbError> {
     let run = NewRun {
         id: loaded.run_id().to_owned(),
@@ -28,6 +34,7 @@ pub fn record(
         origin: crate::origin_of(loaded, flow_file)?,
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
+        key: key.map(str::to_owned),
     };
     let lease = Lease {
         run_id: run.id.clone(),
@@ -43,6 +50,15 @@ pub fn record(
         every: executor.renew_every(),
     }));
     Ok(())
+}
+
+/// The run that holds the idempotency key of a run that stopped with `error` because the key
+/// was taken ([`RunDbError::Exists`] at its creation); `None` for any other failure.
+pub fn already_started(error: &RunError) -> Option<&str> {
+    match error.error.downcast_ref::<RunDbError>() {
+        Some(RunDbError::Exists { run, .. }) => Some(run),
+        _ => None,
+    }
 }
 
 /// A run's journal in a [`RunDb`], writing under its lease.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use flowhost_engine::LoadedFlow;
 use flowhost_runs::{DEFAULT_LEASE_TTL, Origin, Owner, PluginHash, RunDb, RunDbError, hash_file};
 
-pub use journal::record;
+pub use journal::{already_started, record};
 pub use policy::Policy;
 pub use resume::{ResumeFailure, Resumption, resume};
 #[cfg(feature = "postgres")]

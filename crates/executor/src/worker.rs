@@ -96,10 +96,14 @@ pub enum WorkerError {
 /// Queues a run of `loaded` (loaded, so validated, from `flow_file`) in `db`: stores the flow
 /// file's bytes and each plugin's by SHA-256 (once, however many runs use them), records the
 /// run PENDING and unleased, and notifies the workers. Returns the run's id.
+///
+/// With an idempotency `key` that a run of the flow already holds, nothing is stored or
+/// queued: [`RunDbError::Exists`] names that run.
 pub async fn submit(
     db: &PgRunDb,
     loaded: &LoadedFlow,
     flow_file: &Path,
+    key: Option<&str>,
 ) -> Result<String, WorkerError> {
     let text = std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile {
         path: flow_file.to_path_buf(),
@@ -119,6 +123,7 @@ pub async fn submit(
         origin,
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
+        key: key.map(str::to_owned),
     };
     db.submit(&run, text, plugins).await?;
     Ok(run.id)

@@ -56,7 +56,8 @@ impl PgRunDb {
     /// Queues `run` for the workers, storing the flow file's bytes and every plugin (read
     /// from `plugins`: hash and file) unless the database has them already, then notifies the
     /// workers; all in one transaction. A file whose bytes no longer match the hash it was
-    /// validated with is refused, naming it.
+    /// validated with is refused, naming it; a run whose idempotency key another run of the
+    /// flow holds is refused with [`RunDbError::Exists`], queueing nothing.
     pub async fn submit(
         &self,
         run: &NewRun,
@@ -107,7 +108,9 @@ impl PgRunDb {
                 .await
                 .map_err(|e| s.error(what, e))?;
             }
-            insert_run(&tx, &new, None).await.map_err(|e| s.error(what, e))?;
+            if let Some(existing) = insert_run(&tx, &new, None).await.map_err(|e| s.error(what, e))? {
+                return Err(crate::storage::exists(&new, existing));
+            }
             tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await.map_err(|e| s.error(what, e))?;
             tx.commit().await.map_err(|e| s.error(what, e))
         })

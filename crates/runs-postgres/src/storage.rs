@@ -92,11 +92,14 @@ async fn fence(
 }
 
 /// Inserts run `run` with its tasks PENDING; leased to `owner` when given, else queued.
+/// Inserts nothing when another run of the flow holds `run`'s idempotency key, and returns
+/// that run's id: the unique index makes a concurrent insert with the key wait for the first
+/// to commit (or roll back), so of runs racing on one key exactly one is inserted.
 pub(crate) async fn insert_run(
     tx: &deadpool_postgres::Transaction<'_>,
     run: &NewRun,
     owner: Option<(&Owner, Duration)>,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Option<String>, tokio_postgres::Error> {
     let (owner_id, host, pid, ttl) = match owner {
         Some((owner, ttl)) => (
             Some(owner.id.as_str()),
@@ -106,12 +109,13 @@ pub(crate) async fn insert_run(
         ),
         None => (None, None, None, None),
     };
-    tx.execute(
+    let inserted = tx.execute(
         "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at, queued,
-                           lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires)
+                           lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key)
          VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', flowhost_ts(flowhost_now()), flowhost_ts(flowhost_now()), $7,
                  $8, $9, $10, $11, CASE WHEN $9::text IS NULL THEN NULL ELSE flowhost_now() END,
-                 flowhost_now() + $12::float8)",
+                 flowhost_now() + $12::float8, $13)
+         ON CONFLICT (flow, idempotency_key) DO NOTHING",
         &[
             &run.id,
             &run.flow,
@@ -125,16 +129,36 @@ pub(crate) async fn insert_run(
             &host,
             &pid,
             &ttl,
+            &run.key,
         ],
     )
     .await?;
+    if inserted == 0 {
+        // A statement of its own sees the other run's committed row (read committed).
+        let existing = tx
+            .query_one(
+                "SELECT id FROM runs WHERE flow = $1 AND idempotency_key = $2",
+                &[&run.flow, &run.key],
+            )
+            .await?;
+        return Ok(Some(existing.get(0)));
+    }
     tx.execute(
         "INSERT INTO tasks (run_id, idx, name, state)
          SELECT $1, (n - 1)::integer, name, 'PENDING' FROM unnest($2::text[]) WITH ORDINALITY AS t(name, n)",
         &[&run.id, &run.tasks],
     )
     .await?;
-    Ok(())
+    Ok(None)
+}
+
+/// The error of a run not inserted because run `existing` holds its idempotency key.
+pub(crate) fn exists(run: &NewRun, existing: String) -> RunDbError {
+    RunDbError::Exists {
+        flow: run.flow.clone(),
+        key: run.key.clone().unwrap_or_default(),
+        run: existing,
+    }
 }
 
 impl RunDb for PgRunDb {
@@ -144,9 +168,12 @@ impl RunDb for PgRunDb {
             let what = "recording a new run";
             let mut client = s.client(what).await?;
             let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
-            insert_run(&tx, &new, Some((&leased, ttl)))
+            if let Some(existing) = insert_run(&tx, &new, Some((&leased, ttl)))
                 .await
-                .map_err(|e| s.error(what, e))?;
+                .map_err(|e| s.error(what, e))?
+            {
+                return Err(exists(&new, existing));
+            }
             tx.commit().await.map_err(|e| s.error(what, e))
         })?;
         Ok(Lease::first(&run.id, owner, ttl))

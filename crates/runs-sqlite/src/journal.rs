@@ -278,6 +278,7 @@ mod tests {
             origin: origin.clone(),
             initial_store: Store::new(),
             tasks: vec![],
+            key: None,
         };
         let ttl = Duration::from_secs(30);
         let kept = db

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_iterations.sql"),
     include_str!("migrations/0005_plugin_reports.sql"),
     include_str!("migrations/0006_run_counts.sql"),
+    include_str!("migrations/0007_idempotency_keys.sql"),
 ];
 
 use journal::{Batch, GroupCommit};
@@ -287,14 +288,15 @@ impl SqliteRunDb {
 
 impl RunDb for SqliteRunDb {
     fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
-        self.with("recording a new run", |conn| {
+        let existing = self.with("recording a new run", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now();
-            tx.execute(
+            let inserted = tx.execute(
                 &format!(
                     "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
-                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11)",
+                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13)
+                     ON CONFLICT (flow, idempotency_key) DO NOTHING",
                     t = ts(7)
                 ),
                 params![
@@ -310,16 +312,34 @@ impl RunDb for SqliteRunDb {
                     owner.pid,
                     now + ttl.as_secs_f64(),
                     FIRST_TOKEN,
+                    run.key,
                 ],
             )?;
+            if inserted == 0 {
+                // The key is taken (the write lock held since BEGIN makes this the run that
+                // holds it now).
+                let existing: String = tx.query_row(
+                    "SELECT id FROM runs WHERE flow = ?1 AND idempotency_key = ?2",
+                    params![run.flow, run.key],
+                    |row| row.get(0),
+                )?;
+                return Ok(Some(existing));
+            }
             for (index, name) in run.tasks.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO tasks (run_id, idx, name, state) VALUES (?1, ?2, ?3, 'PENDING')",
                     params![run.id, index as i64, name],
                 )?;
             }
-            tx.commit()
+            tx.commit().map(|()| None)
         })?;
+        if let Some(existing) = existing {
+            return Err(RunDbError::Exists {
+                flow: run.flow.clone(),
+                key: run.key.clone().unwrap_or_default(),
+                run: existing,
+            });
+        }
         Ok(Lease::first(&run.id, owner, ttl))
     }
 
@@ -583,6 +603,7 @@ mod tests {
             },
             initial_store: store,
             tasks: vec!["t".into()],
+            key: None,
         };
         db.create(&new, &Owner::this_process(), Duration::from_secs(30))
             .unwrap()

@@ -38,7 +38,9 @@ pub use lease::{
 /// current one or the lease was released.
 pub trait RunDb: Send + Sync {
     /// Records a run about to start, with its tasks PENDING, and gives `owner` its first
-    /// lease, whose token is [`FIRST_TOKEN`].
+    /// lease, whose token is [`FIRST_TOKEN`]. A run with an idempotency key is refused with
+    /// [`RunDbError::Exists`] — writing nothing — when a run of the same flow already holds
+    /// that key; of runs created at once with one key, exactly one is recorded.
     fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError>;
     /// Takes the lease of an existing run for `owner`: refused with [`RunDbError::Held`]
     /// while another holder's lease is live; otherwise the token grows by one, fencing out
@@ -152,6 +154,17 @@ pub enum RunDbError {
         token: i64,
         /// Who holds the lease now, if anyone.
         holder: Option<Box<LeaseHolder>>,
+    },
+    /// A run of the flow was already started with this idempotency key: nothing was
+    /// recorded, and `run` is the run that was.
+    #[error("run {run} of flow `{flow}` was already started with idempotency key `{key}`")]
+    Exists {
+        /// The flow's name.
+        flow: String,
+        /// The idempotency key.
+        key: String,
+        /// The run that holds the key.
+        run: String,
     },
     /// A flow file or plugin could not be read to hash it.
     #[error("cannot hash {}: {source}", path.display())]
@@ -328,6 +341,9 @@ pub struct NewRun {
     pub initial_store: Store,
     /// Task entry names, in flow order.
     pub tasks: Vec<String>,
+    /// The idempotency key the run is started with: at most one run of a flow holds a key,
+    /// until it is pruned, so a start repeated with the key starts nothing.
+    pub key: Option<String>,
 }
 
 /// Which runs to list.
@@ -391,6 +407,9 @@ pub struct RunSummary {
     pub exit_reason: Option<String>,
     /// How often it was resumed.
     pub resumes: u32,
+    /// The idempotency key it was started with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// Who holds its lease, while the lease is live: the executor running it now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseHolder>,
@@ -555,10 +574,12 @@ impl RunRecord {
         Ok(value)
     }
 
-    /// Where the run stood, for [`LoadedFlow::resume`].
+    /// Where the run stood, for [`LoadedFlow::resume`]; its creation time is what a resumed
+    /// run's deadline counts from.
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             state: self.summary.state,
+            created_at: humantime::parse_rfc3339_weak(&self.summary.created_at).ok(),
             tasks: self
                 .tasks
                 .iter()
@@ -597,6 +618,7 @@ impl Classify for RunDbError {
             | Self::Hash { .. } => ErrorClass::Unreadable,
             Self::Query { .. } | Self::Fenced { .. } => ErrorClass::Unavailable,
             Self::Held { .. } => ErrorClass::Held,
+            Self::Exists { .. } => ErrorClass::Conflict,
         }
     }
 }

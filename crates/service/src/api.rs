@@ -30,6 +30,14 @@ use flowhost_runs::{RunDb, RunDbError, RunFilter, RunRecord};
 
 type Shared = State<Arc<AppState>>;
 
+/// The header that makes a start idempotent: of starts of one flow with the same key, only
+/// the first starts a run.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The longest idempotency key accepted, in bytes (a UUID is 36; this leaves room for a
+/// caller's own composite keys without letting a header grow an index without bound).
+const MAX_KEY_BYTES: usize = 255;
+
 /// Every API route. Requests that change something go through the token check.
 pub(super) fn routes(state: Arc<AppState>) -> Router {
     let mutating = Router::new()
@@ -321,11 +329,32 @@ async fn add_dependencies(state: &AppState, spec: &FlowSpec, tasks: &mut [Value]
 }
 
 /// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`).
+/// With an `Idempotency-Key` header a run of the flow already holds, nothing starts: 200 with
+/// that run's id and Location, instead of 201.
 async fn start(
     State(state): Shared,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|key| !key.is_empty() && key.len() <= MAX_KEY_BYTES)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "the Idempotency-Key header must be 1 to {MAX_KEY_BYTES} visible ASCII characters"
+                        ),
+                    )
+                })?
+                .to_owned(),
+        ),
+    };
     let path = state
         .flow_file(&name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no flow `{name}`")))?;
@@ -358,13 +387,17 @@ async fn start(
         store.extend(map.into_iter().collect());
         store
     };
-    let started = state.starter.start(&path, store).await?;
+    let started = state.starter.start(&path, store, key.as_deref()).await?;
     let location = format!("/v1/runs/{}", started.run_id);
-    let mut response = (
-        StatusCode::CREATED,
-        axum::Json(json!({ "run_id": started.run_id })),
-    )
-        .into_response();
+    let (status, body) = if started.existing {
+        (
+            StatusCode::OK,
+            json!({ "run_id": started.run_id, "already_started": true }),
+        )
+    } else {
+        (StatusCode::CREATED, json!({ "run_id": started.run_id }))
+    };
+    let mut response = (status, axum::Json(body)).into_response();
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }

@@ -13,7 +13,7 @@ use flowhost_core::events::FlowState;
 use flowhost_core::flow::FlowSpec;
 use flowhost_core::store::Store;
 use flowhost_engine::Engine;
-use flowhost_executor::{self as runs, Executor, Policy, Resumption};
+use flowhost_executor::{self as runs, Executor, Policy, Resumption, WorkerError};
 use flowhost_runs::RunDbError;
 use flowhost_runs_postgres::PgRunDb;
 
@@ -25,13 +25,39 @@ pub type StartFuture<'a> = Pin<Box<dyn Future<Output = Result<Started, StartErro
 pub struct Started {
     /// The run's id.
     pub run_id: String,
+    /// The start carried an idempotency key another run of the flow already held: nothing
+    /// was started, and `run_id` is that run.
+    pub existing: bool,
+}
+
+impl Started {
+    fn new(run_id: String) -> Self {
+        Self {
+            run_id,
+            existing: false,
+        }
+    }
+
+    fn existing(run_id: String) -> Self {
+        Self {
+            run_id,
+            existing: true,
+        }
+    }
 }
 
 /// Starts, resumes and cancels runs on behalf of the API.
 pub trait RunStarter: Send + Sync {
     /// Validates the flow in `flow_file` with `store` as its initial store and starts a run
-    /// of it; resolves once the run is recorded (or was refused).
-    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a>;
+    /// of it; resolves once the run is recorded (or was refused). With an idempotency `key`
+    /// a run of the flow already holds, nothing starts and that run is the answer
+    /// ([`Started::existing`]).
+    fn start<'a>(
+        &'a self,
+        flow_file: &'a Path,
+        store: Store,
+        key: Option<&'a str>,
+    ) -> StartFuture<'a>;
     /// Continues the interrupted run `run_id`; resolves once it is under way again.
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a>;
     /// Asks run `run_id` to stop (its task in flight at once) and revert what ran; `false` when this
@@ -83,12 +109,17 @@ impl InProcess {
         }
     }
 
-    async fn start_run(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
+    async fn start_run(
+        &self,
+        flow_file: &Path,
+        store: Store,
+        key: Option<&str>,
+    ) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
         let engine = self.engine_for(&flow);
         let mut loaded = engine.load(&flow, store).await?;
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
-        runs::record(&self.executor, &mut loaded, Some(&flow_file))?;
+        runs::record(&self.executor, &mut loaded, Some(&flow_file), key)?;
         let run_id = loaded.run_id().to_owned();
         let signal = self
             .live
@@ -103,7 +134,13 @@ impl InProcess {
                 .map_err(StartError::from);
             live.finish(&id, outcome);
         });
-        started(signal, run_id).await
+        match started(signal, run_id).await {
+            Err(StartError::Stopped(stopped)) => match runs::already_started(&stopped) {
+                Some(existing) => Ok(Started::existing(existing.to_owned())),
+                None => Err(StartError::Stopped(stopped)),
+            },
+            started => started,
+        }
     }
 
     async fn resume_run(&self, run_id: &str) -> Result<Started, StartError> {
@@ -136,14 +173,19 @@ impl InProcess {
 /// Waits for the run's first recorded transition (or its end before one).
 async fn started(signal: super::live::StartSignal, run_id: String) -> Result<Started, StartError> {
     match signal.await {
-        Ok(Ok(())) | Err(_) => Ok(Started { run_id }),
+        Ok(Ok(())) | Err(_) => Ok(Started::new(run_id)),
         Ok(Err(error)) => Err(error),
     }
 }
 
 impl RunStarter for InProcess {
-    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a> {
-        Box::pin(self.start_run(flow_file, store))
+    fn start<'a>(
+        &'a self,
+        flow_file: &'a Path,
+        store: Store,
+        key: Option<&'a str>,
+    ) -> StartFuture<'a> {
+        Box::pin(self.start_run(flow_file, store, key))
     }
 
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
@@ -188,7 +230,12 @@ impl Queue {
         self
     }
 
-    async fn submit(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
+    async fn submit(
+        &self,
+        flow_file: &Path,
+        store: Store,
+        key: Option<&str>,
+    ) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
         self.policy.validate(&flow)?;
         let engine = if flow.needs_fuel() {
@@ -198,8 +245,11 @@ impl Queue {
         };
         let loaded = engine.load(&flow, store).await?;
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
-        let run_id = runs::submit(&self.db, &loaded, &flow_file).await?;
-        Ok(Started { run_id })
+        match runs::submit(&self.db, &loaded, &flow_file, key).await {
+            Ok(run_id) => Ok(Started::new(run_id)),
+            Err(WorkerError::Db(RunDbError::Exists { run, .. })) => Ok(Started::existing(run)),
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn requeue(&self, run_id: &str) -> Result<Started, StartError> {
@@ -208,9 +258,7 @@ impl Queue {
             .await
             .map_err(|e| StartError::NotQueueable(format!("{run_id} ({e})")))??;
         if queued {
-            Ok(Started {
-                run_id: run_id.to_owned(),
-            })
+            Ok(Started::new(run_id.to_owned()))
         } else {
             Err(StartError::NotQueueable(run_id.to_owned()))
         }
@@ -218,8 +266,13 @@ impl Queue {
 }
 
 impl RunStarter for Queue {
-    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a> {
-        Box::pin(self.submit(flow_file, store))
+    fn start<'a>(
+        &'a self,
+        flow_file: &'a Path,
+        store: Store,
+        key: Option<&'a str>,
+    ) -> StartFuture<'a> {
+        Box::pin(self.submit(flow_file, store, key))
     }
 
     /// Workers resume a queued run by themselves once its lease expires; this hands a run

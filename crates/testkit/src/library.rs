@@ -208,5 +208,6 @@ pub fn stopped_running(tasks: Vec<TaskCheckpoint>) -> Checkpoint {
     Checkpoint {
         state: FlowState::Running,
         tasks,
+        created_at: None,
     }
 }

@@ -110,6 +110,7 @@ pub fn new_run(id: &str, tasks: &[&str]) -> NewRun {
         },
         initial_store: store(&[("seed", json!(1))]),
         tasks: tasks.iter().map(|t| (*t).to_owned()).collect(),
+        key: None,
     }
 }
 

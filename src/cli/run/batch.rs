@@ -62,7 +62,12 @@ pub async fn run(
     if let Some(executor) = executor {
         let flow_file = args.flow.clone();
         batch = batch.prepare_each(move |loaded| {
-            Ok(flowhost::runs::record(&executor, loaded, Some(&flow_file))?)
+            Ok(flowhost::runs::record(
+                &executor,
+                loaded,
+                Some(&flow_file),
+                None,
+            )?)
         });
     }
     let summary = batch

@@ -60,6 +60,12 @@ pub struct FlowSpec {
     /// cores. Only `unordered` and `graph` flows ever have more than one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<usize>,
+    /// The run's deadline, in milliseconds from its creation (kept when it is resumed): when
+    /// it passes, nothing new starts, calls in flight are stopped and what ran is reverted;
+    /// the stopped task fails `run-timeout`. Signed so that validation can name a negative
+    /// value rather than the parser refusing it; 1 ms to 24 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<i64>,
     /// Initial store values; `--store` and the library's initial store override them.
     #[serde(default)]
     pub store: BTreeMap<String, Value>,
@@ -248,6 +254,7 @@ impl FlowSpec {
             name: name.into(),
             pattern,
             max_parallel: None,
+            timeout_ms: None,
             store: BTreeMap::new(),
             limits: Limits::default(),
             retry: None,

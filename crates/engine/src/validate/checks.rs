@@ -78,6 +78,7 @@ pub(super) fn check_flow(flow: &FlowSpec) -> Vec<Finding> {
     }
     problems.extend(check_name("flow", &flow.name).map(|m| Finding::at("name", m)));
     problems.extend(check_retry(flow.retry.as_ref()));
+    problems.extend(check_timeout(flow.timeout_ms));
     if flow.max_parallel == Some(0) {
         problems.push(Finding::at(
             "max_parallel",
@@ -139,6 +140,28 @@ pub(super) fn check_entry(spec: &TaskSpec, sandbox: &Sandbox, fuel_metering: boo
         ));
     }
     problems
+}
+
+/// A run deadline that cannot be kept or holds a run too long: zero or negative (the run
+/// would be stopped before it starts), or over the 24 h cap every deadline shares.
+pub(super) fn check_timeout(timeout_ms: Option<i64>) -> Option<Finding> {
+    let ms = timeout_ms?;
+    if ms <= 0 {
+        return Some(Finding::at(
+            "timeout_ms",
+            format!(
+                "`timeout_ms` = {ms} must be positive: the run's deadline, in milliseconds from its creation"
+            ),
+        ));
+    }
+    (ms.unsigned_abs() > MAX_DEADLINE_MS).then(|| {
+        Finding::at(
+            "timeout_ms",
+            format!(
+                "`timeout_ms` = {ms} is over the cap of {MAX_DEADLINE_MS} ms (24 h): a run that may take longer holds its executor as long; use at most {MAX_DEADLINE_MS}"
+            ),
+        )
+    })
 }
 
 /// A retry policy that cannot work as written (no attempt, a shrinking backoff, `on` and

@@ -222,8 +222,9 @@ impl Held {
 }
 
 /// How many columns a run's summary takes, first in its row: `id, flow, state, created_at,
-/// updated_at, finished_at, exit_reason, resumes`, then the lease's seven.
-pub const SUMMARY_WIDTH: usize = 15;
+/// updated_at, finished_at, exit_reason, resumes`, then the lease's seven, then
+/// `idempotency_key`.
+pub const SUMMARY_WIDTH: usize = 16;
 
 /// A run row's summary columns.
 pub struct SummaryColumns {
@@ -236,6 +237,7 @@ pub struct SummaryColumns {
     exit_reason: Option<String>,
     resumes: u32,
     lease: Option<LeaseColumns>,
+    idempotency_key: Option<String>,
     /// The time the lease is judged at.
     now: f64,
 }
@@ -254,6 +256,7 @@ impl SummaryColumns {
             finished_at: row.maybe_text(5)?,
             exit_reason: row.maybe_text(6)?,
             resumes: row.count(7)?,
+            idempotency_key: row.maybe_text(15)?,
             now,
         })
     }
@@ -270,6 +273,7 @@ impl SummaryColumns {
             finished_at: self.finished_at,
             exit_reason: self.exit_reason,
             resumes: self.resumes,
+            idempotency_key: self.idempotency_key,
             lease: self
                 .lease
                 .map(LeaseColumns::held)
@@ -605,7 +609,7 @@ mod tests {
     /// The summary's columns as the backends list them (their SQL formats the times).
     const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, \
         resumes, lease_owner, lease_host, lease_pid, lease_since, lease_expires_text, \
-        lease_token, lease_expires";
+        lease_token, lease_expires, idempotency_key";
 
     fn run(state: &str, lease: &[(&'static str, Value)], plugins: &str) -> RunColumns {
         let columns = format!("{SUMMARY}, {}", origin_columns("?2"));
