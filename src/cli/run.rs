@@ -127,6 +127,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(executor) = &args.record.executor()? {
         flowhost::runs::record(executor, &mut loaded, Some(&args.flow))?;
     }
+    ctx.trace(&mut loaded);
     let report = loaded.run().await?;
     print_report(&report, &fetch, args.json)
 }

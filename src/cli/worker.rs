@@ -49,7 +49,7 @@ pub struct WorkerArgs {
 /// Runs the worker until a signal asks it to drain.
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let db = args.db.open_postgres("worker")?;
-    let executor = args.db.executor(db.clone()).heartbeat(args.heartbeat);
+    let executor = ctx.traced(args.db.executor(db.clone()).heartbeat(args.heartbeat));
     let plugin_dir = args.plugin_dir.clone().unwrap_or_else(|| {
         dirs::cache_dir()
             .unwrap_or_else(std::env::temp_dir)

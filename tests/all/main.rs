@@ -26,6 +26,7 @@ mod retries;
 mod sandbox;
 mod serve;
 mod subflows;
+mod telemetry;
 mod validation;
 mod volume_create;
 mod warm;

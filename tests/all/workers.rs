@@ -38,7 +38,11 @@ fn submit(pg: &Postgres, flow: &Path, seeds: std::ops::Range<u64>) -> Vec<String
         for seed in seeds {
             let store: Store = [("seed".to_owned(), json!(seed))].into_iter().collect();
             let loaded = engine.load(&spec, store).await.unwrap();
-            ids.push(flowhost::runs::submit(&db, &loaded, flow).await.unwrap());
+            ids.push(
+                flowhost::runs::submit(&db, &loaded, flow, None)
+                    .await
+                    .unwrap(),
+            );
         }
         ids
     })

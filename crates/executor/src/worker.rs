@@ -81,11 +81,14 @@ pub enum WorkerError {
 
 /// Queues a run of `loaded` (loaded, so validated, from `flow_file`) in `db`: stores the flow
 /// file's bytes and each plugin's by SHA-256 (once, however many runs use them), records the
-/// run PENDING and unleased, and notifies the workers. Returns the run's id.
+/// run PENDING and unleased, and notifies the workers. Returns the run's id. A `traceparent`
+/// (see [`crate::is_traceparent`]) is kept with the run: the worker's listeners get it, so
+/// its spans join the submitter's trace.
 pub async fn submit(
     db: &PgRunDb,
     loaded: &LoadedFlow,
     flow_file: &Path,
+    traceparent: Option<&str>,
 ) -> Result<String, WorkerError> {
     let text = std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile {
         path: flow_file.to_path_buf(),
@@ -106,7 +109,7 @@ pub async fn submit(
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
     };
-    db.submit(&run, text, plugins).await?;
+    db.submit(&run, text, plugins, traceparent).await?;
     Ok(run.id)
 }
 
@@ -356,6 +359,8 @@ impl Worker {
         let mut loaded = engine.load(&flow, record.initial_store.clone()).await?;
         loaded.set_run_id(&id);
         loaded.journal(journal);
+        self.executor
+            .attach(&mut loaded, claim.traceparent.as_deref());
         tracing::info!(run = %id, "claimed run of flow `{}` ({} after it was queued, token {})", flow.name, seconds(claim.waited), lease.token);
         if record.summary.state == FlowState::Pending {
             Ok(loaded.run().await?.state)

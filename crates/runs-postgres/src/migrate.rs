@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_attempts.sql"),
     include_str!("migrations/0003_cancel.sql"),
     include_str!("migrations/0004_plugin_reports.sql"),
+    include_str!("migrations/0005_traceparent.sql"),
 ];
 
 /// The advisory lock that serialises migrations ("FLWH").

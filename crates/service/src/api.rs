@@ -270,10 +270,13 @@ async fn describe_flow(state: &AppState, name: &str) -> Result<Value, ApiError> 
     )
 }
 
-/// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`).
+/// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`). A
+/// W3C `traceparent` header makes the run's trace a child of the caller's span; a malformed
+/// one is ignored, as trace-context says.
 async fn start(
     State(state): Shared,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let path = state
@@ -298,7 +301,11 @@ async fn start(
         store.extend(map.into_iter().collect());
         store
     };
-    let started = state.starter.start(&path, store).await?;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| flowhost_executor::is_traceparent(value));
+    let started = state.starter.start(&path, store, traceparent).await?;
     let location = format!("/v1/runs/{}", started.run_id);
     let mut response = (
         StatusCode::CREATED,

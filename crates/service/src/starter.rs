@@ -30,8 +30,15 @@ pub struct Started {
 /// Starts, resumes and cancels runs on behalf of the API.
 pub trait RunStarter: Send + Sync {
     /// Validates the flow in `flow_file` with `store` as its initial store and starts a run
-    /// of it; resolves once the run is recorded (or was refused).
-    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a>;
+    /// of it, under the W3C `traceparent` given (a valid one, see
+    /// [`flowhost_executor::is_traceparent`]) for its trace; resolves once the run is recorded
+    /// (or was refused).
+    fn start<'a>(
+        &'a self,
+        flow_file: &'a Path,
+        store: Store,
+        traceparent: Option<&'a str>,
+    ) -> StartFuture<'a>;
     /// Continues the interrupted run `run_id`; resolves once it is under way again.
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a>;
     /// Asks run `run_id` to stop before its next task and revert what ran; `false` when this
@@ -78,12 +85,18 @@ impl InProcess {
         }
     }
 
-    async fn start_run(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
+    async fn start_run(
+        &self,
+        flow_file: &Path,
+        store: Store,
+        traceparent: Option<&str>,
+    ) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
         let engine = self.engine_for(&flow);
         let mut loaded = engine.load(&flow, store).await?;
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
         runs::record(&self.executor, &mut loaded, Some(&flow_file))?;
+        self.executor.attach(&mut loaded, traceparent);
         let run_id = loaded.run_id().to_owned();
         let signal = self
             .live
@@ -137,8 +150,13 @@ async fn started(signal: super::live::StartSignal, run_id: String) -> Result<Sta
 }
 
 impl RunStarter for InProcess {
-    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a> {
-        Box::pin(self.start_run(flow_file, store))
+    fn start<'a>(
+        &'a self,
+        flow_file: &'a Path,
+        store: Store,
+        traceparent: Option<&'a str>,
+    ) -> StartFuture<'a> {
+        Box::pin(self.start_run(flow_file, store, traceparent))
     }
 
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
@@ -175,7 +193,12 @@ impl Queue {
         }
     }
 
-    async fn submit(&self, flow_file: &Path, store: Store) -> Result<Started, StartError> {
+    async fn submit(
+        &self,
+        flow_file: &Path,
+        store: Store,
+        traceparent: Option<&str>,
+    ) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
         let engine = if flow.needs_fuel() {
             &self.fuel_engine
@@ -184,7 +207,7 @@ impl Queue {
         };
         let loaded = engine.load(&flow, store).await?;
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
-        let run_id = runs::submit(&self.db, &loaded, &flow_file).await?;
+        let run_id = runs::submit(&self.db, &loaded, &flow_file, traceparent).await?;
         Ok(Started { run_id })
     }
 
@@ -204,8 +227,13 @@ impl Queue {
 }
 
 impl RunStarter for Queue {
-    fn start<'a>(&'a self, flow_file: &'a Path, store: Store) -> StartFuture<'a> {
-        Box::pin(self.submit(flow_file, store))
+    fn start<'a>(
+        &'a self,
+        flow_file: &'a Path,
+        store: Store,
+        traceparent: Option<&'a str>,
+    ) -> StartFuture<'a> {
+        Box::pin(self.submit(flow_file, store, traceparent))
     }
 
     /// Workers resume a queued run by themselves once its lease expires; this hands a run
