@@ -499,7 +499,7 @@ async fn durable_costs() {
             let started = Instant::now();
             let mut loaded = engine.load(&flow, initial()).await.expect("valid flow");
             if let Some(executor) = &executor {
-                runs::record(executor, &mut loaded, None).expect("record run");
+                runs::record(executor, &mut loaded, None, None).expect("record run");
             }
             assert!(loaded.run().await.unwrap().succeeded());
             per_task.push(micros(started.elapsed()) / N as f64);
@@ -528,8 +528,8 @@ async fn durable_costs() {
             let mut batch = Batch::new(&engine, &flow).concurrency(concurrency);
             if durable {
                 let executor = Executor::new(db.clone());
-                batch =
-                    batch.prepare_each(move |loaded| Ok(runs::record(&executor, loaded, None)?));
+                batch = batch
+                    .prepare_each(move |loaded| Ok(runs::record(&executor, loaded, None, None)?));
             }
             let mut samples = Vec::new();
             for _ in 0..3 {

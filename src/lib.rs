@@ -30,12 +30,13 @@
 //! `flowhost-engine`: the [`Engine`] (validation, the run state machine, its [`Journal`],
 //! [`Listener`]s) and the conformance suite ([`conform`]); `flowhost-runs` and its backends,
 //! with `flowhost-executor`: the run database ([`runs`]: records, leases, the journal adapter,
-//! resume, workers); `flowhost-service`: `flowhost serve` ([`service`]).
+//! resume, workers); `flowhost-service`: `flowhost serve` ([`service`]); `flowhost-telemetry`:
+//! OpenTelemetry traces of runs ([`telemetry`]).
 //!
 //! Features: `sqlite` (default) the embedded run database, `postgres` (default) the one many
-//! hosts share and its workers, `service` the HTTP service. With default features off the
-//! engine and the run database contract remain, and neither rusqlite, tokio-postgres nor axum
-//! is compiled.
+//! hosts share and its workers, `service` the HTTP service, `otlp` (default) traces exported
+//! over OTLP/HTTP. With default features off the engine and the run database contract remain,
+//! and neither rusqlite, tokio-postgres, axum nor the OpenTelemetry SDK is compiled.
 
 pub use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
 pub use flowhost_core::class::{Classify, ErrorClass};
@@ -65,6 +66,8 @@ pub use flowhost_runtime::{
 };
 #[cfg(feature = "service")]
 pub use flowhost_service as service;
+#[cfg(feature = "otlp")]
+pub use flowhost_telemetry as telemetry;
 
 /// The run database: every run's record (flow, hashes, initial store, every transition,
 /// arguments, results, errors) and its lease, so that an interrupted run can be resumed by
@@ -76,7 +79,8 @@ pub use flowhost_service as service;
 /// [`record`](runs::record) and continues an interrupted one with [`resume`](runs::resume).
 pub mod runs {
     pub use flowhost_executor::{
-        Executor, Policy, ResumeFailure, Resumption, already_started, origin_of, record, resume,
+        Executor, Policy, ResumeFailure, Resumption, RunListener, already_started, is_traceparent,
+        origin_of, record, resume,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};

@@ -24,7 +24,13 @@ fn main() -> ExitCode {
         errln!("error: {error}");
         return ExitCode::from(exit::USAGE);
     }
-    let ctx = Context::new(&cli);
+    let ctx = match Context::new(&cli) {
+        Ok(ctx) => ctx,
+        Err(error) => {
+            errln!("error: {}", exit::render(&error));
+            return ExitCode::from(exit::code_for(&error));
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
     // A WASI call blocked in a host thread past its task's deadline (a read of a FIFO no one
     // writes) cannot be interrupted; its task has failed already. Exit without waiting for it.
     runtime.shutdown_background();
+    ctx.shutdown();
     match outcome {
         Ok(code) => code,
         Err(error) => {

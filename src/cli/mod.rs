@@ -63,6 +63,15 @@ pub struct Cli {
     /// system's roots (a private CA).
     #[arg(long, global = true, value_name = "FILE", env = "FLOWHOST_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Export one OpenTelemetry trace per run (`run`, `runs resume`, `serve`, `worker`) to this
+    /// OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (traces go to its /v1/traces).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -238,15 +247,17 @@ fn looks_numeric(raw: &str) -> bool {
         && raw.parse::<f64>().is_ok()
 }
 
-/// What every command is handed: the engine settings the global flags chose.
+/// What every command is handed: the engine settings the global flags chose, and the trace
+/// exporter when there is a collector.
 #[derive(Clone)]
 pub struct Context {
     config: EngineConfig,
+    traces: Option<flowhost::telemetry::Traces>,
 }
 
 impl Context {
-    /// Reads the global flags (`--cache-dir`, `--no-cache`, `--ca-file`).
-    pub fn new(cli: &Cli) -> Self {
+    /// Reads the global flags (`--cache-dir`, `--no-cache`, `--ca-file`, `--otlp-endpoint`).
+    pub fn new(cli: &Cli) -> anyhow::Result<Self> {
         let config = match (&cli.cache_dir, cli.no_cache) {
             (_, true) => EngineConfig::default().no_cache(),
             (Some(dir), false) if !dir.as_os_str().is_empty() => {
@@ -262,7 +273,42 @@ impl Context {
         // later run of some flow executes: refused wherever the folder lives, like the cache
         // (`worker --plugin-dir` protects its own too).
         let config = config.protect(worker::plugin_dir(None));
-        Self { config }
+        let traces = match cli.otlp_endpoint.as_deref().map(str::trim) {
+            Some(endpoint) if !endpoint.is_empty() => Some(
+                flowhost::telemetry::Traces::otlp(endpoint)
+                    .map_err(|e| UsageError(format!("--otlp-endpoint: {e}")))?,
+            ),
+            _ => None,
+        };
+        Ok(Self { config, traces })
+    }
+
+    /// Makes `loaded` export its trace, when there is a collector.
+    pub fn trace(&self, loaded: &mut flowhost::LoadedFlow) {
+        if let Some(traces) = &self.traces {
+            loaded.listen(traces.listener(None));
+        }
+    }
+
+    /// `executor`, giving every run it starts, resumes or claims a trace when there is a
+    /// collector: under the traceparent the run was started with, if any.
+    pub fn traced(&self, executor: flowhost::runs::Executor) -> flowhost::runs::Executor {
+        match self.traces.clone() {
+            Some(traces) => {
+                executor.run_listener(std::sync::Arc::new(move |parent: Option<&str>| {
+                    traces.listener(parent)
+                }))
+            }
+            None => executor,
+        }
+    }
+
+    /// Exports the traces still queued, waiting a few seconds at most: a collector that is
+    /// down delays the exit, never fails it.
+    pub fn shutdown(&self) {
+        if let Some(traces) = &self.traces {
+            traces.shutdown(std::time::Duration::from_secs(5));
+        }
     }
 
     /// Refuses, at validation, grants that reach `path` (the run database).

@@ -133,6 +133,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(executor) = &args.record.executor()? {
         flowhost::runs::record(executor, &mut loaded, Some(&args.flow), args.key.as_deref())?;
     }
+    ctx.trace(&mut loaded);
     let flow_name = loaded.name().to_owned();
     match loaded.run().await {
         Ok(report) => print_report(&report, &fetch, args.json),

@@ -173,7 +173,7 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             print_json(value)?;
         }
         RunsCommand::Resume { id, force, json } => {
-            let executor = args.db.executor(db);
+            let executor = ctx.traced(args.db.executor(db));
             let resumption = Resumption::open(executor.db().as_ref(), &id)?;
             let mut ctx = ctx.clone();
             ctx.protect(args.db.path());

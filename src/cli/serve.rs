@@ -76,7 +76,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let db = args.db.open_any(true)?;
-    let executor = args.db.executor(db.shared());
+    let executor = ctx.traced(args.db.executor(db.shared()));
     let queue = match &db {
         AnyDb::Postgres(db) if !args.in_process => Some(db.clone()),
         _ => None,

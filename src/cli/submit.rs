@@ -33,6 +33,10 @@ pub struct SubmitArgs {
     /// key (and not pruned since), queue nothing and print that run's id instead.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
+    /// A W3C trace-context traceparent (00-TRACE_ID-SPAN_ID-FLAGS): the worker's trace of
+    /// the run becomes a child of that span. Defaults to TRACEPARENT when set.
+    #[arg(long, value_name = "TRACEPARENT", env = "TRACEPARENT", value_parser = parse_traceparent)]
+    pub traceparent: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -52,7 +56,15 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
         Err(error) => return invalid(args.json, Some(&flow.name), error.into()),
     };
     let db = args.db.open_postgres("submit")?;
-    let id = match flowhost::runs::submit(&db, &loaded, &args.flow, args.key.as_deref()).await {
+    let id = match flowhost::runs::submit(
+        &db,
+        &loaded,
+        &args.flow,
+        args.key.as_deref(),
+        args.traceparent.as_deref(),
+    )
+    .await
+    {
         Ok(id) => id,
         Err(WorkerError::Db(RunDbError::Exists { run, key, .. })) => {
             return super::run::print_already_started(&flow.name, &run, &key, args.json);
@@ -65,6 +77,15 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
         outln!("{id}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A traceparent the workers can use: version 00, ids not all zero, lower-case hex.
+fn parse_traceparent(text: &str) -> Result<String, String> {
+    if flowhost::runs::is_traceparent(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("expected a W3C traceparent: 00-<32 hex digits>-<16 hex digits>-<2 hex digits>, lower case, ids not all zero".into())
+    }
 }
 
 fn invalid(json: bool, flow: Option<&str>, error: anyhow::Error) -> anyhow::Result<ExitCode> {

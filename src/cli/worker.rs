@@ -103,7 +103,7 @@ pub fn plugin_dir(given: Option<&Path>) -> PathBuf {
 /// Runs the worker until a signal asks it to drain.
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let db = args.db.open_postgres("worker")?;
-    let executor = args.db.executor(db.clone()).heartbeat(args.heartbeat);
+    let executor = ctx.traced(args.db.executor(db.clone()).heartbeat(args.heartbeat));
     let policy = args.policy.policy()?;
     let plugin_dir = plugin_dir(args.plugin_dir.as_deref());
     let worker = Worker::new(db, executor, ctx.worker_config(), plugin_dir)

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowhost_core::events::Listener;
 use flowhost_engine::LoadedFlow;
 use flowhost_runs::{DEFAULT_LEASE_TTL, Origin, Owner, PluginHash, RunDb, RunDbError, hash_file};
 
@@ -59,6 +60,26 @@ fn absolute(path: &Path) -> PathBuf {
         .unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
+/// Makes a listener for one run as an executor starts or resumes it, given the W3C
+/// `traceparent` the run was started under, if any: how a trace exporter puts the spans of a
+/// run that a worker executes into the submitter's trace, without the executor knowing of
+/// traces.
+pub type RunListener = Arc<dyn Fn(Option<&str>) -> Arc<dyn Listener> + Send + Sync>;
+
+/// Whether `text` is a W3C trace-context `traceparent` of version 00 that names a span:
+/// `00-<32 hex digits, not all zero>-<16 hex digits, not all zero>-<2 hex digits>`, lower
+/// case. What is kept with a submitted run for its worker, checked where it comes in.
+pub fn is_traceparent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let nonzero = |part: &str| part.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [version, trace, span, flags]
+        if *version == "00" && hex(trace, 32) && nonzero(trace)
+            && hex(span, 16) && nonzero(span) && hex(flags, 2))
+}
+
 /// An executor: what records and resumes runs in a run database under its own leases.
 #[derive(Clone)]
 pub struct Executor {
@@ -66,6 +87,7 @@ pub struct Executor {
     owner: Owner,
     lease_ttl: Duration,
     heartbeat: Option<Duration>,
+    run_listener: Option<RunListener>,
 }
 
 impl Executor {
@@ -76,6 +98,23 @@ impl Executor {
             owner: Owner::this_process(),
             lease_ttl: DEFAULT_LEASE_TTL,
             heartbeat: None,
+            run_listener: None,
+        }
+    }
+
+    /// Gives every run it starts or resumes a listener made by `make` (e.g. a trace of the
+    /// run), over the engine's own listeners.
+    pub fn run_listener(mut self, make: RunListener) -> Self {
+        self.run_listener = Some(make);
+        self
+    }
+
+    /// Adds the run's own listener (see [`Self::run_listener`]) to `loaded`, a run started
+    /// under `traceparent` if any. Resuming and workers do it themselves; whoever starts a
+    /// run through [`record`] calls it.
+    pub fn attach(&self, loaded: &mut LoadedFlow, traceparent: Option<&str>) {
+        if let Some(make) = &self.run_listener {
+            loaded.listen(make(traceparent));
         }
     }
 
@@ -106,5 +145,29 @@ impl Executor {
     /// Who this executor is.
     pub fn owner(&self) -> &Owner {
         &self.owner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_traceparent;
+
+    #[test]
+    fn a_traceparent_is_version_00_with_ids_that_are_not_zero() {
+        assert!(is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        for bad in [
+            "",
+            "00-abc",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+        ] {
+            assert!(!is_traceparent(bad), "{bad}");
+        }
     }
 }

@@ -135,6 +135,7 @@ impl Resumption {
         };
         executor.db.resumed(&lease, &origin)?;
         loaded.journal(journal);
+        executor.attach(&mut loaded, None);
         tracing::info!(run = %id, "resuming flow `{}` from {}", self.flow.name, record.summary.state);
         Ok(loaded.resume(record.checkpoint()).await?)
     }

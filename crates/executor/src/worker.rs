@@ -99,11 +99,14 @@ pub enum WorkerError {
 ///
 /// With an idempotency `key` that a run of the flow already holds, nothing is stored or
 /// queued: [`RunDbError::Exists`] names that run.
+/// A `traceparent` (see [`crate::is_traceparent`]) is kept with the run: the worker's
+/// listeners get it, so its spans join the submitter's trace.
 pub async fn submit(
     db: &PgRunDb,
     loaded: &LoadedFlow,
     flow_file: &Path,
     key: Option<&str>,
+    traceparent: Option<&str>,
 ) -> Result<String, WorkerError> {
     let text = std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile {
         path: flow_file.to_path_buf(),
@@ -125,7 +128,7 @@ pub async fn submit(
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
         key: key.map(str::to_owned),
     };
-    db.submit(&run, text, plugins).await?;
+    db.submit(&run, text, plugins, traceparent).await?;
     Ok(run.id)
 }
 
@@ -473,6 +476,8 @@ impl Worker {
         }
         loaded.set_run_id(&id);
         loaded.journal(journal);
+        self.executor
+            .attach(&mut loaded, claim.traceparent.as_deref());
         tracing::info!(run = %id, "claimed run of flow `{}` ({} after it was queued, token {})", flow.name, seconds(claim.waited), lease.token);
         if record.summary.state == FlowState::Pending {
             Ok(loaded.run().await?.state)

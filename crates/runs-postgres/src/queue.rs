@@ -24,6 +24,8 @@ pub struct Claimed {
     pub lease: Lease,
     /// Seconds from submission to this claim, on the database's clock.
     pub waited: f64,
+    /// The W3C traceparent the run was submitted under, if any.
+    pub traceparent: Option<String>,
 }
 
 /// A worker as the database knows it.
@@ -57,14 +59,17 @@ impl PgRunDb {
     /// from `plugins`: hash and file) unless the database has them already, then notifies the
     /// workers; all in one transaction. A file whose bytes no longer match the hash it was
     /// validated with is refused, naming it; a run whose idempotency key another run of the
-    /// flow holds is refused with [`RunDbError::Exists`], queueing nothing.
+    /// flow holds is refused with [`RunDbError::Exists`], queueing nothing. The run keeps
+    /// `traceparent` for the worker that claims it ([`Claimed::traceparent`]).
     pub async fn submit(
         &self,
         run: &NewRun,
         flow_text: Vec<u8>,
         plugins: Vec<(String, std::path::PathBuf)>,
+        traceparent: Option<&str>,
     ) -> Result<(), RunDbError> {
         let new = run.clone();
+        let traceparent = traceparent.map(str::to_owned);
         self.spawn("submitting a run", move |s| async move {
             let what = "submitting a run";
             let mut client = s.client(what).await?;
@@ -111,6 +116,11 @@ impl PgRunDb {
             if let Some(existing) = insert_run(&tx, &new, None).await.map_err(|e| s.error(what, e))? {
                 return Err(crate::storage::exists(&new, existing));
             }
+            if traceparent.is_some() {
+                tx.execute("UPDATE runs SET traceparent = $2 WHERE id = $1", &[&new.id, &traceparent])
+                    .await
+                    .map_err(|e| s.error(what, e))?;
+            }
             tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await.map_err(|e| s.error(what, e))?;
             tx.commit().await.map_err(|e| s.error(what, e))
         })
@@ -146,7 +156,8 @@ impl PgRunDb {
                             lease_since = flowhost_now(), lease_expires = flowhost_now() + $6
                        FROM picked WHERE runs.id = picked.id
                      RETURNING runs.id, runs.lease_token,
-                               flowhost_now() - extract(epoch FROM runs.created_at::timestamptz)::float8",
+                               flowhost_now() - extract(epoch FROM runs.created_at::timestamptz)::float8,
+                               runs.traceparent",
                     &[&limit, &flows, &taker.id, &taker.host, &i64::from(taker.pid), &ttl.as_secs_f64()],
                 )
                 .await
@@ -157,6 +168,7 @@ impl PgRunDb {
                 .map(|row| Claimed {
                     lease: Lease { run_id: row.get(0), token: row.get(1), owner: taker.clone(), ttl },
                     waited: row.get(2),
+                    traceparent: row.get(3),
                 })
                 .collect())
         })

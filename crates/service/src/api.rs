@@ -330,7 +330,9 @@ async fn add_dependencies(state: &AppState, spec: &FlowSpec, tasks: &mut [Value]
 
 /// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`).
 /// With an `Idempotency-Key` header a run of the flow already holds, nothing starts: 200 with
-/// that run's id and Location, instead of 201.
+/// that run's id and Location, instead of 201. A W3C
+/// `traceparent` header makes the run's trace a child of the caller's span; a malformed one
+/// is ignored, as trace-context says.
 async fn start(
     State(state): Shared,
     Path(name): Path<String>,
@@ -387,7 +389,14 @@ async fn start(
         store.extend(map.into_iter().collect());
         store
     };
-    let started = state.starter.start(&path, store, key.as_deref()).await?;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| flowhost_executor::is_traceparent(value));
+    let started = state
+        .starter
+        .start(&path, store, key.as_deref(), traceparent)
+        .await?;
     let location = format!("/v1/runs/{}", started.run_id);
     let (status, body) = if started.existing {
         (

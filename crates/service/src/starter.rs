@@ -51,12 +51,15 @@ pub trait RunStarter: Send + Sync {
     /// Validates the flow in `flow_file` with `store` as its initial store and starts a run
     /// of it; resolves once the run is recorded (or was refused). With an idempotency `key`
     /// a run of the flow already holds, nothing starts and that run is the answer
-    /// ([`Started::existing`]).
+    /// ([`Started::existing`]). The run's trace is
+    /// under the W3C `traceparent` given (a valid one, see
+    /// [`flowhost_executor::is_traceparent`]).
     fn start<'a>(
         &'a self,
         flow_file: &'a Path,
         store: Store,
         key: Option<&'a str>,
+        traceparent: Option<&'a str>,
     ) -> StartFuture<'a>;
     /// Continues the interrupted run `run_id`; resolves once it is under way again.
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a>;
@@ -114,12 +117,14 @@ impl InProcess {
         flow_file: &Path,
         store: Store,
         key: Option<&str>,
+        traceparent: Option<&str>,
     ) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
         let engine = self.engine_for(&flow);
         let mut loaded = engine.load(&flow, store).await?;
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
         runs::record(&self.executor, &mut loaded, Some(&flow_file), key)?;
+        self.executor.attach(&mut loaded, traceparent);
         let run_id = loaded.run_id().to_owned();
         let signal = self
             .live
@@ -184,8 +189,9 @@ impl RunStarter for InProcess {
         flow_file: &'a Path,
         store: Store,
         key: Option<&'a str>,
+        traceparent: Option<&'a str>,
     ) -> StartFuture<'a> {
-        Box::pin(self.start_run(flow_file, store, key))
+        Box::pin(self.start_run(flow_file, store, key, traceparent))
     }
 
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
@@ -235,6 +241,7 @@ impl Queue {
         flow_file: &Path,
         store: Store,
         key: Option<&str>,
+        traceparent: Option<&str>,
     ) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
         self.policy.validate(&flow)?;
@@ -245,7 +252,7 @@ impl Queue {
         };
         let loaded = engine.load(&flow, store).await?;
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
-        match runs::submit(&self.db, &loaded, &flow_file, key).await {
+        match runs::submit(&self.db, &loaded, &flow_file, key, traceparent).await {
             Ok(run_id) => Ok(Started::new(run_id)),
             Err(WorkerError::Db(RunDbError::Exists { run, .. })) => Ok(Started::existing(run)),
             Err(error) => Err(error.into()),
@@ -271,8 +278,9 @@ impl RunStarter for Queue {
         flow_file: &'a Path,
         store: Store,
         key: Option<&'a str>,
+        traceparent: Option<&'a str>,
     ) -> StartFuture<'a> {
-        Box::pin(self.submit(flow_file, store, key))
+        Box::pin(self.submit(flow_file, store, key, traceparent))
     }
 
     /// Workers resume a queued run by themselves once its lease expires; this hands a run

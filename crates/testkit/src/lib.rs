@@ -3,7 +3,8 @@
 //! what a test checks of its output, the probes' journal ([`Journal`]), a [`Workspace`] for
 //! recorded runs, helpers for the library ([`journaled_probe`], [`Recorder`]…), a throwaway
 //! PostgreSQL server ([`Postgres`]), a served `flowhost serve` ([`serving`]), headless
-//! Chromium ([`cdp`]), and the run database contract's backends ([`rundb`]).
+//! Chromium ([`cdp`]), the run database contract's backends ([`rundb`]) and an OTLP/HTTP
+//! trace receiver ([`otlp`]).
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ mod command;
 mod journal;
 mod library;
 pub mod net;
+pub mod otlp;
 mod postgres;
 pub mod rundb;
 pub mod serving;

@@ -59,15 +59,14 @@ pub async fn run(
     let mut write_error = None;
     let mut worst = 0u8;
     let mut batch = Batch::new(&engine, flow).concurrency(args.concurrency);
-    if let Some(executor) = executor {
-        let flow_file = args.flow.clone();
+    if executor.is_some() || ctx.traces.is_some() {
+        let (flow_file, ctx) = (args.flow.clone(), ctx.clone());
         batch = batch.prepare_each(move |loaded| {
-            Ok(flowhost::runs::record(
-                &executor,
-                loaded,
-                Some(&flow_file),
-                None,
-            )?)
+            if let Some(executor) = &executor {
+                flowhost::runs::record(executor, loaded, Some(&flow_file), None)?;
+            }
+            ctx.trace(loaded);
+            Ok(())
         });
     }
     let summary = batch
