@@ -295,17 +295,27 @@ _BODYLESS = {"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"}
 _dumps = json.dumps
 
 
+# The wasi:http bindings exist only in a component built for `plugin-http`. They are imported
+# here, while componentize-py builds the component: the bindings' files are on the path then,
+# and the modules imported are kept in the component; an import first tried at run time
+# finds only the files componentize-py bundled, which are not these.
+try:
+    from wit_world.imports import outgoing_handler as _outgoing_handler
+    from wit_world.imports import streams as _streams
+    from wit_world.imports import types as _types
+except ImportError:
+    _outgoing_handler = _streams = _types = None
+
+
 def _wasi_bindings():
-    """The wasi:http bindings, which exist only in a component built for `plugin-http`."""
-    try:
-        from wit_world.imports import outgoing_handler, streams, types
-    except ImportError:
+    """The wasi:http bindings, or a RuntimeError saying how to get them."""
+    if _outgoing_handler is None:
         raise RuntimeError(
             "flowhost_task.http needs wasi:http: build the component for the world "
             "`plugin-http` (build.sh --http), and grant the origins in the flow entry "
             "(`net = { http = [...] }`)"
-        ) from None
-    return outgoing_handler, streams, types
+        )
+    return _outgoing_handler, _streams, _types
 
 
 class _Http:

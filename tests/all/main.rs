@@ -35,6 +35,7 @@ mod subflows;
 mod telemetry;
 mod validation;
 mod volume_create;
+mod volume_create_concurrency;
 mod volume_service;
 mod warm;
 mod workers;
