@@ -238,11 +238,8 @@ fn a_run_killed_beside_an_ignored_task_resumes_without_executing_it_and_shows_wh
     );
     kill(child);
 
-    ws.release();
+    let report = ws.release_and_resume();
     let run = ws.only_run();
-    let resumed = ws.runs(&["resume", &run.id, "--json"]);
-    assert_exit(&resumed, 0);
-    let report = stdout_json(&resumed);
     assert_eq!(report["state"], "SUCCESS");
     assert_eq!(
         ws.executions(&["skipped", "blocked", "needs", "last"]),

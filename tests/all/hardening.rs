@@ -15,19 +15,9 @@ use serde_json::{Value, json};
 
 use crate::kit::serving::Served;
 use crate::kit::{
-    Postgres, Workspace, assert_contains, assert_exit, flowhost, plugin, signal, stderr, stdout,
-    stdout_json, stdout_json_lines,
+    Postgres, SHORT_LEASE, Workspace, assert_contains, assert_exit, flowhost, plugin, signal,
+    stderr, stdout, stdout_json, stdout_json_lines,
 };
-
-/// Lease options under which a refused run would be claimed again within a second or two.
-const SHORT_LEASE: [&str; 6] = [
-    "--lease-ttl",
-    "1s",
-    "--heartbeat",
-    "200ms",
-    "--poll",
-    "200ms",
-];
 
 /// Submits the workspace's `flow.toml` to `pg` and returns the run's id.
 fn submit(ws: &Workspace, pg: &Postgres, flow: &Path) -> String {

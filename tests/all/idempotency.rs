@@ -26,24 +26,30 @@ fn start_with_key(server: &Served, key: &str) -> (u16, Value, Option<String>) {
     (status, body, location)
 }
 
+/// Sixteen starts of `keyed` with Idempotency-Key `key`, let go at the same moment: each
+/// one's status, body and Location.
+fn race_on_key(server: &Served, key: &str) -> Vec<(u16, Value, Option<String>)> {
+    let barrier = Barrier::new(16);
+    std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..16)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    start_with_key(server, key)
+                })
+            })
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn sixteen_api_starts_racing_on_one_key_start_exactly_one_run_and_all_get_its_id() {
     let ws = Workspace::new();
     ws.flow("keyed", &[("a", json!({})), ("b", json!({}))]);
     let server = Served::start(&ws, ws.root(), &[]);
 
-    let barrier = Barrier::new(16);
-    let answers: Vec<(u16, Value, Option<String>)> = std::thread::scope(|scope| {
-        let starts: Vec<_> = (0..16)
-            .map(|_| {
-                scope.spawn(|| {
-                    barrier.wait();
-                    start_with_key(&server, "order-1042")
-                })
-            })
-            .collect();
-        starts.into_iter().map(|s| s.join().unwrap()).collect()
-    });
+    let answers = race_on_key(&server, "order-1042");
     let created: Vec<&(u16, Value, Option<String>)> = answers
         .iter()
         .filter(|(status, ..)| *status == 201)
@@ -100,18 +106,7 @@ fn api_starts_racing_on_one_key_queue_exactly_one_run_on_postgresql() {
     ws.flow("keyed", &[("a", json!({}))]);
     let pg = Postgres::start();
     let server = Served::start_on(&ws, ws.root(), &pg.url(), &[]);
-    let barrier = Barrier::new(16);
-    let answers: Vec<(u16, Value, Option<String>)> = std::thread::scope(|scope| {
-        let starts: Vec<_> = (0..16)
-            .map(|_| {
-                scope.spawn(|| {
-                    barrier.wait();
-                    start_with_key(&server, "queued-1")
-                })
-            })
-            .collect();
-        starts.into_iter().map(|s| s.join().unwrap()).collect()
-    });
+    let answers = race_on_key(&server, "queued-1");
     let statuses: Vec<u16> = answers.iter().map(|(status, ..)| *status).collect();
     assert_eq!(
         statuses.iter().filter(|&&s| s == 201).count(),

@@ -283,11 +283,7 @@ fn a_graph_flow_file_killed_mid_run_resumes_without_running_succeeded_tasks_agai
     );
     kill(child);
 
-    ws.release();
-    let run = ws.only_run();
-    let resumed = ws.runs(&["resume", &run.id, "--json"]);
-    assert_exit(&resumed, 0);
-    assert_eq!(stdout_json(&resumed)["state"], "SUCCESS");
+    assert_eq!(ws.release_and_resume()["state"], "SUCCESS");
     assert_eq!(
         ws.executions(&["quick", "blocked", "last"]),
         [1, 2, 1],

@@ -13,18 +13,8 @@ use flowhost::{Engine, FlowSpec, FlowState, Store};
 use serde_json::{Value, json};
 
 use crate::kit::{
-    Postgres, Workspace, flowhost_bin, is_root, signal, stdout_json, stop, wait_until,
+    Postgres, SHORT_LEASE, Workspace, flowhost_bin, is_root, signal, stdout_json, stop, wait_until,
 };
-
-/// Worker options under which a lease lapses a second after its holder stops renewing it.
-const SHORT_LEASE: [&str; 6] = [
-    "--lease-ttl",
-    "1s",
-    "--heartbeat",
-    "200ms",
-    "--poll",
-    "200ms",
-];
 
 /// Submits one run of the workspace's flow per seed, through the library (as a control plane
 /// would), and returns their ids.

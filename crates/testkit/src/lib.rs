@@ -30,7 +30,7 @@ pub use library::{
     journaled_probe, relay, report_states, resume_from, run_recorded, seeded, shared_engine,
     stopped_running, store,
 };
-pub use postgres::Postgres;
+pub use postgres::{Postgres, SHORT_LEASE};
 pub use workspace::{Probe, Workspace};
 
 /// The compiled component `name` (e.g. `"probe"`, `"quota_reserve"`), built by this crate's

@@ -239,3 +239,14 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `flowhost worker` options under which a lease lapses a second after its holder stops
+/// renewing it, and a run is claimed again within a second or two.
+pub const SHORT_LEASE: [&str; 6] = [
+    "--lease-ttl",
+    "1s",
+    "--heartbeat",
+    "200ms",
+    "--poll",
+    "200ms",
+];

@@ -255,6 +255,17 @@ impl Workspace {
         self.sqlite().list(&RunFilter::default()).unwrap().remove(0)
     }
 
+    /// Releases the probes and resumes the workspace's one run (`runs resume ID --json`),
+    /// which must end with exit 0: its report.
+    #[track_caller]
+    pub fn release_and_resume(&self) -> Value {
+        self.release();
+        let run = self.only_run();
+        let resumed = self.runs(&["resume", &run.id, "--json"]);
+        assert_exit(&resumed, 0);
+        stdout_json(&resumed)
+    }
+
     /// Run `id`'s record, read from the workspace's database.
     #[track_caller]
     pub fn record(&self, id: &str) -> RunRecord {
