@@ -324,6 +324,14 @@ fn the_console_shows_ignored_tasks_and_why_on_the_timeline() {
         "the three tasks that ran"
     );
     browser.screenshot(&screenshots().join("ignored-run.png"));
+    // A run without failures has no failures panel, and nothing in its place.
+    assert_eq!(
+        browser.eval(
+            "[...document.querySelector('#main').childNodes].some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim() !== '')"
+        ),
+        serde_json::json!(false),
+        "stray text between the run page's sections"
+    );
     assert!(
         browser.errors.is_empty(),
         "the console logged errors: {:#?}",

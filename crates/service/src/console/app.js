@@ -217,6 +217,7 @@ function timeline(run) {
     rows, legend, el("div", { class: "muted", style: { fontSize: ".75rem" } }, `${span.toFixed(1)} ms from the first call to the last`));
 }
 
+// The failures panel, or null when nothing failed (the caller leaves it out).
 function failures(run) {
   const failed = run.tasks.filter((t) => t.error || t.revert_error);
   if (!failed.length) return null;
@@ -248,7 +249,7 @@ async function runPage(main, id) {
         el("span", { class: "actions" }, resume, cancel)),
       el("div", { id: "action-result" }, notice),
       el("section", { class: "panel" }, el("h2", {}, "Timeline"), timeline(run)),
-      failures(run),
+      failures(run) || "",
       el("div", { class: "grid" },
         el("section", { class: "panel" }, el("h2", {}, "Run"), el("div", { class: "kv" },
           el("span", { class: "muted" }, "created"), el("span", {}, run.created_at),
