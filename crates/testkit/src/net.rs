@@ -211,44 +211,24 @@ fn handle(
         return;
     }
     let mut reader = BufReader::new(&mut stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut headers = serde_json::Map::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().into());
-        }
-    }
     // A sized body is read before answering: closing with unread bytes would reset the
     // connection under the client's feet.
-    let length = headers
-        .get("content-length")
-        .and_then(|v| v.as_str()?.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length.min(1 << 20)];
-    if reader.read_exact(&mut body).is_err() {
+    let Some(request) = read_request(&mut reader, 1 << 20) else {
         return;
-    }
+    };
     drop(reader);
-    let mut words = request_line.split_whitespace();
-    let method = words.next().unwrap_or_default();
-    let path = words.next().unwrap_or("/");
+    let Request {
+        method,
+        path,
+        headers,
+        body,
+    } = request;
     received
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(serde_json::json!({
             "method": method,
-            "path": path,
+            "path": &path,
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
         }));
@@ -285,4 +265,50 @@ fn handle(
         }
         Behaviour::TcpEcho => unreachable!("handled above"),
     }
+}
+
+/// One HTTP/1.1 request as the test servers read it.
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    /// Header names lowercased, each with its (last) value.
+    pub(crate) headers: serde_json::Map<String, serde_json::Value>,
+    /// The body its `content-length` announces, at most `max_body` bytes of it.
+    pub(crate) body: Vec<u8>,
+}
+
+/// Reads a request line, headers and a sized body from `reader`; `None` when the client
+/// goes away first.
+pub(crate) fn read_request(reader: &mut impl BufRead, max_body: usize) -> Option<Request> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = serde_json::Map::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().into());
+        }
+    }
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.as_str()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length.min(max_body)];
+    reader.read_exact(&mut body).ok()?;
+    let mut words = request_line.split_whitespace();
+    Some(Request {
+        method: words.next().unwrap_or_default().to_owned(),
+        path: words.next().unwrap_or("/").to_owned(),
+        headers,
+        body,
+    })
 }

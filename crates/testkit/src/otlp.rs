@@ -4,7 +4,7 @@
 //! `flowhost` exported. It stops when dropped.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -122,35 +122,17 @@ fn receive(mut stream: TcpStream, kept: &Mutex<Vec<ReceivedSpan>>) {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut reader = BufReader::new(&mut stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+    let Some(request) = crate::net::read_request(&mut reader, usize::MAX) else {
         return;
-    }
-    let mut length = 0usize;
-    let mut content_type = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                "content-type" => content_type = value.trim().to_owned(),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
+    };
     drop(reader);
-    let path = request_line.split_whitespace().nth(1).unwrap_or("");
+    let path = request.path.as_str();
+    let content_type = request
+        .headers
+        .get("content-type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let body = request.body;
     let status = if path != "/v1/traces" || content_type != "application/x-protobuf" {
         "404 Not Found"
     } else {
