@@ -38,6 +38,9 @@ pub enum TaskState {
     /// task whose results it needs was itself ignored (TaskFlow's IGNORE). Not reverted; its
     /// results are absent.
     Ignore,
+    /// An entry without a plugin waits, durably, for a signal or a due time (`wait = {...}`):
+    /// the run holds no executor meanwhile.
+    Waiting,
 }
 
 /// A flow's state, as in TaskFlow.
@@ -56,6 +59,14 @@ pub enum FlowState {
     Reverted,
     /// A task failed and at least one revert failed: the run needs a person.
     Failure,
+    /// A suspend was asked for: tasks in flight finish, nothing new starts.
+    Suspending,
+    /// Stopped between tasks, by a suspend or by a failure whose entry says `on_failure =
+    /// "suspend"`: holds no executor and no lease until it is resumed (or reverted).
+    Suspended,
+    /// Every task that can go on waits for a signal or a due time: the run holds no executor
+    /// until one arrives.
+    Waiting,
 }
 
 impl fmt::Display for TaskState {
@@ -83,6 +94,7 @@ impl TaskState {
             TaskState::RevertFailure => "REVERT_FAILURE",
             TaskState::Retrying => "RETRYING",
             TaskState::Ignore => "IGNORE",
+            TaskState::Waiting => "WAITING",
         }
     }
 
@@ -106,6 +118,8 @@ impl TaskState {
                 | (Reverting, Reverted | RevertFailure)
                 | (Retrying | Reverted, Running)
                 | (Pending, Ignore)
+                | (Pending, Waiting)
+                | (Waiting, Success | Failure)
                 // A subflow's controller starts its next iteration.
                 | (Reverted | Failure | Ignore, Pending)
         )
@@ -122,6 +136,9 @@ impl FlowState {
             FlowState::Reverting => "REVERTING",
             FlowState::Reverted => "REVERTED",
             FlowState::Failure => "FAILURE",
+            FlowState::Suspending => "SUSPENDING",
+            FlowState::Suspended => "SUSPENDED",
+            FlowState::Waiting => "WAITING",
         }
     }
 
