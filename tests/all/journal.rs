@@ -87,6 +87,19 @@ impl RunDb for FillingDisk {
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
         self.inner.prune(filter)
     }
+    fn request_suspend(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.inner.request_suspend(run_id)
+    }
+    fn suspend_requested(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.inner.suspend_requested(run_id)
+    }
+    fn link_restart(&self, lease: &Lease, from: &str) -> Result<(), RunDbError> {
+        self.write()?;
+        self.inner.link_restart(lease, from)
+    }
+    fn restart_links(&self, run_id: &str) -> Result<flowhost::runs::RestartLinks, RunDbError> {
+        self.inner.restart_links(run_id)
+    }
 }
 
 const LABELS: [&str; 3] = ["a", "b", "c"];

@@ -356,7 +356,7 @@ fn a_database_migrated_by_a_newer_flowhost_is_refused_and_a_bad_url_named() {
     assert_exit(&newer, 66);
     assert_contains(
         &stderr(&newer),
-        "schema version 99, newer than this flowhost's 6",
+        "schema version 99, newer than this flowhost's 7",
     );
 
     let closed = "postgres://flowhost:secret@127.0.0.1:1/postgres".to_owned();

@@ -25,6 +25,7 @@ mod resume;
 mod run;
 pub mod scaffold;
 mod schedule;
+mod suspend;
 mod task;
 mod validate;
 
@@ -42,6 +43,7 @@ pub use condition::CONDITION_FAILED;
 pub use journal::{Append, Close, Journal, JournalError, RunError};
 pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
+pub use suspend::Suspender;
 
 use cancel::{Cancellations, Stop};
 use flowhost_core::checkpoint::Checkpoint;
@@ -52,6 +54,7 @@ use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::store::Store;
 use flowhost_runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
 use run::Run;
+use suspend::Suspensions;
 use task::BoundTask;
 
 /// Loads and runs flows. Clone it freely: clones share the wasmtime engine, the loaded
@@ -61,6 +64,7 @@ pub struct Engine {
     runtime: Arc<Runtime>,
     listeners: Vec<Arc<dyn Listener>>,
     cancellations: Cancellations,
+    suspensions: Suspensions,
 }
 
 impl Engine {
@@ -77,6 +81,7 @@ impl Engine {
             runtime: Arc::new(Runtime::with_config(config)?),
             listeners: Vec::new(),
             cancellations: Cancellations::default(),
+            suspensions: Suspensions::default(),
         })
     }
 
@@ -109,6 +114,16 @@ impl Engine {
     /// is going on, or about to start on this engine: the request is dropped when it ends.
     pub fn cancel(&self, run_id: &str) {
         self.cancellations.request(run_id, Stop::Cancelled);
+    }
+
+    /// Asks the run `run_id` that this engine (or a clone) is running to suspend: calls in
+    /// flight finish (or fail at their deadline), nothing new starts, pauses between attempts
+    /// end without their attempt, and once nothing is in flight the flow goes `SUSPENDING ->
+    /// SUSPENDED` and its run returns, releasing its lease. Nothing is reverted; resuming the
+    /// run goes on from its record. A request for a run about to start on this engine is kept
+    /// for it.
+    pub fn suspend(&self, run_id: &str) {
+        self.suspensions.request(run_id);
     }
 
     /// Loads and describes one plugin, e.g. for `flowhost describe`.
@@ -158,6 +173,7 @@ impl Engine {
             listeners: self.listeners.clone(),
             journal: None,
             cancellations: self.cancellations.clone(),
+            suspensions: self.suspensions.clone(),
             timeout: flow
                 .timeout_ms
                 .and_then(|ms| u64::try_from(ms).ok())
@@ -239,6 +255,7 @@ pub struct LoadedFlow {
     listeners: Vec<Arc<dyn Listener>>,
     journal: Option<Arc<dyn Journal>>,
     cancellations: Cancellations,
+    suspensions: Suspensions,
     /// The flow's `timeout_ms`: how long after it starts the run is stopped.
     timeout: Option<Duration>,
 }
@@ -353,6 +370,13 @@ impl LoadedFlow {
         &self.initial
     }
 
+    /// What suspends this run from outside ([`Engine::suspend`] for its id): for an executor
+    /// that reads suspend requests from its run database. Take it once the id is final
+    /// ([`Self::set_run_id`]).
+    pub fn suspender(&self) -> Suspender {
+        Suspender::new(self.suspensions.clone(), self.id.clone())
+    }
+
     /// Adds a listener for this run only.
     pub fn listen(&mut self, listener: Arc<dyn Listener>) {
         self.listeners.push(listener);
@@ -386,6 +410,39 @@ impl LoadedFlow {
     pub async fn resume(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
         Ok(Run::restore(self, checkpoint)?.execute().await?)
     }
+
+    /// Reverts an unfinished run from its recorded `checkpoint` without executing anything:
+    /// every task that did something is reverted, in reverse dependency order, as a failure
+    /// would have reverted it, and the flow ends REVERTED (or FAILURE when a revert failed).
+    /// For a SUSPENDED run a person decided not to go on with (`flowhost runs revert`).
+    pub async fn revert(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
+        let mut run = Run::restore(self, checkpoint)?;
+        run.reverting_from_here();
+        Ok(run.execute().await?)
+    }
+
+    /// Runs the flow as a new run whose record starts with `copied`: tasks of an earlier run
+    /// that succeeded, with the arguments and results recorded there, as if they had just
+    /// run (their results go into the store; they are not executed). Every other task runs.
+    /// How `flowhost runs restart --from TASK` goes on from a step without repeating the
+    /// steps before it.
+    pub async fn restart(self, copied: Vec<CopiedTask>) -> Result<RunReport, ResumeError> {
+        Ok(Run::copying(self, copied)?.execute().await?)
+    }
+}
+
+/// A task a restarted run takes over from the run it restarts: what it executed with and
+/// what it returned, there.
+#[derive(Debug, Clone)]
+pub struct CopiedTask {
+    /// The entry's name.
+    pub name: String,
+    /// The arguments it executed with (a JSON object's text).
+    pub args: String,
+    /// What its `execute` returned (JSON text).
+    pub result: String,
+    /// The attempt that succeeded.
+    pub attempt: u32,
 }
 
 /// A run id unique across processes and time: milliseconds, process id, a counter.

@@ -1,8 +1,8 @@
 //! Resume: where an interrupted run stood, as its journal recorded it, and how the state
 //! machine is put back there without executing a succeeded task again.
 
-use super::LoadedFlow;
 use super::run::Run;
+use super::{CopiedTask, LoadedFlow};
 use flowhost_core::checkpoint::Checkpoint;
 use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::contract::Outcome;
@@ -153,6 +153,38 @@ impl Run {
                 state: TaskState::Failure,
                 problem: "the run is REVERTING and no task's failure was recorded".into(),
             });
+        }
+        Ok(this)
+    }
+}
+
+impl Run {
+    /// A new run of `loaded` whose record starts with `copied` — tasks of another run, taken
+    /// over with their arguments and results as if they had just succeeded here.
+    pub(super) fn copying(
+        loaded: LoadedFlow,
+        copied: Vec<CopiedTask>,
+    ) -> Result<Self, ResumeError> {
+        let run = loaded.id.clone();
+        let mut this = Self::new(loaded);
+        this.flow_to(FlowState::Running);
+        for copy in copied {
+            let incomplete = |problem: String| ResumeError::Incomplete {
+                run: run.clone(),
+                task: copy.name.clone(),
+                state: TaskState::Success,
+                problem,
+            };
+            let Some(index) = this.loaded.tasks.iter().position(|t| t.name == copy.name) else {
+                return Err(incomplete("the flow has no such entry".into()));
+            };
+            this.start(index, copy.attempt.max(1), Some(copy.args));
+            if let Some(failed) = this.executed(index, Ok(copy.result)) {
+                return Err(incomplete(format!(
+                    "its recorded result does not fit: {}",
+                    failed.error.message
+                )));
+            }
         }
         Ok(this)
     }

@@ -298,10 +298,14 @@ impl Run {
             journal.close().await;
         }
         self.loaded.cancellations.forget(&self.loaded.id);
+        self.loaded.suspensions.forget(&self.loaded.id);
         ended.map(|()| self.report())
     }
 
     async fn drive(&mut self) -> Stopped {
+        if matches!(self.state, FlowState::Suspending | FlowState::Suspended) {
+            self.wake();
+        }
         let failed = if self.state == FlowState::Reverting {
             true
         } else {
@@ -312,10 +316,33 @@ impl Run {
         };
         if failed {
             self.revert_tasks().await?;
-        } else {
+        } else if self.state != FlowState::Suspended {
             self.flow_to(FlowState::Success);
         }
         self.flush().await
+    }
+
+    /// A suspended run goes on: RUNNING again, and each task that failed for good (and
+    /// suspended the run, `on_failure = "suspend"`) back to PENDING to be tried again, as its
+    /// next attempt. Nothing that succeeded runs again.
+    fn wake(&mut self) {
+        self.flow_to(FlowState::Running);
+        for index in 0..self.records.len() {
+            let record = &mut self.records[index];
+            if record.state == TaskState::Failure && record.error.is_some() {
+                record.error = None;
+                record.outcome = None;
+                self.task_to(index, TaskState::Pending, Detail::default());
+            }
+        }
+    }
+
+    /// Turns an unfinished run to reverting what it did, with nothing more executed (a
+    /// person chose to revert a suspended run).
+    pub(super) fn reverting_from_here(&mut self) {
+        if self.state != FlowState::Reverting {
+            self.flow_to(FlowState::Reverting);
+        }
     }
 
     /// Builds a task's arguments from the store: every required name (a missing one is an

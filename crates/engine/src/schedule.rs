@@ -193,7 +193,26 @@ impl Run {
         }
         let mut cancel = self.loaded.cancellations.watch(&self.loaded.id);
         let mut cancel_seen = false;
+        let mut suspend = self.loaded.suspensions.watch(&self.loaded.id);
+        let mut suspending = false;
         loop {
+            // A failure for good of tasks whose entries say `on_failure = "suspend"` reverts
+            // nothing: the run suspends with the failure recorded (never when it is being
+            // cancelled or its deadline passed: it is to stop).
+            let stopped = self
+                .loaded
+                .cancellations
+                .requested(&self.loaded.id)
+                .is_some();
+            if failing && !stopped && self.failure_suspends() {
+                failing = false;
+                suspending = true;
+                self.suspend_now(&mut work);
+            }
+            if !failing && !suspending && self.loaded.suspensions.requested(&self.loaded.id) {
+                suspending = true;
+                self.suspend_now(&mut work);
+            }
             if failing {
                 restarting.clear();
             }
@@ -221,7 +240,7 @@ impl Run {
                 queue.refill(&self.records, &due);
                 continue;
             }
-            while !failing && work.has_room() {
+            while !failing && !suspending && work.has_room() {
                 let Some(index) = queue.pop() else { break };
                 // A held task is queued again by the refill after its subflow restarts.
                 if self.held(&restarting, index) {
@@ -301,6 +320,7 @@ impl Run {
                     }
                     continue;
                 }
+                _ = suspend.requested(), if !suspending && !failing => continue,
             };
             let Some(done) = done else {
                 continue;
@@ -332,6 +352,9 @@ impl Run {
                         .delay_after(attempt, &failed.error.code)
                         .filter(|_| !stopping)
                     {
+                        // Suspending: the attempt is due after its pause, which a resume
+                        // waits out (or reverts first, with `revert_between`).
+                        Some(pause) if suspending => self.retrying(index, failed, pause),
                         Some(pause) => {
                             self.retrying(index, failed, pause);
                             self.between_attempts(index, &mut work);
@@ -356,7 +379,7 @@ impl Run {
                         if cancel_seen {
                             due[index] = true;
                             queue.push(index);
-                        } else if !failing {
+                        } else if !failing && !suspending {
                             work.pause(index, self.records[index].retry_at);
                         }
                     } else {
@@ -370,8 +393,35 @@ impl Run {
                 }
             }
         }
-        debug_assert!(failing || self.records.iter().all(|r| r.state.is_done()));
+        debug_assert!(failing || suspending || self.records.iter().all(|r| r.state.is_done()));
+        if suspending && !failing {
+            self.flow_to(FlowState::Suspended);
+        }
         Ok(failing)
+    }
+
+    /// Whether the tasks that failed for good all say `on_failure = "suspend"` (and there is
+    /// one): the run then suspends instead of reverting. A failed revert is never suspended
+    /// over: what it left behind is for the flow's revert to report.
+    fn failure_suspends(&self) -> bool {
+        let mut failed = self
+            .records
+            .iter()
+            .zip(&self.loaded.tasks)
+            .filter(|(record, _)| record.error.is_some())
+            .peekable();
+        failed.peek().is_some()
+            && failed.all(|(record, task)| record.state == TaskState::Failure && task.suspends)
+    }
+
+    /// The run is to suspend: SUSPENDING is recorded, pauses before retries end (their tasks
+    /// stay RETRYING with their due time, for a resume), and nothing new starts while the
+    /// calls in flight finish.
+    fn suspend_now(&mut self, work: &mut Work) {
+        if self.state != FlowState::Suspending {
+            self.flow_to(FlowState::Suspending);
+        }
+        work.end_pauses();
     }
 
     /// Whether pending task `index`, due to start, runs: false when a task whose results it

@@ -37,6 +37,9 @@ pub(crate) struct BoundTask {
     pub(crate) priority: i32,
     /// Its `when`: false leaves it IGNORE.
     pub(crate) condition: Option<Condition>,
+    /// Whether its failing for good suspends the run (`on_failure = "suspend"`) instead of
+    /// reverting it.
+    pub(crate) suspends: bool,
 }
 
 impl BoundTask {
@@ -48,6 +51,7 @@ impl BoundTask {
         warm: Option<Arc<WarmPool>>,
         retry: RetryPolicy,
         condition: Option<Condition>,
+        suspends: bool,
     ) -> Self {
         Self {
             name: spec.name.clone(),
@@ -59,6 +63,7 @@ impl BoundTask {
             retry,
             priority: spec.priority,
             condition,
+            suspends,
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod journal;
 mod policy;
+mod restart;
 mod resume;
 #[cfg(feature = "postgres")]
 mod worker;
@@ -24,6 +25,7 @@ use flowhost_runs::{DEFAULT_LEASE_TTL, Origin, Owner, PluginHash, RunDb, RunDbEr
 
 pub use journal::{already_started, record};
 pub use policy::Policy;
+pub use restart::{Restart, Restarted};
 pub use resume::{ResumeFailure, Resumption, resume};
 #[cfg(feature = "postgres")]
 pub use worker::{Worker, WorkerError, WorkerSummary, submit};

@@ -475,6 +475,7 @@ impl Worker {
             }
         }
         loaded.set_run_id(&id);
+        journal.follow(loaded.suspender());
         loaded.journal(journal);
         self.executor
             .attach(&mut loaded, claim.traceparent.as_deref());

@@ -148,12 +148,14 @@ impl PgRunDb {
                 .query(
                     "WITH picked AS (
                        SELECT id FROM runs
-                        WHERE queued AND state IN ('PENDING', 'RUNNING', 'REVERTING')
+                        WHERE queued AND (state IN ('PENDING', 'RUNNING', 'REVERTING')
+                                          OR (resume_requested AND state IN ('SUSPENDING', 'SUSPENDED')))
                           AND (lease_owner IS NULL OR lease_expires < flowhost_now())
                           AND ($2::text[] IS NULL OR flow = ANY($2))
                         ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                      UPDATE runs SET lease_token = runs.lease_token + 1, lease_owner = $3, lease_host = $4, lease_pid = $5,
-                            lease_since = flowhost_now(), lease_expires = flowhost_now() + $6
+                            lease_since = flowhost_now(), lease_expires = flowhost_now() + $6,
+                            resume_requested = false
                        FROM picked WHERE runs.id = picked.id
                      RETURNING runs.id, runs.lease_token,
                                flowhost_now() - extract(epoch FROM runs.created_at::timestamptz)::float8,
@@ -363,15 +365,29 @@ impl PgRunDb {
     }
 
     /// Hands unfinished run `run_id` (one run with `flowhost run --db`, say) to the workers:
-    /// they claim it once no live lease holds it and resume it from its journal. False when
+    /// they claim it once no live lease holds it and resume it from its journal (a suspended
+    /// one too: it is resumed). False when
     /// there is no such unfinished run, or its flow was never stored in the database (a run
     /// started from a local file: only a host with that file can resume it).
     pub fn requeue(&self, run_id: &str) -> Result<bool, RunDbError> {
         self.update_and_wake(
             "queueing a run",
-            "UPDATE runs SET queued = true
-              WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING')
+            "UPDATE runs SET queued = true, resume_requested = state IN ('SUSPENDING', 'SUSPENDED')
+              WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING', 'SUSPENDING', 'SUSPENDED')
                 AND flow_hash IN (SELECT sha256 FROM blobs)",
+            run_id,
+        )
+    }
+
+    /// Hands suspended run `run_id`, which was submitted to the workers, back to them to be
+    /// resumed: the next worker to claim runs takes it and goes on from its record. False
+    /// when it is not a queued run that is SUSPENDING or SUSPENDED (resume it where its flow
+    /// file is, then).
+    pub fn resume_queued(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.update_and_wake(
+            "queueing a suspended run",
+            "UPDATE runs SET resume_requested = true
+              WHERE id = $1 AND queued AND state IN ('SUSPENDING', 'SUSPENDED')",
             run_id,
         )
     }

@@ -19,8 +19,8 @@ use flowhost_core::events::{Event, FlowState};
 use flowhost_runs::row::{LeaseColumns, RunRows, SummaryColumns, Write, json};
 use flowhost_runs::{FIRST_TOKEN, unix_now};
 use flowhost_runs::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunCount, RunDb, RunDbError,
-    RunFilter, RunRecord, RunSummary,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
+    RunDbError, RunFilter, RunRecord, RunSummary,
 };
 
 use rows::{HOLDER, SUMMARY};
@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_plugin_reports.sql"),
     include_str!("migrations/0006_run_counts.sql"),
     include_str!("migrations/0007_idempotency_keys.sql"),
+    include_str!("migrations/0008_suspend_restart.sql"),
 ];
 
 use journal::{Batch, GroupCommit};
@@ -428,7 +429,8 @@ impl RunDb for SqliteRunDb {
             }
             tx.execute(
                 &format!(
-                    "UPDATE runs SET resumes = resumes + 1, updated_at = {t}, flow_hash = ?3, plugins = ?4
+                    "UPDATE runs SET resumes = resumes + 1, updated_at = {t}, flow_hash = ?3, plugins = ?4,
+                            suspend_requested = 0
                      WHERE id = ?1",
                     t = ts(2)
                 ),
@@ -478,6 +480,67 @@ impl RunDb for SqliteRunDb {
     }
 
     /// Read from the counts the schema's triggers keep: a few rows however many runs.
+    fn request_suspend(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.with("asking a run to suspend", |conn| {
+            conn.execute(
+                "UPDATE runs SET suspend_requested = 1 WHERE id = ?1 AND state IN ('PENDING', 'RUNNING')",
+                [run_id],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    fn suspend_requested(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.read_with("reading a suspend request", |conn| {
+            conn.query_row(
+                "SELECT suspend_requested FROM runs WHERE id = ?1",
+                [run_id],
+                |row| row.get::<_, bool>(0),
+            )
+            .optional()
+            .map(|asked| asked.unwrap_or(false))
+        })
+    }
+
+    fn link_restart(&self, lease: &Lease, from: &str) -> Result<(), RunDbError> {
+        let held = self.with("linking a restarted run", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !fence(&tx, lease)? {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE runs SET restarted_from = ?2 WHERE id = ?1",
+                params![lease.run_id, from],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        lease.written(held, || self.holder_now(lease))
+    }
+
+    fn restart_links(&self, run_id: &str) -> Result<RestartLinks, RunDbError> {
+        self.read_with("reading restart links", |conn| {
+            let restarted_from = conn
+                .query_row(
+                    "SELECT restarted_from FROM runs WHERE id = ?1",
+                    [run_id],
+                    |row| row.get::<_, Option<String>>(0),
+                )
+                .optional()?
+                .flatten();
+            let mut statement = conn.prepare_cached(
+                "SELECT id FROM runs WHERE restarted_from = ?1 ORDER BY created_at, id",
+            )?;
+            let restarts = statement
+                .query_map([run_id], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(RestartLinks {
+                restarted_from,
+                restarts,
+            })
+        })
+    }
+
     fn count(&self) -> Result<Vec<RunCount>, RunDbError> {
         let what = "counting runs";
         let counts = self.read_with(what, |conn| {

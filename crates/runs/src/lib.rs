@@ -77,6 +77,30 @@ pub trait RunDb: Send + Sync {
     /// Deletes finished runs matching `filter` (or runs in `filter.state` when given), never
     /// one whose lease is live; returns how many.
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError>;
+    /// Asks run `run_id`, PENDING or RUNNING, to suspend: whichever executor holds it (on any
+    /// host) reads the request ([`Self::suspend_requested`]) and suspends it. False when there
+    /// is no such run in those states. The request lasts until the run is resumed
+    /// ([`Self::resumed`] clears it).
+    fn request_suspend(&self, run_id: &str) -> Result<bool, RunDbError>;
+    /// Whether run `run_id` was asked to suspend since it was last resumed.
+    fn suspend_requested(&self, run_id: &str) -> Result<bool, RunDbError>;
+    /// Records that the run `lease.run_id` (just created, under its lease) restarts run
+    /// `from`: both records then link to each other ([`Self::restart_links`]).
+    fn link_restart(&self, lease: &Lease, from: &str) -> Result<(), RunDbError>;
+    /// The run that run `run_id` restarts, and the runs restarting it, oldest first.
+    fn restart_links(&self, run_id: &str) -> Result<RestartLinks, RunDbError>;
+}
+
+/// How a run is linked to the runs it restarts or that restart it (`flowhost runs restart
+/// --from TASK`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestartLinks {
+    /// The run this one restarts, if it is a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted_from: Option<String>,
+    /// The runs restarting this one, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<String>,
 }
 
 /// Why the run database failed.

@@ -76,6 +76,12 @@ pub struct FlowSpec {
     /// retry when neither sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// What a task failing for good (after its retries) does to the run when its entry does
+    /// not say: `"revert"` (the default: revert what ran) or `"suspend"` (revert nothing; the
+    /// run goes SUSPENDED with the failure recorded, for a person to resume or revert). Text,
+    /// so that validation can name an unknown value and the entry it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
     /// Default network grants for every entry that does not set its own (list by list).
     #[serde(default, skip_serializing_if = "Net::is_empty")]
     pub net: Net,
@@ -91,6 +97,11 @@ pub struct FlowSpec {
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
+
+/// `on_failure`'s default: a task failing for good reverts what ran.
+pub const ON_FAILURE_REVERT: &str = "revert";
+/// `on_failure = "suspend"`: a task failing for good suspends the run, reverting nothing.
+pub const ON_FAILURE_SUSPEND: &str = "suspend";
 
 /// One task placed in a flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +168,10 @@ pub struct TaskSpec {
     /// priorities start first (then file order). Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i32,
+    /// What this task failing for good does to the run (`"revert"` or `"suspend"`); unset,
+    /// the flow's `on_failure` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -258,6 +273,7 @@ impl FlowSpec {
             store: BTreeMap::new(),
             limits: Limits::default(),
             retry: None,
+            on_failure: None,
             net: Net::default(),
             secrets: Secrets::new(),
             tasks: Vec::new(),
@@ -376,6 +392,12 @@ impl FlowSpec {
         }
     }
 
+    /// Whether a failure for good of `task` suspends the run (`on_failure = "suspend"` on the
+    /// entry, or on the flow when the entry does not say) rather than reverting it.
+    pub fn suspends_on_failure(&self, task: &TaskSpec) -> bool {
+        task.on_failure.as_deref().or(self.on_failure.as_deref()) == Some(ON_FAILURE_SUSPEND)
+    }
+
     /// Reads and parses a flow file; relative paths in it then resolve against its folder.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, FlowFileError> {
         let path = path.as_ref();
@@ -491,6 +513,7 @@ impl TaskSpec {
             secrets_env: BTreeMap::new(),
             when: None,
             priority: 0,
+            on_failure: None,
         }
     }
 

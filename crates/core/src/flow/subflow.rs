@@ -303,6 +303,7 @@ struct RawEntry {
     when: Option<String>,
     #[serde(default)]
     priority: i32,
+    on_failure: Option<String>,
     flow: Option<SubflowHead>,
     task: Option<Vec<Entry>>,
 }
@@ -339,6 +340,7 @@ impl<'de> Deserialize<'de> for Entry {
             task.secrets_env = raw.secrets_env;
             task.when = raw.when;
             task.priority = raw.priority;
+            task.on_failure = raw.on_failure;
             return Ok(Entry::Task(task));
         };
         let task_keys = [
@@ -358,6 +360,7 @@ impl<'de> Deserialize<'de> for Entry {
             ("secrets_env", !raw.secrets_env.is_empty()),
             ("when", raw.when.is_some()),
             ("priority", raw.priority != 0),
+            ("on_failure", raw.on_failure.is_some()),
         ];
         if let Some((key, _)) = task_keys.iter().find(|(_, set)| *set) {
             let hint = if *key == "retry" {

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use flowhost_core::contract::{TaskInfo, escape};
-use flowhost_core::flow::{FlowSpec, MAX_DEADLINE_MS, Retry, TaskSpec};
+use flowhost_core::flow::{
+    FlowSpec, MAX_DEADLINE_MS, ON_FAILURE_REVERT, ON_FAILURE_SUSPEND, Retry, TaskSpec,
+};
 use flowhost_core::store::{Binding, Store, quoted};
 use flowhost_runtime::{EPOCH_TICK, Plugin, Sandbox};
 
@@ -79,6 +81,7 @@ pub(super) fn check_flow(flow: &FlowSpec) -> Vec<Finding> {
     problems.extend(check_name("flow", &flow.name).map(|m| Finding::at("name", m)));
     problems.extend(check_retry(flow.retry.as_ref()));
     problems.extend(check_timeout(flow.timeout_ms));
+    problems.extend(check_on_failure(flow.on_failure.as_deref()));
     if flow.max_parallel == Some(0) {
         problems.push(Finding::at(
             "max_parallel",
@@ -162,6 +165,21 @@ pub(super) fn check_timeout(timeout_ms: Option<i64>) -> Option<Finding> {
             ),
         )
     })
+}
+
+/// An `on_failure` (on an entry or the flow) that is neither `"revert"` nor `"suspend"`.
+pub(super) fn check_on_failure(value: Option<&str>) -> Option<Finding> {
+    let value = value?;
+    if [ON_FAILURE_REVERT, ON_FAILURE_SUSPEND].contains(&value) {
+        return None;
+    }
+    Some(Finding::at(
+        "on_failure",
+        format!(
+            "`on_failure` = \"{}\" is not known: it is \"{ON_FAILURE_REVERT}\" (the default: revert what ran) or \"{ON_FAILURE_SUSPEND}\" (suspend the run, reverting nothing)",
+            escape(value)
+        ),
+    ))
 }
 
 /// A retry policy that cannot work as written (no attempt, a shrinking backoff, `on` and

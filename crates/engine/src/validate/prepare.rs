@@ -18,8 +18,8 @@ use flowhost_runtime::{PluginError, Runtime, Sandbox};
 
 use super::checks::{
     Finding, Sources, check_arguments_known, check_condition, check_entry, check_flow,
-    check_limits, check_list_source, check_memory_fits, check_name, check_provides,
-    check_renamed_provides, check_requirements, check_retry,
+    check_limits, check_list_source, check_memory_fits, check_name, check_on_failure,
+    check_provides, check_renamed_provides, check_requirements, check_retry,
 };
 use crate::condition::{Condition, Unparsable};
 use crate::task::BoundTask;
@@ -90,6 +90,12 @@ pub(crate) async fn validate(
         report(task, check_entry(spec, &sandbox, runtime.fuel_metering()));
         report(task, check_limits(&sandbox));
         report(task, check_retry(spec.retry.as_ref()));
+        report(
+            task,
+            check_on_failure(spec.on_failure.as_deref())
+                .into_iter()
+                .collect(),
+        );
         let condition = match spec.when.as_deref().map(Condition::parse) {
             None => None,
             Some(Ok(condition)) => Some(condition),
@@ -139,6 +145,7 @@ pub(crate) async fn validate(
             warm,
             flow.retry_policy(spec),
             condition,
+            flow.suspends_on_failure(spec),
         ));
     }
     // The graph needs every entry's binding; without one its findings could be false.
