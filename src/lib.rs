@@ -59,6 +59,7 @@ pub use flowhost_engine::{
 /// The error codes of a task a cancel stopped ([`Engine::cancel`]) and of a task whose
 /// `when` could not be decided.
 pub use flowhost_engine::{CANCELLED, CONDITION_FAILED, RUN_TIMEOUT};
+pub use flowhost_engine::{CopiedTask, Suspender};
 pub use flowhost_engine::{conform, scaffold};
 pub use flowhost_runtime::{
     COMPILE_TARGET, DirectCall, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES,
@@ -79,16 +80,16 @@ pub use flowhost_telemetry as telemetry;
 /// [`record`](runs::record) and continues an interrupted one with [`resume`](runs::resume).
 pub mod runs {
     pub use flowhost_executor::{
-        Executor, Policy, ResumeFailure, Resumption, RunListener, already_started, is_traceparent,
-        origin_of, record, resume,
+        Executor, Policy, Restart, Restarted, ResumeFailure, Resumption, RunListener,
+        already_started, is_traceparent, origin_of, record, resume,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};
     pub use flowhost_runs::{
         Attempt, DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, NewRun, Omitted, Origin,
-        Owner, PluginHash, PruneFilter, Pruned, RunCount, RunDb, RunDbError, RunFilter, RunRecord,
-        RunSummary, StateChange, TaskRecord, hash_file, holder_may_be_alive, host_name,
-        mask_passwords, sha256_hex,
+        Owner, PluginHash, PruneFilter, Pruned, RestartLinks, RunCount, RunDb, RunDbError,
+        RunFilter, RunRecord, RunSummary, StateChange, TaskRecord, hash_file, holder_may_be_alive,
+        host_name, mask_passwords, sha256_hex,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_runs_postgres::{

@@ -13,6 +13,9 @@ pub const SUCCESS: u8 = 0;
 pub const REVERTED: u8 = 1;
 /// A task failed and a revert failed too: a person must look.
 pub const REVERT_FAILED: u8 = 2;
+/// The run is SUSPENDED (asked to, or a task with `on_failure = "suspend"` failed for good):
+/// nothing was reverted; it waits for `flowhost runs resume` or `flowhost runs revert`.
+pub const SUSPENDED: u8 = 3;
 /// `flowhost call`: the called function failed (a task error, or the host stopped it).
 pub const TASK_ERROR: u8 = 1;
 /// Wrong use of the command line.
@@ -28,7 +31,7 @@ pub const TEMPFAIL: u8 = 75;
 
 /// The table as `--help` shows it.
 pub const EXIT_CODES: &str = "Exit codes: 0 success, 1 flow failed and was reverted, 2 flow failed and a revert \
-failed (needs a person), 64 usage error, 65 invalid flow/plugin, 66 unreadable input file or run database, \
+failed (needs a person), 3 the run is suspended (resume or revert it), 64 usage error, 65 invalid flow/plugin, 66 unreadable input file or run database, \
 70 internal error, 75 the run database failed or the run is held by another executor (retry later).";
 
 /// A command-line mistake (exit 64).
@@ -157,11 +160,12 @@ fn db_advice(error: &RunDbError) -> Option<String> {
     }
 }
 
-/// The exit code of a finished run: 0 success, 1 reverted, 2 a revert failed.
+/// The exit code of a finished run: 0 success, 1 reverted, 2 a revert failed, 3 suspended.
 pub fn for_state(state: flowhost::FlowState) -> u8 {
     match state {
         flowhost::FlowState::Success => SUCCESS,
         flowhost::FlowState::Reverted => REVERTED,
+        flowhost::FlowState::Suspended => SUSPENDED,
         _ => REVERT_FAILED,
     }
 }

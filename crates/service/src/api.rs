@@ -44,6 +44,9 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/flows/{name}/runs", post(start))
         .route("/v1/runs/{id}/resume", post(resume))
         .route("/v1/runs/{id}/cancel", post(cancel))
+        .route("/v1/runs/{id}/suspend", post(suspend))
+        .route("/v1/runs/{id}/revert", post(revert))
+        .route("/v1/runs/{id}/restart", post(restart))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/flows", get(flows))
@@ -473,6 +476,13 @@ async fn show(
         // Left out, not empty.
         document["initial_store"] = Value::Null;
     }
+    let links = db_call(&state, move |db| db.restart_links(&id)).await?;
+    if let (Some(document), Value::Object(links)) = (
+        document.as_object_mut(),
+        serde_json::to_value(links).unwrap_or_default(),
+    ) {
+        document.extend(links);
+    }
     if !sees {
         redact(&mut document);
     }
@@ -586,6 +596,68 @@ async fn cancel(State(state): Shared, Path(id): Path<String>) -> Result<Response
         )
     };
     Err(ApiError::new(StatusCode::CONFLICT, why))
+}
+
+/// `POST /v1/runs/{id}/suspend`: the run's tasks in flight finish, nothing new starts, and
+/// it goes SUSPENDING -> SUSPENDED. Asked through the run database, so that whichever
+/// executor holds the run (this service, a worker on another host) suspends it.
+async fn suspend(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let key = id.clone();
+    if db_call(&state, move |db| db.request_suspend(&key)).await? {
+        state.starter.suspend(&id);
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "run_id": id, "suspending": true })),
+        )
+            .into_response());
+    }
+    let record = get_run(&state, &id, 0).await?;
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "run {id} is {}: only a PENDING or RUNNING run can be suspended",
+            record.summary.state
+        ),
+    ))
+}
+
+/// `POST /v1/runs/{id}/revert`: revert a SUSPENDED run instead of resuming it.
+async fn revert(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let started = state.starter.revert(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run_id": started.run_id, "reverting": true })),
+    )
+        .into_response())
+}
+
+/// The body of `POST /v1/runs/{id}/restart`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartFrom {
+    /// The task to run from.
+    from: String,
+}
+
+/// `POST /v1/runs/{id}/restart` with `{"from": "TASK"}`: a new run of a SUCCESS or
+/// SUSPENDED run, the original's SUCCESS tasks before TASK copied, the rest run.
+async fn restart(
+    State(state): Shared,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let RestartFrom { from } = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be {{\"from\": \"TASK\"}}: {e}"),
+        )
+    })?;
+    let started = state.starter.restart(&id, &from).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run_id": started.run_id, "restarted_from": id })),
+    )
+        .into_response())
 }
 
 /// `GET /v1/openapi.json`.

@@ -13,7 +13,9 @@ use flowhost_core::events::FlowState;
 use flowhost_core::flow::FlowSpec;
 use flowhost_core::store::Store;
 use flowhost_engine::Engine;
-use flowhost_executor::{self as runs, Executor, Policy, Resumption, WorkerError};
+use flowhost_executor::{
+    self as runs, Executor, Policy, Restart, ResumeFailure, Resumption, WorkerError,
+};
 use flowhost_runs::RunDbError;
 use flowhost_runs_postgres::PgRunDb;
 
@@ -66,6 +68,15 @@ pub trait RunStarter: Send + Sync {
     /// Asks run `run_id` to stop (its task in flight at once) and revert what ran; `false` when this
     /// starter is not running it.
     fn cancel(&self, run_id: &str) -> bool;
+    /// Suspends at once run `run_id` if this starter executes it; the request the API wrote
+    /// to the run database reaches it (and any other executor) anyway, within half a second.
+    fn suspend(&self, _run_id: &str) {}
+    /// Reverts the SUSPENDED run `run_id` instead of resuming it; resolves once the revert is
+    /// under way.
+    fn revert<'a>(&'a self, run_id: &'a str) -> StartFuture<'a>;
+    /// Starts a new run of run `run_id` (ended SUCCESS, or SUSPENDED) from its task `from`,
+    /// the tasks before it copied; resolves with the new run's id once it is recorded.
+    fn restart<'a>(&'a self, run_id: &'a str, from: &'a str) -> StartFuture<'a>;
     /// How many runs wait for a worker, when runs go to workers. Called off the async
     /// threads (it may ask the database).
     fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
@@ -173,6 +184,54 @@ impl InProcess {
         });
         started(signal, run_id.to_owned()).await
     }
+
+    async fn revert_run(&self, run_id: &str) -> Result<Started, StartError> {
+        let resumption = Resumption::open(self.executor.db().as_ref(), run_id)?;
+        let record = resumption.record();
+        let recorded = events::recorded(record, &mut Vec::new());
+        let signal = self
+            .live
+            .track(
+                run_id,
+                recorded,
+                record.summary.state,
+                resumption.flow().needs_fuel(),
+            )
+            .ok_or_else(|| StartError::AlreadyRunning(run_id.to_owned()))?;
+        let engine = self.engine_for(resumption.flow()).clone();
+        let (live, executor, id) = (self.live.clone(), self.executor.clone(), run_id.to_owned());
+        tokio::spawn(async move {
+            let outcome = resumption
+                .revert(&executor, &engine, false)
+                .await
+                .map(|report| report.state)
+                .map_err(StartError::from);
+            live.finish(&id, outcome);
+        });
+        started(signal, run_id.to_owned()).await
+    }
+
+    async fn restart_run(&self, run_id: &str, from: &str) -> Result<Started, StartError> {
+        let restart = Restart::open(self.executor.db().as_ref(), run_id, from)?;
+        let fuel = restart.flow().needs_fuel();
+        let engine = self.engine_for(restart.flow()).clone();
+        let restarted = restart.load(&self.executor, &engine).await?;
+        let new_id = restarted.run_id().to_owned();
+        let signal = self
+            .live
+            .track(&new_id, Vec::new(), FlowState::Pending, fuel)
+            .ok_or_else(|| StartError::AlreadyRunning(new_id.clone()))?;
+        let (live, id) = (self.live.clone(), new_id.clone());
+        tokio::spawn(async move {
+            let outcome = restarted
+                .run()
+                .await
+                .map(|report| report.state)
+                .map_err(|e| StartError::from(ResumeFailure::from(e)));
+            live.finish(&id, outcome);
+        });
+        started(signal, new_id).await
+    }
 }
 
 /// Waits for the run's first recorded transition (or its end before one).
@@ -196,6 +255,22 @@ impl RunStarter for InProcess {
 
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
         Box::pin(self.resume_run(run_id))
+    }
+
+    fn suspend(&self, run_id: &str) {
+        match self.live.get(run_id) {
+            Some(log) if log.fuel => self.fuel_engine.suspend(run_id),
+            Some(_) => self.engine.suspend(run_id),
+            None => {}
+        }
+    }
+
+    fn revert<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        Box::pin(self.revert_run(run_id))
+    }
+
+    fn restart<'a>(&'a self, run_id: &'a str, from: &'a str) -> StartFuture<'a> {
+        Box::pin(self.restart_run(run_id, from))
     }
 
     fn cancel(&self, run_id: &str) -> bool {
@@ -287,6 +362,26 @@ impl RunStarter for Queue {
     /// that was not queued (run with `flowhost run --db`, its flow stored) to them as well.
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
         Box::pin(self.requeue(run_id))
+    }
+
+    fn revert<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        let run = run_id.to_owned();
+        Box::pin(async move {
+            Err(StartError::NotForWorkers {
+                run,
+                what: "revert",
+            })
+        })
+    }
+
+    fn restart<'a>(&'a self, run_id: &'a str, _from: &'a str) -> StartFuture<'a> {
+        let run = run_id.to_owned();
+        Box::pin(async move {
+            Err(StartError::NotForWorkers {
+                run,
+                what: "restart",
+            })
+        })
     }
 
     fn cancel(&self, run_id: &str) -> bool {

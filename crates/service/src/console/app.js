@@ -2,7 +2,7 @@
 // comes from a run (task names, errors, store values) is set as text, never as HTML.
 "use strict";
 
-const STATES = ["PENDING", "RUNNING", "SUCCESS", "REVERTING", "REVERTED", "FAILURE"];
+const STATES = ["PENDING", "RUNNING", "SUCCESS", "REVERTING", "REVERTED", "FAILURE", "SUSPENDING", "SUSPENDED"];
 const FINISHED = new Set(["SUCCESS", "REVERTED", "FAILURE"]);
 let stopPage = () => {};
 
@@ -240,13 +240,24 @@ async function runPage(main, id) {
     const resume = el("button", { id: "resume", class: "secondary", disabled: FINISHED.has(run.state) || run.lease ? true : null,
       onclick: () => act("resume") }, "Resume");
     const cancel = el("button", { id: "cancel", disabled: FINISHED.has(run.state) ? true : null, onclick: () => act("cancel") }, "Cancel");
+    // Suspend a run going on; revert a suspended one; restart a finished or suspended one
+    // from a task (a new run, the tasks before it copied).
+    const suspend = el("button", { id: "suspend", class: "secondary", disabled: ["PENDING", "RUNNING"].includes(run.state) ? null : true,
+      onclick: () => act("suspend") }, "Suspend");
+    const revert = el("button", { id: "revert", class: "secondary", disabled: run.state === "SUSPENDED" && !run.lease ? null : true,
+      onclick: () => act("revert") }, "Revert");
+    const restartable = run.state === "SUCCESS" || run.state === "SUSPENDED";
+    const from = el("select", { id: "restart-from", "aria-label": "restart from task", disabled: restartable ? null : true },
+      run.tasks.map((t) => el("option", { value: t.name }, t.name)));
+    const restart = el("span", { class: "restart-from" }, from, el("button", { id: "restart", class: "secondary", disabled: restartable ? null : true,
+      onclick: () => act("restart", { from: from.value }) }, "Restart from"));
     const store = run.redacted
       ? el("p", { class: "muted" }, "Store values are shown only with the token.")
       : run.final_store ? json(run.final_store) : el("p", { class: "muted" }, "No final store yet: the run has not finished.");
     main.replaceChildren(
       el("h1", {}, "Run ", el("span", { class: "mono" }, run.id), badge(run.state),
         el("span", { class: "muted" }, "flow "), link(`/flows/${encodeURIComponent(run.origin && run.origin.flow_path ? run.origin.flow_path.split("/").pop().replace(/\.toml$/, "") : run.flow)}`, run.flow),
-        el("span", { class: "actions" }, resume, cancel)),
+        el("span", { class: "actions" }, resume, suspend, revert, cancel, restart)),
       el("div", { id: "action-result" }, notice),
       el("section", { class: "panel" }, el("h2", {}, "Timeline"), timeline(run)),
       failures(run) || "",
@@ -257,16 +268,26 @@ async function runPage(main, id) {
           el("span", { class: "muted" }, "finished"), el("span", {}, run.finished_at || "—"),
           el("span", { class: "muted" }, "exit"), el("span", { id: "exit-reason" }, run.exit_reason || "—"),
           el("span", { class: "muted" }, "resumed"), el("span", {}, `${run.resumes} time(s)`),
-          el("span", { class: "muted" }, "held by"), el("span", {}, run.lease ? `${run.lease.host} pid ${run.lease.pid}` : "—"))),
+          el("span", { class: "muted" }, "held by"), el("span", {}, run.lease ? `${run.lease.host} pid ${run.lease.pid}` : "—"),
+          run.restarted_from ? [el("span", { class: "muted" }, "restarts"), el("span", { id: "restarted-from" }, link(`/runs/${encodeURIComponent(run.restarted_from)}`, run.restarted_from))] : null,
+          run.restarts && run.restarts.length ? [el("span", { class: "muted" }, "restarted as"),
+            el("span", { id: "restarts" }, run.restarts.map((r) => link(`/runs/${encodeURIComponent(r)}`, r)))] : null)),
         el("section", { class: "panel" }, el("h2", {}, "Final store"), el("div", { id: "final-store" }, store))));
   };
-  const act = async (verb) => {
+  const act = async (verb, body) => {
     try {
-      await api(`/v1/runs/${encodeURIComponent(id)}/${verb}`, { method: "POST" });
-      notice = el("p", { class: "muted", "data-done": verb }, verb === "cancel"
-        ? "Cancel requested: the run stops its task in flight and reverts what ran."
-        : "Resumed.");
-      if (verb === "resume") follow();
+      const options = body ? { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } } : { method: "POST" };
+      const answer = await api(`/v1/runs/${encodeURIComponent(id)}/${verb}`, options);
+      const said = {
+        cancel: "Cancel requested: the run stops its task in flight and reverts what ran.",
+        suspend: "Suspend requested: the tasks in flight finish, nothing new starts.",
+        revert: "Reverting what ran.",
+        resume: "Resumed.",
+      };
+      notice = verb === "restart"
+        ? el("p", { class: "muted", "data-done": verb }, "Restarted as run ", link(`/runs/${encodeURIComponent(answer.run_id)}`, answer.run_id), ".")
+        : el("p", { class: "muted", "data-done": verb }, said[verb]);
+      if (verb === "resume" || verb === "revert") follow();
     } catch (error) {
       notice = el("div", {});
       showError(notice, error);
