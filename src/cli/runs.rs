@@ -343,7 +343,11 @@ async fn suspend(db: &dyn RunDb, id: &str, wait: bool) -> anyhow::Result<ExitCod
             FlowState::Pending | FlowState::Running | FlowState::Suspending
         ) {
             outln!("run {id} is {state}")?;
-            return Ok(ExitCode::from(exit::for_state(state)));
+            // Suspended as asked: done. Ended meanwhile: how it ended.
+            return Ok(ExitCode::from(match state {
+                FlowState::Suspended => exit::SUCCESS,
+                ended => exit::for_state(ended),
+            }));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -32,6 +32,7 @@ mod sandbox;
 mod serve;
 mod serve_hardening;
 mod subflows;
+mod suspend;
 mod telemetry;
 mod validation;
 mod volume_create;
