@@ -14,6 +14,7 @@ use flowhost::runs::{PgRunDb, RunDb};
 use flowhost::{Engine, FlowSpec, FlowState, TaskState};
 use serde_json::{Value, json};
 
+use crate::kit::cdp::Browser;
 use crate::kit::serving::Served;
 use crate::kit::{
     Postgres, Probe, Workspace, assert_contains, assert_exit, kill, stderr, stdout, stdout_json,
@@ -434,5 +435,69 @@ fn the_api_suspends_resumes_reverts_and_restarts_only_with_the_token() {
     assert_eq!(
         ws.journal().lines()[4..],
         ["revert c", "revert b", "revert a"]
+    );
+}
+
+#[test]
+fn the_console_suspends_restarts_and_resumes_a_run_with_its_buttons() {
+    let ws = Workspace::new();
+    ws.waiting_flow("console");
+    let mut server = Served::start(&ws, ws.root(), &[]);
+    let (status, started) = server.post("/v1/flows/flow/runs", "{}", None);
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    ws.wait_for(&mut server.child, "execute", "b");
+
+    let mut browser = Browser::start(1366, 900);
+    browser.open(&format!("{}/runs/{id}", server.base));
+    browser.wait_for(
+        "document.querySelector('#suspend') && !document.querySelector('#suspend').disabled",
+        "Suspend is offered for a running run",
+    );
+    browser.eval("document.querySelector('#suspend').click()");
+    browser.wait_for(
+        "document.querySelector('#action-result [data-done=suspend]')",
+        "the suspend is acknowledged",
+    );
+    ws.release();
+    browser.wait_for(
+        "document.querySelector('h1 .badge').dataset.state === 'SUSPENDED'",
+        "the run page shows SUSPENDED",
+    );
+    assert_eq!(
+        browser.eval("[document.querySelector('#revert').disabled, document.querySelector('#suspend').disabled]"),
+        json!([false, true])
+    );
+
+    browser.eval(
+        "(() => { document.querySelector('#restart-from').value = 'b'; document.querySelector('#restart').click(); })()",
+    );
+    browser.wait_for(
+        "document.querySelector('#action-result [data-done=restart] a')",
+        "the restart names the new run",
+    );
+    let new =
+        browser.eval("document.querySelector('#action-result [data-done=restart] a').textContent");
+    let new = new.as_str().unwrap().to_owned();
+    assert_eq!(server.wait_finished(&new)["state"], "SUCCESS");
+
+    browser.eval("document.querySelector('#resume').click()");
+    browser.wait_for(
+        "document.querySelector('h1 .badge').dataset.state === 'SUCCESS'",
+        "the resumed run succeeds",
+    );
+    browser.wait_for(
+        "document.querySelector('#restarts a')",
+        "the original links to its restart",
+    );
+    assert_eq!(
+        ws.executions(&["a", "b", "c"]),
+        [1, 2, 2],
+        "the restart copied a; the resume repeated nothing"
+    );
+    assert!(
+        browser.errors.is_empty(),
+        "the console logged errors: {:#?}",
+        browser.errors
     );
 }
