@@ -8,17 +8,18 @@
 //! The API routes and their token.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowhost::runs::{PgRunDb, RunDb};
-use flowhost::{Engine, FlowSpec, FlowState, TaskState};
+use flowhost::{Engine, FlowSpec, FlowState, TaskState, Transition};
 use serde_json::{Value, json};
 
 use crate::kit::cdp::Browser;
 use crate::kit::serving::Served;
 use crate::kit::{
-    Postgres, Probe, Workspace, assert_contains, assert_exit, kill, stderr, stdout, stdout_json,
-    stop, wait_until,
+    Journal, Postgres, Probe, Recorder, Workspace, assert_contains, assert_exit, kill, seeded,
+    stderr, stdout, stdout_json, stop, wait_until,
 };
 
 /// The task states of run `id`, in flow order.
@@ -500,4 +501,62 @@ fn the_console_suspends_restarts_and_resumes_a_run_with_its_buttons() {
         "the console logged errors: {:#?}",
         browser.errors
     );
+}
+
+/// What a listener heard, in order: `flow FROM -> TO` and `TASK FROM -> TO`.
+fn moves(recorder: &Recorder) -> Vec<String> {
+    recorder
+        .events()
+        .iter()
+        .filter_map(|e| match &e.transition {
+            Transition::Flow { from, to, .. } => Some(format!("flow {from} -> {to}")),
+            Transition::Task { task, from, to, .. } => Some(format!("{task} {from} -> {to}")),
+            Transition::Progress { .. } => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_suspend_makes_the_transitions_taskflow_makes() {
+    let journal = Journal::new();
+    let flow = FlowSpec::linear("suspended")
+        .add(journal.probe_reading("a", "seed", json!({})))
+        .add(journal.probe_reading("b", "a_out", json!({ "mode": "sleep", "ms": 300 })))
+        .add(journal.probe_reading("c", "b_out", json!({})));
+    let engine = Engine::new().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let mut loaded = engine.load(&flow, seeded()).await.unwrap();
+    loaded.listen(recorder.clone());
+    let id = loaded.run_id().to_owned();
+    let run = tokio::spawn(loaded.run());
+    tokio::task::spawn_blocking({
+        let dir = journal.path().to_path_buf();
+        move || {
+            wait_until("`b` is executing", Duration::from_secs(60), || {
+                Journal::at(&dir).count("execute", "b") == 1
+            })
+        }
+    })
+    .await
+    .unwrap();
+
+    engine.suspend(&id);
+    let report = run.await.unwrap().unwrap();
+
+    assert_eq!(report.state, FlowState::Suspended);
+    // TaskFlow 6.5 (benches/taskflow/suspend.py): flow RUNNING / a RUNNING / a SUCCESS /
+    // b RUNNING / flow SUSPENDING / b SUCCESS / flow SUSPENDED.
+    assert_eq!(
+        moves(&recorder),
+        [
+            "flow PENDING -> RUNNING",
+            "a PENDING -> RUNNING",
+            "a RUNNING -> SUCCESS",
+            "b PENDING -> RUNNING",
+            "flow RUNNING -> SUSPENDING",
+            "b RUNNING -> SUCCESS",
+            "flow SUSPENDING -> SUSPENDED",
+        ]
+    );
+    assert_eq!(journal.lines(), ["execute a", "execute b"]);
 }
