@@ -196,10 +196,10 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             let links = db.restart_links(&id)?;
             if json {
                 let mut doc = run.document()?;
-                if let Value::Object(fields) = serde_json::to_value(&links)? {
-                    if let Some(doc) = doc.as_object_mut() {
-                        doc.extend(fields);
-                    }
+                if let Value::Object(fields) = serde_json::to_value(&links)?
+                    && let Some(doc) = doc.as_object_mut()
+                {
+                    doc.extend(fields);
                 }
                 print_json(&doc)?
             } else {

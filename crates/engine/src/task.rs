@@ -51,7 +51,6 @@ impl BoundTask {
         warm: Option<Arc<WarmPool>>,
         retry: RetryPolicy,
         condition: Option<Condition>,
-        suspends: bool,
     ) -> Self {
         Self {
             name: spec.name.clone(),
@@ -63,7 +62,7 @@ impl BoundTask {
             retry,
             priority: spec.priority,
             condition,
-            suspends,
+            suspends: false,
         }
     }
 

@@ -179,6 +179,8 @@ async fn read_requests(
     every: std::time::Duration,
 ) {
     let mut every = tokio::time::interval(every);
+    // The first tick is immediate: a run shorter than one period never reads its record.
+    every.tick().await;
     loop {
         every.tick().await;
         if suspender.is_requested() {

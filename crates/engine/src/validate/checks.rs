@@ -568,6 +568,22 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn on_failure_is_revert_or_suspend_and_anything_else_is_named() {
+        for known in [None, Some("revert"), Some("suspend")] {
+            assert_eq!(check_on_failure(known), None, "{known:?}");
+        }
+        let found = check_on_failure(Some("pause")).expect("refused");
+        assert_eq!(found.field, Some("on_failure"));
+        assert!(
+            found
+                .message
+                .contains("`on_failure` = \"pause\" is not known"),
+            "{}",
+            found.message
+        );
+    }
+
+    #[test]
     fn limits_under_which_no_call_can_succeed_are_refused_naming_the_field() {
         let (mut sandbox, _) =
             Sandbox::for_entry(&TaskSpec::new("t", "p.wasm"), &FlowSpec::linear("f"), &[]);

@@ -137,7 +137,7 @@ pub(crate) async fn validate(
         }
         report(task, check_provides(&binding, &spec.name, &mut sources));
         let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
-        tasks.push(BoundTask::new(
+        let mut bound = BoundTask::new(
             spec,
             plugin,
             binding,
@@ -145,8 +145,9 @@ pub(crate) async fn validate(
             warm,
             flow.retry_policy(spec),
             condition,
-            flow.suspends_on_failure(spec),
-        ));
+        );
+        bound.suspends = flow.suspends_on_failure(spec);
+        tasks.push(bound);
     }
     // The graph needs every entry's binding; without one its findings could be false.
     let mut deps = Deps::new();
