@@ -63,6 +63,10 @@ pub struct TaskReport {
     /// The limits its calls ran under, so a report of a deadline or cap failure shows the
     /// figure it was held to.
     pub limits: EffectiveLimits,
+    /// While the task is WAITING: what for (`signal`, or a timer's `for_ms` / `until`) and,
+    /// when the wait has an end, `due` (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Value>,
 }
 
 /// A subflow's retry controller in a run.

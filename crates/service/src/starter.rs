@@ -66,6 +66,11 @@ pub trait RunStarter: Send + Sync {
     /// Asks run `run_id` to stop (its task in flight at once) and revert what ran; `false` when this
     /// starter is not running it.
     fn cancel(&self, run_id: &str) -> bool;
+    /// A signal came for WAITING run `run_id`: go on with it. By default it is resumed
+    /// here (the resumed run takes the signal from the run database).
+    fn signalled<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        self.resume(run_id)
+    }
     /// How many runs wait for a worker, when runs go to workers. Called off the async
     /// threads (it may ask the database).
     fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
@@ -287,6 +292,11 @@ impl RunStarter for Queue {
     /// that was not queued (run with `flowhost run --db`, its flow stored) to them as well.
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
         Box::pin(self.requeue(run_id))
+    }
+
+    /// The signal's row woke the workers: one claims the run (see `PgRunDb::claim`).
+    fn signalled<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        Box::pin(std::future::ready(Ok(Started::new(run_id.to_owned()))))
     }
 
     fn cancel(&self, run_id: &str) -> bool {
