@@ -34,6 +34,7 @@ mod serve_hardening;
 mod subflows;
 mod telemetry;
 mod validation;
+mod waits;
 mod volume_create;
 mod volume_create_concurrency;
 mod volume_service;

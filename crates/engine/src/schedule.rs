@@ -433,12 +433,11 @@ impl Run {
                 }
             }
         }
+        // Done, unless it failed or waits (what depends on a wait is still PENDING).
         debug_assert!(
             failing
-                || self
-                    .records
-                    .iter()
-                    .all(|r| r.state.is_done() || r.state == TaskState::Waiting)
+                || !self.waiting().is_empty()
+                || self.records.iter().all(|r| r.state.is_done())
         );
         Ok(failing)
     }

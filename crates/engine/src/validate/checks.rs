@@ -416,15 +416,15 @@ pub(super) fn check_wait(spec: &TaskSpec) -> (Option<WaitFor>, Vec<Finding>) {
         }
     };
     let provides = spec.provides.as_deref().unwrap_or_default();
-    match &resolved {
-        Some(WaitFor::Signal { .. }) if provides.len() > 1 => problems.push(Finding::at(
+    match &wait.signal {
+        Some(_) if provides.len() > 1 => problems.push(Finding::at(
             "provides",
             format!(
                 "a signal's data is stored whole under one name; `provides` lists {}",
                 provides.len()
             ),
         )),
-        Some(WaitFor::For(_) | WaitFor::Until(_)) if !provides.is_empty() => {
+        None if !provides.is_empty() => {
             problems.push(Finding::at(
                 "provides",
                 "a timer (`for_ms`, `until`) stores nothing; only a signal wait `provides`",
