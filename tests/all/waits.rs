@@ -13,10 +13,11 @@ use flowhost::runs::{PgRunDb, RunDb, RunFilter};
 use flowhost::{FlowState, TaskState};
 use serde_json::{Value, json};
 
+use crate::kit::cdp::Browser;
 use crate::kit::serving::Served;
 use crate::kit::{
-    Postgres, Probe, Workspace, assert_contains, assert_exit, kill, signal, stderr,
-    stdout, stdout_json, wait_until,
+    Postgres, Probe, Workspace, assert_contains, assert_exit, kill, signal, stderr, stdout,
+    stdout_json, wait_until,
 };
 
 /// The exit code of a run left WAITING.
@@ -56,7 +57,11 @@ fn now() -> f64 {
 #[test]
 fn a_signal_sent_while_the_run_waits_goes_into_the_store_and_the_run_succeeds() {
     let ws = Workspace::new();
-    approval_flow(&ws, json!({}), r#"{ signal = "approved", timeout_ms = 3600000 }"#);
+    approval_flow(
+        &ws,
+        json!({}),
+        r#"{ signal = "approved", timeout_ms = 3600000 }"#,
+    );
     let run = ws.recording(&["run", "flow.toml"]).run();
     assert_exit(&run, WAITING);
     assert_contains(
@@ -92,7 +97,10 @@ fn a_signal_sent_while_the_run_waits_goes_into_the_store_and_the_run_succeeds() 
     );
     let finished = ws.record(&id);
     assert_eq!(finished.tasks[1].state, TaskState::Success);
-    assert_eq!(finished.tasks[1].retry_at, None, "a wait that ended has no due time");
+    assert_eq!(
+        finished.tasks[1].retry_at, None,
+        "a wait that ended has no due time"
+    );
 }
 
 #[test]
@@ -118,7 +126,10 @@ fn a_signal_sent_before_the_run_reaches_its_wait_is_kept_for_it() {
     );
     let record = ws.record(&id);
     assert_eq!(record.summary.state, FlowState::Success);
-    assert_eq!(record.final_store.unwrap().fetch("approval"), Some(&json!(42)));
+    assert_eq!(
+        record.final_store.unwrap().fetch("approval"),
+        Some(&json!(42))
+    );
 }
 
 #[test]
@@ -189,7 +200,10 @@ fn a_run_killed_during_a_wait_takes_its_signal_on_resume_and_executes_nothing_tw
     kill(child);
     let id = ws.only_run().id;
     assert_eq!(ws.only_run().state, FlowState::Running);
-    assert_exit(&ws.runs(&["signal", &id, "approved", "--data", "\"yes\""]), 0);
+    assert_exit(
+        &ws.runs(&["signal", &id, "approved", "--data", "\"yes\""]),
+        0,
+    );
     let resumed = ws.runs(&["resume", &id, "--json"]);
     assert_exit(&resumed, 0);
     let report = stdout_json(&resumed);
@@ -298,7 +312,11 @@ wait = { signal = "go" }
 #[test]
 fn check_shows_what_each_wait_waits_for() {
     let ws = Workspace::new();
-    approval_flow(&ws, json!({}), r#"{ signal = "approved", timeout_ms = 60000 }"#);
+    approval_flow(
+        &ws,
+        json!({}),
+        r#"{ signal = "approved", timeout_ms = 60000 }"#,
+    );
     let check = ws.flowhost(&["check", "flow.toml"]);
     assert_exit(&check, 0);
     assert_contains(
@@ -380,26 +398,48 @@ fn on_postgres_a_worker_releases_a_waiting_run_and_another_continues_it_after_th
     let submitted = ws.flowhost(&["submit", "flow.toml", "--db", &pg.url()]);
     assert_exit(&submitted, 0);
     let mut first = worker(&ws, &pg.url(), "first.log");
-    wait_until("the run is WAITING and released", Duration::from_secs(120), || {
-        let (_, state, held) = only_pg_run(&pg);
-        state == FlowState::Waiting && !held
-    });
-    signal(&first, "TERM");
+    wait_until(
+        "the run is WAITING and released",
+        Duration::from_secs(120),
+        || {
+            let (_, state, held) = only_pg_run(&pg);
+            state == FlowState::Waiting && !held
+        },
+    );
+    signal(&first, "-TERM");
     assert!(first.wait().unwrap().success());
     let (id, _, _) = only_pg_run(&pg);
     let mut second = worker(&ws, &pg.url(), "second.log");
-    let sent = ws.flowhost(&["runs", "signal", &id, "approved", "--data", "\"ok\"", "--db", &pg.url()]);
+    let sent = ws.flowhost(&[
+        "runs",
+        "signal",
+        &id,
+        "approved",
+        "--data",
+        "\"ok\"",
+        "--db",
+        &pg.url(),
+    ]);
     assert_exit(&sent, 0);
-    wait_until("the second worker finished the run", Duration::from_secs(120), || {
-        only_pg_run(&pg).1 == FlowState::Success
-    });
-    signal(&second, "TERM");
+    wait_until(
+        "the second worker finished the run",
+        Duration::from_secs(120),
+        || only_pg_run(&pg).1 == FlowState::Success,
+    );
+    signal(&second, "-TERM");
     assert!(second.wait().unwrap().success());
     assert_eq!(ws.executions(&["a", "c"]), [1, 1]);
     let second_log = std::fs::read_to_string(ws.path("second.log")).unwrap();
     assert_contains(&second_log, "resuming from WAITING");
-    let record = PgRunDb::connect(&pg.url()).unwrap().get(&id).unwrap().unwrap();
-    assert_eq!(record.final_store.unwrap().fetch("approval"), Some(&json!("ok")));
+    let record = PgRunDb::connect(&pg.url())
+        .unwrap()
+        .get(&id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.final_store.unwrap().fetch("approval"),
+        Some(&json!("ok"))
+    );
 }
 
 #[test]
@@ -420,10 +460,49 @@ fn on_postgres_a_sleeping_run_holds_no_worker_and_is_claimed_when_due() {
         let (_, state, held) = only_pg_run(&pg);
         state == FlowState::Waiting && !held
     });
-    wait_until("the run was claimed when due and finished", Duration::from_secs(120), || {
-        only_pg_run(&pg).1 == FlowState::Success
-    });
-    signal(&one, "TERM");
+    wait_until(
+        "the run was claimed when due and finished",
+        Duration::from_secs(120),
+        || only_pg_run(&pg).1 == FlowState::Success,
+    );
+    signal(&one, "-TERM");
     assert!(one.wait().unwrap().success());
     assert_eq!(ws.executions(&["a", "c"]), [1, 1]);
+}
+
+#[test]
+fn the_console_shows_a_waiting_run_and_its_button_sends_the_signal() {
+    let ws = Workspace::new();
+    approval_flow(
+        &ws,
+        json!({}),
+        r#"{ signal = "approved", timeout_ms = 3600000 }"#,
+    );
+    let served = Served::start(&ws, ws.root(), &[]);
+    let (status, started) = served.post("/v1/flows/flow/runs", "", None);
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let mut browser = Browser::start(1366, 900);
+    browser.open(&format!("{}/runs/{id}", served.base));
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=WAITING]') && document.querySelector('#waiting button[data-signal=approved]')",
+        "the run page shows the wait and its button",
+    );
+    let said = browser.eval("document.querySelector('#waiting').innerText");
+    assert_contains(said.as_str().unwrap(), "waits for signal approved until ");
+    let shots = crate::kit::repo_root().join("target/console");
+    std::fs::create_dir_all(&shots).unwrap();
+    browser.screenshot(&shots.join("waiting.png"));
+    browser.eval(
+        "(() => { document.querySelector('#waiting textarea').value = '{\"by\": \"console\"}'; \
+         document.querySelector('#waiting button[data-signal=approved]').click(); })()",
+    );
+    browser.wait_for(
+        "document.querySelector('h1 .badge[data-state=SUCCESS]')",
+        "the run goes on and succeeds",
+    );
+    assert_eq!(
+        served.get(&format!("/v1/runs/{id}"))["final_store"]["approval"],
+        json!({ "by": "console" })
+    );
 }

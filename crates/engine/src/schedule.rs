@@ -435,9 +435,7 @@ impl Run {
         }
         // Done, unless it failed or waits (what depends on a wait is still PENDING).
         debug_assert!(
-            failing
-                || !self.waiting().is_empty()
-                || self.records.iter().all(|r| r.state.is_done())
+            failing || !self.waiting().is_empty() || self.records.iter().all(|r| r.state.is_done())
         );
         Ok(failing)
     }

@@ -424,12 +424,10 @@ pub(super) fn check_wait(spec: &TaskSpec) -> (Option<WaitFor>, Vec<Finding>) {
                 provides.len()
             ),
         )),
-        None if !provides.is_empty() => {
-            problems.push(Finding::at(
-                "provides",
-                "a timer (`for_ms`, `until`) stores nothing; only a signal wait `provides`",
-            ))
-        }
+        None if !provides.is_empty() => problems.push(Finding::at(
+            "provides",
+            "a timer (`for_ms`, `until`) stores nothing; only a signal wait `provides`",
+        )),
         _ => {}
     }
     (resolved.filter(|_| problems.is_empty()), problems)
