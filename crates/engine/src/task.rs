@@ -46,7 +46,6 @@ impl BoundTask {
     pub(crate) fn new(
         spec: &TaskSpec,
         plugin: Option<Arc<Plugin>>,
-        wait: Option<WaitFor>,
         binding: Binding,
         sandbox: Sandbox,
         warm: Option<Arc<WarmPool>>,
@@ -57,7 +56,7 @@ impl BoundTask {
             name: spec.name.clone(),
             config: spec.config.to_string(),
             plugin,
-            wait,
+            wait: None,
             binding,
             sandbox,
             warm,
@@ -65,6 +64,12 @@ impl BoundTask {
             priority: spec.priority,
             condition,
         }
+    }
+
+    /// Makes it a wait entry waiting for `wait` (when given).
+    pub(crate) fn waiting(mut self, wait: Option<WaitFor>) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// Calls `execute` with these arguments (a JSON object's text); returns the raw result.

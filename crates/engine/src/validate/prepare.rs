@@ -157,16 +157,18 @@ pub(crate) async fn validate(
             .as_ref()
             .filter(|_| spec.instances == Instances::Reuse)
             .map(|plugin| plugin.warm_pool(&sandbox));
-        tasks.push(BoundTask::new(
-            spec,
-            plugin,
-            wait,
-            binding,
-            sandbox,
-            warm,
-            flow.retry_policy(spec),
-            condition,
-        ));
+        tasks.push(
+            BoundTask::new(
+                spec,
+                plugin,
+                binding,
+                sandbox,
+                warm,
+                flow.retry_policy(spec),
+                condition,
+            )
+            .waiting(wait),
+        );
     }
     // The graph needs every entry's binding; without one its findings could be false.
     let mut deps = Deps::new();
