@@ -506,3 +506,28 @@ fn the_console_shows_a_waiting_run_and_its_button_sends_the_signal() {
         json!({ "by": "console" })
     );
 }
+
+#[test]
+fn serve_resumes_a_waiting_run_at_its_timeout_and_the_flow_reverts() {
+    let ws = Workspace::new();
+    approval_flow(
+        &ws,
+        json!({}),
+        r#"{ signal = "approved", timeout_ms = 300 }"#,
+    );
+    let served = Served::start(&ws, ws.root(), &[]);
+    let (status, started) = served.post("/v1/flows/flow/runs", "", None);
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the run reverted at its timeout",
+        Duration::from_secs(60),
+        || served.get(&format!("/v1/runs/{id}"))["state"] == "REVERTED",
+    );
+    let document = served.get(&format!("/v1/runs/{id}"));
+    assert_eq!(document["tasks"][1]["error"]["code"], "signal-timeout");
+    assert_eq!(
+        ws.counts(&[("execute", "a"), ("revert", "a"), ("execute", "c")]),
+        [1, 1, 0]
+    );
+}
