@@ -386,8 +386,9 @@ impl LoadedFlow {
         self.journal = Some(journal);
     }
 
-    /// Runs the flow to its end and reports. Task failures are not errors of this call: they
-    /// are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
+    /// Runs the flow to its end — or until only waits are left ([`Self::hold_timers`]): the
+    /// report's state is then WAITING — and reports. Task failures are not errors of this
+    /// call: they are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
     /// only when the journal could not record a transition; the run then stopped there.
     ///
     /// With the flow's `timeout_ms`, the run's deadline is that long after this call: when

@@ -17,7 +17,10 @@ pub struct RunReport {
     pub run_id: String,
     /// The flow's name.
     pub flow: String,
-    /// SUCCESS, REVERTED (a task failed, all undone) or FAILURE (a revert failed too).
+    /// SUCCESS, REVERTED (a task failed, all undone) or FAILURE (a revert failed too); or
+    /// WAITING: only waits were left (a signal, a timer longer than
+    /// [`super::LoadedFlow::hold_timers`]), and the run stopped there, holding nothing, for
+    /// whoever resumes it.
     pub state: FlowState,
     /// The final store. After a revert it no longer holds the reverted tasks' results.
     pub store: Store,

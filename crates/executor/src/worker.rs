@@ -399,6 +399,11 @@ impl Worker {
         let lease = claim.lease.clone();
         let span = tracing::info_span!("run", id = %id);
         match tracing::Instrument::instrument(self.execute_claimed(claim), span).await {
+            // Done with here too: released, for any worker to claim when it can go on.
+            Ok(FlowState::Waiting) => {
+                tracing::info!(run = %id, "run WAITING: released until its signal or due time");
+                true
+            }
             Ok(state) => {
                 tracing::info!(run = %id, "run ended {state}");
                 true
