@@ -531,3 +531,52 @@ fn serve_resumes_a_waiting_run_at_its_timeout_and_the_flow_reverts() {
         [1, 1, 0]
     );
 }
+
+#[test]
+fn a_waiting_run_resumed_past_the_flows_deadline_fails_its_wait_run_timeout_and_reverts() {
+    let ws = Workspace::new();
+    ws.write_flow(
+        "approval",
+        "timeout_ms = 300",
+        &[
+            Probe::new("a").toml(&wait_entry(
+                "approve",
+                r#"{ signal = "approved" }"#,
+                Some("approval"),
+            )),
+            Probe::new("c").reads("approval"),
+        ],
+    );
+    assert_exit(&ws.recording(&["run", "flow.toml"]).run(), WAITING);
+    let id = ws.only_run().id;
+    std::thread::sleep(Duration::from_millis(400));
+    let resumed = ws.runs(&["resume", &id, "--json"]);
+    assert_exit(&resumed, 1);
+    let report = stdout_json(&resumed);
+    assert_eq!(report["tasks"][1]["error"]["code"], "run-timeout");
+    assert_eq!(ws.counts(&[("revert", "a"), ("execute", "c")]), [1, 0]);
+}
+
+#[test]
+fn a_timer_until_a_time_already_past_ends_at_once() {
+    let ws = Workspace::new();
+    ws.write_flow(
+        "late",
+        "",
+        &[
+            Probe::new("a").toml(&wait_entry(
+                "long_ago",
+                r#"{ until = "2020-01-01T01:00:00+01:00" }"#,
+                None,
+            )),
+            Probe::new("c").reads("a_out"),
+        ],
+    );
+    let run = ws.recording(&["run", "flow.toml"]).run();
+    assert_exit(&run, 0);
+    assert_contains(
+        &stderr(&run),
+        "task `long_ago` PENDING -> WAITING (until 2020-01-01T00:00:00.000Z)",
+    );
+    assert_eq!(ws.executions(&["a", "c"]), [1, 1]);
+}

@@ -289,6 +289,11 @@ impl Run {
         let deadline = self.deadline.map(|at| {
             let (cancellations, id) = (self.loaded.cancellations.clone(), self.loaded.id.clone());
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            // Past already (a run resumed late): stopped before it looks at anything, so
+            // that a run with only waits left does not park instead.
+            if left.is_zero() {
+                cancellations.request(&id, Stop::Deadline);
+            }
             tokio::spawn(async move {
                 tokio::time::sleep(left).await;
                 tracing::warn!(run = %id, "the run's deadline passed: stopping it");

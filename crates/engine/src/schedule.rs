@@ -326,6 +326,20 @@ impl Run {
                 if failing || self.waiting().is_empty() {
                     break;
                 }
+                // Stopped (cancelled, past its deadline) with only waits left: they fail
+                // `cancelled` (`run-timeout`) when taken from the queue.
+                if self
+                    .loaded
+                    .cancellations
+                    .requested(&self.loaded.id)
+                    .is_some()
+                {
+                    for index in self.waiting() {
+                        due[index] = true;
+                        queue.push(index);
+                    }
+                    continue;
+                }
                 // Only waits are left: those that can end now do; the others leave the run
                 // to park (`super::wait`).
                 let (waited, timed_out) = self.settle_waits(&mut work).await?;
