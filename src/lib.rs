@@ -47,14 +47,17 @@ pub use flowhost_core::events::{Event, FlowState, Listener, LogListener, TaskSta
 pub use flowhost_core::flow::{
     Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach,
     Instances, Iterations, Limits, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry,
-    RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
+    RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec, Wait, WaitFor, format_rfc3339,
+    parse_rfc3339, signal_name_ok,
 };
 pub use flowhost_core::plan::{Problem, ValidationError};
 pub use flowhost_core::store::{InexactInteger, Store, inexact_integer};
+/// The error code of a signal wait whose `timeout_ms` passed before its signal came.
+pub use flowhost_engine::SIGNAL_TIMEOUT;
 pub use flowhost_engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Close, Engine, FlowError,
-    Journal, JournalError, LoadedFlow, Prepare, ResumeError, RunError, RunReport, SubflowPlan,
-    SubflowReport, TaskPlan, TaskReport,
+    Journal, JournalError, LoadedFlow, Prepare, ResumeError, RunError, RunReport, Signalled,
+    SubflowPlan, SubflowReport, TaskPlan, TaskReport,
 };
 /// The error codes of a task a cancel stopped ([`Engine::cancel`]) and of a task whose
 /// `when` could not be decided.

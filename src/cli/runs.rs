@@ -27,6 +27,7 @@ flowhost runs resume 1a21e28ec81-7188-0\n  \
 flowhost runs suspend 1a21e28ec81-7188-0 --wait  # finish the tasks in flight, start nothing new\n  \
 flowhost runs revert 1a21e28ec81-7188-0       # revert a SUSPENDED run instead of resuming it\n  \
 flowhost runs restart 1a21e28ec81-7188-0 --from attach  # a new run, the steps before `attach` copied\n  \
+flowhost runs signal 1a21e28ec81-7188-0 approved --data '{\"by\": \"ops\"}'\n  \
 flowhost runs prune --older-than 7d --dry-run\n  \
 flowhost runs list --db ./runs.db            # another database (or FLOWHOST_DB)")]
 pub struct RunsArgs {
@@ -119,6 +120,22 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Send a signal to a run: a wait entry `wait = { signal = NAME }` takes it, and its data
+    /// goes into the store under the entry's `provides`. Kept until then, so it may come
+    /// before the run reaches its wait. A WAITING run goes on once resumed (`runs resume`; on
+    /// PostgreSQL a worker claims it by itself).
+    Signal {
+        /// The run's id.
+        id: String,
+        /// The signal's name, as the wait names it.
+        name: String,
+        /// The signal's data, as JSON (default: null).
+        #[arg(long, value_name = "JSON")]
+        data: Option<String>,
+        /// Print JSON: { run_id, signal, state }.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete finished runs (SUCCESS, REVERTED, FAILURE), or the runs in --state. A run
     /// whose lease a live executor holds is never deleted: it is named, and the exit code is
     /// 75.
@@ -142,7 +159,7 @@ pub enum RunsCommand {
 fn parse_state(text: &str) -> Result<FlowState, String> {
     serde_json::from_value(Value::String(text.to_ascii_uppercase())).map_err(|_| {
         format!(
-            "unknown state `{text}`; one of PENDING, RUNNING, SUCCESS, REVERTING, REVERTED, FAILURE, SUSPENDING, SUSPENDED"
+            "unknown state `{text}`; one of PENDING, RUNNING, WAITING, SUCCESS, REVERTING, REVERTED, FAILURE, SUSPENDING, SUSPENDED"
         )
     })
 }
@@ -262,6 +279,12 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             let report = resumption.run(&executor, &engine, force).await?;
             return super::run::print_report(&report, &super::run::Fetch::default(), json);
         }
+        RunsCommand::Signal {
+            id,
+            name,
+            data,
+            json,
+        } => return signal(db.as_ref(), &id, &name, data.as_deref(), json),
         RunsCommand::Prune {
             older_than,
             state,
@@ -351,6 +374,46 @@ async fn suspend(db: &dyn RunDb, id: &str, wait: bool) -> anyhow::Result<ExitCod
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sends signal `name` to run `id` and says where the run stands.
+fn signal(
+    db: &dyn RunDb,
+    id: &str,
+    name: &str,
+    data: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if !flowhost::signal_name_ok(name) {
+        bail!(UsageError(format!(
+            "signal name `{}` is not allowed: it starts with a letter or digit and holds only ASCII letters, digits, `_`, `-` and `.` (at most 128)",
+            escape(name)
+        )));
+    }
+    let data: Value = match data {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| UsageError(format!("--data is not JSON ({e}); write text as '\"…\"'")))?,
+    };
+    let state = db
+        .signal(id, name, &data)?
+        .ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?;
+    if state.is_finished() {
+        bail!(UsageError(format!(
+            "run {id} already finished ({state}): a signal is kept only for a run that can still wait for it"
+        )));
+    }
+    if json {
+        print_json(&serde_json::json!({ "run_id": id, "signal": name, "state": state }))?;
+    } else {
+        outln!("signal `{name}` sent to run {id} ({state})")?;
+        if state == FlowState::Waiting {
+            errln!(
+                "run {id} is WAITING: `flowhost runs resume {id}` goes on with it (on PostgreSQL, a worker does)"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
@@ -503,8 +566,26 @@ fn show(run: &RunRecord, links: &RestartLinks) -> anyhow::Result<()> {
                 )?;
             }
         }
-        if let Some(due) = task.retry_at {
-            outln!("      next attempt due at unix time {due:.3}")?;
+        match task.retry_at {
+            Some(due) if task.state == flowhost::TaskState::Waiting => {
+                let due = std::time::UNIX_EPOCH + Duration::from_secs_f64(due.max(0.0));
+                let what = task.result.as_ref().map(super::check::waits_for);
+                let signal = task.result.as_ref().and_then(|r| r["signal"].as_str());
+                match signal {
+                    Some(_) => outln!(
+                        "    waiting for {} until {}",
+                        what.unwrap_or_default(),
+                        flowhost::format_rfc3339(due)
+                    )?,
+                    None => outln!("    waiting until {}", flowhost::format_rfc3339(due))?,
+                }
+            }
+            None if task.state == flowhost::TaskState::Waiting => {
+                let what = task.result.as_ref().map(super::check::waits_for);
+                outln!("    waiting for {}", what.unwrap_or_default())?;
+            }
+            Some(due) => outln!("      next attempt due at unix time {due:.3}")?,
+            None => {}
         }
     }
     outln!()?;

@@ -78,6 +78,22 @@ impl RunDb for FillingDisk {
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
         self.inner.list(filter)
     }
+    fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<Option<flowhost::FlowState>, RunDbError> {
+        self.inner.signal(run_id, name, data)
+    }
+    fn take_signal(
+        &self,
+        run_id: &str,
+        task: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, RunDbError> {
+        self.inner.take_signal(run_id, task, name)
+    }
     fn read(&self, id: &str, max: Option<usize>) -> Result<Option<RunRecord>, RunDbError> {
         self.inner.read(id, max)
     }

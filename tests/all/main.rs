@@ -38,5 +38,6 @@ mod validation;
 mod volume_create;
 mod volume_create_concurrency;
 mod volume_service;
+mod waits;
 mod warm;
 mod workers;

@@ -120,6 +120,9 @@ impl TaskState {
                 | (Pending, Ignore)
                 | (Pending, Waiting)
                 | (Waiting, Success | Failure)
+                // The flow stopped (failed elsewhere, or cancelled) while it waited: it is
+                // back where it was, never reached.
+                | (Waiting, Pending)
                 // A subflow's controller starts its next iteration.
                 | (Reverted | Failure | Ignore, Pending)
         )
@@ -213,7 +216,8 @@ pub enum Transition {
         /// Which execution of the task this transition belongs to, from 1 (0 before the
         /// first): more than one when its retry policy tried again.
         attempt: u32,
-        /// When the next attempt is due, on entering RETRYING.
+        /// When the next attempt is due, on entering RETRYING; on entering WAITING, when the
+        /// wait ends (a timer's due time, a signal wait's timeout).
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_at: Option<SystemTime>,
         /// Inside subflows with a retry controller: each controller's iteration, from 1,
@@ -317,6 +321,7 @@ impl Listener for LogListener {
                     _ => String::new(),
                 };
                 let retry = match retry_at {
+                    _ if *to == TaskState::Waiting => waiting_for(result.as_ref(), *retry_at),
                     Some(due) => format!(
                         " (attempt {attempt} failed; attempt {} in {})",
                         attempt + 1,
@@ -365,6 +370,19 @@ impl Listener for LogListener {
             },
         }
         Ok(())
+    }
+}
+
+/// What a task entering WAITING waits for, for its log line: ` (signal `approved`, until
+/// …)`; the transition's result names the signal (see `flowhost_engine`'s waits).
+fn waiting_for(result: Option<&Value>, due: Option<SystemTime>) -> String {
+    let signal = result.and_then(|r| r["signal"].as_str());
+    let due = due.map(crate::flow::format_rfc3339);
+    match (signal, due) {
+        (Some(name), Some(due)) => format!(" (signal `{name}`, until {due})"),
+        (Some(name), None) => format!(" (signal `{name}`)"),
+        (None, Some(due)) => format!(" (until {due})"),
+        (None, None) => String::new(),
     }
 }
 

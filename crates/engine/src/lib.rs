@@ -28,6 +28,7 @@ mod schedule;
 mod suspend;
 mod task;
 mod validate;
+mod wait;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -40,10 +41,11 @@ use serde_json::Value;
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
 pub use cancel::{CANCELLED, RUN_TIMEOUT};
 pub use condition::CONDITION_FAILED;
-pub use journal::{Append, Close, Journal, JournalError, RunError};
+pub use journal::{Append, Close, Journal, JournalError, RunError, Signalled};
 pub use report::{RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
 pub use suspend::Suspender;
+pub use wait::SIGNAL_TIMEOUT;
 
 use cancel::{Cancellations, Stop};
 use flowhost_core::checkpoint::Checkpoint;
@@ -178,6 +180,7 @@ impl Engine {
                 .timeout_ms
                 .and_then(|ms| u64::try_from(ms).ok())
                 .map(Duration::from_millis),
+            hold_timers: Duration::MAX,
         })
     }
 
@@ -194,9 +197,11 @@ impl Engine {
         let mut problems = Vec::new();
         let mut host_unavailable = false;
         for spec in flow.task_specs() {
-            match &spec.provides {
-                Some(provides) => names.extend(provides.iter().cloned()),
-                None => match self.runtime.load(&flow.resolve(&spec.plugin)).await {
+            let plugin = spec.plugin.as_deref().filter(|_| spec.wait.is_none());
+            match (&spec.provides, plugin) {
+                (Some(provides), _) => names.extend(provides.iter().cloned()),
+                (None, None) => {}
+                (None, Some(plugin)) => match self.runtime.load(&flow.resolve(plugin)).await {
                     Ok(plugin) => names.extend(plugin.info().provides.iter().cloned()),
                     Err(error) => {
                         host_unavailable |= matches!(error, PluginError::Unavailable { .. });
@@ -258,6 +263,9 @@ pub struct LoadedFlow {
     suspensions: Suspensions,
     /// The flow's `timeout_ms`: how long after it starts the run is stopped.
     timeout: Option<Duration>,
+    /// Timers (`wait = { for_ms | until }`) with at most this long left are waited for in
+    /// this process; a longer one leaves the run WAITING, holding no executor.
+    hold_timers: Duration,
 }
 
 /// A task entry as validation resolved it, for `flowhost check` and tooling.
@@ -265,14 +273,17 @@ pub struct LoadedFlow {
 pub struct TaskPlan<'a> {
     /// Entry name.
     pub name: &'a str,
-    /// The plugin's declaration.
-    pub info: &'a TaskInfo,
-    /// Component file, as the flow names it.
-    pub plugin: &'a Path,
+    /// The plugin's declaration; `None` for a wait entry.
+    pub info: Option<&'a TaskInfo>,
+    /// Component file, as the flow names it; `None` for a wait entry.
+    pub plugin: Option<&'a Path>,
     /// The same file with symlinks resolved.
-    pub plugin_file: &'a Path,
+    pub plugin_file: Option<&'a Path>,
     /// SHA-256 (hex) of the component as loaded.
-    pub plugin_sha256: &'a str,
+    pub plugin_sha256: Option<&'a str>,
+    /// What a wait entry waits for: `{"signal", "timeout_ms"}`, `{"for_ms"}` or `{"until"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Value>,
     /// `(argument, store name)` of each required argument drawn from the store.
     pub required: &'a [(String, String)],
     /// `(argument, store name)` of each optional argument.
@@ -318,10 +329,11 @@ impl LoadedFlow {
     pub fn plan(&self) -> impl Iterator<Item = TaskPlan<'_>> {
         self.tasks.iter().zip(&self.deps).map(|(t, deps)| TaskPlan {
             name: &t.name,
-            info: t.plugin.info(),
-            plugin: t.plugin.path(),
-            plugin_file: t.plugin.file(),
-            plugin_sha256: t.plugin.sha256(),
+            info: t.plugin.as_ref().map(|p| p.info()),
+            plugin: t.plugin.as_ref().map(|p| p.path()),
+            plugin_file: t.plugin.as_ref().map(|p| p.file()),
+            plugin_sha256: t.plugin.as_ref().map(|p| p.sha256()),
+            wait: t.wait.as_ref().map(wait::describe),
             required: &t.binding.required,
             optional: &t.binding.optional,
             inject: &t.binding.inject,
@@ -382,6 +394,15 @@ impl LoadedFlow {
         self.listeners.push(listener);
     }
 
+    /// Waits for timers (`wait = { for_ms | until }`) with at most `max` left in this
+    /// process, and leaves the run WAITING — holding no executor, its report's state
+    /// WAITING — at a longer one, for whoever resumes it when it is due (a worker claims it
+    /// then). By default every timer is waited for in-process. Signal waits never hold the
+    /// process: a run with nothing left but waits for signals is always left WAITING.
+    pub fn hold_timers(&mut self, max: Duration) {
+        self.hold_timers = max;
+    }
+
     /// Makes `journal` this run's durable record: every transition is appended to it before
     /// listeners hear of it, and a failed append stops the run. `flowhost_executor::record` sets
     /// this up with a run database.
@@ -389,8 +410,9 @@ impl LoadedFlow {
         self.journal = Some(journal);
     }
 
-    /// Runs the flow to its end and reports. Task failures are not errors of this call: they
-    /// are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
+    /// Runs the flow to its end — or until only waits are left ([`Self::hold_timers`]): the
+    /// report's state is then WAITING — and reports. Task failures are not errors of this
+    /// call: they are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
     /// only when the journal could not record a transition; the run then stopped there.
     ///
     /// With the flow's `timeout_ms`, the run's deadline is that long after this call: when

@@ -17,7 +17,10 @@ pub struct RunReport {
     pub run_id: String,
     /// The flow's name.
     pub flow: String,
-    /// SUCCESS, REVERTED (a task failed, all undone) or FAILURE (a revert failed too).
+    /// SUCCESS, REVERTED (a task failed, all undone) or FAILURE (a revert failed too); or
+    /// WAITING: only waits were left (a signal, a timer longer than
+    /// [`super::LoadedFlow::hold_timers`]), and the run stopped there, holding nothing, for
+    /// whoever resumes it.
     pub state: FlowState,
     /// The final store. After a revert it no longer holds the reverted tasks' results.
     pub store: Store,
@@ -63,6 +66,10 @@ pub struct TaskReport {
     /// The limits its calls ran under, so a report of a deadline or cap failure shows the
     /// figure it was held to.
     pub limits: EffectiveLimits,
+    /// While the task is WAITING: what for (`signal`, or a timer's `for_ms` / `until`) and,
+    /// when the wait has an end, `due` (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Value>,
 }
 
 /// A subflow's retry controller in a run.

@@ -86,8 +86,9 @@ impl Run {
             };
             let ran = !matches!(
                 task.state,
-                TaskState::Pending | TaskState::Running | TaskState::Ignore
+                TaskState::Pending | TaskState::Running | TaskState::Ignore | TaskState::Waiting
             );
+            let wait = this.loaded.tasks[index].wait.is_some();
             // A failure without an outcome is a task whose plugin was never called.
             let uncalled = task.state == TaskState::Failure && task.error.is_some();
             if ran && task.outcome.is_none() && !uncalled {
@@ -112,6 +113,7 @@ impl Run {
             // Between two attempts of a retried task: a failed attempt, a due time, and the
             // flow still running.
             let retrying = task.retry_at.is_some()
+                && !wait
                 && checkpoint.state != FlowState::Reverting
                 && matches!(
                     task.state,
@@ -137,6 +139,9 @@ impl Run {
             if retrying {
                 record.retry_at = task.retry_at;
                 record.attempt_error = task.error;
+            } else if task.state == TaskState::Waiting {
+                // Waiting: until its journaled end, so only what is left is waited.
+                record.retry_at = task.retry_at;
             } else if task.state != TaskState::Pending {
                 // A PENDING task's recorded error, if any, is from an earlier iteration of its
                 // subflow: not a failure of this one.

@@ -59,6 +59,8 @@ struct Detail {
     outcome: Option<Outcome>,
     /// The pause before the next attempt, on entering RETRYING.
     retry_in: Option<Duration>,
+    /// When the wait ends, on entering WAITING.
+    due: Option<SystemTime>,
 }
 
 /// How one attempt of `execute` failed: what its revert would get, why, and whether the
@@ -243,11 +245,14 @@ impl Run {
             args,
             outcome,
             retry_in,
+            due,
         } = detail;
         // The due time is exactly the transition's time plus the pause, as journaled.
         let at = SystemTime::now();
-        let retry_at = retry_in.map(|pause| at + pause);
-        record.retry_at = retry_at.or(record.retry_at.filter(|_| to != TaskState::Running));
+        let retry_at = retry_in.map(|pause| at + pause).or(due);
+        record.retry_at = retry_at.or(record
+            .retry_at
+            .filter(|_| to != TaskState::Running && from != TaskState::Waiting));
         let task = self.loaded.tasks[index].name.clone();
         let iterations = self.iterations(index);
         let transition = Transition::Task {
@@ -284,6 +289,11 @@ impl Run {
         let deadline = self.deadline.map(|at| {
             let (cancellations, id) = (self.loaded.cancellations.clone(), self.loaded.id.clone());
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            // Past already (a run resumed late): stopped before it looks at anything, so
+            // that a run with only waits left does not park instead.
+            if left.is_zero() {
+                cancellations.request(&id, Stop::Deadline);
+            }
             tokio::spawn(async move {
                 tokio::time::sleep(left).await;
                 tracing::warn!(run = %id, "the run's deadline passed: stopping it");
@@ -309,10 +319,19 @@ impl Run {
         let failed = if self.state == FlowState::Reverting {
             true
         } else {
-            if self.state == FlowState::Pending {
+            if matches!(self.state, FlowState::Pending | FlowState::Waiting) {
                 self.flow_to(FlowState::Running);
             }
-            self.execute_tasks().await?
+            loop {
+                let failed = self.execute_tasks().await?;
+                if failed || self.state == FlowState::Suspended || self.waiting().is_empty() {
+                    break failed;
+                }
+                // Only waits are left: the run is left WAITING, unless a signal just came.
+                if self.park().await? {
+                    return Ok(());
+                }
+            }
         };
         if failed {
             self.revert_tasks().await?;
@@ -405,6 +424,30 @@ impl Run {
                 ..Detail::default()
             },
         );
+    }
+
+    /// Moves wait entry `index` to WAITING for `what` (journaled as the transition's result),
+    /// until `due` when the wait has an end.
+    pub(super) fn enter_waiting(&mut self, index: usize, what: Value, due: Option<SystemTime>) {
+        let detail = Detail {
+            result: Some(what),
+            due,
+            ..Detail::default()
+        };
+        self.task_to(index, TaskState::Waiting, detail);
+    }
+
+    /// Ends wait entry `index`: SUCCESS with `data` as its result, and as the outcome a
+    /// resumed run puts back into the store.
+    pub(super) fn succeed_wait(&mut self, index: usize, data: Value) {
+        let outcome = Outcome::Result(data.to_string());
+        let detail = Detail {
+            result: Some(data),
+            outcome: Some(outcome.clone()),
+            ..Detail::default()
+        };
+        self.task_to(index, TaskState::Success, detail);
+        self.records[index].outcome = Some(outcome);
     }
 
     /// Moves task `index` to RUNNING for attempt `attempt`, with the arguments it will get.
@@ -590,6 +633,17 @@ impl Run {
             .zip(self.records)
             .zip(iterations)
             .map(|((task, record), iterations)| TaskReport {
+                waiting: task
+                    .wait
+                    .as_ref()
+                    .filter(|_| record.state == TaskState::Waiting)
+                    .map(|wait| {
+                        let mut what = super::wait::describe(wait);
+                        if let Some(due) = record.retry_at {
+                            what["due"] = flowhost_core::flow::format_rfc3339(due).into();
+                        }
+                        what
+                    }),
                 name: task.name.clone(),
                 state: record.state,
                 duration: record.duration,

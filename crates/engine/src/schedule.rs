@@ -38,7 +38,7 @@ use flowhost_core::events::{FlowState, TaskState};
 use flowhost_core::plan::tree::Tree;
 
 /// What a finished piece of work reports back.
-enum Done {
+pub(super) enum Done {
     /// An `execute` call returned.
     Executed {
         index: usize,
@@ -54,12 +54,19 @@ enum Done {
     },
     /// The pause before a task's next attempt is over.
     Due { index: usize },
+    /// A timer's due time came (`super::wait`).
+    Woken { index: usize },
+    /// The journal answered whether a waiting task's signal came.
+    Signalled {
+        index: usize,
+        taken: Result<Option<serde_json::Value>, super::JournalError>,
+    },
 }
 
 type Call = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// The work of one phase in flight: calls, bounded by `max_parallel`, and pauses.
-struct Work {
+pub(super) struct Work {
     set: JoinSet<Done>,
     /// Calls made ready, spawned only once their transitions are committed.
     ready: Vec<Call>,
@@ -99,6 +106,24 @@ impl Work {
         for call in self.ready.drain(..) {
             self.set.spawn(call.instrument(tracing::Span::current()));
         }
+    }
+
+    /// Looks for a waiting task's signal, once the transitions made so far are committed; not
+    /// a call, so `max_parallel` does not count it.
+    pub(super) fn watch(&mut self, look: Call) {
+        self.ready.push(look);
+    }
+
+    /// Sleeps until `due`, then reports waiting task `index` woken; ended like a pause.
+    pub(super) fn wake(&mut self, index: usize, due: Option<SystemTime>) {
+        let left = due
+            .and_then(|due| due.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        let handle = self.set.spawn(async move {
+            tokio::time::sleep(left).await;
+            Done::Woken { index }
+        });
+        self.pauses.push((index, handle));
     }
 
     /// Waits until `due`, then reports task `index` due.
@@ -146,7 +171,7 @@ impl Work {
         loop {
             match self.set.join_next().await? {
                 Ok(done) => {
-                    if !matches!(done, Done::Due { .. }) {
+                    if matches!(done, Done::Executed { .. } | Done::Reverted { .. }) {
                         self.busy -= 1;
                     }
                     return Some(done);
@@ -187,6 +212,7 @@ impl Run {
                     TaskState::Reverted if self.records[index].retry_at.is_some() => {
                         work.pause(index, self.records[index].retry_at)
                     }
+                    TaskState::Waiting => self.watch(index, &mut work),
                     _ => {}
                 }
             }
@@ -248,7 +274,7 @@ impl Run {
                 }
                 let ready = match self.records[index].state {
                     TaskState::Pending => queue.waiting[index] == 0,
-                    TaskState::Retrying | TaskState::Reverted => due[index],
+                    TaskState::Retrying | TaskState::Reverted | TaskState::Waiting => due[index],
                     _ => false,
                 };
                 if !ready {
@@ -256,6 +282,10 @@ impl Run {
                 }
                 due[index] = false;
                 let cancelled = self.loaded.cancellations.requested(&self.loaded.id);
+                // A wait is taken from the queue only to be stopped.
+                if cancelled.is_none() && self.records[index].state == TaskState::Waiting {
+                    continue;
+                }
                 if cancelled.is_none() && self.records[index].state == TaskState::Pending {
                     match self.decide(index) {
                         Ok(true) => {}
@@ -284,7 +314,9 @@ impl Run {
                     let earlier = (record.state == TaskState::Retrying)
                         .then(|| record.outcome.clone())
                         .flatten();
-                    self.start(index, self.records[index].attempt + 1, None);
+                    if record.state != TaskState::Waiting {
+                        self.start(index, self.records[index].attempt + 1, None);
+                    }
                     let error = stopped_before(&self.loaded.tasks[index].name, why);
                     self.fail(
                         index,
@@ -297,15 +329,49 @@ impl Run {
                     failing = true;
                     break;
                 }
+                if self.is_wait(index) {
+                    self.begin_wait(index, &mut work);
+                    continue;
+                }
                 if !self.start_attempt(index, &mut work, &cancel) {
                     self.escalate(index, &mut restarting, &mut failing);
                 }
             }
             if failing {
                 work.cancel_pauses();
+                self.abandon_waits();
             }
             if work.is_idle() && restarting.is_empty() {
-                break;
+                if failing || self.waiting().is_empty() {
+                    break;
+                }
+                // Stopped (cancelled, past its deadline) with only waits left: they fail
+                // `cancelled` (`run-timeout`) when taken from the queue.
+                if self
+                    .loaded
+                    .cancellations
+                    .requested(&self.loaded.id)
+                    .is_some()
+                {
+                    for index in self.waiting() {
+                        due[index] = true;
+                        queue.push(index);
+                    }
+                    continue;
+                }
+                // Only waits are left: those that can end now do; the others leave the run
+                // to park (`super::wait`).
+                let (waited, timed_out) = self.settle_waits(&mut work).await?;
+                for &index in &waited {
+                    queue.done(index, &self.records);
+                }
+                for &index in &timed_out {
+                    self.escalate(index, &mut restarting, &mut failing);
+                }
+                if waited.is_empty() && timed_out.is_empty() && work.is_idle() {
+                    break;
+                }
+                continue;
             }
             self.flush().await?;
             work.launch();
@@ -313,8 +379,9 @@ impl Run {
                 done = work.next() => done,
                 _ = cancel.requested(), if !cancel_seen => {
                     cancel_seen = true;
-                    // Pauses end now: their tasks fail `cancelled` when taken from the queue.
-                    for index in work.end_pauses() {
+                    // Pauses end now: their tasks fail `cancelled` when taken from the queue,
+                    // and so do the waits.
+                    for index in work.end_pauses().into_iter().chain(self.waiting()) {
                         due[index] = true;
                         queue.push(index);
                     }
@@ -329,6 +396,16 @@ impl Run {
                 Done::Due { index } => {
                     due[index] = true;
                     queue.push(index);
+                }
+                Done::Woken { index } => {
+                    if self.woken(index) {
+                        queue.done(index, &self.records);
+                    }
+                }
+                Done::Signalled { index, taken } => {
+                    if self.signalled(index, taken)? {
+                        queue.done(index, &self.records);
+                    }
                 }
                 Done::Executed {
                     index,
@@ -393,7 +470,14 @@ impl Run {
                 }
             }
         }
-        debug_assert!(failing || suspending || self.records.iter().all(|r| r.state.is_done()));
+        // Done, unless it failed, was suspended or waits (what depends on a wait is still
+        // PENDING).
+        debug_assert!(
+            failing
+                || suspending
+                || !self.waiting().is_empty()
+                || self.records.iter().all(|r| r.state.is_done())
+        );
         if suspending && !failing {
             self.flow_to(FlowState::Suspended);
         }

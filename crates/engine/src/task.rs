@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use flowhost_core::contract::{Outcome, TaskError};
-use flowhost_core::flow::{RetryPolicy, TaskSpec};
+use flowhost_core::contract::{HostFault, Outcome, TaskError};
+use flowhost_core::flow::{RetryPolicy, TaskSpec, WaitFor};
 use flowhost_core::store::Binding;
 use flowhost_runtime::{Invocation, Plugin, ProgressSink, Sandbox, WarmPool};
 
@@ -22,11 +22,14 @@ pub(crate) struct Attempt<'a> {
     pub(crate) progress: Option<&'a ProgressSink>,
 }
 
-/// A task entry ready to be called.
+/// A task entry ready to be called, or a wait entry ready to wait.
 pub(crate) struct BoundTask {
     pub(crate) name: String,
     config: String,
-    pub(crate) plugin: Arc<Plugin>,
+    /// The plugin it runs; `None` for a wait entry, which calls nothing.
+    pub(crate) plugin: Option<Arc<Plugin>>,
+    /// What a wait entry waits for.
+    pub(crate) wait: Option<WaitFor>,
     pub(crate) binding: Binding,
     pub(crate) sandbox: Sandbox,
     /// The warm instances this entry's calls use, when it reuses instances.
@@ -45,7 +48,7 @@ pub(crate) struct BoundTask {
 impl BoundTask {
     pub(crate) fn new(
         spec: &TaskSpec,
-        plugin: Arc<Plugin>,
+        plugin: Option<Arc<Plugin>>,
         binding: Binding,
         sandbox: Sandbox,
         warm: Option<Arc<WarmPool>>,
@@ -56,6 +59,7 @@ impl BoundTask {
             name: spec.name.clone(),
             config: spec.config.to_string(),
             plugin,
+            wait: None,
             binding,
             sandbox,
             warm,
@@ -66,17 +70,30 @@ impl BoundTask {
         }
     }
 
+    /// Makes it a wait entry waiting for `wait` (when given).
+    pub(crate) fn waiting(mut self, wait: Option<WaitFor>) -> Self {
+        self.wait = wait;
+        self
+    }
+
     /// Calls `execute` with these arguments (a JSON object's text); returns the raw result.
     pub(crate) async fn execute(
         &self,
         args: &str,
         attempt: Attempt<'_>,
     ) -> Result<String, TaskError> {
-        self.plugin.execute(self.invocation(args, attempt)).await
+        match &self.plugin {
+            Some(plugin) => plugin.execute(self.invocation(args, attempt)).await,
+            None => Err(HostFault::HostError.error(format!(
+                "`{}` is a wait entry: it has no plugin to execute",
+                self.name
+            ))),
+        }
     }
 
     /// Calls `revert` with the arguments `execute` had, its outcome and the flow's failures;
-    /// returns the revert's result (JSON text), if the plugin gave one.
+    /// returns the revert's result (JSON text), if the plugin gave one. A wait entry did
+    /// nothing outside the run, so it has nothing to undo: only its data leaves the store.
     pub(crate) async fn revert(
         &self,
         args: &str,
@@ -84,9 +101,14 @@ impl BoundTask {
         outcome: &Outcome,
         failures: &[(String, TaskError)],
     ) -> Result<Option<String>, TaskError> {
-        self.plugin
-            .revert(self.invocation(args, attempt), outcome, failures)
-            .await
+        match &self.plugin {
+            Some(plugin) => {
+                plugin
+                    .revert(self.invocation(args, attempt), outcome, failures)
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     fn invocation<'a>(&'a self, args: &'a str, attempt: Attempt<'a>) -> Invocation<'a> {

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use crate::Executor;
 use flowhost_core::events::Event;
-use flowhost_engine::{Append, Close, Journal, LoadedFlow, RunError, Suspender};
+use flowhost_engine::{Append, Close, Journal, LoadedFlow, RunError, Signalled, Suspender};
 use flowhost_runs::FIRST_TOKEN;
 use flowhost_runs::{Lease, NewRun, RunDb, RunDbError};
 
@@ -251,6 +251,21 @@ impl Journal for DbJournal {
                 }
                 Err(failed) => Err(format!("the journal write did not finish: {failed}").into()),
             }
+        })
+    }
+
+    fn take_signal<'a>(&'a self, task: &'a str, name: &'a str) -> Signalled<'a> {
+        let (db, run, task, name) = (
+            self.db.clone(),
+            self.lease.run_id.clone(),
+            task.to_owned(),
+            name.to_owned(),
+        );
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || db.take_signal(&run, &task, &name))
+                .await
+                .map_err(|failed| format!("taking a signal did not finish: {failed}"))?
+                .map_err(Into::into)
         })
     }
 

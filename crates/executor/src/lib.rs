@@ -41,13 +41,16 @@ pub fn origin_of(loaded: &LoadedFlow, flow_file: Option<&Path>) -> Result<Origin
         }
         None => (None, None),
     };
-    // The plugins were hashed when they were loaded, from the very bytes that run.
+    // The plugins were hashed when they were loaded, from the very bytes that run; a wait
+    // entry has none.
     let plugins = loaded
         .plan()
-        .map(|task| PluginHash {
-            task: task.name.to_owned(),
-            sha256: task.plugin_sha256.to_owned(),
-            path: task.plugin_file.to_path_buf(),
+        .filter_map(|task| {
+            Some(PluginHash {
+                task: task.name.to_owned(),
+                sha256: task.plugin_sha256?.to_owned(),
+                path: task.plugin_file?.to_path_buf(),
+            })
         })
         .collect();
     Ok(Origin {

@@ -58,7 +58,7 @@ impl Journaling {
                        executions = executions + CASE WHEN $3 = 'RUNNING' THEN 1 ELSE 0 END,
                        reverts = reverts + CASE WHEN $3 = 'REVERTING' THEN 1 ELSE 0 END,
                        attempt = $11,
-                       retry_at = CASE WHEN $3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE($12, retry_at) END,
+                       retry_at = CASE WHEN $3 IN ('RUNNING', 'PENDING', 'SUCCESS', 'FAILURE') THEN NULL ELSE COALESCE($12, retry_at) END,
                        iterations = COALESCE($13, iterations),
                        revert_result = COALESCE($14, revert_result)
                      WHERE run_id = $1 AND idx = $2",

@@ -34,6 +34,7 @@ mod journal;
 mod migrate;
 mod queue;
 mod rows;
+mod signal;
 mod storage;
 
 use std::path::PathBuf;

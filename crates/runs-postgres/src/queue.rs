@@ -127,8 +127,9 @@ impl PgRunDb {
         .await
     }
 
-    /// Claims up to `limit` queued runs for `owner` — new ones, and unfinished ones whose
-    /// lease expired (their worker died or was cut off) — oldest first, restricted to `flows`
+    /// Claims up to `limit` queued runs for `owner` — new ones, unfinished ones whose lease
+    /// expired (their worker died or was cut off), and WAITING ones whose signal came or
+    /// whose due time passed — oldest first, restricted to `flows`
     /// when not empty. Rows another worker is claiming at the same moment are skipped, not
     /// waited for, so workers never queue behind each other.
     pub async fn claim(
@@ -149,7 +150,8 @@ impl PgRunDb {
                     "WITH picked AS (
                        SELECT id FROM runs
                         WHERE queued AND (state IN ('PENDING', 'RUNNING', 'REVERTING')
-                                          OR (resume_requested AND state IN ('SUSPENDING', 'SUSPENDED')))
+                                          OR (resume_requested AND state IN ('SUSPENDING', 'SUSPENDED'))
+                                          OR (state = 'WAITING' AND flowhost_wakes(id)))
                           AND (lease_owner IS NULL OR lease_expires < flowhost_now())
                           AND ($2::text[] IS NULL OR flow = ANY($2))
                         ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)

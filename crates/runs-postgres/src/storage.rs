@@ -441,4 +441,22 @@ impl RunDb for PgRunDb {
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
         Ok(self.prune_runs(filter, false)?.runs.len())
     }
+
+    fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<Option<flowhost_core::events::FlowState>, RunDbError> {
+        self.send_signal(run_id, name, data)
+    }
+
+    fn take_signal(
+        &self,
+        run_id: &str,
+        task: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, RunDbError> {
+        self.take_signal_for(run_id, task, name)
+    }
 }

@@ -85,7 +85,7 @@ fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> 
                        executions = executions + (?3 = 'RUNNING'),
                        reverts = reverts + (?3 = 'REVERTING'),
                        attempt = ?11,
-                       retry_at = CASE WHEN ?3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE(?12, retry_at) END,
+                       retry_at = CASE WHEN ?3 IN ('RUNNING', 'PENDING', 'SUCCESS', 'FAILURE') THEN NULL ELSE COALESCE(?12, retry_at) END,
                        iterations = COALESCE(?13, iterations),
                        revert_result = COALESCE(?14, revert_result)
                      WHERE run_id = ?1 AND idx = ?2",

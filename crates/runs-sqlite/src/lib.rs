@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_run_counts.sql"),
     include_str!("migrations/0007_idempotency_keys.sql"),
     include_str!("migrations/0008_suspend_restart.sql"),
+    include_str!("migrations/0010_signals.sql"),
 ];
 
 use journal::{Batch, GroupCommit};
@@ -580,6 +581,83 @@ impl RunDb for SqliteRunDb {
             .map(RunRows::record)
             .transpose()
             .map_err(|e| e.query(&self.path, what))
+    }
+
+    fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<Option<FlowState>, RunDbError> {
+        let what = "sending a signal";
+        let state = self.with(what, |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let state: Option<String> = tx
+                .query_row("SELECT state FROM runs WHERE id = ?1", [run_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let unfinished = state.clone().is_some_and(|s| {
+                flowhost_runs::row::state::<FlowState>("runs.state", s)
+                    .is_ok_and(|s| !s.is_finished())
+            });
+            if unfinished {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO signals (run_id, name, data, at) VALUES (?1, ?2, ?3, {t})",
+                        t = ts(4)
+                    ),
+                    params![run_id, name, data.to_string(), now()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(state)
+        })?;
+        state
+            .map(|text| flowhost_runs::row::state("runs.state", text))
+            .transpose()
+            .map_err(|e| RunDbError::Query {
+                path: self.path.clone(),
+                what: what.into(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn take_signal(
+        &self,
+        run_id: &str,
+        task: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, RunDbError> {
+        let what = "taking a signal";
+        let data = self.with(what, |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The one this task took before, else the oldest nobody took.
+            let found: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT seq, data FROM signals WHERE run_id = ?1 AND name = ?2
+                       AND (taken_by = ?3 OR taken_by IS NULL)
+                     ORDER BY taken_by IS NULL, seq LIMIT 1",
+                    params![run_id, name, task],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((seq, _)) = &found {
+                tx.execute(
+                    "UPDATE signals SET taken_by = ?2 WHERE seq = ?1",
+                    params![seq, task],
+                )?;
+            }
+            tx.commit()?;
+            Ok(found.map(|(_, data)| data))
+        })?;
+        data.map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| RunDbError::Query {
+                path: self.path.clone(),
+                what: what.into(),
+                reason: format!("damaged JSON column `signals.data`: {e}"),
+            })
     }
 
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {

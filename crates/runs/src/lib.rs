@@ -89,6 +89,25 @@ pub trait RunDb: Send + Sync {
     fn link_restart(&self, lease: &Lease, from: &str) -> Result<(), RunDbError>;
     /// The run that run `run_id` restarts, and the runs restarting it, oldest first.
     fn restart_links(&self, run_id: &str) -> Result<RestartLinks, RunDbError>;
+    /// Sends signal `name` with `data` to run `run_id`: kept, with the time it came, until a
+    /// wait of the run takes it — a signal sent before the run reaches its wait is kept for
+    /// it. Only an unfinished run keeps a signal. Returns the run's state when the signal was
+    /// stored (a finished run's state when it was not); `None` when there is no such run.
+    fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: &Value,
+    ) -> Result<Option<FlowState>, RunDbError>;
+    /// Takes, for wait entry `task` of run `run_id`, the oldest signal `name` no other wait
+    /// of the run took, and returns its data; `None` while none came. Idempotent per task: a
+    /// signal `task` took before is given again (see `flowhost_engine::Journal::take_signal`).
+    fn take_signal(
+        &self,
+        run_id: &str,
+        task: &str,
+        name: &str,
+    ) -> Result<Option<Value>, RunDbError>;
 }
 
 /// How a run is linked to the runs it restarts or that restart it (`flowhost runs restart

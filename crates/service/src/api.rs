@@ -47,6 +47,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/runs/{id}/suspend", post(suspend))
         .route("/v1/runs/{id}/revert", post(revert))
         .route("/v1/runs/{id}/restart", post(restart))
+        .route("/v1/runs/{id}/signals/{name}", post(signal))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/flows", get(flows))
@@ -271,7 +272,16 @@ async fn describe_flow(state: &AppState, name: &str) -> Result<Value, ApiError> 
     let mut tasks = Vec::new();
     for (path, task) in spec.task_paths() {
         let mut entry = json!({ "name": path, "plugin": task.plugin, "after": task.after });
-        match state.engine.plugin(&spec.resolve(&task.plugin)).await {
+        // A wait entry calls nothing: it reads nothing and stores a signal's data.
+        let Some(plugin) = task.plugin.as_deref().filter(|_| task.wait.is_none()) else {
+            entry["wait"] = json!(task.wait);
+            entry["requires"] = json!([]);
+            entry["optional"] = json!([]);
+            entry["provides"] = json!(task.provides.clone().unwrap_or_default());
+            tasks.push(entry);
+            continue;
+        };
+        match state.engine.plugin(&spec.resolve(plugin)).await {
             Ok(plugin) => {
                 let info = plugin.info();
                 let from_store = |args: &[String]| -> Vec<String> {
@@ -573,6 +583,63 @@ async fn resume(State(state): Shared, Path(id): Path<String>) -> Result<Response
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "run_id": started.run_id })),
+    )
+        .into_response())
+}
+
+/// `POST /v1/runs/{id}/signals/{name}`: send a signal (the body is its data, JSON; an empty
+/// body is `null`), kept until a wait of the run takes it. A WAITING run goes on: resumed
+/// here, or claimed by a worker.
+async fn signal(
+    State(state): Shared,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !flowhost_core::flow::signal_name_ok(&name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "signal name `{}` is not allowed: it starts with a letter or digit and holds only ASCII letters, digits, `_`, `-` and `.` (at most 128)",
+                name.escape_debug()
+            ),
+        ));
+    }
+    let data: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}"),
+            )
+        })?
+    };
+    let (run, signal) = (id.clone(), name.clone());
+    let found = db_call(&state, move |db| db.signal(&run, &signal, &data)).await?;
+    let Some(run_state) = found else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")));
+    };
+    if run_state.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {id} already finished ({run_state}); the signal was not kept"),
+        ));
+    }
+    // A run still executing takes the signal itself (it looks again before it parks).
+    let resumed = if run_state == FlowState::Waiting {
+        match state.starter.signalled(&id).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::info!(run = %id, "signal `{name}` kept; the run is not resumed now: {error}");
+                false
+            }
+        }
+    } else {
+        false
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run_id": id, "signal": name, "state": run_state, "resumed": resumed })),
     )
         .into_response())
 }

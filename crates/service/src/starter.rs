@@ -77,6 +77,11 @@ pub trait RunStarter: Send + Sync {
     /// Starts a new run of run `run_id` (ended SUCCESS, or SUSPENDED) from its task `from`,
     /// the tasks before it copied; resolves with the new run's id once it is recorded.
     fn restart<'a>(&'a self, run_id: &'a str, from: &'a str) -> StartFuture<'a>;
+    /// A signal came for WAITING run `run_id`: go on with it. By default it is resumed
+    /// here (the resumed run takes the signal from the run database).
+    fn signalled<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        self.resume(run_id)
+    }
     /// How many runs wait for a worker, when runs go to workers. Called off the async
     /// threads (it may ask the database).
     fn queue_depth(&self) -> Result<Option<i64>, RunDbError> {
@@ -91,6 +96,7 @@ pub trait RunStarter: Send + Sync {
 
 /// Runs flows on this process's engines, recorded in the run database as `flowhost run` does
 /// (the service is their executor and holds their leases).
+#[derive(Clone)]
 pub struct InProcess {
     executor: Executor,
     engine: Engine,
@@ -141,14 +147,14 @@ impl InProcess {
             .live
             .track(&run_id, Vec::new(), FlowState::Pending, flow.needs_fuel())
             .ok_or_else(|| StartError::AlreadyRunning(run_id.clone()))?;
-        let (live, id) = (self.live.clone(), run_id.clone());
+        let (live, id, this) = (self.live.clone(), run_id.clone(), self.clone());
         tokio::spawn(async move {
-            let outcome = loaded
-                .run()
-                .await
-                .map(|report| report.state)
-                .map_err(StartError::from);
-            live.finish(&id, outcome);
+            let report = loaded.run().await;
+            let timeout = report.as_ref().ok().and_then(wait_timeout);
+            live.finish(&id, report.map(|r| r.state).map_err(StartError::from));
+            if let Some(due) = timeout {
+                this.resume_at(&id, due);
+            }
         });
         match started(signal, run_id).await {
             Err(StartError::Stopped(stopped)) => match runs::already_started(&stopped) {
@@ -174,13 +180,14 @@ impl InProcess {
             .ok_or_else(|| StartError::AlreadyRunning(run_id.to_owned()))?;
         let engine = self.engine_for(resumption.flow()).clone();
         let (live, executor, id) = (self.live.clone(), self.executor.clone(), run_id.to_owned());
+        let this = self.clone();
         tokio::spawn(async move {
-            let outcome = resumption
-                .run(&executor, &engine, false)
-                .await
-                .map(|report| report.state)
-                .map_err(StartError::from);
-            live.finish(&id, outcome);
+            let report = resumption.run(&executor, &engine, false).await;
+            let timeout = report.as_ref().ok().and_then(wait_timeout);
+            live.finish(&id, report.map(|r| r.state).map_err(StartError::from));
+            if let Some(due) = timeout {
+                this.resume_at(&id, due);
+            }
         });
         started(signal, run_id.to_owned()).await
     }
@@ -231,6 +238,41 @@ impl InProcess {
             live.finish(&id, outcome);
         });
         started(signal, new_id).await
+    }
+}
+
+/// When a run the engine left WAITING for a signal stops waiting: the earliest timeout of
+/// its signal waits, if any has one.
+fn wait_timeout(report: &flowhost_engine::RunReport) -> Option<std::time::SystemTime> {
+    if report.state != FlowState::Waiting {
+        return None;
+    }
+    report
+        .tasks
+        .iter()
+        .filter_map(|t| t.waiting.as_ref()?["due"].as_str())
+        .filter_map(|due| flowhost_core::flow::parse_rfc3339(due).ok())
+        .min()
+}
+
+impl InProcess {
+    /// Resumes WAITING run `run_id` here at `due`, its wait's timeout, so that the wait fails
+    /// `signal-timeout` then and the flow reverts (a signal that comes first resumes it
+    /// sooner, through the signal route). Kept in memory only: after a restart, the timeout
+    /// is checked when the run is next resumed.
+    fn resume_at(&self, run_id: &str, due: std::time::SystemTime) {
+        let (this, id) = (self.clone(), run_id.to_owned());
+        let wake: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            let left = due
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::sleep(left).await;
+            // Already going on (a signal came), or finished: nothing to do.
+            if let Err(error) = this.resume_run(&id).await {
+                tracing::debug!(run = %id, "not resumed at its wait's timeout: {error}");
+            }
+        });
+        tokio::spawn(wake);
     }
 }
 
@@ -382,6 +424,11 @@ impl RunStarter for Queue {
                 what: "restart",
             })
         })
+    }
+
+    /// The signal's row woke the workers: one claims the run (see `PgRunDb::claim`).
+    fn signalled<'a>(&'a self, run_id: &'a str) -> StartFuture<'a> {
+        Box::pin(std::future::ready(Ok(Started::new(run_id.to_owned()))))
     }
 
     fn cancel(&self, run_id: &str) -> bool {

@@ -14,6 +14,7 @@ mod limits;
 mod net;
 mod retry;
 mod subflow;
+mod wait;
 
 pub use limits::{EffectiveLimits, Limits, MAX_DEADLINE_MS};
 pub use net::{
@@ -24,6 +25,7 @@ pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
 pub use subflow::{
     Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead,
 };
+pub use wait::{Wait, WaitFor, format_rfc3339, parse_rfc3339, signal_name_ok, unix_seconds};
 
 /// A flow file could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +111,13 @@ pub const ON_FAILURE_SUSPEND: &str = "suspend";
 pub struct TaskSpec {
     /// Unique name of this entry within the flow.
     pub name: String,
-    /// Path of the component (`.wasm`), relative to the flow file.
-    pub plugin: PathBuf,
+    /// Path of the component (`.wasm`), relative to the flow file; `None` for a wait entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PathBuf>,
+    /// What the entry waits for instead of running a plugin (a signal or a due time); its
+    /// run holds no executor meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
     /// Maps a task argument name to the store name it is read from.
     #[serde(default)]
     pub rebind: BTreeMap<String, String>,
@@ -496,7 +503,8 @@ impl TaskSpec {
     pub fn new(name: impl Into<String>, plugin: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
-            plugin: plugin.into(),
+            plugin: Some(plugin.into()),
+            wait: None,
             rebind: BTreeMap::new(),
             inject: BTreeMap::new(),
             config: empty_object(),
@@ -515,6 +523,21 @@ impl TaskSpec {
             priority: 0,
             on_failure: None,
         }
+    }
+
+    /// A wait entry named `name`: no plugin; the run waits, durably, for what `wait` says
+    /// (a signal, whose data it stores under the entry's `provides`, or a due time).
+    pub fn wait(name: impl Into<String>, wait: Wait) -> Self {
+        Self {
+            plugin: None,
+            wait: Some(wait),
+            ..Self::new(name, PathBuf::new())
+        }
+    }
+
+    /// The component's path, relative to the flow file; `None` for a wait entry.
+    pub fn plugin_path(&self) -> Option<&Path> {
+        self.plugin.as_deref()
     }
 
     /// Runs this entry only when `expression` (CEL over store names) holds; otherwise it is

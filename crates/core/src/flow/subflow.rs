@@ -24,7 +24,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use super::{DirGrant, FlowSpec, Instances, Limits, Net, Pattern, Retry, TaskSpec};
+use super::{DirGrant, FlowSpec, Instances, Limits, Net, Pattern, Retry, TaskSpec, Wait};
 
 /// One entry of a flow: a task, or a subflow of entries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -275,6 +275,7 @@ impl From<FlowSpec> for Entry {
 struct RawEntry {
     name: String,
     plugin: Option<PathBuf>,
+    wait: Option<Wait>,
     #[serde(default)]
     rebind: BTreeMap<String, String>,
     #[serde(default)]
@@ -320,10 +321,14 @@ impl<'de> Deserialize<'de> for Entry {
                     "task `{name}`: nested `task` entries make a subflow, which needs a `flow` table"
                 )));
             }
-            let plugin = raw.plugin.ok_or_else(|| {
-                D::Error::custom(format!("task `{name}`: missing field `plugin`"))
-            })?;
-            let mut task = TaskSpec::new(name, plugin);
+            if raw.plugin.is_none() && raw.wait.is_none() {
+                return Err(D::Error::custom(format!(
+                    "task `{name}`: missing field `plugin` (or `wait`, for an entry that waits)"
+                )));
+            }
+            let mut task = TaskSpec::new(name, PathBuf::new());
+            task.plugin = raw.plugin;
+            task.wait = raw.wait;
             task.rebind = raw.rebind;
             task.inject = raw.inject;
             task.config = raw.config.unwrap_or(task.config);
@@ -345,6 +350,7 @@ impl<'de> Deserialize<'de> for Entry {
         };
         let task_keys = [
             ("plugin", raw.plugin.is_some()),
+            ("wait", raw.wait.is_some()),
             ("rebind", !raw.rebind.is_empty()),
             ("inject", !raw.inject.is_empty()),
             ("config", raw.config.is_some()),

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use flowhost_core::contract::{TaskInfo, escape};
 use flowhost_core::flow::{
-    FlowSpec, MAX_DEADLINE_MS, ON_FAILURE_REVERT, ON_FAILURE_SUSPEND, Retry, TaskSpec,
+    FlowSpec, Instances, Limits, MAX_DEADLINE_MS, Net, ON_FAILURE_REVERT, ON_FAILURE_SUSPEND,
+    Retry, TaskSpec, WaitFor,
 };
 use flowhost_core::store::{Binding, Store, quoted};
 use flowhost_runtime::{EPOCH_TICK, Plugin, Sandbox};
@@ -392,6 +393,63 @@ pub(super) fn check_provides(binding: &Binding, task: &str, sources: &mut Source
     }
     problems
 }
+/// A wait entry (`wait = { … }`): what it waits for, or every problem with it. It calls no
+/// plugin, so the keys that configure a plugin's call are problems, each named; a signal's
+/// data is stored whole under at most one `provides` name, and a timer stores nothing.
+pub(super) fn check_wait(spec: &TaskSpec) -> (Option<WaitFor>, Vec<Finding>) {
+    let Some(wait) = &spec.wait else {
+        return (None, Vec::new());
+    };
+    let mut problems = Vec::new();
+    let calls = [
+        ("plugin", spec.plugin.is_some()),
+        ("rebind", !spec.rebind.is_empty()),
+        ("inject", !spec.inject.is_empty()),
+        (
+            "config",
+            spec.config.as_object().is_none_or(|c| !c.is_empty()),
+        ),
+        ("dirs", !spec.dirs.is_empty()),
+        ("env", !spec.env.is_empty()),
+        ("env_set", !spec.env_set.is_empty()),
+        ("limits", spec.limits != Limits::default()),
+        ("instances", spec.instances != Instances::default()),
+        ("retry", spec.retry.is_some()),
+        ("net", spec.net != Net::default()),
+        ("secrets", !spec.secrets.is_empty()),
+        ("secrets_env", !spec.secrets_env.is_empty()),
+    ];
+    for (key, _) in calls.iter().filter(|(_, set)| *set) {
+        problems.push(Finding::at(
+            key,
+            format!("a `wait` entry calls no plugin, so it has no `{key}`"),
+        ));
+    }
+    let resolved = match wait.resolve() {
+        Ok(resolved) => Some(resolved),
+        Err(found) => {
+            problems.extend(found.into_iter().map(|(field, m)| Finding::at(field, m)));
+            None
+        }
+    };
+    let provides = spec.provides.as_deref().unwrap_or_default();
+    match &wait.signal {
+        Some(_) if provides.len() > 1 => problems.push(Finding::at(
+            "provides",
+            format!(
+                "a signal's data is stored whole under one name; `provides` lists {}",
+                provides.len()
+            ),
+        )),
+        None if !provides.is_empty() => problems.push(Finding::at(
+            "provides",
+            "a timer (`for_ms`, `until`) stores nothing; only a signal wait `provides`",
+        )),
+        _ => {}
+    }
+    (resolved.filter(|_| problems.is_empty()), problems)
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use serde_json::json;

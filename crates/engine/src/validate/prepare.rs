@@ -19,7 +19,7 @@ use flowhost_runtime::{PluginError, Runtime, Sandbox};
 use super::checks::{
     Finding, Sources, check_arguments_known, check_condition, check_entry, check_flow,
     check_limits, check_list_source, check_memory_fits, check_name, check_on_failure,
-    check_provides, check_renamed_provides, check_requirements, check_retry,
+    check_provides, check_renamed_provides, check_requirements, check_retry, check_wait,
 };
 use crate::condition::{Condition, Unparsable};
 use crate::task::BoundTask;
@@ -104,9 +104,26 @@ pub(crate) async fn validate(
                 None
             }
         };
-        let plugin = match runtime.load(&flow.resolve(&spec.plugin)).await {
-            Ok(plugin) => plugin,
-            Err(error) => {
+        let (wait, wait_problems) = check_wait(spec);
+        let waits = spec.wait.is_some();
+        report(task, wait_problems);
+        if !waits && spec.plugin.is_none() {
+            report(
+                task,
+                vec![Finding::at(
+                    "plugin",
+                    "an entry needs a `plugin` (or a `wait`)",
+                )],
+            );
+        }
+        let loading = match (&spec.plugin, waits) {
+            (Some(path), false) => Some(runtime.load(&flow.resolve(path)).await),
+            _ => None,
+        };
+        let plugin = match loading {
+            None => None,
+            Some(Ok(plugin)) => Some(plugin),
+            Some(Err(error)) => {
                 host_unavailable |= matches!(error, PluginError::Unavailable { .. });
                 report(task, vec![Finding::at("plugin", error.to_string())]);
                 match &spec.provides {
@@ -116,10 +133,16 @@ pub(crate) async fn validate(
                 continue;
             }
         };
-        report(task, check_arguments_known(spec, plugin.info()));
-        report(task, check_memory_fits(&sandbox, &plugin));
-        report(task, check_renamed_provides(spec, plugin.info()));
-        let mut binding = bind(spec, plugin.info());
+        let mut binding = match &plugin {
+            Some(plugin) => {
+                report(task, check_arguments_known(spec, plugin.info()));
+                report(task, check_memory_fits(&sandbox, plugin));
+                report(task, check_renamed_provides(spec, plugin.info()));
+                bind(spec, plugin.info())
+            }
+            // A wait reads nothing; a signal's data goes whole under its `provides`.
+            None => bind(spec, &nothing_declared()),
+        };
         if let Some(condition) = &condition {
             binding.condition = condition.names.clone();
         }
@@ -136,7 +159,10 @@ pub(crate) async fn validate(
             }
         }
         report(task, check_provides(&binding, &spec.name, &mut sources));
-        let warm = (spec.instances == Instances::Reuse).then(|| plugin.warm_pool(&sandbox));
+        let warm = plugin
+            .as_ref()
+            .filter(|_| spec.instances == Instances::Reuse)
+            .map(|plugin| plugin.warm_pool(&sandbox));
         let mut bound = BoundTask::new(
             spec,
             plugin,
@@ -145,7 +171,8 @@ pub(crate) async fn validate(
             warm,
             flow.retry_policy(spec),
             condition,
-        );
+        )
+        .waiting(wait);
         bound.suspends = flow.suspends_on_failure(spec);
         tasks.push(bound);
     }
@@ -272,6 +299,19 @@ fn ignored_with(tree: &Tree, tasks: &[BoundTask]) -> Deps {
         list.dedup();
     }
     with
+}
+
+/// What a wait entry declares, having no plugin: nothing read, nothing provided but what
+/// the entry's `provides` says.
+fn nothing_declared() -> TaskInfo {
+    TaskInfo {
+        name: String::new(),
+        version: String::new(),
+        description: String::new(),
+        requires: Vec::new(),
+        optional: Vec::new(),
+        provides: Vec::new(),
+    }
 }
 
 /// How the entry reads its arguments and writes its result, after rebind, inject and provides.

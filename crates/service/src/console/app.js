@@ -2,7 +2,7 @@
 // comes from a run (task names, errors, store values) is set as text, never as HTML.
 "use strict";
 
-const STATES = ["PENDING", "RUNNING", "SUCCESS", "REVERTING", "REVERTED", "FAILURE", "SUSPENDING", "SUSPENDED"];
+const STATES = ["PENDING", "RUNNING", "WAITING", "SUCCESS", "REVERTING", "REVERTED", "FAILURE", "SUSPENDING", "SUSPENDED"];
 const FINISHED = new Set(["SUCCESS", "REVERTED", "FAILURE"]);
 let stopPage = () => {};
 
@@ -230,6 +230,24 @@ function failures(run) {
       task.revert_error && task.revert_error.details ? json(task.revert_error.details) : null)));
 }
 
+// The waits panel of a WAITING run, or null: what each waiting task waits for (a signal, a
+// due time) and, for a signal, its data and a button that sends it (`send(name, body)`).
+function waits(run, send) {
+  const waiting = run.tasks.filter((t) => t.state === "WAITING");
+  if (!waiting.length) return null;
+  return el("section", { class: "panel", id: "waiting" }, el("h2", {}, "Waiting"),
+    waiting.map((task) => {
+      const signal = task.result && typeof task.result.signal === "string" ? task.result.signal : null;
+      const due = typeof task.retry_at === "number" ? ` until ${new Date(task.retry_at * 1000).toISOString()}` : "";
+      const what = signal ? `signal ${signal}${due}` : task.result ? `a timer${due}` : `a signal or a timer${due}`;
+      const data = el("textarea", { class: "mono", rows: 2, placeholder: "data, as JSON (empty: null)", "data-signal-data": signal || "" });
+      return el("div", { "data-waiting-task": task.name },
+        el("strong", {}, `task ${task.name} `), el("span", {}, `waits for ${what}`),
+        signal ? el("div", {}, data, el("button", { class: "signal", "data-signal": signal,
+          onclick: () => send(signal, data.value) }, `Send signal ${signal}`)) : null);
+    }));
+}
+
 async function runPage(main, id) {
   let closed = false;
   let source = null;
@@ -261,6 +279,7 @@ async function runPage(main, id) {
       el("div", { id: "action-result" }, notice),
       el("section", { class: "panel" }, el("h2", {}, "Timeline"), timeline(run)),
       failures(run) || "",
+      waits(run, signal) || "",
       el("div", { class: "grid" },
         el("section", { class: "panel" }, el("h2", {}, "Run"), el("div", { class: "kv" },
           el("span", { class: "muted" }, "created"), el("span", {}, run.created_at),
@@ -288,6 +307,19 @@ async function runPage(main, id) {
         ? el("p", { class: "muted", "data-done": verb }, "Restarted as run ", link(`/runs/${encodeURIComponent(answer.run_id)}`, answer.run_id), ".")
         : el("p", { class: "muted", "data-done": verb }, said[verb]);
       if (verb === "resume" || verb === "revert") follow();
+    } catch (error) {
+      notice = el("div", {});
+      showError(notice, error);
+    }
+    await load();
+  };
+  const signal = async (name, body) => {
+    try {
+      const answer = await api(`/v1/runs/${encodeURIComponent(id)}/signals/${encodeURIComponent(name)}`,
+        { method: "POST", body, headers: { "Content-Type": "application/json" } });
+      notice = el("p", { class: "muted", "data-done": "signal" }, answer.resumed
+        ? `Signal ${name} sent: the run goes on.` : `Signal ${name} sent: the run takes it when it reaches its wait.`);
+      follow();
     } catch (error) {
       notice = el("div", {});
       showError(notice, error);
