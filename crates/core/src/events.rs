@@ -120,6 +120,8 @@ impl TaskState {
                 | (Pending, Ignore)
                 | (Pending, Waiting)
                 | (Waiting, Success | Failure)
+                // A map's task as a whole, once its elements' iterations were reverted.
+                | (Running, Reverted | RevertFailure)
                 // A subflow's controller starts its next iteration.
                 | (Reverted | Failure | Ignore, Pending)
         )
@@ -220,6 +222,11 @@ pub enum Transition {
         /// outermost first. Empty elsewhere.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         iterations: Vec<u32>,
+        /// Inside a map: the element (from 0) whose iteration this transition belongs to.
+        /// Each element's tasks have their own record; without it the transition is the
+        /// task's as a whole.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        element: Option<u32>,
     },
     /// A running task reported how far it has come (contract 0.2's `progress`). Not a state
     /// change: listeners hear of it as it happens; the journal records the last one of each

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_plugin_reports.sql"),
     include_str!("migrations/0005_idempotency_keys.sql"),
     include_str!("migrations/0006_traceparent.sql"),
+    include_str!("migrations/0008_maps_priorities.sql"),
 ];
 
 /// The advisory lock that serialises migrations ("FLWH").

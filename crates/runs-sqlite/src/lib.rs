@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_plugin_reports.sql"),
     include_str!("migrations/0006_run_counts.sql"),
     include_str!("migrations/0007_idempotency_keys.sql"),
+    include_str!("migrations/0009_maps_priorities.sql"),
 ];
 
 use journal::{Batch, GroupCommit};

@@ -7,8 +7,9 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use flowhost_runs::row::{
-    Columns, LeaseColumns, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns, TRANSITION_COLUMNS,
-    TaskColumns, TransitionColumns, origin_columns, task_columns,
+    Columns, ELEMENT_COLUMNS, ElementColumns, LeaseColumns, RunColumns, RunRows, SUMMARY_WIDTH,
+    SummaryColumns, TRANSITION_COLUMNS, TaskColumns, TransitionColumns, origin_columns,
+    task_columns,
 };
 
 use crate::now;
@@ -64,10 +65,17 @@ pub(crate) fn read_run(
         ))?
         .query_map(params![id, bound], |row| TaskColumns::read(&Sqlite(row)))?
         .collect::<rusqlite::Result<_>>()?;
+    let elements = conn
+        .prepare_cached(&format!(
+            "SELECT {ELEMENT_COLUMNS} FROM elements WHERE run_id = ?1 ORDER BY idx, element"
+        ))?
+        .query_map([id], |row| ElementColumns::read(&Sqlite(row)))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(Some(RunRows {
         run,
         transitions,
         tasks,
+        elements,
     }))
 }
 

@@ -180,6 +180,7 @@ impl TaskMove {
                     attempt: 1,
                     retry_at: None,
                     iterations: Vec::new(),
+                    element: None,
                 },
             },
         }

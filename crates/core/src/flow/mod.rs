@@ -22,7 +22,8 @@ pub use net::{
 };
 pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
 pub use subflow::{
-    Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead,
+    Controller, Entry, ForEach, Iterations, Map, ParameterizedForEach, Strategy, Subflow,
+    SubflowHead,
 };
 
 /// A flow file could not be read or parsed.

@@ -67,6 +67,42 @@ pub struct SubflowHead {
     /// Runs the subflow again after one of its tasks failed for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Controller>,
+    /// Runs the subflow once per element of a list instead (a fan-out), collecting what
+    /// each iteration provided last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<Map>,
+}
+
+/// `map`: the subflow's tasks run once per element of the store's array `over`, iterations
+/// at once up to the flow's `max_parallel`; each iteration sees its element under `as`, and
+/// the subflow provides `collect`, the array of what each iteration provided last, in
+/// element order (TaskFlow's `MapFunctorTask` and `ReduceFunctorTask` in one entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Map {
+    /// The store name of the array mapped over, read when the subflow starts.
+    pub over: String,
+    /// The store name each iteration's tasks read their element from.
+    #[serde(rename = "as")]
+    pub each: String,
+    /// The store name the array of the iterations' last provided values is stored under.
+    pub collect: String,
+}
+
+impl Map {
+    /// Maps over the store's array `over`, each element given as `each`, collecting into
+    /// `collect`.
+    pub fn new(
+        over: impl Into<String>,
+        each: impl Into<String>,
+        collect: impl Into<String>,
+    ) -> Self {
+        Self {
+            over: over.into(),
+            each: each.into(),
+            collect: collect.into(),
+        }
+    }
 }
 
 /// A subflow's retry controller: how many iterations it gets and what each one is given.
@@ -196,6 +232,7 @@ impl Subflow {
             flow: SubflowHead {
                 pattern,
                 retry: None,
+                map: None,
             },
             after: Vec::new(),
             tasks: Vec::new(),
@@ -217,6 +254,12 @@ impl Subflow {
     /// Sets the retry controller.
     pub fn retry(mut self, controller: Controller) -> Self {
         self.flow.retry = Some(controller);
+        self
+    }
+
+    /// Runs this subflow once per element of a list ([`Map`]).
+    pub fn map(mut self, map: Map) -> Self {
+        self.flow.map = Some(map);
         self
     }
 

@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{
-    LeaseHolder, Omitted, Origin, RunDbError, RunRecord, RunSummary, StateChange, TaskRecord,
-    holder_may_be_alive,
+    ElementRecord, LeaseHolder, Omitted, Origin, RunDbError, RunRecord, RunSummary, StateChange,
+    TaskRecord, holder_may_be_alive,
 };
 
 /// A column holding what no flowhost writes: a damaged or hand-edited run database.
@@ -77,8 +77,10 @@ pub fn origin_columns(bound: &str) -> String {
 }
 
 /// The columns [`TransitionColumns`] is read from, in order: a task's row of `transitions`.
-pub const TRANSITION_COLUMNS: &str =
-    "task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations";
+pub const TRANSITION_COLUMNS: &str = "task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations, element";
+
+/// The columns [`ElementColumns`] is read from, in order: a row of `elements`.
+pub const ELEMENT_COLUMNS: &str = "idx, element, state, args, outcome, result, error";
 
 /// The columns [`TaskColumns`] is read from, in order: a row of `tasks`, what the plugin was
 /// given and produced bounded by parameter `bound` (see [`bounded`]).
@@ -319,6 +321,7 @@ pub struct TransitionColumns {
     error: Option<String>,
     backoff_ms: Option<f64>,
     iterations: Option<String>,
+    element: Option<i64>,
 }
 
 impl TransitionColumns {
@@ -334,6 +337,7 @@ impl TransitionColumns {
             error: row.maybe_text(6)?,
             backoff_ms: row.maybe_real(7)?,
             iterations: row.maybe_text(8)?,
+            element: row.maybe_bytes(9)?,
         })
     }
 }
@@ -384,6 +388,44 @@ impl TaskColumns {
     }
 }
 
+/// A row of `elements`, [`ELEMENT_COLUMNS`]: one element's call of a map's task.
+pub struct ElementColumns {
+    index: usize,
+    element: i64,
+    state: String,
+    args: Option<String>,
+    outcome: Option<String>,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+impl ElementColumns {
+    /// A row fetched with [`ELEMENT_COLUMNS`].
+    pub fn read<R: Columns>(row: &R) -> Result<Self, R::Error> {
+        Ok(Self {
+            index: row.index(0)?,
+            element: row.token(1)?,
+            state: row.text(2)?,
+            args: row.maybe_text(3)?,
+            outcome: row.maybe_text(4)?,
+            result: row.maybe_text(5)?,
+            error: row.maybe_text(6)?,
+        })
+    }
+
+    fn record(self) -> Result<ElementRecord, RowError> {
+        Ok(ElementRecord {
+            index: self.index,
+            element: u32::try_from(self.element).unwrap_or(u32::MAX),
+            state: state("elements.state", self.state)?,
+            args: self.args,
+            outcome: parse("elements.outcome", self.outcome)?,
+            result: parse("elements.result", self.result)?,
+            error: parse("elements.error", self.error)?,
+        })
+    }
+}
+
 /// Every row of one run, as fetched: its `runs` row, its tasks' transitions in the order
 /// they were recorded, and its tasks in flow order.
 pub struct RunRows {
@@ -393,6 +435,8 @@ pub struct RunRows {
     pub transitions: Vec<TransitionColumns>,
     /// Its tasks, by index.
     pub tasks: Vec<TaskColumns>,
+    /// Its map elements' calls, by task and element.
+    pub elements: Vec<ElementColumns>,
 }
 
 impl RunRows {
@@ -436,12 +480,18 @@ impl RunRows {
                 task.record(history, &mut omitted)
             })
             .collect::<Result<_, _>>()?;
+        let elements = self
+            .elements
+            .into_iter()
+            .map(ElementColumns::record)
+            .collect::<Result<_, _>>()?;
         Ok(RunRecord {
             summary,
             origin,
             initial_store,
             final_store,
             tasks,
+            elements,
             omitted,
         })
     }
@@ -461,6 +511,7 @@ impl TransitionColumns {
                 error: parse("transitions.error", self.error)?,
                 backoff_ms: self.backoff_ms,
                 iterations: parse("transitions.iterations", self.iterations)?.unwrap_or_default(),
+                element: self.element.and_then(|e| u32::try_from(e).ok()),
             },
         ))
     }
@@ -675,6 +726,7 @@ mod tests {
                 transition(0, "RUNNING", "SUCCESS"),
             ],
             tasks: vec![task(0, "SUCCESS"), task(1, "RUNNING")],
+            elements: vec![],
         }
         .record()
         .unwrap();
@@ -720,6 +772,7 @@ mod tests {
             run: run("SUCCESS", &[], "[]"),
             transitions: vec![],
             tasks: vec![TaskColumns::read(&row).unwrap()],
+            elements: vec![],
         }
         .record()
         .unwrap();
@@ -740,6 +793,7 @@ mod tests {
             run,
             transitions: vec![],
             tasks: vec![],
+            elements: vec![],
         };
         let error = rows(run("RUNNING", &[], "[not json")).record().unwrap_err();
         assert!(
