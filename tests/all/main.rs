@@ -21,6 +21,7 @@ mod idempotency;
 mod journal;
 mod kit;
 mod leases;
+mod map;
 mod net;
 mod new;
 mod patterns;

@@ -1,0 +1,375 @@
+//! Map fan-out: a subflow with `flow = { map = { over, as, collect } }` runs its tasks once per
+//! element of a store list, up to `max_parallel` iterations at once, and provides the array
+//! of what each iteration provided last, in element order. A failure stops new iterations
+//! and reverts every iteration that ran, newest first, then what ran before the map. Each
+//! element's calls are journaled, so a killed run resumes only the elements not done, and
+//! memory stays flat in the number of elements.
+
+use std::path::Path;
+use std::time::Duration;
+
+use flowhost::{Engine, Event, FlowSpec, FlowState, Map, Subflow, TaskState, Transition};
+use serde_json::{Value, json};
+
+use crate::kit::{
+    Journal, Workspace, assert_exit, exit_json, probe_file, run_recorded, store, wait_until,
+};
+
+/// `before` (reading `seed`), then map `attach` over `volumes`, each element as `volume`,
+/// collected into `attachments`, running `attach_one` (a probe sleeping 50 ms) per element.
+fn attach_flow(journal: &Journal, max_parallel: usize) -> FlowSpec {
+    FlowSpec::linear("attach-volumes")
+        .max_parallel(max_parallel)
+        .add(journal.probe_reading("before", "seed", json!({})))
+        .add(
+            Subflow::linear("attach")
+                .map(Map::new("volumes", "volume", "attachments"))
+                .add(journal.probe_reading(
+                    "attach_one",
+                    "volume",
+                    json!({"mode": "sleep", "ms": 50}),
+                )),
+        )
+}
+
+/// Most element calls ever in flight at once, from the element transitions heard.
+fn most_at_once(events: &[Event]) -> usize {
+    let (mut now, mut most) = (0usize, 0usize);
+    for event in events {
+        if let Transition::Task {
+            to,
+            element: Some(_),
+            ..
+        } = &event.transition
+        {
+            match to {
+                TaskState::Running => now += 1,
+                TaskState::Success | TaskState::Failure => now -= 1,
+                _ => {}
+            }
+            most = most.max(now);
+        }
+    }
+    most
+}
+
+#[tokio::test]
+async fn a_map_over_five_volumes_collects_in_element_order_two_at_a_time() {
+    let journal = Journal::new();
+    let flow = attach_flow(&journal, 2);
+    let volumes = json!(["v0", "v1", "v2", "v3", "v4"]);
+    let initial = store(&[("seed", json!(1)), ("volumes", volumes.clone())]);
+    let (report, recorder) = run_recorded(&Engine::new().unwrap(), &flow, initial).await;
+    assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
+    let collected: Vec<Value> = report
+        .fetch("attachments")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    let values: Vec<&Value> = collected.iter().map(|c| &c["value"]).collect();
+    assert_eq!(
+        values,
+        volumes.as_array().unwrap().iter().collect::<Vec<_>>()
+    );
+    assert!(
+        report.fetch("attach_one_out").is_none() && report.fetch("volume").is_none(),
+        "what an iteration provides stays inside it"
+    );
+    assert_eq!(journal.count("execute", "attach_one"), 5);
+    assert_eq!(
+        most_at_once(&recorder.events()),
+        2,
+        "max_parallel 2 holds iterations to two at once"
+    );
+    let map = &report.maps[0];
+    assert_eq!(
+        (map.path.as_str(), map.elements, map.succeeded),
+        ("attach", 5, 5)
+    );
+    assert_eq!(report.tasks[1].state, TaskState::Success);
+}
+
+#[tokio::test]
+async fn a_failure_in_element_three_reverts_every_iteration_that_ran_newest_first() {
+    let journal = Journal::new();
+    let flow = FlowSpec::linear("attach-volumes")
+        .max_parallel(1)
+        .add(journal.probe_reading("before", "seed", json!({})))
+        .add(
+            Subflow::linear("attach")
+                .map(Map::new("volumes", "volume", "attachments"))
+                .add(
+                    journal
+                        .probe_reading("attach_one", "volume", json!({}))
+                        .limits(flowhost::Limits {
+                            args_kib: Some(1),
+                            ..Default::default()
+                        }),
+                ),
+        );
+    // Element 3's arguments are over the 1 KiB cap: its call fails.
+    let volumes = json!(["v0", "v1", "v2", "x".repeat(2048), "v4"]);
+    let initial = store(&[("seed", json!(1)), ("volumes", volumes)]);
+    let (report, recorder) = run_recorded(&Engine::new().unwrap(), &flow, initial).await;
+    assert_eq!(report.state, FlowState::Reverted, "{:?}", report.tasks);
+    assert_eq!(
+        journal.values("attach_one"),
+        [json!("v0"), json!("v1"), json!("v2")],
+        "no iteration starts after the failure"
+    );
+    let reverted: Vec<(String, Value)> = journal
+        .reverts()
+        .iter()
+        .map(|r| {
+            (
+                r["label"].as_str().unwrap().to_owned(),
+                r["args"]["value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reverted,
+        [
+            ("attach_one".to_owned(), json!("v2")),
+            ("attach_one".to_owned(), json!("v1")),
+            ("attach_one".to_owned(), json!("v0")),
+            ("before".to_owned(), json!(1)),
+        ],
+        "every iteration that ran, newest first, then what ran before the map"
+    );
+    let error = report.tasks[1]
+        .error
+        .as_ref()
+        .expect("the map's task failed");
+    assert_eq!(error.code, "args-too-large");
+    assert_eq!(report.maps[0].failed, [3]);
+    let failed_element = recorder.events().iter().find_map(|e| match &e.transition {
+        Transition::Task {
+            to: TaskState::Failure,
+            element,
+            ..
+        } => *element,
+        _ => None,
+    });
+    assert_eq!(
+        failed_element,
+        Some(3),
+        "the failure is journaled with its element"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_list_collects_an_empty_array_and_the_flow_goes_on() {
+    let journal = Journal::new();
+    let flow =
+        attach_flow(&journal, 2).add(journal.probe_reading("report", "attachments", json!({})));
+    let initial = store(&[("seed", json!(1)), ("volumes", json!([]))]);
+    let (report, _) = run_recorded(&Engine::new().unwrap(), &flow, initial).await;
+    assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
+    assert_eq!(report.fetch("attachments"), Some(&json!([])));
+    assert_eq!(journal.count("execute", "attach_one"), 0);
+    assert_eq!(journal.values("report"), [json!([])]);
+}
+
+#[tokio::test]
+async fn a_list_that_is_not_an_array_fails_the_run_naming_the_map_and_the_key() {
+    let journal = Journal::new();
+    let flow = attach_flow(&journal, 2);
+    let initial = store(&[("seed", json!(1)), ("volumes", json!("v0,v1"))]);
+    let (report, _) = run_recorded(&Engine::new().unwrap(), &flow, initial).await;
+    assert_eq!(report.state, FlowState::Reverted);
+    let error = report.tasks[1].error.as_ref().expect("the map failed");
+    assert!(
+        error.message.contains("map `attach`")
+            && error.message.contains("`volumes` must be an array"),
+        "{error}"
+    );
+    assert!(error.message.contains("a string"), "{error}");
+    assert_eq!(journal.count("revert", "before"), 1);
+}
+
+#[tokio::test]
+async fn validation_names_the_map_and_the_key_at_fault() {
+    let journal = Journal::new();
+    // `over` nothing provides; `as` shadowing the store's `seed`; `collect` taken.
+    let flow = FlowSpec::linear("bad-map")
+        .add(journal.probe_reading("before", "seed", json!({})))
+        .add(
+            Subflow::linear("attach")
+                .map(Map::new("disks", "seed", "before_out"))
+                .add(journal.probe_reading("attach_one", "seed", json!({}))),
+        );
+    let error = Engine::new()
+        .unwrap()
+        .load(&flow, store(&[("seed", json!(1))]))
+        .await
+        .err()
+        .expect("the flow is refused");
+    let found: Vec<(Option<String>, Option<String>)> = error
+        .problems
+        .iter()
+        .map(|p| (p.task.clone(), p.field.clone()))
+        .collect();
+    for field in ["flow.map.over", "flow.map.as", "flow.map.collect"] {
+        assert!(
+            found.contains(&(Some("attach".into()), Some(field.into()))),
+            "no problem at {field}: {error}"
+        );
+    }
+    let text = error.to_string();
+    assert!(
+        text.contains("`disks`") && text.contains("shadow"),
+        "{text}"
+    );
+}
+
+/// A map of five volumes, one at a time, each call sleeping 300 ms: killed on its third.
+const KILLED: &str = r#"name = "attach-volumes"
+max_parallel = 1
+
+[store]
+volumes = ["v0", "v1", "v2", "v3", "v4"]
+
+[[task]]
+name = "attach"
+flow = { map = { over = "volumes", as = "volume", collect = "attachments" } }
+
+  [[task.task]]
+  name = "attach_one"
+  plugin = "PROBE"
+  rebind = { value = "volume" }
+  provides = ["attached"]
+  config = { label = "attach_one", journal = true, mode = "sleep", ms = 300 }
+  dirs = [{ host = "journal", guest = "/journal", mode = "rw" }]
+"#;
+
+#[test]
+fn a_run_killed_mid_map_resumes_only_the_elements_not_done() {
+    let ws = Workspace::new();
+    probe_file(ws.root(), "flow.toml", KILLED);
+    let check = ws.flowhost(&["check", "flow.toml", "--json"]);
+    let plan = exit_json(&check, 0);
+    assert_eq!(plan["maps"][0]["path"], "attach");
+    assert_eq!(
+        plan["maps"][0]["map"],
+        json!({"over": "volumes", "as": "volume", "collect": "attachments"})
+    );
+    assert_eq!(plan["maps"][0]["tasks"], json!(["attach/attach_one"]));
+
+    let mut child = ws.recording(&["run", "flow.toml"]).start();
+    let journal = ws.journal();
+    wait_until(
+        "the third element started",
+        Duration::from_secs(300),
+        || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before the kill"
+            );
+            journal.count("execute", "attach_one") >= 3
+        },
+    );
+    crate::kit::kill(child);
+    let run = ws.only_run();
+    let record = ws.record(&run.id);
+    let done: Vec<u32> = record
+        .elements
+        .iter()
+        .filter(|e| e.state == TaskState::Success)
+        .map(|e| e.element)
+        .collect();
+    assert_eq!(done, [0, 1], "two elements were done at the kill");
+
+    let resumed = ws.runs(&["resume", &run.id, "--json"]);
+    assert_exit(&resumed, 0);
+    assert_eq!(
+        journal.values("attach_one"),
+        ["v0", "v1", "v2", "v2", "v3", "v4"].map(|v| json!(v)),
+        "only the element caught running and those not started ran again"
+    );
+    let shown = ws.show(&run.id);
+    assert_eq!(shown["state"], "SUCCESS");
+    let collected: Vec<&Value> = shown["final_store"]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["value"])
+        .collect();
+    assert_eq!(
+        collected,
+        ["v0", "v1", "v2", "v3", "v4"]
+            .map(|v| json!(v))
+            .iter()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(shown["elements"].as_array().unwrap().len(), 5);
+    let human = ws.runs(&["show", &run.id]);
+    assert_exit(&human, 0);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("mapped elements: 5 SUCCESS"), "{text}");
+}
+
+/// The peak resident memory (VmHWM, KiB) of `flowhost run` over a map of `n` elements,
+/// read from `/proc` while it runs.
+fn peak_rss_kib(n: usize) -> u64 {
+    let ws = Workspace::new();
+    let volumes: Vec<String> = (0..n).map(|i| format!("\"vol-{i:05}\"")).collect();
+    let flow = format!(
+        r#"name = "wide-map"
+max_parallel = 2
+
+[store]
+volumes = [{}]
+
+[[task]]
+name = "attach"
+flow = {{ map = {{ over = "volumes", as = "volume", collect = "attachments" }} }}
+
+  [[task.task]]
+  name = "attach_one"
+  plugin = "PROBE"
+  rebind = {{ value = "volume" }}
+  provides = ["attached"]
+  instances = "reuse"
+"#,
+        volumes.join(", ")
+    );
+    probe_file(ws.root(), "flow.toml", &flow);
+    let mut child = ws.recording(&["run", "flow.toml"]).start();
+    let status = Path::new("/proc")
+        .join(child.id().to_string())
+        .join("status");
+    let mut peak = 0;
+    loop {
+        if let Some(hwm) = std::fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            peak = peak.max(hwm);
+        }
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "the run of {n} elements failed");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    peak
+}
+
+#[test]
+fn ten_thousand_elements_run_in_flat_memory() {
+    let small = peak_rss_kib(1_000);
+    let large = peak_rss_kib(10_000);
+    eprintln!("peak RSS: 1,000 elements {small} KiB, 10,000 elements {large} KiB");
+    assert!(
+        large < 2 * small,
+        "10,000 elements peaked at {large} KiB, 1,000 at {small} KiB"
+    );
+    let per_element = (large.saturating_sub(small) * 1024) / 9_000;
+    assert!(
+        per_element < 4096,
+        "{per_element} bytes per element: more than an element's collected value and record"
+    );
+}
