@@ -291,6 +291,9 @@ fn mapped(run: &RunRecord, index: usize) -> anyhow::Result<()> {
 fn show(run: &RunRecord) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
+    if s.priority != 0 {
+        outln!("priority {} among queued runs", s.priority)?;
+    }
     outln!(
         "created {}  updated {}  resumed {} time(s)",
         s.created_at,

@@ -128,7 +128,8 @@ impl PgRunDb {
     }
 
     /// Claims up to `limit` queued runs for `owner` — new ones, and unfinished ones whose
-    /// lease expired (their worker died or was cut off) — oldest first, restricted to `flows`
+    /// lease expired (their worker died or was cut off) — highest priority first, then oldest
+    /// first, restricted to `flows`
     /// when not empty. Rows another worker is claiming at the same moment are skipped, not
     /// waited for, so workers never queue behind each other.
     pub async fn claim(
@@ -151,7 +152,7 @@ impl PgRunDb {
                         WHERE queued AND state IN ('PENDING', 'RUNNING', 'REVERTING')
                           AND (lease_owner IS NULL OR lease_expires < flowhost_now())
                           AND ($2::text[] IS NULL OR flow = ANY($2))
-                        ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                        ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                      UPDATE runs SET lease_token = runs.lease_token + 1, lease_owner = $3, lease_host = $4, lease_pid = $5,
                             lease_since = flowhost_now(), lease_expires = flowhost_now() + $6
                        FROM picked WHERE runs.id = picked.id

@@ -25,7 +25,7 @@ pub(crate) const HOLDER_COLUMNS: usize = 7;
 /// The columns [`summary`] reads, first in a row.
 pub(crate) const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
      lease_owner, lease_host, lease_pid, flowhost_ts(lease_since), flowhost_ts(lease_expires), lease_token, lease_expires, \
-     idempotency_key, flowhost_now()";
+     idempotency_key, priority, flowhost_now()";
 
 /// Where `flowhost_now()` stands in a row of [`SUMMARY`]: right after the summary's columns.
 const NOW: usize = SUMMARY_WIDTH;

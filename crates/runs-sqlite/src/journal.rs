@@ -294,6 +294,7 @@ mod tests {
             initial_store: Store::new(),
             tasks: vec![],
             key: None,
+            priority: 0,
         };
         let ttl = Duration::from_secs(30);
         let kept = db

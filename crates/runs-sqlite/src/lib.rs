@@ -295,8 +295,9 @@ impl RunDb for SqliteRunDb {
             let inserted = tx.execute(
                 &format!(
                     "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
-                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13)
+                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key,
+                                       priority)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13, ?14)
                      ON CONFLICT (flow, idempotency_key) DO NOTHING",
                     t = ts(7)
                 ),
@@ -314,6 +315,7 @@ impl RunDb for SqliteRunDb {
                     now + ttl.as_secs_f64(),
                     FIRST_TOKEN,
                     run.key,
+                    run.priority,
                 ],
             )?;
             if inserted == 0 {

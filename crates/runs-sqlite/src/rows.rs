@@ -21,7 +21,7 @@ pub(crate) const HOLDER: &str = "lease_owner, lease_host, lease_pid, strftime('%
 /// The columns [`summary`] reads, first in a row.
 pub(crate) const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
                        lease_owner, lease_host, lease_pid, strftime('%Y-%m-%dT%H:%M:%fZ', lease_since, 'unixepoch'), \
-                       strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires, idempotency_key";
+                       strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires, idempotency_key, priority";
 
 /// A run's summary columns, [`SUMMARY`], its lease judged by this host's clock now.
 pub(crate) fn summary(row: &Row<'_>) -> rusqlite::Result<SummaryColumns> {

@@ -344,6 +344,9 @@ pub struct NewRun {
     /// The idempotency key the run is started with: at most one run of a flow holds a key,
     /// until it is pruned, so a start repeated with the key starts nothing.
     pub key: Option<String>,
+    /// Its priority among the runs waiting for a worker (higher first, then submission
+    /// order); 0 by default.
+    pub priority: i32,
 }
 
 /// Which runs to list.
@@ -410,6 +413,9 @@ pub struct RunSummary {
     /// The idempotency key it was started with, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Its priority among the runs waiting for a worker: higher first, then submission
+    /// order. 0 unless it was submitted or started with another.
+    pub priority: i32,
     /// Who holds its lease, while the lease is live: the executor running it now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseHolder>,

@@ -14,6 +14,6 @@ CREATE TABLE elements (
     PRIMARY KEY (run_id, idx, element)
 );
 ALTER TABLE transitions ADD COLUMN element bigint;
-ALTER TABLE runs ADD COLUMN priority integer NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN priority bigint NOT NULL DEFAULT 0;
 CREATE INDEX runs_claimable_by_priority ON runs (priority DESC, seq)
     WHERE queued AND state IN ('PENDING', 'RUNNING', 'REVERTING');

@@ -226,7 +226,7 @@ impl Held {
 /// How many columns a run's summary takes, first in its row: `id, flow, state, created_at,
 /// updated_at, finished_at, exit_reason, resumes`, then the lease's seven, then
 /// `idempotency_key`.
-pub const SUMMARY_WIDTH: usize = 16;
+pub const SUMMARY_WIDTH: usize = 17;
 
 /// A run row's summary columns.
 pub struct SummaryColumns {
@@ -240,6 +240,7 @@ pub struct SummaryColumns {
     resumes: u32,
     lease: Option<LeaseColumns>,
     idempotency_key: Option<String>,
+    priority: i64,
     /// The time the lease is judged at.
     now: f64,
 }
@@ -259,6 +260,7 @@ impl SummaryColumns {
             exit_reason: row.maybe_text(6)?,
             resumes: row.count(7)?,
             idempotency_key: row.maybe_text(15)?,
+            priority: row.token(16)?,
             now,
         })
     }
@@ -276,6 +278,11 @@ impl SummaryColumns {
             exit_reason: self.exit_reason,
             resumes: self.resumes,
             idempotency_key: self.idempotency_key,
+            priority: i32::try_from(self.priority).unwrap_or(if self.priority < 0 {
+                i32::MIN
+            } else {
+                i32::MAX
+            }),
             lease: self
                 .lease
                 .map(LeaseColumns::held)
@@ -660,7 +667,7 @@ mod tests {
     /// The summary's columns as the backends list them (their SQL formats the times).
     const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, \
         resumes, lease_owner, lease_host, lease_pid, lease_since, lease_expires_text, \
-        lease_token, lease_expires, idempotency_key";
+        lease_token, lease_expires, idempotency_key, priority";
 
     fn run(state: &str, lease: &[(&'static str, Value)], plugins: &str) -> RunColumns {
         let columns = format!("{SUMMARY}, {}", origin_columns("?2"));
