@@ -27,6 +27,7 @@ mod new;
 mod patterns;
 mod polyglot;
 mod postgres;
+mod priorities;
 mod retries;
 mod rundb;
 mod sandbox;
