@@ -377,3 +377,68 @@ fn ten_thousand_elements_run_in_flat_memory() {
         "{per_element} bytes per element: more than an element's collected value and record"
     );
 }
+
+/// Map `attach` of five volumes: element `v3` (two KiB of `x`) is over its call's 1 KiB cap.
+const FAILING: &str = r#"name = "attach-volumes"
+max_parallel = 2
+
+[[task]]
+name = "attach"
+flow = { map = { over = "volumes", as = "volume", collect = "attachments" } }
+
+  [[task.task]]
+  name = "attach_one"
+  plugin = "PROBE"
+  rebind = { value = "volume" }
+  provides = ["attached"]
+  limits = { args_kib = 1 }
+"#;
+
+#[test]
+fn the_api_and_the_console_show_each_mapped_element() {
+    let ws = Workspace::new();
+    probe_file(ws.root(), "attach.toml", FAILING);
+    let server = crate::kit::serving::Served::start(&ws, ws.root(), &[]);
+    let volumes = json!({ "volumes": ["v0", "v1", "v2", "x".repeat(2048), "v4"] });
+    let (status, started) = server.post("/v1/flows/attach/runs", &volumes.to_string(), None);
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let run = server.wait_finished(&id);
+    assert_eq!(run["state"], "REVERTED", "{run}");
+    let elements = run["elements"]
+        .as_array()
+        .expect("the record lists the elements");
+    let failed: Vec<&Value> = elements
+        .iter()
+        .filter(|e| e["state"] == "FAILURE")
+        .collect();
+    assert_eq!(failed.len(), 1, "{elements:?}");
+    assert_eq!(failed[0]["element"], 3);
+    assert_eq!(failed[0]["error"]["code"], "args-too-large");
+    let history = run["tasks"][0]["history"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|c| c["element"] == 3 && c["to"] == "FAILURE"),
+        "the history names each transition's element"
+    );
+
+    let mut browser = crate::kit::cdp::Browser::start(1366, 900);
+    browser.open(&format!("{}/runs/{id}", server.base));
+    browser.wait_for(
+        "document.querySelectorAll('#mapped tr[data-element]').length >= 4",
+        "the mapped elements panel",
+    );
+    let row = browser.eval("document.querySelector('#mapped tr[data-element=\"3\"]').innerText");
+    assert!(row.as_str().unwrap().contains("args-too-large"), "{row}");
+    let bars = browser.eval("document.querySelectorAll('.bar[data-element]').length");
+    assert!(
+        bars.as_u64().unwrap() >= 3,
+        "a bar per element call: {bars}"
+    );
+    assert!(
+        browser.errors.is_empty(),
+        "the console logged errors: {:#?}",
+        browser.errors
+    );
+}

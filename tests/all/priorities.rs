@@ -72,3 +72,27 @@ fn one_worker_claims_queued_runs_by_priority_then_submission_order() {
         "claimed by priority, highest first, then in submission order"
     );
 }
+
+#[test]
+fn the_api_queues_a_run_with_the_priority_of_its_start() {
+    let pg = Postgres::start();
+    let ws = Workspace::new();
+    ws.flow("prioritised", &[("a", json!({}))]);
+    let server = crate::kit::serving::Served::start_on(&ws, ws.root(), &pg.url(), &[]);
+    let (status, started) = server.post("/v1/flows/flow/runs?priority=7", "{}", None);
+    assert_eq!(status, 201, "{started}");
+    let id = started["run_id"].as_str().unwrap();
+    let run = server.get(&format!("/v1/runs/{id}"));
+    assert_eq!(
+        (run["state"].as_str(), run["priority"].as_i64()),
+        (Some("PENDING"), Some(7)),
+        "{run}"
+    );
+    let (status, _) = server.post("/v1/flows/flow/runs", "{}", None);
+    assert_eq!(status, 201);
+    let ids = pg.sql("SELECT string_agg(id, ',' ORDER BY priority DESC, seq) FROM runs");
+    assert!(
+        ids.starts_with(id),
+        "the run of priority 7 is first in line: {ids}"
+    );
+}
