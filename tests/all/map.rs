@@ -442,3 +442,40 @@ fn the_api_and_the_console_show_each_mapped_element() {
         browser.errors
     );
 }
+
+#[test]
+fn a_map_on_postgresql_records_each_element_and_resumes_from_them() {
+    let pg = crate::kit::Postgres::start();
+    let ws = Workspace::new();
+    probe_file(ws.root(), "flow.toml", KILLED);
+    let mut child = ws.command(&["run", "flow.toml", "--db", &pg.url()]).start();
+    let journal = ws.journal();
+    wait_until(
+        "the third element started",
+        Duration::from_secs(300),
+        || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before the kill"
+            );
+            journal.count("execute", "attach_one") >= 3
+        },
+    );
+    crate::kit::kill(child);
+    let id = pg.sql("SELECT id FROM runs");
+    assert_eq!(
+        pg.sql("SELECT string_agg(element::text, ',' ORDER BY element) FROM elements WHERE state = 'SUCCESS'"),
+        "0,1"
+    );
+    let resumed = ws.flowhost_on(&pg.url(), &["runs", "resume", &id, "--json"]);
+    assert_exit(&resumed, 0);
+    assert_eq!(
+        journal.values("attach_one"),
+        ["v0", "v1", "v2", "v2", "v3", "v4"].map(|v| json!(v))
+    );
+    let shown = ws.flowhost_on(&pg.url(), &["runs", "show", &id, "--json"]);
+    let shown = exit_json(&shown, 0);
+    assert_eq!(shown["state"], "SUCCESS");
+    assert_eq!(shown["elements"].as_array().unwrap().len(), 5);
+    assert_eq!(shown["final_store"]["attachments"][4]["value"], "v4");
+}
