@@ -465,6 +465,56 @@ plugin = "done.wasm"
     }
 
     #[test]
+    fn a_map_reads_over_as_and_collect_and_names_its_tasks_after_it() {
+        let flow = FlowSpec::from_toml(
+            r#"name = "f"
+[[task]]
+name = "attach"
+flow = { map = { over = "volumes", as = "volume", collect = "attachments" } }
+  [[task.task]]
+  name = "attach_one"
+  plugin = "attach.wasm"
+"#,
+        )
+        .unwrap();
+        let Entry::Flow(attach) = &flow.tasks[0] else {
+            panic!("a subflow")
+        };
+        assert_eq!(
+            attach.flow.map,
+            Some(Map::new("volumes", "volume", "attachments"))
+        );
+        let tree = crate::plan::tree::Tree::of(&flow);
+        assert!(tree.problems.is_empty(), "{:?}", tree.problems);
+        assert_eq!(
+            (tree.maps[0].path.as_str(), tree.maps[0].tasks.clone()),
+            ("attach", 0..1)
+        );
+        assert_eq!(tree.tasks[0].name, "attach/attach_one");
+        let misspelt = FlowSpec::from_toml(
+            "name = \"f\"\n[[task]]\nname = \"a\"\nflow = { map = { over = \"v\", each = \"x\", collect = \"c\" } }\n",
+        );
+        assert!(misspelt.unwrap_err().contains("each"));
+    }
+
+    #[test]
+    fn a_map_with_a_controller_or_a_subflow_inside_is_refused_naming_the_field() {
+        let flow = FlowSpec::linear("f").add(
+            Subflow::linear("attach")
+                .map(Map::new("volumes", "", "attachments"))
+                .retry(Controller::times(2))
+                .add(Subflow::linear("inner").add(TaskSpec::new("t", "t.wasm"))),
+        );
+        let tree = crate::plan::tree::Tree::of(&flow);
+        let fields: Vec<&str> = tree
+            .problems
+            .iter()
+            .filter_map(|p| p.field.as_deref())
+            .collect();
+        assert_eq!(fields, ["flow.map.as", "flow.map", "task"]);
+    }
+
+    #[test]
     fn a_flow_added_to_a_flow_is_a_subflow_without_controller() {
         let flow = FlowSpec::linear("outer")
             .add(TaskSpec::new("first", "first.wasm"))

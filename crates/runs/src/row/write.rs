@@ -124,7 +124,9 @@ impl Write {
                     TaskState::Reverted => (None, result.as_ref()),
                     _ => (result.as_ref(), None),
                 };
+                // A map's element call fails its task as a whole, whose transition says so.
                 let reason = match (to, error, revert_error) {
+                    _ if element.is_some() => None,
                     (TaskState::Failure, Some(e), _) => Some(format!("task `{task}` failed: {e}")),
                     (_, _, Some(e)) => Some(format!("revert of task `{task}` failed: {e}")),
                     _ => None,
