@@ -607,6 +607,7 @@ mod tests {
             initial_store: store,
             tasks: vec!["t".into()],
             key: None,
+            priority: 0,
         };
         db.create(&new, &Owner::this_process(), Duration::from_secs(30))
             .unwrap()
