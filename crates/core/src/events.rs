@@ -314,6 +314,7 @@ impl Listener for LogListener {
                 attempt,
                 retry_at,
                 iterations,
+                element,
                 ..
             } => {
                 // Time spent is worth reading only for work done: execute and revert.
@@ -334,8 +335,9 @@ impl Listener for LogListener {
                     }
                     None => String::new(),
                 };
-                let iteration = match iterations.last() {
-                    Some(n) if *to == TaskState::Running || *to == TaskState::Pending => {
+                let iteration = match (element, iterations.last()) {
+                    (Some(element), _) => format!(" (element {element})"),
+                    (None, Some(n)) if *to == TaskState::Running || *to == TaskState::Pending => {
                         format!(" (iteration {n})")
                     }
                     _ => String::new(),

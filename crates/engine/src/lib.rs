@@ -195,6 +195,10 @@ impl Engine {
                 },
             }
         }
+        // A map provides its `collect` besides what its tasks provide.
+        for map in flowhost_core::plan::tree::Tree::of(flow).maps {
+            names.insert(map.map.collect);
+        }
         if problems.is_empty() {
             return Ok(names);
         }
