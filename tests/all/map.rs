@@ -479,3 +479,80 @@ fn a_map_on_postgresql_records_each_element_and_resumes_from_them() {
     assert_eq!(shown["elements"].as_array().unwrap().len(), 5);
     assert_eq!(shown["final_store"]["attachments"][4]["value"], "v4");
 }
+
+#[tokio::test]
+async fn each_iteration_runs_its_tasks_in_order_and_reverts_them_in_reverse() {
+    let journal = Journal::new();
+    // `verify` reads what `attach_one` provided in the same iteration; its arguments are
+    // capped at 1 KiB, which element 3's are not within.
+    let flow = FlowSpec::linear("attach-volumes").max_parallel(1).add(
+        Subflow::linear("attach")
+            .map(Map::new("volumes", "volume", "attachments"))
+            .add(journal.probe_reading("attach_one", "volume", json!({})))
+            .add(
+                journal
+                    .probe_reading("verify", "attach_one_out", json!({}))
+                    .limits(flowhost::Limits {
+                        args_kib: Some(1),
+                        ..Default::default()
+                    }),
+            ),
+    );
+    let ok = store(&[("volumes", json!(["v0", "v1"]))]);
+    let (report, _) = run_recorded(&Engine::new().unwrap(), &flow, ok).await;
+    assert_eq!(report.state, FlowState::Success, "{:?}", report.tasks);
+    let collected = report.fetch("attachments").unwrap();
+    assert_eq!(
+        collected[1]["label"], "verify",
+        "the iteration's last task's value"
+    );
+    assert_eq!(collected[1]["value"]["value"], "v1");
+
+    let journal = Journal::new();
+    let flow = FlowSpec::linear("attach-volumes").max_parallel(1).add(
+        Subflow::linear("attach")
+            .map(Map::new("volumes", "volume", "attachments"))
+            .add(journal.probe_reading("attach_one", "volume", json!({})))
+            .add(
+                journal
+                    .probe_reading("verify", "attach_one_out", json!({}))
+                    .limits(flowhost::Limits {
+                        args_kib: Some(1),
+                        ..Default::default()
+                    }),
+            ),
+    );
+    let volumes = json!(["v0", "v1", "v2", "x".repeat(2048), "v4"]);
+    let (report, _) = run_recorded(
+        &Engine::new().unwrap(),
+        &flow,
+        store(&[("volumes", volumes)]),
+    )
+    .await;
+    assert_eq!(report.state, FlowState::Reverted);
+    let reverted: Vec<String> = journal
+        .reverts()
+        .iter()
+        .map(|r| {
+            let value = &r["args"]["value"];
+            let volume = value["value"]
+                .as_str()
+                .or(value.as_str())
+                .unwrap_or_default();
+            format!("{} {}", r["label"].as_str().unwrap(), &volume[..2])
+        })
+        .collect();
+    assert_eq!(
+        reverted,
+        [
+            "attach_one xx",
+            "verify v2",
+            "attach_one v2",
+            "verify v1",
+            "attach_one v1",
+            "verify v0",
+            "attach_one v0"
+        ],
+        "newest element first, each iteration's tasks in reverse order"
+    );
+}
