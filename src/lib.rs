@@ -38,7 +38,7 @@
 //! over OTLP/HTTP. With default features off the engine and the run database contract remain,
 //! and neither rusqlite, tokio-postgres, axum nor the OpenTelemetry SDK is compiled.
 
-pub use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
+pub use flowhost_core::checkpoint::{Checkpoint, ElementCheckpoint, TaskCheckpoint};
 pub use flowhost_core::class::{Classify, ErrorClass};
 pub use flowhost_core::contract::{
     ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, Progress, TaskError, TaskInfo, escape,
@@ -46,8 +46,8 @@ pub use flowhost_core::contract::{
 pub use flowhost_core::events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flowhost_core::flow::{
     Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach,
-    Instances, Iterations, Limits, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry,
-    RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec, Wait, WaitFor, format_rfc3339,
+    Instances, Iterations, Limits, Map, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern,
+    Retry, RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec, Wait, WaitFor, format_rfc3339,
     parse_rfc3339, signal_name_ok,
 };
 pub use flowhost_core::plan::{Problem, ValidationError};
@@ -56,8 +56,8 @@ pub use flowhost_core::store::{InexactInteger, Store, inexact_integer};
 pub use flowhost_engine::SIGNAL_TIMEOUT;
 pub use flowhost_engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Close, Engine, FlowError,
-    Journal, JournalError, LoadedFlow, Prepare, ResumeError, RunError, RunReport, Signalled,
-    SubflowPlan, SubflowReport, TaskPlan, TaskReport,
+    Journal, JournalError, LoadedFlow, MapPlan, MapReport, Prepare, ResumeError, RunError,
+    RunReport, Signalled, SubflowPlan, SubflowReport, TaskPlan, TaskReport,
 };
 /// The error codes of a task a cancel stopped ([`Engine::cancel`]) and of a task whose
 /// `when` could not be decided.

@@ -43,6 +43,7 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
         let subflows: Vec<_> = loaded.subflows().collect();
+        let maps: Vec<_> = loaded.maps().collect();
         let warnings: Vec<String> = tasks
             .iter()
             .flat_map(|task| {
@@ -51,7 +52,7 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        let doc = serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks, "subflows": subflows, "warnings": warnings });
+        let doc = serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks, "subflows": subflows, "maps": maps, "warnings": warnings });
         print_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -237,6 +238,16 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
             controller(subflow.retry)
         )?;
         outln!("   tasks:    {}", subflow.tasks.join(", "))?;
+    }
+    for map in loaded.maps() {
+        outln!(
+            "subflow `{}` maps over `{}`: each element as `{}`, collected into `{}`",
+            map.path,
+            map.map.over,
+            map.map.each,
+            map.map.collect
+        )?;
+        outln!("   tasks:    {}", map.tasks.join(", "))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -225,6 +225,15 @@ pub fn print_report(report: &RunReport, fetch: &Fetch, json: bool) -> anyhow::Re
                 errln!("task `{}` could not be reverted: {error}", task.name);
             }
         }
+        for map in report.maps.iter().filter(|m| !m.failed.is_empty()) {
+            let failed: Vec<String> = map.failed.iter().map(ToString::to_string).collect();
+            errln!(
+                "map `{}`: element {} of {} failed",
+                map.path,
+                failed.join(", "),
+                map.elements
+            );
+        }
     }
     for name in fetch.names.iter().filter(|n| report.fetch(n).is_none()) {
         errln!("{}", fetch.missing(name, report));

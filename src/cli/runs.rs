@@ -441,9 +441,34 @@ fn ignored_because(result: Option<&serde_json::Value>) -> Option<String> {
     Some(format!("it needs task `{with}`, which was ignored"))
 }
 
+/// A map's task: how many elements its calls reached, by state, and each failed element
+/// with its error (a list of thousands shows its counts, not every element).
+fn mapped(run: &RunRecord, index: usize) -> anyhow::Result<()> {
+    let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut failed = Vec::new();
+    for element in run.elements.iter().filter(|e| e.index == index) {
+        *states.entry(element.state.as_str()).or_default() += 1;
+        if let Some(error) = &element.error {
+            failed.push((element.element, element.state, error));
+        }
+    }
+    if states.is_empty() {
+        return Ok(());
+    }
+    let counts: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    outln!("      mapped elements: {}", counts.join(", "))?;
+    for (element, state, error) in failed {
+        outln!("      element {element} {state}  {error}")?;
+    }
+    Ok(())
+}
+
 fn show(run: &RunRecord, links: &RestartLinks) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
+    if s.priority != 0 {
+        outln!("priority {} among queued runs", s.priority)?;
+    }
     outln!(
         "created {}  updated {}  resumed {} time(s)",
         s.created_at,
@@ -537,6 +562,7 @@ fn show(run: &RunRecord, links: &RestartLinks) -> anyhow::Result<()> {
                 iterations(&task.iterations)
             )?;
         }
+        mapped(run, task.index)?;
         let attempts = task.attempts();
         // A task run once shows nothing more; a retried one (or one run again after a crash)
         // lists each execution under its row.

@@ -295,7 +295,7 @@ fn submit(pg: &Postgres, flow: &Path) -> String {
     runtime.block_on(async {
         let engine = Engine::new().unwrap();
         let loaded = engine.load(&spec, Default::default()).await.unwrap();
-        flowhost::runs::submit(&db, &loaded, flow, None, None)
+        flowhost::runs::submit(&db, &loaded, flow, None, None, 0)
             .await
             .unwrap()
     })

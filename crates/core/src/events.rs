@@ -123,6 +123,8 @@ impl TaskState {
                 // The flow stopped (failed elsewhere, or cancelled) while it waited: it is
                 // back where it was, never reached.
                 | (Waiting, Pending)
+                // A map's task as a whole, once its elements' iterations were reverted.
+                | (Running, Reverted | RevertFailure)
                 // A subflow's controller starts its next iteration.
                 | (Reverted | Failure | Ignore, Pending)
         )
@@ -224,6 +226,11 @@ pub enum Transition {
         /// outermost first. Empty elsewhere.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         iterations: Vec<u32>,
+        /// Inside a map: the element (from 0) whose iteration this transition belongs to.
+        /// Each element's tasks have their own record; without it the transition is the
+        /// task's as a whole.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        element: Option<u32>,
     },
     /// A running task reported how far it has come (contract 0.2's `progress`). Not a state
     /// change: listeners hear of it as it happens; the journal records the last one of each
@@ -311,6 +318,7 @@ impl Listener for LogListener {
                 attempt,
                 retry_at,
                 iterations,
+                element,
                 ..
             } => {
                 // Time spent is worth reading only for work done: execute and revert.
@@ -332,8 +340,9 @@ impl Listener for LogListener {
                     }
                     None => String::new(),
                 };
-                let iteration = match iterations.last() {
-                    Some(n) if *to == TaskState::Running || *to == TaskState::Pending => {
+                let iteration = match (element, iterations.last()) {
+                    (Some(element), _) => format!(" (element {element})"),
+                    (None, Some(n)) if *to == TaskState::Running || *to == TaskState::Pending => {
                         format!(" (iteration {n})")
                     }
                     _ => String::new(),

@@ -20,6 +20,7 @@ mod cancel;
 mod condition;
 pub mod conform;
 mod journal;
+mod map;
 mod report;
 mod resume;
 mod run;
@@ -42,7 +43,7 @@ pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepa
 pub use cancel::{CANCELLED, RUN_TIMEOUT};
 pub use condition::CONDITION_FAILED;
 pub use journal::{Append, Close, Journal, JournalError, RunError, Signalled};
-pub use report::{RunReport, SubflowReport, TaskReport};
+pub use report::{MapReport, RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
 pub use suspend::Suspender;
 pub use wait::SIGNAL_TIMEOUT;
@@ -167,6 +168,7 @@ impl Engine {
             deps: validated.deps,
             ignored_with: validated.ignored_with,
             scopes: validated.scopes,
+            maps: validated.maps,
             max_parallel: flow
                 .max_parallel
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -214,6 +216,10 @@ impl Engine {
                 },
             }
         }
+        // A map provides its `collect` besides what its tasks provide.
+        for map in flowhost_core::plan::tree::Tree::of(flow).maps {
+            names.insert(map.map.collect);
+        }
         if problems.is_empty() {
             return Ok(names);
         }
@@ -253,6 +259,8 @@ pub struct LoadedFlow {
     ignored_with: flowhost_core::plan::graph::Deps,
     /// The subflows with a retry controller, each over a range of `tasks`.
     scopes: Vec<flowhost_core::plan::tree::Scope>,
+    /// The subflows that map over a list, each over a range of `tasks`.
+    maps: Vec<flowhost_core::plan::tree::MapScope>,
     /// Most calls of the run in flight at once.
     max_parallel: usize,
     initial: Store,
@@ -308,6 +316,17 @@ pub struct TaskPlan<'a> {
     pub priority: i32,
 }
 
+/// A subflow that maps over a list as validation resolved it, for `flowhost check`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MapPlan<'a> {
+    /// The subflow's path (`attach`).
+    pub path: &'a str,
+    /// What it maps over, each element's name, where the results go.
+    pub map: &'a flowhost_core::flow::Map,
+    /// The tasks each element's iteration runs, in order, by path.
+    pub tasks: Vec<&'a str>,
+}
+
 /// A subflow with a retry controller as validation resolved it, for `flowhost check`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SubflowPlan<'a> {
@@ -352,6 +371,19 @@ impl LoadedFlow {
         self.scopes.iter().map(|scope| SubflowPlan {
             path: &scope.path,
             retry: &scope.controller,
+            tasks: scope
+                .tasks
+                .clone()
+                .map(|i| self.tasks[i].name.as_str())
+                .collect(),
+        })
+    }
+
+    /// Each subflow that maps over a list, in file order.
+    pub fn maps(&self) -> impl Iterator<Item = MapPlan<'_>> {
+        self.maps.iter().map(|scope| MapPlan {
+            path: &scope.path,
+            map: &scope.map,
             tasks: scope
                 .tasks
                 .clone()

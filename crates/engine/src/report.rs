@@ -29,6 +29,9 @@ pub struct RunReport {
     /// Every subflow with a retry controller, outermost first, and the iteration it ended in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subflows: Vec<SubflowReport>,
+    /// Every subflow that maps over a list, with how its elements ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<MapReport>,
     /// Wall time of the whole run.
     #[serde(rename = "duration_ms", serialize_with = "millis")]
     pub duration: Duration,
@@ -70,6 +73,20 @@ pub struct TaskReport {
     /// when the wait has an end, `due` (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Value>,
+}
+
+/// How far a map's elements came, for the report and `runs show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapReport {
+    /// The subflow's path (`attach`).
+    pub path: String,
+    /// How many elements its list held (0 before it started).
+    pub elements: usize,
+    /// How many elements' iterations succeeded.
+    pub succeeded: usize,
+    /// The elements whose iteration failed, from 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<usize>,
 }
 
 /// A subflow's retry controller in a run.

@@ -7,7 +7,7 @@ use flowhost_core::checkpoint::Checkpoint;
 use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::contract::Outcome;
 use flowhost_core::events::{FlowState, TaskState};
-use flowhost_core::plan::tree::Scope;
+use flowhost_core::plan::tree::{Scope, Tree};
 
 /// A checkpoint that cannot be resumed, or a resumed run that stopped.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,16 @@ impl Run {
             .iter()
             .map(|t| t.iterations.clone())
             .collect();
-        for (index, task) in checkpoint.tasks.into_iter().enumerate() {
+        let Checkpoint {
+            tasks: recorded_tasks,
+            elements,
+            ..
+        } = checkpoint;
+        for (index, task) in recorded_tasks.into_iter().enumerate() {
+            if let Some(m) = Tree::map_of(&this.loaded.maps, index) {
+                this.restore_map_task(m, index, task);
+                continue;
+            }
             let incomplete = |problem: &str| ResumeError::Incomplete {
                 run: run.clone(),
                 task: task.name.clone(),
@@ -149,6 +158,13 @@ impl Run {
             }
             record.revert_error = task.revert_error;
             record.duration = task.duration;
+        }
+        for (m, scope) in this.loaded.maps.iter().enumerate() {
+            let recorded: Vec<_> = elements
+                .iter()
+                .filter(|e| scope.tasks.contains(&e.index))
+                .collect();
+            this.maps[m].restore(scope.tasks.len(), scope.tasks.start, &recorded);
         }
         this.iteration = recorded_iterations(&this.loaded.scopes, &iterations);
         if this.state == FlowState::Reverting && this.failure().is_none() {

@@ -84,6 +84,8 @@ pub(super) struct Run {
     pub(super) deadline: Option<SystemTime>,
     /// Transitions made but not yet journaled (and not yet told to listeners).
     pending: Vec<Event>,
+    /// Where each map (of `loaded.maps`) stands, element by element.
+    pub(super) maps: Vec<super::map::MapState>,
 }
 
 /// A transition could not be journaled: the run stops where it stands.
@@ -110,6 +112,9 @@ impl Run {
                 attempt_error: None,
             })
             .collect();
+        let maps = std::iter::repeat_with(Default::default)
+            .take(loaded.maps.len())
+            .collect();
         Self {
             store: loaded.initial.clone(),
             iteration: vec![1; loaded.scopes.len()],
@@ -119,6 +124,7 @@ impl Run {
             state: FlowState::Pending,
             started: now,
             pending: Vec::new(),
+            maps,
         }
     }
 
@@ -130,7 +136,7 @@ impl Run {
             .find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
     }
 
-    fn emit(&mut self, transition: Transition, at: SystemTime) {
+    pub(super) fn emit(&mut self, transition: Transition, at: SystemTime) {
         self.pending.push(Event {
             run_id: self.loaded.id.clone(),
             flow: self.loaded.flow.clone(),
@@ -268,8 +274,28 @@ impl Run {
             attempt,
             retry_at,
             iterations,
+            element: None,
         };
         self.emit(transition, at);
+    }
+
+    /// Moves task `index` as a whole to `to`, with what the transition carries: a map's
+    /// task, whose elements' calls have records of their own.
+    pub(super) fn whole_task_to(
+        &mut self,
+        index: usize,
+        to: TaskState,
+        result: Option<Value>,
+        error: Option<TaskError>,
+        outcome: Option<Outcome>,
+    ) {
+        let detail = Detail {
+            result,
+            error,
+            outcome,
+            ..Detail::default()
+        };
+        self.task_to(index, to, detail);
     }
 
     /// The iterations task `index` runs in, one per controller around it, outermost first.
@@ -613,6 +639,7 @@ impl Run {
     }
 
     fn report(self) -> RunReport {
+        let maps = self.map_reports();
         let iterations: Vec<Vec<u32>> = (0..self.records.len())
             .map(|i| self.iterations(i))
             .collect();
@@ -663,6 +690,7 @@ impl Run {
             store: self.store,
             tasks,
             subflows,
+            maps,
             duration: self.started.elapsed(),
         }
     }

@@ -281,6 +281,19 @@ impl Run {
                     continue;
                 }
                 due[index] = false;
+                // A map's first task due: the map runs all its elements now.
+                if let Some(m) = Tree::map_of(&self.loaded.maps, index)
+                    .filter(|&m| self.loaded.maps[m].tasks.start == index)
+                {
+                    if self.run_map(m, &cancel).await? {
+                        for done in self.loaded.maps[m].tasks.clone() {
+                            queue.done(done, &self.records);
+                        }
+                    } else {
+                        failing = true;
+                    }
+                    continue;
+                }
                 let cancelled = self.loaded.cancellations.requested(&self.loaded.id);
                 // A wait is taken from the queue only to be stopped.
                 if cancelled.is_none() && self.records[index].state == TaskState::Waiting {
@@ -745,6 +758,13 @@ impl Run {
         loop {
             while work.has_room() {
                 let Some(index) = ready.pop() else { break };
+                // A map's last task: the map is reverted as a whole, element by element.
+                if let Some(m) = Tree::map_of(&self.loaded.maps, index) {
+                    all_reverted &= self.revert_map(m).await?;
+                    clear(&self.loaded.deps[index], &mut left, &mut visit);
+                    self.settle(&tasks, &mut ready, &mut left, &mut visit);
+                    continue;
+                }
                 let Some(outcome) = self.records[index].outcome.clone() else {
                     continue;
                 };

@@ -47,6 +47,8 @@ pub(crate) fn record_linked(
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
         key: key.map(str::to_owned),
+        // A run this executor runs at once waits for nobody: no queue to order it in.
+        priority: 0,
     };
     let lease = Lease {
         run_id: run.id.clone(),

@@ -104,13 +104,15 @@ pub enum WorkerError {
 /// With an idempotency `key` that a run of the flow already holds, nothing is stored or
 /// queued: [`RunDbError::Exists`] names that run.
 /// A `traceparent` (see [`crate::is_traceparent`]) is kept with the run: the worker's
-/// listeners get it, so its spans join the submitter's trace.
+/// listeners get it, so its spans join the submitter's trace. Workers claim queued runs by
+/// `priority`, higher first, then in submission order.
 pub async fn submit(
     db: &PgRunDb,
     loaded: &LoadedFlow,
     flow_file: &Path,
     key: Option<&str>,
     traceparent: Option<&str>,
+    priority: i32,
 ) -> Result<String, WorkerError> {
     let text = std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile {
         path: flow_file.to_path_buf(),
@@ -131,6 +133,7 @@ pub async fn submit(
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
         key: key.map(str::to_owned),
+        priority,
     };
     db.submit(&run, text, plugins, traceparent).await?;
     Ok(run.id)

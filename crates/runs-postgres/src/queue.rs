@@ -129,7 +129,7 @@ impl PgRunDb {
 
     /// Claims up to `limit` queued runs for `owner` — new ones, unfinished ones whose lease
     /// expired (their worker died or was cut off), and WAITING ones whose signal came or
-    /// whose due time passed — oldest first, restricted to `flows`
+    /// whose due time passed — highest priority first, then oldest first, restricted to `flows`
     /// when not empty. Rows another worker is claiming at the same moment are skipped, not
     /// waited for, so workers never queue behind each other.
     pub async fn claim(
@@ -154,7 +154,7 @@ impl PgRunDb {
                                           OR (state = 'WAITING' AND flowhost_wakes(id)))
                           AND (lease_owner IS NULL OR lease_expires < flowhost_now())
                           AND ($2::text[] IS NULL OR flow = ANY($2))
-                        ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                        ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                      UPDATE runs SET lease_token = runs.lease_token + 1, lease_owner = $3, lease_host = $4, lease_pid = $5,
                             lease_since = flowhost_now(), lease_expires = flowhost_now() + $6,
                             resume_requested = false

@@ -111,10 +111,11 @@ pub(crate) async fn insert_run(
     };
     let inserted = tx.execute(
         "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at, queued,
-                           lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key)
+                           lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key,
+                           priority)
          VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', flowhost_ts(flowhost_now()), flowhost_ts(flowhost_now()), $7,
                  $8, $9, $10, $11, CASE WHEN $9::text IS NULL THEN NULL ELSE flowhost_now() END,
-                 flowhost_now() + $12::float8, $13)
+                 flowhost_now() + $12::float8, $13, $14)
          ON CONFLICT (flow, idempotency_key) DO NOTHING",
         &[
             &run.id,
@@ -130,6 +131,7 @@ pub(crate) async fn insert_run(
             &pid,
             &ttl,
             &run.key,
+            &i64::from(run.priority),
         ],
     )
     .await?;

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_run_counts.sql"),
     include_str!("migrations/0007_idempotency_keys.sql"),
     include_str!("migrations/0008_suspend_restart.sql"),
+    include_str!("migrations/0009_maps_priorities.sql"),
     include_str!("migrations/0010_signals.sql"),
 ];
 
@@ -296,8 +297,9 @@ impl RunDb for SqliteRunDb {
             let inserted = tx.execute(
                 &format!(
                     "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
-                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13)
+                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key,
+                                       priority)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13, ?14)
                      ON CONFLICT (flow, idempotency_key) DO NOTHING",
                     t = ts(7)
                 ),
@@ -315,6 +317,7 @@ impl RunDb for SqliteRunDb {
                     now + ttl.as_secs_f64(),
                     FIRST_TOKEN,
                     run.key,
+                    run.priority,
                 ],
             )?;
             if inserted == 0 {
@@ -745,6 +748,7 @@ mod tests {
             initial_store: store,
             tasks: vec!["t".into()],
             key: None,
+            priority: 0,
         };
         db.create(&new, &Owner::this_process(), Duration::from_secs(30))
             .unwrap()

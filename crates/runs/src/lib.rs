@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
+use flowhost_core::checkpoint::{Checkpoint, ElementCheckpoint, TaskCheckpoint};
 use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::contract::{Outcome, Progress, TaskError};
 use flowhost_core::events::{Event, FlowState, TaskState};
@@ -387,6 +387,9 @@ pub struct NewRun {
     /// The idempotency key the run is started with: at most one run of a flow holds a key,
     /// until it is pruned, so a start repeated with the key starts nothing.
     pub key: Option<String>,
+    /// Its priority among the runs waiting for a worker (higher first, then submission
+    /// order); 0 by default.
+    pub priority: i32,
 }
 
 /// Which runs to list.
@@ -453,6 +456,9 @@ pub struct RunSummary {
     /// The idempotency key it was started with, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Its priority among the runs waiting for a worker: higher first, then submission
+    /// order. 0 unless it was submitted or started with another.
+    pub priority: i32,
     /// Who holds its lease, while the lease is live: the executor running it now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseHolder>,
@@ -472,6 +478,9 @@ pub struct RunRecord {
     pub final_store: Option<Store>,
     /// Every task, in flow order.
     pub tasks: Vec<TaskRecord>,
+    /// Inside maps: each element's call of each task, by task then element.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub elements: Vec<ElementRecord>,
     /// The values a bounded [`RunDb::read`] left out because they were longer than its
     /// bound, with their length in bytes; they read as `null` (an empty initial store).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -530,6 +539,29 @@ pub struct TaskRecord {
     pub history: Vec<StateChange>,
 }
 
+/// One element's call of a task inside a map.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ElementRecord {
+    /// The task's position in the flow.
+    pub index: usize,
+    /// The element's position in the list, from 0.
+    pub element: u32,
+    /// Last recorded state.
+    pub state: TaskState,
+    /// The arguments (JSON text) it executed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// What its revert gets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Its result, once it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why execute (or revert) failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+}
+
 /// One execution of a task, as its transitions recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {
@@ -556,7 +588,8 @@ impl TaskRecord {
     /// caught it RUNNING appears twice under one attempt number.
     pub fn attempts(&self) -> Vec<Attempt> {
         let mut attempts: Vec<Attempt> = Vec::new();
-        for change in &self.history {
+        // A map's element calls are not attempts of the task: they are listed by element.
+        for change in self.history.iter().filter(|c| c.element.is_none()) {
             if change.to == TaskState::Running {
                 attempts.push(Attempt {
                     attempt: change.attempt.unwrap_or(attempts.len() as u32 + 1),
@@ -599,6 +632,9 @@ pub struct StateChange {
     pub backoff_ms: Option<f64>,
     /// The subflow controllers' iterations it belongs to, outermost first.
     pub iterations: Vec<u32>,
+    /// Inside a map: the element (from 0) whose call it belongs to (recorded since schema 9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub element: Option<u32>,
 }
 
 impl RunRecord {
@@ -642,6 +678,18 @@ impl RunRecord {
                         .filter(|s| s.is_finite() && *s >= 0.0)
                         .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s)),
                     iterations: t.iterations.clone(),
+                })
+                .collect(),
+            elements: self
+                .elements
+                .iter()
+                .map(|e| ElementCheckpoint {
+                    index: e.index,
+                    element: e.element,
+                    state: e.state,
+                    args: e.args.clone(),
+                    outcome: e.outcome.clone(),
+                    error: e.error.clone(),
                 })
                 .collect(),
         }

@@ -341,7 +341,10 @@ async fn add_dependencies(state: &AppState, spec: &FlowSpec, tasks: &mut [Value]
     }
 }
 
-/// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`).
+/// `POST /v1/flows/{name}/runs[?priority=N]`: body = the initial store (a JSON object; empty
+/// = `{}`). `priority` (an integer, default 0) orders a run queued for workers: higher first,
+/// then submission order. It is a query parameter because every key of the body is a store
+/// name.
 /// With an `Idempotency-Key` header a run of the flow already holds, nothing starts: 200 with
 /// that run's id and Location, instead of 201. A W3C
 /// `traceparent` header makes the run's trace a child of the caller's span; a malformed one
@@ -349,6 +352,7 @@ async fn add_dependencies(state: &AppState, spec: &FlowSpec, tasks: &mut [Value]
 async fn start(
     State(state): Shared,
     Path(name): Path<String>,
+    Query(query): Query<StartQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -408,7 +412,13 @@ async fn start(
         .filter(|value| flowhost_executor::is_traceparent(value));
     let started = state
         .starter
-        .start(&path, store, key.as_deref(), traceparent)
+        .start(
+            &path,
+            store,
+            key.as_deref(),
+            traceparent,
+            query.priority.unwrap_or(0),
+        )
         .await?;
     let location = format!("/v1/runs/{}", started.run_id);
     let (status, body) = if started.existing {
@@ -424,6 +434,12 @@ async fn start(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// The query of a start: the run's priority among queued runs.
+#[derive(Deserialize)]
+struct StartQuery {
+    priority: Option<i32>,
 }
 
 #[derive(Deserialize)]

@@ -55,13 +55,15 @@ pub trait RunStarter: Send + Sync {
     /// a run of the flow already holds, nothing starts and that run is the answer
     /// ([`Started::existing`]). The run's trace is
     /// under the W3C `traceparent` given (a valid one, see
-    /// [`flowhost_executor::is_traceparent`]).
+    /// [`flowhost_executor::is_traceparent`]). A run queued for workers is claimed by its
+    /// `priority`, higher first, then in submission order.
     fn start<'a>(
         &'a self,
         flow_file: &'a Path,
         store: Store,
         key: Option<&'a str>,
         traceparent: Option<&'a str>,
+        priority: i32,
     ) -> StartFuture<'a>;
     /// Continues the interrupted run `run_id`; resolves once it is under way again.
     fn resume<'a>(&'a self, run_id: &'a str) -> StartFuture<'a>;
@@ -285,12 +287,14 @@ async fn started(signal: super::live::StartSignal, run_id: String) -> Result<Sta
 }
 
 impl RunStarter for InProcess {
+    /// The run starts at once, so no queue orders it: `priority` has nothing to act on.
     fn start<'a>(
         &'a self,
         flow_file: &'a Path,
         store: Store,
         key: Option<&'a str>,
         traceparent: Option<&'a str>,
+        _priority: i32,
     ) -> StartFuture<'a> {
         Box::pin(self.start_run(flow_file, store, key, traceparent))
     }
@@ -359,6 +363,7 @@ impl Queue {
         store: Store,
         key: Option<&str>,
         traceparent: Option<&str>,
+        priority: i32,
     ) -> Result<Started, StartError> {
         let flow = FlowSpec::from_file(flow_file)?;
         self.policy.validate(&flow)?;
@@ -369,7 +374,7 @@ impl Queue {
         };
         let loaded = engine.load(&flow, store).await?;
         let flow_file = std::path::absolute(flow_file).unwrap_or_else(|_| PathBuf::from(flow_file));
-        match runs::submit(&self.db, &loaded, &flow_file, key, traceparent).await {
+        match runs::submit(&self.db, &loaded, &flow_file, key, traceparent, priority).await {
             Ok(run_id) => Ok(Started::new(run_id)),
             Err(WorkerError::Db(RunDbError::Exists { run, .. })) => Ok(Started::existing(run)),
             Err(error) => Err(error.into()),
@@ -396,8 +401,9 @@ impl RunStarter for Queue {
         store: Store,
         key: Option<&'a str>,
         traceparent: Option<&'a str>,
+        priority: i32,
     ) -> StartFuture<'a> {
-        Box::pin(self.submit(flow_file, store, key, traceparent))
+        Box::pin(self.submit(flow_file, store, key, traceparent, priority))
     }
 
     /// Workers resume a queued run by themselves once its lease expires; this hands a run

@@ -23,7 +23,8 @@ pub use net::{
 };
 pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
 pub use subflow::{
-    Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead,
+    Controller, Entry, ForEach, Iterations, Map, ParameterizedForEach, Strategy, Subflow,
+    SubflowHead,
 };
 pub use wait::{Wait, WaitFor, format_rfc3339, parse_rfc3339, signal_name_ok, unix_seconds};
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use flowhost_core::contract::{TaskInfo, escape};
 use flowhost_core::flow::{
-    FlowSpec, Instances, Limits, MAX_DEADLINE_MS, Net, ON_FAILURE_REVERT, ON_FAILURE_SUSPEND,
+    FlowSpec, Instances, Limits, MAX_DEADLINE_MS, Map, Net, ON_FAILURE_REVERT, ON_FAILURE_SUSPEND,
     Retry, TaskSpec, WaitFor,
 };
 use flowhost_core::store::{Binding, Store, quoted};
@@ -61,6 +61,16 @@ impl Sources {
         self.0.insert(name.to_owned(), format!("subflow `{path}`"));
     }
 
+    /// A name no longer there for later entries: one a map's iterations kept to themselves.
+    pub(super) fn forget(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    /// Where `name` comes from, when the walk found a source for it so far.
+    pub(super) fn source(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
     /// Whether the walk found a source for `name` so far.
     pub(super) fn has(&self, name: &str) -> bool {
         self.0.contains_key(name)
@@ -105,6 +115,50 @@ pub(super) fn check_list_source(from: &str, sources: &Sources) -> Vec<Finding> {
         "flow.retry.parameterized_for_each.from",
         message,
     )]
+}
+
+/// A map reads its list from `over`, which must be there when it starts, and gives each
+/// element under `as`, which must not hide a name already there (its tasks could no
+/// longer read it, and which one they meant would be unclear).
+pub(super) fn check_map_start(map: &Map, sources: &Sources) -> Vec<Finding> {
+    let mut problems = Vec::new();
+    if !map.over.is_empty() && !sources.has(&map.over) {
+        problems.push(Finding::at(
+            "flow.map.over",
+            format!(
+                "maps over `{}`, which neither the initial store nor an earlier task provides",
+                map.over
+            ),
+        ));
+    }
+    if let Some(source) = sources.source(&map.each) {
+        problems.push(Finding::at(
+            "flow.map.as",
+            format!(
+                "gives each element as `{}`, which would shadow the `{}` {source} provides; choose another name",
+                map.each, map.each
+            ),
+        ));
+    }
+    problems
+}
+
+/// A task inside a map runs once per element, exactly once: no retry policy, no condition.
+pub(super) fn check_map_task(spec: &TaskSpec) -> Vec<Finding> {
+    let mut problems = Vec::new();
+    if spec.retry.is_some() {
+        problems.push(Finding::at(
+            "retry",
+            "a task inside a map runs once per element: it takes no `retry` (a failed element reverts the map)",
+        ));
+    }
+    if spec.when.is_some() {
+        problems.push(Finding::at(
+            "when",
+            "a task inside a map runs for every element: it takes no `when`",
+        ));
+    }
+    problems
 }
 
 /// Longest flow or task name.

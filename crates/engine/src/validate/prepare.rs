@@ -11,15 +11,16 @@ use std::collections::{HashMap, HashSet};
 use flowhost_core::contract::TaskInfo;
 use flowhost_core::flow::{FlowSpec, Instances, Iterations, Pattern, TaskSpec};
 use flowhost_core::plan::graph::{self, Deps};
-use flowhost_core::plan::tree::{Scope, Tree};
+use flowhost_core::plan::tree::{MapScope, Scope, Tree};
 use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::store::{Binding, Store};
 use flowhost_runtime::{PluginError, Runtime, Sandbox};
 
 use super::checks::{
     Finding, Sources, check_arguments_known, check_condition, check_entry, check_flow,
-    check_limits, check_list_source, check_memory_fits, check_name, check_on_failure,
-    check_provides, check_renamed_provides, check_requirements, check_retry, check_wait,
+    check_limits, check_list_source, check_map_start, check_map_task, check_memory_fits,
+    check_name, check_on_failure, check_provides, check_renamed_provides, check_requirements,
+    check_retry, check_wait,
 };
 use crate::condition::{Condition, Unparsable};
 use crate::task::BoundTask;
@@ -34,6 +35,8 @@ pub(crate) struct Validated {
     pub(crate) ignored_with: Deps,
     /// The subflows with a retry controller.
     pub(crate) scopes: Vec<Scope>,
+    /// The subflows that map over a list.
+    pub(crate) maps: Vec<MapScope>,
     pub(crate) initial: Store,
     pub(crate) provided: HashSet<String>,
 }
@@ -61,7 +64,25 @@ pub(crate) async fn validate(
     // Without a plugin's declaration, later "missing name" findings could be false.
     let mut blind = false;
     let mut tasks = Vec::with_capacity(tree.tasks.len());
+    if !tree.all_linear() {
+        for map in &tree.maps {
+            let message = "a map runs in a flow whose levels are all `linear`";
+            report(Some(&map.path), vec![Finding::at("flow.map", message)]);
+        }
+    }
     for (index, spec) in tree.tasks.iter().enumerate() {
+        for map in tree.maps.iter().filter(|m| m.tasks.end == index) {
+            close_map(map, &tasks, &mut sources, &mut report);
+        }
+        for map in tree.maps.iter().filter(|m| m.tasks.start == index) {
+            if !blind {
+                report(Some(&map.path), check_map_start(&map.map, &sources));
+            }
+            sources.given_by_subflow(&map.map.each, &map.path);
+        }
+        if Tree::map_of(&tree.maps, index).is_some() {
+            report(Some(spec.name.as_str()), check_map_task(spec));
+        }
         // What a controller gives its scope is there from the scope's first task on.
         for scope in tree.scopes.iter().filter(|s| s.tasks.start == index) {
             if let Some((provides, from)) = scope_names(scope) {
@@ -176,6 +197,9 @@ pub(crate) async fn validate(
         bound.suspends = flow.suspends_on_failure(spec);
         tasks.push(bound);
     }
+    for map in tree.maps.iter().filter(|m| m.tasks.end == tree.tasks.len()) {
+        close_map(map, &tasks, &mut sources, &mut report);
+    }
     // The graph needs every entry's binding; without one its findings could be false.
     let mut deps = Deps::new();
     if tasks.len() == tree.tasks.len() {
@@ -227,9 +251,41 @@ pub(crate) async fn validate(
         deps,
         ignored_with,
         scopes: tree.scopes,
+        maps: tree.maps,
         initial,
         provided: sources.into_names(),
     })
+}
+
+/// After a map's last task: its element and what its tasks provided stay inside its
+/// iterations; what follows sees `collect`, which must be a new name.
+fn close_map(
+    map: &MapScope,
+    tasks: &[BoundTask],
+    sources: &mut Sources,
+    report: &mut impl FnMut(Option<&str>, Vec<Finding>),
+) {
+    sources.forget(&map.map.each);
+    for task in tasks
+        .iter()
+        .filter(|t| t.name.starts_with(&format!("{}/", map.path)))
+    {
+        for name in &task.binding.provides {
+            sources.forget(name);
+        }
+    }
+    if let Some(source) = sources.source(&map.map.collect) {
+        let message = format!(
+            "collects into `{}`, which {source} already provides; choose another name",
+            map.map.collect
+        );
+        report(
+            Some(&map.path),
+            vec![Finding::at("flow.map.collect", message)],
+        );
+    } else {
+        sources.given_by_subflow(&map.map.collect, &map.path);
+    }
 }
 
 /// The store name a controller gives its scope's tasks and, for `parameterized_for_each`,

@@ -174,8 +174,9 @@ function bars(run) {
     for (const change of task.history) {
       if (change.from !== "RUNNING" && change.from !== "REVERTING") continue;
       const end = Date.parse(change.at);
+      // A map's task has a bar per element call, each naming its element.
       out.push({ task: task.name, index: task.index, kind: change.from === "RUNNING" ? "execute" : "revert",
-        outcome: change.to, start: end - change.duration_ms, end });
+        outcome: change.to, start: end - change.duration_ms, end, element: change.element });
     }
     const last = task.history[task.history.length - 1];
     if (last && (task.state === "RUNNING" || task.state === "REVERTING") && !FINISHED.has(run.state)) {
@@ -199,7 +200,8 @@ function timeline(run) {
       ? el("div", { class: "tl-track ignored", "data-ignored": task.name }, el("span", {}, why ? `ignored: ${why}` : "ignored"))
       : el("div", { class: "tl-track" }, mine.map((b) => el("div", {
       class: `bar ${b.kind} o-${b.outcome}`, "data-task": task.name, "data-kind": b.kind, "data-outcome": b.outcome,
-      title: `${task.name} ${b.kind}: ${b.outcome}, ${(b.end - b.start).toFixed(1)} ms`,
+      "data-element": typeof b.element === "number" ? b.element : null,
+      title: `${task.name}${typeof b.element === "number" ? ` element ${b.element}` : ""} ${b.kind}: ${b.outcome}, ${(b.end - b.start).toFixed(1)} ms`,
       style: { left: `${((b.start - origin) / span) * 100}%`, width: `${Math.max(0.4, ((b.end - b.start) / span) * 100)}%` },
     })));
     const attempts = task.executions > 1 ? ` ×${task.executions}` : "";
@@ -215,6 +217,27 @@ function timeline(run) {
       (() => { const span = el("span", {}, label); span.style.setProperty("--c", `var(${color})`); return span; })()));
   return el("div", { class: "timeline", id: "timeline", "data-bars": all.length },
     rows, legend, el("div", { class: "muted", style: { fontSize: ".75rem" } }, `${span.toFixed(1)} ms from the first call to the last`));
+}
+
+// The mapped elements panel, or null when the run has no map: each map task's element calls
+// by state, and the first of them one by one (a list of thousands shows its counts).
+function mapped(run) {
+  const elements = run.elements || [];
+  if (!elements.length) return null;
+  const names = new Map(run.tasks.map((t) => [t.index, t.name]));
+  const counts = new Map();
+  for (const e of elements) {
+    const key = `${names.get(e.index)} ${e.state}`;
+    counts.set(key, (counts.get(key) || 0) + 1);
+  }
+  const shown = elements.slice(0, 200);
+  return el("section", { class: "panel", id: "mapped" }, el("h2", {}, "Mapped elements"),
+    el("p", { class: "muted" }, [...counts].map(([key, n]) => `${key}: ${n}`).join(" · ")),
+    el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "task"), el("th", {}, "element"), el("th", {}, "state"), el("th", {}, "error"))),
+      el("tbody", {}, shown.map((e) => el("tr", { "data-element": e.element, "data-task": names.get(e.index) },
+        el("td", {}, names.get(e.index)), el("td", {}, String(e.element)), el("td", {}, badge(e.state)),
+        el("td", {}, e.error ? `${e.error.code}: ${e.error.message}` : ""))))),
+    elements.length > shown.length ? el("p", { class: "muted" }, `and ${elements.length - shown.length} more`) : null);
 }
 
 // The failures panel, or null when nothing failed (the caller leaves it out).
@@ -280,6 +303,7 @@ async function runPage(main, id) {
       el("section", { class: "panel" }, el("h2", {}, "Timeline"), timeline(run)),
       failures(run) || "",
       waits(run, signal) || "",
+      mapped(run) || "",
       el("div", { class: "grid" },
         el("section", { class: "panel" }, el("h2", {}, "Run"), el("div", { class: "kv" },
           el("span", { class: "muted" }, "created"), el("span", {}, run.created_at),
