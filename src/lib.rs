@@ -45,9 +45,10 @@ pub use flowhost_core::contract::{
 };
 pub use flowhost_core::events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flowhost_core::flow::{
-    Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach,
-    Instances, Iterations, Limits, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry,
-    RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
+    Access, CatchUp, Controller, Cron, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec,
+    ForEach, Instances, Iterations, Limits, MAX_CATCH_UP, NOT_RETRIED_BY_DEFAULT,
+    ParameterizedForEach, Pattern, Rate, Retry, RetryPolicy, Schedule, Strategy, Subflow,
+    SubflowHead, TaskSpec, tick_text,
 };
 pub use flowhost_core::plan::{Problem, ValidationError};
 pub use flowhost_core::store::{InexactInteger, Store, inexact_integer};
@@ -87,12 +88,12 @@ pub mod runs {
     pub use flowhost_runs::{
         Attempt, DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, NewRun, Omitted, Origin,
         Owner, PluginHash, PruneFilter, Pruned, RunCount, RunDb, RunDbError, RunFilter, RunRecord,
-        RunSummary, StateChange, TaskRecord, hash_file, holder_may_be_alive, host_name,
-        mask_passwords, sha256_hex,
+        RunSummary, ScheduleDb, ScheduleRecord, StateChange, TaskRecord, hash_file,
+        holder_may_be_alive, host_name, mask_passwords, sha256_hex,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_runs_postgres::{
-        Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url,
+        Claimed, FlowLimitState, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url,
     };
     #[cfg(feature = "sqlite")]
     pub use flowhost_runs_sqlite::{Durability, SqliteRunDb};

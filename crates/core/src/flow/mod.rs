@@ -13,6 +13,7 @@ use serde_json::Value;
 mod limits;
 mod net;
 mod retry;
+mod schedule;
 mod subflow;
 
 pub use limits::{EffectiveLimits, Limits, MAX_DEADLINE_MS};
@@ -21,6 +22,7 @@ pub use net::{
     placeholder, redacted,
 };
 pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
+pub use schedule::{CatchUp, Cron, MAX_CATCH_UP, Rate, Schedule, parse_tick, tick_key, tick_text};
 pub use subflow::{
     Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead,
 };
@@ -66,6 +68,18 @@ pub struct FlowSpec {
     /// value rather than the parser refusing it; 1 ms to 24 h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<i64>,
+    /// When `flowhost serve` starts runs of this flow by itself: cron ticks, each with the
+    /// store its runs start from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Schedule>,
+    /// Most runs of this flow the workers of a PostgreSQL run database execute at once,
+    /// all workers together; enforced where they claim runs. Signed so that validation
+    /// names a value below 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<i64>,
+    /// Most runs of this flow the workers start per period, all workers together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
     /// Initial store values; `--store` and the library's initial store override them.
     #[serde(default)]
     pub store: BTreeMap<String, Value>,
@@ -255,6 +269,9 @@ impl FlowSpec {
             pattern,
             max_parallel: None,
             timeout_ms: None,
+            schedule: Vec::new(),
+            concurrency: None,
+            rate: None,
             store: BTreeMap::new(),
             limits: Limits::default(),
             retry: None,
