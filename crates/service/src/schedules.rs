@@ -47,16 +47,12 @@ pub(crate) struct ScheduleView {
     pub cron: String,
     /// Its `catch_up`.
     pub catch_up: &'static str,
-    /// The next tick (UTC, RFC 3339); `None` for an expression that never ticks again or
-    /// does not parse.
+    /// The next tick (UTC, RFC 3339); `None` for an expression that never ticks again.
     pub next_tick: Option<String>,
     /// The latest tick that started a run.
     pub last_tick: Option<String>,
     /// The run it started.
     pub last_run: Option<String>,
-    /// Why the expression does not parse, when it does not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// Every schedule entry of the served flow files, with where the database says each stands.
@@ -69,21 +65,19 @@ pub(crate) fn views(state: &AppState) -> Result<Vec<ScheduleView>, RunDbError> {
             let record = recorded
                 .iter()
                 .find(|r| r.flow == spec.name && r.index == index);
-            let cron = Cron::parse(&schedule.cron);
             views.push(ScheduleView {
                 flow: spec.name.clone(),
                 served_as: served_as.clone(),
                 index,
                 cron: schedule.cron.clone(),
                 catch_up: schedule.catch_up.as_str(),
-                next_tick: cron
-                    .as_ref()
+                // A flow file whose cron does not parse is not read at all (FlowSpec::from_file).
+                next_tick: Cron::parse(&schedule.cron)
                     .ok()
                     .and_then(|c| c.next_after(now))
                     .map(tick_text),
                 last_tick: record.and_then(|r| r.last_tick.clone()),
                 last_run: record.and_then(|r| r.last_run.clone()),
-                error: cron.err(),
             });
         }
     }

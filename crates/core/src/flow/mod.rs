@@ -404,6 +404,14 @@ impl FlowSpec {
             path: path.to_path_buf(),
             message,
         })?;
+        // A schedule that cannot tick is named with its file here, where the file is known:
+        // `serve` reads schedules from files and never validates a flow that is not started.
+        if let Some(message) = (flow.schedule.iter().enumerate()).find_map(|(i, s)| s.problem(i)) {
+            return Err(FlowFileError::Parse {
+                path: path.to_path_buf(),
+                message,
+            });
+        }
         flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(flow)
     }

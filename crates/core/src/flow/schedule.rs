@@ -27,6 +27,19 @@ pub struct Schedule {
     pub catch_up: CatchUp,
 }
 
+impl Schedule {
+    /// Why this entry — the `index`th of its flow's `schedule`, from 0 — cannot tick: its cron
+    /// expression does not parse. Names the entry as people count (from 1) and the expression.
+    pub fn problem(&self, index: usize) -> Option<String> {
+        let reason = Cron::parse(&self.cron).err()?;
+        Some(format!(
+            "schedule {} has cron `{}`, which is not a cron expression: {reason} (five fields, minute hour day-of-month month day-of-week, or six with seconds first)",
+            index + 1,
+            self.cron.escape_debug()
+        ))
+    }
+}
+
 /// Ticks missed while nothing ran the schedule (no `serve` was up), found when one starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

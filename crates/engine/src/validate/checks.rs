@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use flowhost_core::contract::{TaskInfo, escape};
-use flowhost_core::flow::{Cron, FlowSpec, MAX_DEADLINE_MS, Rate, Retry, Schedule, TaskSpec};
+use flowhost_core::flow::{FlowSpec, MAX_DEADLINE_MS, Rate, Retry, Schedule, TaskSpec};
 use flowhost_core::store::{Binding, Store, quoted};
 use flowhost_runtime::{EPOCH_TICK, Plugin, Sandbox};
 
@@ -172,17 +172,8 @@ pub(super) fn check_schedules(schedules: &[Schedule]) -> Vec<Finding> {
     schedules
         .iter()
         .enumerate()
-        .filter_map(|(index, schedule)| {
-            let reason = Cron::parse(&schedule.cron).err()?;
-            Some(Finding::at(
-                "schedule.cron",
-                format!(
-                    "schedule {} has cron `{}`, which is not a cron expression: {reason} (five fields, minute hour day-of-month month day-of-week, or six with seconds first)",
-                    index + 1,
-                    escape(&schedule.cron)
-                ),
-            ))
-        })
+        .filter_map(|(index, schedule)| schedule.problem(index))
+        .map(|message| Finding::at("schedule.cron", message))
         .collect()
 }
 
