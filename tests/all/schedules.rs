@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use crate::kit::cdp::Browser;
 use crate::kit::serving::Served;
 use crate::kit::{
     Postgres, Probe, Workspace, assert_contains, assert_exit, stderr, stdout, stdout_json,
@@ -266,4 +267,39 @@ fn a_bad_cron_expression_is_refused_naming_the_file_the_schedule_and_the_express
     // serve reads it the same way: the flow is not served, nothing is scheduled.
     let server = Served::start(&ws, ws.root(), &[]);
     assert_eq!(server.get("/v1/schedules"), serde_json::json!([]));
+}
+
+#[test]
+fn the_console_lists_the_schedules_with_their_next_tick_and_last_run() {
+    let ws = Workspace::new();
+    scheduled_flow(
+        &ws,
+        "ticking.toml",
+        "ticking",
+        r#"schedule = [{ cron = "* * * * * *" }]"#,
+    );
+    ws.flow("unscheduled", &[("a", serde_json::json!({}))]);
+    let server = Served::start(&ws, ws.root(), &[]);
+    let mut browser = Browser::start(1024, 700);
+    browser.open(&format!("{}/", server.base));
+    browser.wait_for(
+        "document.querySelector('#schedules tr[data-flow=\"ticking\"] a[href^=\"/runs/\"]')",
+        "the schedule with its last run",
+    );
+    let row =
+        browser.eval("document.querySelector('#schedules tr[data-flow=\"ticking\"]').innerText");
+    let row = row.as_str().unwrap();
+    assert_contains(row, "* * * * * *");
+    assert_contains(row, "Z");
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#schedules tr').length"),
+        1,
+        "only the flow with a schedule"
+    );
+    assert!(
+        !browser
+            .eval("document.querySelector('#schedules-panel').hidden")
+            .as_bool()
+            .unwrap()
+    );
 }
