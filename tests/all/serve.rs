@@ -430,6 +430,7 @@ fn every_route_is_in_the_openapi_document_and_metrics_count_runs() {
         ("/v1/runs/{id}/events", "get"),
         ("/v1/runs/{id}/resume", "post"),
         ("/v1/runs/{id}/cancel", "post"),
+        ("/v1/schedules", "get"),
         ("/v1/openapi.json", "get"),
         ("/metrics", "get"),
         ("/healthz", "get"),
