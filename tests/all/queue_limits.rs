@@ -212,3 +212,31 @@ fn flowhost_workers_shows_runs_held_back_by_concurrency_and_by_rate() {
         "the rate still holds the second one back"
     );
 }
+
+#[test]
+fn queue_limits_no_run_could_pass_are_refused_naming_the_key() {
+    let ws = Workspace::new();
+    let flow = ws.write_flow(
+        "stuck",
+        "concurrency = 0\nrate = { runs = 0, per_ms = -5 }",
+        &[Probe::new("a")],
+    );
+    let checked = ws.flowhost(&["check", flow.to_str().unwrap(), "--json"]);
+    assert_exit(&checked, 65);
+    let problems = crate::kit::stdout_json(&checked)["problems"].clone();
+    let fields: Vec<&str> = problems
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["concurrency", "rate.runs", "rate.per_ms"],
+        "{problems}"
+    );
+    assert_contains(
+        &problems.to_string(),
+        "`concurrency` = 0 must be at least 1",
+    );
+}
