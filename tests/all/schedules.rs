@@ -220,8 +220,8 @@ fn two_serve_processes_on_one_postgres_start_exactly_one_run_per_tick() {
         r#"schedule = [{ cron = "* * * * * *" }]"#,
     );
     let url = pg.url();
-    let first = Served::start_on(&ws, ws.root(), &url, &[]);
-    let second = Served::start_on(&ws, ws.root(), &url, &[]);
+    let first = Served::start_logged(&ws, ws.root(), &url, &["-v"], "first.log");
+    let second = Served::start_logged(&ws, ws.root(), &url, &["-v"], "second.log");
     let per_tick = || -> Vec<(u64, u64)> {
         pg.sql("SELECT idempotency_key || ' ' || count(*) FROM runs GROUP BY idempotency_key ORDER BY 1")
             .lines()
@@ -245,6 +245,36 @@ fn two_serve_processes_on_one_postgres_start_exactly_one_run_per_tick() {
     for pair in counted.windows(2) {
         assert_eq!(pair[1].0, pair[0].0 + 1, "no tick missed: {counted:?}");
     }
+    // Both ticked: each started runs, and a tick one of them started the other, racing it,
+    // found started; no tick was started twice.
+    let logs = [ws.path("first.log"), ws.path("second.log")]
+        .map(|log| std::fs::read_to_string(log).unwrap());
+    let started_by = |log: &str, tick: u64| {
+        let at = format!("tick={}", tick_text(tick));
+        log.lines()
+            .filter(|l| l.contains("schedule started a run") && l.contains(&at))
+            .count()
+    };
+    for (tick, _) in &counted {
+        assert!(
+            started_by(&logs[0], *tick) + started_by(&logs[1], *tick) <= 1,
+            "tick {tick} started once:\n{}\n{}",
+            logs[0],
+            logs[1]
+        );
+    }
+    for log in &logs {
+        assert!(
+            counted.iter().any(|(tick, _)| started_by(log, *tick) == 1),
+            "both serves started runs:\n{log}"
+        );
+    }
+}
+
+/// Unix seconds as the keys write them (`2026-12-07T06:45:00Z`).
+fn tick_text(seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+        .to_string()
 }
 
 #[test]

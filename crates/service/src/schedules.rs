@@ -186,8 +186,11 @@ impl Scheduler {
             let key = tick_key(index, tick);
             match state.starter.start(path, store, Some(&key), None).await {
                 Ok(started) => {
-                    if !started.existing {
-                        tracing::info!(flow = %flow, schedule = index + 1, tick = %tick_text(tick), run = %started.run_id, "schedule started a run");
+                    let (at, run) = (tick_text(tick), &started.run_id);
+                    if started.existing {
+                        tracing::debug!(flow = %flow, schedule = index + 1, tick = %at, run = %run, "schedule: the tick's run was already started (by another serve)");
+                    } else {
+                        tracing::info!(flow = %flow, schedule = index + 1, tick = %at, run = %run, "schedule started a run");
                     }
                     let (db, flow, run) =
                         (state.schedules.clone(), flow.to_owned(), started.run_id);
