@@ -2,8 +2,9 @@
 //!
 //! **Queue limits.** A flow's `concurrency` (runs executing at once) and `rate` (starts per
 //! period) hold for all workers together, so they are decided where runs are claimed, in the
-//! claiming transaction: it first locks the `flow_limits` rows of the flows it may take
-//! ([`lock_limits`], `FOR UPDATE`), then counts — in a statement of its own, whose snapshot
+//! claiming transaction: it leaves every flow with limits out of its main statement, locks
+//! the `flow_limits` rows of those it may take that have runs waiting ([`lock_limits`],
+//! `FOR UPDATE`), then counts — in a statement of its own, whose snapshot
 //! sees every claim committed before the lock was granted — what each limited flow may still
 //! start. Two workers claiming a limited flow at the same moment are thus counted one after
 //! the other, and never together exceed it; flows without limits are claimed as before.
@@ -24,16 +25,21 @@ pub(crate) struct Room {
 }
 
 /// Locks the `flow_limits` rows of the flows a claim may take (`flows`; every flow when
-/// `None`) until the claim commits, then says how many runs each may still start. Every flow
-/// with limits is in the answer, including those with no room.
+/// `None`) that have runs waiting, until the claim commits, then says how many runs each may
+/// still start. A limited flow with nothing waiting is left unlocked, so it never holds up
+/// other claims; its runs submitted meanwhile wait for the next claim (the claim's main
+/// statement leaves out every flow with limits).
 pub(crate) async fn lock_limits(
     tx: &tokio_postgres::Transaction<'_>,
     flows: &Option<Vec<String>>,
 ) -> Result<Vec<Room>, tokio_postgres::Error> {
     let locked: Vec<String> = tx
         .query(
-            "SELECT flow FROM flow_limits WHERE ($1::text[] IS NULL OR flow = ANY($1))
-              ORDER BY flow FOR UPDATE",
+            "SELECT l.flow FROM flow_limits l WHERE ($1::text[] IS NULL OR l.flow = ANY($1))
+                AND EXISTS (SELECT 1 FROM runs r WHERE r.flow = l.flow AND r.queued
+                              AND r.state IN ('PENDING', 'RUNNING', 'REVERTING')
+                              AND (r.lease_owner IS NULL OR r.lease_expires < flowhost_now()))
+              ORDER BY l.flow FOR UPDATE OF l",
             &[flows],
         )
         .await?

@@ -148,15 +148,15 @@ impl PgRunDb {
             let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
             let flows: Option<Vec<String>> = (!flows.is_empty()).then_some(flows);
             // Queue limits: flows with `concurrency` or `rate` are left out of the claim below
-            // and claimed one by one, each up to its room, under their locked limit rows.
+            // ($7 false) and claimed one by one ($7 true), each up to its room, under their
+            // locked limit rows.
             let limited = lock_limits(&tx, &flows).await.map_err(|e| s.error(what, e))?;
-            let excluded: Vec<&str> = limited.iter().map(|l| l.flow.as_str()).collect();
             let claim = "WITH picked AS (
                        SELECT id FROM runs
                         WHERE queued AND state IN ('PENDING', 'RUNNING', 'REVERTING')
                           AND (lease_owner IS NULL OR lease_expires < flowhost_now())
                           AND ($2::text[] IS NULL OR flow = ANY($2))
-                          AND NOT (flow = ANY($7))
+                          AND ($7 OR NOT EXISTS (SELECT 1 FROM flow_limits l WHERE l.flow = runs.flow))
                         ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                      UPDATE runs SET lease_token = runs.lease_token + 1, lease_owner = $3, lease_host = $4, lease_pid = $5,
                             lease_since = flowhost_now(), lease_expires = flowhost_now() + $6,
@@ -167,7 +167,7 @@ impl PgRunDb {
                                runs.traceparent";
             let (ttl_s, pid) = (ttl.as_secs_f64(), i64::from(taker.pid));
             let mut rows = tx
-                .query(claim, &[&limit, &flows, &taker.id, &taker.host, &pid, &ttl_s, &excluded])
+                .query(claim, &[&limit, &flows, &taker.id, &taker.host, &pid, &ttl_s, &false])
                 .await
                 .map_err(|e| s.error(what, e))?;
             for flow in limited.iter().filter(|l| l.room > 0) {
@@ -176,9 +176,8 @@ impl PgRunDb {
                     break;
                 }
                 let only = Some(vec![flow.flow.clone()]);
-                let none: Vec<&str> = Vec::new();
                 rows.extend(
-                    tx.query(claim, &[&n, &only, &taker.id, &taker.host, &pid, &ttl_s, &none])
+                    tx.query(claim, &[&n, &only, &taker.id, &taker.host, &pid, &ttl_s, &true])
                         .await
                         .map_err(|e| s.error(what, e))?,
                 );
