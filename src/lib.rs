@@ -45,10 +45,10 @@ pub use flowhost_core::contract::{
 };
 pub use flowhost_core::events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flowhost_core::flow::{
-    Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach,
-    Instances, Iterations, Limits, Map, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern,
-    Retry, RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec, Wait, WaitFor, format_rfc3339,
-    parse_rfc3339, signal_name_ok,
+    Access, CatchUp, Controller, Cron, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec,
+    ForEach, Instances, Iterations, Limits, MAX_CATCH_UP, Map, NOT_RETRIED_BY_DEFAULT,
+    ParameterizedForEach, Pattern, Rate, Retry, RetryPolicy, Schedule, Strategy, Subflow,
+    SubflowHead, TaskSpec, Wait, WaitFor, format_rfc3339, parse_rfc3339, signal_name_ok, tick_text,
 };
 pub use flowhost_core::plan::{Problem, ValidationError};
 pub use flowhost_core::store::{InexactInteger, Store, inexact_integer};
@@ -91,12 +91,12 @@ pub mod runs {
     pub use flowhost_runs::{
         Attempt, DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, NewRun, Omitted, Origin,
         Owner, PluginHash, PruneFilter, Pruned, RestartLinks, RunCount, RunDb, RunDbError,
-        RunFilter, RunRecord, RunSummary, StateChange, TaskRecord, hash_file, holder_may_be_alive,
-        host_name, mask_passwords, sha256_hex,
+        RunFilter, RunRecord, RunSummary, ScheduleDb, ScheduleRecord, StateChange, TaskRecord,
+        hash_file, holder_may_be_alive, host_name, mask_passwords, sha256_hex,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_runs_postgres::{
-        Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url,
+        Claimed, FlowLimitState, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url,
     };
     #[cfg(feature = "sqlite")]
     pub use flowhost_runs_sqlite::{Durability, SqliteRunDb};

@@ -434,6 +434,7 @@ fn every_route_is_in_the_openapi_document_and_metrics_count_runs() {
         ("/v1/runs/{id}/revert", "post"),
         ("/v1/runs/{id}/restart", "post"),
         ("/v1/runs/{id}/signals/{name}", "post"),
+        ("/v1/schedules", "get"),
         ("/v1/openapi.json", "get"),
         ("/metrics", "get"),
         ("/healthz", "get"),

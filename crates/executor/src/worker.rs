@@ -99,7 +99,8 @@ pub enum WorkerError {
 
 /// Queues a run of `loaded` (loaded, so validated, from `flow_file`) in `db`: stores the flow
 /// file's bytes and each plugin's by SHA-256 (once, however many runs use them), records the
-/// run PENDING and unleased, and notifies the workers. Returns the run's id.
+/// run PENDING and unleased, and notifies the workers. Returns the run's id. The flow's queue
+/// limits (`concurrency`, `rate`) are recorded as this submission declares them.
 ///
 /// With an idempotency `key` that a run of the flow already holds, nothing is stored or
 /// queued: [`RunDbError::Exists`] names that run.
@@ -135,6 +136,11 @@ pub async fn submit(
         key: key.map(str::to_owned),
         priority,
     };
+    // The flow's queue limits, as this submission declares them, for the workers' claims.
+    if let Ok(spec) = FlowSpec::from_toml(&String::from_utf8_lossy(&text)) {
+        db.set_flow_limits(&run.flow, spec.concurrency, spec.rate)
+            .await?;
+    }
     db.submit(&run, text, plugins, traceparent).await?;
     Ok(run.id)
 }

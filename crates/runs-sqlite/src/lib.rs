@@ -20,7 +20,7 @@ use flowhost_runs::row::{LeaseColumns, RunRows, SummaryColumns, Write, json};
 use flowhost_runs::{FIRST_TOKEN, unix_now};
 use flowhost_runs::{
     Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
-    RunDbError, RunFilter, RunRecord, RunSummary,
+    RunDbError, RunFilter, RunRecord, RunSummary, ScheduleDb, ScheduleRecord,
 };
 
 use rows::{HOLDER, SUMMARY};
@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_suspend_restart.sql"),
     include_str!("migrations/0009_maps_priorities.sql"),
     include_str!("migrations/0010_signals.sql"),
+    include_str!("migrations/0011_schedules.sql"),
 ];
 
 use journal::{Batch, GroupCommit};
@@ -226,6 +227,69 @@ impl SqliteRunDb {
         };
         f(&mut conn).map_err(|e| classify(&self.path, what, e))
     }
+}
+
+impl ScheduleDb for SqliteRunDb {
+    fn schedule_seen(
+        &self,
+        flow: &str,
+        index: usize,
+        cron: &str,
+        now: &str,
+    ) -> Result<ScheduleRecord, RunDbError> {
+        self.with("recording a schedule", |conn| {
+            conn.execute(
+                "INSERT INTO schedules (flow, idx, cron, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (flow, idx) DO UPDATE SET cron = excluded.cron
+                 WHERE schedules.cron <> excluded.cron",
+                params![flow, index as i64, cron, now],
+            )?;
+            conn.query_row(
+                "SELECT flow, idx, cron, since, last_tick, last_run FROM schedules WHERE flow = ?1 AND idx = ?2",
+                params![flow, index as i64],
+                schedule_row,
+            )
+        })
+    }
+
+    fn schedule_ticked(
+        &self,
+        flow: &str,
+        index: usize,
+        tick: &str,
+        run_id: &str,
+    ) -> Result<(), RunDbError> {
+        self.with("recording a schedule's tick", |conn| {
+            conn.execute(
+                "UPDATE schedules SET last_tick = ?3, last_run = ?4
+                  WHERE flow = ?1 AND idx = ?2 AND (last_tick IS NULL OR last_tick < ?3)",
+                params![flow, index as i64, tick, run_id],
+            )
+            .map(drop)
+        })
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, RunDbError> {
+        self.read_with("listing schedules", |conn| {
+            let mut statement = conn.prepare(
+                "SELECT flow, idx, cron, since, last_tick, last_run FROM schedules ORDER BY flow, idx",
+            )?;
+            statement
+                .query_map([], schedule_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+    }
+}
+
+fn schedule_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        flow: row.get(0)?,
+        index: row.get::<_, i64>(1)? as usize,
+        cron: row.get(2)?,
+        since: row.get(3)?,
+        last_tick: row.get(4)?,
+        last_run: row.get(5)?,
+    })
 }
 
 /// Retries `op` while the database is busy, up to the busy timeout. Switching a fresh file to

@@ -122,6 +122,51 @@ pub struct RestartLinks {
     pub restarts: Vec<String>,
 }
 
+/// Where each flow schedule stands, kept in the run database so that every `serve` sharing
+/// it sees how far a schedule got: which tick last started a run (for catching up on ticks
+/// missed while no serve ran) and since when it is known. Exactly one run per tick is not
+/// this record's doing: the run a tick starts carries the idempotency key
+/// [`tick_key`](flowhost_core::flow::tick_key), which at most one run of a flow holds.
+pub trait ScheduleDb: Send + Sync {
+    /// Notes schedule `index` of `flow` with its cron expression (updated when it changed)
+    /// and returns its record; the first time, `since` is `now`.
+    fn schedule_seen(
+        &self,
+        flow: &str,
+        index: usize,
+        cron: &str,
+        now: &str,
+    ) -> Result<ScheduleRecord, RunDbError>;
+    /// Records that `tick` (RFC 3339, UTC) of schedule `index` of `flow` started run
+    /// `run_id`, unless a later tick is recorded already: the last tick only moves forward.
+    fn schedule_ticked(
+        &self,
+        flow: &str,
+        index: usize,
+        tick: &str,
+        run_id: &str,
+    ) -> Result<(), RunDbError>;
+    /// Every schedule recorded, by flow and position.
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, RunDbError>;
+}
+
+/// A schedule as the run database records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleRecord {
+    /// The flow's name.
+    pub flow: String,
+    /// The entry's position in the flow's `schedule`, from 0.
+    pub index: usize,
+    /// Its cron expression, as last seen.
+    pub cron: String,
+    /// When a serve first saw it (UTC, RFC 3339): no tick before was ever due.
+    pub since: String,
+    /// The latest tick that started a run.
+    pub last_tick: Option<String>,
+    /// The run that tick started.
+    pub last_run: Option<String>,
+}
+
 /// Why the run database failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunDbError {

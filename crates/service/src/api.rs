@@ -56,6 +56,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/runs/{id}", get(show))
         .route("/v1/runs/{id}/store/{name}", get(store_value))
         .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/schedules", get(schedules))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -244,6 +245,21 @@ async fn flows(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
         flows.push(describe_flow(&state, &name).await?);
     }
     Ok(axum::Json(Value::Array(flows)))
+}
+
+/// `GET /v1/schedules`: every schedule entry of the served flows, with its next tick and the
+/// last tick that started a run (and that run).
+async fn schedules(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
+    let shared = state.clone();
+    let views = tokio::task::spawn_blocking(move || super::schedules::views(&shared))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the schedules failed: {e}"),
+            )
+        })??;
+    Ok(axum::Json(json!(views)))
 }
 
 /// `GET /v1/flows/{name}`: one flow and its tasks.

@@ -13,6 +13,7 @@ use serde_json::Value;
 mod limits;
 mod net;
 mod retry;
+mod schedule;
 mod subflow;
 mod wait;
 
@@ -22,6 +23,7 @@ pub use net::{
     placeholder, redacted,
 };
 pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
+pub use schedule::{CatchUp, Cron, MAX_CATCH_UP, Rate, Schedule, parse_tick, tick_key, tick_text};
 pub use subflow::{
     Controller, Entry, ForEach, Iterations, Map, ParameterizedForEach, Strategy, Subflow,
     SubflowHead,
@@ -69,6 +71,18 @@ pub struct FlowSpec {
     /// value rather than the parser refusing it; 1 ms to 24 h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<i64>,
+    /// When `flowhost serve` starts runs of this flow by itself: cron ticks, each with the
+    /// store its runs start from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Schedule>,
+    /// Most runs of this flow the workers of a PostgreSQL run database execute at once,
+    /// all workers together; enforced where they claim runs. Signed so that validation
+    /// names a value below 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<i64>,
+    /// Most runs of this flow the workers start per period, all workers together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
     /// Initial store values; `--store` and the library's initial store override them.
     #[serde(default)]
     pub store: BTreeMap<String, Value>,
@@ -278,6 +292,9 @@ impl FlowSpec {
             pattern,
             max_parallel: None,
             timeout_ms: None,
+            schedule: Vec::new(),
+            concurrency: None,
+            rate: None,
             store: BTreeMap::new(),
             limits: Limits::default(),
             retry: None,
@@ -417,6 +434,14 @@ impl FlowSpec {
             path: path.to_path_buf(),
             message,
         })?;
+        // A schedule that cannot tick is named with its file here, where the file is known:
+        // `serve` reads schedules from files and never validates a flow that is not started.
+        if let Some(message) = (flow.schedule.iter().enumerate()).find_map(|(i, s)| s.problem(i)) {
+            return Err(FlowFileError::Parse {
+                path: path.to_path_buf(),
+                message,
+            });
+        }
         flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(flow)
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use flowhost_core::contract::{TaskInfo, escape};
 use flowhost_core::flow::{
     FlowSpec, Instances, Limits, MAX_DEADLINE_MS, Map, Net, ON_FAILURE_REVERT, ON_FAILURE_SUSPEND,
-    Retry, TaskSpec, WaitFor,
+    Rate, Retry, Schedule, TaskSpec, WaitFor,
 };
 use flowhost_core::store::{Binding, Store, quoted};
 use flowhost_runtime::{EPOCH_TICK, Plugin, Sandbox};
@@ -93,6 +93,8 @@ pub(super) fn check_flow(flow: &FlowSpec) -> Vec<Finding> {
     problems.extend(check_retry(flow.retry.as_ref()));
     problems.extend(check_timeout(flow.timeout_ms));
     problems.extend(check_on_failure(flow.on_failure.as_deref()));
+    problems.extend(check_schedules(&flow.schedule));
+    problems.extend(check_queue_limits(flow.concurrency, flow.rate));
     if flow.max_parallel == Some(0) {
         problems.push(Finding::at(
             "max_parallel",
@@ -235,6 +237,50 @@ pub(super) fn check_on_failure(value: Option<&str>) -> Option<Finding> {
             escape(value)
         ),
     ))
+}
+
+/// Schedule entries whose cron expression does not parse, each named by its position (from
+/// 1, as people count) and its expression.
+pub(super) fn check_schedules(schedules: &[Schedule]) -> Vec<Finding> {
+    schedules
+        .iter()
+        .enumerate()
+        .filter_map(|(index, schedule)| schedule.problem(index))
+        .map(|message| Finding::at("schedule.cron", message))
+        .collect()
+}
+
+/// Queue limits no run could ever pass: a `concurrency` or a `rate` below one run, or a
+/// rate period below one millisecond.
+pub(super) fn check_queue_limits(concurrency: Option<i64>, rate: Option<Rate>) -> Vec<Finding> {
+    let mut problems = Vec::new();
+    if let Some(n) = concurrency.filter(|n| *n < 1) {
+        problems.push(Finding::at(
+            "concurrency",
+            format!("`concurrency` = {n} must be at least 1: the most runs of this flow executing at once"),
+        ));
+    }
+    if let Some(rate) = rate {
+        if rate.runs < 1 {
+            problems.push(Finding::at(
+                "rate.runs",
+                format!(
+                    "`rate.runs` = {} must be at least 1: the most runs started per period",
+                    rate.runs
+                ),
+            ));
+        }
+        if rate.per_ms < 1 {
+            problems.push(Finding::at(
+                "rate.per_ms",
+                format!(
+                    "`rate.per_ms` = {} must be at least 1: the period, in milliseconds",
+                    rate.per_ms
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// A retry policy that cannot work as written (no attempt, a shrinking backoff, `on` and

@@ -82,6 +82,28 @@ function json(value) {
   return el("pre", { class: "json" }, JSON.stringify(value, null, 2));
 }
 
+// ---- schedules --------------------------------------------------------------------------
+
+// The served flows' schedules (GET /v1/schedules): cron, next tick, last tick and its run.
+// Returns the panel and a refresh; the panel stays hidden while no flow has a schedule.
+function schedulesPanel() {
+  const tbody = el("tbody", { id: "schedules" });
+  const panel = el("section", { class: "panel", id: "schedules-panel", hidden: true }, el("h2", {}, "Schedules"),
+    el("table", {}, el("thead", {}, el("tr", {}, ["Flow", "Cron", "Next tick", "Last tick", "Last run"].map((h) => el("th", {}, h)))), tbody));
+  const refresh = async () => {
+    try {
+      const schedules = await api("/v1/schedules");
+      panel.hidden = schedules.length === 0;
+      tbody.replaceChildren(...schedules.map((s) => el("tr", { "data-flow": s.flow },
+        el("td", {}, link(`/flows/${encodeURIComponent(s.served_as)}`, s.flow)),
+        el("td", { class: "mono" }, s.cron), el("td", { class: "muted" }, s.next_tick || "never"),
+        el("td", { class: "muted" }, s.last_tick || "—"),
+        el("td", { class: "mono" }, s.last_run ? link(`/runs/${encodeURIComponent(s.last_run)}`, s.last_run) : "—"))));
+    } catch (error) { panel.hidden = false; showError(tbody, error); }
+  };
+  return { panel, refresh };
+}
+
 // ---- runs list --------------------------------------------------------------------------
 
 async function runsPage(main) {
@@ -95,6 +117,7 @@ async function runsPage(main) {
   const store = el("textarea", { id: "start-store", spellcheck: "false", "aria-label": "initial store" }, "{}");
   const startResult = el("div", { id: "start-result" });
   const flowsList = el("ul", { id: "flows" });
+  const schedules = schedulesPanel();
 
   const start = async () => {
     startResult.replaceChildren();
@@ -119,7 +142,8 @@ async function runsPage(main) {
           el("label", { class: "muted" }, "Initial store (JSON object, over the flow file's [store])"), store,
           el("div", { class: "filters", style: { marginTop: ".6rem" } }, el("button", { id: "start", onclick: start }, "Start")),
           startResult),
-        el("section", { class: "panel" }, el("h2", {}, "Flows"), flowsList)),
+        el("section", { class: "panel" }, el("h2", {}, "Flows"), flowsList),
+        schedules.panel),
       el("section", { class: "panel" }, el("h2", {}, "Runs"),
         el("div", { class: "filters" }, stateFilter, flowFilter, el("span", { class: "muted", id: "runs-count" })),
         el("table", {}, el("thead", {}, el("tr", {}, ["Run", "Flow", "State", "Created", "Exit reason"].map((h) => el("th", {}, h)))), tbody))));
@@ -159,7 +183,8 @@ async function runsPage(main) {
   stateFilter.addEventListener("change", onFilter);
   flowFilter.addEventListener("change", onFilter);
   await refresh();
-  const timer = setInterval(refresh, 2000);
+  await schedules.refresh();
+  const timer = setInterval(() => { refresh(); schedules.refresh(); }, 2000);
   return () => clearInterval(timer);
 }
 
