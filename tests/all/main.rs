@@ -26,6 +26,7 @@ mod new;
 mod patterns;
 mod polyglot;
 mod postgres;
+mod prepared;
 mod retries;
 mod rundb;
 mod sandbox;

@@ -62,6 +62,21 @@ impl BoundTask {
         }
     }
 
+    /// The same entry with a run's own sandbox (and the warm pool that goes with it).
+    pub(crate) fn with_sandbox(&self, sandbox: Sandbox, warm: Option<Arc<WarmPool>>) -> Self {
+        Self {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            plugin: self.plugin.clone(),
+            binding: self.binding.clone(),
+            sandbox,
+            warm,
+            retry: self.retry.clone(),
+            priority: self.priority,
+            condition: self.condition.clone(),
+        }
+    }
+
     /// Calls `execute` with these arguments (a JSON object's text); returns the raw result.
     pub(crate) async fn execute(
         &self,
