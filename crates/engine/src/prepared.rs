@@ -26,7 +26,7 @@ use flowhost_core::store::Store;
 use flowhost_runtime::Runtime;
 
 use crate::task::BoundTask;
-use crate::validate::{self, Static};
+use crate::validate::{self, RunStart, Static};
 
 /// Prepared flows an engine keeps; a process running more distinct flows than this at once
 /// prepares some again (correct, only slower).
@@ -86,7 +86,7 @@ impl Prepared {
         &self,
         runtime: &Runtime,
         store: Store,
-    ) -> Result<(Store, Arc<[Arc<BoundTask>]>), ValidationError> {
+    ) -> Result<RunStart, ValidationError> {
         validate::check_run(runtime, &self.flow, &self.checks, &self.tasks, store)
     }
 

@@ -9,4 +9,4 @@
 mod checks;
 mod prepare;
 
-pub(crate) use prepare::{Static, check_run, prepare};
+pub(crate) use prepare::{RunStart, Static, check_run, prepare};

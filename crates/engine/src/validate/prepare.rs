@@ -236,6 +236,9 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
     }
 }
 
+/// What a run starts from: its initial store and its bound tasks.
+pub(crate) type RunStart = (Store, Arc<[Arc<BoundTask>]>);
+
 /// A run's own part of validation: `store` over the flow's `[store]` defaults is checked
 /// against what each entry reads, and the entries whose sandbox reads the host get theirs
 /// now. Returns the run's initial store and its tasks, or every problem of the flow.
@@ -245,7 +248,7 @@ pub(crate) fn check_run(
     prepared: &Static,
     tasks: &Arc<[Arc<BoundTask>]>,
     store: Store,
-) -> Result<(Store, Arc<[Arc<BoundTask>]>), ValidationError> {
+) -> Result<RunStart, ValidationError> {
     let mut initial: Store = flow.store.clone().into();
     initial.extend(store);
     let tree = &prepared.tree;
