@@ -3,7 +3,7 @@
 //! prepared flow — each run still checked against its own store, with its own pinned
 //! grants. A changed flow is prepared again.
 
-use flowhost::{Batch, BatchError, BatchInput, Engine, FlowSpec, TaskSpec};
+use flowhost::{Batch, BatchError, BatchInput, Engine, FlowSpec, Map, Subflow, TaskSpec, Wait};
 use serde_json::json;
 
 use crate::kit::serving::Served;
@@ -149,4 +149,77 @@ fn a_flow_file_changed_between_two_posts_is_prepared_again() {
     run("before");
     write("after");
     run("after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_map_and_wait_flow_checks_each_runs_store_against_the_map() {
+    let engine = Engine::new().unwrap();
+    // A short timer, then map `attach` over `volumes`, each as `volume`, into `attachments`.
+    let flow = FlowSpec::linear("attach-after-a-nap")
+        .add(TaskSpec::wait("nap", Wait::for_ms(1)))
+        .add(
+            Subflow::linear("attach")
+                .map(Map::new("volumes", "volume", "attachments"))
+                .add(
+                    TaskSpec::new("attach_one", plugin("probe"))
+                        .rebind("value", "volume")
+                        .provides(["attached"]),
+                ),
+        );
+    let report = engine
+        .run(&flow, store(&[("volumes", json!(["v0", "v1"]))]))
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let attachments = report.store.fetch("attachments").cloned().unwrap();
+    assert_eq!(attachments[1]["value"], json!("v1"), "{attachments}");
+
+    // The same prepared flow: what each map reads, gives and collects is checked against
+    // each run's own store.
+    let refused = |found: Result<_, flowhost::ValidationError>, field: &str| {
+        let error = found.expect_err("the run is refused");
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|p| p.task.as_deref() == Some("attach") && p.field.as_deref() == Some(field)),
+            "no problem at {field}: {error}"
+        );
+    };
+    let prepared = engine.prepare(&flow).await;
+    refused(
+        engine
+            .load_prepared(&prepared, store(&[("disks", json!([]))]))
+            .map(|_| ()),
+        "flow.map.over",
+    );
+    refused(
+        engine
+            .load_prepared(
+                &prepared,
+                store(&[("volumes", json!([])), ("volume", json!("v9"))]),
+            )
+            .map(|_| ()),
+        "flow.map.as",
+    );
+    refused(
+        engine
+            .load_prepared(
+                &prepared,
+                store(&[("volumes", json!([])), ("attachments", json!([]))]),
+            )
+            .map(|_| ()),
+        "flow.map.collect",
+    );
+    let loaded = engine
+        .load_prepared(&prepared, store(&[("volumes", json!(["v2"]))]))
+        .unwrap();
+    assert!(loaded.will_provide("attachments"));
+    assert!(
+        !loaded.will_provide("attached") && !loaded.will_provide("volume"),
+        "what a map's iterations provide stays inside them"
+    );
+    assert!(loaded.run().await.unwrap().succeeded());
+    // The wait entry binds no plugin, so the prepared flow stays current: one preparation.
+    assert_eq!(engine.preparations(), 1);
 }

@@ -20,14 +20,17 @@ mod cancel;
 mod condition;
 pub mod conform;
 mod journal;
+mod map;
 mod prepared;
 mod report;
 mod resume;
 mod run;
 pub mod scaffold;
 mod schedule;
+mod suspend;
 mod task;
 mod validate;
+mod wait;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -40,10 +43,12 @@ use serde_json::Value;
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
 pub use cancel::{CANCELLED, RUN_TIMEOUT};
 pub use condition::CONDITION_FAILED;
-pub use journal::{Append, Close, Journal, JournalError, RunError};
+pub use journal::{Append, Close, Journal, JournalError, RunError, Signalled};
 pub use prepared::{PREPARED_FLOWS, Prepared};
-pub use report::{RunReport, SubflowReport, TaskReport};
+pub use report::{MapReport, RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
+pub use suspend::Suspender;
+pub use wait::SIGNAL_TIMEOUT;
 
 use cancel::{Cancellations, Stop};
 use flowhost_core::checkpoint::Checkpoint;
@@ -55,6 +60,7 @@ use flowhost_core::store::Store;
 use flowhost_runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
 use prepared::PreparedCache;
 use run::Run;
+use suspend::Suspensions;
 use task::BoundTask;
 
 /// Loads and runs flows. Clone it freely: clones share the wasmtime engine, the loaded
@@ -65,6 +71,7 @@ pub struct Engine {
     listeners: Vec<Arc<dyn Listener>>,
     cancellations: Cancellations,
     prepared: Arc<PreparedCache>,
+    suspensions: Suspensions,
 }
 
 impl Engine {
@@ -82,6 +89,7 @@ impl Engine {
             listeners: Vec::new(),
             cancellations: Cancellations::default(),
             prepared: Arc::default(),
+            suspensions: Suspensions::default(),
         })
     }
 
@@ -114,6 +122,16 @@ impl Engine {
     /// is going on, or about to start on this engine: the request is dropped when it ends.
     pub fn cancel(&self, run_id: &str) {
         self.cancellations.request(run_id, Stop::Cancelled);
+    }
+
+    /// Asks the run `run_id` that this engine (or a clone) is running to suspend: calls in
+    /// flight finish (or fail at their deadline), nothing new starts, pauses between attempts
+    /// end without their attempt, and once nothing is in flight the flow goes `SUSPENDING ->
+    /// SUSPENDED` and its run returns, releasing its lease. Nothing is reverted; resuming the
+    /// run goes on from its record. A request for a run about to start on this engine is kept
+    /// for it.
+    pub fn suspend(&self, run_id: &str) {
+        self.suspensions.request(run_id);
     }
 
     /// Loads and describes one plugin, e.g. for `flowhost describe`.
@@ -184,13 +202,16 @@ impl Engine {
             deps: prepared.deps.clone(),
             ignored_with: prepared.ignored_with.clone(),
             scopes: prepared.scopes.clone(),
+            maps: prepared.maps.clone(),
             max_parallel: prepared.max_parallel,
             initial,
             provided: prepared.provided.clone(),
             listeners: self.listeners.clone(),
             journal: None,
             cancellations: self.cancellations.clone(),
+            suspensions: self.suspensions.clone(),
             timeout: prepared.timeout,
+            hold_timers: Duration::MAX,
         })
     }
 
@@ -207,9 +228,11 @@ impl Engine {
         let mut problems = Vec::new();
         let mut host_unavailable = false;
         for spec in flow.task_specs() {
-            match &spec.provides {
-                Some(provides) => names.extend(provides.iter().cloned()),
-                None => match self.runtime.load(&flow.resolve(&spec.plugin)).await {
+            let plugin = spec.plugin.as_deref().filter(|_| spec.wait.is_none());
+            match (&spec.provides, plugin) {
+                (Some(provides), _) => names.extend(provides.iter().cloned()),
+                (None, None) => {}
+                (None, Some(plugin)) => match self.runtime.load(&flow.resolve(plugin)).await {
                     Ok(plugin) => names.extend(plugin.info().provides.iter().cloned()),
                     Err(error) => {
                         host_unavailable |= matches!(error, PluginError::Unavailable { .. });
@@ -221,6 +244,10 @@ impl Engine {
                     }
                 },
             }
+        }
+        // A map provides its `collect` besides what its tasks provide.
+        for map in flowhost_core::plan::tree::Tree::of(flow).maps {
+            names.insert(map.map.collect);
         }
         if problems.is_empty() {
             return Ok(names);
@@ -263,6 +290,8 @@ pub struct LoadedFlow {
     ignored_with: Arc<flowhost_core::plan::graph::Deps>,
     /// The subflows with a retry controller, each over a range of `tasks`.
     scopes: Arc<[flowhost_core::plan::tree::Scope]>,
+    /// The subflows that map over a list, each over a range of `tasks`.
+    maps: Arc<[flowhost_core::plan::tree::MapScope]>,
     /// Most calls of the run in flight at once.
     max_parallel: usize,
     initial: Store,
@@ -271,8 +300,12 @@ pub struct LoadedFlow {
     listeners: Vec<Arc<dyn Listener>>,
     journal: Option<Arc<dyn Journal>>,
     cancellations: Cancellations,
+    suspensions: Suspensions,
     /// The flow's `timeout_ms`: how long after it starts the run is stopped.
     timeout: Option<Duration>,
+    /// Timers (`wait = { for_ms | until }`) with at most this long left are waited for in
+    /// this process; a longer one leaves the run WAITING, holding no executor.
+    hold_timers: Duration,
 }
 
 /// A task entry as validation resolved it, for `flowhost check` and tooling.
@@ -280,14 +313,17 @@ pub struct LoadedFlow {
 pub struct TaskPlan<'a> {
     /// Entry name.
     pub name: &'a str,
-    /// The plugin's declaration.
-    pub info: &'a TaskInfo,
-    /// Component file, as the flow names it.
-    pub plugin: &'a Path,
+    /// The plugin's declaration; `None` for a wait entry.
+    pub info: Option<&'a TaskInfo>,
+    /// Component file, as the flow names it; `None` for a wait entry.
+    pub plugin: Option<&'a Path>,
     /// The same file with symlinks resolved.
-    pub plugin_file: &'a Path,
+    pub plugin_file: Option<&'a Path>,
     /// SHA-256 (hex) of the component as loaded.
-    pub plugin_sha256: &'a str,
+    pub plugin_sha256: Option<&'a str>,
+    /// What a wait entry waits for: `{"signal", "timeout_ms"}`, `{"for_ms"}` or `{"until"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Value>,
     /// `(argument, store name)` of each required argument drawn from the store.
     pub required: &'a [(String, String)],
     /// `(argument, store name)` of each optional argument.
@@ -310,6 +346,17 @@ pub struct TaskPlan<'a> {
     pub when_reads: &'a [String],
     /// Its priority among tasks ready together.
     pub priority: i32,
+}
+
+/// A subflow that maps over a list as validation resolved it, for `flowhost check`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MapPlan<'a> {
+    /// The subflow's path (`attach`).
+    pub path: &'a str,
+    /// What it maps over, each element's name, where the results go.
+    pub map: &'a flowhost_core::flow::Map,
+    /// The tasks each element's iteration runs, in order, by path.
+    pub tasks: Vec<&'a str>,
 }
 
 /// A subflow with a retry controller as validation resolved it, for `flowhost check`.
@@ -336,10 +383,11 @@ impl LoadedFlow {
             .zip(self.deps.iter())
             .map(|(t, deps)| TaskPlan {
                 name: &t.name,
-                info: t.plugin.info(),
-                plugin: t.plugin.path(),
-                plugin_file: t.plugin.file(),
-                plugin_sha256: t.plugin.sha256(),
+                info: t.plugin.as_ref().map(|p| p.info()),
+                plugin: t.plugin.as_ref().map(|p| p.path()),
+                plugin_file: t.plugin.as_ref().map(|p| p.file()),
+                plugin_sha256: t.plugin.as_ref().map(|p| p.sha256()),
+                wait: t.wait.as_ref().map(wait::describe),
                 required: &t.binding.required,
                 optional: &t.binding.optional,
                 inject: &t.binding.inject,
@@ -358,6 +406,19 @@ impl LoadedFlow {
         self.scopes.iter().map(|scope| SubflowPlan {
             path: &scope.path,
             retry: &scope.controller,
+            tasks: scope
+                .tasks
+                .clone()
+                .map(|i| self.tasks[i].name.as_str())
+                .collect(),
+        })
+    }
+
+    /// Each subflow that maps over a list, in file order.
+    pub fn maps(&self) -> impl Iterator<Item = MapPlan<'_>> {
+        self.maps.iter().map(|scope| MapPlan {
+            path: &scope.path,
+            map: &scope.map,
             tasks: scope
                 .tasks
                 .clone()
@@ -388,9 +449,25 @@ impl LoadedFlow {
         &self.initial
     }
 
+    /// What suspends this run from outside ([`Engine::suspend`] for its id): for an executor
+    /// that reads suspend requests from its run database. Take it once the id is final
+    /// ([`Self::set_run_id`]).
+    pub fn suspender(&self) -> Suspender {
+        Suspender::new(self.suspensions.clone(), self.id.clone())
+    }
+
     /// Adds a listener for this run only.
     pub fn listen(&mut self, listener: Arc<dyn Listener>) {
         self.listeners.push(listener);
+    }
+
+    /// Waits for timers (`wait = { for_ms | until }`) with at most `max` left in this
+    /// process, and leaves the run WAITING — holding no executor, its report's state
+    /// WAITING — at a longer one, for whoever resumes it when it is due (a worker claims it
+    /// then). By default every timer is waited for in-process. Signal waits never hold the
+    /// process: a run with nothing left but waits for signals is always left WAITING.
+    pub fn hold_timers(&mut self, max: Duration) {
+        self.hold_timers = max;
     }
 
     /// Makes `journal` this run's durable record: every transition is appended to it before
@@ -400,8 +477,9 @@ impl LoadedFlow {
         self.journal = Some(journal);
     }
 
-    /// Runs the flow to its end and reports. Task failures are not errors of this call: they
-    /// are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
+    /// Runs the flow to its end — or until only waits are left ([`Self::hold_timers`]): the
+    /// report's state is then WAITING — and reports. Task failures are not errors of this
+    /// call: they are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
     /// only when the journal could not record a transition; the run then stopped there.
     ///
     /// With the flow's `timeout_ms`, the run's deadline is that long after this call: when
@@ -421,6 +499,39 @@ impl LoadedFlow {
     pub async fn resume(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
         Ok(Run::restore(self, checkpoint)?.execute().await?)
     }
+
+    /// Reverts an unfinished run from its recorded `checkpoint` without executing anything:
+    /// every task that did something is reverted, in reverse dependency order, as a failure
+    /// would have reverted it, and the flow ends REVERTED (or FAILURE when a revert failed).
+    /// For a SUSPENDED run a person decided not to go on with (`flowhost runs revert`).
+    pub async fn revert(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
+        let mut run = Run::restore(self, checkpoint)?;
+        run.reverting_from_here();
+        Ok(run.execute().await?)
+    }
+
+    /// Runs the flow as a new run whose record starts with `copied`: tasks of an earlier run
+    /// that succeeded, with the arguments and results recorded there, as if they had just
+    /// run (their results go into the store; they are not executed). Every other task runs.
+    /// How `flowhost runs restart --from TASK` goes on from a step without repeating the
+    /// steps before it.
+    pub async fn restart(self, copied: Vec<CopiedTask>) -> Result<RunReport, ResumeError> {
+        Ok(Run::copying(self, copied)?.execute().await?)
+    }
+}
+
+/// A task a restarted run takes over from the run it restarts: what it executed with and
+/// what it returned, there.
+#[derive(Debug, Clone)]
+pub struct CopiedTask {
+    /// The entry's name.
+    pub name: String,
+    /// The arguments it executed with (a JSON object's text).
+    pub args: String,
+    /// What its `execute` returned (JSON text).
+    pub result: String,
+    /// The attempt that succeeded.
+    pub attempt: u32,
 }
 
 /// A run id unique across processes and time: milliseconds, process id, a counter.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use flowhost_core::flow::FlowSpec;
 use flowhost_core::plan::ValidationError;
 use flowhost_core::plan::graph::Deps;
-use flowhost_core::plan::tree::Scope;
+use flowhost_core::plan::tree::{MapScope, Scope};
 use flowhost_core::store::Store;
 use flowhost_runtime::Runtime;
 
@@ -45,6 +45,8 @@ pub struct Prepared {
     pub(crate) deps: Arc<Deps>,
     pub(crate) ignored_with: Arc<Deps>,
     pub(crate) scopes: Arc<[Scope]>,
+    /// The subflows that map over a list.
+    pub(crate) maps: Arc<[MapScope]>,
     /// The names the entries and controllers provide (a run adds its initial store's).
     pub(crate) provided: Arc<HashSet<String>>,
     pub(crate) max_parallel: usize,
@@ -63,6 +65,7 @@ impl Prepared {
             deps: Arc::new(checks.deps.clone()),
             ignored_with: Arc::new(checks.ignored_with.clone()),
             scopes: checks.tree.scopes.clone().into(),
+            maps: checks.tree.maps.clone().into(),
             provided: Arc::new(checks.provided.clone()),
             max_parallel: flow
                 .max_parallel
@@ -93,9 +96,13 @@ impl Prepared {
     /// Whether every plugin it bound is still the one `runtime` holds for its path.
     fn is_current(&self, runtime: &Runtime) -> bool {
         self.checks.entries.iter().all(|entry| match &entry.task {
-            Some(task) => runtime
-                .loaded(task.plugin.path())
-                .is_some_and(|now| Arc::ptr_eq(&now, &task.plugin)),
+            Some(task) => match &task.plugin {
+                Some(plugin) => runtime
+                    .loaded(plugin.path())
+                    .is_some_and(|now| Arc::ptr_eq(&now, plugin)),
+                // A wait entry (or one naming no plugin) binds none.
+                None => true,
+            },
             // A plugin that did not load may load now.
             None => false,
         })

@@ -60,6 +60,8 @@ struct Detail {
     outcome: Option<Outcome>,
     /// The pause before the next attempt, on entering RETRYING.
     retry_in: Option<Duration>,
+    /// When the wait ends, on entering WAITING.
+    due: Option<SystemTime>,
 }
 
 /// How one attempt of `execute` failed: what its revert would get, why, and whether the
@@ -83,6 +85,8 @@ pub(super) struct Run {
     pub(super) deadline: Option<SystemTime>,
     /// Transitions made but not yet journaled (and not yet told to listeners).
     pending: Vec<Event>,
+    /// Where each map (of `loaded.maps`) stands, element by element.
+    pub(super) maps: Vec<super::map::MapState>,
 }
 
 /// A transition could not be journaled: the run stops where it stands.
@@ -111,6 +115,9 @@ impl Run {
                 attempt_error: None,
             })
             .collect();
+        let maps = std::iter::repeat_with(Default::default)
+            .take(loaded.maps.len())
+            .collect();
         Self {
             store,
             iteration: vec![1; loaded.scopes.len()],
@@ -120,6 +127,7 @@ impl Run {
             state: FlowState::Pending,
             started: now,
             pending: Vec::new(),
+            maps,
         }
     }
 
@@ -131,7 +139,7 @@ impl Run {
             .find_map(|(i, r)| r.error.as_deref().map(|e| (i, e.clone())))
     }
 
-    fn emit(&mut self, transition: Transition, at: SystemTime) {
+    pub(super) fn emit(&mut self, transition: Transition, at: SystemTime) {
         self.pending.push(Event {
             run_id: self.loaded.id.clone(),
             flow: self.loaded.flow.clone(),
@@ -246,11 +254,14 @@ impl Run {
             args,
             outcome,
             retry_in,
+            due,
         } = detail;
         // The due time is exactly the transition's time plus the pause, as journaled.
         let at = SystemTime::now();
-        let retry_at = retry_in.map(|pause| at + pause);
-        record.retry_at = retry_at.or(record.retry_at.filter(|_| to != TaskState::Running));
+        let retry_at = retry_in.map(|pause| at + pause).or(due);
+        record.retry_at = retry_at.or(record
+            .retry_at
+            .filter(|_| to != TaskState::Running && from != TaskState::Waiting));
         let task = self.loaded.tasks[index].name.clone();
         let iterations = self.iterations(index);
         let transition = Transition::Task {
@@ -266,8 +277,28 @@ impl Run {
             attempt,
             retry_at,
             iterations,
+            element: None,
         };
         self.emit(transition, at);
+    }
+
+    /// Moves task `index` as a whole to `to`, with what the transition carries: a map's
+    /// task, whose elements' calls have records of their own.
+    pub(super) fn whole_task_to(
+        &mut self,
+        index: usize,
+        to: TaskState,
+        result: Option<Value>,
+        error: Option<TaskError>,
+        outcome: Option<Outcome>,
+    ) {
+        let detail = Detail {
+            result,
+            error,
+            outcome,
+            ..Detail::default()
+        };
+        self.task_to(index, to, detail);
     }
 
     /// The iterations task `index` runs in, one per controller around it, outermost first.
@@ -287,6 +318,11 @@ impl Run {
         let deadline = self.deadline.map(|at| {
             let (cancellations, id) = (self.loaded.cancellations.clone(), self.loaded.id.clone());
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            // Past already (a run resumed late): stopped before it looks at anything, so
+            // that a run with only waits left does not park instead.
+            if left.is_zero() {
+                cancellations.request(&id, Stop::Deadline);
+            }
             tokio::spawn(async move {
                 tokio::time::sleep(left).await;
                 tracing::warn!(run = %id, "the run's deadline passed: stopping it");
@@ -301,24 +337,60 @@ impl Run {
             journal.close().await;
         }
         self.loaded.cancellations.forget(&self.loaded.id);
+        self.loaded.suspensions.forget(&self.loaded.id);
         ended.map(|()| self.report())
     }
 
     async fn drive(&mut self) -> Stopped {
+        if matches!(self.state, FlowState::Suspending | FlowState::Suspended) {
+            self.wake();
+        }
         let failed = if self.state == FlowState::Reverting {
             true
         } else {
-            if self.state == FlowState::Pending {
+            if matches!(self.state, FlowState::Pending | FlowState::Waiting) {
                 self.flow_to(FlowState::Running);
             }
-            self.execute_tasks().await?
+            loop {
+                let failed = self.execute_tasks().await?;
+                if failed || self.state == FlowState::Suspended || self.waiting().is_empty() {
+                    break failed;
+                }
+                // Only waits are left: the run is left WAITING, unless a signal just came.
+                if self.park().await? {
+                    return Ok(());
+                }
+            }
         };
         if failed {
             self.revert_tasks().await?;
-        } else {
+        } else if self.state != FlowState::Suspended {
             self.flow_to(FlowState::Success);
         }
         self.flush().await
+    }
+
+    /// A suspended run goes on: RUNNING again, and each task that failed for good (and
+    /// suspended the run, `on_failure = "suspend"`) back to PENDING to be tried again, as its
+    /// next attempt. Nothing that succeeded runs again.
+    fn wake(&mut self) {
+        self.flow_to(FlowState::Running);
+        for index in 0..self.records.len() {
+            let record = &mut self.records[index];
+            if record.state == TaskState::Failure && record.error.is_some() {
+                record.error = None;
+                record.outcome = None;
+                self.task_to(index, TaskState::Pending, Detail::default());
+            }
+        }
+    }
+
+    /// Turns an unfinished run to reverting what it did, with nothing more executed (a
+    /// person chose to revert a suspended run).
+    pub(super) fn reverting_from_here(&mut self) {
+        if self.state != FlowState::Reverting {
+            self.flow_to(FlowState::Reverting);
+        }
     }
 
     /// Builds a task's arguments from the store: every required name (a missing one is an
@@ -381,6 +453,30 @@ impl Run {
                 ..Detail::default()
             },
         );
+    }
+
+    /// Moves wait entry `index` to WAITING for `what` (journaled as the transition's result),
+    /// until `due` when the wait has an end.
+    pub(super) fn enter_waiting(&mut self, index: usize, what: Value, due: Option<SystemTime>) {
+        let detail = Detail {
+            result: Some(what),
+            due,
+            ..Detail::default()
+        };
+        self.task_to(index, TaskState::Waiting, detail);
+    }
+
+    /// Ends wait entry `index`: SUCCESS with `data` as its result, and as the outcome a
+    /// resumed run puts back into the store.
+    pub(super) fn succeed_wait(&mut self, index: usize, data: Value) {
+        let outcome = Outcome::Result(data.to_string());
+        let detail = Detail {
+            result: Some(data),
+            outcome: Some(outcome.clone()),
+            ..Detail::default()
+        };
+        self.task_to(index, TaskState::Success, detail);
+        self.records[index].outcome = Some(outcome);
     }
 
     /// Moves task `index` to RUNNING for attempt `attempt`, with the arguments it will get.
@@ -546,6 +642,7 @@ impl Run {
     }
 
     fn report(self) -> RunReport {
+        let maps = self.map_reports();
         let iterations: Vec<Vec<u32>> = (0..self.records.len())
             .map(|i| self.iterations(i))
             .collect();
@@ -566,6 +663,17 @@ impl Run {
             .zip(self.records)
             .zip(iterations)
             .map(|((task, record), iterations)| TaskReport {
+                waiting: task
+                    .wait
+                    .as_ref()
+                    .filter(|_| record.state == TaskState::Waiting)
+                    .map(|wait| {
+                        let mut what = super::wait::describe(wait);
+                        if let Some(due) = record.retry_at {
+                            what["due"] = flowhost_core::flow::format_rfc3339(due).into();
+                        }
+                        what
+                    }),
                 name: task.name.clone(),
                 state: record.state,
                 duration: record.duration,
@@ -585,6 +693,7 @@ impl Run {
             store: self.store,
             tasks,
             subflows,
+            maps,
             duration: self.started.elapsed(),
         }
     }

@@ -20,6 +20,7 @@ struct Journaling {
     task: Statement,
     task_reason: Statement,
     task_transition: Statement,
+    element: Statement,
     progress: Statement,
 }
 
@@ -58,7 +59,7 @@ impl Journaling {
                        executions = executions + CASE WHEN $3 = 'RUNNING' THEN 1 ELSE 0 END,
                        reverts = reverts + CASE WHEN $3 = 'REVERTING' THEN 1 ELSE 0 END,
                        attempt = $11,
-                       retry_at = CASE WHEN $3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE($12, retry_at) END,
+                       retry_at = CASE WHEN $3 IN ('RUNNING', 'PENDING', 'SUCCESS', 'FAILURE') THEN NULL ELSE COALESCE($12, retry_at) END,
                        iterations = COALESCE($13, iterations),
                        revert_result = COALESCE($14, revert_result)
                      WHERE run_id = $1 AND idx = $2",
@@ -71,14 +72,26 @@ impl Journaling {
                      WHERE id = $1",
                 )
                 .await?,
+            element: tx
+                .prepare_cached(
+                    "INSERT INTO elements (run_id, idx, element, state, args, outcome, result, error)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (run_id, idx, element) DO UPDATE SET state = excluded.state,
+                       args = COALESCE(excluded.args, elements.args),
+                       outcome = COALESCE(excluded.outcome, elements.outcome),
+                       result = COALESCE(excluded.result, elements.result),
+                       error = CASE WHEN excluded.state = 'RUNNING' THEN NULL
+                                    ELSE COALESCE(excluded.error, elements.error) END",
+                )
+                .await?,
             progress: tx
                 .prepare_cached("UPDATE tasks SET progress = $3 WHERE run_id = $1 AND idx = $2")
                 .await?,
             task_transition: tx
                 .prepare_cached(
                     "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms,
-                       attempt, error, retry_at, backoff_ms, iterations)
-                     VALUES ($1, $2, $3, $4, $5, flowhost_ts($6), $7, $8, $9, $10, $11, $12)",
+                       attempt, error, retry_at, backoff_ms, iterations, element)
+                     VALUES ($1, $2, $3, $4, $5, flowhost_ts($6), $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .await?,
         })
@@ -131,27 +144,45 @@ impl Journaling {
                 backoff_ms,
                 iterations,
                 revert_result,
+                element,
                 ..
             } => {
-                let mut calls = vec![(
-                    &self.task,
-                    vec![
-                        run_id as &(dyn ToSql + Sync),
-                        index,
-                        to,
-                        args,
-                        outcome,
-                        result,
-                        error,
-                        revert_error,
-                        run_ms,
-                        revert_ms,
-                        attempt,
-                        retry_at,
-                        iterations,
-                        revert_result,
-                    ],
-                )];
+                // One element's call of a map's task writes the element's row, not the task's.
+                let row = match element {
+                    Some(_) => (
+                        &self.element,
+                        vec![
+                            run_id as &(dyn ToSql + Sync),
+                            index,
+                            element,
+                            to,
+                            args,
+                            outcome,
+                            result,
+                            carried,
+                        ],
+                    ),
+                    None => (
+                        &self.task,
+                        vec![
+                            run_id as &(dyn ToSql + Sync),
+                            index,
+                            to,
+                            args,
+                            outcome,
+                            result,
+                            error,
+                            revert_error,
+                            run_ms,
+                            revert_ms,
+                            attempt,
+                            retry_at,
+                            iterations,
+                            revert_result,
+                        ],
+                    ),
+                };
+                let mut calls = vec![row];
                 if let Some(reason) = reason {
                     calls.push((&self.task_reason, vec![run_id, at, reason]));
                 }
@@ -170,6 +201,7 @@ impl Journaling {
                         retry_at,
                         backoff_ms,
                         iterations,
+                        element,
                     ],
                 ));
                 calls

@@ -10,8 +10,9 @@ use std::convert::Infallible;
 use tokio_postgres::Row;
 
 use flowhost_runs::row::{
-    Columns, LeaseColumns, RowError, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns,
-    TRANSITION_COLUMNS, TaskColumns, TransitionColumns, origin_columns, task_columns,
+    Columns, ELEMENT_COLUMNS, ElementColumns, LeaseColumns, RowError, RunColumns, RunRows,
+    SUMMARY_WIDTH, SummaryColumns, TRANSITION_COLUMNS, TaskColumns, TransitionColumns,
+    origin_columns, task_columns,
 };
 use flowhost_runs::{RunDbError, RunRecord, RunSummary};
 
@@ -24,7 +25,7 @@ pub(crate) const HOLDER_COLUMNS: usize = 7;
 /// The columns [`summary`] reads, first in a row.
 pub(crate) const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
      lease_owner, lease_host, lease_pid, flowhost_ts(lease_since), flowhost_ts(lease_expires), lease_token, lease_expires, \
-     idempotency_key, flowhost_now()";
+     idempotency_key, priority, flowhost_now()";
 
 /// Where `flowhost_now()` stands in a row of [`SUMMARY`]: right after the summary's columns.
 const NOW: usize = SUMMARY_WIDTH;
@@ -85,10 +86,26 @@ pub(crate) async fn read_run(
             task
         })
         .collect();
+    let elements = client
+        .query(
+            &format!(
+                "SELECT {ELEMENT_COLUMNS} FROM elements WHERE run_id = $1 ORDER BY idx, element"
+            ),
+            &[&id],
+        )
+        .await
+        .map_err(|e| s.error(what, e))?
+        .iter()
+        .map(|row| {
+            let Ok(element) = ElementColumns::read(&Pg(row));
+            element
+        })
+        .collect();
     RunRows {
         run,
         transitions,
         tasks,
+        elements,
     }
     .record()
     .map(Some)

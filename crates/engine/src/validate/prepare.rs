@@ -15,15 +15,16 @@ use std::sync::Arc;
 use flowhost_core::contract::TaskInfo;
 use flowhost_core::flow::{FlowSpec, Instances, Iterations, Pattern, TaskSpec};
 use flowhost_core::plan::graph::{self, Deps};
-use flowhost_core::plan::tree::{Scope, Tree};
+use flowhost_core::plan::tree::{MapScope, Scope, Tree};
 use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::store::{Binding, Store};
 use flowhost_runtime::{Plugin, PluginError, Runtime, Sandbox};
 
 use super::checks::{
     Finding, Sources, check_arguments_known, check_condition, check_entry, check_flow,
-    check_limits, check_list_source, check_memory_fits, check_name, check_provides,
-    check_renamed_provides, check_requirements, check_retry,
+    check_limits, check_list_source, check_map_start, check_map_task, check_memory_fits,
+    check_name, check_on_failure, check_provides, check_renamed_provides, check_requirements,
+    check_retry, check_wait,
 };
 use crate::condition::{Condition, Unparsable};
 use crate::task::BoundTask;
@@ -32,20 +33,24 @@ use crate::task::BoundTask;
 /// flow in file order finds them, whichever half found them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Place {
-    /// 0 for the flow itself, `i + 1` for task `i`, [`usize::MAX`] for the graph.
+    /// 0 for the flow itself, `i + 1` for task `i` (`len + 1` for what closes after the last
+    /// task), [`usize::MAX`] for the graph.
     at: usize,
-    /// The step of that place's walk: its subflow's list, the name, the grants, the entry
-    /// and its plugin, then what the store decides.
+    /// The step of that place's walk: the maps that close and open there, the entry as a
+    /// task of a map, its subflow's list, the name, the grants, the entry and its plugin,
+    /// then what the store decides.
     step: u8,
 }
 
 const FLOW: usize = 0;
 const GRAPH: usize = usize::MAX;
-const LIST: u8 = 0;
-const NAME: u8 = 1;
-const GRANTS: u8 = 2;
-const ENTRY: u8 = 3;
-const STORE: u8 = 4;
+const MAPS: u8 = 0;
+const MAP_TASK: u8 = 1;
+const LIST: u8 = 2;
+const NAME: u8 = 3;
+const GRANTS: u8 = 4;
+const ENTRY: u8 = 5;
+const STORE: u8 = 6;
 
 fn task_at(index: usize) -> usize {
     index + 1
@@ -60,7 +65,8 @@ pub(crate) struct Placed {
 
 /// One entry of a prepared flow.
 pub(crate) struct Entry {
-    /// The entry bound to its plugin, unless the plugin did not load.
+    /// The entry bound to its plugin (or, for a wait entry, to none), unless its plugin did
+    /// not load.
     pub(crate) task: Option<Arc<BoundTask>>,
     /// Its sandbox reads the host when a run loads: granted directories (pinned per run),
     /// `env` variables, the flow's secrets. Rebuilt for every run; the one in `task` is the
@@ -78,7 +84,9 @@ pub(crate) struct Static {
     pub(crate) deps: Deps,
     /// For each entry, the tasks whose IGNORE makes it IGNORE too.
     pub(crate) ignored_with: Deps,
-    /// Every name the entries and the controllers provide.
+    /// Every name a successful run's final store holds besides its initial store: what the
+    /// entries and the controllers provide, less what a map's iterations keep to
+    /// themselves, plus each map's `collect`.
     pub(crate) provided: HashSet<String>,
 }
 
@@ -98,17 +106,27 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
         }))
     };
     report(FLOW, 1, None, check_flow(flow));
-    let mut host_unavailable = false;
-    let mut provided = HashSet::new();
-    for scope in &tree.scopes {
-        if let Some((provides, _)) = scope_names(scope) {
-            provided.insert(provides.to_owned());
+    if !tree.all_linear() {
+        for map in &tree.maps {
+            let message = "a map runs in a flow whose levels are all `linear`";
+            report(
+                FLOW,
+                1,
+                Some(&map.path),
+                vec![Finding::at("flow.map", message)],
+            );
         }
     }
+    let mut host_unavailable = false;
     // Each distinct plugin loads (read, checked, deserialized, described) side by side with
     // the others; the walk below takes each outcome once (a second entry of a plugin that
-    // failed to load tries again, as it always did).
-    let mut paths: Vec<PathBuf> = tree.tasks.iter().map(|t| flow.resolve(&t.plugin)).collect();
+    // failed to load tries again, as it always did). A wait entry loads nothing.
+    let mut paths: Vec<PathBuf> = tree
+        .tasks
+        .iter()
+        .filter_map(plugin_of)
+        .map(|plugin| flow.resolve(plugin))
+        .collect();
     paths.sort();
     paths.dedup();
     let loads = futures_util::future::join_all(paths.iter().map(|path| runtime.load(path))).await;
@@ -117,6 +135,9 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
     let mut entries = Vec::with_capacity(tree.tasks.len());
     for (index, spec) in tree.tasks.iter().enumerate() {
         let (at, task) = (task_at(index), Some(spec.name.as_str()));
+        if Tree::map_of(&tree.maps, index).is_some() {
+            report(at, MAP_TASK, task, check_map_task(spec));
+        }
         let local = spec.name.rsplit('/').next().unwrap_or_default();
         report(
             at,
@@ -145,6 +166,14 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
         );
         report(at, ENTRY, task, check_limits(&sandbox));
         report(at, ENTRY, task, check_retry(spec.retry.as_ref()));
+        report(
+            at,
+            ENTRY,
+            task,
+            check_on_failure(spec.on_failure.as_deref())
+                .into_iter()
+                .collect(),
+        );
         let condition = match spec.when.as_deref().map(Condition::parse) {
             None => None,
             Some(Ok(condition)) => Some(condition),
@@ -153,14 +182,30 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
                 None
             }
         };
-        let path = flow.resolve(&spec.plugin);
-        let outcome = match loaded.remove(&path) {
-            Some(outcome) => outcome,
-            None => runtime.load(&path).await,
+        let (wait, wait_problems) = check_wait(spec);
+        report(at, ENTRY, task, wait_problems);
+        if spec.wait.is_none() && spec.plugin.is_none() {
+            report(
+                at,
+                ENTRY,
+                task,
+                vec![Finding::at(
+                    "plugin",
+                    "an entry needs a `plugin` (or a `wait`)",
+                )],
+            );
+        }
+        let outcome = match plugin_of(spec).map(|plugin| flow.resolve(plugin)) {
+            None => None,
+            Some(path) => Some(match loaded.remove(&path) {
+                Some(outcome) => outcome,
+                None => runtime.load(&path).await,
+            }),
         };
         let plugin = match outcome {
-            Ok(plugin) => plugin,
-            Err(error) => {
+            None => None,
+            Some(Ok(plugin)) => Some(plugin),
+            Some(Err(error)) => {
                 host_unavailable |= matches!(error, PluginError::Unavailable { .. });
                 report(
                     at,
@@ -168,7 +213,6 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
                     task,
                     vec![Finding::at("plugin", error.to_string())],
                 );
-                provided.extend(spec.provides.iter().flatten().cloned());
                 entries.push(Entry {
                     task: None,
                     per_run,
@@ -176,26 +220,36 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
                 continue;
             }
         };
-        report(at, ENTRY, task, check_arguments_known(spec, plugin.info()));
-        report(at, ENTRY, task, check_memory_fits(&sandbox, &plugin));
-        report(at, ENTRY, task, check_renamed_provides(spec, plugin.info()));
-        let mut binding = bind(spec, plugin.info());
+        let mut binding = match &plugin {
+            Some(plugin) => {
+                report(at, ENTRY, task, check_arguments_known(spec, plugin.info()));
+                report(at, ENTRY, task, check_memory_fits(&sandbox, plugin));
+                report(at, ENTRY, task, check_renamed_provides(spec, plugin.info()));
+                bind(spec, plugin.info())
+            }
+            // A wait reads nothing; a signal's data goes whole under its `provides`.
+            None => bind(spec, &nothing_declared()),
+        };
         if let Some(condition) = &condition {
             binding.condition = condition.names.clone();
         }
-        provided.extend(binding.provides.iter().cloned());
-        let warm =
-            (spec.instances == Instances::Reuse && !per_run).then(|| plugin.warm_pool(&sandbox));
+        let warm = plugin
+            .as_ref()
+            .filter(|_| spec.instances == Instances::Reuse && !per_run)
+            .map(|plugin| plugin.warm_pool(&sandbox));
+        let mut bound = BoundTask::new(
+            spec,
+            plugin,
+            binding,
+            sandbox,
+            warm,
+            flow.retry_policy(spec),
+            condition,
+        )
+        .waiting(wait);
+        bound.suspends = flow.suspends_on_failure(spec);
         entries.push(Entry {
-            task: Some(Arc::new(BoundTask::new(
-                spec,
-                plugin,
-                binding,
-                sandbox,
-                warm,
-                flow.retry_policy(spec),
-                condition,
-            ))),
+            task: Some(Arc::new(bound)),
             per_run,
         });
     }
@@ -225,6 +279,7 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
         }
     }
     let ignored_with = ignored_with(&tree, &entries);
+    let provided = provided(&tree, &entries);
     Static {
         tree,
         entries,
@@ -236,12 +291,56 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
     }
 }
 
+/// The plugin an entry calls: none for a wait entry (whose `plugin`, if any, is a problem
+/// of it) or an entry that names none.
+fn plugin_of(spec: &TaskSpec) -> Option<&std::path::Path> {
+    spec.plugin.as_deref().filter(|_| spec.wait.is_none())
+}
+
+/// The names a successful run's final store holds besides its initial store, walking the
+/// entries in file order as a run's store fills: what each entry and controller provides
+/// (an unloaded entry's own `provides`), then, as each map closes, its element and what
+/// its tasks provided leave and its `collect` comes.
+fn provided(tree: &Tree, entries: &[Entry]) -> HashSet<String> {
+    let mut names = HashSet::new();
+    for index in 0..=tree.tasks.len() {
+        for map in tree.maps.iter().filter(|m| m.tasks.end == index) {
+            names.remove(&map.map.each);
+            for entry in &entries[..index] {
+                if let Some(task) = entry.task.as_ref().filter(|t| inside(map, t)) {
+                    for name in &task.binding.provides {
+                        names.remove(name);
+                    }
+                }
+            }
+            names.insert(map.map.collect.clone());
+        }
+        let Some(spec) = tree.tasks.get(index) else {
+            break;
+        };
+        for map in tree.maps.iter().filter(|m| m.tasks.start == index) {
+            names.insert(map.map.each.clone());
+        }
+        for scope in tree.scopes.iter().filter(|s| s.tasks.start == index) {
+            if let Some((provides, _)) = scope_names(scope) {
+                names.insert(provides.to_owned());
+            }
+        }
+        match &entries[index].task {
+            Some(task) => names.extend(task.binding.provides.iter().cloned()),
+            None => names.extend(spec.provides.iter().flatten().cloned()),
+        }
+    }
+    names
+}
+
 /// What a run starts from: its initial store and its bound tasks.
 pub(crate) type RunStart = (Store, Arc<[Arc<BoundTask>]>);
 
 /// A run's own part of validation: `store` over the flow's `[store]` defaults is checked
-/// against what each entry reads, and the entries whose sandbox reads the host get theirs
-/// now. Returns the run's initial store and its tasks, or every problem of the flow.
+/// against what each entry reads (and what each map reads its list from, gives its
+/// elements as and collects into), and the entries whose sandbox reads the host get
+/// theirs now. Returns the run's initial store and its tasks, or every problem of the flow.
 pub(crate) fn check_run(
     runtime: &Runtime,
     flow: &FlowSpec,
@@ -269,6 +368,21 @@ pub(crate) fn check_run(
     let mut own: Vec<(usize, Arc<BoundTask>)> = Vec::new();
     for (index, (spec, entry)) in tree.tasks.iter().zip(&prepared.entries).enumerate() {
         let (at, task) = (task_at(index), Some(spec.name.as_str()));
+        for map in tree.maps.iter().filter(|m| m.tasks.end == index) {
+            let found = close_map(map, &prepared.entries[..index], &mut sources);
+            report(at, MAPS, Some(&map.path), found);
+        }
+        for map in tree.maps.iter().filter(|m| m.tasks.start == index) {
+            if !blind {
+                report(
+                    at,
+                    MAPS,
+                    Some(&map.path),
+                    check_map_start(&map.map, &sources),
+                );
+            }
+            sources.given_by_subflow(&map.map.each, &map.path);
+        }
         // What a controller gives its scope is there from the scope's first task on.
         for scope in tree.scopes.iter().filter(|s| s.tasks.start == index) {
             if let Some((provides, from)) = scope_names(scope) {
@@ -276,7 +390,7 @@ pub(crate) fn check_run(
                     && !blind
                 {
                     report(
-                        task_at(index),
+                        at,
                         LIST,
                         Some(&scope.path),
                         check_list_source(from, &sources),
@@ -294,8 +408,11 @@ pub(crate) fn check_run(
                 grant_problems.into_iter().map(Finding::anywhere).collect(),
             );
             if let Some(bound) = &entry.task {
-                let warm =
-                    (spec.instances == Instances::Reuse).then(|| bound.plugin.warm_pool(&sandbox));
+                let warm = bound
+                    .plugin
+                    .as_ref()
+                    .filter(|_| spec.instances == Instances::Reuse)
+                    .map(|plugin| plugin.warm_pool(&sandbox));
                 own.push((index, Arc::new(bound.with_sandbox(sandbox, warm))));
             }
         }
@@ -326,6 +443,11 @@ pub(crate) fn check_run(
             task,
             check_provides(&bound.binding, &spec.name, &mut sources),
         );
+    }
+    let end = tree.tasks.len();
+    for map in tree.maps.iter().filter(|m| m.tasks.end == end) {
+        let found = close_map(map, &prepared.entries, &mut sources);
+        report(task_at(end), MAPS, Some(&map.path), found);
     }
     if !tree.all_linear() && tasks.len() == tree.tasks.len() {
         let given: HashSet<&str> = tree
@@ -395,6 +517,36 @@ fn at_graph(problem: Problem) -> Placed {
 /// with secrets carries the run's secrets (to cut them out of what it returns).
 fn reads_host(spec: &TaskSpec, flow: &FlowSpec) -> bool {
     !spec.dirs.is_empty() || !spec.env.is_empty() || !flow.secrets.is_empty()
+}
+
+/// Whether `task` is one of `map`'s tasks (or of a subflow inside it).
+fn inside(map: &MapScope, task: &BoundTask) -> bool {
+    task.name
+        .strip_prefix(map.path.as_str())
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// After a map's last task (`before` are the entries up to there): its element and what
+/// its tasks provided stay inside its iterations; what follows sees `collect`, which must
+/// be a new name. A run's check: whether `collect` is new depends on its initial store.
+fn close_map(map: &MapScope, before: &[Entry], sources: &mut Sources) -> Vec<Finding> {
+    sources.forget(&map.map.each);
+    for task in before.iter().filter_map(|e| e.task.as_deref()) {
+        if inside(map, task) {
+            for name in &task.binding.provides {
+                sources.forget(name);
+            }
+        }
+    }
+    if let Some(source) = sources.source(&map.map.collect) {
+        let message = format!(
+            "collects into `{}`, which {source} already provides; choose another name",
+            map.map.collect
+        );
+        return vec![Finding::at("flow.map.collect", message)];
+    }
+    sources.given_by_subflow(&map.map.collect, &map.path);
+    Vec::new()
 }
 
 /// The store name a controller gives its scope's tasks and, for `parameterized_for_each`,
@@ -469,6 +621,19 @@ fn ignored_with(tree: &Tree, entries: &[Entry]) -> Deps {
         list.dedup();
     }
     with
+}
+
+/// What a wait entry declares, having no plugin: nothing read, nothing provided but what
+/// the entry's `provides` says.
+fn nothing_declared() -> TaskInfo {
+    TaskInfo {
+        name: String::new(),
+        version: String::new(),
+        description: String::new(),
+        requires: Vec::new(),
+        optional: Vec::new(),
+        provides: Vec::new(),
+    }
 }
 
 /// How the entry reads its arguments and writes its result, after rebind, inject and provides.
