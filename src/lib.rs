@@ -56,8 +56,8 @@ pub use flowhost_core::store::{InexactInteger, Store, inexact_integer};
 pub use flowhost_engine::SIGNAL_TIMEOUT;
 pub use flowhost_engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Close, Engine, FlowError,
-    Journal, JournalError, LoadedFlow, MapPlan, MapReport, Prepare, ResumeError, RunError,
-    RunReport, Signalled, SubflowPlan, SubflowReport, TaskPlan, TaskReport,
+    Journal, JournalError, LoadedFlow, MapPlan, MapReport, PREPARED_FLOWS, Prepare, Prepared,
+    ResumeError, RunError, RunReport, Signalled, SubflowPlan, SubflowReport, TaskPlan, TaskReport,
 };
 /// The error codes of a task a cancel stopped ([`Engine::cancel`]) and of a task whose
 /// `when` could not be decided.

@@ -27,6 +27,7 @@ mod new;
 mod patterns;
 mod polyglot;
 mod postgres;
+mod prepared;
 mod priorities;
 mod queue_limits;
 mod retries;

@@ -21,6 +21,7 @@ mod condition;
 pub mod conform;
 mod journal;
 mod map;
+mod prepared;
 mod report;
 mod resume;
 mod run;
@@ -43,6 +44,7 @@ pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepa
 pub use cancel::{CANCELLED, RUN_TIMEOUT};
 pub use condition::CONDITION_FAILED;
 pub use journal::{Append, Close, Journal, JournalError, RunError, Signalled};
+pub use prepared::{PREPARED_FLOWS, Prepared};
 pub use report::{MapReport, RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
 pub use suspend::Suspender;
@@ -56,6 +58,7 @@ use flowhost_core::flow::{Controller, FlowSpec, RetryPolicy};
 use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::store::Store;
 use flowhost_runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
+use prepared::PreparedCache;
 use run::Run;
 use suspend::Suspensions;
 use task::BoundTask;
@@ -67,6 +70,7 @@ pub struct Engine {
     runtime: Arc<Runtime>,
     listeners: Vec<Arc<dyn Listener>>,
     cancellations: Cancellations,
+    prepared: Arc<PreparedCache>,
     suspensions: Suspensions,
 }
 
@@ -84,6 +88,7 @@ impl Engine {
             runtime: Arc::new(Runtime::with_config(config)?),
             listeners: Vec::new(),
             cancellations: Cancellations::default(),
+            prepared: Arc::default(),
             suspensions: Suspensions::default(),
         })
     }
@@ -158,30 +163,54 @@ impl Engine {
 
     /// Validates `flow` with `store` as the initial store (over the flow's `[store]`
     /// defaults). Every plugin is loaded and described and every requirement checked; all
-    /// problems are reported together and nothing runs when there is any.
+    /// problems are reported together and nothing runs when there is any. The flow is
+    /// prepared once ([`Self::prepare`]): loading it again, with any store, re-checks only
+    /// what depends on that run.
     pub async fn load(&self, flow: &FlowSpec, store: Store) -> Result<LoadedFlow, ValidationError> {
-        let validated = validate::validate(&self.runtime, flow, store).await?;
+        let prepared = self.prepare(flow).await;
+        self.load_prepared(&prepared, store)
+    }
+
+    /// `flow` prepared for many runs: validated as far as no store matters, its plugins
+    /// loaded and described, its entries bound. Kept by the engine (and its clones) while
+    /// its plugins stay the ones loaded, so that another call with an equal flow returns it
+    /// without describing or binding anything again. Never fails: what is wrong with the
+    /// flow is reported when a run is loaded from it.
+    pub async fn prepare(&self, flow: &FlowSpec) -> Arc<Prepared> {
+        self.prepared.get(&self.runtime, flow).await
+    }
+
+    /// How many flows this engine (and its clones) prepared: a flow run many times counts
+    /// once, unless it or a plugin of it changed.
+    pub fn preparations(&self) -> u64 {
+        self.prepared.made()
+    }
+
+    /// One run of a prepared flow with `store` as its initial store: the checks that depend
+    /// on the store, and the sandboxes that read the host when a run loads (granted
+    /// directories pinned for this run), are done now; everything else is shared.
+    pub fn load_prepared(
+        &self,
+        prepared: &Prepared,
+        store: Store,
+    ) -> Result<LoadedFlow, ValidationError> {
+        let (initial, tasks) = prepared.check_run(&self.runtime, store)?;
         Ok(LoadedFlow {
             id: next_run_id(),
-            flow: flow.name.clone(),
-            tasks: validated.tasks.into_iter().map(Arc::new).collect(),
-            deps: validated.deps,
-            ignored_with: validated.ignored_with,
-            scopes: validated.scopes,
-            maps: validated.maps,
-            max_parallel: flow
-                .max_parallel
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            initial: validated.initial,
-            provided: validated.provided,
+            flow: prepared.flow.name.clone(),
+            tasks,
+            deps: prepared.deps.clone(),
+            ignored_with: prepared.ignored_with.clone(),
+            scopes: prepared.scopes.clone(),
+            maps: prepared.maps.clone(),
+            max_parallel: prepared.max_parallel,
+            initial,
+            provided: prepared.provided.clone(),
             listeners: self.listeners.clone(),
             journal: None,
             cancellations: self.cancellations.clone(),
             suspensions: self.suspensions.clone(),
-            timeout: flow
-                .timeout_ms
-                .and_then(|ms| u64::try_from(ms).ok())
-                .map(Duration::from_millis),
+            timeout: prepared.timeout,
             hold_timers: Duration::MAX,
         })
     }
@@ -251,20 +280,23 @@ pub enum FlowError {
 pub struct LoadedFlow {
     id: String,
     flow: String,
-    tasks: Vec<Arc<BoundTask>>,
+    /// The bound tasks: the prepared flow's, shared, except those with a sandbox of their
+    /// own for this run.
+    tasks: Arc<[Arc<BoundTask>]>,
     /// For each task, the tasks that must succeed before it starts (the flow's pattern as a
     /// graph; a linear flow is a chain).
-    deps: flowhost_core::plan::graph::Deps,
+    deps: Arc<flowhost_core::plan::graph::Deps>,
     /// For each task, the tasks whose IGNORE makes it IGNORE too.
-    ignored_with: flowhost_core::plan::graph::Deps,
+    ignored_with: Arc<flowhost_core::plan::graph::Deps>,
     /// The subflows with a retry controller, each over a range of `tasks`.
-    scopes: Vec<flowhost_core::plan::tree::Scope>,
+    scopes: Arc<[flowhost_core::plan::tree::Scope]>,
     /// The subflows that map over a list, each over a range of `tasks`.
-    maps: Vec<flowhost_core::plan::tree::MapScope>,
+    maps: Arc<[flowhost_core::plan::tree::MapScope]>,
     /// Most calls of the run in flight at once.
     max_parallel: usize,
     initial: Store,
-    provided: HashSet<String>,
+    /// The names the tasks and controllers provide (the initial store's come on top).
+    provided: Arc<HashSet<String>>,
     listeners: Vec<Arc<dyn Listener>>,
     journal: Option<Arc<dyn Journal>>,
     cancellations: Cancellations,
@@ -346,24 +378,27 @@ impl LoadedFlow {
 
     /// Each entry as it will run.
     pub fn plan(&self) -> impl Iterator<Item = TaskPlan<'_>> {
-        self.tasks.iter().zip(&self.deps).map(|(t, deps)| TaskPlan {
-            name: &t.name,
-            info: t.plugin.as_ref().map(|p| p.info()),
-            plugin: t.plugin.as_ref().map(|p| p.path()),
-            plugin_file: t.plugin.as_ref().map(|p| p.file()),
-            plugin_sha256: t.plugin.as_ref().map(|p| p.sha256()),
-            wait: t.wait.as_ref().map(wait::describe),
-            required: &t.binding.required,
-            optional: &t.binding.optional,
-            inject: &t.binding.inject,
-            provides: &t.binding.provides,
-            sandbox: &t.sandbox,
-            depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
-            retry: &t.retry,
-            when: t.condition.as_ref().map(|c| c.source.as_str()),
-            when_reads: &t.binding.condition,
-            priority: t.priority,
-        })
+        self.tasks
+            .iter()
+            .zip(self.deps.iter())
+            .map(|(t, deps)| TaskPlan {
+                name: &t.name,
+                info: t.plugin.as_ref().map(|p| p.info()),
+                plugin: t.plugin.as_ref().map(|p| p.path()),
+                plugin_file: t.plugin.as_ref().map(|p| p.file()),
+                plugin_sha256: t.plugin.as_ref().map(|p| p.sha256()),
+                wait: t.wait.as_ref().map(wait::describe),
+                required: &t.binding.required,
+                optional: &t.binding.optional,
+                inject: &t.binding.inject,
+                provides: &t.binding.provides,
+                sandbox: &t.sandbox,
+                depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
+                retry: &t.retry,
+                when: t.condition.as_ref().map(|c| c.source.as_str()),
+                when_reads: &t.binding.condition,
+                priority: t.priority,
+            })
     }
 
     /// Each subflow with a retry controller, outer ones first.
@@ -395,7 +430,7 @@ impl LoadedFlow {
     /// Whether a successful run's final store will hold `name` (initial store or provides):
     /// lets a caller reject a fetch of a name that can never exist before running.
     pub fn will_provide(&self, name: &str) -> bool {
-        self.provided.contains(name)
+        self.initial.contains(name) || self.provided.contains(name)
     }
 
     /// The id the run will have: known before it starts, so a run database can record the

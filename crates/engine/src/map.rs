@@ -488,8 +488,8 @@ impl Run {
             .enumerate()
             .filter_map(|(i, r)| {
                 r.error
-                    .clone()
-                    .map(|e| (self.loaded.tasks[i].name.clone(), e))
+                    .as_deref()
+                    .map(|e| (self.loaded.tasks[i].name.clone(), e.clone()))
             })
             .collect();
         let all = self.revert_elements(m, failures).await?;
@@ -506,7 +506,7 @@ impl Run {
                     HostFault::HostError.error("a revert of one of its elements failed".to_owned())
                 });
                 self.map_task_to(index, to, None, error.clone());
-                self.records[index].revert_error = error;
+                self.records[index].revert_error = error.map(Box::new);
             }
             self.records[index].outcome = None;
         }
@@ -519,13 +519,13 @@ impl Run {
         for index in self.loaded.maps[m].tasks.clone() {
             if index == failed {
                 self.map_task_to(index, TaskState::Failure, None, Some(error.clone()));
-                self.records[index].error = Some(error.clone());
+                self.records[index].error = Some(Box::new(error.clone()));
                 if !reverted {
                     let why = HostFault::HostError
                         .error("a revert of one of its elements failed".to_owned());
                     self.map_task_to(index, TaskState::Reverting, None, None);
                     self.map_task_to(index, TaskState::RevertFailure, None, Some(why.clone()));
-                    self.records[index].revert_error = Some(why);
+                    self.records[index].revert_error = Some(Box::new(why));
                 }
             } else if reverted {
                 self.map_task_to(index, TaskState::Reverted, None, None);
@@ -533,7 +533,7 @@ impl Run {
                 let why =
                     HostFault::HostError.error("a revert of one of its elements failed".to_owned());
                 self.map_task_to(index, TaskState::RevertFailure, None, Some(why.clone()));
-                self.records[index].revert_error = Some(why);
+                self.records[index].revert_error = Some(Box::new(why));
             }
         }
     }
@@ -639,8 +639,8 @@ impl Run {
         };
         record.attempt = u32::from(record.state != TaskState::Pending);
         if record.state != TaskState::Pending {
-            record.error = task.error;
-            record.revert_error = task.revert_error;
+            record.error = task.error.map(Box::new);
+            record.revert_error = task.revert_error.map(Box::new);
         }
         record.duration = task.duration;
         let scope = &self.loaded.maps[m];

@@ -147,16 +147,16 @@ impl Run {
             // The error of an attempt to be retried is not the task's failure.
             if retrying {
                 record.retry_at = task.retry_at;
-                record.attempt_error = task.error;
+                record.attempt_error = task.error.map(Box::new);
             } else if task.state == TaskState::Waiting {
                 // Waiting: until its journaled end, so only what is left is waited.
                 record.retry_at = task.retry_at;
             } else if task.state != TaskState::Pending {
                 // A PENDING task's recorded error, if any, is from an earlier iteration of its
                 // subflow: not a failure of this one.
-                record.error = task.error;
+                record.error = task.error.map(Box::new);
             }
-            record.revert_error = task.revert_error;
+            record.revert_error = task.revert_error.map(Box::new);
             record.duration = task.duration;
         }
         for (m, scope) in this.loaded.maps.iter().enumerate() {

@@ -29,17 +29,18 @@ use flowhost_core::plan::tree::Tree;
 use flowhost_core::store::{Store, quoted};
 use flowhost_runtime::ProgressSink;
 
-/// What happened to one task so far in a run.
+/// What happened to one task so far in a run. What most tasks never have (an error, a
+/// revert's result, progress) is boxed: every run in flight holds one record per task.
 pub(super) struct Record {
     pub(super) state: TaskState,
     since: Instant,
     pub(super) args: String,
     pub(super) outcome: Option<Outcome>,
     pub(super) duration: Duration,
-    pub(super) error: Option<TaskError>,
-    pub(super) revert_error: Option<TaskError>,
-    revert_result: Option<Value>,
-    progress: Option<Progress>,
+    pub(super) error: Option<Box<TaskError>>,
+    pub(super) revert_error: Option<Box<TaskError>>,
+    revert_result: Option<Box<Value>>,
+    progress: Option<Box<Progress>>,
     /// The attempt last started, from 1; 0 before the first.
     pub(super) attempt: u32,
     /// When the next attempt is due, while the task is RETRYING (or reverted between
@@ -47,7 +48,7 @@ pub(super) struct Record {
     pub(super) retry_at: Option<SystemTime>,
     /// Why the last attempt failed, while another is to come: what a revert between attempts
     /// hands the plugin as the flow's failure.
-    pub(super) attempt_error: Option<TaskError>,
+    pub(super) attempt_error: Option<Box<TaskError>>,
 }
 
 /// What a task transition carries besides its states.
@@ -92,8 +93,10 @@ pub(super) struct Run {
 pub(super) type Stopped = Result<(), RunError>;
 
 impl Run {
-    pub(super) fn new(loaded: LoadedFlow) -> Self {
+    pub(super) fn new(mut loaded: LoadedFlow) -> Self {
         let now = Instant::now();
+        // The run's store starts as the initial store, which nothing reads once it runs.
+        let store = std::mem::take(&mut loaded.initial);
         let records = loaded
             .tasks
             .iter()
@@ -116,7 +119,7 @@ impl Run {
             .take(loaded.maps.len())
             .collect();
         Self {
-            store: loaded.initial.clone(),
+            store,
             iteration: vec![1; loaded.scopes.len()],
             deadline: loaded.timeout.map(|timeout| SystemTime::now() + timeout),
             loaded,
@@ -133,7 +136,7 @@ impl Run {
         self.records
             .iter()
             .enumerate()
-            .find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
+            .find_map(|(i, r)| r.error.as_deref().map(|e| (i, e.clone())))
     }
 
     pub(super) fn emit(&mut self, transition: Transition, at: SystemTime) {
@@ -207,7 +210,7 @@ impl Run {
         let Some(progress) = last.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        self.records[index].progress = Some(progress.clone());
+        self.records[index].progress = Some(Box::new(progress.clone()));
         let task = self.loaded.tasks[index].name.clone();
         self.emit(
             Transition::Progress {
@@ -553,7 +556,7 @@ impl Run {
         self.task_to(index, TaskState::Retrying, detail);
         let record = &mut self.records[index];
         record.outcome = Some(outcome);
-        record.attempt_error = Some(error);
+        record.attempt_error = Some(Box::new(error));
     }
 
     /// Marks task `index` FAILURE for good; returns nothing, the error stays on its record.
@@ -574,7 +577,7 @@ impl Run {
         self.task_to(index, TaskState::Failure, detail);
         let record = &mut self.records[index];
         record.outcome = outcome;
-        record.error = Some(error);
+        record.error = Some(Box::new(error));
     }
 
     /// Takes what a `revert` returned: REVERTED, its results out of the store (unless it only
@@ -589,7 +592,7 @@ impl Run {
                 // A revert result that is not JSON is kept as text: the revert did succeed.
                 let result =
                     result.map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)));
-                self.records[index].revert_result = result.clone();
+                self.records[index].revert_result = result.clone().map(Box::new);
                 self.task_to(
                     index,
                     TaskState::Reverted,
@@ -614,7 +617,7 @@ impl Run {
                         ..Detail::default()
                     },
                 );
-                self.records[index].revert_error = Some(error.clone());
+                self.records[index].revert_error = Some(Box::new(error.clone()));
                 Err(error)
             }
         }
@@ -674,10 +677,10 @@ impl Run {
                 name: task.name.clone(),
                 state: record.state,
                 duration: record.duration,
-                error: record.error,
-                revert_error: record.revert_error,
-                revert_result: record.revert_result,
-                progress: record.progress,
+                error: record.error.map(|e| *e),
+                revert_error: record.revert_error.map(|e| *e),
+                revert_result: record.revert_result.map(|r| *r),
+                progress: record.progress.map(|p| *p),
                 attempt: record.attempt,
                 iterations,
                 limits: task.sandbox.limits,

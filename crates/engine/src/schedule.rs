@@ -504,7 +504,7 @@ impl Run {
         let mut failed = self
             .records
             .iter()
-            .zip(&self.loaded.tasks)
+            .zip(self.loaded.tasks.iter())
             .filter(|(record, _)| record.error.is_some())
             .peekable();
         failed.peek().is_some()
@@ -645,7 +645,11 @@ impl Run {
     fn between_attempts(&mut self, index: usize, work: &mut Work) {
         let record = &self.records[index];
         let revert = self.loaded.tasks[index].retry.revert_between;
-        match (revert, record.outcome.clone(), record.attempt_error.clone()) {
+        match (
+            revert,
+            record.outcome.clone(),
+            record.attempt_error.as_deref().cloned(),
+        ) {
             (true, Some(outcome), Some(error)) => {
                 let failures = vec![(self.loaded.tasks[index].name.clone(), error)];
                 self.reverting(index);
@@ -735,8 +739,8 @@ impl Run {
             .filter_map(|i| {
                 self.records[i]
                     .error
-                    .clone()
-                    .map(|e| (self.loaded.tasks[i].name.clone(), e))
+                    .as_deref()
+                    .map(|e| (self.loaded.tasks[i].name.clone(), e.clone()))
             })
             .collect();
         // For each task, its dependents not cleared yet. A task is cleared once reverted, or
@@ -744,7 +748,7 @@ impl Run {
         // outside `tasks` — as soon as its own dependents are: so the order passes through
         // it, and a linear flow reverts strictly backwards past an ignored task.
         let mut left = vec![0usize; count];
-        for deps in &self.loaded.deps {
+        for deps in self.loaded.deps.iter() {
             for &dep in deps {
                 left[dep] += 1;
             }

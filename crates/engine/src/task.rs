@@ -70,6 +70,39 @@ impl BoundTask {
         }
     }
 
+    /// The same entry with a run's own sandbox (and the warm pool that goes with it); every
+    /// other field is the prepared entry's. The pattern names every field, so a field added
+    /// to the entry cannot be left out here (the prepared sandbox and pool are not cloned
+    /// only to be dropped).
+    pub(crate) fn with_sandbox(&self, sandbox: Sandbox, warm: Option<Arc<WarmPool>>) -> Self {
+        let Self {
+            name,
+            config,
+            plugin,
+            wait,
+            binding,
+            sandbox: _,
+            warm: _,
+            retry,
+            priority,
+            condition,
+            suspends,
+        } = self;
+        Self {
+            name: name.clone(),
+            config: config.clone(),
+            plugin: plugin.clone(),
+            wait: wait.clone(),
+            binding: binding.clone(),
+            sandbox,
+            warm,
+            retry: retry.clone(),
+            priority: *priority,
+            condition: condition.clone(),
+            suspends: *suspends,
+        }
+    }
+
     /// Makes it a wait entry waiting for `wait` (when given).
     pub(crate) fn waiting(mut self, wait: Option<WaitFor>) -> Self {
         self.wait = wait;

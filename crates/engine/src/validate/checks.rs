@@ -75,11 +75,6 @@ impl Sources {
     pub(super) fn has(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }
-
-    /// Every name the walk found a source for: what a successful run's final store holds.
-    pub(super) fn into_names(self) -> HashSet<String> {
-        self.0.into_keys().collect()
-    }
 }
 
 /// Checks of the flow itself, before any entry: it has tasks, an allowed name, a workable
