@@ -48,12 +48,7 @@ impl Restart {
                 task: from.to_owned(),
                 tasks: record.tasks.iter().map(|t| t.name.clone()).collect(),
             })?;
-        let flow_path = record
-            .origin
-            .flow_path
-            .clone()
-            .ok_or_else(|| ResumeFailure::BuiltInCode(id.to_owned()))?;
-        let flow = FlowSpec::from_file(&flow_path)?;
+        let (flow_path, flow) = crate::resume::recorded_flow(&record, id)?;
         Ok(Self {
             record,
             flow,

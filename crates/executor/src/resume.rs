@@ -96,12 +96,7 @@ impl Resumption {
             }
             .into());
         }
-        let flow_path = record
-            .origin
-            .flow_path
-            .clone()
-            .ok_or_else(|| ResumeFailure::BuiltInCode(id.to_owned()))?;
-        let flow = FlowSpec::from_file(&flow_path)?;
+        let (flow_path, flow) = recorded_flow(&record, id)?;
         Ok(Self {
             record,
             flow,
@@ -228,4 +223,19 @@ impl Classify for ResumeFailure {
             Self::Resume(resume) => resume.class(),
         }
     }
+}
+
+/// The flow file run `id` was recorded from, read again as it is now (a run started from code
+/// has none, and cannot be taken up by another process).
+pub(crate) fn recorded_flow(
+    record: &RunRecord,
+    id: &str,
+) -> Result<(PathBuf, FlowSpec), ResumeFailure> {
+    let flow_path = record
+        .origin
+        .flow_path
+        .clone()
+        .ok_or_else(|| ResumeFailure::BuiltInCode(id.to_owned()))?;
+    let flow = FlowSpec::from_file(&flow_path)?;
+    Ok((flow_path, flow))
 }

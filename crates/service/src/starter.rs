@@ -168,19 +168,7 @@ impl InProcess {
     }
 
     async fn resume_run(&self, run_id: &str) -> Result<Started, StartError> {
-        let resumption = Resumption::open(self.executor.db().as_ref(), run_id)?;
-        let record = resumption.record();
-        let recorded = events::recorded(record, &mut Vec::new());
-        let signal = self
-            .live
-            .track(
-                run_id,
-                recorded,
-                record.summary.state,
-                resumption.flow().needs_fuel(),
-            )
-            .ok_or_else(|| StartError::AlreadyRunning(run_id.to_owned()))?;
-        let engine = self.engine_for(resumption.flow()).clone();
+        let (resumption, signal, engine) = self.take_up(run_id)?;
         let (live, executor, id) = (self.live.clone(), self.executor.clone(), run_id.to_owned());
         let this = self.clone();
         tokio::spawn(async move {
@@ -194,7 +182,12 @@ impl InProcess {
         started(signal, run_id.to_owned()).await
     }
 
-    async fn revert_run(&self, run_id: &str) -> Result<Started, StartError> {
+    /// Opens recorded run `run_id` to go on with it here, and registers it live (with what
+    /// its record already holds) so that its events and end are followed like a new run's.
+    fn take_up(
+        &self,
+        run_id: &str,
+    ) -> Result<(Resumption, super::live::StartSignal, Engine), StartError> {
         let resumption = Resumption::open(self.executor.db().as_ref(), run_id)?;
         let record = resumption.record();
         let recorded = events::recorded(record, &mut Vec::new());
@@ -208,6 +201,11 @@ impl InProcess {
             )
             .ok_or_else(|| StartError::AlreadyRunning(run_id.to_owned()))?;
         let engine = self.engine_for(resumption.flow()).clone();
+        Ok((resumption, signal, engine))
+    }
+
+    async fn revert_run(&self, run_id: &str) -> Result<Started, StartError> {
+        let (resumption, signal, engine) = self.take_up(run_id)?;
         let (live, executor, id) = (self.live.clone(), self.executor.clone(), run_id.to_owned());
         tokio::spawn(async move {
             let outcome = resumption
