@@ -24,6 +24,7 @@ mod leases;
 mod net;
 mod new;
 mod patterns;
+mod pg_commits;
 mod polyglot;
 mod postgres;
 mod retries;

@@ -140,12 +140,9 @@ impl Journal for DbJournal {
         let create = self.create.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (db, lease, events) = (self.db.clone(), self.lease.clone(), events.to_vec());
         Box::pin(async move {
-            let written = tokio::task::spawn_blocking(move || {
-                if let Some(run) = &create {
-                    let created = db.create(run, &lease.owner, lease.ttl)?;
-                    debug_assert_eq!(created, lease, "a new run's first lease");
-                }
-                db.record(&events, &lease)
+            let written = tokio::task::spawn_blocking(move || match &create {
+                Some(run) => db.record_new(run, &lease, &events),
+                None => db.record(&events, &lease),
             })
             .await;
             match written {

@@ -113,7 +113,7 @@ impl PgRunDb {
                 .await
                 .map_err(|e| s.error(what, e))?;
             }
-            if let Some(existing) = insert_run(&tx, &new, None).await.map_err(|e| s.error(what, e))? {
+            if let Some(existing) = insert_run(&tx, &new).await.map_err(|e| s.error(what, e))? {
                 return Err(crate::storage::exists(&new, existing));
             }
             if traceparent.is_some() {
@@ -141,10 +141,10 @@ impl PgRunDb {
         let (taker, flows) = (owner.clone(), flows.to_vec());
         self.spawn("claiming runs", move |s| async move {
             let what = "claiming runs";
-            let mut client = s.client(what).await?;
-            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            // One statement, so its own transaction: one round trip however many it claims.
+            let client = s.client(what).await?;
             let flows: Option<Vec<String>> = (!flows.is_empty()).then_some(flows);
-            let rows = tx
+            let rows = client
                 .query(
                     "WITH picked AS (
                        SELECT id FROM runs
@@ -162,7 +162,6 @@ impl PgRunDb {
                 )
                 .await
                 .map_err(|e| s.error(what, e))?;
-            tx.commit().await.map_err(|e| s.error(what, e))?;
             Ok(rows
                 .iter()
                 .map(|row| Claimed {
