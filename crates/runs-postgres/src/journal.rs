@@ -43,7 +43,7 @@ const MAX_GROUP: usize = 256;
 pub(crate) enum Work {
     /// Transitions, after creating the run (with its first lease) when it is new.
     Record {
-        create: Option<NewRun>,
+        create: Option<Box<NewRun>>,
         writes: Vec<Write>,
     },
     /// Giving the lease up.
@@ -172,6 +172,9 @@ struct Statements {
 }
 
 /// Whether the lease `$token`, `$owner` is still run `$id`'s: appended to each write.
+/// Owners are compared with `IS NOT DISTINCT FROM` (the same for the owners written, never
+/// NULL) so that the planner looks runs up by id: matched on `lease_owner` it walks the
+/// owner's index, where every run an executor ever held stays until vacuumed.
 macro_rules! leased {
     ($id:literal, $token:literal, $owner:literal) => {
         concat!(
@@ -179,7 +182,7 @@ macro_rules! leased {
             $id,
             " AND l.lease_token = ",
             $token,
-            " AND l.lease_owner = ",
+            " AND l.lease_owner IS NOT DISTINCT FROM ",
             $owner,
             ")"
         )
@@ -216,7 +219,7 @@ impl Statements {
                 .prepare_cached(
                     "UPDATE runs r SET lease_expires = flowhost_now() + w.ttl
                        FROM unnest($1::text[], $2::bigint[], $3::text[], $4::float8[]) AS w(id, token, owner, ttl)
-                      WHERE r.id = w.id AND r.lease_token = w.token AND r.lease_owner = w.owner
+                      WHERE r.id = w.id AND r.lease_token = w.token AND r.lease_owner IS NOT DISTINCT FROM w.owner
                      RETURNING r.id, r.lease_token",
                 )
                 .await?,
@@ -289,7 +292,7 @@ impl Statements {
                     "UPDATE runs r SET lease_owner = NULL, lease_host = NULL, lease_pid = NULL, lease_since = NULL,
                        lease_expires = NULL
                        FROM unnest($1::text[], $2::bigint[], $3::text[]) AS w(id, token, owner)
-                      WHERE r.id = w.id AND r.lease_token = w.token AND r.lease_owner = w.owner",
+                      WHERE r.id = w.id AND r.lease_token = w.token AND r.lease_owner IS NOT DISTINCT FROM w.owner",
                 )
                 .await?,
         })

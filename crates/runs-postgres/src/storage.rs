@@ -27,7 +27,7 @@ impl PgRunDb {
     /// Creates `run` (its first lease `lease`) and commits `events` with it.
     fn write_new(&self, run: &NewRun, lease: &Lease, events: &[Event]) -> Result<(), RunDbError> {
         let work = Work::Record {
-            create: Some(run.clone()),
+            create: Some(Box::new(run.clone())),
             writes: events.iter().map(Write::of).collect(),
         };
         match self.write("recording a new run", lease, work)? {
