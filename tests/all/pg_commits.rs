@@ -122,3 +122,61 @@ fn a_stale_executor_fails_alone_among_runs_committed_at_the_same_moment() {
     )
     .expect("the new holder's write lands");
 }
+
+#[test]
+fn runs_created_at_once_under_shared_keys_in_opposite_orders_all_commit_one_run_per_key() {
+    // Groups inserting the same keys in opposite orders would each wait for the other's
+    // insert: the server breaks such a deadlock after a second by failing one group.
+    let pg = Postgres::start();
+    let dbs: Vec<PgRunDb> = (0..2)
+        .map(|_| PgRunDb::connect(&pg.url()).expect("connect"))
+        .collect();
+    const KEYS: usize = 12;
+    const RACERS: usize = 16;
+    for round in 0..12 {
+        let barrier = Barrier::new(RACERS);
+        let outcomes: Vec<(String, usize, Result<Lease, RunDbError>)> =
+            std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..RACERS)
+                    .map(|n| {
+                        let (db, barrier) = (&dbs[n % 2], &barrier);
+                        scope.spawn(move || {
+                            barrier.wait();
+                            // Half the racers take the keys upwards, half downwards, each
+                            // from a point of its own.
+                            (0..KEYS)
+                                .map(|i| {
+                                    let step = if n % 2 == 0 { i } else { KEYS - i };
+                                    let key = (step + n / 2) % KEYS;
+                                    let id = format!("r{round}-{n}-{key}");
+                                    let run = flowhost::runs::NewRun {
+                                        key: Some(format!("key-{round}-{key}")),
+                                        ..new_run(&id, &["a"])
+                                    };
+                                    let created = db.create(&run, &elsewhere("a"), LONG);
+                                    (id, key, created)
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                racers.into_iter().flat_map(|r| r.join().unwrap()).collect()
+            });
+        for key in 0..KEYS {
+            let racers: Vec<_> = outcomes.iter().filter(|(_, k, _)| *k == key).collect();
+            let winners: Vec<&str> = racers
+                .iter()
+                .filter(|(_, _, created)| created.is_ok())
+                .map(|(id, _, _)| id.as_str())
+                .collect();
+            assert_eq!(winners.len(), 1, "one run per key: {racers:?}");
+            for (id, _, created) in racers {
+                match created {
+                    Ok(_) => {}
+                    Err(RunDbError::Exists { run, .. }) => assert_eq!(run, winners[0], "{id}"),
+                    Err(other) => panic!("{id} failed otherwise: {other}"),
+                }
+            }
+        }
+    }
+}
