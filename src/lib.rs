@@ -38,27 +38,31 @@
 //! over OTLP/HTTP. With default features off the engine and the run database contract remain,
 //! and neither rusqlite, tokio-postgres, axum nor the OpenTelemetry SDK is compiled.
 
-pub use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
+pub use flowhost_core::checkpoint::{Checkpoint, ElementCheckpoint, TaskCheckpoint};
 pub use flowhost_core::class::{Classify, ErrorClass};
 pub use flowhost_core::contract::{
     ACCEPTED_VERSIONS, CONTRACT, HostFault, Outcome, Progress, TaskError, TaskInfo, escape,
 };
 pub use flowhost_core::events::{Event, FlowState, Listener, LogListener, TaskState, Transition};
 pub use flowhost_core::flow::{
-    Access, Controller, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec, ForEach,
-    Instances, Iterations, Limits, NOT_RETRIED_BY_DEFAULT, ParameterizedForEach, Pattern, Retry,
-    RetryPolicy, Strategy, Subflow, SubflowHead, TaskSpec,
+    Access, CatchUp, Controller, Cron, DirGrant, EffectiveLimits, Entry, FlowFileError, FlowSpec,
+    ForEach, Instances, Iterations, Limits, MAX_CATCH_UP, Map, NOT_RETRIED_BY_DEFAULT,
+    ParameterizedForEach, Pattern, Rate, Retry, RetryPolicy, Schedule, Strategy, Subflow,
+    SubflowHead, TaskSpec, Wait, WaitFor, format_rfc3339, parse_rfc3339, signal_name_ok, tick_text,
 };
 pub use flowhost_core::plan::{Problem, ValidationError};
 pub use flowhost_core::store::{InexactInteger, Store, inexact_integer};
+/// The error code of a signal wait whose `timeout_ms` passed before its signal came.
+pub use flowhost_engine::SIGNAL_TIMEOUT;
 pub use flowhost_engine::{
     Append, Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Close, Engine, FlowError,
-    Journal, JournalError, LoadedFlow, Prepare, ResumeError, RunError, RunReport, SubflowPlan,
-    SubflowReport, TaskPlan, TaskReport,
+    Journal, JournalError, LoadedFlow, MapPlan, MapReport, PREPARED_FLOWS, Prepare, Prepared,
+    ResumeError, RunError, RunReport, Signalled, SubflowPlan, SubflowReport, TaskPlan, TaskReport,
 };
 /// The error codes of a task a cancel stopped ([`Engine::cancel`]) and of a task whose
 /// `when` could not be decided.
 pub use flowhost_engine::{CANCELLED, CONDITION_FAILED, RUN_TIMEOUT};
+pub use flowhost_engine::{CopiedTask, Suspender};
 pub use flowhost_engine::{conform, scaffold};
 pub use flowhost_runtime::{
     COMPILE_TARGET, DirectCall, EngineConfig, EnvSource, EnvVar, GrantError, MAX_PLUGIN_BYTES,
@@ -79,20 +83,20 @@ pub use flowhost_telemetry as telemetry;
 /// [`record`](runs::record) and continues an interrupted one with [`resume`](runs::resume).
 pub mod runs {
     pub use flowhost_executor::{
-        Executor, Policy, ResumeFailure, Resumption, RunListener, already_started, is_traceparent,
-        origin_of, record, resume,
+        Executor, Policy, Restart, Restarted, ResumeFailure, Resumption, RunListener,
+        already_started, is_traceparent, origin_of, record, resume,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_executor::{Worker, WorkerError, WorkerSummary, submit};
     pub use flowhost_runs::{
         Attempt, DEFAULT_LEASE_TTL, FIRST_TOKEN, Lease, LeaseHolder, NewRun, Omitted, Origin,
-        Owner, PluginHash, PruneFilter, Pruned, RunCount, RunDb, RunDbError, RunFilter, RunRecord,
-        RunSummary, StateChange, TaskRecord, hash_file, holder_may_be_alive, host_name,
-        mask_passwords, sha256_hex,
+        Owner, PluginHash, PruneFilter, Pruned, RestartLinks, RunCount, RunDb, RunDbError,
+        RunFilter, RunRecord, RunSummary, ScheduleDb, ScheduleRecord, StateChange, TaskRecord,
+        hash_file, holder_may_be_alive, host_name, mask_passwords, sha256_hex,
     };
     #[cfg(feature = "postgres")]
     pub use flowhost_runs_postgres::{
-        Claimed, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url,
+        Claimed, FlowLimitState, PgRunDb, QUERY_DEADLINE, WorkerRecord, is_postgres_url,
     };
     #[cfg(feature = "sqlite")]
     pub use flowhost_runs_sqlite::{Durability, SqliteRunDb};

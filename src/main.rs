@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             Command::Submit(args) => cli::submit::submit(&ctx, args).await,
             Command::Worker(args) => cli::worker::worker(&ctx, args).await,
             Command::Workers(args) => cli::workers::workers(&ctx, args).await,
+            Command::Schedules(args) => cli::schedules::schedules(&ctx, args).await,
             Command::Serve(args) => cli::serve::serve(&ctx, args).await,
             Command::Compile(args) => cli::compile::compile(&ctx, args).await,
             Command::Call(args) => cli::call::call(&ctx, args).await,

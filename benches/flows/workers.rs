@@ -95,7 +95,7 @@ async fn submit(
         let store: Store = [("seed".to_owned(), json!(seed))].into_iter().collect();
         let loaded = engine.load(spec, store).await.expect("valid");
         ids.push(
-            flowhost::runs::submit(db, &loaded, file, None, None)
+            flowhost::runs::submit(db, &loaded, file, None, None, 0)
                 .await
                 .expect("submit"),
         );

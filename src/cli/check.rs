@@ -43,6 +43,7 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let tasks: Vec<_> = loaded.plan().collect();
         let subflows: Vec<_> = loaded.subflows().collect();
+        let maps: Vec<_> = loaded.maps().collect();
         let warnings: Vec<String> = tasks
             .iter()
             .flat_map(|task| {
@@ -51,20 +52,28 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        let doc = serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks, "subflows": subflows, "warnings": warnings });
+        let doc = serde_json::json!({ "flow": loaded.name(), "state": "VALID", "valid": true, "tasks": tasks, "subflows": subflows, "maps": maps, "warnings": warnings });
         print_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
     outln!("flow `{}` is valid", loaded.name())?;
     for (n, task) in loaded.plan().enumerate() {
-        outln!(
-            "{}. {} — {} {} ({})",
-            n + 1,
-            task.name,
-            shown(&task.info.name),
-            shown(&task.info.version),
-            task.plugin.display()
-        )?;
+        match (task.info, task.plugin, &task.wait) {
+            (Some(info), Some(plugin), _) => outln!(
+                "{}. {} — {} {} ({})",
+                n + 1,
+                task.name,
+                shown(&info.name),
+                shown(&info.version),
+                plugin.display()
+            )?,
+            (_, _, wait) => outln!(
+                "{}. {} — waits for {}",
+                n + 1,
+                task.name,
+                wait.as_ref().map(waits_for).unwrap_or_default()
+            )?,
+        }
         let args: Vec<String> = task
             .required
             .iter()
@@ -98,7 +107,7 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
         };
         outln!("   requires: {}", list(&args))?;
         // Renamed results are stored by position: show which declared name each one takes.
-        let declared = &task.info.provides;
+        let declared = task.info.map(|i| i.provides.as_slice()).unwrap_or_default();
         let provides: Vec<String> =
             if task.provides.len() > 1 && declared.len() == task.provides.len() {
                 task.provides
@@ -230,6 +239,16 @@ pub async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<ExitCode> {
         )?;
         outln!("   tasks:    {}", subflow.tasks.join(", "))?;
     }
+    for map in loaded.maps() {
+        outln!(
+            "subflow `{}` maps over `{}`: each element as `{}`, collected into `{}`",
+            map.path,
+            map.map.over,
+            map.map.each,
+            map.map.collect
+        )?;
+        outln!("   tasks:    {}", map.tasks.join(", "))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -272,4 +291,23 @@ fn controller(retry: &flowhost::Controller) -> String {
         flowhost::Strategy::RevertAll => "revert the whole flow",
     };
     format!("{iterations}; when all failed: {strategy}")
+}
+
+/// What a wait entry waits for, as `check` shows it: `signal `approved` (timeout 3600000 ms)`,
+/// `5000 ms`, `2026-12-24T18:00:00.000Z`.
+pub fn waits_for(wait: &serde_json::Value) -> String {
+    let timeout = wait["timeout_ms"]
+        .as_u64()
+        .map(|ms| format!(" (timeout {ms} ms)"))
+        .unwrap_or_default();
+    match (
+        wait["signal"].as_str(),
+        wait["for_ms"].as_u64(),
+        wait["until"].as_str(),
+    ) {
+        (Some(name), _, _) => format!("signal `{name}`{timeout}"),
+        (_, Some(ms), _) => format!("{ms} ms (a durable timer)"),
+        (_, _, Some(at)) => format!("{at} (a durable timer)"),
+        _ => String::new(),
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use flowhost::runs::{
     DEFAULT_LEASE_TTL, Durability, Executor, PgRunDb, PruneFilter, Pruned, RunDb, RunDbError,
-    SqliteRunDb,
+    ScheduleDb, SqliteRunDb,
 };
 
 /// Where runs are recorded when neither --db nor FLOWHOST_DB says otherwise: `flowhost` in
@@ -129,6 +129,14 @@ pub enum AnyDb {
 impl AnyDb {
     /// The database behind the common interface.
     pub fn shared(&self) -> Arc<dyn RunDb> {
+        match self {
+            AnyDb::Sqlite(db) => db.clone(),
+            AnyDb::Postgres(db) => db.clone(),
+        }
+    }
+
+    /// The database where schedules record their ticks.
+    pub fn schedules(&self) -> Arc<dyn ScheduleDb> {
         match self {
             AnyDb::Sqlite(db) => db.clone(),
             AnyDb::Postgres(db) => db.clone(),

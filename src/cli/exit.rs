@@ -13,8 +13,14 @@ pub const SUCCESS: u8 = 0;
 pub const REVERTED: u8 = 1;
 /// A task failed and a revert failed too: a person must look.
 pub const REVERT_FAILED: u8 = 2;
+/// The run is SUSPENDED (asked to, or a task with `on_failure = "suspend"` failed for good):
+/// nothing was reverted; it waits for `flowhost runs resume` or `flowhost runs revert`.
+pub const SUSPENDED: u8 = 3;
 /// `flowhost call`: the called function failed (a task error, or the host stopped it).
 pub const TASK_ERROR: u8 = 1;
+/// The run is WAITING — for a signal, or a timer longer than this process holds on to — and
+/// holds no executor: `runs signal` and `runs resume` (or a worker, or `serve`) go on with it.
+pub const WAITING: u8 = 4;
 /// Wrong use of the command line.
 pub const USAGE: u8 = 64;
 /// The flow file, a plugin or the flow as a whole is invalid.
@@ -28,7 +34,7 @@ pub const TEMPFAIL: u8 = 75;
 
 /// The table as `--help` shows it.
 pub const EXIT_CODES: &str = "Exit codes: 0 success, 1 flow failed and was reverted, 2 flow failed and a revert \
-failed (needs a person), 64 usage error, 65 invalid flow/plugin, 66 unreadable input file or run database, \
+failed (needs a person), 3 the run is suspended (resume or revert it), 4 the run is WAITING for a signal (`runs signal`, then `runs resume`), 64 usage error, 65 invalid flow/plugin, 66 unreadable input file or run database, \
 70 internal error, 75 the run database failed or the run is held by another executor (retry later).";
 
 /// A command-line mistake (exit 64).
@@ -157,11 +163,13 @@ fn db_advice(error: &RunDbError) -> Option<String> {
     }
 }
 
-/// The exit code of a finished run: 0 success, 1 reverted, 2 a revert failed.
+/// The exit code of a finished run: 0 success, 1 reverted, 2 a revert failed, 3 suspended.
 pub fn for_state(state: flowhost::FlowState) -> u8 {
     match state {
         flowhost::FlowState::Success => SUCCESS,
         flowhost::FlowState::Reverted => REVERTED,
+        flowhost::FlowState::Suspended => SUSPENDED,
+        flowhost::FlowState::Waiting => WAITING,
         _ => REVERT_FAILED,
     }
 }

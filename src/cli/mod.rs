@@ -14,6 +14,7 @@ pub mod new;
 pub mod output;
 pub mod run;
 pub mod runs;
+pub mod schedules;
 pub mod serve;
 pub mod submit;
 pub mod worker;
@@ -146,6 +147,9 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// List the workers of a PostgreSQL run database: id, host, heartbeat, runs in flight.
     Workers(workers::WorkersArgs),
+    /// List the flows' schedules a run database records: cron, next tick, last tick and the
+    /// run it started.
+    Schedules(schedules::SchedulesArgs),
     /// Serve the flows of a folder over HTTP: a JSON API to start, follow, resume and cancel
     /// runs, live events, Prometheus metrics and a web console.
     Serve(serve::ServeArgs),

@@ -185,8 +185,33 @@ pub fn print_report(report: &RunReport, fetch: &Fetch, json: bool) -> anyhow::Re
             .map(|n| (n.clone(), report.fetch(n).cloned().unwrap_or(Value::Null)))
             .collect()
     });
+    if report.state == FlowState::Waiting {
+        for task in &report.tasks {
+            if let Some(wait) = &task.waiting {
+                let until = wait["due"]
+                    .as_str()
+                    .map(|due| format!(" until {due}"))
+                    .unwrap_or_default();
+                let what = match wait["signal"].as_str() {
+                    Some(name) => format!(
+                        "signal `{name}`{until}: send it with `flowhost runs signal {} {name} [--data JSON]`, then `flowhost runs resume {}` goes on",
+                        report.run_id, report.run_id
+                    ),
+                    None => format!(
+                        "its timer{until}: `flowhost runs resume {}` goes on from there",
+                        report.run_id
+                    ),
+                };
+                errln!(
+                    "flow `{}` is WAITING: task `{}` waits for {what}",
+                    report.flow,
+                    task.name
+                );
+            }
+        }
+    }
     // The errors' Display escapes what the plugin wrote.
-    if report.state != FlowState::Success {
+    if !matches!(report.state, FlowState::Success | FlowState::Waiting) {
         for task in &report.tasks {
             if let Some(error) = &task.error {
                 errln!(
@@ -199,6 +224,15 @@ pub fn print_report(report: &RunReport, fetch: &Fetch, json: bool) -> anyhow::Re
             if let Some(error) = &task.revert_error {
                 errln!("task `{}` could not be reverted: {error}", task.name);
             }
+        }
+        for map in report.maps.iter().filter(|m| !m.failed.is_empty()) {
+            let failed: Vec<String> = map.failed.iter().map(ToString::to_string).collect();
+            errln!(
+                "map `{}`: element {} of {} failed",
+                map.path,
+                failed.join(", "),
+                map.elements
+            );
         }
     }
     for name in fetch.names.iter().filter(|n| report.fetch(n).is_none()) {

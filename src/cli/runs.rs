@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use flowhost::runs::{PruneFilter, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord};
+use flowhost::runs::{
+    PruneFilter, Restart, RestartLinks, ResumeFailure, Resumption, RunDb, RunFilter, RunRecord,
+};
 use flowhost::{FlowState, escape};
 use serde_json::Value;
 
@@ -22,6 +24,10 @@ flowhost runs list --state RUNNING          # interrupted runs, resumable\n  \
 flowhost runs show 1a21e28ec81-7188-0        # tasks, durations, errors, final store\n  \
 flowhost runs fetch 1a21e28ec81-7188-0 volume\n  \
 flowhost runs resume 1a21e28ec81-7188-0\n  \
+flowhost runs suspend 1a21e28ec81-7188-0 --wait  # finish the tasks in flight, start nothing new\n  \
+flowhost runs revert 1a21e28ec81-7188-0       # revert a SUSPENDED run instead of resuming it\n  \
+flowhost runs restart 1a21e28ec81-7188-0 --from attach  # a new run, the steps before `attach` copied\n  \
+flowhost runs signal 1a21e28ec81-7188-0 approved --data '{\"by\": \"ops\"}'\n  \
 flowhost runs prune --older-than 7d --dry-run\n  \
 flowhost runs list --db ./runs.db            # another database (or FLOWHOST_DB)")]
 pub struct RunsArgs {
@@ -36,8 +42,8 @@ pub struct RunsArgs {
 pub enum RunsCommand {
     /// List recorded runs, newest first.
     List {
-        /// Only runs in this state (PENDING, RUNNING, SUCCESS, REVERTING, REVERTED, FAILURE);
-        /// RUNNING or REVERTING means interrupted: resumable.
+        /// Only runs in this state (PENDING, RUNNING, SUCCESS, REVERTING, REVERTED, FAILURE,
+        /// SUSPENDING, SUSPENDED); RUNNING or REVERTING means interrupted: resumable.
         #[arg(long, value_parser = parse_state)]
         state: Option<FlowState>,
         /// Only runs of this flow (its name).
@@ -76,6 +82,60 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Suspend a run, wherever it runs (this host or a worker on another): its tasks in
+    /// flight finish, nothing new starts, pauses before retries end, and the run goes
+    /// SUSPENDING -> SUSPENDED, releasing its executor. Nothing is reverted; `runs resume`
+    /// goes on from the record, `runs revert` reverts it.
+    Suspend {
+        /// The run's id.
+        id: String,
+        /// Wait until the run has suspended (or ended) and print its state.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Revert a SUSPENDED run instead of resuming it: every task that did something is
+    /// reverted in reverse order, as the failure would have; the run ends REVERTED (exit 1)
+    /// or FAILURE when a revert failed (exit 2). Nothing is executed.
+    Revert {
+        /// The run's id.
+        id: String,
+        /// Revert even though the flow file or a plugin changed since the run was recorded.
+        #[arg(long)]
+        force: bool,
+        /// Print one JSON report, as `flowhost run --json` does.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new run of a run that ended SUCCESS or is SUSPENDED, from one of its tasks:
+    /// the original's SUCCESS tasks before it are copied (results and store, not executed
+    /// again), the rest runs. The flow file and plugins must be unchanged. The original is
+    /// untouched; both records link to each other (`runs show`).
+    Restart {
+        /// The original run's id.
+        id: String,
+        /// The task to run from (its entry name).
+        #[arg(long, value_name = "TASK")]
+        from: String,
+        /// Print one JSON report, as `flowhost run --json` does.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a run: a wait entry `wait = { signal = NAME }` takes it, and its data
+    /// goes into the store under the entry's `provides`. Kept until then, so it may come
+    /// before the run reaches its wait. A WAITING run goes on once resumed (`runs resume`; on
+    /// PostgreSQL a worker claims it by itself).
+    Signal {
+        /// The run's id.
+        id: String,
+        /// The signal's name, as the wait names it.
+        name: String,
+        /// The signal's data, as JSON (default: null).
+        #[arg(long, value_name = "JSON")]
+        data: Option<String>,
+        /// Print JSON: { run_id, signal, state }.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete finished runs (SUCCESS, REVERTED, FAILURE), or the runs in --state. A run
     /// whose lease a live executor holds is never deleted: it is named, and the exit code is
     /// 75.
@@ -99,7 +159,7 @@ pub enum RunsCommand {
 fn parse_state(text: &str) -> Result<FlowState, String> {
     serde_json::from_value(Value::String(text.to_ascii_uppercase())).map_err(|_| {
         format!(
-            "unknown state `{text}`; one of PENDING, RUNNING, SUCCESS, REVERTING, REVERTED, FAILURE"
+            "unknown state `{text}`; one of PENDING, RUNNING, WAITING, SUCCESS, REVERTING, REVERTED, FAILURE, SUSPENDING, SUSPENDED"
         )
     })
 }
@@ -150,11 +210,42 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
         }
         RunsCommand::Show { id, json } => {
             let run = get(db.as_ref(), &id)?;
+            let links = db.restart_links(&id)?;
             if json {
-                print_json(&run.document()?)?
+                let mut doc = run.document()?;
+                if let Value::Object(fields) = serde_json::to_value(&links)?
+                    && let Some(doc) = doc.as_object_mut()
+                {
+                    doc.extend(fields);
+                }
+                print_json(&doc)?
             } else {
-                show(&run)?
+                show(&run, &links)?
             }
+        }
+        RunsCommand::Suspend { id, wait } => return suspend(db.as_ref(), &id, wait).await,
+        RunsCommand::Revert { id, force, json } => {
+            let executor = ctx.traced(args.db.executor(db));
+            let resumption = Resumption::open(executor.db().as_ref(), &id)?;
+            let mut ctx = ctx.clone();
+            ctx.protect(args.db.path());
+            let engine = ctx.engine(resumption.flow().needs_fuel())?;
+            let report = resumption.revert(&executor, &engine, force).await?;
+            return super::run::print_report(&report, &super::run::Fetch::default(), json);
+        }
+        RunsCommand::Restart { id, from, json } => {
+            let executor = ctx.traced(args.db.executor(db));
+            let restart = Restart::open(executor.db().as_ref(), &id, &from)?;
+            let mut ctx = ctx.clone();
+            ctx.protect(args.db.path());
+            let engine = ctx.engine(restart.flow().needs_fuel())?;
+            let restarted = restart.load(&executor, &engine).await?;
+            errln!(
+                "run {} restarts run {id} from task `{from}`",
+                restarted.run_id()
+            );
+            let report = restarted.run().await?;
+            return super::run::print_report(&report, &super::run::Fetch::default(), json);
         }
         RunsCommand::Fetch { id, name } => {
             let run = get(db.as_ref(), &id)?;
@@ -173,6 +264,13 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             print_json(value)?;
         }
         RunsCommand::Resume { id, force, json } => {
+            // A suspended run the workers ran goes back to them.
+            if let AnyDb::Postgres(pg) = &any
+                && pg.resume_queued(&id)?
+            {
+                outln!("run {id} is queued again: a worker resumes it")?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let executor = ctx.traced(args.db.executor(db));
             let resumption = Resumption::open(executor.db().as_ref(), &id)?;
             let mut ctx = ctx.clone();
@@ -181,6 +279,12 @@ pub async fn runs(ctx: &Context, args: RunsArgs) -> anyhow::Result<ExitCode> {
             let report = resumption.run(&executor, &engine, force).await?;
             return super::run::print_report(&report, &super::run::Fetch::default(), json);
         }
+        RunsCommand::Signal {
+            id,
+            name,
+            data,
+            json,
+        } => return signal(db.as_ref(), &id, &name, data.as_deref(), json),
         RunsCommand::Prune {
             older_than,
             state,
@@ -241,6 +345,77 @@ fn prune(db: &AnyDb, filter: &PruneFilter, dry_run: bool, json: bool) -> anyhow:
     }))
 }
 
+/// Asks run `id` to suspend through the run database, where the executor holding it (this
+/// host or another) reads it; with `wait`, polls until the run has suspended or ended.
+async fn suspend(db: &dyn RunDb, id: &str, wait: bool) -> anyhow::Result<ExitCode> {
+    if !db.request_suspend(id)? {
+        let run = get(db, id)?;
+        bail!(UsageError(format!(
+            "run {id} is {}: only a PENDING or RUNNING run can be suspended",
+            run.summary.state
+        )));
+    }
+    if !wait {
+        outln!("asked run {id} to suspend: its tasks in flight finish, nothing new starts")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        let state = get(db, id)?.summary.state;
+        if !matches!(
+            state,
+            FlowState::Pending | FlowState::Running | FlowState::Suspending
+        ) {
+            outln!("run {id} is {state}")?;
+            // Suspended as asked: done. Ended meanwhile: how it ended.
+            return Ok(ExitCode::from(match state {
+                FlowState::Suspended => exit::SUCCESS,
+                ended => exit::for_state(ended),
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends signal `name` to run `id` and says where the run stands.
+fn signal(
+    db: &dyn RunDb,
+    id: &str,
+    name: &str,
+    data: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if !flowhost::signal_name_ok(name) {
+        bail!(UsageError(format!(
+            "signal name `{}` is not allowed: it starts with a letter or digit and holds only ASCII letters, digits, `_`, `-` and `.` (at most 128)",
+            escape(name)
+        )));
+    }
+    let data: Value = match data {
+        None => Value::Null,
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| UsageError(format!("--data is not JSON ({e}); write text as '\"…\"'")))?,
+    };
+    let state = db
+        .signal(id, name, &data)?
+        .ok_or_else(|| ResumeFailure::Unknown(id.to_owned()))?;
+    if state.is_finished() {
+        bail!(UsageError(format!(
+            "run {id} already finished ({state}): a signal is kept only for a run that can still wait for it"
+        )));
+    }
+    if json {
+        print_json(&serde_json::json!({ "run_id": id, "signal": name, "state": state }))?;
+    } else {
+        outln!("signal `{name}` sent to run {id} ({state})")?;
+        if state == FlowState::Waiting {
+            errln!(
+                "run {id} is WAITING: `flowhost runs resume {id}` goes on with it (on PostgreSQL, a worker does)"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn get(db: &dyn RunDb, id: &str) -> anyhow::Result<RunRecord> {
     Ok(db
         .get(id)?
@@ -266,9 +441,34 @@ fn ignored_because(result: Option<&serde_json::Value>) -> Option<String> {
     Some(format!("it needs task `{with}`, which was ignored"))
 }
 
-fn show(run: &RunRecord) -> anyhow::Result<()> {
+/// A map's task: how many elements its calls reached, by state, and each failed element
+/// with its error (a list of thousands shows its counts, not every element).
+fn mapped(run: &RunRecord, index: usize) -> anyhow::Result<()> {
+    let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut failed = Vec::new();
+    for element in run.elements.iter().filter(|e| e.index == index) {
+        *states.entry(element.state.as_str()).or_default() += 1;
+        if let Some(error) = &element.error {
+            failed.push((element.element, element.state, error));
+        }
+    }
+    if states.is_empty() {
+        return Ok(());
+    }
+    let counts: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    outln!("      mapped elements: {}", counts.join(", "))?;
+    for (element, state, error) in failed {
+        outln!("      element {element} {state}  {error}")?;
+    }
+    Ok(())
+}
+
+fn show(run: &RunRecord, links: &RestartLinks) -> anyhow::Result<()> {
     let s = &run.summary;
     outln!("run {}  flow `{}`  {}", s.id, s.flow, s.state)?;
+    if s.priority != 0 {
+        outln!("priority {} among queued runs", s.priority)?;
+    }
     outln!(
         "created {}  updated {}  resumed {} time(s)",
         s.created_at,
@@ -290,6 +490,26 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
     }
     if let Some(reason) = &s.exit_reason {
         outln!("exit: {reason}")?;
+    }
+    if let Some(from) = &links.restarted_from {
+        outln!("restarts run {from}")?;
+    }
+    if !links.restarts.is_empty() {
+        outln!("restarted as run(s) {}", links.restarts.join(", "))?;
+    }
+    if matches!(s.state, FlowState::Suspended | FlowState::Suspending) {
+        let failed = run
+            .tasks
+            .iter()
+            .filter(|t| t.state == flowhost::TaskState::Failure)
+            .filter_map(|t| t.error.as_ref().map(|e| (t, e)));
+        for (task, error) in failed {
+            outln!("suspended on the failure of task `{}`: {error}", task.name)?;
+        }
+        outln!(
+            "go on with `flowhost runs resume {id}` (a failed task is tried again), or `flowhost runs revert {id}`",
+            id = s.id
+        )?;
     }
     outln!()?;
     outln!(
@@ -342,6 +562,7 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
                 iterations(&task.iterations)
             )?;
         }
+        mapped(run, task.index)?;
         let attempts = task.attempts();
         // A task run once shows nothing more; a retried one (or one run again after a crash)
         // lists each execution under its row.
@@ -371,8 +592,26 @@ fn show(run: &RunRecord) -> anyhow::Result<()> {
                 )?;
             }
         }
-        if let Some(due) = task.retry_at {
-            outln!("      next attempt due at unix time {due:.3}")?;
+        match task.retry_at {
+            Some(due) if task.state == flowhost::TaskState::Waiting => {
+                let due = std::time::UNIX_EPOCH + Duration::from_secs_f64(due.max(0.0));
+                let what = task.result.as_ref().map(super::check::waits_for);
+                let signal = task.result.as_ref().and_then(|r| r["signal"].as_str());
+                match signal {
+                    Some(_) => outln!(
+                        "    waiting for {} until {}",
+                        what.unwrap_or_default(),
+                        flowhost::format_rfc3339(due)
+                    )?,
+                    None => outln!("    waiting until {}", flowhost::format_rfc3339(due))?,
+                }
+            }
+            None if task.state == flowhost::TaskState::Waiting => {
+                let what = task.result.as_ref().map(super::check::waits_for);
+                outln!("    waiting for {}", what.unwrap_or_default())?;
+            }
+            Some(due) => outln!("      next attempt due at unix time {due:.3}")?,
+            None => {}
         }
     }
     outln!()?;

@@ -95,6 +95,7 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = ServeConfig {
         flows_dir: args.flows.clone(),
         executor,
+        schedules: db.schedules(),
         engine: ctx.engine(false)?,
         fuel_engine: ctx.engine(true)?,
         token,

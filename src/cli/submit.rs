@@ -16,7 +16,8 @@ use super::{Context, StoreArgs, print_invalid, print_json, read_flow};
 flowhost submit flow.toml --store raw_size=20 --db postgres://flowhost@db.internal/flowhost\n  \
 FLOWHOST_DB=postgres://flowhost@db/flowhost flowhost submit flow.toml --store-file request.json\n  \
 flowhost submit flow.toml --json        # {\"run_id\": …, \"flow\": …}\n  \
-flowhost submit flow.toml --key order-1042   # at most one run per key\n\n\
+flowhost submit flow.toml --key order-1042   # at most one run per key\n  \
+flowhost submit flow.toml --priority 5       # claimed before runs of lower priority\n\n\
 The flow is validated here, then its flow file and every plugin are stored in the database by\n\
 SHA-256 (once, however many runs use them): workers need only the database URL. Directory\n\
 grants stay host paths, resolved on the worker against this flow file's folder.")]
@@ -37,6 +38,14 @@ pub struct SubmitArgs {
     /// the run becomes a child of that span. Defaults to TRACEPARENT when set.
     #[arg(long, value_name = "TRACEPARENT", env = "TRACEPARENT", value_parser = parse_traceparent)]
     pub traceparent: Option<String>,
+    /// Workers claim queued runs by priority, higher first, then in submission order.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i32,
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -62,6 +71,7 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
         &args.flow,
         args.key.as_deref(),
         args.traceparent.as_deref(),
+        args.priority,
     )
     .await
     {

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use flowhost::runs::FlowLimitState;
 
 use super::Context;
 use super::db::{DbArgs, parse_duration};
@@ -14,7 +15,9 @@ use super::print_json;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
 flowhost workers --db postgres://flowhost@db.internal/flowhost\n  \
-flowhost workers --json      # [{id, host, pid, started, heartbeat, in_flight, status, …}]")]
+flowhost workers --json      # [{id, host, pid, started, heartbeat, in_flight, status, …}]\n\n\
+Under the queue's line, each flow whose queue limits (`concurrency`, `rate`) hold back queued\n\
+runs says so and why.")]
 pub struct WorkersArgs {
     #[command(flatten)]
     pub db: DbArgs,
@@ -35,6 +38,11 @@ pub async fn workers(_ctx: &Context, args: WorkersArgs) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     outln!("queue: {} run(s) waiting for a worker", db.waiting()?)?;
+    for limited in db.flow_limits()? {
+        if let Some(line) = held_back(&limited) {
+            outln!("{line}")?;
+        }
+    }
     outln!(
         "{:<36} {:<20} {:>8} {:<25} {:<25} {:>9} {:<8}",
         "ID",
@@ -58,4 +66,41 @@ pub async fn workers(_ctx: &Context, args: WorkersArgs) -> anyhow::Result<ExitCo
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a flow's queue limits hold back, in a line, when they hold back anything:
+/// `volume-create: 2 running (concurrency 2), 5 queued held back`, or for its rate
+/// `…: 100 started in the last 60000 ms (rate 100 per 60000 ms), 5 queued held back; next start allowed at T`.
+fn held_back(limited: &FlowLimitState) -> Option<String> {
+    if limited.held_back == 0 {
+        return None;
+    }
+    // The limits that leave the least room are the ones holding runs back.
+    let room = limited.waiting - limited.held_back;
+    let mut why = Vec::new();
+    if let Some(n) = limited
+        .concurrency
+        .filter(|n| (n - limited.running).max(0) == room)
+    {
+        why.push(format!("{} running (concurrency {n})", limited.running));
+    }
+    if let Some(rate) = limited
+        .rate
+        .filter(|r| (r.runs - limited.started_in_period).max(0) == room)
+    {
+        why.push(format!(
+            "{} started in the last {} ms (rate {} per {} ms)",
+            limited.started_in_period, rate.per_ms, rate.runs, rate.per_ms
+        ));
+    }
+    let mut line = format!(
+        "{}: {}, {} queued held back",
+        limited.flow,
+        why.join(", "),
+        limited.held_back
+    );
+    if let Some(at) = &limited.next_start_at {
+        line.push_str(&format!("; next start allowed at {at}"));
+    }
+    Some(line)
 }

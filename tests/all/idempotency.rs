@@ -190,7 +190,7 @@ async fn submit_keyed(db: &PgRunDb, flow: &Path, key: &str) -> Result<String, Wo
         .load(&spec, Default::default())
         .await
         .unwrap();
-    flowhost::runs::submit(db, &loaded, flow, Some(key), None).await
+    flowhost::runs::submit(db, &loaded, flow, Some(key), None, 0).await
 }
 
 #[test]

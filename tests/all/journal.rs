@@ -78,6 +78,22 @@ impl RunDb for FillingDisk {
     fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, RunDbError> {
         self.inner.list(filter)
     }
+    fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<Option<flowhost::FlowState>, RunDbError> {
+        self.inner.signal(run_id, name, data)
+    }
+    fn take_signal(
+        &self,
+        run_id: &str,
+        task: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, RunDbError> {
+        self.inner.take_signal(run_id, task, name)
+    }
     fn read(&self, id: &str, max: Option<usize>) -> Result<Option<RunRecord>, RunDbError> {
         self.inner.read(id, max)
     }
@@ -86,6 +102,19 @@ impl RunDb for FillingDisk {
     }
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
         self.inner.prune(filter)
+    }
+    fn request_suspend(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.inner.request_suspend(run_id)
+    }
+    fn suspend_requested(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.inner.suspend_requested(run_id)
+    }
+    fn link_restart(&self, lease: &Lease, from: &str) -> Result<(), RunDbError> {
+        self.write()?;
+        self.inner.link_restart(lease, from)
+    }
+    fn restart_links(&self, run_id: &str) -> Result<flowhost::runs::RestartLinks, RunDbError> {
+        self.inner.restart_links(run_id)
     }
 }
 

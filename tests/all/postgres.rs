@@ -350,13 +350,13 @@ fn a_database_migrated_by_a_newer_flowhost_is_refused_and_a_bad_url_named() {
     // The schema is created on first use, and found in place the next time.
     assert_exit(&runs(&ws, &pg, &["runs", "list"]), 0);
     assert_exit(&runs(&ws, &pg, &["runs", "list"]), 0);
-    assert_eq!(pg.sql("SELECT version FROM flowhost_schema"), "6");
+    assert_eq!(pg.sql("SELECT version FROM flowhost_schema"), "10");
     pg.sql("UPDATE flowhost_schema SET version = 99");
     let newer = runs(&ws, &pg, &["runs", "list"]);
     assert_exit(&newer, 66);
     assert_contains(
         &stderr(&newer),
-        "schema version 99, newer than this flowhost's 6",
+        "schema version 99, newer than this flowhost's 10",
     );
 
     let closed = "postgres://flowhost:secret@127.0.0.1:1/postgres".to_owned();

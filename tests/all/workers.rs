@@ -29,7 +29,7 @@ fn submit(pg: &Postgres, flow: &Path, seeds: std::ops::Range<u64>) -> Vec<String
             let store: Store = [("seed".to_owned(), json!(seed))].into_iter().collect();
             let loaded = engine.load(&spec, store).await.unwrap();
             ids.push(
-                flowhost::runs::submit(&db, &loaded, flow, None, None)
+                flowhost::runs::submit(&db, &loaded, flow, None, None, 0)
                     .await
                     .unwrap(),
             );

@@ -15,6 +15,26 @@ pub struct Checkpoint {
     /// When the run was created: a resumed run's deadline (the flow's `timeout_ms`) counts
     /// from here, not from the resumption. `None`: the deadline counts from the resumption.
     pub created_at: Option<SystemTime>,
+    /// Inside maps: each element's record of each task its iteration reached, as
+    /// [`TaskCheckpoint::state`] and the rest are for a task as a whole.
+    pub elements: Vec<ElementCheckpoint>,
+}
+
+/// One task's record in one element's iteration of a map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElementCheckpoint {
+    /// The task's position in the flow.
+    pub index: usize,
+    /// The element, from 0.
+    pub element: u32,
+    /// Last recorded state.
+    pub state: TaskState,
+    /// The arguments it executed with.
+    pub args: Option<String>,
+    /// What its revert gets.
+    pub outcome: Option<Outcome>,
+    /// Why its execute failed.
+    pub error: Option<TaskError>,
 }
 
 /// One task's record in a [`Checkpoint`].

@@ -120,6 +120,11 @@ impl TaskState {
                 | (Pending, Ignore)
                 | (Pending, Waiting)
                 | (Waiting, Success | Failure)
+                // The flow stopped (failed elsewhere, or cancelled) while it waited: it is
+                // back where it was, never reached.
+                | (Waiting, Pending)
+                // A map's task as a whole, once its elements' iterations were reverted.
+                | (Running, Reverted | RevertFailure)
                 // A subflow's controller starts its next iteration.
                 | (Reverted | Failure | Ignore, Pending)
         )
@@ -213,13 +218,19 @@ pub enum Transition {
         /// Which execution of the task this transition belongs to, from 1 (0 before the
         /// first): more than one when its retry policy tried again.
         attempt: u32,
-        /// When the next attempt is due, on entering RETRYING.
+        /// When the next attempt is due, on entering RETRYING; on entering WAITING, when the
+        /// wait ends (a timer's due time, a signal wait's timeout).
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_at: Option<SystemTime>,
         /// Inside subflows with a retry controller: each controller's iteration, from 1,
         /// outermost first. Empty elsewhere.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         iterations: Vec<u32>,
+        /// Inside a map: the element (from 0) whose iteration this transition belongs to.
+        /// Each element's tasks have their own record; without it the transition is the
+        /// task's as a whole.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        element: Option<u32>,
     },
     /// A running task reported how far it has come (contract 0.2's `progress`). Not a state
     /// change: listeners hear of it as it happens; the journal records the last one of each
@@ -307,6 +318,7 @@ impl Listener for LogListener {
                 attempt,
                 retry_at,
                 iterations,
+                element,
                 ..
             } => {
                 // Time spent is worth reading only for work done: execute and revert.
@@ -317,6 +329,7 @@ impl Listener for LogListener {
                     _ => String::new(),
                 };
                 let retry = match retry_at {
+                    _ if *to == TaskState::Waiting => waiting_for(result.as_ref(), *retry_at),
                     Some(due) => format!(
                         " (attempt {attempt} failed; attempt {} in {})",
                         attempt + 1,
@@ -327,8 +340,9 @@ impl Listener for LogListener {
                     }
                     None => String::new(),
                 };
-                let iteration = match iterations.last() {
-                    Some(n) if *to == TaskState::Running || *to == TaskState::Pending => {
+                let iteration = match (element, iterations.last()) {
+                    (Some(element), _) => format!(" (element {element})"),
+                    (None, Some(n)) if *to == TaskState::Running || *to == TaskState::Pending => {
                         format!(" (iteration {n})")
                     }
                     _ => String::new(),
@@ -365,6 +379,19 @@ impl Listener for LogListener {
             },
         }
         Ok(())
+    }
+}
+
+/// What a task entering WAITING waits for, for its log line: ` (signal `approved`, until
+/// …)`; the transition's result names the signal (see `flowhost_engine`'s waits).
+fn waiting_for(result: Option<&Value>, due: Option<SystemTime>) -> String {
+    let signal = result.and_then(|r| r["signal"].as_str());
+    let due = due.map(crate::flow::format_rfc3339);
+    match (signal, due) {
+        (Some(name), Some(due)) => format!(" (signal `{name}`, until {due})"),
+        (Some(name), None) => format!(" (signal `{name}`)"),
+        (None, Some(due)) => format!(" (until {due})"),
+        (None, None) => String::new(),
     }
 }
 

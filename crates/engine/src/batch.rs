@@ -1,7 +1,9 @@
 //! Batches: one flow run once per input (an initial store), many runs at once on one engine.
 //!
-//! The usual shape of real work: the same flow for every line of a JSON Lines file. Each
-//! input is its own run, validated and run on its own, so a bad input fails that run alone.
+//! The usual shape of real work: the same flow for every line of a JSON Lines file. The flow
+//! is prepared once for the whole batch (plugins described, entries bound); each input is
+//! its own run, checked against its store and run on its own, so a bad input fails that run
+//! alone.
 //! At most `concurrency` runs are in flight; outcomes arrive as runs finish (not in input
 //! order), each tagged with its input's line number.
 
@@ -13,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::journal::{JournalError, RunError};
 use super::report::RunReport;
-use super::{Engine, LoadedFlow};
+use super::{Engine, LoadedFlow, Prepared};
 use flowhost_core::events::FlowState;
 use flowhost_core::flow::FlowSpec;
 use flowhost_core::plan::ValidationError;
@@ -185,15 +187,22 @@ impl Batch {
         let mut summary = BatchSummary::default();
         let mut inputs = inputs.into_iter();
         let mut running = JoinSet::new();
+        // Prepared at the first input, once for every run of the batch.
+        let mut prepared: Option<Arc<Prepared>> = None;
         loop {
             while running.len() < self.concurrency {
                 let Some(input) = inputs.next() else { break };
                 let engine = self.engine.clone();
-                let flow = self.flow.clone();
+                let prepared = match &prepared {
+                    Some(prepared) => prepared.clone(),
+                    None => prepared
+                        .insert(self.engine.prepare(&self.flow).await)
+                        .clone(),
+                };
                 let prepare = self.prepare.clone();
                 running.spawn(async move {
                     let result = match input.store {
-                        Ok(store) => run_one(&engine, &flow, store, prepare.as_deref()).await,
+                        Ok(store) => run_one(&engine, &prepared, store, prepare.as_deref()).await,
                         Err(reason) => Err(BatchError::Input {
                             line: input.line,
                             reason,
@@ -221,11 +230,11 @@ impl Batch {
 
 async fn run_one(
     engine: &Engine,
-    flow: &FlowSpec,
+    prepared: &Prepared,
     store: Store,
     prepare: Option<&Prepare>,
 ) -> Result<RunReport, BatchError> {
-    let mut loaded = engine.load(flow, store).await?;
+    let mut loaded = engine.load_prepared(prepared, store)?;
     if let Some(prepare) = prepare {
         prepare(&mut loaded).map_err(|error| BatchError::Prepare {
             run: loaded.run_id().to_owned(),

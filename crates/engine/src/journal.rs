@@ -12,6 +12,7 @@ use std::pin::Pin;
 
 use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::events::Event;
+use serde_json::Value;
 
 /// Why the journal could not record a transition: the storage's own error (a full disk, a
 /// lock that timed out, a lease taken by another executor).
@@ -23,6 +24,10 @@ pub type Append<'a> = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Se
 /// The future of [`Journal::close`].
 pub type Close<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// The future of [`Journal::take_signal`]: the signal's data, or `None` while none came.
+pub type Signalled<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Value>, JournalError>> + Send + 'a>>;
+
 /// A run's durable record.
 pub trait Journal: Send + Sync {
     /// Commits `events` (with the arguments, results or errors they carry) durably, all or
@@ -31,6 +36,17 @@ pub trait Journal: Send + Sync {
     /// Asynchronous, so that a run waiting for its commit leaves its thread to other runs —
     /// which is what lets concurrent runs share commits.
     fn append<'a>(&'a self, events: &'a [Event]) -> Append<'a>;
+
+    /// Takes, for wait entry `task`, the oldest signal `name` sent to the run that no other
+    /// wait took, and gives its data (JSON `null` when it carried none); `None` while no such
+    /// signal came. Signals sent before the run reached the wait are kept for it. Taking is
+    /// idempotent per task: a signal `task` took before — the run was interrupted before its
+    /// SUCCESS was recorded — is given again, so an interruption never loses a signal. A
+    /// journal without signals (the default) never has one.
+    fn take_signal<'a>(&'a self, task: &'a str, name: &'a str) -> Signalled<'a> {
+        let _ = (task, name);
+        Box::pin(std::future::ready(Ok(None)))
+    }
 
     /// The run has ended — finished, or stopped by a failed append: let go of whatever the
     /// journal holds for it (e.g. a lease). Best effort.

@@ -20,13 +20,17 @@ mod cancel;
 mod condition;
 pub mod conform;
 mod journal;
+mod map;
+mod prepared;
 mod report;
 mod resume;
 mod run;
 pub mod scaffold;
 mod schedule;
+mod suspend;
 mod task;
 mod validate;
+mod wait;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -39,9 +43,12 @@ use serde_json::Value;
 pub use batch::{Batch, BatchError, BatchInput, BatchOutcome, BatchSummary, Prepare};
 pub use cancel::{CANCELLED, RUN_TIMEOUT};
 pub use condition::CONDITION_FAILED;
-pub use journal::{Append, Close, Journal, JournalError, RunError};
-pub use report::{RunReport, SubflowReport, TaskReport};
+pub use journal::{Append, Close, Journal, JournalError, RunError, Signalled};
+pub use prepared::{PREPARED_FLOWS, Prepared};
+pub use report::{MapReport, RunReport, SubflowReport, TaskReport};
 pub use resume::ResumeError;
+pub use suspend::Suspender;
+pub use wait::SIGNAL_TIMEOUT;
 
 use cancel::{Cancellations, Stop};
 use flowhost_core::checkpoint::Checkpoint;
@@ -51,7 +58,9 @@ use flowhost_core::flow::{Controller, FlowSpec, RetryPolicy};
 use flowhost_core::plan::{Problem, ValidationError};
 use flowhost_core::store::Store;
 use flowhost_runtime::{EngineConfig, Plugin, PluginError, Runtime, Sandbox, SetupError};
+use prepared::PreparedCache;
 use run::Run;
+use suspend::Suspensions;
 use task::BoundTask;
 
 /// Loads and runs flows. Clone it freely: clones share the wasmtime engine, the loaded
@@ -61,6 +70,8 @@ pub struct Engine {
     runtime: Arc<Runtime>,
     listeners: Vec<Arc<dyn Listener>>,
     cancellations: Cancellations,
+    prepared: Arc<PreparedCache>,
+    suspensions: Suspensions,
 }
 
 impl Engine {
@@ -77,6 +88,8 @@ impl Engine {
             runtime: Arc::new(Runtime::with_config(config)?),
             listeners: Vec::new(),
             cancellations: Cancellations::default(),
+            prepared: Arc::default(),
+            suspensions: Suspensions::default(),
         })
     }
 
@@ -111,6 +124,16 @@ impl Engine {
         self.cancellations.request(run_id, Stop::Cancelled);
     }
 
+    /// Asks the run `run_id` that this engine (or a clone) is running to suspend: calls in
+    /// flight finish (or fail at their deadline), nothing new starts, pauses between attempts
+    /// end without their attempt, and once nothing is in flight the flow goes `SUSPENDING ->
+    /// SUSPENDED` and its run returns, releasing its lease. Nothing is reverted; resuming the
+    /// run goes on from its record. A request for a run about to start on this engine is kept
+    /// for it.
+    pub fn suspend(&self, run_id: &str) {
+        self.suspensions.request(run_id);
+    }
+
     /// Loads and describes one plugin, e.g. for `flowhost describe`.
     pub async fn plugin(&self, path: &Path) -> Result<Arc<Plugin>, PluginError> {
         self.runtime.load(path).await
@@ -140,28 +163,55 @@ impl Engine {
 
     /// Validates `flow` with `store` as the initial store (over the flow's `[store]`
     /// defaults). Every plugin is loaded and described and every requirement checked; all
-    /// problems are reported together and nothing runs when there is any.
+    /// problems are reported together and nothing runs when there is any. The flow is
+    /// prepared once ([`Self::prepare`]): loading it again, with any store, re-checks only
+    /// what depends on that run.
     pub async fn load(&self, flow: &FlowSpec, store: Store) -> Result<LoadedFlow, ValidationError> {
-        let validated = validate::validate(&self.runtime, flow, store).await?;
+        let prepared = self.prepare(flow).await;
+        self.load_prepared(&prepared, store)
+    }
+
+    /// `flow` prepared for many runs: validated as far as no store matters, its plugins
+    /// loaded and described, its entries bound. Kept by the engine (and its clones) while
+    /// its plugins stay the ones loaded, so that another call with an equal flow returns it
+    /// without describing or binding anything again. Never fails: what is wrong with the
+    /// flow is reported when a run is loaded from it.
+    pub async fn prepare(&self, flow: &FlowSpec) -> Arc<Prepared> {
+        self.prepared.get(&self.runtime, flow).await
+    }
+
+    /// How many flows this engine (and its clones) prepared: a flow run many times counts
+    /// once, unless it or a plugin of it changed.
+    pub fn preparations(&self) -> u64 {
+        self.prepared.made()
+    }
+
+    /// One run of a prepared flow with `store` as its initial store: the checks that depend
+    /// on the store, and the sandboxes that read the host when a run loads (granted
+    /// directories pinned for this run), are done now; everything else is shared.
+    pub fn load_prepared(
+        &self,
+        prepared: &Prepared,
+        store: Store,
+    ) -> Result<LoadedFlow, ValidationError> {
+        let (initial, tasks) = prepared.check_run(&self.runtime, store)?;
         Ok(LoadedFlow {
             id: next_run_id(),
-            flow: flow.name.clone(),
-            tasks: validated.tasks.into_iter().map(Arc::new).collect(),
-            deps: validated.deps,
-            ignored_with: validated.ignored_with,
-            scopes: validated.scopes,
-            max_parallel: flow
-                .max_parallel
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            initial: validated.initial,
-            provided: validated.provided,
+            flow: prepared.flow.name.clone(),
+            tasks,
+            deps: prepared.deps.clone(),
+            ignored_with: prepared.ignored_with.clone(),
+            scopes: prepared.scopes.clone(),
+            maps: prepared.maps.clone(),
+            max_parallel: prepared.max_parallel,
+            initial,
+            provided: prepared.provided.clone(),
             listeners: self.listeners.clone(),
             journal: None,
             cancellations: self.cancellations.clone(),
-            timeout: flow
-                .timeout_ms
-                .and_then(|ms| u64::try_from(ms).ok())
-                .map(Duration::from_millis),
+            suspensions: self.suspensions.clone(),
+            timeout: prepared.timeout,
+            hold_timers: Duration::MAX,
         })
     }
 
@@ -178,9 +228,11 @@ impl Engine {
         let mut problems = Vec::new();
         let mut host_unavailable = false;
         for spec in flow.task_specs() {
-            match &spec.provides {
-                Some(provides) => names.extend(provides.iter().cloned()),
-                None => match self.runtime.load(&flow.resolve(&spec.plugin)).await {
+            let plugin = spec.plugin.as_deref().filter(|_| spec.wait.is_none());
+            match (&spec.provides, plugin) {
+                (Some(provides), _) => names.extend(provides.iter().cloned()),
+                (None, None) => {}
+                (None, Some(plugin)) => match self.runtime.load(&flow.resolve(plugin)).await {
                     Ok(plugin) => names.extend(plugin.info().provides.iter().cloned()),
                     Err(error) => {
                         host_unavailable |= matches!(error, PluginError::Unavailable { .. });
@@ -192,6 +244,10 @@ impl Engine {
                     }
                 },
             }
+        }
+        // A map provides its `collect` besides what its tasks provide.
+        for map in flowhost_core::plan::tree::Tree::of(flow).maps {
+            names.insert(map.map.collect);
         }
         if problems.is_empty() {
             return Ok(names);
@@ -224,23 +280,32 @@ pub enum FlowError {
 pub struct LoadedFlow {
     id: String,
     flow: String,
-    tasks: Vec<Arc<BoundTask>>,
+    /// The bound tasks: the prepared flow's, shared, except those with a sandbox of their
+    /// own for this run.
+    tasks: Arc<[Arc<BoundTask>]>,
     /// For each task, the tasks that must succeed before it starts (the flow's pattern as a
     /// graph; a linear flow is a chain).
-    deps: flowhost_core::plan::graph::Deps,
+    deps: Arc<flowhost_core::plan::graph::Deps>,
     /// For each task, the tasks whose IGNORE makes it IGNORE too.
-    ignored_with: flowhost_core::plan::graph::Deps,
+    ignored_with: Arc<flowhost_core::plan::graph::Deps>,
     /// The subflows with a retry controller, each over a range of `tasks`.
-    scopes: Vec<flowhost_core::plan::tree::Scope>,
+    scopes: Arc<[flowhost_core::plan::tree::Scope]>,
+    /// The subflows that map over a list, each over a range of `tasks`.
+    maps: Arc<[flowhost_core::plan::tree::MapScope]>,
     /// Most calls of the run in flight at once.
     max_parallel: usize,
     initial: Store,
-    provided: HashSet<String>,
+    /// The names the tasks and controllers provide (the initial store's come on top).
+    provided: Arc<HashSet<String>>,
     listeners: Vec<Arc<dyn Listener>>,
     journal: Option<Arc<dyn Journal>>,
     cancellations: Cancellations,
+    suspensions: Suspensions,
     /// The flow's `timeout_ms`: how long after it starts the run is stopped.
     timeout: Option<Duration>,
+    /// Timers (`wait = { for_ms | until }`) with at most this long left are waited for in
+    /// this process; a longer one leaves the run WAITING, holding no executor.
+    hold_timers: Duration,
 }
 
 /// A task entry as validation resolved it, for `flowhost check` and tooling.
@@ -248,14 +313,17 @@ pub struct LoadedFlow {
 pub struct TaskPlan<'a> {
     /// Entry name.
     pub name: &'a str,
-    /// The plugin's declaration.
-    pub info: &'a TaskInfo,
-    /// Component file, as the flow names it.
-    pub plugin: &'a Path,
+    /// The plugin's declaration; `None` for a wait entry.
+    pub info: Option<&'a TaskInfo>,
+    /// Component file, as the flow names it; `None` for a wait entry.
+    pub plugin: Option<&'a Path>,
     /// The same file with symlinks resolved.
-    pub plugin_file: &'a Path,
+    pub plugin_file: Option<&'a Path>,
     /// SHA-256 (hex) of the component as loaded.
-    pub plugin_sha256: &'a str,
+    pub plugin_sha256: Option<&'a str>,
+    /// What a wait entry waits for: `{"signal", "timeout_ms"}`, `{"for_ms"}` or `{"until"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Value>,
     /// `(argument, store name)` of each required argument drawn from the store.
     pub required: &'a [(String, String)],
     /// `(argument, store name)` of each optional argument.
@@ -280,6 +348,17 @@ pub struct TaskPlan<'a> {
     pub priority: i32,
 }
 
+/// A subflow that maps over a list as validation resolved it, for `flowhost check`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MapPlan<'a> {
+    /// The subflow's path (`attach`).
+    pub path: &'a str,
+    /// What it maps over, each element's name, where the results go.
+    pub map: &'a flowhost_core::flow::Map,
+    /// The tasks each element's iteration runs, in order, by path.
+    pub tasks: Vec<&'a str>,
+}
+
 /// A subflow with a retry controller as validation resolved it, for `flowhost check`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SubflowPlan<'a> {
@@ -299,23 +378,27 @@ impl LoadedFlow {
 
     /// Each entry as it will run.
     pub fn plan(&self) -> impl Iterator<Item = TaskPlan<'_>> {
-        self.tasks.iter().zip(&self.deps).map(|(t, deps)| TaskPlan {
-            name: &t.name,
-            info: t.plugin.info(),
-            plugin: t.plugin.path(),
-            plugin_file: t.plugin.file(),
-            plugin_sha256: t.plugin.sha256(),
-            required: &t.binding.required,
-            optional: &t.binding.optional,
-            inject: &t.binding.inject,
-            provides: &t.binding.provides,
-            sandbox: &t.sandbox,
-            depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
-            retry: &t.retry,
-            when: t.condition.as_ref().map(|c| c.source.as_str()),
-            when_reads: &t.binding.condition,
-            priority: t.priority,
-        })
+        self.tasks
+            .iter()
+            .zip(self.deps.iter())
+            .map(|(t, deps)| TaskPlan {
+                name: &t.name,
+                info: t.plugin.as_ref().map(|p| p.info()),
+                plugin: t.plugin.as_ref().map(|p| p.path()),
+                plugin_file: t.plugin.as_ref().map(|p| p.file()),
+                plugin_sha256: t.plugin.as_ref().map(|p| p.sha256()),
+                wait: t.wait.as_ref().map(wait::describe),
+                required: &t.binding.required,
+                optional: &t.binding.optional,
+                inject: &t.binding.inject,
+                provides: &t.binding.provides,
+                sandbox: &t.sandbox,
+                depends_on: deps.iter().map(|&d| self.tasks[d].name.as_str()).collect(),
+                retry: &t.retry,
+                when: t.condition.as_ref().map(|c| c.source.as_str()),
+                when_reads: &t.binding.condition,
+                priority: t.priority,
+            })
     }
 
     /// Each subflow with a retry controller, outer ones first.
@@ -331,10 +414,23 @@ impl LoadedFlow {
         })
     }
 
+    /// Each subflow that maps over a list, in file order.
+    pub fn maps(&self) -> impl Iterator<Item = MapPlan<'_>> {
+        self.maps.iter().map(|scope| MapPlan {
+            path: &scope.path,
+            map: &scope.map,
+            tasks: scope
+                .tasks
+                .clone()
+                .map(|i| self.tasks[i].name.as_str())
+                .collect(),
+        })
+    }
+
     /// Whether a successful run's final store will hold `name` (initial store or provides):
     /// lets a caller reject a fetch of a name that can never exist before running.
     pub fn will_provide(&self, name: &str) -> bool {
-        self.provided.contains(name)
+        self.initial.contains(name) || self.provided.contains(name)
     }
 
     /// The id the run will have: known before it starts, so a run database can record the
@@ -353,9 +449,25 @@ impl LoadedFlow {
         &self.initial
     }
 
+    /// What suspends this run from outside ([`Engine::suspend`] for its id): for an executor
+    /// that reads suspend requests from its run database. Take it once the id is final
+    /// ([`Self::set_run_id`]).
+    pub fn suspender(&self) -> Suspender {
+        Suspender::new(self.suspensions.clone(), self.id.clone())
+    }
+
     /// Adds a listener for this run only.
     pub fn listen(&mut self, listener: Arc<dyn Listener>) {
         self.listeners.push(listener);
+    }
+
+    /// Waits for timers (`wait = { for_ms | until }`) with at most `max` left in this
+    /// process, and leaves the run WAITING — holding no executor, its report's state
+    /// WAITING — at a longer one, for whoever resumes it when it is due (a worker claims it
+    /// then). By default every timer is waited for in-process. Signal waits never hold the
+    /// process: a run with nothing left but waits for signals is always left WAITING.
+    pub fn hold_timers(&mut self, max: Duration) {
+        self.hold_timers = max;
     }
 
     /// Makes `journal` this run's durable record: every transition is appended to it before
@@ -365,8 +477,9 @@ impl LoadedFlow {
         self.journal = Some(journal);
     }
 
-    /// Runs the flow to its end and reports. Task failures are not errors of this call: they
-    /// are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
+    /// Runs the flow to its end — or until only waits are left ([`Self::hold_timers`]): the
+    /// report's state is then WAITING — and reports. Task failures are not errors of this
+    /// call: they are the report's state (REVERTED or FAILURE) with every task's outcome. The call fails
     /// only when the journal could not record a transition; the run then stopped there.
     ///
     /// With the flow's `timeout_ms`, the run's deadline is that long after this call: when
@@ -386,6 +499,39 @@ impl LoadedFlow {
     pub async fn resume(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
         Ok(Run::restore(self, checkpoint)?.execute().await?)
     }
+
+    /// Reverts an unfinished run from its recorded `checkpoint` without executing anything:
+    /// every task that did something is reverted, in reverse dependency order, as a failure
+    /// would have reverted it, and the flow ends REVERTED (or FAILURE when a revert failed).
+    /// For a SUSPENDED run a person decided not to go on with (`flowhost runs revert`).
+    pub async fn revert(self, checkpoint: Checkpoint) -> Result<RunReport, ResumeError> {
+        let mut run = Run::restore(self, checkpoint)?;
+        run.reverting_from_here();
+        Ok(run.execute().await?)
+    }
+
+    /// Runs the flow as a new run whose record starts with `copied`: tasks of an earlier run
+    /// that succeeded, with the arguments and results recorded there, as if they had just
+    /// run (their results go into the store; they are not executed). Every other task runs.
+    /// How `flowhost runs restart --from TASK` goes on from a step without repeating the
+    /// steps before it.
+    pub async fn restart(self, copied: Vec<CopiedTask>) -> Result<RunReport, ResumeError> {
+        Ok(Run::copying(self, copied)?.execute().await?)
+    }
+}
+
+/// A task a restarted run takes over from the run it restarts: what it executed with and
+/// what it returned, there.
+#[derive(Debug, Clone)]
+pub struct CopiedTask {
+    /// The entry's name.
+    pub name: String,
+    /// The arguments it executed with (a JSON object's text).
+    pub args: String,
+    /// What its `execute` returned (JSON text).
+    pub result: String,
+    /// The attempt that succeeded.
+    pub attempt: u32,
 }
 
 /// A run id unique across processes and time: milliseconds, process id, a counter.

@@ -17,7 +17,10 @@ pub struct RunReport {
     pub run_id: String,
     /// The flow's name.
     pub flow: String,
-    /// SUCCESS, REVERTED (a task failed, all undone) or FAILURE (a revert failed too).
+    /// SUCCESS, REVERTED (a task failed, all undone) or FAILURE (a revert failed too); or
+    /// WAITING: only waits were left (a signal, a timer longer than
+    /// [`super::LoadedFlow::hold_timers`]), and the run stopped there, holding nothing, for
+    /// whoever resumes it.
     pub state: FlowState,
     /// The final store. After a revert it no longer holds the reverted tasks' results.
     pub store: Store,
@@ -26,6 +29,9 @@ pub struct RunReport {
     /// Every subflow with a retry controller, outermost first, and the iteration it ended in.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subflows: Vec<SubflowReport>,
+    /// Every subflow that maps over a list, with how its elements ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<MapReport>,
     /// Wall time of the whole run.
     #[serde(rename = "duration_ms", serialize_with = "millis")]
     pub duration: Duration,
@@ -63,6 +69,24 @@ pub struct TaskReport {
     /// The limits its calls ran under, so a report of a deadline or cap failure shows the
     /// figure it was held to.
     pub limits: EffectiveLimits,
+    /// While the task is WAITING: what for (`signal`, or a timer's `for_ms` / `until`) and,
+    /// when the wait has an end, `due` (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Value>,
+}
+
+/// How far a map's elements came, for the report and `runs show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapReport {
+    /// The subflow's path (`attach`).
+    pub path: String,
+    /// How many elements its list held (0 before it started).
+    pub elements: usize,
+    /// How many elements' iterations succeeded.
+    pub succeeded: usize,
+    /// The elements whose iteration failed, from 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<usize>,
 }
 
 /// A subflow's retry controller in a run.

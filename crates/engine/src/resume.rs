@@ -1,13 +1,13 @@
 //! Resume: where an interrupted run stood, as its journal recorded it, and how the state
 //! machine is put back there without executing a succeeded task again.
 
-use super::LoadedFlow;
 use super::run::Run;
+use super::{CopiedTask, LoadedFlow};
 use flowhost_core::checkpoint::Checkpoint;
 use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::contract::Outcome;
 use flowhost_core::events::{FlowState, TaskState};
-use flowhost_core::plan::tree::Scope;
+use flowhost_core::plan::tree::{Scope, Tree};
 
 /// A checkpoint that cannot be resumed, or a resumed run that stopped.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,16 @@ impl Run {
             .iter()
             .map(|t| t.iterations.clone())
             .collect();
-        for (index, task) in checkpoint.tasks.into_iter().enumerate() {
+        let Checkpoint {
+            tasks: recorded_tasks,
+            elements,
+            ..
+        } = checkpoint;
+        for (index, task) in recorded_tasks.into_iter().enumerate() {
+            if let Some(m) = Tree::map_of(&this.loaded.maps, index) {
+                this.restore_map_task(m, index, task);
+                continue;
+            }
             let incomplete = |problem: &str| ResumeError::Incomplete {
                 run: run.clone(),
                 task: task.name.clone(),
@@ -86,8 +95,9 @@ impl Run {
             };
             let ran = !matches!(
                 task.state,
-                TaskState::Pending | TaskState::Running | TaskState::Ignore
+                TaskState::Pending | TaskState::Running | TaskState::Ignore | TaskState::Waiting
             );
+            let wait = this.loaded.tasks[index].wait.is_some();
             // A failure without an outcome is a task whose plugin was never called.
             let uncalled = task.state == TaskState::Failure && task.error.is_some();
             if ran && task.outcome.is_none() && !uncalled {
@@ -112,6 +122,7 @@ impl Run {
             // Between two attempts of a retried task: a failed attempt, a due time, and the
             // flow still running.
             let retrying = task.retry_at.is_some()
+                && !wait
                 && checkpoint.state != FlowState::Reverting
                 && matches!(
                     task.state,
@@ -136,14 +147,24 @@ impl Run {
             // The error of an attempt to be retried is not the task's failure.
             if retrying {
                 record.retry_at = task.retry_at;
-                record.attempt_error = task.error;
+                record.attempt_error = task.error.map(Box::new);
+            } else if task.state == TaskState::Waiting {
+                // Waiting: until its journaled end, so only what is left is waited.
+                record.retry_at = task.retry_at;
             } else if task.state != TaskState::Pending {
                 // A PENDING task's recorded error, if any, is from an earlier iteration of its
                 // subflow: not a failure of this one.
-                record.error = task.error;
+                record.error = task.error.map(Box::new);
             }
-            record.revert_error = task.revert_error;
+            record.revert_error = task.revert_error.map(Box::new);
             record.duration = task.duration;
+        }
+        for (m, scope) in this.loaded.maps.iter().enumerate() {
+            let recorded: Vec<_> = elements
+                .iter()
+                .filter(|e| scope.tasks.contains(&e.index))
+                .collect();
+            this.maps[m].restore(scope.tasks.len(), scope.tasks.start, &recorded);
         }
         this.iteration = recorded_iterations(&this.loaded.scopes, &iterations);
         if this.state == FlowState::Reverting && this.failure().is_none() {
@@ -153,6 +174,38 @@ impl Run {
                 state: TaskState::Failure,
                 problem: "the run is REVERTING and no task's failure was recorded".into(),
             });
+        }
+        Ok(this)
+    }
+}
+
+impl Run {
+    /// A new run of `loaded` whose record starts with `copied` — tasks of another run, taken
+    /// over with their arguments and results as if they had just succeeded here.
+    pub(super) fn copying(
+        loaded: LoadedFlow,
+        copied: Vec<CopiedTask>,
+    ) -> Result<Self, ResumeError> {
+        let run = loaded.id.clone();
+        let mut this = Self::new(loaded);
+        this.flow_to(FlowState::Running);
+        for copy in copied {
+            let incomplete = |problem: String| ResumeError::Incomplete {
+                run: run.clone(),
+                task: copy.name.clone(),
+                state: TaskState::Success,
+                problem,
+            };
+            let Some(index) = this.loaded.tasks.iter().position(|t| t.name == copy.name) else {
+                return Err(incomplete("the flow has no such entry".into()));
+            };
+            this.start(index, copy.attempt.max(1), Some(copy.args));
+            if let Some(failed) = this.executed(index, Ok(copy.result)) {
+                return Err(incomplete(format!(
+                    "its recorded result does not fit: {}",
+                    failed.error.message
+                )));
+            }
         }
         Ok(this)
     }

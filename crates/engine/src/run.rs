@@ -29,17 +29,18 @@ use flowhost_core::plan::tree::Tree;
 use flowhost_core::store::{Store, quoted};
 use flowhost_runtime::ProgressSink;
 
-/// What happened to one task so far in a run.
+/// What happened to one task so far in a run. What most tasks never have (an error, a
+/// revert's result, progress) is boxed: every run in flight holds one record per task.
 pub(super) struct Record {
     pub(super) state: TaskState,
     since: Instant,
     pub(super) args: String,
     pub(super) outcome: Option<Outcome>,
     pub(super) duration: Duration,
-    pub(super) error: Option<TaskError>,
-    pub(super) revert_error: Option<TaskError>,
-    revert_result: Option<Value>,
-    progress: Option<Progress>,
+    pub(super) error: Option<Box<TaskError>>,
+    pub(super) revert_error: Option<Box<TaskError>>,
+    revert_result: Option<Box<Value>>,
+    progress: Option<Box<Progress>>,
     /// The attempt last started, from 1; 0 before the first.
     pub(super) attempt: u32,
     /// When the next attempt is due, while the task is RETRYING (or reverted between
@@ -47,7 +48,7 @@ pub(super) struct Record {
     pub(super) retry_at: Option<SystemTime>,
     /// Why the last attempt failed, while another is to come: what a revert between attempts
     /// hands the plugin as the flow's failure.
-    pub(super) attempt_error: Option<TaskError>,
+    pub(super) attempt_error: Option<Box<TaskError>>,
 }
 
 /// What a task transition carries besides its states.
@@ -59,6 +60,8 @@ struct Detail {
     outcome: Option<Outcome>,
     /// The pause before the next attempt, on entering RETRYING.
     retry_in: Option<Duration>,
+    /// When the wait ends, on entering WAITING.
+    due: Option<SystemTime>,
 }
 
 /// How one attempt of `execute` failed: what its revert would get, why, and whether the
@@ -82,14 +85,18 @@ pub(super) struct Run {
     pub(super) deadline: Option<SystemTime>,
     /// Transitions made but not yet journaled (and not yet told to listeners).
     pending: Vec<Event>,
+    /// Where each map (of `loaded.maps`) stands, element by element.
+    pub(super) maps: Vec<super::map::MapState>,
 }
 
 /// A transition could not be journaled: the run stops where it stands.
 pub(super) type Stopped = Result<(), RunError>;
 
 impl Run {
-    pub(super) fn new(loaded: LoadedFlow) -> Self {
+    pub(super) fn new(mut loaded: LoadedFlow) -> Self {
         let now = Instant::now();
+        // The run's store starts as the initial store, which nothing reads once it runs.
+        let store = std::mem::take(&mut loaded.initial);
         let records = loaded
             .tasks
             .iter()
@@ -108,8 +115,11 @@ impl Run {
                 attempt_error: None,
             })
             .collect();
+        let maps = std::iter::repeat_with(Default::default)
+            .take(loaded.maps.len())
+            .collect();
         Self {
-            store: loaded.initial.clone(),
+            store,
             iteration: vec![1; loaded.scopes.len()],
             deadline: loaded.timeout.map(|timeout| SystemTime::now() + timeout),
             loaded,
@@ -117,6 +127,7 @@ impl Run {
             state: FlowState::Pending,
             started: now,
             pending: Vec::new(),
+            maps,
         }
     }
 
@@ -125,10 +136,10 @@ impl Run {
         self.records
             .iter()
             .enumerate()
-            .find_map(|(i, r)| r.error.clone().map(|e| (i, e)))
+            .find_map(|(i, r)| r.error.as_deref().map(|e| (i, e.clone())))
     }
 
-    fn emit(&mut self, transition: Transition, at: SystemTime) {
+    pub(super) fn emit(&mut self, transition: Transition, at: SystemTime) {
         self.pending.push(Event {
             run_id: self.loaded.id.clone(),
             flow: self.loaded.flow.clone(),
@@ -199,7 +210,7 @@ impl Run {
         let Some(progress) = last.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        self.records[index].progress = Some(progress.clone());
+        self.records[index].progress = Some(Box::new(progress.clone()));
         let task = self.loaded.tasks[index].name.clone();
         self.emit(
             Transition::Progress {
@@ -243,11 +254,14 @@ impl Run {
             args,
             outcome,
             retry_in,
+            due,
         } = detail;
         // The due time is exactly the transition's time plus the pause, as journaled.
         let at = SystemTime::now();
-        let retry_at = retry_in.map(|pause| at + pause);
-        record.retry_at = retry_at.or(record.retry_at.filter(|_| to != TaskState::Running));
+        let retry_at = retry_in.map(|pause| at + pause).or(due);
+        record.retry_at = retry_at.or(record
+            .retry_at
+            .filter(|_| to != TaskState::Running && from != TaskState::Waiting));
         let task = self.loaded.tasks[index].name.clone();
         let iterations = self.iterations(index);
         let transition = Transition::Task {
@@ -263,8 +277,28 @@ impl Run {
             attempt,
             retry_at,
             iterations,
+            element: None,
         };
         self.emit(transition, at);
+    }
+
+    /// Moves task `index` as a whole to `to`, with what the transition carries: a map's
+    /// task, whose elements' calls have records of their own.
+    pub(super) fn whole_task_to(
+        &mut self,
+        index: usize,
+        to: TaskState,
+        result: Option<Value>,
+        error: Option<TaskError>,
+        outcome: Option<Outcome>,
+    ) {
+        let detail = Detail {
+            result,
+            error,
+            outcome,
+            ..Detail::default()
+        };
+        self.task_to(index, to, detail);
     }
 
     /// The iterations task `index` runs in, one per controller around it, outermost first.
@@ -284,6 +318,11 @@ impl Run {
         let deadline = self.deadline.map(|at| {
             let (cancellations, id) = (self.loaded.cancellations.clone(), self.loaded.id.clone());
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            // Past already (a run resumed late): stopped before it looks at anything, so
+            // that a run with only waits left does not park instead.
+            if left.is_zero() {
+                cancellations.request(&id, Stop::Deadline);
+            }
             tokio::spawn(async move {
                 tokio::time::sleep(left).await;
                 tracing::warn!(run = %id, "the run's deadline passed: stopping it");
@@ -298,24 +337,60 @@ impl Run {
             journal.close().await;
         }
         self.loaded.cancellations.forget(&self.loaded.id);
+        self.loaded.suspensions.forget(&self.loaded.id);
         ended.map(|()| self.report())
     }
 
     async fn drive(&mut self) -> Stopped {
+        if matches!(self.state, FlowState::Suspending | FlowState::Suspended) {
+            self.wake();
+        }
         let failed = if self.state == FlowState::Reverting {
             true
         } else {
-            if self.state == FlowState::Pending {
+            if matches!(self.state, FlowState::Pending | FlowState::Waiting) {
                 self.flow_to(FlowState::Running);
             }
-            self.execute_tasks().await?
+            loop {
+                let failed = self.execute_tasks().await?;
+                if failed || self.state == FlowState::Suspended || self.waiting().is_empty() {
+                    break failed;
+                }
+                // Only waits are left: the run is left WAITING, unless a signal just came.
+                if self.park().await? {
+                    return Ok(());
+                }
+            }
         };
         if failed {
             self.revert_tasks().await?;
-        } else {
+        } else if self.state != FlowState::Suspended {
             self.flow_to(FlowState::Success);
         }
         self.flush().await
+    }
+
+    /// A suspended run goes on: RUNNING again, and each task that failed for good (and
+    /// suspended the run, `on_failure = "suspend"`) back to PENDING to be tried again, as its
+    /// next attempt. Nothing that succeeded runs again.
+    fn wake(&mut self) {
+        self.flow_to(FlowState::Running);
+        for index in 0..self.records.len() {
+            let record = &mut self.records[index];
+            if record.state == TaskState::Failure && record.error.is_some() {
+                record.error = None;
+                record.outcome = None;
+                self.task_to(index, TaskState::Pending, Detail::default());
+            }
+        }
+    }
+
+    /// Turns an unfinished run to reverting what it did, with nothing more executed (a
+    /// person chose to revert a suspended run).
+    pub(super) fn reverting_from_here(&mut self) {
+        if self.state != FlowState::Reverting {
+            self.flow_to(FlowState::Reverting);
+        }
     }
 
     /// Builds a task's arguments from the store: every required name (a missing one is an
@@ -378,6 +453,30 @@ impl Run {
                 ..Detail::default()
             },
         );
+    }
+
+    /// Moves wait entry `index` to WAITING for `what` (journaled as the transition's result),
+    /// until `due` when the wait has an end.
+    pub(super) fn enter_waiting(&mut self, index: usize, what: Value, due: Option<SystemTime>) {
+        let detail = Detail {
+            result: Some(what),
+            due,
+            ..Detail::default()
+        };
+        self.task_to(index, TaskState::Waiting, detail);
+    }
+
+    /// Ends wait entry `index`: SUCCESS with `data` as its result, and as the outcome a
+    /// resumed run puts back into the store.
+    pub(super) fn succeed_wait(&mut self, index: usize, data: Value) {
+        let outcome = Outcome::Result(data.to_string());
+        let detail = Detail {
+            result: Some(data),
+            outcome: Some(outcome.clone()),
+            ..Detail::default()
+        };
+        self.task_to(index, TaskState::Success, detail);
+        self.records[index].outcome = Some(outcome);
     }
 
     /// Moves task `index` to RUNNING for attempt `attempt`, with the arguments it will get.
@@ -457,7 +556,7 @@ impl Run {
         self.task_to(index, TaskState::Retrying, detail);
         let record = &mut self.records[index];
         record.outcome = Some(outcome);
-        record.attempt_error = Some(error);
+        record.attempt_error = Some(Box::new(error));
     }
 
     /// Marks task `index` FAILURE for good; returns nothing, the error stays on its record.
@@ -478,7 +577,7 @@ impl Run {
         self.task_to(index, TaskState::Failure, detail);
         let record = &mut self.records[index];
         record.outcome = outcome;
-        record.error = Some(error);
+        record.error = Some(Box::new(error));
     }
 
     /// Takes what a `revert` returned: REVERTED, its results out of the store (unless it only
@@ -493,7 +592,7 @@ impl Run {
                 // A revert result that is not JSON is kept as text: the revert did succeed.
                 let result =
                     result.map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)));
-                self.records[index].revert_result = result.clone();
+                self.records[index].revert_result = result.clone().map(Box::new);
                 self.task_to(
                     index,
                     TaskState::Reverted,
@@ -518,7 +617,7 @@ impl Run {
                         ..Detail::default()
                     },
                 );
-                self.records[index].revert_error = Some(error.clone());
+                self.records[index].revert_error = Some(Box::new(error.clone()));
                 Err(error)
             }
         }
@@ -543,6 +642,7 @@ impl Run {
     }
 
     fn report(self) -> RunReport {
+        let maps = self.map_reports();
         let iterations: Vec<Vec<u32>> = (0..self.records.len())
             .map(|i| self.iterations(i))
             .collect();
@@ -563,13 +663,24 @@ impl Run {
             .zip(self.records)
             .zip(iterations)
             .map(|((task, record), iterations)| TaskReport {
+                waiting: task
+                    .wait
+                    .as_ref()
+                    .filter(|_| record.state == TaskState::Waiting)
+                    .map(|wait| {
+                        let mut what = super::wait::describe(wait);
+                        if let Some(due) = record.retry_at {
+                            what["due"] = flowhost_core::flow::format_rfc3339(due).into();
+                        }
+                        what
+                    }),
                 name: task.name.clone(),
                 state: record.state,
                 duration: record.duration,
-                error: record.error,
-                revert_error: record.revert_error,
-                revert_result: record.revert_result,
-                progress: record.progress,
+                error: record.error.map(|e| *e),
+                revert_error: record.revert_error.map(|e| *e),
+                revert_result: record.revert_result.map(|r| *r),
+                progress: record.progress.map(|p| *p),
                 attempt: record.attempt,
                 iterations,
                 limits: task.sandbox.limits,
@@ -582,6 +693,7 @@ impl Run {
             store: self.store,
             tasks,
             subflows,
+            maps,
             duration: self.started.elapsed(),
         }
     }

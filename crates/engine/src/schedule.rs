@@ -38,7 +38,7 @@ use flowhost_core::events::{FlowState, TaskState};
 use flowhost_core::plan::tree::Tree;
 
 /// What a finished piece of work reports back.
-enum Done {
+pub(super) enum Done {
     /// An `execute` call returned.
     Executed {
         index: usize,
@@ -54,12 +54,19 @@ enum Done {
     },
     /// The pause before a task's next attempt is over.
     Due { index: usize },
+    /// A timer's due time came (`super::wait`).
+    Woken { index: usize },
+    /// The journal answered whether a waiting task's signal came.
+    Signalled {
+        index: usize,
+        taken: Result<Option<serde_json::Value>, super::JournalError>,
+    },
 }
 
 type Call = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// The work of one phase in flight: calls, bounded by `max_parallel`, and pauses.
-struct Work {
+pub(super) struct Work {
     set: JoinSet<Done>,
     /// Calls made ready, spawned only once their transitions are committed.
     ready: Vec<Call>,
@@ -99,6 +106,24 @@ impl Work {
         for call in self.ready.drain(..) {
             self.set.spawn(call.instrument(tracing::Span::current()));
         }
+    }
+
+    /// Looks for a waiting task's signal, once the transitions made so far are committed; not
+    /// a call, so `max_parallel` does not count it.
+    pub(super) fn watch(&mut self, look: Call) {
+        self.ready.push(look);
+    }
+
+    /// Sleeps until `due`, then reports waiting task `index` woken; ended like a pause.
+    pub(super) fn wake(&mut self, index: usize, due: Option<SystemTime>) {
+        let left = due
+            .and_then(|due| due.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        let handle = self.set.spawn(async move {
+            tokio::time::sleep(left).await;
+            Done::Woken { index }
+        });
+        self.pauses.push((index, handle));
     }
 
     /// Waits until `due`, then reports task `index` due.
@@ -146,7 +171,7 @@ impl Work {
         loop {
             match self.set.join_next().await? {
                 Ok(done) => {
-                    if !matches!(done, Done::Due { .. }) {
+                    if matches!(done, Done::Executed { .. } | Done::Reverted { .. }) {
                         self.busy -= 1;
                     }
                     return Some(done);
@@ -187,13 +212,33 @@ impl Run {
                     TaskState::Reverted if self.records[index].retry_at.is_some() => {
                         work.pause(index, self.records[index].retry_at)
                     }
+                    TaskState::Waiting => self.watch(index, &mut work),
                     _ => {}
                 }
             }
         }
         let mut cancel = self.loaded.cancellations.watch(&self.loaded.id);
         let mut cancel_seen = false;
+        let mut suspend = self.loaded.suspensions.watch(&self.loaded.id);
+        let mut suspending = false;
         loop {
+            // A failure for good of tasks whose entries say `on_failure = "suspend"` reverts
+            // nothing: the run suspends with the failure recorded (never when it is being
+            // cancelled or its deadline passed: it is to stop).
+            let stopped = self
+                .loaded
+                .cancellations
+                .requested(&self.loaded.id)
+                .is_some();
+            if failing && !stopped && self.failure_suspends() {
+                failing = false;
+                suspending = true;
+                self.suspend_now(&mut work);
+            }
+            if !failing && !suspending && self.loaded.suspensions.requested(&self.loaded.id) {
+                suspending = true;
+                self.suspend_now(&mut work);
+            }
             if failing {
                 restarting.clear();
             }
@@ -221,7 +266,7 @@ impl Run {
                 queue.refill(&self.records, &due);
                 continue;
             }
-            while !failing && work.has_room() {
+            while !failing && !suspending && work.has_room() {
                 let Some(index) = queue.pop() else { break };
                 // A held task is queued again by the refill after its subflow restarts.
                 if self.held(&restarting, index) {
@@ -229,14 +274,31 @@ impl Run {
                 }
                 let ready = match self.records[index].state {
                     TaskState::Pending => queue.waiting[index] == 0,
-                    TaskState::Retrying | TaskState::Reverted => due[index],
+                    TaskState::Retrying | TaskState::Reverted | TaskState::Waiting => due[index],
                     _ => false,
                 };
                 if !ready {
                     continue;
                 }
                 due[index] = false;
+                // A map's first task due: the map runs all its elements now.
+                if let Some(m) = Tree::map_of(&self.loaded.maps, index)
+                    .filter(|&m| self.loaded.maps[m].tasks.start == index)
+                {
+                    if self.run_map(m, &cancel).await? {
+                        for done in self.loaded.maps[m].tasks.clone() {
+                            queue.done(done, &self.records);
+                        }
+                    } else {
+                        failing = true;
+                    }
+                    continue;
+                }
                 let cancelled = self.loaded.cancellations.requested(&self.loaded.id);
+                // A wait is taken from the queue only to be stopped.
+                if cancelled.is_none() && self.records[index].state == TaskState::Waiting {
+                    continue;
+                }
                 if cancelled.is_none() && self.records[index].state == TaskState::Pending {
                     match self.decide(index) {
                         Ok(true) => {}
@@ -265,7 +327,9 @@ impl Run {
                     let earlier = (record.state == TaskState::Retrying)
                         .then(|| record.outcome.clone())
                         .flatten();
-                    self.start(index, self.records[index].attempt + 1, None);
+                    if record.state != TaskState::Waiting {
+                        self.start(index, self.records[index].attempt + 1, None);
+                    }
                     let error = stopped_before(&self.loaded.tasks[index].name, why);
                     self.fail(
                         index,
@@ -278,15 +342,49 @@ impl Run {
                     failing = true;
                     break;
                 }
+                if self.is_wait(index) {
+                    self.begin_wait(index, &mut work);
+                    continue;
+                }
                 if !self.start_attempt(index, &mut work, &cancel) {
                     self.escalate(index, &mut restarting, &mut failing);
                 }
             }
             if failing {
                 work.cancel_pauses();
+                self.abandon_waits();
             }
             if work.is_idle() && restarting.is_empty() {
-                break;
+                if failing || self.waiting().is_empty() {
+                    break;
+                }
+                // Stopped (cancelled, past its deadline) with only waits left: they fail
+                // `cancelled` (`run-timeout`) when taken from the queue.
+                if self
+                    .loaded
+                    .cancellations
+                    .requested(&self.loaded.id)
+                    .is_some()
+                {
+                    for index in self.waiting() {
+                        due[index] = true;
+                        queue.push(index);
+                    }
+                    continue;
+                }
+                // Only waits are left: those that can end now do; the others leave the run
+                // to park (`super::wait`).
+                let (waited, timed_out) = self.settle_waits(&mut work).await?;
+                for &index in &waited {
+                    queue.done(index, &self.records);
+                }
+                for &index in &timed_out {
+                    self.escalate(index, &mut restarting, &mut failing);
+                }
+                if waited.is_empty() && timed_out.is_empty() && work.is_idle() {
+                    break;
+                }
+                continue;
             }
             self.flush().await?;
             work.launch();
@@ -294,13 +392,15 @@ impl Run {
                 done = work.next() => done,
                 _ = cancel.requested(), if !cancel_seen => {
                     cancel_seen = true;
-                    // Pauses end now: their tasks fail `cancelled` when taken from the queue.
-                    for index in work.end_pauses() {
+                    // Pauses end now: their tasks fail `cancelled` when taken from the queue,
+                    // and so do the waits.
+                    for index in work.end_pauses().into_iter().chain(self.waiting()) {
                         due[index] = true;
                         queue.push(index);
                     }
                     continue;
                 }
+                _ = suspend.requested(), if !suspending && !failing => continue,
             };
             let Some(done) = done else {
                 continue;
@@ -309,6 +409,16 @@ impl Run {
                 Done::Due { index } => {
                     due[index] = true;
                     queue.push(index);
+                }
+                Done::Woken { index } => {
+                    if self.woken(index) {
+                        queue.done(index, &self.records);
+                    }
+                }
+                Done::Signalled { index, taken } => {
+                    if self.signalled(index, taken)? {
+                        queue.done(index, &self.records);
+                    }
                 }
                 Done::Executed {
                     index,
@@ -332,6 +442,9 @@ impl Run {
                         .delay_after(attempt, &failed.error.code)
                         .filter(|_| !stopping)
                     {
+                        // Suspending: the attempt is due after its pause, which a resume
+                        // waits out (or reverts first, with `revert_between`).
+                        Some(pause) if suspending => self.retrying(index, failed, pause),
                         Some(pause) => {
                             self.retrying(index, failed, pause);
                             self.between_attempts(index, &mut work);
@@ -356,7 +469,7 @@ impl Run {
                         if cancel_seen {
                             due[index] = true;
                             queue.push(index);
-                        } else if !failing {
+                        } else if !failing && !suspending {
                             work.pause(index, self.records[index].retry_at);
                         }
                     } else {
@@ -370,8 +483,42 @@ impl Run {
                 }
             }
         }
-        debug_assert!(failing || self.records.iter().all(|r| r.state.is_done()));
+        // Done, unless it failed, was suspended or waits (what depends on a wait is still
+        // PENDING).
+        debug_assert!(
+            failing
+                || suspending
+                || !self.waiting().is_empty()
+                || self.records.iter().all(|r| r.state.is_done())
+        );
+        if suspending && !failing {
+            self.flow_to(FlowState::Suspended);
+        }
         Ok(failing)
+    }
+
+    /// Whether the tasks that failed for good all say `on_failure = "suspend"` (and there is
+    /// one): the run then suspends instead of reverting. A failed revert is never suspended
+    /// over: what it left behind is for the flow's revert to report.
+    fn failure_suspends(&self) -> bool {
+        let mut failed = self
+            .records
+            .iter()
+            .zip(self.loaded.tasks.iter())
+            .filter(|(record, _)| record.error.is_some())
+            .peekable();
+        failed.peek().is_some()
+            && failed.all(|(record, task)| record.state == TaskState::Failure && task.suspends)
+    }
+
+    /// The run is to suspend: SUSPENDING is recorded, pauses before retries end (their tasks
+    /// stay RETRYING with their due time, for a resume), and nothing new starts while the
+    /// calls in flight finish.
+    fn suspend_now(&mut self, work: &mut Work) {
+        if self.state != FlowState::Suspending {
+            self.flow_to(FlowState::Suspending);
+        }
+        work.end_pauses();
     }
 
     /// Whether pending task `index`, due to start, runs: false when a task whose results it
@@ -498,7 +645,11 @@ impl Run {
     fn between_attempts(&mut self, index: usize, work: &mut Work) {
         let record = &self.records[index];
         let revert = self.loaded.tasks[index].retry.revert_between;
-        match (revert, record.outcome.clone(), record.attempt_error.clone()) {
+        match (
+            revert,
+            record.outcome.clone(),
+            record.attempt_error.as_deref().cloned(),
+        ) {
             (true, Some(outcome), Some(error)) => {
                 let failures = vec![(self.loaded.tasks[index].name.clone(), error)];
                 self.reverting(index);
@@ -588,8 +739,8 @@ impl Run {
             .filter_map(|i| {
                 self.records[i]
                     .error
-                    .clone()
-                    .map(|e| (self.loaded.tasks[i].name.clone(), e))
+                    .as_deref()
+                    .map(|e| (self.loaded.tasks[i].name.clone(), e.clone()))
             })
             .collect();
         // For each task, its dependents not cleared yet. A task is cleared once reverted, or
@@ -597,7 +748,7 @@ impl Run {
         // outside `tasks` — as soon as its own dependents are: so the order passes through
         // it, and a linear flow reverts strictly backwards past an ignored task.
         let mut left = vec![0usize; count];
-        for deps in &self.loaded.deps {
+        for deps in self.loaded.deps.iter() {
             for &dep in deps {
                 left[dep] += 1;
             }
@@ -611,6 +762,13 @@ impl Run {
         loop {
             while work.has_room() {
                 let Some(index) = ready.pop() else { break };
+                // A map's last task: the map is reverted as a whole, element by element.
+                if let Some(m) = Tree::map_of(&self.loaded.maps, index) {
+                    all_reverted &= self.revert_map(m).await?;
+                    clear(&self.loaded.deps[index], &mut left, &mut visit);
+                    self.settle(&tasks, &mut ready, &mut left, &mut visit);
+                    continue;
+                }
                 let Some(outcome) = self.records[index].outcome.clone() else {
                     continue;
                 };

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use flowhost_core::contract::{Outcome, TaskError};
-use flowhost_core::flow::{RetryPolicy, TaskSpec};
+use flowhost_core::contract::{HostFault, Outcome, TaskError};
+use flowhost_core::flow::{RetryPolicy, TaskSpec, WaitFor};
 use flowhost_core::store::Binding;
 use flowhost_runtime::{Invocation, Plugin, ProgressSink, Sandbox, WarmPool};
 
@@ -22,11 +22,14 @@ pub(crate) struct Attempt<'a> {
     pub(crate) progress: Option<&'a ProgressSink>,
 }
 
-/// A task entry ready to be called.
+/// A task entry ready to be called, or a wait entry ready to wait.
 pub(crate) struct BoundTask {
     pub(crate) name: String,
     config: String,
-    pub(crate) plugin: Arc<Plugin>,
+    /// The plugin it runs; `None` for a wait entry, which calls nothing.
+    pub(crate) plugin: Option<Arc<Plugin>>,
+    /// What a wait entry waits for.
+    pub(crate) wait: Option<WaitFor>,
     pub(crate) binding: Binding,
     pub(crate) sandbox: Sandbox,
     /// The warm instances this entry's calls use, when it reuses instances.
@@ -37,12 +40,15 @@ pub(crate) struct BoundTask {
     pub(crate) priority: i32,
     /// Its `when`: false leaves it IGNORE.
     pub(crate) condition: Option<Condition>,
+    /// Whether its failing for good suspends the run (`on_failure = "suspend"`) instead of
+    /// reverting it.
+    pub(crate) suspends: bool,
 }
 
 impl BoundTask {
     pub(crate) fn new(
         spec: &TaskSpec,
-        plugin: Arc<Plugin>,
+        plugin: Option<Arc<Plugin>>,
         binding: Binding,
         sandbox: Sandbox,
         warm: Option<Arc<WarmPool>>,
@@ -53,13 +59,54 @@ impl BoundTask {
             name: spec.name.clone(),
             config: spec.config.to_string(),
             plugin,
+            wait: None,
             binding,
             sandbox,
             warm,
             retry,
             priority: spec.priority,
             condition,
+            suspends: false,
         }
+    }
+
+    /// The same entry with a run's own sandbox (and the warm pool that goes with it); every
+    /// other field is the prepared entry's. The pattern names every field, so a field added
+    /// to the entry cannot be left out here (the prepared sandbox and pool are not cloned
+    /// only to be dropped).
+    pub(crate) fn with_sandbox(&self, sandbox: Sandbox, warm: Option<Arc<WarmPool>>) -> Self {
+        let Self {
+            name,
+            config,
+            plugin,
+            wait,
+            binding,
+            sandbox: _,
+            warm: _,
+            retry,
+            priority,
+            condition,
+            suspends,
+        } = self;
+        Self {
+            name: name.clone(),
+            config: config.clone(),
+            plugin: plugin.clone(),
+            wait: wait.clone(),
+            binding: binding.clone(),
+            sandbox,
+            warm,
+            retry: retry.clone(),
+            priority: *priority,
+            condition: condition.clone(),
+            suspends: *suspends,
+        }
+    }
+
+    /// Makes it a wait entry waiting for `wait` (when given).
+    pub(crate) fn waiting(mut self, wait: Option<WaitFor>) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// Calls `execute` with these arguments (a JSON object's text); returns the raw result.
@@ -68,11 +115,18 @@ impl BoundTask {
         args: &str,
         attempt: Attempt<'_>,
     ) -> Result<String, TaskError> {
-        self.plugin.execute(self.invocation(args, attempt)).await
+        match &self.plugin {
+            Some(plugin) => plugin.execute(self.invocation(args, attempt)).await,
+            None => Err(HostFault::HostError.error(format!(
+                "`{}` is a wait entry: it has no plugin to execute",
+                self.name
+            ))),
+        }
     }
 
     /// Calls `revert` with the arguments `execute` had, its outcome and the flow's failures;
-    /// returns the revert's result (JSON text), if the plugin gave one.
+    /// returns the revert's result (JSON text), if the plugin gave one. A wait entry did
+    /// nothing outside the run, so it has nothing to undo: only its data leaves the store.
     pub(crate) async fn revert(
         &self,
         args: &str,
@@ -80,9 +134,14 @@ impl BoundTask {
         outcome: &Outcome,
         failures: &[(String, TaskError)],
     ) -> Result<Option<String>, TaskError> {
-        self.plugin
-            .revert(self.invocation(args, attempt), outcome, failures)
-            .await
+        match &self.plugin {
+            Some(plugin) => {
+                plugin
+                    .revert(self.invocation(args, attempt), outcome, failures)
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     fn invocation<'a>(&'a self, args: &'a str, attempt: Attempt<'a>) -> Invocation<'a> {

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use crate::Executor;
 use flowhost_core::events::Event;
-use flowhost_engine::{Append, Close, Journal, LoadedFlow, RunError};
+use flowhost_engine::{Append, Close, Journal, LoadedFlow, RunError, Signalled, Suspender};
 use flowhost_runs::FIRST_TOKEN;
 use flowhost_runs::{Lease, NewRun, RunDb, RunDbError};
 
@@ -28,6 +28,18 @@ pub fn record(
     flow_file: Option<&Path>,
     key: Option<&str>,
 ) -> Result<(), RunDbError> {
+    record_linked(executor, loaded, flow_file, key, None)
+}
+
+/// [`record`], for a run that restarts run `restarted_from` when given: the link is written
+/// right after the run is created, under its lease, before its first transition.
+pub(crate) fn record_linked(
+    executor: &Executor,
+    loaded: &mut LoadedFlow,
+    flow_file: Option<&Path>,
+    key: Option<&str>,
+    restarted_from: Option<String>,
+) -> Result<(), RunDbError> {
     let run = NewRun {
         id: loaded.run_id().to_owned(),
         flow: loaded.name().to_owned(),
@@ -35,6 +47,8 @@ pub fn record(
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
         key: key.map(str::to_owned),
+        // A run this executor runs at once waits for nobody: no queue to order it in.
+        priority: 0,
     };
     let lease = Lease {
         run_id: run.id.clone(),
@@ -42,13 +56,17 @@ pub fn record(
         owner: executor.owner.clone(),
         ttl: executor.lease_ttl,
     };
-    loaded.journal(Arc::new(DbJournal {
+    let journal = Arc::new(DbJournal {
         db: executor.db.clone(),
         lease,
-        create: Mutex::new(Some(run)),
+        create: Mutex::new(Some((run, restarted_from))),
         heartbeat: Mutex::new(None),
         every: executor.renew_every(),
-    }));
+        suspender: Mutex::new(None),
+        requests: Mutex::new(None),
+    });
+    journal.follow(loaded.suspender());
+    loaded.journal(journal);
     Ok(())
 }
 
@@ -65,11 +83,15 @@ pub fn already_started(error: &RunError) -> Option<&str> {
 pub(super) struct DbJournal {
     db: Arc<dyn RunDb>,
     lease: Lease,
-    /// A new run, created by the first append.
-    create: Mutex<Option<NewRun>>,
+    /// A new run, created by the first append (with the run it restarts, if any).
+    create: Mutex<Option<(NewRun, Option<String>)>>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
     /// How often the heartbeat renews the lease while a task runs.
     every: std::time::Duration,
+    /// What suspends the run when its record says it was asked to.
+    suspender: Mutex<Option<Suspender>>,
+    /// Reads the run's suspend request while the run exists and goes on.
+    requests: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl DbJournal {
@@ -82,9 +104,47 @@ impl DbJournal {
             create: Mutex::new(None),
             heartbeat: Mutex::new(None),
             every,
+            suspender: Mutex::new(None),
+            requests: Mutex::new(None),
         });
         journal.keep_alive();
         journal
+    }
+
+    /// Suspends the run through `suspender` once its record says it was asked to
+    /// ([`RunDb::request_suspend`], from any process sharing the database): how `flowhost
+    /// runs suspend` reaches a run that another process, or a worker on another host, holds.
+    pub(crate) fn follow(&self, suspender: Suspender) {
+        *self.suspender.lock().unwrap_or_else(|p| p.into_inner()) = Some(suspender);
+        self.watch_requests();
+    }
+
+    /// Starts reading the run's suspend request, once the run exists and is followed.
+    fn watch_requests(&self) {
+        if self
+            .create
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        let Some(suspender) = self
+            .suspender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if requests.is_none() {
+            let (db, run_id) = (self.db.clone(), self.lease.run_id.clone());
+            let every = self.every.min(REQUESTS_EVERY);
+            *requests = tokio::runtime::Handle::try_current()
+                .ok()
+                .map(|handle| handle.spawn(read_requests(db, run_id, suspender, every)));
+        }
     }
 
     /// Starts the heartbeat, once the run exists (when called within a tokio runtime, as runs
@@ -100,13 +160,46 @@ impl DbJournal {
     }
 
     fn stop_heartbeat(&self) {
-        if let Some(beat) = self
-            .heartbeat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            beat.abort();
+        for task in [&self.heartbeat, &self.requests] {
+            if let Some(task) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// How often a run's record is read for a suspend request at most: an operator waits about
+/// this long for a run to start suspending, at the cost of one read of one row per run.
+const REQUESTS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads run `run_id`'s suspend request every `every` until it is there, then suspends the
+/// run. A failed read is only logged: the next one may work, and the run is unaffected.
+async fn read_requests(
+    db: Arc<dyn RunDb>,
+    run_id: String,
+    suspender: Suspender,
+    every: std::time::Duration,
+) {
+    let mut every = tokio::time::interval(every);
+    // The first tick is immediate: a run shorter than one period never reads its record.
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if suspender.is_requested() {
+            return;
+        }
+        let (db, id) = (db.clone(), run_id.clone());
+        match tokio::task::spawn_blocking(move || db.suspend_requested(&id)).await {
+            Ok(Ok(true)) => {
+                tracing::info!(run = %run_id, "the run was asked to suspend");
+                suspender.suspend();
+                return;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(run = %run_id, "cannot read the run's suspend request: {error}")
+            }
+            Err(_) => return,
         }
     }
 }
@@ -141,7 +234,15 @@ impl Journal for DbJournal {
         let (db, lease, events) = (self.db.clone(), self.lease.clone(), events.to_vec());
         Box::pin(async move {
             let written = tokio::task::spawn_blocking(move || match &create {
-                Some(run) => db.record_new(run, &lease, &events),
+                Some((run, None)) => db.record_new(run, &lease, &events),
+                // A restart (rare) is created, linked under its first lease and only then
+                // given its first transitions, as `record_linked` promises.
+                Some((run, Some(from))) => {
+                    let created = db.create(run, &lease.owner, lease.ttl)?;
+                    debug_assert_eq!(created, lease, "a new run's first lease");
+                    db.link_restart(&lease, from)?;
+                    db.record(&events, &lease)
+                }
                 None => db.record(&events, &lease),
             })
             .await;
@@ -149,10 +250,26 @@ impl Journal for DbJournal {
                 Ok(recorded) => {
                     recorded?;
                     self.keep_alive();
+                    self.watch_requests();
                     Ok(())
                 }
                 Err(failed) => Err(format!("the journal write did not finish: {failed}").into()),
             }
+        })
+    }
+
+    fn take_signal<'a>(&'a self, task: &'a str, name: &'a str) -> Signalled<'a> {
+        let (db, run, task, name) = (
+            self.db.clone(),
+            self.lease.run_id.clone(),
+            task.to_owned(),
+            name.to_owned(),
+        );
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || db.take_signal(&run, &task, &name))
+                .await
+                .map_err(|failed| format!("taking a signal did not finish: {failed}"))?
+                .map_err(Into::into)
         })
     }
 

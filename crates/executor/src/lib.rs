@@ -10,6 +10,7 @@
 
 mod journal;
 mod policy;
+mod restart;
 mod resume;
 #[cfg(feature = "postgres")]
 mod worker;
@@ -24,6 +25,7 @@ use flowhost_runs::{DEFAULT_LEASE_TTL, Origin, Owner, PluginHash, RunDb, RunDbEr
 
 pub use journal::{already_started, record};
 pub use policy::Policy;
+pub use restart::{Restart, Restarted};
 pub use resume::{ResumeFailure, Resumption, resume};
 #[cfg(feature = "postgres")]
 pub use worker::{Worker, WorkerError, WorkerSummary, submit};
@@ -39,13 +41,16 @@ pub fn origin_of(loaded: &LoadedFlow, flow_file: Option<&Path>) -> Result<Origin
         }
         None => (None, None),
     };
-    // The plugins were hashed when they were loaded, from the very bytes that run.
+    // The plugins were hashed when they were loaded, from the very bytes that run; a wait
+    // entry has none.
     let plugins = loaded
         .plan()
-        .map(|task| PluginHash {
-            task: task.name.to_owned(),
-            sha256: task.plugin_sha256.to_owned(),
-            path: task.plugin_file.to_path_buf(),
+        .filter_map(|task| {
+            Some(PluginHash {
+                task: task.name.to_owned(),
+                sha256: task.plugin_sha256?.to_owned(),
+                path: task.plugin_file?.to_path_buf(),
+            })
         })
         .collect();
     Ok(Origin {

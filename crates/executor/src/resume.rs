@@ -5,10 +5,12 @@ use std::path::PathBuf;
 
 use super::journal::DbJournal;
 use crate::Executor;
+use flowhost_core::checkpoint::Checkpoint;
 use flowhost_core::class::{Classify, ErrorClass};
+use flowhost_core::events::FlowState;
 use flowhost_core::flow::{FlowFileError, FlowSpec};
 use flowhost_core::plan::ValidationError;
-use flowhost_engine::{Engine, ResumeError, RunReport};
+use flowhost_engine::{Engine, LoadedFlow, ResumeError, RunReport};
 use flowhost_runs::{RunDb, RunDbError, RunRecord};
 
 /// Why a run was not resumed, or why its resumed run stopped.
@@ -39,6 +41,32 @@ pub enum ResumeFailure {
     /// The flow no longer validates.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// Only a SUSPENDED (or SUSPENDING) run is reverted by a person's decision.
+    #[error("run {id} is {state}; only a SUSPENDED run is reverted this way")]
+    NotSuspended {
+        /// The run's id.
+        id: String,
+        /// Its state.
+        state: FlowState,
+    },
+    /// Only a run that ended SUCCESS or is SUSPENDED can be restarted from a step.
+    #[error("run {id} is {state}; only a run that ended SUCCESS or is SUSPENDED can be restarted")]
+    NotRestartable {
+        /// The run's id.
+        id: String,
+        /// Its state.
+        state: FlowState,
+    },
+    /// The step to restart from is not a task of the run.
+    #[error("run {id} has no task `{task}`; its tasks are {}", tasks.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "))]
+    UnknownTask {
+        /// The run's id.
+        id: String,
+        /// The name given.
+        task: String,
+        /// The run's tasks, in flow order.
+        tasks: Vec<String>,
+    },
     /// The record cannot be resumed (finished, tasks changed, damaged), or the resumed run's
     /// journal failed.
     #[error(transparent)]
@@ -100,6 +128,39 @@ impl Resumption {
         engine: &Engine,
         force: bool,
     ) -> Result<RunReport, ResumeFailure> {
+        let (loaded, checkpoint) = self.take_over(executor, engine, force).await?;
+        Ok(loaded.resume(checkpoint).await?)
+    }
+
+    /// Reverts the SUSPENDED run instead of resuming it (a person decided not to go on):
+    /// takes its lease as [`Self::run`] does, then reverts every task that did something, as
+    /// the failure would have, and ends the run REVERTED (or FAILURE when a revert failed).
+    /// Nothing is executed.
+    pub async fn revert(
+        self,
+        executor: &Executor,
+        engine: &Engine,
+        force: bool,
+    ) -> Result<RunReport, ResumeFailure> {
+        let state = self.record.summary.state;
+        if !matches!(state, FlowState::Suspended | FlowState::Suspending) {
+            return Err(ResumeFailure::NotSuspended {
+                id: self.record.summary.id.clone(),
+                state,
+            });
+        }
+        let (loaded, checkpoint) = self.take_over(executor, engine, force).await?;
+        Ok(loaded.revert(checkpoint).await?)
+    }
+
+    /// Validates the flow again, checks what changed, takes the lease and reads the record
+    /// again under it: the run, journaled under the new lease, and where it stood.
+    async fn take_over(
+        self,
+        executor: &Executor,
+        engine: &Engine,
+        force: bool,
+    ) -> Result<(LoadedFlow, Checkpoint), ResumeFailure> {
         let id = self.record.summary.id.clone();
         let mut loaded = engine
             .load(&self.flow, self.record.initial_store.clone())
@@ -134,10 +195,11 @@ impl Resumption {
             None => return Err(ResumeFailure::Unknown(id)),
         };
         executor.db.resumed(&lease, &origin)?;
+        journal.follow(loaded.suspender());
         loaded.journal(journal);
         executor.attach(&mut loaded, None);
-        tracing::info!(run = %id, "resuming flow `{}` from {}", self.flow.name, record.summary.state);
-        Ok(loaded.resume(record.checkpoint()).await?)
+        tracing::info!(run = %id, "taking over flow `{}` from {}", self.flow.name, record.summary.state);
+        Ok((loaded, record.checkpoint()))
     }
 }
 
@@ -156,7 +218,8 @@ pub async fn resume(
 impl Classify for ResumeFailure {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Unknown(_) => ErrorClass::NotFound,
+            Self::Unknown(_) | Self::UnknownTask { .. } => ErrorClass::NotFound,
+            Self::NotSuspended { .. } | Self::NotRestartable { .. } => ErrorClass::Conflict,
             Self::BuiltInCode(_) => ErrorClass::Usage,
             Self::Changed { .. } => ErrorClass::Mismatch,
             Self::Invalid(invalid) => invalid.class(),

@@ -37,6 +37,10 @@ use std::os::unix::fs::DirBuilderExt;
 
 use crate::Policy;
 
+/// The longest timer (`wait = { for_ms | until }`) a worker sleeps out holding its run; a
+/// longer one leaves the run WAITING, released, for any worker to claim when it is due.
+pub const HOLD_TIMERS: Duration = Duration::from_secs(1);
+
 /// Why a submission, or one run of a worker, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -95,18 +99,21 @@ pub enum WorkerError {
 
 /// Queues a run of `loaded` (loaded, so validated, from `flow_file`) in `db`: stores the flow
 /// file's bytes and each plugin's by SHA-256 (once, however many runs use them), records the
-/// run PENDING and unleased, and notifies the workers. Returns the run's id.
+/// run PENDING and unleased, and notifies the workers. Returns the run's id. The flow's queue
+/// limits (`concurrency`, `rate`) are recorded as this submission declares them.
 ///
 /// With an idempotency `key` that a run of the flow already holds, nothing is stored or
 /// queued: [`RunDbError::Exists`] names that run.
 /// A `traceparent` (see [`crate::is_traceparent`]) is kept with the run: the worker's
-/// listeners get it, so its spans join the submitter's trace.
+/// listeners get it, so its spans join the submitter's trace. Workers claim queued runs by
+/// `priority`, higher first, then in submission order.
 pub async fn submit(
     db: &PgRunDb,
     loaded: &LoadedFlow,
     flow_file: &Path,
     key: Option<&str>,
     traceparent: Option<&str>,
+    priority: i32,
 ) -> Result<String, WorkerError> {
     let text = std::fs::read(flow_file).map_err(|source| WorkerError::FlowFile {
         path: flow_file.to_path_buf(),
@@ -127,7 +134,13 @@ pub async fn submit(
         initial_store: loaded.initial_store().clone(),
         tasks: loaded.plan().map(|t| t.name.to_owned()).collect(),
         key: key.map(str::to_owned),
+        priority,
     };
+    // The flow's queue limits, as this submission declares them, for the workers' claims.
+    if let Ok(spec) = FlowSpec::from_toml(&String::from_utf8_lossy(&text)) {
+        db.set_flow_limits(&run.flow, spec.concurrency, spec.rate)
+            .await?;
+    }
     db.submit(&run, text, plugins, traceparent).await?;
     Ok(run.id)
 }
@@ -399,6 +412,11 @@ impl Worker {
         let lease = claim.lease.clone();
         let span = tracing::info_span!("run", id = %id);
         match tracing::Instrument::instrument(self.execute_claimed(claim), span).await {
+            // Done with here too: released, for any worker to claim when it can go on.
+            Ok(FlowState::Waiting) => {
+                tracing::info!(run = %id, "run WAITING: released until its signal or due time");
+                true
+            }
             Ok(state) => {
                 tracing::info!(run = %id, "run ended {state}");
                 true
@@ -467,19 +485,24 @@ impl Worker {
         let mut loaded = engine.load(&flow, record.initial_store.clone()).await?;
         // The plugins the flow loaded are those verified above (the engine reuses them by
         // path); checked again, from the hashes of the bytes that were compiled.
-        for task in loaded.plan() {
-            if hashes.get(task.name).map(String::as_str) != Some(task.plugin_sha256) {
+        for task in loaded.plan().filter(|task| task.wait.is_none()) {
+            if hashes.get(task.name).map(String::as_str) != task.plugin_sha256 {
                 return Err(WorkerError::Stored {
                     run: id,
                     problem: format!(
                         "task `{}` loaded plugin {} instead of the submitted one",
-                        task.name, task.plugin_sha256
+                        task.name,
+                        task.plugin_sha256.unwrap_or_default()
                     ),
                 });
             }
         }
         loaded.set_run_id(&id);
+        journal.follow(loaded.suspender());
         loaded.journal(journal);
+        // A timer longer than a claim takes leaves the run WAITING, holding no worker; any
+        // worker claims it when it is due.
+        loaded.hold_timers(HOLD_TIMERS);
         self.executor
             .attach(&mut loaded, claim.traceparent.as_deref());
         tracing::info!(run = %id, "claimed run of flow `{}` ({} after it was queued, token {})", flow.name, seconds(claim.waited), lease.token);
@@ -566,14 +589,19 @@ impl Worker {
             .map(|p| (p.task.as_str(), p.sha256.as_str()))
             .collect();
         let mut hashes = HashMap::new();
-        for (path, task) in flow.task_paths_mut() {
+        // A wait entry has no plugin to fetch.
+        for (path, task) in flow
+            .task_paths_mut()
+            .into_iter()
+            .filter(|(_, task)| task.wait.is_none())
+        {
             let hash = by_task
                 .get(path.as_str())
                 .ok_or_else(|| WorkerError::Stored {
                     run: run.clone(),
                     problem: format!("task `{path}` has no recorded plugin"),
                 })?;
-            task.plugin = self.plugin(engine, run, hash).await?;
+            task.plugin = Some(self.plugin(engine, run, hash).await?);
             hashes.insert(path, (*hash).to_owned());
         }
         Ok(hashes)

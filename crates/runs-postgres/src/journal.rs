@@ -3,8 +3,9 @@
 //! write pending, commit them together in one transaction, and answer each caller on its
 //! own. A group is one round trip: BEGIN, the statements and COMMIT are sent pipelined,
 //! without waiting between them, and the statements cover the whole group (one lease check
-//! for every run of it, one update per task, one insert of every transition), so concurrent
-//! runs share a commit and its statements instead of queueing for connections.
+//! for every run of it, one update of its tasks' rows, one upsert of its map elements' rows,
+//! one insert of every transition), so concurrent runs share a commit and its statements
+//! instead of queueing for connections.
 //!
 //! **Fencing per run, in the same round trip.** The lease check renews every lease of the
 //! group at once and returns the leases it found current; every write of the group carries
@@ -183,6 +184,7 @@ struct Statements {
     reason: Statement,
     progress: Statement,
     tasks: Statement,
+    elements: Statement,
     transitions: Statement,
     release: Statement,
 }
@@ -212,9 +214,9 @@ impl Statements {
                 .prepare_cached(
                     "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
                                        queued, lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires,
-                                       idempotency_key)
+                                       idempotency_key, priority)
                      VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', flowhost_ts(flowhost_now()), flowhost_ts(flowhost_now()),
-                             false, $7, $8, $9, $10, flowhost_now(), flowhost_now() + $11::float8, $12)
+                             false, $7, $8, $9, $10, flowhost_now(), flowhost_now() + $11::float8, $12, $13)
                      ON CONFLICT (flow, idempotency_key) DO NOTHING",
                 )
                 .await?,
@@ -275,7 +277,7 @@ impl Statements {
                        executions = t.executions + CASE WHEN w.state = 'RUNNING' THEN 1 ELSE 0 END,
                        reverts = t.reverts + CASE WHEN w.state = 'REVERTING' THEN 1 ELSE 0 END,
                        attempt = w.attempt,
-                       retry_at = CASE WHEN w.state IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE(w.retry_at, t.retry_at) END,
+                       retry_at = CASE WHEN w.state IN ('RUNNING', 'PENDING', 'SUCCESS', 'FAILURE') THEN NULL ELSE COALESCE(w.retry_at, t.retry_at) END,
                        iterations = COALESCE(w.iterations, t.iterations),
                        revert_result = COALESCE(w.revert_result, t.revert_result)
                      FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
@@ -287,17 +289,36 @@ impl Statements {
                     leased!("w.run_id", "w.token", "w.owner")
                 ))
                 .await?,
+            // One element's call of a map's task writes the element's row, not the task's.
+            elements: client
+                .prepare_cached(concat!(
+                    "INSERT INTO elements (run_id, idx, element, state, args, outcome, result, error)
+                     SELECT w.run_id, w.idx, w.element, w.state, w.args, w.outcome, w.result, w.error
+                       FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                                   $7::text[], $8::text[], $9::bigint[], $10::text[])
+                            AS w(run_id, idx, element, state, args, outcome, result, error, token, owner)
+                      WHERE ",
+                    leased!("w.run_id", "w.token", "w.owner"),
+                    " ON CONFLICT (run_id, idx, element) DO UPDATE SET state = excluded.state,
+                       args = COALESCE(excluded.args, elements.args),
+                       outcome = COALESCE(excluded.outcome, elements.outcome),
+                       result = COALESCE(excluded.result, elements.result),
+                       error = CASE WHEN excluded.state = 'RUNNING' THEN NULL
+                                    ELSE COALESCE(excluded.error, elements.error) END"
+                ))
+                .await?,
             transitions: client
                 .prepare_cached(concat!(
                     "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms,
-                       attempt, error, retry_at, backoff_ms, iterations)
+                       attempt, error, retry_at, backoff_ms, iterations, element)
                      SELECT w.run_id, w.task_idx, w.task, w.from_state, w.to_state, w.at, w.duration_ms,
-                            w.attempt, w.error, w.retry_at, w.backoff_ms, w.iterations
+                            w.attempt, w.error, w.retry_at, w.backoff_ms, w.iterations, w.element
                        FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::text[],
                                    $7::float8[], $8::integer[], $9::text[], $10::float8[], $11::float8[], $12::text[],
-                                   $13::bigint[], $14::text[])
+                                   $13::bigint[], $14::bigint[], $15::text[])
                             WITH ORDINALITY AS w(run_id, task_idx, task, from_state, to_state, at, duration_ms,
-                                                 attempt, error, retry_at, backoff_ms, iterations, token, owner, n)
+                                                 attempt, error, retry_at, backoff_ms, iterations, element, token,
+                                                 owner, n)
                       WHERE ",
                     leased!("w.run_id", "w.token", "w.owner"),
                     " ORDER BY w.n"
@@ -313,6 +334,14 @@ impl Statements {
                 .await?,
         })
     }
+}
+
+/// One round of the group's writes of task and element rows: the first write of each task
+/// (or element) in the group, then, in the next round, the second, and so on.
+#[derive(Default)]
+struct Round<'a> {
+    tasks: TaskRows<'a>,
+    elements: ElementRows<'a>,
 }
 
 /// The rows of the group's one update of task rows (or of one of them, when a task has
@@ -352,6 +381,23 @@ struct TransitionRows<'a> {
     retry_at: Vec<Option<f64>>,
     backoff_ms: Vec<Option<f64>>,
     iterations: Vec<Option<&'a str>>,
+    element: Vec<Option<i64>>,
+    token: Vec<i64>,
+    owner: Vec<&'a str>,
+}
+
+/// The rows of the group's one upsert of map elements' rows (or of one of them, when an
+/// element has several writes in the group: an upsert may set a row only once).
+#[derive(Default)]
+struct ElementRows<'a> {
+    run_id: Vec<&'a str>,
+    idx: Vec<i32>,
+    element: Vec<i64>,
+    state: Vec<&'a str>,
+    args: Vec<Option<&'a str>>,
+    outcome: Vec<Option<&'a str>>,
+    result: Vec<Option<&'a str>>,
+    error: Vec<Option<&'a str>>,
     token: Vec<i64>,
     owner: Vec<&'a str>,
 }
@@ -430,11 +476,11 @@ async fn commit(s: &Shared, what: &str, jobs: &[Job]) -> Result<Vec<Outcome>, Ru
             .map(|l| l.owner.id.as_str())
             .collect::<Vec<_>>(),
     );
-    let mut task_rounds: Vec<TaskRows> = Vec::new();
+    let mut rounds: Vec<Round> = Vec::new();
     let mut transitions = TransitionRows::default();
     // Writes of the run row and progress, each a statement of its own, in order.
     let mut singles: Vec<(&Statement, Single)> = Vec::new();
-    let mut seen: Vec<(&str, i64)> = Vec::new();
+    let mut seen: Vec<(&str, i64, Option<i64>)> = Vec::new();
     for job in jobs {
         let Work::Record { writes, .. } = &job.work else {
             continue;
@@ -445,7 +491,7 @@ async fn commit(s: &Shared, what: &str, jobs: &[Job]) -> Result<Vec<Outcome>, Ru
                 write,
                 lease,
                 &st,
-                &mut task_rounds,
+                &mut rounds,
                 &mut transitions,
                 &mut singles,
                 &mut seen,
@@ -488,7 +534,21 @@ async fn commit(s: &Shared, what: &str, jobs: &[Job]) -> Result<Vec<Outcome>, Ru
             rows: false,
         });
     }
-    for round in &task_rounds {
+    for (round, elements) in rounds.iter().map(|r| (&r.tasks, &r.elements)) {
+        if !elements.run_id.is_empty() {
+            let e = elements;
+            calls.push(Call {
+                statement: &st.elements,
+                params: vec![
+                    &e.run_id, &e.idx, &e.element, &e.state, &e.args, &e.outcome, &e.result,
+                    &e.error, &e.token, &e.owner,
+                ],
+                rows: false,
+            });
+        }
+        if round.run_id.is_empty() {
+            continue;
+        }
         calls.push(Call {
             statement: &st.tasks,
             params: vec![
@@ -529,6 +589,7 @@ async fn commit(s: &Shared, what: &str, jobs: &[Job]) -> Result<Vec<Outcome>, Ru
                 &t.retry_at,
                 &t.backoff_ms,
                 &t.iterations,
+                &t.element,
                 &t.token,
                 &t.owner,
             ],
@@ -632,6 +693,7 @@ struct NewRunValues {
     pid: i64,
     ttl: f64,
     key: Option<String>,
+    priority: i64,
     tasks: Vec<String>,
 }
 
@@ -654,6 +716,7 @@ impl NewRunValues {
             pid: i64::from(lease.owner.pid),
             ttl: lease.ttl.as_secs_f64(),
             key: run.key.clone(),
+            priority: i64::from(run.priority),
             tasks: run.tasks.clone(),
         }
     }
@@ -672,6 +735,7 @@ impl NewRunValues {
             &self.pid,
             &self.ttl,
             &self.key,
+            &self.priority,
         ]
     }
 }
@@ -740,10 +804,10 @@ fn collect<'a>(
     write: &'a Write,
     lease: &'a Lease,
     st: &'a Statements,
-    task_rounds: &mut Vec<TaskRows<'a>>,
+    rounds: &mut Vec<Round<'a>>,
     transitions: &mut TransitionRows<'a>,
     singles: &mut Vec<(&'a Statement, Single)>,
-    seen: &mut Vec<(&'a str, i64)>,
+    seen: &mut Vec<(&'a str, i64, Option<i64>)>,
 ) {
     let (token, owner) = (lease.token, lease.owner.id.as_str());
     let small = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
@@ -784,6 +848,7 @@ fn collect<'a>(
             t.retry_at.push(None);
             t.backoff_ms.push(None);
             t.iterations.push(None);
+            t.element.push(None);
             t.token.push(token);
             t.owner.push(owner);
         }
@@ -823,34 +888,51 @@ fn collect<'a>(
             retry_at,
             backoff_ms,
             iterations,
+            element,
         } => {
-            // A task written twice in the group is updated by a later statement.
+            // A task (or a map's element) written twice in the group is written by a later
+            // statement.
             let round = seen
                 .iter()
-                .filter(|(id, i)| *id == run_id.as_str() && *i == *index)
+                .filter(|(id, i, e)| *id == run_id.as_str() && *i == *index && e == element)
                 .count();
-            seen.push((run_id, *index));
-            if task_rounds.len() <= round {
-                task_rounds.push(TaskRows::default());
+            seen.push((run_id, *index, *element));
+            if rounds.len() <= round {
+                rounds.push(Round::default());
             }
-            let r = &mut task_rounds[round];
             let attempt = i32::try_from(*attempt).unwrap_or(i32::MAX);
-            r.run_id.push(run_id);
-            r.idx.push(small(*index));
-            r.state.push(to);
-            r.args.push(args.as_deref());
-            r.outcome.push(outcome.as_deref());
-            r.result.push(result.as_deref());
-            r.error.push(error.as_deref());
-            r.revert_error.push(revert_error.as_deref());
-            r.run_ms.push(*run_ms);
-            r.revert_ms.push(*revert_ms);
-            r.attempt.push(attempt);
-            r.retry_at.push(*retry_at);
-            r.iterations.push(iterations.as_deref());
-            r.revert_result.push(revert_result.as_deref());
-            r.token.push(token);
-            r.owner.push(owner);
+            if let Some(element) = element {
+                // One element's call of a map's task writes the element's row, not the task's.
+                let r = &mut rounds[round].elements;
+                r.run_id.push(run_id);
+                r.idx.push(small(*index));
+                r.element.push(*element);
+                r.state.push(to);
+                r.args.push(args.as_deref());
+                r.outcome.push(outcome.as_deref());
+                r.result.push(result.as_deref());
+                r.error.push(carried.as_deref());
+                r.token.push(token);
+                r.owner.push(owner);
+            } else {
+                let r = &mut rounds[round].tasks;
+                r.run_id.push(run_id);
+                r.idx.push(small(*index));
+                r.state.push(to);
+                r.args.push(args.as_deref());
+                r.outcome.push(outcome.as_deref());
+                r.result.push(result.as_deref());
+                r.error.push(error.as_deref());
+                r.revert_error.push(revert_error.as_deref());
+                r.run_ms.push(*run_ms);
+                r.revert_ms.push(*revert_ms);
+                r.attempt.push(attempt);
+                r.retry_at.push(*retry_at);
+                r.iterations.push(iterations.as_deref());
+                r.revert_result.push(revert_result.as_deref());
+                r.token.push(token);
+                r.owner.push(owner);
+            }
             if let Some(reason) = reason {
                 singles.push((
                     &st.reason,
@@ -876,6 +958,7 @@ fn collect<'a>(
             t.retry_at.push(*retry_at);
             t.backoff_ms.push(*backoff_ms);
             t.iterations.push(iterations.as_deref());
+            t.element.push(*element);
             t.token.push(token);
             t.owner.push(owner);
         }

@@ -28,13 +28,16 @@
 //! The pieces: `bridge` is the private runtime serving the synchronous trait, `migrate` the
 //! schema, `storage` the [`RunDb`] implementation, `journal` its grouped transition
 //! writes, `rows` the reading of rows into records, `queue` what only a shared database
-//! does (submitting, claiming, workers).
+//! does (submitting, claiming, workers), `limits` the queue limits the claim enforces and the
+//! schedules' records.
 
 mod bridge;
 mod journal;
+mod limits;
 mod migrate;
 mod queue;
 mod rows;
+mod signal;
 mod storage;
 
 use std::path::PathBuf;
@@ -47,6 +50,7 @@ use tokio_postgres::NoTls;
 use flowhost_runs::RunDb;
 use flowhost_runs::{RunDbError, mask_passwords};
 
+pub use limits::FlowLimitState;
 pub use queue::{Claimed, WorkerRecord};
 
 use bridge::Shared;

@@ -15,6 +15,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_plugin_reports.sql"),
     include_str!("migrations/0005_idempotency_keys.sql"),
     include_str!("migrations/0006_traceparent.sql"),
+    include_str!("migrations/0007_suspend_restart.sql"),
+    include_str!("migrations/0008_maps_priorities.sql"),
+    include_str!("migrations/0009_signals.sql"),
+    include_str!("migrations/0010_schedules_and_queue_limits.sql"),
 ];
 
 /// The advisory lock that serialises migrations ("FLWH").

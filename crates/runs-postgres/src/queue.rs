@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::PgRunDb;
+use crate::limits::lock_limits;
 use crate::storage::insert_run;
 use flowhost_runs::{Lease, NewRun, Owner, RunDbError};
 
@@ -127,10 +128,13 @@ impl PgRunDb {
         .await
     }
 
-    /// Claims up to `limit` queued runs for `owner` — new ones, and unfinished ones whose
-    /// lease expired (their worker died or was cut off) — oldest first, restricted to `flows`
+    /// Claims up to `limit` queued runs for `owner` — new ones, unfinished ones whose lease
+    /// expired (their worker died or was cut off), and WAITING ones whose signal came or
+    /// whose due time passed — highest priority first, then oldest first, restricted to `flows`
     /// when not empty. Rows another worker is claiming at the same moment are skipped, not
-    /// waited for, so workers never queue behind each other.
+    /// waited for, so workers never queue behind each other. A flow's queue limits
+    /// (`concurrency`, `rate`) hold across all workers: its runs are claimed only up to the
+    /// room left, counted under a lock on the flow's limits (see the `limits` module).
     pub async fn claim(
         &self,
         owner: &Owner,
@@ -141,27 +145,48 @@ impl PgRunDb {
         let (taker, flows) = (owner.clone(), flows.to_vec());
         self.spawn("claiming runs", move |s| async move {
             let what = "claiming runs";
-            // One statement, so its own transaction: one round trip however many it claims.
-            let client = s.client(what).await?;
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
             let flows: Option<Vec<String>> = (!flows.is_empty()).then_some(flows);
-            let rows = client
-                .query(
-                    "WITH picked AS (
+            // Queue limits: flows with `concurrency` or `rate` are left out of the claim below
+            // ($7 false) and claimed one by one ($7 true), each up to its room, under their
+            // locked limit rows.
+            let limited = lock_limits(&tx, &flows).await.map_err(|e| s.error(what, e))?;
+            let claim = "WITH picked AS (
                        SELECT id FROM runs
-                        WHERE queued AND state IN ('PENDING', 'RUNNING', 'REVERTING')
+                        WHERE queued AND (state IN ('PENDING', 'RUNNING', 'REVERTING')
+                                          OR (resume_requested AND state IN ('SUSPENDING', 'SUSPENDED'))
+                                          OR (state = 'WAITING' AND flowhost_wakes(id)))
                           AND (lease_owner IS NULL OR lease_expires < flowhost_now())
                           AND ($2::text[] IS NULL OR flow = ANY($2))
-                        ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                          AND ($7 OR NOT EXISTS (SELECT 1 FROM flow_limits l WHERE l.flow = runs.flow))
+                        ORDER BY priority DESC, seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                      UPDATE runs SET lease_token = runs.lease_token + 1, lease_owner = $3, lease_host = $4, lease_pid = $5,
-                            lease_since = flowhost_now(), lease_expires = flowhost_now() + $6
+                            lease_since = flowhost_now(), lease_expires = flowhost_now() + $6,
+                            resume_requested = false,
+                            claimed_at = COALESCE(runs.claimed_at, flowhost_now())
                        FROM picked WHERE runs.id = picked.id
                      RETURNING runs.id, runs.lease_token,
                                flowhost_now() - extract(epoch FROM runs.created_at::timestamptz)::float8,
-                               runs.traceparent",
-                    &[&limit, &flows, &taker.id, &taker.host, &i64::from(taker.pid), &ttl.as_secs_f64()],
-                )
+                               runs.traceparent";
+            let (ttl_s, pid) = (ttl.as_secs_f64(), i64::from(taker.pid));
+            let mut rows = tx
+                .query(claim, &[&limit, &flows, &taker.id, &taker.host, &pid, &ttl_s, &false])
                 .await
                 .map_err(|e| s.error(what, e))?;
+            for flow in limited.iter().filter(|l| l.room > 0) {
+                let n = flow.room.min(limit - rows.len() as i64);
+                if n <= 0 {
+                    break;
+                }
+                let only = Some(vec![flow.flow.clone()]);
+                rows.extend(
+                    tx.query(claim, &[&n, &only, &taker.id, &taker.host, &pid, &ttl_s, &true])
+                        .await
+                        .map_err(|e| s.error(what, e))?,
+                );
+            }
+            tx.commit().await.map_err(|e| s.error(what, e))?;
             Ok(rows
                 .iter()
                 .map(|row| Claimed {
@@ -362,15 +387,29 @@ impl PgRunDb {
     }
 
     /// Hands unfinished run `run_id` (one run with `flowhost run --db`, say) to the workers:
-    /// they claim it once no live lease holds it and resume it from its journal. False when
+    /// they claim it once no live lease holds it and resume it from its journal (a suspended
+    /// one too: it is resumed). False when
     /// there is no such unfinished run, or its flow was never stored in the database (a run
     /// started from a local file: only a host with that file can resume it).
     pub fn requeue(&self, run_id: &str) -> Result<bool, RunDbError> {
         self.update_and_wake(
             "queueing a run",
-            "UPDATE runs SET queued = true
-              WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING')
+            "UPDATE runs SET queued = true, resume_requested = state IN ('SUSPENDING', 'SUSPENDED')
+              WHERE id = $1 AND state IN ('PENDING', 'RUNNING', 'REVERTING', 'SUSPENDING', 'SUSPENDED')
                 AND flow_hash IN (SELECT sha256 FROM blobs)",
+            run_id,
+        )
+    }
+
+    /// Hands suspended run `run_id`, which was submitted to the workers, back to them to be
+    /// resumed: the next worker to claim runs takes it and goes on from its record. False
+    /// when it is not a queued run that is SUSPENDING or SUSPENDED (resume it where its flow
+    /// file is, then).
+    pub fn resume_queued(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.update_and_wake(
+            "queueing a suspended run",
+            "UPDATE runs SET resume_requested = true
+              WHERE id = $1 AND queued AND state IN ('SUSPENDING', 'SUSPENDED')",
             run_id,
         )
     }

@@ -10,8 +10,9 @@ use std::convert::Infallible;
 use tokio_postgres::Row;
 
 use flowhost_runs::row::{
-    Columns, LeaseColumns, RowError, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns,
-    TRANSITION_COLUMNS, TaskColumns, TransitionColumns, origin_columns, task_columns,
+    Columns, ELEMENT_COLUMNS, ElementColumns, LeaseColumns, RowError, RunColumns, RunRows,
+    SUMMARY_WIDTH, SummaryColumns, TRANSITION_COLUMNS, TaskColumns, TransitionColumns,
+    origin_columns, task_columns,
 };
 use flowhost_runs::{RunDbError, RunRecord, RunSummary};
 use tokio_postgres::types::ToSql;
@@ -25,7 +26,7 @@ pub(crate) const HOLDER_COLUMNS: usize = 7;
 /// The columns [`summary`] reads, first in a row.
 pub(crate) const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
      lease_owner, lease_host, lease_pid, flowhost_ts(lease_since), flowhost_ts(lease_expires), lease_token, lease_expires, \
-     idempotency_key, flowhost_now()";
+     idempotency_key, priority, flowhost_now()";
 
 /// Where `flowhost_now()` stands in a row of [`SUMMARY`]: right after the summary's columns.
 const NOW: usize = SUMMARY_WIDTH;
@@ -40,7 +41,7 @@ pub(crate) async fn read_run(
 ) -> Result<Option<RunRecord>, RunDbError> {
     let what = "reading a run";
     let client = s.reader(what).await?;
-    // The three reads are prepared once per connection and sent together: one round trip.
+    // The four reads are prepared once per connection and sent together: one round trip.
     let failed = |e: tokio_postgres::Error| s.error(what, e);
     let sql = [
         format!(
@@ -55,19 +56,22 @@ pub(crate) async fn read_run(
             "SELECT {} FROM tasks WHERE run_id = $1 ORDER BY idx",
             task_columns("$2::bigint")
         ),
+        format!("SELECT {ELEMENT_COLUMNS} FROM elements WHERE run_id = $1 ORDER BY idx, element"),
     ];
-    let (run, transitions, tasks) = tokio::try_join!(
+    let (run, transitions, tasks, elements) = tokio::try_join!(
         client.prepare_cached(&sql[0]),
         client.prepare_cached(&sql[1]),
         client.prepare_cached(&sql[2]),
+        client.prepare_cached(&sql[3]),
     )
     .map_err(failed)?;
     let (by_run, by_task): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
         ([&id, &bound], [&id]);
-    let (run, transitions, tasks) = tokio::try_join!(
+    let (run, transitions, tasks, elements) = tokio::try_join!(
         client.query(&run, &by_run),
         client.query(&transitions, &by_task),
         client.query(&tasks, &by_run),
+        client.query(&elements, &by_task),
     )
     .map_err(failed)?;
     let Some(row) = run.first() else {
@@ -88,10 +92,18 @@ pub(crate) async fn read_run(
             task
         })
         .collect();
+    let elements = elements
+        .iter()
+        .map(|row| {
+            let Ok(element) = ElementColumns::read(&Pg(row));
+            element
+        })
+        .collect();
     RunRows {
         run,
         transitions,
         tasks,
+        elements,
     }
     .record()
     .map(Some)

@@ -7,8 +7,8 @@ use std::time::Duration;
 use flowhost_core::events::Event;
 use flowhost_runs::row::{LeaseColumns, Write, json};
 use flowhost_runs::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunCount, RunDb, RunDbError,
-    RunFilter, RunRecord, RunSummary,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
+    RunDbError, RunFilter, RunRecord, RunSummary,
 };
 
 use crate::PgRunDb;
@@ -121,9 +121,9 @@ pub(crate) async fn insert_run(
 ) -> Result<Option<String>, tokio_postgres::Error> {
     let inserted = tx.execute(
         "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at, queued,
-                           lease_token, idempotency_key)
+                           lease_token, idempotency_key, priority)
          VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', flowhost_ts(flowhost_now()), flowhost_ts(flowhost_now()), true,
-                 0, $7)
+                 0, $7, $8)
          ON CONFLICT (flow, idempotency_key) DO NOTHING",
         &[
             &run.id,
@@ -133,6 +133,7 @@ pub(crate) async fn insert_run(
             &json(&run.origin.plugins),
             &json(&run.initial_store),
             &run.key,
+            &i64::from(run.priority),
         ],
     )
     .await?;
@@ -271,7 +272,8 @@ impl RunDb for PgRunDb {
                 return Ok(false);
             }
             tx.execute(
-                "UPDATE runs SET resumes = resumes + 1, updated_at = flowhost_ts(flowhost_now()), flow_hash = $2, plugins = $3
+                "UPDATE runs SET resumes = resumes + 1, updated_at = flowhost_ts(flowhost_now()), flow_hash = $2, plugins = $3,
+                        suspend_requested = false
                  WHERE id = $1",
                 &[&held.run_id, &hash, &plugins],
             )
@@ -304,6 +306,83 @@ impl RunDb for PgRunDb {
                 .await
                 .map_err(|e| s.error(what, e))?;
             rows.iter().map(summary).collect::<Result<_, _>>().map_err(|e| s.error(what, e))
+        })
+    }
+
+    fn request_suspend(&self, run_id: &str) -> Result<bool, RunDbError> {
+        let id = run_id.to_owned();
+        self.block("asking a run to suspend", move |s| async move {
+            let what = "asking a run to suspend";
+            let client = s.client(what).await?;
+            let n = client
+                .execute(
+                    "UPDATE runs SET suspend_requested = true WHERE id = $1 AND state IN ('PENDING', 'RUNNING')",
+                    &[&id],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?;
+            Ok(n == 1)
+        })
+    }
+
+    fn suspend_requested(&self, run_id: &str) -> Result<bool, RunDbError> {
+        let id = run_id.to_owned();
+        self.block("reading a suspend request", move |s| async move {
+            let what = "reading a suspend request";
+            let client = s.reader(what).await?;
+            let row = client
+                .query_opt("SELECT suspend_requested FROM runs WHERE id = $1", &[&id])
+                .await
+                .map_err(|e| s.error(what, e))?;
+            Ok(row.is_some_and(|row| row.get::<_, bool>(0)))
+        })
+    }
+
+    fn link_restart(&self, lease: &Lease, from: &str) -> Result<(), RunDbError> {
+        let (held, from) = (lease.clone(), from.to_owned());
+        let linked = self.block("linking a restarted run", move |s| async move {
+            let what = "linking a restarted run";
+            let mut client = s.client(what).await?;
+            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
+            if !fence(&tx, &held).await.map_err(|e| s.error(what, e))? {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE runs SET restarted_from = $2 WHERE id = $1",
+                &[&held.run_id, &from],
+            )
+            .await
+            .map_err(|e| s.error(what, e))?;
+            tx.commit().await.map_err(|e| s.error(what, e))?;
+            Ok(true)
+        })?;
+        lease.written(linked, || self.holder_now(lease))
+    }
+
+    fn restart_links(&self, run_id: &str) -> Result<RestartLinks, RunDbError> {
+        let id = run_id.to_owned();
+        self.block("reading restart links", move |s| async move {
+            let what = "reading restart links";
+            let client = s.reader(what).await?;
+            let restarted_from = client
+                .query_opt("SELECT restarted_from FROM runs WHERE id = $1", &[&id])
+                .await
+                .map_err(|e| s.error(what, e))?
+                .and_then(|row| row.get::<_, Option<String>>(0));
+            let restarts = client
+                .query(
+                    "SELECT id FROM runs WHERE restarted_from = $1 ORDER BY seq",
+                    &[&id],
+                )
+                .await
+                .map_err(|e| s.error(what, e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            Ok(RestartLinks {
+                restarted_from,
+                restarts,
+            })
         })
     }
 
@@ -345,5 +424,23 @@ impl RunDb for PgRunDb {
 
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
         Ok(self.prune_runs(filter, false)?.runs.len())
+    }
+
+    fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<Option<flowhost_core::events::FlowState>, RunDbError> {
+        self.send_signal(run_id, name, data)
+    }
+
+    fn take_signal(
+        &self,
+        run_id: &str,
+        task: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, RunDbError> {
+        self.take_signal_for(run_id, task, name)
     }
 }

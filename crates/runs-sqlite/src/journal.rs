@@ -71,10 +71,24 @@ fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> 
             retry_at,
             backoff_ms,
             iterations,
+            element,
         } => {
+            // One element's call of a map's task: the element's row, not the task's.
+            if let Some(element) = element {
+                tx.prepare_cached(
+                    "INSERT INTO elements (run_id, idx, element, state, args, outcome, result, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (run_id, idx, element) DO UPDATE SET state = excluded.state,
+                       args = COALESCE(excluded.args, args), outcome = COALESCE(excluded.outcome, outcome),
+                       result = COALESCE(excluded.result, result),
+                       error = CASE WHEN excluded.state = 'RUNNING' THEN NULL ELSE COALESCE(excluded.error, error) END",
+                )?
+                .execute(params![run_id, index, element, to, args, outcome, result, carried])?;
+            }
             // A new attempt starts clean: the error and due time of the one before belong
             // to the history, not to the task's standing.
-            tx.prepare_cached(
+            if element.is_none() {
+                tx.prepare_cached(
                     "UPDATE tasks SET state = ?3,
                        args = COALESCE(?4, args), outcome = COALESCE(?5, outcome),
                        result = COALESCE(?6, result),
@@ -85,7 +99,7 @@ fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> 
                        executions = executions + (?3 = 'RUNNING'),
                        reverts = reverts + (?3 = 'REVERTING'),
                        attempt = ?11,
-                       retry_at = CASE WHEN ?3 IN ('RUNNING', 'PENDING') THEN NULL ELSE COALESCE(?12, retry_at) END,
+                       retry_at = CASE WHEN ?3 IN ('RUNNING', 'PENDING', 'SUCCESS', 'FAILURE') THEN NULL ELSE COALESCE(?12, retry_at) END,
                        iterations = COALESCE(?13, iterations),
                        revert_result = COALESCE(?14, revert_result)
                      WHERE run_id = ?1 AND idx = ?2",
@@ -106,6 +120,7 @@ fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> 
                     iterations,
                     revert_result
                 ])?;
+            }
             if let Some(reason) = reason {
                 tx.prepare_cached(&format!(
                         "UPDATE runs SET updated_at = {t},
@@ -116,11 +131,11 @@ fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> 
                     .execute(params![run_id, at, reason])?;
             }
             tx.prepare_cached(&format!(
-                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms, attempt, error, retry_at, backoff_ms, iterations)
-                     VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    "INSERT INTO transitions (run_id, task_idx, task, from_state, to_state, at, duration_ms, attempt, error, retry_at, backoff_ms, iterations, element)
+                     VALUES (?1, ?2, ?3, ?4, ?5, {t}, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     t = ts(6)
                 ))?
-                .execute(params![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms, iterations])?;
+                .execute(params![run_id, index, task, from, to, at, duration_ms, attempt, carried, retry_at, backoff_ms, iterations, element])?;
         }
         Write::Progress {
             run_id,
@@ -279,6 +294,7 @@ mod tests {
             initial_store: Store::new(),
             tasks: vec![],
             key: None,
+            priority: 0,
         };
         let ttl = Duration::from_secs(30);
         let kept = db

@@ -13,14 +13,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use flowhost_core::events::{Event, FlowState};
 use flowhost_runs::row::{LeaseColumns, RunRows, SummaryColumns, Write, json};
 use flowhost_runs::{FIRST_TOKEN, unix_now};
 use flowhost_runs::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RunCount, RunDb, RunDbError,
-    RunFilter, RunRecord, RunSummary,
+    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
+    RunDbError, RunFilter, RunRecord, RunSummary, ScheduleDb, ScheduleRecord,
 };
 
 use rows::{HOLDER, SUMMARY};
@@ -37,6 +38,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_plugin_reports.sql"),
     include_str!("migrations/0006_run_counts.sql"),
     include_str!("migrations/0007_idempotency_keys.sql"),
+    include_str!("migrations/0008_suspend_restart.sql"),
+    include_str!("migrations/0009_maps_priorities.sql"),
+    include_str!("migrations/0010_signals.sql"),
+    include_str!("migrations/0011_schedules.sql"),
 ];
 
 use journal::{Batch, GroupCommit};
@@ -70,7 +75,7 @@ pub struct SqliteRunDb {
     path: PathBuf,
     conn: Mutex<Connection>,
     /// Read-only connections for lists, records and counts.
-    readers: Vec<Mutex<Connection>>,
+    readers: Vec<Mutex<Option<Connection>>>,
     /// Which reader the next read tries first.
     next_reader: AtomicUsize,
     /// Journal writes waiting for the next group commit.
@@ -130,6 +135,14 @@ impl SqliteRunDb {
                 "the file system does not support WAL (journal mode {mode})"
             )));
         }
+        // Closing does not checkpoint: a checkpoint fsyncs the database file (~10 ms, a third
+        // of a short `flowhost run`), and the WAL is kept for the next process instead of
+        // being deleted and created again (a folder fsync each time). The WAL is fsynced when
+        // the database is dropped ([`Drop`] below), so every commit is on disk when the
+        // process ends, as a checkpoint would leave it; WAL pages still go to the database
+        // file at SQLite's automatic checkpoints while it is open.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| classify(path, "configuring", e))?;
         let synchronous = match durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
@@ -146,18 +159,20 @@ impl SqliteRunDb {
             commits: GroupCommit::default(),
         };
         db.migrate()?;
-        for _ in 0..READERS {
-            let reader = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| classify(path, "opening a reader", e))?;
-            reader
-                .busy_timeout(BUSY_TIMEOUT)
-                .map_err(|e| classify(path, "setting the busy timeout", e))?;
-            db.readers.push(Mutex::new(reader));
-        }
+        db.readers = (0..READERS).map(|_| Mutex::new(None)).collect();
         Ok(db)
+    }
+
+    /// A read-only connection, opened when a read first needs it: a process that only
+    /// writes (`flowhost run`) never opens one.
+    fn open_reader(&self) -> rusqlite::Result<Connection> {
+        let reader = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        reader.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        Ok(reader)
     }
 
     /// The database file.
@@ -221,8 +236,91 @@ impl SqliteRunDb {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         };
-        f(&mut conn).map_err(|e| classify(&self.path, what, e))
+        if conn.is_none() {
+            *conn = Some(
+                self.open_reader()
+                    .map_err(|e| classify(&self.path, "opening a reader", e))?,
+            );
+        }
+        let conn = conn.as_mut().expect("opened above");
+        f(conn).map_err(|e| classify(&self.path, what, e))
     }
+}
+
+impl Drop for SqliteRunDb {
+    /// Puts the WAL on disk before the connections close without a checkpoint: what was
+    /// committed survives a power loss once the database is closed, as it did when closing
+    /// checkpointed. Best effort: a WAL that cannot be synced now was written all the same.
+    fn drop(&mut self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        if let Ok(file) = std::fs::File::open(&wal) {
+            let _ = file.sync_data();
+        }
+    }
+}
+
+impl ScheduleDb for SqliteRunDb {
+    fn schedule_seen(
+        &self,
+        flow: &str,
+        index: usize,
+        cron: &str,
+        now: &str,
+    ) -> Result<ScheduleRecord, RunDbError> {
+        self.with("recording a schedule", |conn| {
+            conn.execute(
+                "INSERT INTO schedules (flow, idx, cron, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (flow, idx) DO UPDATE SET cron = excluded.cron
+                 WHERE schedules.cron <> excluded.cron",
+                params![flow, index as i64, cron, now],
+            )?;
+            conn.query_row(
+                "SELECT flow, idx, cron, since, last_tick, last_run FROM schedules WHERE flow = ?1 AND idx = ?2",
+                params![flow, index as i64],
+                schedule_row,
+            )
+        })
+    }
+
+    fn schedule_ticked(
+        &self,
+        flow: &str,
+        index: usize,
+        tick: &str,
+        run_id: &str,
+    ) -> Result<(), RunDbError> {
+        self.with("recording a schedule's tick", |conn| {
+            conn.execute(
+                "UPDATE schedules SET last_tick = ?3, last_run = ?4
+                  WHERE flow = ?1 AND idx = ?2 AND (last_tick IS NULL OR last_tick < ?3)",
+                params![flow, index as i64, tick, run_id],
+            )
+            .map(drop)
+        })
+    }
+
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, RunDbError> {
+        self.read_with("listing schedules", |conn| {
+            let mut statement = conn.prepare(
+                "SELECT flow, idx, cron, since, last_tick, last_run FROM schedules ORDER BY flow, idx",
+            )?;
+            statement
+                .query_map([], schedule_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+    }
+}
+
+fn schedule_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        flow: row.get(0)?,
+        index: row.get::<_, i64>(1)? as usize,
+        cron: row.get(2)?,
+        since: row.get(3)?,
+        last_tick: row.get(4)?,
+        last_run: row.get(5)?,
+    })
 }
 
 /// Retries `op` while the database is busy, up to the busy timeout. Switching a fresh file to
@@ -294,8 +392,9 @@ impl RunDb for SqliteRunDb {
             let inserted = tx.execute(
                 &format!(
                     "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
-                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13)
+                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key,
+                                       priority)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13, ?14)
                      ON CONFLICT (flow, idempotency_key) DO NOTHING",
                     t = ts(7)
                 ),
@@ -313,6 +412,7 @@ impl RunDb for SqliteRunDb {
                     now + ttl.as_secs_f64(),
                     FIRST_TOKEN,
                     run.key,
+                    run.priority,
                 ],
             )?;
             if inserted == 0 {
@@ -428,7 +528,8 @@ impl RunDb for SqliteRunDb {
             }
             tx.execute(
                 &format!(
-                    "UPDATE runs SET resumes = resumes + 1, updated_at = {t}, flow_hash = ?3, plugins = ?4
+                    "UPDATE runs SET resumes = resumes + 1, updated_at = {t}, flow_hash = ?3, plugins = ?4,
+                            suspend_requested = 0
                      WHERE id = ?1",
                     t = ts(2)
                 ),
@@ -478,6 +579,67 @@ impl RunDb for SqliteRunDb {
     }
 
     /// Read from the counts the schema's triggers keep: a few rows however many runs.
+    fn request_suspend(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.with("asking a run to suspend", |conn| {
+            conn.execute(
+                "UPDATE runs SET suspend_requested = 1 WHERE id = ?1 AND state IN ('PENDING', 'RUNNING')",
+                [run_id],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    fn suspend_requested(&self, run_id: &str) -> Result<bool, RunDbError> {
+        self.read_with("reading a suspend request", |conn| {
+            conn.query_row(
+                "SELECT suspend_requested FROM runs WHERE id = ?1",
+                [run_id],
+                |row| row.get::<_, bool>(0),
+            )
+            .optional()
+            .map(|asked| asked.unwrap_or(false))
+        })
+    }
+
+    fn link_restart(&self, lease: &Lease, from: &str) -> Result<(), RunDbError> {
+        let held = self.with("linking a restarted run", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !fence(&tx, lease)? {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE runs SET restarted_from = ?2 WHERE id = ?1",
+                params![lease.run_id, from],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        lease.written(held, || self.holder_now(lease))
+    }
+
+    fn restart_links(&self, run_id: &str) -> Result<RestartLinks, RunDbError> {
+        self.read_with("reading restart links", |conn| {
+            let restarted_from = conn
+                .query_row(
+                    "SELECT restarted_from FROM runs WHERE id = ?1",
+                    [run_id],
+                    |row| row.get::<_, Option<String>>(0),
+                )
+                .optional()?
+                .flatten();
+            let mut statement = conn.prepare_cached(
+                "SELECT id FROM runs WHERE restarted_from = ?1 ORDER BY created_at, id",
+            )?;
+            let restarts = statement
+                .query_map([run_id], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(RestartLinks {
+                restarted_from,
+                restarts,
+            })
+        })
+    }
+
     fn count(&self) -> Result<Vec<RunCount>, RunDbError> {
         let what = "counting runs";
         let counts = self.read_with(what, |conn| {
@@ -517,6 +679,83 @@ impl RunDb for SqliteRunDb {
             .map(RunRows::record)
             .transpose()
             .map_err(|e| e.query(&self.path, what))
+    }
+
+    fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> Result<Option<FlowState>, RunDbError> {
+        let what = "sending a signal";
+        let state = self.with(what, |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let state: Option<String> = tx
+                .query_row("SELECT state FROM runs WHERE id = ?1", [run_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let unfinished = state.clone().is_some_and(|s| {
+                flowhost_runs::row::state::<FlowState>("runs.state", s)
+                    .is_ok_and(|s| !s.is_finished())
+            });
+            if unfinished {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO signals (run_id, name, data, at) VALUES (?1, ?2, ?3, {t})",
+                        t = ts(4)
+                    ),
+                    params![run_id, name, data.to_string(), now()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(state)
+        })?;
+        state
+            .map(|text| flowhost_runs::row::state("runs.state", text))
+            .transpose()
+            .map_err(|e| RunDbError::Query {
+                path: self.path.clone(),
+                what: what.into(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn take_signal(
+        &self,
+        run_id: &str,
+        task: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, RunDbError> {
+        let what = "taking a signal";
+        let data = self.with(what, |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The one this task took before, else the oldest nobody took.
+            let found: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT seq, data FROM signals WHERE run_id = ?1 AND name = ?2
+                       AND (taken_by = ?3 OR taken_by IS NULL)
+                     ORDER BY taken_by IS NULL, seq LIMIT 1",
+                    params![run_id, name, task],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((seq, _)) = &found {
+                tx.execute(
+                    "UPDATE signals SET taken_by = ?2 WHERE seq = ?1",
+                    params![seq, task],
+                )?;
+            }
+            tx.commit()?;
+            Ok(found.map(|(_, data)| data))
+        })?;
+        data.map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| RunDbError::Query {
+                path: self.path.clone(),
+                what: what.into(),
+                reason: format!("damaged JSON column `signals.data`: {e}"),
+            })
     }
 
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError> {
@@ -604,6 +843,7 @@ mod tests {
             initial_store: store,
             tasks: vec!["t".into()],
             key: None,
+            priority: 0,
         };
         db.create(&new, &Owner::this_process(), Duration::from_secs(30))
             .unwrap()

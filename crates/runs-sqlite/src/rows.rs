@@ -7,8 +7,9 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use flowhost_runs::row::{
-    Columns, LeaseColumns, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns, TRANSITION_COLUMNS,
-    TaskColumns, TransitionColumns, origin_columns, task_columns,
+    Columns, ELEMENT_COLUMNS, ElementColumns, LeaseColumns, RunColumns, RunRows, SUMMARY_WIDTH,
+    SummaryColumns, TRANSITION_COLUMNS, TaskColumns, TransitionColumns, origin_columns,
+    task_columns,
 };
 
 use crate::now;
@@ -20,7 +21,7 @@ pub(crate) const HOLDER: &str = "lease_owner, lease_host, lease_pid, strftime('%
 /// The columns [`summary`] reads, first in a row.
 pub(crate) const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, resumes, \
                        lease_owner, lease_host, lease_pid, strftime('%Y-%m-%dT%H:%M:%fZ', lease_since, 'unixepoch'), \
-                       strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires, idempotency_key";
+                       strftime('%Y-%m-%dT%H:%M:%fZ', lease_expires, 'unixepoch'), lease_token, lease_expires, idempotency_key, priority";
 
 /// A run's summary columns, [`SUMMARY`], its lease judged by this host's clock now.
 pub(crate) fn summary(row: &Row<'_>) -> rusqlite::Result<SummaryColumns> {
@@ -64,10 +65,17 @@ pub(crate) fn read_run(
         ))?
         .query_map(params![id, bound], |row| TaskColumns::read(&Sqlite(row)))?
         .collect::<rusqlite::Result<_>>()?;
+    let elements = conn
+        .prepare_cached(&format!(
+            "SELECT {ELEMENT_COLUMNS} FROM elements WHERE run_id = ?1 ORDER BY idx, element"
+        ))?
+        .query_map([id], |row| ElementColumns::read(&Sqlite(row)))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(Some(RunRows {
         run,
         transitions,
         tasks,
+        elements,
     }))
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use flowhost_core::checkpoint::{Checkpoint, TaskCheckpoint};
+use flowhost_core::checkpoint::{Checkpoint, ElementCheckpoint, TaskCheckpoint};
 use flowhost_core::class::{Classify, ErrorClass};
 use flowhost_core::contract::{Outcome, Progress, TaskError};
 use flowhost_core::events::{Event, FlowState, TaskState};
@@ -85,6 +85,94 @@ pub trait RunDb: Send + Sync {
     /// Deletes finished runs matching `filter` (or runs in `filter.state` when given), never
     /// one whose lease is live; returns how many.
     fn prune(&self, filter: &PruneFilter) -> Result<usize, RunDbError>;
+    /// Asks run `run_id`, PENDING or RUNNING, to suspend: whichever executor holds it (on any
+    /// host) reads the request ([`Self::suspend_requested`]) and suspends it. False when there
+    /// is no such run in those states. The request lasts until the run is resumed
+    /// ([`Self::resumed`] clears it).
+    fn request_suspend(&self, run_id: &str) -> Result<bool, RunDbError>;
+    /// Whether run `run_id` was asked to suspend since it was last resumed.
+    fn suspend_requested(&self, run_id: &str) -> Result<bool, RunDbError>;
+    /// Records that the run `lease.run_id` (just created, under its lease) restarts run
+    /// `from`: both records then link to each other ([`Self::restart_links`]).
+    fn link_restart(&self, lease: &Lease, from: &str) -> Result<(), RunDbError>;
+    /// The run that run `run_id` restarts, and the runs restarting it, oldest first.
+    fn restart_links(&self, run_id: &str) -> Result<RestartLinks, RunDbError>;
+    /// Sends signal `name` with `data` to run `run_id`: kept, with the time it came, until a
+    /// wait of the run takes it — a signal sent before the run reaches its wait is kept for
+    /// it. Only an unfinished run keeps a signal. Returns the run's state when the signal was
+    /// stored (a finished run's state when it was not); `None` when there is no such run.
+    fn signal(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: &Value,
+    ) -> Result<Option<FlowState>, RunDbError>;
+    /// Takes, for wait entry `task` of run `run_id`, the oldest signal `name` no other wait
+    /// of the run took, and returns its data; `None` while none came. Idempotent per task: a
+    /// signal `task` took before is given again (see `flowhost_engine::Journal::take_signal`).
+    fn take_signal(
+        &self,
+        run_id: &str,
+        task: &str,
+        name: &str,
+    ) -> Result<Option<Value>, RunDbError>;
+}
+
+/// How a run is linked to the runs it restarts or that restart it (`flowhost runs restart
+/// --from TASK`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestartLinks {
+    /// The run this one restarts, if it is a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted_from: Option<String>,
+    /// The runs restarting this one, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<String>,
+}
+
+/// Where each flow schedule stands, kept in the run database so that every `serve` sharing
+/// it sees how far a schedule got: which tick last started a run (for catching up on ticks
+/// missed while no serve ran) and since when it is known. Exactly one run per tick is not
+/// this record's doing: the run a tick starts carries the idempotency key
+/// [`tick_key`](flowhost_core::flow::tick_key), which at most one run of a flow holds.
+pub trait ScheduleDb: Send + Sync {
+    /// Notes schedule `index` of `flow` with its cron expression (updated when it changed)
+    /// and returns its record; the first time, `since` is `now`.
+    fn schedule_seen(
+        &self,
+        flow: &str,
+        index: usize,
+        cron: &str,
+        now: &str,
+    ) -> Result<ScheduleRecord, RunDbError>;
+    /// Records that `tick` (RFC 3339, UTC) of schedule `index` of `flow` started run
+    /// `run_id`, unless a later tick is recorded already: the last tick only moves forward.
+    fn schedule_ticked(
+        &self,
+        flow: &str,
+        index: usize,
+        tick: &str,
+        run_id: &str,
+    ) -> Result<(), RunDbError>;
+    /// Every schedule recorded, by flow and position.
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, RunDbError>;
+}
+
+/// A schedule as the run database records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleRecord {
+    /// The flow's name.
+    pub flow: String,
+    /// The entry's position in the flow's `schedule`, from 0.
+    pub index: usize,
+    /// Its cron expression, as last seen.
+    pub cron: String,
+    /// When a serve first saw it (UTC, RFC 3339): no tick before was ever due.
+    pub since: String,
+    /// The latest tick that started a run.
+    pub last_tick: Option<String>,
+    /// The run that tick started.
+    pub last_run: Option<String>,
 }
 
 /// Why the run database failed.
@@ -352,6 +440,9 @@ pub struct NewRun {
     /// The idempotency key the run is started with: at most one run of a flow holds a key,
     /// until it is pruned, so a start repeated with the key starts nothing.
     pub key: Option<String>,
+    /// Its priority among the runs waiting for a worker (higher first, then submission
+    /// order); 0 by default.
+    pub priority: i32,
 }
 
 /// Which runs to list.
@@ -418,6 +509,9 @@ pub struct RunSummary {
     /// The idempotency key it was started with, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Its priority among the runs waiting for a worker: higher first, then submission
+    /// order. 0 unless it was submitted or started with another.
+    pub priority: i32,
     /// Who holds its lease, while the lease is live: the executor running it now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseHolder>,
@@ -437,6 +531,9 @@ pub struct RunRecord {
     pub final_store: Option<Store>,
     /// Every task, in flow order.
     pub tasks: Vec<TaskRecord>,
+    /// Inside maps: each element's call of each task, by task then element.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub elements: Vec<ElementRecord>,
     /// The values a bounded [`RunDb::read`] left out because they were longer than its
     /// bound, with their length in bytes; they read as `null` (an empty initial store).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -495,6 +592,29 @@ pub struct TaskRecord {
     pub history: Vec<StateChange>,
 }
 
+/// One element's call of a task inside a map.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ElementRecord {
+    /// The task's position in the flow.
+    pub index: usize,
+    /// The element's position in the list, from 0.
+    pub element: u32,
+    /// Last recorded state.
+    pub state: TaskState,
+    /// The arguments (JSON text) it executed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// What its revert gets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Its result, once it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why execute (or revert) failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+}
+
 /// One execution of a task, as its transitions recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {
@@ -521,7 +641,8 @@ impl TaskRecord {
     /// caught it RUNNING appears twice under one attempt number.
     pub fn attempts(&self) -> Vec<Attempt> {
         let mut attempts: Vec<Attempt> = Vec::new();
-        for change in &self.history {
+        // A map's element calls are not attempts of the task: they are listed by element.
+        for change in self.history.iter().filter(|c| c.element.is_none()) {
             if change.to == TaskState::Running {
                 attempts.push(Attempt {
                     attempt: change.attempt.unwrap_or(attempts.len() as u32 + 1),
@@ -564,6 +685,9 @@ pub struct StateChange {
     pub backoff_ms: Option<f64>,
     /// The subflow controllers' iterations it belongs to, outermost first.
     pub iterations: Vec<u32>,
+    /// Inside a map: the element (from 0) whose call it belongs to (recorded since schema 9).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub element: Option<u32>,
 }
 
 impl RunRecord {
@@ -607,6 +731,18 @@ impl RunRecord {
                         .filter(|s| s.is_finite() && *s >= 0.0)
                         .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s)),
                     iterations: t.iterations.clone(),
+                })
+                .collect(),
+            elements: self
+                .elements
+                .iter()
+                .map(|e| ElementCheckpoint {
+                    index: e.index,
+                    element: e.element,
+                    state: e.state,
+                    args: e.args.clone(),
+                    outcome: e.outcome.clone(),
+                    error: e.error.clone(),
                 })
                 .collect(),
         }

@@ -8,8 +8,9 @@ mod read;
 mod write;
 
 pub use read::{
-    Columns, Held, LeaseColumns, RowError, RunColumns, RunRows, SUMMARY_WIDTH, SummaryColumns,
-    TRANSITION_COLUMNS, TaskColumns, TransitionColumns, origin_columns, state, task_columns,
+    Columns, ELEMENT_COLUMNS, ElementColumns, Held, LeaseColumns, RowError, RunColumns, RunRows,
+    SUMMARY_WIDTH, SummaryColumns, TRANSITION_COLUMNS, TaskColumns, TransitionColumns,
+    origin_columns, state, task_columns,
 };
 pub use write::Write;
 

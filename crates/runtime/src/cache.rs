@@ -27,7 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -123,19 +123,15 @@ impl ComponentCache {
         &self.dir
     }
 
-    /// The entry key (and file stem) for a component with these bytes.
-    fn entry_key(&self, component_bytes: &[u8]) -> String {
-        format!(
-            "{}-{}",
-            hex(&Sha256::digest(component_bytes)),
-            self.engine_tag
-        )
+    /// The entry key (and file stem) for a component whose bytes have the SHA-256 `sha256`
+    /// (hex): the caller hashed them already, to know the plugin by.
+    fn entry_key(&self, sha256: &str) -> String {
+        format!("{sha256}-{}", self.engine_tag)
     }
 
-    /// The entry file for a component with these bytes.
-    pub fn entry_path(&self, component_bytes: &[u8]) -> PathBuf {
-        self.dir
-            .join(format!("{}.cwasm", self.entry_key(component_bytes)))
+    /// The entry file for a component whose bytes have the SHA-256 `sha256` (hex).
+    pub fn entry_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{}.cwasm", self.entry_key(sha256)))
     }
 
     /// The tag that binds `payload` to the entry `key` and to this user's secret.
@@ -147,13 +143,13 @@ impl ComponentCache {
         mac
     }
 
-    /// The cached component for `bytes`, or `None` when there is no usable entry (missing,
+    /// The cached component for the bytes with SHA-256 `sha256` (hex), or `None` when there is no usable entry (missing,
     /// corrupt, forged, another component's, or built by an incompatible engine); a bad entry
     /// is logged and removed.
-    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Option<Component> {
-        let path = self.entry_path(bytes);
+    pub(crate) fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
+        let path = self.entry_path(sha256);
         let entry = std::fs::read(&path).ok()?;
-        let key = self.entry_key(bytes);
+        let key = self.entry_key(sha256);
         let loaded = self
             .verified_payload(&key, &entry)
             .and_then(|payload| deserialize(engine, payload));
@@ -170,11 +166,11 @@ impl ComponentCache {
         }
     }
 
-    /// Writes the compiled `component` for `bytes`. Failing to write only costs a later
+    /// Writes the compiled `component` for the bytes with SHA-256 `sha256` (hex). Failing to write only costs a later
     /// recompilation, so errors are logged, not returned.
-    pub(crate) fn store(&self, bytes: &[u8], component: &Component) {
-        let path = self.entry_path(bytes);
-        let key = self.entry_key(bytes);
+    pub(crate) fn store(&self, sha256: &str, component: &Component) {
+        let path = self.entry_path(sha256);
+        let key = self.entry_key(sha256);
         let written = component
             .serialize()
             .map_err(|e| format!("cannot serialize: {e:#}"))
@@ -335,8 +331,4 @@ fn deserialize(engine: &Engine, payload: &[u8]) -> Result<Component, String> {
     // one else. wasmtime itself rejects bytes from another wasmtime version or engine
     // configuration.
     unsafe { Component::deserialize(engine, payload) }.map_err(|e| format!("{e:#}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -164,8 +164,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<InstanceState>,
     plugins: Mutex<HashMap<PathBuf, Arc<Plugin>>>,
-    /// Serialises first loads, so that many runs starting at once compile a plugin once.
-    loading: tokio::sync::Mutex<()>,
+    /// Serialises first loads of each path, so that many runs starting at once compile a
+    /// plugin once, while the plugins of one flow load side by side.
+    loading: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     cache: Option<ComponentCache>,
     /// One permit per instance that may be alive at once (a pooling slot, or one of
     /// [`ON_DEMAND_SLOTS`]): a call waits for a free slot instead of failing when every slot
@@ -267,7 +268,7 @@ impl Runtime {
             engine,
             linker,
             plugins: Mutex::new(HashMap::new()),
-            loading: tokio::sync::Mutex::new(()),
+            loading: Mutex::default(),
             cache,
             slots: Arc::new(Semaphore::new(slots)),
             pooling,
@@ -309,7 +310,7 @@ impl Runtime {
         if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(path) {
             return Ok(plugin.clone());
         }
-        let _loading = self.loading.lock().await;
+        let _loading = self.loading_lock(path).lock_owned().await;
         if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(path) {
             return Ok(plugin.clone());
         }
@@ -345,6 +346,26 @@ impl Runtime {
         Ok(plugin)
     }
 
+    /// The lock first loads of `path` take. (Two paths naming one file may both compile it
+    /// once; the second load then finds the first by the file's canonical path.)
+    fn loading_lock(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        self.loading
+            .lock()
+            .expect("loading locks poisoned")
+            .entry(path.to_path_buf())
+            .or_default()
+            .clone()
+    }
+
+    /// The plugin loaded for `path` (as a flow names it), if any, without loading anything.
+    pub fn loaded(&self, path: &Path) -> Option<Arc<Plugin>> {
+        self.plugins
+            .lock()
+            .expect("plugin map poisoned")
+            .get(path)
+            .cloned()
+    }
+
     /// Loads the component at `path` only if its bytes have the SHA-256 `sha256` (hex), for
     /// files that a name promises but nothing else vouches for (a worker's plugin folder).
     /// The file is opened without following a symlink, checked to be a regular file, its
@@ -358,7 +379,7 @@ impl Runtime {
         path: &Path,
         sha256: &str,
     ) -> Result<Arc<Plugin>, PluginError> {
-        let _loading = self.loading.lock().await;
+        let _loading = self.loading_lock(path).lock_owned().await;
         if let Some(plugin) = self.plugins.lock().expect("plugin map poisoned").get(path)
             && plugin.sha256 == sha256
         {
@@ -383,7 +404,7 @@ impl Runtime {
         bytes: Vec<u8>,
         sha256: &str,
     ) -> Result<Arc<Plugin>, PluginError> {
-        let _loading = self.loading.lock().await;
+        let _loading = self.loading_lock(path).lock_owned().await;
         self.load_bytes_locked(path, bytes, sha256).await
     }
 
@@ -422,8 +443,9 @@ impl Runtime {
         let engine = self.engine.clone();
         let owned = path.to_path_buf();
         let cache = self.cache.clone();
+        let hash = sha256.clone();
         let component = tokio::task::spawn_blocking(move || {
-            if let Some(component) = cache.as_ref().and_then(|c| c.load(&engine, &bytes)) {
+            if let Some(component) = cache.as_ref().and_then(|c| c.load(&engine, &hash)) {
                 return Ok(component);
             }
             // Python and JavaScript components take tens of seconds: say what is happening.
@@ -441,7 +463,7 @@ impl Runtime {
             let component = compile(&engine, &owned, &bytes)?;
             tracing::debug!(target: COMPILE_TARGET, "compiled {} in {:.1} s", owned.display(), started.elapsed().as_secs_f64());
             if let Some(cache) = &cache {
-                cache.store(&bytes, &component);
+                cache.store(&hash, &component);
             }
             Ok(component)
         })

@@ -286,6 +286,25 @@ impl Plugin {
                 Ready::Fresh(store, slot)
             }
         };
+        // The rest — instantiation, the call and its deadline — is boxed, so that it is
+        // allocated only once the call has its instance: a run waiting above for a slot holds
+        // this small future, not the call's whole state (with 100,000 runs in flight, tens of
+        // thousands wait here at once).
+        Box::pin(self.call_ready(ready, task, context, sandbox, warm, site, body)).await
+    }
+
+    /// The part of [`Self::call`] that runs once the call has its instance.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_ready<R>(
+        &self,
+        ready: Ready,
+        task: Option<&str>,
+        context: CallContext,
+        sandbox: &Sandbox,
+        warm: Option<&WarmPool>,
+        site: &Site<'_>,
+        body: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
+    ) -> Result<R, TaskError> {
         let deadline = Instant::now() + sandbox.limits.deadline();
         let output = match &ready {
             Ready::Warm(live) => Output::of(live.store.data()),

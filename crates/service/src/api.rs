@@ -44,6 +44,10 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/flows/{name}/runs", post(start))
         .route("/v1/runs/{id}/resume", post(resume))
         .route("/v1/runs/{id}/cancel", post(cancel))
+        .route("/v1/runs/{id}/suspend", post(suspend))
+        .route("/v1/runs/{id}/revert", post(revert))
+        .route("/v1/runs/{id}/restart", post(restart))
+        .route("/v1/runs/{id}/signals/{name}", post(signal))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/flows", get(flows))
@@ -52,6 +56,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/runs/{id}", get(show))
         .route("/v1/runs/{id}/store/{name}", get(store_value))
         .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/schedules", get(schedules))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -242,6 +247,21 @@ async fn flows(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
     Ok(axum::Json(Value::Array(flows)))
 }
 
+/// `GET /v1/schedules`: every schedule entry of the served flows, with its next tick and the
+/// last tick that started a run (and that run).
+async fn schedules(State(state): Shared) -> Result<axum::Json<Value>, ApiError> {
+    let shared = state.clone();
+    let views = tokio::task::spawn_blocking(move || super::schedules::views(&shared))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the schedules failed: {e}"),
+            )
+        })??;
+    Ok(axum::Json(json!(views)))
+}
+
 /// `GET /v1/flows/{name}`: one flow and its tasks.
 async fn flow(
     State(state): Shared,
@@ -268,7 +288,16 @@ async fn describe_flow(state: &AppState, name: &str) -> Result<Value, ApiError> 
     let mut tasks = Vec::new();
     for (path, task) in spec.task_paths() {
         let mut entry = json!({ "name": path, "plugin": task.plugin, "after": task.after });
-        match state.engine.plugin(&spec.resolve(&task.plugin)).await {
+        // A wait entry calls nothing: it reads nothing and stores a signal's data.
+        let Some(plugin) = task.plugin.as_deref().filter(|_| task.wait.is_none()) else {
+            entry["wait"] = json!(task.wait);
+            entry["requires"] = json!([]);
+            entry["optional"] = json!([]);
+            entry["provides"] = json!(task.provides.clone().unwrap_or_default());
+            tasks.push(entry);
+            continue;
+        };
+        match state.engine.plugin(&spec.resolve(plugin)).await {
             Ok(plugin) => {
                 let info = plugin.info();
                 let from_store = |args: &[String]| -> Vec<String> {
@@ -328,7 +357,10 @@ async fn add_dependencies(state: &AppState, spec: &FlowSpec, tasks: &mut [Value]
     }
 }
 
-/// `POST /v1/flows/{name}/runs`: body = the initial store (a JSON object; empty = `{}`).
+/// `POST /v1/flows/{name}/runs[?priority=N]`: body = the initial store (a JSON object; empty
+/// = `{}`). `priority` (an integer, default 0) orders a run queued for workers: higher first,
+/// then submission order. It is a query parameter because every key of the body is a store
+/// name.
 /// With an `Idempotency-Key` header a run of the flow already holds, nothing starts: 200 with
 /// that run's id and Location, instead of 201. A W3C
 /// `traceparent` header makes the run's trace a child of the caller's span; a malformed one
@@ -336,6 +368,7 @@ async fn add_dependencies(state: &AppState, spec: &FlowSpec, tasks: &mut [Value]
 async fn start(
     State(state): Shared,
     Path(name): Path<String>,
+    Query(query): Query<StartQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -395,7 +428,13 @@ async fn start(
         .filter(|value| flowhost_executor::is_traceparent(value));
     let started = state
         .starter
-        .start(&path, store, key.as_deref(), traceparent)
+        .start(
+            &path,
+            store,
+            key.as_deref(),
+            traceparent,
+            query.priority.unwrap_or(0),
+        )
         .await?;
     let location = format!("/v1/runs/{}", started.run_id);
     let (status, body) = if started.existing {
@@ -411,6 +450,12 @@ async fn start(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// The query of a start: the run's priority among queued runs.
+#[derive(Deserialize)]
+struct StartQuery {
+    priority: Option<i32>,
 }
 
 #[derive(Deserialize)]
@@ -472,6 +517,13 @@ async fn show(
     if record.omitted.iter().any(|o| o.value == "initial_store") {
         // Left out, not empty.
         document["initial_store"] = Value::Null;
+    }
+    let links = db_call(&state, move |db| db.restart_links(&id)).await?;
+    if let (Some(document), Value::Object(links)) = (
+        document.as_object_mut(),
+        serde_json::to_value(links).unwrap_or_default(),
+    ) {
+        document.extend(links);
     }
     if !sees {
         redact(&mut document);
@@ -567,6 +619,63 @@ async fn resume(State(state): Shared, Path(id): Path<String>) -> Result<Response
         .into_response())
 }
 
+/// `POST /v1/runs/{id}/signals/{name}`: send a signal (the body is its data, JSON; an empty
+/// body is `null`), kept until a wait of the run takes it. A WAITING run goes on: resumed
+/// here, or claimed by a worker.
+async fn signal(
+    State(state): Shared,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !flowhost_core::flow::signal_name_ok(&name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "signal name `{}` is not allowed: it starts with a letter or digit and holds only ASCII letters, digits, `_`, `-` and `.` (at most 128)",
+                name.escape_debug()
+            ),
+        ));
+    }
+    let data: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}"),
+            )
+        })?
+    };
+    let (run, signal) = (id.clone(), name.clone());
+    let found = db_call(&state, move |db| db.signal(&run, &signal, &data)).await?;
+    let Some(run_state) = found else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no run {id}")));
+    };
+    if run_state.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run {id} already finished ({run_state}); the signal was not kept"),
+        ));
+    }
+    // A run still executing takes the signal itself (it looks again before it parks).
+    let resumed = if run_state == FlowState::Waiting {
+        match state.starter.signalled(&id).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::info!(run = %id, "signal `{name}` kept; the run is not resumed now: {error}");
+                false
+            }
+        }
+    } else {
+        false
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run_id": id, "signal": name, "state": run_state, "resumed": resumed })),
+    )
+        .into_response())
+}
+
 /// `POST /v1/runs/{id}/cancel`: stop before the next task and revert what ran.
 async fn cancel(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
     if state.starter.cancel(&id) {
@@ -586,6 +695,68 @@ async fn cancel(State(state): Shared, Path(id): Path<String>) -> Result<Response
         )
     };
     Err(ApiError::new(StatusCode::CONFLICT, why))
+}
+
+/// `POST /v1/runs/{id}/suspend`: the run's tasks in flight finish, nothing new starts, and
+/// it goes SUSPENDING -> SUSPENDED. Asked through the run database, so that whichever
+/// executor holds the run (this service, a worker on another host) suspends it.
+async fn suspend(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let key = id.clone();
+    if db_call(&state, move |db| db.request_suspend(&key)).await? {
+        state.starter.suspend(&id);
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "run_id": id, "suspending": true })),
+        )
+            .into_response());
+    }
+    let record = get_run(&state, &id, 0).await?;
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "run {id} is {}: only a PENDING or RUNNING run can be suspended",
+            record.summary.state
+        ),
+    ))
+}
+
+/// `POST /v1/runs/{id}/revert`: revert a SUSPENDED run instead of resuming it.
+async fn revert(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let started = state.starter.revert(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run_id": started.run_id, "reverting": true })),
+    )
+        .into_response())
+}
+
+/// The body of `POST /v1/runs/{id}/restart`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartFrom {
+    /// The task to run from.
+    from: String,
+}
+
+/// `POST /v1/runs/{id}/restart` with `{"from": "TASK"}`: a new run of a SUCCESS or
+/// SUSPENDED run, the original's SUCCESS tasks before TASK copied, the rest run.
+async fn restart(
+    State(state): Shared,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let RestartFrom { from } = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be {{\"from\": \"TASK\"}}: {e}"),
+        )
+    })?;
+    let started = state.starter.restart(&id, &from).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run_id": started.run_id, "restarted_from": id })),
+    )
+        .into_response())
 }
 
 /// `GET /v1/openapi.json`.

@@ -34,6 +34,16 @@ pub enum StartError {
         "run {0} cannot be queued for the workers: it is finished, unknown, or was started from a local flow file that only its host can resume"
     )]
     NotQueueable(String),
+    /// What was asked runs only where the run's flow file is, not through the workers.
+    #[error(
+        "run {run}: {what} is not done by the workers; run `flowhost runs {what} {run}` on a host with its flow file"
+    )]
+    NotForWorkers {
+        /// The run's id.
+        run: String,
+        /// The `flowhost runs` subcommand that does it.
+        what: &'static str,
+    },
     /// This service is running that run already.
     #[error("run {0} is already going on in this service")]
     AlreadyRunning(String),
@@ -48,7 +58,9 @@ impl Classify for StartError {
             Self::Stopped(stopped) => stopped.class(),
             Self::Resume(resume) => resume.class(),
             Self::Queue(queue) => queue.class(),
-            Self::NotQueueable(_) | Self::AlreadyRunning(_) => ErrorClass::Conflict,
+            Self::NotQueueable(_) | Self::AlreadyRunning(_) | Self::NotForWorkers { .. } => {
+                ErrorClass::Conflict
+            }
         }
     }
 }

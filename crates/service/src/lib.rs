@@ -28,6 +28,7 @@ mod followed;
 mod live;
 mod metrics;
 mod origin;
+mod schedules;
 mod starter;
 
 use std::future::Future;
@@ -42,7 +43,7 @@ use tokio::sync::watch;
 
 use flowhost_engine::Engine;
 use flowhost_executor::{Executor, Policy};
-use flowhost_runs::RunDb;
+use flowhost_runs::{RunDb, ScheduleDb};
 use flowhost_runs_postgres::PgRunDb;
 
 pub use auth::Token;
@@ -63,6 +64,8 @@ pub struct ServeConfig {
     pub flows_dir: PathBuf,
     /// The run database runs are recorded in, and this process as their executor.
     pub executor: Executor,
+    /// The same database, where the flows' schedules record their ticks.
+    pub schedules: Arc<dyn ScheduleDb>,
     /// The engine runs execute on (it gets the service's listener).
     pub engine: Engine,
     /// An engine with fuel metering, for flows that set a `fuel` budget.
@@ -111,6 +114,7 @@ pub enum ServeError {
 pub(crate) struct AppState {
     flows_dir: PathBuf,
     db: Arc<dyn RunDb>,
+    schedules: Arc<dyn ScheduleDb>,
     engine: Engine,
     starter: Arc<dyn RunStarter>,
     live: Arc<Live>,
@@ -222,6 +226,7 @@ impl Server {
         let state = Arc::new(AppState {
             flows_dir: config.flows_dir,
             db: config.executor.db().clone(),
+            schedules: config.schedules,
             engine,
             starter,
             live: live.clone(),
@@ -257,18 +262,21 @@ impl Server {
         F: Fn() -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let app = router(self.state).layer(axum::middleware::from_fn_with_state(
+        let app = router(self.state.clone()).layer(axum::middleware::from_fn_with_state(
             origin::Origins::new(self.addr),
             origin::check,
         ));
         let shutdown = self.shutdown;
         let first = signal();
         let stopping = shutdown.subscribe();
+        let ticking = tokio::spawn(schedules::tick(self.state.clone(), shutdown.subscribe()));
         tokio::spawn(async move {
             first.await;
             let _ = shutdown.send(true);
         });
         conn::serve(self.listener, app, self.limits, stopping).await;
+        // A tick being started finishes starting; no tick starts after this.
+        let _ = ticking.await;
         let running = self.live.running();
         if running > 0 {
             tracing::info!(

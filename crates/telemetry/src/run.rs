@@ -48,10 +48,11 @@ pub(crate) struct RunTrace {
 struct Spans {
     /// The run's span (inside its context, the parent of every task span) and its last state.
     run: Option<(Context, FlowState)>,
-    /// Each executing task's attempt, by index.
-    executing: HashMap<usize, Span>,
-    /// Each reverting task's revert, by index.
-    reverting: HashMap<usize, Span>,
+    /// Each executing task's attempt, by index (and element, for a map's element calls,
+    /// several of which run at once).
+    executing: HashMap<(usize, Option<u32>), Span>,
+    /// Each reverting task's revert, by index (and element).
+    reverting: HashMap<(usize, Option<u32>), Span>,
 }
 
 impl RunTrace {
@@ -134,11 +135,13 @@ impl Listener for RunTrace {
                 error,
                 outcome,
                 attempt,
+                element,
                 ..
             } => {
+                let key = (*index, *element);
                 let open = match from {
-                    TaskState::Running => spans.executing.remove(index),
-                    TaskState::Reverting => spans.reverting.remove(index),
+                    TaskState::Running => spans.executing.remove(&key),
+                    TaskState::Reverting => spans.reverting.remove(&key),
                     _ => None,
                 };
                 if let Some(span) = open {
@@ -162,7 +165,7 @@ impl Listener for RunTrace {
                             &run,
                             task_attributes(),
                         );
-                        spans.executing.insert(*index, span);
+                        spans.executing.insert(key, span);
                     }
                     TaskState::Reverting => {
                         let span = self.start(
@@ -171,7 +174,7 @@ impl Listener for RunTrace {
                             &run,
                             task_attributes(),
                         );
-                        spans.reverting.insert(*index, span);
+                        spans.reverting.insert(key, span);
                     }
                     _ => {}
                 }

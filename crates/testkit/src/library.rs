@@ -209,5 +209,6 @@ pub fn stopped_running(tasks: Vec<TaskCheckpoint>) -> Checkpoint {
         state: FlowState::Running,
         tasks,
         created_at: None,
+        elements: Vec::new(),
     }
 }

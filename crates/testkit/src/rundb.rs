@@ -111,6 +111,7 @@ pub fn new_run(id: &str, tasks: &[&str]) -> NewRun {
         initial_store: store(&[("seed", json!(1))]),
         tasks: tasks.iter().map(|t| (*t).to_owned()).collect(),
         key: None,
+        priority: 0,
     }
 }
 
@@ -180,6 +181,7 @@ impl TaskMove {
                     attempt: 1,
                     retry_at: None,
                     iterations: Vec::new(),
+                    element: None,
                 },
             },
         }

@@ -25,6 +25,11 @@ impl Served {
 
     /// The same on run database `db` (a SQLite path or a PostgreSQL URL).
     pub fn start_on(ws: &Workspace, flows: &Path, db: &str, extra: &[&str]) -> Self {
+        Self::start_logged(ws, flows, db, extra, "serve.log")
+    }
+
+    /// The same, its log in the workspace's file `log`: for several servers in one workspace.
+    pub fn start_logged(ws: &Workspace, flows: &Path, db: &str, extra: &[&str], log: &str) -> Self {
         let mut args = vec![
             "serve",
             "--flows",
@@ -35,7 +40,8 @@ impl Served {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let log = std::fs::File::create(ws.path("serve.log")).unwrap();
+        let log_path = ws.path(log);
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut child = ws
             .command(&args)
             .stdout(Stdio::piped())
@@ -53,7 +59,7 @@ impl Served {
             .unwrap_or_else(|| {
                 panic!(
                     "serve printed {line:?}; its log:\n{}",
-                    std::fs::read_to_string(ws.path("serve.log")).unwrap_or_default()
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
                 )
             });
         Self {

@@ -97,10 +97,13 @@ class Client:
 
     # -- runs --------------------------------------------------------------------------
 
-    def start(self, flow: str, store: Optional[Mapping[str, Any]] = None) -> Run:
+    def start(
+        self, flow: str, store: Optional[Mapping[str, Any]] = None, *, priority: int = 0
+    ) -> Run:
         """Starts a run of ``flow`` with ``store`` as its initial store, over the flow file's
         ``[store]`` (``POST /v1/flows/{flow}/runs``), and returns it at once: the run is
-        recorded, and goes on in the service.
+        recorded, and goes on in the service. A service queueing runs for workers has them
+        claim runs of higher ``priority`` first (``?priority=N``), then in submission order.
 
         Raises:
             NotFound: The service serves no such flow.
@@ -114,8 +117,11 @@ class Client:
             store = {}
         if not isinstance(store, Mapping):
             raise TypeError(f"the initial store must be a mapping, not {type(store).__name__}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"the priority must be an int, not {type(priority).__name__}")
+        query = f"?priority={priority}" if priority else ""
         body, _ = self._http.request(
-            "POST", f"/v1/flows/{_segment(flow)}/runs", json_body=dict(store)
+            "POST", f"/v1/flows/{_segment(flow)}/runs{query}", json_body=dict(store)
         )
         run_id = body.get("run_id") if isinstance(body, dict) else None
         if not isinstance(run_id, str):

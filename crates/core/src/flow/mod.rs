@@ -13,7 +13,9 @@ use serde_json::Value;
 mod limits;
 mod net;
 mod retry;
+mod schedule;
 mod subflow;
+mod wait;
 
 pub use limits::{EffectiveLimits, Limits, MAX_DEADLINE_MS};
 pub use net::{
@@ -21,9 +23,12 @@ pub use net::{
     placeholder, redacted,
 };
 pub use retry::{NOT_RETRIED_BY_DEFAULT, Retry, RetryPolicy};
+pub use schedule::{CatchUp, Cron, MAX_CATCH_UP, Rate, Schedule, parse_tick, tick_key, tick_text};
 pub use subflow::{
-    Controller, Entry, ForEach, Iterations, ParameterizedForEach, Strategy, Subflow, SubflowHead,
+    Controller, Entry, ForEach, Iterations, Map, ParameterizedForEach, Strategy, Subflow,
+    SubflowHead,
 };
+pub use wait::{Wait, WaitFor, format_rfc3339, parse_rfc3339, signal_name_ok, unix_seconds};
 
 /// A flow file could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +71,18 @@ pub struct FlowSpec {
     /// value rather than the parser refusing it; 1 ms to 24 h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<i64>,
+    /// When `flowhost serve` starts runs of this flow by itself: cron ticks, each with the
+    /// store its runs start from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Schedule>,
+    /// Most runs of this flow the workers of a PostgreSQL run database execute at once,
+    /// all workers together; enforced where they claim runs. Signed so that validation
+    /// names a value below 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<i64>,
+    /// Most runs of this flow the workers start per period, all workers together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
     /// Initial store values; `--store` and the library's initial store override them.
     #[serde(default)]
     pub store: BTreeMap<String, Value>,
@@ -76,6 +93,12 @@ pub struct FlowSpec {
     /// retry when neither sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// What a task failing for good (after its retries) does to the run when its entry does
+    /// not say: `"revert"` (the default: revert what ran) or `"suspend"` (revert nothing; the
+    /// run goes SUSPENDED with the failure recorded, for a person to resume or revert). Text,
+    /// so that validation can name an unknown value and the entry it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
     /// Default network grants for every entry that does not set its own (list by list).
     #[serde(default, skip_serializing_if = "Net::is_empty")]
     pub net: Net,
@@ -92,14 +115,24 @@ pub struct FlowSpec {
     pub base_dir: PathBuf,
 }
 
+/// `on_failure`'s default: a task failing for good reverts what ran.
+pub const ON_FAILURE_REVERT: &str = "revert";
+/// `on_failure = "suspend"`: a task failing for good suspends the run, reverting nothing.
+pub const ON_FAILURE_SUSPEND: &str = "suspend";
+
 /// One task placed in a flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Unique name of this entry within the flow.
     pub name: String,
-    /// Path of the component (`.wasm`), relative to the flow file.
-    pub plugin: PathBuf,
+    /// Path of the component (`.wasm`), relative to the flow file; `None` for a wait entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PathBuf>,
+    /// What the entry waits for instead of running a plugin (a signal or a due time); its
+    /// run holds no executor meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
     /// Maps a task argument name to the store name it is read from.
     #[serde(default)]
     pub rebind: BTreeMap<String, String>,
@@ -157,6 +190,10 @@ pub struct TaskSpec {
     /// priorities start first (then file order). Default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i32,
+    /// What this task failing for good does to the run (`"revert"` or `"suspend"`); unset,
+    /// the flow's `on_failure` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -255,9 +292,13 @@ impl FlowSpec {
             pattern,
             max_parallel: None,
             timeout_ms: None,
+            schedule: Vec::new(),
+            concurrency: None,
+            rate: None,
             store: BTreeMap::new(),
             limits: Limits::default(),
             retry: None,
+            on_failure: None,
             net: Net::default(),
             secrets: Secrets::new(),
             tasks: Vec::new(),
@@ -376,6 +417,12 @@ impl FlowSpec {
         }
     }
 
+    /// Whether a failure for good of `task` suspends the run (`on_failure = "suspend"` on the
+    /// entry, or on the flow when the entry does not say) rather than reverting it.
+    pub fn suspends_on_failure(&self, task: &TaskSpec) -> bool {
+        task.on_failure.as_deref().or(self.on_failure.as_deref()) == Some(ON_FAILURE_SUSPEND)
+    }
+
     /// Reads and parses a flow file; relative paths in it then resolve against its folder.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, FlowFileError> {
         let path = path.as_ref();
@@ -387,6 +434,14 @@ impl FlowSpec {
             path: path.to_path_buf(),
             message,
         })?;
+        // A schedule that cannot tick is named with its file here, where the file is known:
+        // `serve` reads schedules from files and never validates a flow that is not started.
+        if let Some(message) = (flow.schedule.iter().enumerate()).find_map(|(i, s)| s.problem(i)) {
+            return Err(FlowFileError::Parse {
+                path: path.to_path_buf(),
+                message,
+            });
+        }
         flow.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(flow)
     }
@@ -474,7 +529,8 @@ impl TaskSpec {
     pub fn new(name: impl Into<String>, plugin: impl Into<PathBuf>) -> Self {
         Self {
             name: name.into(),
-            plugin: plugin.into(),
+            plugin: Some(plugin.into()),
+            wait: None,
             rebind: BTreeMap::new(),
             inject: BTreeMap::new(),
             config: empty_object(),
@@ -491,7 +547,23 @@ impl TaskSpec {
             secrets_env: BTreeMap::new(),
             when: None,
             priority: 0,
+            on_failure: None,
         }
+    }
+
+    /// A wait entry named `name`: no plugin; the run waits, durably, for what `wait` says
+    /// (a signal, whose data it stores under the entry's `provides`, or a due time).
+    pub fn wait(name: impl Into<String>, wait: Wait) -> Self {
+        Self {
+            plugin: None,
+            wait: Some(wait),
+            ..Self::new(name, PathBuf::new())
+        }
+    }
+
+    /// The component's path, relative to the flow file; `None` for a wait entry.
+    pub fn plugin_path(&self) -> Option<&Path> {
+        self.plugin.as_deref()
     }
 
     /// Runs this entry only when `expression` (CEL over store names) holds; otherwise it is

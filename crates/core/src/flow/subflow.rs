@@ -24,7 +24,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use super::{DirGrant, FlowSpec, Instances, Limits, Net, Pattern, Retry, TaskSpec};
+use super::{DirGrant, FlowSpec, Instances, Limits, Net, Pattern, Retry, TaskSpec, Wait};
 
 /// One entry of a flow: a task, or a subflow of entries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,6 +67,42 @@ pub struct SubflowHead {
     /// Runs the subflow again after one of its tasks failed for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Controller>,
+    /// Runs the subflow once per element of a list instead (a fan-out), collecting what
+    /// each iteration provided last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<Map>,
+}
+
+/// `map`: the subflow's tasks run once per element of the store's array `over`, iterations
+/// at once up to the flow's `max_parallel`; each iteration sees its element under `as`, and
+/// the subflow provides `collect`, the array of what each iteration provided last, in
+/// element order (TaskFlow's `MapFunctorTask` and `ReduceFunctorTask` in one entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Map {
+    /// The store name of the array mapped over, read when the subflow starts.
+    pub over: String,
+    /// The store name each iteration's tasks read their element from.
+    #[serde(rename = "as")]
+    pub each: String,
+    /// The store name the array of the iterations' last provided values is stored under.
+    pub collect: String,
+}
+
+impl Map {
+    /// Maps over the store's array `over`, each element given as `each`, collecting into
+    /// `collect`.
+    pub fn new(
+        over: impl Into<String>,
+        each: impl Into<String>,
+        collect: impl Into<String>,
+    ) -> Self {
+        Self {
+            over: over.into(),
+            each: each.into(),
+            collect: collect.into(),
+        }
+    }
 }
 
 /// A subflow's retry controller: how many iterations it gets and what each one is given.
@@ -196,6 +232,7 @@ impl Subflow {
             flow: SubflowHead {
                 pattern,
                 retry: None,
+                map: None,
             },
             after: Vec::new(),
             tasks: Vec::new(),
@@ -217,6 +254,12 @@ impl Subflow {
     /// Sets the retry controller.
     pub fn retry(mut self, controller: Controller) -> Self {
         self.flow.retry = Some(controller);
+        self
+    }
+
+    /// Runs this subflow once per element of a list ([`Map`]).
+    pub fn map(mut self, map: Map) -> Self {
+        self.flow.map = Some(map);
         self
     }
 
@@ -275,6 +318,7 @@ impl From<FlowSpec> for Entry {
 struct RawEntry {
     name: String,
     plugin: Option<PathBuf>,
+    wait: Option<Wait>,
     #[serde(default)]
     rebind: BTreeMap<String, String>,
     #[serde(default)]
@@ -303,6 +347,7 @@ struct RawEntry {
     when: Option<String>,
     #[serde(default)]
     priority: i32,
+    on_failure: Option<String>,
     flow: Option<SubflowHead>,
     task: Option<Vec<Entry>>,
 }
@@ -319,10 +364,14 @@ impl<'de> Deserialize<'de> for Entry {
                     "task `{name}`: nested `task` entries make a subflow, which needs a `flow` table"
                 )));
             }
-            let plugin = raw.plugin.ok_or_else(|| {
-                D::Error::custom(format!("task `{name}`: missing field `plugin`"))
-            })?;
-            let mut task = TaskSpec::new(name, plugin);
+            if raw.plugin.is_none() && raw.wait.is_none() {
+                return Err(D::Error::custom(format!(
+                    "task `{name}`: missing field `plugin` (or `wait`, for an entry that waits)"
+                )));
+            }
+            let mut task = TaskSpec::new(name, PathBuf::new());
+            task.plugin = raw.plugin;
+            task.wait = raw.wait;
             task.rebind = raw.rebind;
             task.inject = raw.inject;
             task.config = raw.config.unwrap_or(task.config);
@@ -339,10 +388,12 @@ impl<'de> Deserialize<'de> for Entry {
             task.secrets_env = raw.secrets_env;
             task.when = raw.when;
             task.priority = raw.priority;
+            task.on_failure = raw.on_failure;
             return Ok(Entry::Task(task));
         };
         let task_keys = [
             ("plugin", raw.plugin.is_some()),
+            ("wait", raw.wait.is_some()),
             ("rebind", !raw.rebind.is_empty()),
             ("inject", !raw.inject.is_empty()),
             ("config", raw.config.is_some()),
@@ -358,6 +409,7 @@ impl<'de> Deserialize<'de> for Entry {
             ("secrets_env", !raw.secrets_env.is_empty()),
             ("when", raw.when.is_some()),
             ("priority", raw.priority != 0),
+            ("on_failure", raw.on_failure.is_some()),
         ];
         if let Some((key, _)) = task_keys.iter().find(|(_, set)| *set) {
             let hint = if *key == "retry" {
@@ -419,6 +471,56 @@ plugin = "done.wasm"
         assert_eq!(quota.flow.retry, Some(each));
         let tasks: Vec<&str> = flow.task_specs().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(tasks, ["lock", "check", "done"]);
+    }
+
+    #[test]
+    fn a_map_reads_over_as_and_collect_and_names_its_tasks_after_it() {
+        let flow = FlowSpec::from_toml(
+            r#"name = "f"
+[[task]]
+name = "attach"
+flow = { map = { over = "volumes", as = "volume", collect = "attachments" } }
+  [[task.task]]
+  name = "attach_one"
+  plugin = "attach.wasm"
+"#,
+        )
+        .unwrap();
+        let Entry::Flow(attach) = &flow.tasks[0] else {
+            panic!("a subflow")
+        };
+        assert_eq!(
+            attach.flow.map,
+            Some(Map::new("volumes", "volume", "attachments"))
+        );
+        let tree = crate::plan::tree::Tree::of(&flow);
+        assert!(tree.problems.is_empty(), "{:?}", tree.problems);
+        assert_eq!(
+            (tree.maps[0].path.as_str(), tree.maps[0].tasks.clone()),
+            ("attach", 0..1)
+        );
+        assert_eq!(tree.tasks[0].name, "attach/attach_one");
+        let misspelt = FlowSpec::from_toml(
+            "name = \"f\"\n[[task]]\nname = \"a\"\nflow = { map = { over = \"v\", each = \"x\", collect = \"c\" } }\n",
+        );
+        assert!(misspelt.unwrap_err().contains("each"));
+    }
+
+    #[test]
+    fn a_map_with_a_controller_or_a_subflow_inside_is_refused_naming_the_field() {
+        let flow = FlowSpec::linear("f").add(
+            Subflow::linear("attach")
+                .map(Map::new("volumes", "", "attachments"))
+                .retry(Controller::times(2))
+                .add(Subflow::linear("inner").add(TaskSpec::new("t", "t.wasm"))),
+        );
+        let tree = crate::plan::tree::Tree::of(&flow);
+        let fields: Vec<&str> = tree
+            .problems
+            .iter()
+            .filter_map(|p| p.field.as_deref())
+            .collect();
+        assert_eq!(fields, ["flow.map.as", "flow.map", "task"]);
     }
 
     #[test]

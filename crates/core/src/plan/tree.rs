@@ -11,7 +11,7 @@ use std::ops::Range;
 use serde_json::Value;
 
 use super::Problem;
-use crate::flow::{Controller, Entry, FlowSpec, Iterations, Pattern, Strategy, TaskSpec};
+use crate::flow::{Controller, Entry, FlowSpec, Iterations, Map, Pattern, Strategy, TaskSpec};
 
 /// One entry of a level: its name there, the entries it runs after, its flat tasks.
 pub struct Node {
@@ -48,6 +48,17 @@ pub struct Scope {
     pub parent: Option<usize>,
 }
 
+/// A subflow that maps over a list: the flat tasks each of its iterations runs, in order.
+#[derive(Debug, Clone)]
+pub struct MapScope {
+    /// The subflow's path (`attach`).
+    pub path: String,
+    /// The flat tasks of one iteration, as indices into [`Tree::tasks`].
+    pub tasks: Range<usize>,
+    /// What it maps over, the name each element is given under, where the results go.
+    pub map: Map,
+}
+
 /// The flow's tree, flattened.
 pub struct Tree {
     /// Every task, named by its path, in file order.
@@ -56,6 +67,8 @@ pub struct Tree {
     pub levels: Vec<Level>,
     /// The subflows with a retry controller, outermost first.
     pub scopes: Vec<Scope>,
+    /// The subflows that map over a list, in file order.
+    pub maps: Vec<MapScope>,
     /// Subflow entries' problems: a controller that is not one kind, or gives no iteration.
     pub problems: Vec<Problem>,
 }
@@ -67,6 +80,7 @@ impl Tree {
             tasks: Vec::new(),
             levels: Vec::new(),
             scopes: Vec::new(),
+            maps: Vec::new(),
             problems: Vec::new(),
         };
         tree.level(flow.pattern, &flow.tasks, "", None);
@@ -130,6 +144,9 @@ impl Tree {
                         }
                         None => scope,
                     };
+                    if let Some(map) = &flow.flow.map {
+                        self.check_map(&path, flow, map, scope.is_some());
+                    }
                     if flow.tasks.is_empty() {
                         self.problems.push(problem(
                             &path,
@@ -142,6 +159,13 @@ impl Tree {
                         && let Some(inner) = inner
                     {
                         self.scopes[inner].tasks.end = self.tasks.len();
+                    }
+                    if let Some(map) = &flow.flow.map {
+                        self.maps.push(MapScope {
+                            path: path.clone(),
+                            tasks: start..self.tasks.len(),
+                            map: map.clone(),
+                        });
                     }
                 }
             }
@@ -160,6 +184,52 @@ impl Tree {
             });
         }
         self.levels[at].nodes = nodes;
+    }
+
+    /// A map names its three store names, holds only tasks run in order (so no map inside a
+    /// map), and sits where nothing would run its iterations again: not beside a retry
+    /// controller, not inside a subflow that has one.
+    fn check_map(&mut self, path: &str, flow: &crate::flow::Subflow, map: &Map, in_scope: bool) {
+        for (field, name) in [
+            ("flow.map.over", &map.over),
+            ("flow.map.as", &map.each),
+            ("flow.map.collect", &map.collect),
+        ] {
+            if name.trim().is_empty() {
+                let key = field.rsplit('.').next().unwrap_or(field);
+                let message = format!("`map.{key}` must name a store key");
+                self.problems.push(problem(path, field, message));
+            }
+        }
+        if map.each == map.over || map.each == map.collect {
+            let message = format!(
+                "`map.as` (`{}`) must differ from `map.over` and `map.collect`",
+                map.each
+            );
+            self.problems.push(problem(path, "flow.map.as", message));
+        }
+        if flow.flow.retry.is_some() {
+            let message = "a subflow maps over a list or retries, not both".into();
+            self.problems.push(problem(path, "flow.map", message));
+        }
+        if flow.flow.pattern != Pattern::Linear {
+            let message =
+                "a map's iterations run its tasks in file order: its `pattern` is `linear`".into();
+            self.problems.push(problem(path, "flow.pattern", message));
+        }
+        if in_scope {
+            let message = "a map cannot sit inside a subflow with a retry controller".into();
+            self.problems.push(problem(path, "flow.map", message));
+        }
+        if flow.tasks.iter().any(|e| matches!(e, Entry::Flow(_))) {
+            let message = "a map's entries are tasks, not subflows".into();
+            self.problems.push(problem(path, "task", message));
+        }
+    }
+
+    /// The map whose iterations run task `index`, if any.
+    pub fn map_of(maps: &[MapScope], index: usize) -> Option<usize> {
+        maps.iter().position(|m| m.tasks.contains(&index))
     }
 
     /// A controller of one kind that gives at least one iteration.

@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use flowhost_core::contract::{TaskInfo, escape};
-use flowhost_core::flow::{FlowSpec, MAX_DEADLINE_MS, Retry, TaskSpec};
+use flowhost_core::flow::{
+    FlowSpec, Instances, Limits, MAX_DEADLINE_MS, Map, Net, ON_FAILURE_REVERT, ON_FAILURE_SUSPEND,
+    Rate, Retry, Schedule, TaskSpec, WaitFor,
+};
 use flowhost_core::store::{Binding, Store, quoted};
 use flowhost_runtime::{EPOCH_TICK, Plugin, Sandbox};
 
@@ -58,14 +61,19 @@ impl Sources {
         self.0.insert(name.to_owned(), format!("subflow `{path}`"));
     }
 
+    /// A name no longer there for later entries: one a map's iterations kept to themselves.
+    pub(super) fn forget(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    /// Where `name` comes from, when the walk found a source for it so far.
+    pub(super) fn source(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
     /// Whether the walk found a source for `name` so far.
     pub(super) fn has(&self, name: &str) -> bool {
         self.0.contains_key(name)
-    }
-
-    /// Every name the walk found a source for: what a successful run's final store holds.
-    pub(super) fn into_names(self) -> HashSet<String> {
-        self.0.into_keys().collect()
     }
 }
 
@@ -79,6 +87,9 @@ pub(super) fn check_flow(flow: &FlowSpec) -> Vec<Finding> {
     problems.extend(check_name("flow", &flow.name).map(|m| Finding::at("name", m)));
     problems.extend(check_retry(flow.retry.as_ref()));
     problems.extend(check_timeout(flow.timeout_ms));
+    problems.extend(check_on_failure(flow.on_failure.as_deref()));
+    problems.extend(check_schedules(&flow.schedule));
+    problems.extend(check_queue_limits(flow.concurrency, flow.rate));
     if flow.max_parallel == Some(0) {
         problems.push(Finding::at(
             "max_parallel",
@@ -101,6 +112,50 @@ pub(super) fn check_list_source(from: &str, sources: &Sources) -> Vec<Finding> {
         "flow.retry.parameterized_for_each.from",
         message,
     )]
+}
+
+/// A map reads its list from `over`, which must be there when it starts, and gives each
+/// element under `as`, which must not hide a name already there (its tasks could no
+/// longer read it, and which one they meant would be unclear).
+pub(super) fn check_map_start(map: &Map, sources: &Sources) -> Vec<Finding> {
+    let mut problems = Vec::new();
+    if !map.over.is_empty() && !sources.has(&map.over) {
+        problems.push(Finding::at(
+            "flow.map.over",
+            format!(
+                "maps over `{}`, which neither the initial store nor an earlier task provides",
+                map.over
+            ),
+        ));
+    }
+    if let Some(source) = sources.source(&map.each) {
+        problems.push(Finding::at(
+            "flow.map.as",
+            format!(
+                "gives each element as `{}`, which would shadow the `{}` {source} provides; choose another name",
+                map.each, map.each
+            ),
+        ));
+    }
+    problems
+}
+
+/// A task inside a map runs once per element, exactly once: no retry policy, no condition.
+pub(super) fn check_map_task(spec: &TaskSpec) -> Vec<Finding> {
+    let mut problems = Vec::new();
+    if spec.retry.is_some() {
+        problems.push(Finding::at(
+            "retry",
+            "a task inside a map runs once per element: it takes no `retry` (a failed element reverts the map)",
+        ));
+    }
+    if spec.when.is_some() {
+        problems.push(Finding::at(
+            "when",
+            "a task inside a map runs for every element: it takes no `when`",
+        ));
+    }
+    problems
 }
 
 /// Longest flow or task name.
@@ -162,6 +217,65 @@ pub(super) fn check_timeout(timeout_ms: Option<i64>) -> Option<Finding> {
             ),
         )
     })
+}
+
+/// An `on_failure` (on an entry or the flow) that is neither `"revert"` nor `"suspend"`.
+pub(super) fn check_on_failure(value: Option<&str>) -> Option<Finding> {
+    let value = value?;
+    if [ON_FAILURE_REVERT, ON_FAILURE_SUSPEND].contains(&value) {
+        return None;
+    }
+    Some(Finding::at(
+        "on_failure",
+        format!(
+            "`on_failure` = \"{}\" is not known: it is \"{ON_FAILURE_REVERT}\" (the default: revert what ran) or \"{ON_FAILURE_SUSPEND}\" (suspend the run, reverting nothing)",
+            escape(value)
+        ),
+    ))
+}
+
+/// Schedule entries whose cron expression does not parse, each named by its position (from
+/// 1, as people count) and its expression.
+pub(super) fn check_schedules(schedules: &[Schedule]) -> Vec<Finding> {
+    schedules
+        .iter()
+        .enumerate()
+        .filter_map(|(index, schedule)| schedule.problem(index))
+        .map(|message| Finding::at("schedule.cron", message))
+        .collect()
+}
+
+/// Queue limits no run could ever pass: a `concurrency` or a `rate` below one run, or a
+/// rate period below one millisecond.
+pub(super) fn check_queue_limits(concurrency: Option<i64>, rate: Option<Rate>) -> Vec<Finding> {
+    let mut problems = Vec::new();
+    if let Some(n) = concurrency.filter(|n| *n < 1) {
+        problems.push(Finding::at(
+            "concurrency",
+            format!("`concurrency` = {n} must be at least 1: the most runs of this flow executing at once"),
+        ));
+    }
+    if let Some(rate) = rate {
+        if rate.runs < 1 {
+            problems.push(Finding::at(
+                "rate.runs",
+                format!(
+                    "`rate.runs` = {} must be at least 1: the most runs started per period",
+                    rate.runs
+                ),
+            ));
+        }
+        if rate.per_ms < 1 {
+            problems.push(Finding::at(
+                "rate.per_ms",
+                format!(
+                    "`rate.per_ms` = {} must be at least 1: the period, in milliseconds",
+                    rate.per_ms
+                ),
+            ));
+        }
+    }
+    problems
 }
 
 /// A retry policy that cannot work as written (no attempt, a shrinking backoff, `on` and
@@ -374,6 +488,63 @@ pub(super) fn check_provides(binding: &Binding, task: &str, sources: &mut Source
     }
     problems
 }
+/// A wait entry (`wait = { … }`): what it waits for, or every problem with it. It calls no
+/// plugin, so the keys that configure a plugin's call are problems, each named; a signal's
+/// data is stored whole under at most one `provides` name, and a timer stores nothing.
+pub(super) fn check_wait(spec: &TaskSpec) -> (Option<WaitFor>, Vec<Finding>) {
+    let Some(wait) = &spec.wait else {
+        return (None, Vec::new());
+    };
+    let mut problems = Vec::new();
+    let calls = [
+        ("plugin", spec.plugin.is_some()),
+        ("rebind", !spec.rebind.is_empty()),
+        ("inject", !spec.inject.is_empty()),
+        (
+            "config",
+            spec.config.as_object().is_none_or(|c| !c.is_empty()),
+        ),
+        ("dirs", !spec.dirs.is_empty()),
+        ("env", !spec.env.is_empty()),
+        ("env_set", !spec.env_set.is_empty()),
+        ("limits", spec.limits != Limits::default()),
+        ("instances", spec.instances != Instances::default()),
+        ("retry", spec.retry.is_some()),
+        ("net", spec.net != Net::default()),
+        ("secrets", !spec.secrets.is_empty()),
+        ("secrets_env", !spec.secrets_env.is_empty()),
+    ];
+    for (key, _) in calls.iter().filter(|(_, set)| *set) {
+        problems.push(Finding::at(
+            key,
+            format!("a `wait` entry calls no plugin, so it has no `{key}`"),
+        ));
+    }
+    let resolved = match wait.resolve() {
+        Ok(resolved) => Some(resolved),
+        Err(found) => {
+            problems.extend(found.into_iter().map(|(field, m)| Finding::at(field, m)));
+            None
+        }
+    };
+    let provides = spec.provides.as_deref().unwrap_or_default();
+    match &wait.signal {
+        Some(_) if provides.len() > 1 => problems.push(Finding::at(
+            "provides",
+            format!(
+                "a signal's data is stored whole under one name; `provides` lists {}",
+                provides.len()
+            ),
+        )),
+        None if !provides.is_empty() => problems.push(Finding::at(
+            "provides",
+            "a timer (`for_ms`, `until`) stores nothing; only a signal wait `provides`",
+        )),
+        _ => {}
+    }
+    (resolved.filter(|_| problems.is_empty()), problems)
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use serde_json::json;
@@ -547,6 +718,22 @@ pub(super) mod tests {
             [Some("limits.fuel"), Some("config")]
         );
         assert!(check_entry(&TaskSpec::new("t", "p.wasm"), &sandbox, true).is_empty());
+    }
+
+    #[test]
+    fn on_failure_is_revert_or_suspend_and_anything_else_is_named() {
+        for known in [None, Some("revert"), Some("suspend")] {
+            assert_eq!(check_on_failure(known), None, "{known:?}");
+        }
+        let found = check_on_failure(Some("pause")).expect("refused");
+        assert_eq!(found.field, Some("on_failure"));
+        assert!(
+            found
+                .message
+                .contains("`on_failure` = \"pause\" is not known"),
+            "{}",
+            found.message
+        );
     }
 
     #[test]

@@ -9,4 +9,4 @@
 mod checks;
 mod prepare;
 
-pub(crate) use prepare::validate;
+pub(crate) use prepare::{RunStart, Static, check_run, prepare};

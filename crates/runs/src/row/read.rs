@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{
-    LeaseHolder, Omitted, Origin, RunDbError, RunRecord, RunSummary, StateChange, TaskRecord,
-    holder_may_be_alive,
+    ElementRecord, LeaseHolder, Omitted, Origin, RunDbError, RunRecord, RunSummary, StateChange,
+    TaskRecord, holder_may_be_alive,
 };
 
 /// A column holding what no flowhost writes: a damaged or hand-edited run database.
@@ -77,8 +77,10 @@ pub fn origin_columns(bound: &str) -> String {
 }
 
 /// The columns [`TransitionColumns`] is read from, in order: a task's row of `transitions`.
-pub const TRANSITION_COLUMNS: &str =
-    "task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations";
+pub const TRANSITION_COLUMNS: &str = "task_idx, from_state, to_state, at, duration_ms, attempt, error, backoff_ms, iterations, element";
+
+/// The columns [`ElementColumns`] is read from, in order: a row of `elements`.
+pub const ELEMENT_COLUMNS: &str = "idx, element, state, args, outcome, result, error";
 
 /// The columns [`TaskColumns`] is read from, in order: a row of `tasks`, what the plugin was
 /// given and produced bounded by parameter `bound` (see [`bounded`]).
@@ -224,7 +226,7 @@ impl Held {
 /// How many columns a run's summary takes, first in its row: `id, flow, state, created_at,
 /// updated_at, finished_at, exit_reason, resumes`, then the lease's seven, then
 /// `idempotency_key`.
-pub const SUMMARY_WIDTH: usize = 16;
+pub const SUMMARY_WIDTH: usize = 17;
 
 /// A run row's summary columns.
 pub struct SummaryColumns {
@@ -238,6 +240,7 @@ pub struct SummaryColumns {
     resumes: u32,
     lease: Option<LeaseColumns>,
     idempotency_key: Option<String>,
+    priority: i64,
     /// The time the lease is judged at.
     now: f64,
 }
@@ -257,6 +260,7 @@ impl SummaryColumns {
             exit_reason: row.maybe_text(6)?,
             resumes: row.count(7)?,
             idempotency_key: row.maybe_text(15)?,
+            priority: row.token(16)?,
             now,
         })
     }
@@ -274,6 +278,11 @@ impl SummaryColumns {
             exit_reason: self.exit_reason,
             resumes: self.resumes,
             idempotency_key: self.idempotency_key,
+            priority: i32::try_from(self.priority).unwrap_or(if self.priority < 0 {
+                i32::MIN
+            } else {
+                i32::MAX
+            }),
             lease: self
                 .lease
                 .map(LeaseColumns::held)
@@ -319,6 +328,7 @@ pub struct TransitionColumns {
     error: Option<String>,
     backoff_ms: Option<f64>,
     iterations: Option<String>,
+    element: Option<i64>,
 }
 
 impl TransitionColumns {
@@ -334,6 +344,7 @@ impl TransitionColumns {
             error: row.maybe_text(6)?,
             backoff_ms: row.maybe_real(7)?,
             iterations: row.maybe_text(8)?,
+            element: row.maybe_bytes(9)?,
         })
     }
 }
@@ -384,6 +395,44 @@ impl TaskColumns {
     }
 }
 
+/// A row of `elements`, [`ELEMENT_COLUMNS`]: one element's call of a map's task.
+pub struct ElementColumns {
+    index: usize,
+    element: i64,
+    state: String,
+    args: Option<String>,
+    outcome: Option<String>,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+impl ElementColumns {
+    /// A row fetched with [`ELEMENT_COLUMNS`].
+    pub fn read<R: Columns>(row: &R) -> Result<Self, R::Error> {
+        Ok(Self {
+            index: row.index(0)?,
+            element: row.token(1)?,
+            state: row.text(2)?,
+            args: row.maybe_text(3)?,
+            outcome: row.maybe_text(4)?,
+            result: row.maybe_text(5)?,
+            error: row.maybe_text(6)?,
+        })
+    }
+
+    fn record(self) -> Result<ElementRecord, RowError> {
+        Ok(ElementRecord {
+            index: self.index,
+            element: u32::try_from(self.element).unwrap_or(u32::MAX),
+            state: state("elements.state", self.state)?,
+            args: self.args,
+            outcome: parse("elements.outcome", self.outcome)?,
+            result: parse("elements.result", self.result)?,
+            error: parse("elements.error", self.error)?,
+        })
+    }
+}
+
 /// Every row of one run, as fetched: its `runs` row, its tasks' transitions in the order
 /// they were recorded, and its tasks in flow order.
 pub struct RunRows {
@@ -393,6 +442,8 @@ pub struct RunRows {
     pub transitions: Vec<TransitionColumns>,
     /// Its tasks, by index.
     pub tasks: Vec<TaskColumns>,
+    /// Its map elements' calls, by task and element.
+    pub elements: Vec<ElementColumns>,
 }
 
 impl RunRows {
@@ -436,12 +487,18 @@ impl RunRows {
                 task.record(history, &mut omitted)
             })
             .collect::<Result<_, _>>()?;
+        let elements = self
+            .elements
+            .into_iter()
+            .map(ElementColumns::record)
+            .collect::<Result<_, _>>()?;
         Ok(RunRecord {
             summary,
             origin,
             initial_store,
             final_store,
             tasks,
+            elements,
             omitted,
         })
     }
@@ -461,6 +518,7 @@ impl TransitionColumns {
                 error: parse("transitions.error", self.error)?,
                 backoff_ms: self.backoff_ms,
                 iterations: parse("transitions.iterations", self.iterations)?.unwrap_or_default(),
+                element: self.element.and_then(|e| u32::try_from(e).ok()),
             },
         ))
     }
@@ -609,7 +667,7 @@ mod tests {
     /// The summary's columns as the backends list them (their SQL formats the times).
     const SUMMARY: &str = "id, flow, state, created_at, updated_at, finished_at, exit_reason, \
         resumes, lease_owner, lease_host, lease_pid, lease_since, lease_expires_text, \
-        lease_token, lease_expires, idempotency_key";
+        lease_token, lease_expires, idempotency_key, priority";
 
     fn run(state: &str, lease: &[(&'static str, Value)], plugins: &str) -> RunColumns {
         let columns = format!("{SUMMARY}, {}", origin_columns("?2"));
@@ -675,6 +733,7 @@ mod tests {
                 transition(0, "RUNNING", "SUCCESS"),
             ],
             tasks: vec![task(0, "SUCCESS"), task(1, "RUNNING")],
+            elements: vec![],
         }
         .record()
         .unwrap();
@@ -720,6 +779,7 @@ mod tests {
             run: run("SUCCESS", &[], "[]"),
             transitions: vec![],
             tasks: vec![TaskColumns::read(&row).unwrap()],
+            elements: vec![],
         }
         .record()
         .unwrap();
@@ -740,6 +800,7 @@ mod tests {
             run,
             transitions: vec![],
             tasks: vec![],
+            elements: vec![],
         };
         let error = rows(run("RUNNING", &[], "[not json")).record().unwrap_err();
         assert!(

@@ -56,6 +56,9 @@ pub enum Write {
         backoff_ms: Option<f64>,
         /// Subflow controllers' iterations (JSON array), inside subflows with one.
         iterations: Option<String>,
+        /// Inside a map: the element whose call this is; the element's row is written
+        /// instead of the task's.
+        element: Option<i64>,
     },
     /// A task's last progress report.
     Progress {
@@ -104,6 +107,7 @@ impl Write {
                 attempt,
                 retry_at,
                 iterations,
+                element,
             } => {
                 let carried = error.as_ref().map(json);
                 let (error, revert_error) = match to {
@@ -120,7 +124,9 @@ impl Write {
                     TaskState::Reverted => (None, result.as_ref()),
                     _ => (result.as_ref(), None),
                 };
+                // A map's element call fails its task as a whole, whose transition says so.
                 let reason = match (to, error, revert_error) {
+                    _ if element.is_some() => None,
                     (TaskState::Failure, Some(e), _) => Some(format!("task `{task}` failed: {e}")),
                     (_, _, Some(e)) => Some(format!("revert of task `{task}` failed: {e}")),
                     _ => None,
@@ -148,6 +154,7 @@ impl Write {
                     backoff_ms: retry_at
                         .map(|due| millis(due.duration_since(event.at).unwrap_or_default())),
                     iterations: (!iterations.is_empty()).then(|| json(iterations)),
+                    element: element.map(i64::from),
                 }
             }
             Transition::Progress {

@@ -2,7 +2,7 @@
 // comes from a run (task names, errors, store values) is set as text, never as HTML.
 "use strict";
 
-const STATES = ["PENDING", "RUNNING", "SUCCESS", "REVERTING", "REVERTED", "FAILURE"];
+const STATES = ["PENDING", "RUNNING", "WAITING", "SUCCESS", "REVERTING", "REVERTED", "FAILURE", "SUSPENDING", "SUSPENDED"];
 const FINISHED = new Set(["SUCCESS", "REVERTED", "FAILURE"]);
 let stopPage = () => {};
 
@@ -82,6 +82,28 @@ function json(value) {
   return el("pre", { class: "json" }, JSON.stringify(value, null, 2));
 }
 
+// ---- schedules --------------------------------------------------------------------------
+
+// The served flows' schedules (GET /v1/schedules): cron, next tick, last tick and its run.
+// Returns the panel and a refresh; the panel stays hidden while no flow has a schedule.
+function schedulesPanel() {
+  const tbody = el("tbody", { id: "schedules" });
+  const panel = el("section", { class: "panel", id: "schedules-panel", hidden: true }, el("h2", {}, "Schedules"),
+    el("table", {}, el("thead", {}, el("tr", {}, ["Flow", "Cron", "Next tick", "Last tick", "Last run"].map((h) => el("th", {}, h)))), tbody));
+  const refresh = async () => {
+    try {
+      const schedules = await api("/v1/schedules");
+      panel.hidden = schedules.length === 0;
+      tbody.replaceChildren(...schedules.map((s) => el("tr", { "data-flow": s.flow },
+        el("td", {}, link(`/flows/${encodeURIComponent(s.served_as)}`, s.flow)),
+        el("td", { class: "mono" }, s.cron), el("td", { class: "muted" }, s.next_tick || "never"),
+        el("td", { class: "muted" }, s.last_tick || "—"),
+        el("td", { class: "mono" }, s.last_run ? link(`/runs/${encodeURIComponent(s.last_run)}`, s.last_run) : "—"))));
+    } catch (error) { panel.hidden = false; showError(tbody, error); }
+  };
+  return { panel, refresh };
+}
+
 // ---- runs list --------------------------------------------------------------------------
 
 async function runsPage(main) {
@@ -95,6 +117,7 @@ async function runsPage(main) {
   const store = el("textarea", { id: "start-store", spellcheck: "false", "aria-label": "initial store" }, "{}");
   const startResult = el("div", { id: "start-result" });
   const flowsList = el("ul", { id: "flows" });
+  const schedules = schedulesPanel();
 
   const start = async () => {
     startResult.replaceChildren();
@@ -119,7 +142,8 @@ async function runsPage(main) {
           el("label", { class: "muted" }, "Initial store (JSON object, over the flow file's [store])"), store,
           el("div", { class: "filters", style: { marginTop: ".6rem" } }, el("button", { id: "start", onclick: start }, "Start")),
           startResult),
-        el("section", { class: "panel" }, el("h2", {}, "Flows"), flowsList)),
+        el("section", { class: "panel" }, el("h2", {}, "Flows"), flowsList),
+        schedules.panel),
       el("section", { class: "panel" }, el("h2", {}, "Runs"),
         el("div", { class: "filters" }, stateFilter, flowFilter, el("span", { class: "muted", id: "runs-count" })),
         el("table", {}, el("thead", {}, el("tr", {}, ["Run", "Flow", "State", "Created", "Exit reason"].map((h) => el("th", {}, h)))), tbody))));
@@ -159,7 +183,8 @@ async function runsPage(main) {
   stateFilter.addEventListener("change", onFilter);
   flowFilter.addEventListener("change", onFilter);
   await refresh();
-  const timer = setInterval(refresh, 2000);
+  await schedules.refresh();
+  const timer = setInterval(() => { refresh(); schedules.refresh(); }, 2000);
   return () => clearInterval(timer);
 }
 
@@ -174,8 +199,9 @@ function bars(run) {
     for (const change of task.history) {
       if (change.from !== "RUNNING" && change.from !== "REVERTING") continue;
       const end = Date.parse(change.at);
+      // A map's task has a bar per element call, each naming its element.
       out.push({ task: task.name, index: task.index, kind: change.from === "RUNNING" ? "execute" : "revert",
-        outcome: change.to, start: end - change.duration_ms, end });
+        outcome: change.to, start: end - change.duration_ms, end, element: change.element });
     }
     const last = task.history[task.history.length - 1];
     if (last && (task.state === "RUNNING" || task.state === "REVERTING") && !FINISHED.has(run.state)) {
@@ -199,7 +225,8 @@ function timeline(run) {
       ? el("div", { class: "tl-track ignored", "data-ignored": task.name }, el("span", {}, why ? `ignored: ${why}` : "ignored"))
       : el("div", { class: "tl-track" }, mine.map((b) => el("div", {
       class: `bar ${b.kind} o-${b.outcome}`, "data-task": task.name, "data-kind": b.kind, "data-outcome": b.outcome,
-      title: `${task.name} ${b.kind}: ${b.outcome}, ${(b.end - b.start).toFixed(1)} ms`,
+      "data-element": typeof b.element === "number" ? b.element : null,
+      title: `${task.name}${typeof b.element === "number" ? ` element ${b.element}` : ""} ${b.kind}: ${b.outcome}, ${(b.end - b.start).toFixed(1)} ms`,
       style: { left: `${((b.start - origin) / span) * 100}%`, width: `${Math.max(0.4, ((b.end - b.start) / span) * 100)}%` },
     })));
     const attempts = task.executions > 1 ? ` ×${task.executions}` : "";
@@ -217,6 +244,27 @@ function timeline(run) {
     rows, legend, el("div", { class: "muted", style: { fontSize: ".75rem" } }, `${span.toFixed(1)} ms from the first call to the last`));
 }
 
+// The mapped elements panel, or null when the run has no map: each map task's element calls
+// by state, and the first of them one by one (a list of thousands shows its counts).
+function mapped(run) {
+  const elements = run.elements || [];
+  if (!elements.length) return null;
+  const names = new Map(run.tasks.map((t) => [t.index, t.name]));
+  const counts = new Map();
+  for (const e of elements) {
+    const key = `${names.get(e.index)} ${e.state}`;
+    counts.set(key, (counts.get(key) || 0) + 1);
+  }
+  const shown = elements.slice(0, 200);
+  return el("section", { class: "panel", id: "mapped" }, el("h2", {}, "Mapped elements"),
+    el("p", { class: "muted" }, [...counts].map(([key, n]) => `${key}: ${n}`).join(" · ")),
+    el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "task"), el("th", {}, "element"), el("th", {}, "state"), el("th", {}, "error"))),
+      el("tbody", {}, shown.map((e) => el("tr", { "data-element": e.element, "data-task": names.get(e.index) },
+        el("td", {}, names.get(e.index)), el("td", {}, String(e.element)), el("td", {}, badge(e.state)),
+        el("td", {}, e.error ? `${e.error.code}: ${e.error.message}` : ""))))),
+    elements.length > shown.length ? el("p", { class: "muted" }, `and ${elements.length - shown.length} more`) : null);
+}
+
 // The failures panel, or null when nothing failed (the caller leaves it out).
 function failures(run) {
   const failed = run.tasks.filter((t) => t.error || t.revert_error);
@@ -230,6 +278,24 @@ function failures(run) {
       task.revert_error && task.revert_error.details ? json(task.revert_error.details) : null)));
 }
 
+// The waits panel of a WAITING run, or null: what each waiting task waits for (a signal, a
+// due time) and, for a signal, its data and a button that sends it (`send(name, body)`).
+function waits(run, send) {
+  const waiting = run.tasks.filter((t) => t.state === "WAITING");
+  if (!waiting.length) return null;
+  return el("section", { class: "panel", id: "waiting" }, el("h2", {}, "Waiting"),
+    waiting.map((task) => {
+      const signal = task.result && typeof task.result.signal === "string" ? task.result.signal : null;
+      const due = typeof task.retry_at === "number" ? ` until ${new Date(task.retry_at * 1000).toISOString()}` : "";
+      const what = signal ? `signal ${signal}${due}` : task.result ? `a timer${due}` : `a signal or a timer${due}`;
+      const data = el("textarea", { class: "mono", rows: 2, placeholder: "data, as JSON (empty: null)", "data-signal-data": signal || "" });
+      return el("div", { "data-waiting-task": task.name },
+        el("strong", {}, `task ${task.name} `), el("span", {}, `waits for ${what}`),
+        signal ? el("div", {}, data, el("button", { class: "signal", "data-signal": signal,
+          onclick: () => send(signal, data.value) }, `Send signal ${signal}`)) : null);
+    }));
+}
+
 async function runPage(main, id) {
   let closed = false;
   let source = null;
@@ -240,16 +306,29 @@ async function runPage(main, id) {
     const resume = el("button", { id: "resume", class: "secondary", disabled: FINISHED.has(run.state) || run.lease ? true : null,
       onclick: () => act("resume") }, "Resume");
     const cancel = el("button", { id: "cancel", disabled: FINISHED.has(run.state) ? true : null, onclick: () => act("cancel") }, "Cancel");
+    // Suspend a run going on; revert a suspended one; restart a finished or suspended one
+    // from a task (a new run, the tasks before it copied).
+    const suspend = el("button", { id: "suspend", class: "secondary", disabled: ["PENDING", "RUNNING"].includes(run.state) ? null : true,
+      onclick: () => act("suspend") }, "Suspend");
+    const revert = el("button", { id: "revert", class: "secondary", disabled: run.state === "SUSPENDED" && !run.lease ? null : true,
+      onclick: () => act("revert") }, "Revert");
+    const restartable = run.state === "SUCCESS" || run.state === "SUSPENDED";
+    const from = el("select", { id: "restart-from", "aria-label": "restart from task", disabled: restartable ? null : true },
+      run.tasks.map((t) => el("option", { value: t.name }, t.name)));
+    const restart = el("span", { class: "restart-from" }, from, el("button", { id: "restart", class: "secondary", disabled: restartable ? null : true,
+      onclick: () => act("restart", { from: from.value }) }, "Restart from"));
     const store = run.redacted
       ? el("p", { class: "muted" }, "Store values are shown only with the token.")
       : run.final_store ? json(run.final_store) : el("p", { class: "muted" }, "No final store yet: the run has not finished.");
     main.replaceChildren(
       el("h1", {}, "Run ", el("span", { class: "mono" }, run.id), badge(run.state),
         el("span", { class: "muted" }, "flow "), link(`/flows/${encodeURIComponent(run.origin && run.origin.flow_path ? run.origin.flow_path.split("/").pop().replace(/\.toml$/, "") : run.flow)}`, run.flow),
-        el("span", { class: "actions" }, resume, cancel)),
+        el("span", { class: "actions" }, resume, suspend, revert, cancel, restart)),
       el("div", { id: "action-result" }, notice),
       el("section", { class: "panel" }, el("h2", {}, "Timeline"), timeline(run)),
       failures(run) || "",
+      waits(run, signal) || "",
+      mapped(run) || "",
       el("div", { class: "grid" },
         el("section", { class: "panel" }, el("h2", {}, "Run"), el("div", { class: "kv" },
           el("span", { class: "muted" }, "created"), el("span", {}, run.created_at),
@@ -257,16 +336,39 @@ async function runPage(main, id) {
           el("span", { class: "muted" }, "finished"), el("span", {}, run.finished_at || "—"),
           el("span", { class: "muted" }, "exit"), el("span", { id: "exit-reason" }, run.exit_reason || "—"),
           el("span", { class: "muted" }, "resumed"), el("span", {}, `${run.resumes} time(s)`),
-          el("span", { class: "muted" }, "held by"), el("span", {}, run.lease ? `${run.lease.host} pid ${run.lease.pid}` : "—"))),
+          el("span", { class: "muted" }, "held by"), el("span", {}, run.lease ? `${run.lease.host} pid ${run.lease.pid}` : "—"),
+          run.restarted_from ? [el("span", { class: "muted" }, "restarts"), el("span", { id: "restarted-from" }, link(`/runs/${encodeURIComponent(run.restarted_from)}`, run.restarted_from))] : null,
+          run.restarts && run.restarts.length ? [el("span", { class: "muted" }, "restarted as"),
+            el("span", { id: "restarts" }, run.restarts.map((r) => link(`/runs/${encodeURIComponent(r)}`, r)))] : null)),
         el("section", { class: "panel" }, el("h2", {}, "Final store"), el("div", { id: "final-store" }, store))));
   };
-  const act = async (verb) => {
+  const act = async (verb, body) => {
     try {
-      await api(`/v1/runs/${encodeURIComponent(id)}/${verb}`, { method: "POST" });
-      notice = el("p", { class: "muted", "data-done": verb }, verb === "cancel"
-        ? "Cancel requested: the run stops its task in flight and reverts what ran."
-        : "Resumed.");
-      if (verb === "resume") follow();
+      const options = body ? { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } } : { method: "POST" };
+      const answer = await api(`/v1/runs/${encodeURIComponent(id)}/${verb}`, options);
+      const said = {
+        cancel: "Cancel requested: the run stops its task in flight and reverts what ran.",
+        suspend: "Suspend requested: the tasks in flight finish, nothing new starts.",
+        revert: "Reverting what ran.",
+        resume: "Resumed.",
+      };
+      notice = verb === "restart"
+        ? el("p", { class: "muted", "data-done": verb }, "Restarted as run ", link(`/runs/${encodeURIComponent(answer.run_id)}`, answer.run_id), ".")
+        : el("p", { class: "muted", "data-done": verb }, said[verb]);
+      if (verb === "resume" || verb === "revert") follow();
+    } catch (error) {
+      notice = el("div", {});
+      showError(notice, error);
+    }
+    await load();
+  };
+  const signal = async (name, body) => {
+    try {
+      const answer = await api(`/v1/runs/${encodeURIComponent(id)}/signals/${encodeURIComponent(name)}`,
+        { method: "POST", body, headers: { "Content-Type": "application/json" } });
+      notice = el("p", { class: "muted", "data-done": "signal" }, answer.resumed
+        ? `Signal ${name} sent: the run goes on.` : `Signal ${name} sent: the run takes it when it reaches its wait.`);
+      follow();
     } catch (error) {
       notice = el("div", {});
       showError(notice, error);
