@@ -5,7 +5,9 @@
 //! allocator configurations, per-task cost against the best of them, per-task cost and runs
 //! per second with the SQLite run database against in-memory runs, flows per second at
 //! several concurrencies, workers on PostgreSQL (runs/s with 1, 2 and 4 workers, database
-//! commits per task, pickup latency; `benches/flows/workers.rs`), CLI cold start with an empty and a warm cache, peak memory with
+//! commits per task, pickup latency; `benches/flows/workers.rs`), the PostgreSQL run database
+//! against in-memory runs (µs/task, runs/s, round trips and commits per task, a worker's drain;
+//! `benches/flows/postgres.rs`), CLI cold start with an empty and a warm cache, peak memory with
 //! 100,000 runs in flight, and TaskFlow 6.5 on the same shapes (`benches/taskflow/`).
 //! All figures are medians of several repetitions; the machine is expected to be noisy.
 
@@ -24,6 +26,8 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+#[path = "flows/postgres.rs"]
+mod postgres;
 #[path = "flows/workers.rs"]
 mod workers;
 
@@ -86,6 +90,9 @@ fn main() {
     }
     if wanted("flows") {
         runtime.block_on(flows_per_second());
+    }
+    if wanted("postgres") {
+        runtime.block_on(postgres::postgres_rows());
     }
     if wanted("workers") {
         runtime.block_on(workers::worker_rows());

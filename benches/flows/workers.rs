@@ -1,6 +1,7 @@
 //! The rows of workers on PostgreSQL: runs per second with 1, 2 and 4 workers sharing one
 //! database (each worker its own connection pool and engine, as on separate hosts, but all on
-//! this machine's cores, with the database beside them), database commits per task, and
+//! this machine's cores, with the database beside them), database commits per task (write
+//! transactions, counted by the server's transaction ids), and
 //! pickup latency — from a submission's commit to the run's first recorded transition, with
 //! an idle worker woken by NOTIFY (its polling fallback set to 10 s so it cannot help).
 
@@ -14,6 +15,7 @@ use flowhost_testkit::{Postgres, Workspace};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::postgres::next_xid;
 use super::{median, row};
 
 /// Runs submitted per measurement.
@@ -38,12 +40,12 @@ pub async fn worker_rows() {
         let pg = Postgres::start();
         let db = Arc::new(PgRunDb::connect(&pg.url()).expect("connect"));
         submit(&db, &engine, &spec, &flow_file, RUNS).await;
-        let commits_before = commits(&pg);
+        let commits_before = next_xid(&pg);
         let started = Instant::now();
         let stops = start(&pg, &ws, workers, Duration::from_millis(200));
         wait_all(&db, RUNS).await;
         let elapsed = started.elapsed().as_secs_f64();
-        let commits = commits(&pg) - commits_before;
+        let commits = next_xid(&pg) - commits_before;
         for stop in stops {
             let _ = stop.send(());
         }
@@ -146,11 +148,4 @@ async fn wait_all(db: &Arc<PgRunDb>, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-/// Transactions committed in the database so far.
-fn commits(pg: &Postgres) -> i64 {
-    pg.sql("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-        .parse()
-        .unwrap_or(0)
 }

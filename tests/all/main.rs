@@ -25,6 +25,7 @@ mod map;
 mod net;
 mod new;
 mod patterns;
+mod pg_commits;
 mod polyglot;
 mod postgres;
 mod prepared;

@@ -233,15 +233,17 @@ impl Journal for DbJournal {
         let create = self.create.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (db, lease, events) = (self.db.clone(), self.lease.clone(), events.to_vec());
         Box::pin(async move {
-            let written = tokio::task::spawn_blocking(move || {
-                if let Some((run, restarted_from)) = &create {
+            let written = tokio::task::spawn_blocking(move || match &create {
+                Some((run, None)) => db.record_new(run, &lease, &events),
+                // A restart (rare) is created, linked under its first lease and only then
+                // given its first transitions, as `record_linked` promises.
+                Some((run, Some(from))) => {
                     let created = db.create(run, &lease.owner, lease.ttl)?;
                     debug_assert_eq!(created, lease, "a new run's first lease");
-                    if let Some(from) = restarted_from {
-                        db.link_restart(&lease, from)?;
-                    }
+                    db.link_restart(&lease, from)?;
+                    db.record(&events, &lease)
                 }
-                db.record(&events, &lease)
+                None => db.record(&events, &lease),
             })
             .await;
             match written {

@@ -158,6 +158,9 @@ pub struct Worker {
     policy: Policy,
     /// One engine without fuel metering and, once a flow needs it, one with.
     engines: Mutex<Vec<(bool, Engine)>>,
+    /// Flow files fetched and checked against their hash, by hash: the runs of one flow
+    /// fetch it once.
+    flow_texts: Mutex<HashMap<String, String>>,
 }
 
 /// What a worker did, when it stopped.
@@ -198,6 +201,7 @@ impl Worker {
             plugin_dir,
             policy: Policy::default(),
             engines: Mutex::new(Vec::new()),
+            flow_texts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -544,18 +548,24 @@ impl Worker {
             .flow_hash
             .as_deref()
             .ok_or_else(|| stored("it has no stored flow file".into()))?;
-        let text = self
-            .db
-            .blob(hash)
-            .await?
-            .ok_or_else(|| stored(format!("its flow file {hash} is not in the database")))?;
-        if sha256_hex(&text) != hash {
-            return Err(stored(format!(
-                "its stored flow file does not match its hash {hash}"
-            )));
-        }
-        let text = String::from_utf8(text)
-            .map_err(|_| stored("its stored flow file is not UTF-8".into()))?;
+        let known = lock(&self.flow_texts).get(hash).cloned();
+        let text = match known {
+            Some(text) => text,
+            None => {
+                let text = self.db.blob(hash).await?.ok_or_else(|| {
+                    stored(format!("its flow file {hash} is not in the database"))
+                })?;
+                if sha256_hex(&text) != hash {
+                    return Err(stored(format!(
+                        "its stored flow file does not match its hash {hash}"
+                    )));
+                }
+                let text = String::from_utf8(text)
+                    .map_err(|_| stored("its stored flow file is not UTF-8".into()))?;
+                lock(&self.flow_texts).insert(hash.to_owned(), text.clone());
+                text
+            }
+        };
         let path = record.origin.flow_path.clone().unwrap_or_default();
         let mut flow = FlowSpec::from_toml(&text)
             .map_err(|e| stored(format!("its flow file {}: {e}", path.display())))?;

@@ -14,10 +14,11 @@
 //! never nests runtimes. The worker loop, which is async, awaits the same futures directly
 //! ([`PgRunDb::claim`] and friends) without tying up a thread.
 //!
-//! **Same promises as SQLite.** Every transition is committed (one transaction per journal
-//! write) before the run moves on; every write on behalf of a run first renews its lease with
-//! `WHERE lease_token = $token AND lease_owner = $owner` in the same transaction, so a fenced
-//! executor writes nothing. Lease times are on the database's clock, so hosts whose clocks
+//! **Same promises as SQLite.** Every transition is committed before the run moves on; every
+//! write on behalf of a run renews its lease with `WHERE lease_token = $token AND lease_owner =
+//! $owner` in the same transaction, and applies only under it, so a fenced executor writes
+//! nothing. Journal writes of concurrent runs are grouped: one transaction, sent in one round
+//! trip, commits the writes pending at that moment, each run fenced on its own (`journal`). Lease times are on the database's clock, so hosts whose clocks
 //! drift still agree on who holds a run. Every query has a deadline ([`QUERY_DEADLINE`]) and
 //! TCP a user timeout, so a cut link fails a write instead of hanging the run.
 //!
@@ -25,7 +26,7 @@
 //! in the URL's query), so keep the database on a trusted network or tunnel it.
 //!
 //! The pieces: `bridge` is the private runtime serving the synchronous trait, `migrate` the
-//! schema, `storage` the [`RunDb`] implementation, `journal` its pipelined transition
+//! schema, `storage` the [`RunDb`] implementation, `journal` its grouped transition
 //! writes, `rows` the reading of rows into records, `queue` what only a shared database
 //! does (submitting, claiming, workers), `limits` the queue limits the claim enforces and the
 //! schedules' records.
@@ -53,6 +54,7 @@ pub use limits::FlowLimitState;
 pub use queue::{Claimed, WorkerRecord};
 
 use bridge::Shared;
+use journal::Committer;
 use migrate::migrate;
 
 /// How long any one database operation may take before it fails (and with it the run's
@@ -74,6 +76,7 @@ pub fn is_postgres_url(db: &str) -> bool {
 /// A run database in PostgreSQL.
 pub struct PgRunDb {
     shared: Shared,
+    committer: Committer,
     config: tokio_postgres::Config,
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -127,12 +130,18 @@ impl PgRunDb {
         };
         let (writes, reads) = (pool(POOL_SIZE)?, pool(READ_POOL_SIZE)?);
         let handle = runtime.handle().clone();
+        let shared = Shared {
+            pool: writes,
+            reads,
+            url: shown.clone(),
+        };
+        let committer = {
+            let _entered = runtime.enter();
+            Committer::start(&shared)
+        };
         let db = Self {
-            shared: Shared {
-                pool: writes,
-                reads,
-                url: shown.clone(),
-            },
+            shared,
+            committer,
             config,
             runtime: Some(runtime),
             handle,

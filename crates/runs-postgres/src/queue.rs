@@ -114,7 +114,7 @@ impl PgRunDb {
                 .await
                 .map_err(|e| s.error(what, e))?;
             }
-            if let Some(existing) = insert_run(&tx, &new, None).await.map_err(|e| s.error(what, e))? {
+            if let Some(existing) = insert_run(&tx, &new).await.map_err(|e| s.error(what, e))? {
                 return Err(crate::storage::exists(&new, existing));
             }
             if traceparent.is_some() {

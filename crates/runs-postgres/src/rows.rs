@@ -15,6 +15,7 @@ use flowhost_runs::row::{
     origin_columns, task_columns,
 };
 use flowhost_runs::{RunDbError, RunRecord, RunSummary};
+use tokio_postgres::types::ToSql;
 
 use crate::bridge::Shared;
 
@@ -40,61 +41,58 @@ pub(crate) async fn read_run(
 ) -> Result<Option<RunRecord>, RunDbError> {
     let what = "reading a run";
     let client = s.reader(what).await?;
-    let Some(row) = client
-        .query_opt(
-            &format!(
-                "SELECT {SUMMARY}, {} FROM runs WHERE id = $1",
-                origin_columns("$2::bigint")
-            ),
-            &[&id, &bound],
-        )
-        .await
-        .map_err(|e| s.error(what, e))?
-    else {
+    // The four reads are prepared once per connection and sent together: one round trip.
+    let failed = |e: tokio_postgres::Error| s.error(what, e);
+    let sql = [
+        format!(
+            "SELECT {SUMMARY}, {} FROM runs WHERE id = $1",
+            origin_columns("$2::bigint")
+        ),
+        format!(
+            "SELECT {TRANSITION_COLUMNS} FROM transitions
+             WHERE run_id = $1 AND task_idx IS NOT NULL ORDER BY seq"
+        ),
+        format!(
+            "SELECT {} FROM tasks WHERE run_id = $1 ORDER BY idx",
+            task_columns("$2::bigint")
+        ),
+        format!("SELECT {ELEMENT_COLUMNS} FROM elements WHERE run_id = $1 ORDER BY idx, element"),
+    ];
+    let (run, transitions, tasks, elements) = tokio::try_join!(
+        client.prepare_cached(&sql[0]),
+        client.prepare_cached(&sql[1]),
+        client.prepare_cached(&sql[2]),
+        client.prepare_cached(&sql[3]),
+    )
+    .map_err(failed)?;
+    let (by_run, by_task): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
+        ([&id, &bound], [&id]);
+    let (run, transitions, tasks, elements) = tokio::try_join!(
+        client.query(&run, &by_run),
+        client.query(&transitions, &by_task),
+        client.query(&tasks, &by_run),
+        client.query(&elements, &by_task),
+    )
+    .map_err(failed)?;
+    let Some(row) = run.first() else {
         return Ok(None);
     };
-    let Ok(run) = RunColumns::read(&Pg(&row), row.get(NOW), NOW + 1);
-    let transitions = client
-        .query(
-            &format!(
-                "SELECT {TRANSITION_COLUMNS} FROM transitions
-                 WHERE run_id = $1 AND task_idx IS NOT NULL ORDER BY seq"
-            ),
-            &[&id],
-        )
-        .await
-        .map_err(|e| s.error(what, e))?
+    let Ok(run) = RunColumns::read(&Pg(row), row.get(NOW), NOW + 1);
+    let transitions = transitions
         .iter()
         .map(|row| {
             let Ok(transition) = TransitionColumns::read(&Pg(row));
             transition
         })
         .collect();
-    let tasks = client
-        .query(
-            &format!(
-                "SELECT {} FROM tasks WHERE run_id = $1 ORDER BY idx",
-                task_columns("$2::bigint")
-            ),
-            &[&id, &bound],
-        )
-        .await
-        .map_err(|e| s.error(what, e))?
+    let tasks = tasks
         .iter()
         .map(|row| {
             let Ok(task) = TaskColumns::read(&Pg(row));
             task
         })
         .collect();
-    let elements = client
-        .query(
-            &format!(
-                "SELECT {ELEMENT_COLUMNS} FROM elements WHERE run_id = $1 ORDER BY idx, element"
-            ),
-            &[&id],
-        )
-        .await
-        .map_err(|e| s.error(what, e))?
+    let elements = elements
         .iter()
         .map(|row| {
             let Ok(element) = ElementColumns::read(&Pg(row));

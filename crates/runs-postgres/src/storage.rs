@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use flowhost_core::events::Event;
-use flowhost_runs::FIRST_TOKEN;
 use flowhost_runs::row::{LeaseColumns, Write, json};
 use flowhost_runs::{
     Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
@@ -13,10 +12,31 @@ use flowhost_runs::{
 };
 
 use crate::PgRunDb;
-use crate::journal::journal;
+use crate::journal::{Outcome, Work};
 use crate::rows::{self, HOLDER, HOLDER_COLUMNS, SUMMARY, read_run, summary};
 
 impl PgRunDb {
+    /// Commits `work` under `lease`, grouped with the writes of other runs pending meanwhile.
+    fn write(&self, what: &str, lease: &Lease, work: Work) -> Result<Outcome, RunDbError> {
+        let (committer, held, label) = (self.committer.clone(), lease.clone(), what.to_owned());
+        self.block(what, move |s| async move {
+            committer.commit(&s, &label, held, work).await
+        })
+    }
+
+    /// Creates `run` (its first lease `lease`) and commits `events` with it.
+    fn write_new(&self, run: &NewRun, lease: &Lease, events: &[Event]) -> Result<(), RunDbError> {
+        let work = Work::Record {
+            create: Some(Box::new(run.clone())),
+            writes: events.iter().map(Write::of).collect(),
+        };
+        match self.write("recording a new run", lease, work)? {
+            Outcome::Done => Ok(()),
+            Outcome::Exists(existing) => Err(exists(run, existing)),
+            Outcome::Fenced => lease.written(false, || self.holder_now(lease)),
+        }
+    }
+
     /// Who holds `lease`'s run now, for the error of a write the fence refused.
     fn holder_now(&self, lease: &Lease) -> Option<LeaseHolder> {
         let id = lease.run_id.clone();
@@ -91,31 +111,19 @@ async fn fence(
     Ok(renewed == 1)
 }
 
-/// Inserts run `run` with its tasks PENDING; leased to `owner` when given, else queued.
+/// Inserts run `run` with its tasks PENDING, queued for the workers and unleased.
 /// Inserts nothing when another run of the flow holds `run`'s idempotency key, and returns
 /// that run's id: the unique index makes a concurrent insert with the key wait for the first
 /// to commit (or roll back), so of runs racing on one key exactly one is inserted.
 pub(crate) async fn insert_run(
     tx: &deadpool_postgres::Transaction<'_>,
     run: &NewRun,
-    owner: Option<(&Owner, Duration)>,
 ) -> Result<Option<String>, tokio_postgres::Error> {
-    let (owner_id, host, pid, ttl) = match owner {
-        Some((owner, ttl)) => (
-            Some(owner.id.as_str()),
-            Some(owner.host.as_str()),
-            Some(i64::from(owner.pid)),
-            Some(ttl.as_secs_f64()),
-        ),
-        None => (None, None, None, None),
-    };
     let inserted = tx.execute(
         "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at, queued,
-                           lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key,
-                           priority)
-         VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', flowhost_ts(flowhost_now()), flowhost_ts(flowhost_now()), $7,
-                 $8, $9, $10, $11, CASE WHEN $9::text IS NULL THEN NULL ELSE flowhost_now() END,
-                 flowhost_now() + $12::float8, $13, $14)
+                           lease_token, idempotency_key, priority)
+         VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', flowhost_ts(flowhost_now()), flowhost_ts(flowhost_now()), true,
+                 0, $7, $8)
          ON CONFLICT (flow, idempotency_key) DO NOTHING",
         &[
             &run.id,
@@ -124,12 +132,6 @@ pub(crate) async fn insert_run(
             &run.origin.flow_hash,
             &json(&run.origin.plugins),
             &json(&run.initial_store),
-            &owner.is_none(),
-            &if owner.is_some() { FIRST_TOKEN } else { 0 },
-            &owner_id,
-            &host,
-            &pid,
-            &ttl,
             &run.key,
             &i64::from(run.priority),
         ],
@@ -165,20 +167,13 @@ pub(crate) fn exists(run: &NewRun, existing: String) -> RunDbError {
 
 impl RunDb for PgRunDb {
     fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
-        let (new, leased) = (run.clone(), owner.clone());
-        self.block("recording a new run", move |s| async move {
-            let what = "recording a new run";
-            let mut client = s.client(what).await?;
-            let tx = client.transaction().await.map_err(|e| s.error(what, e))?;
-            if let Some(existing) = insert_run(&tx, &new, Some((&leased, ttl)))
-                .await
-                .map_err(|e| s.error(what, e))?
-            {
-                return Err(exists(&new, existing));
-            }
-            tx.commit().await.map_err(|e| s.error(what, e))
-        })?;
-        Ok(Lease::first(&run.id, owner, ttl))
+        let lease = Lease::first(&run.id, owner, ttl);
+        self.write_new(run, &lease, &[])?;
+        Ok(lease)
+    }
+
+    fn record_new(&self, run: &NewRun, lease: &Lease, events: &[Event]) -> Result<(), RunDbError> {
+        self.write_new(run, lease, events)
     }
 
     fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
@@ -246,20 +241,8 @@ impl RunDb for PgRunDb {
     }
 
     fn release(&self, lease: &Lease) -> Result<(), RunDbError> {
-        let held = lease.clone();
-        self.block("releasing the run's lease", move |s| async move {
-            let what = "releasing the run's lease";
-            let client = s.client(what).await?;
-            client
-                .execute(
-                    "UPDATE runs SET lease_owner = NULL, lease_host = NULL, lease_pid = NULL, lease_since = NULL,
-                       lease_expires = NULL WHERE id = $1 AND lease_token = $2 AND lease_owner = $3",
-                    &[&held.run_id, &held.token, &held.owner.id],
-                )
-                .await
-                .map_err(|e| s.error(what, e))
-                .map(drop)
-        })
+        self.write("releasing the run's lease", lease, Work::Release)
+            .map(drop)
     }
 
     fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError> {
@@ -267,13 +250,12 @@ impl RunDb for PgRunDb {
             [only] => format!("recording {}", only.transition),
             _ => format!("recording {} transitions", events.len()),
         };
-        let writes: Vec<Write> = events.iter().map(Write::of).collect();
-        let held = lease.clone();
-        let label = what.clone();
-        let recorded = self.block(&what, move |s| async move {
-            journal(&s, &label, &held, &writes).await
-        })?;
-        lease.written(recorded, || self.holder_now(lease))
+        let work = Work::Record {
+            create: None,
+            writes: events.iter().map(Write::of).collect(),
+        };
+        let outcome = self.write(&what, lease, work)?;
+        lease.written(outcome == Outcome::Done, || self.holder_now(lease))
     }
 
     fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError> {

@@ -53,6 +53,14 @@ pub trait RunDb: Send + Sync {
     /// Commits transitions (and the arguments, results or errors they carry) durably, all or
     /// none, and renews the lease, in one transaction; fails fenced without writing.
     fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError>;
+    /// Records a new run ([`RunDb::create`], under `lease`, its first) and its first
+    /// transitions ([`RunDb::record`]): a backend that can commits both at once, so that a
+    /// run's start costs one commit and the run never exists without them.
+    fn record_new(&self, run: &NewRun, lease: &Lease, events: &[Event]) -> Result<(), RunDbError> {
+        let created = self.create(run, &lease.owner, lease.ttl)?;
+        debug_assert_eq!(&created, lease, "a new run's first lease");
+        self.record(events, lease)
+    }
     /// Notes that a run is being resumed, with the origin it is resumed from (hashes may
     /// differ from the recorded ones when resuming with force).
     fn resumed(&self, lease: &Lease, origin: &Origin) -> Result<(), RunDbError>;
