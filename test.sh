@@ -33,4 +33,6 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 
 plugins/build-polyglot.sh
 cargo test --workspace --locked "$@"
+# The bench is not run here (it wants a release build and a quiet machine), but it must build.
+[[ $# -gt 0 ]] || cargo test --workspace --locked --benches --no-run
 FLOWHOST_BIN="$PWD/target/debug/flowhost" clients/python/run-tests.sh -q

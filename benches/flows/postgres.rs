@@ -127,7 +127,7 @@ pub async fn postgres_rows() {
         let mut store = initial();
         store.insert("seed".to_owned(), serde_json::json!(seed));
         let loaded = engine.load(&flow, store).await.expect("valid");
-        runs::submit(&db, &loaded, &flow_file, None, None)
+        runs::submit(&db, &loaded, &flow_file, None, None, 0)
             .await
             .expect("submit");
     }
