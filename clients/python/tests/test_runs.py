@@ -233,3 +233,50 @@ def test_runs_filters_by_state_and_flow(fh: Client, flows: Flows) -> None:
     listed = fh.runs(flow=ok.name)[0]
     assert listed.fetch("a_out")["value"] == 2
     assert [t.name for t in listed.tasks] == ["a", "b", "c"]
+
+
+def _until(run: Run, state: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while run.state != state:
+        assert time.monotonic() < deadline, f"run {run.id} never became {state}: {run.state}"
+        time.sleep(0.05)
+
+
+def test_a_waiting_run_goes_on_with_the_signals_data_in_its_store(fh: Client, flows: Flows) -> None:
+    probes = flows.probes("approval", [("a", {})])
+    with probes.path.open("a") as flow:
+        flow.write('\n[[task]]\nname = "approve"\nwait = { signal = "approved" }\nprovides = ["approval"]\n')
+    run = fh.start(probes.name)
+    _until(run, "WAITING")
+
+    assert run.signal("approved", {"by": "ops"}) == "WAITING"
+    run.wait(timeout=60)
+    assert run.fetch("approval") == {"by": "ops"}
+    assert probes.count("execute", "a") == 1
+    with pytest.raises(Conflict):
+        run.signal("approved")  # the run has ended: nothing waits for it any more
+
+
+def test_suspend_then_resume_executes_nothing_twice_and_restart_runs_from_a_task(
+    fh: Client, flows: Flows
+) -> None:
+    probes = flows.probes("suspend", [("a", {}), ("b", {"mode": "wait_file", "path": "/signal/go"}), ("c", {})])
+    run = fh.start(probes.name)
+    probes.wait_for("execute", "b")
+
+    assert run.suspend() is run
+    probes.release()
+    _until(run, "SUSPENDED")
+    assert probes.count("execute", "c") == 0
+    with pytest.raises(Conflict):
+        run.suspend()  # already suspended
+
+    run.resume().wait(timeout=60)
+    assert [probes.count("execute", t) for t in "abc"] == [1, 1, 1]
+
+    again = run.restart("c").wait(timeout=60)
+    assert again.id != run.id
+    assert [probes.count("execute", t) for t in "abc"] == [1, 1, 2]
+    assert again.fetch("c_out") == run.fetch("c_out")
+    with pytest.raises(NotFound):
+        run.restart("no_such_task")

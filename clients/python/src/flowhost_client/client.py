@@ -246,6 +246,13 @@ class Client:
 
     # -- the service ---------------------------------------------------------------------
 
+    def schedules(self) -> List[Dict[str, Any]]:
+        """Every schedule entry of the served flows (``GET /v1/schedules``): ``flow``,
+        ``index``, ``cron``, ``catch_up``, ``next_tick``, ``last_tick`` and ``last_run``
+        (times in UTC, RFC 3339)."""
+        body, _ = self._http.request("GET", "/v1/schedules")
+        return list(body) if isinstance(body, list) else []
+
     def healthy(self) -> bool:
         """Whether the service answers ``GET /healthz``."""
         try:
@@ -523,6 +530,73 @@ class Run:
         self._client._http.request("POST", self._path("/resume"))
         self._full = False
         return self
+
+    def suspend(self) -> Run:
+        """Asks the run to suspend (``POST /v1/runs/{id}/suspend``), wherever it runs: its
+        tasks in flight finish, nothing new starts, and it goes SUSPENDING -> SUSPENDED,
+        holding no executor; nothing is reverted. :meth:`resume` goes on with it,
+        :meth:`revert` reverts it. Returns at once.
+
+        Raises:
+            Conflict: The run is neither PENDING nor RUNNING.
+            NotFound: No such run.
+            Unauthorized: The service has a token and the client not the same one.
+        """
+        self._client._http.request("POST", self._path("/suspend"))
+        self._full = False
+        return self
+
+    def revert(self) -> Run:
+        """Reverts a SUSPENDED run instead of resuming it (``POST /v1/runs/{id}/revert``):
+        every task that did something is reverted, newest first, as a failure would have.
+        Returns once it is under way; :meth:`wait` then raises :class:`TaskFailed`.
+
+        Raises:
+            Conflict: The run is not SUSPENDED, is held by another executor, or changed.
+            NotFound: No such run.
+            Unauthorized: The service has a token and the client not the same one.
+        """
+        self._client._http.request("POST", self._path("/revert"))
+        self._full = False
+        return self
+
+    def restart(self, from_task: str) -> Run:
+        """Starts a new run of this one from task ``from_task``
+        (``POST /v1/runs/{id}/restart``): the tasks before it that succeeded are copied
+        (results and store, not executed again), the rest runs. Only for a run that ended
+        SUCCESS or is SUSPENDED; this run is untouched. Returns the new run.
+
+        Raises:
+            NotFound: No such run, or no task ``from_task`` in it.
+            Conflict: The run is neither SUCCESS nor SUSPENDED, or its flow changed.
+            Unauthorized: The service has a token and the client not the same one.
+        """
+        body, _ = self._client._http.request(
+            "POST", self._path("/restart"), json_body={"from": from_task}
+        )
+        run_id = body.get("run_id") if isinstance(body, dict) else None
+        if not isinstance(run_id, str):
+            raise FlowhostError(f"the service restarted a run without naming it: {body!r}")
+        return Run(self._client, run_id)
+
+    def signal(self, name: str, data: Any = None) -> str:
+        """Sends signal ``name`` with ``data`` (any JSON value) to the run
+        (``POST /v1/runs/{id}/signals/{name}``): the wait entry ``wait = { signal = name }``
+        takes it and stores the data under its ``provides``. Kept until then, so it may
+        come before the run reaches its wait; a WAITING run goes on. Returns the run's state
+        when the signal was kept.
+
+        Raises:
+            Conflict: The run already ended.
+            NotFound: No such run.
+            BadRequest: The name is not a signal name.
+            Unauthorized: The service has a token and the client not the same one.
+        """
+        body, _ = self._client._http.request(
+            "POST", self._path(f"/signals/{_segment(name)}"), json_body=data
+        )
+        self._full = False
+        return str(body.get("state")) if isinstance(body, dict) else ""
 
     def events(
         self,
