@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use flowhost::{CANCELLED, Engine, FlowSpec, FlowState, Limits, Retry, TaskState};
 use serde_json::json;
 
-use crate::kit::{Journal, report_states, seeded, wait_until};
+use crate::kit::{Journal, report_states, seeded, until_journaled};
 
 /// `a`, then `b` configured by `b`, then `c`, all journaling into `journal`; `b`'s deadline
 /// is two hours, so only a cancel can end it in time.
@@ -44,16 +44,7 @@ async fn cancel_stops_a_task_asleep_for_an_hour_or_looping_in_wasm_at_once_and_r
             .unwrap();
         let id = loaded.run_id().to_owned();
         let run = tokio::spawn(loaded.run());
-        tokio::task::spawn_blocking({
-            let dir = journal.path().to_path_buf();
-            move || {
-                wait_until("`b` is executing", Duration::from_secs(60), || {
-                    Journal::at(&dir).count("execute", "b") == 1
-                })
-            }
-        })
-        .await
-        .unwrap();
+        until_journaled(&journal, "`b` is executing", "execute", "b", 1).await;
 
         let asked = Instant::now();
         engine.cancel(&id);
@@ -99,16 +90,7 @@ async fn cancel_ends_a_pause_between_attempts_at_once_and_reverts_the_failed_att
     let loaded = engine.load(&flow, seeded()).await.unwrap();
     let id = loaded.run_id().to_owned();
     let run = tokio::spawn(loaded.run());
-    tokio::task::spawn_blocking({
-        let dir = journal.path().to_path_buf();
-        move || {
-            wait_until("`b` failed once", Duration::from_secs(60), || {
-                Journal::at(&dir).count("execute", "b") == 1
-            })
-        }
-    })
-    .await
-    .unwrap();
+    until_journaled(&journal, "`b` failed once", "execute", "b", 1).await;
     // Its RETRYING is committed before the pause: give it the moment to get there.
     tokio::time::sleep(Duration::from_millis(200)).await;
 

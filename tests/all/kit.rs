@@ -54,3 +54,17 @@ impl Deref for Workspace {
         &self.0
     }
 }
+
+/// Waits until `journal` shows `call` of `label` exactly `times` times, polling off the async
+/// workers so that an async test's run goes on meanwhile on the same runtime.
+pub async fn until_journaled(journal: &Journal, what: &str, call: &str, label: &str, times: usize) {
+    let dir = journal.path().to_path_buf();
+    let (what, call, label) = (what.to_owned(), call.to_owned(), label.to_owned());
+    tokio::task::spawn_blocking(move || {
+        wait_until(&what, std::time::Duration::from_secs(60), || {
+            Journal::at(&dir).count(&call, &label) == times
+        })
+    })
+    .await
+    .unwrap();
+}

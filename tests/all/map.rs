@@ -257,20 +257,9 @@ fn a_run_killed_mid_map_resumes_only_the_elements_not_done() {
     );
     assert_eq!(plan["maps"][0]["tasks"], json!(["attach/attach_one"]));
 
-    let mut child = ws.recording(&["run", "flow.toml"]).start();
+    let child = ws.recording(&["run", "flow.toml"]).start();
     let journal = ws.journal();
-    wait_until(
-        "the third element started",
-        Duration::from_secs(300),
-        || {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the run ended before the kill"
-            );
-            journal.count("execute", "attach_one") >= 3
-        },
-    );
-    crate::kit::kill(child);
+    kill_at_the_third_element(child, &journal);
     let run = ws.only_run();
     let record = ws.record(&run.id);
     let done: Vec<u32> = record
@@ -448,20 +437,9 @@ fn a_map_on_postgresql_records_each_element_and_resumes_from_them() {
     let pg = crate::kit::Postgres::start();
     let ws = Workspace::new();
     probe_file(ws.root(), "flow.toml", KILLED);
-    let mut child = ws.command(&["run", "flow.toml", "--db", &pg.url()]).start();
+    let child = ws.command(&["run", "flow.toml", "--db", &pg.url()]).start();
     let journal = ws.journal();
-    wait_until(
-        "the third element started",
-        Duration::from_secs(300),
-        || {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the run ended before the kill"
-            );
-            journal.count("execute", "attach_one") >= 3
-        },
-    );
-    crate::kit::kill(child);
+    kill_at_the_third_element(child, &journal);
     let id = pg.sql("SELECT id FROM runs");
     assert_eq!(
         pg.sql("SELECT string_agg(element::text, ',' ORDER BY element) FROM elements WHERE state = 'SUCCESS'"),
@@ -555,4 +533,21 @@ async fn each_iteration_runs_its_tasks_in_order_and_reverts_them_in_reverse() {
         ],
         "newest element first, each iteration's tasks in reverse order"
     );
+}
+
+/// Kills `child` (kill -9) once its third element's call started, failing the test if the
+/// run ended before.
+fn kill_at_the_third_element(mut child: std::process::Child, journal: &Journal) {
+    wait_until(
+        "the third element started",
+        Duration::from_secs(300),
+        || {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before the kill"
+            );
+            journal.count("execute", "attach_one") >= 3
+        },
+    );
+    crate::kit::kill(child);
 }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::kit::cdp::Browser;
 use crate::kit::serving::Served;
+use crate::kit::until_journaled;
 use crate::kit::{
     Journal, Postgres, Probe, Recorder, Workspace, assert_contains, assert_exit, kill, seeded,
     stderr, stdout, stdout_json, stop, wait_until,
@@ -529,16 +530,7 @@ async fn engine_suspend_makes_the_transitions_taskflow_makes() {
     loaded.listen(recorder.clone());
     let id = loaded.run_id().to_owned();
     let run = tokio::spawn(loaded.run());
-    tokio::task::spawn_blocking({
-        let dir = journal.path().to_path_buf();
-        move || {
-            wait_until("`b` is executing", Duration::from_secs(60), || {
-                Journal::at(&dir).count("execute", "b") == 1
-            })
-        }
-    })
-    .await
-    .unwrap();
+    until_journaled(&journal, "`b` is executing", "execute", "b", 1).await;
 
     engine.suspend(&id);
     let report = run.await.unwrap().unwrap();
