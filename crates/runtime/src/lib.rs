@@ -329,13 +329,19 @@ impl Runtime {
             return Ok(plugin);
         }
         let owned = path.to_path_buf();
-        let bytes = tokio::task::spawn_blocking(move || read_plugin(&owned, false))
-            .await
-            .map_err(|e| PluginError::Read {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e),
-            })??;
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        // Hashed on the blocking thread that read it: plugins loaded side by side are hashed
+        // side by side, not one after another on the thread that awaits them all.
+        let (bytes, sha256) = tokio::task::spawn_blocking(move || {
+            read_plugin(&owned, false).map(|bytes| {
+                let sha256 = format!("{:x}", Sha256::digest(&bytes));
+                (bytes, sha256)
+            })
+        })
+        .await
+        .map_err(|e| PluginError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })??;
         let plugin = self
             .compile_and_prepare(path, key.clone(), bytes, sha256)
             .await?;
