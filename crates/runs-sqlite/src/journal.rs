@@ -19,7 +19,7 @@ use flowhost_runs::Lease;
 use flowhost_runs::row::Write;
 
 /// Executes `write`'s statements in `tx`.
-fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+pub(super) fn apply(write: &Write, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     match write {
         Write::Flow {
             run_id,

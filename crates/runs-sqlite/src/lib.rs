@@ -18,7 +18,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 
 use flowhost_core::events::{Event, FlowState};
 use flowhost_runs::row::{LeaseColumns, RunRows, SummaryColumns, Write, json};
-use flowhost_runs::{FIRST_TOKEN, unix_now};
+use flowhost_runs::unix_now;
 use flowhost_runs::{
     Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
     RunDbError, RunFilter, RunRecord, RunSummary, ScheduleDb, ScheduleRecord,
@@ -367,6 +367,70 @@ fn now() -> f64 {
 const FINISHED: &str = "('SUCCESS', 'REVERTED', 'FAILURE')";
 
 impl SqliteRunDb {
+    /// Creates `run` under its first `lease` with its tasks PENDING and `events` (its first
+    /// transitions) recorded, in one commit: a new run costs one commit, not two. Refused
+    /// with [`RunDbError::Exists`] when its idempotency key is taken.
+    fn write_new(&self, run: &NewRun, lease: &Lease, events: &[Event]) -> Result<(), RunDbError> {
+        let writes: Vec<Write> = events.iter().map(Write::of).collect();
+        let existing = self.with("recording a new run", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now();
+            let inserted = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
+                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key,
+                                       priority)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13, ?14)
+                     ON CONFLICT (flow, idempotency_key) DO NOTHING",
+                    t = ts(7)
+                ))?
+                .execute(params![
+                    run.id,
+                    run.flow,
+                    run.origin.flow_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                    run.origin.flow_hash,
+                    json(&run.origin.plugins),
+                    json(&run.initial_store),
+                    now,
+                    lease.owner.id,
+                    lease.owner.host,
+                    lease.owner.pid,
+                    now + lease.ttl.as_secs_f64(),
+                    lease.token,
+                    run.key,
+                    run.priority,
+                ])?;
+            if inserted == 0 {
+                // The key is taken (the write lock held since BEGIN makes this the run that
+                // holds it now).
+                let existing: String = tx.query_row(
+                    "SELECT id FROM runs WHERE flow = ?1 AND idempotency_key = ?2",
+                    params![run.flow, run.key],
+                    |row| row.get(0),
+                )?;
+                return Ok(Some(existing));
+            }
+            {
+                let mut task = tx.prepare_cached(
+                    "INSERT INTO tasks (run_id, idx, name, state) VALUES (?1, ?2, ?3, 'PENDING')",
+                )?;
+                for (index, name) in run.tasks.iter().enumerate() {
+                    task.execute(params![run.id, index as i64, name])?;
+                }
+            }
+            writes.iter().try_for_each(|write| journal::apply(write, &tx))?;
+            tx.commit().map(|()| None)
+        })?;
+        match existing {
+            Some(existing) => Err(RunDbError::Exists {
+                flow: run.flow.clone(),
+                key: run.key.clone().unwrap_or_default(),
+                run: existing,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Who holds `lease`'s run now, for the error of a write the fence refused.
     fn holder_now(&self, lease: &Lease) -> Option<LeaseHolder> {
         self.with("reading the run's lease", |conn| {
@@ -386,61 +450,13 @@ impl SqliteRunDb {
 
 impl RunDb for SqliteRunDb {
     fn create(&self, run: &NewRun, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
-        let existing = self.with("recording a new run", |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let now = now();
-            let inserted = tx.execute(
-                &format!(
-                    "INSERT INTO runs (id, flow, flow_path, flow_hash, plugins, initial_store, state, created_at, updated_at,
-                                       lease_token, lease_owner, lease_host, lease_pid, lease_since, lease_expires, idempotency_key,
-                                       priority)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', {t}, {t}, ?12, ?8, ?9, ?10, ?7, ?11, ?13, ?14)
-                     ON CONFLICT (flow, idempotency_key) DO NOTHING",
-                    t = ts(7)
-                ),
-                params![
-                    run.id,
-                    run.flow,
-                    run.origin.flow_path.as_ref().map(|p| p.to_string_lossy().into_owned()),
-                    run.origin.flow_hash,
-                    json(&run.origin.plugins),
-                    json(&run.initial_store),
-                    now,
-                    owner.id,
-                    owner.host,
-                    owner.pid,
-                    now + ttl.as_secs_f64(),
-                    FIRST_TOKEN,
-                    run.key,
-                    run.priority,
-                ],
-            )?;
-            if inserted == 0 {
-                // The key is taken (the write lock held since BEGIN makes this the run that
-                // holds it now).
-                let existing: String = tx.query_row(
-                    "SELECT id FROM runs WHERE flow = ?1 AND idempotency_key = ?2",
-                    params![run.flow, run.key],
-                    |row| row.get(0),
-                )?;
-                return Ok(Some(existing));
-            }
-            for (index, name) in run.tasks.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO tasks (run_id, idx, name, state) VALUES (?1, ?2, ?3, 'PENDING')",
-                    params![run.id, index as i64, name],
-                )?;
-            }
-            tx.commit().map(|()| None)
-        })?;
-        if let Some(existing) = existing {
-            return Err(RunDbError::Exists {
-                flow: run.flow.clone(),
-                key: run.key.clone().unwrap_or_default(),
-                run: existing,
-            });
-        }
-        Ok(Lease::first(&run.id, owner, ttl))
+        let lease = Lease::first(&run.id, owner, ttl);
+        self.write_new(run, &lease, &[])?;
+        Ok(lease)
+    }
+
+    fn record_new(&self, run: &NewRun, lease: &Lease, events: &[Event]) -> Result<(), RunDbError> {
+        self.write_new(run, lease, events)
     }
 
     fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {
