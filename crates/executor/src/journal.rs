@@ -10,7 +10,7 @@ use crate::Executor;
 use flowhost_core::events::Event;
 use flowhost_engine::{Append, Close, Journal, LoadedFlow, RunError, Signalled, Suspender};
 use flowhost_runs::FIRST_TOKEN;
-use flowhost_runs::{Lease, NewRun, RunDb, RunDbError};
+use flowhost_runs::{AsyncWrites, Lease, NewRun, RunDb, RunDbError};
 
 /// Makes `loaded` a recorded run of `executor`: hashes its flow file and plugins and makes the
 /// run database the run's journal, with the executor holding the run's first lease. The run
@@ -58,6 +58,7 @@ pub(crate) fn record_linked(
     };
     let journal = Arc::new(DbJournal {
         db: executor.db.clone(),
+        writes: executor.db.async_writes(),
         lease,
         create: Mutex::new(Some((run, restarted_from))),
         heartbeat: Mutex::new(None),
@@ -82,6 +83,8 @@ pub fn already_started(error: &RunError) -> Option<&str> {
 /// A run's journal in a [`RunDb`], writing under its lease.
 pub(super) struct DbJournal {
     db: Arc<dyn RunDb>,
+    /// The database's writes for async callers, when it has them (PostgreSQL).
+    writes: Option<Arc<dyn AsyncWrites>>,
     lease: Lease,
     /// A new run, created by the first append (with the run it restarts, if any).
     create: Mutex<Option<(NewRun, Option<String>)>>,
@@ -99,6 +102,7 @@ impl DbJournal {
     /// meanwhile ([`Executor::renew_every`]).
     pub(super) fn start(db: Arc<dyn RunDb>, lease: Lease, every: std::time::Duration) -> Arc<Self> {
         let journal = Arc::new(Self {
+            writes: db.async_writes(),
             db,
             lease,
             create: Mutex::new(None),
@@ -228,35 +232,41 @@ async fn beat(db: Arc<dyn RunDb>, lease: Lease, every: std::time::Duration) {
 
 impl Journal for DbJournal {
     fn append<'a>(&'a self, events: &'a [Event]) -> Append<'a> {
-        // The database calls block (a commit, or waiting for the connection while another
-        // run's commit holds ours too): off the async workers, so other runs go on meanwhile.
         let create = self.create.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let (db, lease, events) = (self.db.clone(), self.lease.clone(), events.to_vec());
         Box::pin(async move {
-            let written = tokio::task::spawn_blocking(move || match &create {
-                Some((run, None)) => db.record_new(run, &lease, &events),
-                // A restart (rare) is created, linked under its first lease and only then
-                // given its first transitions, as `record_linked` promises.
-                Some((run, Some(from))) => {
-                    let created = db.create(run, &lease.owner, lease.ttl)?;
-                    debug_assert_eq!(created, lease, "a new run's first lease");
-                    db.link_restart(&lease, from)?;
-                    db.record(&events, &lease)
+            match (&self.writes, create) {
+                // An async driver: the write is awaited here.
+                (Some(writes), None) => writes.record(events, &self.lease).await?,
+                (Some(writes), Some((run, None))) => {
+                    writes.record_new(&run, &self.lease, events).await?
                 }
-                None => db.record(&events, &lease),
-            })
-            .await;
-            match written {
-                Ok(recorded) => {
-                    recorded?;
-                    self.keep_alive();
-                    self.watch_requests();
-                    Ok(())
+                // The database calls block (a commit, or waiting for the connection while
+                // another run's commit holds ours too): off the async workers, so other runs
+                // go on meanwhile.
+                (_, create) => {
+                    let (db, lease, events) = (self.db.clone(), self.lease.clone(), events.to_vec());
+                    tokio::task::spawn_blocking(move || match &create {
+                        Some((run, None)) => db.record_new(run, &lease, &events),
+                        // A restart (rare) is created, linked under its first lease and only
+                        // then given its first transitions, as `record_linked` promises.
+                        Some((run, Some(from))) => {
+                            let created = db.create(run, &lease.owner, lease.ttl)?;
+                            debug_assert_eq!(created, lease, "a new run's first lease");
+                            db.link_restart(&lease, from)?;
+                            db.record(&events, &lease)
+                        }
+                        None => db.record(&events, &lease),
+                    })
+                    .await
+                    .map_err(|failed| format!("the journal write did not finish: {failed}"))??
                 }
-                Err(failed) => Err(format!("the journal write did not finish: {failed}").into()),
             }
+            self.keep_alive();
+            self.watch_requests();
+            Ok(())
         })
     }
+
 
     fn take_signal<'a>(&'a self, task: &'a str, name: &'a str) -> Signalled<'a> {
         let (db, run, task, name) = (

@@ -93,7 +93,7 @@ impl Drop for PgRunDb {
 }
 
 /// `op`, failing after [`QUERY_DEADLINE`].
-async fn deadline<T>(
+pub(crate) async fn deadline<T>(
     s: Shared,
     what: String,
     op: impl Future<Output = Result<T, RunDbError>>,

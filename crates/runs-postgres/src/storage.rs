@@ -2,17 +2,19 @@
 //! reading and pruning, each on a pooled connection. Separate from the journal's hot
 //! path and from the reading of rows, which it calls.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flowhost_core::events::Event;
 use flowhost_runs::row::{LeaseColumns, Write, json};
 use flowhost_runs::{
-    Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
+    AsyncWrites, Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
     RunDbError, RunFilter, RunRecord, RunSummary,
 };
 
 use crate::PgRunDb;
-use crate::journal::{Outcome, Work};
+use crate::bridge::{Shared, deadline};
+use crate::journal::{Committer, Outcome, Work};
 use crate::rows::{self, HOLDER, HOLDER_COLUMNS, SUMMARY, read_run, summary};
 
 impl PgRunDb {
@@ -41,17 +43,7 @@ impl PgRunDb {
     fn holder_now(&self, lease: &Lease) -> Option<LeaseHolder> {
         let id = lease.run_id.clone();
         self.block("reading the run's lease", move |s| async move {
-            let client = s.client("reading the run's lease").await?;
-            let row = client
-                .query_opt(
-                    &format!("SELECT {HOLDER}, flowhost_now() FROM runs WHERE id = $1"),
-                    &[&id],
-                )
-                .await
-                .map_err(|e| s.error("reading the run's lease", e))?;
-            Ok(row
-                .and_then(|row| rows::lease(&row, 0))
-                .map(|lease| lease.held().holder))
+            Ok(holder_of(&s, &id).await)
         })
         .ok()
         .flatten()
@@ -156,6 +148,80 @@ pub(crate) async fn insert_run(
     Ok(None)
 }
 
+/// Who holds run `id`'s lease now, if anyone (and if it can be read).
+async fn holder_of(s: &Shared, id: &str) -> Option<LeaseHolder> {
+    let client = s.client("reading the run's lease").await.ok()?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {HOLDER}, flowhost_now() FROM runs WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .ok()?;
+    row.and_then(|row| rows::lease(&row, 0))
+        .map(|lease| lease.held().holder)
+}
+
+/// The journal writes of [`PgRunDb`] for async callers: straight to the committer tasks,
+/// awaited on the caller's own runtime (the committer answers on a channel that works
+/// across runtimes), under the same deadline as every group.
+struct PgWrites {
+    shared: Shared,
+    committer: Committer,
+}
+
+impl PgWrites {
+    async fn commit(&self, what: &str, lease: &Lease, work: Work) -> Result<Outcome, RunDbError> {
+        let commit = self.committer.commit(&self.shared, what, lease.clone(), work);
+        deadline(self.shared.clone(), what.to_owned(), commit).await
+    }
+
+    /// A write's result: done, or fenced naming who holds the run now.
+    async fn written(&self, held: bool, lease: &Lease) -> Result<(), RunDbError> {
+        let holder = match held {
+            true => None,
+            false => holder_of(&self.shared, &lease.run_id).await,
+        };
+        lease.written(held, || holder)
+    }
+}
+
+impl AsyncWrites for PgWrites {
+    fn record<'a>(&'a self, events: &'a [Event], lease: &'a Lease) -> flowhost_runs::Writing<'a> {
+        Box::pin(async move {
+            let what = match events {
+                [only] => format!("recording {}", only.transition),
+                _ => format!("recording {} transitions", events.len()),
+            };
+            let work = Work::Record {
+                create: None,
+                writes: events.iter().map(Write::of).collect(),
+            };
+            let outcome = self.commit(&what, lease, work).await?;
+            self.written(outcome == Outcome::Done, lease).await
+        })
+    }
+
+    fn record_new<'a>(
+        &'a self,
+        run: &'a NewRun,
+        lease: &'a Lease,
+        events: &'a [Event],
+    ) -> flowhost_runs::Writing<'a> {
+        Box::pin(async move {
+            let work = Work::Record {
+                create: Some(Box::new(run.clone())),
+                writes: events.iter().map(Write::of).collect(),
+            };
+            match self.commit("recording a new run", lease, work).await? {
+                Outcome::Done => Ok(()),
+                Outcome::Exists(existing) => Err(exists(run, existing)),
+                Outcome::Fenced => self.written(false, lease).await,
+            }
+        })
+    }
+}
+
 /// The error of a run not inserted because run `existing` holds its idempotency key.
 pub(crate) fn exists(run: &NewRun, existing: String) -> RunDbError {
     RunDbError::Exists {
@@ -174,6 +240,13 @@ impl RunDb for PgRunDb {
 
     fn record_new(&self, run: &NewRun, lease: &Lease, events: &[Event]) -> Result<(), RunDbError> {
         self.write_new(run, lease, events)
+    }
+
+    fn async_writes(&self) -> Option<Arc<dyn AsyncWrites>> {
+        Some(Arc::new(PgWrites {
+            shared: self.shared.clone(),
+            committer: self.committer.clone(),
+        }))
     }
 
     fn acquire(&self, run_id: &str, owner: &Owner, ttl: Duration) -> Result<Lease, RunDbError> {

@@ -30,6 +30,26 @@ pub use lease::{
     unix_now,
 };
 
+/// A journal write in flight, awaited by a caller on an async runtime.
+pub type Writing<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RunDbError>> + Send + 'a>>;
+
+/// [`RunDb::record`] and [`RunDb::record_new`] for a caller on an async runtime, from a
+/// backend whose driver is async. Awaiting the write where it is made saves the hand-offs
+/// a blocking call costs an async caller — to a blocking thread, from it to the backend's
+/// runtime, and back again — which on a lone run were most of a commit's time.
+pub trait AsyncWrites: Send + Sync {
+    /// [`RunDb::record`], awaited.
+    fn record<'a>(&'a self, events: &'a [Event], lease: &'a Lease) -> Writing<'a>;
+    /// [`RunDb::record_new`], awaited.
+    fn record_new<'a>(
+        &'a self,
+        run: &'a NewRun,
+        lease: &'a Lease,
+        events: &'a [Event],
+    ) -> Writing<'a>;
+}
+
 /// Storage for run records. Implementations must be safe to share between the runs of a
 /// process and must not lose records when several processes use the same storage.
 ///
@@ -60,6 +80,12 @@ pub trait RunDb: Send + Sync {
         let created = self.create(run, &lease.owner, lease.ttl)?;
         debug_assert_eq!(&created, lease, "a new run's first lease");
         self.record(events, lease)
+    }
+    /// This database's journal writes for callers on an async runtime, when its driver is
+    /// async (PostgreSQL). `None` when its calls block (SQLite): callers then move
+    /// [`Self::record`] off their async threads themselves.
+    fn async_writes(&self) -> Option<std::sync::Arc<dyn AsyncWrites>> {
+        None
     }
     /// Notes that a run is being resumed, with the origin it is resumed from (hashes may
     /// differ from the recorded ones when resuming with force).
