@@ -41,6 +41,10 @@ use crate::Policy;
 /// longer one leaves the run WAITING, released, for any worker to claim when it is due.
 pub const HOLD_TIMERS: Duration = Duration::from_secs(1);
 
+/// How often at most a busy worker reads which of its runs were asked to cancel: a cancel
+/// reaches a run within this (or within the poll interval, when no run ends meanwhile).
+const READ_CANCELS_EVERY: Duration = Duration::from_millis(100);
+
 /// Why a submission, or one run of a worker, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -295,6 +299,7 @@ impl Worker {
         let held: Arc<Mutex<HashMap<String, Lease>>> = Arc::default();
         let mut summary = WorkerSummary::default();
         let mut backoff = Duration::from_millis(100);
+        let mut read_cancels_at = tokio::time::Instant::now();
         tokio::pin!(drain);
         loop {
             let free = this.concurrency.saturating_sub(running.len());
@@ -334,14 +339,24 @@ impl Worker {
                     }
                 }
             }
-            if !running.is_empty() {
+            // Not at every turn of the loop: with many runs finishing, a read per turn made
+            // the loop — and so the claims — wait on it.
+            if !running.is_empty() && tokio::time::Instant::now() >= read_cancels_at {
                 this.forward_cancels(&held).await;
+                read_cancels_at = tokio::time::Instant::now() + READ_CANCELS_EVERY;
             }
             // All slots were filled: more may be waiting, so look again as soon as one frees.
             let more = claimed_now == free && free > 0;
             tokio::select! {
                 _ = &mut drain => break,
-                Some(done) = running.join_next(), if !running.is_empty() => count(&mut summary, done),
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    count(&mut summary, done);
+                    // Every run that ended meanwhile too: the next claim fills all their slots
+                    // in one statement instead of one claim per run.
+                    while let Some(done) = running.try_join_next() {
+                        count(&mut summary, done);
+                    }
+                }
                 _ = wake.notified(), if !more => {}
                 _ = tokio::time::sleep(this.poll), if !more => {}
                 _ = std::future::ready(()), if more => {}
