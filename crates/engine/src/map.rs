@@ -290,6 +290,7 @@ impl Run {
         self.element_start(m, element, index, Some(args.clone()));
         let task = self.loaded.tasks[index].clone();
         let run_id = self.loaded.id.clone();
+        let order = self.order;
         let mut cancel = cancel.clone();
         let call = async move {
             let begun = Instant::now();
@@ -297,6 +298,7 @@ impl Run {
                 run_id: &run_id,
                 number: 1,
                 progress: None,
+                order,
             };
             let result = tokio::select! {
                 result = task.execute(&args, attempt) => result,
@@ -449,6 +451,7 @@ impl Run {
                     run_id: &self.loaded.id,
                     number: 1,
                     progress: None,
+                    order: self.order,
                 };
                 let result = task.revert(&slot.args, attempt, &outcome, &failures).await;
                 let took = begun.elapsed();

@@ -87,7 +87,14 @@ pub(super) struct Run {
     pending: Vec<Event>,
     /// Where each map (of `loaded.maps`) stands, element by element.
     pub(super) maps: Vec<super::map::MapState>,
+    /// The run's place in line for instance slots: runs of this process number themselves
+    /// as they start, and when calls wait for slots the earliest run's go first (see the
+    /// runtime's `slots`).
+    pub(super) order: u64,
 }
+
+/// The next run's [`Run::order`].
+static NEXT_ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A transition could not be journaled: the run stops where it stands.
 pub(super) type Stopped = Result<(), RunError>;
@@ -128,6 +135,7 @@ impl Run {
             started: now,
             pending: Vec::new(),
             maps,
+            order: NEXT_ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 

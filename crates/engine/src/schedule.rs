@@ -604,13 +604,14 @@ impl Run {
                 self.start(index, attempt, Some(args.clone()));
                 let task = self.loaded.tasks[index].clone();
                 let (sink, progress) = self.progress(index);
-                let run_id = self.loaded.id.clone();
+                let (run_id, order) = (self.loaded.id.clone(), self.order);
                 let mut cancel = cancel.clone();
                 work.call(Box::pin(async move {
                     let call = Attempt {
                         run_id: &run_id,
                         number: attempt,
                         progress: Some(&sink),
+                        order,
                     };
                     // Dropping the call drops its instance, as a deadline does.
                     let result = tokio::select! {
@@ -670,11 +671,13 @@ impl Run {
         let args = self.records[index].args.clone();
         let (sink, progress) = self.progress(index);
         let (run_id, attempt) = (self.loaded.id.clone(), self.records[index].attempt.max(1));
+        let order = self.order;
         work.call(Box::pin(async move {
             let call = Attempt {
                 run_id: &run_id,
                 number: attempt,
                 progress: Some(&sink),
+                order,
             };
             let result = task.revert(&args, call, &outcome, &failures).await;
             Done::Reverted {

@@ -20,6 +20,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) number: u32,
     /// Where the task's progress reports go.
     pub(crate) progress: Option<&'a ProgressSink>,
+    /// The run's place in line for an instance slot (`Run::order`).
+    pub(crate) order: u64,
 }
 
 /// A task entry ready to be called, or a wait entry ready to wait.
@@ -154,6 +156,7 @@ impl BoundTask {
             run_id: attempt.run_id,
             attempt: attempt.number,
             progress: attempt.progress,
+            order: attempt.order,
         }
     }
 }

@@ -244,7 +244,8 @@ impl Journal for DbJournal {
                 // another run's commit holds ours too): off the async workers, so other runs
                 // go on meanwhile.
                 (_, create) => {
-                    let (db, lease, events) = (self.db.clone(), self.lease.clone(), events.to_vec());
+                    let (db, lease, events) =
+                        (self.db.clone(), self.lease.clone(), events.to_vec());
                     tokio::task::spawn_blocking(move || match &create {
                         Some((run, None)) => db.record_new(run, &lease, &events),
                         // A restart (rare) is created, linked under its first lease and only
@@ -266,7 +267,6 @@ impl Journal for DbJournal {
             Ok(())
         })
     }
-
 
     fn take_signal<'a>(&'a self, task: &'a str, name: &'a str) -> Signalled<'a> {
         let (db, run, task, name) = (

@@ -8,8 +8,8 @@ use std::time::Duration;
 use flowhost_core::events::Event;
 use flowhost_runs::row::{LeaseColumns, Write, json};
 use flowhost_runs::{
-    AsyncWrites, Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks, RunCount, RunDb,
-    RunDbError, RunFilter, RunRecord, RunSummary,
+    AsyncWrites, Lease, LeaseHolder, NewRun, Origin, Owner, PruneFilter, Pruned, RestartLinks,
+    RunCount, RunDb, RunDbError, RunFilter, RunRecord, RunSummary,
 };
 
 use crate::PgRunDb;
@@ -172,7 +172,9 @@ struct PgWrites {
 
 impl PgWrites {
     async fn commit(&self, what: &str, lease: &Lease, work: Work) -> Result<Outcome, RunDbError> {
-        let commit = self.committer.commit(&self.shared, what, lease.clone(), work);
+        let commit = self
+            .committer
+            .commit(&self.shared, what, lease.clone(), work);
         deadline(self.shared.clone(), what.to_owned(), commit).await
     }
 

@@ -37,6 +37,7 @@ impl DirectCall {
             run_id: &self.run_id,
             attempt: self.attempt,
             progress: self.progress.as_ref(),
+            order: 0,
         }
     }
 

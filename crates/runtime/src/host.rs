@@ -27,6 +27,8 @@ pub(crate) struct CallContext {
     pub(crate) signals: Signals,
     /// The run's secrets, cut out of what the task reports and logs.
     pub(crate) redact: Redactor,
+    /// The run's place in line for an instance slot ([`crate::Invocation::order`]).
+    pub(crate) order: u64,
 }
 
 /// What one call has said through the `host` import so far.

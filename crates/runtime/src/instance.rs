@@ -1,7 +1,6 @@
 //! One live instance: its wasmtime store, the WASI context built from its sandbox, the
 //! limiter that caps its memory, the cap on its WASI handles, and its captured output.
 
-use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -25,7 +24,7 @@ pub(crate) struct Live {
     /// Calls this instance has served.
     pub(super) calls: u32,
     /// Dropped after the store, so the slot is free before another call takes it.
-    pub(super) _slot: Option<OwnedSemaphorePermit>,
+    pub(super) _slot: Option<crate::slots::Slot>,
 }
 
 impl Live {

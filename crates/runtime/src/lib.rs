@@ -25,6 +25,7 @@ mod instance;
 mod net;
 mod plugin;
 mod sandbox;
+mod slots;
 mod ticker;
 mod warm;
 mod wit;
@@ -37,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -171,7 +171,7 @@ pub struct Runtime {
     /// One permit per instance that may be alive at once (a pooling slot, or one of
     /// [`ON_DEMAND_SLOTS`]): a call waits for a free slot instead of failing when every slot
     /// is taken.
-    slots: Arc<Semaphore>,
+    slots: Arc<slots::Slots>,
     pooling: bool,
     idle_warm: Arc<IdleBudget>,
     /// Whether compiled code counts fuel, which `limits.fuel` needs.
@@ -270,7 +270,7 @@ impl Runtime {
             plugins: Mutex::new(HashMap::new()),
             loading: Mutex::default(),
             cache,
-            slots: Arc::new(Semaphore::new(slots)),
+            slots: slots::Slots::new(slots),
             pooling,
             // Idle warm instances, over all plugins: a quarter of the slots, so that fresh
             // instances always find slots.

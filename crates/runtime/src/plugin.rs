@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Store, UpdateDeadline};
 
 use super::PluginError;
@@ -48,6 +47,10 @@ pub struct Invocation<'a> {
     pub attempt: u32,
     /// Where the task's progress reports go, if anywhere.
     pub progress: Option<&'a ProgressSink>,
+    /// The run's place in line for an instance slot: when calls wait for slots, those of
+    /// the run with the lowest `order` get them first (runs number themselves as they
+    /// start; 0 goes before every run).
+    pub order: u64,
 }
 
 impl Invocation<'_> {
@@ -59,6 +62,7 @@ impl Invocation<'_> {
             progress: self.progress.cloned(),
             signals: Default::default(),
             redact: self.sandbox.redact.clone(),
+            order: self.order,
         }
     }
 }
@@ -70,9 +74,9 @@ pub struct Plugin {
     pub(super) file: PathBuf,
     pub(super) sha256: String,
     pub(super) pre: GuestPre<InstanceState>,
-    /// One permit per instance that may exist at once (pooling slots, or the bound on
-    /// instances allocated on demand).
-    pub(super) slots: Arc<Semaphore>,
+    /// One slot per instance that may exist at once (pooling slots, or the bound on
+    /// instances allocated on demand), handed out oldest run first.
+    pub(super) slots: Arc<crate::slots::Slots>,
     /// The engine's TLS client configuration, for `https` requests of its instances.
     pub(super) tls: Arc<super::net::Tls>,
     /// The deadline of `describe()` (and its instantiation).
@@ -274,12 +278,7 @@ impl Plugin {
             // Waiting for a slot is the host's queue, not the plugin's time: the deadline
             // starts once the slot is taken.
             None => {
-                let slot = self
-                    .slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("slot semaphore is never closed");
+                let slot = self.slots.acquire(context.order).await;
                 let mut store =
                     Store::new(self.pre.engine(), InstanceState::new(sandbox, &self.tls)?);
                 store.limiter(|state| &mut state.memory);
@@ -377,7 +376,7 @@ impl Plugin {
 /// An instance about to serve a call: a warm one, or a fresh store holding its slot.
 enum Ready {
     Warm(Live),
-    Fresh(Store<InstanceState>, OwnedSemaphorePermit),
+    Fresh(Store<InstanceState>, crate::slots::Slot),
 }
 
 /// Starts the call's deadline: the epoch callback fails the call once wasm runs past

@@ -165,6 +165,7 @@ impl<'p> Suite<'p> {
             run_id: "conform",
             attempt: 1,
             progress: None,
+            order: 0,
         }
     }
 
