@@ -9,39 +9,33 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use crate::cancel::Flag;
 
 /// Suspend requests for the runs of one engine (shared by its clones), by run id: one flag
 /// per run, which its scheduler watches.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Suspensions(Arc<Mutex<HashMap<String, watch::Sender<bool>>>>);
+pub(crate) struct Suspensions(Arc<Mutex<HashMap<String, Arc<Flag>>>>);
 
 impl Suspensions {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<bool>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Flag>>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn flag(&self, run_id: &str) -> watch::Receiver<bool> {
-        self.map()
-            .entry(run_id.to_owned())
-            .or_insert_with(|| watch::channel(false).0)
-            .subscribe()
+    fn flag(&self, run_id: &str) -> Arc<Flag> {
+        self.map().entry(run_id.to_owned()).or_default().clone()
     }
 
     /// Asks run `run_id` to suspend. A request made before the run starts on this engine is
     /// kept for it.
     pub(crate) fn request(&self, run_id: &str) {
-        self.map()
-            .entry(run_id.to_owned())
-            .or_insert_with(|| watch::channel(false).0)
-            .send_replace(true);
+        self.flag(run_id).set(1);
     }
 
     /// Whether run `run_id` was asked to suspend.
     pub(crate) fn requested(&self, run_id: &str) -> bool {
-        self.map().get(run_id).is_some_and(|flag| *flag.borrow())
+        self.map().get(run_id).is_some_and(|flag| flag.get() != 0)
     }
 
     /// The flag of run `run_id`, to wait on while its calls are in flight.
@@ -57,14 +51,12 @@ impl Suspensions {
 
 /// One run's suspend flag, as its scheduler waits on it.
 #[derive(Debug)]
-pub(crate) struct SuspendSignal(watch::Receiver<bool>);
+pub(crate) struct SuspendSignal(Arc<Flag>);
 
 impl SuspendSignal {
     /// Completes once the run is asked to suspend; never, when it is not.
     pub(crate) async fn requested(&mut self) {
-        if self.0.wait_for(|asked| *asked).await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        self.0.wait().await;
     }
 }
 
