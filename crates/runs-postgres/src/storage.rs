@@ -28,15 +28,8 @@ impl PgRunDb {
 
     /// Creates `run` (its first lease `lease`) and commits `events` with it.
     fn write_new(&self, run: &NewRun, lease: &Lease, events: &[Event]) -> Result<(), RunDbError> {
-        let work = Work::Record {
-            create: Some(Box::new(run.clone())),
-            writes: events.iter().map(Write::of).collect(),
-        };
-        match self.write("recording a new run", lease, work)? {
-            Outcome::Done => Ok(()),
-            Outcome::Exists(existing) => Err(exists(run, existing)),
-            Outcome::Fenced => lease.written(false, || self.holder_now(lease)),
-        }
+        let held = created(run, self.write(CREATING, lease, creating(run, events))?)?;
+        lease.written(held, || self.holder_now(lease))
     }
 
     /// Who holds `lease`'s run now, for the error of a write the fence refused.
@@ -191,14 +184,7 @@ impl PgWrites {
 impl AsyncWrites for PgWrites {
     fn record<'a>(&'a self, events: &'a [Event], lease: &'a Lease) -> flowhost_runs::Writing<'a> {
         Box::pin(async move {
-            let what = match events {
-                [only] => format!("recording {}", only.transition),
-                _ => format!("recording {} transitions", events.len()),
-            };
-            let work = Work::Record {
-                create: None,
-                writes: events.iter().map(Write::of).collect(),
-            };
+            let (what, work) = recording(events);
             let outcome = self.commit(&what, lease, work).await?;
             self.written(outcome == Outcome::Done, lease).await
         })
@@ -211,16 +197,42 @@ impl AsyncWrites for PgWrites {
         events: &'a [Event],
     ) -> flowhost_runs::Writing<'a> {
         Box::pin(async move {
-            let work = Work::Record {
-                create: Some(Box::new(run.clone())),
-                writes: events.iter().map(Write::of).collect(),
-            };
-            match self.commit("recording a new run", lease, work).await? {
-                Outcome::Done => Ok(()),
-                Outcome::Exists(existing) => Err(exists(run, existing)),
-                Outcome::Fenced => self.written(false, lease).await,
-            }
+            let outcome = self.commit(CREATING, lease, creating(run, events)).await?;
+            self.written(created(run, outcome)?, lease).await
         })
+    }
+}
+
+/// What a write creating a run is called in errors.
+const CREATING: &str = "recording a new run";
+
+/// The work of creating `run` with its first transitions `events`.
+fn creating(run: &NewRun, events: &[Event]) -> Work {
+    Work::Record {
+        create: Some(Box::new(run.clone())),
+        writes: events.iter().map(Write::of).collect(),
+    }
+}
+
+/// The work of recording `events`, and what it is called in errors.
+fn recording(events: &[Event]) -> (String, Work) {
+    let what = match events {
+        [only] => format!("recording {}", only.transition),
+        _ => format!("recording {} transitions", events.len()),
+    };
+    let work = Work::Record {
+        create: None,
+        writes: events.iter().map(Write::of).collect(),
+    };
+    (what, work)
+}
+
+/// Whether a run's creation was recorded (false: fenced), or the error of a taken key.
+fn created(run: &NewRun, outcome: Outcome) -> Result<bool, RunDbError> {
+    match outcome {
+        Outcome::Done => Ok(true),
+        Outcome::Exists(existing) => Err(exists(run, existing)),
+        Outcome::Fenced => Ok(false),
     }
 }
 
@@ -321,14 +333,7 @@ impl RunDb for PgRunDb {
     }
 
     fn record(&self, events: &[Event], lease: &Lease) -> Result<(), RunDbError> {
-        let what = match events {
-            [only] => format!("recording {}", only.transition),
-            _ => format!("recording {} transitions", events.len()),
-        };
-        let work = Work::Record {
-            create: None,
-            writes: events.iter().map(Write::of).collect(),
-        };
+        let (what, work) = recording(events);
         let outcome = self.write(&what, lease, work)?;
         lease.written(outcome == Outcome::Done, || self.holder_now(lease))
     }
