@@ -63,6 +63,27 @@ pub(crate) struct Placed {
     problem: Problem,
 }
 
+impl Placed {
+    /// The findings of one check of entry `task` (none: of the flow), placed at (`at`, `step`).
+    fn all(
+        at: usize,
+        step: u8,
+        task: Option<&str>,
+        found: Vec<Finding>,
+    ) -> impl Iterator<Item = Placed> {
+        found
+            .into_iter()
+            .map(move |Finding { field, message }| Placed {
+                place: Place { at, step },
+                problem: Problem {
+                    task: task.map(str::to_owned),
+                    field: field.map(str::to_owned),
+                    message,
+                },
+            })
+    }
+}
+
 /// One entry of a prepared flow.
 pub(crate) struct Entry {
     /// The entry bound to its plugin (or, for a wait entry, to none), unless its plugin did
@@ -96,14 +117,7 @@ pub(crate) async fn prepare(runtime: &Runtime, flow: &FlowSpec) -> Static {
     let tree = Tree::of(flow);
     let mut problems: Vec<Placed> = Vec::new();
     let mut report = |at: usize, step: u8, task: Option<&str>, found: Vec<Finding>| {
-        problems.extend(found.into_iter().map(|Finding { field, message }| Placed {
-            place: Place { at, step },
-            problem: Problem {
-                task: task.map(str::to_owned),
-                field: field.map(str::to_owned),
-                message,
-            },
-        }))
+        problems.extend(Placed::all(at, step, task, found))
     };
     report(FLOW, 1, None, check_flow(flow));
     if !tree.all_linear() {
@@ -353,14 +367,7 @@ pub(crate) fn check_run(
     let tree = &prepared.tree;
     let mut problems = prepared.problems.clone();
     let mut report = |at: usize, step: u8, task: Option<&str>, found: Vec<Finding>| {
-        problems.extend(found.into_iter().map(|Finding { field, message }| Placed {
-            place: Place { at, step },
-            problem: Problem {
-                task: task.map(str::to_owned),
-                field: field.map(str::to_owned),
-                message,
-            },
-        }))
+        problems.extend(Placed::all(at, step, task, found))
     };
     let mut sources = Sources::new(&initial);
     // Without a plugin's declaration, later "missing name" findings could be false.
@@ -474,14 +481,7 @@ pub(crate) fn check_run(
                 |name: &str| available(name) || providers.get(name).is_some_and(|&p| p != index);
             let whence = "neither the initial store nor any other task provides";
             let found = check_condition(condition, &known, whence);
-            problems.extend(found.into_iter().map(|Finding { field, message }| Placed {
-                place: Place { at: GRAPH, step: 1 },
-                problem: Problem {
-                    task: Some(task.name.clone()),
-                    field: field.map(str::to_owned),
-                    message,
-                },
-            }));
+            problems.extend(Placed::all(GRAPH, 1, Some(&task.name), found));
         }
     }
     if !problems.is_empty() {
