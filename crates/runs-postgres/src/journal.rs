@@ -417,6 +417,35 @@ enum Answer {
 
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<Answer, tokio_postgres::Error>> + Send + 'a>>;
 
+/// The leases of the `jobs` whose work `is`, in run order: groups write leases sorted, so
+/// that two groups committing at once take their rows' locks in the same order.
+fn leases(jobs: &[Job], is: impl Fn(&Work) -> bool) -> Vec<&Lease> {
+    let mut leases: Vec<&Lease> = jobs
+        .iter()
+        .filter(|j| is(&j.work))
+        .map(|j| &j.lease)
+        .collect();
+    leases.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    leases
+}
+
+/// Leases as statement parameters: one array per column, in the leases' order.
+struct LeaseParams<'l> {
+    runs: Vec<&'l str>,
+    tokens: Vec<i64>,
+    owners: Vec<&'l str>,
+}
+
+impl<'l> LeaseParams<'l> {
+    fn of(leases: &[&'l Lease]) -> Self {
+        Self {
+            runs: leases.iter().map(|l| l.run_id.as_str()).collect(),
+            tokens: leases.iter().map(|l| l.token).collect(),
+            owners: leases.iter().map(|l| l.owner.id.as_str()).collect(),
+        }
+    }
+}
+
 /// Commits `jobs` in one transaction sent in one round trip; each job's outcome, in order.
 async fn commit(s: &Shared, what: &str, jobs: &[Job]) -> Result<Vec<Outcome>, RunDbError> {
     let failed = |e: tokio_postgres::Error| s.error(what, e);
@@ -438,44 +467,15 @@ async fn commit(s: &Shared, what: &str, jobs: &[Job]) -> Result<Vec<Outcome>, Ru
         })
         .collect();
     new_runs.sort_by(|a, b| (&a.flow, &a.key, &a.id).cmp(&(&b.flow, &b.key, &b.id)));
-    let mut recorded: Vec<&Lease> = jobs
-        .iter()
-        .filter(|j| matches!(j.work, Work::Record { .. }))
-        .map(|j| &j.lease)
-        .collect();
-    recorded.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    let recorded = leases(jobs, |work| matches!(work, Work::Record { .. }));
     let fence = (
-        recorded
-            .iter()
-            .map(|l| l.run_id.as_str())
-            .collect::<Vec<_>>(),
-        recorded.iter().map(|l| l.token).collect::<Vec<_>>(),
-        recorded
-            .iter()
-            .map(|l| l.owner.id.as_str())
-            .collect::<Vec<_>>(),
+        LeaseParams::of(&recorded),
         recorded
             .iter()
             .map(|l| l.ttl.as_secs_f64())
             .collect::<Vec<_>>(),
     );
-    let mut released: Vec<&Lease> = jobs
-        .iter()
-        .filter(|j| matches!(j.work, Work::Release))
-        .map(|j| &j.lease)
-        .collect();
-    released.sort_by(|a, b| a.run_id.cmp(&b.run_id));
-    let release = (
-        released
-            .iter()
-            .map(|l| l.run_id.as_str())
-            .collect::<Vec<_>>(),
-        released.iter().map(|l| l.token).collect::<Vec<_>>(),
-        released
-            .iter()
-            .map(|l| l.owner.id.as_str())
-            .collect::<Vec<_>>(),
-    );
+    let release = LeaseParams::of(&leases(jobs, |work| matches!(work, Work::Release)));
     let mut rounds: Vec<Round> = Vec::new();
     let mut transitions = TransitionRows::default();
     // Writes of the run row and progress, each a statement of its own, in order.
@@ -523,7 +523,7 @@ async fn commit(s: &Shared, what: &str, jobs: &[Job]) -> Result<Vec<Outcome>, Ru
     if !recorded.is_empty() {
         calls.push(Call {
             statement: &st.fence,
-            params: vec![&fence.0, &fence.1, &fence.2, &fence.3],
+            params: vec![&fence.0.runs, &fence.0.tokens, &fence.0.owners, &fence.1],
             rows: true,
         });
     }
@@ -596,10 +596,10 @@ async fn commit(s: &Shared, what: &str, jobs: &[Job]) -> Result<Vec<Outcome>, Ru
             rows: false,
         });
     }
-    if !released.is_empty() {
+    if !release.runs.is_empty() {
         calls.push(Call {
             statement: &st.release,
-            params: vec![&release.0, &release.1, &release.2],
+            params: vec![&release.runs, &release.tokens, &release.owners],
             rows: false,
         });
     }
