@@ -322,6 +322,12 @@ class Run:
         """The client it was made by."""
         return self._client
 
+    def _act(self, action: str) -> Run:
+        """POSTs `action` to the run; its kept record is then read again when next needed."""
+        self._client._http.request("POST", self._path(action))
+        self._full = False
+        return self
+
     def _path(self, tail: str = "") -> str:
         return f"/v1/runs/{_segment(self.id)}{tail}"
 
@@ -512,9 +518,7 @@ class Run:
             NotFound: No such run.
             Unauthorized: The service has a token and the client not the same one.
         """
-        self._client._http.request("POST", self._path("/cancel"))
-        self._full = False
-        return self
+        return self._act("/cancel")
 
     def resume(self) -> Run:
         """Continues an interrupted run (``POST /v1/runs/{id}/resume``): what succeeded is
@@ -527,9 +531,7 @@ class Run:
             NotFound: No such run.
             Unauthorized: The service has a token and the client not the same one.
         """
-        self._client._http.request("POST", self._path("/resume"))
-        self._full = False
-        return self
+        return self._act("/resume")
 
     def suspend(self) -> Run:
         """Asks the run to suspend (``POST /v1/runs/{id}/suspend``), wherever it runs: its
@@ -542,9 +544,7 @@ class Run:
             NotFound: No such run.
             Unauthorized: The service has a token and the client not the same one.
         """
-        self._client._http.request("POST", self._path("/suspend"))
-        self._full = False
-        return self
+        return self._act("/suspend")
 
     def revert(self) -> Run:
         """Reverts a SUSPENDED run instead of resuming it (``POST /v1/runs/{id}/revert``):
@@ -556,9 +556,7 @@ class Run:
             NotFound: No such run.
             Unauthorized: The service has a token and the client not the same one.
         """
-        self._client._http.request("POST", self._path("/revert"))
-        self._full = False
-        return self
+        return self._act("/revert")
 
     def restart(self, from_task: str) -> Run:
         """Starts a new run of this one from task ``from_task``
