@@ -482,6 +482,27 @@ async fn graph_against_linear() {
 
 /// µs per task of a 10-task flow recorded in the SQLite run database (every transition
 /// committed before the run moves on), against the same flow in memory, in the same run.
+/// Median µs per task of `reps` runs of `flow`, one at a time, each loaded (from the
+/// engine's prepared flows) and, with an `executor`, recorded in its run database.
+async fn per_task_alone(
+    engine: &Engine,
+    flow: &FlowSpec,
+    executor: Option<&Executor>,
+    reps: usize,
+) -> f64 {
+    let mut per_task = Vec::new();
+    for _ in 0..reps {
+        let started = Instant::now();
+        let mut loaded = engine.load(flow, initial()).await.expect("valid flow");
+        if let Some(executor) = executor {
+            runs::record(executor, &mut loaded, None, None).expect("record run");
+        }
+        assert!(loaded.run().await.unwrap().succeeded());
+        per_task.push(micros(started.elapsed()) / flow.tasks.len() as f64);
+    }
+    median(per_task)
+}
+
 async fn durable_costs() {
     const N: usize = 10;
     const REPS: usize = 200;
@@ -500,18 +521,7 @@ async fn durable_costs() {
         ("SQLite, synchronous=NORMAL", Some(normal)),
         ("SQLite, synchronous=FULL", Some(full)),
     ] {
-        let executor = db.map(Executor::new);
-        let mut per_task = Vec::new();
-        for _ in 0..REPS {
-            let started = Instant::now();
-            let mut loaded = engine.load(&flow, initial()).await.expect("valid flow");
-            if let Some(executor) = &executor {
-                runs::record(executor, &mut loaded, None, None).expect("record run");
-            }
-            assert!(loaded.run().await.unwrap().succeeded());
-            per_task.push(micros(started.elapsed()) / N as f64);
-        }
-        let cost = median(per_task);
+        let cost = per_task_alone(&engine, &flow, db.map(Executor::new).as_ref(), REPS).await;
         let base = *memory.get_or_insert(cost);
         row(
             &format!("µs/task, N={N}, fresh, {name}"),

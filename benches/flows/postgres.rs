@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::{engine, initial, median, micros, row};
+use super::{engine, initial, median, per_task_alone, row};
 
 /// Tasks per run.
 const N: usize = 10;
@@ -40,17 +40,7 @@ pub async fn postgres_rows() {
     // One run at a time.
     let mut costs = Vec::new();
     for executor in [None, Some(Executor::new(db.clone()))] {
-        let mut per_task = Vec::new();
-        for _ in 0..200 {
-            let started = Instant::now();
-            let mut loaded = engine.load(&flow, initial()).await.expect("valid flow");
-            if let Some(executor) = &executor {
-                runs::record(executor, &mut loaded, None, None).expect("record run");
-            }
-            assert!(loaded.run().await.unwrap().succeeded());
-            per_task.push(micros(started.elapsed()) / N as f64);
-        }
-        costs.push(median(per_task));
+        costs.push(per_task_alone(&engine, &flow, executor.as_ref(), 200).await);
     }
     row(
         &format!("PostgreSQL: µs/task, N={N}, one run at a time (in memory / PostgreSQL)"),
@@ -192,9 +182,15 @@ fn chain_file(dir: &Path) -> PathBuf {
 fn start_worker(pg: &Postgres, dir: &Path, concurrency: usize) -> oneshot::Sender<()> {
     let db = Arc::new(PgRunDb::connect(&pg.url()).expect("connect"));
     let executor = Executor::new(db.clone()).lease_ttl(Duration::from_secs(30));
-    let worker = Worker::new(db, executor, EngineConfig::default(), dir.join("plugins"))
-        .concurrency(concurrency)
-        .poll(Duration::from_millis(200));
+    run_worker(
+        Worker::new(db, executor, EngineConfig::default(), dir.join("plugins"))
+            .concurrency(concurrency)
+            .poll(Duration::from_millis(200)),
+    )
+}
+
+/// Runs `worker` in the background until the returned sender sends or is dropped.
+pub fn run_worker(worker: Worker) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(worker.run(
         async move {

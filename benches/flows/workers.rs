@@ -15,7 +15,7 @@ use flowhost_testkit::{Postgres, Workspace};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::postgres::next_xid;
+use super::postgres::{next_xid, run_worker};
 use super::{median, row};
 
 /// Runs submitted per measurement.
@@ -109,22 +109,16 @@ fn start(pg: &Postgres, ws: &Workspace, n: usize, poll: Duration) -> Vec<oneshot
         .map(|i| {
             let db = Arc::new(PgRunDb::connect(&pg.url()).expect("connect"));
             let executor = Executor::new(db.clone()).lease_ttl(Duration::from_secs(30));
-            let worker = Worker::new(
-                db,
-                executor,
-                EngineConfig::default().pooling(false),
-                ws.path(&format!("plugins{i}")),
+            run_worker(
+                Worker::new(
+                    db,
+                    executor,
+                    EngineConfig::default().pooling(false),
+                    ws.path(&format!("plugins{i}")),
+                )
+                .concurrency(8)
+                .poll(poll),
             )
-            .concurrency(8)
-            .poll(poll);
-            let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(worker.run(
-                async move {
-                    let _ = stopped.await;
-                },
-                std::future::pending(),
-            ));
-            stop
         })
         .collect()
 }
